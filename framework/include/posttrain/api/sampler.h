@@ -1,0 +1,59 @@
+// Extension point: Sampler — produces completions (rollouts) for prompts.
+//
+// The default sampler (models issue) generates from the current policy with a KV
+// cache and returns token ids, per-token log-probs and finish reasons. A sampler is
+// called from the host's step loop, one call at a time.
+#pragma once
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "posttrain/core/example.h"
+
+namespace posttrain {
+
+enum class FinishReason {
+  kStop,    // EOS token or a stop string
+  kLength,  // max_completion_length reached
+  kSource,  // taken from the data, not generated
+};
+
+// "stop", "length", "source".
+absl::string_view FinishReasonName(FinishReason reason);
+
+struct Rollout {
+  // Index into the request's prompts.
+  std::int64_t prompt_index = 0;
+  std::string completion;
+  // Generated token ids and their log-probs under the sampling policy (natural log,
+  // fp32), same length; empty for samplers that do not generate.
+  std::vector<std::int64_t> token_ids;
+  std::vector<float> logprobs;
+  FinishReason finish_reason = FinishReason::kStop;
+};
+
+struct SampleRequest {
+  // One prompt per example; examples must outlive the call.
+  absl::Span<const Example* const> prompts;
+  // Completions per prompt (TRL's num_generations).
+  std::int64_t num_generations = 1;
+  // Seed for this call (the host derives it from the recipe seed and the step).
+  std::uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  virtual ~Sampler() = default;
+
+  // Returns prompts.size() * num_generations rollouts, grouped by prompt (all
+  // generations of prompt 0 first). Errors: InvalidArgument for a prompt the sampler
+  // cannot serve, naming the example's location.
+  virtual absl::StatusOr<std::vector<Rollout>> Sample(const SampleRequest& request) = 0;
+};
+
+}  // namespace posttrain

@@ -1,0 +1,36 @@
+// The engine: runs a validated recipe end to end. The loop lives here once; a
+// trainer plugin only defines its step.
+//
+//   for step in 1..max_steps:
+//     batch    ← next per_device_train_batch_size examples (reshuffled every epoch)
+//     rollouts ← sampler(batch, num_generations)            if the trainer needs them
+//     rewards  ← RewardPipeline(batch, rollouts)  (oneTBB)  if the trainer needs them
+//     metrics  ← trainer.Step(batch, rollouts, rewards)
+//     every logging_steps: metrics.jsonl (window means), completions.jsonl, progress
+//
+//   POSTTRAIN_ASSIGN_OR_RETURN(RunResult result, RunRecipe(recipe, host.registry()));
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "posttrain/plugin/registry.h"
+#include "posttrain/recipe/recipe.h"
+
+namespace posttrain {
+
+struct RunResult {
+  std::string output_dir;
+  std::int64_t steps = 0;
+  std::int64_t num_train_examples = 0;
+  // Each metric's mean over the whole run.
+  std::map<std::string, double> mean_metrics;
+};
+
+// Validates the recipe, creates the run directory and runs it. Errors name the
+// component and the input that failed; what was written before stays on disk.
+absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& registry);
+
+}  // namespace posttrain

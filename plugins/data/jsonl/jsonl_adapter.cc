@@ -1,0 +1,229 @@
+// Data adapter "jsonl": JSON Lines (plain or gzip) in TRL's dataset formats.
+//
+//   [data]
+//   type = "jsonl"
+//   path = "../shared/data/gsm8k_train.jsonl"
+//   prompt_field = "question"
+//   completion_field = "answer"
+//
+// format = "auto" picks the format from the first record's fields: chosen+rejected →
+// preference (prompt optional: without it the prompt is the longest common prefix of
+// chosen and rejected, as TRL's extract_prompt does); prompt+completion+label →
+// unpaired preference; prompt+completion → prompt-completion; text → language
+// modeling; prompt → prompt-only. Every record must then have the same fields.
+#include <algorithm>
+#include <string_view>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "posttrain/core/text_file.h"
+#include "posttrain/plugin/plugin.h"
+
+namespace posttrain {
+namespace {
+
+struct Fields {
+  std::string text, prompt, completion, chosen, rejected, label;
+};
+
+// TRL's implicit prompt: the common prefix of chosen and rejected; if the first
+// differing character follows a space, the space stays with the completions.
+void ExtractImplicitPrompt(Example& example) {
+  const std::string& chosen = example.chosen;
+  const std::string& rejected = example.rejected;
+  size_t idx = 0;
+  const size_t limit = std::min(chosen.size(), rejected.size());
+  while (idx < limit && chosen[idx] == rejected[idx]) ++idx;
+  if (idx < limit && idx > 0 && chosen[idx - 1] == ' ') --idx;
+  example.prompt = chosen.substr(0, idx);
+  example.chosen = chosen.substr(idx);
+  example.rejected = rejected.substr(idx);
+}
+
+class JsonlAdapter final : public DataAdapter {
+ public:
+  static ComponentSchema Schema() {
+    return ComponentSchema(
+               "JSON Lines (.jsonl, or gzip .jsonl.gz) in TRL's dataset formats: "
+               "language modeling, prompt-only, prompt-completion, preference "
+               "(explicit or implicit prompt), unpaired preference.")
+        .Required("path", OptionType::kString, "The .jsonl or .jsonl.gz file.")
+        .String("format", "auto", "Dataset format; 'auto' infers it from the first record.",
+                {"auto", "language_modeling", "prompt_only", "prompt_completion", "preference",
+                 "unpaired_preference"})
+        .String("text_field", "text", "Field holding the text (language modeling).")
+        .String("prompt_field", "prompt", "Field holding the prompt.")
+        .String("completion_field", "completion", "Field holding the completion.")
+        .String("chosen_field", "chosen", "Field holding the preferred completion.")
+        .String("rejected_field", "rejected", "Field holding the dispreferred completion.")
+        .String("label_field", "label", "Field holding the unpaired preference label (bool).")
+        .Int("max_examples", -1, "Read at most this many records (-1: all).")
+        .Bool("skip_malformed", false,
+              "Skip (and count) malformed records instead of stopping with an error.");
+  }
+
+  static absl::StatusOr<std::unique_ptr<DataAdapter>> Create(const ComponentConfig& config) {
+    auto adapter = std::make_unique<JsonlAdapter>();
+    adapter->path_ = config.GetString("path");
+    adapter->format_ = config.GetString("format");
+    adapter->fields_ = {config.GetString("text_field"),       config.GetString("prompt_field"),
+                        config.GetString("completion_field"), config.GetString("chosen_field"),
+                        config.GetString("rejected_field"),   config.GetString("label_field")};
+    adapter->max_examples_ = config.GetInt("max_examples");
+    adapter->skip_malformed_ = config.GetBool("skip_malformed");
+    return adapter;
+  }
+
+  absl::StatusOr<std::vector<Example>> Load() override {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(path_));
+    std::vector<Example> examples;
+    skipped_ = 0;
+    std::optional<ExampleFormat> format = ParseFormat(format_);
+    std::int64_t line_number = 0;
+    for (absl::string_view line : absl::StrSplit(content, '\n')) {
+      ++line_number;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.find_first_not_of(" \t") == absl::string_view::npos) continue;
+      if (max_examples_ >= 0 && static_cast<std::int64_t>(examples.size()) >= max_examples_) break;
+      Example example;
+      example.source = path_;
+      example.line = line_number;
+      absl::Status status = ParseRecord(line, format, example);
+      if (!status.ok()) {
+        if (skip_malformed_) {
+          ++skipped_;
+          continue;
+        }
+        return absl::InvalidArgumentError(
+            absl::StrCat(path_, ":", line_number, ": ", status.message()));
+      }
+      format = example.format;
+      examples.push_back(std::move(example));
+    }
+    return examples;
+  }
+
+  std::int64_t num_skipped() const override { return skipped_; }
+
+ private:
+  static std::optional<ExampleFormat> ParseFormat(absl::string_view name) {
+    for (ExampleFormat f : {ExampleFormat::kLanguageModeling, ExampleFormat::kPromptOnly,
+                            ExampleFormat::kPromptCompletion, ExampleFormat::kPreference,
+                            ExampleFormat::kUnpairedPreference}) {
+      if (ExampleFormatName(f) == name) return f;
+    }
+    return std::nullopt;  // "auto"
+  }
+
+  ExampleFormat Infer(const nlohmann::json& record) const {
+    auto has = [&](const std::string& f) { return record.contains(f); };
+    if (has(fields_.chosen) && has(fields_.rejected)) return ExampleFormat::kPreference;
+    if (has(fields_.prompt) && has(fields_.completion) && has(fields_.label)) {
+      return ExampleFormat::kUnpairedPreference;
+    }
+    if (has(fields_.prompt) && has(fields_.completion)) return ExampleFormat::kPromptCompletion;
+    if (has(fields_.text)) return ExampleFormat::kLanguageModeling;
+    return ExampleFormat::kPromptOnly;
+  }
+
+  absl::Status ParseRecord(absl::string_view line, std::optional<ExampleFormat> format,
+                           Example& example) const {
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("malformed JSON (expected one JSON object per line): ", e.what()));
+    }
+    if (!record.is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected a JSON object, got ", record.type_name()));
+    }
+    example.format = format.value_or(Infer(record));
+    std::vector<const std::string*> wanted;
+    switch (example.format) {
+      case ExampleFormat::kLanguageModeling: wanted = {&fields_.text}; break;
+      case ExampleFormat::kPromptOnly: wanted = {&fields_.prompt}; break;
+      case ExampleFormat::kPromptCompletion: wanted = {&fields_.prompt, &fields_.completion}; break;
+      case ExampleFormat::kPreference: wanted = {&fields_.chosen, &fields_.rejected}; break;
+      case ExampleFormat::kUnpairedPreference:
+        wanted = {&fields_.prompt, &fields_.completion, &fields_.label};
+        break;
+    }
+    std::vector<std::string> missing;
+    for (const std::string* field : wanted) {
+      if (!record.contains(*field)) missing.push_back(absl::StrCat("\"", *field, "\""));
+    }
+    if (!missing.empty()) {
+      std::vector<std::string> found;
+      for (const auto& item : record.items()) found.push_back(absl::StrCat("\"", item.key(), "\""));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a ", ExampleFormatName(example.format), " record needs field(s) ",
+          absl::StrJoin(missing, ", "), "; this record has ", absl::StrJoin(found, ", "),
+          " (map fields with text_field, prompt_field, ... in [data])"));
+    }
+    auto take_string = [&](const std::string& field, std::string& out) -> absl::Status {
+      const nlohmann::json& value = record[field];
+      if (value.is_array()) {
+        return absl::UnimplementedError(absl::StrCat(
+            "field \"", field,
+            "\" holds a list of messages (conversational format), which needs a chat template; "
+            "posttrain does not apply chat templates yet"));
+      }
+      if (!value.is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("field \"", field, "\" must be a string, got ", value.type_name()));
+      }
+      out = value.get<std::string>();
+      record.erase(field);
+      return absl::OkStatus();
+    };
+    switch (example.format) {
+      case ExampleFormat::kLanguageModeling:
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.text, example.text));
+        break;
+      case ExampleFormat::kPromptOnly:
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.prompt, example.prompt));
+        break;
+      case ExampleFormat::kPromptCompletion:
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.prompt, example.prompt));
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.completion, example.completion));
+        break;
+      case ExampleFormat::kPreference: {
+        const bool explicit_prompt = record.contains(fields_.prompt);
+        if (explicit_prompt) POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.prompt, example.prompt));
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.chosen, example.chosen));
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.rejected, example.rejected));
+        if (!explicit_prompt) ExtractImplicitPrompt(example);
+        break;
+      }
+      case ExampleFormat::kUnpairedPreference: {
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.prompt, example.prompt));
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.completion, example.completion));
+        const nlohmann::json& label = record[fields_.label];
+        if (!label.is_boolean()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "field \"", fields_.label, "\" must be true or false, got ", label.type_name()));
+        }
+        example.label = label.get<bool>();
+        record.erase(fields_.label);
+        break;
+      }
+    }
+    example.metadata = std::move(record);
+    return absl::OkStatus();
+  }
+
+  std::string path_;
+  std::string format_;
+  Fields fields_;
+  std::int64_t max_examples_ = -1;
+  bool skip_malformed_ = false;
+  std::int64_t skipped_ = 0;
+};
+
+}  // namespace
+}  // namespace posttrain
+
+POSTTRAIN_REGISTER_DATA_ADAPTER("jsonl", posttrain::JsonlAdapter);
+POSTTRAIN_PLUGIN("posttrain_data_jsonl");

@@ -1,0 +1,68 @@
+// Trainer "reward_eval": scores the sampler's rollouts with the recipe's reward
+// functions and logs TRL's reward metrics. It trains nothing; it is the loop of an
+// online trainer without the update, for checking reward functions and data before
+// a long run.
+//
+// Metrics (TRL GRPO names): reward, reward_std (over the batch's rollouts),
+// rewards/<name>/mean, rewards/<name>/std.
+#include <cmath>
+
+#include "posttrain/plugin/plugin.h"
+
+namespace posttrain {
+namespace {
+
+void MeanStd(const std::vector<float>& values, double* mean, double* std) {
+  double sum = 0.0;
+  for (float v : values) sum += v;
+  *mean = values.empty() ? 0.0 : sum / static_cast<double>(values.size());
+  double squares = 0.0;
+  for (float v : values) squares += (v - *mean) * (v - *mean);
+  // Unbiased, as torch.std (TRL's reward_std).
+  *std = values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0;
+}
+
+class RewardEvalTrainer final : public Trainer {
+ public:
+  static ComponentSchema Schema() {
+    return ComponentSchema(
+               "Scores rollouts with the reward functions and logs reward metrics; "
+               "updates no weights.")
+        .Int("num_generations", 1, "Rollouts per prompt.");
+  }
+
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
+    auto trainer = std::make_unique<RewardEvalTrainer>();
+    trainer->num_generations_ = config.GetInt("num_generations");
+    if (trainer->num_generations_ < 1) return config.Error("num_generations", "must be >= 1");
+    return trainer;
+  }
+
+  TrainerNeeds Needs() const override {
+    TrainerNeeds needs;
+    needs.rollouts = true;
+    needs.rewards = true;
+    needs.num_generations = num_generations_;
+    return needs;
+  }
+
+  absl::StatusOr<StepOutput> Step(const StepInput& input) override {
+    if (input.rewards == nullptr) return absl::InternalError("reward_eval got no rewards");
+    StepOutput output;
+    MeanStd(input.rewards->total, &output.metrics["reward"], &output.metrics["reward_std"]);
+    for (const auto& [name, scores] : input.rewards->per_function) {
+      MeanStd(scores, &output.metrics["rewards/" + name + "/mean"],
+              &output.metrics["rewards/" + name + "/std"]);
+    }
+    return output;
+  }
+
+ private:
+  std::int64_t num_generations_ = 1;
+};
+
+}  // namespace
+}  // namespace posttrain
+
+POSTTRAIN_REGISTER_TRAINER("reward_eval", posttrain::RewardEvalTrainer);
+POSTTRAIN_PLUGIN("posttrain_trainer_reward_eval");

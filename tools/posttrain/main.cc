@@ -1,0 +1,147 @@
+// posttrain — the command-line host.
+//
+//   posttrain run RECIPE [table.key=value ...]     run a recipe
+//   posttrain validate RECIPE [table.key=value ...] check a recipe, load nothing heavy
+//   posttrain list                                  every loaded plugin component
+//   posttrain describe NAME [--kind KIND]           a component's options
+//
+// User errors (a recipe typo, a missing file, a bad plugin) print one paragraph
+// and exit 1; usage errors exit 2 (CLI11); success exits 0.
+#include <cstdio>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "posttrain/core/did_you_mean.h"
+#include "posttrain/plugin/plugin_host.h"
+#include "posttrain/recipe/recipe.h"
+#include "posttrain/run/engine.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace posttrain {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "posttrain: error: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+absl::Status LoadPlugins(PluginHost& host, const std::vector<std::string>& extra_dirs) {
+  POSTTRAIN_RETURN_IF_ERROR(host.LoadDefaultDirectories());
+  for (const std::string& dir : extra_dirs) {
+    POSTTRAIN_RETURN_IF_ERROR(Annotate(host.LoadDirectory(dir), "--plugin-dir"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Recipe> LoadRecipe(PluginHost& host, const std::string& path,
+                                  const std::vector<std::string>& overrides) {
+  POSTTRAIN_ASSIGN_OR_RETURN(Recipe recipe, Recipe::LoadFile(path, overrides));
+  for (const std::string& dir : recipe.plugin_dirs()) {
+    POSTTRAIN_RETURN_IF_ERROR(Annotate(host.LoadDirectory(dir), absl::StrCat(path, ": plugin_dirs")));
+  }
+  POSTTRAIN_RETURN_IF_ERROR(recipe.Validate(host.registry()));
+  return recipe;
+}
+
+void PrintDescription(const RegisteredComponent& c) {
+  const Registration& r = c.registration;
+  std::printf("%s %s\n  %s\n  plugin: %s (%s)\n\noptions:\n", std::string(ComponentKindName(r.kind)).c_str(),
+              r.name.c_str(), r.schema.doc().c_str(), c.plugin_name.c_str(), c.library_path.c_str());
+  for (const OptionSpec& o : r.schema.options()) {
+    std::string type(OptionTypeName(o.type));
+    std::string def = o.default_value ? FormatOptionValue(*o.default_value) : "(required)";
+    std::printf("  %-30s %-16s default %s\n      %s\n", o.name.c_str(), type.c_str(), def.c_str(),
+                o.doc.c_str());
+    if (!o.choices.empty()) std::printf("      one of: %s\n", absl::StrJoin(o.choices, ", ").c_str());
+  }
+}
+
+}  // namespace
+}  // namespace posttrain
+
+int main(int argc, char** argv) {
+  using namespace posttrain;
+  CLI::App app{"posttrain: post-training for transformer language models (SFT, reward, DPO, "
+               "GRPO, ...) from TOML recipes and plugins."};
+  app.require_subcommand(1);
+  std::vector<std::string> plugin_dirs;
+  std::string log_level = "info";
+  app.add_option("--plugin-dir", plugin_dirs, "Extra plugin directory or .so (repeatable)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  std::string recipe_path;
+  std::vector<std::string> overrides;
+  CLI::App* run = app.add_subcommand("run", "Run a recipe");
+  run->add_option("recipe", recipe_path, "Recipe file (.toml)")->required();
+  run->add_option("overrides", overrides, "table.key=value overrides (TOML values)");
+  CLI::App* validate = app.add_subcommand("validate", "Check a recipe without running it");
+  validate->add_option("recipe", recipe_path, "Recipe file (.toml)")->required();
+  validate->add_option("overrides", overrides, "table.key=value overrides (TOML values)");
+  app.add_subcommand("list", "List every plugin component: kind, name, library");
+  std::string describe_name, describe_kind;
+  CLI::App* describe = app.add_subcommand("describe", "Show a component's options");
+  describe->add_option("name", describe_name, "Registered name")->required();
+  describe->add_option("--kind", describe_kind, "trainer, reward_function, sampler, data_adapter")
+      ->check(CLI::IsMember({"trainer", "reward_function", "sampler", "data_adapter"}));
+
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("posttrain");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+
+  PluginHost host;
+  if (absl::Status s = LoadPlugins(host, plugin_dirs); !s.ok()) return Fail(s);
+
+  if (app.got_subcommand("list")) {
+    std::printf("%-16s %-20s %s\n", "KIND", "NAME", "LIBRARY");
+    for (const RegisteredComponent* c : host.registry().All()) {
+      std::printf("%-16s %-20s %s\n", std::string(ComponentKindName(c->registration.kind)).c_str(),
+                  c->registration.name.c_str(), c->library_path.c_str());
+    }
+    return 0;
+  }
+  if (app.got_subcommand("describe")) {
+    std::vector<const RegisteredComponent*> found;
+    for (const RegisteredComponent* c : host.registry().All()) {
+      if (c->registration.name == describe_name &&
+          (describe_kind.empty() || ComponentKindName(c->registration.kind) == describe_kind)) {
+        found.push_back(c);
+      }
+    }
+    if (found.empty()) {
+      std::vector<std::string> names;
+      for (const RegisteredComponent* c : host.registry().All()) names.push_back(c->registration.name);
+      return Fail(absl::NotFoundError(absl::StrCat("no component named '", describe_name, "'",
+                                                   DidYouMeanSuffix(describe_name, names),
+                                                   "; `posttrain list` shows them all")));
+    }
+    for (size_t i = 0; i < found.size(); ++i) {
+      if (i > 0) std::printf("\n");
+      PrintDescription(*found[i]);
+    }
+    return 0;
+  }
+
+  absl::StatusOr<Recipe> recipe = LoadRecipe(host, recipe_path, overrides);
+  if (!recipe.ok()) return Fail(recipe.status());
+  if (app.got_subcommand("validate")) {
+    std::printf("%s: OK\n", recipe_path.c_str());
+    return 0;
+  }
+  absl::StatusOr<RunResult> result = RunRecipe(*recipe, host.registry());
+  if (!result.ok()) return Fail(result.status());
+  std::printf("\nrun finished: %lld steps on %lld examples; output in %s\n",
+              static_cast<long long>(result->steps),
+              static_cast<long long>(result->num_train_examples), result->output_dir.c_str());
+  std::printf("metric means over the run:\n");
+  for (const auto& [name, value] : result->mean_metrics) {
+    std::printf("  %-32s %.4f\n", name.c_str(), value);
+  }
+  return 0;
+}
