@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   CLI::App app{"posttrain: post-training for transformer language models (SFT, reward, DPO, "
                "GRPO, ...) from TOML recipes and plugins."};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the subcommand
   std::vector<std::string> plugin_dirs;
   std::string log_level = "info";
   app.add_option("--plugin-dir", plugin_dirs, "Extra plugin directory or .so (repeatable)");
@@ -88,7 +89,16 @@ int main(int argc, char** argv) {
   describe->add_option("--kind", describe_kind, "trainer, reward_function, sampler, data_adapter")
       ->check(CLI::IsMember({"trainer", "reward_function", "sampler", "data_adapter"}));
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "posttrain: usage error: %s\nRun `posttrain --help` for usage.\n", e.what());
+    return 2;
+  }
 
   auto logger = spdlog::stderr_color_mt("posttrain");
   spdlog::set_default_logger(logger);

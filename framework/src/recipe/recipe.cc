@@ -266,16 +266,28 @@ std::vector<std::string> Recipe::plugin_dirs() const {
 
 namespace {
 
+// Where a key stands: the key itself, or (for keys added by an override, which
+// have no position) its value.
+const toml::source_region* KeyRegion(const toml::key& key, const toml::node& value) {
+  return key.source().begin.line > 0 ? &key.source() : &value.source();
+}
+
 class Validator {
  public:
   Validator(const std::string& source, const Registry& registry)
       : source_(source), registry_(registry) {}
 
   void Error(const toml::node* node, absl::string_view key_path, absl::string_view message) {
+    ErrorAt(node != nullptr ? &node->source() : nullptr, key_path, message);
+  }
+
+  // At the key itself (for unknown keys), rather than at its value.
+  void ErrorAt(const toml::source_region* at, absl::string_view key_path,
+               absl::string_view message) {
     std::string where = source_;
     int line = 0, column = 0;
-    if (node != nullptr) {
-      const toml::source_region& region = node->source();
+    if (at != nullptr) {
+      const toml::source_region& region = *at;
       if (region.path != nullptr && *region.path == kCommandLine) {
         where = absl::StrCat(source_, " (command-line override)");
       } else if (region.begin.line > 0) {
@@ -301,8 +313,8 @@ class Validator {
       }
       const std::string key_path = absl::StrCat(path, ".", std::string(key.str()));
       if (spec == nullptr) {
-        Error(&node, key_path,
-              absl::StrCat("unknown option", DidYouMeanSuffix(std::string(key.str()), known)));
+        ErrorAt(KeyRegion(key, node), key_path,
+                absl::StrCat("unknown option", DidYouMeanSuffix(std::string(key.str()), known)));
         continue;
       }
       OptionValue value;
@@ -354,7 +366,7 @@ class Validator {
       if (FindTable(std::string(key.str())) != nullptr) continue;
       const OptionSpec* spec = TopLevelSchema().Find(std::string(key.str()));
       if (spec == nullptr) {
-        Error(&node, std::string(key.str()),
+        ErrorAt(KeyRegion(key, node), std::string(key.str()),
               absl::StrCat("unknown top-level key", DidYouMeanSuffix(std::string(key.str()), top_names),
                            "; known: ", absl::StrJoin(top_names, ", ")));
         continue;

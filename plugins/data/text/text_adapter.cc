@@ -44,9 +44,10 @@ class TextAdapter final : public DataAdapter {
     POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(path_));
     std::vector<Example> examples;
     std::int64_t line = 1;
+    const auto separator_newlines = std::count(separator_.begin(), separator_.end(), '\n');
     for (absl::string_view record : absl::StrSplit(content, separator_)) {
       const std::int64_t record_line = line;
-      line += std::count(record.begin(), record.end(), '\n');
+      line += std::count(record.begin(), record.end(), '\n') + separator_newlines;
       absl::string_view text = absl::StripAsciiWhitespace(record);
       if (text.empty()) continue;
       if (max_examples_ >= 0 && static_cast<std::int64_t>(examples.size()) >= max_examples_) break;

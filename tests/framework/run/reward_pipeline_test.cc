@@ -1,0 +1,101 @@
+#include "posttrain/run/reward_pipeline.h"
+
+#include <atomic>
+#include <cmath>
+#include <stdexcept>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace posttrain {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Scores = completion length; or misbehaves as told.
+class FakeReward final : public RewardFunction {
+ public:
+  enum class Mode { kLength, kNanOnX, kThrow, kError, kWrongSize };
+  explicit FakeReward(Mode mode) : mode_(mode) {}
+  absl::StatusOr<std::vector<float>> Score(absl::Span<const RewardInput> batch) const override {
+    calls_++;
+    std::vector<float> out;
+    for (const RewardInput& in : batch) {
+      if (mode_ == Mode::kNanOnX && in.completion == "x") {
+        out.push_back(std::nanf(""));
+      } else {
+        out.push_back(static_cast<float>(in.completion.size()));
+      }
+    }
+    if (mode_ == Mode::kThrow) throw std::runtime_error("boom");
+    if (mode_ == Mode::kError) return absl::UnavailableError("server down");
+    if (mode_ == Mode::kWrongSize) out.pop_back();
+    return out;
+  }
+  mutable std::atomic<int> calls_{0};
+
+ private:
+  Mode mode_;
+};
+
+struct Fixture {
+  std::vector<Example> examples;
+  std::vector<const Example*> prompts;
+  std::vector<Rollout> rollouts;
+  explicit Fixture(std::vector<std::string> completions) {
+    examples.resize(2);
+    examples[0].prompt = "p0";
+    examples[0].source = "d.jsonl";
+    examples[0].line = 3;
+    examples[1].prompt = "p1";
+    examples[1].source = "d.jsonl";
+    examples[1].line = 4;
+    prompts = {&examples[0], &examples[1]};
+    for (size_t i = 0; i < completions.size(); ++i) {
+      Rollout r;
+      r.prompt_index = static_cast<std::int64_t>(i % 2);
+      r.completion = completions[i];
+      rollouts.push_back(r);
+    }
+  }
+};
+
+TEST(RewardPipelineTest, WeightedSumAndPerFunctionScoresAcrossChunks) {
+  RewardPipeline pipeline(/*chunk_size=*/2);
+  pipeline.Add("len", 1.0, std::make_unique<FakeReward>(FakeReward::Mode::kLength));
+  pipeline.Add("half", 0.5, std::make_unique<FakeReward>(FakeReward::Mode::kLength));
+  Fixture f({"a", "bb", "ccc", "dddd", "eeeee"});
+  absl::StatusOr<RewardTable> table = pipeline.Score(f.prompts, f.rollouts);
+  ASSERT_TRUE(table.ok()) << table.status();
+  // total = 1.0 * len + 0.5 * len = 1.5 * len
+  EXPECT_THAT(table->total, ::testing::ElementsAre(1.5f, 3.0f, 4.5f, 6.0f, 7.5f));
+  EXPECT_THAT(table->per_function.at("half"), ::testing::ElementsAre(1, 2, 3, 4, 5));
+}
+
+TEST(RewardPipelineTest, NaNNamesTheRewardAndTheSample) {
+  RewardPipeline pipeline(2);
+  pipeline.Add("picky", 1.0, std::make_unique<FakeReward>(FakeReward::Mode::kNanOnX));
+  Fixture f({"ok", "ok", "ok", "x"});
+  absl::Status s = pipeline.Score(f.prompts, f.rollouts).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("reward 'picky' returned NaN for sample 3 (prompt from d.jsonl:4)"));
+}
+
+TEST(RewardPipelineTest, ExceptionsAndErrorsBecomeStatusesNamingTheReward) {
+  for (auto [mode, expected] :
+       std::vector<std::pair<FakeReward::Mode, std::string>>{
+           {FakeReward::Mode::kThrow, "reward 'bad' threw: boom"},
+           {FakeReward::Mode::kError, "server down"},
+           {FakeReward::Mode::kWrongSize, "returned 1 scores for 2 samples"}}) {
+    RewardPipeline pipeline(2);
+    pipeline.Add("bad", 1.0, std::make_unique<FakeReward>(mode));
+    Fixture f({"a", "b"});
+    absl::Status s = pipeline.Score(f.prompts, f.rollouts).status();
+    EXPECT_FALSE(s.ok());
+    EXPECT_THAT(std::string(s.message()), HasSubstr(expected));
+    EXPECT_THAT(std::string(s.message()), HasSubstr("'bad'"));
+  }
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -1,0 +1,147 @@
+#include <zlib.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::CreateBuiltin;
+
+absl::StatusOr<std::vector<Example>> Load(const std::string& path,
+                                          std::map<std::string, OptionValue> options = {}) {
+  options["path"] = path;
+  absl::StatusOr<std::unique_ptr<DataAdapter>> adapter =
+      CreateBuiltin<DataAdapter>("jsonl", std::move(options));
+  if (!adapter.ok()) return adapter.status();
+  return (*adapter)->Load();
+}
+
+std::string Write(const std::string& content) {
+  const std::string path = testing::TempDir("jsonl") + "/data.jsonl";
+  testing::WriteFile(path, content);
+  return path;
+}
+
+TEST(JsonlAdapterTest, InfersEachTrlFormat) {
+  struct Case {
+    std::string line;
+    ExampleFormat format;
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"text": "t"})", ExampleFormat::kLanguageModeling},
+           {R"({"prompt": "p"})", ExampleFormat::kPromptOnly},
+           {R"({"prompt": "p", "completion": "c"})", ExampleFormat::kPromptCompletion},
+           {R"({"prompt": "p", "chosen": "a", "rejected": "b"})", ExampleFormat::kPreference},
+           {R"({"prompt": "p", "completion": "c", "label": true})",
+            ExampleFormat::kUnpairedPreference}}) {
+    absl::StatusOr<std::vector<Example>> examples = Load(Write(c.line + "\n"));
+    ASSERT_TRUE(examples.ok()) << examples.status();
+    ASSERT_EQ(examples->size(), 1u);
+    EXPECT_EQ((*examples)[0].format, c.format) << c.line;
+  }
+}
+
+TEST(JsonlAdapterTest, FieldMappingAndMetadata) {
+  absl::StatusOr<std::vector<Example>> examples =
+      Load(Write(R"({"question": "1+1?", "answer": "#### 2", "id": 7})"
+                 "\n"),
+           {{"prompt_field", std::string("question")}, {"completion_field", std::string("answer")}});
+  ASSERT_TRUE(examples.ok()) << examples.status();
+  const Example& e = (*examples)[0];
+  EXPECT_EQ(e.format, ExampleFormat::kPromptCompletion);
+  EXPECT_EQ(e.prompt, "1+1?");
+  EXPECT_EQ(e.completion, "#### 2");
+  EXPECT_EQ(e.metadata, nlohmann::json({{"id", 7}}));
+  EXPECT_EQ(e.line, 1);
+}
+
+TEST(JsonlAdapterTest, ImplicitPromptIsTheCommonPrefixAsInTrl) {
+  absl::StatusOr<std::vector<Example>> examples = Load(Write(
+      R"({"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello there.", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."})"
+      "\n"
+      R"({"chosen": "Q: x A: yes", "rejected": "Q: x A: no"})"
+      "\n"));
+  ASSERT_TRUE(examples.ok()) << examples.status();
+  EXPECT_EQ((*examples)[0].prompt, "\n\nHuman: Hi?\n\nAssistant:");
+  EXPECT_EQ((*examples)[0].chosen, " Hello there.");
+  EXPECT_EQ((*examples)[0].rejected, " Go away.");
+  // The prefix "Q: x A: " ends in a space, which stays with the completions.
+  EXPECT_EQ((*examples)[1].prompt, "Q: x A:");
+  EXPECT_EQ((*examples)[1].chosen, " yes");
+}
+
+TEST(JsonlAdapterTest, MalformedLineNamesFileLineAndExpectation) {
+  const std::string path = Write("{\"text\": \"a\"}\n\n{\"text\": 5}\n");
+  absl::Status s = Load(path).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr(path + ":3: field \"text\" must be a string, got number"));
+
+  s = Load(Write("{\"text\": \"a\"}\n{\"text\": \"b\"\n")).status();
+  EXPECT_THAT(std::string(s.message()), HasSubstr("data.jsonl:2: malformed JSON (expected one JSON object per line)"));
+
+  s = Load(Write("{\"text\": \"a\"}\n{\"body\": \"b\"}\n")).status();
+  EXPECT_THAT(std::string(s.message()), HasSubstr(":2: a language_modeling record needs field(s) \"text\"; this record has \"body\""));
+
+  s = Load(Write("[1, 2]\n")).status();
+  EXPECT_THAT(std::string(s.message()), HasSubstr(":1: expected a JSON object, got array"));
+}
+
+TEST(JsonlAdapterTest, SkipMalformedCountsInsteadOfFailing) {
+  absl::StatusOr<std::unique_ptr<DataAdapter>> adapter = CreateBuiltin<DataAdapter>(
+      "jsonl", {{"path", Write("{\"text\": \"a\"}\nnot json\n{\"text\": \"b\"}\n")},
+                {"skip_malformed", true}});
+  ASSERT_TRUE(adapter.ok());
+  absl::StatusOr<std::vector<Example>> examples = (*adapter)->Load();
+  ASSERT_TRUE(examples.ok()) << examples.status();
+  EXPECT_EQ(examples->size(), 2u);
+  EXPECT_EQ((*adapter)->num_skipped(), 1);
+}
+
+TEST(JsonlAdapterTest, ConversationalRecordsAreRefusedClearly) {
+  absl::Status s = Load(Write(R"({"prompt": [{"role": "user", "content": "hi"}], "completion": "x"})"
+                              "\n")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("list of messages (conversational format)"));
+}
+
+TEST(JsonlAdapterTest, MissingFile) {
+  EXPECT_EQ(Load("/nonexistent.jsonl").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(JsonlAdapterTest, ReadsTheRealHhRlhfGzipAndGsm8k) {
+  absl::StatusOr<std::vector<Example>> hh = Load(testing::DataPath("hh_rlhf_harmless_base_test.jsonl.gz"));
+  ASSERT_TRUE(hh.ok()) << hh.status();
+  EXPECT_EQ(hh->size(), 2312u);  // the data README's count
+  for (const Example& e : *hh) {
+    ASSERT_EQ(e.format, ExampleFormat::kPreference);
+    EXPECT_EQ(e.prompt.rfind("\n\nHuman:", 0), 0u) << ExampleLocation(e);
+  }
+  absl::StatusOr<std::vector<Example>> gsm = Load(
+      testing::DataPath("gsm8k_test.jsonl"),
+      {{"prompt_field", std::string("question")}, {"completion_field", std::string("answer")}});
+  ASSERT_TRUE(gsm.ok()) << gsm.status();
+  EXPECT_EQ(gsm->size(), 1319u);
+}
+
+TEST(JsonlAdapterTest, TruncatedGzipIsDataLoss) {
+  const std::string dir = testing::TempDir("gz");
+  std::string payload;
+  for (int i = 0; i < 2000; ++i) payload += "{\"text\": \"line " + std::to_string(i) + "\"}\n";
+  gzFile gz = gzopen((dir + "/d.jsonl.gz").c_str(), "wb");
+  gzwrite(gz, payload.data(), static_cast<unsigned>(payload.size()));
+  gzclose(gz);
+  std::string bytes = testing::ReadFile(dir + "/d.jsonl.gz");
+  absl::StatusOr<std::vector<Example>> whole = Load(dir + "/d.jsonl.gz");
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->size(), 2000u);
+  testing::WriteFile(dir + "/cut.jsonl.gz", bytes.substr(0, bytes.size() / 2));
+  absl::Status s = Load(dir + "/cut.jsonl.gz").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("cut.jsonl.gz"));
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -1,0 +1,58 @@
+#include "test_support.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <sys/wait.h>
+
+namespace posttrain::testing {
+
+std::string TempDir(const std::string& name) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string test = info != nullptr ? std::string(info->test_suite_name()) + "." + info->name()
+                                     : std::string("global");
+  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "posttrain_tests" /
+                              test / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary);
+  out << content;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+PluginHost& BuiltinHost() {
+  static PluginHost* host = [] {
+    auto* h = new PluginHost();
+    absl::Status status = h->LoadDirectory(BuiltinPluginDir());
+    if (!status.ok()) {
+      ADD_FAILURE() << status;
+    }
+    return h;
+  }();
+  return *host;
+}
+
+int RunCommand(const std::string& command, std::string* output) {
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buffer[4096];
+  output->clear();
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, n);
+  int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace posttrain::testing

@@ -1,0 +1,49 @@
+// Helpers shared by the tests: paths of the build and the data, and building a
+// built-in component through the real plugin loader.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "gtest/gtest.h"
+#include "posttrain/plugin/plugin_host.h"
+
+namespace posttrain::testing {
+
+// Set by CMake.
+inline std::string SourceDir() { return POSTTRAIN_TEST_SOURCE_DIR; }
+inline std::string BuiltinPluginDir() { return POSTTRAIN_TEST_BUILTIN_PLUGIN_DIR; }
+inline std::string FixturePluginDir(const std::string& name) {
+  return std::string(POSTTRAIN_TEST_FIXTURE_PLUGIN_DIR) + "/" + name;
+}
+inline std::string CliPath() { return POSTTRAIN_TEST_CLI; }
+// ../shared/data relative to the repository root.
+inline std::string DataPath(const std::string& file) {
+  return SourceDir() + "/../shared/data/" + file;
+}
+// A fresh directory under the test's temporary directory.
+std::string TempDir(const std::string& name);
+// Writes `content` to `path`.
+void WriteFile(const std::string& path, const std::string& content);
+std::string ReadFile(const std::string& path);
+
+// A host with the built-in plugins loaded once per test binary.
+PluginHost& BuiltinHost();
+
+// Builds the built-in component `name` of interface I with these options.
+template <typename I>
+absl::StatusOr<std::unique_ptr<I>> CreateBuiltin(const std::string& name,
+                                                 std::map<std::string, OptionValue> values) {
+  const Registry& registry = BuiltinHost().registry();
+  const RegisteredComponent* c = registry.Find(plugin_internal::KindOf<I>::value, name);
+  if (c == nullptr) return absl::NotFoundError("no built-in component " + name);
+  return registry.Create<I>(
+      ComponentConfig(name, &c->registration.schema, std::move(values), "test [" + name + "]"));
+}
+
+// Runs a shell command; returns its exit code and fills `output` with stdout+stderr.
+int RunCommand(const std::string& command, std::string* output);
+
+}  // namespace posttrain::testing

@@ -1,0 +1,116 @@
+// Runs the real `posttrain` binary.
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Cli(const std::string& args) {
+  return "POSTTRAIN_PLUGIN_PATH= " + testing::CliPath() + " " + args;
+}
+
+constexpr const char* kRecipe = R"(
+[data]
+type = "jsonl"
+path = "data.jsonl"
+
+[trainer]
+type = "fixture_preference"
+betta = 0.1
+)";
+
+TEST(CliTest, ListShowsBuiltinPluginsOfAllFourKindsWithTheirLibraries) {
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(Cli("list"), &out), 0) << out;
+  for (const char* line : {"trainer          reward_eval", "reward_function  keyword",
+                           "sampler          dataset", "data_adapter     jsonl"}) {
+    EXPECT_THAT(out, HasSubstr(line));
+  }
+  EXPECT_THAT(out, HasSubstr("/lib/posttrain/plugins/libposttrain_data_jsonl.so"));
+}
+
+TEST(CliTest, ValidateTypoNamesFileKeyAndSuggestion) {
+  const std::string path = testing::TempDir("cli") + "/typo.toml";
+  testing::WriteFile(path, kRecipe);
+  std::string out;
+  const int rc = testing::RunCommand(
+      Cli("--plugin-dir " + testing::FixturePluginDir("preference") + " validate " + path), &out);
+  EXPECT_EQ(rc, 1);
+  EXPECT_THAT(out, HasSubstr("posttrain: error: " + path + ": 1 error in the recipe"));
+  EXPECT_THAT(out, HasSubstr(path + ":8:1: trainer.betta: unknown option (did you mean 'beta'?)"));
+  EXPECT_THAT(out, Not(HasSubstr("terminate")));
+}
+
+TEST(CliTest, UnknownPluginListsKnownNames) {
+  const std::string path = testing::TempDir("cli") + "/unknown.toml";
+  testing::WriteFile(path, "[data]\ntype = 'csv'\npath = 'x'\n[trainer]\ntype = 'grpo2'\n");
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(Cli("validate " + path), &out), 1);
+  EXPECT_THAT(out, HasSubstr("data.type: unknown data_adapter 'csv'; known data_adapters: jsonl, text"));
+  EXPECT_THAT(out, HasSubstr("trainer.type: unknown trainer 'grpo2'; known trainers: reward_eval"));
+}
+
+TEST(CliTest, SyntaxErrorShowsLineAndColumn) {
+  const std::string path = testing::TempDir("cli") + "/syntax.toml";
+  testing::WriteFile(path, "seed = 1\nbeta = = 2\n");
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(Cli("validate " + path), &out), 1);
+  EXPECT_THAT(out, HasSubstr(path + ":2:8: TOML syntax error"));
+}
+
+TEST(CliTest, OverridesOnTheCommandLine) {
+  const std::string path = testing::TempDir("cli") + "/ok.toml";
+  std::string text = kRecipe;
+  text.replace(text.find("betta"), 5, "beta");
+  testing::WriteFile(path, text);
+  std::string out;
+  const std::string plugin = " --plugin-dir " + testing::FixturePluginDir("preference");
+  EXPECT_EQ(testing::RunCommand(Cli(plugin + " validate " + path + " trainer.beta=0.5"), &out), 0) << out;
+  EXPECT_EQ(testing::RunCommand(Cli(plugin + " validate " + path + " trainer.beta=high"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("(command-line override): trainer.beta: expected float, got string"));
+}
+
+TEST(CliTest, DescribeShowsOptionsTypesDefaultsAndDocs) {
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(Cli("describe keyword"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("reward_function keyword"));
+  EXPECT_THAT(out, HasSubstr("keywords"));
+  EXPECT_THAT(out, HasSubstr("(required)"));
+  EXPECT_THAT(out, HasSubstr("whole_word"));
+  ASSERT_EQ(testing::RunCommand(Cli("describe reward_eval"), &out), 0);
+  EXPECT_THAT(out, HasSubstr("per_device_train_batch_size"));  // engine options too
+  EXPECT_EQ(testing::RunCommand(Cli("describe keywrd"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("no component named 'keywrd' (did you mean 'keyword'?)"));
+}
+
+TEST(CliTest, UserErrorsExitNonZeroWithOneParagraph) {
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(Cli("run /nonexistent.toml"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("posttrain: error: cannot open recipe '/nonexistent.toml'"));
+  EXPECT_EQ(testing::RunCommand(Cli("--plugin-dir " + testing::FixturePluginDir("not_a_plugin") + " list"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("is not a posttrain plugin"));
+  EXPECT_EQ(testing::RunCommand(Cli("frobnicate"), &out), 2) << out;
+  EXPECT_THAT(out, HasSubstr("posttrain: usage error:"));
+  EXPECT_EQ(testing::RunCommand(Cli("--help"), &out), 0);
+  EXPECT_THAT(out, HasSubstr("validate"));
+}
+
+TEST(CliTest, QuickstartRecipeRuns) {
+  const std::string dir = testing::TempDir("quickstart");
+  std::string out;
+  const int rc = testing::RunCommand(
+      "cd " + testing::SourceDir() + " && " +
+          Cli("run recipes/quickstart.toml output_dir=" + dir + " trainer.max_steps=3"),
+      &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("run finished: 3 steps on 1319 examples"));
+  EXPECT_THAT(out, HasSubstr("rewards/keyword/mean"));
+  EXPECT_THAT(testing::ReadFile(dir + "/recipe.resolved.toml"), HasSubstr("max_steps = 3"));
+}
+
+}  // namespace
+}  // namespace posttrain
