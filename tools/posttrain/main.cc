@@ -4,6 +4,9 @@
 //   posttrain validate RECIPE [table.key=value ...] check a recipe, load nothing heavy
 //   posttrain list                                  every loaded plugin component
 //   posttrain describe NAME [--kind KIND]           a component's options
+//   posttrain convert llama2c --checkpoint B --tokenizer M --out DIR
+//   posttrain generate --model DIR --prompt TEXT [sampling options]
+//   posttrain tokenize --tokenizer PATH --text TEXT
 //
 // User errors (a recipe typo, a missing file, a bad plugin) print one paragraph
 // and exit 1; usage errors exit 2 (CLI11); success exits 0.
@@ -13,6 +16,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "model_commands.h"
 #include "posttrain/core/did_you_mean.h"
 #include "posttrain/plugin/plugin_host.h"
 #include "posttrain/recipe/recipe.h"
@@ -89,6 +93,8 @@ int main(int argc, char** argv) {
   describe->add_option("--kind", describe_kind, "trainer, reward_function, sampler, data_adapter")
       ->check(CLI::IsMember({"trainer", "reward_function", "sampler", "data_adapter"}));
 
+  cli::AddModelCommands(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -104,6 +110,8 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+
+  if (int rc = 0; cli::RunModelCommand(app, &rc)) return rc;
 
   PluginHost host;
   if (absl::Status s = LoadPlugins(host, plugin_dirs); !s.ok()) return Fail(s);

@@ -1,0 +1,1 @@
+// Anchor of the shared precompiled header (posttrain_pch); see framework/CMakeLists.txt.

@@ -1,0 +1,70 @@
+// Batched autoregressive generation with a KV cache.
+//
+//   SamplingParams params;  params.max_new_tokens = 64;  params.temperature = 0.8;
+//   params.eos_token_ids = {2};  params.seed = 7;
+//   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Generation> out,
+//       Generate(model, {prompt_ids_a, prompt_ids_b}, /*num_generations=*/4, params, &tokenizer));
+//
+// Prompts of different lengths share a batch: they are left-padded, padding is
+// masked out of attention, and each row's positions start at 0 at its first real
+// token, so a prompt gives the same tokens in a batch as alone (up to fp rounding).
+//
+// Token choice follows transformers' generate(): repetition penalty (Keskar et al.
+// 2019: a seen token's logit is divided by the penalty if positive, multiplied if
+// negative), then temperature, top-k, top-p (nucleus, Holtzman et al. 2020), min-p
+// (Nguyen et al. 2024: drop tokens with p < min_p · p_max); greedy when do_sample
+// is false or temperature is 0.
+//
+// Log-probs: logprobs[t] = log_softmax(logits_t / T)[token_t] with T the
+// temperature (1 for greedy), from the unprocessed logits in fp32 — the value a
+// trainer recomputes for the same weights (TRL's per-token logps), so sampler and
+// trainer agree by construction.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "posttrain/api/sampler.h"
+#include "posttrain/model/causal_lm.h"
+#include "posttrain/tokenizer/tokenizer.h"
+
+namespace posttrain {
+
+struct SamplingParams {
+  std::int64_t max_new_tokens = 256;  // TRL: max_completion_length
+  bool do_sample = true;              // false: greedy
+  double temperature = 1.0;           // 0: greedy
+  std::int64_t top_k = 0;             // 0: off
+  double top_p = 1.0;                 // 1: off
+  double min_p = 0.0;                 // 0: off
+  double repetition_penalty = 1.0;    // 1: off
+  std::vector<std::int64_t> eos_token_ids;
+  std::vector<std::string> stop_strings;  // need a tokenizer
+  std::uint64_t seed = 0;
+  std::int64_t batch_size = 0;        // sequences per forward batch; 0: all at once
+  std::int64_t pad_token_id = 0;      // fed at padded positions (masked out)
+};
+
+struct Generation {
+  std::int64_t prompt_index = 0;
+  std::vector<std::int64_t> token_ids;  // generated tokens, the EOS token included
+  std::vector<float> logprobs;          // one per token
+  FinishReason finish_reason = FinishReason::kLength;
+  std::string text;  // decoded without special tokens, cut before a stop string
+};
+
+// Returns prompts.size() * num_generations generations grouped by prompt.
+// InvalidArgument for an empty prompt, a prompt + max_new_tokens beyond the
+// model's max_position_embeddings is allowed (RoPE extrapolates) but warned about.
+absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
+                                                 const std::vector<std::vector<std::int64_t>>& prompts,
+                                                 std::int64_t num_generations, const SamplingParams& params,
+                                                 const Tokenizer* tokenizer);
+
+// The logits processors above, on fp32 logits [N, V] (in place of a copy).
+// `seen` [N, V] bool marks tokens for the repetition penalty (may be undefined).
+at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const SamplingParams& params);
+
+}  // namespace posttrain

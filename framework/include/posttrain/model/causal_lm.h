@@ -1,0 +1,96 @@
+// A Llama-family decoder-only causal LM on plain libtorch tensors.
+//
+// RMSNorm, rotary position embeddings (rotate-half layout, as Hugging Face stores
+// q/k), grouped-query attention, SwiGLU MLP, tied or separate lm_head, optional
+// q/k/v bias. Parameters are plain at::Tensors held by Hugging Face name, so the
+// engine can own, shard and checkpoint them without the model's help.
+//
+//   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("stories260K_hf", at::kFloat));
+//   KVCache cache = model->NewCache(batch, max_total_length);
+//   at::Tensor logits = model->Forward(input_ids, position_ids, attention_mask, &cache);
+//
+// Maths: Touvron et al. 2023 (Llama), Su et al. 2021 (RoPE, eq. 34 in the
+// rotate-half form used by transformers' LlamaModel), Shazeer 2020 (SwiGLU),
+// Ainslie et al. 2023 (GQA), Zhang & Sennrich 2019 (RMSNorm); numerics follow
+// transformers' LlamaRMSNorm (normalise in fp32, cast back, scale).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "posttrain/model/model_config.h"
+
+namespace posttrain {
+
+// Keys and values of past positions, one pair per layer, preallocated to
+// `capacity` positions: k/v [B, num_key_value_heads, capacity, head_dim].
+struct KVCache {
+  std::vector<at::Tensor> keys;
+  std::vector<at::Tensor> values;
+  std::int64_t length = 0;  // positions filled
+  std::int64_t capacity = 0;
+};
+
+class CausalLM {
+ public:
+  // Random initialisation as transformers does (normal(0, initializer_range) for
+  // linear and embedding weights, ones for norms, zeros for biases), seeded.
+  static absl::StatusOr<std::unique_ptr<CausalLM>> Random(const ModelConfig& config,
+                                                          at::ScalarType dtype, std::uint64_t seed);
+  // From tensors by HF name; every expected tensor must be present with its shape
+  // (InvalidArgument naming the tensor); tensors are converted to `dtype`.
+  // `lm_head.weight` may be absent when the embeddings are tied.
+  static absl::StatusOr<std::unique_ptr<CausalLM>> FromTensors(
+      const ModelConfig& config, std::map<std::string, at::Tensor> tensors, at::ScalarType dtype);
+
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return dtype_; }
+
+  // Parameters by HF name, in a fixed order (embedding, layers, norm, lm_head if
+  // untied). The tensors are the model's own: setting requires_grad on them trains it.
+  const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const { return params_; }
+  std::vector<at::Tensor> parameters() const;
+  // A deep copy (e.g. a frozen reference model).
+  std::unique_ptr<CausalLM> Clone() const;
+
+  KVCache NewCache(std::int64_t batch_size, std::int64_t capacity) const;
+
+  // input_ids, position_ids: [B, T] int64. attention_mask: [B, S] with
+  // S = past + T (cache->length + T, or T without a cache), 1 for real tokens, 0 for
+  // padding; undefined = all ones. Returns hidden states [B, T, hidden_size] after
+  // the final norm, in the model dtype. With a cache, appends this call's keys and
+  // values to it (InvalidArgument-style c10::Error if it would overflow).
+  at::Tensor Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                    const at::Tensor& attention_mask, KVCache* cache) const;
+  // Logits [B, T, vocab_size] in fp32 (lm_head applied to Hidden).
+  at::Tensor Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                     const at::Tensor& attention_mask, KVCache* cache) const;
+  // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, post_norm, gate, up, down;
+  };
+  CausalLM(ModelConfig config, at::ScalarType dtype);
+  void Index();  // fills layers_ / embed_ / ... from params_
+  std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids) const;
+
+  ModelConfig config_;
+  at::ScalarType dtype_;
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  at::Tensor embed_, final_norm_, lm_head_;
+  std::vector<Layer> layers_;
+  at::Tensor inv_freq_;  // [head_dim / 2] fp32
+};
+
+// Expected HF tensor names and shapes of a config (lm_head only if untied).
+std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& config);
+
+}  // namespace posttrain

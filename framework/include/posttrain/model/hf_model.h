@@ -1,0 +1,40 @@
+// Hugging Face model directories: config.json + safetensors (+ tokenizer files).
+//
+//   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("models/stories260K", at::kFloat));
+//   POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*model, "runs/x/final", {.source_dir = "models/stories260K"}));
+//
+// A saved directory is what transformers' AutoModelForCausalLM.from_pretrained
+// loads: config.json (architectures, model_type, dims, torch_dtype),
+// generation_config.json, model.safetensors (sharded with an index when large),
+// and the tokenizer files copied from the source directory.
+#pragma once
+
+#include <string>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "posttrain/model/causal_lm.h"
+
+namespace posttrain {
+
+// Parses "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16".
+absl::StatusOr<at::ScalarType> ParseDtype(absl::string_view name);
+// "float32", "bfloat16", "float16".
+std::string DtypeName(at::ScalarType dtype);
+
+absl::StatusOr<std::unique_ptr<CausalLM>> LoadCausalLM(const std::string& dir, at::ScalarType dtype);
+
+struct SaveOptions {
+  // Copy tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+  // tokenizer.model from here, if present.
+  std::string tokenizer_source_dir;
+  // Written to generation_config.json (HF keys, e.g. {"do_sample": true}).
+  nlohmann::json generation_config = nlohmann::json::object();
+  std::uint64_t max_shard_bytes = 5ull << 30;
+};
+
+// Writes the directory (created if needed); each file atomically.
+absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const SaveOptions& options = {});
+
+}  // namespace posttrain

@@ -1,0 +1,59 @@
+// The architecture of a Hugging Face Llama-family causal LM, as config.json holds it.
+//
+// Covers LlamaForCausalLM (incl. Llama-3 `rope_scaling` {"rope_type": "llama3"}),
+// MistralForCausalLM without sliding windows, and Qwen2ForCausalLM (q/k/v bias).
+//
+//   POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile("m/config.json"));
+//   nlohmann::json out = config.ToJson();   // what transformers reads back
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace posttrain {
+
+struct RopeScaling {
+  std::string rope_type;  // "llama3" (others are refused at load)
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  std::int64_t original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2"
+  std::string architecture = "LlamaForCausalLM";
+  std::int64_t vocab_size = 32000;
+  std::int64_t hidden_size = 4096;
+  std::int64_t intermediate_size = 11008;
+  std::int64_t num_hidden_layers = 32;
+  std::int64_t num_attention_heads = 32;
+  std::int64_t num_key_value_heads = 32;
+  std::int64_t head_dim = 128;                // hidden_size / num_attention_heads unless set
+  std::int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  std::optional<RopeScaling> rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;                // q/k/v biases (Qwen2: true)
+  double initializer_range = 0.02;
+  std::string hidden_act = "silu";
+  std::string torch_dtype = "float32";
+  std::optional<std::int64_t> bos_token_id;
+  std::vector<std::int64_t> eos_token_ids;    // config's eos_token_id (int or list)
+  std::optional<std::int64_t> pad_token_id;
+  // For LlamaForSequenceClassification (reward models): number of labels (0 = LM).
+  std::int64_t num_labels = 0;
+
+  // Parses and checks config.json (InvalidArgument naming the key).
+  static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& json);
+  static absl::StatusOr<ModelConfig> FromJsonFile(const std::string& path);
+  nlohmann::ordered_json ToJson() const;
+};
+
+}  // namespace posttrain

@@ -1,0 +1,152 @@
+#include "posttrain/generation/generate.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "posttrain/core/status.h"
+
+namespace posttrain {
+namespace {
+
+constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+
+bool Greedy(const SamplingParams& p) { return !p.do_sample || p.temperature <= 0.0; }
+
+}  // namespace
+
+at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const SamplingParams& p) {
+  at::Tensor x = logits;
+  if (p.repetition_penalty != 1.0 && seen.defined()) {
+    at::Tensor penalized = at::where(x < 0, x * p.repetition_penalty, x / p.repetition_penalty);
+    x = at::where(seen, penalized, x);
+  }
+  if (Greedy(p)) return x;
+  if (p.temperature != 1.0) x = x / p.temperature;
+  if (p.top_k > 0 && p.top_k < x.size(-1)) {
+    at::Tensor kth = std::get<0>(at::topk(x, p.top_k, -1)).narrow(-1, p.top_k - 1, 1);
+    x = x.masked_fill(x < kth, kMinusInf);
+  }
+  if (p.top_p < 1.0) {
+    auto [sorted, order] = at::sort(x, -1, /*descending=*/false);
+    at::Tensor cumulative = at::softmax(sorted, -1).cumsum(-1);
+    at::Tensor remove = cumulative <= (1.0 - p.top_p);
+    remove.narrow(-1, remove.size(-1) - 1, 1).fill_(false);  // keep at least one
+    x = x.masked_fill(at::zeros_like(remove).scatter(-1, order, remove), kMinusInf);
+  }
+  if (p.min_p > 0.0) {
+    at::Tensor probs = at::softmax(x, -1);
+    at::Tensor threshold = std::get<0>(probs.max(-1, /*keepdim=*/true)) * p.min_p;
+    x = x.masked_fill(probs < threshold, kMinusInf);
+  }
+  return x;
+}
+
+absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
+                                                 const std::vector<std::vector<std::int64_t>>& prompts,
+                                                 std::int64_t num_generations, const SamplingParams& params,
+                                                 const Tokenizer* tokenizer) {
+  if (num_generations < 1) return absl::InvalidArgumentError("num_generations must be >= 1");
+  if (params.max_new_tokens < 1) return absl::InvalidArgumentError("max_new_tokens must be >= 1");
+  if (!params.stop_strings.empty() && tokenizer == nullptr) {
+    return absl::InvalidArgumentError("stop strings need a tokenizer");
+  }
+  const std::int64_t vocab = model.config().vocab_size;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has no tokens"));
+    for (std::int64_t id : prompts[i]) {
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has token id ", id, " outside the vocabulary of ", vocab));
+      }
+    }
+  }
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(params.seed);
+  const bool greedy = Greedy(params);
+  const double temperature = greedy ? 1.0 : params.temperature;
+
+  // All sequences, grouped by prompt.
+  std::vector<Generation> out;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    for (std::int64_t g = 0; g < num_generations; ++g) {
+      Generation gen_out;
+      gen_out.prompt_index = static_cast<std::int64_t>(p);
+      out.push_back(std::move(gen_out));
+    }
+  }
+  const std::int64_t total = static_cast<std::int64_t>(out.size());
+  const std::int64_t micro = params.batch_size > 0 ? params.batch_size : std::max<std::int64_t>(total, 1);
+
+  for (std::int64_t start = 0; start < total; start += micro) {
+    const std::int64_t n = std::min(micro, total - start);
+    std::int64_t longest = 0;
+    for (std::int64_t r = 0; r < n; ++r) {
+      longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(prompts[out[start + r].prompt_index].size()));
+    }
+    // Left-padded prompts, their mask and positions.
+    at::Tensor input = at::full({n, longest}, params.pad_token_id, at::kLong);
+    at::Tensor mask = at::zeros({n, longest + params.max_new_tokens}, at::kLong);
+    at::Tensor positions = at::zeros({n, longest}, at::kLong);
+    at::Tensor seen = params.repetition_penalty != 1.0 ? at::zeros({n, vocab}, at::kBool) : at::Tensor();
+    std::vector<std::int64_t> lengths(n);
+    for (std::int64_t r = 0; r < n; ++r) {
+      const std::vector<std::int64_t>& prompt = prompts[out[start + r].prompt_index];
+      const std::int64_t len = static_cast<std::int64_t>(prompt.size()), pad = longest - len;
+      lengths[r] = len;
+      input[r].narrow(0, pad, len).copy_(at::tensor(prompt, at::kLong));
+      mask[r].narrow(0, pad, len).fill_(1);
+      positions[r].narrow(0, pad, len).copy_(at::arange(len, at::kLong));
+      if (seen.defined()) seen[r].index_fill_(0, at::tensor(prompt, at::kLong), true);
+    }
+    KVCache cache = model.NewCache(n, longest + params.max_new_tokens);
+    at::Tensor logits = model.Forward(input, positions, mask.narrow(1, 0, longest), &cache).select(1, longest - 1);
+
+    std::vector<bool> finished(n, false);
+    std::int64_t remaining = n;
+    for (std::int64_t t = 0; t < params.max_new_tokens && remaining > 0; ++t) {
+      at::Tensor processed = ProcessLogits(logits, seen, params);
+      at::Tensor next = greedy ? processed.argmax(-1)
+                               : at::multinomial(at::softmax(processed, -1), 1, /*replacement=*/false, gen).squeeze(1);
+      at::Tensor logps = at::log_softmax(logits / temperature, -1).gather(1, next.unsqueeze(1)).squeeze(1);
+      auto next_a = next.accessor<std::int64_t, 1>();
+      auto logps_a = logps.accessor<float, 1>();
+      for (std::int64_t r = 0; r < n; ++r) {
+        if (finished[r]) continue;
+        Generation& g = out[start + r];
+        const std::int64_t token = next_a[r];
+        g.token_ids.push_back(token);
+        g.logprobs.push_back(logps_a[r]);
+        bool stop = std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), token) !=
+                    params.eos_token_ids.end();
+        if (!stop && !params.stop_strings.empty()) {
+          const std::string text = tokenizer->Decode(g.token_ids, /*skip_special_tokens=*/true);
+          for (const std::string& s : params.stop_strings) stop = stop || (!s.empty() && text.find(s) != std::string::npos);
+        }
+        if (stop) {
+          g.finish_reason = FinishReason::kStop;
+          finished[r] = true;
+          --remaining;
+        }
+      }
+      if (remaining == 0 || t + 1 == params.max_new_tokens) break;
+      if (seen.defined()) seen.scatter_(1, next.unsqueeze(1), true);
+      mask.select(1, longest + t).fill_(1);
+      at::Tensor step_positions = at::tensor(lengths, at::kLong).add_(t).unsqueeze(1);
+      logits = model.Forward(next.unsqueeze(1), step_positions, mask.narrow(1, 0, longest + t + 1), &cache).select(1, 0);
+    }
+  }
+  if (tokenizer != nullptr) {
+    for (Generation& g : out) {
+      g.text = tokenizer->Decode(g.token_ids, /*skip_special_tokens=*/true);
+      for (const std::string& s : params.stop_strings) {
+        const size_t at_pos = s.empty() ? std::string::npos : g.text.find(s);
+        if (at_pos != std::string::npos) g.text.resize(at_pos);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace posttrain

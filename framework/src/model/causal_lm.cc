@@ -1,0 +1,262 @@
+#include "posttrain/model/causal_lm.h"
+
+#include <cmath>
+#include <limits>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "posttrain/core/status.h"
+
+namespace posttrain {
+namespace {
+
+// transformers' LlamaRMSNorm: normalise in fp32, cast back, then scale.
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+// [.., D] → [-x2, x1] with x1, x2 the halves of the last dimension.
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const std::int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+std::string ShapeText(at::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape.vec(), ", "), "]");
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& c) {
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
+  const std::int64_t q_dim = c.num_attention_heads * c.head_dim;
+  const std::int64_t kv_dim = c.num_key_value_heads * c.head_dim;
+  out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
+    out.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}});
+    out.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}});
+    out.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}});
+    if (c.attention_bias) {
+      out.push_back({p + "self_attn.q_proj.bias", {q_dim}});
+      out.push_back({p + "self_attn.k_proj.bias", {kv_dim}});
+      out.push_back({p + "self_attn.v_proj.bias", {kv_dim}});
+    }
+    out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
+    out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
+    out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
+    out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}});
+    out.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}});
+  }
+  out.push_back({"model.norm.weight", {c.hidden_size}});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  return out;
+}
+
+CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
+    : config_(std::move(config)), dtype_(dtype) {
+  // inv_freq_i = theta^(-2i/D), i < D/2, in fp32 as transformers computes it.
+  const std::int64_t d = config_.head_dim;
+  at::Tensor exponent = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d);
+  inv_freq_ = 1.0 / at::pow(config_.rope_theta, exponent);
+  if (config_.rope_scaling) {
+    // Llama 3.1 frequency scaling (transformers' _compute_llama3_parameters).
+    const RopeScaling& s = *config_.rope_scaling;
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    constexpr double kPi = 3.14159265358979323846;
+    at::Tensor wavelen = 2 * kPi / inv_freq_;
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq_ / s.factor, inv_freq_);
+    at::Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    at::Tensor medium = at::logical_not(wavelen < high_wavelen) & at::logical_not(wavelen > low_wavelen);
+    inv_freq_ = at::where(medium, smoothed, scaled);
+  }
+}
+
+void CausalLM::Index() {
+  std::map<std::string, at::Tensor> by_name(params_.begin(), params_.end());
+  embed_ = by_name.at("model.embed_tokens.weight");
+  final_norm_ = by_name.at("model.norm.weight");
+  lm_head_ = config_.tie_word_embeddings ? embed_ : by_name.at("lm_head.weight");
+  layers_.clear();
+  for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    Layer l;
+    l.input_norm = by_name.at(p + "input_layernorm.weight");
+    l.q = by_name.at(p + "self_attn.q_proj.weight");
+    l.k = by_name.at(p + "self_attn.k_proj.weight");
+    l.v = by_name.at(p + "self_attn.v_proj.weight");
+    if (config_.attention_bias) {
+      l.q_bias = by_name.at(p + "self_attn.q_proj.bias");
+      l.k_bias = by_name.at(p + "self_attn.k_proj.bias");
+      l.v_bias = by_name.at(p + "self_attn.v_proj.bias");
+    }
+    l.o = by_name.at(p + "self_attn.o_proj.weight");
+    l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
+    l.gate = by_name.at(p + "mlp.gate_proj.weight");
+    l.up = by_name.at(p + "mlp.up_proj.weight");
+    l.down = by_name.at(p + "mlp.down_proj.weight");
+    layers_.push_back(std::move(l));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::Random(const ModelConfig& config,
+                                                           at::ScalarType dtype, std::uint64_t seed) {
+  std::unique_ptr<CausalLM> model(new CausalLM(config, dtype));
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  for (const auto& [name, shape] : ExpectedTensors(config)) {
+    at::Tensor t;
+    if (name.find("norm.weight") != std::string::npos) {
+      t = at::ones(shape, at::kFloat);
+    } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      t = at::zeros(shape, at::kFloat);
+    } else {
+      t = at::normal(0.0, config.initializer_range, shape, gen);
+    }
+    model->params_.push_back({name, t.to(dtype)});
+  }
+  model->Index();
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
+    const ModelConfig& config, std::map<std::string, at::Tensor> tensors, at::ScalarType dtype) {
+  std::unique_ptr<CausalLM> model(new CausalLM(config, dtype));
+  for (const auto& [name, shape] : ExpectedTensors(config)) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", name, "' of shape ",
+                                                     ShapeText(shape)));
+    }
+    if (it->second.sizes().vec() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
+                                                     ShapeText(it->second.sizes()), ", config.json implies ",
+                                                     ShapeText(shape)));
+    }
+    if (!at::isFloatingType(it->second.scalar_type())) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has non-float dtype ",
+                                                     c10::toString(it->second.scalar_type())));
+    }
+    model->params_.push_back({name, it->second.to(dtype).contiguous()});
+    tensors.erase(it);
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, tensor] : tensors) {
+    const bool ignorable = name == "lm_head.weight" ||  // tied: the embedding serves
+                           name.find("rotary_emb.inv_freq") != std::string::npos;
+    if (!ignorable) unexpected.push_back(name);
+  }
+  if (!unexpected.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint has tensors this ", config.architecture,
+                                                   " does not use: ", absl::StrJoin(unexpected, ", ")));
+  }
+  model->Index();
+  return model;
+}
+
+std::vector<at::Tensor> CausalLM::parameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& p : params_) out.push_back(p.second);
+  return out;
+}
+
+std::unique_ptr<CausalLM> CausalLM::Clone() const {
+  std::unique_ptr<CausalLM> copy(new CausalLM(config_, dtype_));
+  for (const auto& [name, t] : params_) copy->params_.push_back({name, t.detach().clone()});
+  copy->Index();
+  return copy;
+}
+
+KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const {
+  KVCache cache;
+  cache.capacity = capacity;
+  for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    cache.keys.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, dtype_));
+    cache.values.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, dtype_));
+  }
+  return cache;
+}
+
+std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& position_ids) const {
+  // freqs [B, T, D/2] = positions ⊗ inv_freq; emb = [freqs, freqs]; in fp32.
+  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq_;
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
+}
+
+at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                            const at::Tensor& attention_mask, KVCache* cache) const {
+  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
+  TORCH_CHECK(position_ids.sizes() == input_ids.sizes(), "position_ids ", position_ids.sizes(),
+              " must match input_ids ", input_ids.sizes());
+  const std::int64_t B = input_ids.size(0), T = input_ids.size(1);
+  const std::int64_t past = cache != nullptr ? cache->length : 0;
+  const std::int64_t S = past + T;
+  if (cache != nullptr) {
+    TORCH_CHECK(S <= cache->capacity, "KV cache overflow: ", S, " positions, capacity ", cache->capacity);
+    TORCH_CHECK(cache->keys.empty() || cache->keys[0].size(0) == B, "KV cache batch ",
+                cache->keys[0].size(0), " != input batch ", B);
+  }
+  const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
+  const std::int64_t G = H / KV, D = config_.head_dim;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+
+  // allowed[b, 0, 0, t, s]: key s is a real token and not after query t.
+  at::Tensor key_pos = at::arange(S, at::kLong);
+  at::Tensor query_pos = at::arange(past, S, at::kLong);
+  at::Tensor allowed = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
+  allowed = allowed.view({1, 1, 1, T, S});
+  if (attention_mask.defined()) {
+    TORCH_CHECK(attention_mask.sizes() == at::IntArrayRef({B, S}), "attention_mask must be [B, ",
+                S, "], got ", attention_mask.sizes());
+    allowed = allowed & attention_mask.to(at::kBool).view({B, 1, 1, 1, S});
+  }
+  const double lowest = std::numeric_limits<float>::lowest();
+
+  auto [cos, sin] = RopeCosSin(position_ids);
+  at::Tensor h = at::embedding(embed_, input_ids);  // [B, T, hidden]
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
+    at::Tensor q = at::linear(x, l.q, l.q_bias).view({B, T, H, D}).transpose(1, 2);
+    at::Tensor k = at::linear(x, l.k, l.k_bias).view({B, T, KV, D}).transpose(1, 2);
+    at::Tensor v = at::linear(x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
+    q = q * cos + RotateHalf(q) * sin;
+    k = k * cos + RotateHalf(k) * sin;
+    if (cache != nullptr) {
+      cache->keys[i].narrow(2, past, T).copy_(k);
+      cache->values[i].narrow(2, past, T).copy_(v);
+      k = cache->keys[i].narrow(2, 0, S);
+      v = cache->values[i].narrow(2, 0, S);
+    }
+    // Query head h uses key/value head h / G (transformers' repeat_kv).
+    at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
+    scores = (scores.to(at::kFloat) * scale).masked_fill(allowed.logical_not(), lowest);
+    at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+    at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
+    attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+    h = h + at::linear(attn, l.o);
+    x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
+    h = h + at::linear(at::silu(at::linear(x, l.gate)) * at::linear(x, l.up), l.down);
+  }
+  if (cache != nullptr) cache->length = S;
+  return RmsNorm(h, final_norm_, config_.rms_norm_eps);
+}
+
+at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
+  return at::linear(hidden, lm_head_).to(at::kFloat);
+}
+
+at::Tensor CausalLM::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                             const at::Tensor& attention_mask, KVCache* cache) const {
+  return Logits(Hidden(input_ids, position_ids, attention_mask, cache));
+}
+
+}  // namespace posttrain

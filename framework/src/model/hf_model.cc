@@ -1,0 +1,69 @@
+#include "posttrain/model/hf_model.h"
+
+#include <filesystem>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "posttrain/core/status.h"
+#include "posttrain/core/text_file.h"
+#include "posttrain/model/safetensors.h"
+#include "posttrain/run/run_directory.h"
+
+namespace posttrain {
+namespace fs = std::filesystem;
+
+absl::StatusOr<at::ScalarType> ParseDtype(absl::string_view name) {
+  const std::string n = absl::AsciiStrToLower(name);
+  if (n == "float32" || n == "fp32") return at::kFloat;
+  if (n == "bfloat16" || n == "bf16") return at::kBFloat16;
+  if (n == "float16" || n == "fp16") return at::kHalf;
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", name, "' (float32, bfloat16, float16)"));
+}
+
+std::string DtypeName(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return c10::toString(dtype);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CausalLM>> LoadCausalLM(const std::string& dir, at::ScalarType dtype) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return absl::NotFoundError(absl::StrCat("model directory '", dir, "' does not exist"));
+  POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile((fs::path(dir) / "config.json").string()));
+  POSTTRAIN_ASSIGN_OR_RETURN(auto tensors, LoadSafetensorsDir(dir));
+  absl::StatusOr<std::unique_ptr<CausalLM>> model = CausalLM::FromTensors(config, std::move(tensors), dtype);
+  if (!model.ok()) return Annotate(model.status(), absl::StrCat("loading model '", dir, "'"));
+  return model;
+}
+
+absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const SaveOptions& options) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
+  ModelConfig config = model.config();
+  config.torch_dtype = DtypeName(model.dtype());
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "config.json").string(), config.ToJson().dump(2) + "\n"));
+  nlohmann::ordered_json generation = {{"_from_model_config", true}};
+  if (config.bos_token_id) generation["bos_token_id"] = *config.bos_token_id;
+  if (config.eos_token_ids.size() == 1) generation["eos_token_id"] = config.eos_token_ids[0];
+  if (config.eos_token_ids.size() > 1) generation["eos_token_id"] = config.eos_token_ids;
+  for (const auto& [k, v] : options.generation_config.items()) generation[k] = v;
+  generation["transformers_version"] = "4.46.0";
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
+  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, model.named_parameters(), options.max_shard_bytes));
+  if (!options.tokenizer_source_dir.empty() &&
+      fs::weakly_canonical(options.tokenizer_source_dir, ec) != fs::weakly_canonical(dir, ec)) {
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+      const fs::path from = fs::path(options.tokenizer_source_dir) / name;
+      if (!fs::exists(from, ec)) continue;
+      POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(from.string()));
+      POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / name).string(), content));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace posttrain

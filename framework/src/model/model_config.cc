@@ -1,0 +1,160 @@
+#include "posttrain/model/model_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "posttrain/core/status.h"
+#include "posttrain/core/text_file.h"
+
+namespace posttrain {
+namespace {
+
+template <typename T>
+absl::Status Read(const nlohmann::json& json, const char* key, T* out) {
+  if (!json.contains(key) || json[key].is_null()) return absl::OkStatus();
+  try {
+    *out = json[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: \"", key, "\" has the wrong type (", json[key].dump(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
+  if (!json.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
+  ModelConfig c;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
+    return absl::UnimplementedError(absl::StrCat(
+        "config.json: model_type \"", c.model_type,
+        "\" is not supported (supported: llama, mistral, qwen2)"));
+  }
+  if (json.contains("architectures") && json["architectures"].is_array() &&
+      !json["architectures"].empty() && json["architectures"][0].is_string()) {
+    c.architecture = json["architectures"][0].get<std::string>();
+  } else {
+    c.architecture = c.model_type == "qwen2" ? "Qwen2ForCausalLM"
+                     : c.model_type == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
+  }
+  if (c.model_type == "qwen2") c.attention_bias = true;
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads"}) {
+    if (!json.contains(key)) return absl::InvalidArgumentError(absl::StrCat("config.json lacks \"", key, "\""));
+  }
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "vocab_size", &c.vocab_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_size", &c.hidden_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "intermediate_size", &c.intermediate_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_hidden_layers", &c.num_hidden_layers));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_attention_heads", &c.num_attention_heads));
+  c.num_key_value_heads = c.num_attention_heads;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_key_value_heads", &c.num_key_value_heads));
+  c.head_dim = c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "torch_dtype", &c.torch_dtype));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_labels", &c.num_labels));
+  if (json.contains("bos_token_id") && json["bos_token_id"].is_number_integer()) {
+    c.bos_token_id = json["bos_token_id"].get<std::int64_t>();
+  }
+  if (json.contains("pad_token_id") && json["pad_token_id"].is_number_integer()) {
+    c.pad_token_id = json["pad_token_id"].get<std::int64_t>();
+  }
+  if (json.contains("eos_token_id")) {
+    const nlohmann::json& eos = json["eos_token_id"];
+    if (eos.is_number_integer()) c.eos_token_ids = {eos.get<std::int64_t>()};
+    if (eos.is_array()) {
+      for (const auto& e : eos) {
+        if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<std::int64_t>());
+      }
+    }
+  }
+  if (json.contains("rope_scaling") && json["rope_scaling"].is_object()) {
+    const nlohmann::json& rs = json["rope_scaling"];
+    RopeScaling s;
+    s.rope_type = rs.value("rope_type", rs.value("type", std::string()));
+    if (s.rope_type != "llama3") {
+      return absl::UnimplementedError(absl::StrCat("config.json: rope_scaling type \"", s.rope_type,
+                                                   "\" is not supported (supported: llama3)"));
+    }
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "low_freq_factor", &s.low_freq_factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "high_freq_factor", &s.high_freq_factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
+    c.rope_scaling = s;
+  }
+  if (c.hidden_act != "silu") {
+    return absl::UnimplementedError(absl::StrCat("config.json: hidden_act \"", c.hidden_act, "\" is not supported (silu)"));
+  }
+  if (c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 ||
+      c.num_attention_heads % c.num_key_value_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: num_attention_heads (", c.num_attention_heads,
+        ") must be a positive multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
+  }
+  if (c.head_dim <= 0 || c.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
+  }
+  for (auto [key, value] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+                            {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers}}) {
+    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be positive"));
+  }
+  return c;
+}
+
+absl::StatusOr<ModelConfig> ModelConfig::FromJsonFile(const std::string& path) {
+  POSTTRAIN_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not valid JSON"));
+  absl::StatusOr<ModelConfig> config = FromJson(json);
+  if (!config.ok()) return Annotate(config.status(), path);
+  return config;
+}
+
+nlohmann::ordered_json ModelConfig::ToJson() const {
+  nlohmann::ordered_json j;
+  j["architectures"] = {architecture};
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["head_dim"] = head_dim;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (rope_scaling) {
+    j["rope_scaling"] = {{"rope_type", rope_scaling->rope_type},
+                         {"factor", rope_scaling->factor},
+                         {"low_freq_factor", rope_scaling->low_freq_factor},
+                         {"high_freq_factor", rope_scaling->high_freq_factor},
+                         {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["attention_bias"] = attention_bias;
+  j["attention_dropout"] = 0.0;
+  j["mlp_bias"] = false;
+  j["hidden_act"] = hidden_act;
+  j["initializer_range"] = initializer_range;
+  j["torch_dtype"] = torch_dtype;
+  j["use_cache"] = true;
+  if (bos_token_id) j["bos_token_id"] = *bos_token_id;
+  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
+  if (eos_token_ids.size() > 1) j["eos_token_id"] = eos_token_ids;
+  if (pad_token_id) j["pad_token_id"] = *pad_token_id;
+  if (num_labels > 0) j["num_labels"] = num_labels;
+  j["transformers_version"] = "4.46.0";
+  return j;
+}
+
+}  // namespace posttrain

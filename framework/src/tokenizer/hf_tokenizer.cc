@@ -1,0 +1,820 @@
+#include "posttrain/tokenizer/hf_tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <utf8proc.h>
+
+#include <algorithm>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "nlohmann/json.hpp"
+#include "posttrain/core/status.h"
+
+namespace posttrain {
+namespace {
+
+using json = nlohmann::json;
+
+// ---- UTF-8 -------------------------------------------------------------------
+
+// Length of the UTF-8 sequence starting at s[i] (1 for an invalid byte).
+size_t Utf8Length(absl::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
+  if (i + n > s.size()) return 1;
+  for (size_t k = 1; k < n; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 1;
+  }
+  return n;
+}
+
+std::string EncodeUtf8(std::uint32_t cp) {
+  std::string out;
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xc0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xe0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+  return out;
+}
+
+const std::string kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
+
+// Valid UTF-8 stays; each invalid byte becomes U+FFFD (as String::from_utf8_lossy,
+// per maximal invalid subsequence approximated per byte).
+std::string Utf8Lossy(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = Utf8Length(s, i);
+    if (n == 1 && c >= 0x80) {
+      out += kReplacementChar;
+    } else {
+      out.append(s.data() + i, n);
+    }
+    i += n;
+  }
+  return out;
+}
+
+// GPT-2's bytes_to_unicode: printable bytes map to themselves, the others to 256+n.
+struct ByteLevelTable {
+  std::string byte_to_char[256];
+  std::unordered_map<std::uint32_t, std::uint8_t> char_to_byte;
+  ByteLevelTable() {
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+      const std::uint32_t cp = printable ? static_cast<std::uint32_t>(b) : static_cast<std::uint32_t>(256 + n++);
+      byte_to_char[b] = EncodeUtf8(cp);
+      char_to_byte[cp] = static_cast<std::uint8_t>(b);
+    }
+  }
+};
+const ByteLevelTable& ByteLevel() {
+  static const ByteLevelTable* table = new ByteLevelTable();
+  return *table;
+}
+
+std::uint32_t DecodeCodepoint(absl::string_view s) {
+  const auto c = static_cast<unsigned char>(s[0]);
+  if (s.size() == 1) return c;
+  std::uint32_t cp = s.size() == 2 ? (c & 0x1f) : s.size() == 3 ? (c & 0x0f) : (c & 0x07);
+  for (size_t k = 1; k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[k]) & 0x3f);
+  return cp;
+}
+
+// j[key] as a string; `fallback` when absent or null.
+std::string Str(const nlohmann::json& j, const char* key, const std::string& fallback = "") {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  return it->get<std::string>();
+}
+
+// ---- Regex (PCRE2) -----------------------------------------------------------
+
+class Regex {
+ public:
+  static absl::StatusOr<std::shared_ptr<Regex>> Compile(const std::string& pattern) {
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
+    if (code == nullptr) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(error, message, sizeof(message));
+      return absl::InvalidArgumentError(absl::StrCat("regex '", pattern, "' at offset ", offset, ": ",
+                                                     reinterpret_cast<char*>(message)));
+    }
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if unavailable
+    auto regex = std::make_shared<Regex>();
+    regex->code_ = code;
+    return regex;
+  }
+  ~Regex() {
+    if (code_ != nullptr) pcre2_code_free(code_);
+  }
+
+  // Non-overlapping matches [begin, end) left to right; an empty match advances
+  // by one character.
+  std::vector<std::pair<size_t, size_t>> FindAll(absl::string_view text) const {
+    std::vector<std::pair<size_t, size_t>> out;
+    pcre2_match_data* data = pcre2_match_data_create_from_pattern(code_, nullptr);
+    size_t start = 0;
+    while (start <= text.size()) {
+      int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start,
+                           PCRE2_NO_UTF_CHECK, data, nullptr);
+      if (rc < 0) break;
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data);
+      if (ov[1] == ov[0]) {
+        if (ov[0] >= text.size()) break;
+        start = ov[0] + Utf8Length(text, ov[0]);
+        continue;
+      }
+      out.push_back({ov[0], ov[1]});
+      start = ov[1];
+    }
+    pcre2_match_data_free(data);
+    return out;
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+};
+
+std::string QuoteRegex(absl::string_view literal) {
+  std::string out = "\\Q";
+  out += absl::StrReplaceAll(literal, {{"\\E", "\\E\\\\E\\Q"}});
+  return out + "\\E";
+}
+
+// "pattern": {"Regex": "..."} or {"String": "..."}.
+absl::StatusOr<std::shared_ptr<Regex>> PatternRegex(const json& pattern) {
+  if (pattern.contains("Regex")) return Regex::Compile(pattern["Regex"].get<std::string>());
+  if (pattern.contains("String")) return Regex::Compile(QuoteRegex(pattern["String"].get<std::string>()));
+  return absl::InvalidArgumentError(absl::StrCat("pattern ", pattern.dump(), " is neither Regex nor String"));
+}
+
+// ---- Components --------------------------------------------------------------
+
+using Normalizer = std::function<void(std::string&)>;
+// Pieces in, pieces out; `first` is true for the text before any added token.
+using PreTokenizer = std::function<void(std::vector<std::string>&, bool first)>;
+using Decoder = std::function<void(std::vector<std::string>&)>;
+
+std::string Utf8procNormalize(const std::string& s, utf8proc_option_t options) {
+  utf8proc_uint8_t* out = nullptr;
+  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
+                                    static_cast<utf8proc_ssize_t>(s.size()), &out,
+                                    static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
+  if (n < 0) return s;  // invalid UTF-8: leave as is
+  std::string result(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+  std::free(out);
+  return result;
+}
+
+std::string ReplaceAll(const std::string& s, const Regex& regex, const std::string& content) {
+  std::string out;
+  size_t last = 0;
+  for (const auto& [b, e] : regex.FindAll(s)) {
+    out.append(s, last, b - last);
+    out += content;
+    last = e;
+  }
+  out.append(s, last, std::string::npos);
+  return out;
+}
+
+absl::StatusOr<Normalizer> MakeNormalizer(const json& j) {
+  const std::string type = Str(j, "type");
+  if (type == "NFC") return Normalizer([](std::string& s) { s = Utf8procNormalize(s, UTF8PROC_COMPOSE); });
+  if (type == "NFD") return Normalizer([](std::string& s) { s = Utf8procNormalize(s, UTF8PROC_DECOMPOSE); });
+  if (type == "NFKC") {
+    return Normalizer([](std::string& s) {
+      s = Utf8procNormalize(s, static_cast<utf8proc_option_t>(UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
+    });
+  }
+  if (type == "NFKD") {
+    return Normalizer([](std::string& s) {
+      s = Utf8procNormalize(s, static_cast<utf8proc_option_t>(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT));
+    });
+  }
+  if (type == "Lowercase") return Normalizer([](std::string& s) { s = Utf8procNormalize(s, UTF8PROC_CASEFOLD); });
+  if (type == "Prepend") {
+    const std::string prepend = j.at("prepend").get<std::string>();
+    return Normalizer([prepend](std::string& s) {
+      if (!s.empty()) s = prepend + s;
+    });
+  }
+  if (type == "Replace") {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> regex, PatternRegex(j.at("pattern")));
+    const std::string content = j.at("content").get<std::string>();
+    return Normalizer([regex, content](std::string& s) { s = ReplaceAll(s, *regex, content); });
+  }
+  if (type == "Strip") {
+    const bool left = j.value("strip_left", true), right = j.value("strip_right", true);
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> l, Regex::Compile("^\\s+"));
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> r, Regex::Compile("\\s+$"));
+    return Normalizer([=](std::string& s) {
+      if (left) s = ReplaceAll(s, *l, "");
+      if (right) s = ReplaceAll(s, *r, "");
+    });
+  }
+  if (type == "Sequence") {
+    std::vector<Normalizer> parts;
+    for (const json& item : j.at("normalizers")) {
+      POSTTRAIN_ASSIGN_OR_RETURN(Normalizer n, MakeNormalizer(item));
+      parts.push_back(std::move(n));
+    }
+    return Normalizer([parts](std::string& s) {
+      for (const Normalizer& n : parts) n(s);
+    });
+  }
+  return absl::UnimplementedError(absl::StrCat("normalizer type '", type, "' is not supported"));
+}
+
+// Splits each piece around the matches of `regex` according to `behavior`.
+std::vector<std::string> SplitPiece(const std::string& s, const Regex& regex, const std::string& behavior,
+                                    bool invert) {
+  // Alternating (text, is_match) segments covering s.
+  std::vector<std::pair<std::string, bool>> segments;
+  size_t last = 0;
+  for (const auto& [b, e] : regex.FindAll(s)) {
+    if (b > last) segments.push_back({s.substr(last, b - last), invert});
+    segments.push_back({s.substr(b, e - b), !invert});
+    last = e;
+  }
+  if (last < s.size()) segments.push_back({s.substr(last), invert});
+  std::vector<std::string> out;
+  if (behavior == "Isolated") {
+    for (auto& [text, match] : segments) out.push_back(std::move(text));
+  } else if (behavior == "Removed") {
+    for (auto& [text, match] : segments) {
+      if (!match) out.push_back(std::move(text));
+    }
+  } else if (behavior == "MergedWithPrevious") {
+    for (auto& [text, match] : segments) {
+      if (match && !out.empty()) {
+        out.back() += text;
+      } else {
+        out.push_back(std::move(text));
+      }
+    }
+  } else if (behavior == "MergedWithNext") {
+    std::string pending;
+    for (auto& [text, match] : segments) {
+      if (match) {
+        if (!pending.empty()) out.push_back(std::move(pending));
+        pending = std::move(text);
+      } else {
+        out.push_back(pending + text);
+        pending.clear();
+      }
+    }
+    if (!pending.empty()) out.push_back(std::move(pending));
+  } else {  // Contiguous
+    bool last_match = false;
+    for (auto& [text, match] : segments) {
+      if (match && last_match && !out.empty()) {
+        out.back() += text;
+      } else {
+        out.push_back(std::move(text));
+      }
+      last_match = match;
+    }
+  }
+  return out;
+}
+
+constexpr const char* kGpt2Pattern =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+absl::StatusOr<PreTokenizer> MakePreTokenizer(const json& j) {
+  const std::string type = Str(j, "type");
+  auto split_all = [](std::vector<std::string>& pieces, const std::function<std::vector<std::string>(const std::string&)>& f) {
+    std::vector<std::string> out;
+    for (const std::string& p : pieces) {
+      for (std::string& q : f(p)) {
+        if (!q.empty()) out.push_back(std::move(q));
+      }
+    }
+    pieces = std::move(out);
+  };
+  if (type == "Split") {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> regex, PatternRegex(j.at("pattern")));
+    const std::string behavior = Str(j, "behavior", "Isolated");
+    const bool invert = j.value("invert", false);
+    static const char* kBehaviors[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+    if (std::find(std::begin(kBehaviors), std::end(kBehaviors), behavior) == std::end(kBehaviors)) {
+      return absl::UnimplementedError(absl::StrCat("Split behavior '", behavior, "' is not supported"));
+    }
+    return PreTokenizer([=](std::vector<std::string>& pieces, bool) {
+      split_all(pieces, [&](const std::string& p) { return SplitPiece(p, *regex, behavior, invert); });
+    });
+  }
+  if (type == "ByteLevel") {
+    const bool add_prefix_space = j.value("add_prefix_space", false);
+    const bool use_regex = j.value("use_regex", true);
+    std::shared_ptr<Regex> regex;
+    if (use_regex) {
+      POSTTRAIN_ASSIGN_OR_RETURN(regex, Regex::Compile(kGpt2Pattern));
+    }
+    return PreTokenizer([=](std::vector<std::string>& pieces, bool first) {
+      if (add_prefix_space && first && !pieces.empty() && pieces[0].rfind(' ', 0) != 0) {
+        pieces[0] = " " + pieces[0];
+      }
+      if (regex) {
+        split_all(pieces, [&](const std::string& p) { return SplitPiece(p, *regex, "Isolated", false); });
+      }
+      const ByteLevelTable& table = ByteLevel();
+      for (std::string& p : pieces) {
+        std::string mapped;
+        mapped.reserve(p.size() * 2);
+        for (unsigned char c : p) mapped += table.byte_to_char[c];
+        p = std::move(mapped);
+      }
+    });
+  }
+  if (type == "Metaspace") {
+    const std::string replacement = Str(j, "replacement", "\xE2\x96\x81");
+    std::string scheme = Str(j, "prepend_scheme");
+    if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
+    const bool split = j.value("split", true);
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> marker, Regex::Compile(QuoteRegex(replacement)));
+    return PreTokenizer([=](std::vector<std::string>& pieces, bool first) {
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        std::string& p = pieces[i];
+        p = absl::StrReplaceAll(p, {{" ", replacement}});
+        const bool prepend = scheme == "always" || (scheme == "first" && first && i == 0);
+        if (prepend && p.rfind(replacement, 0) != 0) p = replacement + p;
+      }
+      if (split) {
+        split_all(pieces, [&](const std::string& p) { return SplitPiece(p, *marker, "MergedWithNext", false); });
+      }
+    });
+  }
+  if (type == "Digits") {
+    const bool individual = j.value("individual_digits", false);
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> regex, Regex::Compile(individual ? "\\p{Nd}" : "\\p{Nd}+"));
+    return PreTokenizer([=](std::vector<std::string>& pieces, bool) {
+      split_all(pieces, [&](const std::string& p) { return SplitPiece(p, *regex, "Isolated", false); });
+    });
+  }
+  if (type == "Sequence") {
+    std::vector<PreTokenizer> parts;
+    for (const json& item : j.at("pretokenizers")) {
+      POSTTRAIN_ASSIGN_OR_RETURN(PreTokenizer p, MakePreTokenizer(item));
+      parts.push_back(std::move(p));
+    }
+    return PreTokenizer([parts](std::vector<std::string>& pieces, bool first) {
+      for (const PreTokenizer& p : parts) p(pieces, first);
+    });
+  }
+  return absl::UnimplementedError(absl::StrCat("pre_tokenizer type '", type, "' is not supported"));
+}
+
+bool IsByteToken(absl::string_view t, std::uint8_t* byte) {
+  if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return false;
+  unsigned value = 0;
+  for (char c : t.substr(3, 2)) {
+    value <<= 4;
+    if (c >= '0' && c <= '9') value |= static_cast<unsigned>(c - '0');
+    else if (c >= 'A' && c <= 'F') value |= static_cast<unsigned>(c - 'A' + 10);
+    else if (c >= 'a' && c <= 'f') value |= static_cast<unsigned>(c - 'a' + 10);
+    else return false;
+  }
+  *byte = static_cast<std::uint8_t>(value);
+  return true;
+}
+
+absl::StatusOr<Decoder> MakeDecoder(const json& j) {
+  const std::string type = Str(j, "type");
+  if (type == "ByteLevel") {
+    return Decoder([](std::vector<std::string>& tokens) {
+      const ByteLevelTable& table = ByteLevel();
+      for (std::string& t : tokens) {
+        std::string bytes;
+        bool ok = true;
+        for (size_t i = 0; i < t.size() && ok;) {
+          const size_t n = Utf8Length(t, i);
+          auto it = table.char_to_byte.find(DecodeCodepoint(absl::string_view(t).substr(i, n)));
+          if (it == table.char_to_byte.end()) {
+            ok = false;
+          } else {
+            bytes += static_cast<char>(it->second);
+          }
+          i += n;
+        }
+        if (ok) t = std::move(bytes);  // else: the token's own UTF-8 bytes, as HF does
+      }
+    });
+  }
+  if (type == "Replace") {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> regex, PatternRegex(j.at("pattern")));
+    const std::string content = j.at("content").get<std::string>();
+    return Decoder([regex, content](std::vector<std::string>& tokens) {
+      for (std::string& t : tokens) t = ReplaceAll(t, *regex, content);
+    });
+  }
+  if (type == "ByteFallback") {
+    return Decoder([](std::vector<std::string>& tokens) {
+      std::vector<std::string> out;
+      std::string pending;
+      size_t pending_count = 0;
+      auto flush = [&] {
+        if (pending_count == 0) return;
+        if (Utf8Lossy(pending) == pending) {
+          out.push_back(pending);
+        } else {
+          for (size_t k = 0; k < pending_count; ++k) out.push_back(kReplacementChar);
+        }
+        pending.clear();
+        pending_count = 0;
+      };
+      for (std::string& t : tokens) {
+        std::uint8_t byte;
+        if (IsByteToken(t, &byte)) {
+          pending += static_cast<char>(byte);
+          ++pending_count;
+        } else {
+          flush();
+          out.push_back(std::move(t));
+        }
+      }
+      flush();
+      tokens = std::move(out);
+    });
+  }
+  if (type == "Fuse") {
+    return Decoder([](std::vector<std::string>& tokens) { tokens = {absl::StrJoin(tokens, "")}; });
+  }
+  if (type == "Strip") {
+    const std::string content = Str(j, "content", " ");
+    const int start = j.value("start", 0), stop = j.value("stop", 0);
+    return Decoder([=](std::vector<std::string>& tokens) {
+      for (std::string& t : tokens) {
+        for (int k = 0; k < start && t.rfind(content, 0) == 0; ++k) t.erase(0, content.size());
+        for (int k = 0; k < stop && t.size() >= content.size() &&
+                        t.compare(t.size() - content.size(), content.size(), content) == 0; ++k) {
+          t.erase(t.size() - content.size());
+        }
+      }
+    });
+  }
+  if (type == "Metaspace") {
+    const std::string replacement = Str(j, "replacement", "\xE2\x96\x81");
+    std::string scheme = Str(j, "prepend_scheme");
+    if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
+    return Decoder([=](std::vector<std::string>& tokens) {
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        tokens[i] = absl::StrReplaceAll(tokens[i], {{replacement, " "}});
+        if (i == 0 && scheme != "never" && tokens[i].rfind(' ', 0) == 0) tokens[i].erase(0, 1);
+      }
+    });
+  }
+  if (type == "Sequence") {
+    std::vector<Decoder> parts;
+    for (const json& item : j.at("decoders")) {
+      POSTTRAIN_ASSIGN_OR_RETURN(Decoder d, MakeDecoder(item));
+      parts.push_back(std::move(d));
+    }
+    return Decoder([parts](std::vector<std::string>& tokens) {
+      for (const Decoder& d : parts) d(tokens);
+    });
+  }
+  return absl::UnimplementedError(absl::StrCat("decoder type '", type, "' is not supported"));
+}
+
+struct AddedToken {
+  std::int64_t id;
+  std::string content;
+  bool special;
+};
+
+// ---- The tokenizer -----------------------------------------------------------
+
+class HfTokenizer final : public Tokenizer {
+ public:
+  absl::Status Init(const json& j, const json& config, const std::string& source) {
+    const json& model = j.at("model");
+    if (Str(model, "type", "BPE") != "BPE") {
+      return absl::UnimplementedError(absl::StrCat(source, ": model type '", Str(model, "type"),
+                                                   "' is not supported (BPE)"));
+    }
+    if (!Str(model, "continuing_subword_prefix").empty() ||
+        !Str(model, "end_of_word_suffix").empty()) {
+      return absl::UnimplementedError(absl::StrCat(source, ": BPE continuing_subword_prefix / end_of_word_suffix are not supported"));
+    }
+    byte_fallback_ = model.value("byte_fallback", false);
+    fuse_unk_ = model.value("fuse_unk", false);
+    ignore_merges_ = model.value("ignore_merges", false);
+    for (const auto& [token, id] : model.at("vocab").items()) {
+      const std::int64_t i = id.get<std::int64_t>();
+      vocab_.emplace(token, i);
+      max_id_ = std::max(max_id_, i);
+    }
+    if (model.contains("unk_token") && model["unk_token"].is_string()) {
+      auto it = vocab_.find(model["unk_token"].get<std::string>());
+      if (it != vocab_.end()) unk_id_ = it->second;
+    }
+    const json& merges = model.at("merges");
+    merges_.reserve(merges.size() * 2);
+    std::int64_t rank = 0;
+    for (const json& m : merges) {
+      std::string a, b;
+      if (m.is_array() && m.size() == 2) {
+        a = m[0].get<std::string>();
+        b = m[1].get<std::string>();
+      } else if (m.is_string()) {
+        const std::string s = m.get<std::string>();
+        const size_t space = s.find(' ', 1);
+        if (space == std::string::npos) return absl::InvalidArgumentError(absl::StrCat(source, ": merge '", s, "' has no space"));
+        a = s.substr(0, space);
+        b = s.substr(space + 1);
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": malformed merge ", m.dump()));
+      }
+      auto ia = vocab_.find(a), ib = vocab_.find(b), iab = vocab_.find(a + b);
+      if (ia == vocab_.end() || ib == vocab_.end() || iab == vocab_.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": merge '", a, " ", b, "' uses tokens not in the vocabulary"));
+      }
+      merges_.emplace(PairKey(ia->second, ib->second), std::make_pair(rank++, iab->second));
+    }
+    for (const json& t : j.value("added_tokens", json::array())) {
+      AddedToken added{t.at("id").get<std::int64_t>(), t.at("content").get<std::string>(), t.value("special", false)};
+      max_id_ = std::max(max_id_, added.id);
+      added_.push_back(added);
+    }
+    std::sort(added_.begin(), added_.end(),
+              [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
+    id_to_token_.assign(static_cast<size_t>(max_id_ + 1), std::string());
+    for (const auto& [token, id] : vocab_) id_to_token_[static_cast<size_t>(id)] = token;
+    for (const AddedToken& a : added_) {
+      id_to_token_[static_cast<size_t>(a.id)] = a.content;
+      if (a.special) special_ids_.insert(a.id);
+    }
+    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(normalizer_, MakeNormalizer(j["normalizer"]));
+    }
+    if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(pre_tokenizer_, MakePreTokenizer(j["pre_tokenizer"]));
+    }
+    if (j.contains("decoder") && !j["decoder"].is_null()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(decoder_, MakeDecoder(j["decoder"]));
+    }
+    if (j.contains("post_processor") && !j["post_processor"].is_null()) {
+      POSTTRAIN_RETURN_IF_ERROR(ParsePostProcessor(j["post_processor"]));
+    }
+    auto special_id = [&](const char* key) -> std::optional<std::int64_t> {
+      if (!config.contains(key)) return std::nullopt;
+      const json& v = config[key];
+      std::string content = v.is_string() ? v.get<std::string>()
+                            : v.is_object() ? Str(v, "content") : std::string();
+      if (content.empty()) return std::nullopt;
+      return TokenToId(content);
+    };
+    bos_token_id_ = special_id("bos_token");
+    eos_token_id_ = special_id("eos_token");
+    pad_token_id_ = special_id("pad_token");
+    if (!bos_token_id_ && !prefix_ids_.empty()) bos_token_id_ = prefix_ids_.front();
+    return absl::OkStatus();
+  }
+
+  std::vector<std::int64_t> Encode(absl::string_view text, bool add_special_tokens) const override {
+    std::vector<std::int64_t> ids;
+    if (add_special_tokens) ids = prefix_ids_;
+    bool first = true;
+    size_t start = 0;
+    auto encode_section = [&](size_t end) {
+      if (end > start) EncodeText(std::string(text.substr(start, end - start)), first, ids);
+      first = false;
+    };
+    for (size_t i = 0; i < text.size();) {
+      const AddedToken* match = nullptr;
+      for (const AddedToken& a : added_) {
+        if (!a.content.empty() && text.compare(i, a.content.size(), a.content) == 0) {
+          match = &a;
+          break;
+        }
+      }
+      if (match == nullptr) {
+        ++i;
+        continue;
+      }
+      encode_section(i);
+      ids.push_back(match->id);
+      i += match->content.size();
+      start = i;
+    }
+    encode_section(text.size());
+    if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
+    return ids;
+  }
+
+  std::string Decode(absl::Span<const std::int64_t> ids, bool skip_special_tokens) const override {
+    std::vector<std::string> tokens;
+    for (std::int64_t id : ids) {
+      if (id < 0 || id > max_id_) continue;
+      if (skip_special_tokens && special_ids_.count(id) > 0) continue;
+      tokens.push_back(id_to_token_[static_cast<size_t>(id)]);
+    }
+    if (decoder_) decoder_(tokens);
+    return Utf8Lossy(absl::StrJoin(tokens, ""));
+  }
+
+  std::int64_t vocab_size() const override { return max_id_ + 1; }
+
+  std::optional<std::int64_t> TokenToId(absl::string_view token) const override {
+    for (const AddedToken& a : added_) {
+      if (a.content == token) return a.id;
+    }
+    auto it = vocab_.find(std::string(token));
+    if (it == vocab_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  std::string IdToToken(std::int64_t id) const override {
+    if (id < 0 || id > max_id_) return "";
+    return id_to_token_[static_cast<size_t>(id)];
+  }
+
+ private:
+  static std::uint64_t PairKey(std::int64_t a, std::int64_t b) {
+    return (static_cast<std::uint64_t>(a) << 32) | static_cast<std::uint64_t>(b);
+  }
+
+  absl::Status ParsePostProcessor(const json& p) {
+    const std::string type = Str(p, "type");
+    if (type == "ByteLevel") return absl::OkStatus();
+    if (type == "Sequence") {
+      for (const json& item : p.at("processors")) POSTTRAIN_RETURN_IF_ERROR(ParsePostProcessor(item));
+      return absl::OkStatus();
+    }
+    if (type != "TemplateProcessing") {
+      return absl::UnimplementedError(absl::StrCat("post_processor type '", type, "' is not supported"));
+    }
+    bool after_sequence = false;
+    for (const json& item : p.at("single")) {
+      if (item.contains("Sequence")) {
+        after_sequence = true;
+        continue;
+      }
+      const std::string name = item.at("SpecialToken").at("id").get<std::string>();
+      const json& special = p.at("special_tokens").at(name);
+      for (const json& id : special.at("ids")) {
+        (after_sequence ? suffix_ids_ : prefix_ids_).push_back(id.get<std::int64_t>());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void EncodeText(std::string text, bool first, std::vector<std::int64_t>& ids) const {
+    if (normalizer_) normalizer_(text);
+    if (text.empty()) return;
+    std::vector<std::string> pieces = {std::move(text)};
+    if (pre_tokenizer_) pre_tokenizer_(pieces, first);
+    for (const std::string& piece : pieces) EncodeWord(piece, ids);
+  }
+
+  // BPE on one pre-token, with a cache of recent words.
+  void EncodeWord(const std::string& word, std::vector<std::int64_t>& out) const {
+    if (word.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex_);
+      auto it = cache_.find(word);
+      if (it != cache_.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    std::vector<std::int64_t> symbols;
+    if (auto it = vocab_.find(word); ignore_merges_ && it != vocab_.end()) {
+      symbols.push_back(it->second);
+    } else {
+      symbols = Merge(word);
+    }
+    out.insert(out.end(), symbols.begin(), symbols.end());
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() > 200000) cache_.clear();
+    cache_.emplace(word, std::move(symbols));
+  }
+
+  std::vector<std::int64_t> Merge(const std::string& word) const {
+    std::vector<std::int64_t> symbols;
+    std::vector<bool> mergeable;  // byte-fallback and unk symbols never merge
+    for (size_t i = 0; i < word.size();) {
+      const size_t n = Utf8Length(word, i);
+      auto it = vocab_.find(word.substr(i, n));
+      if (it != vocab_.end()) {
+        symbols.push_back(it->second);
+        mergeable.push_back(true);
+      } else {
+        bool done = false;
+        if (byte_fallback_) {
+          std::vector<std::int64_t> bytes;
+          for (size_t k = 0; k < n; ++k) {
+            auto b = vocab_.find(absl::StrFormat("<0x%02X>", static_cast<unsigned char>(word[i + k])));
+            if (b == vocab_.end()) break;
+            bytes.push_back(b->second);
+          }
+          if (bytes.size() == n) {
+            for (std::int64_t b : bytes) {
+              symbols.push_back(b);
+              mergeable.push_back(false);
+            }
+            done = true;
+          }
+        }
+        if (!done && unk_id_) {
+          if (!(fuse_unk_ && !symbols.empty() && symbols.back() == *unk_id_ && !mergeable.back())) {
+            symbols.push_back(*unk_id_);
+            mergeable.push_back(false);
+          }
+        }
+      }
+      i += n;
+    }
+    // Repeatedly merge the adjacent pair of lowest rank (leftmost on ties).
+    while (symbols.size() > 1) {
+      std::int64_t best_rank = -1, best_id = 0;
+      size_t best_pos = 0;
+      for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+        if (!mergeable[i] || !mergeable[i + 1]) continue;
+        auto it = merges_.find(PairKey(symbols[i], symbols[i + 1]));
+        if (it != merges_.end() && (best_rank < 0 || it->second.first < best_rank)) {
+          best_rank = it->second.first;
+          best_id = it->second.second;
+          best_pos = i;
+        }
+      }
+      if (best_rank < 0) break;
+      symbols[best_pos] = best_id;
+      symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best_pos) + 1);
+      mergeable.erase(mergeable.begin() + static_cast<std::ptrdiff_t>(best_pos) + 1);
+    }
+    return symbols;
+  }
+
+  std::unordered_map<std::string, std::int64_t> vocab_;
+  std::unordered_map<std::uint64_t, std::pair<std::int64_t, std::int64_t>> merges_;  // → (rank, merged id)
+  std::vector<std::string> id_to_token_;
+  std::vector<AddedToken> added_;  // longest first
+  std::set<std::int64_t> special_ids_;
+  std::int64_t max_id_ = -1;
+  std::optional<std::int64_t> unk_id_;
+  bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
+  Normalizer normalizer_;
+  PreTokenizer pre_tokenizer_;
+  Decoder decoder_;
+  std::vector<std::int64_t> prefix_ids_, suffix_ids_;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<std::int64_t>> cache_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> ParseHfTokenizer(absl::string_view tokenizer_json,
+                                                            absl::string_view config_json,
+                                                            const std::string& source) {
+  json j = json::parse(tokenizer_json.begin(), tokenizer_json.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, " is not valid JSON"));
+  }
+  json config = json::object();
+  if (!config_json.empty()) {
+    config = json::parse(config_json.begin(), config_json.end(), nullptr, false);
+    if (config.is_discarded() || !config.is_object()) config = json::object();
+  }
+  auto tokenizer = std::make_unique<HfTokenizer>();
+  absl::Status status;
+  try {
+    status = tokenizer->Init(j, config, source);
+  } catch (const json::exception& e) {
+    status = absl::InvalidArgumentError(absl::StrCat(source, ": unexpected structure: ", e.what()));
+  }
+  if (!status.ok()) {
+    return absl::StartsWith(status.message(), source) ? status : Annotate(status, source);
+  }
+  return std::unique_ptr<Tokenizer>(std::move(tokenizer));
+}
+
+}  // namespace posttrain

@@ -1,0 +1,164 @@
+#include "model_commands.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+#include "posttrain/core/status.h"
+#include "posttrain/core/text_file.h"
+#include "posttrain/generation/generate.h"
+#include "posttrain/model/hf_model.h"
+#include "posttrain/model/llama2c.h"
+#include "posttrain/run/run_directory.h"
+#include "posttrain/tokenizer/tokenizer.h"
+
+namespace posttrain::cli {
+namespace {
+
+struct ConvertArgs {
+  std::string checkpoint, tokenizer, out;
+} convert_args;
+
+struct GenerateArgs {
+  std::string model, dtype = "float32";
+  std::vector<std::string> prompts, stop;
+  std::int64_t max_new_tokens = 128, top_k = 0, num_generations = 1;
+  double temperature = 0.0, top_p = 1.0, min_p = 0.0, repetition_penalty = 1.0;
+  std::uint64_t seed = 0;
+  bool json = false;
+} generate_args;
+
+struct TokenizeArgs {
+  std::string tokenizer, text;
+  bool add_special_tokens = false;
+} tokenize_args;
+
+CLI::App* convert_cmd = nullptr;
+CLI::App* convert_llama2c_cmd = nullptr;
+CLI::App* generate_cmd = nullptr;
+CLI::App* tokenize_cmd = nullptr;
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "posttrain: error: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+absl::Status ConvertLlama2c() {
+  namespace fs = std::filesystem;
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, ReadLlama2cCheckpoint(convert_args.checkpoint));
+  POSTTRAIN_ASSIGN_OR_RETURN(ConvertedTokenizer tokenizer, ConvertSentencePieceToHf(convert_args.tokenizer));
+  POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*model, convert_args.out));
+  const fs::path out(convert_args.out);
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((out / "tokenizer.json").string(), tokenizer.tokenizer_json));
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((out / "tokenizer_config.json").string(), tokenizer.tokenizer_config_json));
+  nlohmann::json special = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((out / "special_tokens_map.json").string(), special.dump(2) + "\n"));
+  POSTTRAIN_ASSIGN_OR_RETURN(std::string spm, ReadTextFile(convert_args.tokenizer));
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((out / "tokenizer.model").string(), spm));
+  std::printf("wrote %s: config.json, generation_config.json, model.safetensors (%zu tensors), "
+              "tokenizer.json, tokenizer_config.json, special_tokens_map.json, tokenizer.model\n",
+              convert_args.out.c_str(), model->named_parameters().size());
+  return absl::OkStatus();
+}
+
+absl::Status RunGenerate() {
+  const GenerateArgs& a = generate_args;
+  POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(a.dtype));
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, LoadCausalLM(a.model, dtype));
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(a.model));
+  SamplingParams params;
+  params.max_new_tokens = a.max_new_tokens;
+  params.do_sample = a.temperature > 0;
+  params.temperature = a.temperature;
+  params.top_k = a.top_k;
+  params.top_p = a.top_p;
+  params.min_p = a.min_p;
+  params.repetition_penalty = a.repetition_penalty;
+  params.seed = a.seed;
+  params.stop_strings = a.stop;
+  params.eos_token_ids = model->config().eos_token_ids;
+  if (tokenizer->eos_token_id() &&
+      std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), *tokenizer->eos_token_id()) ==
+          params.eos_token_ids.end()) {
+    params.eos_token_ids.push_back(*tokenizer->eos_token_id());
+  }
+  std::vector<std::vector<std::int64_t>> prompts;
+  for (const std::string& p : a.prompts) prompts.push_back(tokenizer->Encode(p, /*add_special_tokens=*/true));
+  const auto start = std::chrono::steady_clock::now();
+  POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Generation> out, Generate(*model, prompts, a.num_generations, params, tokenizer.get()));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::int64_t tokens = 0;
+  for (const Generation& g : out) {
+    tokens += static_cast<std::int64_t>(g.token_ids.size());
+    const std::string& prompt = a.prompts[static_cast<size_t>(g.prompt_index)];
+    if (a.json) {
+      nlohmann::json line = {{"prompt", prompt}, {"completion", g.text}, {"token_ids", g.token_ids},
+                             {"logprobs", g.logprobs}, {"finish_reason", FinishReasonName(g.finish_reason)}};
+      std::printf("%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+      std::printf("%s%s\n[%s, %zu tokens]\n\n", prompt.c_str(), g.text.c_str(),
+                  std::string(FinishReasonName(g.finish_reason)).c_str(), g.token_ids.size());
+    }
+  }
+  std::fprintf(stderr, "generated %lld tokens in %.2f s (%.1f tokens/s)\n", static_cast<long long>(tokens), seconds,
+               seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
+  return absl::OkStatus();
+}
+
+absl::Status RunTokenize() {
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(tokenize_args.tokenizer));
+  std::vector<std::int64_t> ids = tokenizer->Encode(tokenize_args.text, tokenize_args.add_special_tokens);
+  std::printf("%s\n", nlohmann::json(ids).dump().c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void AddModelCommands(CLI::App& app) {
+  convert_cmd = app.add_subcommand("convert", "Convert a checkpoint into a Hugging Face model directory");
+  convert_cmd->require_subcommand(1);
+  convert_llama2c_cmd = convert_cmd->add_subcommand("llama2c", "llama2.c checkpoint + SentencePiece tokenizer → HF directory");
+  convert_llama2c_cmd->add_option("--checkpoint", convert_args.checkpoint, "llama2.c .bin checkpoint")->required();
+  convert_llama2c_cmd->add_option("--tokenizer", convert_args.tokenizer, "SentencePiece .model file")->required();
+  convert_llama2c_cmd->add_option("--out", convert_args.out, "Output directory")->required();
+
+  generate_cmd = app.add_subcommand("generate", "Generate completions from a Hugging Face model directory");
+  GenerateArgs& g = generate_args;
+  generate_cmd->add_option("--model", g.model, "Model directory (config.json, safetensors, tokenizer)")->required();
+  generate_cmd->add_option("--prompt", g.prompts, "Prompt text (repeatable: one batch)")->required();
+  generate_cmd->add_option("--max-new-tokens", g.max_new_tokens, "Tokens to generate at most")->capture_default_str();
+  generate_cmd->add_option("--temperature", g.temperature, "0: greedy")->capture_default_str();
+  generate_cmd->add_option("--top-k", g.top_k, "0: off")->capture_default_str();
+  generate_cmd->add_option("--top-p", g.top_p, "1: off")->capture_default_str();
+  generate_cmd->add_option("--min-p", g.min_p, "0: off")->capture_default_str();
+  generate_cmd->add_option("--repetition-penalty", g.repetition_penalty, "1: off")->capture_default_str();
+  generate_cmd->add_option("--num-generations", g.num_generations, "Completions per prompt")->capture_default_str();
+  generate_cmd->add_option("--seed", g.seed, "Sampling seed")->capture_default_str();
+  generate_cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
+  generate_cmd->add_option("--dtype", g.dtype, "float32 or bfloat16")->capture_default_str();
+  generate_cmd->add_flag("--json", g.json, "One JSON line per completion (ids, logprobs, finish reason)");
+
+  tokenize_cmd = app.add_subcommand("tokenize", "Print the token ids of a text as JSON");
+  tokenize_cmd->add_option("--tokenizer", tokenize_args.tokenizer, "Model directory, tokenizer.json or .model")->required();
+  tokenize_cmd->add_option("--text", tokenize_args.text, "Text to encode")->required();
+  tokenize_cmd->add_flag("--add-special-tokens", tokenize_args.add_special_tokens, "Apply the template (e.g. BOS)");
+}
+
+bool RunModelCommand(const CLI::App& app, int* rc) {
+  absl::Status status;
+  if (app.got_subcommand(convert_cmd)) {
+    status = ConvertLlama2c();
+  } else if (app.got_subcommand(generate_cmd)) {
+    status = RunGenerate();
+  } else if (app.got_subcommand(tokenize_cmd)) {
+    status = RunTokenize();
+  } else {
+    return false;
+  }
+  *rc = status.ok() ? 0 : Fail(status);
+  return true;
+}
+
+}  // namespace posttrain::cli
