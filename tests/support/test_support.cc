@@ -44,6 +44,20 @@ PluginHost& BuiltinHost() {
   return *host;
 }
 
+const std::string& Stories260KDir() {
+  static const std::string* dir = [] {
+    const std::string out =
+        (std::filesystem::path(::testing::TempDir()) / "posttrain_tests" / "stories260K_hf").string();
+    std::string log;
+    const int rc = RunCommand(CliPath() + " convert llama2c --checkpoint " + DataPath("stories260K.bin") +
+                                  " --tokenizer " + DataPath("tok512.model") + " --out " + out,
+                              &log);
+    if (rc != 0) ADD_FAILURE() << "converting stories260K failed: " << log;
+    return new std::string(out);
+  }();
+  return *dir;
+}
+
 int RunCommand(const std::string& command, std::string* output) {
   FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   if (pipe == nullptr) return -1;

@@ -43,6 +43,10 @@ absl::StatusOr<std::unique_ptr<I>> CreateBuiltin(const std::string& name,
       ComponentConfig(name, &c->registration.schema, std::move(values), "test [" + name + "]"));
 }
 
+// stories260K converted to a Hugging Face directory (once per test binary):
+// config.json, model.safetensors, tokenizer.json (from tok512.model), ...
+const std::string& Stories260KDir();
+
 // Runs a shell command; returns its exit code and fills `output` with stdout+stderr.
 int RunCommand(const std::string& command, std::string* output);
 

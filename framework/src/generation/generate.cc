@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/status.h"
+#include "posttrain/generation/logprobs.h"
 
 namespace posttrain {
 namespace {
@@ -109,15 +110,13 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       at::Tensor processed = ProcessLogits(logits, seen, params);
       at::Tensor next = greedy ? processed.argmax(-1)
                                : at::multinomial(at::softmax(processed, -1), 1, /*replacement=*/false, gen).squeeze(1);
-      at::Tensor logps = at::log_softmax(logits / temperature, -1).gather(1, next.unsqueeze(1)).squeeze(1);
       auto next_a = next.accessor<std::int64_t, 1>();
-      auto logps_a = logps.accessor<float, 1>();
       for (std::int64_t r = 0; r < n; ++r) {
         if (finished[r]) continue;
         Generation& g = out[start + r];
         const std::int64_t token = next_a[r];
         g.token_ids.push_back(token);
-        g.logprobs.push_back(logps_a[r]);
+        g.logprobs.push_back(0.0f);  // filled in by the teacher-forced pass below
         bool stop = std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), token) !=
                     params.eos_token_ids.end();
         if (!stop && !params.stop_strings.empty()) {
@@ -135,6 +134,21 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       mask.select(1, longest + t).fill_(1);
       at::Tensor step_positions = at::tensor(lengths, at::kLong).add_(t).unsqueeze(1);
       logits = model.Forward(next.unsqueeze(1), step_positions, mask.narrow(1, 0, longest + t + 1), &cache).select(1, 0);
+    }
+  }
+  // The returned log-probs come from the teacher-forced pass trainers use too.
+  for (std::int64_t start = 0; start < total; start += micro) {
+    const std::int64_t n = std::min(micro, total - start);
+    std::vector<std::vector<std::int64_t>> batch_prompts, batch_completions;
+    for (std::int64_t r = 0; r < n; ++r) {
+      batch_prompts.push_back(prompts[out[start + r].prompt_index]);
+      batch_completions.push_back(out[start + r].token_ids);
+    }
+    at::Tensor logps = CompletionLogprobs(model, MakeCompletionBatch(batch_prompts, batch_completions), temperature);
+    auto logps_a = logps.accessor<float, 2>();
+    for (std::int64_t r = 0; r < n; ++r) {
+      std::vector<float>& dst = out[start + r].logprobs;
+      for (size_t k = 0; k < dst.size(); ++k) dst[k] = logps_a[r][static_cast<std::int64_t>(k)];
     }
   }
   if (tokenizer != nullptr) {

@@ -44,6 +44,17 @@ const ComponentSchema& TopLevelSchema() {
   return *schema;
 }
 
+// [model]: the policy the engine loads (not a plugin).
+const ComponentSchema& ModelTableSchema() {
+  static const ComponentSchema* schema = new ComponentSchema(
+      ComponentSchema("The policy model: a Hugging Face model directory.")
+          .Required("path", OptionType::kString,
+                    "Model directory (config.json, safetensors, tokenizer files).")
+          .String("dtype", "float32", "Parameter dtype.", {"float32", "bfloat16"})
+          .String("tokenizer", "", "Tokenizer directory or file (default: the model directory)."));
+  return *schema;
+}
+
 // Keys the host reads in component tables, besides the plugin's own options.
 const ComponentSchema& HostKeys(const TableSpec& spec) {
   static const ComponentSchema* component =
@@ -66,6 +77,7 @@ const TableSpec* FindTable(absl::string_view name) {
 
 std::vector<std::string> TopLevelNames() {
   std::vector<std::string> names = TopLevelSchema().Names();
+  names.push_back("model");
   for (const TableSpec& spec : kTables) names.push_back(spec.name);
   return names;
 }
@@ -364,6 +376,14 @@ class Validator {
     std::vector<std::string> top_names = TopLevelNames();
     for (const auto& [key, node] : root) {
       if (FindTable(std::string(key.str())) != nullptr) continue;
+      if (key.str() == "model") {
+        if (const toml::table* table = node.as_table()) {
+          CheckOptions(*table, "model", &node, {&ModelTableSchema()});
+        } else {
+          Error(&node, "model", absl::StrCat("expected a table, got ", TomlTypeName(node)));
+        }
+        continue;
+      }
       const OptionSpec* spec = TopLevelSchema().Find(std::string(key.str()));
       if (spec == nullptr) {
         ErrorAt(KeyRegion(key, node), std::string(key.str()),
@@ -461,6 +481,27 @@ absl::StatusOr<ComponentConfig> Recipe::Component(absl::string_view table_name,
   }
   return MakeConfig(*table, *spec, absl::StrCat(impl_->source_name, " [", table_name, "]"),
                     registry);
+}
+
+absl::StatusOr<std::optional<ComponentConfig>> Recipe::Model() const {
+  const toml::table* table = impl_->table["model"].as_table();
+  if (table == nullptr) return std::optional<ComponentConfig>();
+  std::map<std::string, OptionValue> values;
+  const ComponentSchema& schema = ModelTableSchema();
+  for (const auto& [key, node] : *table) {
+    const OptionSpec* option = schema.Find(std::string(key.str()));
+    if (option == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(impl_->source_name, ": model.", std::string(key.str()), ": unknown option"));
+    }
+    OptionValue value;
+    if (std::string error = ToOptionValue(node, *option, &value); !error.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(impl_->source_name, ": model.", std::string(key.str()), ": ", error));
+    }
+    values.emplace(std::string(key.str()), std::move(value));
+  }
+  if (values.count("path") == 0) return absl::InvalidArgumentError(absl::StrCat(impl_->source_name, ": model.path is missing"));
+  return std::optional<ComponentConfig>(
+      ComponentConfig("model", &schema, std::move(values), absl::StrCat(impl_->source_name, " [model]")));
 }
 
 absl::StatusOr<std::vector<Recipe::RewardEntry>> Recipe::Rewards(const Registry& registry) const {

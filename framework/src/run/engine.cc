@@ -7,7 +7,9 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "posttrain/model/hf_model.h"
 #include "posttrain/run/engine_options.h"
+#include "posttrain/tokenizer/tokenizer.h"
 #include "posttrain/run/progress.h"
 #include "posttrain/run/reward_pipeline.h"
 #include "posttrain/run/run_directory.h"
@@ -88,6 +90,22 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
                              registry.Create<Trainer>(trainer_config));
   const EngineOptions options = EngineOptions::FromConfig(trainer_config);
   const TrainerNeeds needs = trainer->Needs();
+
+  // The policy, if the recipe names one.
+  std::unique_ptr<CausalLM> policy_model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  POSTTRAIN_ASSIGN_OR_RETURN(std::optional<ComponentConfig> model_config, recipe.Model());
+  if (model_config) {
+    const std::string path = model_config->GetString("path");
+    POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(model_config->GetString("dtype")));
+    POSTTRAIN_ASSIGN_OR_RETURN(policy_model, LoadCausalLM(path, dtype));
+    const std::string tokenizer_path =
+        model_config->GetString("tokenizer").empty() ? path : model_config->GetString("tokenizer");
+    POSTTRAIN_ASSIGN_OR_RETURN(tokenizer, LoadTokenizer(tokenizer_path));
+    spdlog::info("model {}: {} layers, hidden {}, vocab {}, {}", path, policy_model->config().num_hidden_layers,
+                 policy_model->config().hidden_size, policy_model->config().vocab_size, DtypeName(dtype));
+  }
+  Policy policy{policy_model.get(), tokenizer.get()};
 
   std::unique_ptr<Sampler> sampler;
   if (recipe.HasComponent("sampler")) {
@@ -174,6 +192,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
       request.prompts = batch;
       request.num_generations = needs.num_generations;
       request.seed = static_cast<std::uint64_t>(recipe.seed()) * 1000003u + static_cast<std::uint64_t>(step);
+      request.policy = policy;
       POSTTRAIN_ASSIGN_OR_RETURN(rollouts, CallNoThrow("sampler", [&] { return sampler->Sample(request); }));
       input.rollouts = rollouts;
       if (needs.rewards || !rewards.empty()) {

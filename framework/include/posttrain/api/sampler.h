@@ -1,8 +1,9 @@
 // Extension point: Sampler — produces completions (rollouts) for prompts.
 //
-// The default sampler (models issue) generates from the current policy with a KV
-// cache and returns token ids, per-token log-probs and finish reasons. A sampler is
-// called from the host's step loop, one call at a time.
+// The default sampler ("default") generates from the current policy with a KV
+// cache and returns token ids, per-token log-probs and finish reasons; "dataset"
+// replays stored completions. A sampler is called from the engine's step loop, one
+// call at a time.
 #pragma once
 
 #include "absl/strings/string_view.h"
@@ -16,6 +17,16 @@
 #include "posttrain/core/example.h"
 
 namespace posttrain {
+
+class CausalLM;
+class Tokenizer;
+
+// The model a sampler generates from (the current policy) and its tokenizer.
+// Null for samplers that do not generate. Owned by the engine.
+struct Policy {
+  const CausalLM* model = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+};
 
 enum class FinishReason {
   kStop,    // EOS token or a stop string
@@ -44,6 +55,8 @@ struct SampleRequest {
   std::int64_t num_generations = 1;
   // Seed for this call (the host derives it from the recipe seed and the step).
   std::uint64_t seed = 0;
+  // The current policy; set when the recipe has a [model].
+  Policy policy;
 };
 
 class Sampler {

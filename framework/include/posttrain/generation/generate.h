@@ -16,9 +16,9 @@
 // is false or temperature is 0.
 //
 // Log-probs: logprobs[t] = log_softmax(logits_t / T)[token_t] with T the
-// temperature (1 for greedy), from the unprocessed logits in fp32 — the value a
-// trainer recomputes for the same weights (TRL's per-token logps), so sampler and
-// trainer agree by construction.
+// temperature (1 for greedy), from the unprocessed logits in fp32, computed after
+// generation by CompletionLogprobs (generation/logprobs.h) on the whole sequences —
+// the function trainers use, so sampler and trainer agree by construction.
 #pragma once
 
 #include <cstdint>
@@ -56,8 +56,7 @@ struct Generation {
 };
 
 // Returns prompts.size() * num_generations generations grouped by prompt.
-// InvalidArgument for an empty prompt, a prompt + max_new_tokens beyond the
-// model's max_position_embeddings is allowed (RoPE extrapolates) but warned about.
+// InvalidArgument for an empty prompt or a token id outside the vocabulary.
 absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
                                                  const std::vector<std::vector<std::int64_t>>& prompts,
                                                  std::int64_t num_generations, const SamplingParams& params,

@@ -4,6 +4,7 @@
 //   seed = 42
 //   plugin_dirs = ["build/my_plugins"]    # optional, besides the built-in ones
 //
+//   [model]           (optional) the policy: path = "models/stories260K", dtype, tokenizer
 //   [data]            type = "jsonl"   path = "../shared/data/gsm8k_train.jsonl"
 //   [sampler]         (optional) type = "..."
 //   [[rewards]]       (optional, repeated) type = "...", weight = 1.0, name = "..."
@@ -67,6 +68,9 @@ class Recipe {
   bool HasComponent(absl::string_view table) const;
   // The validated options of a component table. Call after Validate.
   absl::StatusOr<ComponentConfig> Component(absl::string_view table, const Registry& registry) const;
+
+  // The [model] table (path, dtype, tokenizer), if present. Call after Validate.
+  absl::StatusOr<std::optional<ComponentConfig>> Model() const;
 
   struct RewardEntry {
     std::string name;  // for metrics: `name`, or the type

@@ -1,0 +1,42 @@
+// Per-token log-probabilities of completions given prompts: the one function both
+// the sampler (for the log-probs it returns) and the trainers (old/reference/policy
+// log-probs) call, so that for the same weights and the same batch they are equal
+// by construction — no train/inference mismatch.
+//
+//   at::Tensor logps = CompletionLogprobs(model, batch, /*temperature=*/1.0);  // [N, C]
+//
+// TRL's _get_per_token_logps: logits of the full sequence (prompt + completion),
+// scaled by 1/temperature, log-softmax, gathered at the next token; positions of
+// the completion only.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "posttrain/model/causal_lm.h"
+
+namespace posttrain {
+
+// Sequences as prompt + completion token ids, right-padded into one batch:
+//   input_ids [N, L] int64 (pad 0), attention_mask [N, L] int64,
+//   completion_mask [N, C] float (1 on real completion tokens), with
+//   L = max(prompt_len + completion_len) and C = max completion_len;
+//   prompt_lengths [N].
+struct CompletionBatch {
+  at::Tensor input_ids;
+  at::Tensor attention_mask;
+  at::Tensor completion_mask;
+  std::vector<std::int64_t> prompt_lengths;
+  std::vector<std::int64_t> completion_lengths;
+};
+
+CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>& prompts,
+                                    const std::vector<std::vector<std::int64_t>>& completions);
+
+// log p(completion_t | prefix) / temperature-scaled, [N, C] fp32, 0 at padding.
+// Differentiable when the model's parameters require grad.
+at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature);
+
+}  // namespace posttrain

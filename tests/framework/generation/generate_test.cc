@@ -1,0 +1,159 @@
+#include "posttrain/generation/generate.h"
+
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "posttrain/generation/logprobs.h"
+#include "posttrain/model/hf_model.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+using ::testing::ElementsAre;
+
+std::vector<float> Row(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+TEST(ProcessLogitsTest, ProcessorsMatchHandDerivations) {
+  at::Tensor logits = at::tensor({2.0f, 1.0f, -1.0f, 0.0f}).unsqueeze(0);
+  SamplingParams p;
+  // Temperature 2 halves the logits.
+  p.temperature = 2.0;
+  EXPECT_THAT(Row(ProcessLogits(logits, {}, p)), ElementsAre(1.0f, 0.5f, -0.5f, 0.0f));
+  // top_k = 2 keeps the two largest.
+  p = SamplingParams();
+  p.top_k = 2;
+  EXPECT_THAT(Row(ProcessLogits(logits, {}, p)), ElementsAre(2.0f, 1.0f, -kInf, -kInf));
+  // top_p = 0.7: probs ≈ .644 .237 .032 .087; sorted ascending cumulative
+  // .032 .119 .356 1.0; drop cumulative ≤ 0.3 → tokens 2 (−1) and 3 (0).
+  p = SamplingParams();
+  p.top_p = 0.7;
+  EXPECT_THAT(Row(ProcessLogits(logits, {}, p)), ElementsAre(2.0f, 1.0f, -kInf, -kInf));
+  // min_p = 0.2: threshold .2·.644 = .129 → keep tokens 0 and 1.
+  p = SamplingParams();
+  p.min_p = 0.2;
+  EXPECT_THAT(Row(ProcessLogits(logits, {}, p)), ElementsAre(2.0f, 1.0f, -kInf, -kInf));
+  // Repetition penalty 2 on seen tokens 0 (positive: /2) and 2 (negative: ×2).
+  p = SamplingParams();
+  p.repetition_penalty = 2.0;
+  at::Tensor seen = at::tensor({1, 0, 1, 0}).to(at::kBool).unsqueeze(0);
+  EXPECT_THAT(Row(ProcessLogits(logits, seen, p)), ElementsAre(1.0f, 1.0f, -2.0f, 0.0f));
+}
+
+class GenerateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+    ASSERT_TRUE(tokenizer.ok());
+    tokenizer_ = std::move(*tokenizer);
+  }
+  std::unique_ptr<CausalLM> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(GenerateTest, SampledLogprobsEqualATeacherForcedRecomputationAlone) {
+  SamplingParams params;
+  params.temperature = 0.7;
+  params.top_k = 50;
+  params.max_new_tokens = 24;
+  params.seed = 11;
+  std::vector<std::vector<std::int64_t>> prompts = {tokenizer_->Encode("The cat", true),
+                                                    tokenizer_->Encode("Once upon a time there", true)};
+  auto out = Generate(*model_, prompts, 3, params, tokenizer_.get());
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 6u);
+  at::NoGradGuard no_grad;
+  for (const Generation& g : *out) {
+    std::vector<std::int64_t> seq = prompts[static_cast<size_t>(g.prompt_index)];
+    const std::int64_t p = static_cast<std::int64_t>(seq.size());
+    seq.insert(seq.end(), g.token_ids.begin(), g.token_ids.end());
+    const std::int64_t T = static_cast<std::int64_t>(seq.size());
+    at::Tensor ids = at::tensor(seq, at::kLong).unsqueeze(0);
+    at::Tensor logits = model_->Forward(ids, at::arange(T, at::kLong).unsqueeze(0), at::Tensor(), nullptr);
+    // Token t+1 is predicted at position t; log-softmax of logits / temperature.
+    at::Tensor logps = at::log_softmax(logits.narrow(1, p - 1, T - p) / params.temperature, -1)
+                           .gather(2, ids.narrow(1, p, T - p).unsqueeze(-1))
+                           .squeeze(-1)
+                           .squeeze(0);
+    for (size_t t = 0; t < g.logprobs.size(); ++t) {
+      // Batched with padding vs. alone: equal up to fp32 rounding of other shapes.
+      EXPECT_NEAR(g.logprobs[t], logps[static_cast<std::int64_t>(t)].item<float>(), 2e-5);
+    }
+  }
+}
+
+TEST_F(GenerateTest, SamplerLogprobsAreExactlyWhatATrainerComputesForTheSameBatch) {
+  SamplingParams params;
+  params.temperature = 0.9;
+  params.max_new_tokens = 20;
+  params.seed = 5;
+  std::vector<std::vector<std::int64_t>> prompts = {tokenizer_->Encode("The cat", true),
+                                                    tokenizer_->Encode("Lily had a big red ball", true)};
+  auto out = Generate(*model_, prompts, 2, params, tokenizer_.get());
+  ASSERT_TRUE(out.ok());
+  std::vector<std::vector<std::int64_t>> p, c;
+  for (const Generation& g : *out) {
+    p.push_back(prompts[static_cast<size_t>(g.prompt_index)]);
+    c.push_back(g.token_ids);
+  }
+  // A trainer's recomputation with gradients enabled, same weights, same batch.
+  at::Tensor logps = CompletionLogprobs(*model_, MakeCompletionBatch(p, c), params.temperature);
+  for (size_t i = 0; i < out->size(); ++i) {
+    for (size_t t = 0; t < (*out)[i].logprobs.size(); ++t) {
+      EXPECT_NEAR((*out)[i].logprobs[t], logps[static_cast<std::int64_t>(i)][static_cast<std::int64_t>(t)].item<float>(), 1e-6);
+    }
+  }
+}
+
+TEST_F(GenerateTest, SeededSamplingIsReproducibleAndGroupedByPrompt) {
+  SamplingParams params;
+  params.max_new_tokens = 16;
+  params.seed = 3;
+  std::vector<std::vector<std::int64_t>> prompts = {tokenizer_->Encode("A", true), tokenizer_->Encode("B", true)};
+  auto a = Generate(*model_, prompts, 4, params, tokenizer_.get());
+  auto b = Generate(*model_, prompts, 4, params, tokenizer_.get());
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (size_t i = 0; i < a->size(); ++i) {
+    EXPECT_EQ((*a)[i].token_ids, (*b)[i].token_ids);
+    EXPECT_EQ((*a)[i].prompt_index, static_cast<std::int64_t>(i / 4));
+  }
+  params.seed = 4;
+  auto c = Generate(*model_, prompts, 4, params, tokenizer_.get());
+  bool any_different = false;
+  for (size_t i = 0; i < a->size(); ++i) any_different |= (*a)[i].token_ids != (*c)[i].token_ids;
+  EXPECT_TRUE(any_different);
+}
+
+TEST_F(GenerateTest, StopStringsAndEosEndCompletions) {
+  SamplingParams params;
+  params.do_sample = false;
+  params.max_new_tokens = 60;
+  params.stop_strings = {"."};
+  auto out = Generate(*model_, {tokenizer_->Encode("Once upon a time", true)}, 1, params, tokenizer_.get());
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ((*out)[0].finish_reason, FinishReason::kStop);
+  EXPECT_EQ((*out)[0].text, ", there was a little girl named Lily");  // cut before the stop string
+  params.stop_strings.clear();
+  params.max_new_tokens = 5;
+  out = Generate(*model_, {tokenizer_->Encode("Once upon a time", true)}, 1, params, tokenizer_.get());
+  EXPECT_EQ((*out)[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ((*out)[0].token_ids.size(), 5u);
+}
+
+TEST_F(GenerateTest, BadPromptsAreRefused) {
+  SamplingParams params;
+  EXPECT_EQ(Generate(*model_, {{}}, 1, params, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Generate(*model_, {{1, 9999}}, 1, params, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -1,0 +1,180 @@
+#include "posttrain/model/causal_lm.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "posttrain/generation/generate.h"
+#include "posttrain/model/hf_model.h"
+#include "posttrain/model/llama2c.h"
+#include "posttrain/model/safetensors.h"
+#include "posttrain/tokenizer/tokenizer.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig TinyConfig() {
+  ModelConfig c;
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.rms_norm_eps = 1e-5;
+  c.eos_token_ids = {2};
+  return c;
+}
+
+at::Tensor Positions(std::int64_t b, std::int64_t t) { return at::arange(t, at::kLong).repeat({b, 1}); }
+
+// Teacher-forced logits from one full forward vs. a prefill and then one token at
+// a time through the KV cache.
+void ExpectCacheMatchesFull(const CausalLM& model) {
+  at::NoGradGuard no_grad;
+  const std::int64_t B = 3, T = 12;
+  at::Tensor ids = at::randint(model.config().vocab_size, {B, T}, at::kLong);
+  at::Tensor full = model.Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  KVCache cache = model.NewCache(B, T);
+  std::vector<at::Tensor> pieces = {model.Forward(ids.narrow(1, 0, 5), Positions(B, 5), at::ones({B, 5}, at::kLong), &cache)};
+  for (std::int64_t t = 5; t < T; ++t) {
+    pieces.push_back(model.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
+  }
+  at::Tensor incremental = at::cat(pieces, 1);
+  EXPECT_LT((full - incremental).abs().max().item<double>(), 1e-5);
+}
+
+TEST(CausalLMTest, KVCacheLogitsEqualFullRecomputation) {
+  auto random = CausalLM::Random(TinyConfig(), at::kFloat, 1);
+  ASSERT_TRUE(random.ok());
+  ExpectCacheMatchesFull(**random);
+  auto stories = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  ASSERT_TRUE(stories.ok()) << stories.status();
+  ExpectCacheMatchesFull(**stories);
+}
+
+TEST(CausalLMTest, MatchesAnIndependentPythonImplementation) {
+  // transformers' Llama maths written out in python3-torch (no transformers
+  // package here), on the same random weights saved as safetensors.
+  ModelConfig config = TinyConfig();
+  config.rope_scaling = RopeScaling{"llama3", 4.0, 1.0, 4.0, 16};
+  auto model = CausalLM::Random(config, at::kFloat, 3);
+  ASSERT_TRUE(model.ok());
+  const std::string dir = testing::TempDir("py");
+  ASSERT_TRUE(SaveCausalLM(**model, dir).ok());
+  at::Tensor ids = at::randint(config.vocab_size, {2, 9}, at::kLong);
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
+  auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  at::Tensor expected = *file->Get("logits");
+  at::NoGradGuard no_grad;
+  at::Tensor logits = (*model)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr);
+  EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4) << out;
+}
+
+TEST(CausalLMTest, GreedyReproducesLlama2cReferenceExactly) {
+  auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  std::ifstream in(testing::SourceDir() + "/../shared/fixtures/stories260K_greedy_llama2c.jsonl");
+  int cases = 0;
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json fixture = nlohmann::json::parse(line);
+    const auto prompt_ids = fixture["prompt_ids"].get<std::vector<std::int64_t>>();
+    EXPECT_EQ((*tokenizer)->Encode(fixture["prompt"].get<std::string>(), true), prompt_ids);
+    SamplingParams params;
+    params.do_sample = false;
+    params.max_new_tokens = fixture["max_positions"].get<std::int64_t>() - static_cast<std::int64_t>(prompt_ids.size());
+    params.eos_token_ids = {1};  // run.c stops when the model emits BOS
+    auto out = Generate(**model, {prompt_ids}, 1, params, tokenizer->get());
+    ASSERT_TRUE(out.ok()) << out.status();
+    std::vector<std::int64_t> got = (*out)[0].token_ids;
+    if (!got.empty() && got.back() == 1) got.pop_back();
+    EXPECT_EQ(got, fixture["greedy_ids"].get<std::vector<std::int64_t>>()) << fixture["prompt"];
+    ++cases;
+  }
+  EXPECT_EQ(cases, 3);
+}
+
+TEST(CausalLMTest, ABatchOfDifferentLengthsGivesTheSameGreedyTokensAsEachAlone) {
+  auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  ASSERT_TRUE(model.ok());
+  auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+  ASSERT_TRUE(tokenizer.ok());
+  std::vector<std::vector<std::int64_t>> prompts;
+  for (const char* p : {"Once upon a time", "The dog", "Lily and Ben went to the park to play with a big red ball",
+                        "One day"}) {
+    prompts.push_back((*tokenizer)->Encode(p, true));
+  }
+  SamplingParams params;
+  params.do_sample = false;
+  params.max_new_tokens = 40;
+  auto batch = Generate(**model, prompts, 1, params, nullptr);
+  ASSERT_TRUE(batch.ok());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto alone = Generate(**model, {prompts[i]}, 1, params, nullptr);
+    ASSERT_TRUE(alone.ok());
+    EXPECT_EQ((*batch)[i].token_ids, (*alone)[0].token_ids) << "prompt " << i;
+    for (size_t t = 0; t < (*alone)[0].logprobs.size(); ++t) {
+      EXPECT_NEAR((*batch)[i].logprobs[t], (*alone)[0].logprobs[t], 1e-4);
+    }
+  }
+}
+
+TEST(CausalLMTest, SaveLoadRoundTripKeepsHfNamesShapesAndValues) {
+  auto model = CausalLM::Random(TinyConfig(), at::kBFloat16, 5);
+  ASSERT_TRUE(model.ok());
+  const std::string dir = testing::TempDir("roundtrip");
+  ASSERT_TRUE(SaveCausalLM(**model, dir).ok());
+  nlohmann::json config = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(config["architectures"][0], "LlamaForCausalLM");
+  EXPECT_EQ(config["torch_dtype"], "bfloat16");
+  EXPECT_EQ(config["num_key_value_heads"], 2);
+  auto file = SafetensorsFile::Open(dir + "/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_TRUE(file->Contains("model.layers.1.self_attn.k_proj.weight"));
+  EXPECT_EQ(file->Get("model.layers.1.self_attn.k_proj.weight")->sizes(), at::IntArrayRef({16, 32}));
+  auto loaded = LoadCausalLM(dir, at::kBFloat16);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (size_t i = 0; i < (*model)->named_parameters().size(); ++i) {
+    EXPECT_EQ((*loaded)->named_parameters()[i].first, (*model)->named_parameters()[i].first);
+    EXPECT_TRUE(at::equal((*loaded)->named_parameters()[i].second, (*model)->named_parameters()[i].second));
+  }
+}
+
+TEST(CausalLMTest, CheckpointMismatchesAreNamed) {
+  auto model = CausalLM::Random(TinyConfig(), at::kFloat, 5);
+  std::map<std::string, at::Tensor> tensors((*model)->named_parameters().begin(), (*model)->named_parameters().end());
+  auto wrong = tensors;
+  wrong["model.layers.0.mlp.up_proj.weight"] = at::zeros({48, 31});
+  EXPECT_THAT(std::string(CausalLM::FromTensors(TinyConfig(), wrong, at::kFloat).status().message()),
+              HasSubstr("tensor 'model.layers.0.mlp.up_proj.weight' has shape [48, 31], config.json implies [48, 32]"));
+  auto missing = tensors;
+  missing.erase("model.norm.weight");
+  EXPECT_THAT(std::string(CausalLM::FromTensors(TinyConfig(), missing, at::kFloat).status().message()),
+              HasSubstr("lacks tensor 'model.norm.weight'"));
+  auto extra = tensors;
+  extra["score.weight"] = at::zeros({1, 32});
+  EXPECT_THAT(std::string(CausalLM::FromTensors(TinyConfig(), extra, at::kFloat).status().message()),
+              HasSubstr("does not use: score.weight"));
+}
+
+TEST(Llama2cTest, TruncatedCheckpointIsDataLoss) {
+  const std::string dir = testing::TempDir("l2c");
+  std::string bytes = testing::ReadFile(testing::DataPath("stories260K.bin"));
+  testing::WriteFile(dir + "/cut.bin", bytes.substr(0, bytes.size() / 2));
+  absl::Status s = ReadLlama2cCheckpoint(dir + "/cut.bin").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("(truncated?)"));
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -1,0 +1,87 @@
+"""Independent reference: transformers' LlamaForCausalLM forward written out in
+python3-torch (transformers itself is not installed here). Reads DIR/config.json,
+DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors.
+safetensors is read and written by hand from the format spec (8-byte header size,
+JSON header, raw little-endian data)."""
+import json, math, struct, sys
+import torch
+
+DT = {"F32": torch.float32, "BF16": torch.bfloat16, "I64": torch.int64}
+
+def load(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        buf = bytearray(raw[8 + n + b:8 + n + e])
+        out[name] = torch.frombuffer(buf, dtype=DT[info["dtype"]]).reshape(info["shape"]).clone()
+    return out
+
+def save(path, tensors):
+    header, data, off = {}, b"", 0
+    for name, t in tensors.items():
+        b = t.contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        data += b
+        off += len(b)
+    h = json.dumps(header).encode()
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+
+d = sys.argv[1]
+cfg = json.load(open(d + "/config.json"))
+w = {k: v.float() for k, v in load(d + "/model.safetensors").items()}
+ids = load(d + "/ids.safetensors")["ids"]
+H, KV, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+eps = cfg["rms_norm_eps"]
+
+inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, D, 2).float() / D))
+rs = cfg.get("rope_scaling")
+if rs:
+    f, lo, hi, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+    new = []
+    for x in inv.tolist():
+        wl = 2 * math.pi / x
+        if wl < old / hi:
+            new.append(x)
+        elif wl > old / lo:
+            new.append(x / f)
+        else:
+            s = (old / wl - lo) / (hi - lo)
+            new.append((1 - s) * x / f + s * x)
+    inv = torch.tensor(new)
+
+def rms(x, g):
+    return g * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+def rot(x):
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], -1)
+
+B, T = ids.shape
+pos = torch.arange(T).float()
+fr = torch.outer(pos, inv)
+emb = torch.cat([fr, fr], -1)
+cos, sin = emb.cos(), emb.sin()
+h = w["model.embed_tokens.weight"][ids]
+mask = torch.full((T, T), float("-inf")).triu(1)
+for i in range(cfg["num_hidden_layers"]):
+    p = f"model.layers.{i}."
+    x = rms(h, w[p + "input_layernorm.weight"])
+    q = (x @ w[p + "self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)
+    k = (x @ w[p + "self_attn.k_proj.weight"].T).view(B, T, KV, D).transpose(1, 2)
+    v = (x @ w[p + "self_attn.v_proj.weight"].T).view(B, T, KV, D).transpose(1, 2)
+    q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+    k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + mask, -1) @ v
+    h = h + a.transpose(1, 2).reshape(B, T, H * D) @ w[p + "self_attn.o_proj.weight"].T
+    x = rms(h, w[p + "post_attention_layernorm.weight"])
+    g = x @ w[p + "mlp.gate_proj.weight"].T
+    h = h + (torch.nn.functional.silu(g) * (x @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+h = rms(h, w["model.norm.weight"])
+head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+save(d + "/reference_logits.safetensors", {"logits": h @ head.T})
+print("reference logits", tuple((h @ head.T).shape))
