@@ -12,9 +12,12 @@
 namespace posttrain {
 namespace {
 
-// transformers' LlamaRMSNorm: normalise in fp32, cast back, then scale.
+// At least fp32: what norms, RoPE tables and softmax are computed in.
+at::ScalarType ComputeDtype(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
+
+// transformers' LlamaRMSNorm: normalise in (at least) fp32, cast back, then scale.
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  at::Tensor h = x.to(at::kFloat);
+  at::Tensor h = x.to(ComputeDtype(x.scalar_type()));
   h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * h.to(x.scalar_type());
 }
@@ -62,7 +65,7 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
     : config_(std::move(config)), dtype_(dtype) {
   // inv_freq_i = theta^(-2i/D), i < D/2, in fp32 as transformers computes it.
   const std::int64_t d = config_.head_dim;
-  at::Tensor exponent = at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d);
+  at::Tensor exponent = at::arange(0, d, 2, at::kLong).to(ComputeDtype(dtype_)) / static_cast<double>(d);
   inv_freq_ = 1.0 / at::pow(config_.rope_theta, exponent);
   if (config_.rope_scaling) {
     // Llama 3.1 frequency scaling (transformers' _compute_llama3_parameters).
@@ -186,7 +189,7 @@ KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const
 
 std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& position_ids) const {
   // freqs [B, T, D/2] = positions ⊗ inv_freq; emb = [freqs, freqs]; in fp32.
-  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq_;
+  at::Tensor freqs = position_ids.to(ComputeDtype(dtype_)).unsqueeze(-1) * inv_freq_;
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
 }
@@ -238,7 +241,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& posit
     }
     // Query head h uses key/value head h / G (transformers' repeat_kv).
     at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
-    scores = (scores.to(at::kFloat) * scale).masked_fill(allowed.logical_not(), lowest);
+    scores = (scores.to(ComputeDtype(dtype_)) * scale).masked_fill(allowed.logical_not(), lowest);
     at::Tensor probs = at::softmax(scores, -1).to(dtype_);
     at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
     attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
@@ -251,7 +254,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& posit
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
-  return at::linear(hidden, lm_head_).to(at::kFloat);
+  return at::linear(hidden, lm_head_).to(ComputeDtype(dtype_));
 }
 
 at::Tensor CausalLM::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,

@@ -68,7 +68,7 @@ class CausalLM {
   // values to it (InvalidArgument-style c10::Error if it would overflow).
   at::Tensor Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
                     const at::Tensor& attention_mask, KVCache* cache) const;
-  // Logits [B, T, vocab_size] in fp32 (lm_head applied to Hidden).
+  // Logits [B, T, vocab_size] in fp32 (fp64 for an fp64 model), lm_head on Hidden.
   at::Tensor Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
                      const at::Tensor& attention_mask, KVCache* cache) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
@@ -87,7 +87,7 @@ class CausalLM {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor embed_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
-  at::Tensor inv_freq_;  // [head_dim / 2] fp32
+  at::Tensor inv_freq_;  // [head_dim / 2], fp32 (fp64 for an fp64 model)
 };
 
 // Expected HF tensor names and shapes of a config (lm_head only if untied).
