@@ -1,5 +1,8 @@
 // Runs the real `posttrain` binary.
+#include <sstream>
+
 #include "gmock/gmock.h"
+#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 #include "test_support.h"
 
@@ -104,12 +107,65 @@ TEST(CliTest, QuickstartRecipeRuns) {
   std::string out;
   const int rc = testing::RunCommand(
       "cd " + testing::SourceDir() + " && " +
-          Cli("run recipes/quickstart.toml output_dir=" + dir + " trainer.max_steps=3"),
+          Cli("run recipes/quickstart.toml output_dir=" + dir + " trainer.max_steps=3 model.path=" +
+              testing::Stories260KDir()),
       &out);
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_THAT(out, HasSubstr("run finished: 3 steps on 1319 examples"));
+  EXPECT_THAT(out, HasSubstr("run finished: 3 steps on 512 examples"));
+  EXPECT_THAT(out, HasSubstr("sample completions (last step):"));
   EXPECT_THAT(out, HasSubstr("rewards/keyword/mean"));
   EXPECT_THAT(testing::ReadFile(dir + "/recipe.resolved.toml"), HasSubstr("max_steps = 3"));
+}
+
+}  // namespace
+}  // namespace posttrain
+
+namespace posttrain {
+namespace {
+
+TEST(CliModelTest, ConvertGenerateAndTokenize) {
+  const std::string dir = testing::TempDir("convert") + "/stories";
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " convert llama2c --checkpoint " + testing::DataPath("stories260K.bin") +
+                                    " --tokenizer " + testing::DataPath("tok512.model") + " --out " + dir,
+                                &out),
+            0)
+      << out;
+  for (const char* file : {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                           "tokenizer_config.json", "tokenizer.model"}) {
+    EXPECT_FALSE(testing::ReadFile(dir + "/" + file).empty()) << file;
+  }
+  ASSERT_EQ(testing::RunCommand("(" + testing::CliPath() + " tokenize --tokenizer " + dir +
+                                    " --text 'Once upon a time' --add-special-tokens 2>/dev/null)",
+                                &out),
+            0);
+  EXPECT_EQ(out, "[1,403,407,261,378]\n");  // the fixture's prompt_ids
+  ASSERT_EQ(testing::RunCommand("(" + testing::CliPath() + " generate --model " + dir +
+                                    " --prompt 'Once upon a time' --max-new-tokens 20 2>/dev/null)",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("Once upon a time, there was a little girl named Lily."));
+  ASSERT_EQ(testing::RunCommand("(" + testing::CliPath() + " generate --json --model " + dir +
+                                    " --prompt 'The dog' --temperature 1 --top-p 0.9 --num-generations 2"
+                                    " --max-new-tokens 8 --seed 3 2>/dev/null)",
+                                &out),
+            0);
+  std::istringstream lines(out);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["token_ids"].size(), j["logprobs"].size());
+  }
+  EXPECT_EQ(n, 2);
+}
+
+TEST(CliModelTest, ModelErrorsAreOneParagraph) {
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " generate --model /nonexistent --prompt x", &out), 1);
+  EXPECT_THAT(out, ::testing::HasSubstr("posttrain: error: model directory '/nonexistent' does not exist"));
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " tokenize --tokenizer /nonexistent.json --text x", &out), 1);
+  EXPECT_THAT(out, ::testing::HasSubstr("does not exist"));
 }
 
 }  // namespace

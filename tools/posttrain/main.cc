@@ -157,7 +157,11 @@ int main(int argc, char** argv) {
   std::printf("\nrun finished: %lld steps on %lld examples; output in %s\n",
               static_cast<long long>(result->steps),
               static_cast<long long>(result->num_train_examples), result->output_dir.c_str());
-  std::printf("metric means over the run:\n");
+  if (!result->sample_completions.empty()) std::printf("\nsample completions (last step):\n");
+  for (const auto& [prompt, completion] : result->sample_completions) {
+    std::printf("  [%s] %s\n", prompt.c_str(), completion.c_str());
+  }
+  std::printf("\nmetric means over the run:\n");
   for (const auto& [name, value] : result->mean_metrics) {
     std::printf("  %-32s %.4f\n", name.c_str(), value);
   }

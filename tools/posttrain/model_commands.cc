@@ -8,6 +8,7 @@
 #include "nlohmann/json.hpp"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
+#include "posttrain/core/threads.h"
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/llama2c.h"
@@ -66,6 +67,7 @@ absl::Status ConvertLlama2c() {
 absl::Status RunGenerate() {
   const GenerateArgs& a = generate_args;
   POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(a.dtype));
+  ConfigureThreads(dtype);
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, LoadCausalLM(a.model, dtype));
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(a.model));
   SamplingParams params;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "posttrain/core/threads.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/run/engine_options.h"
 #include "posttrain/tokenizer/tokenizer.h"
@@ -98,6 +99,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   if (model_config) {
     const std::string path = model_config->GetString("path");
     POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(model_config->GetString("dtype")));
+    ConfigureThreads(dtype);
     POSTTRAIN_ASSIGN_OR_RETURN(policy_model, LoadCausalLM(path, dtype));
     const std::string tokenizer_path =
         model_config->GetString("tokenizer").empty() ? path : model_config->GetString("tokenizer");
@@ -160,6 +162,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     POSTTRAIN_ASSIGN_OR_RETURN(completions_out, JsonlWriter::Open(run_dir.File("completions.jsonl")));
   }
 
+  RunResult result;
   std::vector<std::int64_t> order(static_cast<size_t>(n));
   std::int64_t epoch = -1;
   std::int64_t cursor = n;  // position in `order`; n = start a new epoch
@@ -206,6 +209,13 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
                     [&] { return trainer->Step(input); }));
     window.Add(output.metrics);
     whole_run.Add(output.metrics);
+    if (step == max_steps) {
+      const size_t shown = std::min<size_t>(4, rollouts.size());
+      for (size_t k = 0; k < shown; ++k) {
+        const Rollout& r = rollouts[k * rollouts.size() / shown];
+        result.sample_completions.push_back({batch[static_cast<size_t>(r.prompt_index)]->prompt, r.completion});
+      }
+    }
 
     if (step % std::max<std::int64_t>(1, options.logging_steps) == 0 || step == max_steps) {
       const double epoch_progress =
@@ -231,7 +241,6 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   }
   progress.Finish();
 
-  RunResult result;
   result.output_dir = run_dir.path();
   result.steps = max_steps;
   result.num_train_examples = n;

@@ -527,9 +527,11 @@ class HfTokenizer final : public Tokenizer {
     byte_fallback_ = model.value("byte_fallback", false);
     fuse_unk_ = model.value("fuse_unk", false);
     ignore_merges_ = model.value("ignore_merges", false);
-    for (const auto& [token, id] : model.at("vocab").items()) {
-      const std::int64_t i = id.get<std::int64_t>();
-      vocab_.emplace(token, i);
+    const json& vocab = model.at("vocab");
+    vocab_.reserve(vocab.size());
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const std::int64_t i = it.value().get<std::int64_t>();
+      vocab_.emplace(it.key(), i);
       max_id_ = std::max(max_id_, i);
     }
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
@@ -539,21 +541,22 @@ class HfTokenizer final : public Tokenizer {
     const json& merges = model.at("merges");
     merges_.reserve(merges.size() * 2);
     std::int64_t rank = 0;
+    std::string a, b, ab;
     for (const json& m : merges) {
-      std::string a, b;
-      if (m.is_array() && m.size() == 2) {
-        a = m[0].get<std::string>();
-        b = m[1].get<std::string>();
+      if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+        a = m[0].get_ref<const std::string&>();
+        b = m[1].get_ref<const std::string&>();
       } else if (m.is_string()) {
-        const std::string s = m.get<std::string>();
+        const std::string& s = m.get_ref<const std::string&>();
         const size_t space = s.find(' ', 1);
         if (space == std::string::npos) return absl::InvalidArgumentError(absl::StrCat(source, ": merge '", s, "' has no space"));
-        a = s.substr(0, space);
-        b = s.substr(space + 1);
+        a.assign(s, 0, space);
+        b.assign(s, space + 1, std::string::npos);
       } else {
         return absl::InvalidArgumentError(absl::StrCat(source, ": malformed merge ", m.dump()));
       }
-      auto ia = vocab_.find(a), ib = vocab_.find(b), iab = vocab_.find(a + b);
+      ab.assign(a).append(b);
+      auto ia = vocab_.find(a), ib = vocab_.find(b), iab = vocab_.find(ab);
       if (ia == vocab_.end() || ib == vocab_.end() || iab == vocab_.end()) {
         return absl::InvalidArgumentError(absl::StrCat(source, ": merge '", a, " ", b, "' uses tokens not in the vocabulary"));
       }
@@ -795,7 +798,7 @@ class HfTokenizer final : public Tokenizer {
 absl::StatusOr<std::unique_ptr<Tokenizer>> ParseHfTokenizer(absl::string_view tokenizer_json,
                                                             absl::string_view config_json,
                                                             const std::string& source) {
-  json j = json::parse(tokenizer_json.begin(), tokenizer_json.end(), nullptr, false);
+  json j = json::parse(tokenizer_json.data(), tokenizer_json.data() + tokenizer_json.size(), nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, " is not valid JSON"));
   }

@@ -27,6 +27,8 @@ struct RunResult {
   std::int64_t num_train_examples = 0;
   // Each metric's mean over the whole run.
   std::map<std::string, double> mean_metrics;
+  // A few (prompt, completion) pairs of the last step, for a look at the end.
+  std::vector<std::pair<std::string, std::string>> sample_completions;
 };
 
 // Validates the recipe, creates the run directory and runs it. Errors name the
