@@ -195,7 +195,8 @@ std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& positio
 }
 
 at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                            const at::Tensor& attention_mask, KVCache* cache) const {
+                            const at::Tensor& attention_mask, KVCache* cache,
+                            const at::Tensor& segment_ids) const {
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
   TORCH_CHECK(position_ids.sizes() == input_ids.sizes(), "position_ids ", position_ids.sizes(),
               " must match input_ids ", input_ids.sizes());
@@ -220,6 +221,11 @@ at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& posit
     TORCH_CHECK(attention_mask.sizes() == at::IntArrayRef({B, S}), "attention_mask must be [B, ",
                 S, "], got ", attention_mask.sizes());
     allowed = allowed & attention_mask.to(at::kBool).view({B, 1, 1, 1, S});
+  }
+  if (segment_ids.defined()) {
+    TORCH_CHECK(cache == nullptr && segment_ids.sizes() == input_ids.sizes(), "segment_ids must be [B, T] without a cache");
+    at::Tensor same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1);  // [B, T, T]
+    allowed = allowed & (same & (segment_ids.unsqueeze(1) != 0)).view({B, 1, 1, T, T});
   }
   const double lowest = std::numeric_limits<float>::lowest();
 
@@ -258,8 +264,9 @@ at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
 }
 
 at::Tensor CausalLM::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                             const at::Tensor& attention_mask, KVCache* cache) const {
-  return Logits(Hidden(input_ids, position_ids, attention_mask, cache));
+                             const at::Tensor& attention_mask, KVCache* cache,
+                             const at::Tensor& segment_ids) const {
+  return Logits(Hidden(input_ids, position_ids, attention_mask, cache, segment_ids));
 }
 
 }  // namespace posttrain

@@ -25,6 +25,7 @@ struct TableSpec {
 
 constexpr TableSpec kTables[] = {
     {"data", ComponentKind::kDataAdapter, true, false},
+    {"eval_data", ComponentKind::kDataAdapter, false, false},
     {"sampler", ComponentKind::kSampler, false, false},
     {"rewards", ComponentKind::kRewardFunction, false, true},
     {"trainer", ComponentKind::kTrainer, true, false},
@@ -60,6 +61,12 @@ const ComponentSchema& HostKeys(const TableSpec& spec) {
   static const ComponentSchema* component =
       new ComponentSchema(ComponentSchema("").Required("type", OptionType::kString,
                                                        "Registered name of the component."));
+  static const ComponentSchema* data = new ComponentSchema(
+      ComponentSchema("")
+          .Required("type", OptionType::kString, "Registered name of the data adapter.")
+          .Float("eval_size", 0.0,
+                 "Hold out the last examples for evaluation: a fraction (< 1) or a count (>= 1)."));
+  if (std::string(spec.name) == "data") return *data;
   static const ComponentSchema* reward = new ComponentSchema(
       ComponentSchema("")
           .Required("type", OptionType::kString, "Registered name of the reward function.")
@@ -261,6 +268,10 @@ std::string Recipe::output_dir() const {
 }
 
 std::int64_t Recipe::seed() const { return impl_->table["seed"].value_exact<std::int64_t>().value_or(42); }
+
+double Recipe::eval_size() const {
+  return impl_->table["data"]["eval_size"].value<double>().value_or(0.0);
+}
 
 bool Recipe::overwrite_output_dir() const {
   return impl_->table["overwrite_output_dir"].value_exact<bool>().value_or(false);

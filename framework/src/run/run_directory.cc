@@ -74,9 +74,9 @@ JsonlWriter& JsonlWriter::operator=(JsonlWriter&& other) noexcept {
   return *this;
 }
 
-absl::StatusOr<JsonlWriter> JsonlWriter::Open(const std::string& path) {
+absl::StatusOr<JsonlWriter> JsonlWriter::Open(const std::string& path, bool append) {
   JsonlWriter writer;
-  writer.file_ = std::fopen(path.c_str(), "w");
+  writer.file_ = std::fopen(path.c_str(), append ? "a" : "w");
   if (writer.file_ == nullptr) {
     return absl::PermissionDeniedError(
         absl::StrCat("cannot open '", path, "' for writing: ", std::strerror(errno)));

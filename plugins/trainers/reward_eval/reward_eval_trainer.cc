@@ -40,6 +40,7 @@ class RewardEvalTrainer final : public Trainer {
 
   TrainerNeeds Needs() const override {
     TrainerNeeds needs;
+    needs.model = false;  // scores whatever the sampler returns
     needs.rollouts = true;
     needs.rewards = true;
     needs.num_generations = num_generations_;

@@ -1,19 +1,29 @@
 // Extension point: Trainer — an algorithm: how a batch becomes a loss and metrics.
 //
-// The shared loop (steps, batching, logging, checkpoints, ...) lives once in the
-// framework's engine; a trainer only defines its step. It never opens files, never
-// owns the optimizer, never writes checkpoints. It tells the engine what it needs:
+// The shared loop (batching, tokenization, gradient accumulation, clipping, the
+// optimizer, the schedule, logging, evaluation, checkpoints, distributed reduce)
+// lives once in the framework's engine; a trainer defines only its step. It never
+// opens files, never owns the optimizer, never writes checkpoints.
 //
-//   TrainerNeeds needs;  needs.rollouts = true;  needs.rewards = true;   // GRPO-like
-//
-// and receives a StepInput with the batch and, if asked for, the rollouts and their
-// rewards.
+//   class Sft final : public Trainer {
+//     TrainerNeeds Needs() const override { return {}; }           // a policy, no rollouts
+//     absl::Status Setup(const TrainerContext& ctx) override { policy_ = ctx.policy; ... }
+//     absl::StatusOr<StepOutput> Step(const StepInput& in) override {
+//       StepOutput out;
+//       out.loss = ...;                  // scalar, differentiable w.r.t. the policy
+//       out.metrics["mean_token_accuracy"] = ...;
+//       return out;
+//     }
+//   };
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -22,7 +32,14 @@
 
 namespace posttrain {
 
+class CausalLM;
+class Tokenizer;
+
 struct TrainerNeeds {
+  // The recipe must have a [model] (the policy).
+  bool model = true;
+  // A frozen reference model: the initial policy, or `ref_model` if given.
+  bool reference = false;
   // The engine samples num_generations rollouts per example with the recipe's
   // [sampler] before each step.
   bool rollouts = false;
@@ -30,6 +47,28 @@ struct TrainerNeeds {
   bool rewards = false;
   // Completions per prompt when rollouts are needed.
   std::int64_t num_generations = 1;
+};
+
+// An example's token ids, made by the engine's data pipeline (oneTBB) ahead of
+// the trainer, truncated per the engine's max_length / max_prompt_length:
+//   language modeling: completion_ids = text (BOS ... EOS), prompt_ids empty;
+//   prompt-completion / unpaired: prompt_ids (BOS ...), completion_ids (... EOS);
+//   preference: prompt_ids, chosen_ids, rejected_ids (each completion ends in EOS).
+struct TokenizedExample {
+  std::int64_t index = 0;  // position in the (train or eval) dataset
+  std::vector<std::int64_t> prompt_ids;
+  std::vector<std::int64_t> completion_ids;
+  std::vector<std::int64_t> chosen_ids;
+  std::vector<std::int64_t> rejected_ids;
+};
+
+// What the engine hands a trainer once, before anything else. Pointers stay
+// valid for the whole run.
+struct TrainerContext {
+  CausalLM* policy = nullptr;             // trainable
+  const CausalLM* reference = nullptr;    // if needs.reference
+  const Tokenizer* tokenizer = nullptr;
+  double temperature = 1.0;
 };
 
 // Rewards of a step's rollouts: `total[i]` is the weighted sum over reward functions
@@ -40,8 +79,11 @@ struct RewardTable {
 };
 
 struct StepInput {
-  std::int64_t step = 0;  // 1-based global step
+  std::int64_t step = 0;  // 1-based optimisation step
+  bool training = true;   // false during evaluation (no gradients are taken)
   absl::Span<const Example* const> batch;
+  // Aligned with `batch`.
+  absl::Span<const TokenizedExample* const> tokens;
   // Empty unless needs.rollouts: batch.size() * num_generations, grouped by example.
   absl::Span<const Rollout> rollouts;
   // Null unless needs.rewards.
@@ -49,8 +91,11 @@ struct StepInput {
 };
 
 struct StepOutput {
-  // Metric name (TRL's names, e.g. "rewards/chosen", "loss") → value, averaged by
-  // the engine over the logging window.
+  // Scalar to minimise (the engine calls backward on it); undefined if the
+  // trainer trains nothing (reward_eval).
+  at::Tensor loss;
+  // Metric name (TRL's names, e.g. "rewards/chosen") → value; the engine averages
+  // them over the logging window and adds "loss", "grad_norm", "learning_rate".
   std::map<std::string, double> metrics;
 };
 
@@ -60,7 +105,24 @@ class Trainer {
 
   virtual TrainerNeeds Needs() const = 0;
 
-  // One optimisation step's algorithm part. Called from one thread.
+  // Called once with the models, before Prepare and any step.
+  virtual absl::Status Setup(const TrainerContext& context) { return absl::OkStatus(); }
+
+  // Called once with the whole tokenized training set before the first step
+  // (e.g. DPO's precompute_ref_log_probs). After it, `reference` may be released
+  // if ReleasesReference() says so.
+  virtual absl::Status Prepare(absl::Span<const TokenizedExample> train) { return absl::OkStatus(); }
+  virtual bool ReleasesReference() const { return false; }
+
+  // Parameters the trainer adds beside the policy's (e.g. a reward model's
+  // "score.weight"): trained, checkpointed and saved with the model under these
+  // Hugging Face names.
+  virtual std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() { return {}; }
+  // The architecture the saved model declares ("" = the policy's own, e.g.
+  // "LlamaForSequenceClassification" for a reward model) and its num_labels.
+  virtual std::pair<std::string, std::int64_t> SavedArchitecture() const { return {"", 0}; }
+
+  // One micro-batch. Called from one thread.
   virtual absl::StatusOr<StepOutput> Step(const StepInput& input) = 0;
 };
 

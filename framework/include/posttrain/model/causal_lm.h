@@ -66,11 +66,15 @@ class CausalLM {
   // padding; undefined = all ones. Returns hidden states [B, T, hidden_size] after
   // the final norm, in the model dtype. With a cache, appends this call's keys and
   // values to it (InvalidArgument-style c10::Error if it would overflow).
+  // segment_ids [B, T] (optional, no cache): packed sequences; a token attends only
+  // to earlier tokens of the same segment (0 = padding).
   at::Tensor Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                    const at::Tensor& attention_mask, KVCache* cache) const;
+                    const at::Tensor& attention_mask, KVCache* cache,
+                    const at::Tensor& segment_ids = at::Tensor()) const;
   // Logits [B, T, vocab_size] in fp32 (fp64 for an fp64 model), lm_head on Hidden.
   at::Tensor Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                     const at::Tensor& attention_mask, KVCache* cache) const;
+                     const at::Tensor& attention_mask, KVCache* cache,
+                     const at::Tensor& segment_ids = at::Tensor()) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
   at::Tensor Logits(const at::Tensor& hidden) const;
 

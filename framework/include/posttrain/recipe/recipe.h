@@ -6,6 +6,7 @@
 //
 //   [model]           (optional) the policy: path = "models/stories260K", dtype, tokenizer
 //   [data]            type = "jsonl"   path = "../shared/data/gsm8k_train.jsonl"
+//   [eval_data]       (optional) a second data adapter, for evaluation
 //   [sampler]         (optional) type = "..."
 //   [[rewards]]       (optional, repeated) type = "...", weight = 1.0, name = "..."
 //   [trainer]         type = "dpo"   beta = 0.1   (+ the engine's options)
@@ -64,10 +65,13 @@ class Recipe {
   // allowed values and presence. InvalidArgument listing every problem.
   absl::Status Validate(const Registry& registry) const;
 
-  // Whether a component table ("data", "sampler", "trainer") is present.
+  // Whether a component table ("data", "eval_data", "sampler", "trainer") is present.
   bool HasComponent(absl::string_view table) const;
   // The validated options of a component table. Call after Validate.
   absl::StatusOr<ComponentConfig> Component(absl::string_view table, const Registry& registry) const;
+
+  // [data] eval_size: the share (< 1) or number (>= 1) of examples held out.
+  double eval_size() const;
 
   // The [model] table (path, dtype, tokenizer), if present. Call after Validate.
   absl::StatusOr<std::optional<ComponentConfig>> Model() const;

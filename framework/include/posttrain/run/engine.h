@@ -1,12 +1,18 @@
 // The engine: runs a validated recipe end to end. The loop lives here once; a
 // trainer plugin only defines its step.
 //
-//   for step in 1..max_steps:
-//     batch    ← next per_device_train_batch_size examples (reshuffled every epoch)
-//     rollouts ← sampler(batch, num_generations)            if the trainer needs them
-//     rewards  ← RewardPipeline(batch, rollouts)  (oneTBB)  if the trainer needs them
-//     metrics  ← trainer.Step(batch, rollouts, rewards)
+//   load data (split eval_size), the trainer, [model] (+ reference), tokenize (oneTBB)
+//   for step in 1..max_steps:                       (from a checkpoint's step on resume)
+//     repeat gradient_accumulation_steps times:
+//       batch    ← next per_device_train_batch_size examples (reshuffled every epoch)
+//       rollouts ← sampler(batch, num_generations)            if the trainer needs them
+//       rewards  ← RewardPipeline(batch, rollouts)  (oneTBB)  if the trainer needs them
+//       loss     ← trainer.Step(...)   (bf16 autocast if asked); backward(loss / GA)
+//     clip to max_grad_norm; AdamW at the scheduled learning rate
 //     every logging_steps: metrics.jsonl (window means), completions.jsonl, progress
+//     every eval_steps and at the end: eval_* metrics on the held-out examples
+//     every save_steps: checkpoint-<step>/ (atomic)
+//   final/: the trained model in Hugging Face format
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(RunResult result, RunRecipe(recipe, host.registry()));
 #pragma once
@@ -29,6 +35,8 @@ struct RunResult {
   std::map<std::string, double> mean_metrics;
   // A few (prompt, completion) pairs of the last step, for a look at the end.
   std::vector<std::pair<std::string, std::string>> sample_completions;
+  // output_dir/final, when a model was trained.
+  std::string final_model_dir;
 };
 
 // Validates the recipe, creates the run directory and runs it. Errors name the

@@ -1,9 +1,12 @@
-// The engine's options: the loop every trainer shares (TRL's TrainingArguments
-// names and defaults). They are accepted in every [trainer] table on top of the
-// trainer's own options, and `posttrain describe <trainer>` lists them.
+// The engine's options: the loop every trainer shares (TRL's / transformers'
+// TrainingArguments names and defaults). They are accepted in every [trainer]
+// table on top of the trainer's own options; `posttrain describe <trainer>` lists
+// them. A trainer may redeclare one with its own default (TRL's DPOConfig does the
+// same for learning_rate).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "posttrain/core/component_config.h"
 
@@ -12,11 +15,30 @@ namespace posttrain {
 const ComponentSchema& EngineSchema();
 
 struct EngineOptions {
-  std::int64_t per_device_train_batch_size = 8;  // examples per step
-  std::int64_t max_steps = -1;                   // > 0 overrides num_train_epochs
-  double num_train_epochs = 3.0;                 // passes over the training data
-  std::int64_t logging_steps = 10;               // metrics.jsonl line every N steps
-  bool shuffle = true;                           // reshuffle the data every epoch
+  std::int64_t per_device_train_batch_size = 8;
+  std::int64_t per_device_eval_batch_size = 8;
+  std::int64_t gradient_accumulation_steps = 1;
+  std::int64_t max_steps = -1;
+  double num_train_epochs = 3.0;
+  double learning_rate = 5e-5;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  std::string lr_scheduler_type = "linear";
+  double warmup_ratio = 0.0;
+  std::int64_t warmup_steps = 0;
+  std::int64_t logging_steps = 10;
+  std::int64_t eval_steps = 0;
+  bool eval_on_start = false;
+  std::int64_t save_steps = 0;
+  std::int64_t save_total_limit = -1;
+  std::string resume_from_checkpoint;
+  bool bf16 = false;
+  bool shuffle = true;
+  std::int64_t max_length = 1024;
+  std::int64_t max_prompt_length = 512;
+  std::string truncation_mode = "keep_end";
+  std::string ref_model;
 
   static EngineOptions FromConfig(const ComponentConfig& config);
 };

@@ -27,7 +27,7 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view content)
 class RunDirectory {
  public:
   // Creates `path` (and parents). FailedPrecondition if it already holds a run
-  // (a metrics.jsonl) and `overwrite` is false.
+  // (a metrics.jsonl) and `overwrite` is false (a resumed run passes true).
   static absl::StatusOr<RunDirectory> Create(const std::string& path, bool overwrite);
 
   const std::string& path() const { return path_; }
@@ -47,8 +47,8 @@ class JsonlWriter {
   JsonlWriter(JsonlWriter&&) noexcept;
   JsonlWriter& operator=(JsonlWriter&&) noexcept;
 
-  // Truncates or creates `path`.
-  static absl::StatusOr<JsonlWriter> Open(const std::string& path);
+  // Creates `path`, truncating it unless `append`.
+  static absl::StatusOr<JsonlWriter> Open(const std::string& path, bool append = false);
   absl::Status Write(const nlohmann::json& object);
 
  private:

@@ -1,0 +1,59 @@
+// Preference-optimisation losses on sequence log-probabilities.
+//
+// Inputs are per-pair tensors [B] (fp32): summed (or, for IPO, length-averaged)
+// log-probs of the chosen / rejected completion under the policy and the
+// reference. Outputs are per-pair losses [B] (the trainer averages) and the
+// implicit rewards β·(log π − log π_ref), detached, for TRL's metrics.
+//
+// The formulas are those of TRL's DPOTrainer.dpo_loss, with h = (π_c − π_r) −
+// (ref_c − ref_r), ρ_c = π_c − ref_c, ρ_r = π_r − ref_r, ε = label_smoothing:
+//   sigmoid   −(1−ε)·logσ(βh) − ε·logσ(−βh)           Rafailov et al. 2023, eq. 7;
+//                                                      cDPO (Mitchell 2023) for ε > 0
+//   robust    (−(1−ε)·logσ(βh) + ε·logσ(−βh)) / (1−2ε) Chowdhury et al. 2024, eq. 21
+//   hinge     relu(1 − βh)                             SLiC, Zhao et al. 2023
+//   ipo       (h − 1/(2β))²                            Azar et al. 2023, eq. 17
+//   bco_pair  −logσ(βρ_c − δ) − logσ(−(βρ_r − δ)),     Jung et al. 2024; δ = running
+//             mean of the rewards (RunningMoments)
+//   sppo_hard (ρ_c − 1/(2β))² + (ρ_r + 1/(2β))²        Wu et al. 2024
+//   nca_pair  −logσ(βρ_c) − ½logσ(−βρ_c) − ½logσ(−βρ_r) Chen et al. 2024
+//   apo_zero  (1 − σ(βρ_c)) + σ(βρ_r)                  D'Oosterlinck et al. 2024
+//   apo_down  σ(βρ_c) + (1 − σ(β(ρ_c − ρ_r)))          ibid.
+// Bradley–Terry reward loss (Ouyang et al. 2022, eq. 1; TRL RewardTrainer):
+//   −logσ(r_c − r_r − margin) + c·(r_c + r_r)²  (c = center_rewards_coefficient)
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+
+namespace posttrain {
+
+const std::vector<std::string>& DpoLossTypes();
+
+// Running mean / variance of a stream of batches (TRL's RunningMoments), for bco_pair.
+struct RunningMoments {
+  double mean = 0.0, var = 1.0, count = 1e-24;
+  void Update(const at::Tensor& xs);
+};
+
+struct DpoLossResult {
+  at::Tensor losses;            // [B]
+  at::Tensor chosen_rewards;    // [B], detached
+  at::Tensor rejected_rewards;  // [B], detached
+};
+
+// InvalidArgument for an unknown loss_type. `moments` is used (and updated) by
+// bco_pair only.
+absl::StatusOr<DpoLossResult> DpoLoss(const std::string& loss_type, const at::Tensor& policy_chosen,
+                                      const at::Tensor& policy_rejected, const at::Tensor& reference_chosen,
+                                      const at::Tensor& reference_rejected, double beta, double label_smoothing,
+                                      RunningMoments* moments);
+
+// [B] losses of the Bradley–Terry reward model.
+at::Tensor BradleyTerryLoss(const at::Tensor& rewards_chosen, const at::Tensor& rewards_rejected,
+                            const at::Tensor& margin, double center_rewards_coefficient);
+
+}  // namespace posttrain

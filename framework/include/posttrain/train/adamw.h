@@ -1,0 +1,58 @@
+// AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization",
+// Algorithm 2; the update torch.optim.AdamW makes):
+//   θ ← θ − lr·λ·θ
+//   m ← β1·m + (1−β1)·g        v ← β2·v + (1−β2)·g²
+//   θ ← θ − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + ε)
+// State is held by parameter name (exp_avg, exp_avg_sq, and the step count), so it
+// is checkpointed as safetensors and can be sharded by name like the parameters.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/status.h"
+
+namespace posttrain {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  // `params` are updated in place; their .grad() is read. fp32 state.
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
+
+  // One update with learning rate `lr`; parameters without a gradient are skipped.
+  void Step(double lr);
+  void ZeroGrad();
+  // L2 norm of all gradients; scales them to at most max_norm (if > 0).
+  // Returns the norm before clipping (torch.nn.utils.clip_grad_norm_).
+  double ClipGradNorm(double max_norm);
+
+  std::int64_t step_count() const { return step_; }
+  // "exp_avg.<name>", "exp_avg_sq.<name>", and "step" (int64 scalar).
+  std::vector<std::pair<std::string, at::Tensor>> StateDict() const;
+  absl::Status LoadStateDict(const std::map<std::string, at::Tensor>& state);
+
+ private:
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  AdamWOptions options_;
+  std::int64_t step_ = 0;
+};
+
+// Learning rate at optimisation step `step` (1-based) of `max_steps`, as
+// transformers' get_scheduler: "linear" (warm-up then linear decay to 0),
+// "cosine" (warm-up then half a cosine to 0), "constant", "constant_with_warmup".
+double ScheduledLearningRate(const std::string& type, double base_lr, std::int64_t step,
+                             std::int64_t max_steps, std::int64_t warmup_steps);
+
+}  // namespace posttrain

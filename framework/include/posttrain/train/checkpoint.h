@@ -1,0 +1,57 @@
+// Checkpoints and saved models of a training run.
+//
+//   output_dir/checkpoint-<step>/   config.json, generation_config.json,
+//                                   model.safetensors (+ tokenizer files): a loadable
+//                                   Hugging Face model, plus
+//                                   optimizer.safetensors (AdamW state by name) and
+//                                   trainer_state.json (global_step, epoch, ...)
+//   output_dir/final/               the model alone
+//
+// Each checkpoint is written into `checkpoint-<step>.tmp/` (every file fsynced) and
+// then renamed, so a run killed at any moment leaves only complete checkpoints.
+// Resuming restores the weights, the optimizer state and the step; the data order
+// and the schedule are functions of (seed, step), so the run continues exactly.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "posttrain/model/causal_lm.h"
+#include "posttrain/train/adamw.h"
+
+namespace posttrain {
+
+struct SavedModel {
+  const CausalLM* policy = nullptr;
+  // Extra tensors saved beside the policy's (e.g. "score.weight").
+  std::vector<std::pair<std::string, at::Tensor>> extras;
+  // Architecture override (e.g. "LlamaForSequenceClassification") and num_labels.
+  std::string architecture;
+  std::int64_t num_labels = 0;
+  // Where tokenizer files are copied from.
+  std::string tokenizer_source_dir;
+};
+
+// Writes a Hugging Face model directory (atomically per file).
+absl::Status SaveModelDirectory(const SavedModel& model, const std::string& dir);
+
+absl::Status SaveCheckpoint(const SavedModel& model, const AdamW& optimizer, const nlohmann::json& trainer_state,
+                            const std::string& output_dir, std::int64_t step, std::int64_t save_total_limit);
+
+struct LoadedCheckpoint {
+  std::map<std::string, at::Tensor> tensors;    // model.safetensors
+  std::map<std::string, at::Tensor> optimizer;  // optimizer.safetensors
+  nlohmann::json trainer_state;
+};
+
+// `path` is a checkpoint directory, or "latest" with `output_dir` to pick the
+// newest checkpoint-<n> there. NotFound if there is none.
+absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const std::string& output_dir,
+                                                std::string* resolved_path);
+
+}  // namespace posttrain

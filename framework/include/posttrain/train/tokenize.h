@@ -1,0 +1,34 @@
+// The data pipeline's tokenization stage: Examples → TokenizedExamples, on oneTBB
+// worker threads, ahead of the trainer.
+//
+// Follows TRL's preprocessing:
+//   * prompts get the tokenizer's template (e.g. BOS); completions end in EOS;
+//   * language-modeling text is BOS + text + EOS, stored as prompt [BOS] and
+//     completion [rest] so the first prediction has a context;
+//   * a prompt longer than max_prompt_length keeps its end (truncation_mode
+//     "keep_end") or its start ("keep_start");
+//   * if prompt + completion exceeds max_length, the prompt is cut further (same
+//     mode) down to at least one token, then the completion is cut at its end.
+// Completions are never cut to make room for the prompt.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "posttrain/api/trainer.h"
+#include "posttrain/tokenizer/tokenizer.h"
+
+namespace posttrain {
+
+struct TokenizeOptions {
+  std::int64_t max_length = 1024;        // prompt + completion; <= 0: no limit
+  std::int64_t max_prompt_length = 512;  // <= 0: no limit
+  std::string truncation_mode = "keep_end";
+};
+
+std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> examples, const Tokenizer& tokenizer,
+                                               const TokenizeOptions& options);
+
+}  // namespace posttrain

@@ -1,0 +1,81 @@
+#include "posttrain/losses/preference_losses.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace posttrain {
+namespace {
+
+at::Tensor LogSigmoid(const at::Tensor& x) { return at::log_sigmoid(x); }
+
+}  // namespace
+
+const std::vector<std::string>& DpoLossTypes() {
+  static const std::vector<std::string>* types = new std::vector<std::string>{
+      "sigmoid", "robust", "hinge", "ipo", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"};
+  return *types;
+}
+
+void RunningMoments::Update(const at::Tensor& xs) {
+  const double xs_count = static_cast<double>(xs.numel());
+  const double xs_mean = xs.mean().item<double>();
+  const double xs_var = xs.numel() > 1 ? xs.var(/*unbiased=*/false).item<double>() : 0.0;
+  const double delta = xs_mean - mean;
+  const double total = count + xs_count;
+  const double new_sum = xs_var * xs_count;
+  const double old_sum = var * count + delta * delta * count * xs_count / total;
+  var = (old_sum + new_sum) / total;
+  mean += delta * xs_count / total;
+  count = total;
+}
+
+absl::StatusOr<DpoLossResult> DpoLoss(const std::string& type, const at::Tensor& pc, const at::Tensor& pr,
+                                      const at::Tensor& rc, const at::Tensor& rr, double beta, double ls,
+                                      RunningMoments* moments) {
+  const at::Tensor chosen_logratios = pc - rc;
+  const at::Tensor rejected_logratios = pr - rr;
+  const at::Tensor h = chosen_logratios - rejected_logratios;
+  DpoLossResult out;
+  out.chosen_rewards = (beta * chosen_logratios).detach();
+  out.rejected_rewards = (beta * rejected_logratios).detach();
+  if (type == "sigmoid") {
+    out.losses = -LogSigmoid(beta * h) * (1 - ls) - LogSigmoid(-beta * h) * ls;
+  } else if (type == "robust") {
+    out.losses = (-LogSigmoid(beta * h) * (1 - ls) + LogSigmoid(-beta * h) * ls) / (1 - 2 * ls);
+  } else if (type == "hinge") {
+    out.losses = at::relu(1 - beta * h);
+  } else if (type == "ipo") {
+    out.losses = (h - 1 / (2 * beta)).pow(2);
+  } else if (type == "bco_pair") {
+    const at::Tensor chosen = beta * chosen_logratios, rejected = beta * rejected_logratios;
+    if (moments != nullptr) moments->Update(at::cat({chosen, rejected}).detach());
+    const double delta = moments != nullptr ? moments->mean : 0.0;
+    out.losses = -LogSigmoid(chosen - delta) - LogSigmoid(-(rejected - delta));
+  } else if (type == "sppo_hard") {
+    out.losses = (chosen_logratios - 0.5 / beta).pow(2) + (rejected_logratios + 0.5 / beta).pow(2);
+  } else if (type == "nca_pair") {
+    const at::Tensor chosen = beta * chosen_logratios, rejected = beta * rejected_logratios;
+    out.losses = -LogSigmoid(chosen) - 0.5 * LogSigmoid(-chosen) - 0.5 * LogSigmoid(-rejected);
+  } else if (type == "apo_zero") {
+    out.losses = (1 - at::sigmoid(beta * chosen_logratios)) + at::sigmoid(beta * rejected_logratios);
+  } else if (type == "apo_down") {
+    out.losses = at::sigmoid(beta * chosen_logratios) + (1 - at::sigmoid(beta * h));
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown DPO loss_type '", type, "' (one of ", absl::StrJoin(DpoLossTypes(), ", "), ")"));
+  }
+  return out;
+}
+
+at::Tensor BradleyTerryLoss(const at::Tensor& rc, const at::Tensor& rr, const at::Tensor& margin,
+                            double center_rewards_coefficient) {
+  at::Tensor diff = rc - rr;
+  if (margin.defined()) diff = diff - margin;
+  at::Tensor losses = -LogSigmoid(diff);
+  if (center_rewards_coefficient != 0.0) losses = losses + center_rewards_coefficient * (rc + rr).pow(2);
+  return losses;
+}
+
+}  // namespace posttrain

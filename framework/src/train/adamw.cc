@@ -1,0 +1,98 @@
+#include "posttrain/train/adamw.h"
+
+#include <cmath>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+
+namespace posttrain {
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options)
+    : params_(std::move(params)), options_(options) {
+  for (const auto& [name, p] : params_) {
+    exp_avg_.push_back(at::zeros_like(p, at::kFloat));
+    exp_avg_sq_.push_back(at::zeros_like(p, at::kFloat));
+  }
+}
+
+void AdamW::Step(double lr) {
+  at::NoGradGuard no_grad;
+  ++step_;
+  const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
+  const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i].second;
+    if (!p.grad().defined()) continue;
+    at::Tensor g = p.grad().to(at::kFloat);
+    at::Tensor master = p.scalar_type() == at::kFloat ? p : p.to(at::kFloat);
+    if (options_.weight_decay != 0.0) master.mul_(1.0 - lr * options_.weight_decay);
+    exp_avg_[i].mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
+    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+    at::Tensor denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(options_.eps);
+    master.addcdiv_(exp_avg_[i], denom, -lr / bias1);
+    if (p.scalar_type() != at::kFloat) p.copy_(master);
+  }
+}
+
+void AdamW::ZeroGrad() {
+  for (auto& [name, p] : params_) {
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  }
+}
+
+double AdamW::ClipGradNorm(double max_norm) {
+  at::NoGradGuard no_grad;
+  double total = 0.0;
+  for (const auto& [name, p] : params_) {
+    if (p.grad().defined()) total += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+  }
+  const double norm = std::sqrt(total);
+  if (max_norm > 0 && norm > max_norm) {
+    const double coef = max_norm / (norm + 1e-6);
+    for (auto& [name, p] : params_) {
+      if (p.grad().defined()) p.mutable_grad().mul_(coef);
+    }
+  }
+  return norm;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> AdamW::StateDict() const {
+  std::vector<std::pair<std::string, at::Tensor>> state;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    state.push_back({"exp_avg." + params_[i].first, exp_avg_[i]});
+    state.push_back({"exp_avg_sq." + params_[i].first, exp_avg_sq_[i]});
+  }
+  state.push_back({"step", at::tensor(step_, at::kLong)});
+  return state;
+}
+
+absl::Status AdamW::LoadStateDict(const std::map<std::string, at::Tensor>& state) {
+  auto step = state.find("step");
+  if (step == state.end()) return absl::InvalidArgumentError("optimizer state lacks 'step'");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    for (auto [prefix, dst] : {std::pair{"exp_avg.", &exp_avg_[i]}, {"exp_avg_sq.", &exp_avg_sq_[i]}}) {
+      auto it = state.find(prefix + params_[i].first);
+      if (it == state.end() || it->second.sizes() != dst->sizes()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state lacks or mis-shapes '", prefix, params_[i].first, "'"));
+      }
+      dst->copy_(it->second);
+    }
+  }
+  step_ = step->second.item<std::int64_t>();
+  return absl::OkStatus();
+}
+
+double ScheduledLearningRate(const std::string& type, double base_lr, std::int64_t step,
+                             std::int64_t max_steps, std::int64_t warmup_steps) {
+  // transformers evaluates the lambda at the 0-based count of completed steps.
+  const double s = static_cast<double>(step - 1);
+  const double warm = static_cast<double>(warmup_steps);
+  if (type != "constant" && s < warm) return base_lr * s / std::max(1.0, warm);
+  if (type == "constant" || type == "constant_with_warmup") return base_lr;
+  const double progress = (s - warm) / std::max(1.0, static_cast<double>(max_steps) - warm);
+  if (type == "cosine") return base_lr * std::max(0.0, 0.5 * (1.0 + std::cos(3.14159265358979323846 * progress)));
+  return base_lr * std::max(0.0, (static_cast<double>(max_steps) - s) / std::max(1.0, static_cast<double>(max_steps) - warm));
+}
+
+}  // namespace posttrain

@@ -1,0 +1,117 @@
+#include "posttrain/train/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "posttrain/core/status.h"
+#include "posttrain/core/text_file.h"
+#include "posttrain/model/hf_model.h"
+#include "posttrain/model/safetensors.h"
+#include "posttrain/run/run_directory.h"
+
+namespace posttrain {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::pair<std::int64_t, fs::path>> Checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<std::int64_t, fs::path>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(output_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    std::int64_t step = 0;
+    if (entry.is_directory() && absl::StartsWith(name, "checkpoint-") &&
+        absl::SimpleAtoi(name.substr(11), &step)) {
+      found.push_back({step, entry.path()});
+    }
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+}  // namespace
+
+absl::Status SaveModelDirectory(const SavedModel& m, const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
+  ModelConfig config = m.policy->config();
+  config.torch_dtype = DtypeName(m.policy->dtype());
+  const bool classifier = absl::EndsWith(m.architecture, "ForSequenceClassification");
+  if (!m.architecture.empty()) config.architecture = m.architecture;
+  if (m.num_labels > 0) config.num_labels = m.num_labels;
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "config.json").string(), config.ToJson().dump(2) + "\n"));
+  nlohmann::ordered_json generation = {{"_from_model_config", true}};
+  if (config.bos_token_id) generation["bos_token_id"] = *config.bos_token_id;
+  if (config.eos_token_ids.size() == 1) generation["eos_token_id"] = config.eos_token_ids[0];
+  generation["transformers_version"] = "4.46.0";
+  POSTTRAIN_RETURN_IF_ERROR(
+      WriteFileAtomic((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [name, t] : m.policy->named_parameters()) {
+    if (classifier && name == "lm_head.weight") continue;  // a classifier has a score head instead
+    tensors.push_back({name, t.detach()});
+  }
+  for (const auto& [name, t] : m.extras) tensors.push_back({name, t.detach().to(m.policy->dtype())});
+  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, tensors));
+  if (!m.tokenizer_source_dir.empty()) {
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+      const fs::path from = fs::path(m.tokenizer_source_dir) / name;
+      if (!fs::exists(from, ec)) continue;
+      POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(from.string()));
+      POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / name).string(), content));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SaveCheckpoint(const SavedModel& model, const AdamW& optimizer, const nlohmann::json& trainer_state,
+                            const std::string& output_dir, std::int64_t step, std::int64_t save_total_limit) {
+  const fs::path final_dir = fs::path(output_dir) / absl::StrCat("checkpoint-", step);
+  const fs::path tmp = fs::path(output_dir) / absl::StrCat("checkpoint-", step, ".tmp");
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  POSTTRAIN_RETURN_IF_ERROR(SaveModelDirectory(model, tmp.string()));
+  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer.StateDict()));
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "trainer_state.json").string(), trainer_state.dump(2) + "\n"));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) return absl::DataLossError(absl::StrCat("cannot rename '", tmp.string(), "': ", ec.message()));
+  if (save_total_limit > 0) {
+    auto all = Checkpoints(output_dir);
+    for (size_t i = 0; i + static_cast<size_t>(save_total_limit) < all.size(); ++i) fs::remove_all(all[i].second, ec);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const std::string& output_dir,
+                                                std::string* resolved_path) {
+  fs::path dir = path;
+  if (path == "latest") {
+    auto all = Checkpoints(output_dir);
+    if (all.empty()) {
+      return absl::NotFoundError(absl::StrCat("resume_from_checkpoint = \"latest\": no checkpoint-<step> in '", output_dir, "'"));
+    }
+    dir = all.back().second;
+  }
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return absl::NotFoundError(absl::StrCat("checkpoint '", dir.string(), "' does not exist"));
+  *resolved_path = dir.string();
+  LoadedCheckpoint loaded;
+  POSTTRAIN_ASSIGN_OR_RETURN(loaded.tensors, LoadSafetensorsDir(dir.string()));
+  POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile opt, SafetensorsFile::Open((dir / "optimizer.safetensors").string()));
+  for (const SafetensorsEntry& e : opt.entries()) {
+    POSTTRAIN_ASSIGN_OR_RETURN(loaded.optimizer[e.name], opt.Get(e.name));
+  }
+  POSTTRAIN_ASSIGN_OR_RETURN(std::string state, ReadTextFile((dir / "trainer_state.json").string()));
+  loaded.trainer_state = nlohmann::json::parse(state, nullptr, false);
+  if (loaded.trainer_state.is_discarded() || !loaded.trainer_state.contains("global_step")) {
+    return absl::DataLossError(absl::StrCat("'", (dir / "trainer_state.json").string(), "' is not a trainer state"));
+  }
+  return loaded;
+}
+
+}  // namespace posttrain

@@ -1,0 +1,79 @@
+#include "posttrain/train/tokenize.h"
+
+#include <algorithm>
+
+#include "tbb/parallel_for.h"
+
+namespace posttrain {
+namespace {
+
+void Cut(std::vector<std::int64_t>& ids, std::int64_t keep, bool keep_end) {
+  if (keep < 0 || static_cast<std::int64_t>(ids.size()) <= keep) return;
+  if (keep_end) {
+    ids.erase(ids.begin(), ids.end() - keep);
+  } else {
+    ids.resize(static_cast<size_t>(keep));
+  }
+}
+
+// Fits prompt + each completion into max_length (prompt first, then completion).
+void Fit(std::vector<std::int64_t>& prompt, std::vector<std::vector<std::int64_t>*> completions,
+         const TokenizeOptions& o) {
+  const bool keep_end = o.truncation_mode != "keep_start";
+  if (o.max_prompt_length > 0) Cut(prompt, o.max_prompt_length, keep_end);
+  if (o.max_length <= 0) return;
+  std::int64_t longest = 0;
+  for (auto* c : completions) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(c->size()));
+  const std::int64_t room_for_prompt = std::max<std::int64_t>(prompt.empty() ? 0 : 1, o.max_length - longest);
+  Cut(prompt, room_for_prompt, keep_end);
+  for (auto* c : completions) Cut(*c, o.max_length - static_cast<std::int64_t>(prompt.size()), false);
+}
+
+}  // namespace
+
+std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> examples, const Tokenizer& tokenizer,
+                                               const TokenizeOptions& options) {
+  std::vector<TokenizedExample> out(examples.size());
+  const std::optional<std::int64_t> eos = tokenizer.eos_token_id();
+  auto completion = [&](const std::string& text) {
+    std::vector<std::int64_t> ids = tokenizer.Encode(text, /*add_special_tokens=*/false);
+    if (eos) ids.push_back(*eos);
+    return ids;
+  };
+  tbb::parallel_for(size_t{0}, examples.size(), [&](size_t i) {
+    const Example& e = examples[i];
+    TokenizedExample& t = out[i];
+    t.index = static_cast<std::int64_t>(i);
+    switch (e.format) {
+      case ExampleFormat::kLanguageModeling: {
+        std::vector<std::int64_t> ids = tokenizer.Encode(e.text, /*add_special_tokens=*/true);
+        if (eos) ids.push_back(*eos);
+        if (options.max_length > 0) Cut(ids, options.max_length, false);
+        if (!ids.empty()) {
+          t.prompt_ids.assign(ids.begin(), ids.begin() + 1);
+          t.completion_ids.assign(ids.begin() + 1, ids.end());
+        }
+        break;
+      }
+      case ExampleFormat::kPromptOnly:
+        t.prompt_ids = tokenizer.Encode(e.prompt, true);
+        Fit(t.prompt_ids, {}, options);
+        break;
+      case ExampleFormat::kPromptCompletion:
+      case ExampleFormat::kUnpairedPreference:
+        t.prompt_ids = tokenizer.Encode(e.prompt, true);
+        t.completion_ids = completion(e.completion);
+        Fit(t.prompt_ids, {&t.completion_ids}, options);
+        break;
+      case ExampleFormat::kPreference:
+        t.prompt_ids = tokenizer.Encode(e.prompt, true);
+        t.chosen_ids = completion(e.chosen);
+        t.rejected_ids = completion(e.rejected);
+        Fit(t.prompt_ids, {&t.chosen_ids, &t.rejected_ids}, options);
+        break;
+    }
+  });
+  return out;
+}
+
+}  // namespace posttrain

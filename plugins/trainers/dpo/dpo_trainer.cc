@@ -1,0 +1,143 @@
+// Trainer "dpo": Direct Preference Optimization and its loss variants (TRL's
+// DPOTrainer; the maths in posttrain/losses/preference_losses.h).
+//
+// Chosen and rejected completions go through the policy in one batch of 2B rows
+// (TRL's concatenated_forward); sequence log-probs are sums over completion tokens
+// (averages for ipo). The reference is a frozen copy of the initial policy, the
+// model at `ref_model`, or none (reference_free). precompute_ref_log_probs
+// computes the reference log-probs of every training pair once, before training.
+// Metrics (TRL): rewards/chosen, rewards/rejected, rewards/accuracies,
+// rewards/margins, logps/chosen, logps/rejected.
+#include "posttrain/generation/logprobs.h"
+#include "posttrain/losses/preference_losses.h"
+#include "posttrain/model/causal_lm.h"
+#include "posttrain/plugin/plugin.h"
+
+namespace posttrain {
+namespace {
+
+class DpoTrainer final : public Trainer {
+ public:
+  static ComponentSchema Schema() {
+    return ComponentSchema("Direct Preference Optimization (sigmoid, ipo, hinge, robust, bco_pair, "
+                           "sppo_hard, nca_pair, apo_zero, apo_down).")
+        .Float("learning_rate", 1e-6, "Peak learning rate (TRL DPOConfig default).")
+        .Float("beta", 0.1, "Temperature of the implicit reward β (KL strength).")
+        .String("loss_type", "sigmoid", "The DPO loss.", DpoLossTypes())
+        .Float("label_smoothing", 0.0, "Label noise ε for sigmoid (cDPO) and robust.")
+        .Bool("reference_free", false, "Use a uniform reference (log π_ref = 0).")
+        .Bool("precompute_ref_log_probs", false, "Compute reference log-probs of the training pairs once, up front.");
+  }
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
+    auto t = std::make_unique<DpoTrainer>();
+    t->beta_ = config.GetFloat("beta");
+    t->loss_type_ = config.GetString("loss_type");
+    t->label_smoothing_ = config.GetFloat("label_smoothing");
+    t->reference_free_ = config.GetBool("reference_free");
+    t->precompute_ = config.GetBool("precompute_ref_log_probs");
+    if (t->beta_ <= 0) return config.Error("beta", "must be > 0");
+    if (t->label_smoothing_ < 0 || t->label_smoothing_ >= 0.5) return config.Error("label_smoothing", "must be in [0, 0.5)");
+    return t;
+  }
+
+  TrainerNeeds Needs() const override {
+    TrainerNeeds needs;
+    needs.reference = !reference_free_;
+    return needs;
+  }
+  absl::Status Setup(const TrainerContext& context) override {
+    policy_ = context.policy;
+    reference_ = context.reference;
+    return absl::OkStatus();
+  }
+
+  absl::Status Prepare(absl::Span<const TokenizedExample> train) override {
+    if (!precompute_ || reference_free_) return absl::OkStatus();
+    at::NoGradGuard no_grad;
+    ref_chosen_.assign(train.size(), 0.0f);
+    ref_rejected_.assign(train.size(), 0.0f);
+    constexpr size_t kBatch = 8;
+    for (size_t start = 0; start < train.size(); start += kBatch) {
+      std::vector<const TokenizedExample*> batch;
+      for (size_t i = start; i < std::min(train.size(), start + kBatch); ++i) batch.push_back(&train[i]);
+      auto [chosen, rejected] = SequenceLogps(*reference_, batch);
+      for (size_t k = 0; k < batch.size(); ++k) {
+        ref_chosen_[start + k] = chosen[static_cast<std::int64_t>(k)].item<float>();
+        ref_rejected_[start + k] = rejected[static_cast<std::int64_t>(k)].item<float>();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<StepOutput> Step(const StepInput& input) override {
+    for (const TokenizedExample* t : input.tokens) {
+      if (t->chosen_ids.empty() || t->rejected_ids.empty()) {
+        return absl::InvalidArgumentError("dpo needs preference data (chosen and rejected)");
+      }
+    }
+    std::vector<const TokenizedExample*> batch(input.tokens.begin(), input.tokens.end());
+    auto [policy_chosen, policy_rejected] = SequenceLogps(*policy_, batch);
+    at::Tensor ref_chosen, ref_rejected;
+    if (reference_free_) {
+      ref_chosen = at::zeros_like(policy_chosen);
+      ref_rejected = at::zeros_like(policy_rejected);
+    } else if (input.training && !ref_chosen_.empty()) {
+      std::vector<float> c, r;
+      for (const TokenizedExample* t : batch) {
+        c.push_back(ref_chosen_[static_cast<size_t>(t->index)]);
+        r.push_back(ref_rejected_[static_cast<size_t>(t->index)]);
+      }
+      ref_chosen = at::tensor(c);
+      ref_rejected = at::tensor(r);
+    } else {
+      at::NoGradGuard no_grad;
+      std::tie(ref_chosen, ref_rejected) = SequenceLogps(*reference_, batch);
+    }
+    POSTTRAIN_ASSIGN_OR_RETURN(
+        DpoLossResult result,
+        DpoLoss(loss_type_, policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta_, label_smoothing_,
+                input.training ? &moments_ : nullptr));
+    StepOutput out;
+    out.loss = result.losses.mean();
+    out.metrics["rewards/chosen"] = result.chosen_rewards.mean().item<double>();
+    out.metrics["rewards/rejected"] = result.rejected_rewards.mean().item<double>();
+    out.metrics["rewards/accuracies"] = (result.chosen_rewards > result.rejected_rewards).to(at::kFloat).mean().item<double>();
+    out.metrics["rewards/margins"] = (result.chosen_rewards - result.rejected_rewards).mean().item<double>();
+    out.metrics["logps/chosen"] = policy_chosen.detach().mean().item<double>();
+    out.metrics["logps/rejected"] = policy_rejected.detach().mean().item<double>();
+    return out;
+  }
+
+ private:
+  // Summed (ipo: averaged) completion log-probs [B] of chosen and rejected.
+  std::pair<at::Tensor, at::Tensor> SequenceLogps(const CausalLM& model, const std::vector<const TokenizedExample*>& batch) const {
+    std::vector<std::vector<std::int64_t>> prompts, completions;
+    for (const TokenizedExample* t : batch) {
+      prompts.push_back(t->prompt_ids);
+      completions.push_back(t->chosen_ids);
+    }
+    for (const TokenizedExample* t : batch) {
+      prompts.push_back(t->prompt_ids);
+      completions.push_back(t->rejected_ids);
+    }
+    CompletionBatch cb = MakeCompletionBatch(prompts, completions);
+    at::Tensor sums = CompletionLogprobs(model, cb, 1.0).sum(1);
+    if (loss_type_ == "ipo") sums = sums / cb.completion_mask.sum(1).clamp_min(1);
+    const auto b = static_cast<std::int64_t>(batch.size());
+    return {sums.narrow(0, 0, b), sums.narrow(0, b, b)};
+  }
+
+  CausalLM* policy_ = nullptr;
+  const CausalLM* reference_ = nullptr;
+  double beta_ = 0.1, label_smoothing_ = 0.0;
+  std::string loss_type_ = "sigmoid";
+  bool reference_free_ = false, precompute_ = false;
+  std::vector<float> ref_chosen_, ref_rejected_;
+  RunningMoments moments_;
+};
+
+}  // namespace
+}  // namespace posttrain
+
+POSTTRAIN_REGISTER_TRAINER("dpo", posttrain::DpoTrainer);
+POSTTRAIN_PLUGIN("posttrain_trainer_dpo");

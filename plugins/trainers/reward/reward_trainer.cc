@@ -1,0 +1,100 @@
+// Trainer "reward": a Bradley–Terry reward model (TRL's RewardTrainer).
+//
+// A scalar head `score.weight` [1, hidden] reads the final hidden state at the last
+// token of prompt + completion (its EOS); r = score · h. Loss per pair:
+//   −logσ(r_chosen − r_rejected − margin) + center_rewards_coefficient · (r_c + r_r)²
+// with `margin` from the record's "margin" field when present. The trained model
+// is saved as LlamaForSequenceClassification (num_labels 1), which transformers
+// loads, and which the `reward_model` reward function scores with.
+// Metrics: rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "posttrain/generation/logprobs.h"
+#include "posttrain/losses/preference_losses.h"
+#include "posttrain/model/causal_lm.h"
+#include "posttrain/plugin/plugin.h"
+
+namespace posttrain {
+namespace {
+
+class RewardTrainer final : public Trainer {
+ public:
+  static ComponentSchema Schema() {
+    return ComponentSchema("Bradley–Terry reward model on preference pairs; saved as LlamaForSequenceClassification.")
+        .Float("learning_rate", 1e-5, "Peak learning rate.")
+        .Float("center_rewards_coefficient", 0.0, "Weight of the (r_c + r_r)² centring term (Eisenstein et al. 2023).")
+        .Int("head_seed", 0, "Seed of the score head's initialisation.");
+  }
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
+    auto t = std::make_unique<RewardTrainer>();
+    t->center_ = config.GetFloat("center_rewards_coefficient");
+    t->head_seed_ = static_cast<std::uint64_t>(config.GetInt("head_seed"));
+    return t;
+  }
+
+  TrainerNeeds Needs() const override { return {}; }
+  absl::Status Setup(const TrainerContext& context) override {
+    policy_ = context.policy;
+    at::Generator gen = at::detail::createCPUGenerator(head_seed_);
+    score_ = at::normal(0.0, policy_->config().initializer_range, {1, policy_->config().hidden_size}, gen)
+                 .to(policy_->dtype());
+    return absl::OkStatus();
+  }
+  std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() override { return {{"score.weight", score_}}; }
+  std::pair<std::string, std::int64_t> SavedArchitecture() const override {
+    const std::string& arch = policy_->config().architecture;
+    return {arch.substr(0, arch.find("For")) + "ForSequenceClassification", 1};
+  }
+
+  absl::StatusOr<StepOutput> Step(const StepInput& input) override {
+    std::vector<std::vector<std::int64_t>> prompts, completions;
+    std::vector<float> margins;
+    bool has_margin = false;
+    for (size_t i = 0; i < input.tokens.size(); ++i) {
+      const TokenizedExample* t = input.tokens[i];
+      if (t->chosen_ids.empty() || t->rejected_ids.empty()) {
+        return absl::InvalidArgumentError("reward needs preference data (chosen and rejected)");
+      }
+      prompts.push_back(t->prompt_ids);
+      completions.push_back(t->chosen_ids);
+      auto m = input.batch[i]->metadata.find("margin");
+      has_margin |= m != input.batch[i]->metadata.end() && m->is_number();
+      margins.push_back(m != input.batch[i]->metadata.end() && m->is_number() ? m->get<float>() : 0.0f);
+    }
+    for (const TokenizedExample* t : input.tokens) {
+      prompts.push_back(t->prompt_ids);
+      completions.push_back(t->rejected_ids);
+    }
+    CompletionBatch cb = MakeCompletionBatch(prompts, completions);
+    const std::int64_t rows = cb.input_ids.size(0), L = cb.input_ids.size(1);
+    at::Tensor positions = at::arange(L, at::kLong).unsqueeze(0).expand({rows, L}).contiguous();
+    at::Tensor hidden = policy_->Hidden(cb.input_ids, positions, cb.attention_mask, nullptr);
+    std::vector<std::int64_t> last;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      last.push_back(cb.prompt_lengths[static_cast<size_t>(r)] + cb.completion_lengths[static_cast<size_t>(r)] - 1);
+    }
+    at::Tensor index = at::tensor(last, at::kLong).view({rows, 1, 1}).expand({rows, 1, hidden.size(2)});
+    at::Tensor rewards = at::linear(hidden.gather(1, index).squeeze(1), score_).squeeze(-1).to(at::kFloat);
+    const auto b = static_cast<std::int64_t>(input.tokens.size());
+    at::Tensor chosen = rewards.narrow(0, 0, b), rejected = rewards.narrow(0, b, b);
+    StepOutput out;
+    out.loss = BradleyTerryLoss(chosen, rejected, has_margin ? at::tensor(margins) : at::Tensor(), center_).mean();
+    out.metrics["rewards/chosen"] = chosen.detach().mean().item<double>();
+    out.metrics["rewards/rejected"] = rejected.detach().mean().item<double>();
+    out.metrics["rewards/accuracies"] = (chosen > rejected).to(at::kFloat).mean().item<double>();
+    out.metrics["rewards/margins"] = (chosen - rejected).detach().mean().item<double>();
+    return out;
+  }
+
+ private:
+  CausalLM* policy_ = nullptr;
+  at::Tensor score_;
+  double center_ = 0.0;
+  std::uint64_t head_seed_ = 0;
+};
+
+}  // namespace
+}  // namespace posttrain
+
+POSTTRAIN_REGISTER_TRAINER("reward", posttrain::RewardTrainer);
+POSTTRAIN_PLUGIN("posttrain_trainer_reward");
