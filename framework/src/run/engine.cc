@@ -316,7 +316,11 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
       input.tokens = tokens;
       POSTTRAIN_ASSIGN_OR_RETURN(StepOutput out, CallNoThrow("trainer eval", [&] { return trainer->Step(input); }));
       if (out.loss.defined()) out.metrics["loss"] = out.loss.item<double>();
-      eval_window.Add(out.metrics, static_cast<double>(end - start));
+      // Per-token metrics are weighted by the batch's tokens when the trainer says
+      // how many there were, so eval_loss is the exact mean over all eval tokens.
+      auto tokens_it = out.metrics.find("num_tokens");
+      const double weight = tokens_it != out.metrics.end() ? tokens_it->second : static_cast<double>(end - start);
+      eval_window.Add(out.metrics, weight);
     }
     nlohmann::json line = {{"step", step}, {"epoch", order.epoch() < 0 ? 0.0 : order.epoch()}};
     std::map<std::string, double> means = eval_window.Means();

@@ -57,6 +57,7 @@ class JsonlAdapter final : public DataAdapter {
         .String("chosen_field", "chosen", "Field holding the preferred completion.")
         .String("rejected_field", "rejected", "Field holding the dispreferred completion.")
         .String("label_field", "label", "Field holding the unpaired preference label (bool).")
+        .Int("skip", 0, "Skip this many records first (e.g. to take an evaluation slice).")
         .Int("max_examples", -1, "Read at most this many records (-1: all).")
         .Bool("skip_malformed", false,
               "Skip (and count) malformed records instead of stopping with an error.");
@@ -70,6 +71,7 @@ class JsonlAdapter final : public DataAdapter {
                         config.GetString("completion_field"), config.GetString("chosen_field"),
                         config.GetString("rejected_field"),   config.GetString("label_field")};
     adapter->max_examples_ = config.GetInt("max_examples");
+    adapter->skip_ = config.GetInt("skip");
     adapter->skip_malformed_ = config.GetBool("skip_malformed");
     return adapter;
   }
@@ -79,12 +81,13 @@ class JsonlAdapter final : public DataAdapter {
     std::vector<Example> examples;
     skipped_ = 0;
     std::optional<ExampleFormat> format = ParseFormat(format_);
-    std::int64_t line_number = 0;
+    std::int64_t line_number = 0, records_seen = 0;
     for (absl::string_view line : absl::StrSplit(content, '\n')) {
       ++line_number;
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.find_first_not_of(" \t") == absl::string_view::npos) continue;
       if (max_examples_ >= 0 && static_cast<std::int64_t>(examples.size()) >= max_examples_) break;
+      if (records_seen++ < skip_) continue;
       Example example;
       example.source = path_;
       example.line = line_number;
@@ -218,6 +221,7 @@ class JsonlAdapter final : public DataAdapter {
   std::string format_;
   Fields fields_;
   std::int64_t max_examples_ = -1;
+  std::int64_t skip_ = 0;
   bool skip_malformed_ = false;
   std::int64_t skipped_ = 0;
 };

@@ -1,0 +1,66 @@
+#include "posttrain/losses/preference_losses.h"
+
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+std::vector<float> Vec(const at::Tensor& t) { return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel()); }
+
+TEST(DpoLossTest, EveryLossTypeMatchesPythonTorchReference) {
+  const std::vector<float> pc = {-12.5f, -30.25f, -7.0f, -18.0f}, pr = {-14.0f, -29.0f, -9.5f, -18.0f};
+  const std::vector<float> rc = {-13.0f, -30.0f, -8.0f, -17.5f}, rr = {-13.5f, -29.5f, -9.0f, -18.5f};
+  for (double ls : {0.0, 0.1}) {
+    const double beta = 0.2;
+    nlohmann::json in = {{"pc", pc}, {"pr", pr}, {"rc", rc}, {"rr", rr}, {"beta", beta}, {"label_smoothing", ls}};
+    const std::string path = testing::TempDir("dpo") + "/in.json";
+    testing::WriteFile(path, in.dump());
+    std::string out;
+    ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/losses/dpo_reference.py " + path, &out), 0) << out;
+    nlohmann::json expected = nlohmann::json::parse(out);
+    for (const std::string& type : DpoLossTypes()) {
+      RunningMoments moments;
+      auto result = DpoLoss(type, at::tensor(pc), at::tensor(pr), at::tensor(rc), at::tensor(rr), beta, ls, &moments);
+      ASSERT_TRUE(result.ok()) << type;
+      const std::vector<float> got = Vec(result->losses);
+      const auto want = expected[type].get<std::vector<float>>();
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << type << " ls=" << ls << " i=" << i;
+    }
+  }
+}
+
+TEST(DpoLossTest, HandDerivedValuesAndRewards) {
+  // Policy = reference: h = 0, sigmoid loss = −logσ(0) = log 2; rewards 0.
+  at::Tensor x = at::tensor({-5.0f, -3.0f});
+  auto r = DpoLoss("sigmoid", x, x, x, x, 0.1, 0.0, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NEAR(r->losses[0].item<float>(), std::log(2.0), 1e-6);
+  EXPECT_EQ(r->chosen_rewards[1].item<float>(), 0.0f);
+  // ipo at h = 0: (0 − 1/(2·0.5))² = 1.  hinge at βh = 2: relu(1 − 2) = 0.
+  r = DpoLoss("ipo", x, x, x, x, 0.5, 0.0, nullptr);
+  EXPECT_NEAR(r->losses[0].item<float>(), 1.0, 1e-6);
+  at::Tensor pc = at::tensor({0.0f}), pr = at::tensor({-20.0f}), ref = at::tensor({0.0f});
+  r = DpoLoss("hinge", pc, pr, ref, ref, 0.1, 0.0, nullptr);
+  EXPECT_NEAR(r->losses[0].item<float>(), 0.0, 1e-6);
+  // Rewards: β·(π − π_ref) = 0.1·(−20 − 0) = −2 for rejected.
+  EXPECT_NEAR(r->rejected_rewards[0].item<float>(), -2.0, 1e-6);
+  EXPECT_FALSE(DpoLoss("kto", x, x, x, x, 0.1, 0.0, nullptr).ok());
+}
+
+TEST(BradleyTerryLossTest, HandDerived) {
+  // −logσ(1) = log(1 + e^−1) = 0.313262; with centring 0.01·(1 + 0)² = 0.01 more.
+  at::Tensor rc = at::tensor({1.0f}), rr = at::tensor({0.0f});
+  EXPECT_NEAR(BradleyTerryLoss(rc, rr, at::Tensor(), 0.0)[0].item<float>(), 0.3132617, 1e-6);
+  EXPECT_NEAR(BradleyTerryLoss(rc, rr, at::Tensor(), 0.01)[0].item<float>(), 0.3232617, 1e-6);
+  // A margin of 1 makes the pair a tie: −logσ(0) = log 2.
+  EXPECT_NEAR(BradleyTerryLoss(rc, rr, at::tensor({1.0f}), 0.0)[0].item<float>(), std::log(2.0), 1e-6);
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -1,0 +1,121 @@
+// Training recipes end to end through the real CLI, on the real stories260K model.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "posttrain/model/safetensors.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string SftRecipe(const std::string& output_dir) {
+  return absl::StrCat("output_dir = '", output_dir, "'\nseed = 7\n[model]\npath = '", testing::Stories260KDir(),
+                      "'\n[data]\ntype = 'jsonl'\npath = '", testing::DataPath("gsm8k_train.jsonl"),
+                      "'\nprompt_field = 'question'\ncompletion_field = 'answer'\nmax_examples = 96\n"
+                      "[trainer]\ntype = 'sft'\nlearning_rate = 1e-3\nper_device_train_batch_size = 4\n"
+                      "gradient_accumulation_steps = 2\nmax_steps = 14\nmax_length = 160\nmax_prompt_length = 96\n"
+                      "save_steps = 3\nlogging_steps = 1\nwarmup_steps = 2\n");
+}
+
+std::map<std::string, at::Tensor> Tensors(const std::string& file) {
+  auto st = SafetensorsFile::Open(file);
+  EXPECT_TRUE(st.ok()) << st.status();
+  std::map<std::string, at::Tensor> out;
+  for (const auto& e : st->entries()) out[e.name] = *st->Get(e.name);
+  return out;
+}
+
+TEST(TrainingRecipeTest, ResumeAfterSigkillEndsWithIdenticalWeights) {
+  const std::string dir = testing::TempDir("resume");
+  // An uninterrupted run.
+  testing::WriteFile(dir + "/a.toml", SftRecipe(dir + "/a"));
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/a.toml", &out), 0) << out;
+  // The same run, killed with SIGKILL right after its first checkpoint...
+  testing::WriteFile(dir + "/b.toml", SftRecipe(dir + "/b"));
+  ASSERT_EQ(testing::RunCommand("sh -c '" + testing::CliPath() + " run " + dir + "/b.toml > " + dir +
+                                    "/b.log 2>&1 & echo $!'",
+                                &out),
+            0);
+  int pid = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(out.substr(0, out.find('\n')), &pid)) << out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(dir + "/b/checkpoint-3") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_FALSE(fs::exists(dir + "/b/final")) << "the run finished before it could be killed";
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // ...and resumed from its newest complete checkpoint.
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/b.toml trainer.resume_from_checkpoint=latest", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("resumed from"));
+  auto a = Tensors(dir + "/a/final/model.safetensors");
+  auto b = Tensors(dir + "/b/final/model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;  // bit-identical
+  // And the weights did change from the initial model.
+  auto initial = Tensors(testing::Stories260KDir() + "/model.safetensors");
+  EXPECT_FALSE(at::equal(initial.at("model.norm.weight"), a.at("model.norm.weight")));
+}
+
+TEST(TrainingRecipeTest, FinalModelHasHfNamesShapesDtypesAndGenerates) {
+  const std::string dir = testing::TempDir("final");
+  testing::WriteFile(dir + "/r.toml", SftRecipe(dir + "/run"));
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml trainer.max_steps=2 trainer.save_steps=0", &out), 0) << out;
+  auto initial = Tensors(testing::Stories260KDir() + "/model.safetensors");
+  auto trained = Tensors(dir + "/run/final/model.safetensors");
+  ASSERT_EQ(initial.size(), trained.size());
+  for (const auto& [name, t] : initial) {
+    ASSERT_TRUE(trained.count(name)) << name;
+    EXPECT_EQ(trained.at(name).sizes(), t.sizes()) << name;
+    EXPECT_EQ(trained.at(name).scalar_type(), t.scalar_type()) << name;
+  }
+  nlohmann::json config = nlohmann::json::parse(testing::ReadFile(dir + "/run/final/config.json"));
+  EXPECT_EQ(config["architectures"][0], "LlamaForCausalLM");
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + dir + "/run/final --prompt 'Once' --max-new-tokens 8", &out), 0) << out;
+}
+
+TEST(TrainingRecipeTest, RewardModelIsSavedAsSequenceClassifier) {
+  const std::string dir = testing::TempDir("reward");
+  testing::WriteFile(dir + "/r.toml",
+                     absl::StrCat("output_dir = '", dir, "/run'\n[model]\npath = '", testing::Stories260KDir(),
+                                  "'\n[data]\ntype = 'jsonl'\npath = '", testing::DataPath("hh_rlhf_harmless_base_test.jsonl.gz"),
+                                  "'\nmax_examples = 8\n[trainer]\ntype = 'reward'\nmax_steps = 2\n"
+                                  "per_device_train_batch_size = 4\nmax_length = 96\nmax_prompt_length = 64\n"));
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml", &out), 0) << out;
+  nlohmann::json config = nlohmann::json::parse(testing::ReadFile(dir + "/run/final/config.json"));
+  EXPECT_EQ(config["architectures"][0], "LlamaForSequenceClassification");
+  EXPECT_EQ(config["num_labels"], 1);
+  auto tensors = Tensors(dir + "/run/final/model.safetensors");
+  ASSERT_TRUE(tensors.count("score.weight"));
+  EXPECT_EQ(tensors.at("score.weight").sizes(), at::IntArrayRef({1, 64}));
+  EXPECT_FALSE(tensors.count("lm_head.weight"));
+  EXPECT_THAT(testing::ReadFile(dir + "/run/metrics.jsonl"), HasSubstr("rewards/accuracies"));
+}
+
+TEST(TrainingRecipeTest, TrainerWithoutModelOrWithWrongDataSaysSo) {
+  const std::string dir = testing::TempDir("bad");
+  testing::WriteFile(dir + "/r.toml", absl::StrCat("output_dir = '", dir, "/run'\n[data]\ntype = 'jsonl'\npath = '",
+                                                   testing::DataPath("gsm8k_test.jsonl"),
+                                                   "'\nprompt_field = 'question'\ncompletion_field = 'answer'\n"
+                                                   "[trainer]\ntype = 'sft'\n"));
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml", &out), 1);
+  EXPECT_THAT(out, HasSubstr("trainer 'sft' trains a model: add a [model] table"));
+}
+
+}  // namespace
+}  // namespace posttrain
