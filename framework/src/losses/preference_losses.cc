@@ -69,6 +69,55 @@ absl::StatusOr<DpoLossResult> DpoLoss(const std::string& type, const at::Tensor&
   return out;
 }
 
+DpoLossResult OrpoLoss(const at::Tensor& avg_chosen, const at::Tensor& avg_rejected, double beta) {
+  // log odds = log p − log(1 − p), with log(1 − p) = log1p(−exp(log p)).
+  const at::Tensor log_odds = (avg_chosen - avg_rejected) -
+                              (at::log1p(-at::exp(avg_chosen)) - at::log1p(-at::exp(avg_rejected)));
+  DpoLossResult out;
+  out.losses = -beta * LogSigmoid(log_odds);
+  out.chosen_rewards = (beta * avg_chosen).detach();
+  out.rejected_rewards = (beta * avg_rejected).detach();
+  return out;
+}
+
+const std::vector<std::string>& CpoLossTypes() {
+  static const std::vector<std::string>* types = new std::vector<std::string>{"sigmoid", "hinge", "ipo", "simpo"};
+  return *types;
+}
+
+absl::StatusOr<DpoLossResult> CpoLoss(const std::string& type, const at::Tensor& chosen, const at::Tensor& rejected,
+                                      double beta, double ls, double simpo_gamma) {
+  at::Tensor h = chosen - rejected;
+  DpoLossResult out;
+  if (type == "sigmoid" || type == "simpo") {
+    if (type == "simpo") h = h - simpo_gamma / beta;
+    out.losses = -LogSigmoid(beta * h) * (1 - ls) - LogSigmoid(-beta * h) * ls;
+  } else if (type == "hinge") {
+    out.losses = at::relu(1 - beta * h);
+  } else if (type == "ipo") {
+    out.losses = (h - 1 / (2 * beta)).pow(2);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown CPO loss_type '", type, "' (one of ", absl::StrJoin(CpoLossTypes(), ", "), ")"));
+  }
+  out.chosen_rewards = (beta * chosen).detach();
+  out.rejected_rewards = (beta * rejected).detach();
+  return out;
+}
+
+KtoLossResult KtoLoss(const at::Tensor& pc, const at::Tensor& rc, const at::Tensor& pr, const at::Tensor& rr,
+                      const at::Tensor& kl, double beta, double dw, double uw) {
+  const at::Tensor z = kl.detach().clamp_min(0);
+  const at::Tensor chosen_logratios = pc - rc, rejected_logratios = pr - rr;
+  KtoLossResult out;
+  const at::Tensor chosen_losses = 1 - at::sigmoid(beta * (chosen_logratios - z));
+  const at::Tensor rejected_losses = 1 - at::sigmoid(beta * (z - rejected_logratios));
+  out.losses = at::cat({dw * chosen_losses, uw * rejected_losses});
+  out.chosen_rewards = (beta * chosen_logratios).detach();
+  out.rejected_rewards = (beta * rejected_logratios).detach();
+  return out;
+}
+
 at::Tensor BradleyTerryLoss(const at::Tensor& rc, const at::Tensor& rr, const at::Tensor& margin,
                             double center_rewards_coefficient) {
   at::Tensor diff = rc - rr;

@@ -8,10 +8,10 @@
 // computes the reference log-probs of every training pair once, before training.
 // Metrics (TRL): rewards/chosen, rewards/rejected, rewards/accuracies,
 // rewards/margins, logps/chosen, logps/rejected.
-#include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
+#include "posttrain/train/pair_logps.h"
 
 namespace posttrain {
 namespace {
@@ -70,11 +70,7 @@ class DpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    for (const TokenizedExample* t : input.tokens) {
-      if (t->chosen_ids.empty() || t->rejected_ids.empty()) {
-        return absl::InvalidArgumentError("dpo needs preference data (chosen and rejected)");
-      }
-    }
+    POSTTRAIN_RETURN_IF_ERROR(RequirePairs(input.tokens, "dpo"));
     std::vector<const TokenizedExample*> batch(input.tokens.begin(), input.tokens.end());
     auto [policy_chosen, policy_rejected] = SequenceLogps(*policy_, batch);
     at::Tensor ref_chosen, ref_rejected;
@@ -111,20 +107,9 @@ class DpoTrainer final : public Trainer {
  private:
   // Summed (ipo: averaged) completion log-probs [B] of chosen and rejected.
   std::pair<at::Tensor, at::Tensor> SequenceLogps(const CausalLM& model, const std::vector<const TokenizedExample*>& batch) const {
-    std::vector<std::vector<std::int64_t>> prompts, completions;
-    for (const TokenizedExample* t : batch) {
-      prompts.push_back(t->prompt_ids);
-      completions.push_back(t->chosen_ids);
-    }
-    for (const TokenizedExample* t : batch) {
-      prompts.push_back(t->prompt_ids);
-      completions.push_back(t->rejected_ids);
-    }
-    CompletionBatch cb = MakeCompletionBatch(prompts, completions);
-    at::Tensor sums = CompletionLogprobs(model, cb, 1.0).sum(1);
-    if (loss_type_ == "ipo") sums = sums / cb.completion_mask.sum(1).clamp_min(1);
-    const auto b = static_cast<std::int64_t>(batch.size());
-    return {sums.narrow(0, 0, b), sums.narrow(0, b, b)};
+    PairLogps lp = ComputePairLogps(model, batch);
+    if (loss_type_ == "ipo") return {lp.chosen_average(), lp.rejected_average()};
+    return {lp.chosen, lp.rejected};
   }
 
   CausalLM* policy_ = nullptr;

@@ -13,6 +13,7 @@
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
+#include "posttrain/train/pair_logps.h"
 
 namespace posttrain {
 namespace {
@@ -50,11 +51,9 @@ class RewardTrainer final : public Trainer {
     std::vector<std::vector<std::int64_t>> prompts, completions;
     std::vector<float> margins;
     bool has_margin = false;
+    POSTTRAIN_RETURN_IF_ERROR(RequirePairs(input.tokens, "reward"));
     for (size_t i = 0; i < input.tokens.size(); ++i) {
       const TokenizedExample* t = input.tokens[i];
-      if (t->chosen_ids.empty() || t->rejected_ids.empty()) {
-        return absl::InvalidArgumentError("reward needs preference data (chosen and rejected)");
-      }
       prompts.push_back(t->prompt_ids);
       completions.push_back(t->chosen_ids);
       auto m = input.batch[i]->metadata.find("margin");

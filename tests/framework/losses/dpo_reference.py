@@ -31,3 +31,17 @@ out["nca_pair"] = -F.logsigmoid(cr) - 0.5 * F.logsigmoid(-cr) - 0.5 * F.logsigmo
 out["apo_zero"] = (1 - torch.sigmoid(beta * chosen_lr)) + torch.sigmoid(beta * rejected_lr)
 out["apo_down"] = torch.sigmoid(beta * chosen_lr) + (1 - torch.sigmoid(beta * (chosen_lr - rejected_lr)))
 print(json.dumps({k: v.tolist() for k, v in out.items()}))
+# ORPO, CPO/SimPO and KTO on the same inputs (pc/pr as average log-probs for ORPO).
+avg_c, avg_r = pc / 10.0, pr / 10.0
+log_odds = (avg_c - avg_r) - (torch.log1p(-torch.exp(avg_c)) - torch.log1p(-torch.exp(avg_r)))
+extra = {"orpo": (-beta * F.logsigmoid(log_odds)).tolist()}
+h = pc - pr
+extra["cpo_sigmoid"] = (-F.logsigmoid(beta * h) * (1 - ls) - F.logsigmoid(-beta * h) * ls).tolist()
+hs = h - 0.5 / beta
+extra["cpo_simpo"] = (-F.logsigmoid(beta * hs) * (1 - ls) - F.logsigmoid(-beta * hs) * ls).tolist()
+extra["cpo_hinge"] = torch.relu(1 - beta * h).tolist()
+extra["cpo_ipo"] = ((h - 1 / (2 * beta)) ** 2).tolist()
+kl = torch.tensor(0.3)
+extra["kto"] = torch.cat([1.0 * (1 - torch.sigmoid(beta * (chosen_lr - kl))),
+                          1.5 * (1 - torch.sigmoid(beta * (kl - rejected_lr)))]).tolist()
+print(json.dumps(extra))

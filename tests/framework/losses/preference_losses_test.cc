@@ -22,7 +22,8 @@ TEST(DpoLossTest, EveryLossTypeMatchesPythonTorchReference) {
     testing::WriteFile(path, in.dump());
     std::string out;
     ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/losses/dpo_reference.py " + path, &out), 0) << out;
-    nlohmann::json expected = nlohmann::json::parse(out);
+    nlohmann::json expected = nlohmann::json::parse(out.substr(0, out.find('\n')));
+    nlohmann::json extra = nlohmann::json::parse(out.substr(out.find('\n') + 1));
     for (const std::string& type : DpoLossTypes()) {
       RunningMoments moments;
       auto result = DpoLoss(type, at::tensor(pc), at::tensor(pr), at::tensor(rc), at::tensor(rr), beta, ls, &moments);
@@ -32,6 +33,19 @@ TEST(DpoLossTest, EveryLossTypeMatchesPythonTorchReference) {
       ASSERT_EQ(got.size(), want.size());
       for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << type << " ls=" << ls << " i=" << i;
     }
+    auto expect = [&](const std::string& name, const at::Tensor& losses) {
+      const auto want = extra[name].get<std::vector<float>>();
+      const std::vector<float> got = Vec(losses.contiguous());
+      ASSERT_EQ(got.size(), want.size()) << name;
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << name << " ls=" << ls << " i=" << i;
+    };
+    expect("orpo", OrpoLoss(at::tensor(pc) / 10.0, at::tensor(pr) / 10.0, beta).losses);
+    for (const std::string& type : CpoLossTypes()) {
+      auto cpo = CpoLoss(type, at::tensor(pc), at::tensor(pr), beta, ls, 0.5);
+      ASSERT_TRUE(cpo.ok()) << type;
+      expect("cpo_" + type, cpo->losses);
+    }
+    expect("kto", KtoLoss(at::tensor(pc), at::tensor(rc), at::tensor(pr), at::tensor(rr), at::tensor(0.3f), beta, 1.0, 1.5).losses);
   }
 }
 

@@ -166,3 +166,77 @@ TEST(OfflineTrainersTest, PreferenceTrainersRefuseOtherData) {
 
 }  // namespace
 }  // namespace posttrain
+
+namespace posttrain {
+namespace {
+
+TEST(ReferenceFreeTrainersTest, OrpoAndCpoLossesFromThePolicyAlone) {
+  auto model = CausalLM::Random(Tiny(), at::kFloat, 6);
+  for (auto& [name, p] : (*model)->named_parameters()) p.set_requires_grad(true);
+  Batch b = PreferenceBatch();
+  std::vector<const TokenizedExample*> tokens;
+  for (auto& t : b.tokens) tokens.push_back(&t);
+  // Hand-assembled expectations from the pair log-probs.
+  std::vector<std::vector<std::int64_t>> p, c;
+  for (auto& t : b.tokens) { p.push_back(t.prompt_ids); c.push_back(t.chosen_ids); }
+  for (auto& t : b.tokens) { p.push_back(t.prompt_ids); c.push_back(t.rejected_ids); }
+  CompletionBatch cb = MakeCompletionBatch(p, c);
+  at::Tensor sums = CompletionLogprobs(**model, cb, 1.0).sum(1).detach(), lens = cb.completion_mask.sum(1);
+  at::Tensor pc = sums.narrow(0, 0, 2), pr = sums.narrow(0, 2, 2);
+  const double nll = (-pc.sum() / lens.narrow(0, 0, 2).sum()).item<double>();
+  {
+    auto trainer = testing::CreateBuiltin<Trainer>("orpo", {{"beta", 0.25}});
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr, 1.0}).ok());
+    auto out = (*trainer)->Step(b.Input());
+    ASSERT_TRUE(out.ok()) << out.status();
+    at::Tensor ac = pc / lens.narrow(0, 0, 2), ar = pr / lens.narrow(0, 2, 2);
+    at::Tensor log_odds = (ac - ar) - (at::log1p(-at::exp(ac)) - at::log1p(-at::exp(ar)));
+    EXPECT_NEAR(out->loss.item<double>(), nll - 0.25 * at::log_sigmoid(log_odds).mean().item<double>(), 1e-5);
+    EXPECT_NEAR(out->metrics.at("nll_loss"), nll, 1e-5);
+  }
+  {
+    auto trainer = testing::CreateBuiltin<Trainer>("cpo", {{"beta", 0.1}, {"cpo_alpha", 0.5}});
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr, 1.0}).ok());
+    auto out = (*trainer)->Step(b.Input());
+    ASSERT_TRUE(out.ok());
+    EXPECT_NEAR(out->loss.item<double>(), -at::log_sigmoid(0.1 * (pc - pr)).mean().item<double>() + 0.5 * nll, 1e-5);
+  }
+  {
+    auto trainer = testing::CreateBuiltin<Trainer>("cpo", {{"loss_type", std::string("simpo")}, {"cpo_alpha", 0.0},
+                                                           {"beta", 2.0}, {"simpo_gamma", 1.0}});
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr, 1.0}).ok());
+    auto out = (*trainer)->Step(b.Input());
+    at::Tensor h = pc / lens.narrow(0, 0, 2) - pr / lens.narrow(0, 2, 2) - 1.0 / 2.0;
+    EXPECT_NEAR(out->loss.item<double>(), -at::log_sigmoid(2.0 * h).mean().item<double>(), 1e-5);
+  }
+}
+
+TEST(KtoTrainerTest, AtInitialisationEveryLossIsOneHalf) {
+  // Policy = reference: ρ = 0 and z = 0, so each loss is 1 − σ(0) = 0.5.
+  auto model = CausalLM::Random(Tiny(), at::kFloat, 7);
+  auto reference = (*model)->Clone();
+  for (auto& [name, p] : (*model)->named_parameters()) p.set_requires_grad(true);
+  auto trainer = testing::CreateBuiltin<Trainer>("kto", {{"undesirable_weight", 2.0}});
+  ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr, 1.0}).ok());
+  Batch b = PreferenceBatch();  // unpaired on the fly: 2 desirable, 2 undesirable
+  auto out = (*trainer)->Step(b.Input());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_NEAR(out->loss.item<double>(), (2 * 0.5 + 2 * 2.0 * 0.5) / 4, 1e-6);
+  EXPECT_NEAR(out->metrics.at("kl"), 0.0, 1e-6);
+  // Unpaired data with labels works too.
+  Batch u;
+  u.examples.resize(2);
+  u.tokens.resize(2);
+  u.examples[0].label = true;
+  u.examples[1].label = false;
+  u.tokens[0].prompt_ids = Ids({1, 4});
+  u.tokens[0].completion_ids = Ids({5, 2});
+  u.tokens[1].prompt_ids = Ids({1, 6});
+  u.tokens[1].completion_ids = Ids({7, 8, 2});
+  out = (*trainer)->Step(u.Input());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_NEAR(out->loss.item<double>(), (0.5 + 2.0 * 0.5) / 2, 1e-6);
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -20,6 +20,14 @@
 //   apo_down  σ(βρ_c) + (1 − σ(β(ρ_c − ρ_r)))          ibid.
 // Bradley–Terry reward loss (Ouyang et al. 2022, eq. 1; TRL RewardTrainer):
 //   −logσ(r_c − r_r − margin) + c·(r_c + r_r)²  (c = center_rewards_coefficient)
+// ORPO (Hong et al. 2024, eq. 6–7; TRL ORPOTrainer), on length-averaged log-probs:
+//   log odds(y) = log p − log(1 − p);  L = NLL(chosen) − β·logσ(log odds_c − log odds_r)
+// CPO (Xu et al. 2024; TRL CPOTrainer), reference-free, h = π_c − π_r:
+//   sigmoid −(1−ε)logσ(βh) − ε·logσ(−βh); hinge relu(1 − βh); ipo (h − 1/(2β))²;
+//   simpo (Meng et al. 2024) the sigmoid loss on h − γ/β with length-averaged log-probs;
+//   total = mean loss + cpo_alpha · NLL(chosen)
+// KTO (Ethayarajh et al. 2024, eq. 8; TRL KTOTrainer), with z = max(0, KL estimate):
+//   desirable   1 − σ(β(ρ − z)),   undesirable 1 − σ(β(z − ρ)),   ρ = π − π_ref
 #pragma once
 
 #include <string>
@@ -51,6 +59,27 @@ absl::StatusOr<DpoLossResult> DpoLoss(const std::string& loss_type, const at::Te
                                       const at::Tensor& policy_rejected, const at::Tensor& reference_chosen,
                                       const at::Tensor& reference_rejected, double beta, double label_smoothing,
                                       RunningMoments* moments);
+
+// ORPO: per-pair odds-ratio terms −β·logσ(log odds_c − log odds_r) [B] (the NLL
+// term is the trainer's); `chosen_rewards`/`rejected_rewards` = β·avg-logps.
+DpoLossResult OrpoLoss(const at::Tensor& avg_chosen, const at::Tensor& avg_rejected, double beta);
+
+const std::vector<std::string>& CpoLossTypes();
+// CPO / SimPO per-pair losses (without the NLL term); rewards = β·logps.
+absl::StatusOr<DpoLossResult> CpoLoss(const std::string& loss_type, const at::Tensor& chosen,
+                                      const at::Tensor& rejected, double beta, double label_smoothing,
+                                      double simpo_gamma);
+
+// KTO losses for desirable [Nc] and undesirable [Nr] completions (either may be
+// empty), given summed policy/reference log-probs and the (detached) KL estimate.
+struct KtoLossResult {
+  at::Tensor losses;            // [Nc + Nr], weighted
+  at::Tensor chosen_rewards;    // [Nc] detached
+  at::Tensor rejected_rewards;  // [Nr] detached
+};
+KtoLossResult KtoLoss(const at::Tensor& policy_chosen, const at::Tensor& reference_chosen,
+                      const at::Tensor& policy_rejected, const at::Tensor& reference_rejected, const at::Tensor& kl,
+                      double beta, double desirable_weight, double undesirable_weight);
 
 // [B] losses of the Bradley–Terry reward model.
 at::Tensor BradleyTerryLoss(const at::Tensor& rewards_chosen, const at::Tensor& rewards_rejected,

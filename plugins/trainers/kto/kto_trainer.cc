@@ -1,0 +1,122 @@
+// Trainer "kto": Kahneman–Tversky Optimization (Ethayarajh et al. 2024; TRL's
+// KTOTrainer). Works on unpaired preference data (prompt, completion, label); a
+// paired dataset is unpaired on the fly (chosen → desirable, rejected →
+// undesirable), as TRL's unpair_preference_dataset does.
+//
+// The KL reference point z is estimated per batch from mismatched pairs: prompt i
+// with the completion of example i−1 (TRL's shifted KL dataset):
+//   z = max(0, mean(log π(y_{i−1}|x_i) − log π_ref(y_{i−1}|x_i))), no gradient.
+// Losses in posttrain/losses/preference_losses.h; weighted by desirable_weight /
+// undesirable_weight and averaged over the batch.
+// Metrics (TRL): rewards/chosen, rewards/rejected, rewards/margins, kl,
+// logps/chosen, logps/rejected.
+#include "posttrain/generation/logprobs.h"
+#include "posttrain/losses/preference_losses.h"
+#include "posttrain/model/causal_lm.h"
+#include "posttrain/plugin/plugin.h"
+
+namespace posttrain {
+namespace {
+
+class KtoTrainer final : public Trainer {
+ public:
+  static ComponentSchema Schema() {
+    return ComponentSchema("Kahneman–Tversky Optimization on unpaired (or unpaired-on-the-fly) preference data.")
+        .Float("learning_rate", 1e-6, "Peak learning rate.")
+        .Float("beta", 0.1, "Temperature β.")
+        .Float("desirable_weight", 1.0, "Weight of desirable examples' losses.")
+        .Float("undesirable_weight", 1.0, "Weight of undesirable examples' losses.");
+  }
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
+    auto t = std::make_unique<KtoTrainer>();
+    t->beta_ = config.GetFloat("beta");
+    t->desirable_ = config.GetFloat("desirable_weight");
+    t->undesirable_ = config.GetFloat("undesirable_weight");
+    if (t->beta_ <= 0) return config.Error("beta", "must be > 0");
+    return t;
+  }
+  TrainerNeeds Needs() const override {
+    TrainerNeeds needs;
+    needs.reference = true;
+    return needs;
+  }
+  absl::Status Setup(const TrainerContext& context) override {
+    policy_ = context.policy;
+    reference_ = context.reference;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<StepOutput> Step(const StepInput& input) override {
+    std::vector<std::vector<std::int64_t>> prompts, completions;
+    std::vector<bool> desirable;
+    for (size_t i = 0; i < input.tokens.size(); ++i) {
+      const TokenizedExample& t = *input.tokens[i];
+      const Example& e = *input.batch[i];
+      if (!t.chosen_ids.empty() && !t.rejected_ids.empty()) {
+        prompts.push_back(t.prompt_ids);
+        completions.push_back(t.chosen_ids);
+        desirable.push_back(true);
+        prompts.push_back(t.prompt_ids);
+        completions.push_back(t.rejected_ids);
+        desirable.push_back(false);
+      } else if (e.label.has_value() && !t.completion_ids.empty()) {
+        prompts.push_back(t.prompt_ids);
+        completions.push_back(t.completion_ids);
+        desirable.push_back(*e.label);
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(ExampleLocation(e),
+                                                       ": kto needs unpaired preference data (prompt, completion, "
+                                                       "label) or preference pairs"));
+      }
+    }
+    const auto n = static_cast<std::int64_t>(completions.size());
+    // Mismatched pairs for the KL estimate: prompt i with completion i−1.
+    std::vector<std::vector<std::int64_t>> kl_completions(completions.size());
+    for (std::int64_t i = 0; i < n; ++i) kl_completions[static_cast<size_t>(i)] = completions[static_cast<size_t>((i + n - 1) % n)];
+
+    const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
+    at::Tensor reference_logps, kl;
+    {
+      at::NoGradGuard no_grad;
+      reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
+      CompletionBatch kl_batch = MakeCompletionBatch(prompts, kl_completions);
+      kl = (CompletionLogprobs(*policy_, kl_batch, 1.0).sum(1) - CompletionLogprobs(*reference_, kl_batch, 1.0).sum(1))
+               .mean()
+               .clamp_min(0);
+    }
+    std::vector<std::int64_t> chosen_idx, rejected_idx;
+    for (std::int64_t i = 0; i < n; ++i) (desirable[static_cast<size_t>(i)] ? chosen_idx : rejected_idx).push_back(i);
+    auto pick = [](const at::Tensor& t, const std::vector<std::int64_t>& idx) {
+      return idx.empty() ? at::zeros({0}, t.options()) : t.index_select(0, at::tensor(idx, at::kLong));
+    };
+    KtoLossResult r = KtoLoss(pick(policy_logps, chosen_idx), pick(reference_logps, chosen_idx),
+                              pick(policy_logps, rejected_idx), pick(reference_logps, rejected_idx), kl, beta_,
+                              desirable_, undesirable_);
+    StepOutput out;
+    out.loss = r.losses.mean();
+    out.metrics["kl"] = kl.item<double>();
+    if (!chosen_idx.empty()) {
+      out.metrics["rewards/chosen"] = r.chosen_rewards.mean().item<double>();
+      out.metrics["logps/chosen"] = pick(policy_logps, chosen_idx).detach().mean().item<double>();
+    }
+    if (!rejected_idx.empty()) {
+      out.metrics["rewards/rejected"] = r.rejected_rewards.mean().item<double>();
+      out.metrics["logps/rejected"] = pick(policy_logps, rejected_idx).detach().mean().item<double>();
+    }
+    if (!chosen_idx.empty() && !rejected_idx.empty()) {
+      out.metrics["rewards/margins"] = out.metrics["rewards/chosen"] - out.metrics["rewards/rejected"];
+    }
+    return out;
+  }
+
+ private:
+  CausalLM* policy_ = nullptr;
+  const CausalLM* reference_ = nullptr;
+  double beta_ = 0.1, desirable_ = 1.0, undesirable_ = 1.0;
+};
+
+}  // namespace
+}  // namespace posttrain
+
+POSTTRAIN_REGISTER_TRAINER("kto", posttrain::KtoTrainer);
+POSTTRAIN_PLUGIN("posttrain_trainer_kto");
