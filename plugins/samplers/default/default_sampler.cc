@@ -95,6 +95,7 @@ class DefaultSampler final : public Sampler {
     for (Generation& g : generations) {
       Rollout r;
       r.prompt_index = g.prompt_index;
+      r.prompt_ids = prompts[static_cast<size_t>(g.prompt_index)];
       r.completion = std::move(g.text);
       r.token_ids = std::move(g.token_ids);
       r.logprobs = std::move(g.logprobs);

@@ -45,6 +45,9 @@ struct Rollout {
   // fp32), same length; empty for samplers that do not generate.
   std::vector<std::int64_t> token_ids;
   std::vector<float> logprobs;
+  // The prompt's token ids as the sampler fed them (after truncation); empty for
+  // samplers that do not generate.
+  std::vector<std::int64_t> prompt_ids;
   FinishReason finish_reason = FinishReason::kStop;
 };
 
