@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <sstream>
 #include <filesystem>
 #include <thread>
 
@@ -115,6 +116,42 @@ TEST(TrainingRecipeTest, TrainerWithoutModelOrWithWrongDataSaysSo) {
   std::string out;
   EXPECT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml", &out), 1);
   EXPECT_THAT(out, HasSubstr("trainer 'sft' trains a model: add a [model] table"));
+}
+
+}  // namespace
+}  // namespace posttrain
+
+namespace posttrain {
+namespace {
+
+TEST(TrainingRecipeTest, GrpoRunsTwoStepsWithRolloutsRewardsAndKl) {
+  const std::string dir = testing::TempDir("grpo");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/grpo/stories260K_keyword.toml output_dir=" + dir +
+                                    "/run model.path=" + testing::Stories260KDir() +
+                                    " trainer.max_steps=2 trainer.per_device_train_batch_size=2"
+                                    " trainer.num_generations=4 sampler.max_completion_length=16"
+                                    " trainer.max_completion_length=16",
+                                &out),
+            0)
+      << out;
+  std::istringstream lines(testing::ReadFile(dir + "/run/metrics.jsonl"));
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    nlohmann::json m = nlohmann::json::parse(line);
+    for (const char* key : {"loss", "reward", "rewards/keyword/mean", "rewards/repetition/mean", "kl",
+                            "completions/mean_length", "grad_norm"}) {
+      EXPECT_TRUE(m.contains(key)) << key;
+    }
+  }
+  EXPECT_EQ(n, 2);
+  // 2 prompts × 4 generations logged per step.
+  std::istringstream rows(testing::ReadFile(dir + "/run/completions.jsonl"));
+  int completions = 0;
+  for (std::string line; std::getline(rows, line);) ++completions;
+  EXPECT_EQ(completions, 16);
+  EXPECT_TRUE(fs::exists(dir + "/run/final/model.safetensors"));
 }
 
 }  // namespace

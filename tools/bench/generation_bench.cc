@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include <ATen/Parallel.h>
 
+#include "bench_models.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/generation/generate.h"
@@ -92,17 +93,7 @@ int Main(int argc, char** argv) {
                                              *dtype);
   Run("stories260K", **stories_model, prompts, new_tokens);
 
-  ModelConfig c;  // stories15M's shape
-  c.vocab_size = 32000;
-  c.hidden_size = 288;
-  c.intermediate_size = 768;
-  c.num_hidden_layers = 6;
-  c.num_attention_heads = 6;
-  c.num_key_value_heads = 6;
-  c.head_dim = 48;
-  c.max_position_embeddings = 256;
-  c.rms_norm_eps = 1e-5;
-  c.tie_word_embeddings = true;
+  const ModelConfig c = bench::Stories15MShape();
   auto random15m = CausalLM::Random(c, *dtype, 7);
   Run("random stories15M-shape", **random15m, prompts, new_tokens);
   return 0;

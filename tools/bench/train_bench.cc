@@ -23,6 +23,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include "bench_models.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin_host.h"
@@ -32,21 +33,6 @@ extern char** environ;
 
 namespace posttrain {
 namespace {
-
-ModelConfig Stories15MShape() {
-  ModelConfig c;
-  c.vocab_size = 32000;
-  c.hidden_size = 288;
-  c.intermediate_size = 768;
-  c.num_hidden_layers = 6;
-  c.num_attention_heads = 6;
-  c.num_key_value_heads = 6;
-  c.head_dim = 48;
-  c.max_position_embeddings = 1024;
-  c.rms_norm_eps = 1e-5;
-  c.tie_word_embeddings = true;
-  return c;
-}
 
 // Variable-length examples: prompt 16–128 tokens, completions 16–256.
 std::vector<TokenizedExample> Data(std::int64_t n, bool preference, std::uint64_t seed) {
@@ -89,7 +75,7 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
   if (mode == "dpo_precompute") values["precompute_ref_log_probs"] = OptionValue(true);
   ComponentConfig config(type, &c->registration.schema, values, "bench");
   auto trainer = host.registry().Create<Trainer>(config);
-  auto model = CausalLM::Random(Stories15MShape(), at::kFloat, 1);
+  auto model = CausalLM::Random(bench::Stories15MShape(), at::kFloat, 1);
   std::unique_ptr<CausalLM> reference = dpo ? (*model)->Clone() : nullptr;
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& [name, p] : (*model)->named_parameters()) {
@@ -162,6 +148,7 @@ int main(int argc, char** argv) {
   }
   if (!mode.empty()) return posttrain::RunMode(mode, std::stoll(steps), std::stoll(batch), bf16 == "1");
   std::printf("stories15M-shaped random model, variable-length data (prompts 16-128, completions 16-256 tokens)\n");
+  std::fflush(stdout);
   for (const char* m : {"sft", "sft_packed", "dpo", "dpo_precompute"}) {
     std::vector<std::string> args = {"/proc/self/exe", "--mode", m, "--steps", steps, "--batch", batch, "--bf16", bf16};
     std::vector<char*> argv_child;

@@ -118,6 +118,18 @@ KtoLossResult KtoLoss(const at::Tensor& pc, const at::Tensor& rc, const at::Tens
   return out;
 }
 
+void AddPreferenceMetrics(const at::Tensor& chosen_rewards, const at::Tensor& rejected_rewards,
+                          const at::Tensor& chosen_logps, const at::Tensor& rejected_logps,
+                          std::map<std::string, double>* metrics) {
+  at::NoGradGuard no_grad;
+  (*metrics)["rewards/chosen"] = chosen_rewards.mean().item<double>();
+  (*metrics)["rewards/rejected"] = rejected_rewards.mean().item<double>();
+  (*metrics)["rewards/accuracies"] = (chosen_rewards > rejected_rewards).to(at::kFloat).mean().item<double>();
+  (*metrics)["rewards/margins"] = (chosen_rewards - rejected_rewards).mean().item<double>();
+  if (chosen_logps.defined()) (*metrics)["logps/chosen"] = chosen_logps.mean().item<double>();
+  if (rejected_logps.defined()) (*metrics)["logps/rejected"] = rejected_logps.mean().item<double>();
+}
+
 at::Tensor BradleyTerryLoss(const at::Tensor& rc, const at::Tensor& rr, const at::Tensor& margin,
                             double center_rewards_coefficient) {
   at::Tensor diff = rc - rr;

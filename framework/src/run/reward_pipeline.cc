@@ -89,4 +89,24 @@ absl::StatusOr<RewardTable> RewardPipeline::Score(absl::Span<const Example* cons
   return table;
 }
 
+namespace {
+
+void MeanStd(const std::vector<float>& values, double* mean, double* std) {
+  double sum = 0.0;
+  for (float v : values) sum += v;
+  *mean = values.empty() ? 0.0 : sum / static_cast<double>(values.size());
+  double squares = 0.0;
+  for (float v : values) squares += (v - *mean) * (v - *mean);
+  *std = values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0;
+}
+
+}  // namespace
+
+void AddRewardMetrics(const RewardTable& table, std::map<std::string, double>* metrics) {
+  MeanStd(table.total, &(*metrics)["reward"], &(*metrics)["reward_std"]);
+  for (const auto& [name, scores] : table.per_function) {
+    MeanStd(scores, &(*metrics)["rewards/" + name + "/mean"], &(*metrics)["rewards/" + name + "/std"]);
+  }
+}
+
 }  // namespace posttrain

@@ -48,12 +48,7 @@ class CpoTrainer final : public Trainer {
     StepOutput out;
     out.loss = r.losses.mean() + alpha_ * lp.chosen_nll;
     out.metrics["nll_loss"] = lp.chosen_nll.item<double>();
-    out.metrics["rewards/chosen"] = r.chosen_rewards.mean().item<double>();
-    out.metrics["rewards/rejected"] = r.rejected_rewards.mean().item<double>();
-    out.metrics["rewards/accuracies"] = (r.chosen_rewards > r.rejected_rewards).to(at::kFloat).mean().item<double>();
-    out.metrics["rewards/margins"] = (r.chosen_rewards - r.rejected_rewards).mean().item<double>();
-    out.metrics["logps/chosen"] = chosen.detach().mean().item<double>();
-    out.metrics["logps/rejected"] = rejected.detach().mean().item<double>();
+    AddPreferenceMetrics(r.chosen_rewards, r.rejected_rewards, chosen, rejected, &out.metrics);
     return out;
   }
 

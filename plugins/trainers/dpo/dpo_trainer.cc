@@ -95,12 +95,7 @@ class DpoTrainer final : public Trainer {
                 input.training ? &moments_ : nullptr));
     StepOutput out;
     out.loss = result.losses.mean();
-    out.metrics["rewards/chosen"] = result.chosen_rewards.mean().item<double>();
-    out.metrics["rewards/rejected"] = result.rejected_rewards.mean().item<double>();
-    out.metrics["rewards/accuracies"] = (result.chosen_rewards > result.rejected_rewards).to(at::kFloat).mean().item<double>();
-    out.metrics["rewards/margins"] = (result.chosen_rewards - result.rejected_rewards).mean().item<double>();
-    out.metrics["logps/chosen"] = policy_chosen.detach().mean().item<double>();
-    out.metrics["logps/rejected"] = policy_rejected.detach().mean().item<double>();
+    AddPreferenceMetrics(result.chosen_rewards, result.rejected_rewards, policy_chosen, policy_rejected, &out.metrics);
     return out;
   }
 

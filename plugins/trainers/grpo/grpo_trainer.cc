@@ -17,15 +17,10 @@
 #include "posttrain/losses/policy_gradient.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
+#include "posttrain/run/reward_pipeline.h"
 
 namespace posttrain {
 namespace {
-
-void MeanStd(const std::vector<float>& v, double* mean, double* std) {
-  at::Tensor t = at::tensor(v);
-  *mean = t.mean().item<double>();
-  *std = v.size() > 1 ? t.std(/*unbiased=*/true).item<double>() : 0.0;
-}
 
 class GrpoTrainer final : public Trainer {
  public:
@@ -110,10 +105,7 @@ class GrpoTrainer final : public Trainer {
     POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, old_logps, ref_logps, advantages, mask, options_));
     StepOutput out;
     out.loss = r.loss;
-    MeanStd(input.rewards->total, &out.metrics["reward"], &out.metrics["reward_std"]);
-    for (const auto& [name, scores] : input.rewards->per_function) {
-      MeanStd(scores, &out.metrics["rewards/" + name + "/mean"], &out.metrics["rewards/" + name + "/std"]);
-    }
+    AddRewardMetrics(*input.rewards, &out.metrics);
     at::Tensor grouped = at::tensor(input.rewards->total).view({n / num_generations_, num_generations_});
     out.metrics["frac_reward_zero_std"] = (grouped.std(1) < 1e-6).to(at::kFloat).mean().item<double>();
     if (options_.beta != 0.0) out.metrics["kl"] = r.mean_kl;

@@ -36,12 +36,7 @@ class OrpoTrainer final : public Trainer {
     out.loss = lp.chosen_nll + r.losses.mean();
     out.metrics["nll_loss"] = lp.chosen_nll.item<double>();
     out.metrics["log_odds_ratio"] = (-r.losses / beta_).mean().item<double>();
-    out.metrics["rewards/chosen"] = r.chosen_rewards.mean().item<double>();
-    out.metrics["rewards/rejected"] = r.rejected_rewards.mean().item<double>();
-    out.metrics["rewards/accuracies"] = (r.chosen_rewards > r.rejected_rewards).to(at::kFloat).mean().item<double>();
-    out.metrics["rewards/margins"] = (r.chosen_rewards - r.rejected_rewards).mean().item<double>();
-    out.metrics["logps/chosen"] = lp.chosen_average().detach().mean().item<double>();
-    out.metrics["logps/rejected"] = lp.rejected_average().detach().mean().item<double>();
+    AddPreferenceMetrics(r.chosen_rewards, r.rejected_rewards, lp.chosen_average(), lp.rejected_average(), &out.metrics);
     return out;
   }
 

@@ -78,10 +78,7 @@ class RewardTrainer final : public Trainer {
     at::Tensor chosen = rewards.narrow(0, 0, b), rejected = rewards.narrow(0, b, b);
     StepOutput out;
     out.loss = BradleyTerryLoss(chosen, rejected, has_margin ? at::tensor(margins) : at::Tensor(), center_).mean();
-    out.metrics["rewards/chosen"] = chosen.detach().mean().item<double>();
-    out.metrics["rewards/rejected"] = rejected.detach().mean().item<double>();
-    out.metrics["rewards/accuracies"] = (chosen > rejected).to(at::kFloat).mean().item<double>();
-    out.metrics["rewards/margins"] = (chosen - rejected).detach().mean().item<double>();
+    AddPreferenceMetrics(chosen.detach(), rejected.detach(), at::Tensor(), at::Tensor(), &out.metrics);
     return out;
   }
 

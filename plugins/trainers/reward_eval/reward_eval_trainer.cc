@@ -8,19 +8,10 @@
 #include <cmath>
 
 #include "posttrain/plugin/plugin.h"
+#include "posttrain/run/reward_pipeline.h"
 
 namespace posttrain {
 namespace {
-
-void MeanStd(const std::vector<float>& values, double* mean, double* std) {
-  double sum = 0.0;
-  for (float v : values) sum += v;
-  *mean = values.empty() ? 0.0 : sum / static_cast<double>(values.size());
-  double squares = 0.0;
-  for (float v : values) squares += (v - *mean) * (v - *mean);
-  // Unbiased, as torch.std (TRL's reward_std).
-  *std = values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0;
-}
 
 class RewardEvalTrainer final : public Trainer {
  public:
@@ -50,11 +41,7 @@ class RewardEvalTrainer final : public Trainer {
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
     if (input.rewards == nullptr) return absl::InternalError("reward_eval got no rewards");
     StepOutput output;
-    MeanStd(input.rewards->total, &output.metrics["reward"], &output.metrics["reward_std"]);
-    for (const auto& [name, scores] : input.rewards->per_function) {
-      MeanStd(scores, &output.metrics["rewards/" + name + "/mean"],
-              &output.metrics["rewards/" + name + "/std"]);
-    }
+    AddRewardMetrics(*input.rewards, &output.metrics);
     return output;
   }
 

@@ -30,6 +30,7 @@
 //   desirable   1 − σ(β(ρ − z)),   undesirable 1 − σ(β(z − ρ)),   ρ = π − π_ref
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,13 @@ struct KtoLossResult {
 KtoLossResult KtoLoss(const at::Tensor& policy_chosen, const at::Tensor& reference_chosen,
                       const at::Tensor& policy_rejected, const at::Tensor& reference_rejected, const at::Tensor& kl,
                       double beta, double desirable_weight, double undesirable_weight);
+
+// TRL's preference metrics from per-pair rewards and policy log-probs [B]:
+// rewards/chosen, rewards/rejected, rewards/accuracies (chosen > rejected),
+// rewards/margins, logps/chosen, logps/rejected (the last two if defined).
+void AddPreferenceMetrics(const at::Tensor& chosen_rewards, const at::Tensor& rejected_rewards,
+                          const at::Tensor& chosen_logps, const at::Tensor& rejected_logps,
+                          std::map<std::string, double>* metrics);
 
 // [B] losses of the Bradley–Terry reward model.
 at::Tensor BradleyTerryLoss(const at::Tensor& rewards_chosen, const at::Tensor& rewards_rejected,

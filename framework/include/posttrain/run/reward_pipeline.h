@@ -45,4 +45,8 @@ class RewardPipeline {
   std::vector<Entry> entries_;
 };
 
+// TRL's reward metrics of a step: reward, reward_std (over all rollouts),
+// rewards/<name>/mean, rewards/<name>/std; std is unbiased, as torch.std.
+void AddRewardMetrics(const RewardTable& table, std::map<std::string, double>* metrics);
+
 }  // namespace posttrain
