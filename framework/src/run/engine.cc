@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "posttrain/core/threads.h"
+#include "posttrain/distributed/process_group.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/run/engine_options.h"
 #include "posttrain/run/progress.h"
@@ -252,6 +253,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     p.set_requires_grad(true);
     trainable.push_back({name, p});
   }
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ProcessGroup> process_group, ProcessGroup::CreateLocal());
   AdamW optimizer(trainable, AdamWOptions{options.adam_beta1, options.adam_beta2, options.adam_epsilon, options.weight_decay});
   const auto [architecture, num_labels] = trainer->SavedArchitecture();
   SavedModel saved{policy.get(), extras, architecture, num_labels, model_path};
@@ -400,6 +402,10 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     }
     step_metrics = micro_metrics.Means();
     if (trained) {
+      // Data-parallel reduction point (world size 1 this round).
+      std::vector<at::Tensor> grads;
+      for (auto& [name, p] : trainable) grads.push_back(p.grad());
+      POSTTRAIN_RETURN_IF_ERROR(process_group->AllReduceMean(grads));
       step_metrics["loss"] = loss_sum / static_cast<double>(accumulation);
       step_metrics["grad_norm"] = optimizer.ClipGradNorm(options.max_grad_norm);
       const double lr = ScheduledLearningRate(options.lr_scheduler_type, options.learning_rate, step, max_steps, warmup);
