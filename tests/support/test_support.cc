@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace posttrain::testing {
 
@@ -45,14 +46,22 @@ PluginHost& BuiltinHost() {
 }
 
 const std::string& Stories260KDir() {
+  // ctest runs every test in its own process, several at once: each converts into
+  // a private directory and renames it into place; the first rename wins, and a
+  // directory that exists is complete.
   static const std::string* dir = [] {
-    const std::string out =
-        (std::filesystem::path(::testing::TempDir()) / "posttrain_tests" / "stories260K_hf").string();
+    const std::filesystem::path root = std::filesystem::path(::testing::TempDir()) / "posttrain_tests";
+    const std::string out = (root / "stories260K_hh").string();
+    if (std::filesystem::exists(out + "/tokenizer.model")) return new std::string(out);
+    const std::string mine = (root / ("stories260K_hh.tmp." + std::to_string(::getpid()))).string();
     std::string log;
     const int rc = RunCommand(CliPath() + " convert llama2c --checkpoint " + DataPath("stories260K.bin") +
-                                  " --tokenizer " + DataPath("tok512.model") + " --out " + out,
+                                  " --tokenizer " + DataPath("tok512.model") + " --out " + mine,
                               &log);
     if (rc != 0) ADD_FAILURE() << "converting stories260K failed: " << log;
+    std::error_code ec;
+    std::filesystem::rename(mine, out, ec);
+    if (ec) std::filesystem::remove_all(mine, ec);  // another process was first
     return new std::string(out);
   }();
   return *dir;

@@ -84,7 +84,7 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
   }
   AdamW optimizer(params, {});
   const std::vector<TokenizedExample> data = Data(batch * (steps + 1), dpo, 7);
-  if (!(*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr, 1.0}).ok()) return 3;
+  if (!(*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr}).ok()) return 3;
   const auto prepare_start = std::chrono::steady_clock::now();
   if (!(*trainer)->Prepare(data).ok()) return 4;
   const double prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - prepare_start).count();

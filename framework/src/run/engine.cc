@@ -234,7 +234,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     eval_tokens.resize(eval_examples.size());
   }
 
-  TrainerContext context{policy.get(), reference.get(), tokenizer.get(), 1.0};
+  TrainerContext context{policy.get(), reference.get(), tokenizer.get()};
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return trainer->Setup(context); }));
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer prepare", [&] { return trainer->Prepare(train_tokens); }));
   if (trainer->ReleasesReference()) reference.reset();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -13,7 +14,9 @@ namespace posttrain {
 namespace fs = std::filesystem;
 
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view content) {
-  const std::string tmp = path + ".tmp";
+  // A name of this process and call alone, so concurrent writers never share it.
+  static std::atomic<std::uint64_t> counter{0};
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     return absl::PermissionDeniedError(

@@ -58,7 +58,7 @@ Batch SftBatch() {
 TEST(SftTrainerTest, LossIsTheMeanCompletionNllAndPackingChangesNothing) {
   auto model = CausalLM::Random(Tiny(), at::kFloat, 1);
   ASSERT_TRUE(model.ok());
-  TrainerContext ctx{model->get(), nullptr, nullptr, 1.0};
+  TrainerContext ctx{model->get(), nullptr, nullptr};
   Batch b = SftBatch();
   // Reference: −Σ log p(completion) / #completion tokens, via CompletionLogprobs.
   std::vector<std::vector<std::int64_t>> p, c;
@@ -97,7 +97,7 @@ TEST(DpoTrainerTest, AtInitialisationTheLossIsLog2AndPrecomputingChangesNothing)
   auto model = CausalLM::Random(Tiny(), at::kFloat, 2);
   std::unique_ptr<CausalLM> reference = (*model)->Clone();
   for (auto& [name, p] : (*model)->named_parameters()) p.set_requires_grad(true);  // as the engine does
-  TrainerContext ctx{model->get(), reference.get(), nullptr, 1.0};
+  TrainerContext ctx{model->get(), reference.get(), nullptr};
   Batch b = PreferenceBatch();
   for (bool precompute : {false, true}) {
     auto trainer = testing::CreateBuiltin<Trainer>("dpo", {{"precompute_ref_log_probs", precompute}});
@@ -118,7 +118,7 @@ TEST(DpoTrainerTest, ATrainingStepRaisesTheChosenMargin) {
   std::unique_ptr<CausalLM> reference = (*model)->Clone();
   for (auto& [name, p] : (*model)->named_parameters()) p.set_requires_grad(true);
   auto trainer = testing::CreateBuiltin<Trainer>("dpo", {{"beta", 0.5}});
-  ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr, 1.0}).ok());
+  ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr}).ok());
   Batch b = PreferenceBatch();
   auto before = (*trainer)->Step(b.Input());
   before->loss.backward();
@@ -136,7 +136,7 @@ TEST(DpoTrainerTest, ATrainingStepRaisesTheChosenMargin) {
 TEST(RewardTrainerTest, ScoresTheLastTokenAndSavesAsASequenceClassifier) {
   auto model = CausalLM::Random(Tiny(), at::kFloat, 4);
   auto trainer = testing::CreateBuiltin<Trainer>("reward", {});
-  ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr, 1.0}).ok());
+  ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok());
   auto extras = (*trainer)->ExtraParameters();
   ASSERT_EQ(extras.size(), 1u);
   EXPECT_EQ(extras[0].first, "score.weight");
@@ -157,7 +157,7 @@ TEST(OfflineTrainersTest, PreferenceTrainersRefuseOtherData) {
   Batch b = SftBatch();
   for (const char* name : {"dpo", "reward"}) {
     auto trainer = testing::CreateBuiltin<Trainer>(name, {});
-    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), ref.get(), nullptr, 1.0}).ok());
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), ref.get(), nullptr}).ok());
     absl::Status s = (*trainer)->Step(b.Input()).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
     EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("preference data")) << name;
@@ -186,7 +186,7 @@ TEST(ReferenceFreeTrainersTest, OrpoAndCpoLossesFromThePolicyAlone) {
   const double nll = (-pc.sum() / lens.narrow(0, 0, 2).sum()).item<double>();
   {
     auto trainer = testing::CreateBuiltin<Trainer>("orpo", {{"beta", 0.25}});
-    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr, 1.0}).ok());
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok());
     auto out = (*trainer)->Step(b.Input());
     ASSERT_TRUE(out.ok()) << out.status();
     at::Tensor ac = pc / lens.narrow(0, 0, 2), ar = pr / lens.narrow(0, 2, 2);
@@ -196,7 +196,7 @@ TEST(ReferenceFreeTrainersTest, OrpoAndCpoLossesFromThePolicyAlone) {
   }
   {
     auto trainer = testing::CreateBuiltin<Trainer>("cpo", {{"beta", 0.1}, {"cpo_alpha", 0.5}});
-    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr, 1.0}).ok());
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok());
     auto out = (*trainer)->Step(b.Input());
     ASSERT_TRUE(out.ok());
     EXPECT_NEAR(out->loss.item<double>(), -at::log_sigmoid(0.1 * (pc - pr)).mean().item<double>() + 0.5 * nll, 1e-5);
@@ -204,7 +204,7 @@ TEST(ReferenceFreeTrainersTest, OrpoAndCpoLossesFromThePolicyAlone) {
   {
     auto trainer = testing::CreateBuiltin<Trainer>("cpo", {{"loss_type", std::string("simpo")}, {"cpo_alpha", 0.0},
                                                            {"beta", 2.0}, {"simpo_gamma", 1.0}});
-    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr, 1.0}).ok());
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok());
     auto out = (*trainer)->Step(b.Input());
     at::Tensor h = pc / lens.narrow(0, 0, 2) - pr / lens.narrow(0, 2, 2) - 1.0 / 2.0;
     EXPECT_NEAR(out->loss.item<double>(), -at::log_sigmoid(2.0 * h).mean().item<double>(), 1e-5);
@@ -217,7 +217,7 @@ TEST(KtoTrainerTest, AtInitialisationEveryLossIsOneHalf) {
   auto reference = (*model)->Clone();
   for (auto& [name, p] : (*model)->named_parameters()) p.set_requires_grad(true);
   auto trainer = testing::CreateBuiltin<Trainer>("kto", {{"undesirable_weight", 2.0}});
-  ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr, 1.0}).ok());
+  ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr}).ok());
   Batch b = PreferenceBatch();  // unpaired on the fly: 2 desirable, 2 undesirable
   auto out = (*trainer)->Step(b.Input());
   ASSERT_TRUE(out.ok()) << out.status();

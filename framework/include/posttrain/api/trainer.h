@@ -68,7 +68,6 @@ struct TrainerContext {
   CausalLM* policy = nullptr;             // trainable
   const CausalLM* reference = nullptr;    // if needs.reference
   const Tokenizer* tokenizer = nullptr;
-  double temperature = 1.0;
 };
 
 // Rewards of a step's rollouts: `total[i]` is the weighted sum over reward functions

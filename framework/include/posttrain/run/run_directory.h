@@ -21,7 +21,9 @@
 
 namespace posttrain {
 
-// Writes `content` to `path` through `path.tmp` + fsync + rename.
+// Writes `content` to `path` through a temporary file unique to the call
+// (`path.tmp.<pid>.<n>`) + fsync + rename: readers see the old or the new file,
+// never a partial one, even with concurrent writers.
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view content);
 
 class RunDirectory {
