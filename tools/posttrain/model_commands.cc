@@ -80,12 +80,7 @@ absl::Status RunGenerate() {
   params.repetition_penalty = a.repetition_penalty;
   params.seed = a.seed;
   params.stop_strings = a.stop;
-  params.eos_token_ids = model->config().eos_token_ids;
-  if (tokenizer->eos_token_id() &&
-      std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), *tokenizer->eos_token_id()) ==
-          params.eos_token_ids.end()) {
-    params.eos_token_ids.push_back(*tokenizer->eos_token_id());
-  }
+  params.eos_token_ids = EosTokenIds(*model, tokenizer.get());
   std::vector<std::vector<std::int64_t>> prompts;
   for (const std::string& p : a.prompts) prompts.push_back(tokenizer->Encode(p, /*add_special_tokens=*/true));
   const auto start = std::chrono::steady_clock::now();

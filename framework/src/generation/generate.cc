@@ -18,6 +18,15 @@ bool Greedy(const SamplingParams& p) { return !p.do_sample || p.temperature <= 0
 
 }  // namespace
 
+std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* tokenizer) {
+  std::vector<std::int64_t> ids = model.config().eos_token_ids;
+  if (tokenizer != nullptr && tokenizer->eos_token_id() &&
+      std::find(ids.begin(), ids.end(), *tokenizer->eos_token_id()) == ids.end()) {
+    ids.push_back(*tokenizer->eos_token_id());
+  }
+  return ids;
+}
+
 at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const SamplingParams& p) {
   at::Tensor x = logits;
   if (p.repetition_penalty != 1.0 && seen.defined()) {

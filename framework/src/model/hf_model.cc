@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
@@ -45,6 +46,9 @@ absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const S
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
   ModelConfig config = model.config();
   config.torch_dtype = DtypeName(model.dtype());
+  const bool classifier = absl::EndsWith(options.architecture, "ForSequenceClassification");
+  if (!options.architecture.empty()) config.architecture = options.architecture;
+  if (options.num_labels > 0) config.num_labels = options.num_labels;
   POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "config.json").string(), config.ToJson().dump(2) + "\n"));
   nlohmann::ordered_json generation = {{"_from_model_config", true}};
   if (config.bos_token_id) generation["bos_token_id"] = *config.bos_token_id;
@@ -53,7 +57,13 @@ absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const S
   for (const auto& [k, v] : options.generation_config.items()) generation[k] = v;
   generation["transformers_version"] = "4.46.0";
   POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
-  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, model.named_parameters(), options.max_shard_bytes));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [name, t] : model.named_parameters()) {
+    if (classifier && name == "lm_head.weight") continue;  // a classifier has a score head instead
+    tensors.push_back({name, t.detach()});
+  }
+  for (const auto& [name, t] : options.extras) tensors.push_back({name, t.detach().to(model.dtype())});
+  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, tensors, options.max_shard_bytes));
   if (!options.tokenizer_source_dir.empty() &&
       fs::weakly_canonical(options.tokenizer_source_dir, ec) != fs::weakly_canonical(dir, ec)) {
     for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {

@@ -256,7 +256,11 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ProcessGroup> process_group, ProcessGroup::CreateLocal());
   AdamW optimizer(trainable, AdamWOptions{options.adam_beta1, options.adam_beta2, options.adam_epsilon, options.weight_decay});
   const auto [architecture, num_labels] = trainer->SavedArchitecture();
-  SavedModel saved{policy.get(), extras, architecture, num_labels, model_path};
+  SaveOptions save;
+  save.tokenizer_source_dir = model_path;
+  save.extras = extras;
+  save.architecture = architecture;
+  save.num_labels = num_labels;
 
   const auto n = static_cast<std::int64_t>(examples.size());
   const std::int64_t batch_size = std::max<std::int64_t>(1, options.per_device_train_batch_size);
@@ -435,13 +439,13 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     }
     if (options.save_steps > 0 && step % options.save_steps == 0 && step < max_steps && policy != nullptr) {
       nlohmann::json state = {{"global_step", step}, {"max_steps", max_steps}, {"epoch", order.epoch()}, {"seed", recipe.seed()}};
-      POSTTRAIN_RETURN_IF_ERROR(SaveCheckpoint(saved, optimizer, state, run_dir.path(), step, options.save_total_limit));
+      POSTTRAIN_RETURN_IF_ERROR(SaveCheckpoint(*policy, save, optimizer, state, run_dir.path(), step, options.save_total_limit));
       spdlog::info("saved {}/checkpoint-{}", run_dir.path(), step);
     }
   }
   progress.Finish();
   if (policy != nullptr && trainable.size() > 0 && needs.model) {
-    POSTTRAIN_RETURN_IF_ERROR(SaveModelDirectory(saved, run_dir.File("final")));
+    POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*policy, run_dir.File("final"), save));
     result.final_model_dir = run_dir.File("final");
     spdlog::info("saved the final model to {}", result.final_model_dir);
   }

@@ -34,47 +34,13 @@ std::vector<std::pair<std::int64_t, fs::path>> Checkpoints(const std::string& ou
 
 }  // namespace
 
-absl::Status SaveModelDirectory(const SavedModel& m, const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
-  ModelConfig config = m.policy->config();
-  config.torch_dtype = DtypeName(m.policy->dtype());
-  const bool classifier = absl::EndsWith(m.architecture, "ForSequenceClassification");
-  if (!m.architecture.empty()) config.architecture = m.architecture;
-  if (m.num_labels > 0) config.num_labels = m.num_labels;
-  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "config.json").string(), config.ToJson().dump(2) + "\n"));
-  nlohmann::ordered_json generation = {{"_from_model_config", true}};
-  if (config.bos_token_id) generation["bos_token_id"] = *config.bos_token_id;
-  if (config.eos_token_ids.size() == 1) generation["eos_token_id"] = config.eos_token_ids[0];
-  generation["transformers_version"] = "4.46.0";
-  POSTTRAIN_RETURN_IF_ERROR(
-      WriteFileAtomic((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& [name, t] : m.policy->named_parameters()) {
-    if (classifier && name == "lm_head.weight") continue;  // a classifier has a score head instead
-    tensors.push_back({name, t.detach()});
-  }
-  for (const auto& [name, t] : m.extras) tensors.push_back({name, t.detach().to(m.policy->dtype())});
-  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, tensors));
-  if (!m.tokenizer_source_dir.empty()) {
-    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
-      const fs::path from = fs::path(m.tokenizer_source_dir) / name;
-      if (!fs::exists(from, ec)) continue;
-      POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(from.string()));
-      POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / name).string(), content));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status SaveCheckpoint(const SavedModel& model, const AdamW& optimizer, const nlohmann::json& trainer_state,
+absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer, const nlohmann::json& trainer_state,
                             const std::string& output_dir, std::int64_t step, std::int64_t save_total_limit) {
   const fs::path final_dir = fs::path(output_dir) / absl::StrCat("checkpoint-", step);
   const fs::path tmp = fs::path(output_dir) / absl::StrCat("checkpoint-", step, ".tmp");
   std::error_code ec;
   fs::remove_all(tmp, ec);
-  POSTTRAIN_RETURN_IF_ERROR(SaveModelDirectory(model, tmp.string()));
+  POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(model, tmp.string(), save));
   POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer.StateDict()));
   POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "trainer_state.json").string(), trainer_state.dump(2) + "\n"));
   fs::remove_all(final_dir, ec);

@@ -69,11 +69,7 @@ class DefaultSampler final : public Sampler {
     const Tokenizer& tokenizer = *request.policy.tokenizer;
     SamplingParams params = params_;
     params.seed = request.seed;
-    params.eos_token_ids = request.policy.model->config().eos_token_ids;
-    if (tokenizer.eos_token_id() && std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(),
-                                              *tokenizer.eos_token_id()) == params.eos_token_ids.end()) {
-      params.eos_token_ids.push_back(*tokenizer.eos_token_id());
-    }
+    params.eos_token_ids = EosTokenIds(*request.policy.model, &tokenizer);
     if (tokenizer.pad_token_id()) params.pad_token_id = *tokenizer.pad_token_id();
     std::vector<std::vector<std::int64_t>> prompts;
     for (const Example* example : request.prompts) {

@@ -62,6 +62,10 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
                                                  std::int64_t num_generations, const SamplingParams& params,
                                                  const Tokenizer* tokenizer);
 
+// Tokens that end a completion: config.json's eos_token_id(s), plus the
+// tokenizer's EOS if it differs (tokenizer may be null).
+std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* tokenizer);
+
 // The logits processors above, on fp32 logits [N, V] (in place of a copy).
 // `seen` [N, V] bool marks tokens for the repetition penalty (may be undefined).
 at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const SamplingParams& params);

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -32,6 +34,12 @@ struct SaveOptions {
   // Written to generation_config.json (HF keys, e.g. {"do_sample": true}).
   nlohmann::json generation_config = nlohmann::json::object();
   std::uint64_t max_shard_bytes = 5ull << 30;
+  // Tensors saved beside the model's own (e.g. a reward head "score.weight").
+  std::vector<std::pair<std::string, at::Tensor>> extras;
+  // Architecture override (e.g. "LlamaForSequenceClassification", which drops
+  // lm_head.weight) and its num_labels; "" keeps the model's own.
+  std::string architecture;
+  std::int64_t num_labels = 0;
 };
 
 // Writes the directory (created if needed); each file atomically.

@@ -22,25 +22,13 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/model/hf_model.h"
 #include "posttrain/train/adamw.h"
 
 namespace posttrain {
 
-struct SavedModel {
-  const CausalLM* policy = nullptr;
-  // Extra tensors saved beside the policy's (e.g. "score.weight").
-  std::vector<std::pair<std::string, at::Tensor>> extras;
-  // Architecture override (e.g. "LlamaForSequenceClassification") and num_labels.
-  std::string architecture;
-  std::int64_t num_labels = 0;
-  // Where tokenizer files are copied from.
-  std::string tokenizer_source_dir;
-};
-
-// Writes a Hugging Face model directory (atomically per file).
-absl::Status SaveModelDirectory(const SavedModel& model, const std::string& dir);
-
-absl::Status SaveCheckpoint(const SavedModel& model, const AdamW& optimizer, const nlohmann::json& trainer_state,
+// The model is written by SaveCausalLM with `save` (extras, architecture, tokenizer).
+absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer, const nlohmann::json& trainer_state,
                             const std::string& output_dir, std::int64_t step, std::int64_t save_total_limit);
 
 struct LoadedCheckpoint {
