@@ -12,6 +12,7 @@
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/model/sequence_classifier.h"
 #include "posttrain/plugin/plugin.h"
 #include "posttrain/train/pair_logps.h"
 
@@ -65,15 +66,7 @@ class RewardTrainer final : public Trainer {
       completions.push_back(t->rejected_ids);
     }
     CompletionBatch cb = MakeCompletionBatch(prompts, completions);
-    const std::int64_t rows = cb.input_ids.size(0), L = cb.input_ids.size(1);
-    at::Tensor positions = at::arange(L, at::kLong).unsqueeze(0).expand({rows, L}).contiguous();
-    at::Tensor hidden = policy_->Hidden(cb.input_ids, positions, cb.attention_mask, nullptr);
-    std::vector<std::int64_t> last;
-    for (std::int64_t r = 0; r < rows; ++r) {
-      last.push_back(cb.prompt_lengths[static_cast<size_t>(r)] + cb.completion_lengths[static_cast<size_t>(r)] - 1);
-    }
-    at::Tensor index = at::tensor(last, at::kLong).view({rows, 1, 1}).expand({rows, 1, hidden.size(2)});
-    at::Tensor rewards = at::linear(hidden.gather(1, index).squeeze(1), score_).squeeze(-1).to(at::kFloat);
+    at::Tensor rewards = SequenceScores(*policy_, score_, cb).squeeze(-1);
     const auto b = static_cast<std::int64_t>(input.tokens.size());
     at::Tensor chosen = rewards.narrow(0, 0, b), rejected = rewards.narrow(0, b, b);
     StepOutput out;
