@@ -87,6 +87,18 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     }
   }
   const std::int64_t total = static_cast<std::int64_t>(out.size());
+  // A finished generation: its text (cut before a stop string), then the callback.
+  auto finalize = [&](std::int64_t index) {
+    Generation& g = out[static_cast<size_t>(index)];
+    if (tokenizer != nullptr) {
+      g.text = tokenizer->Decode(g.token_ids, /*skip_special_tokens=*/true);
+      for (const std::string& s : params.stop_strings) {
+        const size_t at_pos = s.empty() ? std::string::npos : g.text.find(s);
+        if (at_pos != std::string::npos) g.text.resize(at_pos);
+      }
+    }
+    if (params.on_finished) params.on_finished(static_cast<size_t>(index), g);
+  };
   const std::int64_t micro = params.batch_size > 0 ? params.batch_size : std::max<std::int64_t>(total, 1);
 
   for (std::int64_t start = 0; start < total; start += micro) {
@@ -136,6 +148,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
           g.finish_reason = FinishReason::kStop;
           finished[r] = true;
           --remaining;
+          finalize(start + r);
         }
       }
       if (remaining == 0 || t + 1 == params.max_new_tokens) break;
@@ -143,6 +156,9 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       mask.select(1, longest + t).fill_(1);
       at::Tensor step_positions = at::tensor(lengths, at::kLong).add_(t).unsqueeze(1);
       logits = model.Forward(next.unsqueeze(1), step_positions, mask.narrow(1, 0, longest + t + 1), &cache).select(1, 0);
+    }
+    for (std::int64_t r = 0; r < n; ++r) {
+      if (!finished[r]) finalize(start + r);  // hit max_new_tokens
     }
   }
   // The returned log-probs come from the teacher-forced pass trainers use too.
@@ -158,15 +174,6 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     for (std::int64_t r = 0; r < n; ++r) {
       std::vector<float>& dst = out[start + r].logprobs;
       for (size_t k = 0; k < dst.size(); ++k) dst[k] = logps_a[r][static_cast<std::int64_t>(k)];
-    }
-  }
-  if (tokenizer != nullptr) {
-    for (Generation& g : out) {
-      g.text = tokenizer->Decode(g.token_ids, /*skip_special_tokens=*/true);
-      for (const std::string& s : params.stop_strings) {
-        const size_t at_pos = s.empty() ? std::string::npos : g.text.find(s);
-        if (at_pos != std::string::npos) g.text.resize(at_pos);
-      }
     }
   }
   return out;

@@ -71,7 +71,12 @@ const ComponentSchema& HostKeys(const TableSpec& spec) {
       ComponentSchema("")
           .Required("type", OptionType::kString, "Registered name of the reward function.")
           .Float("weight", 1.0, "Weight of this reward in the total (TRL's reward_weights).")
-          .String("name", "", "Name in metrics (rewards/<name>/mean); default: the type."));
+          .String("name", "", "Name in metrics (rewards/<name>/mean); default: the type.")
+          .String("on_error", "stop",
+                  "A failing call, a timeout or a NaN: 'stop' the step with a message naming the reward and "
+                  "the sample, or 'skip' those samples (they get no score from this reward; counted in "
+                  "rewards/<name>/skipped).",
+                  {"stop", "skip"}));
   return spec.array ? *reward : *component;
 }
 
@@ -536,7 +541,8 @@ absl::StatusOr<std::vector<Recipe::RewardEntry>> Recipe::Rewards(const Registry&
       }
     }
     double weight = (*table)["weight"].value<double>().value_or(1.0);
-    rewards.push_back(RewardEntry{std::move(name), weight, std::move(config)});
+    const bool skip_errors = (*table)["on_error"].value_exact<std::string>().value_or("stop") == "skip";
+    rewards.push_back(RewardEntry{std::move(name), weight, skip_errors, std::move(config)});
   }
   return rewards;
 }

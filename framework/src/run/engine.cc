@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include <ATen/autocast_mode.h>
@@ -215,7 +216,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Recipe::RewardEntry> reward_entries, recipe.Rewards(registry));
   for (Recipe::RewardEntry& entry : reward_entries) {
     POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<RewardFunction> function, registry.Create<RewardFunction>(entry.config));
-    rewards.Add(entry.name, entry.weight, std::move(function));
+    rewards.Add(entry.name, entry.weight, std::move(function), entry.skip_errors);
   }
   if (needs.rewards && rewards.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -365,10 +366,17 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
         request.num_generations = needs.num_generations;
         request.seed = static_cast<std::uint64_t>(recipe.seed()) * 1000003u + static_cast<std::uint64_t>(step * accumulation + micro);
         request.policy = sampling_policy;
+        // Rewards score each completion as the sampler finishes it (oneTBB workers),
+        // overlapping with the rest of generation.
+        std::optional<RewardPipeline::Session> scoring;
+        if (!rewards.empty()) {
+          scoring.emplace(rewards.Start(batch, batch.size() * static_cast<size_t>(needs.num_generations)));
+          request.on_rollout = [&](std::size_t i, const Rollout& r) { scoring->Submit(i, r); };
+        }
         POSTTRAIN_ASSIGN_OR_RETURN(rollouts, CallNoThrow("sampler", [&] { return sampler->Sample(request); }));
         input.rollouts = rollouts;
-        if (!rewards.empty()) {
-          POSTTRAIN_ASSIGN_OR_RETURN(reward_table, rewards.Score(batch, rollouts));
+        if (scoring) {
+          POSTTRAIN_ASSIGN_OR_RETURN(reward_table, scoring->Finish(rollouts));
           input.rewards = &reward_table;
         }
       }

@@ -5,13 +5,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/status.h"
-#include "tbb/parallel_for.h"
+#include "tbb/task_group.h"
 
 namespace posttrain {
 
-void RewardPipeline::Add(std::string name, double weight,
-                         std::unique_ptr<RewardFunction> function) {
-  entries_.push_back(Entry{std::move(name), weight, std::move(function)});
+void RewardPipeline::Add(std::string name, double weight, std::unique_ptr<RewardFunction> function,
+                         bool skip_errors) {
+  entries_.push_back(Entry{std::move(name), weight, skip_errors, std::move(function)});
 }
 
 std::vector<std::string> RewardPipeline::names() const {
@@ -20,84 +20,163 @@ std::vector<std::string> RewardPipeline::names() const {
   return names;
 }
 
-absl::StatusOr<RewardTable> RewardPipeline::Score(absl::Span<const Example* const> prompts,
-                                                  absl::Span<const Rollout> rollouts) const {
-  const std::size_t n = rollouts.size();
-  std::vector<RewardInput> inputs(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::int64_t p = rollouts[i].prompt_index;
-    if (p < 0 || static_cast<std::size_t>(p) >= prompts.size()) {
-      return absl::InternalError(absl::StrCat("rollout ", i, " has prompt_index ", p, " of ",
-                                              prompts.size(), " prompts"));
-    }
-    inputs[i] = RewardInput{prompts[p]->prompt, rollouts[i].completion, &prompts[p]->metadata};
-  }
-  auto sample_name = [&](std::size_t i) {
-    const Example& example = *prompts[rollouts[i].prompt_index];
-    return absl::StrCat("sample ", i, " (prompt from ", ExampleLocation(example), ")");
-  };
-
-  std::vector<std::vector<float>> scores(entries_.size(), std::vector<float>(n, 0.0f));
-  const std::size_t chunks = (n + chunk_size_ - 1) / chunk_size_;
-  std::mutex error_mutex;
+struct RewardPipeline::Session::State {
+  const RewardPipeline* pipeline = nullptr;
+  absl::Span<const Example* const> prompts;
+  // Owned copies of what the functions read, one slot per rollout: stable while
+  // tasks run.
+  std::vector<std::string> completions;
+  std::vector<std::int64_t> prompt_index;
+  std::vector<bool> submitted;
+  std::vector<std::size_t> pending;
+  std::vector<std::vector<float>> scores;  // [function][rollout]
+  tbb::task_group tasks;
+  std::mutex mutex;  // guards first_error
   absl::Status first_error;
-  tbb::parallel_for(std::size_t{0}, entries_.size() * chunks, [&](std::size_t task) {
-    const Entry& entry = entries_[task / chunks];
-    const std::size_t begin = (task % chunks) * chunk_size_;
-    const std::size_t end = std::min(n, begin + chunk_size_);
+
+  ~State() { tasks.wait(); }
+
+  std::string SampleName(std::size_t i) const {
+    return absl::StrCat("sample ", i, " (prompt from ", ExampleLocation(*prompts[static_cast<size_t>(prompt_index[i])]), ")");
+  }
+
+  // Scores `indices` with every function, one task each.
+  void Launch(std::vector<std::size_t> indices) {
+    auto shared = std::make_shared<const std::vector<std::size_t>>(std::move(indices));
+    for (std::size_t f = 0; f < pipeline->entries_.size(); ++f) {
+      tasks.run([this, f, shared] { ScoreChunk(f, *shared); });
+    }
+  }
+
+  void ScoreChunk(std::size_t f, const std::vector<std::size_t>& indices) {
+    const Entry& entry = pipeline->entries_[f];
+    std::vector<RewardInput> inputs;
+    inputs.reserve(indices.size());
+    for (std::size_t i : indices) {
+      const Example& example = *prompts[static_cast<size_t>(prompt_index[i])];
+      inputs.push_back(RewardInput{example.prompt, completions[i], &example.metadata});
+    }
     absl::StatusOr<std::vector<float>> result =
         CallNoThrow(absl::StrCat("reward '", entry.name, "'"),
-                    [&]() -> absl::StatusOr<std::vector<float>> {
-                      return entry.function->Score(
-                          absl::MakeConstSpan(inputs).subspan(begin, end - begin));
-                    });
+                    [&]() -> absl::StatusOr<std::vector<float>> { return entry.function->Score(inputs); });
     absl::Status error;
     if (!result.ok()) {
-      error = Annotate(result.status(),
-                       absl::StrCat("reward '", entry.name, "' on samples ", begin, "..",
-                                    end - 1, " (first: ", sample_name(begin), ")"));
-    } else if (result->size() != end - begin) {
-      error = absl::InternalError(absl::StrCat("reward '", entry.name, "' returned ",
-                                               result->size(), " scores for ", end - begin,
-                                               " samples"));
-    } else {
-      for (std::size_t i = begin; i < end; ++i) {
-        const float v = (*result)[i - begin];
-        if (std::isnan(v)) {
-          error = absl::InvalidArgumentError(
-              absl::StrCat("reward '", entry.name, "' returned NaN for ", sample_name(i)));
-          break;
-        }
-        scores[task / chunks][i] = v;
-      }
+      error = Annotate(result.status(), absl::StrCat("reward '", entry.name, "' on ", indices.size(),
+                                                     " samples (first: ", SampleName(indices.front()), ")"));
+    } else if (result->size() != indices.size()) {
+      error = absl::InternalError(absl::StrCat("reward '", entry.name, "' returned ", result->size(),
+                                               " scores for ", indices.size(), " samples"));
     }
     if (!error.ok()) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (first_error.ok()) first_error = error;
+      if (entry.skip_errors) return;  // the chunk stays NaN: skipped and counted
+      Record(std::move(error));
+      return;
     }
-  });
-  POSTTRAIN_RETURN_IF_ERROR(first_error);
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+      const float v = (*result)[k];
+      if (std::isnan(v) && !entry.skip_errors) {
+        Record(absl::InvalidArgumentError(
+            absl::StrCat("reward '", entry.name, "' returned NaN for ", SampleName(indices[k]))));
+        return;
+      }
+      scores[f][indices[k]] = v;
+    }
+  }
+
+  void Record(absl::Status error) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (first_error.ok()) first_error = std::move(error);
+  }
+};
+
+RewardPipeline::Session::Session(std::unique_ptr<State> state) : state_(std::move(state)) {}
+RewardPipeline::Session::Session(Session&&) noexcept = default;
+RewardPipeline::Session& RewardPipeline::Session::operator=(Session&&) noexcept = default;
+RewardPipeline::Session::~Session() = default;
+
+RewardPipeline::Session RewardPipeline::Start(absl::Span<const Example* const> prompts, std::size_t count) const {
+  auto state = std::make_unique<Session::State>();
+  state->pipeline = this;
+  state->prompts = prompts;
+  state->completions.resize(count);
+  state->prompt_index.assign(count, -1);
+  state->submitted.assign(count, false);
+  state->scores.assign(entries_.size(), std::vector<float>(count, std::nanf("")));
+  return Session(std::move(state));
+}
+
+void RewardPipeline::Session::Submit(std::size_t index, const Rollout& rollout) {
+  State& s = *state_;
+  if (index >= s.completions.size() || s.submitted[index]) return;  // Finish reports what is missing
+  if (rollout.prompt_index < 0 || static_cast<std::size_t>(rollout.prompt_index) >= s.prompts.size()) return;
+  s.completions[index] = rollout.completion;
+  s.prompt_index[index] = rollout.prompt_index;
+  s.submitted[index] = true;
+  s.pending.push_back(index);
+  if (s.pending.size() >= s.pipeline->chunk_size_) s.Launch(std::exchange(s.pending, {}));
+}
+
+absl::StatusOr<RewardTable> RewardPipeline::Session::Finish(absl::Span<const Rollout> rollouts) {
+  State& s = *state_;
+  const std::size_t n = s.completions.size();
+  if (rollouts.size() != n) {
+    s.tasks.wait();
+    return absl::InternalError(absl::StrCat("the sampler returned ", rollouts.size(), " rollouts, expected ", n));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::int64_t p = rollouts[i].prompt_index;
+    if (p < 0 || static_cast<std::size_t>(p) >= s.prompts.size()) {
+      s.tasks.wait();
+      return absl::InternalError(absl::StrCat("rollout ", i, " has prompt_index ", p, " of ", s.prompts.size(), " prompts"));
+    }
+    if (!s.submitted[i]) Submit(i, rollouts[i]);
+  }
+  if (!s.pending.empty()) s.Launch(std::exchange(s.pending, {}));
+  s.tasks.wait();
+  POSTTRAIN_RETURN_IF_ERROR(s.first_error);
 
   RewardTable table;
   table.total.assign(n, 0.0f);
-  for (std::size_t f = 0; f < entries_.size(); ++f) {
+  const auto& entries = s.pipeline->entries_;
+  for (std::size_t f = 0; f < entries.size(); ++f) {
+    std::int64_t skipped = 0;
     for (std::size_t i = 0; i < n; ++i) {
-      table.total[i] += static_cast<float>(entries_[f].weight) * scores[f][i];
+      const float v = s.scores[f][i];
+      if (std::isnan(v)) {
+        ++skipped;
+        continue;
+      }
+      table.total[i] += static_cast<float>(entries[f].weight) * v;
     }
-    table.per_function[entries_[f].name] = std::move(scores[f]);
+    if (entries[f].skip_errors) table.skipped[entries[f].name] = skipped;
+    table.per_function[entries[f].name] = std::move(s.scores[f]);
   }
   return table;
 }
 
+absl::StatusOr<RewardTable> RewardPipeline::Score(absl::Span<const Example* const> prompts,
+                                                  absl::Span<const Rollout> rollouts) const {
+  Session session = Start(prompts, rollouts.size());
+  return session.Finish(rollouts);
+}
+
 namespace {
 
+// Mean and unbiased std over the non-NaN values.
 void MeanStd(const std::vector<float>& values, double* mean, double* std) {
   double sum = 0.0;
-  for (float v : values) sum += v;
-  *mean = values.empty() ? 0.0 : sum / static_cast<double>(values.size());
+  std::size_t count = 0;
+  for (float v : values) {
+    if (std::isnan(v)) continue;
+    sum += v;
+    ++count;
+  }
+  *mean = count == 0 ? std::nan("") : sum / static_cast<double>(count);
   double squares = 0.0;
-  for (float v : values) squares += (v - *mean) * (v - *mean);
-  *std = values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0;
+  for (float v : values) {
+    if (!std::isnan(v)) squares += (v - *mean) * (v - *mean);
+  }
+  *std = count > 1 ? std::sqrt(squares / static_cast<double>(count - 1)) : 0.0;
 }
 
 }  // namespace
@@ -107,6 +186,7 @@ void AddRewardMetrics(const RewardTable& table, std::map<std::string, double>* m
   for (const auto& [name, scores] : table.per_function) {
     MeanStd(scores, &(*metrics)["rewards/" + name + "/mean"], &(*metrics)["rewards/" + name + "/std"]);
   }
+  for (const auto& [name, count] : table.skipped) (*metrics)["rewards/" + name + "/skipped"] = static_cast<double>(count);
 }
 
 }  // namespace posttrain

@@ -84,6 +84,18 @@ class DefaultSampler final : public Sampler {
       }
       prompts.push_back(std::move(ids));
     }
+    if (request.on_rollout) {
+      // Hand each completion over as soon as it is final (rewards score it while
+      // the other sequences are still generating).
+      params.on_finished = [&](std::size_t index, const Generation& g) {
+        Rollout r;
+        r.prompt_index = g.prompt_index;
+        r.completion = g.text;
+        r.token_ids = g.token_ids;
+        r.finish_reason = g.finish_reason;
+        request.on_rollout(index, r);
+      };
+    }
     POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Generation> generations,
                                Generate(*request.policy.model, prompts, request.num_generations, params, &tokenizer));
     std::vector<Rollout> rollouts;

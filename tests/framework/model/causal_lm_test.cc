@@ -141,6 +141,41 @@ TEST(CausalLMTest, ABatchOfDifferentLengthsGivesTheSameGreedyTokensAsEachAlone) 
   }
 }
 
+TEST(GenerateCallbackTest, EachGenerationIsHandedOverOnceAsSoonAsItIsFinal) {
+  auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+  ASSERT_TRUE(model.ok() && tokenizer.ok());
+  SamplingParams params;
+  params.max_new_tokens = 24;
+  params.seed = 5;
+  params.eos_token_ids = {(*tokenizer)->eos_token_id().value()};
+  params.stop_strings = {"."};  // many finish early, at different steps
+  params.batch_size = 3;
+  std::vector<std::pair<size_t, Generation>> seen;
+  params.on_finished = [&](size_t index, const Generation& g) { seen.push_back({index, g}); };
+  auto out = Generate(**model, {(*tokenizer)->Encode("Once upon a time", true), (*tokenizer)->Encode("The dog", true)},
+                      4, params, tokenizer->get());
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(seen.size(), out->size());
+  std::vector<bool> once(out->size(), false);
+  std::int64_t stopped_early = 0;
+  for (const auto& [index, g] : seen) {
+    ASSERT_LT(index, out->size());
+    EXPECT_FALSE(once[index]) << "handed over twice: " << index;
+    once[index] = true;
+    EXPECT_EQ(g.token_ids, (*out)[index].token_ids);
+    EXPECT_EQ(g.text, (*out)[index].text);
+    EXPECT_EQ(g.finish_reason, (*out)[index].finish_reason);
+    stopped_early += g.finish_reason == FinishReason::kStop;
+  }
+  EXPECT_GT(stopped_early, 0);
+  // Handed over when final: within a micro-batch (3 rows), in order of length.
+  for (size_t k = 1; k < seen.size(); ++k) {
+    if (seen[k].first / 3 != seen[k - 1].first / 3) continue;
+    EXPECT_GE(seen[k].second.token_ids.size(), seen[k - 1].second.token_ids.size());
+  }
+}
+
 TEST(CausalLMTest, SaveLoadRoundTripKeepsHfNamesShapesAndValues) {
   auto model = CausalLM::Random(TinyConfig(), at::kBFloat16, 5);
   ASSERT_TRUE(model.ok());

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 #include <stdexcept>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -95,6 +96,47 @@ TEST(RewardPipelineTest, ExceptionsAndErrorsBecomeStatusesNamingTheReward) {
     EXPECT_THAT(std::string(s.message()), HasSubstr(expected));
     EXPECT_THAT(std::string(s.message()), HasSubstr("'bad'"));
   }
+}
+
+TEST(RewardPipelineTest, SkipErrorsLeavesNaNsOutOfTheTotalAndCountsThem) {
+  RewardPipeline pipeline(2);
+  pipeline.Add("len", 1.0, std::make_unique<FakeReward>(FakeReward::Mode::kLength));
+  pipeline.Add("picky", 10.0, std::make_unique<FakeReward>(FakeReward::Mode::kNanOnX), /*skip_errors=*/true);
+  pipeline.Add("down", 1.0, std::make_unique<FakeReward>(FakeReward::Mode::kError), /*skip_errors=*/true);
+  Fixture f({"ok", "ab", "abc", "x"});
+  absl::StatusOr<RewardTable> table = pipeline.Score(f.prompts, f.rollouts);
+  ASSERT_TRUE(table.ok()) << table.status();
+  // len + 10·picky, picky skipped on "x", "down" skipped everywhere.
+  EXPECT_THAT(table->total, ::testing::ElementsAre(22.0f, 22.0f, 33.0f, 1.0f));
+  EXPECT_TRUE(std::isnan(table->per_function.at("picky")[3]));
+  EXPECT_EQ(table->skipped.at("picky"), 1);
+  EXPECT_EQ(table->skipped.at("down"), 4);
+  EXPECT_EQ(table->skipped.count("len"), 0u);
+  std::map<std::string, double> metrics;
+  AddRewardMetrics(*table, &metrics);
+  EXPECT_DOUBLE_EQ(metrics.at("rewards/picky/mean"), 7.0 / 3.0);  // over the 3 it scored
+  EXPECT_DOUBLE_EQ(metrics.at("rewards/picky/skipped"), 1.0);
+  EXPECT_DOUBLE_EQ(metrics.at("rewards/down/skipped"), 4.0);
+}
+
+TEST(RewardPipelineTest, ASessionScoresSubmittedChunksBeforeFinish) {
+  RewardPipeline pipeline(/*chunk_size=*/2);
+  auto fake = std::make_unique<FakeReward>(FakeReward::Mode::kLength);
+  FakeReward* calls = fake.get();
+  pipeline.Add("len", 2.0, std::move(fake));
+  Fixture f({"a", "bb", "ccc", "dddd", "eeeee"});
+  RewardPipeline::Session session = pipeline.Start(f.prompts, f.rollouts.size());
+  session.Submit(3, f.rollouts[3]);
+  EXPECT_EQ(calls->calls_.load(), 0);  // half a chunk: waits for more
+  session.Submit(1, f.rollouts[1]);
+  // A full chunk starts on a worker thread while the caller goes on ("generating").
+  for (int i = 0; i < 2000 && calls->calls_.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(calls->calls_.load(), 1);
+  // Finish scores the rest (never submitted: taken from the rollouts) in one more chunk pass.
+  absl::StatusOr<RewardTable> table = session.Finish(f.rollouts);
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_THAT(table->total, ::testing::ElementsAre(2, 4, 6, 8, 10));
+  EXPECT_EQ(calls->calls_.load(), 3);  // {3,1}, {0,2}, {4}
 }
 
 }  // namespace

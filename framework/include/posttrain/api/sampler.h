@@ -8,6 +8,7 @@
 
 #include "absl/strings/string_view.h"
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,6 +61,11 @@ struct SampleRequest {
   std::uint64_t seed = 0;
   // The current policy; set when the recipe has a [model].
   Policy policy;
+  // Optional: called on the sampling thread as soon as rollout `index` (its place
+  // in the returned vector) is final — completion text, token ids and finish
+  // reason set; log-probs may still be empty. The engine scores rewards from here
+  // while generation goes on. A sampler that never calls it is still correct.
+  std::function<void(std::size_t index, const Rollout& rollout)> on_rollout;
 };
 
 class Sampler {

@@ -71,10 +71,13 @@ struct TrainerContext {
 };
 
 // Rewards of a step's rollouts: `total[i]` is the weighted sum over reward functions
-// for rollout i; `per_function[name][i]` the unweighted score of one function.
+// for rollout i; `per_function[name][i]` the unweighted score of one function, NaN
+// where that function was skipped for the sample (its on_error = "skip"), which
+// `total` leaves out; `skipped[name]` counts those.
 struct RewardTable {
   std::vector<float> total;
   std::map<std::string, std::vector<float>> per_function;
+  std::map<std::string, std::int64_t> skipped;
 };
 
 struct StepInput {

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,8 @@
 #include "posttrain/tokenizer/tokenizer.h"
 
 namespace posttrain {
+
+struct Generation;
 
 struct SamplingParams {
   std::int64_t max_new_tokens = 256;  // TRL: max_completion_length
@@ -45,6 +48,10 @@ struct SamplingParams {
   std::uint64_t seed = 0;
   std::int64_t batch_size = 0;        // sequences per forward batch; 0: all at once
   std::int64_t pad_token_id = 0;      // fed at padded positions (masked out)
+  // Called on the generating thread when generation `index` (its place in the
+  // result) is final, with token_ids, finish_reason and text set; its log-probs
+  // come later (one teacher-forced pass when all are done).
+  std::function<void(std::size_t index, const Generation& generation)> on_finished;
 };
 
 struct Generation {

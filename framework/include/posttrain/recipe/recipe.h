@@ -79,6 +79,7 @@ class Recipe {
   struct RewardEntry {
     std::string name;  // for metrics: `name`, or the type
     double weight = 1.0;
+    bool skip_errors = false;  // on_error = "skip"
     ComponentConfig config;
   };
   absl::StatusOr<std::vector<RewardEntry>> Rewards(const Registry& registry) const;
