@@ -72,4 +72,78 @@ absl::StatusOr<GrpoLossResult> GrpoLoss(const at::Tensor& logps, const at::Tenso
   return out;
 }
 
+absl::StatusOr<at::Tensor> LeaveOneOutAdvantages(const at::Tensor& rewards, std::int64_t g) {
+  const std::int64_t n = rewards.numel();
+  if (g < 2 || n % g != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(n, " rewards do not form groups of ", g, " (leave-one-out needs groups of at least 2)"));
+  }
+  const at::Tensor grouped = rewards.to(at::kFloat).view({n / g, g});
+  const at::Tensor others = (grouped.sum(1, /*keepdim=*/true) - grouped) / static_cast<double>(g - 1);
+  return (grouped - others).view({n});
+}
+
+namespace {
+at::Tensor MaskedMean(const at::Tensor& x, const at::Tensor& mask) { return (x * mask).sum() / mask.sum().clamp_min(1); }
+}  // namespace
+
+RlooLossResult RlooLoss(const at::Tensor& logps, const at::Tensor& old_logps, const at::Tensor& advantages,
+                        const at::Tensor& mask, double epsilon, double epsilon_high) {
+  const at::Tensor log_ratio = ((logps - old_logps) * mask).sum(1);
+  const at::Tensor ratio = at::exp(log_ratio);
+  const at::Tensor clipped = at::clamp(ratio, 1 - epsilon, 1 + epsilon_high);
+  RlooLossResult out;
+  out.loss = (-at::min(ratio * advantages, clipped * advantages)).mean();
+  at::NoGradGuard no_grad;
+  out.clip_ratio = (ratio.ne(clipped)).to(at::kFloat).mean().item<double>();
+  return out;
+}
+
+at::Tensor MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool shift_mean) {
+  const at::Tensor mean = MaskedMean(values, mask);
+  const at::Tensor centered = values - mean;
+  const at::Tensor count = mask.sum();
+  const at::Tensor var = (centered.pow(2) * mask).sum() / (count - 1).clamp_min(1);
+  at::Tensor whitened = centered * at::rsqrt(var + 1e-8);
+  if (!shift_mean) whitened = whitened + mean;
+  return whitened;
+}
+
+GaeResult GeneralizedAdvantages(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask,
+                                double gamma, double lam) {
+  at::NoGradGuard no_grad;
+  const std::int64_t c = rewards.size(1);
+  const at::Tensor r = rewards * mask, v = values * mask;
+  std::vector<at::Tensor> reversed;
+  at::Tensor last = at::zeros({rewards.size(0)}, rewards.options());
+  for (std::int64_t t = c - 1; t >= 0; --t) {
+    const at::Tensor next_value = t + 1 < c ? v.select(1, t + 1) : at::zeros_like(last);
+    const at::Tensor delta = r.select(1, t) + gamma * next_value - v.select(1, t);
+    last = (delta + gamma * lam * last) * mask.select(1, t);
+    reversed.push_back(last);
+  }
+  std::reverse(reversed.begin(), reversed.end());
+  GaeResult out;
+  out.advantages = at::stack(reversed, 1);
+  out.returns = (out.advantages + v) * mask;
+  return out;
+}
+
+PpoLossResult PpoLoss(const at::Tensor& logps, const at::Tensor& old_logps, const at::Tensor& values,
+                      const at::Tensor& old_values, const at::Tensor& advantages, const at::Tensor& returns,
+                      const at::Tensor& mask, const PpoLossOptions& o) {
+  PpoLossResult out;
+  const at::Tensor v_clipped = at::clamp(values, old_values - o.cliprange_value, old_values + o.cliprange_value);
+  const at::Tensor vf_losses = at::max((values - returns).pow(2), (v_clipped - returns).pow(2));
+  out.vf_loss = 0.5 * MaskedMean(vf_losses, mask);
+  const at::Tensor ratio = at::exp(logps - old_logps);
+  const at::Tensor pg_losses = at::max(-advantages * ratio, -advantages * at::clamp(ratio, 1 - o.cliprange, 1 + o.cliprange));
+  out.pg_loss = MaskedMean(pg_losses, mask);
+  out.loss = out.pg_loss + o.vf_coef * out.vf_loss;
+  at::NoGradGuard no_grad;
+  out.clipfrac = MaskedMean((ratio - at::clamp(ratio, 1 - o.cliprange, 1 + o.cliprange)).abs().gt(0).to(at::kFloat), mask).item<double>();
+  out.vf_clipfrac = MaskedMean(((values - returns).pow(2) < (v_clipped - returns).pow(2)).to(at::kFloat), mask).item<double>();
+  return out;
+}
+
 }  // namespace posttrain

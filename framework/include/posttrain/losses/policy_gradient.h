@@ -54,4 +54,59 @@ absl::StatusOr<GrpoLossResult> GrpoLoss(const at::Tensor& logps, const at::Tenso
                                         const at::Tensor& ref_logps, const at::Tensor& advantages,
                                         const at::Tensor& mask, const GrpoLossOptions& options);
 
+// ---- RLOO (Ahmadian et al. 2024, "Back to Basics"; TRL's RLOOTrainer) ----
+// The whole completion is one action. With sequence log-probs S = Σ_t m·logp:
+//   r'_i = R_i − β · Σ_t m·(old_logp − ref_logp)          KL folded into the reward
+//   A_i  = r'_i − mean_{j≠i in i's group} r'_j            leave-one-out baseline
+//   (normalize_advantages: A ← (A − mean A) / (std A + 1e-4))
+//   ρ_i  = exp(S_i − S_old_i),  loss = mean_i −min(ρ_i·A_i, clip(ρ_i, 1−ε, 1+ε_high)·A_i)
+
+// [N] leave-one-out advantages of N = groups · group_size rewards (group_size >= 2).
+absl::StatusOr<at::Tensor> LeaveOneOutAdvantages(const at::Tensor& rewards, std::int64_t group_size);
+
+struct RlooLossResult {
+  at::Tensor loss;          // scalar
+  double clip_ratio = 0.0;  // share of sequences whose ratio was clipped
+};
+// logps, old_logps, mask [N, C]; advantages [N].
+RlooLossResult RlooLoss(const at::Tensor& logps, const at::Tensor& old_logps, const at::Tensor& advantages,
+                        const at::Tensor& mask, double epsilon, double epsilon_high);
+
+// ---- PPO (Schulman et al. 2017; Ziegler et al. 2019; TRL's PPOTrainer) ----
+// Per-token rewards: r_t = −kl_coef · (old_logp_t − ref_logp_t) on completion
+// tokens, plus the sequence score at its last token. GAE (Schulman et al. 2016):
+//   δ_t = r_t + γ·V_{t+1} − V_t   (V past the last token = 0)
+//   A_t = δ_t + γλ·A_{t+1},  returns_t = A_t + V_t
+// then advantages are whitened over the masked tokens (mean 0, unit variance).
+// Losses, masked means over completion tokens:
+//   pg = mean max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)),  ρ = exp(logp − old_logp)
+//   vf = ½ · mean max((V − ret)², (clip(V, V_old − ε_v, V_old + ε_v) − ret)²)
+//   loss = pg + vf_coef · vf
+
+// Masked whitening (TRL's masked_whiten): (x − mean)·rsqrt(var + 1e-8), var the
+// unbiased masked variance; the mean is added back if !shift_mean.
+at::Tensor MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool shift_mean = true);
+
+struct GaeResult {
+  at::Tensor advantages;  // [N, C], 0 at padding, not whitened
+  at::Tensor returns;     // [N, C]
+};
+// rewards, values, mask [N, C] (mask 1 on a prefix of each row).
+GaeResult GeneralizedAdvantages(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask,
+                                double gamma, double lam);
+
+struct PpoLossOptions {
+  double cliprange = 0.2;
+  double cliprange_value = 0.2;
+  double vf_coef = 0.1;
+};
+struct PpoLossResult {
+  at::Tensor loss, pg_loss, vf_loss;  // scalars
+  double clipfrac = 0.0;              // share of tokens with a clipped ratio
+  double vf_clipfrac = 0.0;           // share of tokens with a clipped value
+};
+PpoLossResult PpoLoss(const at::Tensor& logps, const at::Tensor& old_logps, const at::Tensor& values,
+                      const at::Tensor& old_values, const at::Tensor& advantages, const at::Tensor& returns,
+                      const at::Tensor& mask, const PpoLossOptions& options);
+
 }  // namespace posttrain
