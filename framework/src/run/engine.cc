@@ -292,7 +292,11 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     }
     POSTTRAIN_RETURN_IF_ERROR(Annotate(optimizer.LoadStateDict(checkpoint.optimizer), resolved));
     start_step = checkpoint.trainer_state["global_step"].get<std::int64_t>();
-    for (std::int64_t i = 0; i < start_step * accumulation; ++i) order.Next(batch_size);  // replay the data order
+    // Replay the data order: one batch per micro-batch of each generation. A run
+    // resumed in the middle of a generation's reuse starts a fresh generation.
+    const std::int64_t reuse_steps = needs.rollouts ? std::max<std::int64_t>(1, needs.steps_per_generation) : 1;
+    const std::int64_t generations_done = (start_step + reuse_steps - 1) / reuse_steps;
+    for (std::int64_t i = 0; i < generations_done * accumulation; ++i) order.Next(batch_size);
     spdlog::info("resumed from {} at step {}", resolved, start_step);
   }
 
@@ -337,32 +341,50 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   };
 
   RunResult result;
+  const std::int64_t reuse = needs.rollouts ? std::max<std::int64_t>(1, needs.steps_per_generation) : 1;
   if (options.eval_on_start && start_step == 0) POSTTRAIN_RETURN_IF_ERROR(evaluate(0));
   MetricWindow window, whole_run;
   ProgressLine progress("train", max_steps);
+  // Rollouts of the current generation, per micro-batch, reused for
+  // needs.steps_per_generation steps.
+  struct MicroRollouts {
+    std::vector<const Example*> batch;
+    std::vector<const TokenizedExample*> tokens;
+    std::vector<Rollout> rollouts;
+    RewardTable rewards;
+    bool scored = false;
+  };
+  std::vector<MicroRollouts> generation(static_cast<size_t>(accumulation));
+  std::int64_t iteration = reuse;  // reuse: sample on the first step
   for (std::int64_t step = start_step + 1; step <= max_steps; ++step) {
     std::map<std::string, double> step_metrics;
     MetricWindow micro_metrics;
     double loss_sum = 0.0;
     bool trained = false;
-    std::vector<Rollout> rollouts;
-    RewardTable reward_table;
-    std::vector<const Example*> batch;
+    const bool fresh = iteration >= reuse;
+    iteration = fresh ? 0 : iteration;
+    // A generation's completions are written if a logging step falls in its steps.
+    bool log_completions = false;
+    for (std::int64_t k = step; needs.rollouts && fresh && k < step + reuse && k <= max_steps; ++k) {
+      log_completions |= k % std::max<std::int64_t>(1, options.logging_steps) == 0 || k == max_steps;
+    }
     for (std::int64_t micro = 0; micro < accumulation; ++micro) {
-      const std::vector<std::int64_t> indices = order.Next(batch_size);
-      batch.clear();
-      std::vector<const TokenizedExample*> tokens;
-      for (std::int64_t i : indices) {
-        batch.push_back(&examples[static_cast<size_t>(i)]);
-        tokens.push_back(&train_tokens[static_cast<size_t>(i)]);
+      MicroRollouts& m = generation[static_cast<size_t>(micro)];
+      if (fresh) {
+        m = MicroRollouts();
+        for (std::int64_t i : order.Next(batch_size)) {
+          m.batch.push_back(&examples[static_cast<size_t>(i)]);
+          m.tokens.push_back(&train_tokens[static_cast<size_t>(i)]);
+        }
       }
       StepInput input;
       input.step = step;
-      input.batch = batch;
-      input.tokens = tokens;
-      if (needs.rollouts) {
+      input.iteration = iteration;
+      input.batch = m.batch;
+      input.tokens = m.tokens;
+      if (needs.rollouts && fresh) {
         SampleRequest request;
-        request.prompts = batch;
+        request.prompts = m.batch;
         request.num_generations = needs.num_generations;
         request.seed = static_cast<std::uint64_t>(recipe.seed()) * 1000003u + static_cast<std::uint64_t>(step * accumulation + micro);
         request.policy = sampling_policy;
@@ -370,16 +392,17 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
         // overlapping with the rest of generation.
         std::optional<RewardPipeline::Session> scoring;
         if (!rewards.empty()) {
-          scoring.emplace(rewards.Start(batch, batch.size() * static_cast<size_t>(needs.num_generations)));
+          scoring.emplace(rewards.Start(m.batch, m.batch.size() * static_cast<size_t>(needs.num_generations)));
           request.on_rollout = [&](std::size_t i, const Rollout& r) { scoring->Submit(i, r); };
         }
-        POSTTRAIN_ASSIGN_OR_RETURN(rollouts, CallNoThrow("sampler", [&] { return sampler->Sample(request); }));
-        input.rollouts = rollouts;
+        POSTTRAIN_ASSIGN_OR_RETURN(m.rollouts, CallNoThrow("sampler", [&] { return sampler->Sample(request); }));
         if (scoring) {
-          POSTTRAIN_ASSIGN_OR_RETURN(reward_table, scoring->Finish(rollouts));
-          input.rewards = &reward_table;
+          POSTTRAIN_ASSIGN_OR_RETURN(m.rewards, scoring->Finish(m.rollouts));
+          m.scored = true;
         }
       }
+      input.rollouts = m.rollouts;
+      if (m.scored) input.rewards = &m.rewards;
       StepOutput output;
       {
         Autocast autocast(options.bf16);
@@ -397,21 +420,24 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
         }
       }
       micro_metrics.Add(output.metrics);
-      // Completions with their rewards, every logging step.
-      if (needs.rollouts && micro == 0 && (step % std::max<std::int64_t>(1, options.logging_steps) == 0 || step == max_steps)) {
-        for (size_t i = 0; i < rollouts.size(); ++i) {
+      // Completions with their rewards, on the logging cadence.
+      if (log_completions) {
+        for (size_t i = 0; i < m.rollouts.size(); ++i) {
           nlohmann::json row = {{"step", step},
-                                {"prompt", batch[static_cast<size_t>(rollouts[i].prompt_index)]->prompt},
-                                {"completion", rollouts[i].completion},
-                                {"finish_reason", FinishReasonName(rollouts[i].finish_reason)}};
-          if (input.rewards != nullptr) {
-            row["reward"] = reward_table.total[i];
-            for (const auto& [name, scores] : reward_table.per_function) row["rewards"][name] = scores[i];
+                                {"prompt", m.batch[static_cast<size_t>(m.rollouts[i].prompt_index)]->prompt},
+                                {"completion", m.rollouts[i].completion},
+                                {"finish_reason", FinishReasonName(m.rollouts[i].finish_reason)}};
+          if (m.scored) {
+            row["reward"] = m.rewards.total[i];
+            for (const auto& [name, scores] : m.rewards.per_function) {
+              row["rewards"][name] = std::isnan(scores[i]) ? nlohmann::json() : nlohmann::json(scores[i]);
+            }
           }
           POSTTRAIN_RETURN_IF_ERROR(completions_out.Write(row));
         }
       }
     }
+    ++iteration;
     step_metrics = micro_metrics.Means();
     if (trained) {
       // Data-parallel reduction point (world size 1 this round).
@@ -427,11 +453,11 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     }
     window.Add(step_metrics);
     whole_run.Add(step_metrics);
-    if (step == max_steps && !rollouts.empty()) {
-      const size_t shown = std::min<size_t>(4, rollouts.size());
+    if (const MicroRollouts& last = generation.back(); step == max_steps && !last.rollouts.empty()) {
+      const size_t shown = std::min<size_t>(4, last.rollouts.size());
       for (size_t k = 0; k < shown; ++k) {
-        const Rollout& r = rollouts[k * rollouts.size() / shown];
-        result.sample_completions.push_back({batch[static_cast<size_t>(r.prompt_index)]->prompt, r.completion});
+        const Rollout& r = last.rollouts[k * last.rollouts.size() / shown];
+        result.sample_completions.push_back({last.batch[static_cast<size_t>(r.prompt_index)]->prompt, r.completion});
       }
     }
 

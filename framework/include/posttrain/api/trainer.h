@@ -47,6 +47,10 @@ struct TrainerNeeds {
   bool rewards = false;
   // Completions per prompt when rollouts are needed.
   std::int64_t num_generations = 1;
+  // Optimisation steps on each generated batch (GRPO's num_iterations, PPO's
+  // num_ppo_epochs): the engine samples and scores once, then calls Step with the
+  // same rollouts and rewards this many steps in a row (StepInput::iteration 0, 1, ...).
+  std::int64_t steps_per_generation = 1;
 };
 
 // An example's token ids, made by the engine's data pipeline (oneTBB) ahead of
@@ -83,6 +87,9 @@ struct RewardTable {
 struct StepInput {
   std::int64_t step = 0;  // 1-based optimisation step
   bool training = true;   // false during evaluation (no gradients are taken)
+  // Which reuse of these rollouts this step is (0: freshly sampled; the sampler's
+  // log-probs are the current policy's). Always 0 without rollouts.
+  std::int64_t iteration = 0;
   absl::Span<const Example* const> batch;
   // Aligned with `batch`.
   absl::Span<const TokenizedExample* const> tokens;
