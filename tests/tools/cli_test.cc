@@ -54,7 +54,7 @@ TEST(CliTest, UnknownPluginListsKnownNames) {
   std::string out;
   EXPECT_EQ(testing::RunCommand(Cli("validate " + path), &out), 1);
   EXPECT_THAT(out, HasSubstr("data.type: unknown data_adapter 'csv'; known data_adapters: jsonl, text"));
-  EXPECT_THAT(out, HasSubstr("trainer.type: unknown trainer 'grpo2' (did you mean 'grpo'?); known trainers: cpo, dpo, grpo, kto, orpo, reward, reward_eval, sft"));
+  EXPECT_THAT(out, HasSubstr("trainer.type: unknown trainer 'grpo2' (did you mean 'grpo'?); known trainers: cpo, dpo, grpo, kto, online_dpo, orpo, ppo, reward, reward_eval, rloo, sft"));
 }
 
 TEST(CliTest, SyntaxErrorShowsLineAndColumn) {

@@ -250,9 +250,12 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
       trainable.push_back({name, p});
     }
   }
-  for (const auto& [name, p] : extras) {
-    p.set_requires_grad(true);
-    trainable.push_back({name, p});
+  const std::vector<std::pair<std::string, at::Tensor>> trainer_params = trainer->TrainerParameters();
+  for (const auto& group : {extras, trainer_params}) {
+    for (const auto& [name, p] : group) {
+      p.set_requires_grad(true);
+      trainable.push_back({name, p});
+    }
   }
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ProcessGroup> process_group, ProcessGroup::CreateLocal());
   AdamW optimizer(trainable, AdamWOptions{options.adam_beta1, options.adam_beta2, options.adam_epsilon, options.weight_decay});
@@ -284,11 +287,14 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
                                LoadCheckpoint(options.resume_from_checkpoint, run_dir.path(), &resolved));
     at::NoGradGuard no_grad;
     for (auto& [name, p] : trainable) {
-      auto it = checkpoint.tensors.find(name);
-      if (it == checkpoint.tensors.end() || it->second.sizes() != p.sizes()) {
+      const at::Tensor* saved = nullptr;
+      for (const auto* source : {&checkpoint.tensors, &checkpoint.trainer_params}) {
+        if (auto it = source->find(name); saved == nullptr && it != source->end()) saved = &it->second;
+      }
+      if (saved == nullptr || saved->sizes() != p.sizes()) {
         return absl::DataLossError(absl::StrCat("checkpoint '", resolved, "' lacks or mis-shapes '", name, "'"));
       }
-      p.copy_(it->second);
+      p.copy_(*saved);
     }
     POSTTRAIN_RETURN_IF_ERROR(Annotate(optimizer.LoadStateDict(checkpoint.optimizer), resolved));
     start_step = checkpoint.trainer_state["global_step"].get<std::int64_t>();
@@ -380,6 +386,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
       StepInput input;
       input.step = step;
       input.iteration = iteration;
+      input.micro_batch = micro;
       input.batch = m.batch;
       input.tokens = m.tokens;
       if (needs.rollouts && fresh) {
@@ -473,7 +480,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     }
     if (options.save_steps > 0 && step % options.save_steps == 0 && step < max_steps && policy != nullptr) {
       nlohmann::json state = {{"global_step", step}, {"max_steps", max_steps}, {"epoch", order.epoch()}, {"seed", recipe.seed()}};
-      POSTTRAIN_RETURN_IF_ERROR(SaveCheckpoint(*policy, save, optimizer, state, run_dir.path(), step, options.save_total_limit));
+      POSTTRAIN_RETURN_IF_ERROR(SaveCheckpoint(*policy, save, optimizer, trainer_params, state, run_dir.path(), step, options.save_total_limit));
       spdlog::info("saved {}/checkpoint-{}", run_dir.path(), step);
     }
   }

@@ -34,14 +34,21 @@ std::vector<std::pair<std::int64_t, fs::path>> Checkpoints(const std::string& ou
 
 }  // namespace
 
-absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer, const nlohmann::json& trainer_state,
-                            const std::string& output_dir, std::int64_t step, std::int64_t save_total_limit) {
+absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer,
+                            const std::vector<std::pair<std::string, at::Tensor>>& trainer_params,
+                            const nlohmann::json& trainer_state, const std::string& output_dir, std::int64_t step,
+                            std::int64_t save_total_limit) {
   const fs::path final_dir = fs::path(output_dir) / absl::StrCat("checkpoint-", step);
   const fs::path tmp = fs::path(output_dir) / absl::StrCat("checkpoint-", step, ".tmp");
   std::error_code ec;
   fs::remove_all(tmp, ec);
   POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(model, tmp.string(), save));
   POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer.StateDict()));
+  if (!trainer_params.empty()) {
+    std::vector<std::pair<std::string, at::Tensor>> detached;
+    for (const auto& [name, t] : trainer_params) detached.push_back({name, t.detach()});
+    POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "trainer_params.safetensors").string(), detached));
+  }
   POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "trainer_state.json").string(), trainer_state.dump(2) + "\n"));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
@@ -71,6 +78,12 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const s
   POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile opt, SafetensorsFile::Open((dir / "optimizer.safetensors").string()));
   for (const SafetensorsEntry& e : opt.entries()) {
     POSTTRAIN_ASSIGN_OR_RETURN(loaded.optimizer[e.name], opt.Get(e.name));
+  }
+  if (fs::exists(dir / "trainer_params.safetensors", ec)) {
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile params, SafetensorsFile::Open((dir / "trainer_params.safetensors").string()));
+    for (const SafetensorsEntry& e : params.entries()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(loaded.trainer_params[e.name], params.Get(e.name));
+    }
   }
   POSTTRAIN_ASSIGN_OR_RETURN(std::string state, ReadTextFile((dir / "trainer_state.json").string()));
   loaded.trainer_state = nlohmann::json::parse(state, nullptr, false);

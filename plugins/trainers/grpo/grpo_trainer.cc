@@ -6,8 +6,10 @@
 //
 // The old log-probs are the ones the sampler returned: computed by the same
 // teacher-forced function (CompletionLogprobs) on the same weights, so the
-// importance ratio is exactly 1 at the first (and, here, only) iteration per batch.
-// `temperature` must equal the sampler's.
+// importance ratio is exactly 1 at the first iteration on a batch; with
+// num_iterations > 1 the engine reuses the batch for that many steps and the ratio
+// measures how far the policy moved since sampling. `temperature` must equal the
+// sampler's.
 // Metrics (TRL): reward, reward_std, rewards/<name>/mean, rewards/<name>/std, kl,
 // clip_ratio/low_mean, clip_ratio/high_mean, completions/mean_length,
 // completions/clipped_ratio, frac_reward_zero_std.
@@ -18,6 +20,7 @@
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
 #include "posttrain/run/reward_pipeline.h"
+#include "posttrain/train/rollout_batch.h"
 
 namespace posttrain {
 namespace {
@@ -34,6 +37,7 @@ class GrpoTrainer final : public Trainer {
         .String("loss_type", "dapo", "Aggregation of the per-token losses.", GrpoLossTypes())
         .String("scale_rewards", "group", "Divide advantages by the group's or the batch's std, or not.",
                 ScaleRewardsModes())
+        .Int("num_iterations", 1, "Optimisation steps on each generated batch (μ in the GRPO paper).")
         .Bool("mask_truncated_completions", false, "Exclude completions that hit max_completion_length from the loss.")
         .Float("temperature", 1.0, "Sampling temperature; must match the sampler's.")
         .Int("max_completion_length", 256, "For dr_grpo's normaliser; match the sampler's.");
@@ -41,6 +45,8 @@ class GrpoTrainer final : public Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<GrpoTrainer>();
     t->num_generations_ = config.GetInt("num_generations");
+    t->num_iterations_ = config.GetInt("num_iterations");
+    if (t->num_iterations_ < 1) return config.Error("num_iterations", "must be >= 1");
     t->options_.beta = config.GetFloat("beta");
     t->options_.epsilon = config.GetFloat("epsilon");
     const double high = config.GetFloat("epsilon_high");
@@ -61,6 +67,7 @@ class GrpoTrainer final : public Trainer {
     needs.rollouts = true;
     needs.rewards = true;
     needs.num_generations = num_generations_;
+    needs.steps_per_generation = num_iterations_;
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {
@@ -70,39 +77,18 @@ class GrpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    if (input.rewards == nullptr || input.rollouts.empty()) return absl::InternalError("grpo got no rollouts");
+    if (input.rewards == nullptr) return absl::InternalError("grpo got no rewards");
+    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo", mask_truncated_));
     const auto n = static_cast<std::int64_t>(input.rollouts.size());
-    std::vector<std::vector<std::int64_t>> prompts, completions;
-    for (const Rollout& r : input.rollouts) {
-      if (r.prompt_ids.empty()) {
-        return absl::FailedPreconditionError("grpo needs a generating sampler (type = \"default\")");
-      }
-      prompts.push_back(r.prompt_ids);
-      completions.push_back(r.token_ids);
-    }
-    CompletionBatch cb = MakeCompletionBatch(prompts, completions);
-    const std::int64_t c = cb.completion_mask.size(1);
-    at::Tensor mask = cb.completion_mask.clone();
-    at::Tensor old_logps = at::zeros({n, c}, at::kFloat);
-    std::int64_t truncated = 0, total_length = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-      const Rollout& r = input.rollouts[static_cast<size_t>(i)];
-      for (size_t t = 0; t < r.logprobs.size(); ++t) old_logps[i][static_cast<std::int64_t>(t)] = r.logprobs[t];
-      total_length += static_cast<std::int64_t>(r.token_ids.size());
-      if (r.finish_reason == FinishReason::kLength) {
-        ++truncated;
-        if (mask_truncated_) mask[i].zero_();
-      }
-    }
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages,
                                GroupAdvantages(at::tensor(input.rewards->total), num_generations_, scale_rewards_));
-    at::Tensor logps = CompletionLogprobs(*policy_, cb, temperature_);
+    at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
     at::Tensor ref_logps;
     if (options_.beta != 0.0) {
       at::NoGradGuard no_grad;
-      ref_logps = CompletionLogprobs(*reference_, cb, temperature_);
+      ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
     }
-    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, old_logps, ref_logps, advantages, mask, options_));
+    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, rb.old_logps, ref_logps, advantages, rb.mask, options_));
     StepOutput out;
     out.loss = r.loss;
     AddRewardMetrics(*input.rewards, &out.metrics);
@@ -111,8 +97,7 @@ class GrpoTrainer final : public Trainer {
     if (options_.beta != 0.0) out.metrics["kl"] = r.mean_kl;
     out.metrics["clip_ratio/low_mean"] = r.clip_ratio_low;
     out.metrics["clip_ratio/high_mean"] = r.clip_ratio_high;
-    out.metrics["completions/mean_length"] = static_cast<double>(total_length) / static_cast<double>(n);
-    out.metrics["completions/clipped_ratio"] = static_cast<double>(truncated) / static_cast<double>(n);
+    rb.AddMetrics(&out.metrics);
     return out;
   }
 
@@ -120,6 +105,7 @@ class GrpoTrainer final : public Trainer {
   CausalLM* policy_ = nullptr;
   const CausalLM* reference_ = nullptr;
   std::int64_t num_generations_ = 8;
+  std::int64_t num_iterations_ = 1;
   GrpoLossOptions options_;
   std::string scale_rewards_ = "group";
   bool mask_truncated_ = false;

@@ -90,6 +90,9 @@ struct StepInput {
   // Which reuse of these rollouts this step is (0: freshly sampled; the sampler's
   // log-probs are the current policy's). Always 0 without rollouts.
   std::int64_t iteration = 0;
+  // Which micro-batch of the step (0 .. gradient_accumulation_steps − 1): with
+  // `iteration`, identifies rollouts a trainer computed something for at iteration 0.
+  std::int64_t micro_batch = 0;
   absl::Span<const Example* const> batch;
   // Aligned with `batch`.
   absl::Span<const TokenizedExample* const> tokens;
@@ -127,6 +130,9 @@ class Trainer {
   // "score.weight"): trained, checkpointed and saved with the model under these
   // Hugging Face names.
   virtual std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() { return {}; }
+  // Parameters the trainer trains for itself and does not save with the model
+  // (e.g. PPO's value head): checkpointed (trainer_params.safetensors) for resuming.
+  virtual std::vector<std::pair<std::string, at::Tensor>> TrainerParameters() { return {}; }
   // The architecture the saved model declares ("" = the policy's own, e.g.
   // "LlamaForSequenceClassification" for a reward model) and its num_labels.
   virtual std::pair<std::string, std::int64_t> SavedArchitecture() const { return {"", 0}; }

@@ -39,4 +39,12 @@ CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>
 // Differentiable when the model's parameters require grad.
 at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature);
 
+// The same in two halves, for trainers that read the hidden states too (PPO's
+// value head): the final hidden states [N, C, H] at the positions that predict each
+// completion token, then the log-probs from them. CompletionLogprobs is exactly
+// CompletionLogprobsFromHidden(model, batch, CompletionHiddenStates(model, batch), T).
+at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& batch);
+at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionBatch& batch, const at::Tensor& hidden,
+                                        double temperature);
+
 }  // namespace posttrain

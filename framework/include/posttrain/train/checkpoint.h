@@ -3,7 +3,9 @@
 //   output_dir/checkpoint-<step>/   config.json, generation_config.json,
 //                                   model.safetensors (+ tokenizer files): a loadable
 //                                   Hugging Face model, plus
-//                                   optimizer.safetensors (AdamW state by name) and
+//                                   optimizer.safetensors (AdamW state by name),
+//                                   trainer_params.safetensors (the trainer's own
+//                                   parameters, e.g. PPO's value head; if any) and
 //                                   trainer_state.json (global_step, epoch, ...)
 //   output_dir/final/               the model alone
 //
@@ -28,12 +30,15 @@
 namespace posttrain {
 
 // The model is written by SaveCausalLM with `save` (extras, architecture, tokenizer).
-absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer, const nlohmann::json& trainer_state,
-                            const std::string& output_dir, std::int64_t step, std::int64_t save_total_limit);
+absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer,
+                            const std::vector<std::pair<std::string, at::Tensor>>& trainer_params,
+                            const nlohmann::json& trainer_state, const std::string& output_dir, std::int64_t step,
+                            std::int64_t save_total_limit);
 
 struct LoadedCheckpoint {
   std::map<std::string, at::Tensor> tensors;    // model.safetensors
   std::map<std::string, at::Tensor> optimizer;  // optimizer.safetensors
+  std::map<std::string, at::Tensor> trainer_params;  // trainer_params.safetensors (may be absent)
   nlohmann::json trainer_state;
 };
 

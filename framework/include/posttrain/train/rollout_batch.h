@@ -1,0 +1,39 @@
+// Rollouts as tensors, for the online trainers (grpo, rloo, ppo, online_dpo).
+//
+//   POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo"));
+//   at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature);  // [N, C]
+//   ... loss on (logps, rb.old_logps, rb.mask) ...
+//   rb.AddMetrics(&out.metrics);
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "posttrain/api/sampler.h"
+#include "posttrain/generation/logprobs.h"
+
+namespace posttrain {
+
+struct RolloutBatch {
+  CompletionBatch sequences;  // prompt + completion rows, right-padded
+  at::Tensor old_logps;       // [N, C] fp32: the sampler's log-probs (0 at padding)
+  at::Tensor mask;            // [N, C] fp32: completion tokens (rows zeroed by mask_truncated)
+  at::Tensor truncated;       // [N] bool: finish_reason "length" (no EOS / stop)
+  std::int64_t total_length = 0;
+
+  // TRL's completions/mean_length and completions/clipped_ratio.
+  void AddMetrics(std::map<std::string, double>* metrics) const;
+};
+
+// FailedPrecondition naming `trainer` if the rollouts have no token ids (a sampler
+// that does not generate, e.g. "dataset"). With mask_truncated, completions that
+// hit max_completion_length get an all-zero mask row (TRL's mask_truncated_completions).
+absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
+                                              bool mask_truncated = false);
+
+}  // namespace posttrain

@@ -1,0 +1,45 @@
+#include "posttrain/train/rollout_batch.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace posttrain {
+
+void RolloutBatch::AddMetrics(std::map<std::string, double>* metrics) const {
+  const auto n = static_cast<double>(std::max<std::int64_t>(1, truncated.numel()));
+  (*metrics)["completions/mean_length"] = static_cast<double>(total_length) / n;
+  (*metrics)["completions/clipped_ratio"] = truncated.to(at::kFloat).sum().item<double>() / n;
+}
+
+absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
+                                              bool mask_truncated) {
+  if (rollouts.empty()) return absl::InternalError(absl::StrCat(trainer, " got no rollouts"));
+  std::vector<std::vector<std::int64_t>> prompts, completions;
+  for (const Rollout& r : rollouts) {
+    if (r.prompt_ids.empty() || r.token_ids.empty() || r.logprobs.size() != r.token_ids.size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          trainer, " trains on the policy's own samples: use a generating sampler (type = \"default\")"));
+    }
+    prompts.push_back(r.prompt_ids);
+    completions.push_back(r.token_ids);
+  }
+  RolloutBatch out;
+  out.sequences = MakeCompletionBatch(prompts, completions);
+  const auto n = static_cast<std::int64_t>(rollouts.size());
+  const std::int64_t c = out.sequences.completion_mask.size(1);
+  out.mask = out.sequences.completion_mask.clone();
+  out.old_logps = at::zeros({n, c}, at::kFloat);
+  out.truncated = at::zeros({n}, at::kBool);
+  auto old = out.old_logps.accessor<float, 2>();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Rollout& r = rollouts[static_cast<size_t>(i)];
+    for (size_t t = 0; t < r.logprobs.size(); ++t) old[i][static_cast<std::int64_t>(t)] = r.logprobs[t];
+    out.total_length += static_cast<std::int64_t>(r.token_ids.size());
+    if (r.finish_reason == FinishReason::kLength) {
+      out.truncated[i] = true;
+      if (mask_truncated) out.mask[i].zero_();
+    }
+  }
+  return out;
+}
+
+}  // namespace posttrain
