@@ -156,3 +156,87 @@ TEST(TrainingRecipeTest, GrpoRunsTwoStepsWithRolloutsRewardsAndKl) {
 
 }  // namespace
 }  // namespace posttrain
+
+namespace posttrain {
+namespace {
+
+// Runs a shipped recipe, shortened, into `dir`/run; returns the metrics lines.
+std::vector<nlohmann::json> RunShortened(const std::string& recipe, const std::string& dir, const std::string& overrides) {
+  std::string out;
+  EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() + " run " + recipe +
+                                    " output_dir=" + dir + "/run model.path=" + testing::Stories260KDir() + " " + overrides,
+                                &out),
+            0)
+      << out;
+  std::vector<nlohmann::json> metrics;
+  std::istringstream lines(testing::ReadFile(dir + "/run/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) metrics.push_back(nlohmann::json::parse(line));
+  return metrics;
+}
+
+std::vector<std::int64_t> CompletionSteps(const std::string& dir) {
+  std::vector<std::int64_t> steps;
+  std::istringstream rows(testing::ReadFile(dir + "/run/completions.jsonl"));
+  for (std::string line; std::getline(rows, line);) steps.push_back(nlohmann::json::parse(line)["step"].get<std::int64_t>());
+  return steps;
+}
+
+TEST(TrainingRecipeTest, RlooAndOnlineDpoRecipesRun) {
+  const std::string rloo = testing::TempDir("rloo");
+  auto metrics = RunShortened("recipes/rloo/stories260K_keyword.toml", rloo,
+                              "trainer.max_steps=2 trainer.per_device_train_batch_size=2 trainer.num_generations=4 "
+                              "sampler.max_completion_length=16");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const char* key : {"loss", "reward", "kl", "clip_ratio", "rewards/keyword/mean", "grad_norm"}) {
+    EXPECT_TRUE(metrics[1].contains(key)) << key;
+  }
+  const std::string odpo = testing::TempDir("online_dpo");
+  metrics = RunShortened("recipes/online_dpo/stories260K_keyword.toml", odpo,
+                         "trainer.max_steps=2 trainer.per_device_train_batch_size=3 sampler.max_completion_length=16");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const char* key : {"loss", "rewards/chosen", "rewards/margins", "objective/scores_margin", "objective/kl"}) {
+    EXPECT_TRUE(metrics[1].contains(key)) << key;
+  }
+  EXPECT_GE(metrics[1]["objective/scores_margin"].get<double>(), 0.0);  // chosen is never the worse one
+  EXPECT_EQ(CompletionSteps(odpo).size(), 2u * 3 * 2);                   // 3 prompts × 2 per step
+}
+
+// PPO: num_ppo_epochs = 2 reuses each generation for two steps; the value head is
+// checkpointed apart from the model, and the final model is a plain causal LM.
+TEST(TrainingRecipeTest, PpoReusesEachGenerationAndKeepsTheValueHeadOutOfTheModel) {
+  const std::string dir = testing::TempDir("ppo");
+  auto metrics = RunShortened("recipes/ppo/stories260K_keyword.toml", dir,
+                              "trainer.max_steps=4 trainer.per_device_train_batch_size=4 sampler.max_completion_length=16 "
+                              "trainer.logging_steps=1 trainer.save_steps=2");
+  ASSERT_EQ(metrics.size(), 4u);
+  for (const char* key : {"loss/policy_avg", "loss/value_avg", "objective/kl", "policy/clipfrac_avg", "val/ratio"}) {
+    EXPECT_TRUE(metrics[0].contains(key)) << key;
+  }
+  // The first step of a generation runs on the sampling weights: ratio exactly 1.
+  EXPECT_NEAR(metrics[0]["val/ratio"].get<double>(), 1.0, 1e-6);
+  EXPECT_NEAR(metrics[2]["val/ratio"].get<double>(), 1.0, 1e-6);
+  EXPECT_NE(metrics[1]["val/ratio"].get<double>(), 1.0);  // the reuse sees the update
+  // Generations at steps 1 and 3 only.
+  std::vector<std::int64_t> steps = CompletionSteps(dir);
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), 1), 4);
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), 3), 4);
+  EXPECT_EQ(steps.size(), 8u);
+  auto params = Tensors(dir + "/run/checkpoint-2/trainer_params.safetensors");
+  EXPECT_EQ(params.at("v_head.weight").sizes(), at::IntArrayRef({1, 64}));
+  EXPECT_FALSE(Tensors(dir + "/run/final/model.safetensors").count("v_head.weight"));
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + dir + "/run/final --prompt 'Once' --max-new-tokens 4", &out), 0) << out;
+}
+
+TEST(TrainingRecipeTest, GrpoGsm8kAccuracyRecipeRuns) {
+  const std::string dir = testing::TempDir("grpo_gsm8k");
+  auto metrics = RunShortened("recipes/grpo/stories260K_gsm8k_accuracy.toml", dir,
+                              "trainer.max_steps=1 trainer.per_device_train_batch_size=2 trainer.num_generations=2 "
+                              "sampler.max_completion_length=8");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_TRUE(metrics[0].contains("rewards/accuracy/mean"));
+  EXPECT_TRUE(metrics[0].contains("rewards/format/mean"));
+}
+
+}  // namespace
+}  // namespace posttrain

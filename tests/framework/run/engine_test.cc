@@ -68,6 +68,32 @@ TEST(EngineTest, RunsARecipeAndWritesTheRunDirectory) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/run/run.log"));
 }
 
+// A reward that fails stops the step naming the reward and the sample, unless the
+// recipe says on_error = "skip": then its samples are skipped and counted.
+TEST(EngineTest, AFailingRewardStopsTheRunOrIsSkippedAndCounted) {
+  const std::string dir = testing::TempDir("engine_reward_error");
+  const std::string base = absl::StrCat(
+      "output_dir = '", dir, "/run'\noverwrite_output_dir = true\n[data]\ntype = 'jsonl'\npath = '", MakeData(dir),
+      "'\n[sampler]\ntype = 'dataset'\n[[rewards]]\ntype = 'keyword'\nkeywords = ['dog']\n"
+      "[[rewards]]\ntype = 'command'\ncommand = ['python3', '-c', 'import sys; sys.exit(\"judge offline\")']\n");
+  const std::string trainer = "[trainer]\ntype = 'reward_eval'\nper_device_train_batch_size = 4\nmax_steps = 2\n";
+  absl::StatusOr<Recipe> stop = Recipe::Parse(base + trainer, "stop.toml");
+  ASSERT_TRUE(stop.ok()) << stop.status();
+  absl::Status failed = RunRecipe(*stop, testing::BuiltinHost().registry()).status();
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(std::string(failed.message()), HasSubstr("reward 'command'"));
+  EXPECT_THAT(std::string(failed.message()), HasSubstr("data.jsonl:"));
+  EXPECT_THAT(std::string(failed.message()), HasSubstr("judge offline"));
+
+  absl::StatusOr<Recipe> skip = Recipe::Parse(base + "on_error = 'skip'\n" + trainer, "skip.toml");
+  ASSERT_TRUE(skip.ok()) << skip.status();
+  absl::StatusOr<RunResult> result = RunRecipe(*skip, testing::BuiltinHost().registry());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_DOUBLE_EQ(result->mean_metrics.at("rewards/command/skipped"), 4.0);  // every sample of each step
+  // The skipped reward adds nothing to the total.
+  EXPECT_DOUBLE_EQ(result->mean_metrics.at("reward"), result->mean_metrics.at("rewards/keyword/mean"));
+}
+
 TEST(EngineTest, RefusesToOverwriteAnExistingRun) {
   const std::string dir = testing::TempDir("engine");
   absl::StatusOr<Recipe> recipe = Recipe::Parse(RecipeText(dir), "engine.toml");
