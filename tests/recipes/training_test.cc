@@ -226,13 +226,29 @@ TEST(TrainingRecipeTest, PpoReusesEachGenerationAndKeepsTheValueHeadOutOfTheMode
   EXPECT_FALSE(Tensors(dir + "/run/final/model.safetensors").count("v_head.weight"));
   std::string out;
   EXPECT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + dir + "/run/final --prompt 'Once' --max-new-tokens 4", &out), 0) << out;
+  // Resuming restores the value head from trainer_params.safetensors.
+  metrics = RunShortened("recipes/ppo/stories260K_keyword.toml", dir,
+                         "trainer.max_steps=6 trainer.per_device_train_batch_size=4 sampler.max_completion_length=16 "
+                         "trainer.logging_steps=1 trainer.save_steps=2 trainer.resume_from_checkpoint=latest");
+  // The newest checkpoint is checkpoint-2 (none is written at the last step): steps
+  // 3..6 are appended after the first run's 4 lines.
+  ASSERT_EQ(metrics.size(), 4u + 4u);
+  EXPECT_EQ(metrics[4]["step"], 3);
+  EXPECT_EQ(metrics.back()["step"], 6);
+  // A sampler and a trainer that disagree on the temperature are refused up front.
+  EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/ppo/stories260K_keyword.toml output_dir=" + dir +
+                                    "/other model.path=" + testing::Stories260KDir() + " sampler.temperature=0.5",
+                                &out),
+            1);
+  EXPECT_THAT(out, HasSubstr("trainer.temperature = 1 but sampler.temperature = 0.5"));
 }
 
 TEST(TrainingRecipeTest, GrpoGsm8kAccuracyRecipeRuns) {
   const std::string dir = testing::TempDir("grpo_gsm8k");
   auto metrics = RunShortened("recipes/grpo/stories260K_gsm8k_accuracy.toml", dir,
                               "trainer.max_steps=1 trainer.per_device_train_batch_size=2 trainer.num_generations=2 "
-                              "sampler.max_completion_length=8");
+                              "sampler.max_completion_length=8 trainer.max_completion_length=8");
   ASSERT_EQ(metrics.size(), 1u);
   EXPECT_TRUE(metrics[0].contains("rewards/accuracy/mean"));
   EXPECT_TRUE(metrics[0].contains("rewards/format/mean"));

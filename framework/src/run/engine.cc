@@ -206,6 +206,18 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   if (recipe.HasComponent("sampler")) {
     POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig config, recipe.Component("sampler", registry));
     POSTTRAIN_ASSIGN_OR_RETURN(sampler, registry.Create<Sampler>(config));
+    // A trainer that recomputes the sampler's log-probs must use its settings, or
+    // the importance ratio is off from the first step.
+    for (const char* key : {"temperature", "max_completion_length"}) {
+      if (!needs.rollouts || config.schema().Find(key) == nullptr || trainer_config.schema().Find(key) == nullptr) continue;
+      const double trainer_value = trainer_config.GetFloat(key), sampler_value = config.GetFloat(key);
+      if (trainer_value != sampler_value) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            recipe.source_name(), ": trainer.", key, " = ", trainer_value, trainer_config.Has(key) ? "" : " (default)",
+            " but sampler.", key, " = ", sampler_value, config.Has(key) ? "" : " (default)",
+            ": the trainer recomputes the sampler's log-probs and must use the same value; set both"));
+      }
+    }
   }
   if (needs.rollouts && sampler == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -98,6 +98,7 @@ class ComponentConfig {
   // The registered name the recipe picked (`type = "..."`).
   const std::string& type() const { return type_; }
   const std::string& where() const { return where_; }
+  const ComponentSchema& schema() const { return *schema_; }
 
   // The recipe's value, or the schema's default. Asking for a key the schema does
   // not declare, or with the wrong type, is a programming error: it throws
