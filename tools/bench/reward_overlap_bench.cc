@@ -8,7 +8,7 @@
 // reward that sleeps `sleep-ms` per completion (a stand-in for a remote judge or a
 // subprocess: it waits, it does not compute). Three ways, in the same process:
 //   sequential   generate everything, then score (RewardPipeline::Score: chunks of
-//                8 on the oneTBB workers)
+//                8 on the pipeline's `--workers` oneTBB threads)
 //   one-by-one   generate, then score each completion in turn (what a naive loop does)
 //   overlapped   the engine's path: each completion goes to a RewardPipeline session
 //                as soon as it is final (Generate's on_finished, as the default
@@ -67,7 +67,7 @@ double Median(std::vector<double> v) {
 
 int Main(int argc, char** argv) {
   std::int64_t num_prompts = 8, generations = 8, new_tokens = 64, repeat = 3;
-  int sleep_ms = 20;
+  int sleep_ms = 20, workers = 8;
   std::string data = "../shared/data";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -76,6 +76,7 @@ int Main(int argc, char** argv) {
     if (flag == "--new-tokens") new_tokens = std::stoll(argv[i + 1]);
     if (flag == "--sleep-ms") sleep_ms = std::stoi(argv[i + 1]);
     if (flag == "--repeat") repeat = std::stoll(argv[i + 1]);
+    if (flag == "--workers") workers = std::stoi(argv[i + 1]);
     if (flag == "--data") data = argv[i + 1];
   }
   ConfigureThreads(at::kFloat);
@@ -104,7 +105,7 @@ int Main(int argc, char** argv) {
     batch.push_back(&e);
     prompts.push_back((*tokenizer)->Encode(e.prompt, true));
   }
-  RewardPipeline rewards;
+  RewardPipeline rewards(/*chunk_size=*/8, workers);
   rewards.Add("sleep", 1.0, std::make_unique<SleepReward>(sleep_ms));
   SamplingParams params;
   params.max_new_tokens = new_tokens;
@@ -112,21 +113,25 @@ int Main(int argc, char** argv) {
   params.eos_token_ids = EosTokenIds(model, tokenizer->get());
   const auto total = static_cast<std::size_t>(num_prompts * generations);
   std::printf("%lld prompts x %lld generations x <= %lld new tokens (stories260K, fp32), reward sleeps %d ms per "
-              "completion; oneTBB concurrency %d; median of %lld\n",
+              "completion; %d reward workers (%d cores); median of %lld\n",
               static_cast<long long>(num_prompts), static_cast<long long>(generations),
-              static_cast<long long>(new_tokens), sleep_ms, tbb::info::default_concurrency(),
+              static_cast<long long>(new_tokens), sleep_ms, workers, tbb::info::default_concurrency(),
               static_cast<long long>(repeat));
   Generate(model, {prompts[0]}, 1, params, nullptr).IgnoreError();  // warm-up
 
-  std::vector<double> gen_s, score_s, one_s, overlap_s, overlap_micro_s;
+  std::vector<double> gen_s, score_s, one_s, overlap_s, overlap_micro_s, sampling_s;
   for (std::int64_t rep = 0; rep < repeat; ++rep) {
     params.seed = static_cast<std::uint64_t>(rep + 1);
     params.batch_size = 0;
     params.on_finished = nullptr;
     // Sequential: generate, then score.
     auto start = Clock::now();
+    double last_final = 0;
+    params.on_finished = [&](std::size_t, const Generation&) { last_final = Seconds(start); };
     auto generated = Generate(model, prompts, generations, params, tokenizer->get());
     gen_s.push_back(Seconds(start));
+    sampling_s.push_back(last_final);
+    params.on_finished = nullptr;
     std::vector<Rollout> rollouts;
     for (const Generation& g : *generated) rollouts.push_back(ToRollout(g));
     start = Clock::now();
@@ -155,8 +160,9 @@ int Main(int argc, char** argv) {
   }
   const double g = Median(gen_s), s = Median(score_s), o = Median(one_s);
   const double ov = Median(overlap_s), ovm = Median(overlap_micro_s);
-  std::printf("generation alone                         %6.2f s\n", g);
-  std::printf("scoring alone (8-completion chunks)      %6.2f s   one by one %6.2f s\n", s, o);
+  std::printf("generation alone                         %6.2f s   (sampling %.2f s, then the log-prob pass)\n", g,
+              Median(sampling_s));
+  std::printf("scoring alone (chunks of 8, %d workers)  %6.2f s   one by one %6.2f s\n", workers, s, o);
   std::printf("in sequence: generation + scoring        %6.2f s   (+ one by one: %6.2f s)\n", g + s, g + o);
   std::printf("overlapped step                          %6.2f s   = %.2fx of in-sequence, hides %3.0f%% of scoring\n",
               ov, ov / (g + s), 100.0 * std::clamp((g + s - ov) / s, 0.0, 1.0));

@@ -224,7 +224,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
         recipe.source_name(), ": trainer '", trainer_config.type(), "' samples completions: add a [sampler] table (known samplers: ",
         absl::StrJoin(registry.Names(ComponentKind::kSampler), ", "), ")"));
   }
-  RewardPipeline rewards;
+  RewardPipeline rewards(/*chunk_size=*/8, static_cast<int>(std::max<std::int64_t>(1, options.reward_workers)));
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Recipe::RewardEntry> reward_entries, recipe.Rewards(registry));
   for (Recipe::RewardEntry& entry : reward_entries) {
     POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<RewardFunction> function, registry.Create<RewardFunction>(entry.config));

@@ -31,6 +31,9 @@ const ComponentSchema& EngineSchema() {
           .Bool("shuffle", true, "Reshuffle the training data every epoch (seeded).")
           .Int("max_length", 1024, "Truncate prompt + completion to this many tokens.")
           .Int("max_prompt_length", 512, "Truncate prompts to this many tokens.")
+          .Int("reward_workers", 8,
+               "Threads scoring rewards while generation runs (a oneTBB arena); rewards that wait "
+               "(programs, servers) gain from more than the cores.")
           .String("truncation_mode", "keep_end", "Which end of a long prompt to keep.", {"keep_end", "keep_start"})
           .String("ref_model", "", "Reference model directory (default: a frozen copy of the initial policy)."));
   return *schema;
@@ -62,6 +65,7 @@ EngineOptions EngineOptions::FromConfig(const ComponentConfig& c) {
   o.shuffle = c.GetBool("shuffle");
   o.max_length = c.GetInt("max_length");
   o.max_prompt_length = c.GetInt("max_prompt_length");
+  o.reward_workers = c.GetInt("reward_workers");
   o.truncation_mode = c.GetString("truncation_mode");
   o.ref_model = c.GetString("ref_model");
   return o;

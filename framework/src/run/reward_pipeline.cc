@@ -5,9 +5,26 @@
 
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/status.h"
+#include "tbb/global_control.h"
+#include "tbb/task_arena.h"
 #include "tbb/task_group.h"
 
 namespace posttrain {
+
+// The pipeline's threads: an arena of `workers` slots, and a global_control that
+// lets oneTBB start that many workers even beyond the core count.
+struct RewardPipeline::Workers {
+  explicit Workers(int n)
+      : control(tbb::global_control::max_allowed_parallelism,
+                static_cast<std::size_t>(std::max(n + 1, tbb::this_task_arena::max_concurrency()))),
+        arena(std::max(1, n) + 1) {}  // + the slot of the thread that submits
+  tbb::global_control control;
+  tbb::task_arena arena;
+};
+
+RewardPipeline::RewardPipeline(std::size_t chunk_size, int workers)
+    : chunk_size_(std::max<std::size_t>(1, chunk_size)), workers_(std::make_unique<Workers>(workers)) {}
+RewardPipeline::~RewardPipeline() = default;
 
 void RewardPipeline::Add(std::string name, double weight, std::unique_ptr<RewardFunction> function,
                          bool skip_errors) {
@@ -34,7 +51,11 @@ struct RewardPipeline::Session::State {
   std::mutex mutex;  // guards first_error
   absl::Status first_error;
 
-  ~State() { tasks.wait(); }
+  ~State() { Wait(); }
+
+  void Wait() {
+    pipeline->workers_->arena.execute([this] { tasks.wait(); });
+  }
 
   std::string SampleName(std::size_t i) const {
     return absl::StrCat("sample ", i, " (prompt from ", ExampleLocation(*prompts[static_cast<size_t>(prompt_index[i])]), ")");
@@ -43,9 +64,11 @@ struct RewardPipeline::Session::State {
   // Scores `indices` with every function, one task each.
   void Launch(std::vector<std::size_t> indices) {
     auto shared = std::make_shared<const std::vector<std::size_t>>(std::move(indices));
-    for (std::size_t f = 0; f < pipeline->entries_.size(); ++f) {
-      tasks.run([this, f, shared] { ScoreChunk(f, *shared); });
-    }
+    pipeline->workers_->arena.execute([&] {
+      for (std::size_t f = 0; f < pipeline->entries_.size(); ++f) {
+        tasks.run([this, f, shared] { ScoreChunk(f, *shared); });
+      }
+    });
   }
 
   void ScoreChunk(std::size_t f, const std::vector<std::size_t>& indices) {
@@ -120,19 +143,19 @@ absl::StatusOr<RewardTable> RewardPipeline::Session::Finish(absl::Span<const Rol
   State& s = *state_;
   const std::size_t n = s.completions.size();
   if (rollouts.size() != n) {
-    s.tasks.wait();
+    s.Wait();
     return absl::InternalError(absl::StrCat("the sampler returned ", rollouts.size(), " rollouts, expected ", n));
   }
   for (std::size_t i = 0; i < n; ++i) {
     const std::int64_t p = rollouts[i].prompt_index;
     if (p < 0 || static_cast<std::size_t>(p) >= s.prompts.size()) {
-      s.tasks.wait();
+      s.Wait();
       return absl::InternalError(absl::StrCat("rollout ", i, " has prompt_index ", p, " of ", s.prompts.size(), " prompts"));
     }
     if (!s.submitted[i]) Submit(i, rollouts[i]);
   }
   if (!s.pending.empty()) s.Launch(std::exchange(s.pending, {}));
-  s.tasks.wait();
+  s.Wait();
   POSTTRAIN_RETURN_IF_ERROR(s.first_error);
 
   RewardTable table;

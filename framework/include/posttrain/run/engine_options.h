@@ -37,6 +37,7 @@ struct EngineOptions {
   bool shuffle = true;
   std::int64_t max_length = 1024;
   std::int64_t max_prompt_length = 512;
+  std::int64_t reward_workers = 8;
   std::string truncation_mode = "keep_end";
   std::string ref_model;
 

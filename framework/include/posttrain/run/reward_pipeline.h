@@ -38,7 +38,11 @@ namespace posttrain {
 
 class RewardPipeline {
  public:
-  explicit RewardPipeline(std::size_t chunk_size = 8) : chunk_size_(chunk_size) {}
+  // `workers`: threads of the pipeline's own oneTBB arena. Scoring runs there while
+  // the caller generates; rewards that wait rather than compute (a program, a
+  // server) gain from more workers than cores.
+  explicit RewardPipeline(std::size_t chunk_size = 8, int workers = 8);
+  ~RewardPipeline();
 
   void Add(std::string name, double weight, std::unique_ptr<RewardFunction> function, bool skip_errors = false);
   bool empty() const { return entries_.empty(); }
@@ -60,8 +64,10 @@ class RewardPipeline {
     bool skip_errors;
     std::unique_ptr<RewardFunction> function;
   };
+  struct Workers;
   std::size_t chunk_size_;
   std::vector<Entry> entries_;
+  std::unique_ptr<Workers> workers_;
 };
 
 class RewardPipeline::Session {
