@@ -137,7 +137,6 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
         Generation& g = out[start + r];
         const std::int64_t token = next_a[r];
         g.token_ids.push_back(token);
-        g.logprobs.push_back(0.0f);  // filled in by the teacher-forced pass below
         bool stop = std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), token) !=
                     params.eos_token_ids.end();
         if (!stop && !params.stop_strings.empty()) {
@@ -162,7 +161,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     }
   }
   // The returned log-probs come from the teacher-forced pass trainers use too.
-  for (std::int64_t start = 0; start < total; start += micro) {
+  for (std::int64_t start = 0; params.compute_logprobs && start < total; start += micro) {
     const std::int64_t n = std::min(micro, total - start);
     std::vector<std::vector<std::int64_t>> batch_prompts, batch_completions;
     for (std::int64_t r = 0; r < n; ++r) {
@@ -173,6 +172,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     auto logps_a = logps.accessor<float, 2>();
     for (std::int64_t r = 0; r < n; ++r) {
       std::vector<float>& dst = out[start + r].logprobs;
+      dst.resize(out[start + r].token_ids.size());
       for (size_t k = 0; k < dst.size(); ++k) dst[k] = logps_a[r][static_cast<std::int64_t>(k)];
     }
   }

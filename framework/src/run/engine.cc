@@ -407,6 +407,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
         request.num_generations = needs.num_generations;
         request.seed = static_cast<std::uint64_t>(recipe.seed()) * 1000003u + static_cast<std::uint64_t>(step * accumulation + micro);
         request.policy = sampling_policy;
+        request.logprobs = needs.sampler_logprobs;
         // Rewards score each completion as the sampler finishes it (oneTBB workers),
         // overlapping with the rest of generation.
         std::optional<RewardPipeline::Session> scoring;

@@ -4,6 +4,14 @@
 
 namespace posttrain {
 
+at::Tensor SamplingLogprobs::Get(const StepInput& input, const at::Tensor& current_logps) {
+  const auto micro = static_cast<size_t>(input.micro_batch);
+  if (by_micro_batch_.size() <= micro) by_micro_batch_.resize(micro + 1);
+  at::Tensor& kept = by_micro_batch_[micro];
+  if (input.iteration == 0 || !kept.defined() || kept.sizes() != current_logps.sizes()) kept = current_logps.detach();
+  return kept;
+}
+
 void RolloutBatch::AddMetrics(std::map<std::string, double>* metrics) const {
   const auto n = static_cast<double>(std::max<std::int64_t>(1, truncated.numel()));
   (*metrics)["completions/mean_length"] = static_cast<double>(total_length) / n;
@@ -15,7 +23,7 @@ absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts
   if (rollouts.empty()) return absl::InternalError(absl::StrCat(trainer, " got no rollouts"));
   std::vector<std::vector<std::int64_t>> prompts, completions;
   for (const Rollout& r : rollouts) {
-    if (r.prompt_ids.empty() || r.token_ids.empty() || r.logprobs.size() != r.token_ids.size()) {
+    if (r.prompt_ids.empty() || r.token_ids.empty() || (!r.logprobs.empty() && r.logprobs.size() != r.token_ids.size())) {
       return absl::FailedPreconditionError(absl::StrCat(
           trainer, " trains on the policy's own samples: use a generating sampler (type = \"default\")"));
     }

@@ -4,12 +4,12 @@
 // turns them into group-relative advantages and the clipped surrogate loss with an
 // optional k3 KL penalty to the reference (posttrain/losses/policy_gradient.h).
 //
-// The old log-probs are the ones the sampler returned: computed by the same
-// teacher-forced function (CompletionLogprobs) on the same weights, so the
-// importance ratio is exactly 1 at the first iteration on a batch; with
-// num_iterations > 1 the engine reuses the batch for that many steps and the ratio
-// measures how far the policy moved since sampling. `temperature` must equal the
-// sampler's.
+// The old log-probs are the sampling policy's: at the first step on a batch the
+// weights are the sampling weights, so they are this step's log-probs, detached
+// (the importance ratio is exactly 1; the sampler skips its own log-prob pass);
+// with num_iterations > 1 the engine reuses the batch for that many steps and the
+// ratio measures how far the policy moved since sampling. `temperature` must equal
+// the sampler's (the engine checks).
 // Metrics (TRL): reward, reward_std, rewards/<name>/mean, rewards/<name>/std, kl,
 // clip_ratio/low_mean, clip_ratio/high_mean, completions/mean_length,
 // completions/clipped_ratio, frac_reward_zero_std.
@@ -68,6 +68,7 @@ class GrpoTrainer final : public Trainer {
     needs.rewards = true;
     needs.num_generations = num_generations_;
     needs.steps_per_generation = num_iterations_;
+    needs.sampler_logprobs = false;
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {
@@ -88,7 +89,7 @@ class GrpoTrainer final : public Trainer {
       at::NoGradGuard no_grad;
       ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
     }
-    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, rb.old_logps, ref_logps, advantages, rb.mask, options_));
+    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, sampling_.Get(input, logps), ref_logps, advantages, rb.mask, options_));
     StepOutput out;
     out.loss = r.loss;
     AddRewardMetrics(*input.rewards, &out.metrics);
@@ -107,6 +108,7 @@ class GrpoTrainer final : public Trainer {
   std::int64_t num_generations_ = 8;
   std::int64_t num_iterations_ = 1;
   GrpoLossOptions options_;
+  SamplingLogprobs sampling_;
   std::string scale_rewards_ = "group";
   bool mask_truncated_ = false;
   double temperature_ = 1.0;

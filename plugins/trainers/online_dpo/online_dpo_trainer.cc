@@ -48,6 +48,7 @@ class OnlineDpoTrainer final : public Trainer {
     needs.rollouts = true;
     needs.rewards = true;
     needs.num_generations = 2;
+    needs.sampler_logprobs = false;  // DPO compares to the reference, not to the sampler
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {

@@ -79,6 +79,7 @@ class PpoTrainer final : public Trainer {
     needs.rewards = true;
     needs.num_generations = num_generations_;
     needs.steps_per_generation = num_ppo_epochs_;
+    needs.sampler_logprobs = false;  // the first step on a batch fixes them (FixRollouts)
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {
@@ -98,15 +99,19 @@ class PpoTrainer final : public Trainer {
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
     if (input.rewards == nullptr) return absl::InternalError("ppo got no rewards");
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "ppo"));
-    const auto micro = static_cast<size_t>(input.micro_batch);
-    if (cache_.size() <= micro) cache_.resize(micro + 1);
-    Fixed& fixed = cache_[micro];
-    if (input.iteration == 0 || !fixed.advantages.defined()) fixed = FixRollouts(rb, *input.rewards);
-
     const at::Tensor hidden = CompletionHiddenStates(*policy_, rb.sequences);
     const at::Tensor logps = CompletionLogprobsFromHidden(*policy_, rb.sequences, hidden, temperature_);
     const at::Tensor values = Values(hidden);
-    PpoLossResult r = PpoLoss(logps, rb.old_logps, values, fixed.old_values, fixed.advantages, fixed.returns, rb.mask, loss_);
+    // At a batch's first step the weights are the sampling weights: this forward
+    // pass gives the old log-probs and values.
+    const auto micro = static_cast<size_t>(input.micro_batch);
+    if (cache_.size() <= micro) cache_.resize(micro + 1);
+    Fixed& fixed = cache_[micro];
+    if (input.iteration == 0 || !fixed.advantages.defined()) {
+      fixed = FixRollouts(rb, *input.rewards, logps.detach(), values.detach() * rb.mask);
+    }
+    PpoLossResult r =
+        PpoLoss(logps, fixed.old_logps, values, fixed.old_values, fixed.advantages, fixed.returns, rb.mask, loss_);
     StepOutput out;
     out.loss = r.loss;
     out.metrics = fixed.metrics;
@@ -114,7 +119,7 @@ class PpoTrainer final : public Trainer {
     rb.AddMetrics(&out.metrics);
     {
       at::NoGradGuard no_grad;
-      const at::Tensor log_ratio = (logps - rb.old_logps) * rb.mask;
+      const at::Tensor log_ratio = (logps - fixed.old_logps) * rb.mask;
       const at::Tensor tokens = rb.mask.sum().clamp_min(1);
       out.metrics["policy/approxkl_avg"] = (0.5 * (log_ratio.pow(2)).sum() / tokens).item<double>();
       out.metrics["val/ratio"] = ((at::exp(log_ratio) * rb.mask).sum() / tokens).item<double>();
@@ -129,7 +134,7 @@ class PpoTrainer final : public Trainer {
  private:
   // What a generated batch fixes at its first step.
   struct Fixed {
-    at::Tensor old_values, advantages, returns;
+    at::Tensor old_logps, old_values, advantages, returns;
     std::map<std::string, double> metrics;
   };
 
@@ -137,17 +142,19 @@ class PpoTrainer final : public Trainer {
     return at::linear(hidden, v_weight_, v_bias_).squeeze(-1).to(at::kFloat);  // [N, C]
   }
 
-  Fixed FixRollouts(const RolloutBatch& rb, const RewardTable& table) {
+  Fixed FixRollouts(const RolloutBatch& rb, const RewardTable& table, const at::Tensor& old_logps,
+                    const at::Tensor& old_values) {
     at::NoGradGuard no_grad;
     Fixed f;
     const auto n = static_cast<std::int64_t>(table.total.size());
-    f.old_values = Values(CompletionHiddenStates(*policy_, rb.sequences)) * rb.mask;
+    f.old_logps = old_logps;
+    f.old_values = old_values;
     at::Tensor scores = at::tensor(table.total);
     if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
     at::Tensor kl = at::zeros_like(rb.old_logps);
     if (kl_coef_ != 0.0) {
       const at::Tensor ref = CompletionLogprobs(*reference_, rb.sequences, temperature_);
-      const at::Tensor log_r = ref - rb.old_logps;  // log π_ref/π_old
+      const at::Tensor log_r = ref - old_logps;  // log π_ref/π_old
       kl = (k3_ ? at::exp(log_r) - 1 - log_r : -log_r) * rb.mask;
     }
     at::Tensor rewards = -kl_coef_ * kl;

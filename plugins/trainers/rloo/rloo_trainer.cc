@@ -54,6 +54,7 @@ class RlooTrainer final : public Trainer {
     needs.rewards = true;
     needs.num_generations = num_generations_;
     needs.steps_per_generation = num_iterations_;
+    needs.sampler_logprobs = false;
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {
@@ -66,19 +67,20 @@ class RlooTrainer final : public Trainer {
     if (input.rewards == nullptr) return absl::InternalError("rloo got no rewards");
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "rloo", mask_truncated_));
     StepOutput out;
+    const at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
+    const at::Tensor old_logps = sampling_.Get(input, logps);
     at::Tensor rewards = at::tensor(input.rewards->total);
     if (beta_ != 0.0) {
-      // KL of the sampled sequence (k1, at sampling time), folded into the reward.
+      // KL of the sampled sequence (k1, under the sampling policy), folded into the reward.
       at::NoGradGuard no_grad;
       const at::Tensor ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
-      const at::Tensor kl = ((rb.old_logps - ref_logps) * rb.mask).sum(1);
+      const at::Tensor kl = ((old_logps - ref_logps) * rb.mask).sum(1);
       rewards = rewards - beta_ * kl;
       out.metrics["kl"] = kl.mean().item<double>();
     }
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages, LeaveOneOutAdvantages(rewards, num_generations_));
     if (normalize_) advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4);
-    const at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
-    RlooLossResult r = RlooLoss(logps, rb.old_logps, advantages, rb.mask, epsilon_, epsilon_high_);
+    RlooLossResult r = RlooLoss(logps, old_logps, advantages, rb.mask, epsilon_, epsilon_high_);
     out.loss = r.loss;
     AddRewardMetrics(*input.rewards, &out.metrics);
     out.metrics["clip_ratio"] = r.clip_ratio;
@@ -92,6 +94,7 @@ class RlooTrainer final : public Trainer {
   std::int64_t num_generations_ = 2, num_iterations_ = 1;
   double beta_ = 0.05, epsilon_ = 0.2, epsilon_high_ = 0.2, temperature_ = 1.0;
   bool normalize_ = false, mask_truncated_ = false;
+  SamplingLogprobs sampling_;
 };
 
 }  // namespace

@@ -43,7 +43,8 @@ struct Rollout {
   std::int64_t prompt_index = 0;
   std::string completion;
   // Generated token ids and their log-probs under the sampling policy (natural log,
-  // fp32), same length; empty for samplers that do not generate.
+  // fp32), same length; empty for samplers that do not generate (and logprobs
+  // empty when the request did not ask for them).
   std::vector<std::int64_t> token_ids;
   std::vector<float> logprobs;
   // The prompt's token ids as the sampler fed them (after truncation); empty for
@@ -61,6 +62,9 @@ struct SampleRequest {
   std::uint64_t seed = 0;
   // The current policy; set when the recipe has a [model].
   Policy policy;
+  // Whether the trainer reads Rollout::logprobs; false lets a generating sampler
+  // skip its teacher-forced pass (logprobs then stay empty).
+  bool logprobs = true;
   // Optional: called on the sampling thread as soon as rollout `index` (its place
   // in the returned vector) is final — completion text, token ids and finish
   // reason set; log-probs may still be empty. The engine scores rewards from here

@@ -51,6 +51,10 @@ struct TrainerNeeds {
   // num_ppo_epochs): the engine samples and scores once, then calls Step with the
   // same rollouts and rewards this many steps in a row (StepInput::iteration 0, 1, ...).
   std::int64_t steps_per_generation = 1;
+  // Whether Step reads Rollout::logprobs. The online trainers compute the sampling
+  // policy's log-probs themselves in their first forward pass on a batch (the same
+  // function, the same weights: equal), which spares the sampler a pass.
+  bool sampler_logprobs = true;
 };
 
 // An example's token ids, made by the engine's data pipeline (oneTBB) ahead of

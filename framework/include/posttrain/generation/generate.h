@@ -48,6 +48,8 @@ struct SamplingParams {
   std::uint64_t seed = 0;
   std::int64_t batch_size = 0;        // sequences per forward batch; 0: all at once
   std::int64_t pad_token_id = 0;      // fed at padded positions (masked out)
+  // false: skip the teacher-forced log-prob pass (Generation::logprobs stays empty).
+  bool compute_logprobs = true;
   // Called on the generating thread when generation `index` (its place in the
   // result) is final, with token_ids, finish_reason and text set; its log-probs
   // come later (one teacher-forced pass when all are done).
@@ -57,7 +59,7 @@ struct SamplingParams {
 struct Generation {
   std::int64_t prompt_index = 0;
   std::vector<std::int64_t> token_ids;  // generated tokens, the EOS token included
-  std::vector<float> logprobs;          // one per token
+  std::vector<float> logprobs;          // one per token (empty if !compute_logprobs)
   FinishReason finish_reason = FinishReason::kLength;
   std::string text;  // decoded without special tokens, cut before a stop string
 };

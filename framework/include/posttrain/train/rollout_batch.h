@@ -15,19 +15,33 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "posttrain/api/sampler.h"
+#include "posttrain/api/trainer.h"
 #include "posttrain/generation/logprobs.h"
 
 namespace posttrain {
 
 struct RolloutBatch {
   CompletionBatch sequences;  // prompt + completion rows, right-padded
-  at::Tensor old_logps;       // [N, C] fp32: the sampler's log-probs (0 at padding)
+  at::Tensor old_logps;       // [N, C] fp32: the sampler's log-probs (0 at padding; 0 if it returned none)
   at::Tensor mask;            // [N, C] fp32: completion tokens (rows zeroed by mask_truncated)
   at::Tensor truncated;       // [N] bool: finish_reason "length" (no EOS / stop)
   std::int64_t total_length = 0;
 
   // TRL's completions/mean_length and completions/clipped_ratio.
   void AddMetrics(std::map<std::string, double>* metrics) const;
+};
+
+// The log-probs of the policy that sampled each micro-batch's rollouts, for the
+// steps that reuse them (num_iterations / num_ppo_epochs > 1). At a batch's first
+// step (iteration 0) the weights are the sampling weights, so they are the current
+// log-probs, detached — computed in the trainer's own forward pass instead of a
+// separate one by the sampler; later iterations read them back.
+class SamplingLogprobs {
+ public:
+  at::Tensor Get(const StepInput& input, const at::Tensor& current_logps);
+
+ private:
+  std::vector<at::Tensor> by_micro_batch_;
 };
 
 // FailedPrecondition naming `trainer` if the rollouts have no token ids (a sampler
