@@ -42,15 +42,7 @@ class OnlineDpoTrainer final : public Trainer {
     return t;
   }
 
-  TrainerNeeds Needs() const override {
-    TrainerNeeds needs;
-    needs.reference = true;
-    needs.rollouts = true;
-    needs.rewards = true;
-    needs.num_generations = 2;
-    needs.sampler_logprobs = false;  // DPO compares to the reference, not to the sampler
-    return needs;
-  }
+  TrainerNeeds Needs() const override { return TrainerNeeds::Online(/*reference=*/true, /*num_generations=*/2); }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     reference_ = context.reference;

@@ -72,16 +72,7 @@ class PpoTrainer final : public Trainer {
     return t;
   }
 
-  TrainerNeeds Needs() const override {
-    TrainerNeeds needs;
-    needs.reference = kl_coef_ != 0.0;
-    needs.rollouts = true;
-    needs.rewards = true;
-    needs.num_generations = num_generations_;
-    needs.steps_per_generation = num_ppo_epochs_;
-    needs.sampler_logprobs = false;  // the first step on a batch fixes them (FixRollouts)
-    return needs;
-  }
+  TrainerNeeds Needs() const override { return TrainerNeeds::Online(kl_coef_ != 0.0, num_generations_, num_ppo_epochs_); }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     reference_ = context.reference;

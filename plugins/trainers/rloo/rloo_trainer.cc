@@ -47,16 +47,7 @@ class RlooTrainer final : public Trainer {
     return t;
   }
 
-  TrainerNeeds Needs() const override {
-    TrainerNeeds needs;
-    needs.reference = beta_ != 0.0;
-    needs.rollouts = true;
-    needs.rewards = true;
-    needs.num_generations = num_generations_;
-    needs.steps_per_generation = num_iterations_;
-    needs.sampler_logprobs = false;
-    return needs;
-  }
+  TrainerNeeds Needs() const override { return TrainerNeeds::Online(beta_ != 0.0, num_generations_, num_iterations_); }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     reference_ = context.reference;

@@ -55,6 +55,18 @@ struct TrainerNeeds {
   // policy's log-probs themselves in their first forward pass on a batch (the same
   // function, the same weights: equal), which spares the sampler a pass.
   bool sampler_logprobs = true;
+
+  // An online trainer's needs: rollouts scored by rewards, log-probs of its own.
+  static TrainerNeeds Online(bool reference, std::int64_t num_generations, std::int64_t steps_per_generation = 1) {
+    TrainerNeeds needs;
+    needs.reference = reference;
+    needs.rollouts = true;
+    needs.rewards = true;
+    needs.num_generations = num_generations;
+    needs.steps_per_generation = steps_per_generation;
+    needs.sampler_logprobs = false;
+    return needs;
+  }
 };
 
 // An example's token ids, made by the engine's data pipeline (oneTBB) ahead of
