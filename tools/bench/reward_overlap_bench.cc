@@ -1,7 +1,7 @@
 // Reward scoring overlapped with generation vs. done after it.
 //
 //   build/bin/reward_overlap_bench [--prompts 8] [--generations 8] [--new-tokens 64]
-//                                  [--sleep-ms 20] [--repeat 3]
+//                                  [--sleep-ms 20] [--repeat 3] [--workers 8] [--logprobs 1]
 //
 // One GRPO-shaped rollout step on stories260K (TinyStories openings, sampling at
 // temperature 1, EOS on): prompts × generations completions, each scored by a
@@ -15,7 +15,9 @@
 //                sampler's on_rollout), scoring on the workers while generation and
 //                the log-prob pass go on
 // The overlapped step also runs with generation in micro-batches
-// (generation_batch_size), which hands completions over earlier.
+// (generation_batch_size), which hands completions over earlier. --logprobs 0 skips
+// the sampler's teacher-forced pass, as the engine does for the online trainers
+// (they compute those log-probs in their own forward pass).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -67,7 +69,7 @@ double Median(std::vector<double> v) {
 
 int Main(int argc, char** argv) {
   std::int64_t num_prompts = 8, generations = 8, new_tokens = 64, repeat = 3;
-  int sleep_ms = 20, workers = 8;
+  int sleep_ms = 20, workers = 8, logprobs = 1;
   std::string data = "../shared/data";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -77,6 +79,7 @@ int Main(int argc, char** argv) {
     if (flag == "--sleep-ms") sleep_ms = std::stoi(argv[i + 1]);
     if (flag == "--repeat") repeat = std::stoll(argv[i + 1]);
     if (flag == "--workers") workers = std::stoi(argv[i + 1]);
+    if (flag == "--logprobs") logprobs = std::stoi(argv[i + 1]);
     if (flag == "--data") data = argv[i + 1];
   }
   ConfigureThreads(at::kFloat);
@@ -111,6 +114,7 @@ int Main(int argc, char** argv) {
   params.max_new_tokens = new_tokens;
   params.temperature = 1.0;
   params.eos_token_ids = EosTokenIds(model, tokenizer->get());
+  params.compute_logprobs = logprobs != 0;
   const auto total = static_cast<std::size_t>(num_prompts * generations);
   std::printf("%lld prompts x %lld generations x <= %lld new tokens (stories260K, fp32), reward sleeps %d ms per "
               "completion; %d reward workers (%d cores); median of %lld\n",
@@ -160,8 +164,8 @@ int Main(int argc, char** argv) {
   }
   const double g = Median(gen_s), s = Median(score_s), o = Median(one_s);
   const double ov = Median(overlap_s), ovm = Median(overlap_micro_s);
-  std::printf("generation alone                         %6.2f s   (sampling %.2f s, then the log-prob pass)\n", g,
-              Median(sampling_s));
+  std::printf("generation alone                         %6.2f s   (sampling %.2f s%s)\n", g, Median(sampling_s),
+              logprobs ? ", then the log-prob pass" : ", no log-prob pass");
   std::printf("scoring alone (chunks of 8, %d workers)  %6.2f s   one by one %6.2f s\n", workers, s, o);
   std::printf("in sequence: generation + scoring        %6.2f s   (+ one by one: %6.2f s)\n", g + s, g + o);
   std::printf("overlapped step                          %6.2f s   = %.2fx of in-sequence, hides %3.0f%% of scoring\n",
