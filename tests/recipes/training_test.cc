@@ -256,3 +256,37 @@ TEST(TrainingRecipeTest, GrpoGsm8kAccuracyRecipeRuns) {
 
 }  // namespace
 }  // namespace posttrain
+
+namespace posttrain {
+namespace {
+
+// GRPO num_iterations = 2: one generation serves two steps; the second step sees
+// the policy moved by the first (importance ratio != 1, so the clipped objective
+// differs from the plain one).
+TEST(TrainingRecipeTest, GrpoNumIterationsReusesEachGeneration) {
+  const std::string dir = testing::TempDir("grpo_iterations");
+  auto metrics = RunShortened("recipes/grpo/stories260K_keyword.toml", dir,
+                              "trainer.max_steps=4 trainer.per_device_train_batch_size=2 trainer.num_generations=4 "
+                              "sampler.max_completion_length=16 trainer.max_completion_length=16 trainer.num_iterations=2 "
+                              "trainer.learning_rate=0.05 trainer.epsilon=0.01 "
+                              "'rewards.0.keywords=[\"the\",\"she\",\"he\"]'");  // common words: groups differ
+  ASSERT_EQ(metrics.size(), 4u);
+  std::vector<std::int64_t> steps = CompletionSteps(dir);
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), 1), 8);
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), 3), 8);
+  EXPECT_EQ(steps.size(), 16u);
+  // Same rollouts and rewards at steps 1 and 2 (and 3 and 4).
+  EXPECT_EQ(metrics[0]["reward"], metrics[1]["reward"]);
+  EXPECT_EQ(metrics[2]["reward"], metrics[3]["reward"]);
+  // At a generation's first step the ratio is exactly 1: nothing is clipped.
+  for (int i : {0, 2}) {
+    EXPECT_EQ(metrics[i]["clip_ratio/low_mean"].get<double>() + metrics[i]["clip_ratio/high_mean"].get<double>(), 0.0);
+  }
+  // After a large step with a tight clip range, the reuse clips some tokens.
+  EXPECT_GT(metrics[1]["clip_ratio/low_mean"].get<double>() + metrics[1]["clip_ratio/high_mean"].get<double>() +
+                metrics[3]["clip_ratio/low_mean"].get<double>() + metrics[3]["clip_ratio/high_mean"].get<double>(),
+            0.0);
+}
+
+}  // namespace
+}  // namespace posttrain
