@@ -2,6 +2,7 @@
 //
 //   build/bin/reward_overlap_bench [--prompts 8] [--generations 8] [--new-tokens 64]
 //                                  [--sleep-ms 20] [--repeat 3] [--workers 8] [--logprobs 1]
+//                                  [--stop "."] [--chunk 8]
 //
 // One GRPO-shaped rollout step on stories260K (TinyStories openings, sampling at
 // temperature 1, EOS on): prompts × generations completions, each scored by a
@@ -24,6 +25,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 #include "posttrain/core/text_file.h"
@@ -69,8 +71,8 @@ double Median(std::vector<double> v) {
 
 int Main(int argc, char** argv) {
   std::int64_t num_prompts = 8, generations = 8, new_tokens = 64, repeat = 3;
-  int sleep_ms = 20, workers = 8, logprobs = 1;
-  std::string data = "../shared/data";
+  int sleep_ms = 20, workers = 8, logprobs = 1, chunk = 8;
+  std::string data = "../shared/data", stop;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--prompts") num_prompts = std::stoll(argv[i + 1]);
@@ -80,6 +82,8 @@ int Main(int argc, char** argv) {
     if (flag == "--repeat") repeat = std::stoll(argv[i + 1]);
     if (flag == "--workers") workers = std::stoi(argv[i + 1]);
     if (flag == "--logprobs") logprobs = std::stoi(argv[i + 1]);
+    if (flag == "--stop") stop = argv[i + 1];
+    if (flag == "--chunk") chunk = std::stoi(argv[i + 1]);
     if (flag == "--data") data = argv[i + 1];
   }
   ConfigureThreads(at::kFloat);
@@ -108,13 +112,14 @@ int Main(int argc, char** argv) {
     batch.push_back(&e);
     prompts.push_back((*tokenizer)->Encode(e.prompt, true));
   }
-  RewardPipeline rewards(/*chunk_size=*/8, workers);
+  RewardPipeline rewards(static_cast<std::size_t>(chunk), workers);
   rewards.Add("sleep", 1.0, std::make_unique<SleepReward>(sleep_ms));
   SamplingParams params;
   params.max_new_tokens = new_tokens;
   params.temperature = 1.0;
   params.eos_token_ids = EosTokenIds(model, tokenizer->get());
   params.compute_logprobs = logprobs != 0;
+  if (!stop.empty()) params.stop_strings = {stop};
   const auto total = static_cast<std::size_t>(num_prompts * generations);
   std::printf("%lld prompts x %lld generations x <= %lld new tokens (stories260K, fp32), reward sleeps %d ms per "
               "completion; %d reward workers (%d cores); median of %lld\n",
@@ -123,6 +128,7 @@ int Main(int argc, char** argv) {
               static_cast<long long>(repeat));
   Generate(model, {prompts[0]}, 1, params, nullptr).IgnoreError();  // warm-up
 
+  std::int64_t stopped_early = 0;
   std::vector<double> gen_s, score_s, one_s, overlap_s, overlap_micro_s, sampling_s;
   for (std::int64_t rep = 0; rep < repeat; ++rep) {
     params.seed = static_cast<std::uint64_t>(rep + 1);
@@ -137,7 +143,10 @@ int Main(int argc, char** argv) {
     sampling_s.push_back(last_final);
     params.on_finished = nullptr;
     std::vector<Rollout> rollouts;
-    for (const Generation& g : *generated) rollouts.push_back(ToRollout(g));
+    for (const Generation& g : *generated) {
+      rollouts.push_back(ToRollout(g));
+      stopped_early += g.finish_reason == FinishReason::kStop;
+    }
     start = Clock::now();
     if (!rewards.Score(batch, rollouts).ok()) return 1;
     score_s.push_back(Seconds(start));
@@ -166,7 +175,10 @@ int Main(int argc, char** argv) {
   const double ov = Median(overlap_s), ovm = Median(overlap_micro_s);
   std::printf("generation alone                         %6.2f s   (sampling %.2f s%s)\n", g, Median(sampling_s),
               logprobs ? ", then the log-prob pass" : ", no log-prob pass");
-  std::printf("scoring alone (chunks of 8, %d workers)  %6.2f s   one by one %6.2f s\n", workers, s, o);
+  std::printf("completions ending before the limit       %5.1f%%%s\n",
+              100.0 * static_cast<double>(stopped_early) / static_cast<double>(total * repeat),
+              stop.empty() ? " (EOS)" : absl::StrCat(" (EOS or \"", stop, "\")").c_str());
+  std::printf("scoring alone (chunks of %d, %d workers)  %6.2f s   one by one %6.2f s\n", chunk, workers, s, o);
   std::printf("in sequence: generation + scoring        %6.2f s   (+ one by one: %6.2f s)\n", g + s, g + o);
   std::printf("overlapped step                          %6.2f s   = %.2fx of in-sequence, hides %3.0f%% of scoring\n",
               ov, ov / (g + s), 100.0 * std::clamp((g + s - ov) / s, 0.0, 1.0));

@@ -1,6 +1,7 @@
 #include "posttrain/run/reward_pipeline.h"
 
 #include <cmath>
+#include <atomic>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -15,9 +16,11 @@ namespace posttrain {
 // lets oneTBB start that many workers even beyond the core count.
 struct RewardPipeline::Workers {
   explicit Workers(int n)
-      : control(tbb::global_control::max_allowed_parallelism,
+      : count(std::max(1, n)),
+        control(tbb::global_control::max_allowed_parallelism,
                 static_cast<std::size_t>(std::max(n + 1, tbb::this_task_arena::max_concurrency()))),
         arena(std::max(1, n) + 1) {}  // + the slot of the thread that submits
+  int count;
   tbb::global_control control;
   tbb::task_arena arena;
 };
@@ -48,7 +51,8 @@ struct RewardPipeline::Session::State {
   std::vector<std::size_t> pending;
   std::vector<std::vector<float>> scores;  // [function][rollout]
   tbb::task_group tasks;
-  std::mutex mutex;  // guards first_error
+  std::atomic<int> in_flight{0};  // chunks launched and not finished
+  std::mutex mutex;               // guards first_error
   absl::Status first_error;
 
   ~State() { Wait(); }
@@ -64,9 +68,13 @@ struct RewardPipeline::Session::State {
   // Scores `indices` with every function, one task each.
   void Launch(std::vector<std::size_t> indices) {
     auto shared = std::make_shared<const std::vector<std::size_t>>(std::move(indices));
+    in_flight += static_cast<int>(pipeline->entries_.size());
     pipeline->workers_->arena.execute([&] {
       for (std::size_t f = 0; f < pipeline->entries_.size(); ++f) {
-        tasks.run([this, f, shared] { ScoreChunk(f, *shared); });
+        tasks.run([this, f, shared] {
+          ScoreChunk(f, *shared);
+          --in_flight;
+        });
       }
     });
   }
@@ -106,6 +114,17 @@ struct RewardPipeline::Session::State {
     }
   }
 
+  // Keeps what the functions read of rollout `index`; false if out of range or seen.
+  bool Accept(std::size_t index, const Rollout& rollout) {
+    if (index >= completions.size() || submitted[index]) return false;
+    if (rollout.prompt_index < 0 || static_cast<std::size_t>(rollout.prompt_index) >= prompts.size()) return false;
+    completions[index] = rollout.completion;
+    prompt_index[index] = rollout.prompt_index;
+    submitted[index] = true;
+    pending.push_back(index);
+    return true;
+  }
+
   void Record(absl::Status error) {
     std::lock_guard<std::mutex> lock(mutex);
     if (first_error.ok()) first_error = std::move(error);
@@ -130,13 +149,13 @@ RewardPipeline::Session RewardPipeline::Start(absl::Span<const Example* const> p
 
 void RewardPipeline::Session::Submit(std::size_t index, const Rollout& rollout) {
   State& s = *state_;
-  if (index >= s.completions.size() || s.submitted[index]) return;  // Finish reports what is missing
-  if (rollout.prompt_index < 0 || static_cast<std::size_t>(rollout.prompt_index) >= s.prompts.size()) return;
-  s.completions[index] = rollout.completion;
-  s.prompt_index[index] = rollout.prompt_index;
-  s.submitted[index] = true;
-  s.pending.push_back(index);
-  if (s.pending.size() >= s.pipeline->chunk_size_) s.Launch(std::exchange(s.pending, {}));
+  if (!s.Accept(index, rollout)) return;  // Finish reports what is missing
+  // A full chunk goes at once; a partial one too while workers are idle, so that
+  // completions finishing one by one are scored one by one.
+  if (s.pending.size() >= s.pipeline->chunk_size_ ||
+      s.in_flight.load() + static_cast<int>(s.pipeline->entries_.size()) <= s.pipeline->workers_->count) {
+    s.Launch(std::exchange(s.pending, {}));
+  }
 }
 
 absl::StatusOr<RewardTable> RewardPipeline::Session::Finish(absl::Span<const Rollout> rollouts) {
@@ -152,7 +171,8 @@ absl::StatusOr<RewardTable> RewardPipeline::Session::Finish(absl::Span<const Rol
       s.Wait();
       return absl::InternalError(absl::StrCat("rollout ", i, " has prompt_index ", p, " of ", s.prompts.size(), " prompts"));
     }
-    if (!s.submitted[i]) Submit(i, rollouts[i]);
+    // What was not streamed in goes in full chunks.
+    if (s.Accept(i, rollouts[i]) && s.pending.size() >= s.pipeline->chunk_size_) s.Launch(std::exchange(s.pending, {}));
   }
   if (!s.pending.empty()) s.Launch(std::exchange(s.pending, {}));
   s.Wait();

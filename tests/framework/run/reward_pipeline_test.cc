@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cmath>
 #include <stdexcept>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -119,24 +121,51 @@ TEST(RewardPipelineTest, SkipErrorsLeavesNaNsOutOfTheTotalAndCountsThem) {
   EXPECT_DOUBLE_EQ(metrics.at("rewards/down/skipped"), 4.0);
 }
 
-TEST(RewardPipelineTest, ASessionScoresSubmittedChunksBeforeFinish) {
-  RewardPipeline pipeline(/*chunk_size=*/2);
-  auto fake = std::make_unique<FakeReward>(FakeReward::Mode::kLength);
-  FakeReward* calls = fake.get();
-  pipeline.Add("len", 2.0, std::move(fake));
+// Scores = completion length, but each call waits until released.
+class GatedReward final : public RewardFunction {
+ public:
+  absl::StatusOr<std::vector<float>> Score(absl::Span<const RewardInput> batch) const override {
+    calls_++;
+    std::unique_lock<std::mutex> lock(mutex_);
+    released_.wait(lock, [&] { return open_; });
+    std::vector<float> out;
+    for (const RewardInput& in : batch) out.push_back(static_cast<float>(in.completion.size()));
+    return out;
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_ = true;
+    released_.notify_all();
+  }
+  mutable std::atomic<int> calls_{0};
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable released_;
+  bool open_ = false;
+};
+
+TEST(RewardPipelineTest, ASessionScoresWhileRolloutsArriveAndChunksWhenWorkersAreBusy) {
+  RewardPipeline pipeline(/*chunk_size=*/2, /*workers=*/1);
+  auto gated = std::make_unique<GatedReward>();
+  GatedReward* reward = gated.get();
+  pipeline.Add("len", 2.0, std::move(gated));
   Fixture f({"a", "bb", "ccc", "dddd", "eeeee"});
   RewardPipeline::Session session = pipeline.Start(f.prompts, f.rollouts.size());
+  // The worker is idle: the first rollout is scored at once, on the worker thread,
+  // while this thread goes on ("generating").
   session.Submit(3, f.rollouts[3]);
-  EXPECT_EQ(calls->calls_.load(), 0);  // half a chunk: waits for more
+  for (int i = 0; i < 5000 && reward->calls_.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(reward->calls_.load(), 1);
+  // The worker is busy: the next rollouts wait to fill a chunk of 2.
   session.Submit(1, f.rollouts[1]);
-  // A full chunk starts on a worker thread while the caller goes on ("generating").
-  for (int i = 0; i < 2000 && calls->calls_.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  EXPECT_EQ(calls->calls_.load(), 1);
-  // Finish scores the rest (never submitted: taken from the rollouts) in one more chunk pass.
+  session.Submit(0, f.rollouts[0]);
+  reward->Release();
+  // Finish scores the rest (never submitted: taken from the rollouts).
   absl::StatusOr<RewardTable> table = session.Finish(f.rollouts);
   ASSERT_TRUE(table.ok()) << table.status();
   EXPECT_THAT(table->total, ::testing::ElementsAre(2, 4, 6, 8, 10));
-  EXPECT_EQ(calls->calls_.load(), 3);  // {3,1}, {0,2}, {4}
+  EXPECT_EQ(reward->calls_.load(), 3);  // {3}, {1, 0}, {2, 4}
 }
 
 }  // namespace

@@ -5,8 +5,8 @@
 //   rewards.Add("keyword", 1.0, std::move(keyword_fn));
 //   rewards.Add("repetition", 0.5, std::move(repetition_fn), /*skip_errors=*/true);
 //
-//   // Streaming: hand each rollout over as the sampler finishes it; scoring of a
-//   // chunk starts as soon as `chunk_size` rollouts are in.
+//   // Streaming: hand each rollout over as the sampler finishes it; scoring starts
+//   // at once while workers are idle, else as soon as `chunk_size` rollouts wait.
 //   RewardPipeline::Session session = rewards.Start(prompts, num_rollouts);
 //   request.on_rollout = [&](size_t i, const Rollout& r) { session.Submit(i, r); };
 //   ... sampler->Sample(request) ...
