@@ -369,8 +369,18 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     std::vector<const Example*> batch;
     std::vector<const TokenizedExample*> tokens;
     std::vector<Rollout> rollouts;
-    RewardTable rewards;
-    bool scored = false;
+    // Scoring in progress, then its result (kept for the reuse steps).
+    std::unique_ptr<RewardPipeline::Session> scoring;
+    std::optional<absl::StatusOr<RewardTable>> rewards;
+    bool has_rewards = false;
+    absl::StatusOr<const RewardTable*> WaitRewards() {
+      if (!rewards) {
+        rewards = scoring->Finish(rollouts);
+        scoring.reset();
+      }
+      if (!rewards->ok()) return rewards->status();
+      return &rewards->value();
+    }
   };
   std::vector<MicroRollouts> generation(static_cast<size_t>(accumulation));
   std::int64_t iteration = reuse;  // reuse: sample on the first step
@@ -409,20 +419,18 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
         request.policy = sampling_policy;
         request.logprobs = needs.sampler_logprobs;
         // Rewards score each completion as the sampler finishes it (oneTBB workers),
-        // overlapping with the rest of generation.
-        std::optional<RewardPipeline::Session> scoring;
+        // overlapping with the rest of generation and with the trainer's step,
+        // which waits for them only when it needs the scores.
         if (!rewards.empty()) {
-          scoring.emplace(rewards.Start(m.batch, m.batch.size() * static_cast<size_t>(needs.num_generations)));
-          request.on_rollout = [&](std::size_t i, const Rollout& r) { scoring->Submit(i, r); };
+          m.scoring = std::make_unique<RewardPipeline::Session>(
+              rewards.Start(m.batch, m.batch.size() * static_cast<size_t>(needs.num_generations)));
+          request.on_rollout = [&m](std::size_t i, const Rollout& r) { m.scoring->Submit(i, r); };
+          m.has_rewards = true;
         }
         POSTTRAIN_ASSIGN_OR_RETURN(m.rollouts, CallNoThrow("sampler", [&] { return sampler->Sample(request); }));
-        if (scoring) {
-          POSTTRAIN_ASSIGN_OR_RETURN(m.rewards, scoring->Finish(m.rollouts));
-          m.scored = true;
-        }
       }
       input.rollouts = m.rollouts;
-      if (m.scored) input.rewards = &m.rewards;
+      if (m.has_rewards) input.rewards = StepRewards([&m] { return m.WaitRewards(); });
       StepOutput output;
       {
         Autocast autocast(options.bf16);
@@ -439,6 +447,11 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
           }
         }
       }
+      // A failing reward fails the step even if the trainer never waited for it.
+      const RewardTable* table = nullptr;
+      if (m.has_rewards) {
+        POSTTRAIN_ASSIGN_OR_RETURN(table, m.WaitRewards());
+      }
       micro_metrics.Add(output.metrics);
       // Completions with their rewards, on the logging cadence.
       if (log_completions) {
@@ -447,9 +460,9 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
                                 {"prompt", m.batch[static_cast<size_t>(m.rollouts[i].prompt_index)]->prompt},
                                 {"completion", m.rollouts[i].completion},
                                 {"finish_reason", FinishReasonName(m.rollouts[i].finish_reason)}};
-          if (m.scored) {
-            row["reward"] = m.rewards.total[i];
-            for (const auto& [name, scores] : m.rewards.per_function) {
+          if (table != nullptr) {
+            row["reward"] = table->total[i];
+            for (const auto& [name, scores] : table->per_function) {
               row["rewards"][name] = std::isnan(scores[i]) ? nlohmann::json() : nlohmann::json(scores[i]);
             }
           }

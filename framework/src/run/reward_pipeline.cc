@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <atomic>
+
+#include <ATen/autocast_mode.h>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -80,6 +82,13 @@ struct RewardPipeline::Session::State {
   }
 
   void ScoreChunk(std::size_t f, const std::vector<std::size_t>& indices) {
+    // A waiting trainer thread may run this task inside its bf16 autocast scope:
+    // rewards always see plain precision.
+    struct NoAutocast {
+      bool was = at::autocast::is_cpu_enabled();
+      NoAutocast() { at::autocast::set_cpu_enabled(false); }
+      ~NoAutocast() { at::autocast::set_cpu_enabled(was); }
+    } no_autocast;
     const Entry& entry = pipeline->entries_[f];
     std::vector<RewardInput> inputs;
     inputs.reserve(indices.size());

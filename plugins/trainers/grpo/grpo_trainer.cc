@@ -69,22 +69,23 @@ class GrpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    if (input.rewards == nullptr) return absl::InternalError("grpo got no rewards");
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo", mask_truncated_));
     const auto n = static_cast<std::int64_t>(input.rollouts.size());
-    POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages,
-                               GroupAdvantages(at::tensor(input.rewards->total), num_generations_, scale_rewards_));
+    // Forward passes first: the rewards are still being scored meanwhile.
     at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
     at::Tensor ref_logps;
     if (options_.beta != 0.0) {
       at::NoGradGuard no_grad;
       ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
     }
+    POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* rewards, input.rewards.Wait());
+    POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages,
+                               GroupAdvantages(at::tensor(rewards->total), num_generations_, scale_rewards_));
     POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, sampling_.Get(input, logps), ref_logps, advantages, rb.mask, options_));
     StepOutput out;
     out.loss = r.loss;
-    AddRewardMetrics(*input.rewards, &out.metrics);
-    at::Tensor grouped = at::tensor(input.rewards->total).view({n / num_generations_, num_generations_});
+    AddRewardMetrics(*rewards, &out.metrics);
+    at::Tensor grouped = at::tensor(rewards->total).view({n / num_generations_, num_generations_});
     out.metrics["frac_reward_zero_std"] = (grouped.std(1) < 1e-6).to(at::kFloat).mean().item<double>();
     if (options_.beta != 0.0) out.metrics["kl"] = r.mean_kl;
     out.metrics["clip_ratio/low_mean"] = r.clip_ratio_low;

@@ -50,10 +50,17 @@ class OnlineDpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    if (input.rewards == nullptr) return absl::InternalError("online_dpo got no rewards");
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "online_dpo"));
     const auto n = static_cast<std::int64_t>(input.rollouts.size()) / 2;
-    at::Tensor scores = at::tensor(input.rewards->total);
+    // Forward passes first: the rewards are still being scored meanwhile.
+    const at::Tensor logps = (CompletionLogprobs(*policy_, rb.sequences, temperature_) * rb.mask).sum(1);  // [2n]
+    at::Tensor ref_logps;
+    {
+      at::NoGradGuard no_grad;
+      ref_logps = (CompletionLogprobs(*reference_, rb.sequences, temperature_) * rb.mask).sum(1);
+    }
+    POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
+    at::Tensor scores = at::tensor(table->total);
     if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
     // Rollouts come grouped by prompt: rows 2i and 2i + 1 are prompt i's pair.
     const at::Tensor pairs = scores.view({n, 2});
@@ -61,20 +68,13 @@ class OnlineDpoTrainer final : public Trainer {
     const at::Tensor base = at::arange(n, at::kLong) * 2;
     const at::Tensor chosen_rows = at::where(first_wins, base, base + 1);
     const at::Tensor rejected_rows = at::where(first_wins, base + 1, base);
-
-    const at::Tensor logps = (CompletionLogprobs(*policy_, rb.sequences, temperature_) * rb.mask).sum(1);  // [2n]
-    at::Tensor ref_logps;
-    {
-      at::NoGradGuard no_grad;
-      ref_logps = (CompletionLogprobs(*reference_, rb.sequences, temperature_) * rb.mask).sum(1);
-    }
     POSTTRAIN_ASSIGN_OR_RETURN(
         DpoLossResult r, DpoLoss(loss_type_, logps.index_select(0, chosen_rows), logps.index_select(0, rejected_rows),
                                  ref_logps.index_select(0, chosen_rows), ref_logps.index_select(0, rejected_rows), beta_,
                                  /*label_smoothing=*/0.0, nullptr));
     StepOutput out;
     out.loss = r.losses.mean();
-    AddRewardMetrics(*input.rewards, &out.metrics);
+    AddRewardMetrics(*table, &out.metrics);
     rb.AddMetrics(&out.metrics);
     at::NoGradGuard no_grad;
     const at::Tensor detached = logps.detach();

@@ -88,7 +88,6 @@ class PpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    if (input.rewards == nullptr) return absl::InternalError("ppo got no rewards");
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "ppo"));
     const at::Tensor hidden = CompletionHiddenStates(*policy_, rb.sequences);
     const at::Tensor logps = CompletionLogprobsFromHidden(*policy_, rb.sequences, hidden, temperature_);
@@ -99,14 +98,15 @@ class PpoTrainer final : public Trainer {
     if (cache_.size() <= micro) cache_.resize(micro + 1);
     Fixed& fixed = cache_[micro];
     if (input.iteration == 0 || !fixed.advantages.defined()) {
-      fixed = FixRollouts(rb, *input.rewards, logps.detach(), values.detach() * rb.mask);
+      POSTTRAIN_ASSIGN_OR_RETURN(fixed, FixRollouts(rb, input.rewards, logps.detach(), values.detach() * rb.mask));
     }
+    POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
     PpoLossResult r =
         PpoLoss(logps, fixed.old_logps, values, fixed.old_values, fixed.advantages, fixed.returns, rb.mask, loss_);
     StepOutput out;
     out.loss = r.loss;
     out.metrics = fixed.metrics;
-    AddRewardMetrics(*input.rewards, &out.metrics);
+    AddRewardMetrics(*table, &out.metrics);
     rb.AddMetrics(&out.metrics);
     {
       at::NoGradGuard no_grad;
@@ -133,21 +133,23 @@ class PpoTrainer final : public Trainer {
     return at::linear(hidden, v_weight_, v_bias_).squeeze(-1).to(at::kFloat);  // [N, C]
   }
 
-  Fixed FixRollouts(const RolloutBatch& rb, const RewardTable& table, const at::Tensor& old_logps,
-                    const at::Tensor& old_values) {
+  absl::StatusOr<Fixed> FixRollouts(const RolloutBatch& rb, const StepRewards& pending, const at::Tensor& old_logps,
+                                    const at::Tensor& old_values) {
     at::NoGradGuard no_grad;
     Fixed f;
-    const auto n = static_cast<std::int64_t>(table.total.size());
     f.old_logps = old_logps;
     f.old_values = old_values;
-    at::Tensor scores = at::tensor(table.total);
-    if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
-    at::Tensor kl = at::zeros_like(rb.old_logps);
+    at::Tensor kl = at::zeros_like(old_logps);
     if (kl_coef_ != 0.0) {
       const at::Tensor ref = CompletionLogprobs(*reference_, rb.sequences, temperature_);
       const at::Tensor log_r = ref - old_logps;  // log π_ref/π_old
       kl = (k3_ ? at::exp(log_r) - 1 - log_r : -log_r) * rb.mask;
     }
+    // The scores are needed from here on (they were scored during the passes above).
+    POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, pending.Wait());
+    const auto n = static_cast<std::int64_t>(table->total.size());
+    at::Tensor scores = at::tensor(table->total);
+    if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
     at::Tensor rewards = -kl_coef_ * kl;
     const at::Tensor non_score = rewards.sum(1);
     std::vector<std::int64_t> last;

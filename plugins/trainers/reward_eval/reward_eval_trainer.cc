@@ -39,9 +39,9 @@ class RewardEvalTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    if (input.rewards == nullptr) return absl::InternalError("reward_eval got no rewards");
+    POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* rewards, input.rewards.Wait());
     StepOutput output;
-    AddRewardMetrics(*input.rewards, &output.metrics);
+    AddRewardMetrics(*rewards, &output.metrics);
     return output;
   }
 

@@ -55,25 +55,26 @@ class RlooTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    if (input.rewards == nullptr) return absl::InternalError("rloo got no rewards");
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "rloo", mask_truncated_));
     StepOutput out;
     const at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
     const at::Tensor old_logps = sampling_.Get(input, logps);
-    at::Tensor rewards = at::tensor(input.rewards->total);
+    at::Tensor kl;
     if (beta_ != 0.0) {
       // KL of the sampled sequence (k1, under the sampling policy), folded into the reward.
       at::NoGradGuard no_grad;
       const at::Tensor ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
-      const at::Tensor kl = ((old_logps - ref_logps) * rb.mask).sum(1);
-      rewards = rewards - beta_ * kl;
+      kl = ((old_logps - ref_logps) * rb.mask).sum(1);
       out.metrics["kl"] = kl.mean().item<double>();
     }
+    POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
+    at::Tensor rewards = at::tensor(table->total);
+    if (kl.defined()) rewards = rewards - beta_ * kl;
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages, LeaveOneOutAdvantages(rewards, num_generations_));
     if (normalize_) advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4);
     RlooLossResult r = RlooLoss(logps, old_logps, advantages, rb.mask, epsilon_, epsilon_high_);
     out.loss = r.loss;
-    AddRewardMetrics(*input.rewards, &out.metrics);
+    AddRewardMetrics(*table, &out.metrics);
     out.metrics["clip_ratio"] = r.clip_ratio;
     rb.AddMetrics(&out.metrics);
     return out;

@@ -14,7 +14,7 @@ TEST(RewardEvalTrainerTest, LogsTrlRewardMetrics) {
   table.total = {1, 2, 3, 4};
   table.per_function["a"] = {0, 0, 1, 1};
   StepInput input;
-  input.rewards = &table;
+  input.rewards = StepRewards(&table);
   absl::StatusOr<StepOutput> out = (*trainer)->Step(input);
   ASSERT_TRUE(out.ok());
   // mean 2.5; unbiased std of 1,2,3,4 = sqrt(5/3)

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -100,6 +101,30 @@ struct RewardTable {
   std::map<std::string, std::int64_t> skipped;
 };
 
+// The rewards of a step's rollouts. The engine goes on scoring them in the
+// background when it calls Step, so a trainer should do its forward passes first
+// and Wait() when it needs the scores: scoring then overlaps with its compute.
+// Wait() returns the same table every time; an error is a failing reward (named).
+class StepRewards {
+ public:
+  StepRewards() = default;
+  // Already scored.
+  explicit StepRewards(const RewardTable* table)
+      : wait_([table]() -> absl::StatusOr<const RewardTable*> { return table; }) {}
+  // Scored in the background; `wait` blocks until done.
+  explicit StepRewards(std::function<absl::StatusOr<const RewardTable*>()> wait) : wait_(std::move(wait)) {}
+
+  // False unless the trainer's needs.rewards.
+  bool has_value() const { return static_cast<bool>(wait_); }
+  absl::StatusOr<const RewardTable*> Wait() const {
+    if (!wait_) return absl::FailedPreconditionError("this step has no rewards (the trainer did not ask for them)");
+    return wait_();
+  }
+
+ private:
+  std::function<absl::StatusOr<const RewardTable*>()> wait_;
+};
+
 struct StepInput {
   std::int64_t step = 0;  // 1-based optimisation step
   bool training = true;   // false during evaluation (no gradients are taken)
@@ -114,8 +139,8 @@ struct StepInput {
   absl::Span<const TokenizedExample* const> tokens;
   // Empty unless needs.rollouts: batch.size() * num_generations, grouped by example.
   absl::Span<const Rollout> rollouts;
-  // Null unless needs.rewards.
-  const RewardTable* rewards = nullptr;
+  // Empty unless needs.rewards; see StepRewards.
+  StepRewards rewards;
 };
 
 struct StepOutput {
