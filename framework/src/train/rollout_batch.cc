@@ -4,11 +4,11 @@
 
 namespace posttrain {
 
-at::Tensor SamplingLogprobs::Get(const StepInput& input, const at::Tensor& current_logps) {
+at::Tensor PerGenerationCache::Get(const StepInput& input, const std::function<at::Tensor()>& compute) {
   const auto micro = static_cast<size_t>(input.micro_batch);
   if (by_micro_batch_.size() <= micro) by_micro_batch_.resize(micro + 1);
   at::Tensor& kept = by_micro_batch_[micro];
-  if (input.iteration == 0 || !kept.defined() || kept.sizes() != current_logps.sizes()) kept = current_logps.detach();
+  if (input.iteration == 0 || !kept.defined()) kept = compute();
   return kept;
 }
 

@@ -75,13 +75,15 @@ class GrpoTrainer final : public Trainer {
     at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
     at::Tensor ref_logps;
     if (options_.beta != 0.0) {
-      at::NoGradGuard no_grad;
-      ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
+      ref_logps = reference_logps_.Get(input, [&] {
+        at::NoGradGuard no_grad;
+        return CompletionLogprobs(*reference_, rb.sequences, temperature_);
+      });
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* rewards, input.rewards.Wait());
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages,
                                GroupAdvantages(at::tensor(rewards->total), num_generations_, scale_rewards_));
-    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, sampling_.Get(input, logps), ref_logps, advantages, rb.mask, options_));
+    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, sampling_.Get(input, [&] { return logps.detach(); }), ref_logps, advantages, rb.mask, options_));
     StepOutput out;
     out.loss = r.loss;
     AddRewardMetrics(*rewards, &out.metrics);
@@ -100,7 +102,7 @@ class GrpoTrainer final : public Trainer {
   std::int64_t num_generations_ = 8;
   std::int64_t num_iterations_ = 1;
   GrpoLossOptions options_;
-  SamplingLogprobs sampling_;
+  PerGenerationCache sampling_, reference_logps_;  // per generated batch
   std::string scale_rewards_ = "group";
   bool mask_truncated_ = false;
   double temperature_ = 1.0;

@@ -58,13 +58,16 @@ class RlooTrainer final : public Trainer {
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "rloo", mask_truncated_));
     StepOutput out;
     const at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
-    const at::Tensor old_logps = sampling_.Get(input, logps);
+    const at::Tensor old_logps = sampling_.Get(input, [&] { return logps.detach(); });
     at::Tensor kl;
     if (beta_ != 0.0) {
-      // KL of the sampled sequence (k1, under the sampling policy), folded into the reward.
-      at::NoGradGuard no_grad;
-      const at::Tensor ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
-      kl = ((old_logps - ref_logps) * rb.mask).sum(1);
+      // KL of the sampled sequence (k1, under the sampling policy), folded into the
+      // reward: fixed once per generated batch.
+      kl = sequence_kl_.Get(input, [&] {
+        at::NoGradGuard no_grad;
+        const at::Tensor ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
+        return ((old_logps - ref_logps) * rb.mask).sum(1);
+      });
       out.metrics["kl"] = kl.mean().item<double>();
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
@@ -86,7 +89,7 @@ class RlooTrainer final : public Trainer {
   std::int64_t num_generations_ = 2, num_iterations_ = 1;
   double beta_ = 0.05, epsilon_ = 0.2, epsilon_high_ = 0.2, temperature_ = 1.0;
   bool normalize_ = false, mask_truncated_ = false;
-  SamplingLogprobs sampling_;
+  PerGenerationCache sampling_, sequence_kl_;  // per generated batch
 };
 
 }  // namespace

@@ -103,6 +103,29 @@ TEST(RolloutBatchTest, MaskTruncatedCompletionsZeroesTheRowsThatHitTheLimit) {
               ::testing::HasSubstr("use a generating sampler"));
 }
 
+TEST(RolloutBatchTest, PerGenerationCacheComputesAtIterationZeroPerMicroBatch) {
+  PerGenerationCache cache;
+  int computed = 0;
+  auto value = [&](float v) {
+    return [&computed, v] {
+      ++computed;
+      return at::full({1}, v);
+    };
+  };
+  StepInput step;
+  EXPECT_EQ(cache.Get(step, value(1))[0].item<float>(), 1.0f);  // iteration 0, micro 0
+  step.micro_batch = 1;
+  EXPECT_EQ(cache.Get(step, value(2))[0].item<float>(), 2.0f);  // iteration 0, micro 1
+  step.iteration = 1;
+  EXPECT_EQ(cache.Get(step, value(9))[0].item<float>(), 2.0f);  // reused
+  step.micro_batch = 0;
+  EXPECT_EQ(cache.Get(step, value(9))[0].item<float>(), 1.0f);
+  EXPECT_EQ(computed, 2);
+  step.iteration = 0;  // a new generation
+  EXPECT_EQ(cache.Get(step, value(3))[0].item<float>(), 3.0f);
+  EXPECT_EQ(computed, 3);
+}
+
 TEST(DefaultSamplerTest, WithoutAModelItSaysWhatIsMissing) {
   auto sampler = testing::CreateBuiltin<Sampler>("default", {});
   ASSERT_TRUE(sampler.ok());

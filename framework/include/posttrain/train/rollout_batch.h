@@ -6,6 +6,7 @@
 //   rb.AddMetrics(&out.metrics);
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -31,14 +32,16 @@ struct RolloutBatch {
   void AddMetrics(std::map<std::string, double>* metrics) const;
 };
 
-// The log-probs of the policy that sampled each micro-batch's rollouts, for the
-// steps that reuse them (num_iterations / num_ppo_epochs > 1). At a batch's first
-// step (iteration 0) the weights are the sampling weights, so they are the current
-// log-probs, detached — computed in the trainer's own forward pass instead of a
-// separate one by the sampler; later iterations read them back.
-class SamplingLogprobs {
+// A tensor fixed at a generated batch's first step (iteration 0) and reused by the
+// steps that reuse the batch (num_iterations / num_ppo_epochs > 1), per micro-batch:
+//   old = sampling_.Get(input, [&] { return logps.detach(); });   // the sampling policy's
+//   ref = reference_.Get(input, [&] { return RefLogps(); });       // computed once per batch
+// At iteration 0 the weights are the sampling weights, so the current log-probs,
+// detached, are the sampling policy's — computed in the trainer's own forward pass
+// instead of a separate one by the sampler.
+class PerGenerationCache {
  public:
-  at::Tensor Get(const StepInput& input, const at::Tensor& current_logps);
+  at::Tensor Get(const StepInput& input, const std::function<at::Tensor()>& compute);
 
  private:
   std::vector<at::Tensor> by_micro_batch_;
