@@ -1,9 +1,9 @@
 #include "posttrain/run/reward_pipeline.h"
 
-#include <cmath>
-#include <atomic>
-
 #include <ATen/autocast_mode.h>
+
+#include <atomic>
+#include <cmath>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
