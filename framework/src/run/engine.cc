@@ -292,6 +292,8 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
                                   : static_cast<std::int64_t>(std::ceil(options.warmup_ratio * max_steps));
 
   DataOrder order(n, static_cast<std::uint64_t>(recipe.seed()), options.shuffle);
+  // Optimisation steps per generated batch (1 for trainers without rollouts).
+  const std::int64_t reuse = needs.rollouts ? std::max<std::int64_t>(1, needs.steps_per_generation) : 1;
   std::int64_t start_step = 0;
   if (resuming) {
     std::string resolved;
@@ -312,8 +314,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     start_step = checkpoint.trainer_state["global_step"].get<std::int64_t>();
     // Replay the data order: one batch per micro-batch of each generation. A run
     // resumed in the middle of a generation's reuse starts a fresh generation.
-    const std::int64_t reuse_steps = needs.rollouts ? std::max<std::int64_t>(1, needs.steps_per_generation) : 1;
-    const std::int64_t generations_done = (start_step + reuse_steps - 1) / reuse_steps;
+    const std::int64_t generations_done = (start_step + reuse - 1) / reuse;
     for (std::int64_t i = 0; i < generations_done * accumulation; ++i) order.Next(batch_size);
     spdlog::info("resumed from {} at step {}", resolved, start_step);
   }
@@ -359,7 +360,6 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   };
 
   RunResult result;
-  const std::int64_t reuse = needs.rollouts ? std::max<std::int64_t>(1, needs.steps_per_generation) : 1;
   if (options.eval_on_start && start_step == 0) POSTTRAIN_RETURN_IF_ERROR(evaluate(0));
   MetricWindow window, whole_run;
   ProgressLine progress("train", max_steps);
@@ -372,7 +372,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
     // Scoring in progress, then its result (kept for the reuse steps).
     std::unique_ptr<RewardPipeline::Session> scoring;
     std::optional<absl::StatusOr<RewardTable>> rewards;
-    bool has_rewards = false;
+    bool has_rewards() const { return scoring != nullptr || rewards.has_value(); }
     absl::StatusOr<const RewardTable*> WaitRewards() {
       if (!rewards) {
         rewards = scoring->Finish(rollouts);
@@ -425,12 +425,11 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
           m.scoring = std::make_unique<RewardPipeline::Session>(
               rewards.Start(m.batch, m.batch.size() * static_cast<size_t>(needs.num_generations)));
           request.on_rollout = [&m](std::size_t i, const Rollout& r) { m.scoring->Submit(i, r); };
-          m.has_rewards = true;
         }
         POSTTRAIN_ASSIGN_OR_RETURN(m.rollouts, CallNoThrow("sampler", [&] { return sampler->Sample(request); }));
       }
       input.rollouts = m.rollouts;
-      if (m.has_rewards) input.rewards = StepRewards([&m] { return m.WaitRewards(); });
+      if (m.has_rewards()) input.rewards = StepRewards([&m] { return m.WaitRewards(); });
       StepOutput output;
       {
         Autocast autocast(options.bf16);
@@ -449,7 +448,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
       }
       // A failing reward fails the step even if the trainer never waited for it.
       const RewardTable* table = nullptr;
-      if (m.has_rewards) {
+      if (m.has_rewards()) {
         POSTTRAIN_ASSIGN_OR_RETURN(table, m.WaitRewards());
       }
       micro_metrics.Add(output.metrics);

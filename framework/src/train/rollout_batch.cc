@@ -23,7 +23,7 @@ absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts
   if (rollouts.empty()) return absl::InternalError(absl::StrCat(trainer, " got no rollouts"));
   std::vector<std::vector<std::int64_t>> prompts, completions;
   for (const Rollout& r : rollouts) {
-    if (r.prompt_ids.empty() || r.token_ids.empty() || (!r.logprobs.empty() && r.logprobs.size() != r.token_ids.size())) {
+    if (r.prompt_ids.empty() || r.token_ids.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           trainer, " trains on the policy's own samples: use a generating sampler (type = \"default\")"));
     }
@@ -33,14 +33,10 @@ absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts
   RolloutBatch out;
   out.sequences = MakeCompletionBatch(prompts, completions);
   const auto n = static_cast<std::int64_t>(rollouts.size());
-  const std::int64_t c = out.sequences.completion_mask.size(1);
   out.mask = out.sequences.completion_mask.clone();
-  out.old_logps = at::zeros({n, c}, at::kFloat);
   out.truncated = at::zeros({n}, at::kBool);
-  auto old = out.old_logps.accessor<float, 2>();
   for (std::int64_t i = 0; i < n; ++i) {
     const Rollout& r = rollouts[static_cast<size_t>(i)];
-    for (size_t t = 0; t < r.logprobs.size(); ++t) old[i][static_cast<std::int64_t>(t)] = r.logprobs[t];
     out.total_length += static_cast<std::int64_t>(r.token_ids.size());
     if (r.finish_reason == FinishReason::kLength) {
       out.truncated[i] = true;

@@ -2,7 +2,7 @@
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo"));
 //   at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature);  // [N, C]
-//   ... loss on (logps, rb.old_logps, rb.mask) ...
+//   ... loss on (logps, rb.mask) ...
 //   rb.AddMetrics(&out.metrics);
 #pragma once
 
@@ -23,7 +23,6 @@ namespace posttrain {
 
 struct RolloutBatch {
   CompletionBatch sequences;  // prompt + completion rows, right-padded
-  at::Tensor old_logps;       // [N, C] fp32: the sampler's log-probs (0 at padding; 0 if it returned none)
   at::Tensor mask;            // [N, C] fp32: completion tokens (rows zeroed by mask_truncated)
   at::Tensor truncated;       // [N] bool: finish_reason "length" (no EOS / stop)
   std::int64_t total_length = 0;
@@ -48,7 +47,8 @@ class PerGenerationCache {
 };
 
 // FailedPrecondition naming `trainer` if the rollouts have no token ids (a sampler
-// that does not generate, e.g. "dataset"). With mask_truncated, completions that
+// that does not generate, e.g. "dataset"). The sampler's log-probs are not read:
+// the trainers take them from their own first pass (PerGenerationCache). With mask_truncated, completions that
 // hit max_completion_length get an all-zero mask row (TRL's mask_truncated_completions).
 absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
                                               bool mask_truncated = false);
