@@ -66,9 +66,13 @@ TEST(CliTest, SyntaxErrorShowsLineAndColumn) {
 }
 
 TEST(CliTest, OverridesOnTheCommandLine) {
-  const std::string path = testing::TempDir("cli") + "/ok.toml";
+  const std::string dir = testing::TempDir("cli");
+  const std::string path = dir + "/ok.toml";
   std::string text = kRecipe;
   text.replace(text.find("betta"), 5, "beta");
+  // validate loads the data as run would.
+  text.replace(text.find("data.jsonl"), 10, dir + "/data.jsonl");
+  testing::WriteFile(dir + "/data.jsonl", "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n");
   testing::WriteFile(path, text);
   std::string out;
   const std::string plugin = " --plugin-dir " + testing::FixturePluginDir("preference");

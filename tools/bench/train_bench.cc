@@ -86,7 +86,8 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
   const std::vector<TokenizedExample> data = Data(batch * (steps + 1), dpo, 7);
   if (!(*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr}).ok()) return 3;
   const auto prepare_start = std::chrono::steady_clock::now();
-  if (!(*trainer)->Prepare(data).ok()) return 4;
+  if (!(*trainer)->Prepare(data, {}).ok()) return 4;
+  if ((*trainer)->ReleasesReference()) reference.reset();  // as the engine does
   const double prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - prepare_start).count();
   std::int64_t tokens = 0;
   double seconds = 0;

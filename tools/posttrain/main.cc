@@ -1,7 +1,7 @@
 // posttrain — the command-line host.
 //
 //   posttrain run RECIPE [table.key=value ...]     run a recipe
-//   posttrain validate RECIPE [table.key=value ...] check a recipe, load nothing heavy
+//   posttrain validate RECIPE [table.key=value ...] check everything run checks, train nothing
 //   posttrain list                                  every loaded plugin component
 //   posttrain describe NAME [--kind KIND]           a component's options
 //   posttrain convert llama2c --checkpoint B --tokenizer M --out DIR
@@ -149,6 +149,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<Recipe> recipe = LoadRecipe(host, recipe_path, overrides);
   if (!recipe.ok()) return Fail(recipe.status());
   if (app.got_subcommand("validate")) {
+    if (absl::Status s = CheckRecipe(*recipe, host.registry()); !s.ok()) return Fail(s);
     std::printf("%s: OK\n", recipe_path.c_str());
     return 0;
   }
@@ -157,9 +158,25 @@ int main(int argc, char** argv) {
   std::printf("\nrun finished: %lld steps on %lld examples; output in %s\n",
               static_cast<long long>(result->steps),
               static_cast<long long>(result->num_train_examples), result->output_dir.c_str());
+  // Before and after: a completion of the first and of the last step, and the
+  // headline metrics of the first and the last logged step.
+  if (!result->first_completions.empty() && result->steps > 1) {
+    std::printf("\nfirst step:  [%s] %s\n", result->first_completions[0].first.c_str(),
+                result->first_completions[0].second.c_str());
+  }
   if (!result->sample_completions.empty()) std::printf("\nsample completions (last step):\n");
   for (const auto& [prompt, completion] : result->sample_completions) {
     std::printf("  [%s] %s\n", prompt.c_str(), completion.c_str());
+  }
+  if (!result->first_metrics.empty() && result->steps > 1) {
+    std::printf("\nfirst logged step -> last logged step:\n");
+    for (const auto& [name, before] : result->first_metrics) {
+      const bool headline = name == "loss" || name == "reward" || name == "rewards/accuracies" ||
+                            (name.rfind("rewards/", 0) == 0 && name.size() > 5 && name.substr(name.size() - 5) == "/mean");
+      auto after = result->last_metrics.find(name);
+      if (!headline || after == result->last_metrics.end()) continue;
+      std::printf("  %-32s %9.4f -> %9.4f\n", name.c_str(), before, after->second);
+    }
   }
   std::printf("\nmetric means over the run:\n");
   for (const auto& [name, value] : result->mean_metrics) {

@@ -1,5 +1,6 @@
 #include "posttrain/core/component_config.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
@@ -103,6 +104,65 @@ ComponentSchema& ComponentSchema::FloatList(std::string name, std::vector<double
 }
 ComponentSchema& ComponentSchema::Required(std::string name, OptionType type, std::string doc) {
   return Add({std::move(name), type, std::nullopt, std::move(doc), {}});
+}
+
+namespace {
+
+std::string FormatBound(double v) {
+  if (v == static_cast<double>(static_cast<std::int64_t>(v))) return absl::StrCat(static_cast<std::int64_t>(v));
+  return absl::StrCat(v);
+}
+
+}  // namespace
+
+std::string OptionSpec::RangeText() const {
+  std::string range;
+  if (min && max) {
+    range = absl::StrCat("in ", min_open ? "(" : "[", FormatBound(*min), ", ", FormatBound(*max), max_open ? ")" : "]");
+  } else if (min) {
+    range = absl::StrCat(min_open ? "> " : ">= ", FormatBound(*min));
+  } else if (max) {
+    range = absl::StrCat(max_open ? "< " : "<= ", FormatBound(*max));
+  }
+  if (sentinel && !range.empty()) range = absl::StrCat(range, ", or ", FormatBound(*sentinel));
+  return range;
+}
+
+std::string OptionSpec::CheckValue(const OptionValue& value) const {
+  std::vector<double> numbers;
+  if (const auto* i = std::get_if<std::int64_t>(&value)) numbers.push_back(static_cast<double>(*i));
+  if (const auto* d = std::get_if<double>(&value)) numbers.push_back(*d);
+  if (const auto* list = std::get_if<std::vector<double>>(&value)) numbers = *list;
+  for (double v : numbers) {
+    if (!std::isfinite(v)) return absl::StrCat("must be a finite number, got ", absl::StrCat(v));
+    if (sentinel && v == *sentinel) continue;
+    const bool low = min && (min_open ? v <= *min : v < *min);
+    const bool high = max && (max_open ? v >= *max : v > *max);
+    if (low || high) return absl::StrCat("must be ", RangeText(), ", got ", FormatOptionValue(value));
+  }
+  return "";
+}
+
+ComponentSchema& ComponentSchema::AtLeast(double min) { return Bound(min, false, true); }
+ComponentSchema& ComponentSchema::GreaterThan(double min) { return Bound(min, true, true); }
+ComponentSchema& ComponentSchema::AtMost(double max) { return Bound(max, false, false); }
+ComponentSchema& ComponentSchema::LessThan(double max) { return Bound(max, true, false); }
+
+ComponentSchema& ComponentSchema::OrEqualTo(double sentinel) {
+  Bound(0, false, true, /*check_only=*/true).options_.back().sentinel = sentinel;
+  return *this;
+}
+
+ComponentSchema& ComponentSchema::Bound(double value, bool open, bool lower, bool check_only) {
+  if (options_.empty()) throw std::logic_error("a bound before any option");
+  OptionSpec& spec = options_.back();
+  if (spec.type != OptionType::kInt && spec.type != OptionType::kFloat && spec.type != OptionType::kFloatList) {
+    throw std::logic_error(absl::StrCat("option '", spec.name, "' is not numeric: it takes no bounds"));
+  }
+  if (check_only) return *this;
+  (lower ? spec.min : spec.max) = value;
+  (lower ? spec.min_open : spec.max_open) = open;
+  return *this;
 }
 
 ComponentSchema& ComponentSchema::Merge(const ComponentSchema& other) {

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -54,18 +55,42 @@ at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const
   return x;
 }
 
+absl::Status ValidateSamplingParams(const SamplingParams& p) {
+  auto bad = [](const char* name, double value, const char* range) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be ", range, ", got ", value));
+  };
+  for (auto [name, value] : {std::pair{"temperature", p.temperature}, {"top_p", p.top_p}, {"min_p", p.min_p},
+                             {"repetition_penalty", p.repetition_penalty}}) {
+    if (!std::isfinite(value)) return bad(name, value, "a finite number");
+  }
+  if (p.max_new_tokens < 1) return bad("max_new_tokens", static_cast<double>(p.max_new_tokens), ">= 1");
+  if (p.temperature < 0) return bad("temperature", p.temperature, ">= 0");
+  if (p.top_k < 0) return bad("top_k", static_cast<double>(p.top_k), ">= 0");
+  if (p.top_p <= 0 || p.top_p > 1) return bad("top_p", p.top_p, "in (0, 1]");
+  if (p.min_p < 0 || p.min_p > 1) return bad("min_p", p.min_p, "in [0, 1]");
+  if (p.repetition_penalty <= 0) return bad("repetition_penalty", p.repetition_penalty, "> 0");
+  if (p.batch_size < 0) return bad("batch_size", static_cast<double>(p.batch_size), ">= 0");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
                                                  const std::vector<std::vector<std::int64_t>>& prompts,
                                                  std::int64_t num_generations, const SamplingParams& params,
                                                  const Tokenizer* tokenizer) {
   if (num_generations < 1) return absl::InvalidArgumentError("num_generations must be >= 1");
-  if (params.max_new_tokens < 1) return absl::InvalidArgumentError("max_new_tokens must be >= 1");
+  POSTTRAIN_RETURN_IF_ERROR(ValidateSamplingParams(params));
+  const std::int64_t context = model.config().max_position_embeddings;
   if (!params.stop_strings.empty() && tokenizer == nullptr) {
     return absl::InvalidArgumentError("stop strings need a tokenizer");
   }
   const std::int64_t vocab = model.config().vocab_size;
   for (size_t i = 0; i < prompts.size(); ++i) {
     if (prompts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has no tokens"));
+    if (static_cast<std::int64_t>(prompts[i].size()) >= context) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has ", prompts[i].size(),
+                                                     " tokens: no room to generate within the model's max_position_embeddings = ",
+                                                     context, " (shorten it, e.g. with max_prompt_length)"));
+    }
     for (std::int64_t id : prompts[i]) {
       if (id < 0 || id >= vocab) {
         return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has token id ", id, " outside the vocabulary of ", vocab));
@@ -99,6 +124,8 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     }
     if (params.on_finished) params.on_finished(static_cast<size_t>(index), g);
   };
+  size_t longest_stop = 0;
+  for (const std::string& s : params.stop_strings) longest_stop = std::max(longest_stop, s.size());
   const std::int64_t micro = params.batch_size > 0 ? params.batch_size : std::max<std::int64_t>(total, 1);
 
   for (std::int64_t start = 0; start < total; start += micro) {
@@ -107,9 +134,11 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     for (std::int64_t r = 0; r < n; ++r) {
       longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(prompts[out[start + r].prompt_index].size()));
     }
+    // At most up to the model's context (the batch's longest prompt bounds it).
+    const std::int64_t max_new = std::min(params.max_new_tokens, context - longest);
     // Left-padded prompts, their mask and positions.
     at::Tensor input = at::full({n, longest}, params.pad_token_id, at::kLong);
-    at::Tensor mask = at::zeros({n, longest + params.max_new_tokens}, at::kLong);
+    at::Tensor mask = at::zeros({n, longest + max_new}, at::kLong);
     at::Tensor positions = at::zeros({n, longest}, at::kLong);
     at::Tensor seen = params.repetition_penalty != 1.0 ? at::zeros({n, vocab}, at::kBool) : at::Tensor();
     std::vector<std::int64_t> lengths(n);
@@ -122,12 +151,17 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       positions[r].narrow(0, pad, len).copy_(at::arange(len, at::kLong));
       if (seen.defined()) seen[r].index_fill_(0, at::tensor(prompt, at::kLong), true);
     }
-    KVCache cache = model.NewCache(n, longest + params.max_new_tokens);
+    KVCache cache = model.NewCache(n, longest + max_new);
     at::Tensor logits = model.Forward(input, positions, mask.narrow(1, 0, longest), &cache).select(1, longest - 1);
 
     std::vector<bool> finished(n, false);
     std::int64_t remaining = n;
-    for (std::int64_t t = 0; t < params.max_new_tokens && remaining > 0; ++t) {
+    for (std::int64_t t = 0; t < max_new && remaining > 0; ++t) {
+      if (!at::isfinite(logits).all().item<bool>()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the model's logits are not finite (NaN or Inf) at generated token ", t,
+            ": its weights or config (rope_theta, rms_norm_eps, rope_scaling) are broken"));
+      }
       at::Tensor processed = ProcessLogits(logits, seen, params);
       at::Tensor next = greedy ? processed.argmax(-1)
                                : at::multinomial(at::softmax(processed, -1), 1, /*replacement=*/false, gen).squeeze(1);
@@ -140,8 +174,13 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
         bool stop = std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), token) !=
                     params.eos_token_ids.end();
         if (!stop && !params.stop_strings.empty()) {
-          const std::string text = tokenizer->Decode(g.token_ids, /*skip_special_tokens=*/true);
-          for (const std::string& s : params.stop_strings) stop = stop || (!s.empty() && text.find(s) != std::string::npos);
+          // Only the newest token can complete a stop string, so decode just the
+          // tokens it may span (each decodes to at least one byte), plus two.
+          const size_t window = std::min(g.token_ids.size(), longest_stop + 2);
+          const std::string tail = tokenizer->Decode(
+              std::vector<std::int64_t>(g.token_ids.end() - static_cast<std::ptrdiff_t>(window), g.token_ids.end()),
+              /*skip_special_tokens=*/true);
+          for (const std::string& s : params.stop_strings) stop = stop || (!s.empty() && tail.find(s) != std::string::npos);
         }
         if (stop) {
           g.finish_reason = FinishReason::kStop;
@@ -150,7 +189,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
           finalize(start + r);
         }
       }
-      if (remaining == 0 || t + 1 == params.max_new_tokens) break;
+      if (remaining == 0 || t + 1 == max_new) break;
       if (seen.defined()) seen.scatter_(1, next.unsqueeze(1), true);
       mask.select(1, longest + t).fill_(1);
       at::Tensor step_positions = at::tensor(lengths, at::kLong).add_(t).unsqueeze(1);

@@ -61,7 +61,9 @@ absl::StatusOr<GrpoLossResult> GrpoLoss(const at::Tensor& logps, const at::Tenso
     out.loss = (masked.sum(1) / mask.sum(1).clamp_min(1)).mean();
   } else if (o.loss_type == "dr_grpo") {
     out.loss = masked.sum() / static_cast<double>(logps.size(0) * o.max_completion_length);
-  } else {  // bnpo, dapo
+  } else if (o.loss_type == "dapo" && o.dapo_normalizer > 0) {
+    out.loss = masked.sum() / o.dapo_normalizer;
+  } else {  // bnpo, dapo within one batch
     out.loss = masked.sum() / tokens;
   }
   at::NoGradGuard no_grad;

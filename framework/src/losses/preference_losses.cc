@@ -18,6 +18,28 @@ const std::vector<std::string>& DpoLossTypes() {
   return *types;
 }
 
+std::vector<std::size_t> KtoMismatchedRows(const std::vector<std::int64_t>& example_of_row) {
+  const std::size_t n = example_of_row.size();
+  for (std::size_t shift = 1; shift < n; ++shift) {
+    bool ok = true;
+    for (std::size_t i = 0; i < n && ok; ++i) ok = example_of_row[i] != example_of_row[(i + n - shift) % n];
+    if (!ok) continue;
+    std::vector<std::size_t> rows(n);
+    for (std::size_t i = 0; i < n; ++i) rows[i] = (i + n - shift) % n;
+    return rows;
+  }
+  return {};
+}
+
+at::Tensor RunningMoments::ToTensor() const { return at::tensor(std::vector<double>{mean, var, count}, at::kDouble); }
+
+void RunningMoments::FromTensor(const at::Tensor& t) {
+  const at::Tensor d = t.to(at::kDouble).contiguous();
+  mean = d[0].item<double>();
+  var = d[1].item<double>();
+  count = d[2].item<double>();
+}
+
 void RunningMoments::Update(const at::Tensor& xs) {
   const double xs_count = static_cast<double>(xs.numel());
   const double xs_mean = xs.mean().item<double>();

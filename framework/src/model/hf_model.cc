@@ -8,7 +8,7 @@
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/model/safetensors.h"
-#include "posttrain/run/run_directory.h"
+#include "posttrain/core/atomic_file.h"
 
 namespace posttrain {
 namespace fs = std::filesystem;
@@ -17,8 +17,12 @@ absl::StatusOr<at::ScalarType> ParseDtype(absl::string_view name) {
   const std::string n = absl::AsciiStrToLower(name);
   if (n == "float32" || n == "fp32") return at::kFloat;
   if (n == "bfloat16" || n == "bf16") return at::kBFloat16;
-  if (n == "float16" || n == "fp16") return at::kHalf;
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", name, "' (float32, bfloat16, float16)"));
+  if (n == "float16" || n == "fp16") {
+    // libtorch's CPU kernels have no Half matmul (addmm): refuse it up front
+    // rather than abort in the first forward.
+    return absl::InvalidArgumentError(absl::StrCat("dtype '", name, "' is not supported on the CPU: use bfloat16 or float32"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", name, "' (float32, bfloat16)"));
 }
 
 std::string DtypeName(at::ScalarType dtype) {

@@ -16,7 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
-#include "posttrain/run/run_directory.h"
+#include "posttrain/core/atomic_file.h"
 
 namespace posttrain {
 namespace {

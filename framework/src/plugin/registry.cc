@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_join.h"
 #include "posttrain/core/did_you_mean.h"
-#include "posttrain/run/engine_options.h"
+#include "posttrain/api/training_arguments.h"
 
 namespace posttrain {
 
@@ -33,7 +33,7 @@ absl::Status Registry::Add(Registration registration, std::string plugin_name,
         "); remove one of the libraries from the plugin directories"));
   }
   // Every trainer accepts the engine's options too.
-  if (registration.kind == ComponentKind::kTrainer) registration.schema.Merge(EngineSchema());
+  if (registration.kind == ComponentKind::kTrainer) registration.schema.Merge(TrainingArgumentsSchema());
   auto component = std::make_unique<RegisteredComponent>();
   component->registration = std::move(registration);
   component->plugin_name = std::move(plugin_name);

@@ -106,8 +106,16 @@ absl::string_view TomlTypeName(const toml::node& node) {
   }
 }
 
-// Converts a TOML value to an option of `type`; "" on success, else what was expected.
+std::string ToOptionValueUnchecked(const toml::node& node, const OptionSpec& spec, OptionValue* out);
+
+// Converts a TOML value to an option of `type` within its range; "" on success,
+// else what was expected.
 std::string ToOptionValue(const toml::node& node, const OptionSpec& spec, OptionValue* out) {
+  if (std::string error = ToOptionValueUnchecked(node, spec, out); !error.empty()) return error;
+  return spec.CheckValue(*out);
+}
+
+std::string ToOptionValueUnchecked(const toml::node& node, const OptionSpec& spec, OptionValue* out) {
   auto expected = [&] {
     return absl::StrCat("expected ", OptionTypeName(spec.type), ", got ", TomlTypeName(node));
   };

@@ -1,3 +1,8 @@
+// The engine, in the order a run meets its parts:
+//   BuildRun      the recipe's components, built and checked (also `posttrain validate`)
+//   Run::Resume   a checkpoint's weights, optimizer, trainer state, unfinished generation
+//   Run::Train    the step loop: data order, generation and rewards, trainer steps,
+//                 the optimizer, logging, evaluation, checkpoints, final/
 #include "posttrain/run/engine.h"
 
 #include <algorithm>
@@ -49,7 +54,8 @@ class RunLog {
   spdlog::sink_ptr sink_;
 };
 
-// Means of metrics over a window of steps (weighted by `weight`).
+// Means of metrics over a window of steps (weighted by `weight`); its sums go
+// into checkpoints, so a resumed run logs the same window means.
 class MetricWindow {
  public:
   void Add(const std::map<std::string, double>& metrics, double weight = 1.0) {
@@ -65,6 +71,16 @@ class MetricWindow {
     return means;
   }
   void Clear() { sums_.clear(); }
+  nlohmann::json ToJson() const {
+    nlohmann::json out = nlohmann::json::object();
+    for (const auto& [name, st] : sums_) out[name] = {st.first, st.second};
+    return out;
+  }
+  void FromJson(const nlohmann::json& j) {
+    sums_.clear();
+    if (!j.is_object()) return;
+    for (const auto& [name, pair] : j.items()) sums_[name] = {pair.at(0).get<double>(), pair.at(1).get<double>()};
+  }
 
  private:
   std::map<std::string, std::pair<double, double>> sums_;
@@ -98,7 +114,9 @@ class DataOrder {
     }
     return out;
   }
-  double epoch() const { return static_cast<double>(epoch_) + static_cast<double>(cursor_) / static_cast<double>(n_); }
+  double epoch() const {
+    return epoch_ < 0 ? 0.0 : static_cast<double>(epoch_) + static_cast<double>(cursor_) / static_cast<double>(n_);
+  }
 
  private:
   std::int64_t n_;
@@ -127,224 +145,525 @@ class Autocast {
   bool enabled_;
 };
 
-}  // namespace
+// ---- Building a run ----------------------------------------------------------
 
-absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& registry) {
+// Everything a run is made of, built from the recipe and checked before any step.
+struct RunParts {
+  std::string trainer_type;
+  EngineOptions options;
+  TrainerNeeds needs;
+  std::unique_ptr<Trainer> trainer;
+  std::vector<Example> examples, eval_examples;
+  std::unique_ptr<CausalLM> policy, reference;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string model_path;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<RewardPipeline> rewards;
+  std::vector<TokenizedExample> train_tokens, eval_tokens;
+};
+
+absl::StatusOr<std::vector<Example>> LoadExamples(const ComponentConfig& config, const Registry& registry,
+                                                  std::int64_t* skipped) {
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<DataAdapter> adapter, registry.Create<DataAdapter>(config));
+  absl::StatusOr<std::vector<Example>> loaded = CallNoThrow("data adapter", [&] { return adapter->Load(); });
+  if (!loaded.ok()) return Annotate(loaded.status(), config.where());
+  if (skipped != nullptr) *skipped = adapter->num_skipped();
+  return loaded;
+}
+
+// Why the engine's own options may go unread (see EngineOptions::FromConfig).
+std::string UnreadReason(const std::string& key, const std::string& trainer) {
+  if (key == "ref_model") return absl::StrCat("trainer '", trainer, "' uses no reference model");
+  if (key == "max_length") {
+    return absl::StrCat("trainer '", trainer,
+                        "' samples its completions: prompts are cut by max_prompt_length, completions by the "
+                        "sampler's max_completion_length");
+  }
+  if (key == "reward_workers") return absl::StrCat("trainer '", trainer, "' scores no rewards");
+  return "no component reads it in this recipe";
+}
+
+absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry) {
   POSTTRAIN_RETURN_IF_ERROR(recipe.Validate(registry));
+  RunParts parts;
   POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig trainer_config, recipe.Component("trainer", registry));
-  const EngineOptions options = EngineOptions::FromConfig(trainer_config);
-  const bool resuming = !options.resume_from_checkpoint.empty();
-  POSTTRAIN_ASSIGN_OR_RETURN(RunDirectory run_dir,
-                             RunDirectory::Create(recipe.output_dir(), recipe.overwrite_output_dir() || resuming));
-  POSTTRAIN_RETURN_IF_ERROR(
-      WriteFileAtomic(run_dir.File("recipe.resolved.toml"), recipe.ResolvedToml(registry)));
-  RunLog run_log(run_dir.File("run.log"), resuming);
-  spdlog::info("run directory: {}", run_dir.path());
+  parts.trainer_type = trainer_config.type();
+  POSTTRAIN_ASSIGN_OR_RETURN(parts.trainer, registry.Create<Trainer>(trainer_config));
+  parts.needs = parts.trainer->Needs();
+  POSTTRAIN_ASSIGN_OR_RETURN(parts.options, EngineOptions::FromConfig(trainer_config, parts.needs));
+  const EngineOptions& options = parts.options;
+  std::vector<const ComponentConfig*> configs = {&trainer_config};
 
-  // Data, then the trainer and what it needs.
+  // Data, with the evaluation examples held out or loaded.
   POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig data_config, recipe.Component("data", registry));
-  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<DataAdapter> data, registry.Create<DataAdapter>(data_config));
-  absl::StatusOr<std::vector<Example>> loaded = CallNoThrow("data adapter", [&] { return data->Load(); });
-  if (!loaded.ok()) return Annotate(loaded.status(), data_config.where());
-  std::vector<Example> examples = std::move(*loaded);
-  std::vector<Example> eval_examples;
+  configs.push_back(&data_config);
+  std::int64_t skipped = 0;
+  POSTTRAIN_ASSIGN_OR_RETURN(parts.examples, LoadExamples(data_config, registry, &skipped));
+  std::vector<Example>& examples = parts.examples;
   if (const double eval_size = recipe.eval_size(); eval_size > 0) {
     const auto held = static_cast<std::int64_t>(eval_size < 1 ? std::round(eval_size * examples.size()) : eval_size);
     if (held >= static_cast<std::int64_t>(examples.size())) {
       return absl::InvalidArgumentError(absl::StrCat(data_config.where(), ": eval_size ", eval_size, " leaves no training examples of ", examples.size()));
     }
-    eval_examples.assign(std::make_move_iterator(examples.end() - held), std::make_move_iterator(examples.end()));
+    parts.eval_examples.assign(std::make_move_iterator(examples.end() - held), std::make_move_iterator(examples.end()));
     examples.erase(examples.end() - held, examples.end());
   }
+  std::optional<ComponentConfig> eval_config;
   if (recipe.HasComponent("eval_data")) {
-    POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig eval_config, recipe.Component("eval_data", registry));
-    POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<DataAdapter> eval_data, registry.Create<DataAdapter>(eval_config));
-    absl::StatusOr<std::vector<Example>> eval_loaded = CallNoThrow("eval data adapter", [&] { return eval_data->Load(); });
-    if (!eval_loaded.ok()) return Annotate(eval_loaded.status(), eval_config.where());
-    eval_examples = std::move(*eval_loaded);
+    POSTTRAIN_ASSIGN_OR_RETURN(eval_config, recipe.Component("eval_data", registry));
+    configs.push_back(&*eval_config);
+    POSTTRAIN_ASSIGN_OR_RETURN(parts.eval_examples, LoadExamples(*eval_config, registry, nullptr));
   }
   if (examples.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(data_config.where(), ": the data source holds no examples"));
   }
-  spdlog::info("{} training examples, {} eval examples{}", examples.size(), eval_examples.size(),
-               data->num_skipped() > 0 ? absl::StrCat(" (", data->num_skipped(), " malformed skipped)") : std::string());
-
-  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, registry.Create<Trainer>(trainer_config));
-  const TrainerNeeds needs = trainer->Needs();
+  spdlog::info("{} training examples, {} eval examples{}", examples.size(), parts.eval_examples.size(),
+               skipped > 0 ? absl::StrCat(" (", skipped, " malformed skipped)") : std::string());
 
   // The policy (and reference), if the recipe names one.
-  std::unique_ptr<CausalLM> policy, reference;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::string model_path;
   POSTTRAIN_ASSIGN_OR_RETURN(std::optional<ComponentConfig> model_config, recipe.Model());
-  if (needs.model && !model_config) {
-    return absl::InvalidArgumentError(absl::StrCat(recipe.source_name(), ": trainer '", trainer_config.type(),
+  if (parts.needs.model && !model_config) {
+    return absl::InvalidArgumentError(absl::StrCat(recipe.source_name(), ": trainer '", parts.trainer_type,
                                                    "' trains a model: add a [model] table with its path"));
   }
   if (model_config) {
-    model_path = model_config->GetString("path");
-    POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(model_config->GetString("dtype")));
+    parts.model_path = model_config->GetString("path");
+    absl::StatusOr<at::ScalarType> parsed_dtype = ParseDtype(model_config->GetString("dtype"));
+    if (!parsed_dtype.ok()) return Annotate(parsed_dtype.status(), model_config->where());
+    const at::ScalarType dtype = *parsed_dtype;
     ConfigureThreads(options.bf16 ? at::kBFloat16 : dtype);
-    POSTTRAIN_ASSIGN_OR_RETURN(policy, LoadCausalLM(model_path, dtype));
+    POSTTRAIN_ASSIGN_OR_RETURN(parts.policy, LoadCausalLM(parts.model_path, dtype));
     const std::string tokenizer_path =
-        model_config->GetString("tokenizer").empty() ? model_path : model_config->GetString("tokenizer");
-    POSTTRAIN_ASSIGN_OR_RETURN(tokenizer, LoadTokenizer(tokenizer_path));
-    spdlog::info("model {}: {} layers, hidden {}, vocab {}, {}{}", model_path, policy->config().num_hidden_layers,
-                 policy->config().hidden_size, policy->config().vocab_size, DtypeName(dtype),
+        model_config->GetString("tokenizer").empty() ? parts.model_path : model_config->GetString("tokenizer");
+    POSTTRAIN_ASSIGN_OR_RETURN(parts.tokenizer, LoadTokenizer(tokenizer_path));
+    spdlog::info("model {}: {} layers, hidden {}, vocab {}, {}{}", parts.model_path, parts.policy->config().num_hidden_layers,
+                 parts.policy->config().hidden_size, parts.policy->config().vocab_size, DtypeName(dtype),
                  options.bf16 ? " (bf16 autocast)" : "");
-    if (needs.reference) {
+    if (parts.needs.reference) {
       if (options.ref_model.empty()) {
-        reference = policy->Clone();
+        parts.reference = parts.policy->Clone();
       } else {
-        POSTTRAIN_ASSIGN_OR_RETURN(reference, LoadCausalLM(options.ref_model, dtype));
+        POSTTRAIN_ASSIGN_OR_RETURN(parts.reference, LoadCausalLM(options.ref_model, dtype));
+        const std::int64_t policy_vocab = parts.policy->config().vocab_size, ref_vocab = parts.reference->config().vocab_size;
+        if (ref_vocab != policy_vocab) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              trainer_config.where(), ": ref_model '", options.ref_model, "' has vocab_size ", ref_vocab, " but the policy '",
+              parts.model_path, "' has ", policy_vocab, ": their log-probs are over different tokens"));
+        }
       }
     }
   }
-  Policy sampling_policy{policy.get(), tokenizer.get()};
 
-  std::unique_ptr<Sampler> sampler;
+  std::optional<ComponentConfig> sampler_config;
   if (recipe.HasComponent("sampler")) {
-    POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig config, recipe.Component("sampler", registry));
-    POSTTRAIN_ASSIGN_OR_RETURN(sampler, registry.Create<Sampler>(config));
+    POSTTRAIN_ASSIGN_OR_RETURN(sampler_config, recipe.Component("sampler", registry));
+    configs.push_back(&*sampler_config);
+    POSTTRAIN_ASSIGN_OR_RETURN(parts.sampler, registry.Create<Sampler>(*sampler_config));
     // A trainer that recomputes the sampler's log-probs must use its settings, or
     // the importance ratio is off from the first step.
     for (const char* key : {"temperature", "max_completion_length"}) {
-      if (!needs.rollouts || config.schema().Find(key) == nullptr || trainer_config.schema().Find(key) == nullptr) continue;
-      const double trainer_value = trainer_config.GetFloat(key), sampler_value = config.GetFloat(key);
+      if (!parts.needs.rollouts || sampler_config->schema().Find(key) == nullptr ||
+          trainer_config.schema().Find(key) == nullptr) {
+        continue;
+      }
+      const double trainer_value = trainer_config.GetFloat(key), sampler_value = sampler_config->GetFloat(key);
       if (trainer_value != sampler_value) {
         return absl::InvalidArgumentError(absl::StrCat(
             recipe.source_name(), ": trainer.", key, " = ", trainer_value, trainer_config.Has(key) ? "" : " (default)",
-            " but sampler.", key, " = ", sampler_value, config.Has(key) ? "" : " (default)",
+            " but sampler.", key, " = ", sampler_value, sampler_config->Has(key) ? "" : " (default)",
             ": the trainer recomputes the sampler's log-probs and must use the same value; set both"));
       }
     }
   }
-  if (needs.rollouts && sampler == nullptr) {
+  if (parts.needs.rollouts && parts.sampler == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
-        recipe.source_name(), ": trainer '", trainer_config.type(), "' samples completions: add a [sampler] table (known samplers: ",
+        recipe.source_name(), ": trainer '", parts.trainer_type, "' samples completions: add a [sampler] table (known samplers: ",
         absl::StrJoin(registry.Names(ComponentKind::kSampler), ", "), ")"));
   }
-  RewardPipeline rewards(/*chunk_size=*/8, static_cast<int>(std::max<std::int64_t>(1, options.reward_workers)));
+  parts.rewards = std::make_unique<RewardPipeline>(/*chunk_size=*/8, static_cast<int>(options.reward_workers));
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Recipe::RewardEntry> reward_entries, recipe.Rewards(registry));
   for (Recipe::RewardEntry& entry : reward_entries) {
     POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<RewardFunction> function, registry.Create<RewardFunction>(entry.config));
-    rewards.Add(entry.name, entry.weight, std::move(function), entry.skip_errors);
+    parts.rewards->Add(entry.name, entry.weight, std::move(function), entry.skip_errors);
   }
-  if (needs.rewards && rewards.empty()) {
+  for (const Recipe::RewardEntry& entry : reward_entries) configs.push_back(&entry.config);
+  if (parts.needs.rewards && parts.rewards->empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        recipe.source_name(), ": trainer '", trainer_config.type(), "' needs rewards: add at least one [[rewards]] table (known reward functions: ",
+        recipe.source_name(), ": trainer '", parts.trainer_type, "' needs rewards: add at least one [[rewards]] table (known reward functions: ",
         absl::StrJoin(registry.Names(ComponentKind::kRewardFunction), ", "), ")"));
   }
 
-  // Tokenization (oneTBB), ahead of every step.
-  std::vector<TokenizedExample> train_tokens, eval_tokens;
-  if (tokenizer != nullptr) {
-    TokenizeOptions tokenize{options.max_length, options.max_prompt_length, options.truncation_mode};
-    train_tokens = TokenizeExamples(examples, *tokenizer, tokenize);
-    eval_tokens = TokenizeExamples(eval_examples, *tokenizer, tokenize);
-  } else {
-    train_tokens.resize(examples.size());
-    eval_tokens.resize(eval_examples.size());
+  // An option the recipe sets that nothing reads would be silently ignored.
+  std::vector<std::string> unread;
+  for (const ComponentConfig* config : configs) {
+    for (const std::string& key : config->UnreadKeys()) {
+      unread.push_back(absl::StrCat(config->where(), ": ", key, ": set, but has no effect: ", UnreadReason(key, parts.trainer_type)));
+    }
+  }
+  if (!unread.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(recipe.source_name(), ": ", unread.size(),
+                                                   unread.size() == 1 ? " option" : " options",
+                                                   " that nothing uses (remove them):\n  ", absl::StrJoin(unread, "\n  ")));
   }
 
-  TrainerContext context{policy.get(), reference.get(), tokenizer.get()};
-  POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return trainer->Setup(context); }));
-  POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer prepare", [&] { return trainer->Prepare(train_tokens); }));
-  if (trainer->ReleasesReference()) reference.reset();
+  // Tokenization (oneTBB), ahead of every step.
+  if (parts.tokenizer != nullptr) {
+    TokenizeOptions tokenize{options.max_length, options.max_prompt_length, options.truncation_mode};
+    parts.train_tokens = TokenizeExamples(examples, *parts.tokenizer, tokenize);
+    parts.eval_tokens = TokenizeExamples(parts.eval_examples, *parts.tokenizer, tokenize);
+  } else {
+    parts.train_tokens.resize(examples.size());
+    parts.eval_tokens.resize(parts.eval_examples.size());
+  }
+  return parts;
+}
+
+// ---- Rollouts ----------------------------------------------------------------
+
+// The rollouts of one micro-batch of a generation, reused for
+// needs.steps_per_generation steps.
+struct MicroRollouts {
+  std::vector<std::int64_t> indices;  // examples of the micro-batch
+  std::vector<const Example*> batch;
+  std::vector<const TokenizedExample*> tokens;
+  std::vector<const std::vector<std::int64_t>*> prompt_ids;
+  std::vector<Rollout> rollouts;
+  // Scoring in progress, then its result (kept for the reuse steps).
+  std::unique_ptr<RewardPipeline::Session> scoring;
+  std::optional<absl::StatusOr<RewardTable>> rewards;
+  bool has_rewards() const { return scoring != nullptr || rewards.has_value(); }
+  absl::StatusOr<const RewardTable*> WaitRewards() {
+    if (!rewards) {
+      rewards = scoring->Finish(rollouts);
+      scoring.reset();
+    }
+    if (!rewards->ok()) return rewards->status();
+    return &rewards->value();
+  }
+};
+
+nlohmann::json FloatsToJson(const std::vector<float>& values) {
+  nlohmann::json out = nlohmann::json::array();
+  for (float v : values) out.push_back(std::isnan(v) ? nlohmann::json() : nlohmann::json(v));
+  return out;
+}
+
+std::vector<float> FloatsFromJson(const nlohmann::json& j) {
+  std::vector<float> out;
+  for (const auto& v : j) out.push_back(v.is_null() ? std::nanf("") : v.get<float>());
+  return out;
+}
+
+FinishReason FinishReasonFromName(const std::string& name) {
+  if (name == "length") return FinishReason::kLength;
+  if (name == "source") return FinishReason::kSource;
+  return FinishReason::kStop;
+}
+
+// A generation still being reused, for a checkpoint: per micro-batch the example
+// indices, the rollouts and their reward table.
+nlohmann::json GenerationToJson(std::vector<MicroRollouts>& generation) {
+  nlohmann::json out = nlohmann::json::array();
+  for (MicroRollouts& m : generation) {
+    nlohmann::json micro = {{"indices", m.indices}, {"rollouts", nlohmann::json::array()}};
+    for (const Rollout& r : m.rollouts) {
+      micro["rollouts"].push_back({{"prompt_index", r.prompt_index},
+                                   {"completion", r.completion},
+                                   {"token_ids", r.token_ids},
+                                   {"logprobs", FloatsToJson(r.logprobs)},
+                                   {"prompt_ids", r.prompt_ids},
+                                   {"finish_reason", FinishReasonName(r.finish_reason)}});
+    }
+    if (m.has_rewards()) {
+      absl::StatusOr<const RewardTable*> table = m.WaitRewards();
+      if (table.ok()) {
+        nlohmann::json t = {{"total", FloatsToJson((*table)->total)}};
+        for (const auto& [name, scores] : (*table)->per_function) t["per_function"][name] = FloatsToJson(scores);
+        for (const auto& [name, count] : (*table)->skipped) t["skipped"][name] = count;
+        micro["rewards"] = t;
+      }
+    }
+    out.push_back(micro);
+  }
+  return out;
+}
+
+absl::Status GenerationFromJson(const nlohmann::json& j, std::vector<Example>& examples,
+                                std::vector<TokenizedExample>& tokens, std::vector<MicroRollouts>* generation) {
+  try {
+    if (!j.is_array() || j.size() != generation->size()) {
+      return absl::DataLossError("generation.json does not hold one entry per micro-batch");
+    }
+    for (size_t k = 0; k < generation->size(); ++k) {
+      const nlohmann::json& micro = j[k];
+      MicroRollouts& m = (*generation)[k];
+      m = MicroRollouts();
+      for (std::int64_t i : micro.at("indices").get<std::vector<std::int64_t>>()) {
+        if (i < 0 || i >= static_cast<std::int64_t>(examples.size())) return absl::DataLossError("generation.json: example index out of range");
+        m.indices.push_back(i);
+        m.batch.push_back(&examples[static_cast<size_t>(i)]);
+        m.tokens.push_back(&tokens[static_cast<size_t>(i)]);
+        m.prompt_ids.push_back(&tokens[static_cast<size_t>(i)].prompt_ids);
+      }
+      for (const nlohmann::json& r : micro.at("rollouts")) {
+        Rollout rollout;
+        rollout.prompt_index = r.at("prompt_index").get<std::int64_t>();
+        rollout.completion = r.at("completion").get<std::string>();
+        rollout.token_ids = r.at("token_ids").get<std::vector<std::int64_t>>();
+        rollout.logprobs = FloatsFromJson(r.at("logprobs"));
+        rollout.prompt_ids = r.at("prompt_ids").get<std::vector<std::int64_t>>();
+        rollout.finish_reason = FinishReasonFromName(r.at("finish_reason").get<std::string>());
+        m.rollouts.push_back(std::move(rollout));
+      }
+      if (micro.contains("rewards")) {
+        const nlohmann::json& t = micro["rewards"];
+        RewardTable table;
+        table.total = FloatsFromJson(t.at("total"));
+        if (t.contains("per_function")) {
+          for (const auto& [name, scores] : t["per_function"].items()) table.per_function[name] = FloatsFromJson(scores);
+        }
+        if (t.contains("skipped")) {
+          for (const auto& [name, count] : t["skipped"].items()) table.skipped[name] = count.get<std::int64_t>();
+        }
+        m.rewards = std::move(table);
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat("generation.json is malformed: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+// ---- The run -----------------------------------------------------------------
+
+class Run {
+ public:
+  Run(const Recipe& recipe, RunParts parts, RunDirectory run_dir)
+      : recipe_(recipe), p_(std::move(parts)), o_(p_.options), run_dir_(std::move(run_dir)),
+        order_(static_cast<std::int64_t>(p_.examples.size()), static_cast<std::uint64_t>(recipe.seed()), o_.shuffle) {}
+
+  absl::StatusOr<RunResult> Train();
+
+ private:
+  absl::Status Setup();
+  absl::Status Resume();
+  absl::Status Sample(MicroRollouts& m, std::uint64_t seed, const std::vector<Example>& source,
+                      const std::vector<TokenizedExample>& tokens, const std::vector<std::int64_t>& indices);
+  absl::Status WriteCompletions(std::int64_t step, MicroRollouts& m, const RewardTable* table);
+  absl::Status Evaluate(std::int64_t step);
+  absl::Status EvaluateRollouts(std::int64_t step, MetricWindow* window);
+  absl::Status Checkpoint(std::int64_t step);
+  std::uint64_t Seed() const { return static_cast<std::uint64_t>(recipe_.seed()); }
+
+  const Recipe& recipe_;
+  RunParts p_;
+  const EngineOptions& o_;
+  RunDirectory run_dir_;
+  DataOrder order_;
+  std::vector<std::pair<std::string, at::Tensor>> trainable_, extras_, trainer_params_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<ProcessGroup> process_group_;
+  SaveOptions save_;
+  std::int64_t batch_size_ = 1, accumulation_ = 1, max_steps_ = 1, warmup_ = 0;
+  std::int64_t reuse_ = 1;       // optimisation steps per generated batch
+  std::int64_t start_step_ = 0;  // from a checkpoint
+  std::int64_t iteration_ = 0;   // reuse of the current generation (reuse_: sample next)
+  std::vector<MicroRollouts> generation_;
+  MetricWindow window_, whole_run_;
+  JsonlWriter metrics_out_, completions_out_;
+  RunResult result_;
+  bool first_logged_ = false;
+};
+
+absl::Status Run::Setup() {
+  TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get()};
+  POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return p_.trainer->Setup(context); }));
+  POSTTRAIN_RETURN_IF_ERROR(
+      CallNoThrow("trainer prepare", [&] { return p_.trainer->Prepare(p_.train_tokens, p_.eval_tokens); }));
+  if (p_.trainer->ReleasesReference() && p_.reference != nullptr) {
+    p_.reference.reset();
+    spdlog::info("reference model released (the trainer precomputed what it needs)");
+  }
 
   // What the optimizer trains: the policy's parameters and the trainer's own.
-  std::vector<std::pair<std::string, at::Tensor>> trainable;
-  const std::vector<std::pair<std::string, at::Tensor>> extras = trainer->ExtraParameters();
-  if (policy != nullptr) {
-    for (const auto& [name, p] : policy->named_parameters()) {
-      if (policy->config().tie_word_embeddings && name == "lm_head.weight") continue;
-      p.set_requires_grad(true);
-      trainable.push_back({name, p});
+  extras_ = p_.trainer->ExtraParameters();
+  trainer_params_ = p_.trainer->TrainerParameters();
+  if (p_.policy != nullptr) {
+    for (const auto& [name, param] : p_.policy->named_parameters()) {
+      if (p_.policy->config().tie_word_embeddings && name == "lm_head.weight") continue;
+      param.set_requires_grad(true);
+      trainable_.push_back({name, param});
     }
   }
-  const std::vector<std::pair<std::string, at::Tensor>> trainer_params = trainer->TrainerParameters();
-  for (const auto& group : {extras, trainer_params}) {
-    for (const auto& [name, p] : group) {
-      p.set_requires_grad(true);
-      trainable.push_back({name, p});
+  for (const auto& group : {extras_, trainer_params_}) {
+    for (const auto& [name, param] : group) {
+      param.set_requires_grad(true);
+      trainable_.push_back({name, param});
     }
   }
-  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ProcessGroup> process_group, ProcessGroup::CreateLocal());
-  AdamW optimizer(trainable, AdamWOptions{options.adam_beta1, options.adam_beta2, options.adam_epsilon, options.weight_decay});
-  const auto [architecture, num_labels] = trainer->SavedArchitecture();
-  SaveOptions save;
-  save.tokenizer_source_dir = model_path;
-  save.extras = extras;
-  save.architecture = architecture;
-  save.num_labels = num_labels;
+  POSTTRAIN_ASSIGN_OR_RETURN(process_group_, ProcessGroup::CreateLocal());
+  optimizer_ = std::make_unique<AdamW>(trainable_, AdamWOptions{o_.adam_beta1, o_.adam_beta2, o_.adam_epsilon, o_.weight_decay});
+  const auto [architecture, num_labels] = p_.trainer->SavedArchitecture();
+  save_.tokenizer_source_dir = p_.model_path;
+  save_.extras = extras_;
+  save_.architecture = architecture;
+  save_.num_labels = num_labels;
 
-  const auto n = static_cast<std::int64_t>(examples.size());
-  const std::int64_t batch_size = std::max<std::int64_t>(1, options.per_device_train_batch_size);
-  const std::int64_t accumulation = std::max<std::int64_t>(1, options.gradient_accumulation_steps);
-  const std::int64_t micro_per_epoch = (n + batch_size - 1) / batch_size;
-  const std::int64_t max_steps =
-      options.max_steps > 0
-          ? options.max_steps
-          : std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(
-                                          options.num_train_epochs * micro_per_epoch / static_cast<double>(accumulation))));
-  const std::int64_t warmup = options.warmup_steps > 0
-                                  ? options.warmup_steps
-                                  : static_cast<std::int64_t>(std::ceil(options.warmup_ratio * max_steps));
+  const auto n = static_cast<std::int64_t>(p_.examples.size());
+  batch_size_ = o_.per_device_train_batch_size;
+  accumulation_ = o_.gradient_accumulation_steps;
+  const std::int64_t micro_per_epoch = (n + batch_size_ - 1) / batch_size_;
+  max_steps_ = o_.max_steps > 0 ? o_.max_steps
+                                : std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(
+                                                                o_.num_train_epochs * micro_per_epoch / static_cast<double>(accumulation_))));
+  warmup_ = o_.warmup_steps > 0 ? o_.warmup_steps : static_cast<std::int64_t>(std::ceil(o_.warmup_ratio * max_steps_));
+  reuse_ = p_.needs.rollouts ? std::max<std::int64_t>(1, p_.needs.steps_per_generation) : 1;
+  iteration_ = reuse_;  // sample on the first step
+  generation_.resize(static_cast<size_t>(accumulation_));
+  return absl::OkStatus();
+}
 
-  DataOrder order(n, static_cast<std::uint64_t>(recipe.seed()), options.shuffle);
-  // Optimisation steps per generated batch (1 for trainers without rollouts).
-  const std::int64_t reuse = needs.rollouts ? std::max<std::int64_t>(1, needs.steps_per_generation) : 1;
-  std::int64_t start_step = 0;
-  if (resuming) {
-    std::string resolved;
-    POSTTRAIN_ASSIGN_OR_RETURN(LoadedCheckpoint checkpoint,
-                               LoadCheckpoint(options.resume_from_checkpoint, run_dir.path(), &resolved));
+absl::Status Run::Resume() {
+  std::string resolved;
+  POSTTRAIN_ASSIGN_OR_RETURN(LoadedCheckpoint checkpoint, LoadCheckpoint(o_.resume_from_checkpoint, run_dir_.path(), &resolved));
+  {
     at::NoGradGuard no_grad;
-    for (auto& [name, p] : trainable) {
+    for (auto& [name, param] : trainable_) {
       const at::Tensor* saved = nullptr;
       for (const auto* source : {&checkpoint.tensors, &checkpoint.trainer_params}) {
         if (auto it = source->find(name); saved == nullptr && it != source->end()) saved = &it->second;
       }
-      if (saved == nullptr || saved->sizes() != p.sizes()) {
+      if (saved == nullptr || saved->sizes() != param.sizes()) {
         return absl::DataLossError(absl::StrCat("checkpoint '", resolved, "' lacks or mis-shapes '", name, "'"));
       }
-      p.copy_(*saved);
+      param.copy_(*saved);
     }
-    POSTTRAIN_RETURN_IF_ERROR(Annotate(optimizer.LoadStateDict(checkpoint.optimizer), resolved));
-    start_step = checkpoint.trainer_state["global_step"].get<std::int64_t>();
-    // Replay the data order: one batch per micro-batch of each generation. A run
-    // resumed in the middle of a generation's reuse starts a fresh generation.
-    const std::int64_t generations_done = (start_step + reuse - 1) / reuse;
-    for (std::int64_t i = 0; i < generations_done * accumulation; ++i) order.Next(batch_size);
-    spdlog::info("resumed from {} at step {}", resolved, start_step);
   }
-
-  POSTTRAIN_ASSIGN_OR_RETURN(JsonlWriter metrics_out, JsonlWriter::Open(run_dir.File("metrics.jsonl"), resuming));
-  JsonlWriter completions_out;
-  if (needs.rollouts) {
-    POSTTRAIN_ASSIGN_OR_RETURN(completions_out, JsonlWriter::Open(run_dir.File("completions.jsonl"), resuming));
+  POSTTRAIN_RETURN_IF_ERROR(Annotate(optimizer_->LoadStateDict(checkpoint.optimizer), resolved));
+  POSTTRAIN_RETURN_IF_ERROR(Annotate(CallNoThrow("trainer state", [&] { return p_.trainer->LoadState(checkpoint.trainer_state_tensors); }), resolved));
+  const nlohmann::json& state = checkpoint.trainer_state;
+  start_step_ = state["global_step"].get<std::int64_t>();
+  if (state.contains("logging_window")) window_.FromJson(state["logging_window"]);
+  if (state.contains("whole_run")) whole_run_.FromJson(state["whole_run"]);
+  // Replay the data order: one batch per micro-batch of each generation begun.
+  const std::int64_t generations_begun = (start_step_ + reuse_ - 1) / reuse_;
+  for (std::int64_t i = 0; i < generations_begun * accumulation_; ++i) order_.Next(batch_size_);
+  // In the middle of a generation's reuse: the same rollouts and rewards go on.
+  if (start_step_ % reuse_ != 0) {
+    if (checkpoint.generation.is_null()) {
+      return absl::DataLossError(absl::StrCat("checkpoint '", resolved, "' was taken within a generation's reuse but holds no generation.json"));
+    }
+    POSTTRAIN_RETURN_IF_ERROR(Annotate(GenerationFromJson(checkpoint.generation, p_.examples, p_.train_tokens, &generation_), resolved));
+    iteration_ = start_step_ % reuse_;
   }
+  // The logs go back to the checkpoint, so no step appears twice.
+  POSTTRAIN_RETURN_IF_ERROR(TruncateJsonlAfterStep(run_dir_.File("metrics.jsonl"), start_step_));
+  POSTTRAIN_RETURN_IF_ERROR(TruncateJsonlAfterStep(run_dir_.File("completions.jsonl"), start_step_));
+  spdlog::info("resumed from {} at step {}", resolved, start_step_);
+  return absl::OkStatus();
+}
 
-  auto evaluate = [&](std::int64_t step) -> absl::Status {
-    if (eval_examples.empty()) return absl::OkStatus();
-    at::NoGradGuard no_grad;
-    Autocast autocast(options.bf16);
-    MetricWindow eval_window;
-    const std::int64_t eb = std::max<std::int64_t>(1, options.per_device_eval_batch_size);
-    for (size_t start = 0; start < eval_examples.size(); start += static_cast<size_t>(eb)) {
-      const size_t end = std::min(eval_examples.size(), start + static_cast<size_t>(eb));
+absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector<Example>& source,
+                         const std::vector<TokenizedExample>& tokens, const std::vector<std::int64_t>& indices) {
+  m = MicroRollouts();
+  for (std::int64_t i : indices) {
+    m.indices.push_back(i);
+    m.batch.push_back(&source[static_cast<size_t>(i)]);
+    m.tokens.push_back(&tokens[static_cast<size_t>(i)]);
+    m.prompt_ids.push_back(&tokens[static_cast<size_t>(i)].prompt_ids);
+  }
+  SampleRequest request;
+  request.prompts = m.batch;
+  if (p_.tokenizer != nullptr) request.prompt_ids = m.prompt_ids;
+  request.num_generations = p_.needs.num_generations;
+  request.seed = seed;
+  request.policy = Policy{p_.policy.get(), p_.tokenizer.get()};
+  request.logprobs = p_.needs.sampler_logprobs;
+  // Rewards score each completion as the sampler finishes it (oneTBB workers),
+  // overlapping with the rest of generation and with the trainer's step, which
+  // waits for them only when it needs the scores.
+  if (!p_.rewards->empty()) {
+    m.scoring = std::make_unique<RewardPipeline::Session>(
+        p_.rewards->Start(m.batch, m.batch.size() * static_cast<size_t>(p_.needs.num_generations)));
+    request.on_rollout = [&m](std::size_t i, const Rollout& r) { m.scoring->Submit(i, r); };
+  }
+  absl::StatusOr<std::vector<Rollout>> rollouts = CallNoThrow("sampler", [&] { return p_.sampler->Sample(request); });
+  if (!rollouts.ok()) {
+    return p_.model_path.empty() ? rollouts.status() : Annotate(rollouts.status(), absl::StrCat("sampling from '", p_.model_path, "'"));
+  }
+  m.rollouts = std::move(*rollouts);
+  return absl::OkStatus();
+}
+
+absl::Status Run::WriteCompletions(std::int64_t step, MicroRollouts& m, const RewardTable* table) {
+  for (size_t i = 0; i < m.rollouts.size(); ++i) {
+    nlohmann::json row = {{"step", step},
+                          {"prompt", m.batch[static_cast<size_t>(m.rollouts[i].prompt_index)]->prompt},
+                          {"completion", m.rollouts[i].completion},
+                          {"finish_reason", FinishReasonName(m.rollouts[i].finish_reason)}};
+    if (table != nullptr) {
+      row["reward"] = table->total[i];
+      for (const auto& [name, scores] : table->per_function) {
+        row["rewards"][name] = std::isnan(scores[i]) ? nlohmann::json() : nlohmann::json(scores[i]);
+      }
+    }
+    POSTTRAIN_RETURN_IF_ERROR(completions_out_.Write(row));
+  }
+  return absl::OkStatus();
+}
+
+// Online trainers are evaluated as TRL does: generate on the eval prompts, score
+// with the rewards; eval_reward, eval_rewards/<name>/mean, completion lengths.
+absl::Status Run::EvaluateRollouts(std::int64_t step, MetricWindow* window) {
+  const auto eb = static_cast<size_t>(o_.per_device_eval_batch_size);
+  for (size_t start = 0; start < p_.eval_examples.size(); start += eb) {
+    std::vector<std::int64_t> indices;
+    for (size_t i = start; i < std::min(p_.eval_examples.size(), start + eb); ++i) indices.push_back(static_cast<std::int64_t>(i));
+    MicroRollouts m;
+    // Seeds of their own: evaluation draws nothing from the training stream.
+    const std::uint64_t seed = Seed() * 1000003u + (std::uint64_t{1} << 40) + static_cast<std::uint64_t>(step) * 100003u + start;
+    POSTTRAIN_RETURN_IF_ERROR(Sample(m, seed, p_.eval_examples, p_.eval_tokens, indices));
+    std::map<std::string, double> metrics;
+    if (m.has_rewards()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, m.WaitRewards());
+      AddRewardMetrics(*table, &metrics);
+    }
+    double length = 0, clipped = 0;
+    for (const Rollout& r : m.rollouts) {
+      length += static_cast<double>(r.token_ids.size());
+      clipped += r.finish_reason == FinishReason::kLength ? 1.0 : 0.0;
+    }
+    const auto count = static_cast<double>(std::max<size_t>(1, m.rollouts.size()));
+    metrics["completions/mean_length"] = length / count;
+    metrics["completions/clipped_ratio"] = clipped / count;
+    window->Add(metrics, count);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::Evaluate(std::int64_t step) {
+  if (p_.eval_examples.empty()) return absl::OkStatus();
+  at::NoGradGuard no_grad;
+  MetricWindow eval_window;
+  if (p_.needs.rollouts) {
+    POSTTRAIN_RETURN_IF_ERROR(EvaluateRollouts(step, &eval_window));
+  } else {
+    Autocast autocast(o_.bf16);
+    const auto eb = static_cast<size_t>(o_.per_device_eval_batch_size);
+    for (size_t start = 0; start < p_.eval_examples.size(); start += eb) {
+      const size_t end = std::min(p_.eval_examples.size(), start + eb);
       std::vector<const Example*> batch;
       std::vector<const TokenizedExample*> tokens;
       for (size_t i = start; i < end; ++i) {
-        batch.push_back(&eval_examples[i]);
-        tokens.push_back(&eval_tokens[i]);
+        batch.push_back(&p_.eval_examples[i]);
+        tokens.push_back(&p_.eval_tokens[i]);
       }
       StepInput input;
       input.step = step;
       input.training = false;
       input.batch = batch;
       input.tokens = tokens;
-      POSTTRAIN_ASSIGN_OR_RETURN(StepOutput out, CallNoThrow("trainer eval", [&] { return trainer->Step(input); }));
+      POSTTRAIN_ASSIGN_OR_RETURN(StepOutput out, CallNoThrow("trainer eval", [&] { return p_.trainer->Step(input); }));
       if (out.loss.defined()) out.metrics["loss"] = out.loss.item<double>();
       // Per-token metrics are weighted by the batch's tokens when the trainer says
       // how many there were, so eval_loss is the exact mean over all eval tokens.
@@ -352,96 +671,97 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
       const double weight = tokens_it != out.metrics.end() ? tokens_it->second : static_cast<double>(end - start);
       eval_window.Add(out.metrics, weight);
     }
-    nlohmann::json line = {{"step", step}, {"epoch", order.epoch() < 0 ? 0.0 : order.epoch()}};
-    std::map<std::string, double> means = eval_window.Means();
-    for (const auto& [name, value] : means) line["eval_" + name] = value;
-    spdlog::info("eval at step {}: {}", step, Summary(means));
-    return metrics_out.Write(line);
-  };
+  }
+  nlohmann::json line = {{"step", step}, {"epoch", order_.epoch()}};
+  std::map<std::string, double> means = eval_window.Means();
+  for (const auto& [name, value] : means) line["eval_" + name] = value;
+  spdlog::info("eval at step {}: {}", step, Summary(means));
+  return metrics_out_.Write(line);
+}
 
-  RunResult result;
-  if (options.eval_on_start && start_step == 0) POSTTRAIN_RETURN_IF_ERROR(evaluate(0));
-  MetricWindow window, whole_run;
-  ProgressLine progress("train", max_steps);
-  // Rollouts of the current generation, per micro-batch, reused for
-  // needs.steps_per_generation steps.
-  struct MicroRollouts {
-    std::vector<const Example*> batch;
-    std::vector<const TokenizedExample*> tokens;
-    std::vector<Rollout> rollouts;
-    // Scoring in progress, then its result (kept for the reuse steps).
-    std::unique_ptr<RewardPipeline::Session> scoring;
-    std::optional<absl::StatusOr<RewardTable>> rewards;
-    bool has_rewards() const { return scoring != nullptr || rewards.has_value(); }
-    absl::StatusOr<const RewardTable*> WaitRewards() {
-      if (!rewards) {
-        rewards = scoring->Finish(rollouts);
-        scoring.reset();
-      }
-      if (!rewards->ok()) return rewards->status();
-      return &rewards->value();
-    }
-  };
-  std::vector<MicroRollouts> generation(static_cast<size_t>(accumulation));
-  std::int64_t iteration = reuse;  // reuse: sample on the first step
-  for (std::int64_t step = start_step + 1; step <= max_steps; ++step) {
-    std::map<std::string, double> step_metrics;
+absl::Status Run::Checkpoint(std::int64_t step) {
+  CheckpointContents contents;
+  contents.trainer_params = trainer_params_;
+  POSTTRAIN_ASSIGN_OR_RETURN(contents.trainer_state_tensors, CallNoThrow("trainer state", [&]() -> absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> {
+                               return p_.trainer->State();
+                             }));
+  contents.trainer_state = {{"global_step", step},        {"max_steps", max_steps_},
+                            {"epoch", order_.epoch()},    {"seed", recipe_.seed()},
+                            {"logging_window", window_.ToJson()}, {"whole_run", whole_run_.ToJson()}};
+  // Within a generation's reuse the next steps need its rollouts and rewards.
+  if (step % reuse_ != 0) contents.generation = GenerationToJson(generation_);
+  POSTTRAIN_RETURN_IF_ERROR(SaveCheckpoint(*p_.policy, save_, *optimizer_, contents, run_dir_.path(), step, o_.save_total_limit));
+  spdlog::info("saved {}/checkpoint-{}", run_dir_.path(), step);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RunResult> Run::Train() {
+  POSTTRAIN_RETURN_IF_ERROR(Setup());
+  const bool resuming = !o_.resume_from_checkpoint.empty();
+  if (resuming) POSTTRAIN_RETURN_IF_ERROR(Resume());
+  POSTTRAIN_ASSIGN_OR_RETURN(metrics_out_, JsonlWriter::Open(run_dir_.File("metrics.jsonl"), resuming));
+  if (p_.needs.rollouts) {
+    POSTTRAIN_ASSIGN_OR_RETURN(completions_out_, JsonlWriter::Open(run_dir_.File("completions.jsonl"), resuming));
+  }
+  if (o_.eval_on_start && start_step_ == 0) POSTTRAIN_RETURN_IF_ERROR(Evaluate(0));
+  ProgressLine progress("train", max_steps_);
+  std::vector<absl::Span<const Rollout>> generation_spans(generation_.size());
+  for (std::int64_t step = start_step_ + 1; step <= max_steps_; ++step) {
     MetricWindow micro_metrics;
     double loss_sum = 0.0;
     bool trained = false;
-    const bool fresh = iteration >= reuse;
-    iteration = fresh ? 0 : iteration;
+    const bool fresh = iteration_ >= reuse_;
+    if (fresh) iteration_ = 0;
     // A generation's completions are written if a logging step falls in its steps.
     bool log_completions = false;
-    for (std::int64_t k = step; needs.rollouts && fresh && k < step + reuse && k <= max_steps; ++k) {
-      log_completions |= k % std::max<std::int64_t>(1, options.logging_steps) == 0 || k == max_steps;
+    for (std::int64_t k = step; p_.needs.rollouts && fresh && k < step + reuse_ && k <= max_steps_; ++k) {
+      log_completions |= k % o_.logging_steps == 0 || k == max_steps_;
     }
-    for (std::int64_t micro = 0; micro < accumulation; ++micro) {
-      MicroRollouts& m = generation[static_cast<size_t>(micro)];
-      if (fresh) {
+    // Sample the whole generation first: a trainer may need statistics over all
+    // of its micro-batches (DAPO's token count).
+    for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
+      MicroRollouts& m = generation_[static_cast<size_t>(micro)];
+      if (!fresh) continue;
+      const std::vector<std::int64_t> indices = order_.Next(batch_size_);
+      if (p_.needs.rollouts) {
+        const std::uint64_t seed = Seed() * 1000003u + static_cast<std::uint64_t>(step * accumulation_ + micro);
+        POSTTRAIN_RETURN_IF_ERROR(Sample(m, seed, p_.examples, p_.train_tokens, indices));
+      } else {
         m = MicroRollouts();
-        for (std::int64_t i : order.Next(batch_size)) {
-          m.batch.push_back(&examples[static_cast<size_t>(i)]);
-          m.tokens.push_back(&train_tokens[static_cast<size_t>(i)]);
+        for (std::int64_t i : indices) {
+          m.indices.push_back(i);
+          m.batch.push_back(&p_.examples[static_cast<size_t>(i)]);
+          m.tokens.push_back(&p_.train_tokens[static_cast<size_t>(i)]);
         }
       }
+    }
+    for (size_t k = 0; k < generation_.size(); ++k) generation_spans[k] = generation_[k].rollouts;
+    for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
+      MicroRollouts& m = generation_[static_cast<size_t>(micro)];
       StepInput input;
       input.step = step;
-      input.iteration = iteration;
+      input.iteration = iteration_;
       input.micro_batch = micro;
       input.batch = m.batch;
       input.tokens = m.tokens;
-      if (needs.rollouts && fresh) {
-        SampleRequest request;
-        request.prompts = m.batch;
-        request.num_generations = needs.num_generations;
-        request.seed = static_cast<std::uint64_t>(recipe.seed()) * 1000003u + static_cast<std::uint64_t>(step * accumulation + micro);
-        request.policy = sampling_policy;
-        request.logprobs = needs.sampler_logprobs;
-        // Rewards score each completion as the sampler finishes it (oneTBB workers),
-        // overlapping with the rest of generation and with the trainer's step,
-        // which waits for them only when it needs the scores.
-        if (!rewards.empty()) {
-          m.scoring = std::make_unique<RewardPipeline::Session>(
-              rewards.Start(m.batch, m.batch.size() * static_cast<size_t>(needs.num_generations)));
-          request.on_rollout = [&m](std::size_t i, const Rollout& r) { m.scoring->Submit(i, r); };
-        }
-        POSTTRAIN_ASSIGN_OR_RETURN(m.rollouts, CallNoThrow("sampler", [&] { return sampler->Sample(request); }));
+      if (p_.needs.rollouts) {
+        input.rollouts = m.rollouts;
+        input.generation = generation_spans;
       }
-      input.rollouts = m.rollouts;
       if (m.has_rewards()) input.rewards = StepRewards([&m] { return m.WaitRewards(); });
       StepOutput output;
       {
-        Autocast autocast(options.bf16);
-        POSTTRAIN_ASSIGN_OR_RETURN(output, CallNoThrow(absl::StrCat("trainer '", trainer_config.type(), "'"),
-                                                       [&] { return trainer->Step(input); }));
+        Autocast autocast(o_.bf16);
+        POSTTRAIN_ASSIGN_OR_RETURN(output, CallNoThrow(absl::StrCat("trainer '", p_.trainer_type, "'"),
+                                                       [&] { return p_.trainer->Step(input); }));
         if (output.loss.defined()) {
-          if (!std::isfinite(output.loss.item<double>())) {
-            return absl::InternalError(absl::StrCat("trainer '", trainer_config.type(), "' produced a non-finite loss at step ", step));
+          const double loss = output.loss.item<double>();
+          if (!std::isfinite(loss)) {
+            return absl::InternalError(absl::StrCat("trainer '", p_.trainer_type, "' produced a non-finite loss at step ", step));
           }
-          loss_sum += output.loss.item<double>();
+          loss_sum += loss;
           if (output.loss.requires_grad()) {
-            (output.loss / static_cast<double>(accumulation)).backward();
+            (output.loss / static_cast<double>(accumulation_)).backward();
             trained = true;
           }
         }
@@ -452,75 +772,87 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
         POSTTRAIN_ASSIGN_OR_RETURN(table, m.WaitRewards());
       }
       micro_metrics.Add(output.metrics);
-      // Completions with their rewards, on the logging cadence.
-      if (log_completions) {
-        for (size_t i = 0; i < m.rollouts.size(); ++i) {
-          nlohmann::json row = {{"step", step},
-                                {"prompt", m.batch[static_cast<size_t>(m.rollouts[i].prompt_index)]->prompt},
-                                {"completion", m.rollouts[i].completion},
-                                {"finish_reason", FinishReasonName(m.rollouts[i].finish_reason)}};
-          if (table != nullptr) {
-            row["reward"] = table->total[i];
-            for (const auto& [name, scores] : table->per_function) {
-              row["rewards"][name] = std::isnan(scores[i]) ? nlohmann::json() : nlohmann::json(scores[i]);
-            }
-          }
-          POSTTRAIN_RETURN_IF_ERROR(completions_out.Write(row));
-        }
-      }
+      if (log_completions) POSTTRAIN_RETURN_IF_ERROR(WriteCompletions(step, m, table));
     }
-    ++iteration;
-    step_metrics = micro_metrics.Means();
+    ++iteration_;
+    std::map<std::string, double> step_metrics = micro_metrics.Means();
     if (trained) {
       // Data-parallel reduction point (world size 1 this round).
       std::vector<at::Tensor> grads;
-      for (auto& [name, p] : trainable) grads.push_back(p.grad());
-      POSTTRAIN_RETURN_IF_ERROR(process_group->AllReduceMean(grads));
-      step_metrics["loss"] = loss_sum / static_cast<double>(accumulation);
-      step_metrics["grad_norm"] = optimizer.ClipGradNorm(options.max_grad_norm);
-      const double lr = ScheduledLearningRate(options.lr_scheduler_type, options.learning_rate, step, max_steps, warmup);
+      for (auto& [name, param] : trainable_) grads.push_back(param.grad());
+      POSTTRAIN_RETURN_IF_ERROR(process_group_->AllReduceMean(grads));
+      step_metrics["loss"] = loss_sum / static_cast<double>(accumulation_);
+      step_metrics["grad_norm"] = optimizer_->ClipGradNorm(o_.max_grad_norm);
+      const double lr = ScheduledLearningRate(o_.lr_scheduler_type, o_.learning_rate, step, max_steps_, warmup_);
       step_metrics["learning_rate"] = lr;
-      optimizer.Step(lr);
-      optimizer.ZeroGrad();
+      optimizer_->Step(lr);
+      optimizer_->ZeroGrad();
     }
-    window.Add(step_metrics);
-    whole_run.Add(step_metrics);
-    if (const MicroRollouts& last = generation.back(); step == max_steps && !last.rollouts.empty()) {
+    window_.Add(step_metrics);
+    whole_run_.Add(step_metrics);
+    // A few completions of the first and of the last step, for a look at the end.
+    for (auto* samples : {&result_.first_completions, &result_.sample_completions}) {
+      const MicroRollouts& last = generation_.back();
+      const bool wanted = samples == &result_.first_completions ? step == start_step_ + 1 : step == max_steps_;
+      if (!wanted || last.rollouts.empty()) continue;
       const size_t shown = std::min<size_t>(4, last.rollouts.size());
       for (size_t k = 0; k < shown; ++k) {
         const Rollout& r = last.rollouts[k * last.rollouts.size() / shown];
-        result.sample_completions.push_back({last.batch[static_cast<size_t>(r.prompt_index)]->prompt, r.completion});
+        samples->push_back({last.batch[static_cast<size_t>(r.prompt_index)]->prompt, r.completion});
       }
     }
-
-    if (step % std::max<std::int64_t>(1, options.logging_steps) == 0 || step == max_steps) {
-      nlohmann::json line = {{"step", step}, {"epoch", order.epoch()}};
-      for (const auto& [name, value] : window.Means()) line[name] = value;
-      POSTTRAIN_RETURN_IF_ERROR(metrics_out.Write(line));
-      progress.Update(step, Summary(window.Means()));
-      window.Clear();
+    if (step % o_.logging_steps == 0 || step == max_steps_) {
+      nlohmann::json line = {{"step", step}, {"epoch", order_.epoch()}};
+      const std::map<std::string, double> means = window_.Means();
+      for (const auto& [name, value] : means) line[name] = value;
+      POSTTRAIN_RETURN_IF_ERROR(metrics_out_.Write(line));
+      if (!first_logged_) result_.first_metrics = means;
+      first_logged_ = true;
+      result_.last_metrics = means;
+      progress.Update(step, Summary(means));
+      window_.Clear();
     }
-    if ((options.eval_steps > 0 && step % options.eval_steps == 0) || step == max_steps) {
-      POSTTRAIN_RETURN_IF_ERROR(evaluate(step));
+    if ((o_.eval_steps > 0 && step % o_.eval_steps == 0) || step == max_steps_) {
+      POSTTRAIN_RETURN_IF_ERROR(Evaluate(step));
     }
-    if (options.save_steps > 0 && step % options.save_steps == 0 && step < max_steps && policy != nullptr) {
-      nlohmann::json state = {{"global_step", step}, {"max_steps", max_steps}, {"epoch", order.epoch()}, {"seed", recipe.seed()}};
-      POSTTRAIN_RETURN_IF_ERROR(SaveCheckpoint(*policy, save, optimizer, trainer_params, state, run_dir.path(), step, options.save_total_limit));
-      spdlog::info("saved {}/checkpoint-{}", run_dir.path(), step);
+    if (o_.save_steps > 0 && step % o_.save_steps == 0 && step < max_steps_ && p_.policy != nullptr) {
+      POSTTRAIN_RETURN_IF_ERROR(Checkpoint(step));
     }
   }
   progress.Finish();
-  if (policy != nullptr && trainable.size() > 0 && needs.model) {
-    POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*policy, run_dir.File("final"), save));
-    result.final_model_dir = run_dir.File("final");
-    spdlog::info("saved the final model to {}", result.final_model_dir);
+  if (p_.policy != nullptr && !trainable_.empty() && p_.needs.model) {
+    absl::Status saved = SaveCausalLM(*p_.policy, run_dir_.File("final"), save_);
+    if (!saved.ok()) return Annotate(saved, "writing final/ (the checkpoints written so far are intact)");
+    result_.final_model_dir = run_dir_.File("final");
+    spdlog::info("saved the final model to {}", result_.final_model_dir);
   }
-  result.output_dir = run_dir.path();
-  result.steps = max_steps;
-  result.num_train_examples = n;
-  result.mean_metrics = whole_run.Means();
-  spdlog::info("done: {} steps; run means: {}", max_steps, Summary(result.mean_metrics));
-  return result;
+  result_.output_dir = run_dir_.path();
+  result_.steps = max_steps_;
+  result_.num_train_examples = static_cast<std::int64_t>(p_.examples.size());
+  result_.mean_metrics = whole_run_.Means();
+  spdlog::info("done: {} steps; run means: {}", max_steps_, Summary(result_.mean_metrics));
+  return result_;
+}
+
+}  // namespace
+
+absl::Status CheckRecipe(const Recipe& recipe, const Registry& registry) {
+  return BuildRun(recipe, registry).status();
+}
+
+absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& registry) {
+  POSTTRAIN_RETURN_IF_ERROR(recipe.Validate(registry));
+  POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig trainer_config, recipe.Component("trainer", registry));
+  const bool resuming = trainer_config.Has("resume_from_checkpoint") && !trainer_config.GetString("resume_from_checkpoint").empty();
+  POSTTRAIN_ASSIGN_OR_RETURN(RunDirectory run_dir,
+                             RunDirectory::Create(recipe.output_dir(), recipe.overwrite_output_dir() || resuming));
+  // Everything is built and checked before the run directory's files change.
+  POSTTRAIN_ASSIGN_OR_RETURN(RunParts parts, BuildRun(recipe, registry));
+  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic(run_dir.File("recipe.resolved.toml"), recipe.ResolvedToml(registry)));
+  RunLog run_log(run_dir.File("run.log"), resuming);
+  spdlog::info("run directory: {}", run_dir.path());
+  Run run(recipe, std::move(parts), std::move(run_dir));
+  return run.Train();
 }
 
 }  // namespace posttrain

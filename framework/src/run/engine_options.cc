@@ -1,45 +1,10 @@
 #include "posttrain/run/engine_options.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace posttrain {
 
-const ComponentSchema& EngineSchema() {
-  static const ComponentSchema* schema = new ComponentSchema(
-      ComponentSchema("The engine's loop, shared by every trainer.")
-          .Int("per_device_train_batch_size", 8, "Examples (prompts, pairs) per micro-batch.")
-          .Int("per_device_eval_batch_size", 8, "Examples per evaluation batch.")
-          .Int("gradient_accumulation_steps", 1, "Micro-batches per optimisation step.")
-          .Int("max_steps", -1, "Optimisation steps; if > 0 it overrides num_train_epochs.")
-          .Float("num_train_epochs", 3.0, "Passes over the training data.")
-          .Float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
-          .Float("weight_decay", 0.0, "AdamW decoupled weight decay.")
-          .Float("adam_beta1", 0.9, "AdamW beta1.")
-          .Float("adam_beta2", 0.999, "AdamW beta2.")
-          .Float("adam_epsilon", 1e-8, "AdamW epsilon.")
-          .Float("max_grad_norm", 1.0, "Clip the global gradient norm to this (0: off).")
-          .String("lr_scheduler_type", "linear", "Learning-rate schedule.",
-                  {"linear", "cosine", "constant", "constant_with_warmup"})
-          .Float("warmup_ratio", 0.0, "Warm-up as a fraction of max_steps.")
-          .Int("warmup_steps", 0, "Warm-up steps (overrides warmup_ratio if > 0).")
-          .Int("logging_steps", 10, "Write a metrics.jsonl line every this many steps.")
-          .Int("eval_steps", 0, "Evaluate every this many steps and at the end (0: only at the end if there is eval data).")
-          .Bool("eval_on_start", false, "Evaluate before the first step too.")
-          .Int("save_steps", 0, "Write checkpoint-<step>/ every this many steps (0: none).")
-          .Int("save_total_limit", -1, "Keep at most this many checkpoints, deleting the oldest (-1: all).")
-          .String("resume_from_checkpoint", "",
-                  "Continue from a checkpoint directory, or \"latest\" for the newest in output_dir.")
-          .Bool("bf16", false, "bf16 autocast for forward and backward (fp32 master weights).")
-          .Bool("shuffle", true, "Reshuffle the training data every epoch (seeded).")
-          .Int("max_length", 1024, "Truncate prompt + completion to this many tokens.")
-          .Int("max_prompt_length", 512, "Truncate prompts to this many tokens.")
-          .Int("reward_workers", 8,
-               "Threads scoring rewards while generation runs (a oneTBB arena); rewards that wait "
-               "(programs, servers) gain from more than the cores.")
-          .String("truncation_mode", "keep_end", "Which end of a long prompt to keep.", {"keep_end", "keep_start"})
-          .String("ref_model", "", "Reference model directory (default: a frozen copy of the initial policy)."));
-  return *schema;
-}
-
-EngineOptions EngineOptions::FromConfig(const ComponentConfig& c) {
+absl::StatusOr<EngineOptions> EngineOptions::FromConfig(const ComponentConfig& c, const TrainerNeeds& needs) {
   EngineOptions o;
   o.per_device_train_batch_size = c.GetInt("per_device_train_batch_size");
   o.per_device_eval_batch_size = c.GetInt("per_device_eval_batch_size");
@@ -63,11 +28,11 @@ EngineOptions EngineOptions::FromConfig(const ComponentConfig& c) {
   o.resume_from_checkpoint = c.GetString("resume_from_checkpoint");
   o.bf16 = c.GetBool("bf16");
   o.shuffle = c.GetBool("shuffle");
-  o.max_length = c.GetInt("max_length");
+  o.max_length = needs.rollouts ? -1 : c.GetInt("max_length");
   o.max_prompt_length = c.GetInt("max_prompt_length");
-  o.reward_workers = c.GetInt("reward_workers");
+  if (needs.rewards) o.reward_workers = c.GetInt("reward_workers");
   o.truncation_mode = c.GetString("truncation_mode");
-  o.ref_model = c.GetString("ref_model");
+  if (needs.reference) o.ref_model = c.GetString("ref_model");
   return o;
 }
 

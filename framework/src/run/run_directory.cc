@@ -1,46 +1,31 @@
 #include "posttrain/run/run_directory.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 
 namespace posttrain {
 namespace fs = std::filesystem;
 
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view content) {
-  // A name of this process and call alone, so concurrent writers never share it.
-  static std::atomic<std::uint64_t> counter{0};
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot write '", tmp, "': ", std::strerror(errno)));
+absl::Status TruncateJsonlAfterStep(const std::string& path, std::int64_t step) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return absl::OkStatus();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::PermissionDeniedError(absl::StrCat("cannot read '", path, "'"));
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    // A line cut by a kill mid-write is dropped with everything after the checkpoint.
+    if (row.is_discarded()) continue;
+    if (row.contains("step") && row["step"].is_number_integer() && row["step"].get<std::int64_t>() > step) continue;
+    kept += line;
+    kept += '\n';
   }
-  size_t written = 0;
-  while (written < content.size()) {
-    ssize_t n = ::write(fd, content.data() + written, content.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      return absl::DataLossError(absl::StrCat("writing '", tmp, "': ", std::strerror(error)));
-    }
-    written += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    return absl::DataLossError(absl::StrCat("flushing '", tmp, "': ", std::strerror(errno)));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::DataLossError(
-        absl::StrCat("renaming '", tmp, "' to '", path, "': ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomic(path, kept);
 }
 
 absl::StatusOr<RunDirectory> RunDirectory::Create(const std::string& path, bool overwrite) {

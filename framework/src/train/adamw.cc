@@ -12,6 +12,9 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
   for (const auto& [name, p] : params_) {
     exp_avg_.push_back(at::zeros_like(p, at::kFloat));
     exp_avg_sq_.push_back(at::zeros_like(p, at::kFloat));
+    // Low-precision parameters are updated through an fp32 master copy: an update
+    // below bf16's resolution (2^-8 relative) would otherwise be rounded away.
+    master_.push_back(p.scalar_type() == at::kFloat ? at::Tensor() : p.detach().to(at::kFloat));
   }
 }
 
@@ -24,13 +27,13 @@ void AdamW::Step(double lr) {
     at::Tensor& p = params_[i].second;
     if (!p.grad().defined()) continue;
     at::Tensor g = p.grad().to(at::kFloat);
-    at::Tensor master = p.scalar_type() == at::kFloat ? p : p.to(at::kFloat);
+    at::Tensor& master = master_[i].defined() ? master_[i] : p;
     if (options_.weight_decay != 0.0) master.mul_(1.0 - lr * options_.weight_decay);
     exp_avg_[i].mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
     exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
     at::Tensor denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(options_.eps);
     master.addcdiv_(exp_avg_[i], denom, -lr / bias1);
-    if (p.scalar_type() != at::kFloat) p.copy_(master);
+    if (master_[i].defined()) p.copy_(master);
   }
 }
 
@@ -61,6 +64,7 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::StateDict() const {
   for (size_t i = 0; i < params_.size(); ++i) {
     state.push_back({"exp_avg." + params_[i].first, exp_avg_[i]});
     state.push_back({"exp_avg_sq." + params_[i].first, exp_avg_sq_[i]});
+    if (master_[i].defined()) state.push_back({"master." + params_[i].first, master_[i]});
   }
   state.push_back({"step", at::tensor(step_, at::kLong)});
   return state;
@@ -77,6 +81,16 @@ absl::Status AdamW::LoadStateDict(const std::map<std::string, at::Tensor>& state
             absl::StrCat("optimizer state lacks or mis-shapes '", prefix, params_[i].first, "'"));
       }
       dst->copy_(it->second);
+    }
+    if (master_[i].defined()) {
+      // A checkpoint without master weights (written in fp32, or by an older
+      // version) starts them from the parameters themselves.
+      auto it = state.find("master." + params_[i].first);
+      if (it != state.end() && it->second.sizes() == master_[i].sizes()) {
+        master_[i].copy_(it->second);
+      } else {
+        master_[i].copy_(params_[i].second.detach());
+      }
     }
   }
   step_ = step->second.item<std::int64_t>();

@@ -10,7 +10,7 @@
 #include "posttrain/core/text_file.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/safetensors.h"
-#include "posttrain/run/run_directory.h"
+#include "posttrain/core/atomic_file.h"
 
 namespace posttrain {
 namespace fs = std::filesystem;
@@ -35,21 +35,39 @@ std::vector<std::pair<std::int64_t, fs::path>> Checkpoints(const std::string& ou
 }  // namespace
 
 absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer,
-                            const std::vector<std::pair<std::string, at::Tensor>>& trainer_params,
-                            const nlohmann::json& trainer_state, const std::string& output_dir, std::int64_t step,
+                            const CheckpointContents& contents, const std::string& output_dir, std::int64_t step,
                             std::int64_t save_total_limit) {
   const fs::path final_dir = fs::path(output_dir) / absl::StrCat("checkpoint-", step);
   const fs::path tmp = fs::path(output_dir) / absl::StrCat("checkpoint-", step, ".tmp");
   std::error_code ec;
   fs::remove_all(tmp, ec);
-  POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(model, tmp.string(), save));
-  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer.StateDict()));
-  if (!trainer_params.empty()) {
-    std::vector<std::pair<std::string, at::Tensor>> detached;
-    for (const auto& [name, t] : trainer_params) detached.push_back({name, t.detach()});
-    POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "trainer_params.safetensors").string(), detached));
+  auto detached = [](const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& [name, t] : tensors) out.push_back({name, t.detach()});
+    return out;
+  };
+  absl::Status written = [&]() -> absl::Status {
+    POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(model, tmp.string(), save));
+    POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer.StateDict()));
+    if (!contents.trainer_params.empty()) {
+      POSTTRAIN_RETURN_IF_ERROR(
+          SaveSafetensors((tmp / "trainer_params.safetensors").string(), detached(contents.trainer_params)));
+    }
+    if (!contents.trainer_state_tensors.empty()) {
+      POSTTRAIN_RETURN_IF_ERROR(
+          SaveSafetensors((tmp / "trainer_state.safetensors").string(), detached(contents.trainer_state_tensors)));
+    }
+    if (!contents.generation.is_null()) {
+      POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "generation.json").string(), contents.generation.dump() + "\n"));
+    }
+    return WriteFileAtomic((tmp / "trainer_state.json").string(), contents.trainer_state.dump(2) + "\n");
+  }();
+  if (!written.ok()) {
+    // Disk full, a read-only directory: the half-written checkpoint goes, the
+    // earlier ones stay as they were.
+    fs::remove_all(tmp, ec);
+    return Annotate(written, absl::StrCat("writing checkpoint-", step, " (earlier checkpoints are intact)"));
   }
-  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "trainer_state.json").string(), trainer_state.dump(2) + "\n"));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) return absl::DataLossError(absl::StrCat("cannot rename '", tmp.string(), "': ", ec.message()));
@@ -83,6 +101,19 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const s
     POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile params, SafetensorsFile::Open((dir / "trainer_params.safetensors").string()));
     for (const SafetensorsEntry& e : params.entries()) {
       POSTTRAIN_ASSIGN_OR_RETURN(loaded.trainer_params[e.name], params.Get(e.name));
+    }
+  }
+  if (fs::exists(dir / "trainer_state.safetensors", ec)) {
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile state, SafetensorsFile::Open((dir / "trainer_state.safetensors").string()));
+    for (const SafetensorsEntry& e : state.entries()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(loaded.trainer_state_tensors[e.name], state.Get(e.name));
+    }
+  }
+  if (fs::exists(dir / "generation.json", ec)) {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::string text, ReadTextFile((dir / "generation.json").string()));
+    loaded.generation = nlohmann::json::parse(text, nullptr, false);
+    if (loaded.generation.is_discarded()) {
+      return absl::DataLossError(absl::StrCat("'", (dir / "generation.json").string(), "' is not valid JSON"));
     }
   }
   POSTTRAIN_ASSIGN_OR_RETURN(std::string state, ReadTextFile((dir / "trainer_state.json").string()));

@@ -12,10 +12,36 @@ at::Tensor PerGenerationCache::Get(const StepInput& input, const std::function<a
   return kept;
 }
 
+void PerGenerationCache::AppendState(const std::string& prefix,
+                                     std::vector<std::pair<std::string, at::Tensor>>* state) const {
+  for (size_t i = 0; i < by_micro_batch_.size(); ++i) {
+    if (by_micro_batch_[i].defined()) state->push_back({absl::StrCat(prefix, ".", i), by_micro_batch_[i]});
+  }
+}
+
+void PerGenerationCache::LoadState(const std::string& prefix, const std::map<std::string, at::Tensor>& state) {
+  by_micro_batch_.clear();
+  for (size_t i = 0;; ++i) {
+    auto it = state.find(absl::StrCat(prefix, ".", i));
+    if (it == state.end()) break;
+    by_micro_batch_.push_back(it->second);
+  }
+}
+
 void RolloutBatch::AddMetrics(std::map<std::string, double>* metrics) const {
   const auto n = static_cast<double>(std::max<std::int64_t>(1, truncated.numel()));
   (*metrics)["completions/mean_length"] = static_cast<double>(total_length) / n;
   (*metrics)["completions/clipped_ratio"] = truncated.to(at::kFloat).sum().item<double>() / n;
+}
+
+std::int64_t GenerationCompletionTokens(absl::Span<const absl::Span<const Rollout>> generation, bool mask_truncated) {
+  std::int64_t tokens = 0;
+  for (absl::Span<const Rollout> micro : generation) {
+    for (const Rollout& r : micro) {
+      if (!(mask_truncated && r.finish_reason == FinishReason::kLength)) tokens += static_cast<std::int64_t>(r.token_ids.size());
+    }
+  }
+  return tokens;
 }
 
 absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,

@@ -106,9 +106,16 @@ absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv, c
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // Its own process group, so that a timeout kills whatever it started too (a
+  // shell's children, a server it forked), not only the program itself.
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attributes, 0);
   pid_t pid = 0;
-  const int spawn_error = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  const int spawn_error = ::posix_spawnp(&pid, args[0], &actions, &attributes, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attributes);
   if (spawn_error != 0) {
     return absl::FailedPreconditionError(absl::StrCat("cannot run ", name, ": ", std::strerror(spawn_error)));
   }
@@ -120,7 +127,7 @@ absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv, c
   const Clock::time_point deadline =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds));
   auto kill_and_reap = [&] {
-    ::kill(pid, SIGKILL);
+    ::kill(-pid, SIGKILL);  // the whole group
     int ignored = 0;
     while (::waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {
     }
@@ -171,7 +178,10 @@ absl::StatusOr<ProcessResult> RunProcess(const std::vector<std::string>& argv, c
   // Output closed: wait for the exit, still under the deadline.
   while (true) {
     const pid_t done = ::waitpid(pid, &result.status, WNOHANG);
-    if (done == pid) break;
+    if (done == pid) {
+      ::kill(-pid, SIGKILL);  // anything it left running in its group
+      break;
+    }
     if (done < 0 && errno != EINTR) return absl::InternalError(Errno("waitpid"));
     if (Clock::now() >= deadline) {
       kill_and_reap();

@@ -8,10 +8,10 @@
 //   temperature = 1.0
 //   top_p = 0.95
 //
-// Prompts are tokenized with the policy's tokenizer (special tokens added, e.g.
-// BOS, unless add_special_tokens = false), cut from the left to max_prompt_length
-// tokens as TRL does, and generated in batches with a KV cache (see
-// posttrain/generation/generate.h for the sampling maths and the log-probs).
+// Prompts come tokenized by the engine (special tokens added, cut to the trainer's
+// max_prompt_length per its truncation_mode: one setting, one place) and are
+// generated in batches with a KV cache (see posttrain/generation/generate.h for the
+// sampling maths and the log-probs).
 #include "posttrain/generation/generate.h"
 #include "posttrain/plugin/plugin.h"
 
@@ -25,16 +25,14 @@ class DefaultSampler final : public Sampler {
                "Generates completions from the policy with a KV cache: temperature, top-k, "
                "top-p, min-p, repetition penalty, EOS and stop strings; returns token ids, "
                "per-token log-probs and finish reasons.")
-        .Int("max_prompt_length", 512, "Keep at most this many prompt tokens (from the end).")
-        .Int("max_completion_length", 256, "Tokens to generate at most per completion.")
-        .Float("temperature", 1.0, "Sampling temperature; 0 = greedy.")
-        .Int("top_k", 0, "Keep the k most likely tokens (0: off).")
-        .Float("top_p", 1.0, "Nucleus sampling mass (1: off).")
-        .Float("min_p", 0.0, "Drop tokens with p < min_p * p_max (0: off).")
-        .Float("repetition_penalty", 1.0, "Penalty for tokens already present (1: off).")
+        .Int("max_completion_length", 256, "Tokens to generate at most per completion.").AtLeast(1)
+        .Float("temperature", 1.0, "Sampling temperature; 0 = greedy.").AtLeast(0)
+        .Int("top_k", 0, "Keep the k most likely tokens (0: off).").AtLeast(0)
+        .Float("top_p", 1.0, "Nucleus sampling mass (1: off).").GreaterThan(0).AtMost(1)
+        .Float("min_p", 0.0, "Drop tokens with p < min_p * p_max (0: off).").AtLeast(0).AtMost(1)
+        .Float("repetition_penalty", 1.0, "Penalty for tokens already present (1: off).").GreaterThan(0)
         .StringList("stop", {}, "Stop strings: a completion ends where one appears.")
-        .Bool("add_special_tokens", true, "Tokenize prompts with the tokenizer's template (e.g. BOS).")
-        .Int("generation_batch_size", 0, "Sequences per forward batch (0: all of a step at once).");
+        .Int("generation_batch_size", 0, "Sequences per forward batch (0: all of a step at once).").AtLeast(0);
   }
 
   static absl::StatusOr<std::unique_ptr<Sampler>> Create(const ComponentConfig& config) {
@@ -49,15 +47,7 @@ class DefaultSampler final : public Sampler {
     p.repetition_penalty = config.GetFloat("repetition_penalty");
     p.stop_strings = config.GetStringList("stop");
     p.batch_size = config.GetInt("generation_batch_size");
-    sampler->max_prompt_length_ = config.GetInt("max_prompt_length");
-    sampler->add_special_tokens_ = config.GetBool("add_special_tokens");
-    if (p.max_new_tokens < 1) return config.Error("max_completion_length", "must be >= 1");
-    if (sampler->max_prompt_length_ < 1) return config.Error("max_prompt_length", "must be >= 1");
-    if (p.temperature < 0) return config.Error("temperature", "must be >= 0");
-    if (p.top_p <= 0 || p.top_p > 1) return config.Error("top_p", "must be in (0, 1]");
-    if (p.min_p < 0 || p.min_p > 1) return config.Error("min_p", "must be in [0, 1]");
-    if (p.repetition_penalty <= 0) return config.Error("repetition_penalty", "must be > 0");
-    if (p.top_k < 0) return config.Error("top_k", "must be >= 0");
+    if (absl::Status s = ValidateSamplingParams(p); !s.ok()) return config.Error("sampling", s.message());
     return sampler;
   }
 
@@ -73,15 +63,17 @@ class DefaultSampler final : public Sampler {
     params.eos_token_ids = EosTokenIds(*request.policy.model, &tokenizer);
     if (tokenizer.pad_token_id()) params.pad_token_id = *tokenizer.pad_token_id();
     std::vector<std::vector<std::int64_t>> prompts;
-    for (const Example* example : request.prompts) {
-      const std::string& text =
-          example->format == ExampleFormat::kLanguageModeling ? example->text : example->prompt;
-      std::vector<std::int64_t> ids = tokenizer.Encode(text, add_special_tokens_);
+    for (size_t i = 0; i < request.prompts.size(); ++i) {
+      const Example* example = request.prompts[i];
+      std::vector<std::int64_t> ids;
+      if (!request.prompt_ids.empty()) {
+        ids = *request.prompt_ids[i];
+      } else {
+        ids = tokenizer.Encode(example->format == ExampleFormat::kLanguageModeling ? example->text : example->prompt,
+                               /*add_special_tokens=*/true);
+      }
       if (ids.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(ExampleLocation(*example), ": the prompt tokenizes to nothing"));
-      }
-      if (static_cast<std::int64_t>(ids.size()) > max_prompt_length_) {
-        ids.erase(ids.begin(), ids.end() - max_prompt_length_);  // keep the end, as TRL does
       }
       prompts.push_back(std::move(ids));
     }
@@ -116,8 +108,6 @@ class DefaultSampler final : public Sampler {
 
  private:
   SamplingParams params_;
-  std::int64_t max_prompt_length_ = 512;
-  bool add_special_tokens_ = true;
 };
 
 }  // namespace

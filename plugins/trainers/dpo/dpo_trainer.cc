@@ -51,21 +51,22 @@ class DpoTrainer final : public Trainer {
     return absl::OkStatus();
   }
 
-  absl::Status Prepare(absl::Span<const TokenizedExample> train) override {
+  absl::Status Prepare(absl::Span<const TokenizedExample> train, absl::Span<const TokenizedExample> eval) override {
     if (!precompute_ || reference_free_) return absl::OkStatus();
     at::NoGradGuard no_grad;
-    ref_chosen_.assign(train.size(), 0.0f);
-    ref_rejected_.assign(train.size(), 0.0f);
-    constexpr size_t kBatch = 8;
-    for (size_t start = 0; start < train.size(); start += kBatch) {
-      std::vector<const TokenizedExample*> batch;
-      for (size_t i = start; i < std::min(train.size(), start + kBatch); ++i) batch.push_back(&train[i]);
-      auto [chosen, rejected] = SequenceLogps(*reference_, batch);
-      for (size_t k = 0; k < batch.size(); ++k) {
-        ref_chosen_[start + k] = chosen[static_cast<std::int64_t>(k)].item<float>();
-        ref_rejected_[start + k] = rejected[static_cast<std::int64_t>(k)].item<float>();
-      }
-    }
+    // Training and evaluation pairs both, so the reference can be freed after this.
+    PrecomputeReference(train, &ref_train_);
+    PrecomputeReference(eval, &ref_eval_);
+    return absl::OkStatus();
+  }
+  bool ReleasesReference() const override { return precompute_ && !reference_free_; }
+
+  std::vector<std::pair<std::string, at::Tensor>> State() const override {
+    if (loss_type_ != "bco_pair") return {};
+    return {{"bco_pair.running_moments", moments_.ToTensor()}};
+  }
+  absl::Status LoadState(const std::map<std::string, at::Tensor>& state) override {
+    if (auto it = state.find("bco_pair.running_moments"); it != state.end()) moments_.FromTensor(it->second);
     return absl::OkStatus();
   }
 
@@ -77,11 +78,12 @@ class DpoTrainer final : public Trainer {
     if (reference_free_) {
       ref_chosen = at::zeros_like(policy_chosen);
       ref_rejected = at::zeros_like(policy_rejected);
-    } else if (input.training && !ref_chosen_.empty()) {
+    } else if (ReleasesReference()) {
+      const Precomputed& ref = input.training ? ref_train_ : ref_eval_;
       std::vector<float> c, r;
       for (const TokenizedExample* t : batch) {
-        c.push_back(ref_chosen_[static_cast<size_t>(t->index)]);
-        r.push_back(ref_rejected_[static_cast<size_t>(t->index)]);
+        c.push_back(ref.chosen[static_cast<size_t>(t->index)]);
+        r.push_back(ref.rejected[static_cast<size_t>(t->index)]);
       }
       ref_chosen = at::tensor(c);
       ref_rejected = at::tensor(r);
@@ -100,6 +102,25 @@ class DpoTrainer final : public Trainer {
   }
 
  private:
+  // Reference log-probs per example index, computed once (precompute_ref_log_probs).
+  struct Precomputed {
+    std::vector<float> chosen, rejected;
+  };
+  void PrecomputeReference(absl::Span<const TokenizedExample> examples, Precomputed* out) const {
+    out->chosen.assign(examples.size(), 0.0f);
+    out->rejected.assign(examples.size(), 0.0f);
+    constexpr size_t kBatch = 8;
+    for (size_t start = 0; start < examples.size(); start += kBatch) {
+      std::vector<const TokenizedExample*> batch;
+      for (size_t i = start; i < std::min(examples.size(), start + kBatch); ++i) batch.push_back(&examples[i]);
+      auto [chosen, rejected] = SequenceLogps(*reference_, batch);
+      for (size_t k = 0; k < batch.size(); ++k) {
+        out->chosen[static_cast<size_t>(batch[k]->index)] = chosen[static_cast<std::int64_t>(k)].item<float>();
+        out->rejected[static_cast<size_t>(batch[k]->index)] = rejected[static_cast<std::int64_t>(k)].item<float>();
+      }
+    }
+  }
+
   // Summed (ipo: averaged) completion log-probs [B] of chosen and rejected.
   std::pair<at::Tensor, at::Tensor> SequenceLogps(const CausalLM& model, const std::vector<const TokenizedExample*>& batch) const {
     PairLogps lp = ComputePairLogps(model, batch);
@@ -112,7 +133,7 @@ class DpoTrainer final : public Trainer {
   double beta_ = 0.1, label_smoothing_ = 0.0;
   std::string loss_type_ = "sigmoid";
   bool reference_free_ = false, precompute_ = false;
-  std::vector<float> ref_chosen_, ref_rejected_;
+  Precomputed ref_train_, ref_eval_;
   RunningMoments moments_;
 };
 

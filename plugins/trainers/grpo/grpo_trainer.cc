@@ -68,6 +68,19 @@ class GrpoTrainer final : public Trainer {
     return absl::OkStatus();
   }
 
+  // The tensors fixed at a generation's first step, for resuming within its reuse.
+  std::vector<std::pair<std::string, at::Tensor>> State() const override {
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    sampling_.AppendState("sampling", &state);
+    reference_logps_.AppendState("reference_logps", &state);
+    return state;
+  }
+  absl::Status LoadState(const std::map<std::string, at::Tensor>& state) override {
+    sampling_.LoadState("sampling", state);
+    reference_logps_.LoadState("reference_logps", state);
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo", mask_truncated_));
     const auto n = static_cast<std::int64_t>(input.rollouts.size());
@@ -83,7 +96,12 @@ class GrpoTrainer final : public Trainer {
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* rewards, input.rewards.Wait());
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages,
                                GroupAdvantages(at::tensor(rewards->total), num_generations_, scale_rewards_));
-    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, sampling_.Get(input, [&] { return logps.detach(); }), ref_logps, advantages, rb.mask, options_));
+    GrpoLossOptions options = options_;
+    if (options.loss_type == "dapo" && !input.generation.empty()) {
+      options.dapo_normalizer = static_cast<double>(std::max<std::int64_t>(1, GenerationCompletionTokens(input.generation, mask_truncated_))) /
+                                static_cast<double>(input.generation.size());
+    }
+    POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, sampling_.Get(input, [&] { return logps.detach(); }), ref_logps, advantages, rb.mask, options));
     StepOutput out;
     out.loss = r.loss;
     AddRewardMetrics(*rewards, &out.metrics);

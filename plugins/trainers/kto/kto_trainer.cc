@@ -4,8 +4,10 @@
 // undesirable), as TRL's unpair_preference_dataset does.
 //
 // The KL reference point z is estimated per batch from mismatched pairs: prompt i
-// with the completion of example i−1 (TRL's shifted KL dataset):
-//   z = max(0, mean(log π(y_{i−1}|x_i) − log π_ref(y_{i−1}|x_i))), no gradient.
+// with the completion of another example's row (TRL's shifted KL dataset; rows of
+// one unpaired pair never meet, see KtoMismatchedRows):
+//   z = max(0, mean(log π(y_j|x_i) − log π_ref(y_j|x_i))), no gradient; z = 0 for a
+//   batch of a single example, which has no mismatched pair.
 // Losses in posttrain/losses/preference_losses.h; weighted by desirable_weight /
 // undesirable_weight and averaged over the batch.
 // Metrics (TRL): rewards/chosen, rewards/rejected, rewards/margins, kl,
@@ -49,6 +51,7 @@ class KtoTrainer final : public Trainer {
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
     std::vector<std::vector<std::int64_t>> prompts, completions;
     std::vector<bool> desirable;
+    std::vector<std::int64_t> example_of_row;
     for (size_t i = 0; i < input.tokens.size(); ++i) {
       const TokenizedExample& t = *input.tokens[i];
       const Example& e = *input.batch[i];
@@ -59,10 +62,12 @@ class KtoTrainer final : public Trainer {
         prompts.push_back(t.prompt_ids);
         completions.push_back(t.rejected_ids);
         desirable.push_back(false);
+        example_of_row.insert(example_of_row.end(), 2, static_cast<std::int64_t>(i));
       } else if (e.label.has_value() && !t.completion_ids.empty()) {
         prompts.push_back(t.prompt_ids);
         completions.push_back(t.completion_ids);
         desirable.push_back(*e.label);
+        example_of_row.push_back(static_cast<std::int64_t>(i));
       } else {
         return absl::InvalidArgumentError(absl::StrCat(ExampleLocation(e),
                                                        ": kto needs unpaired preference data (prompt, completion, "
@@ -70,19 +75,22 @@ class KtoTrainer final : public Trainer {
       }
     }
     const auto n = static_cast<std::int64_t>(completions.size());
-    // Mismatched pairs for the KL estimate: prompt i with completion i−1.
-    std::vector<std::vector<std::int64_t>> kl_completions(completions.size());
-    for (std::int64_t i = 0; i < n; ++i) kl_completions[static_cast<size_t>(i)] = completions[static_cast<size_t>((i + n - 1) % n)];
+    // Mismatched pairs for the KL estimate: prompt i with another example's completion.
+    const std::vector<size_t> kl_rows = KtoMismatchedRows(example_of_row);
 
     const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
-    at::Tensor reference_logps, kl;
+    at::Tensor reference_logps, kl = at::zeros({}, at::kFloat);
     {
       at::NoGradGuard no_grad;
       reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
-      CompletionBatch kl_batch = MakeCompletionBatch(prompts, kl_completions);
-      kl = (CompletionLogprobs(*policy_, kl_batch, 1.0).sum(1) - CompletionLogprobs(*reference_, kl_batch, 1.0).sum(1))
-               .mean()
-               .clamp_min(0);
+      if (!kl_rows.empty()) {
+        std::vector<std::vector<std::int64_t>> kl_completions;
+        for (size_t row : kl_rows) kl_completions.push_back(completions[row]);
+        CompletionBatch kl_batch = MakeCompletionBatch(prompts, kl_completions);
+        kl = (CompletionLogprobs(*policy_, kl_batch, 1.0).sum(1) - CompletionLogprobs(*reference_, kl_batch, 1.0).sum(1))
+                 .mean()
+                 .clamp_min(0);
+      }
     }
     std::vector<std::int64_t> chosen_idx, rejected_idx;
     for (std::int64_t i = 0; i < n; ++i) (desirable[static_cast<size_t>(i)] ? chosen_idx : rejected_idx).push_back(i);

@@ -19,6 +19,7 @@
 // completion metrics.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "absl/strings/match.h"
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/policy_gradient.h"
 #include "posttrain/model/causal_lm.h"
@@ -85,6 +86,44 @@ class PpoTrainer final : public Trainer {
   }
   std::vector<std::pair<std::string, at::Tensor>> TrainerParameters() override {
     return {{"v_head.weight", v_weight_}, {"v_head.bias", v_bias_}};
+  }
+
+  // What each micro-batch's generation fixed at its first step, for resuming
+  // within its num_ppo_epochs: "fixed.<micro>.<tensor>" and ".metric.<name>".
+  std::vector<std::pair<std::string, at::Tensor>> State() const override {
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    for (size_t m = 0; m < cache_.size(); ++m) {
+      const Fixed& f = cache_[m];
+      if (!f.advantages.defined()) continue;
+      const std::string prefix = absl::StrCat("fixed.", m, ".");
+      state.push_back({prefix + "old_logps", f.old_logps});
+      state.push_back({prefix + "old_values", f.old_values});
+      state.push_back({prefix + "advantages", f.advantages});
+      state.push_back({prefix + "returns", f.returns});
+      for (const auto& [name, value] : f.metrics) state.push_back({prefix + "metric." + name, at::scalar_tensor(value, at::kDouble)});
+    }
+    return state;
+  }
+  absl::Status LoadState(const std::map<std::string, at::Tensor>& state) override {
+    cache_.clear();
+    for (size_t m = 0;; ++m) {
+      const std::string prefix = absl::StrCat("fixed.", m, ".");
+      auto get = [&](const char* name) {
+        auto it = state.find(prefix + name);
+        return it == state.end() ? at::Tensor() : it->second;
+      };
+      Fixed f;
+      f.old_logps = get("old_logps");
+      f.old_values = get("old_values");
+      f.advantages = get("advantages");
+      f.returns = get("returns");
+      if (!f.advantages.defined()) break;
+      for (auto it = state.lower_bound(prefix + "metric."); it != state.end() && absl::StartsWith(it->first, prefix + "metric."); ++it) {
+        f.metrics[it->first.substr(prefix.size() + 7)] = it->second.item<double>();
+      }
+      cache_.push_back(std::move(f));
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {

@@ -54,6 +54,19 @@ class RlooTrainer final : public Trainer {
     return absl::OkStatus();
   }
 
+  // The tensors fixed at a generation's first step, for resuming within its reuse.
+  std::vector<std::pair<std::string, at::Tensor>> State() const override {
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    sampling_.AppendState("sampling", &state);
+    sequence_kl_.AppendState("sequence_kl", &state);
+    return state;
+  }
+  absl::Status LoadState(const std::map<std::string, at::Tensor>& state) override {
+    sampling_.LoadState("sampling", state);
+    sequence_kl_.LoadState("sequence_kl", state);
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "rloo", mask_truncated_));
     StepOutput out;

@@ -1,4 +1,9 @@
+#include <signal.h>
+
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -42,6 +47,29 @@ TEST(CommandRewardTest, ASlowProgramIsKilledAtTheTimeout) {
   EXPECT_THAT(std::string(scores.status().message()), HasSubstr("timeout = 0.5 s"));
   EXPECT_THAT(std::string(scores.status().message()), HasSubstr("sleep 30"));
   EXPECT_LT(seconds, 5.0);
+}
+
+// A program that forks a sleeper and then hangs: at the timeout the sleeper (a
+// grandchild of the host, in the program's process group) dies too.
+TEST(CommandRewardTest, ATimeoutKillsTheProgramsChildrenToo) {
+  const std::string pid_file = ::testing::TempDir() + "/command_reward_grandchild.pid";
+  std::remove(pid_file.c_str());
+  auto reward = Command({"sh", "-c", "sleep 300 & echo $! > " + pid_file + "; sleep 300"}, /*timeout=*/1.0);
+  absl::StatusOr<std::vector<float>> scores = ScoreWith(*reward, {"a"});
+  ASSERT_EQ(scores.status().code(), absl::StatusCode::kDeadlineExceeded) << scores.status();
+  std::ifstream in(pid_file);
+  pid_t sleeper = 0;
+  ASSERT_TRUE(in >> sleeper) << "the program did not write its child's pid";
+  // Killed, then reaped by init: gone, or at most a zombie, within a few seconds.
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    std::ifstream stat("/proc/" + std::to_string(sleeper) + "/stat");
+    std::string pid_field, comm, state;
+    gone = !(stat >> pid_field >> comm >> state) || state == "Z";
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!gone) ::kill(sleeper, SIGKILL);
+  EXPECT_TRUE(gone) << "the sleeper (pid " << sleeper << ") survived the timeout";
 }
 
 TEST(CommandRewardTest, ACrashingProgramIsAnErrorWithItsStderr) {

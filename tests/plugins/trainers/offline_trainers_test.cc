@@ -1,7 +1,10 @@
 // sft, dpo and reward trainers on a tiny random model, through the real loader.
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "posttrain/generation/logprobs.h"
+#include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
 #include "test_support.h"
 
@@ -104,7 +107,7 @@ TEST(DpoTrainerTest, AtInitialisationTheLossIsLog2AndPrecomputingChangesNothing)
     ASSERT_TRUE(trainer.ok());
     EXPECT_TRUE((*trainer)->Needs().reference);
     ASSERT_TRUE((*trainer)->Setup(ctx).ok());
-    ASSERT_TRUE((*trainer)->Prepare(b.tokens).ok());
+    ASSERT_TRUE((*trainer)->Prepare(b.tokens, {}).ok());
     auto out = (*trainer)->Step(b.Input());
     ASSERT_TRUE(out.ok()) << out.status();
     EXPECT_NEAR(out->loss.item<double>(), std::log(2.0), 1e-6);
@@ -145,10 +148,55 @@ TEST(RewardTrainerTest, ScoresTheLastTokenAndSavesAsASequenceClassifier) {
   Batch b = PreferenceBatch();
   auto out = (*trainer)->Step(b.Input());
   ASSERT_TRUE(out.ok()) << out.status();
-  // Hand check: r = score · h_last, loss = mean(−logσ(r_c − r_r)).
-  const double rc = out->metrics.at("rewards/chosen"), rr = out->metrics.at("rewards/rejected");
-  EXPECT_TRUE(std::isfinite(rc) && std::isfinite(rr));
-  EXPECT_GT(out->loss.item<double>(), 0.0);
+  // By hand, one sequence at a time (no padding, no batching): r = score · h, h the
+  // backbone's final hidden state at the sequence's last token; the Bradley–Terry
+  // loss is mean(−logσ(r_c − r_r)).
+  const at::Tensor score = extras[0].second.detach();
+  auto reward = [&](const std::vector<std::int64_t>& prompt, const std::vector<std::int64_t>& completion) {
+    std::vector<std::int64_t> ids = prompt;
+    ids.insert(ids.end(), completion.begin(), completion.end());
+    const auto t = static_cast<std::int64_t>(ids.size());
+    at::Tensor hidden = (*model)->Hidden(at::tensor(ids, at::kLong).unsqueeze(0), at::arange(t, at::kLong).unsqueeze(0),
+                                         at::Tensor(), nullptr);
+    return (hidden[0][t - 1] * score[0]).sum().item<double>();
+  };
+  double loss = 0, chosen = 0, rejected = 0;
+  for (const TokenizedExample& t : b.tokens) {
+    const double rc = reward(t.prompt_ids, t.chosen_ids), rr = reward(t.prompt_ids, t.rejected_ids);
+    loss += std::log1p(std::exp(-(rc - rr))) / 2;
+    chosen += rc / 2;
+    rejected += rr / 2;
+  }
+  EXPECT_NEAR(out->metrics.at("rewards/chosen"), chosen, 1e-5);
+  EXPECT_NEAR(out->metrics.at("rewards/rejected"), rejected, 1e-5);
+  EXPECT_NEAR(out->loss.item<double>(), loss, 1e-5);
+  EXPECT_GT(std::abs(chosen - rejected), 1e-4) << "a degenerate check: both rewards equal";
+}
+
+// With precompute_ref_log_probs the reference's log-probs of the training and the
+// evaluation pairs are computed in Prepare, after which the engine frees the
+// reference: the trainer asks for that, and its losses then equal those of a
+// trainer that runs the reference every step (the policy differs from the
+// reference here, so the reference's values matter).
+TEST(DpoTrainerTest, PrecomputingReleasesTheReferenceForTrainingAndEvaluation) {
+  auto model = CausalLM::Random(Tiny(), at::kFloat, 12);
+  auto reference = CausalLM::Random(Tiny(), at::kFloat, 13);
+  Batch train = PreferenceBatch(), eval = PreferenceBatch();
+  std::swap(eval.tokens[0].chosen_ids, eval.tokens[0].rejected_ids);
+  auto plain = testing::CreateBuiltin<Trainer>("dpo", {});
+  EXPECT_FALSE((*plain)->ReleasesReference());
+  ASSERT_TRUE((*plain)->Setup(TrainerContext{model->get(), reference->get(), nullptr}).ok());
+  const double train_loss = (*plain)->Step(train.Input())->loss.item<double>();
+  const double eval_loss = (*plain)->Step(eval.Input(/*training=*/false))->loss.item<double>();
+  EXPECT_GT(std::abs(train_loss - std::log(2.0)), 1e-4) << "policy and reference should differ";
+
+  auto precomputed = testing::CreateBuiltin<Trainer>("dpo", {{"precompute_ref_log_probs", true}});
+  EXPECT_TRUE((*precomputed)->ReleasesReference());
+  ASSERT_TRUE((*precomputed)->Setup(TrainerContext{model->get(), reference->get(), nullptr}).ok());
+  ASSERT_TRUE((*precomputed)->Prepare(train.tokens, eval.tokens).ok());
+  reference->reset();  // as the engine does: any later use would crash
+  EXPECT_NEAR((*precomputed)->Step(train.Input())->loss.item<double>(), train_loss, 1e-6);
+  EXPECT_NEAR((*precomputed)->Step(eval.Input(false))->loss.item<double>(), eval_loss, 1e-6);
 }
 
 TEST(OfflineTrainersTest, PreferenceTrainersRefuseOtherData) {
@@ -236,6 +284,55 @@ TEST(KtoTrainerTest, AtInitialisationEveryLossIsOneHalf) {
   out = (*trainer)->Step(u.Input());
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_NEAR(out->loss.item<double>(), (0.5 + 2.0 * 0.5) / 2, 1e-6);
+}
+
+// The KL point's mismatched rows never pair a prompt with a completion of its own
+// example: paired data unpaired on the fly give rows (x_i, y_i^c), (x_i, y_i^r).
+TEST(KtoTrainerTest, MismatchedRowsNeverShareTheExample) {
+  EXPECT_EQ(KtoMismatchedRows({0, 0, 1, 1, 2, 2}), (std::vector<std::size_t>{4, 5, 0, 1, 2, 3}));
+  EXPECT_EQ(KtoMismatchedRows({0, 1, 2}), (std::vector<std::size_t>{2, 0, 1}));
+  EXPECT_EQ(KtoMismatchedRows({0, 0, 1, 2, 2}).size(), 5u);
+  for (const auto& rows : {std::vector<std::int64_t>{0, 0, 1, 2, 2}, std::vector<std::int64_t>{0, 1, 1, 1, 2, 2, 3}}) {
+    std::vector<std::size_t> m = KtoMismatchedRows(rows);
+    for (std::size_t i = 0; i < m.size(); ++i) EXPECT_NE(rows[i], rows[m[i]]);
+  }
+  EXPECT_TRUE(KtoMismatchedRows({0, 0}).empty());
+}
+
+// With a policy that differs from the reference, the logged z equals
+// max(0, mean over rows of log π(y_j|x_i) − log π_ref(y_j|x_i)) with every y_j from
+// the other example (by hand: rows c0 r0 c1 r1, prompts x0 x0 x1 x1 take c1 r1 c0 r0).
+TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
+  Batch b = PreferenceBatch();
+  const auto& t0 = b.tokens[0];
+  const auto& t1 = b.tokens[1];
+  auto z = [&](const CausalLM& policy, const CausalLM& reference, const std::vector<std::vector<std::int64_t>>& prompts,
+               const std::vector<std::vector<std::int64_t>>& completions) {
+    CompletionBatch cb = MakeCompletionBatch(prompts, completions);
+    return (CompletionLogprobs(policy, cb, 1.0).sum(1) - CompletionLogprobs(reference, cb, 1.0).sum(1)).mean().item<double>();
+  };
+  const std::vector<std::vector<std::int64_t>> prompts = {t0.prompt_ids, t0.prompt_ids, t1.prompt_ids, t1.prompt_ids};
+  // Pick a perturbation under which z > 0 and the same-example pairing (TRL's
+  // rotation by one of the unpaired rows) would give another value.
+  for (std::uint64_t seed = 20; seed < 60; ++seed) {
+    auto reference = CausalLM::Random(Tiny(), at::kFloat, 8);
+    auto policy = (*reference)->Clone();
+    {
+      at::NoGradGuard no_grad;
+      at::Generator gen = at::detail::createCPUGenerator(seed);
+      for (auto& [name, p] : policy->named_parameters()) p.add_(at::normal(0.0, 0.3, p.sizes(), gen));
+    }
+    const double expected = z(*policy, **reference, prompts, {t1.chosen_ids, t1.rejected_ids, t0.chosen_ids, t0.rejected_ids});
+    const double by_one = z(*policy, **reference, prompts, {t1.rejected_ids, t0.chosen_ids, t0.rejected_ids, t1.chosen_ids});
+    if (expected < 0.05 || std::abs(expected - by_one) < 1e-3) continue;
+    auto trainer = testing::CreateBuiltin<Trainer>("kto", {});
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{policy.get(), reference->get(), nullptr}).ok());
+    auto out = (*trainer)->Step(b.Input());
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_NEAR(out->metrics.at("kl"), expected, 1e-5);
+    return;
+  }
+  FAIL() << "no perturbation gave a positive, discriminating KL point";
 }
 
 }  // namespace

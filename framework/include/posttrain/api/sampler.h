@@ -56,6 +56,11 @@ struct Rollout {
 struct SampleRequest {
   // One prompt per example; examples must outlive the call.
   absl::Span<const Example* const> prompts;
+  // The prompts' token ids as the engine's data pipeline made them (special tokens
+  // added, cut to the trainer's max_prompt_length per its truncation_mode),
+  // aligned with `prompts`. Empty: a generating sampler tokenizes `prompts` itself,
+  // whole (benchmarks, tests).
+  absl::Span<const std::vector<std::int64_t>* const> prompt_ids;
   // Completions per prompt (TRL's num_generations).
   std::int64_t num_generations = 1;
   // Seed for this call (the host derives it from the recipe seed and the step).

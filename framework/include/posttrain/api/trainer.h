@@ -139,6 +139,10 @@ struct StepInput {
   absl::Span<const TokenizedExample* const> tokens;
   // Empty unless needs.rollouts: batch.size() * num_generations, grouped by example.
   absl::Span<const Rollout> rollouts;
+  // The rollouts of every micro-batch of this step's generation
+  // (generation[micro_batch] is `rollouts`), for statistics over the whole
+  // generation batch such as DAPO's token count. Empty unless needs.rollouts.
+  absl::Span<const absl::Span<const Rollout>> generation;
   // Empty unless needs.rewards; see StepRewards.
   StepRewards rewards;
 };
@@ -161,11 +165,22 @@ class Trainer {
   // Called once with the models, before Prepare and any step.
   virtual absl::Status Setup(const TrainerContext& context) { return absl::OkStatus(); }
 
-  // Called once with the whole tokenized training set before the first step
-  // (e.g. DPO's precompute_ref_log_probs). After it, `reference` may be released
-  // if ReleasesReference() says so.
-  virtual absl::Status Prepare(absl::Span<const TokenizedExample> train) { return absl::OkStatus(); }
+  // Called once with the whole tokenized training and evaluation sets before the
+  // first step (e.g. DPO's precompute_ref_log_probs). After it the engine frees
+  // `reference` if ReleasesReference() says so: the trainer must not touch it again.
+  virtual absl::Status Prepare(absl::Span<const TokenizedExample> train, absl::Span<const TokenizedExample> eval) {
+    return absl::OkStatus();
+  }
   virtual bool ReleasesReference() const { return false; }
+
+  // What the trainer carries from step to step besides parameters — running means
+  // (bco_pair's reward shift), tensors fixed at a generation's first step and reused
+  // by the next (old log-probs, reference log-probs, PPO's advantages) — as named
+  // tensors. Checkpointed (trainer_state.safetensors) and handed back to LoadState
+  // on resume, so a resumed run continues bit for bit, even within a generation's
+  // reuse. Names are the trainer's own.
+  virtual std::vector<std::pair<std::string, at::Tensor>> State() const { return {}; }
+  virtual absl::Status LoadState(const std::map<std::string, at::Tensor>& state) { return absl::OkStatus(); }
 
   // Parameters the trainer adds beside the policy's (e.g. a reward model's
   // "score.weight"): trained, checkpointed and saved with the model under these

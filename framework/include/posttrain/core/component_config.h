@@ -53,6 +53,17 @@ struct OptionSpec {
   std::string doc;
   // For kString: the allowed values (empty = any).
   std::vector<std::string> choices;
+  // For kInt, kFloat, kFloatList: the accepted range (absent bound = unbounded),
+  // each end closed or open, and one value accepted besides it (e.g. -1 = off).
+  // Floats must also be finite.
+  std::optional<double> min, max;
+  bool min_open = false, max_open = false;
+  std::optional<double> sentinel;
+
+  // "" if `value` is accepted, else what was expected: "must be > 0, got -3".
+  std::string CheckValue(const OptionValue& value) const;
+  // The range as text for `describe`: "> 0", "in [0, 1)", ">= 1, or -1"; "" if any.
+  std::string RangeText() const;
 };
 
 // The options a component accepts. Built fluently; names are unique.
@@ -72,6 +83,14 @@ class ComponentSchema {
                              std::string doc);
   // An option the recipe must set (no default).
   ComponentSchema& Required(std::string name, OptionType type, std::string doc);
+  // Bounds of the option declared last (int, float or float list): closed
+  // (AtLeast, AtMost) or open (GreaterThan, LessThan); OrEqualTo adds one value
+  // accepted outside them. Declaring a bound on another type is a logic_error.
+  ComponentSchema& AtLeast(double min);
+  ComponentSchema& GreaterThan(double min);
+  ComponentSchema& AtMost(double max);
+  ComponentSchema& LessThan(double max);
+  ComponentSchema& OrEqualTo(double sentinel);
   // Appends every option of `other` not already declared here (used to add the
   // engine's options to each trainer).
   ComponentSchema& Merge(const ComponentSchema& other);
@@ -83,6 +102,7 @@ class ComponentSchema {
 
  private:
   ComponentSchema& Add(OptionSpec spec);
+  ComponentSchema& Bound(double value, bool open, bool lower, bool check_only = false);
 
   std::string doc_;
   std::vector<OptionSpec> options_;

@@ -64,8 +64,18 @@ struct Generation {
   std::string text;  // decoded without special tokens, cut before a stop string
 };
 
+// InvalidArgument naming the first parameter out of its range: max_new_tokens >= 1,
+// temperature >= 0, top_k >= 0, top_p in (0, 1], min_p in [0, 1],
+// repetition_penalty > 0, every float finite.
+absl::Status ValidateSamplingParams(const SamplingParams& params);
+
 // Returns prompts.size() * num_generations generations grouped by prompt.
-// InvalidArgument for an empty prompt or a token id outside the vocabulary.
+// InvalidArgument for invalid params, an empty prompt, a token id outside the
+// vocabulary, or a prompt of max_position_embeddings tokens or more. Generation
+// stops at the model's context (finish_reason "length"): a batch generates at most
+// max_position_embeddings − its longest prompt tokens. FailedPrecondition if the
+// model's logits are not finite (NaN weights, a broken config): sampling from them
+// is meaningless.
 absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
                                                  const std::vector<std::vector<std::int64_t>>& prompts,
                                                  std::int64_t num_generations, const SamplingParams& params,

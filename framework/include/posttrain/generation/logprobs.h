@@ -16,24 +16,9 @@
 #include <ATen/ATen.h>
 
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/model/completion_batch.h"
 
 namespace posttrain {
-
-// Sequences as prompt + completion token ids, right-padded into one batch:
-//   input_ids [N, L] int64 (pad 0), attention_mask [N, L] int64,
-//   completion_mask [N, C] float (1 on real completion tokens), with
-//   L = max(prompt_len + completion_len) and C = max completion_len;
-//   prompt_lengths [N].
-struct CompletionBatch {
-  at::Tensor input_ids;
-  at::Tensor attention_mask;
-  at::Tensor completion_mask;
-  std::vector<std::int64_t> prompt_lengths;
-  std::vector<std::int64_t> completion_lengths;
-};
-
-CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>& prompts,
-                                    const std::vector<std::vector<std::int64_t>>& completions);
 
 // log p(completion_t | prefix) / temperature-scaled, [N, C] fp32, 0 at padding.
 // Differentiable when the model's parameters require grad.

@@ -13,8 +13,10 @@
 //   "grpo"    mean_i( Σ_t ℓ·m / Σ_t m )                 sequence mean, then batch mean
 //   "bnpo"    Σ ℓ·m / Σ m                                token mean over the batch
 //   "dr_grpo" Σ ℓ·m / (N · max_completion_length)        Liu et al. 2025 (Dr. GRPO)
-//   "dapo"    Σ ℓ·m / Σ m  over the whole generation batch (= bnpo here: one
-//             process, one batch per step)
+//   "dapo"    Σ ℓ·m / Σ m  with Σ m over the whole generation batch (every micro-batch
+//             of the step): each micro-batch divides by dapo_normalizer = that
+//             count / the number of micro-batches, so the engine's mean over
+//             micro-batches equals one big batch (TRL's num_items_in_batch)
 #pragma once
 
 #include <string>
@@ -40,6 +42,9 @@ struct GrpoLossOptions {
   double epsilon_high = 0.2;
   double beta = 0.0;
   std::int64_t max_completion_length = 256;
+  // dapo: the completion tokens of the whole generation batch divided by its
+  // number of micro-batches (see above); 0: this batch's own token count.
+  double dapo_normalizer = 0.0;
 };
 
 struct GrpoLossResult {

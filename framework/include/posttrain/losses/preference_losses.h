@@ -46,7 +46,18 @@ const std::vector<std::string>& DpoLossTypes();
 struct RunningMoments {
   double mean = 0.0, var = 1.0, count = 1e-24;
   void Update(const at::Tensor& xs);
+  // [3] fp64 (mean, var, count), for checkpoints; FromTensor is its inverse.
+  at::Tensor ToTensor() const;
+  void FromTensor(const at::Tensor& t);
 };
+
+// KTO's KL reference point pairs each prompt with another example's completion
+// (TRL shifts the batch's completions by one). Given the example each row comes
+// from (paired data unpaired on the fly give two rows per example), returns for
+// every row i the row whose completion goes with prompt i: the rotation by the
+// smallest shift under which no row meets a row of its own example. Empty if
+// there is none (every row is from one example).
+std::vector<std::size_t> KtoMismatchedRows(const std::vector<std::int64_t>& example_of_row);
 
 struct DpoLossResult {
   at::Tensor losses;            // [B]

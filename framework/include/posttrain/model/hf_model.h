@@ -20,7 +20,7 @@
 
 namespace posttrain {
 
-// Parses "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16".
+// Parses "float32"/"fp32", "bfloat16"/"bf16"; "float16" is refused (no CPU matmul).
 absl::StatusOr<at::ScalarType> ParseDtype(absl::string_view name);
 // "float32", "bfloat16", "float16".
 std::string DtypeName(at::ScalarType dtype);

@@ -13,7 +13,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
-#include "posttrain/generation/logprobs.h"
+#include "posttrain/model/completion_batch.h"
 #include "posttrain/model/causal_lm.h"
 
 namespace posttrain {

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "posttrain/plugin/registry.h"
@@ -33,11 +35,20 @@ struct RunResult {
   std::int64_t num_train_examples = 0;
   // Each metric's mean over the whole run.
   std::map<std::string, double> mean_metrics;
-  // A few (prompt, completion) pairs of the last step, for a look at the end.
+  // A few (prompt, completion) pairs of the first and the last step, for a look
+  // at the end (online trainers).
+  std::vector<std::pair<std::string, std::string>> first_completions;
   std::vector<std::pair<std::string, std::string>> sample_completions;
+  // The first and the last logged metrics (window means): before and after.
+  std::map<std::string, double> first_metrics, last_metrics;
   // output_dir/final, when a model was trained.
   std::string final_model_dir;
 };
+
+// Everything `RunRecipe` checks before its first step — the recipe, every
+// component's creation, option ranges and options that nothing reads, the data,
+// the model and tokenizer files, the reference — without writing anything.
+absl::Status CheckRecipe(const Recipe& recipe, const Registry& registry);
 
 // Validates the recipe, creates the run directory and runs it. Errors name the
 // component and the input that failed; what was written before stays on disk.

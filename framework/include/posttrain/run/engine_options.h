@@ -1,13 +1,19 @@
-// The engine's options: the loop every trainer shares (TRL's / transformers'
-// TrainingArguments names and defaults). They are accepted in every [trainer]
-// table on top of the trainer's own options; `posttrain describe <trainer>` lists
-// them. A trainer may redeclare one with its own default (TRL's DPOConfig does the
-// same for learning_rate).
+// The engine's options as it reads them from a [trainer] table (their schema, with
+// TRL's / transformers' names, defaults and ranges: posttrain/api/training_arguments.h).
+//
+// One source of truth per option: the engine reads only the options that act on
+// this run — `ref_model` only for a trainer with a reference, `max_length` only for
+// offline trainers (an online trainer's completions are the sampler's
+// max_completion_length), `reward_workers` only with rewards — so a key the recipe
+// sets that nothing reads is reported as an error (ComponentConfig::UnreadKeys)
+// instead of being silently ignored.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
+#include "posttrain/api/trainer.h"
 #include "posttrain/core/component_config.h"
 
 namespace posttrain {
@@ -35,13 +41,15 @@ struct EngineOptions {
   std::string resume_from_checkpoint;
   bool bf16 = false;
   bool shuffle = true;
-  std::int64_t max_length = 1024;
+  std::int64_t max_length = 1024;  // -1 for online trainers (not read)
   std::int64_t max_prompt_length = 512;
   std::int64_t reward_workers = 8;
   std::string truncation_mode = "keep_end";
   std::string ref_model;
 
-  static EngineOptions FromConfig(const ComponentConfig& config);
+  // Reads the options that act for a trainer with `needs`; InvalidArgument naming
+  // the key for combinations the schema's ranges cannot express.
+  static absl::StatusOr<EngineOptions> FromConfig(const ComponentConfig& config, const TrainerNeeds& needs);
 };
 
 }  // namespace posttrain

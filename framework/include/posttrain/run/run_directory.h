@@ -12,19 +12,21 @@
 #pragma once
 
 #include "absl/strings/string_view.h"
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "posttrain/core/atomic_file.h"
 
 namespace posttrain {
 
-// Writes `content` to `path` through a temporary file unique to the call
-// (`path.tmp.<pid>.<n>`) + fsync + rename: readers see the old or the new file,
-// never a partial one, even with concurrent writers.
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view content);
+// Cuts a JSONL log back to the lines whose "step" is at most `step` (lines without
+// one are kept), atomically: a run resumed from checkpoint-<step> then appends
+// without repeating a step. A missing file is fine.
+absl::Status TruncateJsonlAfterStep(const std::string& path, std::int64_t step);
 
 class RunDirectory {
  public:

@@ -5,6 +5,10 @@
 //   θ ← θ − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + ε)
 // State is held by parameter name (exp_avg, exp_avg_sq, and the step count), so it
 // is checkpointed as safetensors and can be sharded by name like the parameters.
+// Parameters stored in a low-precision dtype (bf16) get fp32 master weights
+// ("master.<name>"): the update is made in fp32 and rounded into the parameter, so
+// many small updates accumulate as in mixed-precision training (Micikevicius et al.
+// 2018, "Mixed Precision Training", §3.1).
 #pragma once
 
 #include <cstdint>
@@ -27,7 +31,8 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  // `params` are updated in place; their .grad() is read. fp32 state.
+  // `params` are updated in place; their .grad() is read. fp32 state, and fp32
+  // master copies of parameters that are not fp32.
   AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
 
   // One update with learning rate `lr`; parameters without a gradient are skipped.
@@ -38,13 +43,15 @@ class AdamW {
   double ClipGradNorm(double max_norm);
 
   std::int64_t step_count() const { return step_; }
-  // "exp_avg.<name>", "exp_avg_sq.<name>", and "step" (int64 scalar).
+  // "exp_avg.<name>", "exp_avg_sq.<name>", "master.<name>" (non-fp32 parameters
+  // only) and "step" (int64 scalar).
   std::vector<std::pair<std::string, at::Tensor>> StateDict() const;
   absl::Status LoadStateDict(const std::map<std::string, at::Tensor>& state);
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<at::Tensor> master_;  // fp32 copies of non-fp32 parameters (else undefined)
   AdamWOptions options_;
   std::int64_t step_ = 0;
 };

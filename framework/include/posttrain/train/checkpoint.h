@@ -5,14 +5,20 @@
 //                                   Hugging Face model, plus
 //                                   optimizer.safetensors (AdamW state by name),
 //                                   trainer_params.safetensors (the trainer's own
-//                                   parameters, e.g. PPO's value head; if any) and
-//                                   trainer_state.json (global_step, epoch, ...)
+//                                   parameters, e.g. PPO's value head; if any),
+//                                   trainer_state.safetensors (Trainer::State: running
+//                                   means, tensors fixed for a generation's reuse; if any),
+//                                   generation.json (the rollouts and rewards of a
+//                                   generation still being reused; if any) and
+//                                   trainer_state.json (global_step, epoch, metric
+//                                   sums of the open logging window, ...), last
 //   output_dir/final/               the model alone
 //
 // Each checkpoint is written into `checkpoint-<step>.tmp/` (every file fsynced) and
 // then renamed, so a run killed at any moment leaves only complete checkpoints.
-// Resuming restores the weights, the optimizer state and the step; the data order
-// and the schedule are functions of (seed, step), so the run continues exactly.
+// Resuming restores the weights, the optimizer state, the trainer's state, an
+// unfinished generation and the step; the data order, the sampling seeds and the
+// schedule are functions of (seed, step), so the run continues exactly.
 #pragma once
 
 #include <cstdint>
@@ -29,17 +35,26 @@
 
 namespace posttrain {
 
+// What a checkpoint holds besides the model.
+struct CheckpointContents {
+  std::vector<std::pair<std::string, at::Tensor>> trainer_params;  // trainer_params.safetensors
+  std::vector<std::pair<std::string, at::Tensor>> trainer_state_tensors;  // trainer_state.safetensors
+  nlohmann::json trainer_state;  // trainer_state.json; must hold "global_step"
+  nlohmann::json generation;     // generation.json; null: none
+};
+
 // The model is written by SaveCausalLM with `save` (extras, architecture, tokenizer).
 absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer,
-                            const std::vector<std::pair<std::string, at::Tensor>>& trainer_params,
-                            const nlohmann::json& trainer_state, const std::string& output_dir, std::int64_t step,
+                            const CheckpointContents& contents, const std::string& output_dir, std::int64_t step,
                             std::int64_t save_total_limit);
 
 struct LoadedCheckpoint {
   std::map<std::string, at::Tensor> tensors;    // model.safetensors
   std::map<std::string, at::Tensor> optimizer;  // optimizer.safetensors
   std::map<std::string, at::Tensor> trainer_params;  // trainer_params.safetensors (may be absent)
+  std::map<std::string, at::Tensor> trainer_state_tensors;  // trainer_state.safetensors (may be absent)
   nlohmann::json trainer_state;
+  nlohmann::json generation;  // null if absent
 };
 
 // `path` is a checkpoint directory, or "latest" with `output_dir` to pick the

@@ -42,6 +42,10 @@ class PerGenerationCache {
  public:
   at::Tensor Get(const StepInput& input, const std::function<at::Tensor()>& compute);
 
+  // For Trainer::State / LoadState: the kept tensors as "<prefix>.<micro_batch>".
+  void AppendState(const std::string& prefix, std::vector<std::pair<std::string, at::Tensor>>* state) const;
+  void LoadState(const std::string& prefix, const std::map<std::string, at::Tensor>& state);
+
  private:
   std::vector<at::Tensor> by_micro_batch_;
 };
@@ -50,6 +54,11 @@ class PerGenerationCache {
 // that does not generate, e.g. "dataset"). The sampler's log-probs are not read:
 // the trainers take them from their own first pass (PerGenerationCache). With mask_truncated, completions that
 // hit max_completion_length get an all-zero mask row (TRL's mask_truncated_completions).
+// Completion tokens over all micro-batches of a generation (StepInput::generation),
+// leaving out truncated completions if mask_truncated: the tokens that a
+// generation-wide token mean (DAPO) divides by.
+std::int64_t GenerationCompletionTokens(absl::Span<const absl::Span<const Rollout>> generation, bool mask_truncated);
+
 absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
                                               bool mask_truncated = false);
 

@@ -1,0 +1,42 @@
+#include "posttrain/api/training_arguments.h"
+
+namespace posttrain {
+
+const ComponentSchema& TrainingArgumentsSchema() {
+  static const ComponentSchema* schema = new ComponentSchema(
+      ComponentSchema("The engine's loop, shared by every trainer.")
+          .Int("per_device_train_batch_size", 8, "Examples (prompts, pairs) per micro-batch.").AtLeast(1)
+          .Int("per_device_eval_batch_size", 8, "Examples per evaluation batch.").AtLeast(1)
+          .Int("gradient_accumulation_steps", 1, "Micro-batches per optimisation step.").AtLeast(1)
+          .Int("max_steps", -1, "Optimisation steps; if > 0 it overrides num_train_epochs (-1: from the epochs).").AtLeast(1).OrEqualTo(-1)
+          .Float("num_train_epochs", 3.0, "Passes over the training data.").GreaterThan(0)
+          .Float("learning_rate", 5e-5, "Peak learning rate of AdamW.").AtLeast(0)
+          .Float("weight_decay", 0.0, "AdamW decoupled weight decay.").AtLeast(0)
+          .Float("adam_beta1", 0.9, "AdamW beta1.").AtLeast(0).LessThan(1)
+          .Float("adam_beta2", 0.999, "AdamW beta2.").AtLeast(0).LessThan(1)
+          .Float("adam_epsilon", 1e-8, "AdamW epsilon.").GreaterThan(0)
+          .Float("max_grad_norm", 1.0, "Clip the global gradient norm to this (0: off).").AtLeast(0)
+          .String("lr_scheduler_type", "linear", "Learning-rate schedule.",
+                  {"linear", "cosine", "constant", "constant_with_warmup"})
+          .Float("warmup_ratio", 0.0, "Warm-up as a fraction of max_steps.").AtLeast(0).AtMost(1)
+          .Int("warmup_steps", 0, "Warm-up steps (overrides warmup_ratio if > 0).").AtLeast(0)
+          .Int("logging_steps", 10, "Write a metrics.jsonl line every this many steps.").AtLeast(1)
+          .Int("eval_steps", 0, "Evaluate every this many steps and at the end (0: only at the end if there is eval data).").AtLeast(0)
+          .Bool("eval_on_start", false, "Evaluate before the first step too.")
+          .Int("save_steps", 0, "Write checkpoint-<step>/ every this many steps (0: none).").AtLeast(0)
+          .Int("save_total_limit", -1, "Keep at most this many checkpoints, deleting the oldest (-1: all).").AtLeast(1).OrEqualTo(-1)
+          .String("resume_from_checkpoint", "",
+                  "Continue from a checkpoint directory, or \"latest\" for the newest in output_dir.")
+          .Bool("bf16", false, "bf16 autocast for forward and backward (fp32 master weights).")
+          .Bool("shuffle", true, "Reshuffle the training data every epoch (seeded).")
+          .Int("max_length", 1024, "Truncate prompt + completion to this many tokens (offline trainers).").AtLeast(1)
+          .Int("max_prompt_length", 512, "Truncate prompts to this many tokens (online trainers: what the sampler is given).").AtLeast(1)
+          .Int("reward_workers", 8,
+               "Threads scoring rewards while generation runs (a oneTBB arena); rewards that wait "
+               "(programs, servers) gain from more than the cores.").AtLeast(1)
+          .String("truncation_mode", "keep_end", "Which end of a long prompt to keep.", {"keep_end", "keep_start"})
+          .String("ref_model", "", "Reference model directory (default: a frozen copy of the initial policy)."));
+  return *schema;
+}
+
+}  // namespace posttrain
