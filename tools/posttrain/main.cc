@@ -60,6 +60,7 @@ void PrintDescription(const RegisteredComponent& c) {
     std::printf("  %-30s %-16s default %s\n      %s\n", o.name.c_str(), type.c_str(), def.c_str(),
                 o.doc.c_str());
     if (!o.choices.empty()) std::printf("      one of: %s\n", absl::StrJoin(o.choices, ", ").c_str());
+    if (const std::string range = o.RangeText(); !range.empty()) std::printf("      range: %s\n", range.c_str());
   }
 }
 

@@ -50,6 +50,19 @@ absl::Status ConvertLlama2c() {
   namespace fs = std::filesystem;
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, ReadLlama2cCheckpoint(convert_args.checkpoint));
   POSTTRAIN_ASSIGN_OR_RETURN(ConvertedTokenizer tokenizer, ConvertSentencePieceToHf(convert_args.tokenizer));
+  {
+    // Every token id must index the embedding, or the first such token crashes a forward.
+    const nlohmann::json parsed = nlohmann::json::parse(tokenizer.tokenizer_json, nullptr, false);
+    std::int64_t tokens = 0;
+    if (!parsed.is_discarded() && parsed.contains("model") && parsed["model"].contains("vocab")) {
+      for (const auto& [piece, id] : parsed["model"]["vocab"].items()) tokens = std::max(tokens, id.get<std::int64_t>() + 1);
+    }
+    if (tokens > model->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the tokenizer '", convert_args.tokenizer, "' has ", tokens, " tokens but the checkpoint '", convert_args.checkpoint,
+          "' has vocab_size ", model->config().vocab_size, ": they do not belong together"));
+    }
+  }
   POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*model, convert_args.out));
   const fs::path out(convert_args.out);
   POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((out / "tokenizer.json").string(), tokenizer.tokenizer_json));
@@ -70,6 +83,7 @@ absl::Status RunGenerate() {
   ConfigureThreads(dtype);
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, LoadCausalLM(a.model, dtype));
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(a.model));
+  POSTTRAIN_RETURN_IF_ERROR(Annotate(CheckTokenizerFitsModel(*model, *tokenizer), a.model));
   SamplingParams params;
   params.max_new_tokens = a.max_new_tokens;
   params.do_sample = a.temperature > 0;

@@ -19,6 +19,15 @@ bool Greedy(const SamplingParams& p) { return !p.do_sample || p.temperature <= 0
 
 }  // namespace
 
+absl::Status CheckTokenizerFitsModel(const CausalLM& model, const Tokenizer& tokenizer) {
+  if (tokenizer.vocab_size() > model.config().vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("the tokenizer has ", tokenizer.vocab_size(),
+                                                   " token ids but the model's vocab_size is ", model.config().vocab_size,
+                                                   ": ids past it have no embedding (wrong tokenizer for this model?)"));
+  }
+  return absl::OkStatus();
+}
+
 std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* tokenizer) {
   std::vector<std::int64_t> ids = model.config().eos_token_ids;
   if (tokenizer != nullptr && tokenizer->eos_token_id() &&

@@ -1,5 +1,8 @@
 #include "posttrain/model/model_config.h"
 
+#include <cmath>
+#include <type_traits>
+
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
@@ -10,8 +13,22 @@ namespace {
 template <typename T>
 absl::Status Read(const nlohmann::json& json, const char* key, T* out) {
   if (!json.contains(key) || json[key].is_null()) return absl::OkStatus();
+  // No silent conversions: 64.5 is not a layer count, "true" not a flag.
+  const nlohmann::json& v = json[key];
+  const bool fits = std::is_same_v<T, bool>       ? v.is_boolean()
+                    : std::is_integral_v<T>       ? v.is_number_integer()
+                    : std::is_floating_point_v<T> ? v.is_number()
+                                                  : v.is_string();
+  if (!fits) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: \"", key, "\" must be ",
+                                                   std::is_same_v<T, bool>       ? "a boolean"
+                                                   : std::is_integral_v<T>       ? "an integer"
+                                                   : std::is_floating_point_v<T> ? "a number"
+                                                                                 : "a string",
+                                                   ", got ", v.dump()));
+  }
   try {
-    *out = json[key].get<T>();
+    *out = v.get<T>();
   } catch (const nlohmann::json::exception&) {
     return absl::InvalidArgumentError(
         absl::StrCat("config.json: \"", key, "\" has the wrong type (", json[key].dump(), ")"));
@@ -75,6 +92,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       }
     }
   }
+  if (json.contains("rope_scaling") && !json["rope_scaling"].is_null() && !json["rope_scaling"].is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: \"rope_scaling\" must be an object or null, got ",
+                                                   json["rope_scaling"].dump()));
+  }
   if (json.contains("rope_scaling") && json["rope_scaling"].is_object()) {
     const nlohmann::json& rs = json["rope_scaling"];
     RopeScaling s;
@@ -87,6 +108,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     POSTTRAIN_RETURN_IF_ERROR(Read(rs, "low_freq_factor", &s.low_freq_factor));
     POSTTRAIN_RETURN_IF_ERROR(Read(rs, "high_freq_factor", &s.high_freq_factor));
     POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
+    if (!(s.factor > 0) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
+        s.original_max_position_embeddings <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.json: rope_scaling (llama3) needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+          "original_max_position_embeddings > 0; got factor ", s.factor, ", low_freq_factor ", s.low_freq_factor,
+          ", high_freq_factor ", s.high_freq_factor, ", original_max_position_embeddings ", s.original_max_position_embeddings));
+    }
     c.rope_scaling = s;
   }
   if (c.hidden_act != "silu") {
@@ -102,8 +130,31 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
   for (auto [key, value] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
-                            {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers}}) {
-    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be positive"));
+                            {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers},
+                            {"max_position_embeddings", c.max_position_embeddings}}) {
+    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be positive, got ", value));
+  }
+  for (auto [key, value] : {std::pair{"rope_theta", c.rope_theta}, {"rms_norm_eps", c.rms_norm_eps}}) {
+    if (!std::isfinite(value) || value <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
+    }
+  }
+  // Mistral (and Qwen2 with use_sliding_window) attend within a window. Within a
+  // window as long as the context that is plain causal attention; a shorter window
+  // changes the maths for long sequences, which this implementation does not do.
+  std::optional<std::int64_t> window;
+  if (json.contains("sliding_window") && !json["sliding_window"].is_null()) {
+    std::int64_t w = 0;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window", &w));
+    bool used = c.model_type == "mistral";
+    if (c.model_type == "qwen2") POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
+    if (used) window = w;
+  }
+  if (window && *window < c.max_position_embeddings) {
+    return absl::UnimplementedError(absl::StrCat(
+        "config.json: sliding_window = ", *window, " is shorter than max_position_embeddings = ", c.max_position_embeddings,
+        ": sliding-window attention is not supported yet (set sliding_window to null or to at least ",
+        c.max_position_embeddings, " if the model attends to its whole context)"));
   }
   return c;
 }

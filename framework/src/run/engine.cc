@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/distributed/process_group.h"
+#include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/run/engine_options.h"
 #include "posttrain/run/progress.h"
@@ -236,6 +237,8 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
     const std::string tokenizer_path =
         model_config->GetString("tokenizer").empty() ? parts.model_path : model_config->GetString("tokenizer");
     POSTTRAIN_ASSIGN_OR_RETURN(parts.tokenizer, LoadTokenizer(tokenizer_path));
+    POSTTRAIN_RETURN_IF_ERROR(Annotate(CheckTokenizerFitsModel(*parts.policy, *parts.tokenizer),
+                                       absl::StrCat(parts.model_path, " with tokenizer ", tokenizer_path)));
     spdlog::info("model {}: {} layers, hidden {}, vocab {}, {}{}", parts.model_path, parts.policy->config().num_hidden_layers,
                  parts.policy->config().hidden_size, parts.policy->config().vocab_size, DtypeName(dtype),
                  options.bf16 ? " (bf16 autocast)" : "");

@@ -512,6 +512,37 @@ struct AddedToken {
 
 // ---- The tokenizer -----------------------------------------------------------
 
+// Token ids index tables: they must be integers in [0, 2^24) (16.7M; real
+// vocabularies have ~10^5 entries), so a corrupt file cannot make us allocate
+// terabytes or index out of bounds.
+constexpr std::int64_t kMaxTokenId = std::int64_t{1} << 24;
+
+absl::StatusOr<std::int64_t> CheckedId(const json& value, const std::string& token, const std::string& source) {
+  if (!value.is_number_integer()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": the id of '", token, "' is not an integer: ", value.dump()));
+  }
+  const std::int64_t id = value.get<std::int64_t>();
+  if (id < 0 || id >= kMaxTokenId) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": the id of '", token, "' is ", id, ", outside [0, ", kMaxTokenId, ")"));
+  }
+  return id;
+}
+
+// Whether a ByteLevel pre-tokenizer is used (alone or in a Sequence).
+bool HasByteLevel(const json& node) {
+  if (!node.is_object()) return false;
+  if (node.value("type", std::string()) == "ByteLevel") return true;
+  for (const char* key : {"pretokenizers", "pre_tokenizers"}) {
+    if (node.contains(key) && node[key].is_array()) {
+      for (const json& child : node[key]) {
+        if (HasByteLevel(child)) return true;
+      }
+    }
+  }
+  return false;
+}
+
 class HfTokenizer final : public Tokenizer {
  public:
   absl::Status Init(const json& j, const json& config, const std::string& source) {
@@ -528,15 +559,36 @@ class HfTokenizer final : public Tokenizer {
     fuse_unk_ = model.value("fuse_unk", false);
     ignore_merges_ = model.value("ignore_merges", false);
     const json& vocab = model.at("vocab");
+    if (!vocab.is_object() || vocab.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab is empty or not an object of token: id"));
+    }
     vocab_.reserve(vocab.size());
+    std::unordered_map<std::int64_t, std::string> token_of_id;
+    token_of_id.reserve(vocab.size());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      const std::int64_t i = it.value().get<std::int64_t>();
+      POSTTRAIN_ASSIGN_OR_RETURN(const std::int64_t i, CheckedId(it.value(), it.key(), source));
+      if (auto [other, inserted] = token_of_id.emplace(i, it.key()); !inserted) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab gives id ", i, " to both '", other->second,
+                                                       "' and '", it.key(), "'"));
+      }
       vocab_.emplace(it.key(), i);
       max_id_ = std::max(max_id_, i);
     }
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
-      auto it = vocab_.find(model["unk_token"].get<std::string>());
-      if (it != vocab_.end()) unk_id_ = it->second;
+      const std::string unk = model["unk_token"].get<std::string>();
+      auto it = vocab_.find(unk);
+      if (it == vocab_.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": model.unk_token '", unk, "' is not in model.vocab"));
+      }
+      unk_id_ = it->second;
+    }
+    // Text outside the vocabulary must map somewhere: to bytes (byte_fallback, or
+    // a byte-level pre-tokenizer whose 256 symbols are all in the vocabulary) or to
+    // unk; otherwise characters would be dropped without a word.
+    if (!unk_id_ && !byte_fallback_ && !ByteLevelCovered(j)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": the BPE model has no unk_token, no byte_fallback and no byte-level pre-tokenizer: "
+                  "characters outside its vocabulary would be dropped"));
     }
     const json& merges = model.at("merges");
     merges_.reserve(merges.size() * 2);
@@ -563,7 +615,8 @@ class HfTokenizer final : public Tokenizer {
       merges_.emplace(PairKey(ia->second, ib->second), std::make_pair(rank++, iab->second));
     }
     for (const json& t : j.value("added_tokens", json::array())) {
-      AddedToken added{t.at("id").get<std::int64_t>(), t.at("content").get<std::string>(), t.value("special", false)};
+      POSTTRAIN_ASSIGN_OR_RETURN(const std::int64_t id, CheckedId(t.at("id"), t.value("content", std::string()), source));
+      AddedToken added{id, t.at("content").get<std::string>(), t.value("special", false)};
       max_id_ = std::max(max_id_, added.id);
       added_.push_back(added);
     }
@@ -661,6 +714,9 @@ class HfTokenizer final : public Tokenizer {
   }
 
  private:
+  // A byte-level pre-tokenizer turns every text into its 256 byte symbols, which
+  // a byte-level vocabulary holds.
+  static bool ByteLevelCovered(const json& j) { return j.contains("pre_tokenizer") && HasByteLevel(j["pre_tokenizer"]); }
   static std::uint64_t PairKey(std::int64_t a, std::int64_t b) {
     return (static_cast<std::uint64_t>(a) << 32) | static_cast<std::uint64_t>(b);
   }

@@ -57,8 +57,8 @@ class JsonlAdapter final : public DataAdapter {
         .String("chosen_field", "chosen", "Field holding the preferred completion.")
         .String("rejected_field", "rejected", "Field holding the dispreferred completion.")
         .String("label_field", "label", "Field holding the unpaired preference label (bool).")
-        .Int("skip", 0, "Skip this many records first (e.g. to take an evaluation slice).")
-        .Int("max_examples", -1, "Read at most this many records (-1: all).")
+        .Int("skip", 0, "Skip this many records first (e.g. to take an evaluation slice).").AtLeast(0)
+        .Int("max_examples", -1, "Read at most this many records (-1: all).").AtLeast(1).OrEqualTo(-1)
         .Bool("skip_malformed", false,
               "Skip (and count) malformed records instead of stopping with an error.");
   }

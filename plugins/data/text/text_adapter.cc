@@ -25,8 +25,8 @@ class TextAdapter final : public DataAdapter {
         .String("separator", "\n", "Record separator (default: newline).")
         .String("format", "language_modeling", "What each record is.",
                 {"language_modeling", "prompt_only"})
-        .Int("max_chars", -1, "Cut each record to at most this many characters (-1: no cut).")
-        .Int("max_examples", -1, "Read at most this many records (-1: all).");
+        .Int("max_chars", -1, "Cut each record to at most this many characters (-1: no cut).").AtLeast(1).OrEqualTo(-1)
+        .Int("max_examples", -1, "Read at most this many records (-1: all).").AtLeast(1).OrEqualTo(-1);
   }
 
   static absl::StatusOr<std::unique_ptr<DataAdapter>> Create(const ComponentConfig& config) {

@@ -100,7 +100,7 @@ class AccuracyReward final : public RewardFunction {
   static ComponentSchema Schema() {
     return ComponentSchema("1.0 if the completion's final number equals the example's reference answer, else 0.0.")
         .String("answer_field", "answer", "The example's field holding the reference (a string or a number).")
-        .Float("tolerance", 1e-6, "Absolute tolerance: equal if |a − b| <= tolerance.");
+        .Float("tolerance", 1e-6, "Absolute tolerance: equal if |a − b| <= tolerance.").AtLeast(0);
   }
 
   static absl::StatusOr<std::unique_ptr<RewardFunction>> Create(const ComponentConfig& config) {

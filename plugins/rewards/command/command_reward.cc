@@ -206,7 +206,7 @@ class CommandReward final : public RewardFunction {
                "A program scores completions: one JSON line per completion on stdin, one number per line "
                "on stdout; run without a shell, killed after `timeout` seconds.")
         .Required("command", OptionType::kStringList, "argv: the program (looked up on PATH) and its arguments.")
-        .Float("timeout", 60.0, "Seconds one call (a chunk of completions) may take.");
+        .Float("timeout", 60.0, "Seconds one call (a chunk of completions) may take.").GreaterThan(0);
   }
 
   static absl::StatusOr<std::unique_ptr<RewardFunction>> Create(const ComponentConfig& config) {

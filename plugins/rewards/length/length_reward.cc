@@ -22,7 +22,7 @@ class LengthReward final : public RewardFunction {
                "Length of the completion times `scale`; with `target` > 0, "
                "-|length - target| times `scale` (closer to the target is better).")
         .String("unit", "words", "What to count.", {"words", "chars"})
-        .Float("target", 0.0, "Target length (0: reward the length itself).")
+        .Float("target", 0.0, "Target length (0: reward the length itself).").AtLeast(0)
         .Float("scale", 1.0, "Multiplier of the score.");
   }
 

@@ -18,8 +18,8 @@ class RepetitionReward final : public RewardFunction {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("(1 − distinct n-grams / n-grams) · max_penalty: 0 for no repetition, max_penalty for all.")
-        .Int("ngram_size", 3, "n of the word n-grams.")
-        .Float("max_penalty", -1.0, "Score of a completion that only repeats (<= 0).");
+        .Int("ngram_size", 3, "n of the word n-grams.").AtLeast(1)
+        .Float("max_penalty", -1.0, "Score of a completion that only repeats (<= 0).").AtMost(0);
   }
   static absl::StatusOr<std::unique_ptr<RewardFunction>> Create(const ComponentConfig& config) {
     auto r = std::make_unique<RepetitionReward>();

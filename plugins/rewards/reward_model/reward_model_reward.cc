@@ -29,9 +29,9 @@ class RewardModelReward final : public RewardFunction {
     return ComponentSchema("Scores completions with a reward model (a *ForSequenceClassification directory with num_labels 1).")
         .Required("path", OptionType::kString, "The reward model's directory (config.json, safetensors, tokenizer).")
         .String("dtype", "float32", "Weights' dtype: float32 or bfloat16.")
-        .Int("max_length", 1024, "Prompt + completion tokens at most (the prompt is cut from the left).")
-        .Int("max_prompt_length", 512, "Prompt tokens at most.")
-        .Int("batch_size", 16, "Sequences per forward pass.");
+        .Int("max_length", 1024, "Prompt + completion tokens at most (the prompt is cut from the left).").AtLeast(1)
+        .Int("max_prompt_length", 512, "Prompt tokens at most.").AtLeast(1)
+        .Int("batch_size", 16, "Sequences per forward pass.").AtLeast(1);
   }
 
   static absl::StatusOr<std::unique_ptr<RewardFunction>> Create(const ComponentConfig& config) {

@@ -16,11 +16,11 @@ class CpoTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("Contrastive Preference Optimization; loss_type = \"simpo\" gives SimPO. No reference model.")
-        .Float("learning_rate", 1e-6, "Peak learning rate (TRL CPOConfig default).")
-        .Float("beta", 0.1, "Temperature β of the preference loss.")
+        .Float("learning_rate", 1e-6, "Peak learning rate (TRL CPOConfig default).").AtLeast(0)
+        .Float("beta", 0.1, "Temperature β of the preference loss.").GreaterThan(0)
         .String("loss_type", "sigmoid", "The preference loss.", CpoLossTypes())
-        .Float("label_smoothing", 0.0, "Label noise for the sigmoid and simpo losses.")
-        .Float("cpo_alpha", 1.0, "Weight of the NLL on chosen completions (0 for plain SimPO).")
+        .Float("label_smoothing", 0.0, "Label noise for the sigmoid and simpo losses.").AtLeast(0).LessThan(0.5)
+        .Float("cpo_alpha", 1.0, "Weight of the NLL on chosen completions (0 for plain SimPO).").AtLeast(0)
         .Float("simpo_gamma", 0.5, "SimPO's target reward margin γ.");
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {

@@ -21,10 +21,10 @@ class DpoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Direct Preference Optimization (sigmoid, ipo, hinge, robust, bco_pair, "
                            "sppo_hard, nca_pair, apo_zero, apo_down).")
-        .Float("learning_rate", 1e-6, "Peak learning rate (TRL DPOConfig default).")
-        .Float("beta", 0.1, "Temperature of the implicit reward β (KL strength).")
+        .Float("learning_rate", 1e-6, "Peak learning rate (TRL DPOConfig default).").AtLeast(0)
+        .Float("beta", 0.1, "Temperature of the implicit reward β (KL strength).").GreaterThan(0)
         .String("loss_type", "sigmoid", "The DPO loss.", DpoLossTypes())
-        .Float("label_smoothing", 0.0, "Label noise ε for sigmoid (cDPO) and robust.")
+        .Float("label_smoothing", 0.0, "Label noise ε for sigmoid (cDPO) and robust.").AtLeast(0).LessThan(0.5)
         .Bool("reference_free", false, "Use a uniform reference (log π_ref = 0).")
         .Bool("precompute_ref_log_probs", false, "Compute reference log-probs of the training pairs once, up front.");
   }

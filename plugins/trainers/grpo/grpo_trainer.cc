@@ -29,18 +29,18 @@ class GrpoTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("Group Relative Policy Optimization on sampled completions scored by reward functions.")
-        .Float("learning_rate", 1e-6, "Peak learning rate (TRL GRPOConfig default).")
-        .Int("num_generations", 8, "Completions per prompt (the group).")
-        .Float("beta", 0.0, "Weight of the k3 KL penalty to the reference model (0: no reference).")
-        .Float("epsilon", 0.2, "Lower clip range ε.")
-        .Float("epsilon_high", -1.0, "Upper clip range (DAPO's ε_high); -1: same as epsilon.")
+        .Float("learning_rate", 1e-6, "Peak learning rate (TRL GRPOConfig default).").AtLeast(0)
+        .Int("num_generations", 8, "Completions per prompt (the group).").AtLeast(2)
+        .Float("beta", 0.0, "Weight of the k3 KL penalty to the reference model (0: no reference).").AtLeast(0)
+        .Float("epsilon", 0.2, "Lower clip range ε.").AtLeast(0)
+        .Float("epsilon_high", -1.0, "Upper clip range (DAPO's ε_high); -1: same as epsilon.").AtLeast(0).OrEqualTo(-1)
         .String("loss_type", "dapo", "Aggregation of the per-token losses.", GrpoLossTypes())
         .String("scale_rewards", "group", "Divide advantages by the group's or the batch's std, or not.",
                 ScaleRewardsModes())
-        .Int("num_iterations", 1, "Optimisation steps on each generated batch (μ in the GRPO paper).")
+        .Int("num_iterations", 1, "Optimisation steps on each generated batch (μ in the GRPO paper).").AtLeast(1)
         .Bool("mask_truncated_completions", false, "Exclude completions that hit max_completion_length from the loss.")
-        .Float("temperature", 1.0, "Sampling temperature; must match the sampler's.")
-        .Int("max_completion_length", 256, "For dr_grpo's normaliser; match the sampler's.");
+        .Float("temperature", 1.0, "Sampling temperature; must match the sampler's.").GreaterThan(0)
+        .Int("max_completion_length", 256, "For dr_grpo's normaliser; match the sampler's.").AtLeast(1);
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<GrpoTrainer>();

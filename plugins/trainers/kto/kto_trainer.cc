@@ -24,10 +24,10 @@ class KtoTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("Kahneman–Tversky Optimization on unpaired (or unpaired-on-the-fly) preference data.")
-        .Float("learning_rate", 1e-6, "Peak learning rate.")
-        .Float("beta", 0.1, "Temperature β.")
-        .Float("desirable_weight", 1.0, "Weight of desirable examples' losses.")
-        .Float("undesirable_weight", 1.0, "Weight of undesirable examples' losses.");
+        .Float("learning_rate", 1e-6, "Peak learning rate.").AtLeast(0)
+        .Float("beta", 0.1, "Temperature β.").GreaterThan(0)
+        .Float("desirable_weight", 1.0, "Weight of desirable examples' losses.").AtLeast(0)
+        .Float("undesirable_weight", 1.0, "Weight of undesirable examples' losses.").AtLeast(0);
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<KtoTrainer>();

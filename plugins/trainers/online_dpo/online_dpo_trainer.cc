@@ -25,11 +25,11 @@ class OnlineDpoTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("Online DPO: pairs sampled from the policy, preferred by the reward functions.")
-        .Float("learning_rate", 5e-7, "Peak learning rate (TRL OnlineDPOConfig default).")
-        .Float("beta", 0.1, "DPO β.")
+        .Float("learning_rate", 5e-7, "Peak learning rate (TRL OnlineDPOConfig default).").AtLeast(0)
+        .Float("beta", 0.1, "DPO β.").GreaterThan(0)
         .String("loss_type", "sigmoid", "DPO loss on each sampled pair.", {"sigmoid", "ipo"})
-        .Float("missing_eos_penalty", 0.0, "Subtracted from the score of a completion that ends without EOS.")
-        .Float("temperature", 0.9, "Sampling temperature; must match the sampler's.");
+        .Float("missing_eos_penalty", 0.0, "Subtracted from the score of a completion that ends without EOS.").AtLeast(0)
+        .Float("temperature", 0.9, "Sampling temperature; must match the sampler's.").GreaterThan(0);
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<OnlineDpoTrainer>();

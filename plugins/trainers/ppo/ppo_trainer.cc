@@ -34,21 +34,21 @@ class PpoTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("PPO with a value head, GAE and a per-token KL penalty to the reference.")
-        .Float("learning_rate", 3e-6, "Peak learning rate (TRL PPOConfig default).")
-        .Int("num_generations", 1, "Completions per prompt.")
-        .Int("num_ppo_epochs", 4, "Optimisation steps on each generated batch.")
-        .Float("kl_coef", 0.05, "Per-token KL penalty in the reward (0: no reference model).")
+        .Float("learning_rate", 3e-6, "Peak learning rate (TRL PPOConfig default).").AtLeast(0)
+        .Int("num_generations", 1, "Completions per prompt.").AtLeast(1)
+        .Int("num_ppo_epochs", 4, "Optimisation steps on each generated batch.").AtLeast(1)
+        .Float("kl_coef", 0.05, "Per-token KL penalty in the reward (0: no reference model).").AtLeast(0)
         .String("kl_estimator", "k1", "KL estimator: k1 (old − ref) or k3 (Schulman's unbiased, non-negative).",
                 {"k1", "k3"})
-        .Float("cliprange", 0.2, "Policy ratio clip range.")
-        .Float("cliprange_value", 0.2, "Value clip range around the values at sampling time.")
-        .Float("vf_coef", 0.1, "Weight of the value loss.")
-        .Float("gamma", 1.0, "Discount factor.")
-        .Float("lam", 0.95, "GAE λ.")
+        .Float("cliprange", 0.2, "Policy ratio clip range.").AtLeast(0)
+        .Float("cliprange_value", 0.2, "Value clip range around the values at sampling time.").AtLeast(0)
+        .Float("vf_coef", 0.1, "Weight of the value loss.").AtLeast(0)
+        .Float("gamma", 1.0, "Discount factor.").AtLeast(0).AtMost(1)
+        .Float("lam", 0.95, "GAE λ.").AtLeast(0).AtMost(1)
         .Bool("whiten_rewards", false, "Whiten the per-token rewards before GAE.")
-        .Float("missing_eos_penalty", 0.0, "Subtracted from the score of a completion that ends without EOS.")
-        .Float("temperature", 0.7, "Sampling temperature; must match the sampler's.")
-        .Int("value_head_seed", 0, "Seed of the value head's initialisation.");
+        .Float("missing_eos_penalty", 0.0, "Subtracted from the score of a completion that ends without EOS.").AtLeast(0)
+        .Float("temperature", 0.7, "Sampling temperature; must match the sampler's.").GreaterThan(0)
+        .Int("value_head_seed", 0, "Seed of the value head's initialisation.").AtLeast(0);
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<PpoTrainer>();

@@ -23,9 +23,9 @@ class RewardTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("Bradley–Terry reward model on preference pairs; saved as LlamaForSequenceClassification.")
-        .Float("learning_rate", 1e-5, "Peak learning rate.")
-        .Float("center_rewards_coefficient", 0.0, "Weight of the (r_c + r_r)² centring term (Eisenstein et al. 2023).")
-        .Int("head_seed", 0, "Seed of the score head's initialisation.");
+        .Float("learning_rate", 1e-5, "Peak learning rate.").AtLeast(0)
+        .Float("center_rewards_coefficient", 0.0, "Weight of the (r_c + r_r)² centring term (Eisenstein et al. 2023).").AtLeast(0)
+        .Int("head_seed", 0, "Seed of the score head's initialisation.").AtLeast(0);
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<RewardTrainer>();

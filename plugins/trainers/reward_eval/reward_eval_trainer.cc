@@ -19,7 +19,7 @@ class RewardEvalTrainer final : public Trainer {
     return ComponentSchema(
                "Scores rollouts with the reward functions and logs reward metrics; "
                "updates no weights.")
-        .Int("num_generations", 1, "Rollouts per prompt.");
+        .Int("num_generations", 1, "Rollouts per prompt.").AtLeast(1);
   }
 
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {

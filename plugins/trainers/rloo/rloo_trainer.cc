@@ -20,15 +20,15 @@ class RlooTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("REINFORCE Leave-One-Out on sampled completions scored by reward functions.")
-        .Float("learning_rate", 1e-6, "Peak learning rate (TRL RLOOConfig default).")
-        .Int("num_generations", 2, "Completions per prompt (K; the baseline of one is the mean of the K − 1 others).")
-        .Float("beta", 0.05, "Weight of the KL to the reference, subtracted from the reward (0: no reference).")
-        .Float("epsilon", 0.2, "Lower clip range ε of the sequence ratio.")
-        .Float("epsilon_high", -1.0, "Upper clip range; -1: same as epsilon.")
+        .Float("learning_rate", 1e-6, "Peak learning rate (TRL RLOOConfig default).").AtLeast(0)
+        .Int("num_generations", 2, "Completions per prompt (K; the baseline of one is the mean of the K − 1 others).").AtLeast(2)
+        .Float("beta", 0.05, "Weight of the KL to the reference, subtracted from the reward (0: no reference).").AtLeast(0)
+        .Float("epsilon", 0.2, "Lower clip range ε of the sequence ratio.").AtLeast(0)
+        .Float("epsilon_high", -1.0, "Upper clip range; -1: same as epsilon.").AtLeast(0).OrEqualTo(-1)
         .Bool("normalize_advantages", false, "Whiten the advantages over the batch.")
-        .Int("num_iterations", 1, "Optimisation steps on each generated batch.")
+        .Int("num_iterations", 1, "Optimisation steps on each generated batch.").AtLeast(1)
         .Bool("mask_truncated_completions", false, "Exclude completions that hit max_completion_length.")
-        .Float("temperature", 1.0, "Sampling temperature; must match the sampler's.");
+        .Float("temperature", 1.0, "Sampling temperature; must match the sampler's.").GreaterThan(0);
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<RlooTrainer>();

@@ -20,7 +20,7 @@ class SftTrainer final : public Trainer {
  public:
   static ComponentSchema Schema() {
     return ComponentSchema("Supervised fine-tuning: next-token NLL on completions (or whole texts).")
-        .Float("learning_rate", 2e-5, "Peak learning rate (TRL SFTConfig default).")
+        .Float("learning_rate", 2e-5, "Peak learning rate (TRL SFTConfig default).").AtLeast(0)
         .Bool("completion_only_loss", true, "Loss on completion tokens only (prompt-completion data).")
         .Bool("packing", false, "Pack sequences into rows of max_length, without cross-attention.");
   }

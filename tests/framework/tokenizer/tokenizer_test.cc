@@ -94,11 +94,11 @@ TEST(TokenizerTest, BadTokenizerFilesGiveClearErrors) {
   EXPECT_THAT(std::string(ParseHfTokenizer("{oops", "", "t.json").status().message()), HasSubstr("t.json is not valid JSON"));
   EXPECT_THAT(std::string(ParseHfTokenizer(R"({"model": {"type": "Unigram", "vocab": []}})", "", "t.json").status().message()),
               HasSubstr("model type 'Unigram' is not supported"));
-  EXPECT_THAT(std::string(ParseHfTokenizer(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}})", "", "t.json")
+  EXPECT_THAT(std::string(ParseHfTokenizer(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "unk_token": "a", "merges": ["a b"]}})", "", "t.json")
                               .status()
                               .message()),
               HasSubstr("merge 'a b' uses tokens not in the vocabulary"));
-  EXPECT_THAT(std::string(ParseHfTokenizer(R"({"pre_tokenizer": {"type": "BertPreTokenizer"}, "model": {"type": "BPE", "vocab": {}, "merges": []}})",
+  EXPECT_THAT(std::string(ParseHfTokenizer(R"({"pre_tokenizer": {"type": "BertPreTokenizer"}, "model": {"type": "BPE", "vocab": {"a": 0}, "unk_token": "a", "merges": []}})",
                                            "", "t.json")
                               .status()
                               .message()),

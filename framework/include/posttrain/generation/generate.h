@@ -81,6 +81,10 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
                                                  std::int64_t num_generations, const SamplingParams& params,
                                                  const Tokenizer* tokenizer);
 
+// InvalidArgument unless every id of `tokenizer` indexes the model's embedding
+// (tokenizer vocab_size <= config.vocab_size; a model may have more rows).
+absl::Status CheckTokenizerFitsModel(const CausalLM& model, const Tokenizer& tokenizer);
+
 // Tokens that end a completion: config.json's eos_token_id(s), plus the
 // tokenizer's EOS if it differs (tokenizer may be null).
 std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* tokenizer);
