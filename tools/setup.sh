@@ -34,11 +34,12 @@ start=$(date +%s)
 cmake --build "$build_dir" -j "$jobs"
 echo "setup: build took $(( $(date +%s) - start )) s"
 
-# The real model recipes use: stories260K as a Hugging Face directory.
+# The real model the recipes use, shipped in recipes/data: stories260K as a
+# Hugging Face directory.
 model_dir=$build_dir/models/stories260K
-if [ ! -f "$model_dir/model.safetensors" ] && [ -f ../shared/data/stories260K.bin ]; then
-  "$build_dir/bin/posttrain" convert llama2c --checkpoint ../shared/data/stories260K.bin \
-    --tokenizer ../shared/data/tok512.model --out "$model_dir"
+if [ ! -f "$model_dir/model.safetensors" ]; then
+  "$build_dir/bin/posttrain" convert llama2c --checkpoint recipes/data/stories260K.bin \
+    --tokenizer recipes/data/tok512.model --out "$model_dir"
 fi
 
 case "$mode" in

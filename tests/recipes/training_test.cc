@@ -22,7 +22,7 @@ using ::testing::HasSubstr;
 
 std::string SftRecipe(const std::string& output_dir) {
   return absl::StrCat("output_dir = '", output_dir, "'\nseed = 7\n[model]\npath = '", testing::Stories260KDir(),
-                      "'\n[data]\ntype = 'jsonl'\npath = '", testing::DataPath("gsm8k_train.jsonl"),
+                      "'\n[data]\ntype = 'jsonl'\npath = '", testing::RepoDataPath("gsm8k_train_head1024.jsonl"),
                       "'\nprompt_field = 'question'\ncompletion_field = 'answer'\nmax_examples = 96\n"
                       "[trainer]\ntype = 'sft'\nlearning_rate = 1e-3\nper_device_train_batch_size = 4\n"
                       "gradient_accumulation_steps = 2\nmax_steps = 14\nmax_length = 160\nmax_prompt_length = 96\n"
@@ -92,7 +92,7 @@ TEST(TrainingRecipeTest, RewardModelIsSavedAsSequenceClassifier) {
   const std::string dir = testing::TempDir("reward");
   testing::WriteFile(dir + "/r.toml",
                      absl::StrCat("output_dir = '", dir, "/run'\n[model]\npath = '", testing::Stories260KDir(),
-                                  "'\n[data]\ntype = 'jsonl'\npath = '", testing::DataPath("hh_rlhf_harmless_base_test.jsonl.gz"),
+                                  "'\n[data]\ntype = 'jsonl'\npath = '", testing::RepoDataPath("hh_rlhf_harmless_base_test_head512.jsonl.gz"),
                                   "'\nmax_examples = 8\n[trainer]\ntype = 'reward'\nmax_steps = 2\n"
                                   "per_device_train_batch_size = 4\nmax_length = 96\nmax_prompt_length = 64\n"));
   std::string out;
@@ -110,7 +110,7 @@ TEST(TrainingRecipeTest, RewardModelIsSavedAsSequenceClassifier) {
 TEST(TrainingRecipeTest, TrainerWithoutModelOrWithWrongDataSaysSo) {
   const std::string dir = testing::TempDir("bad");
   testing::WriteFile(dir + "/r.toml", absl::StrCat("output_dir = '", dir, "/run'\n[data]\ntype = 'jsonl'\npath = '",
-                                                   testing::DataPath("gsm8k_test.jsonl"),
+                                                   testing::RepoDataPath("gsm8k_test_head128.jsonl"),
                                                    "'\nprompt_field = 'question'\ncompletion_field = 'answer'\n"
                                                    "[trainer]\ntype = 'sft'\n"));
   std::string out;

@@ -51,12 +51,12 @@ const std::string& Stories260KDir() {
   // directory that exists is complete.
   static const std::string* dir = [] {
     const std::filesystem::path root = std::filesystem::path(::testing::TempDir()) / "posttrain_tests";
-    const std::string out = (root / "stories260K_hh").string();
+    const std::string out = (root / "stories260K_v2").string();
     if (std::filesystem::exists(out + "/tokenizer.model")) return new std::string(out);
-    const std::string mine = (root / ("stories260K_hh.tmp." + std::to_string(::getpid()))).string();
+    const std::string mine = (root / ("stories260K_v2.tmp." + std::to_string(::getpid()))).string();
     std::string log;
-    const int rc = RunCommand(CliPath() + " convert llama2c --checkpoint " + DataPath("stories260K.bin") +
-                                  " --tokenizer " + DataPath("tok512.model") + " --out " + mine,
+    const int rc = RunCommand(CliPath() + " convert llama2c --checkpoint " + RepoDataPath("stories260K.bin") +
+                                  " --tokenizer " + RepoDataPath("tok512.model") + " --out " + mine,
                               &log);
     if (rc != 0) ADD_FAILURE() << "converting stories260K failed: " << log;
     std::error_code ec;

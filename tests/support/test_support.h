@@ -19,7 +19,9 @@ inline std::string FixturePluginDir(const std::string& name) {
   return std::string(POSTTRAIN_TEST_FIXTURE_PLUGIN_DIR) + "/" + name;
 }
 inline std::string CliPath() { return POSTTRAIN_TEST_CLI; }
-// ../shared/data relative to the repository root.
+// The few MB of real model and data shipped in the repository (recipes/data).
+inline std::string RepoDataPath(const std::string& file) { return SourceDir() + "/recipes/data/" + file; }
+// ../shared/data relative to the repository root: the larger sets and fixtures.
 inline std::string DataPath(const std::string& file) {
   return SourceDir() + "/../shared/data/" + file;
 }

@@ -1,4 +1,5 @@
 // Runs the real `posttrain` binary.
+#include <filesystem>
 #include <sstream>
 
 #include "gmock/gmock.h"
@@ -115,9 +116,14 @@ TEST(CliTest, QuickstartRecipeRuns) {
               testing::Stories260KDir()),
       &out);
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_THAT(out, HasSubstr("run finished: 3 steps on 512 examples"));
+  EXPECT_THAT(out, HasSubstr("run finished: 3 steps on 630 examples"));
+  // Before and after: a completion of the first step, the last step's, and the
+  // keyword share at the first and the last logged step.
+  EXPECT_THAT(out, HasSubstr("first step:  [One day"));
   EXPECT_THAT(out, HasSubstr("sample completions (last step):"));
-  EXPECT_THAT(out, HasSubstr("rewards/keyword/mean"));
+  EXPECT_THAT(out, ::testing::ContainsRegex("rewards/keyword/mean +[0-9.]+ -> +[0-9.]+"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/final/model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/final/tokenizer.json"));
   EXPECT_THAT(testing::ReadFile(dir + "/recipe.resolved.toml"), HasSubstr("max_steps = 3"));
 }
 
@@ -130,8 +136,8 @@ namespace {
 TEST(CliModelTest, ConvertGenerateAndTokenize) {
   const std::string dir = testing::TempDir("convert") + "/stories";
   std::string out;
-  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " convert llama2c --checkpoint " + testing::DataPath("stories260K.bin") +
-                                    " --tokenizer " + testing::DataPath("tok512.model") + " --out " + dir,
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " convert llama2c --checkpoint " + testing::RepoDataPath("stories260K.bin") +
+                                    " --tokenizer " + testing::RepoDataPath("tok512.model") + " --out " + dir,
                                 &out),
             0)
       << out;

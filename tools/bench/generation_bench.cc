@@ -2,7 +2,7 @@
 //
 //   build/bin/generation_bench [--prompts 16] [--new-tokens 128] [--dtype float32]
 //
-// Models: stories260K (converted from ../shared/data in-process) and a random model
+// Models: stories260K (converted from recipes/data in-process) and a random model
 // of stories15M's shape (dim 288, 6 layers, 6 heads, hidden 768, vocab 32000).
 // Prompts are the openings of the first TinyStories stories. EOS is disabled so
 // every sequence generates exactly M tokens. Both modes run in the same process,
@@ -60,7 +60,7 @@ void Run(const char* name, const CausalLM& model, const std::vector<std::vector<
 
 int Main(int argc, char** argv) {
   std::int64_t num_prompts = 16, new_tokens = 128;
-  std::string dtype_name = "float32", data = "../shared/data";
+  std::string dtype_name = "float32", data = "recipes/data";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--prompts") num_prompts = std::stoll(argv[i + 1]);
@@ -72,7 +72,7 @@ int Main(int argc, char** argv) {
   if (dtype.ok()) ConfigureThreads(*dtype);
   auto stories = ReadLlama2cCheckpoint(data + "/stories260K.bin");
   auto converted = ConvertSentencePieceToHf(data + "/tok512.model");
-  auto text = ReadTextFile(data + "/tinystories_train_head2MiB.txt");
+  auto text = ReadTextFile(data + "/tinystories_head512KiB.txt");
   if (!dtype.ok() || !stories.ok() || !converted.ok() || !text.ok()) {
     std::fprintf(stderr, "setup failed (run from the repository root, or pass --data DIR)\n");
     return 1;

@@ -72,7 +72,7 @@ double Median(std::vector<double> v) {
 int Main(int argc, char** argv) {
   std::int64_t num_prompts = 8, generations = 8, new_tokens = 64, repeat = 3;
   int sleep_ms = 20, workers = 8, logprobs = 1, chunk = 8;
-  std::string data = "../shared/data", stop;
+  std::string data = "recipes/data", stop;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--prompts") num_prompts = std::stoll(argv[i + 1]);
@@ -89,7 +89,7 @@ int Main(int argc, char** argv) {
   ConfigureThreads(at::kFloat);
   auto stories = ReadLlama2cCheckpoint(data + "/stories260K.bin");
   auto converted = ConvertSentencePieceToHf(data + "/tok512.model");
-  auto text = ReadTextFile(data + "/tinystories_train_head2MiB.txt");
+  auto text = ReadTextFile(data + "/tinystories_head512KiB.txt");
   if (!stories.ok() || !converted.ok() || !text.ok()) {
     std::fprintf(stderr, "setup failed (run from the repository root, or pass --data DIR)\n");
     return 1;

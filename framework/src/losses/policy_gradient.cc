@@ -143,7 +143,10 @@ PpoLossResult PpoLoss(const at::Tensor& logps, const at::Tensor& old_logps, cons
   out.pg_loss = MaskedMean(pg_losses, mask);
   out.loss = out.pg_loss + o.vf_coef * out.vf_loss;
   at::NoGradGuard no_grad;
-  out.clipfrac = MaskedMean((ratio - at::clamp(ratio, 1 - o.cliprange, 1 + o.cliprange)).abs().gt(0).to(at::kFloat), mask).item<double>();
+  // TRL's pg_clipfrac: tokens where the clipped term is the larger loss (the clip
+  // is what acts), not every ratio outside the range.
+  const at::Tensor clipped_wins = (-advantages * at::clamp(ratio, 1 - o.cliprange, 1 + o.cliprange)) > (-advantages * ratio);
+  out.clipfrac = MaskedMean(clipped_wins.to(at::kFloat), mask).item<double>();
   out.vf_clipfrac = MaskedMean(((values - returns).pow(2) < (v_clipped - returns).pow(2)).to(at::kFloat), mask).item<double>();
   return out;
 }

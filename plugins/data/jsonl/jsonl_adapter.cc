@@ -2,7 +2,7 @@
 //
 //   [data]
 //   type = "jsonl"
-//   path = "../shared/data/gsm8k_train.jsonl"
+//   path = "recipes/data/gsm8k_train_head1024.jsonl"
 //   prompt_field = "question"
 //   completion_field = "answer"
 //

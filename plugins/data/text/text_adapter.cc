@@ -2,7 +2,7 @@
 //
 //   [data]
 //   type = "text"
-//   path = "../shared/data/tinystories_train_head2MiB.txt"
+//   path = "recipes/data/tinystories_head512KiB.txt"
 //   separator = "<|endoftext|>"      # default: one record per line
 //   format = "language_modeling"     # or "prompt_only" (each record is a prompt)
 //

@@ -141,5 +141,16 @@ TEST(PpoTest, ClippedPolicyAndValueLossesByHand) {
   EXPECT_DOUBLE_EQ(r.vf_clipfrac, 0.5);
 }
 
+// clipfrac counts tokens where the clipped term wins the max (TRL's pg_clipfrac):
+// ρ = e^0.5 outside [0.8, 1.2] with A = +1 → clipped −1.2 > −1.65: counted;
+// the same ρ with A = −1 → unclipped 1.65 > 1.2: not counted; ρ = e^−0.5 = 0.61
+// with A = −1 → clipped 0.8 > 0.61: counted. 2 of 3.
+TEST(PpoTest, ClipfracCountsWhereTheClippedTermWins) {
+  at::Tensor logps = at::tensor({0.5f, 0.5f, -0.5f}).view({1, 3}), old = at::zeros({1, 3});
+  at::Tensor adv = at::tensor({1.0f, -1.0f, -1.0f}).view({1, 3}), mask = at::ones({1, 3});
+  PpoLossResult r = PpoLoss(logps, old, at::zeros({1, 3}), at::zeros({1, 3}), adv, at::zeros({1, 3}), mask, PpoLossOptions{});
+  EXPECT_NEAR(r.clipfrac, 2.0 / 3.0, 1e-6);
+}
+
 }  // namespace
 }  // namespace posttrain

@@ -91,6 +91,44 @@ TEST(CausalLMTest, MatchesAnIndependentPythonImplementation) {
   EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4) << out;
 }
 
+// Qwen2's q/k/v biases, against the same independent transcription (biases are
+// set to random values: a bias that was dropped or misplaced shows at once).
+TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {
+  ModelConfig config = TinyConfig();
+  config.model_type = "qwen2";
+  config.architecture = "Qwen2ForCausalLM";
+  config.attention_bias = true;
+  auto model = CausalLM::Random(config, at::kFloat, 5);
+  ASSERT_TRUE(model.ok());
+  int biases = 0;
+  {
+    at::NoGradGuard no_grad;
+    at::manual_seed(11);
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("_proj.bias") == std::string::npos) continue;
+      p.copy_(at::randn(p.sizes()) * 0.5);
+      ++biases;
+    }
+  }
+  ASSERT_EQ(biases, 3 * config.num_hidden_layers);
+  const std::string dir = testing::TempDir("py_qwen2");
+  ASSERT_TRUE(SaveCausalLM(**model, dir).ok());
+  at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
+  auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  at::NoGradGuard no_grad;
+  at::Tensor logits = (*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr);
+  EXPECT_LT((logits - *file->Get("logits")).abs().max().item<double>(), 1e-4) << out;
+  // The biases matter: the same weights without them give other logits.
+  for (auto& [name, p] : (*model)->named_parameters()) {
+    if (name.find("_proj.bias") != std::string::npos) p.zero_();
+  }
+  EXPECT_GT((((*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr)) - *file->Get("logits")).abs().max().item<double>(), 1e-3);
+}
+
 TEST(CausalLMTest, GreedyReproducesLlama2cReferenceExactly) {
   auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -216,7 +254,7 @@ TEST(CausalLMTest, CheckpointMismatchesAreNamed) {
 
 TEST(Llama2cTest, TruncatedCheckpointIsDataLoss) {
   const std::string dir = testing::TempDir("l2c");
-  std::string bytes = testing::ReadFile(testing::DataPath("stories260K.bin"));
+  std::string bytes = testing::ReadFile(testing::RepoDataPath("stories260K.bin"));
   testing::WriteFile(dir + "/cut.bin", bytes.substr(0, bytes.size() / 2));
   absl::Status s = ReadLlama2cCheckpoint(dir + "/cut.bin").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);

@@ -1,4 +1,5 @@
-"""Independent reference: transformers' LlamaForCausalLM forward written out in
+"""Independent reference: transformers' LlamaForCausalLM (and Qwen2ForCausalLM,
+whose q/k/v projections have biases) forward written out in
 python3-torch (transformers itself is not installed here). Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors.
 safetensors is read and written by hand from the format spec (8-byte header size,
@@ -71,9 +72,13 @@ mask = torch.full((T, T), float("-inf")).triu(1)
 for i in range(cfg["num_hidden_layers"]):
     p = f"model.layers.{i}."
     x = rms(h, w[p + "input_layernorm.weight"])
-    q = (x @ w[p + "self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)
-    k = (x @ w[p + "self_attn.k_proj.weight"].T).view(B, T, KV, D).transpose(1, 2)
-    v = (x @ w[p + "self_attn.v_proj.weight"].T).view(B, T, KV, D).transpose(1, 2)
+    # Qwen2: q/k/v projections carry a bias (attention_bias); Llama: none.
+    def proj(name):
+        y = x @ w[p + f"self_attn.{name}.weight"].T
+        return y + w[p + f"self_attn.{name}.bias"] if p + f"self_attn.{name}.bias" in w else y
+    q = proj("q_proj").view(B, T, H, D).transpose(1, 2)
+    k = proj("k_proj").view(B, T, KV, D).transpose(1, 2)
+    v = proj("v_proj").view(B, T, KV, D).transpose(1, 2)
     q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
     a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + mask, -1) @ v

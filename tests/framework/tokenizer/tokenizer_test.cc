@@ -29,7 +29,7 @@ TEST(TokenizerTest, ConvertedTokenizerJsonEqualsSentencePieceOnTinyStories) {
   std::string out;
   ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() +
                                     "/tests/framework/tokenizer/spm_reference.py " +
-                                    testing::DataPath("tok512.model") + " " + text_path + " " + ref_path,
+                                    testing::RepoDataPath("tok512.model") + " " + text_path + " " + ref_path,
                                 &out),
             0)
       << out;
@@ -54,7 +54,7 @@ TEST(TokenizerTest, ConvertedTokenizerJsonEqualsSentencePieceOnTinyStories) {
 }
 
 TEST(TokenizerTest, SentencePieceModelThroughLibsentencepiece) {
-  auto spm = LoadTokenizer(testing::DataPath("tok512.model"));
+  auto spm = LoadTokenizer(testing::RepoDataPath("tok512.model"));
   ASSERT_TRUE(spm.ok()) << spm.status();
   auto hf = LoadTokenizer(testing::Stories260KDir());
   ASSERT_TRUE(hf.ok());

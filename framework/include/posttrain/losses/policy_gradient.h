@@ -107,7 +107,7 @@ struct PpoLossOptions {
 };
 struct PpoLossResult {
   at::Tensor loss, pg_loss, vf_loss;  // scalars
-  double clipfrac = 0.0;              // share of tokens with a clipped ratio
+  double clipfrac = 0.0;              // share of tokens where the clipped term is the loss (TRL)
   double vf_clipfrac = 0.0;           // share of tokens with a clipped value
 };
 PpoLossResult PpoLoss(const at::Tensor& logps, const at::Tensor& old_logps, const at::Tensor& values,

@@ -5,7 +5,7 @@
 //   plugin_dirs = ["build/my_plugins"]    # optional, besides the built-in ones
 //
 //   [model]           (optional) the policy: path = "models/stories260K", dtype, tokenizer
-//   [data]            type = "jsonl"   path = "../shared/data/gsm8k_train.jsonl"
+//   [data]            type = "jsonl"   path = "recipes/data/gsm8k_train_head1024.jsonl"
 //   [eval_data]       (optional) a second data adapter, for evaluation
 //   [sampler]         (optional) type = "..."
 //   [[rewards]]       (optional, repeated) type = "...", weight = 1.0, name = "..."
