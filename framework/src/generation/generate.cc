@@ -171,6 +171,11 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
             "the model's logits are not finite (NaN or Inf) at generated token ", t,
             ": its weights or config (rope_theta, rms_norm_eps, rope_scaling) are broken"));
       }
+      if (params.on_step_logits) {
+        for (std::int64_t r = 0; r < n; ++r) {
+          if (!finished[r]) params.on_step_logits(static_cast<size_t>(start + r), t, logits[r]);
+        }
+      }
       at::Tensor processed = ProcessLogits(logits, seen, params);
       at::Tensor next = greedy ? processed.argmax(-1)
                                : at::multinomial(at::softmax(processed, -1), 1, /*replacement=*/false, gen).squeeze(1);

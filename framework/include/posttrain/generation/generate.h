@@ -54,6 +54,11 @@ struct SamplingParams {
   // result) is final, with token_ids, finish_reason and text set; its log-probs
   // come later (one teacher-forced pass when all are done).
   std::function<void(std::size_t index, const Generation& generation)> on_finished;
+  // Optional, for inspection and tests: called on the generating thread at each
+  // decoding step t of generation `index`, with the raw fp32 logits [V] its next
+  // token is drawn from (before the logits processors) — what the KV cache and the
+  // left-padded batch produced.
+  std::function<void(std::size_t index, std::int64_t t, const at::Tensor& logits)> on_step_logits;
 };
 
 struct Generation {
