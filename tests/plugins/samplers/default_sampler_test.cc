@@ -5,6 +5,7 @@
 #include "posttrain/model/hf_model.h"
 #include "posttrain/train/rollout_batch.h"
 #include "posttrain/tokenizer/tokenizer.h"
+#include "posttrain/plugin/plugin_host.h"
 #include "test_support.h"
 
 namespace posttrain {
@@ -105,6 +106,34 @@ TEST(DefaultSamplerTest, DecodingDistributionsEqualATeacherForcedForwardOfEachSe
     EXPECT_LE(worst_token, 1e-4) << "temperature " << temperature;
     RecordProperty("max_abs_logprob_diff", std::to_string(std::max(worst, worst_token)));
   }
+}
+
+// One source of truth for prompt length: the engine tokenizes and cuts prompts
+// (the trainer's max_prompt_length and truncation_mode); the sampler generates
+// from exactly those ids and has no length option of its own.
+TEST(DefaultSamplerTest, GeneratesFromThePromptIdsTheEngineMade) {
+  const RegisteredComponent* c = testing::BuiltinHost().registry().Find(ComponentKind::kSampler, "default");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->registration.schema.Find("max_prompt_length"), nullptr);
+  EXPECT_EQ(c->registration.schema.Find("add_special_tokens"), nullptr);
+  auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+  auto sampler = testing::CreateBuiltin<Sampler>("default", {{"max_completion_length", std::int64_t{4}}});
+  ASSERT_TRUE(model.ok() && tokenizer.ok() && sampler.ok());
+  std::vector<Example> examples(1);
+  examples[0].format = ExampleFormat::kPromptOnly;
+  examples[0].prompt = "Once upon a time there was a dog";
+  const std::vector<std::int64_t> cut = {1, 403, 261};  // what the engine kept of it
+  std::vector<const Example*> prompts = {&examples[0]};
+  std::vector<const std::vector<std::int64_t>*> ids = {&cut};
+  SampleRequest request;
+  request.prompts = prompts;
+  request.prompt_ids = ids;
+  request.num_generations = 2;
+  request.policy = Policy{model->get(), tokenizer->get()};
+  auto rollouts = (*sampler)->Sample(request);
+  ASSERT_TRUE(rollouts.ok()) << rollouts.status();
+  for (const Rollout& r : *rollouts) EXPECT_EQ(r.prompt_ids, cut);
 }
 
 TEST(RolloutBatchTest, MaskTruncatedCompletionsZeroesTheRowsThatHitTheLimit) {

@@ -204,6 +204,93 @@ TEST(OnlineTrainerWiringTest, OnlineDpoPicksTheBetterSampleAndAppliesDpoByHand) 
   EXPECT_NEAR(out->metrics.at("objective/scores_margin"), 1.0, 1e-6);
 }
 
+// PPO (k1 KL, kl_coef 0.1, γ = 1, λ = 0.95, no reward whitening), by hand:
+//   r_t = −kl_coef·(old_t − ref_t), plus the score at the last token;
+//   δ_t = r_t + γ·V_{t+1} − V_t (V past the end = 0), A_t = δ_t + γλ·A_{t+1};
+//   returns = A + V; advantages whitened over all completion tokens (unbiased var);
+//   pg = mean max(−Â·ρ, −Â·clip(ρ, 1 ± ε)), vf = ½·mean max((V − ret)², (clip(V, V_old ± ε_v) − ret)²);
+//   loss = pg + vf_coef·vf; V_t = v_head · h_t with h_t the hidden state that predicts token t.
+// Checked at the generation's first step and at a reuse step after the policy moved.
+TEST(OnlineTrainerWiringTest, PpoRewardsGaeWhiteningAndClippedLossesByHand) {
+  Rig s({1.0f, -0.5f, 0.25f, 2.0f});
+  const double kl_coef = 0.1, gamma = 1.0, lam = 0.95, cliprange = 0.2, cliprange_value = 0.2, vf_coef = 0.1;
+  auto trainer = testing::CreateBuiltin<Trainer>(
+      "ppo", {{"num_generations", std::int64_t{2}}, {"num_ppo_epochs", std::int64_t{2}}, {"kl_coef", kl_coef},
+              {"gamma", gamma}, {"lam", lam}, {"vf_coef", vf_coef}, {"temperature", 1.0}});
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  ASSERT_TRUE((*trainer)->Setup(TrainerContext{s.policy.get(), s.reference.get(), nullptr}).ok());
+  at::Tensor v_weight, v_bias;
+  for (auto& [name, t] : (*trainer)->TrainerParameters()) (name == "v_head.weight" ? v_weight : v_bias) = t;
+  // Per sequence alone: token log-probs and values.
+  auto values_of = [&](const Rollout& r) {
+    at::NoGradGuard no_grad;
+    std::vector<std::int64_t> ids = r.prompt_ids;
+    ids.insert(ids.end(), r.token_ids.begin(), r.token_ids.end());
+    const auto len = static_cast<std::int64_t>(ids.size());
+    const at::Tensor h = s.policy->Hidden(at::tensor(ids, at::kLong).unsqueeze(0), at::arange(len, at::kLong).unsqueeze(0),
+                                          at::Tensor(), nullptr)[0];
+    std::vector<double> v;
+    for (size_t t = 0; t < r.token_ids.size(); ++t) {
+      v.push_back(((h[static_cast<std::int64_t>(r.prompt_ids.size() + t) - 1] * v_weight[0]).sum() + v_bias[0]).item<double>());
+    }
+    return v;
+  };
+  std::vector<std::vector<double>> old(4), old_values(4), advantages(4), returns(4);
+  std::vector<double> flat;
+  for (size_t i = 0; i < 4; ++i) {
+    const Rollout& r = s.rollouts[i];
+    old[i] = TokenLogps(*s.policy, r.prompt_ids, r.token_ids);
+    const std::vector<double> ref = TokenLogps(*s.reference, r.prompt_ids, r.token_ids);
+    old_values[i] = values_of(r);
+    const size_t n = r.token_ids.size();
+    std::vector<double> reward(n);
+    for (size_t t = 0; t < n; ++t) reward[t] = -kl_coef * (old[i][t] - ref[t]);
+    reward[n - 1] += s.table.total[i];
+    advantages[i].assign(n, 0.0);
+    double next_a = 0;
+    for (size_t t = n; t-- > 0;) {
+      const double next_v = t + 1 < n ? old_values[i][t + 1] : 0.0;
+      next_a = reward[t] + gamma * next_v - old_values[i][t] + gamma * lam * next_a;
+      advantages[i][t] = next_a;
+    }
+    for (size_t t = 0; t < n; ++t) {
+      returns[i].push_back(advantages[i][t] + old_values[i][t]);
+      flat.push_back(advantages[i][t]);
+    }
+  }
+  double mean = 0, var = 0;
+  for (double a : flat) mean += a / static_cast<double>(flat.size());
+  for (double a : flat) var += (a - mean) * (a - mean) / static_cast<double>(flat.size() - 1);
+  auto expected = [&](const std::vector<std::vector<double>>& now, const std::vector<std::vector<double>>& values) {
+    double pg = 0, vf = 0, tokens = 0;
+    for (size_t i = 0; i < 4; ++i) {
+      for (size_t t = 0; t < now[i].size(); ++t) {
+        const double a = (advantages[i][t] - mean) / std::sqrt(var + 1e-8);
+        const double ratio = std::exp(now[i][t] - old[i][t]);
+        pg += std::max(-a * ratio, -a * std::min(std::max(ratio, 1 - cliprange), 1 + cliprange));
+        const double v = values[i][t], v_old = old_values[i][t];
+        const double v_clipped = std::min(std::max(v, v_old - cliprange_value), v_old + cliprange_value);
+        vf += std::max(std::pow(v - returns[i][t], 2), std::pow(v_clipped - returns[i][t], 2));
+        tokens += 1;
+      }
+    }
+    return pg / tokens + vf_coef * 0.5 * vf / tokens;
+  };
+  auto first = (*trainer)->Step(s.Input(0));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_NEAR(first->loss.item<double>(), expected(old, old_values), 1e-4);
+  s.Perturb(0.05);
+  std::vector<std::vector<double>> now(4), now_values(4);
+  for (size_t i = 0; i < 4; ++i) {
+    now[i] = TokenLogps(*s.policy, s.rollouts[i].prompt_ids, s.rollouts[i].token_ids);
+    now_values[i] = values_of(s.rollouts[i]);
+  }
+  auto second = (*trainer)->Step(s.Input(1));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NEAR(second->loss.item<double>(), expected(now, now_values), 1e-4);
+  EXPECT_GT(std::abs(second->loss.item<double>() - first->loss.item<double>()), 1e-4);
+}
+
 // DAPO divides by the completion tokens of the whole generation batch: with two
 // micro-batches of unequal token counts (6 and 8 tokens) the engine's mean of the
 // two micro-batch losses equals the loss of one micro-batch holding all four
