@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
+#include "posttrain/model/model_config.h"
 #include "posttrain/plugin/plugin_host.h"
 
 namespace posttrain::testing {
@@ -48,6 +49,21 @@ absl::StatusOr<std::unique_ptr<I>> CreateBuiltin(const std::string& name,
 // stories260K converted to a Hugging Face directory (once per test binary):
 // config.json, model.safetensors, tokenizer.json (from tok512.model), ...
 const std::string& Stories260KDir();
+
+// A tiny Llama shape for trainer tests on random weights (vocab 61, hidden 16,
+// 2 layers, 4 heads over 2 KV heads of 4 dims).
+inline ModelConfig TinyTrainerModelConfig() {
+  ModelConfig c;
+  c.vocab_size = 61;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 4;
+  c.rms_norm_eps = 1e-5;
+  return c;
+}
 
 // Runs a shell command; returns its exit code and fills `output` with stdout+stderr.
 int RunCommand(const std::string& command, std::string* output);

@@ -11,18 +11,7 @@
 namespace posttrain {
 namespace {
 
-ModelConfig Tiny() {
-  ModelConfig c;
-  c.vocab_size = 61;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
-  c.rms_norm_eps = 1e-5;
-  return c;
-}
+ModelConfig Tiny() { return testing::TinyTrainerModelConfig(); }
 
 std::vector<std::int64_t> Ids(std::initializer_list<std::int64_t> ids) { return ids; }
 

@@ -15,18 +15,7 @@
 namespace posttrain {
 namespace {
 
-ModelConfig Tiny() {
-  ModelConfig c;
-  c.vocab_size = 61;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
-  c.rms_norm_eps = 1e-5;
-  return c;
-}
+ModelConfig Tiny() { return testing::TinyTrainerModelConfig(); }
 
 // Per-token log p(completion_t | prefix) at temperature 1, one sequence alone.
 std::vector<double> TokenLogps(const CausalLM& model, const std::vector<std::int64_t>& prompt,
