@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "posttrain/model/token_logprobs.h"
+
 namespace posttrain {
 
 namespace {
@@ -42,10 +44,13 @@ at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionB
                                         double temperature) {
   at::Tensor index, targets;
   CompletionIndex(batch, &index, &targets);
-  at::Tensor logits = model.Logits(hidden);  // [N, C, V], only where a completion token is predicted
-  if (temperature != 1.0) logits = logits / temperature;
-  at::Tensor logps = at::log_softmax(logits, -1).gather(2, targets.unsqueeze(-1)).squeeze(-1);
-  return logps * batch.completion_mask;
+  // Only real completion positions go through the LM head, a chunk at a time: the
+  // [N, C, V] logits never exist (model/token_logprobs.h).
+  const std::int64_t n = hidden.size(0), c = hidden.size(1), h = hidden.size(2);
+  const at::Tensor real = batch.completion_mask.reshape({n * c}).nonzero().squeeze(1);
+  const TokenLogprobsResult r = TokenLogprobs(hidden.reshape({n * c, h}).index_select(0, real), model.lm_head_weight(),
+                                              targets.reshape({n * c}).index_select(0, real), temperature);
+  return at::zeros({n * c}, r.logprobs.options()).index_put({real}, r.logprobs).view({n, c});
 }
 
 at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature) {

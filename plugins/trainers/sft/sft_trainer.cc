@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/model/token_logprobs.h"
 #include "posttrain/plugin/plugin.h"
 
 namespace posttrain {
@@ -102,17 +103,20 @@ class SftTrainer final : public Trainer {
         }
       }
     }
-    at::Tensor logits = policy_->Forward(ids, pos, seg.ne(0).to(at::kLong), nullptr, packing_ ? seg : at::Tensor());
+    at::Tensor hidden = policy_->Hidden(ids, pos, seg.ne(0).to(at::kLong), nullptr, packing_ ? seg : at::Tensor());
     // Position t predicts token t+1 (targets never cross a segment: a segment's
-    // first token has target 0).
-    at::Tensor logps = at::log_softmax(logits.narrow(1, 0, width - 1), -1);
-    at::Tensor next = ids.narrow(1, 1, width - 1);
-    at::Tensor mask = target.narrow(1, 1, width - 1);
-    at::Tensor token_logps = logps.gather(2, next.unsqueeze(-1)).squeeze(-1);
+    // first token has target 0). Only positions with a target go through the LM
+    // head, a chunk at a time (model/token_logprobs.h): no [R, W, V] logits.
+    const std::int64_t h = hidden.size(2);
+    at::Tensor next = ids.narrow(1, 1, width - 1).reshape({-1});
+    at::Tensor mask = target.narrow(1, 1, width - 1).reshape({-1});
+    const at::Tensor real = mask.nonzero().squeeze(1);
+    const TokenLogprobsResult r = TokenLogprobs(hidden.narrow(1, 0, width - 1).reshape({-1, h}).index_select(0, real),
+                                                policy_->lm_head_weight(), next.index_select(0, real), 1.0);
     const at::Tensor n_tokens = mask.sum();
     StepOutput out;
-    out.loss = -(token_logps * mask).sum() / n_tokens.clamp_min(1);
-    at::Tensor correct = (logits.narrow(1, 0, width - 1).argmax(-1) == next).to(at::kFloat) * mask;
+    out.loss = -(r.logprobs * mask.index_select(0, real)).sum() / n_tokens.clamp_min(1);
+    at::Tensor correct = (r.argmax == next.index_select(0, real)).to(at::kFloat);
     out.metrics["mean_token_accuracy"] = (correct.sum() / n_tokens.clamp_min(1)).item<double>();
     out.metrics["num_tokens"] = n_tokens.item<double>();
     return out;

@@ -77,6 +77,9 @@ class CausalLM {
                      const at::Tensor& segment_ids = at::Tensor()) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
   at::Tensor Logits(const at::Tensor& hidden) const;
+  // The LM head [vocab_size, hidden_size] (the embedding when tied), for losses that
+  // project hidden states themselves a chunk at a time (model/token_logprobs.h).
+  const at::Tensor& lm_head_weight() const { return lm_head_; }
 
  private:
   struct Layer {

@@ -1,0 +1,34 @@
+// Token log-probabilities through the LM head without the full-vocabulary logits:
+// log softmax(h · Wᵀ / T)[target] for each position, computed a chunk of positions at
+// a time, with a backward pass that recomputes each chunk's logits (the approach of
+// Liger-Kernel's fused linear cross-entropy). Peak memory grows with
+// chunk × vocabulary instead of positions × vocabulary: a batch of 4,096 completion
+// tokens at a 151,936-token vocabulary needs 2.5 GB of fp32 logits at once, and
+// ~36 MB here.
+//
+//   TokenLogprobsResult r = TokenLogprobs(hidden, lm_head, targets, /*temperature=*/1.0);
+//   r.logprobs   [M] fp32, differentiable w.r.t. hidden and lm_head
+//   r.argmax     [M] int64, the most likely token at each position (no gradient)
+//
+// Maths: with z = h·Wᵀ/T and p = softmax(z), ∂log p_y/∂z = onehot(y) − p, so for an
+// upstream gradient g: ∂/∂h = (g·(onehot − p)/T)·W and ∂/∂W = (g·(onehot − p)/T)ᵀ·h.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/ATen.h>
+
+namespace posttrain {
+
+struct TokenLogprobsResult {
+  at::Tensor logprobs;  // [M] fp32 (fp64 for fp64 inputs)
+  at::Tensor argmax;    // [M] int64
+};
+
+// hidden [M, H] (any float dtype; bf16 autocast applies to the matmuls),
+// weight [V, H] (the LM head), targets [M] int64 in [0, V). `chunk` positions are
+// projected at a time (0: as many as keep a chunk's logits near 8M elements).
+TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                  double temperature, std::int64_t chunk = 0);
+
+}  // namespace posttrain

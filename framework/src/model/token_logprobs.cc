@@ -1,0 +1,86 @@
+#include "posttrain/model/token_logprobs.h"
+
+#include <algorithm>
+
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace posttrain {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+at::ScalarType Accumulation(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+// The logits of rows [start, start + n) of `hidden`, scaled, in fp32 (fp64).
+at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::int64_t start, std::int64_t n,
+                       double temperature) {
+  at::Tensor z = at::linear(hidden.narrow(0, start, n), weight).to(Accumulation(hidden));
+  return temperature == 1.0 ? z : z / temperature;
+}
+
+class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogprobs> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                               const at::Tensor& targets, double temperature, std::int64_t chunk) {
+    const std::int64_t m = hidden.size(0);
+    at::Tensor logps = at::empty({m}, hidden.options().dtype(Accumulation(hidden)));
+    at::Tensor lse = at::empty({m}, logps.options());
+    at::Tensor argmax = at::empty({m}, targets.options());
+    for (std::int64_t s = 0; s < m; s += chunk) {
+      const std::int64_t n = std::min(chunk, m - s);
+      const at::Tensor z = ChunkLogits(hidden, weight, s, n, temperature);
+      const at::Tensor l = z.logsumexp(-1);
+      lse.narrow(0, s, n).copy_(l);
+      logps.narrow(0, s, n).copy_(z.gather(1, targets.narrow(0, s, n).unsqueeze(1)).squeeze(1) - l);
+      argmax.narrow(0, s, n).copy_(z.argmax(-1));
+    }
+    ctx->save_for_backward({hidden, weight, targets, lse});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["chunk"] = chunk;
+    ctx->mark_non_differentiable({argmax});
+    return {logps, argmax};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const std::int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const std::int64_t m = hidden.size(0);
+    const at::Tensor g = grad_outputs[0].defined() ? grad_outputs[0].to(lse.scalar_type()) : at::zeros_like(lse);
+    const bool want_hidden = ctx->needs_input_grad(0), want_weight = ctx->needs_input_grad(1);
+    at::Tensor grad_hidden = want_hidden ? at::empty(hidden.sizes(), hidden.options()) : at::Tensor();
+    at::Tensor grad_weight = want_weight ? at::zeros(weight.sizes(), weight.options().dtype(lse.scalar_type())) : at::Tensor();
+    for (std::int64_t s = 0; s < m; s += chunk) {
+      const std::int64_t n = std::min(chunk, m - s);
+      const at::Tensor gs = g.narrow(0, s, n);
+      // d = g · (onehot(y) − p) / T, p recomputed from the saved log-sum-exp.
+      at::Tensor d = ChunkLogits(hidden, weight, s, n, temperature).sub_(lse.narrow(0, s, n).unsqueeze(1)).exp_();
+      d.mul_(-gs.unsqueeze(1)).scatter_add_(1, targets.narrow(0, s, n).unsqueeze(1), gs.unsqueeze(1));
+      if (temperature != 1.0) d.div_(temperature);
+      const at::Tensor dc = d.to(weight.scalar_type());
+      if (want_hidden) grad_hidden.narrow(0, s, n).copy_(at::matmul(dc, weight));
+      if (want_weight) grad_weight.add_(at::matmul(dc.t(), hidden.narrow(0, s, n).to(weight.scalar_type())));
+    }
+    return {grad_hidden, want_weight ? grad_weight.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
+}  // namespace
+
+TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                  double temperature, std::int64_t chunk) {
+  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+              "TokenLogprobs: hidden [M, H] and weight [V, H] expected");
+  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "TokenLogprobs: targets [M] expected");
+  if (chunk <= 0) chunk = std::max<std::int64_t>(1, (std::int64_t{8} << 20) / std::max<std::int64_t>(1, weight.size(0)));
+  if (hidden.size(0) == 0) {
+    return {at::zeros({0}, hidden.options().dtype(Accumulation(hidden))), at::zeros({0}, targets.options())};
+  }
+  variable_list out = ChunkedTokenLogprobs::apply(hidden, weight, targets, temperature, chunk);
+  return {out[0], out[1]};
+}
+
+}  // namespace posttrain

@@ -1,0 +1,48 @@
+// The chunked LM-head log-probs equal the plain path — full logits, log_softmax,
+// gather — in value and in both gradients, for chunks that do not divide the
+// positions and with a temperature.
+#include "posttrain/model/token_logprobs.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+namespace posttrain {
+namespace {
+
+TEST(TokenLogprobsTest, ChunkedEqualsFullLogitsInValueAndGradient) {
+  at::manual_seed(3);
+  const std::int64_t m = 37, h = 24, v = 301;
+  for (double temperature : {1.0, 0.7}) {
+    for (std::int64_t chunk : {1, 5, 16, 0}) {
+      at::Tensor hidden = at::randn({m, h}).requires_grad_(true);
+      at::Tensor weight = (at::randn({v, h}) * 0.3).requires_grad_(true);
+      at::Tensor targets = at::randint(v, {m}, at::kLong);
+      at::Tensor upstream = at::randn({m});
+      // Plain: full [M, V] logits.
+      at::Tensor plain = at::log_softmax(at::linear(hidden, weight) / temperature, -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+      (plain * upstream).sum().backward();
+      const at::Tensor plain_dh = hidden.grad().clone(), plain_dw = weight.grad().clone();
+      const at::Tensor plain_argmax = at::linear(hidden, weight).argmax(-1);
+      hidden.mutable_grad() = at::Tensor();
+      weight.mutable_grad() = at::Tensor();
+      TokenLogprobsResult r = TokenLogprobs(hidden, weight, targets, temperature, chunk);
+      (r.logprobs * upstream).sum().backward();
+      EXPECT_LT((r.logprobs - plain).abs().max().item<double>(), 1e-5) << "T " << temperature << " chunk " << chunk;
+      EXPECT_LT((hidden.grad() - plain_dh).abs().max().item<double>(), 1e-5) << "chunk " << chunk;
+      EXPECT_LT((weight.grad() - plain_dw).abs().max().item<double>(), 1e-5) << "chunk " << chunk;
+      EXPECT_TRUE(at::equal(r.argmax, plain_argmax));
+    }
+  }
+}
+
+TEST(TokenLogprobsTest, NoGradientIsComputedForInputsThatDoNotNeedOne) {
+  at::Tensor hidden = at::randn({4, 8}).requires_grad_(true);
+  at::Tensor weight = at::randn({11, 8});  // frozen
+  TokenLogprobsResult r = TokenLogprobs(hidden, weight, at::tensor({1L, 2L, 3L, 4L}), 1.0, 3);
+  r.logprobs.sum().backward();
+  EXPECT_TRUE(hidden.grad().defined());
+  EXPECT_FALSE(weight.grad().defined());
+}
+
+}  // namespace
+}  // namespace posttrain
