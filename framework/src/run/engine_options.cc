@@ -1,7 +1,5 @@
 #include "posttrain/run/engine_options.h"
 
-#include "absl/strings/str_cat.h"
-
 namespace posttrain {
 
 absl::StatusOr<EngineOptions> EngineOptions::FromConfig(const ComponentConfig& c, const TrainerNeeds& needs) {

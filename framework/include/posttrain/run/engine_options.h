@@ -47,8 +47,9 @@ struct EngineOptions {
   std::string truncation_mode = "keep_end";
   std::string ref_model;
 
-  // Reads the options that act for a trainer with `needs`; InvalidArgument naming
-  // the key for combinations the schema's ranges cannot express.
+  // Reads the options that act for a trainer with `needs` (their ranges were
+  // checked with the recipe). A StatusOr so that checks across options, which a
+  // schema range cannot express, have a place to report.
   static absl::StatusOr<EngineOptions> FromConfig(const ComponentConfig& config, const TrainerNeeds& needs);
 };
 
