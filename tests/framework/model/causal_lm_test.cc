@@ -70,25 +70,31 @@ TEST(CausalLMTest, KVCacheLogitsEqualFullRecomputation) {
   RecordProperty("fp32_max_abs_logit", std::to_string(scale));
 }
 
+// Logits of `ids` [B, T] from tests/framework/model/llama_reference.py, the
+// transformers maths written out in python3-torch (no transformers package here),
+// on `model`'s weights saved as safetensors.
+at::Tensor PythonReferenceLogits(const CausalLM& model, const at::Tensor& ids, const std::string& name) {
+  const std::string dir = testing::TempDir(name);
+  EXPECT_TRUE(SaveCausalLM(model, dir).ok());
+  EXPECT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  std::string out;
+  EXPECT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
+  auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file.ok() ? *file->Get("logits") : at::Tensor();
+}
+
 TEST(CausalLMTest, MatchesAnIndependentPythonImplementation) {
-  // transformers' Llama maths written out in python3-torch (no transformers
-  // package here), on the same random weights saved as safetensors.
   ModelConfig config = TinyConfig();
   config.rope_scaling = RopeScaling{"llama3", 4.0, 1.0, 4.0, 16};
   auto model = CausalLM::Random(config, at::kFloat, 3);
   ASSERT_TRUE(model.ok());
-  const std::string dir = testing::TempDir("py");
-  ASSERT_TRUE(SaveCausalLM(**model, dir).ok());
   at::Tensor ids = at::randint(config.vocab_size, {2, 9}, at::kLong);
-  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
-  std::string out;
-  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
-  auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
-  ASSERT_TRUE(file.ok()) << file.status();
-  at::Tensor expected = *file->Get("logits");
+  const at::Tensor expected = PythonReferenceLogits(**model, ids, "py");
+  ASSERT_TRUE(expected.defined());
   at::NoGradGuard no_grad;
   at::Tensor logits = (*model)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr);
-  EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4) << out;
+  EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
 }
 
 // Qwen2's q/k/v biases, against the same independent transcription (biases are
@@ -111,22 +117,17 @@ TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {
     }
   }
   ASSERT_EQ(biases, 3 * config.num_hidden_layers);
-  const std::string dir = testing::TempDir("py_qwen2");
-  ASSERT_TRUE(SaveCausalLM(**model, dir).ok());
   at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
-  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
-  std::string out;
-  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
-  auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
-  ASSERT_TRUE(file.ok()) << file.status();
+  const at::Tensor expected = PythonReferenceLogits(**model, ids, "py_qwen2");
+  ASSERT_TRUE(expected.defined());
   at::NoGradGuard no_grad;
   at::Tensor logits = (*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr);
-  EXPECT_LT((logits - *file->Get("logits")).abs().max().item<double>(), 1e-4) << out;
+  EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
   // The biases matter: the same weights without them give other logits.
   for (auto& [name, p] : (*model)->named_parameters()) {
     if (name.find("_proj.bias") != std::string::npos) p.zero_();
   }
-  EXPECT_GT((((*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr)) - *file->Get("logits")).abs().max().item<double>(), 1e-3);
+  EXPECT_GT((((*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr)) - expected).abs().max().item<double>(), 1e-3);
 }
 
 TEST(CausalLMTest, GreedyReproducesLlama2cReferenceExactly) {
