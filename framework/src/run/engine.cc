@@ -334,6 +334,17 @@ struct MicroRollouts {
   // Scoring in progress, then its result (kept for the reuse steps).
   std::unique_ptr<RewardPipeline::Session> scoring;
   std::optional<absl::StatusOr<RewardTable>> rewards;
+  // Starts afresh on these examples of `source` (and their tokens).
+  void Reset(const std::vector<std::int64_t>& example_indices, const std::vector<Example>& source,
+             const std::vector<TokenizedExample>& source_tokens) {
+    *this = MicroRollouts();
+    for (std::int64_t i : example_indices) {
+      indices.push_back(i);
+      batch.push_back(&source[static_cast<size_t>(i)]);
+      tokens.push_back(&source_tokens[static_cast<size_t>(i)]);
+      prompt_ids.push_back(&source_tokens[static_cast<size_t>(i)].prompt_ids);
+    }
+  }
   bool has_rewards() const { return scoring != nullptr || rewards.has_value(); }
   absl::StatusOr<const RewardTable*> WaitRewards() {
     if (!rewards) {
@@ -400,14 +411,11 @@ absl::Status GenerationFromJson(const nlohmann::json& j, std::vector<Example>& e
     for (size_t k = 0; k < generation->size(); ++k) {
       const nlohmann::json& micro = j[k];
       MicroRollouts& m = (*generation)[k];
-      m = MicroRollouts();
-      for (std::int64_t i : micro.at("indices").get<std::vector<std::int64_t>>()) {
+      const std::vector<std::int64_t> indices = micro.at("indices").get<std::vector<std::int64_t>>();
+      for (std::int64_t i : indices) {
         if (i < 0 || i >= static_cast<std::int64_t>(examples.size())) return absl::DataLossError("generation.json: example index out of range");
-        m.indices.push_back(i);
-        m.batch.push_back(&examples[static_cast<size_t>(i)]);
-        m.tokens.push_back(&tokens[static_cast<size_t>(i)]);
-        m.prompt_ids.push_back(&tokens[static_cast<size_t>(i)].prompt_ids);
       }
+      m.Reset(indices, examples, tokens);
       for (const nlohmann::json& r : micro.at("rollouts")) {
         Rollout rollout;
         rollout.prompt_index = r.at("prompt_index").get<std::int64_t>();
@@ -475,7 +483,6 @@ class Run {
   MetricWindow window_, whole_run_;
   JsonlWriter metrics_out_, completions_out_;
   RunResult result_;
-  bool first_logged_ = false;
 };
 
 absl::Status Run::Setup() {
@@ -568,13 +575,7 @@ absl::Status Run::Resume() {
 
 absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector<Example>& source,
                          const std::vector<TokenizedExample>& tokens, const std::vector<std::int64_t>& indices) {
-  m = MicroRollouts();
-  for (std::int64_t i : indices) {
-    m.indices.push_back(i);
-    m.batch.push_back(&source[static_cast<size_t>(i)]);
-    m.tokens.push_back(&tokens[static_cast<size_t>(i)]);
-    m.prompt_ids.push_back(&tokens[static_cast<size_t>(i)].prompt_ids);
-  }
+  m.Reset(indices, source, tokens);
   SampleRequest request;
   request.prompts = m.batch;
   if (p_.tokenizer != nullptr) request.prompt_ids = m.prompt_ids;
@@ -730,12 +731,7 @@ absl::StatusOr<RunResult> Run::Train() {
         const std::uint64_t seed = Seed() * 1000003u + static_cast<std::uint64_t>(step * accumulation_ + micro);
         POSTTRAIN_RETURN_IF_ERROR(Sample(m, seed, p_.examples, p_.train_tokens, indices));
       } else {
-        m = MicroRollouts();
-        for (std::int64_t i : indices) {
-          m.indices.push_back(i);
-          m.batch.push_back(&p_.examples[static_cast<size_t>(i)]);
-          m.tokens.push_back(&p_.train_tokens[static_cast<size_t>(i)]);
-        }
+        m.Reset(indices, p_.examples, p_.train_tokens);
       }
     }
     for (size_t k = 0; k < generation_.size(); ++k) generation_spans[k] = generation_[k].rollouts;
@@ -809,8 +805,7 @@ absl::StatusOr<RunResult> Run::Train() {
       const std::map<std::string, double> means = window_.Means();
       for (const auto& [name, value] : means) line[name] = value;
       POSTTRAIN_RETURN_IF_ERROR(metrics_out_.Write(line));
-      if (!first_logged_) result_.first_metrics = means;
-      first_logged_ = true;
+      if (result_.first_metrics.empty()) result_.first_metrics = means;
       result_.last_metrics = means;
       progress.Update(step, Summary(means));
       window_.Clear();
