@@ -1,6 +1,7 @@
 #include "posttrain/generation/logprobs.h"
 
 #include <algorithm>
+#include <map>
 
 #include "posttrain/model/token_logprobs.h"
 
@@ -8,42 +9,88 @@ namespace posttrain {
 
 namespace {
 
-// Positions that predict each completion token ([N, C], 0 at padding) and the
-// tokens themselves.
-void CompletionIndex(const CompletionBatch& batch, at::Tensor* index, at::Tensor* targets) {
+// The completion tokens [N, C] (0 at padding).
+at::Tensor CompletionTargets(const CompletionBatch& batch) {
   const std::int64_t n = batch.input_ids.size(0), C = batch.completion_mask.size(1);
-  *index = at::zeros({n, C}, at::kLong);
-  *targets = at::zeros({n, C}, at::kLong);
-  auto index_a = index->accessor<std::int64_t, 2>();
-  auto targets_a = targets->accessor<std::int64_t, 2>();
-  auto ids = batch.input_ids.accessor<std::int64_t, 2>();
+  at::Tensor targets = at::zeros({n, C}, at::kLong);
+  auto targets_a = targets.accessor<std::int64_t, 2>();
+  const at::Tensor ids_cpu = batch.input_ids.to(at::kCPU);
+  auto ids = ids_cpu.accessor<std::int64_t, 2>();
   for (std::int64_t i = 0; i < n; ++i) {
-    for (std::int64_t k = 0; k < C; ++k) {
-      // Row i predicts completion token k at position prompt_len_i - 1 + k.
-      const bool real = k < batch.completion_lengths[static_cast<size_t>(i)];
-      const std::int64_t pos = batch.prompt_lengths[static_cast<size_t>(i)] - 1 + k;
-      index_a[i][k] = real ? pos : 0;
-      targets_a[i][k] = real ? ids[i][pos + 1] : 0;
+    const std::int64_t plen = batch.prompt_lengths[static_cast<size_t>(i)];
+    for (std::int64_t k = 0; k < batch.completion_lengths[static_cast<size_t>(i)]; ++k) {
+      targets_a[i][k] = ids[i][plen + k];
     }
   }
+  return targets.to(batch.input_ids.device());
 }
 
 }  // namespace
 
+PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<std::int64_t>* predicting) {
+  const std::int64_t n = batch.input_ids.size(0), C = batch.completion_mask.size(1);
+  const at::Tensor ids_cpu = batch.input_ids.to(at::kCPU);
+  auto ids = ids_cpu.accessor<std::int64_t, 2>();
+  // One stream segment per distinct prompt, then each completion as a continuation
+  // of its prompt's segment.
+  std::map<std::vector<std::int64_t>, std::int64_t> prompt_segment;
+  std::vector<std::int64_t> row_prompt(static_cast<size_t>(n));
+  std::vector<std::int64_t> tokens, positions;
+  PackedSequences packed;
+  packed.offsets.push_back(0);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t plen = batch.prompt_lengths[static_cast<size_t>(i)];
+    TORCH_CHECK(plen >= 1, "completion log-probs need a non-empty prompt (row ", i, ")");
+    std::vector<std::int64_t> prompt(ids[i].data(), ids[i].data() + plen);
+    auto [it, fresh] = prompt_segment.try_emplace(prompt, packed.num_sequences());
+    if (fresh) {
+      for (std::int64_t t = 0; t < plen; ++t) {
+        tokens.push_back(prompt[static_cast<size_t>(t)]);
+        positions.push_back(t);
+      }
+      packed.offsets.push_back(static_cast<std::int64_t>(tokens.size()));
+      packed.prefix.push_back(-1);
+    }
+    row_prompt[static_cast<size_t>(i)] = it->second;
+  }
+  predicting->assign(static_cast<size_t>(n * C), 0);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t plen = batch.prompt_lengths[static_cast<size_t>(i)];
+    const std::int64_t clen = batch.completion_lengths[static_cast<size_t>(i)];
+    const std::int64_t parent = row_prompt[static_cast<size_t>(i)];
+    if (clen == 0) continue;
+    // Completion token k is predicted by the token before it: the prompt's last for
+    // k = 0, else completion token k - 1. The last completion token predicts nothing.
+    (*predicting)[static_cast<size_t>(i * C)] = packed.offsets[static_cast<size_t>(parent) + 1] - 1;
+    const std::int64_t first = static_cast<std::int64_t>(tokens.size());
+    for (std::int64_t k = 0; k + 1 < clen; ++k) {
+      tokens.push_back(ids[i][plen + k]);
+      positions.push_back(plen + k);
+      (*predicting)[static_cast<size_t>(i * C + k + 1)] = first + k;
+    }
+    if (clen > 1) {
+      packed.offsets.push_back(static_cast<std::int64_t>(tokens.size()));
+      packed.prefix.push_back(parent);
+    }
+  }
+  const at::TensorOptions options = batch.input_ids.options();
+  packed.input_ids = at::tensor(tokens, at::kLong).to(options.device());
+  packed.position_ids = at::tensor(positions, at::kLong).to(options.device());
+  return packed;
+}
+
 at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& batch) {
-  const std::int64_t n = batch.input_ids.size(0), L = batch.input_ids.size(1);
-  const std::int64_t C = batch.completion_mask.size(1);
-  at::Tensor positions = at::arange(L, at::kLong).unsqueeze(0).expand({n, L}).contiguous();
-  at::Tensor hidden = model.Hidden(batch.input_ids, positions, batch.attention_mask, nullptr);  // [N, L, H]
-  at::Tensor index, targets;
-  CompletionIndex(batch, &index, &targets);
-  return hidden.gather(1, index.unsqueeze(-1).expand({n, C, hidden.size(2)}));  // [N, C, H]
+  const std::int64_t n = batch.input_ids.size(0), C = batch.completion_mask.size(1);
+  std::vector<std::int64_t> predicting;
+  const PackedSequences packed = PackCompletionBatch(batch, &predicting);
+  const at::Tensor hidden = model.PackedHidden(packed);  // [tokens, H]
+  const at::Tensor index = at::tensor(predicting, at::kLong).to(hidden.device());
+  return hidden.index_select(0, index).view({n, C, hidden.size(1)});
 }
 
 at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionBatch& batch, const at::Tensor& hidden,
                                         double temperature) {
-  at::Tensor index, targets;
-  CompletionIndex(batch, &index, &targets);
+  const at::Tensor targets = CompletionTargets(batch);
   // Only real completion positions go through the LM head, a chunk at a time: the
   // [N, C, V] logits never exist (model/token_logprobs.h).
   const std::int64_t n = hidden.size(0), c = hidden.size(1), h = hidden.size(2);

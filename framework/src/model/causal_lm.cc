@@ -195,8 +195,7 @@ std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& positio
 }
 
 at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                            const at::Tensor& attention_mask, KVCache* cache,
-                            const at::Tensor& segment_ids) const {
+                            const at::Tensor& attention_mask, KVCache* cache) const {
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
   TORCH_CHECK(position_ids.sizes() == input_ids.sizes(), "position_ids ", position_ids.sizes(),
               " must match input_ids ", input_ids.sizes());
@@ -213,19 +212,15 @@ at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& posit
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
 
   // allowed[b, 0, 0, t, s]: key s is a real token and not after query t.
-  at::Tensor key_pos = at::arange(S, at::kLong);
-  at::Tensor query_pos = at::arange(past, S, at::kLong);
+  const at::TensorOptions index_options = input_ids.options();
+  at::Tensor key_pos = at::arange(S, index_options);
+  at::Tensor query_pos = at::arange(past, S, index_options);
   at::Tensor allowed = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
   allowed = allowed.view({1, 1, 1, T, S});
   if (attention_mask.defined()) {
     TORCH_CHECK(attention_mask.sizes() == at::IntArrayRef({B, S}), "attention_mask must be [B, ",
                 S, "], got ", attention_mask.sizes());
     allowed = allowed & attention_mask.to(at::kBool).view({B, 1, 1, 1, S});
-  }
-  if (segment_ids.defined()) {
-    TORCH_CHECK(cache == nullptr && segment_ids.sizes() == input_ids.sizes(), "segment_ids must be [B, T] without a cache");
-    at::Tensor same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1);  // [B, T, T]
-    allowed = allowed & (same & (segment_ids.unsqueeze(1) != 0)).view({B, 1, 1, T, T});
   }
   const double lowest = std::numeric_limits<float>::lowest();
 
@@ -264,9 +259,119 @@ at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
 }
 
 at::Tensor CausalLM::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                             const at::Tensor& attention_mask, KVCache* cache,
-                             const at::Tensor& segment_ids) const {
-  return Logits(Hidden(input_ids, position_ids, attention_mask, cache, segment_ids));
+                             const at::Tensor& attention_mask, KVCache* cache) const {
+  return Logits(Hidden(input_ids, position_ids, attention_mask, cache));
+}
+
+PackedSequences PackSequences(const std::vector<std::vector<std::int64_t>>& sequences) {
+  std::int64_t n = 0;
+  for (const auto& s : sequences) {
+    TORCH_CHECK(!s.empty(), "PackSequences: empty sequence");
+    n += static_cast<std::int64_t>(s.size());
+  }
+  PackedSequences p;
+  p.input_ids = at::empty({n}, at::kLong);
+  p.position_ids = at::empty({n}, at::kLong);
+  std::int64_t* ids = p.input_ids.data_ptr<std::int64_t>();
+  std::int64_t* pos = p.position_ids.data_ptr<std::int64_t>();
+  p.offsets.push_back(0);
+  std::int64_t t = 0;
+  for (const auto& s : sequences) {
+    for (size_t k = 0; k < s.size(); ++k, ++t) {
+      ids[t] = s[k];
+      pos[t] = static_cast<std::int64_t>(k);
+    }
+    p.offsets.push_back(t);
+  }
+  return p;
+}
+
+namespace {
+
+// Scores of one tile are kept near this many elements (fp32: 16 MiB).
+constexpr std::int64_t kTileScores = std::int64_t{4} << 20;
+
+void CheckPacked(const PackedSequences& p) {
+  TORCH_CHECK(p.input_ids.dim() == 1 && p.position_ids.sizes() == p.input_ids.sizes(),
+              "PackedSequences: input_ids and position_ids must be [N]");
+  TORCH_CHECK(p.offsets.size() >= 2 && p.offsets.front() == 0 && p.offsets.back() == p.input_ids.size(0),
+              "PackedSequences: offsets must run from 0 to N");
+  TORCH_CHECK(p.prefix.empty() || p.prefix.size() + 1 == p.offsets.size(),
+              "PackedSequences: one prefix entry per sequence");
+  for (std::int64_t k = 0; k < p.num_sequences(); ++k) {
+    TORCH_CHECK(p.length(k) > 0, "PackedSequences: sequence ", k, " is empty");
+    const std::int64_t q = p.prefix_of(k);
+    TORCH_CHECK(q < k && (q < 0 || p.prefix_of(q) < 0), "PackedSequences: sequence ", k,
+                " must have an earlier prefix without a prefix of its own, got ", q);
+  }
+}
+
+// Attention of a packed stream, per sequence and per tile of queries.
+// q [KV, G, N, D], k/v [KV, N, D] (all sequences' rows) → [KV, G, N, D].
+at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const PackedSequences& p,
+                           double scale, at::ScalarType compute) {
+  const std::int64_t KV = q.size(0), G = q.size(1);
+  const double lowest = std::numeric_limits<float>::lowest();
+  std::vector<at::Tensor> outputs;
+  for (std::int64_t s = 0; s < p.num_sequences(); ++s) {
+    const std::int64_t start = p.offsets[s], L = p.length(s), pre = p.prefix_of(s);
+    const std::int64_t P = pre < 0 ? 0 : p.length(pre);
+    at::Tensor keys = k.narrow(1, start, L), values = v.narrow(1, start, L);
+    if (P > 0) {
+      keys = at::cat({k.narrow(1, p.offsets[pre], P), keys}, 1);  // [KV, P + L, D]
+      values = at::cat({v.narrow(1, p.offsets[pre], P), values}, 1);
+    }
+    const std::int64_t tile = std::max<std::int64_t>(16, kTileScores / std::max<std::int64_t>(1, KV * G * (P + L)));
+    for (std::int64_t t0 = 0; t0 < L; t0 += tile) {
+      const std::int64_t n = std::min(tile, L - t0), visible = P + t0 + n;  // keys this tile may see
+      const at::Tensor kt = keys.narrow(1, 0, visible).unsqueeze(1);          // [KV, 1, S, D]
+      at::Tensor scores = at::matmul(q.narrow(2, start + t0, n), kt.transpose(-1, -2));  // [KV, G, n, S]
+      // Query i of the tile sits at key index P + t0 + i and sees keys up to it.
+      const at::Tensor key_index = at::arange(visible, p.input_ids.options());
+      const at::Tensor query_index = at::arange(P + t0, P + t0 + n, p.input_ids.options());
+      const at::Tensor hidden_keys = key_index.unsqueeze(0) > query_index.unsqueeze(1);  // [n, S]
+      scores = (scores.to(compute) * scale).masked_fill(hidden_keys, lowest);
+      outputs.push_back(at::matmul(at::softmax(scores, -1).to(v.scalar_type()), values.narrow(1, 0, visible).unsqueeze(1)));
+    }
+  }
+  return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 2);
+}
+
+}  // namespace
+
+at::Tensor CausalLM::PackedHidden(const PackedSequences& packed) const {
+  CheckPacked(packed);
+  const std::int64_t N = packed.input_ids.size(0);
+  const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
+  const std::int64_t G = H / KV, D = config_.head_dim;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+
+  // cos/sin [N, 1, D]: broadcast over heads of [N, heads, D].
+  auto [cos, sin] = RopeCosSin(packed.position_ids.unsqueeze(0));
+  cos = cos.squeeze(0).transpose(0, 1);
+  sin = sin.squeeze(0).transpose(0, 1);
+  at::Tensor h = at::embedding(embed_, packed.input_ids);  // [N, hidden]
+  for (const Layer& l : layers_) {
+    at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
+    // q, k and v in one matmul over the concatenated weights.
+    at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
+    const std::vector<at::Tensor> qkv =
+        at::linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
+    at::Tensor q = qkv[0].view({N, H, D}), k = qkv[1].view({N, KV, D}), v = qkv[2].view({N, KV, D});
+    q = q * cos + RotateHalf(q) * sin;
+    k = k * cos + RotateHalf(k) * sin;
+    // [KV, G, N, D] queries and [KV, N, D] keys/values: each sequence a slice of N.
+    q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
+    k = k.permute({1, 0, 2}).contiguous();
+    v = v.permute({1, 0, 2}).contiguous();
+    at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_));
+    attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
+    h = h + at::linear(attn, l.o);
+    x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
+    const std::vector<at::Tensor> gate_up = at::linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
+    h = h + at::linear(at::silu(gate_up[0]) * gate_up[1], l.down);
+  }
+  return RmsNorm(h, final_norm_, config_.rms_norm_eps);
 }
 
 }  // namespace posttrain

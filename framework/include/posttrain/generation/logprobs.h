@@ -20,6 +20,13 @@
 
 namespace posttrain {
 
+// The batch as a padding-free stream (model/causal_lm.h): each distinct prompt once,
+// each completion but its last token as a continuation of its prompt. predicting
+// gets, for row i and completion position k (index i * C + k), the stream index of
+// the token whose hidden state predicts completion token k (0 at padding).
+// Every prompt must be non-empty.
+PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<std::int64_t>* predicting);
+
 // log p(completion_t | prefix) / temperature-scaled, [N, C] fp32, 0 at padding.
 // Differentiable when the model's parameters require grad.
 at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature);
@@ -28,6 +35,8 @@ at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batc
 // value head): the final hidden states [N, C, H] at the positions that predict each
 // completion token, then the log-probs from them. CompletionLogprobs is exactly
 // CompletionLogprobsFromHidden(model, batch, CompletionHiddenStates(model, batch), T).
+// Runs padding-free: rows that share a prompt share its forward pass
+// (PackCompletionBatch).
 at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& batch);
 at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionBatch& batch, const at::Tensor& hidden,
                                         double temperature);

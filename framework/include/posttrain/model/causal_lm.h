@@ -37,6 +37,30 @@ struct KVCache {
   std::int64_t capacity = 0;
 };
 
+// Sequences laid end to end in one stream, without padding (TRL's padding_free),
+// optionally sharing prefixes. Sequence k is tokens [offsets[k], offsets[k+1]) of
+// the stream; it attends causally to its own tokens and, when prefix[k] >= 0, to
+// every token of sequence prefix[k] before them: a prompt computed once for all of
+// its completions (DPO's chosen and rejected, GRPO's num_generations samples). A
+// prefix must come earlier in the stream and have no prefix itself; positions of a
+// continuation start at its prefix's length.
+//
+//   PackedSequences p = PackSequences({{1, 5, 6}, {1, 9}});  // 5 tokens, no padding
+//   at::Tensor h = model.PackedHidden(p);                    // [5, hidden_size]
+struct PackedSequences {
+  at::Tensor input_ids;               // [N] int64
+  at::Tensor position_ids;            // [N] int64
+  std::vector<std::int64_t> offsets;  // sequences + 1 entries, offsets[0] = 0, last = N
+  std::vector<std::int64_t> prefix;   // one per sequence (-1: none), or empty: none at all
+
+  std::int64_t num_sequences() const { return static_cast<std::int64_t>(offsets.size()) - 1; }
+  std::int64_t length(std::int64_t k) const { return offsets[k + 1] - offsets[k]; }
+  std::int64_t prefix_of(std::int64_t k) const { return prefix.empty() ? -1 : prefix[static_cast<size_t>(k)]; }
+};
+
+// Independent sequences, positions from 0 each. Every sequence must be non-empty.
+PackedSequences PackSequences(const std::vector<std::vector<std::int64_t>>& sequences);
+
 class CausalLM {
  public:
   // Random initialisation as transformers does (normal(0, initializer_range) for
@@ -66,15 +90,19 @@ class CausalLM {
   // padding; undefined = all ones. Returns hidden states [B, T, hidden_size] after
   // the final norm, in the model dtype. With a cache, appends this call's keys and
   // values to it (InvalidArgument-style c10::Error if it would overflow).
-  // segment_ids [B, T] (optional, no cache): packed sequences; a token attends only
-  // to earlier tokens of the same segment (0 = padding).
+  // This is the path of generation (KV cache) and of reference tests; training
+  // passes go through PackedHidden.
   at::Tensor Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                    const at::Tensor& attention_mask, KVCache* cache,
-                    const at::Tensor& segment_ids = at::Tensor()) const;
+                    const at::Tensor& attention_mask, KVCache* cache) const;
   // Logits [B, T, vocab_size] in fp32 (fp64 for an fp64 model), lm_head on Hidden.
   at::Tensor Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                     const at::Tensor& attention_mask, KVCache* cache,
-                     const at::Tensor& segment_ids = at::Tensor()) const;
+                     const at::Tensor& attention_mask, KVCache* cache) const;
+  // Hidden states [N, hidden_size] (after the final norm) of a padding-free stream:
+  // no padding is computed and no [B, H, T, S] scores or dense mask exist. Attention
+  // runs per sequence, a tile of queries at a time, each tile against only the keys
+  // it may see (its prefix and its own causal past): tiles above the diagonal are
+  // never computed. Equals Hidden on the same sequences padded (within rounding).
+  at::Tensor PackedHidden(const PackedSequences& packed) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
   at::Tensor Logits(const at::Tensor& hidden) const;
   // The LM head [vocab_size, hidden_size] (the embedding when tied), for losses that
