@@ -2,7 +2,10 @@
 // model (dim 288, 6 layers, 6 heads, hidden 768, vocab 32000) with variable-length
 // synthetic data, through the real trainer plugins and the engine's AdamW.
 //
-//   build/bin/train_bench [--steps 6] [--batch 8] [--bf16 0|1]
+//   build/bin/train_bench [--mode sft|sft_packed|dpo|dpo_precompute] [--steps 6] [--batch 8]
+//                         [--bf16 0|1] [--vocab 32000]
+//
+// --vocab changes only the vocabulary (151936: Qwen3's), as ref_torch.py --vocab does.
 //
 // Each configuration runs in a fresh child process (peak RSS is per process):
 //   sft            one row per sequence, padded to the longest in the batch
@@ -35,9 +38,9 @@ namespace posttrain {
 namespace {
 
 // Variable-length examples: prompt 16–128 tokens, completions 16–256.
-std::vector<TokenizedExample> Data(std::int64_t n, bool preference, std::uint64_t seed) {
+std::vector<TokenizedExample> Data(std::int64_t n, bool preference, std::uint64_t seed, std::int64_t vocab) {
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<std::int64_t> token(3, 31999), prompt_len(16, 128), completion_len(16, 256);
+  std::uniform_int_distribution<std::int64_t> token(3, vocab - 1), prompt_len(16, 128), completion_len(16, 256);
   auto ids = [&](std::int64_t len) {
     std::vector<std::int64_t> v;
     for (std::int64_t i = 0; i < len; ++i) v.push_back(token(rng));
@@ -63,7 +66,7 @@ std::int64_t RealTokens(const TokenizedExample& t) {
                                    t.rejected_ids.size() + (t.chosen_ids.empty() ? 0 : t.prompt_ids.size()));
 }
 
-int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, bool bf16) {
+int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, bool bf16, std::int64_t vocab) {
   ConfigureThreads(bf16 ? at::kBFloat16 : at::kFloat);
   PluginHost host;
   if (!host.LoadDefaultDirectories().ok()) return 2;
@@ -75,7 +78,9 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
   if (mode == "dpo_precompute") values["precompute_ref_log_probs"] = OptionValue(true);
   ComponentConfig config(type, &c->registration.schema, values, "bench");
   auto trainer = host.registry().Create<Trainer>(config);
-  auto model = CausalLM::Random(bench::Stories15MShape(), at::kFloat, 1);
+  ModelConfig shape = bench::Stories15MShape();
+  shape.vocab_size = vocab;
+  auto model = CausalLM::Random(shape, at::kFloat, 1);
   std::unique_ptr<CausalLM> reference = dpo ? (*model)->Clone() : nullptr;
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& [name, p] : (*model)->named_parameters()) {
@@ -83,7 +88,7 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
     params.push_back({name, p});
   }
   AdamW optimizer(params, {});
-  const std::vector<TokenizedExample> data = Data(batch * (steps + 1), dpo, 7);
+  const std::vector<TokenizedExample> data = Data(batch * (steps + 1), dpo, 7, vocab);
   if (!(*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr}).ok()) return 3;
   const auto prepare_start = std::chrono::steady_clock::now();
   if (!(*trainer)->Prepare(data, {}).ok()) return 4;
@@ -139,19 +144,26 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
 }  // namespace posttrain
 
 int main(int argc, char** argv) {
-  std::string mode, steps = "6", batch = "8", bf16 = "0";
+  std::string mode, steps = "6", batch = "8", bf16 = "0", vocab = "32000";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--mode") mode = argv[i + 1];
     if (flag == "--steps") steps = argv[i + 1];
     if (flag == "--batch") batch = argv[i + 1];
     if (flag == "--bf16") bf16 = argv[i + 1];
+    if (flag == "--vocab") vocab = argv[i + 1];
   }
-  if (!mode.empty()) return posttrain::RunMode(mode, std::stoll(steps), std::stoll(batch), bf16 == "1");
-  std::printf("stories15M-shaped random model, variable-length data (prompts 16-128, completions 16-256 tokens)\n");
+  if (std::stoll(vocab) < 4) {
+    std::fprintf(stderr, "--vocab must be at least 4\n");
+    return 2;
+  }
+  if (!mode.empty()) return posttrain::RunMode(mode, std::stoll(steps), std::stoll(batch), bf16 == "1", std::stoll(vocab));
+  std::printf("stories15M-shaped random model (vocab %s), variable-length data (prompts 16-128, completions 16-256 tokens)\n",
+              vocab.c_str());
   std::fflush(stdout);
   for (const char* m : {"sft", "sft_packed", "dpo", "dpo_precompute"}) {
-    std::vector<std::string> args = {"/proc/self/exe", "--mode", m, "--steps", steps, "--batch", batch, "--bf16", bf16};
+    std::vector<std::string> args = {"/proc/self/exe", "--mode", m,    "--steps", steps,
+                                     "--batch",        batch,    "--bf16", bf16, "--vocab", vocab};
     std::vector<char*> argv_child;
     for (auto& a : args) argv_child.push_back(a.data());
     argv_child.push_back(nullptr);

@@ -13,11 +13,15 @@
 #include <cstdio>
 #include <iostream>
 
+#include <torch/cuda.h>
+#include <torch/version.h>
+
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "model_commands.h"
 #include "posttrain/core/did_you_mean.h"
+#include "posttrain/core/threads.h"
 #include "posttrain/plugin/plugin_host.h"
 #include "posttrain/recipe/recipe.h"
 #include "posttrain/run/engine.h"
@@ -94,6 +98,7 @@ int main(int argc, char** argv) {
   describe->add_option("--kind", describe_kind, "trainer, reward_function, sampler, data_adapter")
       ->check(CLI::IsMember({"trainer", "reward_function", "sampler", "data_adapter"}));
 
+  app.add_subcommand("env", "Show what this machine offers: CPU features, bf16, threads, libtorch");
   cli::AddModelCommands(app);
 
   try {
@@ -113,6 +118,16 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
 
   if (int rc = 0; cli::RunModelCommand(app, &rc)) return rc;
+  if (app.got_subcommand("env")) {
+    const CpuInfo& cpu = DetectCpu();
+    std::printf("cpu: %s\n", cpu.Describe().c_str());
+    std::printf("threads: %d OpenMP for fp32 compute, %d for bf16 (OMP_NUM_THREADS overrides)\n",
+                ConfigureThreads(at::kFloat), ConfigureThreads(at::kBFloat16));
+    std::printf("libtorch: %s, CUDA %s\n", TORCH_VERSION, torch::cuda::is_available() ? "available" : "not available");
+    std::printf("recommended: %s\n", cpu.native_bf16() ? "bf16 = true (autocast) for speed"
+                                                       : "bf16 = false: fp32 through OpenBLAS is the fast path here");
+    return 0;
+  }
 
   PluginHost host;
   if (absl::Status s = LoadPlugins(host, plugin_dirs); !s.ok()) return Fail(s);

@@ -96,7 +96,8 @@ at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionB
   const std::int64_t n = hidden.size(0), c = hidden.size(1), h = hidden.size(2);
   const at::Tensor real = batch.completion_mask.reshape({n * c}).nonzero().squeeze(1);
   const TokenLogprobsResult r = TokenLogprobs(hidden.reshape({n * c, h}).index_select(0, real), model.lm_head_weight(),
-                                              targets.reshape({n * c}).index_select(0, real), temperature);
+                                              targets.reshape({n * c}).index_select(0, real), temperature,
+                                              /*chunk=*/0, /*with_argmax=*/false);
   return at::zeros({n * c}, r.logprobs.options()).index_put({real}, r.logprobs).view({n, c});
 }
 

@@ -22,18 +22,18 @@ at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::
 class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogprobs> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
-                               const at::Tensor& targets, double temperature, std::int64_t chunk) {
+                               const at::Tensor& targets, double temperature, std::int64_t chunk, bool with_argmax) {
     const std::int64_t m = hidden.size(0);
     at::Tensor logps = at::empty({m}, hidden.options().dtype(Accumulation(hidden)));
     at::Tensor lse = at::empty({m}, logps.options());
-    at::Tensor argmax = at::empty({m}, targets.options());
+    at::Tensor argmax = with_argmax ? at::empty({m}, targets.options()) : at::zeros({0}, targets.options());
     for (std::int64_t s = 0; s < m; s += chunk) {
       const std::int64_t n = std::min(chunk, m - s);
       const at::Tensor z = ChunkLogits(hidden, weight, s, n, temperature);
       const at::Tensor l = z.logsumexp(-1);
       lse.narrow(0, s, n).copy_(l);
       logps.narrow(0, s, n).copy_(z.gather(1, targets.narrow(0, s, n).unsqueeze(1)).squeeze(1) - l);
-      argmax.narrow(0, s, n).copy_(z.argmax(-1));
+      if (with_argmax) argmax.narrow(0, s, n).copy_(z.argmax(-1));
     }
     ctx->save_for_backward({hidden, weight, targets, lse});
     ctx->saved_data["temperature"] = temperature;
@@ -60,18 +60,26 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
       d.mul_(-gs.unsqueeze(1)).scatter_add_(1, targets.narrow(0, s, n).unsqueeze(1), gs.unsqueeze(1));
       if (temperature != 1.0) d.div_(temperature);
       const at::Tensor dc = d.to(weight.scalar_type());
-      if (want_hidden) grad_hidden.narrow(0, s, n).copy_(at::matmul(dc, weight));
-      if (want_weight) grad_weight.add_(at::matmul(dc.t(), hidden.narrow(0, s, n).to(weight.scalar_type())));
+      if (want_hidden) {
+        at::Tensor out = grad_hidden.narrow(0, s, n);
+        if (out.scalar_type() == dc.scalar_type()) {
+          at::mm_out(out, dc, weight);
+        } else {
+          out.copy_(at::matmul(dc, weight));
+        }
+      }
+      // Accumulated inside the GEMM (beta = 1): no [V, H] temporary per chunk.
+      if (want_weight) grad_weight.addmm_(d.t(), hidden.narrow(0, s, n).to(grad_weight.scalar_type()));
     }
     return {grad_hidden, want_weight ? grad_weight.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                  double temperature, std::int64_t chunk) {
+                                  double temperature, std::int64_t chunk, bool with_argmax) {
   TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
               "TokenLogprobs: hidden [M, H] and weight [V, H] expected");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "TokenLogprobs: targets [M] expected");
@@ -79,7 +87,7 @@ TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& we
   if (hidden.size(0) == 0) {
     return {at::zeros({0}, hidden.options().dtype(Accumulation(hidden))), at::zeros({0}, targets.options())};
   }
-  variable_list out = ChunkedTokenLogprobs::apply(hidden, weight, targets, temperature, chunk);
+  variable_list out = ChunkedTokenLogprobs::apply(hidden, weight, targets, temperature, chunk, with_argmax);
   return {out[0], out[1]};
 }
 

@@ -233,6 +233,11 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
     if (!parsed_dtype.ok()) return Annotate(parsed_dtype.status(), model_config->where());
     const at::ScalarType dtype = *parsed_dtype;
     ConfigureThreads(options.bf16 ? at::kBFloat16 : dtype);
+    if (options.bf16 && !DetectCpu().native_bf16()) {
+      spdlog::warn("bf16 = true, but this CPU has no native bf16 matmul ({}): bf16 autocast is emulated and "
+                   "much slower than fp32 here",
+                   DetectCpu().Describe());
+    }
     POSTTRAIN_ASSIGN_OR_RETURN(parts.policy, LoadCausalLM(parts.model_path, dtype));
     const std::string tokenizer_path =
         model_config->GetString("tokenizer").empty() ? parts.model_path : model_config->GetString("tokenizer");

@@ -8,7 +8,8 @@
 //
 //   TokenLogprobsResult r = TokenLogprobs(hidden, lm_head, targets, /*temperature=*/1.0);
 //   r.logprobs   [M] fp32, differentiable w.r.t. hidden and lm_head
-//   r.argmax     [M] int64, the most likely token at each position (no gradient)
+//   r.argmax     [M] int64, the most likely token at each position (no gradient);
+//                [0] when with_argmax is false (it costs a pass over the logits)
 //
 // Maths: with z = h·Wᵀ/T and p = softmax(z), ∂log p_y/∂z = onehot(y) − p, so for an
 // upstream gradient g: ∂/∂h = (g·(onehot − p)/T)·W and ∂/∂W = (g·(onehot − p)/T)ᵀ·h.
@@ -29,6 +30,6 @@ struct TokenLogprobsResult {
 // weight [V, H] (the LM head), targets [M] int64 in [0, V). `chunk` positions are
 // projected at a time (0: as many as keep a chunk's logits near 8M elements).
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                  double temperature, std::int64_t chunk = 0);
+                                  double temperature, std::int64_t chunk = 0, bool with_argmax = true);
 
 }  // namespace posttrain
