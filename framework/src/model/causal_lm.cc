@@ -23,9 +23,10 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 }
 
 // [.., D] → [-x2, x1] with x1, x2 the halves of the last dimension.
+// (chunk, not narrow: the backward of a split is one concatenation.)
 at::Tensor RotateHalf(const at::Tensor& x) {
-  const std::int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  const std::vector<at::Tensor> halves = x.chunk(2, -1);
+  return at::cat({-halves[1], halves[0]}, -1);
 }
 
 std::string ShapeText(at::IntArrayRef shape) {
@@ -312,26 +313,34 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::T
                            double scale, at::ScalarType compute) {
   const std::int64_t KV = q.size(0), G = q.size(1);
   const double lowest = std::numeric_limits<float>::lowest();
+  // Per-sequence views by split, not narrow: the backward of a split is one
+  // concatenation, where each narrow's would fill a zero tensor of all N rows.
+  std::vector<std::int64_t> lengths;
+  for (std::int64_t s = 0; s < p.num_sequences(); ++s) lengths.push_back(p.length(s));
+  const std::vector<at::Tensor> qs = q.split_with_sizes(lengths, 2), ks = k.split_with_sizes(lengths, 1),
+                                vs = v.split_with_sizes(lengths, 1);
   std::vector<at::Tensor> outputs;
   for (std::int64_t s = 0; s < p.num_sequences(); ++s) {
-    const std::int64_t start = p.offsets[s], L = p.length(s), pre = p.prefix_of(s);
+    const std::int64_t L = p.length(s), pre = p.prefix_of(s);
     const std::int64_t P = pre < 0 ? 0 : p.length(pre);
-    at::Tensor keys = k.narrow(1, start, L), values = v.narrow(1, start, L);
+    at::Tensor keys = ks[s], values = vs[s];
     if (P > 0) {
-      keys = at::cat({k.narrow(1, p.offsets[pre], P), keys}, 1);  // [KV, P + L, D]
-      values = at::cat({v.narrow(1, p.offsets[pre], P), values}, 1);
+      keys = at::cat({ks[pre], keys}, 1);  // [KV, P + L, D]
+      values = at::cat({vs[pre], values}, 1);
     }
     const std::int64_t tile = std::max<std::int64_t>(16, kTileScores / std::max<std::int64_t>(1, KV * G * (P + L)));
     for (std::int64_t t0 = 0; t0 < L; t0 += tile) {
       const std::int64_t n = std::min(tile, L - t0), visible = P + t0 + n;  // keys this tile may see
-      const at::Tensor kt = keys.narrow(1, 0, visible).unsqueeze(1);          // [KV, 1, S, D]
-      at::Tensor scores = at::matmul(q.narrow(2, start + t0, n), kt.transpose(-1, -2));  // [KV, G, n, S]
+      const bool whole = t0 == 0 && n == L;
+      const at::Tensor kt = (whole ? keys : keys.narrow(1, 0, visible)).unsqueeze(1);  // [KV, 1, S, D]
+      at::Tensor scores = at::matmul(whole ? qs[s] : qs[s].narrow(2, t0, n), kt.transpose(-1, -2));  // [KV, G, n, S]
       // Query i of the tile sits at key index P + t0 + i and sees keys up to it.
       const at::Tensor key_index = at::arange(visible, p.input_ids.options());
       const at::Tensor query_index = at::arange(P + t0, P + t0 + n, p.input_ids.options());
       const at::Tensor hidden_keys = key_index.unsqueeze(0) > query_index.unsqueeze(1);  // [n, S]
       scores = (scores.to(compute) * scale).masked_fill(hidden_keys, lowest);
-      outputs.push_back(at::matmul(at::softmax(scores, -1).to(v.scalar_type()), values.narrow(1, 0, visible).unsqueeze(1)));
+      const at::Tensor vt = (whole ? values : values.narrow(1, 0, visible)).unsqueeze(1);
+      outputs.push_back(at::matmul(at::softmax(scores, -1).to(v.scalar_type()), vt));
     }
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 2);
