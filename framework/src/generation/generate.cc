@@ -1,8 +1,10 @@
 #include "posttrain/generation/generate.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <limits>
 
@@ -35,6 +37,18 @@ std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* to
     ids.push_back(*tokenizer->eos_token_id());
   }
   return ids;
+}
+
+// One token per row of logits [B, V], drawn from softmax(logits) by inverse CDF:
+// u ~ U[0, total) against the running sum of probabilities (fp64), the first
+// token whose running sum exceeds u. Tokens of probability 0 (masked by top-k,
+// top-p, min-p) are never drawn. (at::multinomial draws V exponentials per row:
+// 12.9 ms for [16, 32000] here, against under 1 ms for this.)
+at::Tensor SampleCategorical(const at::Tensor& logits, at::Generator& gen) {
+  const at::Tensor cdf = at::softmax(logits.to(at::kDouble), -1).cumsum(-1);  // [B, V]
+  const std::int64_t V = cdf.size(-1);
+  const at::Tensor u = at::rand({cdf.size(0), 1}, gen, cdf.options()) * cdf.narrow(-1, V - 1, 1);
+  return at::searchsorted(cdf, u, /*out_int32=*/false, /*right=*/true).squeeze(1).clamp_max(V - 1);
 }
 
 at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const SamplingParams& p) {
@@ -106,7 +120,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       }
     }
   }
-  at::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd records or version counters while decoding
   at::Generator gen = at::detail::createCPUGenerator(params.seed);
   const bool greedy = Greedy(params);
   const double temperature = greedy ? 1.0 : params.temperature;
@@ -139,51 +153,87 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
 
   for (std::int64_t start = 0; start < total; start += micro) {
     const std::int64_t n = std::min(micro, total - start);
+    // Each distinct prompt of the micro-batch is prefilled once; its generations
+    // start from copies of its KV cache (GRPO's num_generations samples share it).
+    std::map<std::int64_t, std::int64_t> unique_of_prompt;
+    std::vector<std::int64_t> unique_prompts, row_unique(static_cast<size_t>(n));
     std::int64_t longest = 0;
     for (std::int64_t r = 0; r < n; ++r) {
-      longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(prompts[out[start + r].prompt_index].size()));
+      const std::int64_t p = out[start + r].prompt_index;
+      auto [it, fresh] = unique_of_prompt.try_emplace(p, static_cast<std::int64_t>(unique_prompts.size()));
+      if (fresh) unique_prompts.push_back(p);
+      row_unique[static_cast<size_t>(r)] = it->second;
+      longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(prompts[p].size()));
     }
+    const auto U = static_cast<std::int64_t>(unique_prompts.size());
     // At most up to the model's context (the batch's longest prompt bounds it).
     const std::int64_t max_new = std::min(params.max_new_tokens, context - longest);
     // Left-padded prompts, their mask and positions.
-    at::Tensor input = at::full({n, longest}, params.pad_token_id, at::kLong);
-    at::Tensor mask = at::zeros({n, longest + max_new}, at::kLong);
-    at::Tensor positions = at::zeros({n, longest}, at::kLong);
+    at::Tensor input = at::full({U, longest}, params.pad_token_id, at::kLong);
+    at::Tensor prompt_mask = at::zeros({U, longest + max_new}, at::kLong);
+    at::Tensor positions = at::zeros({U, longest}, at::kLong);
+    for (std::int64_t u = 0; u < U; ++u) {
+      const std::vector<std::int64_t>& prompt = prompts[unique_prompts[static_cast<size_t>(u)]];
+      const std::int64_t len = static_cast<std::int64_t>(prompt.size()), pad = longest - len;
+      input[u].narrow(0, pad, len).copy_(at::tensor(prompt, at::kLong));
+      prompt_mask[u].narrow(0, pad, len).fill_(1);
+      positions[u].narrow(0, pad, len).copy_(at::arange(len, at::kLong));
+    }
+    KVCache cache = model.NewCache(U, longest + max_new);
+    // The LM head only on the last prompt position: the others' logits are unused.
+    at::Tensor logits = model.Logits(
+        model.Hidden(input, positions, prompt_mask.narrow(1, 0, longest), &cache).select(1, longest - 1));
+
+    // Rows of the decoding batch: `active[b]` is the micro-batch row in slot b.
+    // Finished rows leave the batch (their cache rows with them) once they are an
+    // eighth of it, so a long tail of unfinished samples decodes at its own size.
+    std::vector<std::int64_t> active(static_cast<size_t>(n));
+    for (std::int64_t r = 0; r < n; ++r) active[static_cast<size_t>(r)] = r;
+    auto keep_rows = [&](const at::Tensor& index) {
+      for (at::Tensor& k : cache.keys) k = k.index_select(0, index);
+      for (at::Tensor& v : cache.values) v = v.index_select(0, index);
+    };
+    at::Tensor mask;
+    if (U == n && std::is_sorted(row_unique.begin(), row_unique.end())) {
+      mask = prompt_mask;
+    } else {
+      const at::Tensor index = at::tensor(row_unique, at::kLong);
+      keep_rows(index);
+      logits = logits.index_select(0, index);
+      mask = prompt_mask.index_select(0, index);
+    }
+    std::vector<std::int64_t> lengths(static_cast<size_t>(n));
     at::Tensor seen = params.repetition_penalty != 1.0 ? at::zeros({n, vocab}, at::kBool) : at::Tensor();
-    std::vector<std::int64_t> lengths(n);
     for (std::int64_t r = 0; r < n; ++r) {
       const std::vector<std::int64_t>& prompt = prompts[out[start + r].prompt_index];
-      const std::int64_t len = static_cast<std::int64_t>(prompt.size()), pad = longest - len;
-      lengths[r] = len;
-      input[r].narrow(0, pad, len).copy_(at::tensor(prompt, at::kLong));
-      mask[r].narrow(0, pad, len).fill_(1);
-      positions[r].narrow(0, pad, len).copy_(at::arange(len, at::kLong));
+      lengths[static_cast<size_t>(r)] = static_cast<std::int64_t>(prompt.size());
       if (seen.defined()) seen[r].index_fill_(0, at::tensor(prompt, at::kLong), true);
     }
-    KVCache cache = model.NewCache(n, longest + max_new);
-    at::Tensor logits = model.Forward(input, positions, mask.narrow(1, 0, longest), &cache).select(1, longest - 1);
 
     std::vector<bool> finished(n, false);
-    std::int64_t remaining = n;
+    std::int64_t remaining = n, finished_in_batch = 0;
     for (std::int64_t t = 0; t < max_new && remaining > 0; ++t) {
       if (!at::isfinite(logits).all().item<bool>()) {
         return absl::FailedPreconditionError(absl::StrCat(
             "the model's logits are not finite (NaN or Inf) at generated token ", t,
             ": its weights or config (rope_theta, rms_norm_eps, rope_scaling) are broken"));
       }
+      const auto B = static_cast<std::int64_t>(active.size());
       if (params.on_step_logits) {
-        for (std::int64_t r = 0; r < n; ++r) {
-          if (!finished[r]) params.on_step_logits(static_cast<size_t>(start + r), t, logits[r]);
+        for (std::int64_t b = 0; b < B; ++b) {
+          const std::int64_t r = active[static_cast<size_t>(b)];
+          if (!finished[r]) params.on_step_logits(static_cast<size_t>(start + r), t, logits[b]);
         }
       }
       at::Tensor processed = ProcessLogits(logits, seen, params);
       at::Tensor next = greedy ? processed.argmax(-1)
-                               : at::multinomial(at::softmax(processed, -1), 1, /*replacement=*/false, gen).squeeze(1);
+                               : SampleCategorical(processed, gen);
       auto next_a = next.accessor<std::int64_t, 1>();
-      for (std::int64_t r = 0; r < n; ++r) {
+      for (std::int64_t b = 0; b < B; ++b) {
+        const std::int64_t r = active[static_cast<size_t>(b)];
         if (finished[r]) continue;
         Generation& g = out[start + r];
-        const std::int64_t token = next_a[r];
+        const std::int64_t token = next_a[b];
         g.token_ids.push_back(token);
         bool stop = std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), token) !=
                     params.eos_token_ids.end();
@@ -200,13 +250,32 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
           g.finish_reason = FinishReason::kStop;
           finished[r] = true;
           --remaining;
+          ++finished_in_batch;
           finalize(start + r);
         }
       }
       if (remaining == 0 || t + 1 == max_new) break;
       if (seen.defined()) seen.scatter_(1, next.unsqueeze(1), true);
+      if (finished_in_batch > 0 && finished_in_batch * 8 >= B) {
+        std::vector<std::int64_t> slots, still;
+        for (std::int64_t b = 0; b < B; ++b) {
+          if (!finished[active[static_cast<size_t>(b)]]) {
+            slots.push_back(b);
+            still.push_back(active[static_cast<size_t>(b)]);
+          }
+        }
+        const at::Tensor index = at::tensor(slots, at::kLong);
+        keep_rows(index);
+        mask = mask.index_select(0, index);
+        next = next.index_select(0, index);
+        if (seen.defined()) seen = seen.index_select(0, index);
+        active = std::move(still);
+        finished_in_batch = 0;
+      }
       mask.select(1, longest + t).fill_(1);
-      at::Tensor step_positions = at::tensor(lengths, at::kLong).add_(t).unsqueeze(1);
+      std::vector<std::int64_t> step_positions_v;
+      for (std::int64_t r : active) step_positions_v.push_back(lengths[static_cast<size_t>(r)] + t);
+      at::Tensor step_positions = at::tensor(step_positions_v, at::kLong).unsqueeze(1);
       logits = model.Forward(next.unsqueeze(1), step_positions, mask.narrow(1, 0, longest + t + 1), &cache).select(1, 0);
     }
     for (std::int64_t r = 0; r < n; ++r) {
