@@ -3,7 +3,7 @@
 // synthetic data, through the real trainer plugins and the engine's AdamW.
 //
 //   build/bin/train_bench [--mode sft|sft_packed|dpo|dpo_precompute] [--steps 6] [--batch 8]
-//                         [--bf16 0|1] [--vocab 32000]
+//                         [--bf16 0|1] [--vocab 32000] [--shape stories15M|stories260K]
 //
 // --vocab changes only the vocabulary (151936: Qwen3's), as ref_torch.py --vocab does.
 //
@@ -12,6 +12,10 @@
 //   sft_packed     packing = true, rows of max_length 512
 //   dpo            reference log-probs computed every step
 //   dpo_precompute precompute_ref_log_probs = true (computed once, up front)
+//   grpo           (--mode grpo only) ref_torch.py's GRPO step: 2 prompts of 16-48
+//                  random tokens x 8 samples x 64 new tokens (temperature 1, no
+//                  EOS), reward = how many sampled tokens are 0 mod 7, the grpo
+//                  trainer (beta 0, one iteration), AdamW; generation included
 // Reported: real (non-padding) tokens per second over the timed steps (the first
 // step is a warm-up), and the child's peak resident memory.
 #include <spawn.h>
@@ -28,6 +32,7 @@
 
 #include "bench_models.h"
 #include "posttrain/core/threads.h"
+#include "posttrain/generation/generate.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin_host.h"
 #include "posttrain/train/adamw.h"
@@ -61,12 +66,112 @@ std::vector<TokenizedExample> Data(std::int64_t n, bool preference, std::uint64_
   return out;
 }
 
+// bf16 autocast on or off (as the engine's Autocast scope does).
+void Autocast(bool on) {
+  if (on) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  if (at::autocast::is_cpu_enabled() && !on) at::autocast::clear_cache();
+  at::autocast::set_cpu_enabled(on);
+}
+
 std::int64_t RealTokens(const TokenizedExample& t) {
   return static_cast<std::int64_t>(t.prompt_ids.size() + t.completion_ids.size() + t.chosen_ids.size() +
                                    t.rejected_ids.size() + (t.chosen_ids.empty() ? 0 : t.prompt_ids.size()));
 }
 
-int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, bool bf16, std::int64_t vocab) {
+// ref_torch.py --workload grpo, through Generate and the grpo trainer plugin.
+ModelConfig Shape(const std::string& name, std::int64_t vocab) {
+  ModelConfig c = name == "stories260K" ? bench::Stories260KShape() : bench::Stories15MShape();
+  if (vocab > 0) c.vocab_size = vocab;
+  return c;
+}
+
+int RunGrpo(std::int64_t steps, bool bf16, const ModelConfig& shape) {
+  const std::int64_t vocab = shape.vocab_size;
+  ConfigureThreads(bf16 ? at::kBFloat16 : at::kFloat);
+  PluginHost host;
+  if (!host.LoadDefaultDirectories().ok()) return 2;
+  const RegisteredComponent* c = host.registry().Find(ComponentKind::kTrainer, "grpo");
+  constexpr std::int64_t kGenerations = 8, kNewTokens = 64;
+  std::map<std::string, OptionValue> values = {{"num_generations", OptionValue(kGenerations)},
+                                               {"beta", OptionValue(0.0)}};
+  ComponentConfig config("grpo", &c->registration.schema, values, "bench");
+  auto trainer = host.registry().Create<Trainer>(config);
+  if (!trainer.ok()) return 3;
+  auto model = CausalLM::Random(shape, at::kFloat, 1);
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (const auto& [name, p] : (*model)->named_parameters()) {
+    p.set_requires_grad(true);
+    params.push_back({name, p});
+  }
+  AdamW optimizer(params, {});
+  if (!(*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok()) return 3;
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<std::int64_t> token(0, vocab - 1), prompt_len(16, 48);
+  SamplingParams sampling;
+  sampling.max_new_tokens = kNewTokens;
+  sampling.temperature = 1.0;
+  sampling.compute_logprobs = false;  // one iteration: the trainer's own pass is the old policy
+  std::int64_t tokens = 0;
+  double seconds = 0;
+  for (std::int64_t step = 0; step <= steps; ++step) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::vector<std::int64_t>> prompts(2);
+    for (auto& p : prompts) {
+      for (std::int64_t i = prompt_len(rng); i > 0; --i) p.push_back(token(rng));
+    }
+    sampling.seed = static_cast<std::uint64_t>(step) + 1;
+    Autocast(bf16);
+    auto generated = Generate(**model, prompts, kGenerations, sampling, nullptr);
+    if (!generated.ok()) return 5;
+    std::vector<Rollout> rollouts;
+    RewardTable table;
+    std::int64_t step_tokens = 0;
+    for (const Generation& g : *generated) {
+      Rollout r;
+      r.prompt_index = g.prompt_index;
+      r.prompt_ids = prompts[static_cast<size_t>(g.prompt_index)];
+      r.token_ids = g.token_ids;
+      float reward = 0;
+      for (std::int64_t t : g.token_ids) reward += t % 7 == 0 ? 1.0f : 0.0f;
+      table.total.push_back(reward);
+      step_tokens += static_cast<std::int64_t>(r.prompt_ids.size() + r.token_ids.size());
+      rollouts.push_back(std::move(r));
+    }
+    std::vector<Example> examples(2);
+    std::vector<const Example*> example_ptrs = {&examples[0], &examples[1]};
+    std::vector<absl::Span<const Rollout>> generation = {rollouts};
+    StepInput input;
+    input.step = step + 1;
+    input.batch = example_ptrs;
+    input.rollouts = rollouts;
+    input.generation = generation;
+    input.rewards = StepRewards(&table);
+    {
+      auto out = (*trainer)->Step(input);
+      if (!out.ok()) return 5;
+      out->loss.backward();
+    }
+    Autocast(false);
+    optimizer.ClipGradNorm(1.0);
+    optimizer.Step(1e-5);
+    optimizer.ZeroGrad();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (step == 0) continue;  // warm-up
+    seconds += s;
+    tokens += step_tokens;
+  }
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("%-15s %-5s %5lld steps x %2lld examples: %8.0f tokens/s  %6.2f s/step  peak RSS %6.0f MiB\n", "grpo",
+              bf16 ? "bf16" : "fp32", static_cast<long long>(steps), static_cast<long long>(2 * kGenerations),
+              tokens / seconds, seconds / steps, usage.ru_maxrss / 1024.0);
+  std::fflush(stdout);
+  return 0;
+}
+
+int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, bool bf16, const ModelConfig& shape) {
+  const std::int64_t vocab = shape.vocab_size;
+  if (mode == "grpo") return RunGrpo(steps, bf16, shape);
   ConfigureThreads(bf16 ? at::kBFloat16 : at::kFloat);
   PluginHost host;
   if (!host.LoadDefaultDirectories().ok()) return 2;
@@ -78,8 +183,6 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
   if (mode == "dpo_precompute") values["precompute_ref_log_probs"] = OptionValue(true);
   ComponentConfig config(type, &c->registration.schema, values, "bench");
   auto trainer = host.registry().Create<Trainer>(config);
-  ModelConfig shape = bench::Stories15MShape();
-  shape.vocab_size = vocab;
   auto model = CausalLM::Random(shape, at::kFloat, 1);
   std::unique_ptr<CausalLM> reference = dpo ? (*model)->Clone() : nullptr;
   std::vector<std::pair<std::string, at::Tensor>> params;
@@ -110,17 +213,11 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
     input.tokens = batch_tokens;
     const auto start = std::chrono::steady_clock::now();
     {
-      if (bf16) {
-        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-        at::autocast::set_cpu_enabled(true);
-      }
+      Autocast(bf16);
       auto out = (*trainer)->Step(input);
       if (!out.ok()) return 5;
       out->loss.backward();
-      if (bf16) {
-        at::autocast::set_cpu_enabled(false);
-        at::autocast::clear_cache();
-      }
+      Autocast(false);
     }
     optimizer.ClipGradNorm(1.0);
     optimizer.Step(1e-5);
@@ -144,7 +241,7 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
 }  // namespace posttrain
 
 int main(int argc, char** argv) {
-  std::string mode, steps = "6", batch = "8", bf16 = "0", vocab = "32000";
+  std::string mode, steps = "6", batch = "8", bf16 = "0", vocab = "0", shape = "stories15M";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--mode") mode = argv[i + 1];
@@ -152,18 +249,24 @@ int main(int argc, char** argv) {
     if (flag == "--batch") batch = argv[i + 1];
     if (flag == "--bf16") bf16 = argv[i + 1];
     if (flag == "--vocab") vocab = argv[i + 1];
+    if (flag == "--shape") shape = argv[i + 1];
   }
-  if (std::stoll(vocab) < 4) {
+  if (std::stoll(vocab) != 0 && std::stoll(vocab) < 4) {
     std::fprintf(stderr, "--vocab must be at least 4\n");
     return 2;
   }
-  if (!mode.empty()) return posttrain::RunMode(mode, std::stoll(steps), std::stoll(batch), bf16 == "1", std::stoll(vocab));
-  std::printf("stories15M-shaped random model (vocab %s), variable-length data (prompts 16-128, completions 16-256 tokens)\n",
-              vocab.c_str());
+  if (shape != "stories15M" && shape != "stories260K") {
+    std::fprintf(stderr, "--shape must be stories15M or stories260K\n");
+    return 2;
+  }
+  const posttrain::ModelConfig model_shape = posttrain::Shape(shape, std::stoll(vocab));
+  if (!mode.empty()) return posttrain::RunMode(mode, std::stoll(steps), std::stoll(batch), bf16 == "1", model_shape);
+  std::printf("%s-shaped random model (vocab %lld), variable-length data (prompts 16-128, completions 16-256 tokens)\n",
+              shape.c_str(), static_cast<long long>(model_shape.vocab_size));
   std::fflush(stdout);
   for (const char* m : {"sft", "sft_packed", "dpo", "dpo_precompute"}) {
     std::vector<std::string> args = {"/proc/self/exe", "--mode", m,    "--steps", steps,
-                                     "--batch",        batch,    "--bf16", bf16, "--vocab", vocab};
+                                     "--batch",        batch,    "--bf16", bf16, "--vocab", vocab, "--shape", shape};
     std::vector<char*> argv_child;
     for (auto& a : args) argv_child.push_back(a.data());
     argv_child.push_back(nullptr);

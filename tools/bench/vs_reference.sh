@@ -4,7 +4,7 @@
 # same shapes: stories15M (dim 288, 6 layers, tied), batch 8, prompts 16-128 and
 # completions 16-256 tokens, at vocab 32000 and at Qwen3's 151,936.
 #
-#   tools/bench/vs_reference.sh [--steps 3] [--vocabs "32000 151936"] [--workloads "sft dpo"]
+#   tools/bench/vs_reference.sh [--steps 3] [--vocabs "32000 151936"] [--workloads "sft dpo grpo grpo_260K"]
 #                               [--bf16 auto|0|1|both] [--reference PATH]
 #
 # Each configuration runs posttrain then the reference, back to back (interleaved),
@@ -12,6 +12,11 @@
 # setting posttrain ships (jemalloc keeping freed pages: cmake/allocator_config.cc)
 # through LD_PRELOAD, so that the ratio measures the design, not the allocator.
 # Ratios > 1 mean posttrain is faster (tokens/s) or < 1 leaner (peak RSS).
+# grpo is ref_torch.py's GRPO step (2 prompts x 8 samples x 64 new tokens, reward =
+# sampled tokens that are 0 mod 7, one policy-gradient step), generation included;
+# its step-time ratio is the inverse of the speed ratio. It runs at vocab 32000 only.
+# grpo_260K is the same step on the quickstart's model shape (stories260K: dim 64,
+# 5 layers, 8 heads over 4 KV heads, hidden 172, vocab 512).
 #
 # bf16: "auto" runs the bf16 rows only where `posttrain env` finds native bf16
 # matmuls (avx512_bf16 or AMX); without them oneDNN emulates bf16 and both sides
@@ -23,7 +28,7 @@ bin="${POSTTRAIN_BUILD:-$here/build}/bin"
 reference="$here/../shared/bench/ref_torch.py"
 steps=3
 vocabs="32000 151936"
-workloads="sft dpo"
+workloads="sft dpo grpo grpo_260K"
 bf16=auto
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -53,21 +58,34 @@ esac
 echo "cpu: $cpu"
 echo "shape: stories15M (dim 288, 6 layers, tied), batch 8, prompts 16-128, completions 16-256; $steps timed steps after one warm-up"
 [[ "$dtypes" == "0" && "$bf16" == "auto" ]] && echo "bf16 rows skipped: no native bf16 matmul on this CPU (--bf16 both runs them anyway)"
-printf '%-8s %-5s %-7s | %10s %10s %7s | %10s %10s %7s\n' workload dtype vocab "posttrain" "reference" "speed" "RSS MiB" "ref MiB" "memory"
-printf '%-8s %-5s %-7s | %10s %10s %7s | %10s %10s %7s\n' "" "" "" "tokens/s" "tokens/s" "ratio" "" "" "ratio"
+printf '%-9s %-5s %-7s | %10s %10s %7s | %10s %10s %7s\n' workload dtype vocab "posttrain" "reference" "speed" "RSS MiB" "ref MiB" "memory"
+printf '%-9s %-5s %-7s | %10s %10s %7s | %10s %10s %7s\n' "" "" "" "tokens/s" "tokens/s" "ratio" "" "" "ratio"
 for vocab in $vocabs; do
   for workload in $workloads; do
+    [[ "$workload" == grpo* && "$vocab" != 32000 ]] && continue
     for b in $dtypes; do
-      line="$("$bin/train_bench" --mode "$workload" --steps "$steps" --batch 8 --bf16 "$b" --vocab "$vocab")"
+      if [[ "$workload" == grpo_260K ]]; then
+        line="$("$bin/train_bench" --mode grpo --shape stories260K --steps "$steps" --bf16 "$b")"
+      else
+        line="$("$bin/train_bench" --mode "$workload" --steps "$steps" --batch 8 --bf16 "$b" --vocab "$vocab")"
+      fi
       ours_tps="$(sed -n 's/.*: *\([0-9.]*\) tokens\/s.*/\1/p' <<<"$line")"
       ours_rss="$(sed -n 's/.*peak RSS *\([0-9.]*\) MiB.*/\1/p' <<<"$line")"
-      ref_flags=(--workload "$workload" --tie --batch 8 --prompt-len 16,128 --completion-len 16,256 --steps "$steps" --vocab "$vocab")
+      if [[ "$workload" == grpo_260K ]]; then
+        ref_flags=(--workload grpo --tie --steps "$steps" --dim 64 --layers 5 --heads 8 --kv-heads 4 --hidden 172 --vocab 512)
+      elif [[ "$workload" == grpo ]]; then
+        ref_flags=(--workload grpo --tie --steps "$steps" --vocab "$vocab")
+      else
+        ref_flags=(--workload "$workload" --tie --batch 8 --prompt-len 16,128 --completion-len 16,256 --steps "$steps" --vocab "$vocab")
+      fi
       [[ "$b" == 1 ]] && ref_flags+=(--bf16)
       json="$(LD_PRELOAD="$jemalloc" MALLOC_CONF="$malloc_conf" /usr/bin/python3 "$reference" "${ref_flags[@]}")"
       read -r ref_tps ref_rss < <(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["tokens_per_s"], d["peak_rss_mb"])' "$json")
-      awk -v w="$workload" -v d="$([[ $b == 1 ]] && echo bf16 || echo fp32)" -v v="$vocab" -v ot="$ours_tps" -v rt="$ref_tps" \
+      shown_vocab="$vocab"
+      [[ "$workload" == grpo_260K ]] && shown_vocab=512
+      awk -v w="$workload" -v d="$([[ $b == 1 ]] && echo bf16 || echo fp32)" -v v="$shown_vocab" -v ot="$ours_tps" -v rt="$ref_tps" \
           -v om="$ours_rss" -v rm="$ref_rss" \
-          'BEGIN { printf "%-8s %-5s %-7s | %10.0f %10.0f %6.2fx | %10.0f %10.0f %6.2fx\n", w, d, v, ot, rt, ot / rt, om, rm, om / rm }'
+          'BEGIN { printf "%-9s %-5s %-7s | %10.0f %10.0f %6.2fx | %10.0f %10.0f %6.2fx\n", w, d, v, ot, rt, ot / rt, om, rm, om / rm }'
     done
   done
 done
