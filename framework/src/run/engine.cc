@@ -319,6 +319,18 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
     TokenizeOptions tokenize{options.max_length, options.max_prompt_length, options.truncation_mode};
     parts.train_tokens = TokenizeExamples(examples, *parts.tokenizer, tokenize);
     parts.eval_tokens = TokenizeExamples(parts.eval_examples, *parts.tokenizer, tokenize);
+    if (parts.needs.pack_to_length > 0) {
+      // TRL's packing: the training set becomes rows of packed sequences (bfd);
+      // each row keeps the Example of its first sequence.
+      std::vector<std::int64_t> first;
+      std::vector<TokenizedExample> rows = PackExamples(parts.train_tokens, parts.needs.pack_to_length, &first);
+      std::vector<Example> row_examples;
+      for (std::int64_t i : first) row_examples.push_back(examples[static_cast<size_t>(i)]);
+      spdlog::info("packing: {} sequences into {} rows of at most {} tokens (bfd)", parts.train_tokens.size(), rows.size(),
+                   parts.needs.pack_to_length);
+      parts.train_tokens = std::move(rows);
+      examples = std::move(row_examples);
+    }
   } else {
     parts.train_tokens.resize(examples.size());
     parts.eval_tokens.resize(parts.eval_examples.size());

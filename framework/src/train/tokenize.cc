@@ -1,6 +1,7 @@
 #include "posttrain/train/tokenize.h"
 
 #include <algorithm>
+#include <map>
 
 #include "tbb/parallel_for.h"
 
@@ -74,6 +75,44 @@ std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> example
     }
   });
   return out;
+}
+
+std::vector<TokenizedExample> PackExamples(absl::Span<const TokenizedExample> examples, std::int64_t max_length,
+                                           std::vector<std::int64_t>* first) {
+  auto length = [&](size_t i) {
+    return static_cast<std::int64_t>(examples[i].prompt_ids.size() + examples[i].completion_ids.size());
+  };
+  std::vector<size_t> order(examples.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return length(a) > length(b); });
+  std::vector<TokenizedExample> rows;
+  first->clear();
+  // Open rows by room left: the best fit is the first with room >= the length.
+  std::multimap<std::int64_t, size_t> room;
+  for (size_t i : order) {
+    const std::int64_t need = length(i);
+    if (need == 0) continue;
+    auto it = room.lower_bound(need);
+    size_t row;
+    std::int64_t left;
+    if (it == room.end()) {
+      row = rows.size();
+      rows.emplace_back();
+      rows.back().index = static_cast<std::int64_t>(row);
+      first->push_back(static_cast<std::int64_t>(i));
+      left = max_length;
+    } else {
+      row = it->second;
+      left = it->first;
+      room.erase(it);
+    }
+    TokenizedExample member = examples[i];
+    member.packed.clear();
+    rows[row].packed.push_back(std::move(member));
+    left -= need;
+    if (left > 0) room.emplace(left, row);
+  }
+  return rows;
 }
 
 }  // namespace posttrain

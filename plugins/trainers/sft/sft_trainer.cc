@@ -6,8 +6,10 @@
 // prompt-completion data) or every token but the first. Every micro-batch runs
 // padding-free (TRL's padding_free): its sequences laid end to end, each with its
 // own positions (from 0) and attention confined to itself, so no padding is
-// computed and no sequence sees another. `packing` (TRL's name) is accepted for
-// recipes written for TRL; with padding-free batches it changes no result.
+// computed and no sequence sees another. packing = true (TRL's packing, strategy
+// "bfd") has the engine pack the training set into rows of at most max_length
+// tokens before batching: a batch is then per_device_train_batch_size packed rows,
+// each sequence still attending only to itself.
 // Metrics (TRL): loss, mean_token_accuracy, num_tokens.
 #include <algorithm>
 
@@ -24,16 +26,23 @@ class SftTrainer final : public Trainer {
     return ComponentSchema("Supervised fine-tuning: next-token NLL on completions (or whole texts).")
         .Float("learning_rate", 2e-5, "Peak learning rate (TRL SFTConfig default).").AtLeast(0)
         .Bool("completion_only_loss", true, "Loss on completion tokens only (prompt-completion data).")
-        .Bool("packing", false, "TRL's packing; batches are always padding-free here, so it changes no result.");
+        .Bool("packing", false, "Pack the training set into rows of max_length tokens (best-fit decreasing) before batching.");
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<SftTrainer>();
     t->completion_only_ = config.GetBool("completion_only_loss");
-    config.GetBool("packing");
+    if (config.GetBool("packing")) {
+      t->pack_to_length_ = config.GetInt("max_length");
+      if (t->pack_to_length_ <= 0) return config.Error("max_length", "packing needs max_length > 0");
+    }
     return t;
   }
 
-  TrainerNeeds Needs() const override { return {}; }
+  TrainerNeeds Needs() const override {
+    TrainerNeeds needs;
+    needs.pack_to_length = pack_to_length_;
+    return needs;
+  }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     return absl::OkStatus();
@@ -45,8 +54,13 @@ class SftTrainer final : public Trainer {
       std::vector<std::int64_t> ids;
       std::vector<float> target;
     };
-    std::vector<Seq> seqs;
+    std::vector<const TokenizedExample*> members;
     for (const TokenizedExample* t : input.tokens) {
+      if (t->packed.empty()) members.push_back(t);
+      for (const TokenizedExample& m : t->packed) members.push_back(&m);
+    }
+    std::vector<Seq> seqs;
+    for (const TokenizedExample* t : members) {
       Seq s;
       s.ids = t->prompt_ids;
       s.ids.insert(s.ids.end(), t->completion_ids.begin(), t->completion_ids.end());
@@ -91,6 +105,7 @@ class SftTrainer final : public Trainer {
  private:
   CausalLM* policy_ = nullptr;
   bool completion_only_ = true;
+  std::int64_t pack_to_length_ = 0;
 };
 
 }  // namespace

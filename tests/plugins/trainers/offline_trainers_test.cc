@@ -68,7 +68,21 @@ TEST(SftTrainerTest, LossIsTheMeanCompletionNllAndPackingChangesNothing) {
     ASSERT_TRUE(out.ok()) << out.status();
     EXPECT_NEAR(out->loss.item<double>(), expected, 1e-5) << "packing=" << packing;
     EXPECT_EQ(out->metrics.at("num_tokens"), 9.0);
+    EXPECT_EQ((*trainer)->Needs().pack_to_length, packing ? 12 : 0) << "the engine packs the dataset";
   }
+  // The same sequences as one packed row (what the engine hands a packing trainer):
+  // the same loss, each sequence still attending only to itself.
+  TokenizedExample row;
+  row.packed = b.tokens;
+  Batch packed_batch;
+  packed_batch.examples.resize(1);
+  packed_batch.tokens = {row};
+  auto trainer = testing::CreateBuiltin<Trainer>("sft", {{"packing", true}, {"max_length", std::int64_t{12}}});
+  ASSERT_TRUE((*trainer)->Setup(ctx).ok());
+  auto out = (*trainer)->Step(packed_batch.Input());
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_NEAR(out->loss.item<double>(), expected, 1e-5);
+  EXPECT_EQ(out->metrics.at("num_tokens"), 9.0);
 }
 
 Batch PreferenceBatch() {

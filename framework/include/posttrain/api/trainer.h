@@ -56,6 +56,10 @@ struct TrainerNeeds {
   // policy's log-probs themselves in their first forward pass on a batch (the same
   // function, the same weights: equal), which spares the sampler a pass.
   bool sampler_logprobs = true;
+  // > 0: the engine packs the tokenized training set into rows of at most this many
+  // tokens (best-fit decreasing, TRL's packing_strategy "bfd") before batching; a
+  // batch is then per_device_train_batch_size such rows (TokenizedExample::packed).
+  std::int64_t pack_to_length = 0;
 
   // An online trainer's needs: rollouts scored by rewards, log-probs of its own.
   static TrainerNeeds Online(bool reference, std::int64_t num_generations, std::int64_t steps_per_generation = 1) {
@@ -81,6 +85,10 @@ struct TokenizedExample {
   std::vector<std::int64_t> completion_ids;
   std::vector<std::int64_t> chosen_ids;
   std::vector<std::int64_t> rejected_ids;
+  // A row packed from several examples (TRL's packing, PackExamples in
+  // train/tokenize.h): its sequences, each with its prompt and completion. Empty
+  // for a plain example.
+  std::vector<TokenizedExample> packed;
 };
 
 // What the engine hands a trainer once, before anything else. Pointers stay

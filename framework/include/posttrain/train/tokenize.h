@@ -31,4 +31,15 @@ struct TokenizeOptions {
 std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> examples, const Tokenizer& tokenizer,
                                                const TokenizeOptions& options);
 
+// TRL's packing with packing_strategy "bfd": sequences (prompt + completion) are
+// placed, longest first, each into the open row with the least room that still
+// fits it (best-fit decreasing), a new row when none does. Returns the rows (each a
+// TokenizedExample whose `packed` holds its sequences in placement order) and, in
+// `first`, for each row the index in `examples` of its first sequence. A sequence
+// longer than max_length gets a row of its own (tokenization already cuts it to
+// max_length). Rows come in the order they were opened; equal lengths are placed
+// in dataset order, so the packing is deterministic.
+std::vector<TokenizedExample> PackExamples(absl::Span<const TokenizedExample> examples, std::int64_t max_length,
+                                           std::vector<std::int64_t>* first);
+
 }  // namespace posttrain
