@@ -9,7 +9,8 @@
 //
 // Each configuration runs in a fresh child process (peak RSS is per process):
 //   sft            one row per sequence, padded to the longest in the batch
-//   sft_packed     packing = true, rows of max_length 512
+//   sft_packed     packing = true: the data packed into rows of 512 tokens (bfd), as
+//                  the engine does; a batch is `--batch` packed rows
 //   dpo            reference log-probs computed every step
 //   dpo_precompute precompute_ref_log_probs = true (computed once, up front)
 //   grpo           (--mode grpo only) ref_torch.py's GRPO step: 2 prompts of 16-48
@@ -36,6 +37,7 @@
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin_host.h"
 #include "posttrain/train/adamw.h"
+#include "posttrain/train/tokenize.h"
 
 extern char** environ;
 
@@ -74,6 +76,11 @@ void Autocast(bool on) {
 }
 
 std::int64_t RealTokens(const TokenizedExample& t) {
+  if (!t.packed.empty()) {
+    std::int64_t n = 0;
+    for (const TokenizedExample& m : t.packed) n += RealTokens(m);
+    return n;
+  }
   return static_cast<std::int64_t>(t.prompt_ids.size() + t.completion_ids.size() + t.chosen_ids.size() +
                                    t.rejected_ids.size() + (t.chosen_ids.empty() ? 0 : t.prompt_ids.size()));
 }
@@ -191,7 +198,13 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
     params.push_back({name, p});
   }
   AdamW optimizer(params, {});
-  const std::vector<TokenizedExample> data = Data(batch * (steps + 1), dpo, 7, vocab);
+  std::vector<TokenizedExample> data = Data(batch * (steps + 1), dpo, 7, vocab);
+  if (mode == "sft_packed") {
+    // As the engine packs a packing trainer's dataset (enough sequences for every batch).
+    std::vector<std::int64_t> first;
+    data = PackExamples(Data(4 * batch * (steps + 1), false, 7, vocab), 512, &first);
+    if (static_cast<std::int64_t>(data.size()) < batch * (steps + 1)) return 4;
+  }
   if (!(*trainer)->Setup(TrainerContext{model->get(), reference.get(), nullptr}).ok()) return 3;
   const auto prepare_start = std::chrono::steady_clock::now();
   if (!(*trainer)->Prepare(data, {}).ok()) return 4;
