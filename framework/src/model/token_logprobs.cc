@@ -76,7 +76,75 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
   }
 };
 
+// Σ_t w_t · log p(y_t), with both gradients computed in the same pass as the
+// value (Liger's fused linear cross-entropy): each chunk's logits are used once.
+class WeightedTokenLogprobSum : public torch::autograd::Function<WeightedTokenLogprobSum> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                               const at::Tensor& targets, const at::Tensor& weights, std::int64_t chunk,
+                               bool want_hidden, bool want_weight) {
+    const std::int64_t m = hidden.size(0);
+    const at::ScalarType acc = Accumulation(hidden);
+    at::Tensor logps = at::empty({m}, hidden.options().dtype(acc));
+    at::Tensor argmax = at::empty({m}, targets.options());
+    at::Tensor grad_hidden = want_hidden ? at::empty(hidden.sizes(), hidden.options()) : at::Tensor();
+    at::Tensor grad_weight = want_weight ? at::zeros(weight.sizes(), weight.options().dtype(acc)) : at::Tensor();
+    const at::Tensor w = weights.to(acc);
+    for (std::int64_t s = 0; s < m; s += chunk) {
+      const std::int64_t n = std::min(chunk, m - s);
+      at::Tensor z = ChunkLogits(hidden, weight, s, n, 1.0);
+      const at::Tensor y = targets.narrow(0, s, n).unsqueeze(1);
+      const at::Tensor lse = z.logsumexp(-1, /*keepdim=*/true);
+      logps.narrow(0, s, n).copy_((z.gather(1, y) - lse).squeeze(1));
+      argmax.narrow(0, s, n).copy_(z.argmax(-1));
+      if (!want_hidden && !want_weight) continue;
+      // d = w · (onehot(y) − p), in place of the logits.
+      const at::Tensor ws = w.narrow(0, s, n).unsqueeze(1);
+      at::Tensor d = z.sub_(lse).exp_().mul_(-ws).scatter_add_(1, y, ws);
+      const at::Tensor dc = d.to(weight.scalar_type());
+      if (want_hidden) {
+        at::Tensor out = grad_hidden.narrow(0, s, n);
+        if (out.scalar_type() == dc.scalar_type()) {
+          at::mm_out(out, dc, weight);
+        } else {
+          out.copy_(at::matmul(dc, weight));
+        }
+      }
+      if (want_weight) grad_weight.addmm_(d.t(), hidden.narrow(0, s, n).to(acc));
+    }
+    ctx->saved_data["want_hidden"] = want_hidden;
+    ctx->saved_data["want_weight"] = want_weight;
+    ctx->save_for_backward({grad_hidden, grad_weight});
+    ctx->mark_non_differentiable({logps, argmax});
+    return {(logps * w).sum(), logps, argmax};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor g = grad_outputs[0];
+    at::Tensor grad_hidden, grad_weight;
+    if (ctx->saved_data["want_hidden"].toBool()) grad_hidden = saved[0] * g.to(saved[0].scalar_type());
+    if (ctx->saved_data["want_weight"].toBool()) grad_weight = saved[1] * g.to(saved[1].scalar_type());
+    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight,
+                                               const at::Tensor& targets, const at::Tensor& weights,
+                                               std::int64_t chunk) {
+  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+              "WeightedTokenLogprobs: hidden [M, H] and weight [V, H] expected");
+  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0) && weights.sizes() == targets.sizes(),
+              "WeightedTokenLogprobs: targets [M] and weights [M] expected");
+  if (chunk <= 0) chunk = std::max<std::int64_t>(1, (std::int64_t{8} << 20) / std::max<std::int64_t>(1, weight.size(0)));
+  const bool grad = at::GradMode::is_enabled();
+  const bool want_hidden = grad && hidden.requires_grad(), want_weight = grad && weight.requires_grad();
+  variable_list out =
+      WeightedTokenLogprobSum::apply(hidden, weight, targets, weights, chunk, want_hidden, want_weight);
+  return {out[0], out[1], out[2]};
+}
 
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                   double temperature, std::int64_t chunk, bool with_argmax) {

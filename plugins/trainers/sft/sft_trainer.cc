@@ -75,7 +75,6 @@ class SftTrainer final : public Trainer {
     // sequence attends only to itself, positions restart per sequence.
     std::vector<std::vector<std::int64_t>> streams;
     std::vector<std::int64_t> next_ids, target_rows;
-    std::vector<float> weights;
     std::int64_t offset = 0;
     for (const Seq& s : seqs) {
       streams.push_back(s.ids);
@@ -92,10 +91,15 @@ class SftTrainer final : public Trainer {
     const at::Tensor hidden = policy_->PackedHidden(packed);  // [tokens, H]
     const at::Tensor next = at::tensor(next_ids, at::kLong).to(hidden.device());
     const at::Tensor rows = at::tensor(target_rows, at::kLong).to(hidden.device());
-    const TokenLogprobsResult r = TokenLogprobs(hidden.index_select(0, rows), policy_->lm_head_weight(), next, 1.0);
     const double n_tokens = static_cast<double>(next_ids.size());
+    // loss = Σ (−1/n) · log p: fixed weights, so both gradients come out of the
+    // same pass as the loss (no second projection in backward).
+    const at::Tensor token_weights = at::full({static_cast<std::int64_t>(next_ids.size())}, -1.0 / std::max(1.0, n_tokens),
+                                        hidden.options().dtype(at::kFloat));
+    const WeightedLogprobSumResult r =
+        WeightedTokenLogprobs(hidden.index_select(0, rows), policy_->lm_head_weight(), next, token_weights);
     StepOutput out;
-    out.loss = -r.logprobs.sum() / std::max(1.0, n_tokens);
+    out.loss = r.sum;
     const at::Tensor correct = (r.argmax == next).to(at::kFloat);
     out.metrics["mean_token_accuracy"] = correct.sum().item<double>() / std::max(1.0, n_tokens);
     out.metrics["num_tokens"] = n_tokens;

@@ -46,3 +46,43 @@ TEST(TokenLogprobsTest, NoGradientIsComputedForInputsThatDoNotNeedOne) {
 
 }  // namespace
 }  // namespace posttrain
+
+namespace posttrain {
+namespace {
+
+// The fused weighted sum (gradients computed in forward) against full logits.
+TEST(WeightedTokenLogprobsTest, SumAndBothGradientsEqualFullLogits) {
+  at::manual_seed(5);
+  const std::int64_t m = 29, h = 12, v = 211;
+  for (std::int64_t chunk : {1, 7, 0}) {
+    at::Tensor hidden = at::randn({m, h}).requires_grad_(true);
+    at::Tensor weight = (at::randn({v, h}) * 0.3).requires_grad_(true);
+    at::Tensor targets = at::randint(v, {m}, at::kLong);
+    at::Tensor w = at::randn({m});  // any fixed weights, negative ones included
+    at::Tensor logp = at::log_softmax(at::linear(hidden, weight), -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+    const at::Tensor plain = (logp * w).sum();
+    (plain * 2.5).backward();  // an upstream gradient other than 1
+    const at::Tensor plain_dh = hidden.grad().clone(), plain_dw = weight.grad().clone();
+    hidden.mutable_grad() = at::Tensor();
+    weight.mutable_grad() = at::Tensor();
+    WeightedLogprobSumResult r = WeightedTokenLogprobs(hidden, weight, targets, w, chunk);
+    (r.sum * 2.5).backward();
+    EXPECT_NEAR(r.sum.item<double>(), plain.item<double>(), 1e-4) << "chunk " << chunk;
+    EXPECT_LT((r.logprobs - logp.detach()).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((hidden.grad() - plain_dh).abs().max().item<double>(), 1e-5) << "chunk " << chunk;
+    EXPECT_LT((weight.grad() - plain_dw).abs().max().item<double>(), 1e-5) << "chunk " << chunk;
+    EXPECT_TRUE(at::equal(r.argmax, at::linear(hidden, weight).argmax(-1)));
+  }
+}
+
+TEST(WeightedTokenLogprobsTest, WithoutGradModeNoGradientIsKept) {
+  at::Tensor hidden = at::randn({4, 8}).requires_grad_(true);
+  at::Tensor weight = at::randn({11, 8});
+  at::NoGradGuard no_grad;
+  WeightedLogprobSumResult r = WeightedTokenLogprobs(hidden, weight, at::randint(11, {4}, at::kLong), at::ones({4}));
+  EXPECT_FALSE(r.sum.requires_grad());
+  EXPECT_TRUE(std::isfinite(r.sum.item<double>()));
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -32,4 +32,20 @@ struct TokenLogprobsResult {
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                   double temperature, std::int64_t chunk = 0, bool with_argmax = true);
 
+// The same for a loss that is a fixed weighted sum of token log-probs (SFT's
+// −Σ log p / n): sum = Σ_t weights_t · log p(y_t) at temperature 1, with the
+// gradients w.r.t. hidden and weight computed in the same chunked pass as the value
+// and only scaled in backward (Liger-Kernel's fused linear cross-entropy). Each
+// chunk's logits are computed once instead of twice; the cost is holding both
+// gradients ([M, H] and [V, H], fp32) from forward to backward. Use it only when
+// the weights do not depend on the log-probs themselves (they get no gradient).
+struct WeightedLogprobSumResult {
+  at::Tensor sum;       // scalar fp32, differentiable w.r.t. hidden and weight
+  at::Tensor logprobs;  // [M] fp32, no gradient (for metrics)
+  at::Tensor argmax;    // [M] int64
+};
+WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight,
+                                               const at::Tensor& targets, const at::Tensor& weights,
+                                               std::int64_t chunk = 0);
+
 }  // namespace posttrain
