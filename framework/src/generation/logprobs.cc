@@ -89,7 +89,7 @@ at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& 
 }
 
 at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionBatch& batch, const at::Tensor& hidden,
-                                        double temperature) {
+                                        double temperature, at::Tensor* entropy) {
   const at::Tensor targets = CompletionTargets(batch);
   // Only real completion positions go through the LM head, a chunk at a time: the
   // [N, C, V] logits never exist (model/token_logprobs.h).
@@ -97,12 +97,14 @@ at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionB
   const at::Tensor real = batch.completion_mask.reshape({n * c}).nonzero().squeeze(1);
   const TokenLogprobsResult r = TokenLogprobs(hidden.reshape({n * c, h}).index_select(0, real), model.lm_head_weight(),
                                               targets.reshape({n * c}).index_select(0, real), temperature,
-                                              /*chunk=*/0, /*with_argmax=*/false);
+                                              /*chunk=*/0, /*with_argmax=*/false, /*with_entropy=*/entropy != nullptr);
+  if (entropy != nullptr) *entropy = at::zeros({n * c}, r.entropy.options()).index_put({real}, r.entropy).view({n, c});
   return at::zeros({n * c}, r.logprobs.options()).index_put({real}, r.logprobs).view({n, c});
 }
 
-at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature) {
-  return CompletionLogprobsFromHidden(model, batch, CompletionHiddenStates(model, batch), temperature);
+at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature,
+                              at::Tensor* entropy) {
+  return CompletionLogprobsFromHidden(model, batch, CompletionHiddenStates(model, batch), temperature, entropy);
 }
 
 }  // namespace posttrain

@@ -22,11 +22,13 @@ at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::
 class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogprobs> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
-                               const at::Tensor& targets, double temperature, std::int64_t chunk, bool with_argmax) {
+                               const at::Tensor& targets, double temperature, std::int64_t chunk, bool with_argmax,
+                               bool with_entropy) {
     const std::int64_t m = hidden.size(0);
     at::Tensor logps = at::empty({m}, hidden.options().dtype(Accumulation(hidden)));
     at::Tensor lse = at::empty({m}, logps.options());
     at::Tensor argmax = with_argmax ? at::empty({m}, targets.options()) : at::zeros({0}, targets.options());
+    at::Tensor entropy = with_entropy ? at::empty({m}, logps.options()) : at::zeros({0}, logps.options());
     for (std::int64_t s = 0; s < m; s += chunk) {
       const std::int64_t n = std::min(chunk, m - s);
       const at::Tensor z = ChunkLogits(hidden, weight, s, n, temperature);
@@ -34,12 +36,14 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
       lse.narrow(0, s, n).copy_(l);
       logps.narrow(0, s, n).copy_(z.gather(1, targets.narrow(0, s, n).unsqueeze(1)).squeeze(1) - l);
       if (with_argmax) argmax.narrow(0, s, n).copy_(z.argmax(-1));
+      // H = −Σ p log p = lse − Σ p z.
+      if (with_entropy) entropy.narrow(0, s, n).copy_(l - ((z - l.unsqueeze(1)).exp() * z).sum(-1));
     }
     ctx->save_for_backward({hidden, weight, targets, lse});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk"] = chunk;
-    ctx->mark_non_differentiable({argmax});
-    return {logps, argmax};
+    ctx->mark_non_differentiable({argmax, entropy});
+    return {logps, argmax, entropy};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -72,7 +76,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
       if (want_weight) grad_weight.addmm_(d.t(), hidden.narrow(0, s, n).to(grad_weight.scalar_type()));
     }
     return {grad_hidden, want_weight ? grad_weight.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -147,16 +151,17 @@ WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const a
 }
 
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                  double temperature, std::int64_t chunk, bool with_argmax) {
+                                  double temperature, std::int64_t chunk, bool with_argmax, bool with_entropy) {
   TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
               "TokenLogprobs: hidden [M, H] and weight [V, H] expected");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "TokenLogprobs: targets [M] expected");
   if (chunk <= 0) chunk = std::max<std::int64_t>(1, (std::int64_t{8} << 20) / std::max<std::int64_t>(1, weight.size(0)));
   if (hidden.size(0) == 0) {
-    return {at::zeros({0}, hidden.options().dtype(Accumulation(hidden))), at::zeros({0}, targets.options())};
+    const at::Tensor none = at::zeros({0}, hidden.options().dtype(Accumulation(hidden)));
+    return {none, at::zeros({0}, targets.options()), none};
   }
-  variable_list out = ChunkedTokenLogprobs::apply(hidden, weight, targets, temperature, chunk, with_argmax);
-  return {out[0], out[1]};
+  variable_list out = ChunkedTokenLogprobs::apply(hidden, weight, targets, temperature, chunk, with_argmax, with_entropy);
+  return {out[0], out[1], out[2]};
 }
 
 }  // namespace posttrain

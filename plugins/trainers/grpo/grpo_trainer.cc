@@ -12,7 +12,8 @@
 // the sampler's (the engine checks).
 // Metrics (TRL): reward, reward_std, rewards/<name>/mean, rewards/<name>/std, kl,
 // clip_ratio/low_mean, clip_ratio/high_mean, completions/mean_length,
-// completions/clipped_ratio, frac_reward_zero_std.
+// completions/clipped_ratio, frac_reward_zero_std, entropy (mean over completion
+// tokens of the policy distribution's entropy, from the log-prob pass).
 #include <cmath>
 
 #include "posttrain/generation/logprobs.h"
@@ -85,7 +86,8 @@ class GrpoTrainer final : public Trainer {
     POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo", mask_truncated_));
     const auto n = static_cast<std::int64_t>(input.rollouts.size());
     // Forward passes first: the rewards are still being scored meanwhile.
-    at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
+    at::Tensor entropy;  // TRL's "entropy": from the same chunked pass as the log-probs
+    at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_, &entropy);
     at::Tensor ref_logps;
     if (options_.beta != 0.0) {
       ref_logps = reference_logps_.Get(input, [&] {
@@ -105,6 +107,7 @@ class GrpoTrainer final : public Trainer {
     StepOutput out;
     out.loss = r.loss;
     AddRewardMetrics(*rewards, &out.metrics);
+    out.metrics["entropy"] = ((entropy * rb.mask).sum() / rb.mask.sum().clamp_min(1)).item<double>();
     at::Tensor grouped = at::tensor(rewards->total).view({n / num_generations_, num_generations_});
     out.metrics["frac_reward_zero_std"] = (grouped.std(1) < 1e-6).to(at::kFloat).mean().item<double>();
     if (options_.beta != 0.0) out.metrics["kl"] = r.mean_kl;

@@ -31,6 +31,12 @@ TEST(TokenLogprobsTest, ChunkedEqualsFullLogitsInValueAndGradient) {
       EXPECT_LT((hidden.grad() - plain_dh).abs().max().item<double>(), 1e-5) << "chunk " << chunk;
       EXPECT_LT((weight.grad() - plain_dw).abs().max().item<double>(), 1e-5) << "chunk " << chunk;
       EXPECT_TRUE(at::equal(r.argmax, plain_argmax));
+      // Entropy from the same pass: −Σ p log p of the tempered full logits.
+      const at::Tensor lp = at::log_softmax(at::linear(hidden, weight) / temperature, -1).detach();
+      const at::Tensor entropy = -(lp.exp() * lp).sum(-1);
+      const TokenLogprobsResult e = TokenLogprobs(hidden, weight, targets, temperature, chunk, false, true);
+      EXPECT_LT((e.entropy - entropy).abs().max().item<double>(), 1e-5) << "chunk " << chunk;
+      EXPECT_EQ(e.argmax.numel(), 0);
     }
   }
 }

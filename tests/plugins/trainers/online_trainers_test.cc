@@ -34,6 +34,23 @@ std::vector<double> TokenLogps(const CausalLM& model, const std::vector<std::int
   return out;
 }
 
+// Entropy (nats) of the model's next-token distribution at each completion position.
+std::vector<double> TokenEntropies(const CausalLM& model, const std::vector<std::int64_t>& prompt,
+                                  const std::vector<std::int64_t>& completion) {
+  at::NoGradGuard no_grad;
+  std::vector<std::int64_t> ids = prompt;
+  ids.insert(ids.end(), completion.begin(), completion.end());
+  const auto len = static_cast<std::int64_t>(ids.size());
+  const at::Tensor logits =
+      model.Forward(at::tensor(ids, at::kLong).unsqueeze(0), at::arange(len, at::kLong).unsqueeze(0), at::Tensor(), nullptr)[0];
+  std::vector<double> out;
+  for (size_t t = 0; t < completion.size(); ++t) {
+    const at::Tensor row = at::log_softmax(logits[static_cast<std::int64_t>(prompt.size() + t) - 1].to(at::kDouble), -1);
+    out.push_back(-(row.exp() * row).sum().item<double>());
+  }
+  return out;
+}
+
 double Sum(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x;
@@ -123,6 +140,15 @@ TEST(OnlineTrainerWiringTest, GrpoAdvantagesKlAndAClippedReuseStepByHand) {
   auto first = (*trainer)->Step(s.Input(0));
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_NEAR(first->loss.item<double>(), expected(old, &clipped), 1e-5);
+  // TRL's "entropy": the mean over completion tokens, from the padded full logits.
+  double entropy_sum = 0, entropy_tokens = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    for (double e : TokenEntropies(*s.policy, s.rollouts[i].prompt_ids, s.rollouts[i].token_ids)) {
+      entropy_sum += e;
+      entropy_tokens += 1;
+    }
+  }
+  EXPECT_NEAR(first->metrics.at("entropy"), entropy_sum / entropy_tokens, 1e-5);
   EXPECT_EQ(clipped, 0.0);
   // The reuse step after the policy moved: ratio ≠ 1 and the tight clip engages.
   s.Perturb(0.05);

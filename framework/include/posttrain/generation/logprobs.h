@@ -29,7 +29,8 @@ PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<st
 
 // log p(completion_t | prefix) / temperature-scaled, [N, C] fp32, 0 at padding.
 // Differentiable when the model's parameters require grad.
-at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature);
+at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batch, double temperature,
+                              at::Tensor* entropy = nullptr);
 
 // The same in two halves, for trainers that read the hidden states too (PPO's
 // value head): the final hidden states [N, C, H] at the positions that predict each
@@ -38,7 +39,9 @@ at::Tensor CompletionLogprobs(const CausalLM& model, const CompletionBatch& batc
 // Runs padding-free: rows that share a prompt share its forward pass
 // (PackCompletionBatch).
 at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& batch);
+// `entropy`, if given, gets each completion position's entropy [N, C] (0 at
+// padding) from the same pass, without gradient.
 at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionBatch& batch, const at::Tensor& hidden,
-                                        double temperature);
+                                        double temperature, at::Tensor* entropy = nullptr);
 
 }  // namespace posttrain

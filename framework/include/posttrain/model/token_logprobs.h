@@ -10,6 +10,8 @@
 //   r.logprobs   [M] fp32, differentiable w.r.t. hidden and lm_head
 //   r.argmax     [M] int64, the most likely token at each position (no gradient);
 //                [0] when with_argmax is false (it costs a pass over the logits)
+//   r.entropy    [M] −Σ p log p of each position's (tempered) distribution, from the
+//                same logits (TRL's GRPO "entropy"), when with_entropy
 //
 // Maths: with z = h·Wᵀ/T and p = softmax(z), ∂log p_y/∂z = onehot(y) − p, so for an
 // upstream gradient g: ∂/∂h = (g·(onehot − p)/T)·W and ∂/∂W = (g·(onehot − p)/T)ᵀ·h.
@@ -23,14 +25,16 @@ namespace posttrain {
 
 struct TokenLogprobsResult {
   at::Tensor logprobs;  // [M] fp32 (fp64 for fp64 inputs)
-  at::Tensor argmax;    // [M] int64
+  at::Tensor argmax;    // [M] int64 ([0] unless with_argmax)
+  at::Tensor entropy;   // [M] entropy of softmax(z) in nats, no gradient ([0] unless with_entropy)
 };
 
 // hidden [M, H] (any float dtype; bf16 autocast applies to the matmuls),
 // weight [V, H] (the LM head), targets [M] int64 in [0, V). `chunk` positions are
 // projected at a time (0: as many as keep a chunk's logits near 8M elements).
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                  double temperature, std::int64_t chunk = 0, bool with_argmax = true);
+                                  double temperature, std::int64_t chunk = 0, bool with_argmax = true,
+                                  bool with_entropy = false);
 
 // The same for a loss that is a fixed weighted sum of token log-probs (SFT's
 // −Σ log p / n): sum = Σ_t weights_t · log p(y_t) at temperature 1, with the
