@@ -1,6 +1,7 @@
 #include "posttrain/generation/generate.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -212,6 +213,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
 
     std::vector<bool> finished(n, false);
     std::int64_t remaining = n, finished_in_batch = 0;
+    const bool fused_decode = model.CanDecodeStep() && !at::autocast::is_cpu_enabled();
     for (std::int64_t t = 0; t < max_new && remaining > 0; ++t) {
       if (!at::isfinite(logits).all().item<bool>()) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -273,6 +275,14 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
         finished_in_batch = 0;
       }
       mask.select(1, longest + t).fill_(1);
+      if (active.size() == 1 && cache.keys[0].size(0) == 1 && fused_decode) {
+        // One sequence left: the fused decode step (model/decode_step.cc).
+        const std::int64_t r = active[0];
+        const std::int64_t first_slot = longest - lengths[static_cast<size_t>(r)];
+        logits = model.DecodeStep(next[0].item<std::int64_t>(), lengths[static_cast<size_t>(r)] + t, first_slot, &cache)
+                     .unsqueeze(0);
+        continue;
+      }
       std::vector<std::int64_t> step_positions_v;
       for (std::int64_t r : active) step_positions_v.push_back(lengths[static_cast<size_t>(r)] + t);
       at::Tensor step_positions = at::tensor(step_positions_v, at::kLong).unsqueeze(1);

@@ -103,6 +103,16 @@ class CausalLM {
   // it may see (its prefix and its own causal past): tiles above the diagonal are
   // never computed. Equals Hidden on the same sequences padded (within rounding).
   at::Tensor PackedHidden(const PackedSequences& packed) const;
+
+  // One token of one sequence through the whole model, for batch-1 decoding: fused
+  // loops over the weights instead of ~250 libtorch operations (model/decode_step.cc).
+  // `cache` has batch 1; the token's key/value go to slot cache->length, attention
+  // reads slots [first_slot, cache->length] (first_slot > 0 skips left padding);
+  // `position` is the token's RoPE position. Returns fp32 logits [vocab_size].
+  // Only for fp32 CPU models with contiguous weights (CanDecodeStep); not
+  // differentiable. Equals Forward on the same inputs (within rounding).
+  bool CanDecodeStep() const;
+  at::Tensor DecodeStep(std::int64_t token, std::int64_t position, std::int64_t first_slot, KVCache* cache) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
   at::Tensor Logits(const at::Tensor& hidden) const;
   // The LM head [vocab_size, hidden_size] (the embedding when tied), for losses that
