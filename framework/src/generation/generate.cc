@@ -45,6 +45,11 @@ std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* to
 // token whose running sum exceeds u. Tokens of probability 0 (masked by top-k,
 // top-p, min-p) are never drawn. (at::multinomial draws V exponentials per row:
 // 12.9 ms for [16, 32000] here, against under 1 ms for this.)
+// Decoding batches up to this size go through CausalLM::DecodeStep (generation_bench:
+// stories260K batch 64 10.6k vs 4.8k tok/s through libtorch, stories15M 800 vs 761;
+// batch 1 and 16 faster on both).
+constexpr std::int64_t kFusedDecodeRows = 64;
+
 at::Tensor SampleCategorical(const at::Tensor& logits, at::Generator& gen) {
   const at::Tensor cdf = at::softmax(logits.to(at::kDouble), -1).cumsum(-1);  // [B, V]
   const std::int64_t V = cdf.size(-1);
@@ -275,12 +280,18 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
         finished_in_batch = 0;
       }
       mask.select(1, longest + t).fill_(1);
-      if (active.size() == 1 && cache.keys[0].size(0) == 1 && fused_decode) {
-        // One sequence left: the fused decode step (model/decode_step.cc).
-        const std::int64_t r = active[0];
-        const std::int64_t first_slot = longest - lengths[static_cast<size_t>(r)];
-        logits = model.DecodeStep(next[0].item<std::int64_t>(), lengths[static_cast<size_t>(r)] + t, first_slot, &cache)
-                     .unsqueeze(0);
+      if (fused_decode && static_cast<std::int64_t>(active.size()) <= kFusedDecodeRows &&
+          cache.keys[0].size(0) == static_cast<std::int64_t>(active.size())) {
+        // A few sequences: the fused decode step (model/decode_step.cc).
+        std::vector<std::int64_t> tokens, positions, first_slots;
+        auto next_now = next.accessor<std::int64_t, 1>();
+        for (size_t b = 0; b < active.size(); ++b) {
+          const std::int64_t len = lengths[static_cast<size_t>(active[b])];
+          tokens.push_back(next_now[static_cast<std::int64_t>(b)]);
+          positions.push_back(len + t);
+          first_slots.push_back(longest - len);
+        }
+        logits = model.DecodeStep(tokens, positions, first_slots, &cache);
         continue;
       }
       std::vector<std::int64_t> step_positions_v;

@@ -1,13 +1,13 @@
-// CausalLM::DecodeStep: one token of one sequence through the whole model in plain
-// loops over the weights, for batch-1 decoding on the CPU in fp32.
+// CausalLM::DecodeStep: one token of each of a few sequences through the whole model
+// in plain loops over the weights, for small-batch decoding on the CPU in fp32.
 //
 // Why: at batch 1 every weight is read once per token, so decoding is bound by
 // memory bandwidth and by per-operation overhead, not arithmetic. Through libtorch a
 // token costs ~250 operator calls (~1 ms here) and OpenBLAS's gemv reads the
 // stories15M LM head at ~11 GB/s (3.25 ms); llama2.c's run.c does the whole token in
 // ~2.2 ms. This path does what run.c does: a fused loop per layer, row-parallel
-// matrix-vector products (AVX2/FMA where the CPU has them, chosen at run time), no
-// allocation but the returned logits. Numerics follow CausalLM::Hidden (RMSNorm in
+// matrix-vector products (AVX2/FMA where the CPU has them, chosen at run time) that
+// read each weight row once for every sequence of the batch, scratch buffers only. Numerics follow CausalLM::Hidden (RMSNorm in
 // fp32, rotate-half RoPE from the same inv_freq, softmax in fp32); the test compares
 // the two paths' logits.
 #include <immintrin.h>
@@ -59,6 +59,52 @@ __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b
 }
 #endif
 
+// out[j] = w · x[j] for j < C: each weight vector is loaded once for C inputs (a
+// batch of sequences decoding together reads the weights once per step).
+#if defined(__x86_64__)
+template <int C>
+__attribute__((target("avx2,fma"))) void DotsAvx2(const float* w, const float* const* x, std::int64_t n, float* out) {
+  __m256 s[C];
+  for (int j = 0; j < C; ++j) s[j] = _mm256_setzero_ps();
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 wv = _mm256_loadu_ps(w + i);
+    for (int j = 0; j < C; ++j) s[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[j] + i), s[j]);
+  }
+  for (int j = 0; j < C; ++j) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s[j]), _mm256_extractf128_ps(s[j], 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float total = _mm_cvtss_f32(h);
+    for (std::int64_t k = i; k < n; ++k) total += w[k] * x[j][k];
+    out[j] = total;
+  }
+}
+#endif
+
+// Dots of one weight row with `count` inputs, 4 at a time.
+void Dots(const float* w, const float* const* x, int count, std::int64_t n, float* out) {
+#if defined(__x86_64__)
+  const bool avx2 = DetectCpu().avx2;
+#else
+  const bool avx2 = false;
+#endif
+  for (int j = 0; j < count; j += 4) {
+    const int c = std::min(4, count - j);
+#if defined(__x86_64__)
+    if (avx2) {
+      switch (c) {
+        case 4: DotsAvx2<4>(w, x + j, n, out + j); continue;
+        case 3: DotsAvx2<3>(w, x + j, n, out + j); continue;
+        case 2: DotsAvx2<2>(w, x + j, n, out + j); continue;
+        default: out[j] = DotAvx2(w, x[j], n); continue;
+      }
+    }
+#endif
+    for (int k = 0; k < c; ++k) out[j + k] = DotPortable(w, x[j + k], n);
+  }
+}
+
 using DotFn = float (*)(const float*, const float*, std::int64_t);
 
 DotFn Dot() {
@@ -70,34 +116,45 @@ DotFn Dot() {
 #endif
 }
 
-// One matrix-vector product y = W x (+ b), W [rows, cols] row-major.
+// One product per sequence b: y[b * ldy + r] = W[r, :] · x[b * cols + :] (+ bias[r]),
+// W [rows, cols] row-major.
 struct MatVecJob {
   const float* w;
-  const float* b;  // may be null
+  const float* bias;  // may be null
   float* y;
   std::int64_t rows;
 };
 
-// Products that share their input x [cols], their rows split over cores in one
-// parallel region when there are enough of them to pay for it.
-void MatVecs(std::initializer_list<MatVecJob> jobs, const float* x, std::int64_t cols) {
+// Products that share their inputs x [B, cols], over every job's rows in one
+// parallel region (rows split over cores when there are enough to pay for it).
+// Each weight row is read once for all B inputs.
+void MatVecs(std::initializer_list<MatVecJob> jobs, const float* x, std::int64_t B, std::int64_t cols,
+             std::int64_t ldy) {
   const DotFn dot = Dot();
   std::vector<MatVecJob> list(jobs);
+  std::vector<const float*> inputs(static_cast<size_t>(B));
+  for (std::int64_t b = 0; b < B; ++b) inputs[static_cast<size_t>(b)] = x + b * cols;
   std::int64_t total = 0;
   for (const MatVecJob& j : list) total += j.rows;
-  // Row r of the concatenation: job k, row r - (rows before k).
   auto run = [&](std::int64_t begin, std::int64_t end) {
+    std::vector<float> out(static_cast<size_t>(B));
     std::int64_t base = 0;
     for (const MatVecJob& j : list) {
       const std::int64_t lo = std::max(begin, base), hi = std::min(end, base + j.rows);
       for (std::int64_t r = lo; r < hi; ++r) {
         const std::int64_t i = r - base;
-        j.y[i] = dot(j.w + i * cols, x, cols) + (j.b != nullptr ? j.b[i] : 0.0f);
+        const float bias = j.bias != nullptr ? j.bias[i] : 0.0f;
+        if (B == 1) {
+          j.y[i] = dot(j.w + i * cols, x, cols) + bias;
+          continue;
+        }
+        Dots(j.w + i * cols, inputs.data(), static_cast<int>(B), cols, out.data());
+        for (std::int64_t b = 0; b < B; ++b) j.y[b * ldy + i] = out[static_cast<size_t>(b)] + bias;
       }
       base += j.rows;
     }
   };
-  if (total * cols < (std::int64_t{1} << 15) || DetectCpu().cores == 1) {
+  if (total * cols * B < (std::int64_t{1} << 15) || DetectCpu().cores == 1) {
     run(0, total);
     return;
   }
@@ -139,82 +196,107 @@ bool CausalLM::CanDecodeStep() const {
   return true;
 }
 
-at::Tensor CausalLM::DecodeStep(std::int64_t token, std::int64_t position, std::int64_t first_slot,
-                                KVCache* cache) const {
+at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
+                                const std::vector<std::int64_t>& first_slots, KVCache* cache) const {
   TORCH_CHECK(CanDecodeStep(), "DecodeStep needs an fp32 CPU model with contiguous weights");
-  TORCH_CHECK(cache != nullptr && !cache->keys.empty() && cache->keys[0].size(0) == 1,
-              "DecodeStep needs a KV cache of batch 1");
+  const auto B = static_cast<std::int64_t>(tokens.size());
+  TORCH_CHECK(B >= 1 && positions.size() == tokens.size() && first_slots.size() == tokens.size(),
+              "DecodeStep: one token, position and first slot per sequence");
+  TORCH_CHECK(cache != nullptr && !cache->keys.empty() && cache->keys[0].size(0) == B &&
+                  cache->keys[0].scalar_type() == at::kFloat && cache->keys[0].is_contiguous(),
+              "DecodeStep needs a contiguous fp32 KV cache of batch ", B);
   TORCH_CHECK(cache->length < cache->capacity, "KV cache overflow: capacity ", cache->capacity);
-  TORCH_CHECK(token >= 0 && token < config_.vocab_size, "token id ", token, " outside the vocabulary");
-  TORCH_CHECK(first_slot >= 0 && first_slot <= cache->length, "first_slot outside the cache");
+  for (std::int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(tokens[b] >= 0 && tokens[b] < config_.vocab_size, "token id ", tokens[b], " outside the vocabulary");
+    TORCH_CHECK(first_slots[b] >= 0 && first_slots[b] <= cache->length, "first_slot outside the cache");
+  }
   const std::int64_t Hd = config_.hidden_size, I = config_.intermediate_size;
   const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
   const std::int64_t G = H / KV, D = config_.head_dim, slot = cache->length, cap = cache->capacity;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  auto at_ = [](std::vector<float>& v, std::int64_t i) { return v.data() + i; };
 
-  // RoPE tables for this position, as RopeCosSin computes them: fp32 position times
-  // fp32 inverse frequency, then cos/sin; duplicated over both halves.
-  std::vector<float> cos(static_cast<size_t>(D)), sin(static_cast<size_t>(D));
+  // RoPE tables per sequence, as RopeCosSin computes them: fp32 position times fp32
+  // inverse frequency, then cos/sin; duplicated over both halves.
+  std::vector<float> cos(static_cast<size_t>(B * D)), sin(static_cast<size_t>(B * D));
   const float* inv_freq = inv_freq_.data_ptr<float>();
-  for (std::int64_t i = 0; i < D / 2; ++i) {
-    const float f = static_cast<float>(position) * inv_freq[i];
-    cos[static_cast<size_t>(i)] = cos[static_cast<size_t>(i + D / 2)] = std::cos(f);
-    sin[static_cast<size_t>(i)] = sin[static_cast<size_t>(i + D / 2)] = std::sin(f);
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t i = 0; i < D / 2; ++i) {
+      const float f = static_cast<float>(positions[b]) * inv_freq[i];
+      cos[b * D + i] = cos[b * D + i + D / 2] = std::cos(f);
+      sin[b * D + i] = sin[b * D + i + D / 2] = std::sin(f);
+    }
   }
 
-  std::vector<float> x(Hd), xn(Hd), q(H * D), k(KV * D), v(KV * D), attn(H * D), out(std::max(Hd, I));
-  std::vector<float> gate(I), up(I), scores(static_cast<size_t>(slot + 1));
-  std::copy_n(embed_.data_ptr<float>() + token * Hd, Hd, x.data());
+  std::vector<float> x(B * Hd), xn(B * Hd), q(B * H * D), k(B * KV * D), v(B * KV * D), attn(B * H * D);
+  std::vector<float> out(B * Hd), gate(B * I), up(B * I);
+  for (std::int64_t b = 0; b < B; ++b) std::copy_n(embed_.data_ptr<float>() + tokens[b] * Hd, Hd, at_(x, b * Hd));
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
-    RmsNorm(x.data(), Data(l.input_norm), xn.data(), Hd, config_.rms_norm_eps);
-    MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D},
-             {Data(l.k), Data(l.k_bias), k.data(), KV * D},
-             {Data(l.v), Data(l.v_bias), v.data(), KV * D}},
-            xn.data(), Hd);
-    Rope(q.data(), H, D, cos.data(), sin.data());
-    Rope(k.data(), KV, D, cos.data(), sin.data());
-    float* keys = cache->keys[li].data_ptr<float>();  // [1, KV, cap, D]
+    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps);
+    MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D}}, xn.data(), B, Hd, H * D);
+    MatVecs({{Data(l.k), Data(l.k_bias), k.data(), KV * D}, {Data(l.v), Data(l.v_bias), v.data(), KV * D}}, xn.data(), B,
+            Hd, KV * D);
+    float* keys = cache->keys[li].data_ptr<float>();  // [B, KV, cap, D]
     float* values = cache->values[li].data_ptr<float>();
-    for (std::int64_t h = 0; h < KV; ++h) {
-      std::copy_n(k.data() + h * D, D, keys + (h * cap + slot) * D);
-      std::copy_n(v.data() + h * D, D, values + (h * cap + slot) * D);
-    }
-    // Query head h reads key/value head h / G over slots [first_slot, slot].
-    for (std::int64_t h = 0; h < H; ++h) {
-      const float* kh = keys + (h / G) * cap * D;
-      const float* vh = values + (h / G) * cap * D;
-      const float* qh = q.data() + h * D;
-      float top = -INFINITY;
-      for (std::int64_t s = first_slot; s <= slot; ++s) {
-        scores[static_cast<size_t>(s)] = DotPortable(qh, kh + s * D, D) * scale;
-        top = std::max(top, scores[static_cast<size_t>(s)]);
-      }
-      float sum = 0;
-      for (std::int64_t s = first_slot; s <= slot; ++s) {
-        scores[static_cast<size_t>(s)] = std::exp(scores[static_cast<size_t>(s)] - top);
-        sum += scores[static_cast<size_t>(s)];
-      }
-      float* o = attn.data() + h * D;
-      std::fill_n(o, D, 0.0f);
-      for (std::int64_t s = first_slot; s <= slot; ++s) {
-        const float a = scores[static_cast<size_t>(s)] / sum;
-        const float* vs = vh + s * D;
-        for (std::int64_t i = 0; i < D; ++i) o[i] += a * vs[i];
+    for (std::int64_t b = 0; b < B; ++b) {
+      Rope(at_(q, b * H * D), H, D, at_(cos, b * D), at_(sin, b * D));
+      Rope(at_(k, b * KV * D), KV, D, at_(cos, b * D), at_(sin, b * D));
+      float* kb = keys + b * KV * cap * D;
+      float* vb = values + b * KV * cap * D;
+      for (std::int64_t h = 0; h < KV; ++h) {
+        std::copy_n(at_(k, (b * KV + h) * D), D, kb + (h * cap + slot) * D);
+        std::copy_n(at_(v, (b * KV + h) * D), D, vb + (h * cap + slot) * D);
       }
     }
-    MatVecs({{Data(l.o), nullptr, out.data(), Hd}}, attn.data(), H * D);
-    for (std::int64_t i = 0; i < Hd; ++i) x[i] += out[i];
-    RmsNorm(x.data(), Data(l.post_norm), xn.data(), Hd, config_.rms_norm_eps);
-    MatVecs({{Data(l.gate), nullptr, gate.data(), I}, {Data(l.up), nullptr, up.data(), I}}, xn.data(), Hd);
-    for (std::int64_t i = 0; i < I; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SiLU(g)·u
-    MatVecs({{Data(l.down), nullptr, out.data(), Hd}}, gate.data(), I);
-    for (std::int64_t i = 0; i < Hd; ++i) x[i] += out[i];
+    // Attention: query head h of sequence b reads key/value head h / G over slots
+    // [first_slots[b], slot]; (sequence, head) pairs run in parallel.
+    const DotFn dot = Dot();
+    auto attend = [&](std::int64_t begin, std::int64_t end) {
+      std::vector<float> scores(static_cast<size_t>(slot + 1));
+      for (std::int64_t bh = begin; bh < end; ++bh) {
+        const std::int64_t b = bh / H, h = bh % H;
+        const float* kh = keys + (b * KV + h / G) * cap * D;
+        const float* vh = values + (b * KV + h / G) * cap * D;
+        const float* qh = at_(q, bh * D);
+        float top = -INFINITY;
+        for (std::int64_t s = first_slots[b]; s <= slot; ++s) {
+          scores[static_cast<size_t>(s)] = dot(qh, kh + s * D, D) * scale;
+          top = std::max(top, scores[static_cast<size_t>(s)]);
+        }
+        float sum = 0;
+        for (std::int64_t s = first_slots[b]; s <= slot; ++s) {
+          scores[static_cast<size_t>(s)] = std::exp(scores[static_cast<size_t>(s)] - top);
+          sum += scores[static_cast<size_t>(s)];
+        }
+        float* o = at_(attn, bh * D);
+        std::fill_n(o, D, 0.0f);
+        for (std::int64_t s = first_slots[b]; s <= slot; ++s) {
+          const float a = scores[static_cast<size_t>(s)] / sum;
+          const float* vs = vh + s * D;
+          for (std::int64_t i = 0; i < D; ++i) o[i] += a * vs[i];
+        }
+      }
+    };
+    if (B * H * (slot + 1) * D < (std::int64_t{1} << 15) || DetectCpu().cores == 1) {
+      attend(0, B * H);
+    } else {
+      tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, B * H, 1),
+                        [&](const tbb::blocked_range<std::int64_t>& r) { attend(r.begin(), r.end()); });
+    }
+    MatVecs({{Data(l.o), nullptr, out.data(), Hd}}, attn.data(), B, H * D, Hd);
+    for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
+    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.post_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps);
+    MatVecs({{Data(l.gate), nullptr, gate.data(), I}, {Data(l.up), nullptr, up.data(), I}}, xn.data(), B, Hd, I);
+    for (std::int64_t i = 0; i < B * I; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SiLU(g)·u
+    MatVecs({{Data(l.down), nullptr, out.data(), Hd}}, gate.data(), B, I, Hd);
+    for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
   }
   cache->length = slot + 1;
-  RmsNorm(x.data(), final_norm_.data_ptr<float>(), xn.data(), Hd, config_.rms_norm_eps);
-  at::Tensor logits = at::empty({config_.vocab_size}, at::kFloat);
-  MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), Hd);
+  for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_.rms_norm_eps);
+  at::Tensor logits = at::empty({B, config_.vocab_size}, at::kFloat);
+  MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
+          config_.vocab_size);
   return logits;
 }
 

@@ -50,7 +50,7 @@ void Check(std::int64_t pad, std::int64_t hidden = 40) {
     const at::Tensor expected =
         m.Forward(at::full({1, 1}, token, at::kLong), at::full({1, 1}, prompt + t, at::kLong),
                   mask.narrow(1, 0, T + t + 1), &torch_cache)[0][0];
-    const at::Tensor got = m.DecodeStep(token, prompt + t, pad, &fused_cache);
+    const at::Tensor got = m.DecodeStep({token}, {prompt + t}, {pad}, &fused_cache)[0];
     ASSERT_EQ(got.sizes(), expected.sizes());
     EXPECT_LT((got - expected).abs().max().item<double>(), 1e-4) << "pad " << pad << " step " << t;
     EXPECT_EQ(fused_cache.length, torch_cache.length);
@@ -66,12 +66,53 @@ TEST(DecodeStepTest, EqualsTheLibtorchPathWithACache) { Check(0); }
 TEST(DecodeStepTest, SkipsLeftPaddingFromFirstSlot) { Check(3); }
 TEST(DecodeStepTest, RowParallelProductsGiveTheSameLogits) { Check(2, 200); }
 
+// Three sequences of different prompt lengths, left-padded into one cache, decoded
+// together: each row equals the libtorch path's row.
+TEST(DecodeStepTest, ABatchOfLeftPaddedSequencesEqualsTheLibtorchPath) {
+  for (std::int64_t hidden : {40, 200}) {
+    ModelConfig c = testing::TinyTrainerModelConfig();
+    c.hidden_size = hidden;
+    c.intermediate_size = hidden + 12;
+    c.head_dim = hidden / 4;
+    auto model = CausalLM::Random(c, at::kFloat, 9);
+    const CausalLM& m = **model;
+    c10::InferenceMode inference;
+    const std::vector<std::int64_t> lengths = {4, 6, 5};
+    const std::int64_t B = 3, T = 6, steps = 4;
+    at::Tensor ids = at::randint(3, 61, {B, T}, at::kLong);
+    at::Tensor mask = at::ones({B, T + steps}, at::kLong), pos = at::zeros({B, T}, at::kLong);
+    std::vector<std::int64_t> first_slots;
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t pad = T - lengths[b];
+      mask[b].narrow(0, 0, pad).zero_();
+      pos[b].narrow(0, pad, lengths[b]).copy_(at::arange(lengths[b], at::kLong));
+      first_slots.push_back(pad);
+    }
+    KVCache torch_cache = m.NewCache(B, T + steps);
+    at::Tensor next = m.Forward(ids, pos, mask.narrow(1, 0, T), &torch_cache).select(1, T - 1).argmax(-1);
+    KVCache fused_cache = CopyCache(torch_cache);
+    for (std::int64_t t = 0; t < steps; ++t) {
+      std::vector<std::int64_t> tokens, positions;
+      for (std::int64_t b = 0; b < B; ++b) {
+        tokens.push_back(next[b].item<std::int64_t>());
+        positions.push_back(lengths[b] + t);
+      }
+      const at::Tensor expected = m.Forward(next.unsqueeze(1), at::tensor(positions, at::kLong).unsqueeze(1),
+                                            mask.narrow(1, 0, T + t + 1), &torch_cache).select(1, 0);
+      const at::Tensor got = m.DecodeStep(tokens, positions, first_slots, &fused_cache);
+      EXPECT_LT((got - expected).abs().max().item<double>(), 1e-4) << "hidden " << hidden << " step " << t;
+      next = expected.argmax(-1);
+    }
+  }
+}
+
 TEST(DecodeStepTest, RefusesWhatItCannotRun) {
   auto model = CausalLM::Random(testing::TinyTrainerModelConfig(), at::kFloat, 3);
   KVCache two = (*model)->NewCache(2, 8);
-  EXPECT_THROW((*model)->DecodeStep(1, 0, 0, &two), c10::Error);
+  EXPECT_THROW((*model)->DecodeStep({1}, {0}, {0}, &two), c10::Error);  // batch mismatch
   KVCache one = (*model)->NewCache(1, 8);
-  EXPECT_THROW((*model)->DecodeStep(999, 0, 0, &one), c10::Error);
+  EXPECT_THROW((*model)->DecodeStep({999}, {0}, {0}, &one), c10::Error);
+  EXPECT_THROW((*model)->DecodeStep({1, 2}, {0}, {0, 0}, &one), c10::Error);
   auto bf16 = CausalLM::Random(testing::TinyTrainerModelConfig(), at::kBFloat16, 3);
   EXPECT_FALSE((*bf16)->CanDecodeStep());
 }

@@ -104,15 +104,17 @@ class CausalLM {
   // never computed. Equals Hidden on the same sequences padded (within rounding).
   at::Tensor PackedHidden(const PackedSequences& packed) const;
 
-  // One token of one sequence through the whole model, for batch-1 decoding: fused
-  // loops over the weights instead of ~250 libtorch operations (model/decode_step.cc).
-  // `cache` has batch 1; the token's key/value go to slot cache->length, attention
-  // reads slots [first_slot, cache->length] (first_slot > 0 skips left padding);
-  // `position` is the token's RoPE position. Returns fp32 logits [vocab_size].
-  // Only for fp32 CPU models with contiguous weights (CanDecodeStep); not
-  // differentiable. Equals Forward on the same inputs (within rounding).
+  // One token of each of B sequences through the whole model, for small-batch
+  // decoding: fused loops over the weights, each weight row read once for all B,
+  // instead of ~250 libtorch operations (model/decode_step.cc). `cache` has batch B;
+  // sequence b's key/value go to slot cache->length, its attention reads slots
+  // [first_slots[b], cache->length] (> 0 skips left padding); positions[b] is its
+  // RoPE position. Returns fp32 logits [B, vocab_size]. Only for fp32 CPU models
+  // with contiguous weights (CanDecodeStep); not differentiable. Equals Forward on
+  // the same inputs (within rounding).
   bool CanDecodeStep() const;
-  at::Tensor DecodeStep(std::int64_t token, std::int64_t position, std::int64_t first_slot, KVCache* cache) const;
+  at::Tensor DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
+                        const std::vector<std::int64_t>& first_slots, KVCache* cache) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
   at::Tensor Logits(const at::Tensor& hidden) const;
   // The LM head [vocab_size, hidden_size] (the embedding when tied), for losses that
