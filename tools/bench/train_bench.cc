@@ -85,6 +85,43 @@ std::int64_t RealTokens(const TokenizedExample& t) {
                                    t.rejected_ids.size() + (t.chosen_ids.empty() ? 0 : t.prompt_ids.size()));
 }
 
+// The model's parameters, set to take gradients, by name (what AdamW takes).
+std::vector<std::pair<std::string, at::Tensor>> Trainable(const CausalLM& model) {
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (const auto& [name, p] : model.named_parameters()) {
+    p.set_requires_grad(true);
+    params.push_back({name, p});
+  }
+  return params;
+}
+
+// One optimisation step as the engine takes it: the trainer's loss (under bf16
+// autocast if asked), backward, clipping at 1, AdamW.
+bool TrainStep(Trainer& trainer, const StepInput& input, AdamW& optimizer, bool bf16) {
+  {
+    Autocast(bf16);
+    auto out = trainer.Step(input);
+    if (out.ok()) out->loss.backward();
+    Autocast(false);
+    if (!out.ok()) return false;
+  }
+  optimizer.ClipGradNorm(1.0);
+  optimizer.Step(1e-5);
+  optimizer.ZeroGrad();
+  return true;
+}
+
+// The line other tools read: "... tokens/s ... peak RSS N MiB".
+void PrintResult(const std::string& mode, bool bf16, std::int64_t steps, std::int64_t examples, double tokens,
+                 double seconds, const std::string& suffix) {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("%-15s %-5s %5lld steps x %2lld examples: %8.0f tokens/s  %6.2f s/step  peak RSS %6.0f MiB%s\n",
+              mode.c_str(), bf16 ? "bf16" : "fp32", static_cast<long long>(steps), static_cast<long long>(examples),
+              tokens / seconds, seconds / steps, usage.ru_maxrss / 1024.0, suffix.c_str());
+  std::fflush(stdout);
+}
+
 // ref_torch.py --workload grpo, through Generate and the grpo trainer plugin.
 ModelConfig Shape(const std::string& name, std::int64_t vocab) {
   ModelConfig c = name == "stories260K" ? bench::Stories260KShape() : bench::Stories15MShape();
@@ -105,12 +142,7 @@ int RunGrpo(std::int64_t steps, bool bf16, const ModelConfig& shape) {
   auto trainer = host.registry().Create<Trainer>(config);
   if (!trainer.ok()) return 3;
   auto model = CausalLM::Random(shape, at::kFloat, 1);
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  for (const auto& [name, p] : (*model)->named_parameters()) {
-    p.set_requires_grad(true);
-    params.push_back({name, p});
-  }
-  AdamW optimizer(params, {});
+  AdamW optimizer(Trainable(**model), {});
   if (!(*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok()) return 3;
   std::mt19937_64 rng(7);
   std::uniform_int_distribution<std::int64_t> token(0, vocab - 1), prompt_len(16, 48);
@@ -153,26 +185,14 @@ int RunGrpo(std::int64_t steps, bool bf16, const ModelConfig& shape) {
     input.rollouts = rollouts;
     input.generation = generation;
     input.rewards = StepRewards(&table);
-    {
-      auto out = (*trainer)->Step(input);
-      if (!out.ok()) return 5;
-      out->loss.backward();
-    }
-    Autocast(false);
-    optimizer.ClipGradNorm(1.0);
-    optimizer.Step(1e-5);
-    optimizer.ZeroGrad();
+    Autocast(false);  // generation ran under it; TrainStep sets it again for the step
+    if (!TrainStep(**trainer, input, optimizer, bf16)) return 5;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (step == 0) continue;  // warm-up
     seconds += s;
     tokens += step_tokens;
   }
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  std::printf("%-15s %-5s %5lld steps x %2lld examples: %8.0f tokens/s  %6.2f s/step  peak RSS %6.0f MiB\n", "grpo",
-              bf16 ? "bf16" : "fp32", static_cast<long long>(steps), static_cast<long long>(2 * kGenerations),
-              tokens / seconds, seconds / steps, usage.ru_maxrss / 1024.0);
-  std::fflush(stdout);
+  PrintResult("grpo", bf16, steps, 2 * kGenerations, static_cast<double>(tokens), seconds, "");
   return 0;
 }
 
@@ -192,12 +212,7 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
   auto trainer = host.registry().Create<Trainer>(config);
   auto model = CausalLM::Random(shape, at::kFloat, 1);
   std::unique_ptr<CausalLM> reference = dpo ? (*model)->Clone() : nullptr;
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  for (const auto& [name, p] : (*model)->named_parameters()) {
-    p.set_requires_grad(true);
-    params.push_back({name, p});
-  }
-  AdamW optimizer(params, {});
+  AdamW optimizer(Trainable(**model), {});
   std::vector<TokenizedExample> data = Data(batch * (steps + 1), dpo, 7, vocab);
   if (mode == "sft_packed") {
     // As the engine packs a packing trainer's dataset (enough sequences for every batch).
@@ -225,28 +240,14 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
     input.batch = examples;
     input.tokens = batch_tokens;
     const auto start = std::chrono::steady_clock::now();
-    {
-      Autocast(bf16);
-      auto out = (*trainer)->Step(input);
-      if (!out.ok()) return 5;
-      out->loss.backward();
-      Autocast(false);
-    }
-    optimizer.ClipGradNorm(1.0);
-    optimizer.Step(1e-5);
-    optimizer.ZeroGrad();
+    if (!TrainStep(**trainer, input, optimizer, bf16)) return 5;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (step == 0) continue;  // warm-up
     seconds += s;
     for (const TokenizedExample* t : batch_tokens) tokens += RealTokens(*t);
   }
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  std::printf("%-15s %-5s %5lld steps x %2lld examples: %8.0f tokens/s  %6.2f s/step  peak RSS %6.0f MiB%s\n",
-              mode.c_str(), bf16 ? "bf16" : "fp32", static_cast<long long>(steps), static_cast<long long>(batch),
-              tokens / seconds, seconds / steps, usage.ru_maxrss / 1024.0,
-              mode == "dpo_precompute" ? (" (precompute " + std::to_string(prepare_s).substr(0, 5) + " s)").c_str() : "");
-  std::fflush(stdout);
+  PrintResult(mode, bf16, steps, batch, static_cast<double>(tokens), seconds,
+              mode == "dpo_precompute" ? " (precompute " + std::to_string(prepare_s).substr(0, 5) + " s)" : "");
   return 0;
 }
 

@@ -19,6 +19,24 @@ at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::
   return temperature == 1.0 ? z : z / temperature;
 }
 
+// The gradients of a chunk of rows [start, start + n) from d = ∂loss/∂logits
+// [n, V] (fp32): grad_hidden rows = d·W; grad_weight += dᵀ·h, accumulated inside the
+// GEMM (beta = 1), so no [V, H] temporary per chunk.
+void ChunkGradients(const at::Tensor& d, const at::Tensor& hidden, const at::Tensor& weight, std::int64_t start,
+                    at::Tensor* grad_hidden, at::Tensor* grad_weight) {
+  const std::int64_t n = d.size(0);
+  if (grad_hidden != nullptr) {
+    const at::Tensor dc = d.to(weight.scalar_type());
+    at::Tensor out = grad_hidden->narrow(0, start, n);
+    if (out.scalar_type() == dc.scalar_type()) {
+      at::mm_out(out, dc, weight);
+    } else {
+      out.copy_(at::matmul(dc, weight));
+    }
+  }
+  if (grad_weight != nullptr) grad_weight->addmm_(d.t(), hidden.narrow(0, start, n).to(grad_weight->scalar_type()));
+}
+
 class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogprobs> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
@@ -63,17 +81,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
       at::Tensor d = ChunkLogits(hidden, weight, s, n, temperature).sub_(lse.narrow(0, s, n).unsqueeze(1)).exp_();
       d.mul_(-gs.unsqueeze(1)).scatter_add_(1, targets.narrow(0, s, n).unsqueeze(1), gs.unsqueeze(1));
       if (temperature != 1.0) d.div_(temperature);
-      const at::Tensor dc = d.to(weight.scalar_type());
-      if (want_hidden) {
-        at::Tensor out = grad_hidden.narrow(0, s, n);
-        if (out.scalar_type() == dc.scalar_type()) {
-          at::mm_out(out, dc, weight);
-        } else {
-          out.copy_(at::matmul(dc, weight));
-        }
-      }
-      // Accumulated inside the GEMM (beta = 1): no [V, H] temporary per chunk.
-      if (want_weight) grad_weight.addmm_(d.t(), hidden.narrow(0, s, n).to(grad_weight.scalar_type()));
+      ChunkGradients(d, hidden, weight, s, want_hidden ? &grad_hidden : nullptr, want_weight ? &grad_weight : nullptr);
     }
     return {grad_hidden, want_weight ? grad_weight.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor()};
@@ -105,16 +113,7 @@ class WeightedTokenLogprobSum : public torch::autograd::Function<WeightedTokenLo
       // d = w · (onehot(y) − p), in place of the logits.
       const at::Tensor ws = w.narrow(0, s, n).unsqueeze(1);
       at::Tensor d = z.sub_(lse).exp_().mul_(-ws).scatter_add_(1, y, ws);
-      const at::Tensor dc = d.to(weight.scalar_type());
-      if (want_hidden) {
-        at::Tensor out = grad_hidden.narrow(0, s, n);
-        if (out.scalar_type() == dc.scalar_type()) {
-          at::mm_out(out, dc, weight);
-        } else {
-          out.copy_(at::matmul(dc, weight));
-        }
-      }
-      if (want_weight) grad_weight.addmm_(d.t(), hidden.narrow(0, s, n).to(acc));
+      ChunkGradients(d, hidden, weight, s, want_hidden ? &grad_hidden : nullptr, want_weight ? &grad_weight : nullptr);
     }
     ctx->saved_data["want_hidden"] = want_hidden;
     ctx->saved_data["want_weight"] = want_weight;

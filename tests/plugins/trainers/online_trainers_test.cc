@@ -18,36 +18,34 @@ namespace {
 ModelConfig Tiny() { return testing::TinyTrainerModelConfig(); }
 
 // Per-token log p(completion_t | prefix) at temperature 1, one sequence alone.
-std::vector<double> TokenLogps(const CausalLM& model, const std::vector<std::int64_t>& prompt,
-                               const std::vector<std::int64_t>& completion) {
+// log softmax of the next-token distribution at each completion position, from
+// the padded libtorch path with full logits: [completion length, V] fp64.
+at::Tensor CompletionLogSoftmax(const CausalLM& model, const std::vector<std::int64_t>& prompt,
+                                const std::vector<std::int64_t>& completion) {
   at::NoGradGuard no_grad;
   std::vector<std::int64_t> ids = prompt;
   ids.insert(ids.end(), completion.begin(), completion.end());
   const auto len = static_cast<std::int64_t>(ids.size());
   const at::Tensor logits =
       model.Forward(at::tensor(ids, at::kLong).unsqueeze(0), at::arange(len, at::kLong).unsqueeze(0), at::Tensor(), nullptr)[0];
+  const auto p = static_cast<std::int64_t>(prompt.size());
+  return at::log_softmax(logits.narrow(0, p - 1, static_cast<std::int64_t>(completion.size())).to(at::kDouble), -1);
+}
+
+std::vector<double> TokenLogps(const CausalLM& model, const std::vector<std::int64_t>& prompt,
+                               const std::vector<std::int64_t>& completion) {
+  const at::Tensor rows = CompletionLogSoftmax(model, prompt, completion);
   std::vector<double> out;
-  for (size_t t = 0; t < completion.size(); ++t) {
-    const at::Tensor row = at::log_softmax(logits[static_cast<std::int64_t>(prompt.size() + t) - 1].to(at::kDouble), -1);
-    out.push_back(row[completion[t]].item<double>());
-  }
+  for (size_t t = 0; t < completion.size(); ++t) out.push_back(rows[static_cast<std::int64_t>(t)][completion[t]].item<double>());
   return out;
 }
 
 // Entropy (nats) of the model's next-token distribution at each completion position.
 std::vector<double> TokenEntropies(const CausalLM& model, const std::vector<std::int64_t>& prompt,
-                                  const std::vector<std::int64_t>& completion) {
-  at::NoGradGuard no_grad;
-  std::vector<std::int64_t> ids = prompt;
-  ids.insert(ids.end(), completion.begin(), completion.end());
-  const auto len = static_cast<std::int64_t>(ids.size());
-  const at::Tensor logits =
-      model.Forward(at::tensor(ids, at::kLong).unsqueeze(0), at::arange(len, at::kLong).unsqueeze(0), at::Tensor(), nullptr)[0];
+                                   const std::vector<std::int64_t>& completion) {
+  const at::Tensor rows = CompletionLogSoftmax(model, prompt, completion);
   std::vector<double> out;
-  for (size_t t = 0; t < completion.size(); ++t) {
-    const at::Tensor row = at::log_softmax(logits[static_cast<std::int64_t>(prompt.size() + t) - 1].to(at::kDouble), -1);
-    out.push_back(-(row.exp() * row).sum().item<double>());
-  }
+  for (std::int64_t t = 0; t < rows.size(0); ++t) out.push_back(-(rows[t].exp() * rows[t]).sum().item<double>());
   return out;
 }
 
