@@ -43,15 +43,24 @@ absl::StatusOr<SequenceClassifier> LoadSequenceClassifier(const std::string& dir
 }
 
 at::Tensor SequenceScores(const CausalLM& backbone, const at::Tensor& score, const CompletionBatch& batch) {
-  const std::int64_t rows = batch.input_ids.size(0), length = batch.input_ids.size(1);
-  at::Tensor positions = at::arange(length, at::kLong).unsqueeze(0).expand({rows, length}).contiguous();
-  at::Tensor hidden = backbone.Hidden(batch.input_ids, positions, batch.attention_mask, nullptr);
-  std::vector<std::int64_t> last;
+  // Padding-free: each row's prompt + completion as one sequence of a packed stream.
+  const std::int64_t rows = batch.input_ids.size(0);
+  const at::Tensor ids_cpu = batch.input_ids.to(at::kCPU);
+  auto ids = ids_cpu.accessor<std::int64_t, 2>();
+  std::vector<std::vector<std::int64_t>> sequences;
   for (std::int64_t r = 0; r < rows; ++r) {
-    last.push_back(batch.prompt_lengths[static_cast<size_t>(r)] + batch.completion_lengths[static_cast<size_t>(r)] - 1);
+    const std::int64_t len = batch.prompt_lengths[static_cast<size_t>(r)] + batch.completion_lengths[static_cast<size_t>(r)];
+    TORCH_CHECK(len >= 1, "sequence scores need a non-empty row (row ", r, ")");
+    sequences.emplace_back(ids[r].data(), ids[r].data() + len);
   }
-  at::Tensor index = at::tensor(last, at::kLong).view({rows, 1, 1}).expand({rows, 1, hidden.size(2)});
-  return at::linear(hidden.gather(1, index).squeeze(1), score).to(at::kFloat);
+  PackedSequences packed = PackSequences(sequences);
+  packed.input_ids = packed.input_ids.to(batch.input_ids.device());
+  packed.position_ids = packed.position_ids.to(batch.input_ids.device());
+  const at::Tensor hidden = backbone.PackedHidden(packed);  // [tokens, H]
+  std::vector<std::int64_t> last;
+  for (std::int64_t r = 0; r < rows; ++r) last.push_back(packed.offsets[static_cast<size_t>(r) + 1] - 1);
+  const at::Tensor index = at::tensor(last, at::kLong).to(hidden.device());
+  return at::linear(hidden.index_select(0, index), score).to(at::kFloat);
 }
 
 }  // namespace posttrain
