@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The framework's areas depend one way, so each can be read and changed alone:
 #   core  <-  api, model, tokenizer, losses, distributed
+#   distributed  <-  api, losses  (trainers reduce batch statistics over ranks)
 #   model, tokenizer, api  <-  generation  <-  train  <-  run
 #   api  <-  plugin  <-  recipe  <-  run
 # Fails naming every #include that points against these arrows.
@@ -8,15 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 declare -A allowed=(
   [core]=""
-  [api]="core"
+  [api]="core distributed"
   [model]="core"
   [tokenizer]="core"
-  [losses]="core"
+  [losses]="core distributed"
   [distributed]="core"
-  [generation]="core api model tokenizer"
-  [train]="core api model tokenizer generation losses"
-  [plugin]="core api"
-  [recipe]="core api plugin"
+  [generation]="core api model tokenizer distributed"
+  [train]="core api model tokenizer generation losses distributed"
+  [plugin]="core api distributed"
+  [recipe]="core api plugin distributed"
   [run]="core api model tokenizer generation train losses distributed plugin recipe"
 )
 bad=0

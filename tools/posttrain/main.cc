@@ -7,6 +7,7 @@
 //   posttrain convert llama2c --checkpoint B --tokenizer M --out DIR
 //   posttrain generate --model DIR --prompt TEXT [sampling options]
 //   posttrain tokenize --tokenizer PATH --text TEXT
+//   posttrain launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] run RECIPE ...
 //
 // User errors (a recipe typo, a missing file, a bad plugin) print one paragraph
 // and exit 1; usage errors exit 2 (CLI11); success exits 0.
@@ -19,6 +20,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "launch.h"
 #include "model_commands.h"
 #include "posttrain/core/did_you_mean.h"
 #include "posttrain/core/threads.h"
@@ -100,6 +102,7 @@ int main(int argc, char** argv) {
 
   app.add_subcommand("env", "Show what this machine offers: CPU features, bf16, threads, libtorch");
   cli::AddModelCommands(app);
+  cli::AddLaunchCommand(app);
 
   try {
     app.parse(argc, argv);
@@ -118,6 +121,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
 
   if (int rc = 0; cli::RunModelCommand(app, &rc)) return rc;
+  if (int rc = 0; cli::RunLaunchCommand(app, argv[0], &rc)) return rc;
   if (app.got_subcommand("env")) {
     const CpuInfo& cpu = DetectCpu();
     std::printf("cpu: %s\n", cpu.Describe().c_str());
@@ -171,6 +175,8 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<RunResult> result = RunRecipe(*recipe, host.registry());
   if (!result.ok()) return Fail(result.status());
+  // In a multi-process run, rank 0 reports.
+  if (const char* rank = std::getenv("RANK"); rank != nullptr && std::string(rank) != "0") return 0;
   std::printf("\nrun finished: %lld steps on %lld examples; output in %s\n",
               static_cast<long long>(result->steps),
               static_cast<long long>(result->num_train_examples), result->output_dir.c_str());

@@ -27,6 +27,9 @@ const ComponentSchema& TrainingArgumentsSchema() {
           .Int("save_total_limit", -1, "Keep at most this many checkpoints, deleting the oldest (-1: all).").AtLeast(1).OrEqualTo(-1)
           .String("resume_from_checkpoint", "",
                   "Continue from a checkpoint directory, or \"latest\" for the newest in output_dir.")
+          .Int("ddp_timeout", 1800,
+               "Seconds any collective (and the ranks' rendezvous) may wait before the run stops with an error "
+               "(HF TrainingArguments' name).").AtLeast(1)
           .Bool("bf16", false, "bf16 autocast for forward and backward (fp32 master weights).")
           .Bool("shuffle", true, "Reshuffle the training data every epoch (seeded).")
           .Int("max_length", 1024, "Truncate prompt + completion to this many tokens (offline trainers).").AtLeast(1)

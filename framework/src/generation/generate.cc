@@ -1,6 +1,5 @@
 #include "posttrain/generation/generate.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/InferenceMode.h>
 
@@ -14,6 +13,13 @@
 #include "posttrain/generation/logprobs.h"
 
 namespace posttrain {
+
+std::uint64_t Mix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
 namespace {
 
 constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
@@ -50,11 +56,17 @@ std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* to
 // batch 1 and 16 faster on both).
 constexpr std::int64_t kFusedDecodeRows = 64;
 
-at::Tensor SampleCategorical(const at::Tensor& logits, at::Generator& gen) {
+at::Tensor SampleCategorical(const at::Tensor& logits, const std::vector<double>& uniforms) {
   const at::Tensor cdf = at::softmax(logits.to(at::kDouble), -1).cumsum(-1);  // [B, V]
   const std::int64_t V = cdf.size(-1);
-  const at::Tensor u = at::rand({cdf.size(0), 1}, gen, cdf.options()) * cdf.narrow(-1, V - 1, 1);
+  const at::Tensor u =
+      at::tensor(uniforms, cdf.options()).view({cdf.size(0), 1}) * cdf.narrow(-1, V - 1, 1);
   return at::searchsorted(cdf, u, /*out_int32=*/false, /*right=*/true).squeeze(1).clamp_max(V - 1);
+}
+
+// The uniform in [0, 1) a generation with stream `stream` draws at token t.
+double StreamUniform(std::uint64_t stream, std::int64_t t) {
+  return static_cast<double>(Mix64(stream ^ Mix64(static_cast<std::uint64_t>(t))) >> 11) * 0x1.0p-53;
 }
 
 at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const SamplingParams& p) {
@@ -127,17 +139,24 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     }
   }
   c10::InferenceMode inference;  // no autograd records or version counters while decoding
-  at::Generator gen = at::detail::createCPUGenerator(params.seed);
+  if (!params.prompt_seeds.empty() && params.prompt_seeds.size() != prompts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt_seeds holds ", params.prompt_seeds.size(), " seeds for ",
+                                                   prompts.size(), " prompts"));
+  }
   const bool greedy = Greedy(params);
   const double temperature = greedy ? 1.0 : params.temperature;
 
-  // All sequences, grouped by prompt.
+  // All sequences, grouped by prompt, each with its random stream.
   std::vector<Generation> out;
+  std::vector<std::uint64_t> streams;
   for (size_t p = 0; p < prompts.size(); ++p) {
     for (std::int64_t g = 0; g < num_generations; ++g) {
       Generation gen_out;
       gen_out.prompt_index = static_cast<std::int64_t>(p);
       out.push_back(std::move(gen_out));
+      const std::uint64_t prompt_seed =
+          params.prompt_seeds.empty() ? Mix64(params.seed ^ Mix64(p + 0x5EED)) : params.prompt_seeds[p];
+      streams.push_back(Mix64(prompt_seed + Mix64(static_cast<std::uint64_t>(g))));
     }
   }
   const std::int64_t total = static_cast<std::int64_t>(out.size());
@@ -233,8 +252,14 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
         }
       }
       at::Tensor processed = ProcessLogits(logits, seen, params);
-      at::Tensor next = greedy ? processed.argmax(-1)
-                               : SampleCategorical(processed, gen);
+      at::Tensor next;
+      if (greedy) {
+        next = processed.argmax(-1);
+      } else {
+        std::vector<double> uniforms;
+        for (std::int64_t r : active) uniforms.push_back(StreamUniform(streams[static_cast<size_t>(start + r)], t));
+        next = SampleCategorical(processed, uniforms);
+      }
       auto next_a = next.accessor<std::int64_t, 1>();
       for (std::int64_t b = 0; b < B; ++b) {
         const std::int64_t r = active[static_cast<size_t>(b)];

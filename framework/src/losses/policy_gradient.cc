@@ -1,9 +1,11 @@
 #include "posttrain/losses/policy_gradient.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "posttrain/core/status.h"
 
 namespace posttrain {
 
@@ -107,6 +109,22 @@ at::Tensor MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool s
   const at::Tensor count = mask.sum();
   const at::Tensor var = (centered.pow(2) * mask).sum() / (count - 1).clamp_min(1);
   at::Tensor whitened = centered * at::rsqrt(var + 1e-8);
+  if (!shift_mean) whitened = whitened + mean;
+  return whitened;
+}
+
+absl::StatusOr<at::Tensor> MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool shift_mean,
+                                        const Collectives& collectives) {
+  if (collectives.world_size() == 1) return MaskedWhiten(values, mask, shift_mean);
+  at::NoGradGuard no_grad;
+  POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor sums,
+                             collectives.Sum(at::stack({(values * mask).sum(), mask.sum()}).to(at::kDouble)));
+  const double count = sums[1].item<double>();
+  const double mean = sums[0].item<double>() / std::max(1.0, count);
+  const at::Tensor centered = values - mean;
+  POSTTRAIN_ASSIGN_OR_RETURN(const double squares, collectives.Sum((centered.pow(2) * mask).sum().item<double>()));
+  const double var = squares / std::max(1.0, count - 1);
+  at::Tensor whitened = centered * (1.0 / std::sqrt(var + 1e-8));
   if (!shift_mean) whitened = whitened + mean;
   return whitened;
 }

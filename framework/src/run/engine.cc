@@ -13,10 +13,13 @@
 #include <random>
 
 #include <ATen/autocast_mode.h>
+#include <torch/csrc/jit/serialization/pickle.h>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "posttrain/core/threads.h"
+#include "posttrain/distributed/collectives.h"
 #include "posttrain/distributed/process_group.h"
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
@@ -72,6 +75,14 @@ class MetricWindow {
     return means;
   }
   void Clear() { sums_.clear(); }
+  // Adds another window's sums (another rank's share of an evaluation).
+  void Merge(const nlohmann::json& j) {
+    for (const auto& [name, pair] : j.items()) {
+      auto& [sum, total] = sums_[name];
+      sum += pair.at(0).get<double>();
+      total += pair.at(1).get<double>();
+    }
+  }
   nlohmann::json ToJson() const {
     nlohmann::json out = nlohmann::json::object();
     for (const auto& [name, st] : sums_) out[name] = {st.first, st.second};
@@ -118,6 +129,17 @@ class DataOrder {
   double epoch() const {
     return epoch_ < 0 ? 0.0 : static_cast<double>(epoch_) + static_cast<double>(cursor_) / static_cast<double>(n_);
   }
+  // Where the order stands, for checkpoints: {epoch, cursor}.
+  nlohmann::json State() const { return {epoch_, cursor_}; }
+  void Seek(const nlohmann::json& state) {
+    const auto epoch = state.at(0).get<std::int64_t>(), cursor = state.at(1).get<std::int64_t>();
+    epoch_ = epoch >= 0 ? epoch - 1 : -1;
+    cursor_ = n_;
+    if (epoch >= 0) {
+      Next(1);  // enters `epoch`, shuffled as it was
+      cursor_ = std::min(cursor, n_);
+    }
+  }
 
  private:
   std::int64_t n_;
@@ -127,6 +149,37 @@ class DataOrder {
   std::int64_t epoch_ = -1;
   std::int64_t cursor_ = n_;  // n_: start a new epoch on the first call
 };
+
+// This rank's share of a global micro-batch: contiguous, sizes as even as the
+// count allows (the first count % world ranks take one more), so ranks 0..W−1
+// together hold the batch one rank would have had, in its order.
+std::vector<std::int64_t> Shard(const std::vector<std::int64_t>& global, int rank, int world) {
+  const auto n = static_cast<std::int64_t>(global.size());
+  const std::int64_t base = n / world, extra = n % world;
+  const std::int64_t begin = rank * base + std::min<std::int64_t>(rank, extra);
+  const std::int64_t size = base + (rank < extra ? 1 : 0);
+  return std::vector<std::int64_t>(global.begin() + begin, global.begin() + begin + size);
+}
+
+// Per-metric means over the ranks that report it (each rank's value weighted
+// equally: every rank holds an equal share of the batch).
+absl::StatusOr<std::map<std::string, double>> MeanOverRanks(ProcessGroup& group, const std::map<std::string, double>& metrics) {
+  if (group.world_size() == 1) return metrics;
+  nlohmann::json mine = metrics;
+  POSTTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> all, group.AllGatherStrings(mine.dump()));
+  std::map<std::string, std::pair<double, double>> sums;
+  for (const std::string& text : all) {
+    const nlohmann::json parsed = nlohmann::json::parse(text);
+    for (const auto& [name, value] : parsed.items()) {
+      auto& [sum, count] = sums[name];
+      sum += value.is_null() ? std::nan("") : value.get<double>();
+      count += 1;
+    }
+  }
+  std::map<std::string, double> out;
+  for (const auto& [name, sc] : sums) out[name] = sc.first / sc.second;
+  return out;
+}
 
 // bf16 autocast on CPU for a scope (fp32 master weights stay fp32).
 class Autocast {
@@ -466,31 +519,47 @@ absl::Status GenerationFromJson(const nlohmann::json& j, std::vector<Example>& e
 
 class Run {
  public:
-  Run(const Recipe& recipe, RunParts parts, RunDirectory run_dir)
+  Run(const Recipe& recipe, RunParts parts, RunDirectory run_dir, std::unique_ptr<ProcessGroup> group)
       : recipe_(recipe), p_(std::move(parts)), o_(p_.options), run_dir_(std::move(run_dir)),
-        order_(static_cast<std::int64_t>(p_.examples.size()), static_cast<std::uint64_t>(recipe.seed()), o_.shuffle) {}
+        order_(static_cast<std::int64_t>(p_.examples.size()), static_cast<std::uint64_t>(recipe.seed()), o_.shuffle),
+        group_(std::move(group)), collectives_(group_.get()) {}
 
   absl::StatusOr<RunResult> Train();
 
  private:
+  // Models and their placement, the optimizer, the schedule; equal weights on every rank.
   absl::Status Setup();
   absl::Status Resume();
+  // Data order and sharding: this rank's share of the step's generation (sampled
+  // and scored for online trainers), or the reuse of the last one.
+  absl::Status NextGeneration(std::int64_t step, bool fresh);
+  // The trainer's steps on the micro-batches, backward; the step's metrics.
+  absl::StatusOr<std::map<std::string, double>> TrainMicroBatches(std::int64_t step, bool log_completions, bool* trained);
+  // Gradients averaged over ranks, clipped; the optimizer and the schedule.
+  absl::Status OptimizerStep(std::int64_t step, std::map<std::string, double>* metrics);
+  absl::Status Log(std::int64_t step, const std::map<std::string, double>& step_metrics, ProgressLine& progress);
   absl::Status Sample(MicroRollouts& m, std::uint64_t seed, const std::vector<Example>& source,
                       const std::vector<TokenizedExample>& tokens, const std::vector<std::int64_t>& indices);
   absl::Status WriteCompletions(std::int64_t step, MicroRollouts& m, const RewardTable* table);
   absl::Status Evaluate(std::int64_t step);
   absl::Status EvaluateRollouts(std::int64_t step, MetricWindow* window);
   absl::Status Checkpoint(std::int64_t step);
+  absl::Status SaveFinal();
   std::uint64_t Seed() const { return static_cast<std::uint64_t>(recipe_.seed()); }
+  // Rank 0 writes the run's files; every rank computes.
+  bool Writes() const { return group_->rank() == 0; }
+  int rank() const { return group_->rank(); }
+  int world() const { return group_->world_size(); }
 
   const Recipe& recipe_;
   RunParts p_;
   const EngineOptions& o_;
   RunDirectory run_dir_;
   DataOrder order_;
+  std::unique_ptr<ProcessGroup> group_;
+  Collectives collectives_;
   std::vector<std::pair<std::string, at::Tensor>> trainable_, extras_, trainer_params_;
   std::unique_ptr<AdamW> optimizer_;
-  std::unique_ptr<ProcessGroup> process_group_;
   SaveOptions save_;
   std::int64_t batch_size_ = 1, accumulation_ = 1, max_steps_ = 1, warmup_ = 0;
   std::int64_t reuse_ = 1;       // optimisation steps per generated batch
@@ -503,7 +572,7 @@ class Run {
 };
 
 absl::Status Run::Setup() {
-  TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get()};
+  TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get(), &collectives_};
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return p_.trainer->Setup(context); }));
   POSTTRAIN_RETURN_IF_ERROR(
       CallNoThrow("trainer prepare", [&] { return p_.trainer->Prepare(p_.train_tokens, p_.eval_tokens); }));
@@ -528,7 +597,13 @@ absl::Status Run::Setup() {
       trainable_.push_back({name, param});
     }
   }
-  POSTTRAIN_ASSIGN_OR_RETURN(process_group_, ProcessGroup::CreateLocal());
+  if (world() > 1) {
+    // Every rank starts from rank 0's weights (a trainer's randomly initialised
+    // head included).
+    std::vector<at::Tensor> weights;
+    for (const auto& [name, param] : trainable_) weights.push_back(param.detach());
+    POSTTRAIN_RETURN_IF_ERROR(group_->Broadcast(weights, 0));
+  }
   optimizer_ = std::make_unique<AdamW>(trainable_, AdamWOptions{o_.adam_beta1, o_.adam_beta2, o_.adam_epsilon, o_.weight_decay});
   const auto [architecture, num_labels] = p_.trainer->SavedArchitecture();
   save_.tokenizer_source_dir = p_.model_path;
@@ -539,7 +614,8 @@ absl::Status Run::Setup() {
   const auto n = static_cast<std::int64_t>(p_.examples.size());
   batch_size_ = o_.per_device_train_batch_size;
   accumulation_ = o_.gradient_accumulation_steps;
-  const std::int64_t micro_per_epoch = (n + batch_size_ - 1) / batch_size_;
+  // A global micro-batch is batch_size x world examples (each rank its share).
+  const std::int64_t micro_per_epoch = (n + batch_size_ * world() - 1) / (batch_size_ * world());
   max_steps_ = o_.max_steps > 0 ? o_.max_steps
                                 : std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(
                                                                 o_.num_train_epochs * micro_per_epoch / static_cast<double>(accumulation_))));
@@ -552,7 +628,8 @@ absl::Status Run::Setup() {
 
 absl::Status Run::Resume() {
   std::string resolved;
-  POSTTRAIN_ASSIGN_OR_RETURN(LoadedCheckpoint checkpoint, LoadCheckpoint(o_.resume_from_checkpoint, run_dir_.path(), &resolved));
+  POSTTRAIN_ASSIGN_OR_RETURN(LoadedCheckpoint checkpoint,
+                             LoadCheckpoint(o_.resume_from_checkpoint, run_dir_.path(), &resolved, rank()));
   {
     at::NoGradGuard no_grad;
     for (auto& [name, param] : trainable_) {
@@ -572,11 +649,22 @@ absl::Status Run::Resume() {
   start_step_ = state["global_step"].get<std::int64_t>();
   if (state.contains("logging_window")) window_.FromJson(state["logging_window"]);
   if (state.contains("whole_run")) whole_run_.FromJson(state["whole_run"]);
-  // Replay the data order: one batch per micro-batch of each generation begun.
-  const std::int64_t generations_begun = (start_step_ + reuse_ - 1) / reuse_;
-  for (std::int64_t i = 0; i < generations_begun * accumulation_; ++i) order_.Next(batch_size_);
+  const int saved_world = state.value("world_size", 1);
+  if (state.contains("data_order")) {
+    order_.Seek(state["data_order"]);
+  } else {
+    // Older checkpoints: replay one global batch per micro-batch of each generation begun.
+    const std::int64_t generations_begun = (start_step_ + reuse_ - 1) / reuse_;
+    for (std::int64_t i = 0; i < generations_begun * accumulation_; ++i) order_.Next(batch_size_ * saved_world);
+  }
   // In the middle of a generation's reuse: the same rollouts and rewards go on.
   if (start_step_ % reuse_ != 0) {
+    if (saved_world != world()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint '", resolved, "' was taken by ", saved_world, " ranks within a generation's reuse (step ", start_step_,
+          " of every ", reuse_, "): its rollouts belong to those ranks; resume it with ", saved_world,
+          " ranks, or from a checkpoint at a multiple of ", reuse_, " steps"));
+    }
     if (checkpoint.generation.is_null()) {
       return absl::DataLossError(absl::StrCat("checkpoint '", resolved, "' was taken within a generation's reuse but holds no generation.json"));
     }
@@ -598,6 +686,8 @@ absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector
   if (p_.tokenizer != nullptr) request.prompt_ids = m.prompt_ids;
   request.num_generations = p_.needs.num_generations;
   request.seed = seed;
+  // A seed per example, so its samples do not depend on the rank or batch it is in.
+  for (std::int64_t i : m.indices) request.prompt_seeds.push_back(Mix64(seed ^ Mix64(static_cast<std::uint64_t>(i))));
   request.policy = Policy{p_.policy.get(), p_.tokenizer.get()};
   request.logprobs = p_.needs.sampler_logprobs;
   // Rewards score each completion as the sampler finishes it (oneTBB workers),
@@ -617,6 +707,7 @@ absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector
 }
 
 absl::Status Run::WriteCompletions(std::int64_t step, MicroRollouts& m, const RewardTable* table) {
+  std::string lines;
   for (size_t i = 0; i < m.rollouts.size(); ++i) {
     nlohmann::json row = {{"step", step},
                           {"prompt", m.batch[static_cast<size_t>(m.rollouts[i].prompt_index)]->prompt},
@@ -628,7 +719,15 @@ absl::Status Run::WriteCompletions(std::int64_t step, MicroRollouts& m, const Re
         row["rewards"][name] = std::isnan(scores[i]) ? nlohmann::json() : nlohmann::json(scores[i]);
       }
     }
-    POSTTRAIN_RETURN_IF_ERROR(completions_out_.Write(row));
+    lines += row.dump() + "\n";
+  }
+  // Rank 0 writes every rank's rollouts, in rank order.
+  POSTTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> all, group_->AllGatherStrings(lines));
+  if (!Writes()) return absl::OkStatus();
+  for (const std::string& rank_lines : all) {
+    for (absl::string_view line : absl::StrSplit(rank_lines, '\n', absl::SkipEmpty())) {
+      POSTTRAIN_RETURN_IF_ERROR(completions_out_.Write(nlohmann::json::parse(line)));
+    }
   }
   return absl::OkStatus();
 }
@@ -637,12 +736,16 @@ absl::Status Run::WriteCompletions(std::int64_t step, MicroRollouts& m, const Re
 // with the rewards; eval_reward, eval_rewards/<name>/mean, completion lengths.
 absl::Status Run::EvaluateRollouts(std::int64_t step, MetricWindow* window) {
   const auto eb = static_cast<size_t>(o_.per_device_eval_batch_size);
-  for (size_t start = 0; start < p_.eval_examples.size(); start += eb) {
-    std::vector<std::int64_t> indices;
-    for (size_t i = start; i < std::min(p_.eval_examples.size(), start + eb); ++i) indices.push_back(static_cast<std::int64_t>(i));
+  std::vector<std::int64_t> all(p_.eval_examples.size());
+  std::iota(all.begin(), all.end(), 0);
+  const std::vector<std::int64_t> mine = Shard(all, rank(), world());  // this rank's share
+  for (size_t start = 0; start < mine.size(); start += eb) {
+    const std::vector<std::int64_t> indices(mine.begin() + static_cast<std::ptrdiff_t>(start),
+                                            mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), start + eb)));
     MicroRollouts m;
-    // Seeds of their own: evaluation draws nothing from the training stream.
-    const std::uint64_t seed = Seed() * 1000003u + (std::uint64_t{1} << 40) + static_cast<std::uint64_t>(step) * 100003u + start;
+    // Seeds of their own: evaluation draws nothing from the training stream
+    // (and each example's from its index: Sample).
+    const std::uint64_t seed = Seed() * 1000003u + (std::uint64_t{1} << 40) + static_cast<std::uint64_t>(step) * 100003u;
     POSTTRAIN_RETURN_IF_ERROR(Sample(m, seed, p_.eval_examples, p_.eval_tokens, indices));
     std::map<std::string, double> metrics;
     if (m.has_rewards()) {
@@ -666,18 +769,24 @@ absl::Status Run::Evaluate(std::int64_t step) {
   if (p_.eval_examples.empty()) return absl::OkStatus();
   at::NoGradGuard no_grad;
   MetricWindow eval_window;
+  // Each rank evaluates its share; the trainer's collectives stay local (ranks
+  // may run different numbers of batches), and the windows' sums are merged.
+  collectives_.set_local(true);
   if (p_.needs.rollouts) {
     POSTTRAIN_RETURN_IF_ERROR(EvaluateRollouts(step, &eval_window));
   } else {
     Autocast autocast(o_.bf16);
     const auto eb = static_cast<size_t>(o_.per_device_eval_batch_size);
-    for (size_t start = 0; start < p_.eval_examples.size(); start += eb) {
-      const size_t end = std::min(p_.eval_examples.size(), start + eb);
+    std::vector<std::int64_t> all(p_.eval_examples.size());
+    std::iota(all.begin(), all.end(), 0);
+    const std::vector<std::int64_t> mine = Shard(all, rank(), world());
+    for (size_t start = 0; start < mine.size(); start += eb) {
+      const size_t end = std::min(mine.size(), start + eb);
       std::vector<const Example*> batch;
       std::vector<const TokenizedExample*> tokens;
-      for (size_t i = start; i < end; ++i) {
-        batch.push_back(&p_.eval_examples[i]);
-        tokens.push_back(&p_.eval_tokens[i]);
+      for (size_t k = start; k < end; ++k) {
+        batch.push_back(&p_.eval_examples[static_cast<size_t>(mine[k])]);
+        tokens.push_back(&p_.eval_tokens[static_cast<size_t>(mine[k])]);
       }
       StepInput input;
       input.step = step;
@@ -693,11 +802,47 @@ absl::Status Run::Evaluate(std::int64_t step) {
       eval_window.Add(out.metrics, weight);
     }
   }
+  collectives_.set_local(false);
+  if (world() > 1) {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> windows, group_->AllGatherStrings(eval_window.ToJson().dump()));
+    eval_window.Clear();
+    for (const std::string& w : windows) eval_window.Merge(nlohmann::json::parse(w));
+  }
   nlohmann::json line = {{"step", step}, {"epoch", order_.epoch()}};
   std::map<std::string, double> means = eval_window.Means();
   for (const auto& [name, value] : means) line["eval_" + name] = value;
   spdlog::info("eval at step {}: {}", step, Summary(means));
-  return metrics_out_.Write(line);
+  return Writes() ? metrics_out_.Write(line) : absl::OkStatus();
+}
+
+// A rank's own checkpoint contents as bytes, for gathering on rank 0: the
+// generation and tensor names as JSON, then the tensors pickled.
+std::string PackRankContents(const RankContents& r) {
+  nlohmann::json head = {{"generation", r.generation}, {"names", nlohmann::json::array()}};
+  c10::impl::GenericList tensors(c10::TensorType::get());
+  for (const auto& [name, t] : r.trainer_state_tensors) {
+    head["names"].push_back(name);
+    tensors.push_back(t.detach().contiguous());
+  }
+  const std::string json = head.dump();
+  const std::vector<char> pickled = torch::jit::pickle_save(c10::IValue(tensors));
+  std::string out = absl::StrCat(json.size(), "\n", json);
+  out.append(pickled.data(), pickled.size());
+  return out;
+}
+
+RankContents UnpackRankContents(const std::string& bytes) {
+  const size_t newline = bytes.find('\n');
+  const size_t json_size = std::stoul(bytes.substr(0, newline));
+  const nlohmann::json head = nlohmann::json::parse(bytes.substr(newline + 1, json_size));
+  const std::vector<char> pickled(bytes.begin() + static_cast<std::ptrdiff_t>(newline + 1 + json_size), bytes.end());
+  const c10::List<c10::IValue> tensors = torch::jit::pickle_load(pickled).toList();
+  RankContents r;
+  r.generation = head.at("generation");
+  for (size_t i = 0; i < head.at("names").size(); ++i) {
+    r.trainer_state_tensors.push_back({head["names"][i].get<std::string>(), tensors.get(i).toTensor()});
+  }
+  return r;
 }
 
 absl::Status Run::Checkpoint(std::int64_t step) {
@@ -708,29 +853,172 @@ absl::Status Run::Checkpoint(std::int64_t step) {
                              }));
   contents.trainer_state = {{"global_step", step},        {"max_steps", max_steps_},
                             {"epoch", order_.epoch()},    {"seed", recipe_.seed()},
+                            {"data_order", order_.State()}, {"world_size", world()},
                             {"logging_window", window_.ToJson()}, {"whole_run", whole_run_.ToJson()}};
   // Within a generation's reuse the next steps need its rollouts and rewards.
   if (step % reuse_ != 0) contents.generation = GenerationToJson(generation_);
-  POSTTRAIN_RETURN_IF_ERROR(SaveCheckpoint(*p_.policy, save_, *optimizer_, contents, run_dir_.path(), step, o_.save_total_limit));
-  spdlog::info("saved {}/checkpoint-{}", run_dir_.path(), step);
+  if (world() > 1) {
+    // Weights and optimizer state are equal on every rank; the trainer's state
+    // and the generation are each rank's own: rank 0 writes them all.
+    absl::StatusOr<std::string> packed =
+        CallNoThrow("packing the trainer state", [&]() -> absl::StatusOr<std::string> {
+          return PackRankContents({contents.trainer_state_tensors, contents.generation});
+        });
+    POSTTRAIN_RETURN_IF_ERROR(packed.status());
+    POSTTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> all, group_->AllGatherStrings(*packed));
+    if (Writes()) {
+      for (size_t r = 1; r < all.size(); ++r) {
+        POSTTRAIN_ASSIGN_OR_RETURN(RankContents rc, CallNoThrow("unpacking a rank's trainer state", [&]() -> absl::StatusOr<RankContents> {
+                                     return UnpackRankContents(all[r]);
+                                   }));
+        contents.other_ranks.push_back(std::move(rc));
+      }
+    }
+  }
+  absl::Status saved = absl::OkStatus();
+  if (Writes()) saved = SaveCheckpoint(*p_.policy, save_, *optimizer_, contents, run_dir_.path(), step, o_.save_total_limit);
+  // Every rank learns whether it was written, so all stop together if not.
+  at::Tensor failed = at::full({1}, saved.ok() ? 0.0 : 1.0, at::TensorOptions().dtype(at::kDouble));
+  std::vector<at::Tensor> flag = {failed};
+  POSTTRAIN_RETURN_IF_ERROR(group_->AllReduceSum(flag));
+  POSTTRAIN_RETURN_IF_ERROR(saved);
+  if (failed.item<double>() > 0) return absl::DataLossError(absl::StrCat("rank 0 could not write checkpoint-", step));
+  if (Writes()) spdlog::info("saved {}/checkpoint-{}", run_dir_.path(), step);
   return absl::OkStatus();
+}
+
+absl::Status Run::NextGeneration(std::int64_t step, bool fresh) {
+  if (!fresh) return absl::OkStatus();
+  // Sample the whole generation first: a trainer may need statistics over all
+  // of its micro-batches (DAPO's token count).
+  for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
+    MicroRollouts& m = generation_[static_cast<size_t>(micro)];
+    const std::vector<std::int64_t> indices = Shard(order_.Next(batch_size_ * world()), rank(), world());
+    if (p_.needs.rollouts) {
+      const std::uint64_t seed = Seed() * 1000003u + static_cast<std::uint64_t>(step * accumulation_ + micro);
+      POSTTRAIN_RETURN_IF_ERROR(Sample(m, seed, p_.examples, p_.train_tokens, indices));
+    } else {
+      m.Reset(indices, p_.examples, p_.train_tokens);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, double>> Run::TrainMicroBatches(std::int64_t step, bool log_completions, bool* trained) {
+  std::vector<absl::Span<const Rollout>> generation_spans(generation_.size());
+  for (size_t k = 0; k < generation_.size(); ++k) generation_spans[k] = generation_[k].rollouts;
+  MetricWindow micro_metrics;
+  double loss_sum = 0.0;
+  *trained = false;
+  for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
+    MicroRollouts& m = generation_[static_cast<size_t>(micro)];
+    StepInput input;
+    input.step = step;
+    input.iteration = iteration_;
+    input.micro_batch = micro;
+    input.batch = m.batch;
+    input.tokens = m.tokens;
+    if (p_.needs.rollouts) {
+      input.rollouts = m.rollouts;
+      input.generation = generation_spans;
+    }
+    if (m.has_rewards()) input.rewards = StepRewards([&m] { return m.WaitRewards(); });
+    StepOutput output;
+    {
+      Autocast autocast(o_.bf16);
+      POSTTRAIN_ASSIGN_OR_RETURN(output, CallNoThrow(absl::StrCat("trainer '", p_.trainer_type, "'"),
+                                                     [&] { return p_.trainer->Step(input); }));
+      if (output.loss.defined()) {
+        const double loss = output.loss.item<double>();
+        if (!std::isfinite(loss)) {
+          return absl::InternalError(absl::StrCat("trainer '", p_.trainer_type, "' produced a non-finite loss at step ", step,
+                                                  world() > 1 ? absl::StrCat(" on rank ", rank()) : ""));
+        }
+        loss_sum += loss;
+        if (output.loss.requires_grad()) {
+          (output.loss / static_cast<double>(accumulation_)).backward();
+          *trained = true;
+        }
+      }
+    }
+    // A failing reward fails the step even if the trainer never waited for it.
+    const RewardTable* table = nullptr;
+    if (m.has_rewards()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(table, m.WaitRewards());
+    }
+    micro_metrics.Add(output.metrics);
+    if (log_completions) POSTTRAIN_RETURN_IF_ERROR(WriteCompletions(step, m, table));
+  }
+  std::map<std::string, double> metrics = micro_metrics.Means();
+  if (*trained) metrics["loss"] = loss_sum / static_cast<double>(accumulation_);
+  return metrics;
+}
+
+absl::Status Run::OptimizerStep(std::int64_t step, std::map<std::string, double>* metrics) {
+  // Data parallel: every rank's gradients are averaged, so every rank takes the
+  // same step and the weights stay equal.
+  std::vector<at::Tensor> grads;
+  for (auto& [name, param] : trainable_) grads.push_back(param.grad());
+  POSTTRAIN_RETURN_IF_ERROR(group_->AllReduceMean(grads));
+  (*metrics)["grad_norm"] = optimizer_->ClipGradNorm(o_.max_grad_norm);
+  const double lr = ScheduledLearningRate(o_.lr_scheduler_type, o_.learning_rate, step, max_steps_, warmup_);
+  (*metrics)["learning_rate"] = lr;
+  optimizer_->Step(lr);
+  optimizer_->ZeroGrad();
+  return absl::OkStatus();
+}
+
+absl::Status Run::Log(std::int64_t step, const std::map<std::string, double>& step_metrics, ProgressLine& progress) {
+  window_.Add(step_metrics);
+  whole_run_.Add(step_metrics);
+  // A few completions of the first and of the last step, for a look at the end.
+  for (auto* samples : {&result_.first_completions, &result_.sample_completions}) {
+    const MicroRollouts& last = generation_.back();
+    const bool wanted = samples == &result_.first_completions ? step == start_step_ + 1 : step == max_steps_;
+    if (!wanted || last.rollouts.empty()) continue;
+    const size_t shown = std::min<size_t>(4, last.rollouts.size());
+    for (size_t k = 0; k < shown; ++k) {
+      const Rollout& r = last.rollouts[k * last.rollouts.size() / shown];
+      samples->push_back({last.batch[static_cast<size_t>(r.prompt_index)]->prompt, r.completion});
+    }
+  }
+  if (step % o_.logging_steps != 0 && step != max_steps_) return absl::OkStatus();
+  nlohmann::json line = {{"step", step}, {"epoch", order_.epoch()}};
+  const std::map<std::string, double> means = window_.Means();
+  for (const auto& [name, value] : means) line[name] = value;
+  if (Writes()) POSTTRAIN_RETURN_IF_ERROR(metrics_out_.Write(line));
+  if (result_.first_metrics.empty()) result_.first_metrics = means;
+  result_.last_metrics = means;
+  progress.Update(step, Summary(means));
+  window_.Clear();
+  return absl::OkStatus();
+}
+
+absl::Status Run::SaveFinal() {
+  if (p_.policy == nullptr || trainable_.empty() || !p_.needs.model) return absl::OkStatus();
+  if (Writes()) {
+    absl::Status saved = SaveCausalLM(*p_.policy, run_dir_.File("final"), save_);
+    if (!saved.ok()) return Annotate(saved, "writing final/ (the checkpoints written so far are intact)");
+    spdlog::info("saved the final model to {}", run_dir_.File("final"));
+  }
+  result_.final_model_dir = run_dir_.File("final");
+  // No rank reports success before final/ is complete.
+  return group_->Barrier();
 }
 
 absl::StatusOr<RunResult> Run::Train() {
   POSTTRAIN_RETURN_IF_ERROR(Setup());
   const bool resuming = !o_.resume_from_checkpoint.empty();
   if (resuming) POSTTRAIN_RETURN_IF_ERROR(Resume());
-  POSTTRAIN_ASSIGN_OR_RETURN(metrics_out_, JsonlWriter::Open(run_dir_.File("metrics.jsonl"), resuming));
-  if (p_.needs.rollouts) {
-    POSTTRAIN_ASSIGN_OR_RETURN(completions_out_, JsonlWriter::Open(run_dir_.File("completions.jsonl"), resuming));
+  if (Writes()) {
+    POSTTRAIN_ASSIGN_OR_RETURN(metrics_out_, JsonlWriter::Open(run_dir_.File("metrics.jsonl"), resuming));
+    if (p_.needs.rollouts) {
+      POSTTRAIN_ASSIGN_OR_RETURN(completions_out_, JsonlWriter::Open(run_dir_.File("completions.jsonl"), resuming));
+    }
   }
   if (o_.eval_on_start && start_step_ == 0) POSTTRAIN_RETURN_IF_ERROR(Evaluate(0));
   ProgressLine progress("train", max_steps_);
-  std::vector<absl::Span<const Rollout>> generation_spans(generation_.size());
   for (std::int64_t step = start_step_ + 1; step <= max_steps_; ++step) {
-    MetricWindow micro_metrics;
-    double loss_sum = 0.0;
-    bool trained = false;
     const bool fresh = iteration_ >= reuse_;
     if (fresh) iteration_ = 0;
     // A generation's completions are written if a logging step falls in its steps.
@@ -738,95 +1026,15 @@ absl::StatusOr<RunResult> Run::Train() {
     for (std::int64_t k = step; p_.needs.rollouts && fresh && k < step + reuse_ && k <= max_steps_; ++k) {
       log_completions |= k % o_.logging_steps == 0 || k == max_steps_;
     }
-    // Sample the whole generation first: a trainer may need statistics over all
-    // of its micro-batches (DAPO's token count).
-    for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
-      MicroRollouts& m = generation_[static_cast<size_t>(micro)];
-      if (!fresh) continue;
-      const std::vector<std::int64_t> indices = order_.Next(batch_size_);
-      if (p_.needs.rollouts) {
-        const std::uint64_t seed = Seed() * 1000003u + static_cast<std::uint64_t>(step * accumulation_ + micro);
-        POSTTRAIN_RETURN_IF_ERROR(Sample(m, seed, p_.examples, p_.train_tokens, indices));
-      } else {
-        m.Reset(indices, p_.examples, p_.train_tokens);
-      }
-    }
-    for (size_t k = 0; k < generation_.size(); ++k) generation_spans[k] = generation_[k].rollouts;
-    for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
-      MicroRollouts& m = generation_[static_cast<size_t>(micro)];
-      StepInput input;
-      input.step = step;
-      input.iteration = iteration_;
-      input.micro_batch = micro;
-      input.batch = m.batch;
-      input.tokens = m.tokens;
-      if (p_.needs.rollouts) {
-        input.rollouts = m.rollouts;
-        input.generation = generation_spans;
-      }
-      if (m.has_rewards()) input.rewards = StepRewards([&m] { return m.WaitRewards(); });
-      StepOutput output;
-      {
-        Autocast autocast(o_.bf16);
-        POSTTRAIN_ASSIGN_OR_RETURN(output, CallNoThrow(absl::StrCat("trainer '", p_.trainer_type, "'"),
-                                                       [&] { return p_.trainer->Step(input); }));
-        if (output.loss.defined()) {
-          const double loss = output.loss.item<double>();
-          if (!std::isfinite(loss)) {
-            return absl::InternalError(absl::StrCat("trainer '", p_.trainer_type, "' produced a non-finite loss at step ", step));
-          }
-          loss_sum += loss;
-          if (output.loss.requires_grad()) {
-            (output.loss / static_cast<double>(accumulation_)).backward();
-            trained = true;
-          }
-        }
-      }
-      // A failing reward fails the step even if the trainer never waited for it.
-      const RewardTable* table = nullptr;
-      if (m.has_rewards()) {
-        POSTTRAIN_ASSIGN_OR_RETURN(table, m.WaitRewards());
-      }
-      micro_metrics.Add(output.metrics);
-      if (log_completions) POSTTRAIN_RETURN_IF_ERROR(WriteCompletions(step, m, table));
-    }
+    POSTTRAIN_RETURN_IF_ERROR(NextGeneration(step, fresh));
+    bool trained = false;
+    using Metrics = std::map<std::string, double>;
+    POSTTRAIN_ASSIGN_OR_RETURN(Metrics step_metrics, TrainMicroBatches(step, log_completions, &trained));
     ++iteration_;
-    std::map<std::string, double> step_metrics = micro_metrics.Means();
-    if (trained) {
-      // Data-parallel reduction point (world size 1 this round).
-      std::vector<at::Tensor> grads;
-      for (auto& [name, param] : trainable_) grads.push_back(param.grad());
-      POSTTRAIN_RETURN_IF_ERROR(process_group_->AllReduceMean(grads));
-      step_metrics["loss"] = loss_sum / static_cast<double>(accumulation_);
-      step_metrics["grad_norm"] = optimizer_->ClipGradNorm(o_.max_grad_norm);
-      const double lr = ScheduledLearningRate(o_.lr_scheduler_type, o_.learning_rate, step, max_steps_, warmup_);
-      step_metrics["learning_rate"] = lr;
-      optimizer_->Step(lr);
-      optimizer_->ZeroGrad();
-    }
-    window_.Add(step_metrics);
-    whole_run_.Add(step_metrics);
-    // A few completions of the first and of the last step, for a look at the end.
-    for (auto* samples : {&result_.first_completions, &result_.sample_completions}) {
-      const MicroRollouts& last = generation_.back();
-      const bool wanted = samples == &result_.first_completions ? step == start_step_ + 1 : step == max_steps_;
-      if (!wanted || last.rollouts.empty()) continue;
-      const size_t shown = std::min<size_t>(4, last.rollouts.size());
-      for (size_t k = 0; k < shown; ++k) {
-        const Rollout& r = last.rollouts[k * last.rollouts.size() / shown];
-        samples->push_back({last.batch[static_cast<size_t>(r.prompt_index)]->prompt, r.completion});
-      }
-    }
-    if (step % o_.logging_steps == 0 || step == max_steps_) {
-      nlohmann::json line = {{"step", step}, {"epoch", order_.epoch()}};
-      const std::map<std::string, double> means = window_.Means();
-      for (const auto& [name, value] : means) line[name] = value;
-      POSTTRAIN_RETURN_IF_ERROR(metrics_out_.Write(line));
-      if (result_.first_metrics.empty()) result_.first_metrics = means;
-      result_.last_metrics = means;
-      progress.Update(step, Summary(means));
-      window_.Clear();
-    }
+    // Every rank's metrics, averaged (each holds an equal share of the batch).
+    POSTTRAIN_ASSIGN_OR_RETURN(step_metrics, MeanOverRanks(*group_, step_metrics));
+    if (trained) POSTTRAIN_RETURN_IF_ERROR(OptimizerStep(step, &step_metrics));
+    POSTTRAIN_RETURN_IF_ERROR(Log(step, step_metrics, progress));
     if ((o_.eval_steps > 0 && step % o_.eval_steps == 0) || step == max_steps_) {
       POSTTRAIN_RETURN_IF_ERROR(Evaluate(step));
     }
@@ -835,12 +1043,7 @@ absl::StatusOr<RunResult> Run::Train() {
     }
   }
   progress.Finish();
-  if (p_.policy != nullptr && !trainable_.empty() && p_.needs.model) {
-    absl::Status saved = SaveCausalLM(*p_.policy, run_dir_.File("final"), save_);
-    if (!saved.ok()) return Annotate(saved, "writing final/ (the checkpoints written so far are intact)");
-    result_.final_model_dir = run_dir_.File("final");
-    spdlog::info("saved the final model to {}", result_.final_model_dir);
-  }
+  POSTTRAIN_RETURN_IF_ERROR(SaveFinal());
   result_.output_dir = run_dir_.path();
   result_.steps = max_steps_;
   result_.num_train_examples = static_cast<std::int64_t>(p_.examples.size());
@@ -859,14 +1062,29 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   POSTTRAIN_RETURN_IF_ERROR(recipe.Validate(registry));
   POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig trainer_config, recipe.Component("trainer", registry));
   const bool resuming = trainer_config.Has("resume_from_checkpoint") && !trainer_config.GetString("resume_from_checkpoint").empty();
-  POSTTRAIN_ASSIGN_OR_RETURN(RunDirectory run_dir,
-                             RunDirectory::Create(recipe.output_dir(), recipe.overwrite_output_dir() || resuming));
+  POSTTRAIN_ASSIGN_OR_RETURN(DistributedEnv env, DistributedEnv::FromEnvironment());
+  const bool writes = env.rank == 0;
+  // Rank 0 owns the run directory; the others only compute.
+  std::optional<RunDirectory> run_dir;
+  if (writes) {
+    POSTTRAIN_ASSIGN_OR_RETURN(run_dir, RunDirectory::Create(recipe.output_dir(), recipe.overwrite_output_dir() || resuming));
+  } else {
+    run_dir = RunDirectory::At(recipe.output_dir());
+  }
   // Everything is built and checked before the run directory's files change.
   POSTTRAIN_ASSIGN_OR_RETURN(RunParts parts, BuildRun(recipe, registry));
-  POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic(run_dir.File("recipe.resolved.toml"), recipe.ResolvedToml(registry)));
-  RunLog run_log(run_dir.File("run.log"), resuming);
-  spdlog::info("run directory: {}", run_dir.path());
-  Run run(recipe, std::move(parts), std::move(run_dir));
+  if (env.world_size > 1) spdlog::info("data parallel: {}", env.Describe());
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ProcessGroup> group,
+                             ProcessGroup::Create(env, std::chrono::seconds(parts.options.ddp_timeout)));
+  std::optional<RunLog> run_log;
+  if (writes) {
+    POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic(run_dir->File("recipe.resolved.toml"), recipe.ResolvedToml(registry)));
+    run_log.emplace(run_dir->File("run.log"), resuming);
+    spdlog::info("run directory: {}", run_dir->path());
+  }
+  // No rank reads the run directory before rank 0 has made it.
+  POSTTRAIN_RETURN_IF_ERROR(group->Barrier());
+  Run run(recipe, std::move(parts), std::move(*run_dir), std::move(group));
   return run.Train();
 }
 

@@ -60,6 +60,18 @@ absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, cons
     if (!contents.generation.is_null()) {
       POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "generation.json").string(), contents.generation.dump() + "\n"));
     }
+    for (size_t k = 0; k < contents.other_ranks.size(); ++k) {
+      const RankContents& r = contents.other_ranks[k];
+      const fs::path dir = tmp / absl::StrCat("rank-", k + 1);
+      fs::create_directories(dir, ec);
+      if (ec) return absl::DataLossError(absl::StrCat("cannot create '", dir.string(), "': ", ec.message()));
+      if (!r.trainer_state_tensors.empty()) {
+        POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((dir / "trainer_state.safetensors").string(), detached(r.trainer_state_tensors)));
+      }
+      if (!r.generation.is_null()) {
+        POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((dir / "generation.json").string(), r.generation.dump() + "\n"));
+      }
+    }
     return WriteFileAtomic((tmp / "trainer_state.json").string(), contents.trainer_state.dump(2) + "\n");
   }();
   if (!written.ok()) {
@@ -79,7 +91,7 @@ absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, cons
 }
 
 absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const std::string& output_dir,
-                                                std::string* resolved_path) {
+                                                std::string* resolved_path, int rank) {
   fs::path dir = path;
   if (path == "latest") {
     auto all = Checkpoints(output_dir);
@@ -103,17 +115,20 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const s
       POSTTRAIN_ASSIGN_OR_RETURN(loaded.trainer_params[e.name], params.Get(e.name));
     }
   }
-  if (fs::exists(dir / "trainer_state.safetensors", ec)) {
-    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile state, SafetensorsFile::Open((dir / "trainer_state.safetensors").string()));
+  // A rank's own state, where the checkpoint has it.
+  const fs::path rank_dir = dir / absl::StrCat("rank-", rank);
+  const fs::path state_dir = rank > 0 && fs::is_directory(rank_dir, ec) ? rank_dir : dir;
+  if (fs::exists(state_dir / "trainer_state.safetensors", ec)) {
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile state, SafetensorsFile::Open((state_dir / "trainer_state.safetensors").string()));
     for (const SafetensorsEntry& e : state.entries()) {
       POSTTRAIN_ASSIGN_OR_RETURN(loaded.trainer_state_tensors[e.name], state.Get(e.name));
     }
   }
-  if (fs::exists(dir / "generation.json", ec)) {
-    POSTTRAIN_ASSIGN_OR_RETURN(std::string text, ReadTextFile((dir / "generation.json").string()));
+  if (fs::exists(state_dir / "generation.json", ec)) {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::string text, ReadTextFile((state_dir / "generation.json").string()));
     loaded.generation = nlohmann::json::parse(text, nullptr, false);
     if (loaded.generation.is_discarded()) {
-      return absl::DataLossError(absl::StrCat("'", (dir / "generation.json").string(), "' is not valid JSON"));
+      return absl::DataLossError(absl::StrCat("'", (state_dir / "generation.json").string(), "' is not valid JSON"));
     }
   }
   POSTTRAIN_ASSIGN_OR_RETURN(std::string state, ReadTextFile((dir / "trainer_state.json").string()));

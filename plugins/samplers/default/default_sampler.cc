@@ -59,6 +59,7 @@ class DefaultSampler final : public Sampler {
     const Tokenizer& tokenizer = *request.policy.tokenizer;
     SamplingParams params = params_;
     params.seed = request.seed;
+    params.prompt_seeds = request.prompt_seeds;
     params.compute_logprobs = request.logprobs;
     params.eos_token_ids = EosTokenIds(*request.policy.model, &tokenizer);
     if (tokenizer.pad_token_id()) params.pad_token_id = *tokenizer.pad_token_id();

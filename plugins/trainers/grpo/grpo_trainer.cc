@@ -65,6 +65,7 @@ class GrpoTrainer final : public Trainer {
   TrainerNeeds Needs() const override { return TrainerNeeds::Online(options_.beta != 0.0, num_generations_, num_iterations_); }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
+    collectives_ = context.collectives;
     reference_ = context.reference;
     return absl::OkStatus();
   }
@@ -96,12 +97,19 @@ class GrpoTrainer final : public Trainer {
       });
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* rewards, input.rewards.Wait());
-    POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages,
-                               GroupAdvantages(at::tensor(rewards->total), num_generations_, scale_rewards_));
+    // Advantages over every rank's rewards (TRL gathers them across processes:
+    // scale_rewards = "batch" is the std of the global batch), then this rank's rows.
+    std::int64_t offset = 0;
+    POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor all_rewards, collectives_->Gather(at::tensor(rewards->total), &offset));
+    POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages, GroupAdvantages(all_rewards, num_generations_, scale_rewards_));
+    advantages = advantages.narrow(0, offset, n);
     GrpoLossOptions options = options_;
     if (options.loss_type == "dapo" && !input.generation.empty()) {
-      options.dapo_normalizer = static_cast<double>(std::max<std::int64_t>(1, GenerationCompletionTokens(input.generation, mask_truncated_))) /
-                                static_cast<double>(input.generation.size());
+      // DAPO normalises by the generation's completion tokens over all ranks, per
+      // micro-batch and rank (the engine averages gradients over ranks).
+      const auto local = static_cast<double>(GenerationCompletionTokens(input.generation, mask_truncated_));
+      POSTTRAIN_ASSIGN_OR_RETURN(const double global, collectives_->Sum(local));
+      options.dapo_normalizer = std::max(1.0, global) / static_cast<double>(input.generation.size() * collectives_->world_size());
     }
     POSTTRAIN_ASSIGN_OR_RETURN(GrpoLossResult r, GrpoLoss(logps, sampling_.Get(input, [&] { return logps.detach(); }), ref_logps, advantages, rb.mask, options));
     StepOutput out;
@@ -120,6 +128,7 @@ class GrpoTrainer final : public Trainer {
  private:
   CausalLM* policy_ = nullptr;
   const CausalLM* reference_ = nullptr;
+  const Collectives* collectives_ = nullptr;
   std::int64_t num_generations_ = 8;
   std::int64_t num_iterations_ = 1;
   GrpoLossOptions options_;

@@ -44,6 +44,7 @@ class KtoTrainer final : public Trainer {
   }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
+    collectives_ = context.collectives;
     reference_ = context.reference;
     return absl::OkStatus();
   }
@@ -87,10 +88,14 @@ class KtoTrainer final : public Trainer {
         std::vector<std::vector<std::int64_t>> kl_completions;
         for (size_t row : kl_rows) kl_completions.push_back(completions[row]);
         CompletionBatch kl_batch = MakeCompletionBatch(prompts, kl_completions);
-        kl = (CompletionLogprobs(*policy_, kl_batch, 1.0).sum(1) - CompletionLogprobs(*reference_, kl_batch, 1.0).sum(1))
-                 .mean()
-                 .clamp_min(0);
+        kl = (CompletionLogprobs(*policy_, kl_batch, 1.0).sum(1) - CompletionLogprobs(*reference_, kl_batch, 1.0).sum(1)).sum();
       }
+    }
+    // z: the mean over every rank's mismatched pairs (TRL gathers them), ≥ 0.
+    {
+      POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor sums,
+                                 collectives_->Sum(at::stack({kl.to(at::kDouble), at::scalar_tensor(static_cast<double>(kl_rows.size()), at::kDouble)})));
+      kl = sums[1].item<double>() > 0 ? (sums[0] / sums[1]).to(at::kFloat).clamp_min(0) : at::zeros({}, at::kFloat);
     }
     std::vector<std::int64_t> chosen_idx, rejected_idx;
     for (std::int64_t i = 0; i < n; ++i) (desirable[static_cast<size_t>(i)] ? chosen_idx : rejected_idx).push_back(i);
@@ -119,6 +124,7 @@ class KtoTrainer final : public Trainer {
 
  private:
   CausalLM* policy_ = nullptr;
+  const Collectives* collectives_ = nullptr;
   const CausalLM* reference_ = nullptr;
   double beta_ = 0.1, desirable_ = 1.0, undesirable_ = 1.0;
 };

@@ -76,6 +76,7 @@ class PpoTrainer final : public Trainer {
   TrainerNeeds Needs() const override { return TrainerNeeds::Online(kl_coef_ != 0.0, num_generations_, num_ppo_epochs_); }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
+    collectives_ = context.collectives;
     reference_ = context.reference;
     const std::int64_t hidden = policy_->config().hidden_size;
     at::Generator gen = at::detail::createCPUGenerator(seed_);
@@ -194,9 +195,14 @@ class PpoTrainer final : public Trainer {
     std::vector<std::int64_t> last;
     for (std::int64_t i = 0; i < n; ++i) last.push_back(rb.sequences.completion_lengths[static_cast<size_t>(i)] - 1);
     rewards.scatter_add_(1, at::tensor(last, at::kLong).unsqueeze(1), scores.unsqueeze(1));
-    if (whiten_rewards_) rewards = MaskedWhiten(rewards, rb.mask, /*shift_mean=*/false) * rb.mask;
+    // Whitening is over the global batch (every rank's rollouts).
+    if (whiten_rewards_) {
+      POSTTRAIN_ASSIGN_OR_RETURN(rewards, MaskedWhiten(rewards, rb.mask, /*shift_mean=*/false, *collectives_));
+      rewards = rewards * rb.mask;
+    }
     GaeResult gae = GeneralizedAdvantages(rewards, f.old_values, rb.mask, gamma_, lam_);
-    f.advantages = MaskedWhiten(gae.advantages, rb.mask) * rb.mask;
+    POSTTRAIN_ASSIGN_OR_RETURN(f.advantages, MaskedWhiten(gae.advantages, rb.mask, /*shift_mean=*/true, *collectives_));
+    f.advantages = f.advantages * rb.mask;
     f.returns = gae.returns;
     f.metrics["objective/kl"] = kl.sum(1).mean().item<double>();
     f.metrics["objective/non_score_reward"] = non_score.mean().item<double>();
@@ -207,6 +213,7 @@ class PpoTrainer final : public Trainer {
   }
 
   CausalLM* policy_ = nullptr;
+  const Collectives* collectives_ = nullptr;
   const CausalLM* reference_ = nullptr;
   at::Tensor v_weight_, v_bias_;
   std::vector<Fixed> cache_;

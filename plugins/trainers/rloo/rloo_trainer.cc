@@ -50,6 +50,7 @@ class RlooTrainer final : public Trainer {
   TrainerNeeds Needs() const override { return TrainerNeeds::Online(beta_ != 0.0, num_generations_, num_iterations_); }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
+    collectives_ = context.collectives;
     reference_ = context.reference;
     return absl::OkStatus();
   }
@@ -87,7 +88,11 @@ class RlooTrainer final : public Trainer {
     at::Tensor rewards = at::tensor(table->total);
     if (kl.defined()) rewards = rewards - beta_ * kl;
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages, LeaveOneOutAdvantages(rewards, num_generations_));
-    if (normalize_) advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4);
+    if (normalize_) {
+      // Whitened over every rank's advantages (TRL gathers them across processes).
+      POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor all, collectives_->Gather(advantages));
+      advantages = (advantages - all.mean()) / (all.std() + 1e-4);
+    }
     RlooLossResult r = RlooLoss(logps, old_logps, advantages, rb.mask, epsilon_, epsilon_high_);
     out.loss = r.loss;
     AddRewardMetrics(*table, &out.metrics);
@@ -98,6 +103,7 @@ class RlooTrainer final : public Trainer {
 
  private:
   CausalLM* policy_ = nullptr;
+  const Collectives* collectives_ = nullptr;
   const CausalLM* reference_ = nullptr;
   std::int64_t num_generations_ = 2, num_iterations_ = 1;
   double beta_ = 0.05, epsilon_ = 0.2, epsilon_high_ = 0.2, temperature_ = 1.0;

@@ -45,6 +45,7 @@ class SftTrainer final : public Trainer {
   }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
+    collectives_ = context.collectives;
     return absl::OkStatus();
   }
 
@@ -93,8 +94,12 @@ class SftTrainer final : public Trainer {
     const at::Tensor rows = at::tensor(target_rows, at::kLong).to(hidden.device());
     const double n_tokens = static_cast<double>(next_ids.size());
     // loss = Σ (−1/n) · log p: fixed weights, so both gradients come out of the
-    // same pass as the loss (no second projection in backward).
-    const at::Tensor token_weights = at::full({static_cast<std::int64_t>(next_ids.size())}, -1.0 / std::max(1.0, n_tokens),
+    // same pass as the loss (no second projection in backward). n counts the
+    // tokens of every rank's share (the engine averages gradients over ranks), so
+    // the loss is the mean over the global batch's tokens, as on one rank.
+    POSTTRAIN_ASSIGN_OR_RETURN(const double global_tokens, collectives_->Sum(n_tokens));
+    const double per_rank_tokens = global_tokens / collectives_->world_size();
+    const at::Tensor token_weights = at::full({static_cast<std::int64_t>(next_ids.size())}, -1.0 / std::max(1.0, per_rank_tokens),
                                         hidden.options().dtype(at::kFloat));
     const WeightedLogprobSumResult r =
         WeightedTokenLogprobs(hidden.index_select(0, rows), policy_->lm_head_weight(), next, token_weights);
@@ -108,6 +113,7 @@ class SftTrainer final : public Trainer {
 
  private:
   CausalLM* policy_ = nullptr;
+  const Collectives* collectives_ = nullptr;
   bool completion_only_ = true;
   std::int64_t pack_to_length_ = 0;
 };

@@ -91,6 +91,29 @@ TEST_F(GenerateTest, SampledLogprobsEqualATeacherForcedRecomputationAlone) {
   }
 }
 
+// Each prompt's samples come from its own seed: the same tokens whether it is
+// generated alone or beside other prompts (what data parallelism relies on), and
+// different samples of one prompt differ.
+TEST_F(GenerateTest, APromptsSamplesDependOnItsSeedNotOnItsBatch) {
+  SamplingParams params;
+  params.max_new_tokens = 20;
+  const std::vector<std::int64_t> a = tokenizer_->Encode("Once upon a time", true), b = tokenizer_->Encode("The dog", true),
+                                  c = tokenizer_->Encode("Lily saw a big", true);
+  params.prompt_seeds = {101, 202, 303};
+  auto together = Generate(*model_, {a, b, c}, 3, params, tokenizer_.get());
+  params.prompt_seeds = {202};
+  auto alone = Generate(*model_, {b}, 3, params, tokenizer_.get());
+  ASSERT_TRUE(together.ok() && alone.ok());
+  for (size_t k = 0; k < 3; ++k) EXPECT_EQ((*together)[3 + k].token_ids, (*alone)[k].token_ids) << "sample " << k;
+  EXPECT_NE((*alone)[0].token_ids, (*alone)[1].token_ids);
+  params.prompt_seeds = {203};
+  auto reseeded = Generate(*model_, {b}, 3, params, tokenizer_.get());
+  ASSERT_TRUE(reseeded.ok());
+  EXPECT_NE((*reseeded)[0].token_ids, (*alone)[0].token_ids);
+  params.prompt_seeds = {1, 2};
+  EXPECT_FALSE(Generate(*model_, {b}, 1, params, tokenizer_.get()).ok());
+}
+
 TEST_F(GenerateTest, SeededSamplingIsReproducibleAndGroupedByPrompt) {
   SamplingParams params;
   params.max_new_tokens = 16;

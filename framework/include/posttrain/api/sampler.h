@@ -65,6 +65,11 @@ struct SampleRequest {
   std::int64_t num_generations = 1;
   // Seed for this call (the host derives it from the recipe seed and the step).
   std::uint64_t seed = 0;
+  // Optional, aligned with `prompts`: a seed per prompt, from which its samples'
+  // random draws come, whatever else is in the batch. The engine derives them from
+  // `seed` and the example's index, so rollouts do not depend on how examples are
+  // spread over ranks or batches. Empty: derived from `seed` and the position.
+  std::vector<std::uint64_t> prompt_seeds;
   // The current policy; set when the recipe has a [model].
   Policy policy;
   // Whether the trainer reads Rollout::logprobs; false lets a generating sampler

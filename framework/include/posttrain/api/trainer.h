@@ -30,10 +30,12 @@
 #include "absl/types/span.h"
 #include "posttrain/api/sampler.h"
 #include "posttrain/core/example.h"
+#include "posttrain/distributed/collectives.h"
 
 namespace posttrain {
 
 class CausalLM;
+class Collectives;
 class Tokenizer;
 
 struct TrainerNeeds {
@@ -97,6 +99,9 @@ struct TrainerContext {
   CausalLM* policy = nullptr;             // trainable
   const CausalLM* reference = nullptr;    // if needs.reference
   const Tokenizer* tokenizer = nullptr;
+  // Sums and gathers over every rank's share of the batch (distributed/collectives.h);
+  // never null. With one rank (and during evaluation) the identity.
+  const Collectives* collectives = &Collectives::SingleRank();
 };
 
 // Rewards of a step's rollouts: `total[i]` is the weighted sum over reward functions

@@ -45,7 +45,13 @@ struct SamplingParams {
   double repetition_penalty = 1.0;    // 1: off
   std::vector<std::int64_t> eos_token_ids;
   std::vector<std::string> stop_strings;  // need a tokenizer
+  // Every generation draws from its own counter-based stream (SplitMix64 of its
+  // prompt's seed, its sample number and the token position): what a sequence
+  // samples does not depend on the batch it is in, its row, or finished rows.
   std::uint64_t seed = 0;
+  // Optional, aligned with the prompts: each prompt's seed; empty: derived from
+  // `seed` and the prompt's position.
+  std::vector<std::uint64_t> prompt_seeds;
   std::int64_t batch_size = 0;        // sequences per forward batch; 0: all at once
   std::int64_t pad_token_id = 0;      // fed at padded positions (masked out)
   // false: skip the teacher-forced log-prob pass (Generation::logprobs stays empty).
@@ -85,6 +91,10 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
                                                  const std::vector<std::vector<std::int64_t>>& prompts,
                                                  std::int64_t num_generations, const SamplingParams& params,
                                                  const Tokenizer* tokenizer);
+
+// SplitMix64's finaliser (Steele, Lea, Flood 2014): a bijective mix of 64 bits,
+// for deriving independent seeds (per prompt, per sample) from one.
+std::uint64_t Mix64(std::uint64_t x);
 
 // InvalidArgument unless every id of `tokenizer` indexes the model's embedding
 // (tokenizer vocab_size <= config.vocab_size; a model may have more rows).

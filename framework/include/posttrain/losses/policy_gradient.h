@@ -24,6 +24,7 @@
 
 #include <ATen/ATen.h>
 
+#include "posttrain/distributed/collectives.h"
 #include "absl/status/statusor.h"
 
 namespace posttrain {
@@ -91,6 +92,10 @@ RlooLossResult RlooLoss(const at::Tensor& logps, const at::Tensor& old_logps, co
 // Masked whitening (TRL's masked_whiten): (x − mean)·rsqrt(var + 1e-8), var the
 // unbiased masked variance; the mean is added back if !shift_mean.
 at::Tensor MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool shift_mean = true);
+// The same over every rank's values (mean and unbiased variance of the global
+// batch's masked entries); Unavailable if a collective fails.
+absl::StatusOr<at::Tensor> MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool shift_mean,
+                                        const Collectives& collectives);
 
 struct GaeResult {
   at::Tensor advantages;  // [N, C], 0 at padding, not whitened

@@ -38,7 +38,7 @@ namespace posttrain {
 
 // Bumped whenever any type a plugin sees changes layout or meaning. The host loads
 // only plugins built with exactly this version.
-inline constexpr std::uint32_t kApiVersion = 9;
+inline constexpr std::uint32_t kApiVersion = 10;
 
 enum class ComponentKind { kTrainer, kRewardFunction, kSampler, kDataAdapter };
 

@@ -40,6 +40,7 @@ struct EngineOptions {
   std::int64_t save_total_limit = -1;
   std::string resume_from_checkpoint;
   bool bf16 = false;
+  std::int64_t ddp_timeout = 1800;  // seconds
   bool shuffle = true;
   std::int64_t max_length = 1024;  // -1 for online trainers (not read)
   std::int64_t max_prompt_length = 512;

@@ -33,6 +33,8 @@ class RunDirectory {
   // Creates `path` (and parents). FailedPrecondition if it already holds a run
   // (a metrics.jsonl) and `overwrite` is false (a resumed run passes true).
   static absl::StatusOr<RunDirectory> Create(const std::string& path, bool overwrite);
+  // A run directory another process (rank 0) creates and writes: only its paths.
+  static RunDirectory At(const std::string& path) { return RunDirectory(path); }
 
   const std::string& path() const { return path_; }
   // path()/name

@@ -12,6 +12,8 @@
 //                                   generation still being reused; if any) and
 //                                   trainer_state.json (global_step, epoch, metric
 //                                   sums of the open logging window, ...), last
+//                                   rank-<r>/ (data parallel, r >= 1): that rank's
+//                                   trainer_state.safetensors and generation.json
 //   output_dir/final/               the model alone
 //
 // Each checkpoint is written into `checkpoint-<step>.tmp/` (every file fsynced) and
@@ -35,12 +37,19 @@
 
 namespace posttrain {
 
+// What one rank (r >= 1) of a data-parallel run carries for itself.
+struct RankContents {
+  std::vector<std::pair<std::string, at::Tensor>> trainer_state_tensors;
+  nlohmann::json generation;  // null: none
+};
+
 // What a checkpoint holds besides the model.
 struct CheckpointContents {
   std::vector<std::pair<std::string, at::Tensor>> trainer_params;  // trainer_params.safetensors
   std::vector<std::pair<std::string, at::Tensor>> trainer_state_tensors;  // trainer_state.safetensors
   nlohmann::json trainer_state;  // trainer_state.json; must hold "global_step"
   nlohmann::json generation;     // generation.json; null: none
+  std::vector<RankContents> other_ranks;  // rank-1/, rank-2/, ...
 };
 
 // The model is written by SaveCausalLM with `save` (extras, architecture, tokenizer).
@@ -58,8 +67,10 @@ struct LoadedCheckpoint {
 };
 
 // `path` is a checkpoint directory, or "latest" with `output_dir` to pick the
-// newest checkpoint-<n> there. NotFound if there is none.
+// newest checkpoint-<n> there. NotFound if there is none. `rank` >= 1 reads that
+// rank's trainer state and generation from rank-<rank>/ where the checkpoint has
+// one (else the top-level ones: a run resumed on more ranks than it was saved from).
 absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const std::string& output_dir,
-                                                std::string* resolved_path);
+                                                std::string* resolved_path, int rank = 0);
 
 }  // namespace posttrain

@@ -1,0 +1,235 @@
+// Data parallel over Gloo on loopback, through `posttrain launch`, on the real
+// stories260K model:
+//   - 2 ranks x batch b end with the weights of 1 rank x batch 2b (sft, dpo, grpo;
+//     GRPO's rollouts are seeded per example, so they do not depend on the rank).
+//     The two sum the same gradients in a different order (rounding ~1e-7
+//     relative); AdamW's first steps turn a gradient near adam_epsilon into an
+//     update of up to lr, so the default 1e-8 amplifies that rounding to ~1e-4
+//     at lr 1e-3 (measured: grad_norm equal to 1e-8 relative, weights 1e-4
+//     apart after one step). The tests use adam_epsilon = 1e-6, which keeps the
+//     comparison about data parallelism, not about AdamW's conditioning;
+//   - two launchers of one node each (--nnodes 2) equal one launcher of 2 workers;
+//   - a rank killed with SIGKILL mid-run makes the other exit naming it, the
+//     launcher exits non-zero, and the last checkpoint resumes to the
+//     uninterrupted run's weights.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "posttrain/model/safetensors.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A TCP port nobody listens on now (the kernel's pick).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string RecipeArgs(const std::string& recipe, const std::string& out_dir, const std::string& overrides) {
+  return absl::StrCat(recipe, " output_dir=", out_dir, " model.path=", testing::Stories260KDir(), " ", overrides);
+}
+
+std::string Single(const std::string& args) {
+  return absl::StrCat("cd ", testing::SourceDir(), " && ", testing::CliPath(), " run ", args, " 2>&1");
+}
+
+std::string Launch(const std::string& launch_flags, const std::string& args) {
+  return absl::StrCat("cd ", testing::SourceDir(), " && ", testing::CliPath(), " launch ", launch_flags, " --master-port ",
+                      FreePort(), " run ", args);
+}
+
+std::map<std::string, at::Tensor> Tensors(const std::string& file) {
+  std::map<std::string, at::Tensor> out;
+  auto st = SafetensorsFile::Open(file);
+  EXPECT_TRUE(st.ok()) << st.status();
+  if (!st.ok()) return out;
+  for (const auto& e : st->entries()) out[e.name] = *st->Get(e.name);
+  return out;
+}
+
+// The largest |a - b| over every tensor of two saved models.
+double MaxAbsDifference(const std::string& a_dir, const std::string& b_dir) {
+  auto a = Tensors(a_dir + "/model.safetensors"), b = Tensors(b_dir + "/model.safetensors");
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (const auto& [name, t] : a) {
+    if (b.count(name) == 0) {
+      ADD_FAILURE() << "missing " << name;
+      continue;
+    }
+    worst = std::max(worst, (t.to(at::kDouble) - b.at(name).to(at::kDouble)).abs().max().item<double>());
+  }
+  return worst;
+}
+
+double ChangeFromInitial(const std::string& dir) {
+  return MaxAbsDifference(testing::Stories260KDir(), dir);
+}
+
+struct DpCase {
+  const char* name;
+  const char* recipe;
+  const char* overrides;  // without the batch size
+  int batch;              // per rank in the 2-rank run
+};
+
+void PrintTo(const DpCase& c, std::ostream* os) { *os << c.name; }
+
+class DataParallelTest : public ::testing::TestWithParam<DpCase> {};
+
+TEST_P(DataParallelTest, TwoRanksOfBatchBEqualOneRankOfBatch2B) {
+  const DpCase& c = GetParam();
+  const std::string dir = testing::TempDir(absl::StrCat("dp_", c.name));
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(Single(RecipeArgs(c.recipe, dir + "/one",
+                                           absl::StrCat(c.overrides, " trainer.per_device_train_batch_size=", 2 * c.batch))),
+                                &out),
+            0)
+      << out;
+  ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2",
+                                       RecipeArgs(c.recipe, dir + "/two",
+                                           absl::StrCat(c.overrides, " trainer.per_device_train_batch_size=", c.batch))) + " 2>&1",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("[rank 1]"));
+  EXPECT_THAT(out, ::testing::HasSubstr("data parallel: rank 0 of 2"));
+  // Trained, and by the same steps.
+  EXPECT_GT(ChangeFromInitial(dir + "/one/final"), 1e-4);
+  EXPECT_LE(MaxAbsDifference(dir + "/one/final", dir + "/two/final"), 1e-5) << c.name;
+  // Rank 0 alone writes the logs: one line per logging step.
+  const std::string two = testing::ReadFile(dir + "/two/metrics.jsonl"), one = testing::ReadFile(dir + "/one/metrics.jsonl");
+  EXPECT_EQ(std::count(two.begin(), two.end(), '\n'), std::count(one.begin(), one.end(), '\n'));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SftDpoGrpo, DataParallelTest,
+    ::testing::Values(
+        DpCase{"sft", "recipes/sft/stories260K_gsm8k.toml",
+               "trainer.max_steps=10 trainer.learning_rate=1e-3 trainer.adam_epsilon=1e-6 trainer.max_length=96 trainer.max_prompt_length=64 "
+               "trainer.logging_steps=5 trainer.eval_steps=0 trainer.eval_on_start=false data.max_examples=128 "
+               "eval_data.max_examples=8",
+               2},
+        DpCase{"dpo", "recipes/dpo/stories260K_hh_harmless.toml",
+               "trainer.max_steps=10 trainer.learning_rate=1e-3 trainer.adam_epsilon=1e-6 trainer.max_length=96 trainer.max_prompt_length=64 "
+               "trainer.logging_steps=5 trainer.eval_on_start=false trainer.precompute_ref_log_probs=false "
+               "data.max_examples=64 eval_data.max_examples=4",
+               2},
+        DpCase{"grpo", "recipes/grpo/stories260K_keyword.toml",
+               "trainer.max_steps=10 trainer.learning_rate=1e-3 trainer.adam_epsilon=1e-6 trainer.num_generations=4 "
+               "sampler.max_completion_length=16 trainer.max_completion_length=16 trainer.logging_steps=5 "
+               "trainer.scale_rewards=batch rewards.0.keywords=[\\\"the\\\",\\\"she\\\",\\\"he\\\"]",
+               2}),
+    [](const ::testing::TestParamInfo<DpCase>& info) { return std::string(info.param.name); });
+
+const char* kSft = "recipes/sft/stories260K_gsm8k.toml";  // 1-vs-2-launcher runs are bitwise equal
+const char* kSftOverrides =
+    "trainer.max_steps=8 trainer.learning_rate=1e-3 trainer.per_device_train_batch_size=2 trainer.max_length=96 "
+    "trainer.max_prompt_length=64 trainer.logging_steps=2 trainer.eval_steps=0 trainer.eval_on_start=false "
+    "data.max_examples=128 eval_data.max_examples=8";
+
+TEST(MultiNodeTest, TwoLaunchersOfOneWorkerEqualOneLauncherOfTwo) {
+  const std::string dir = testing::TempDir("dp_nnodes");
+  std::string out;
+  // One compute thread per worker in both set-ups: the same arithmetic, bit for bit.
+  ASSERT_EQ(testing::RunCommand("export OMP_NUM_THREADS=1; " + Launch("--nproc-per-node 2", RecipeArgs(kSft, dir + "/one", kSftOverrides)) + " 2>&1", &out), 0) << out;
+  // Node 1 first, in the background: it waits for node 0's store.
+  const int port = FreePort();
+  const std::string node = absl::StrCat("export OMP_NUM_THREADS=1; cd ", testing::SourceDir(), " && ", testing::CliPath(),
+                                        " launch --nnodes 2 --nproc-per-node 1 --master-addr 127.0.0.1 --master-port ", port);
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("(", node, " --node-rank 1 run ", RecipeArgs(kSft, dir + "/two", kSftOverrides), " > ", dir,
+                                             "/node1.log 2>&1; echo $? > ", dir, "/node1.rc) & ", node, " --node-rank 0 run ",
+                                             RecipeArgs(kSft, dir + "/two", kSftOverrides), " 2>&1; wait"),
+                                &out),
+            0)
+      << out;
+  EXPECT_EQ(testing::ReadFile(dir + "/node1.rc"), "0\n") << testing::ReadFile(dir + "/node1.log");
+  EXPECT_EQ(MaxAbsDifference(dir + "/one/final", dir + "/two/final"), 0.0);
+  EXPECT_GT(ChangeFromInitial(dir + "/two/final"), 1e-4);
+}
+
+// The launcher's children (the workers), by rank order of creation.
+std::vector<int> Children(int pid) {
+  std::vector<int> out;
+  const std::string text = testing::ReadFile(absl::StrCat("/proc/", pid, "/task/", pid, "/children"));
+  for (absl::string_view part : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    int child = 0;
+    if (absl::SimpleAtoi(part, &child)) out.push_back(child);
+  }
+  return out;
+}
+
+TEST(DistributedFaultTest, AKilledRankStopsTheRunAndTheLastCheckpointResumes) {
+  const std::string dir = testing::TempDir("dp_fault");
+  const std::string overrides = absl::StrCat(kSftOverrides, " trainer.save_steps=2");
+  std::string out;
+  // The uninterrupted 2-rank run.
+  ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2", RecipeArgs(kSft, dir + "/a", overrides)) + " 2>&1", &out), 0) << out;
+  // The same, with rank 1 killed once checkpoint-4 exists.
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("sh -c '", Launch("--nproc-per-node 2 --grace 55", RecipeArgs(kSft, dir + "/b", overrides)),
+                                             " > ", dir, "/b.log 2>&1; echo $? > ", dir, "/b.rc' > /dev/null 2>&1 & echo $!"),
+                                &out),
+            0);
+  int shell = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(out.substr(0, out.find('\n')), &shell)) << out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(dir + "/b/checkpoint-4") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(fs::exists(dir + "/b/checkpoint-4"));
+  // shell -> launcher -> workers.
+  const std::vector<int> launcher = Children(shell);
+  ASSERT_EQ(launcher.size(), 1u);
+  const std::vector<int> workers = Children(launcher[0]);
+  ASSERT_EQ(workers.size(), 2u);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(workers[1], SIGKILL), 0);
+  while (!fs::exists(dir + "/b.rc") && std::chrono::steady_clock::now() - killed_at < std::chrono::seconds(90)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // Rank 0 stopped by itself (within the grace the launcher gives it), naming rank 1.
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, std::chrono::seconds(60));
+  ASSERT_TRUE(fs::exists(dir + "/b.rc"));
+  EXPECT_NE(testing::ReadFile(dir + "/b.rc"), "0\n");
+  const std::string log = testing::ReadFile(dir + "/b.log");
+  EXPECT_THAT(log, ::testing::HasSubstr("rank 1 (pid"));
+  EXPECT_THAT(log, ::testing::HasSubstr("was killed by signal 9"));
+  EXPECT_THAT(log, ::testing::ContainsRegex("\\[rank 0\\].*rank 1 stopped responding \\(lost\\)"));
+  ASSERT_FALSE(fs::exists(dir + "/b/final"));
+  // A checkpoint interrupted while being written (its files go to
+  // checkpoint-<n>.tmp/, renamed when complete) is never taken for one.
+  fs::create_directories(dir + "/b/checkpoint-99.tmp");
+  testing::WriteFile(dir + "/b/checkpoint-99.tmp/trainer_state.json", "{\"global_step\": 99}\n");
+  testing::WriteFile(dir + "/b/checkpoint-99.tmp/model.safetensors", "truncated");
+  // The last complete checkpoint resumes to the uninterrupted run's weights.
+  ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2", RecipeArgs(kSft, dir + "/b", absl::StrCat(overrides, " trainer.resume_from_checkpoint=latest"))) + " 2>&1", &out), 0)
+      << out;
+  EXPECT_THAT(out, ::testing::ContainsRegex("resumed from .*/b/checkpoint-[4-7] at step"));
+  EXPECT_LE(MaxAbsDifference(dir + "/a/final", dir + "/b/final"), 1e-6);
+}
+
+}  // namespace
+}  // namespace posttrain
