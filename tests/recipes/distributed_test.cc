@@ -12,9 +12,7 @@
 //   - a rank killed with SIGKILL mid-run makes the other exit naming it, the
 //     launcher exits non-zero, and the last checkpoint resumes to the
 //     uninterrupted run's weights.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -34,20 +32,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A TCP port nobody listens on now (the kernel's pick).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 std::string RecipeArgs(const std::string& recipe, const std::string& out_dir, const std::string& overrides) {
   return absl::StrCat(recipe, " output_dir=", out_dir, " model.path=", testing::Stories260KDir(), " ", overrides);
 }
@@ -58,21 +42,12 @@ std::string Single(const std::string& args) {
 
 std::string Launch(const std::string& launch_flags, const std::string& args) {
   return absl::StrCat("cd ", testing::SourceDir(), " && ", testing::CliPath(), " launch ", launch_flags, " --master-port ",
-                      FreePort(), " run ", args);
-}
-
-std::map<std::string, at::Tensor> Tensors(const std::string& file) {
-  std::map<std::string, at::Tensor> out;
-  auto st = SafetensorsFile::Open(file);
-  EXPECT_TRUE(st.ok()) << st.status();
-  if (!st.ok()) return out;
-  for (const auto& e : st->entries()) out[e.name] = *st->Get(e.name);
-  return out;
+                      testing::FreePort(), " run ", args);
 }
 
 // The largest |a - b| over every tensor of two saved models.
 double MaxAbsDifference(const std::string& a_dir, const std::string& b_dir) {
-  auto a = Tensors(a_dir + "/model.safetensors"), b = Tensors(b_dir + "/model.safetensors");
+  auto a = testing::LoadTensors(a_dir + "/model.safetensors"), b = testing::LoadTensors(b_dir + "/model.safetensors");
   EXPECT_EQ(a.size(), b.size());
   double worst = 0;
   for (const auto& [name, t] : a) {
@@ -157,7 +132,7 @@ TEST(MultiNodeTest, TwoLaunchersOfOneWorkerEqualOneLauncherOfTwo) {
   // One compute thread per worker in both set-ups: the same arithmetic, bit for bit.
   ASSERT_EQ(testing::RunCommand("export OMP_NUM_THREADS=1; " + Launch("--nproc-per-node 2", RecipeArgs(kSft, dir + "/one", kSftOverrides)) + " 2>&1", &out), 0) << out;
   // Node 1 first, in the background: it waits for node 0's store.
-  const int port = FreePort();
+  const int port = testing::FreePort();
   const std::string node = absl::StrCat("export OMP_NUM_THREADS=1; cd ", testing::SourceDir(), " && ", testing::CliPath(),
                                         " launch --nnodes 2 --nproc-per-node 1 --master-addr 127.0.0.1 --master-port ", port);
   ASSERT_EQ(testing::RunCommand(absl::StrCat("(", node, " --node-rank 1 run ", RecipeArgs(kSft, dir + "/two", kSftOverrides), " > ", dir,

@@ -34,15 +34,6 @@ std::string Command(const ResumeCase& c, const std::string& out_dir, const std::
                       " model.path=", testing::Stories260KDir(), " ", c.overrides, " ", extra);
 }
 
-std::map<std::string, at::Tensor> Tensors(const std::string& file) {
-  std::map<std::string, at::Tensor> out;
-  auto st = SafetensorsFile::Open(file);
-  EXPECT_TRUE(st.ok()) << st.status();
-  if (!st.ok()) return out;
-  for (const auto& e : st->entries()) out[e.name] = *st->Get(e.name);
-  return out;
-}
-
 void PrintTo(const ResumeCase& c, std::ostream* os) { *os << c.name; }
 
 class ResumeTest : public ::testing::TestWithParam<ResumeCase> {};
@@ -67,12 +58,12 @@ TEST_P(ResumeTest, SigkillAndResumeEqualsTheUninterruptedRun) {
   ASSERT_EQ(testing::RunCommand(Command(c, dir + "/b", absl::StrCat("trainer.resume_from_checkpoint=", checkpoint)), &out), 0)
       << out;
   EXPECT_THAT(out, ::testing::HasSubstr("resumed from"));
-  auto a = Tensors(dir + "/a/final/model.safetensors");
-  auto b = Tensors(dir + "/b/final/model.safetensors");
+  auto a = testing::LoadTensors(dir + "/a/final/model.safetensors");
+  auto b = testing::LoadTensors(dir + "/b/final/model.safetensors");
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << c.name << ": " << name;
-  auto initial = Tensors(testing::Stories260KDir() + "/model.safetensors");
+  auto initial = testing::LoadTensors(testing::Stories260KDir() + "/model.safetensors");
   EXPECT_FALSE(at::equal(initial.at("model.norm.weight"), a.at("model.norm.weight"))) << "nothing was trained";
   // Logs: every step once, the same lines as the uninterrupted run.
   EXPECT_EQ(testing::ReadFile(dir + "/a/metrics.jsonl"), testing::ReadFile(dir + "/b/metrics.jsonl"));

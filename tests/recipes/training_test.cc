@@ -29,13 +29,6 @@ std::string SftRecipe(const std::string& output_dir) {
                       "save_steps = 3\nlogging_steps = 1\nwarmup_steps = 2\n");
 }
 
-std::map<std::string, at::Tensor> Tensors(const std::string& file) {
-  auto st = SafetensorsFile::Open(file);
-  EXPECT_TRUE(st.ok()) << st.status();
-  std::map<std::string, at::Tensor> out;
-  for (const auto& e : st->entries()) out[e.name] = *st->Get(e.name);
-  return out;
-}
 
 TEST(TrainingRecipeTest, ResumeAfterSigkillEndsWithIdenticalWeights) {
   const std::string dir = testing::TempDir("resume");
@@ -61,12 +54,12 @@ TEST(TrainingRecipeTest, ResumeAfterSigkillEndsWithIdenticalWeights) {
   // ...and resumed from its newest complete checkpoint.
   ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/b.toml trainer.resume_from_checkpoint=latest", &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("resumed from"));
-  auto a = Tensors(dir + "/a/final/model.safetensors");
-  auto b = Tensors(dir + "/b/final/model.safetensors");
+  auto a = testing::LoadTensors(dir + "/a/final/model.safetensors");
+  auto b = testing::LoadTensors(dir + "/b/final/model.safetensors");
   ASSERT_EQ(a.size(), b.size());
   for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;  // bit-identical
   // And the weights did change from the initial model.
-  auto initial = Tensors(testing::Stories260KDir() + "/model.safetensors");
+  auto initial = testing::LoadTensors(testing::Stories260KDir() + "/model.safetensors");
   EXPECT_FALSE(at::equal(initial.at("model.norm.weight"), a.at("model.norm.weight")));
 }
 
@@ -75,8 +68,8 @@ TEST(TrainingRecipeTest, FinalModelHasHfNamesShapesDtypesAndGenerates) {
   testing::WriteFile(dir + "/r.toml", SftRecipe(dir + "/run"));
   std::string out;
   ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml trainer.max_steps=2 trainer.save_steps=0", &out), 0) << out;
-  auto initial = Tensors(testing::Stories260KDir() + "/model.safetensors");
-  auto trained = Tensors(dir + "/run/final/model.safetensors");
+  auto initial = testing::LoadTensors(testing::Stories260KDir() + "/model.safetensors");
+  auto trained = testing::LoadTensors(dir + "/run/final/model.safetensors");
   ASSERT_EQ(initial.size(), trained.size());
   for (const auto& [name, t] : initial) {
     ASSERT_TRUE(trained.count(name)) << name;
@@ -100,7 +93,7 @@ TEST(TrainingRecipeTest, RewardModelIsSavedAsSequenceClassifier) {
   nlohmann::json config = nlohmann::json::parse(testing::ReadFile(dir + "/run/final/config.json"));
   EXPECT_EQ(config["architectures"][0], "LlamaForSequenceClassification");
   EXPECT_EQ(config["num_labels"], 1);
-  auto tensors = Tensors(dir + "/run/final/model.safetensors");
+  auto tensors = testing::LoadTensors(dir + "/run/final/model.safetensors");
   ASSERT_TRUE(tensors.count("score.weight"));
   EXPECT_EQ(tensors.at("score.weight").sizes(), at::IntArrayRef({1, 64}));
   EXPECT_FALSE(tensors.count("lm_head.weight"));
@@ -221,9 +214,9 @@ TEST(TrainingRecipeTest, PpoReusesEachGenerationAndKeepsTheValueHeadOutOfTheMode
   EXPECT_EQ(std::count(steps.begin(), steps.end(), 1), 4);
   EXPECT_EQ(std::count(steps.begin(), steps.end(), 3), 4);
   EXPECT_EQ(steps.size(), 8u);
-  auto params = Tensors(dir + "/run/checkpoint-2/trainer_params.safetensors");
+  auto params = testing::LoadTensors(dir + "/run/checkpoint-2/trainer_params.safetensors");
   EXPECT_EQ(params.at("v_head.weight").sizes(), at::IntArrayRef({1, 64}));
-  EXPECT_FALSE(Tensors(dir + "/run/final/model.safetensors").count("v_head.weight"));
+  EXPECT_FALSE(testing::LoadTensors(dir + "/run/final/model.safetensors").count("v_head.weight"));
   std::string out;
   EXPECT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + dir + "/run/final --prompt 'Once' --max-new-tokens 4", &out), 0) << out;
   // Resuming restores the value head from trainer_params.safetensors.

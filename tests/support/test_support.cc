@@ -1,10 +1,14 @@
 #include "test_support.h"
 
+#include "posttrain/model/safetensors.h"
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,6 +80,28 @@ int RunCommand(const std::string& command, std::string* output) {
   while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output->append(buffer, n);
   int status = ::pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::map<std::string, at::Tensor> LoadTensors(const std::string& file) {
+  std::map<std::string, at::Tensor> out;
+  auto st = SafetensorsFile::Open(file);
+  EXPECT_TRUE(st.ok()) << st.status();
+  if (!st.ok()) return out;
+  for (const auto& e : st->entries()) out[e.name] = *st->Get(e.name);
+  return out;
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
 }
 
 }  // namespace posttrain::testing

@@ -68,4 +68,10 @@ inline ModelConfig TinyTrainerModelConfig() {
 // Runs a shell command; returns its exit code and fills `output` with stdout+stderr.
 int RunCommand(const std::string& command, std::string* output);
 
+// Every tensor of a safetensors file by name (a test failure if it cannot be read).
+std::map<std::string, at::Tensor> LoadTensors(const std::string& file);
+
+// A loopback TCP port nobody listens on now (the kernel's pick).
+int FreePort();
+
 }  // namespace posttrain::testing

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -200,28 +201,35 @@ absl::Status ProcessGroup::CollectiveError(const char* what, const std::exceptio
   return absl::UnavailableError(absl::StrCat(what, " failed on rank ", env_.rank, " of ", env_.world_size, ": ", lost, e.what()));
 }
 
-absl::Status ProcessGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
-  std::vector<at::Tensor> defined;
+namespace {
+
+// Runs `collective` on one flattened bucket per dtype of `tensors` (undefined
+// ones skipped) and copies the result back into each tensor.
+void ThroughBuckets(std::vector<at::Tensor>& tensors, const std::function<void(std::vector<at::Tensor>&)>& collective) {
+  at::NoGradGuard no_grad;
+  std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
   for (const at::Tensor& t : tensors) {
-    if (t.defined()) defined.push_back(t);
+    if (t.defined()) by_dtype[t.scalar_type()].push_back(t);
   }
-  if (defined.empty() || env_.world_size == 1) return absl::OkStatus();
-  try {
-    at::NoGradGuard no_grad;
-    // One bucket per dtype.
-    std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
-    for (const at::Tensor& t : defined) by_dtype[t.scalar_type()].push_back(t);
-    for (auto& [dtype, group] : by_dtype) {
-      std::vector<at::Tensor> flat_views;
-      for (const at::Tensor& t : group) flat_views.push_back(t.reshape({-1}));
-      std::vector<at::Tensor> bucket = {at::cat(flat_views)};
-      impl_->group->allreduce(bucket)->wait();
-      std::int64_t offset = 0;
-      for (at::Tensor& t : group) {
-        t.copy_(bucket[0].narrow(0, offset, t.numel()).view_as(t));
-        offset += t.numel();
-      }
+  for (auto& [dtype, group] : by_dtype) {
+    std::vector<at::Tensor> flat_views;
+    for (const at::Tensor& t : group) flat_views.push_back(t.reshape({-1}));
+    std::vector<at::Tensor> bucket = {at::cat(flat_views)};
+    collective(bucket);
+    std::int64_t offset = 0;
+    for (at::Tensor& t : group) {
+      t.copy_(bucket[0].narrow(0, offset, t.numel()).view_as(t));
+      offset += t.numel();
     }
+  }
+}
+
+}  // namespace
+
+absl::Status ProcessGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
+  if (env_.world_size == 1) return absl::OkStatus();
+  try {
+    ThroughBuckets(tensors, [&](std::vector<at::Tensor>& bucket) { impl_->group->allreduce(bucket)->wait(); });
   } catch (const std::exception& e) {
     return CollectiveError("all-reduce", e);
   }
@@ -241,24 +249,9 @@ absl::Status ProcessGroup::AllReduceMean(std::vector<at::Tensor>& tensors) {
 absl::Status ProcessGroup::Broadcast(std::vector<at::Tensor>& tensors, int root) {
   if (env_.world_size == 1) return absl::OkStatus();
   try {
-    at::NoGradGuard no_grad;
-    std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
-    for (const at::Tensor& t : tensors) {
-      if (t.defined()) by_dtype[t.scalar_type()].push_back(t);
-    }
-    for (auto& [dtype, group] : by_dtype) {
-      std::vector<at::Tensor> flat_views;
-      for (const at::Tensor& t : group) flat_views.push_back(t.reshape({-1}));
-      std::vector<at::Tensor> bucket = {at::cat(flat_views)};
-      ::c10d::BroadcastOptions options;
-      options.rootRank = root;
-      impl_->group->broadcast(bucket, options)->wait();
-      std::int64_t offset = 0;
-      for (at::Tensor& t : group) {
-        t.copy_(bucket[0].narrow(0, offset, t.numel()).view_as(t));
-        offset += t.numel();
-      }
-    }
+    ::c10d::BroadcastOptions options;
+    options.rootRank = root;
+    ThroughBuckets(tensors, [&](std::vector<at::Tensor>& bucket) { impl_->group->broadcast(bucket, options)->wait(); });
   } catch (const std::exception& e) {
     return CollectiveError("broadcast", e);
   }

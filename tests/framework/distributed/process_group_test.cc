@@ -9,6 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "posttrain/distributed/collectives.h"
+#include "test_support.h"
 
 namespace posttrain {
 namespace {
@@ -102,21 +103,9 @@ TEST(DistributedEnvTest, MalformedVariablesAreNamed) {
   }
 }
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // Two ranks in one process (a thread each) over a real TCPStore and Gloo.
 TEST(ProcessGroupTest, TwoRanksSumGatherAndBroadcast) {
-  const int port = FreePort();
+  const int port = testing::FreePort();
   std::vector<std::string> errors(2);
   std::vector<double> sums(2);
   std::vector<at::Tensor> gathered(2), broadcast(2), strings_ok(2);
