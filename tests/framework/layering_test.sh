@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The framework's areas depend one way, so each can be read and changed alone:
 #   core  <-  api, model, tokenizer, losses, distributed
-#   distributed  <-  api, losses  (trainers reduce batch statistics over ranks)
+#   model  <-  distributed  <-  api, losses  (sharding; trainers reduce batch statistics over ranks)
 #   model, tokenizer, api  <-  generation  <-  train  <-  run
 #   api  <-  plugin  <-  recipe  <-  run
 # Fails naming every #include that points against these arrows.
@@ -13,7 +13,7 @@ declare -A allowed=(
   [model]="core"
   [tokenizer]="core"
   [losses]="core distributed"
-  [distributed]="core"
+  [distributed]="core model"
   [generation]="core api model tokenizer distributed"
   [train]="core api model tokenizer generation losses distributed"
   [plugin]="core api distributed"

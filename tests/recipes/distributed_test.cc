@@ -47,7 +47,13 @@ std::string Launch(const std::string& launch_flags, const std::string& args) {
 
 // The largest |a - b| over every tensor of two saved models.
 double MaxAbsDifference(const std::string& a_dir, const std::string& b_dir) {
-  auto a = testing::LoadTensors(a_dir + "/model.safetensors"), b = testing::LoadTensors(b_dir + "/model.safetensors");
+  // A model directory: model.safetensors, or shards + index (an FSDP final/).
+  auto load = [](const std::string& dir) {
+    auto tensors = LoadSafetensorsDir(dir);
+    EXPECT_TRUE(tensors.ok()) << tensors.status();
+    return tensors.ok() ? *tensors : std::map<std::string, at::Tensor>();
+  };
+  auto a = load(a_dir), b = load(b_dir);
   EXPECT_EQ(a.size(), b.size());
   double worst = 0;
   for (const auto& [name, t] : a) {
@@ -92,9 +98,23 @@ TEST_P(DataParallelTest, TwoRanksOfBatchBEqualOneRankOfBatch2B) {
       << out;
   EXPECT_THAT(out, ::testing::HasSubstr("[rank 1]"));
   EXPECT_THAT(out, ::testing::HasSubstr("data parallel: rank 0 of 2"));
+  // FSDP-style sharding: each rank holds half of every unit; the same steps.
+  ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2",
+                                       RecipeArgs(c.recipe, dir + "/fsdp",
+                                                  absl::StrCat(c.overrides, " trainer.per_device_train_batch_size=", c.batch,
+                                                               " trainer.fsdp=full_shard"))) + " 2>&1",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("fsdp full_shard: 6 units"));
+  // final/ was written a unit at a time: one file per unit, and the index.
+  EXPECT_TRUE(fs::exists(dir + "/fsdp/final/model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(dir + "/fsdp/final/model-00006-of-00006.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/fsdp/final/model.safetensors"));
   // Trained, and by the same steps.
   EXPECT_GT(ChangeFromInitial(dir + "/one/final"), 1e-4);
   EXPECT_LE(MaxAbsDifference(dir + "/one/final", dir + "/two/final"), 1e-5) << c.name;
+  EXPECT_LE(MaxAbsDifference(dir + "/two/final", dir + "/fsdp/final"), 1e-5) << c.name;
   // Rank 0 alone writes the logs: one line per logging step.
   const std::string two = testing::ReadFile(dir + "/two/metrics.jsonl"), one = testing::ReadFile(dir + "/one/metrics.jsonl");
   EXPECT_EQ(std::count(two.begin(), two.end(), '\n'), std::count(one.begin(), one.end(), '\n'));
@@ -125,6 +145,43 @@ const char* kSftOverrides =
     "trainer.max_steps=8 trainer.learning_rate=1e-3 trainer.per_device_train_batch_size=2 trainer.max_length=96 "
     "trainer.max_prompt_length=64 trainer.logging_steps=2 trainer.eval_steps=0 trainer.eval_on_start=false "
     "data.max_examples=128 eval_data.max_examples=8";
+
+// A checkpoint of 2 ranks with fsdp = "full_shard" (each rank's shards and
+// optimizer state in its own file) resumed by 1 rank with twice the batch (the
+// same global batch) ends where the uninterrupted 2-rank run does.
+TEST(FsdpResumeTest, TwoRankFullShardCheckpointResumesOnOneRank) {
+  const std::string dir = testing::TempDir("fsdp_resume");
+  const std::string overrides = absl::StrCat(kSftOverrides, " trainer.fsdp=full_shard trainer.save_steps=4 trainer.adam_epsilon=1e-6");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2", RecipeArgs(kSft, dir + "/two", overrides)) + " 2>&1", &out), 0) << out;
+  // Each rank wrote its own shards and optimizer state; no whole model.
+  ASSERT_TRUE(fs::exists(dir + "/two/checkpoint-4/fsdp/rank-0.safetensors"));
+  ASSERT_TRUE(fs::exists(dir + "/two/checkpoint-4/fsdp/rank-1.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/two/checkpoint-4/model.safetensors"));
+  const auto shard = testing::LoadTensors(dir + "/two/checkpoint-4/fsdp/rank-1.safetensors");
+  ASSERT_EQ(shard.count("fsdp.layers.0"), 1u);
+  ASSERT_EQ(shard.count("optimizer.exp_avg.fsdp.layers.0"), 1u);
+  EXPECT_EQ(shard.at("fsdp.layers.0").numel(), shard.at("optimizer.exp_avg.fsdp.layers.0").numel());
+  ASSERT_EQ(testing::RunCommand(Single(RecipeArgs(kSft, dir + "/one",
+                                                  absl::StrCat(overrides, " trainer.per_device_train_batch_size=4 "
+                                                               "trainer.resume_from_checkpoint=", dir, "/two/checkpoint-4"))),
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("resumed from"));
+  EXPECT_GT(ChangeFromInitial(dir + "/two/final"), 1e-4);
+  EXPECT_LE(MaxAbsDifference(dir + "/two/final", dir + "/one/final"), 1e-5);
+  // A sharded checkpoint missing a rank's file is refused by name.
+  fs::create_directories(dir + "/broken");
+  fs::copy(dir + "/two/checkpoint-4", dir + "/broken/checkpoint-4", fs::copy_options::recursive);
+  fs::remove(dir + "/broken/checkpoint-4/fsdp/rank-1.safetensors");
+  EXPECT_EQ(testing::RunCommand(Single(RecipeArgs(kSft, dir + "/broken",
+                                                  absl::StrCat(overrides, " trainer.resume_from_checkpoint=latest"))),
+                                &out),
+            1)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("was written by 2 ranks but holds 1 of their shard files"));
+}
 
 TEST(MultiNodeTest, TwoLaunchersOfOneWorkerEqualOneLauncherOfTwo) {
   const std::string dir = testing::TempDir("dp_nnodes");

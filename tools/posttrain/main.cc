@@ -7,6 +7,7 @@
 //   posttrain convert llama2c --checkpoint B --tokenizer M --out DIR
 //   posttrain generate --model DIR --prompt TEXT [sampling options]
 //   posttrain tokenize --tokenizer PATH --text TEXT
+//   posttrain init --config config.json --out DIR [--tokenizer DIR] [--seed N]
 //   posttrain launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] run RECIPE ...
 //
 // User errors (a recipe typo, a missing file, a bad plugin) print one paragraph

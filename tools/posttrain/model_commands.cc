@@ -31,6 +31,11 @@ struct GenerateArgs {
   bool json = false;
 } generate_args;
 
+struct InitArgs {
+  std::string config, tokenizer, out, dtype = "float32";
+  std::uint64_t seed = 0;
+} init_args;
+
 struct TokenizeArgs {
   std::string tokenizer, text;
   bool add_special_tokens = false;
@@ -40,6 +45,7 @@ CLI::App* convert_cmd = nullptr;
 CLI::App* convert_llama2c_cmd = nullptr;
 CLI::App* generate_cmd = nullptr;
 CLI::App* tokenize_cmd = nullptr;
+CLI::App* init_cmd = nullptr;
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "posttrain: error: %s\n", std::string(status.message()).c_str());
@@ -151,10 +157,32 @@ void AddModelCommands(CLI::App& app) {
   generate_cmd->add_option("--dtype", g.dtype, "float32 or bfloat16")->capture_default_str();
   generate_cmd->add_flag("--json", g.json, "One JSON line per completion (ids, logprobs, finish reason)");
 
+  init_cmd = app.add_subcommand("init", "Write a model with random weights for a config.json (transformers' from_config)");
+  init_cmd->add_option("--config", init_args.config, "config.json (LlamaForCausalLM family)")->required();
+  init_cmd->add_option("--tokenizer", init_args.tokenizer, "Directory whose tokenizer files are copied beside it");
+  init_cmd->add_option("--out", init_args.out, "Output directory")->required();
+  init_cmd->add_option("--dtype", init_args.dtype, "float32 or bfloat16")->capture_default_str();
+  init_cmd->add_option("--seed", init_args.seed, "Initialisation seed")->capture_default_str();
+
   tokenize_cmd = app.add_subcommand("tokenize", "Print the token ids of a text as JSON");
   tokenize_cmd->add_option("--tokenizer", tokenize_args.tokenizer, "Model directory, tokenizer.json or .model")->required();
   tokenize_cmd->add_option("--text", tokenize_args.text, "Text to encode")->required();
   tokenize_cmd->add_flag("--add-special-tokens", tokenize_args.add_special_tokens, "Apply the template (e.g. BOS)");
+}
+
+// A model with random weights for a config.json (transformers' from_config
+// initialisation), e.g. a student for distillation or a benchmark shape.
+absl::Status RunInit() {
+  POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile(init_args.config));
+  POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(init_args.dtype));
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, CausalLM::Random(config, dtype, init_args.seed));
+  SaveOptions save;
+  save.tokenizer_source_dir = init_args.tokenizer;
+  POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*model, init_args.out, save));
+  std::printf("wrote %s: %lld layers, hidden %lld, vocab %lld, random weights (seed %llu)\n", init_args.out.c_str(),
+              static_cast<long long>(config.num_hidden_layers), static_cast<long long>(config.hidden_size),
+              static_cast<long long>(config.vocab_size), static_cast<unsigned long long>(init_args.seed));
+  return absl::OkStatus();
 }
 
 bool RunModelCommand(const CLI::App& app, int* rc) {
@@ -165,6 +193,8 @@ bool RunModelCommand(const CLI::App& app, int* rc) {
     status = RunGenerate();
   } else if (app.got_subcommand(tokenize_cmd)) {
     status = RunTokenize();
+  } else if (app.got_subcommand(init_cmd)) {
+    status = RunInit();
   } else {
     return false;
   }

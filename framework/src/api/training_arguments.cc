@@ -27,6 +27,11 @@ const ComponentSchema& TrainingArgumentsSchema() {
           .Int("save_total_limit", -1, "Keep at most this many checkpoints, deleting the oldest (-1: all).").AtLeast(1).OrEqualTo(-1)
           .String("resume_from_checkpoint", "",
                   "Continue from a checkpoint directory, or \"latest\" for the newest in output_dir.")
+          .String("fsdp", "",
+                  "FSDP-style sharding over the ranks (HF TrainingArguments' name): \"full_shard\" (parameters, "
+                  "gradients and optimizer state sharded; a layer gathered for its forward and again for its backward), "
+                  "\"shard_grad_op\" (kept gathered from forward to backward), \"no_shard\" or \"\" (data parallel).",
+                  {"", "no_shard", "full_shard", "shard_grad_op"})
           .Int("ddp_timeout", 1800,
                "Seconds any collective (and the ranks' rendezvous) may wait before the run stops with an error "
                "(HF TrainingArguments' name).").AtLeast(1)

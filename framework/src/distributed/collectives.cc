@@ -1,4 +1,5 @@
 #include "posttrain/distributed/collectives.h"
+#include "posttrain/core/device.h"
 
 #include <algorithm>
 #include <vector>
@@ -21,7 +22,7 @@ int Collectives::world_size() const { return Identity() ? 1 : group_->world_size
 
 absl::StatusOr<double> Collectives::Sum(double value) const {
   if (Identity()) return value;
-  at::Tensor t = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));  // a host value: CPU by definition
+  at::Tensor t = at::full({1}, value, HostOptions(at::kDouble));  // a host value (Gloo)
   std::vector<at::Tensor> tensors = {t};
   POSTTRAIN_RETURN_IF_ERROR(group_->AllReduceSum(tensors));
   return t.item<double>();

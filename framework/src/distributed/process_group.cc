@@ -1,4 +1,5 @@
 #include "posttrain/distributed/process_group.h"
+#include "posttrain/core/device.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -274,8 +275,8 @@ absl::StatusOr<std::vector<at::Tensor>> ProcessGroup::AllGather(const at::Tensor
 
 absl::StatusOr<std::vector<std::string>> ProcessGroup::AllGatherStrings(const std::string& text) {
   if (env_.world_size == 1) return std::vector<std::string>{text};
-  const at::TensorOptions bytes = at::TensorOptions().dtype(at::kByte);  // host strings: CPU by definition
-  at::Tensor length = at::full({1}, static_cast<std::int64_t>(text.size()), at::TensorOptions().dtype(at::kLong));
+  const at::TensorOptions bytes = HostOptions(at::kByte);  // host strings (Gloo)
+  at::Tensor length = at::full({1}, static_cast<std::int64_t>(text.size()), HostOptions(at::kLong));
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<at::Tensor> lengths, AllGather(length));
   std::int64_t longest = 0;
   for (const at::Tensor& l : lengths) longest = std::max(longest, l.item<std::int64_t>());

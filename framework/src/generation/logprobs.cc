@@ -1,4 +1,5 @@
 #include "posttrain/generation/logprobs.h"
+#include "posttrain/core/device.h"
 
 #include <algorithm>
 #include <map>
@@ -12,7 +13,7 @@ namespace {
 // The completion tokens [N, C] (0 at padding).
 at::Tensor CompletionTargets(const CompletionBatch& batch) {
   const std::int64_t n = batch.input_ids.size(0), C = batch.completion_mask.size(1);
-  at::Tensor targets = at::zeros({n, C}, at::kLong);
+  at::Tensor targets = at::zeros({n, C}, HostOptions(at::kLong));  // filled on the host
   auto targets_a = targets.accessor<std::int64_t, 2>();
   const at::Tensor ids_cpu = batch.input_ids.to(at::kCPU);
   auto ids = ids_cpu.accessor<std::int64_t, 2>();
@@ -74,8 +75,8 @@ PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<st
     }
   }
   const at::TensorOptions options = batch.input_ids.options();
-  packed.input_ids = at::tensor(tokens, at::kLong).to(options.device());
-  packed.position_ids = at::tensor(positions, at::kLong).to(options.device());
+  packed.input_ids = at::tensor(tokens, options.dtype(at::kLong));
+  packed.position_ids = at::tensor(positions, options.dtype(at::kLong));
   return packed;
 }
 
@@ -84,7 +85,7 @@ at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& 
   std::vector<std::int64_t> predicting;
   const PackedSequences packed = PackCompletionBatch(batch, &predicting);
   const at::Tensor hidden = model.PackedHidden(packed);  // [tokens, H]
-  const at::Tensor index = at::tensor(predicting, at::kLong).to(hidden.device());
+  const at::Tensor index = at::tensor(predicting, hidden.options().dtype(at::kLong));
   return hidden.index_select(0, index).view({n, C, hidden.size(1)});
 }
 

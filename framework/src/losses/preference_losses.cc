@@ -1,4 +1,5 @@
 #include "posttrain/losses/preference_losses.h"
+#include "posttrain/core/device.h"
 
 #include <algorithm>
 
@@ -31,7 +32,7 @@ std::vector<std::size_t> KtoMismatchedRows(const std::vector<std::int64_t>& exam
   return {};
 }
 
-at::Tensor RunningMoments::ToTensor() const { return at::tensor(std::vector<double>{mean, var, count}, at::kDouble); }
+at::Tensor RunningMoments::ToTensor() const { return at::tensor(std::vector<double>{mean, var, count}, HostOptions(at::kDouble)); }  // checkpoint state
 
 void RunningMoments::FromTensor(const at::Tensor& t) {
   const at::Tensor d = t.to(at::kDouble).contiguous();

@@ -1,4 +1,5 @@
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/core/device.h"
 
 #include <cmath>
 #include <limits>
@@ -81,7 +82,7 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
     : config_(std::move(config)), dtype_(dtype) {
   // inv_freq_i = theta^(-2i/D), i < D/2, in fp32 as transformers computes it.
   const std::int64_t d = config_.head_dim;
-  at::Tensor exponent = at::arange(0, d, 2, at::kLong).to(ComputeDtype(dtype_)) / static_cast<double>(d);
+  at::Tensor exponent = at::arange(0, d, 2, HostOptions(at::kLong)).to(ComputeDtype(dtype_)) / static_cast<double>(d);
   inv_freq_ = 1.0 / at::pow(config_.rope_theta, exponent);
   if (config_.rope_scaling) {
     // Llama 3.1 frequency scaling (transformers' _compute_llama3_parameters).
@@ -133,9 +134,9 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::Random(const ModelConfig& co
   for (const auto& [name, shape] : ExpectedTensors(config)) {
     at::Tensor t;
     if (name.find("norm.weight") != std::string::npos) {
-      t = at::ones(shape, at::kFloat);
+      t = at::ones(shape, HostOptions(at::kFloat));
     } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
-      t = at::zeros(shape, at::kFloat);
+      t = at::zeros(shape, HostOptions(at::kFloat));
     } else {
       t = at::normal(0.0, config.initializer_range, shape, gen);
     }
@@ -186,6 +187,13 @@ std::vector<at::Tensor> CausalLM::parameters() const {
   return out;
 }
 
+void CausalLM::MoveTo(at::Device device) {
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : params_) t = t.to(device);
+  inv_freq_ = inv_freq_.to(device);
+  Index();
+}
+
 std::unique_ptr<CausalLM> CausalLM::Clone() const {
   std::unique_ptr<CausalLM> copy(new CausalLM(config_, dtype_));
   for (const auto& [name, t] : params_) copy->params_.push_back({name, t.detach().clone()});
@@ -197,8 +205,8 @@ KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const
   KVCache cache;
   cache.capacity = capacity;
   for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    cache.keys.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, dtype_));
-    cache.values.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, dtype_));
+    cache.keys.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, options()));
+    cache.values.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, options()));
   }
   return cache;
 }
@@ -210,8 +218,11 @@ std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& positio
   return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
 }
 
-at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                            const at::Tensor& attention_mask, KVCache* cache) const {
+at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& staged_positions,
+                            const at::Tensor& staged_mask, KVCache* cache) const {
+  // Inputs may be staged on the host: they follow the model's device.
+  const at::Tensor input_ids = staged_ids.to(device()), position_ids = staged_positions.to(device());
+  const at::Tensor attention_mask = staged_mask.defined() ? staged_mask.to(device()) : staged_mask;
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
   TORCH_CHECK(position_ids.sizes() == input_ids.sizes(), "position_ids ", position_ids.sizes(),
               " must match input_ids ", input_ids.sizes());
@@ -244,6 +255,8 @@ at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& posit
   auto [cos, sin] = RopeCosSin(position_ids);
   at::Tensor h = at::embedding(embed_, input_ids);  // [B, T, hidden]
   for (size_t i = 0; i < layers_.size(); ++i) {
+    // Everything the layer needs, by value: a runner may call it again in backward.
+    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache](at::Tensor h) {
     const Layer& l = layers_[i];
     at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
     at::Tensor q = Linear(x, l.q, l.q_bias).view({B, T, H, D}).transpose(1, 2);
@@ -265,7 +278,9 @@ at::Tensor CausalLM::Hidden(const at::Tensor& input_ids, const at::Tensor& posit
     attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
     h = h + Linear(attn, l.o);
     x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
-    h = h + Linear(at::silu(Linear(x, l.gate)) * Linear(x, l.up), l.down);
+    return h + Linear(at::silu(Linear(x, l.gate)) * Linear(x, l.up), l.down);
+    };
+    h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
   if (cache != nullptr) cache->length = S;
   return RmsNorm(h, final_norm_, config_.rms_norm_eps);
@@ -287,8 +302,8 @@ PackedSequences PackSequences(const std::vector<std::vector<std::int64_t>>& sequ
     n += static_cast<std::int64_t>(s.size());
   }
   PackedSequences p;
-  p.input_ids = at::empty({n}, at::kLong);
-  p.position_ids = at::empty({n}, at::kLong);
+  p.input_ids = at::empty({n}, HostOptions(at::kLong));  // host staging: moved by the model
+  p.position_ids = at::empty({n}, HostOptions(at::kLong));
   std::int64_t* ids = p.input_ids.data_ptr<std::int64_t>();
   std::int64_t* pos = p.position_ids.data_ptr<std::int64_t>();
   p.offsets.push_back(0);
@@ -364,7 +379,11 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::T
 
 }  // namespace
 
-at::Tensor CausalLM::PackedHidden(const PackedSequences& packed) const {
+at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
+  // Token ids may be staged on the host: they follow the model's device.
+  PackedSequences packed = staged;
+  packed.input_ids = staged.input_ids.to(device());
+  packed.position_ids = staged.position_ids.to(device());
   CheckPacked(packed);
   const std::int64_t N = packed.input_ids.size(0);
   const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
@@ -376,7 +395,10 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& packed) const {
   cos = cos.squeeze(0).transpose(0, 1);
   sin = sin.squeeze(0).transpose(0, 1);
   at::Tensor h = at::embedding(embed_, packed.input_ids);  // [N, hidden]
-  for (const Layer& l : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    // Everything the layer needs, by value: a runner may call it again in backward.
+    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed](at::Tensor h) {
+    const Layer& l = layers_[i];
     at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
     // q, k and v in one matmul over the concatenated weights.
     at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
@@ -394,7 +416,9 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& packed) const {
     h = h + Linear(attn, l.o);
     x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
     const std::vector<at::Tensor> gate_up = at::linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
-    h = h + Linear(at::silu(gate_up[0]) * gate_up[1], l.down);
+    return h + Linear(at::silu(gate_up[0]) * gate_up[1], l.down);
+    };
+    h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
   return RmsNorm(h, final_norm_, config_.rms_norm_eps);
 }

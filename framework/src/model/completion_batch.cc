@@ -1,4 +1,5 @@
 #include "posttrain/model/completion_batch.h"
+#include "posttrain/core/device.h"
 
 #include <algorithm>
 
@@ -14,9 +15,10 @@ CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>
     longest_completion = std::max<std::int64_t>(longest_completion, static_cast<std::int64_t>(completions[i].size()));
   }
   CompletionBatch batch;
-  batch.input_ids = at::zeros({n, longest}, at::kLong);
-  batch.attention_mask = at::zeros({n, longest}, at::kLong);
-  batch.completion_mask = at::zeros({n, longest_completion}, at::kFloat);
+  // Host staging (token ids being batched): the model moves them to its device.
+  batch.input_ids = at::zeros({n, longest}, HostOptions(at::kLong));
+  batch.attention_mask = at::zeros({n, longest}, HostOptions(at::kLong));
+  batch.completion_mask = at::zeros({n, longest_completion}, HostOptions(at::kFloat));
   auto ids = batch.input_ids.accessor<std::int64_t, 2>();
   auto mask = batch.attention_mask.accessor<std::int64_t, 2>();
   auto cmask = batch.completion_mask.accessor<float, 2>();

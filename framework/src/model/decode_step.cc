@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "posttrain/core/threads.h"
+#include "posttrain/core/device.h"
 #include "posttrain/model/causal_lm.h"
 #include "tbb/blocked_range.h"
 #include "tbb/parallel_for.h"
@@ -189,7 +190,8 @@ const float* Data(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>(
 }  // namespace
 
 bool CausalLM::CanDecodeStep() const {
-  if (dtype_ != at::kFloat || !embed_.device().is_cpu()) return false;
+  // A layer runner (sharding) holds shards, not the weights these loops read.
+  if (runner_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu()) return false;
   for (const auto& [name, p] : params_) {
     if (!p.is_contiguous()) return false;
   }
@@ -294,7 +296,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   }
   cache->length = slot + 1;
   for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_.rms_norm_eps);
-  at::Tensor logits = at::empty({B, config_.vocab_size}, at::kFloat);
+  at::Tensor logits = at::empty({B, config_.vocab_size}, options().dtype(at::kFloat));  // CPU only (CanDecodeStep)
   MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
           config_.vocab_size);
   return logits;

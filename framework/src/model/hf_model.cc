@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/model/safetensors.h"
@@ -44,6 +45,46 @@ absl::StatusOr<std::unique_ptr<CausalLM>> LoadCausalLM(const std::string& dir, a
   return model;
 }
 
+namespace {
+
+// SaveOptions::tensor_groups: one safetensors file per group, each made whole
+// (materialize) just for its writing, then the index.
+absl::Status SaveGroups(const CausalLM& model, const std::string& dir, const SaveOptions& options, bool classifier) {
+  std::map<std::string, at::Tensor> by_name(model.named_parameters().begin(), model.named_parameters().end());
+  const size_t groups = options.tensor_groups.size();
+  nlohmann::ordered_json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::ordered_json::object()}};
+  std::uint64_t total = 0;
+  absl::Status failed = absl::OkStatus();
+  for (size_t g = 0; g < groups; ++g) {
+    absl::Status whole = options.materialize(g, true);
+    if (!whole.ok()) return whole;  // a collective failed: nothing to keep in step with
+    const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", g + 1, groups);
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const std::string& name : options.tensor_groups[g]) {
+      if (classifier && name == "lm_head.weight") continue;
+      tensors.push_back({name, by_name.at(name).detach()});
+    }
+    if (g + 1 == groups) {
+      for (const auto& [name, t] : options.extras) tensors.push_back({name, t.detach().to(model.dtype())});
+    }
+    if (failed.ok()) {
+      failed = SaveSafetensors((fs::path(dir) / file).string(), tensors, {{"format", "pt"}});
+      for (const auto& [name, t] : tensors) {
+        index["weight_map"][name] = file;
+        total += static_cast<std::uint64_t>(t.numel()) * t.element_size();
+      }
+    }
+    POSTTRAIN_RETURN_IF_ERROR(options.materialize(g, false));
+  }
+  POSTTRAIN_RETURN_IF_ERROR(failed);
+  index["metadata"]["total_size"] = total;
+  std::error_code ec;
+  fs::remove(fs::path(dir) / "model.safetensors", ec);
+  return WriteFileAtomic((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
+}
+
+}  // namespace
+
 absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const SaveOptions& options) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -61,13 +102,17 @@ absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const S
   for (const auto& [k, v] : options.generation_config.items()) generation[k] = v;
   generation["transformers_version"] = "4.46.0";
   POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n"));
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& [name, t] : model.named_parameters()) {
-    if (classifier && name == "lm_head.weight") continue;  // a classifier has a score head instead
-    tensors.push_back({name, t.detach()});
+  if (options.materialize) {
+    POSTTRAIN_RETURN_IF_ERROR(SaveGroups(model, dir, options, classifier));
+  } else {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& [name, t] : model.named_parameters()) {
+      if (classifier && name == "lm_head.weight") continue;  // a classifier has a score head instead
+      tensors.push_back({name, t.detach()});
+    }
+    for (const auto& [name, t] : options.extras) tensors.push_back({name, t.detach().to(model.dtype())});
+    POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, tensors, options.max_shard_bytes));
   }
-  for (const auto& [name, t] : options.extras) tensors.push_back({name, t.detach().to(model.dtype())});
-  POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, tensors, options.max_shard_bytes));
   if (!options.tokenizer_source_dir.empty() &&
       fs::weakly_canonical(options.tokenizer_source_dir, ec) != fs::weakly_canonical(dir, ec)) {
     for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {

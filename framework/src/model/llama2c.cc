@@ -1,4 +1,5 @@
 #include "posttrain/model/llama2c.h"
+#include "posttrain/core/device.h"
 
 #include <cstring>
 
@@ -67,7 +68,7 @@ absl::StatusOr<std::unique_ptr<CausalLM>> ReadLlama2cCheckpoint(const std::strin
   auto take = [&](std::vector<std::int64_t> shape) {
     std::int64_t n = 1;
     for (std::int64_t d : shape) n *= d;
-    at::Tensor t = at::empty(shape, at::kFloat);
+    at::Tensor t = at::empty(shape, HostOptions(at::kFloat));  // file contents
     std::memcpy(t.data_ptr<float>(), data + offset, static_cast<size_t>(n) * sizeof(float));
     offset += n;
     return t;

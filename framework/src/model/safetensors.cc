@@ -1,4 +1,5 @@
 #include "posttrain/model/safetensors.h"
+#include "posttrain/core/device.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -188,7 +189,7 @@ bool SafetensorsFile::Contains(absl::string_view name) const {
 absl::StatusOr<at::Tensor> SafetensorsFile::Get(absl::string_view name) const {
   for (const SafetensorsEntry& e : entries_) {
     if (e.name != name) continue;
-    at::Tensor out = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
+    at::Tensor out = at::empty(e.shape, HostOptions(e.dtype));  // file contents: host memory
     if (e.end > e.begin) {
       std::memcpy(out.data_ptr(), data_ + buffer_offset_ + e.begin, e.end - e.begin);
     }

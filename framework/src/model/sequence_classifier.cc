@@ -1,4 +1,5 @@
 #include "posttrain/model/sequence_classifier.h"
+#include "posttrain/core/device.h"
 
 #include <filesystem>
 
@@ -35,7 +36,7 @@ absl::StatusOr<SequenceClassifier> LoadSequenceClassifier(const std::string& dir
   }
   // A classifier has no LM head; an untied backbone needs a placeholder for one.
   if (!config.tie_word_embeddings && tensors.count("lm_head.weight") == 0) {
-    tensors["lm_head.weight"] = at::zeros({config.vocab_size, config.hidden_size}, at::kFloat);
+    tensors["lm_head.weight"] = at::zeros({config.vocab_size, config.hidden_size}, HostOptions(at::kFloat));
   }
   absl::StatusOr<std::unique_ptr<CausalLM>> backbone = CausalLM::FromTensors(config, std::move(tensors), dtype);
   if (!backbone.ok()) return Annotate(backbone.status(), absl::StrCat("loading reward model '", dir, "'"));
@@ -59,7 +60,7 @@ at::Tensor SequenceScores(const CausalLM& backbone, const at::Tensor& score, con
   const at::Tensor hidden = backbone.PackedHidden(packed);  // [tokens, H]
   std::vector<std::int64_t> last;
   for (std::int64_t r = 0; r < rows; ++r) last.push_back(packed.offsets[static_cast<size_t>(r) + 1] - 1);
-  const at::Tensor index = at::tensor(last, at::kLong).to(hidden.device());
+  const at::Tensor index = at::tensor(last, hidden.options().dtype(at::kLong));
   return at::linear(hidden.index_select(0, index), score).to(at::kFloat);
 }
 

@@ -4,6 +4,7 @@
 //   Run::Train    the step loop: data order, generation and rewards, trainer steps,
 //                 the optimizer, logging, evaluation, checkpoints, final/
 #include "posttrain/run/engine.h"
+#include "posttrain/core/device.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,14 +16,18 @@
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "posttrain/core/device.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/distributed/collectives.h"
+#include "posttrain/distributed/fsdp.h"
 #include "posttrain/distributed/process_group.h"
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
+#include "posttrain/model/safetensors.h"
 #include "posttrain/run/engine_options.h"
 #include "posttrain/run/progress.h"
 #include "posttrain/run/reward_pipeline.h"
@@ -527,9 +532,17 @@ class Run {
   absl::StatusOr<RunResult> Train();
 
  private:
-  // Models and their placement, the optimizer, the schedule; equal weights on every rank.
+  // Models and their placement, the optimizer, the schedule; equal weights on every
+  // rank (a checkpoint's, when resuming), sharded with fsdp.
   absl::Status Setup();
+  absl::Status ResumeWeights();
+  absl::Status ShardModels();
+  // The rest of a checkpoint: optimizer, trainer state, data order, logs.
   absl::Status Resume();
+  // Sharded models whole for a while (generation, evaluation, saving).
+  absl::Status GatherModels();
+  absl::Status ReleaseModels();
+  void LogMemory();
   // Data order and sharding: this rank's share of the step's generation (sampled
   // and scored for online trainers), or the reuse of the last one.
   absl::Status NextGeneration(std::int64_t step, bool fresh);
@@ -544,6 +557,11 @@ class Run {
   absl::Status Evaluate(std::int64_t step);
   absl::Status EvaluateRollouts(std::int64_t step, MetricWindow* window);
   absl::Status Checkpoint(std::int64_t step);
+  // Every rank learns whether each succeeded (so that all stop together): this
+  // rank's error, or DataLoss naming `what` when another rank failed.
+  absl::Status AllOk(const absl::Status& mine, const std::string& what);
+  // A sharded checkpoint's shards (any number of ranks wrote them) into this run's.
+  absl::Status ResumeShardedWeights();
   absl::Status SaveFinal();
   std::uint64_t Seed() const { return static_cast<std::uint64_t>(recipe_.seed()); }
   // Rank 0 writes the run's files; every rank computes.
@@ -558,6 +576,10 @@ class Run {
   DataOrder order_;
   std::unique_ptr<ProcessGroup> group_;
   Collectives collectives_;
+  std::unique_ptr<ShardedModel> policy_shards_, reference_shards_;  // fsdp only
+  std::optional<LoadedCheckpoint> resumed_;
+  std::string resumed_path_;
+  std::int64_t grad_bytes_ = 0;
   std::vector<std::pair<std::string, at::Tensor>> trainable_, extras_, trainer_params_;
   std::unique_ptr<AdamW> optimizer_;
   SaveOptions save_;
@@ -572,6 +594,12 @@ class Run {
 };
 
 absl::Status Run::Setup() {
+  // The run's device: cpu, or cuda:<LOCAL_RANK> on a CUDA libtorch.
+  const at::Device device = RunDevice(group_->env().local_rank);
+  for (CausalLM* model : {p_.policy.get(), p_.reference.get()}) {
+    if (model != nullptr && model->device() != device) model->MoveTo(device);
+  }
+  if (!device.is_cpu()) spdlog::info("device: {}", device.str());
   TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get(), &collectives_};
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return p_.trainer->Setup(context); }));
   POSTTRAIN_RETURN_IF_ERROR(
@@ -604,6 +632,9 @@ absl::Status Run::Setup() {
     for (const auto& [name, param] : trainable_) weights.push_back(param.detach());
     POSTTRAIN_RETURN_IF_ERROR(group_->Broadcast(weights, 0));
   }
+  if (!o_.resume_from_checkpoint.empty()) POSTTRAIN_RETURN_IF_ERROR(ResumeWeights());
+  POSTTRAIN_RETURN_IF_ERROR(ShardModels());
+  if (resumed_.has_value() && !resumed_->shard_files.empty()) POSTTRAIN_RETURN_IF_ERROR(ResumeShardedWeights());
   optimizer_ = std::make_unique<AdamW>(trainable_, AdamWOptions{o_.adam_beta1, o_.adam_beta2, o_.adam_epsilon, o_.weight_decay});
   const auto [architecture, num_labels] = p_.trainer->SavedArchitecture();
   save_.tokenizer_source_dir = p_.model_path;
@@ -626,23 +657,109 @@ absl::Status Run::Setup() {
   return absl::OkStatus();
 }
 
-absl::Status Run::Resume() {
-  std::string resolved;
-  POSTTRAIN_ASSIGN_OR_RETURN(LoadedCheckpoint checkpoint,
-                             LoadCheckpoint(o_.resume_from_checkpoint, run_dir_.path(), &resolved, rank()));
-  {
-    at::NoGradGuard no_grad;
-    for (auto& [name, param] : trainable_) {
-      const at::Tensor* saved = nullptr;
-      for (const auto* source : {&checkpoint.tensors, &checkpoint.trainer_params}) {
-        if (auto it = source->find(name); saved == nullptr && it != source->end()) saved = &it->second;
-      }
-      if (saved == nullptr || saved->sizes() != param.sizes()) {
-        return absl::DataLossError(absl::StrCat("checkpoint '", resolved, "' lacks or mis-shapes '", name, "'"));
-      }
-      param.copy_(*saved);
+// The checkpoint's weights into the whole model (before any sharding).
+absl::Status Run::ResumeWeights() {
+  POSTTRAIN_ASSIGN_OR_RETURN(resumed_, LoadCheckpoint(o_.resume_from_checkpoint, run_dir_.path(), &resumed_path_, rank()));
+  if (!resumed_->shard_files.empty()) {
+    if (o_.fsdp != "full_shard" && o_.fsdp != "shard_grad_op") {
+      return absl::FailedPreconditionError(absl::StrCat("checkpoint '", resumed_path_,
+                                                        "' is sharded (fsdp): resume it with trainer.fsdp = \"full_shard\" or \"shard_grad_op\""));
+    }
+    return absl::OkStatus();  // after sharding: ResumeShardedWeights
+  }
+  at::NoGradGuard no_grad;
+  for (auto& [name, param] : trainable_) {
+    const at::Tensor* saved = nullptr;
+    for (const auto* source : {&resumed_->tensors, &resumed_->trainer_params}) {
+      if (auto it = source->find(name); saved == nullptr && it != source->end()) saved = &it->second;
+    }
+    if (saved == nullptr || saved->sizes() != param.sizes()) {
+      return absl::DataLossError(absl::StrCat("checkpoint '", resumed_path_, "' lacks or mis-shapes '", name, "'"));
+    }
+    param.copy_(*saved);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::ShardModels() {
+  if (o_.fsdp.empty() || o_.fsdp == "no_shard" || p_.policy == nullptr) return absl::OkStatus();
+  POSTTRAIN_ASSIGN_OR_RETURN(const ShardedModel::Strategy strategy, ShardedModel::ParseStrategy(o_.fsdp));
+  POSTTRAIN_ASSIGN_OR_RETURN(policy_shards_, ShardedModel::Shard(p_.policy.get(), group_.get(), strategy, /*trainable=*/true));
+  if (p_.reference != nullptr) {
+    POSTTRAIN_ASSIGN_OR_RETURN(reference_shards_, ShardedModel::Shard(p_.reference.get(), group_.get(), strategy, false));
+  }
+  // The optimizer trains the shards (and the trainer's own, replicated, parameters).
+  std::vector<std::pair<std::string, at::Tensor>> trainable = policy_shards_->shards();
+  for (const auto& group : {extras_, trainer_params_}) trainable.insert(trainable.end(), group.begin(), group.end());
+  trainable_ = std::move(trainable);
+  spdlog::info("fsdp {}: {} units, this rank holds {:.2f} MiB of parameter shards", o_.fsdp,
+               policy_shards_->shards().size(), static_cast<double>(policy_shards_->ShardBytes()) / (1 << 20));
+  return absl::OkStatus();
+}
+
+absl::Status Run::ResumeShardedWeights() {
+  std::vector<SafetensorsFile> files;
+  for (const std::string& path : resumed_->shard_files) {
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(path));
+    files.push_back(std::move(f));
+  }
+  // A unit's whole flat buffer: its shards of every saved rank, in rank order
+  // (SliceFlat drops the padding and takes this rank's slice of this world).
+  auto whole = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    std::vector<at::Tensor> parts;
+    for (const SafetensorsFile& f : files) {
+      POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor part, f.Get(name));
+      parts.push_back(part);
+    }
+    return at::cat(parts);
+  };
+  auto sharded = [](const std::string& name) { return absl::StartsWith(name, "fsdp."); };
+  at::NoGradGuard no_grad;
+  for (auto& [name, param] : trainable_) {
+    at::Tensor saved;
+    if (sharded(name)) {
+      POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor flat, whole(name));
+      saved = policy_shards_->SliceFlat(name, flat);
+    } else {
+      POSTTRAIN_ASSIGN_OR_RETURN(saved, files[0].Get(name));
+    }
+    if (saved.sizes() != param.sizes()) {
+      return absl::DataLossError(absl::StrCat("checkpoint '", resumed_path_, "' mis-shapes '", name, "'"));
+    }
+    param.copy_(saved);
+  }
+  // The optimizer state the same way ("optimizer.exp_avg.fsdp.layers.3", ...).
+  for (const SafetensorsEntry& e : files[0].entries()) {
+    if (!absl::StartsWith(e.name, "optimizer.")) continue;
+    const std::string name = e.name.substr(10);
+    const size_t dot = name.find('.');
+    if (dot != std::string::npos && sharded(name.substr(dot + 1))) {
+      POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor flat, whole(e.name));
+      resumed_->optimizer[name] = policy_shards_->SliceFlat(name.substr(dot + 1), flat);
+    } else {
+      POSTTRAIN_ASSIGN_OR_RETURN(resumed_->optimizer[name], files[0].Get(e.name));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Run::GatherModels() {
+  for (ShardedModel* s : {policy_shards_.get(), reference_shards_.get()}) {
+    if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->GatherAll());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::ReleaseModels() {
+  for (ShardedModel* s : {policy_shards_.get(), reference_shards_.get()}) {
+    if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->ReleaseAll());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::Resume() {
+  LoadedCheckpoint& checkpoint = *resumed_;
+  const std::string& resolved = resumed_path_;
   POSTTRAIN_RETURN_IF_ERROR(Annotate(optimizer_->LoadStateDict(checkpoint.optimizer), resolved));
   POSTTRAIN_RETURN_IF_ERROR(Annotate(CallNoThrow("trainer state", [&] { return p_.trainer->LoadState(checkpoint.trainer_state_tensors); }), resolved));
   const nlohmann::json& state = checkpoint.trainer_state;
@@ -672,9 +789,12 @@ absl::Status Run::Resume() {
     iteration_ = start_step_ % reuse_;
   }
   // The logs go back to the checkpoint, so no step appears twice.
-  POSTTRAIN_RETURN_IF_ERROR(TruncateJsonlAfterStep(run_dir_.File("metrics.jsonl"), start_step_));
-  POSTTRAIN_RETURN_IF_ERROR(TruncateJsonlAfterStep(run_dir_.File("completions.jsonl"), start_step_));
+  if (Writes()) {
+    POSTTRAIN_RETURN_IF_ERROR(TruncateJsonlAfterStep(run_dir_.File("metrics.jsonl"), start_step_));
+    POSTTRAIN_RETURN_IF_ERROR(TruncateJsonlAfterStep(run_dir_.File("completions.jsonl"), start_step_));
+  }
   spdlog::info("resumed from {} at step {}", resolved, start_step_);
+  resumed_.reset();
   return absl::OkStatus();
 }
 
@@ -771,6 +891,8 @@ absl::Status Run::Evaluate(std::int64_t step) {
   MetricWindow eval_window;
   // Each rank evaluates its share; the trainer's collectives stay local (ranks
   // may run different numbers of batches), and the windows' sums are merged.
+  // Sharded models are whole meanwhile: no collective inside a forward.
+  POSTTRAIN_RETURN_IF_ERROR(GatherModels());
   collectives_.set_local(true);
   if (p_.needs.rollouts) {
     POSTTRAIN_RETURN_IF_ERROR(EvaluateRollouts(step, &eval_window));
@@ -803,6 +925,7 @@ absl::Status Run::Evaluate(std::int64_t step) {
     }
   }
   collectives_.set_local(false);
+  POSTTRAIN_RETURN_IF_ERROR(ReleaseModels());
   if (world() > 1) {
     POSTTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> windows, group_->AllGatherStrings(eval_window.ToJson().dump()));
     eval_window.Clear();
@@ -845,6 +968,15 @@ RankContents UnpackRankContents(const std::string& bytes) {
   return r;
 }
 
+absl::Status Run::AllOk(const absl::Status& mine, const std::string& what) {
+  at::Tensor failed = at::full({1}, mine.ok() ? 0.0 : 1.0, HostOptions(at::kDouble));
+  std::vector<at::Tensor> flag = {failed};
+  POSTTRAIN_RETURN_IF_ERROR(group_->AllReduceSum(flag));
+  POSTTRAIN_RETURN_IF_ERROR(mine);
+  if (failed.item<double>() > 0) return absl::DataLossError(absl::StrCat(what, " failed on another rank"));
+  return absl::OkStatus();
+}
+
 absl::Status Run::Checkpoint(std::int64_t step) {
   CheckpointContents contents;
   contents.trainer_params = trainer_params_;
@@ -875,20 +1007,31 @@ absl::Status Run::Checkpoint(std::int64_t step) {
       }
     }
   }
-  absl::Status saved = absl::OkStatus();
-  if (Writes()) saved = SaveCheckpoint(*p_.policy, save_, *optimizer_, contents, run_dir_.path(), step, o_.save_total_limit);
-  // Every rank learns whether it was written, so all stop together if not.
-  at::Tensor failed = at::full({1}, saved.ok() ? 0.0 : 1.0, at::TensorOptions().dtype(at::kDouble));
-  std::vector<at::Tensor> flag = {failed};
-  POSTTRAIN_RETURN_IF_ERROR(group_->AllReduceSum(flag));
-  POSTTRAIN_RETURN_IF_ERROR(saved);
-  if (failed.item<double>() > 0) return absl::DataLossError(absl::StrCat("rank 0 could not write checkpoint-", step));
-  if (Writes()) spdlog::info("saved {}/checkpoint-{}", run_dir_.path(), step);
+  const std::string& out = run_dir_.path();
+  if (policy_shards_ == nullptr) {
+    absl::Status saved = absl::OkStatus();
+    if (Writes()) saved = SaveCheckpoint(p_.policy.get(), save_, optimizer_->StateDict(), contents, out, step, o_.save_total_limit);
+    POSTTRAIN_RETURN_IF_ERROR(AllOk(saved, absl::StrCat("writing checkpoint-", step)));
+  } else {
+    // Sharded: every rank writes its own shards and optimizer state; rank 0 then
+    // the rest, trainer_state.json last, and renames the directory complete.
+    POSTTRAIN_RETURN_IF_ERROR(AllOk(Writes() ? PrepareCheckpointDir(out, step) : absl::OkStatus(), "preparing a checkpoint"));
+    std::vector<std::pair<std::string, at::Tensor>> tensors = trainable_;
+    for (const auto& [name, t] : optimizer_->StateDict()) tensors.push_back({"optimizer." + name, t});
+    POSTTRAIN_RETURN_IF_ERROR(AllOk(WriteCheckpointShard(out, step, rank(), tensors), absl::StrCat("writing checkpoint-", step)));
+    contents.trainer_state["fsdp_world_size"] = world();
+    absl::Status saved = absl::OkStatus();
+    if (Writes()) saved = SaveCheckpoint(nullptr, save_, {}, contents, out, step, o_.save_total_limit);
+    POSTTRAIN_RETURN_IF_ERROR(AllOk(saved, absl::StrCat("completing checkpoint-", step)));
+  }
+  if (Writes()) spdlog::info("saved {}/checkpoint-{}", out, step);
   return absl::OkStatus();
 }
 
 absl::Status Run::NextGeneration(std::int64_t step, bool fresh) {
   if (!fresh) return absl::OkStatus();
+  // Sampling runs on whole weights (ZeRO-3's unwrap_model_for_generation).
+  if (p_.needs.rollouts) POSTTRAIN_RETURN_IF_ERROR(GatherModels());
   // Sample the whole generation first: a trainer may need statistics over all
   // of its micro-batches (DAPO's token count).
   for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
@@ -901,6 +1044,7 @@ absl::Status Run::NextGeneration(std::int64_t step, bool fresh) {
       m.Reset(indices, p_.examples, p_.train_tokens);
     }
   }
+  if (p_.needs.rollouts) POSTTRAIN_RETURN_IF_ERROR(ReleaseModels());
   return absl::OkStatus();
 }
 
@@ -957,10 +1101,29 @@ absl::StatusOr<std::map<std::string, double>> Run::TrainMicroBatches(std::int64_
 absl::Status Run::OptimizerStep(std::int64_t step, std::map<std::string, double>* metrics) {
   // Data parallel: every rank's gradients are averaged, so every rank takes the
   // same step and the weights stay equal.
+  // Sharded parameters' gradients were reduce-scattered already (mean over ranks).
+  auto sharded = [](const std::string& name) { return absl::StartsWith(name, "fsdp."); };
   std::vector<at::Tensor> grads;
-  for (auto& [name, param] : trainable_) grads.push_back(param.grad());
+  for (auto& [name, param] : trainable_) {
+    if (!sharded(name)) grads.push_back(param.grad());
+  }
   POSTTRAIN_RETURN_IF_ERROR(group_->AllReduceMean(grads));
-  (*metrics)["grad_norm"] = optimizer_->ClipGradNorm(o_.max_grad_norm);
+  grad_bytes_ = 0;
+  for (auto& [name, param] : trainable_) {
+    if (param.grad().defined()) grad_bytes_ += param.grad().numel() * static_cast<std::int64_t>(param.grad().element_size());
+  }
+  if (policy_shards_ == nullptr) {
+    (*metrics)["grad_norm"] = optimizer_->ClipGradNorm(o_.max_grad_norm);
+  } else {
+    // The global norm: every rank's shards once, the replicated parameters once.
+    const double w = static_cast<double>(world());
+    POSTTRAIN_ASSIGN_OR_RETURN(const double squares, Collectives(group_.get()).Sum(optimizer_->GradSquares([&](const std::string& name) {
+      return sharded(name) ? 1.0 : 1.0 / w;
+    })));
+    const double norm = std::sqrt(squares);
+    optimizer_->ClipToNorm(norm, o_.max_grad_norm);
+    (*metrics)["grad_norm"] = norm;
+  }
   const double lr = ScheduledLearningRate(o_.lr_scheduler_type, o_.learning_rate, step, max_steps_, warmup_);
   (*metrics)["learning_rate"] = lr;
   optimizer_->Step(lr);
@@ -994,13 +1157,54 @@ absl::Status Run::Log(std::int64_t step, const std::map<std::string, double>& st
   return absl::OkStatus();
 }
 
+// What this rank holds at the end of training, for scale-out planning.
+void Run::LogMemory() {
+  auto mib = [](std::int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+  std::int64_t params = 0, optimizer = 0;
+  for (const auto& [name, p] : trainable_) params += p.numel() * static_cast<std::int64_t>(p.element_size());
+  if (reference_shards_ != nullptr) params += reference_shards_->ShardBytes();
+  if (reference_shards_ == nullptr && p_.reference != nullptr) {
+    for (const auto& [name, p] : p_.reference->named_parameters()) params += p.numel() * static_cast<std::int64_t>(p.element_size());
+  }
+  if (optimizer_ != nullptr) {
+    for (const auto& [name, t] : optimizer_->StateDict()) optimizer += t.numel() * static_cast<std::int64_t>(t.element_size());
+  }
+  std::int64_t peak_kib = 0;
+  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      if (std::sscanf(line, "VmHWM: %ld kB", &peak_kib) == 1) break;
+    }
+    std::fclose(f);
+  }
+  spdlog::info("memory (rank {} of {}{}): parameters {:.3f} MiB, gradients {:.3f} MiB, optimizer state {:.3f} MiB, peak RSS {:.1f} MiB",
+               rank(), world(), o_.fsdp.empty() ? "" : absl::StrCat(", fsdp ", o_.fsdp), mib(params), mib(grad_bytes_),
+               mib(optimizer), static_cast<double>(peak_kib) / 1024);
+}
+
 absl::Status Run::SaveFinal() {
   if (p_.policy == nullptr || trainable_.empty() || !p_.needs.model) return absl::OkStatus();
-  if (Writes()) {
-    absl::Status saved = SaveCausalLM(*p_.policy, run_dir_.File("final"), save_);
-    if (!saved.ok()) return Annotate(saved, "writing final/ (the checkpoints written so far are intact)");
-    spdlog::info("saved the final model to {}", run_dir_.File("final"));
+  SaveOptions save = save_;
+  if (policy_shards_ != nullptr) {
+    // A unit at a time: gathered (every rank), written (rank 0), released; the
+    // whole model is never in one process's memory.
+    save.tensor_groups = policy_shards_->UnitParameterNames();
+    save.materialize = [this](size_t unit, bool whole) {
+      return whole ? policy_shards_->GatherUnit(unit) : policy_shards_->ReleaseUnit(unit);
+    };
   }
+  absl::Status saved = absl::OkStatus();
+  if (Writes()) {
+    saved = SaveCausalLM(*p_.policy, run_dir_.File("final"), save);
+  } else if (policy_shards_ != nullptr) {
+    for (size_t unit = 0; unit < save.tensor_groups.size(); ++unit) {
+      POSTTRAIN_RETURN_IF_ERROR(save.materialize(unit, true));
+      POSTTRAIN_RETURN_IF_ERROR(save.materialize(unit, false));
+    }
+  }
+  POSTTRAIN_RETURN_IF_ERROR(AllOk(saved.ok() ? saved : Annotate(saved, "writing final/ (the checkpoints written so far are intact)"),
+                                  "writing final/"));
+  if (Writes()) spdlog::info("saved the final model to {}", run_dir_.File("final"));
   result_.final_model_dir = run_dir_.File("final");
   // No rank reports success before final/ is complete.
   return group_->Barrier();
@@ -1029,7 +1233,13 @@ absl::StatusOr<RunResult> Run::Train() {
     POSTTRAIN_RETURN_IF_ERROR(NextGeneration(step, fresh));
     bool trained = false;
     using Metrics = std::map<std::string, double>;
+    for (ShardedModel* s : {policy_shards_.get(), reference_shards_.get()}) {
+      if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->BeginStep());
+    }
     POSTTRAIN_ASSIGN_OR_RETURN(Metrics step_metrics, TrainMicroBatches(step, log_completions, &trained));
+    for (ShardedModel* s : {policy_shards_.get(), reference_shards_.get()}) {
+      if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->EndStep());
+    }
     ++iteration_;
     // Every rank's metrics, averaged (each holds an equal share of the batch).
     POSTTRAIN_ASSIGN_OR_RETURN(step_metrics, MeanOverRanks(*group_, step_metrics));
@@ -1043,6 +1253,7 @@ absl::StatusOr<RunResult> Run::Train() {
     }
   }
   progress.Finish();
+  LogMemory();
   POSTTRAIN_RETURN_IF_ERROR(SaveFinal());
   result_.output_dir = run_dir_.path();
   result_.steps = max_steps_;

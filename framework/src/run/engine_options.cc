@@ -26,6 +26,7 @@ absl::StatusOr<EngineOptions> EngineOptions::FromConfig(const ComponentConfig& c
   o.resume_from_checkpoint = c.GetString("resume_from_checkpoint");
   o.bf16 = c.GetBool("bf16");
   o.ddp_timeout = c.GetInt("ddp_timeout");
+  o.fsdp = c.GetString("fsdp");
   o.shuffle = c.GetBool("shuffle");
   o.max_length = needs.rollouts ? -1 : c.GetInt("max_length");
   o.max_prompt_length = c.GetInt("max_prompt_length");

@@ -1,4 +1,5 @@
 #include "posttrain/train/adamw.h"
+#include "posttrain/core/device.h"
 
 #include <cmath>
 #include <map>
@@ -44,19 +45,27 @@ void AdamW::ZeroGrad() {
 }
 
 double AdamW::ClipGradNorm(double max_norm) {
+  const double norm = std::sqrt(GradSquares([](const std::string&) { return 1.0; }));
+  ClipToNorm(norm, max_norm);
+  return norm;
+}
+
+double AdamW::GradSquares(const std::function<double(const std::string& name)>& weight) const {
   at::NoGradGuard no_grad;
   double total = 0.0;
   for (const auto& [name, p] : params_) {
-    if (p.grad().defined()) total += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (p.grad().defined()) total += weight(name) * p.grad().to(at::kDouble).pow(2).sum().item<double>();
   }
-  const double norm = std::sqrt(total);
-  if (max_norm > 0 && norm > max_norm) {
-    const double coef = max_norm / (norm + 1e-6);
-    for (auto& [name, p] : params_) {
-      if (p.grad().defined()) p.mutable_grad().mul_(coef);
-    }
+  return total;
+}
+
+void AdamW::ClipToNorm(double norm, double max_norm) {
+  if (max_norm <= 0 || norm <= max_norm) return;
+  at::NoGradGuard no_grad;
+  const double coef = max_norm / (norm + 1e-6);
+  for (auto& [name, p] : params_) {
+    if (p.grad().defined()) p.mutable_grad().mul_(coef);
   }
-  return norm;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> AdamW::StateDict() const {
@@ -66,7 +75,7 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::StateDict() const {
     state.push_back({"exp_avg_sq." + params_[i].first, exp_avg_sq_[i]});
     if (master_[i].defined()) state.push_back({"master." + params_[i].first, master_[i]});
   }
-  state.push_back({"step", at::tensor(step_, at::kLong)});
+  state.push_back({"step", at::tensor(step_, HostOptions(at::kLong))});  // checkpoint state
   return state;
 }
 

@@ -34,21 +34,41 @@ std::vector<std::pair<std::int64_t, fs::path>> Checkpoints(const std::string& ou
 
 }  // namespace
 
-absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer,
+absl::Status PrepareCheckpointDir(const std::string& output_dir, std::int64_t step) {
+  const fs::path tmp = fs::path(output_dir) / absl::StrCat("checkpoint-", step, ".tmp");
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp / "fsdp", ec);
+  if (ec) return absl::DataLossError(absl::StrCat("cannot create '", (tmp / "fsdp").string(), "': ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status WriteCheckpointShard(const std::string& output_dir, std::int64_t step, int rank,
+                                  const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  const fs::path file = fs::path(output_dir) / absl::StrCat("checkpoint-", step, ".tmp") / "fsdp" / absl::StrCat("rank-", rank, ".safetensors");
+  std::vector<std::pair<std::string, at::Tensor>> detached;
+  for (const auto& [name, t] : tensors) detached.push_back({name, t.detach().contiguous()});
+  return Annotate(SaveSafetensors(file.string(), detached), absl::StrCat("writing checkpoint-", step, " (earlier checkpoints are intact)"));
+}
+
+absl::Status SaveCheckpoint(const CausalLM* model, const SaveOptions& save,
+                            const std::vector<std::pair<std::string, at::Tensor>>& optimizer,
                             const CheckpointContents& contents, const std::string& output_dir, std::int64_t step,
                             std::int64_t save_total_limit) {
   const fs::path final_dir = fs::path(output_dir) / absl::StrCat("checkpoint-", step);
   const fs::path tmp = fs::path(output_dir) / absl::StrCat("checkpoint-", step, ".tmp");
   std::error_code ec;
-  fs::remove_all(tmp, ec);
+  if (model != nullptr) fs::remove_all(tmp, ec);  // sharded: the ranks' files are there already
   auto detached = [](const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
     std::vector<std::pair<std::string, at::Tensor>> out;
     for (const auto& [name, t] : tensors) out.push_back({name, t.detach()});
     return out;
   };
   absl::Status written = [&]() -> absl::Status {
-    POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(model, tmp.string(), save));
-    POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer.StateDict()));
+    if (model != nullptr) {
+      POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*model, tmp.string(), save));
+      POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer));
+    }
     if (!contents.trainer_params.empty()) {
       POSTTRAIN_RETURN_IF_ERROR(
           SaveSafetensors((tmp / "trainer_params.safetensors").string(), detached(contents.trainer_params)));
@@ -62,6 +82,7 @@ absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, cons
     }
     for (size_t k = 0; k < contents.other_ranks.size(); ++k) {
       const RankContents& r = contents.other_ranks[k];
+      if (r.trainer_state_tensors.empty() && r.generation.is_null()) continue;
       const fs::path dir = tmp / absl::StrCat("rank-", k + 1);
       fs::create_directories(dir, ec);
       if (ec) return absl::DataLossError(absl::StrCat("cannot create '", dir.string(), "': ", ec.message()));
@@ -104,10 +125,17 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const s
   if (!fs::is_directory(dir, ec)) return absl::NotFoundError(absl::StrCat("checkpoint '", dir.string(), "' does not exist"));
   *resolved_path = dir.string();
   LoadedCheckpoint loaded;
-  POSTTRAIN_ASSIGN_OR_RETURN(loaded.tensors, LoadSafetensorsDir(dir.string()));
-  POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile opt, SafetensorsFile::Open((dir / "optimizer.safetensors").string()));
-  for (const SafetensorsEntry& e : opt.entries()) {
-    POSTTRAIN_ASSIGN_OR_RETURN(loaded.optimizer[e.name], opt.Get(e.name));
+  if (fs::is_directory(dir / "fsdp", ec)) {
+    // Sharded: every rank's file must be there (trainer_state.json says how many).
+    for (int r = 0; fs::exists(dir / "fsdp" / absl::StrCat("rank-", r, ".safetensors"), ec); ++r) {
+      loaded.shard_files.push_back((dir / "fsdp" / absl::StrCat("rank-", r, ".safetensors")).string());
+    }
+  } else {
+    POSTTRAIN_ASSIGN_OR_RETURN(loaded.tensors, LoadSafetensorsDir(dir.string()));
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile opt, SafetensorsFile::Open((dir / "optimizer.safetensors").string()));
+    for (const SafetensorsEntry& e : opt.entries()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(loaded.optimizer[e.name], opt.Get(e.name));
+    }
   }
   if (fs::exists(dir / "trainer_params.safetensors", ec)) {
     POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile params, SafetensorsFile::Open((dir / "trainer_params.safetensors").string()));
@@ -135,6 +163,13 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const s
   loaded.trainer_state = nlohmann::json::parse(state, nullptr, false);
   if (loaded.trainer_state.is_discarded() || !loaded.trainer_state.contains("global_step")) {
     return absl::DataLossError(absl::StrCat("'", (dir / "trainer_state.json").string(), "' is not a trainer state"));
+  }
+  if (loaded.trainer_state.contains("fsdp_world_size")) {
+    const auto expected = loaded.trainer_state["fsdp_world_size"].get<size_t>();
+    if (loaded.shard_files.size() != expected) {
+      return absl::DataLossError(absl::StrCat("checkpoint '", dir.string(), "' was written by ", expected, " ranks but holds ",
+                                              loaded.shard_files.size(), " of their shard files (fsdp/rank-<r>.safetensors)"));
+    }
   }
   return loaded;
 }

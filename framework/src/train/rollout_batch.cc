@@ -1,4 +1,5 @@
 #include "posttrain/train/rollout_batch.h"
+#include "posttrain/core/device.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -60,7 +61,7 @@ absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts
   out.sequences = MakeCompletionBatch(prompts, completions);
   const auto n = static_cast<std::int64_t>(rollouts.size());
   out.mask = out.sequences.completion_mask.clone();
-  out.truncated = at::zeros({n}, at::kBool);
+  out.truncated = at::zeros({n}, HostOptions(at::kBool));  // filled on the host, like the batch
   for (std::int64_t i = 0; i < n; ++i) {
     const Rollout& r = rollouts[static_cast<size_t>(i)];
     out.total_length += static_cast<std::int64_t>(r.token_ids.size());

@@ -85,8 +85,8 @@ class DpoTrainer final : public Trainer {
         c.push_back(ref.chosen[static_cast<size_t>(t->index)]);
         r.push_back(ref.rejected[static_cast<size_t>(t->index)]);
       }
-      ref_chosen = at::tensor(c);
-      ref_rejected = at::tensor(r);
+      ref_chosen = at::tensor(c, policy_chosen.options().dtype(at::kFloat));
+      ref_rejected = at::tensor(r, policy_chosen.options().dtype(at::kFloat));
     } else {
       at::NoGradGuard no_grad;
       std::tie(ref_chosen, ref_rejected) = SequenceLogps(*reference_, batch);

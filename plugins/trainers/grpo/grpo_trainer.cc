@@ -100,7 +100,7 @@ class GrpoTrainer final : public Trainer {
     // Advantages over every rank's rewards (TRL gathers them across processes:
     // scale_rewards = "batch" is the std of the global batch), then this rank's rows.
     std::int64_t offset = 0;
-    POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor all_rewards, collectives_->Gather(at::tensor(rewards->total), &offset));
+    POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor all_rewards, collectives_->Gather(at::tensor(rewards->total, logps.options().dtype(at::kFloat)), &offset));
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages, GroupAdvantages(all_rewards, num_generations_, scale_rewards_));
     advantages = advantages.narrow(0, offset, n);
     GrpoLossOptions options = options_;
@@ -116,7 +116,7 @@ class GrpoTrainer final : public Trainer {
     out.loss = r.loss;
     AddRewardMetrics(*rewards, &out.metrics);
     out.metrics["entropy"] = ((entropy * rb.mask).sum() / rb.mask.sum().clamp_min(1)).item<double>();
-    at::Tensor grouped = at::tensor(rewards->total).view({n / num_generations_, num_generations_});
+    at::Tensor grouped = at::tensor(rewards->total, logps.options().dtype(at::kFloat)).view({n / num_generations_, num_generations_});
     out.metrics["frac_reward_zero_std"] = (grouped.std(1) < 1e-6).to(at::kFloat).mean().item<double>();
     if (options_.beta != 0.0) out.metrics["kl"] = r.mean_kl;
     out.metrics["clip_ratio/low_mean"] = r.clip_ratio_low;

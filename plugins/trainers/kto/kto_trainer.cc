@@ -80,7 +80,7 @@ class KtoTrainer final : public Trainer {
     const std::vector<size_t> kl_rows = KtoMismatchedRows(example_of_row);
 
     const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
-    at::Tensor reference_logps, kl = at::zeros({}, at::kFloat);
+    at::Tensor reference_logps, kl = at::zeros({}, policy_logps.options().dtype(at::kFloat));
     {
       at::NoGradGuard no_grad;
       reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
@@ -94,8 +94,8 @@ class KtoTrainer final : public Trainer {
     // z: the mean over every rank's mismatched pairs (TRL gathers them), ≥ 0.
     {
       POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor sums,
-                                 collectives_->Sum(at::stack({kl.to(at::kDouble), at::scalar_tensor(static_cast<double>(kl_rows.size()), at::kDouble)})));
-      kl = sums[1].item<double>() > 0 ? (sums[0] / sums[1]).to(at::kFloat).clamp_min(0) : at::zeros({}, at::kFloat);
+                                 collectives_->Sum(at::stack({kl.to(at::kDouble), at::scalar_tensor(static_cast<double>(kl_rows.size()), kl.options().dtype(at::kDouble))})));
+      kl = sums[1].item<double>() > 0 ? (sums[0] / sums[1]).to(at::kFloat).clamp_min(0) : at::zeros({}, kl.options().dtype(at::kFloat));
     }
     std::vector<std::int64_t> chosen_idx, rejected_idx;
     for (std::int64_t i = 0; i < n; ++i) (desirable[static_cast<size_t>(i)] ? chosen_idx : rejected_idx).push_back(i);

@@ -60,12 +60,12 @@ class OnlineDpoTrainer final : public Trainer {
       ref_logps = (CompletionLogprobs(*reference_, rb.sequences, temperature_) * rb.mask).sum(1);
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
-    at::Tensor scores = at::tensor(table->total);
+    at::Tensor scores = at::tensor(table->total, logps.options().dtype(at::kFloat));
     if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
     // Rollouts come grouped by prompt: rows 2i and 2i + 1 are prompt i's pair.
     const at::Tensor pairs = scores.view({n, 2});
     const at::Tensor first_wins = pairs.select(1, 0) >= pairs.select(1, 1);
-    const at::Tensor base = at::arange(n, at::kLong) * 2;
+    const at::Tensor base = at::arange(n, scores.options().dtype(at::kLong)) * 2;
     const at::Tensor chosen_rows = at::where(first_wins, base, base + 1);
     const at::Tensor rejected_rows = at::where(first_wins, base + 1, base);
     POSTTRAIN_ASSIGN_OR_RETURN(

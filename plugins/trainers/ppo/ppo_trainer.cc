@@ -81,8 +81,8 @@ class PpoTrainer final : public Trainer {
     const std::int64_t hidden = policy_->config().hidden_size;
     at::Generator gen = at::detail::createCPUGenerator(seed_);
     // Small random weights: values start near 0 and every hidden direction gets a gradient.
-    v_weight_ = (at::normal(0.0, 1.0 / std::sqrt(static_cast<double>(hidden)), {1, hidden}, gen) * 0.1).to(policy_->dtype());
-    v_bias_ = at::zeros({1}, policy_->dtype());
+    v_weight_ = (at::normal(0.0, 1.0 / std::sqrt(static_cast<double>(hidden)), {1, hidden}, gen) * 0.1).to(policy_->options());
+    v_bias_ = at::zeros({1}, policy_->options());
     return absl::OkStatus();
   }
   std::vector<std::pair<std::string, at::Tensor>> TrainerParameters() override {
@@ -101,7 +101,7 @@ class PpoTrainer final : public Trainer {
       state.push_back({prefix + "old_values", f.old_values});
       state.push_back({prefix + "advantages", f.advantages});
       state.push_back({prefix + "returns", f.returns});
-      for (const auto& [name, value] : f.metrics) state.push_back({prefix + "metric." + name, at::scalar_tensor(value, at::kDouble)});
+      for (const auto& [name, value] : f.metrics) state.push_back({prefix + "metric." + name, at::scalar_tensor(value, at::TensorOptions().device(at::kCPU).dtype(at::kDouble))});  // checkpoint state
     }
     return state;
   }
@@ -188,13 +188,13 @@ class PpoTrainer final : public Trainer {
     // The scores are needed from here on (they were scored during the passes above).
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, pending.Wait());
     const auto n = static_cast<std::int64_t>(table->total.size());
-    at::Tensor scores = at::tensor(table->total);
+    at::Tensor scores = at::tensor(table->total, f.old_values.options().dtype(at::kFloat));
     if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
     at::Tensor rewards = -kl_coef_ * kl;
     const at::Tensor non_score = rewards.sum(1);
     std::vector<std::int64_t> last;
     for (std::int64_t i = 0; i < n; ++i) last.push_back(rb.sequences.completion_lengths[static_cast<size_t>(i)] - 1);
-    rewards.scatter_add_(1, at::tensor(last, at::kLong).unsqueeze(1), scores.unsqueeze(1));
+    rewards.scatter_add_(1, at::tensor(last, rewards.options().dtype(at::kLong)).unsqueeze(1), scores.unsqueeze(1));
     // Whitening is over the global batch (every rank's rollouts).
     if (whiten_rewards_) {
       POSTTRAIN_ASSIGN_OR_RETURN(rewards, MaskedWhiten(rewards, rb.mask, /*shift_mean=*/false, *collectives_));

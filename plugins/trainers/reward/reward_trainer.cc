@@ -39,7 +39,7 @@ class RewardTrainer final : public Trainer {
     policy_ = context.policy;
     at::Generator gen = at::detail::createCPUGenerator(head_seed_);
     score_ = at::normal(0.0, policy_->config().initializer_range, {1, policy_->config().hidden_size}, gen)
-                 .to(policy_->dtype());
+                 .to(policy_->options());
     return absl::OkStatus();
   }
   std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() override { return {{"score.weight", score_}}; }
@@ -70,7 +70,7 @@ class RewardTrainer final : public Trainer {
     const auto b = static_cast<std::int64_t>(input.tokens.size());
     at::Tensor chosen = rewards.narrow(0, 0, b), rejected = rewards.narrow(0, b, b);
     StepOutput out;
-    out.loss = BradleyTerryLoss(chosen, rejected, has_margin ? at::tensor(margins) : at::Tensor(), center_).mean();
+    out.loss = BradleyTerryLoss(chosen, rejected, has_margin ? at::tensor(margins, chosen.options().dtype(at::kFloat)) : at::Tensor(), center_).mean();
     AddPreferenceMetrics(chosen.detach(), rejected.detach(), at::Tensor(), at::Tensor(), &out.metrics);
     return out;
   }

@@ -85,7 +85,7 @@ class RlooTrainer final : public Trainer {
       out.metrics["kl"] = kl.mean().item<double>();
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
-    at::Tensor rewards = at::tensor(table->total);
+    at::Tensor rewards = at::tensor(table->total, logps.options().dtype(at::kFloat));
     if (kl.defined()) rewards = rewards - beta_ * kl;
     POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor advantages, LeaveOneOutAdvantages(rewards, num_generations_));
     if (normalize_) {

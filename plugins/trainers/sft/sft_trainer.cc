@@ -90,8 +90,8 @@ class SftTrainer final : public Trainer {
     }
     const PackedSequences packed = PackSequences(streams);
     const at::Tensor hidden = policy_->PackedHidden(packed);  // [tokens, H]
-    const at::Tensor next = at::tensor(next_ids, at::kLong).to(hidden.device());
-    const at::Tensor rows = at::tensor(target_rows, at::kLong).to(hidden.device());
+    const at::Tensor next = at::tensor(next_ids, hidden.options().dtype(at::kLong));
+    const at::Tensor rows = at::tensor(target_rows, hidden.options().dtype(at::kLong));
     const double n_tokens = static_cast<double>(next_ids.size());
     // loss = Σ (−1/n) · log p: fixed weights, so both gradients come out of the
     // same pass as the loss (no second projection in backward). n counts the

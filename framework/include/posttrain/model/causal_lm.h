@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -61,6 +62,20 @@ struct PackedSequences {
 // Independent sequences, positions from 0 each. Every sequence must be non-empty.
 PackedSequences PackSequences(const std::vector<std::vector<std::int64_t>>& sequences);
 
+// The seam of FSDP-style sharding (distributed/fsdp.h): with a runner installed,
+// the model runs each decoder layer (a unit) through it, and the runner makes the
+// layer's parameters whole around the call (and again for its backward) while
+// keeping only a shard of them otherwise. The model never knows which.
+class LayerRunner {
+ public:
+  virtual ~LayerRunner() = default;
+  // Returns layer(input) for decoder layer `index`; `layer` reads the layer's
+  // parameters (named "model.layers.<index>.*") and may be called again in
+  // backward, so it must capture what it needs by value.
+  virtual at::Tensor Run(std::int64_t index, const at::Tensor& input,
+                         std::function<at::Tensor(const at::Tensor&)> layer) = 0;
+};
+
 class CausalLM {
  public:
   // Random initialisation as transformers does (normal(0, initializer_range) for
@@ -75,6 +90,12 @@ class CausalLM {
 
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
+  // The device its parameters live on, and options for tensors that meet them
+  // (model dtype; take .dtype(...) for ids or masks). See core/device.h.
+  at::Device device() const { return embed_.device(); }
+  at::TensorOptions options() const { return at::TensorOptions().device(embed_.device()).dtype(dtype_); }
+  // Moves every parameter (and the RoPE table) to `device`.
+  void MoveTo(at::Device device);
 
   // Parameters by HF name, in a fixed order (embedding, layers, norm, lm_head if
   // untied). The tensors are the model's own: setting requires_grad on them trains it.
@@ -82,6 +103,9 @@ class CausalLM {
   std::vector<at::Tensor> parameters() const;
   // A deep copy (e.g. a frozen reference model).
   std::unique_ptr<CausalLM> Clone() const;
+  // Installs (or, with nullptr, removes) the runner of the decoder layers. Not
+  // owned; it must outlive its use.
+  void set_layer_runner(LayerRunner* runner) { runner_ = runner; }
 
   KVCache NewCache(std::int64_t batch_size, std::int64_t capacity) const;
 
@@ -134,6 +158,7 @@ class CausalLM {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor embed_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
+  LayerRunner* runner_ = nullptr;
   at::Tensor inv_freq_;  // [head_dim / 2], fp32 (fp64 for an fp64 model)
 };
 

@@ -9,6 +9,8 @@
 // and the tokenizer files copied from the source directory.
 #pragma once
 
+#include <functional>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +42,14 @@ struct SaveOptions {
   // lm_head.weight) and its num_labels; "" keeps the model's own.
   std::string architecture;
   std::int64_t num_labels = 0;
+  // Streaming, for a model whose parameters are whole only a group at a time
+  // (FSDP-style sharding): the parameters by name in groups, each written to its
+  // own file (model-0000g-of-0000G.safetensors + index; extras with the last);
+  // materialize(g, true) makes group g whole before its file is written,
+  // materialize(g, false) releases it after. Called for every group, in order,
+  // even after a write failed (it may be a collective).
+  std::vector<std::vector<std::string>> tensor_groups;
+  std::function<absl::Status(size_t group, bool whole)> materialize;
 };
 
 // Writes the directory (created if needed); each file atomically.

@@ -41,6 +41,7 @@ struct EngineOptions {
   std::string resume_from_checkpoint;
   bool bf16 = false;
   std::int64_t ddp_timeout = 1800;  // seconds
+  std::string fsdp;                  // "", "no_shard", "full_shard", "shard_grad_op"
   bool shuffle = true;
   std::int64_t max_length = 1024;  // -1 for online trainers (not read)
   std::int64_t max_prompt_length = 512;

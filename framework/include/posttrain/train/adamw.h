@@ -11,6 +11,8 @@
 // 2018, "Mixed Precision Training", §3.1).
 #pragma once
 
+#include <functional>
+
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -41,6 +43,12 @@ class AdamW {
   // L2 norm of all gradients; scales them to at most max_norm (if > 0).
   // Returns the norm before clipping (torch.nn.utils.clip_grad_norm_).
   double ClipGradNorm(double max_norm);
+  // The two halves of ClipGradNorm, for a norm over several processes (sharded or
+  // replicated parameters): Σ weight(name) · ||grad||² over this optimizer's
+  // parameters, and the scaling of every gradient to at most max_norm given the
+  // global norm.
+  double GradSquares(const std::function<double(const std::string& name)>& weight) const;
+  void ClipToNorm(double norm, double max_norm);
 
   std::int64_t step_count() const { return step_; }
   // "exp_avg.<name>", "exp_avg_sq.<name>", "master.<name>" (non-fp32 parameters

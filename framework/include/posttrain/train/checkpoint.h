@@ -14,6 +14,11 @@
 //                                   sums of the open logging window, ...), last
 //                                   rank-<r>/ (data parallel, r >= 1): that rank's
 //                                   trainer_state.safetensors and generation.json
+//   output_dir/checkpoint-<step>/   with FSDP-style sharding instead of the model and
+//                                   optimizer.safetensors: fsdp/rank-<r>.safetensors,
+//                                   rank r's parameter shards and optimizer state,
+//                                   each written by its rank; trainer_state.json
+//                                   ("fsdp_world_size") is written last
 //   output_dir/final/               the model alone
 //
 // Each checkpoint is written into `checkpoint-<step>.tmp/` (every file fsynced) and
@@ -53,9 +58,19 @@ struct CheckpointContents {
 };
 
 // The model is written by SaveCausalLM with `save` (extras, architecture, tokenizer).
-absl::Status SaveCheckpoint(const CausalLM& model, const SaveOptions& save, const AdamW& optimizer,
+// `optimizer` is AdamW::StateDict(). `model` null: a sharded checkpoint, whose
+// ranks have written their shards (WriteCheckpointShard) into the directory
+// PrepareCheckpointDir made; this writes the rest and makes it complete.
+absl::Status SaveCheckpoint(const CausalLM* model, const SaveOptions& save,
+                            const std::vector<std::pair<std::string, at::Tensor>>& optimizer,
                             const CheckpointContents& contents, const std::string& output_dir, std::int64_t step,
                             std::int64_t save_total_limit);
+
+// Rank 0, before the ranks write their shards: an empty checkpoint-<step>.tmp/.
+absl::Status PrepareCheckpointDir(const std::string& output_dir, std::int64_t step);
+// Each rank: its tensors into checkpoint-<step>.tmp/fsdp/rank-<rank>.safetensors (fsynced).
+absl::Status WriteCheckpointShard(const std::string& output_dir, std::int64_t step, int rank,
+                                  const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
 struct LoadedCheckpoint {
   std::map<std::string, at::Tensor> tensors;    // model.safetensors
@@ -64,6 +79,9 @@ struct LoadedCheckpoint {
   std::map<std::string, at::Tensor> trainer_state_tensors;  // trainer_state.safetensors (may be absent)
   nlohmann::json trainer_state;
   nlohmann::json generation;  // null if absent
+  // A sharded checkpoint: fsdp/rank-<r>.safetensors for r = 0 .. size-1 (then
+  // `tensors` and `optimizer` are empty).
+  std::vector<std::string> shard_files;
 };
 
 // `path` is a checkpoint directory, or "latest" with `output_dir` to pick the

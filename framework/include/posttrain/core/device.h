@@ -1,0 +1,28 @@
+// Where tensors live. Every tensor in posttrain is created with explicit options:
+//   - tensors that meet the model (masks, positions, targets, rewards, caches)
+//     take the model's (CausalLM::options(), or an input tensor's), so they follow
+//     the run's device;
+//   - host tensors are built on the CPU from host data — token ids being batched,
+//     file contents, checkpoint state, values sent through the process group —
+//     with HostOptions, and moved (.to(device)) where they meet the model.
+// The run's device is `cpu`, or `cuda:<LOCAL_RANK>` where libtorch has CUDA
+// (RunDevice).
+//
+//   at::Tensor ids = at::tensor(token_ids, HostOptions(at::kLong)).to(model.device());
+//   at::Tensor mask = at::zeros({n, t}, model.options().dtype(at::kBool));
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace posttrain {
+
+// Options of a host (CPU) tensor of `dtype`.
+inline at::TensorOptions HostOptions(at::ScalarType dtype) {
+  return at::TensorOptions().device(at::kCPU).dtype(dtype);
+}
+
+// The device of the process with `local_rank` on its node: cuda:<local_rank> when
+// libtorch has CUDA and a GPU is present, else cpu.
+at::Device RunDevice(int local_rank);
+
+}  // namespace posttrain

@@ -1,0 +1,296 @@
+#include "posttrain/distributed/fsdp.h"
+
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "posttrain/core/status.h"
+
+namespace posttrain {
+
+struct ShardedModel::Unit {
+  std::string name;                                        // "fsdp.layers.<i>" or "fsdp.root"
+  std::vector<std::pair<std::string, at::Tensor>> params;  // the model's own tensors
+  std::vector<std::vector<std::int64_t>> shapes;
+  std::int64_t numel = 0;       // whole, unpadded
+  std::int64_t shard_size = 0;  // S: numel padded to a multiple of the world size, / world
+  at::Tensor shard;             // this rank's slice, a leaf
+  at::Tensor full;              // the gathered flat buffer while whole
+  // Layer functions of forward passes whose backward has not run yet, by id.
+  std::map<std::int64_t, std::function<at::Tensor(const at::Tensor&)>> pending;
+  std::int64_t next_id = 0;
+};
+
+namespace {
+
+void ThrowIfError(const absl::Status& status) {
+  TORCH_CHECK(status.ok(), std::string(status.message()));
+}
+
+// One decoder layer of a sharded model: gathers the layer for forward, and in
+// backward gathers it again, recomputes the layer and reduce-scatters the
+// parameter gradients into the shard's gradient.
+struct UnitFunction : public torch::autograd::Function<UnitFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
+                                                const at::Tensor& shard, std::int64_t self_address, std::int64_t index) {
+    auto* self = reinterpret_cast<ShardedModel*>(self_address);
+    ShardedModel::Unit& u = self->unit(static_cast<size_t>(index));
+    const std::int64_t id = u.next_id - 1;  // the function Run just registered
+    self->Gather(u);
+    at::Tensor out = u.pending.at(id)(input);
+    const bool backward = shard.requires_grad() || input.requires_grad();
+    if (!backward) u.pending.erase(id);
+    if (!backward || self->strategy() == ShardedModel::Strategy::kFullShard) self->Release(u);
+    ctx->save_for_backward({input});
+    ctx->saved_data["self"] = self_address;
+    ctx->saved_data["index"] = index;
+    ctx->saved_data["id"] = id;
+    return {out};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto* self = reinterpret_cast<ShardedModel*>(ctx->saved_data["self"].toInt());
+    ShardedModel::Unit& u = self->unit(static_cast<size_t>(ctx->saved_data["index"].toInt()));
+    const std::int64_t id = ctx->saved_data["id"].toInt();
+    const at::Tensor input = ctx->get_saved_variables()[0];
+    auto fn = u.pending.find(id);
+    TORCH_CHECK(fn != u.pending.end(), "fsdp: backward of ", u.name, " ran twice");
+    self->Gather(u);
+    at::AutoGradMode grad_mode(true);
+    const bool input_grad = ctx->needs_input_grad(0);
+    at::Tensor x = input.detach().requires_grad_(input_grad);
+    at::Tensor out = fn->second(x);
+    u.pending.erase(fn);
+    std::vector<at::Tensor> inputs;
+    if (input_grad) inputs.push_back(x);
+    for (const auto& [name, p] : u.params) inputs.push_back(p);
+    std::vector<at::Tensor> grads = torch::autograd::grad({out}, inputs, {grad_outputs[0]}, /*retain_graph=*/false,
+                                                          /*create_graph=*/false, /*allow_unused=*/true);
+    at::Tensor grad_input = input_grad ? grads[0] : at::Tensor();
+    std::vector<at::Tensor> param_grads(grads.begin() + (input_grad ? 1 : 0), grads.end());
+    at::Tensor shard_grad = self->ReduceScatter(u, param_grads);
+    self->Release(u);
+    return {grad_input, shard_grad, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<ShardedModel::Strategy> ShardedModel::ParseStrategy(const std::string& name) {
+  if (name == "full_shard") return Strategy::kFullShard;
+  if (name == "shard_grad_op") return Strategy::kShardGradOp;
+  return absl::InvalidArgumentError(absl::StrCat("fsdp = \"", name, "\": expected \"full_shard\" or \"shard_grad_op\""));
+}
+
+ShardedModel::~ShardedModel() {
+  if (model_ != nullptr) model_->set_layer_runner(nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<ShardedModel>> ShardedModel::Shard(CausalLM* model, ProcessGroup* group, Strategy strategy,
+                                                                  bool trainable) {
+  std::unique_ptr<ShardedModel> s(new ShardedModel());
+  s->model_ = model;
+  s->group_ = group;
+  s->strategy_ = strategy;
+  s->trainable_ = trainable;
+  const std::int64_t layers = model->config().num_hidden_layers;
+  for (std::int64_t i = 0; i <= layers; ++i) {
+    auto u = std::make_unique<Unit>();
+    u->name = i < layers ? absl::StrCat("fsdp.layers.", i) : "fsdp.root";
+    s->units_.push_back(std::move(u));
+  }
+  // Each parameter to its unit (a tied LM head is the embedding: listed once).
+  for (const auto& [name, p] : model->named_parameters()) {
+    size_t unit = static_cast<size_t>(layers);
+    if (absl::StartsWith(name, "model.layers.")) {
+      const std::string rest = name.substr(13);
+      unit = static_cast<size_t>(std::stoll(rest.substr(0, rest.find('.'))));
+    }
+    Unit& u = *s->units_[unit];
+    u.params.push_back({name, p});
+    u.shapes.push_back(p.sizes().vec());
+    u.numel += p.numel();
+  }
+  const int world = group->world_size(), rank = group->rank();
+  at::NoGradGuard no_grad;
+  for (auto& u : s->units_) {
+    if (u->params.empty()) return absl::InternalError(absl::StrCat("fsdp: unit ", u->name, " has no parameters"));
+    const at::ScalarType dtype = u->params[0].second.scalar_type();
+    std::vector<at::Tensor> flat;
+    for (const auto& [name, p] : u->params) {
+      if (p.scalar_type() != dtype) return absl::InvalidArgumentError(absl::StrCat("fsdp: ", name, " is not ", dtype));
+      flat.push_back(p.detach().reshape({-1}));
+    }
+    u->shard_size = (u->numel + world - 1) / world;
+    at::Tensor whole = at::zeros({u->shard_size * world}, u->params[0].second.options().requires_grad(false));
+    whole.narrow(0, 0, u->numel).copy_(at::cat(flat));
+    u->shard = whole.narrow(0, rank * u->shard_size, u->shard_size).clone().requires_grad_(trainable);
+    s->shards_.push_back({u->name, u->shard});
+    for (auto& [name, p] : u->params) p.requires_grad_(trainable);
+    s->Release(*u);
+  }
+  model->set_layer_runner(s.get());
+  return s;
+}
+
+std::int64_t ShardedModel::UnitNumel(const std::string& name) const {
+  for (const auto& u : units_) {
+    if (u->name == name) return u->numel;
+  }
+  return -1;
+}
+
+at::Tensor ShardedModel::Gather(Unit& u) {
+  if (u.full.defined()) return u.full;
+  at::NoGradGuard no_grad;
+  absl::StatusOr<std::vector<at::Tensor>> parts = group_->AllGather(u.shard.detach());
+  ThrowIfError(parts.status());
+  u.full = parts->size() == 1 ? (*parts)[0] : at::cat(*parts);
+  std::int64_t offset = 0;
+  for (size_t k = 0; k < u.params.size(); ++k) {
+    at::Tensor& p = u.params[k].second;
+    const std::int64_t n = c10::multiply_integers(u.shapes[k]);
+    p.set_(u.full.narrow(0, offset, n).view(u.shapes[k]));
+    offset += n;
+  }
+  return u.full;
+}
+
+void ShardedModel::Release(Unit& u) {
+  at::NoGradGuard no_grad;
+  for (auto& [name, p] : u.params) p.set_(at::empty({0}, p.options()));
+  u.full = at::Tensor();
+}
+
+at::Tensor ShardedModel::ReduceScatter(Unit& u, const std::vector<at::Tensor>& grads) {
+  at::NoGradGuard no_grad;
+  const int world = group_->world_size();
+  at::Tensor flat = at::zeros({u.shard_size * world}, u.shard.options().requires_grad(false));
+  std::int64_t offset = 0;
+  for (size_t k = 0; k < u.params.size(); ++k) {
+    const std::int64_t n = c10::multiply_integers(u.shapes[k]);
+    if (k < grads.size() && grads[k].defined()) flat.narrow(0, offset, n).copy_(grads[k].reshape({-1}));
+    offset += n;
+  }
+  // Gloo has no reduce_scatter in libtorch 1.13: all-reduce, keep this rank's slice.
+  std::vector<at::Tensor> bucket = {flat};
+  ThrowIfError(group_->AllReduceMean(bucket));
+  return flat.narrow(0, group_->rank() * u.shard_size, u.shard_size).clone();
+}
+
+at::Tensor ShardedModel::Run(std::int64_t index, const at::Tensor& input, std::function<at::Tensor(const at::Tensor&)> layer) {
+  Unit& u = *units_[static_cast<size_t>(index)];
+  if (all_gathered_) return layer(input);
+  u.pending[u.next_id++] = std::move(layer);
+  return UnitFunction::apply(input, u.shard, reinterpret_cast<std::int64_t>(this), index)[0];
+}
+
+absl::Status ShardedModel::BeginStep() {
+  try {
+    Gather(*units_.back());
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("fsdp: gathering the root unit: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardedModel::EndStep() {
+  Unit& root = *units_.back();
+  try {
+    if (trainable_) {
+      std::vector<at::Tensor> grads;
+      for (auto& [name, p] : root.params) grads.push_back(p.grad());
+      at::Tensor shard_grad = ReduceScatter(root, grads);
+      at::NoGradGuard no_grad;
+      if (root.shard.grad().defined()) {
+        root.shard.mutable_grad().add_(shard_grad);
+      } else {
+        root.shard.mutable_grad() = shard_grad;
+      }
+      for (auto& [name, p] : root.params) p.mutable_grad() = at::Tensor();
+    }
+    Release(root);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("fsdp: reducing the root unit's gradient: ", e.what()));
+  }
+  for (auto& u : units_) u->pending.clear();  // forwards that never ran backward
+  return absl::OkStatus();
+}
+
+absl::Status ShardedModel::GatherAll() {
+  try {
+    for (auto& u : units_) Gather(*u);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("fsdp: gathering the whole model: ", e.what()));
+  }
+  all_gathered_ = true;
+  model_->set_layer_runner(nullptr);  // whole weights: the model's own paths (fused decoding too)
+  return absl::OkStatus();
+}
+
+absl::Status ShardedModel::ReleaseAll() {
+  for (auto& u : units_) Release(*u);
+  all_gathered_ = false;
+  model_->set_layer_runner(this);
+  return absl::OkStatus();
+}
+
+at::Tensor ShardedModel::SliceFlat(const std::string& name, const at::Tensor& whole) const {
+  for (const auto& u : units_) {
+    if (u->name != name) continue;
+    const int world = group_->world_size();
+    at::Tensor padded = at::zeros({u->shard_size * world}, whole.options());
+    padded.narrow(0, 0, std::min(u->numel, whole.numel())).copy_(whole.reshape({-1}).narrow(0, 0, std::min(u->numel, whole.numel())));
+    return padded.narrow(0, group_->rank() * u->shard_size, u->shard_size).clone();
+  }
+  return at::Tensor();
+}
+
+absl::Status ShardedModel::LoadWhole(const std::map<std::string, at::Tensor>& tensors) {
+  at::NoGradGuard no_grad;
+  for (auto& u : units_) {
+    std::vector<at::Tensor> flat;
+    for (size_t k = 0; k < u->params.size(); ++k) {
+      auto it = tensors.find(u->params[k].first);
+      if (it == tensors.end() || it->second.sizes().vec() != u->shapes[k]) {
+        return absl::DataLossError(absl::StrCat("lacks or mis-shapes '", u->params[k].first, "'"));
+      }
+      flat.push_back(it->second.reshape({-1}).to(u->shard.scalar_type()));
+    }
+    u->shard.copy_(SliceFlat(u->name, at::cat(flat)));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::vector<std::string>> ShardedModel::UnitParameterNames() const {
+  std::vector<std::vector<std::string>> out;
+  for (const auto& u : units_) {
+    out.emplace_back();
+    for (const auto& [name, p] : u->params) out.back().push_back(name);
+  }
+  return out;
+}
+
+absl::Status ShardedModel::GatherUnit(size_t index) {
+  try {
+    Gather(*units_.at(index));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("fsdp: gathering ", units_.at(index)->name, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardedModel::ReleaseUnit(size_t index) {
+  Release(*units_.at(index));
+  return absl::OkStatus();
+}
+
+std::int64_t ShardedModel::ShardBytes() const {
+  std::int64_t bytes = 0;
+  for (const auto& u : units_) bytes += u->shard.numel() * static_cast<std::int64_t>(u->shard.element_size());
+  return bytes;
+}
+
+}  // namespace posttrain
