@@ -133,6 +133,12 @@ INSTANTIATE_TEST_SUITE_P(
                "trainer.logging_steps=5 trainer.eval_on_start=false trainer.precompute_ref_log_probs=false "
                "data.max_examples=64 eval_data.max_examples=4",
                2},
+        // bco_pair's running mean over every rank's rewards (Collectives::Gather).
+        DpCase{"dpo_bco_pair", "recipes/dpo/stories260K_hh_harmless.toml",
+               "trainer.loss_type=bco_pair trainer.max_steps=8 trainer.learning_rate=1e-3 trainer.adam_epsilon=1e-6 "
+               "trainer.max_length=96 trainer.max_prompt_length=64 trainer.logging_steps=4 trainer.eval_on_start=false "
+               "trainer.precompute_ref_log_probs=false data.max_examples=64 eval_data.max_examples=4",
+               2},
         DpCase{"grpo", "recipes/grpo/stories260K_keyword.toml",
                "trainer.max_steps=10 trainer.learning_rate=1e-3 trainer.adam_epsilon=1e-6 trainer.num_generations=4 "
                "sampler.max_completion_length=16 trainer.max_completion_length=16 trainer.logging_steps=5 "

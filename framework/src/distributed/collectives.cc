@@ -1,9 +1,9 @@
 #include "posttrain/distributed/collectives.h"
-#include "posttrain/core/device.h"
 
 #include <algorithm>
 #include <vector>
 
+#include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 #include "posttrain/distributed/process_group.h"
 

@@ -1,5 +1,4 @@
 #include "posttrain/distributed/process_group.h"
-#include "posttrain/core/device.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -14,10 +13,14 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef POSTTRAIN_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 
 namespace posttrain {
@@ -103,7 +106,7 @@ std::string DistributedEnv::Describe() const {
 }
 
 struct ProcessGroup::Impl {
-  c10::intrusive_ptr<::c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<::c10d::ProcessGroup> group;  // Gloo or NCCL
   // Heartbeats: a store connection of their own, bumped from a thread.
   c10::intrusive_ptr<::c10d::Store> heartbeat_store;
   std::thread heartbeat;
@@ -128,9 +131,15 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::CreateLocal() {
 }
 
 absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Create(const DistributedEnv& env,
-                                                                    std::chrono::milliseconds timeout) {
+                                                                    std::chrono::milliseconds timeout, at::Device device) {
   std::unique_ptr<ProcessGroup> pg(new ProcessGroup());
   pg->env_ = env;
+  pg->device_ = device;
+#ifndef POSTTRAIN_WITH_NCCL
+  if (device.is_cuda()) {
+    return absl::FailedPreconditionError("this posttrain was built with a CPU-only libtorch: no NCCL for CUDA ranks");
+  }
+#endif
   pg->impl_ = std::make_unique<Impl>();
   const std::string prefix = absl::StrCat("posttrain/attempt_", env.restart_count);
   try {
@@ -159,7 +168,16 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Create(const Distrib
       pg->impl_->heartbeat_store =
           c10::make_intrusive<::c10d::PrefixStore>(prefix, c10::make_intrusive<::c10d::TCPStore>(env.master_addr, client_options));
     }
-    pg->impl_->group = c10::make_intrusive<::c10d::ProcessGroupGloo>(store, env.rank, env.world_size, options);
+#ifdef POSTTRAIN_WITH_NCCL
+    if (device.is_cuda()) {
+      auto nccl_options = ::c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout;
+      pg->impl_->group = c10::make_intrusive<::c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, nccl_options);
+    } else
+#endif
+    {
+      pg->impl_->group = c10::make_intrusive<::c10d::ProcessGroupGloo>(store, env.rank, env.world_size, options);
+    }
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot form the process group (", env.Describe(), "): ", e.what()));
   }
@@ -205,8 +223,9 @@ absl::Status ProcessGroup::CollectiveError(const char* what, const std::exceptio
 namespace {
 
 // Runs `collective` on one flattened bucket per dtype of `tensors` (undefined
-// ones skipped) and copies the result back into each tensor.
-void ThroughBuckets(std::vector<at::Tensor>& tensors, const std::function<void(std::vector<at::Tensor>&)>& collective) {
+// ones skipped), on `device`, and copies the result back into each tensor.
+void ThroughBuckets(std::vector<at::Tensor>& tensors, at::Device device,
+                    const std::function<void(std::vector<at::Tensor>&)>& collective) {
   at::NoGradGuard no_grad;
   std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
   for (const at::Tensor& t : tensors) {
@@ -215,7 +234,7 @@ void ThroughBuckets(std::vector<at::Tensor>& tensors, const std::function<void(s
   for (auto& [dtype, group] : by_dtype) {
     std::vector<at::Tensor> flat_views;
     for (const at::Tensor& t : group) flat_views.push_back(t.reshape({-1}));
-    std::vector<at::Tensor> bucket = {at::cat(flat_views)};
+    std::vector<at::Tensor> bucket = {at::cat(flat_views).to(device)};
     collective(bucket);
     std::int64_t offset = 0;
     for (at::Tensor& t : group) {
@@ -230,7 +249,7 @@ void ThroughBuckets(std::vector<at::Tensor>& tensors, const std::function<void(s
 absl::Status ProcessGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
   if (env_.world_size == 1) return absl::OkStatus();
   try {
-    ThroughBuckets(tensors, [&](std::vector<at::Tensor>& bucket) { impl_->group->allreduce(bucket)->wait(); });
+    ThroughBuckets(tensors, device_, [&](std::vector<at::Tensor>& bucket) { impl_->group->allreduce(bucket)->wait(); });
   } catch (const std::exception& e) {
     return CollectiveError("all-reduce", e);
   }
@@ -252,7 +271,7 @@ absl::Status ProcessGroup::Broadcast(std::vector<at::Tensor>& tensors, int root)
   try {
     ::c10d::BroadcastOptions options;
     options.rootRank = root;
-    ThroughBuckets(tensors, [&](std::vector<at::Tensor>& bucket) { impl_->group->broadcast(bucket, options)->wait(); });
+    ThroughBuckets(tensors, device_, [&](std::vector<at::Tensor>& bucket) { impl_->group->broadcast(bucket, options)->wait(); });
   } catch (const std::exception& e) {
     return CollectiveError("broadcast", e);
   }
@@ -263,10 +282,11 @@ absl::StatusOr<std::vector<at::Tensor>> ProcessGroup::AllGather(const at::Tensor
   if (env_.world_size == 1) return std::vector<at::Tensor>{tensor.clone()};
   try {
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> input = {tensor.contiguous()};
+    std::vector<at::Tensor> input = {tensor.to(device_).contiguous()};
     std::vector<std::vector<at::Tensor>> output(1);
     for (int r = 0; r < env_.world_size; ++r) output[0].push_back(at::empty_like(input[0]));
     impl_->group->allgather(output, input)->wait();
+    for (at::Tensor& t : output[0]) t = t.to(tensor.device());  // back where the caller's tensor lives
     return output[0];
   } catch (const std::exception& e) {
     return CollectiveError("all-gather", e);
@@ -275,12 +295,12 @@ absl::StatusOr<std::vector<at::Tensor>> ProcessGroup::AllGather(const at::Tensor
 
 absl::StatusOr<std::vector<std::string>> ProcessGroup::AllGatherStrings(const std::string& text) {
   if (env_.world_size == 1) return std::vector<std::string>{text};
-  const at::TensorOptions bytes = HostOptions(at::kByte);  // host strings (Gloo)
+  const at::TensorOptions byte_options = HostOptions(at::kByte);  // host strings (Gloo)
   at::Tensor length = at::full({1}, static_cast<std::int64_t>(text.size()), HostOptions(at::kLong));
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<at::Tensor> lengths, AllGather(length));
   std::int64_t longest = 0;
   for (const at::Tensor& l : lengths) longest = std::max(longest, l.item<std::int64_t>());
-  at::Tensor padded = at::zeros({std::max<std::int64_t>(1, longest)}, bytes);
+  at::Tensor padded = at::zeros({std::max<std::int64_t>(1, longest)}, byte_options);
   std::memcpy(padded.data_ptr(), text.data(), text.size());
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<at::Tensor> gathered, AllGather(padded));
   std::vector<std::string> out;

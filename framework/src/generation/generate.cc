@@ -1,5 +1,4 @@
 #include "posttrain/generation/generate.h"
-#include "posttrain/core/device.h"
 
 #include <ATen/autocast_mode.h>
 #include <c10/core/InferenceMode.h>
@@ -10,6 +9,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 #include "posttrain/generation/logprobs.h"
 
@@ -195,16 +195,16 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     // At most up to the model's context (the batch's longest prompt bounds it).
     const std::int64_t max_new = std::min(params.max_new_tokens, context - longest);
     // Left-padded prompts, their mask and positions.
-    const at::TensorOptions ids = model.options().dtype(at::kLong);
-    at::Tensor input = at::full({U, longest}, params.pad_token_id, ids);
-    at::Tensor prompt_mask = at::zeros({U, longest + max_new}, ids);
-    at::Tensor positions = at::zeros({U, longest}, ids);
+    const at::TensorOptions id_options = model.options().dtype(at::kLong);
+    at::Tensor input = at::full({U, longest}, params.pad_token_id, id_options);
+    at::Tensor prompt_mask = at::zeros({U, longest + max_new}, id_options);
+    at::Tensor positions = at::zeros({U, longest}, id_options);
     for (std::int64_t u = 0; u < U; ++u) {
       const std::vector<std::int64_t>& prompt = prompts[unique_prompts[static_cast<size_t>(u)]];
       const std::int64_t len = static_cast<std::int64_t>(prompt.size()), pad = longest - len;
-      input[u].narrow(0, pad, len).copy_(at::tensor(prompt, ids));
+      input[u].narrow(0, pad, len).copy_(at::tensor(prompt, id_options));
       prompt_mask[u].narrow(0, pad, len).fill_(1);
-      positions[u].narrow(0, pad, len).copy_(at::arange(len, ids));
+      positions[u].narrow(0, pad, len).copy_(at::arange(len, id_options));
     }
     KVCache cache = model.NewCache(U, longest + max_new);
     // The LM head only on the last prompt position: the others' logits are unused.
@@ -224,17 +224,17 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     if (U == n && std::is_sorted(row_unique.begin(), row_unique.end())) {
       mask = prompt_mask;
     } else {
-      const at::Tensor index = at::tensor(row_unique, ids);
+      const at::Tensor index = at::tensor(row_unique, id_options);
       keep_rows(index);
       logits = logits.index_select(0, index);
       mask = prompt_mask.index_select(0, index);
     }
     std::vector<std::int64_t> lengths(static_cast<size_t>(n));
-    at::Tensor seen = params.repetition_penalty != 1.0 ? at::zeros({n, vocab}, ids.dtype(at::kBool)) : at::Tensor();
+    at::Tensor seen = params.repetition_penalty != 1.0 ? at::zeros({n, vocab}, id_options.dtype(at::kBool)) : at::Tensor();
     for (std::int64_t r = 0; r < n; ++r) {
       const std::vector<std::int64_t>& prompt = prompts[out[start + r].prompt_index];
       lengths[static_cast<size_t>(r)] = static_cast<std::int64_t>(prompt.size());
-      if (seen.defined()) seen[r].index_fill_(0, at::tensor(prompt, ids), true);
+      if (seen.defined()) seen[r].index_fill_(0, at::tensor(prompt, id_options), true);
     }
 
     std::vector<bool> finished(n, false);
@@ -298,7 +298,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
             still.push_back(active[static_cast<size_t>(b)]);
           }
         }
-        const at::Tensor index = at::tensor(slots, ids);
+        const at::Tensor index = at::tensor(slots, id_options);
         keep_rows(index);
         mask = mask.index_select(0, index);
         next = next.index_select(0, index);
@@ -323,7 +323,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       }
       std::vector<std::int64_t> step_positions_v;
       for (std::int64_t r : active) step_positions_v.push_back(lengths[static_cast<size_t>(r)] + t);
-      at::Tensor step_positions = at::tensor(step_positions_v, ids).unsqueeze(1);
+      at::Tensor step_positions = at::tensor(step_positions_v, id_options).unsqueeze(1);
       logits = model.Forward(next.unsqueeze(1), step_positions, mask.narrow(1, 0, longest + t + 1), &cache).select(1, 0);
     }
     for (std::int64_t r = 0; r < n; ++r) {

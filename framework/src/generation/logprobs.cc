@@ -1,9 +1,9 @@
 #include "posttrain/generation/logprobs.h"
-#include "posttrain/core/device.h"
 
 #include <algorithm>
 #include <map>
 
+#include "posttrain/core/device.h"
 #include "posttrain/model/token_logprobs.h"
 
 namespace posttrain {

@@ -1,10 +1,11 @@
 #include "posttrain/losses/preference_losses.h"
-#include "posttrain/core/device.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "posttrain/core/device.h"
+#include "posttrain/core/status.h"
 
 namespace posttrain {
 namespace {
@@ -56,7 +57,7 @@ void RunningMoments::Update(const at::Tensor& xs) {
 
 absl::StatusOr<DpoLossResult> DpoLoss(const std::string& type, const at::Tensor& pc, const at::Tensor& pr,
                                       const at::Tensor& rc, const at::Tensor& rr, double beta, double ls,
-                                      RunningMoments* moments) {
+                                      RunningMoments* moments, const Collectives* collectives) {
   const at::Tensor chosen_logratios = pc - rc;
   const at::Tensor rejected_logratios = pr - rr;
   const at::Tensor h = chosen_logratios - rejected_logratios;
@@ -73,7 +74,13 @@ absl::StatusOr<DpoLossResult> DpoLoss(const std::string& type, const at::Tensor&
     out.losses = (h - 1 / (2 * beta)).pow(2);
   } else if (type == "bco_pair") {
     const at::Tensor chosen = beta * chosen_logratios, rejected = beta * rejected_logratios;
-    if (moments != nullptr) moments->Update(at::cat({chosen, rejected}).detach());
+    if (moments != nullptr) {
+      at::Tensor batch = at::cat({chosen, rejected}).detach();
+      if (collectives != nullptr) {
+        POSTTRAIN_ASSIGN_OR_RETURN(batch, collectives->Gather(batch));
+      }
+      moments->Update(batch);
+    }
     const double delta = moments != nullptr ? moments->mean : 0.0;
     out.losses = -LogSigmoid(chosen - delta) - LogSigmoid(-(rejected - delta));
   } else if (type == "sppo_hard") {

@@ -1,5 +1,4 @@
 #include "posttrain/model/causal_lm.h"
-#include "posttrain/core/device.h"
 
 #include <cmath>
 #include <limits>
@@ -9,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 
 namespace posttrain {

@@ -1,7 +1,8 @@
 #include "posttrain/model/completion_batch.h"
-#include "posttrain/core/device.h"
 
 #include <algorithm>
+
+#include "posttrain/core/device.h"
 
 namespace posttrain {
 

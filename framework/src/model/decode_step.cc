@@ -17,8 +17,8 @@
 #include <initializer_list>
 #include <vector>
 
-#include "posttrain/core/threads.h"
 #include "posttrain/core/device.h"
+#include "posttrain/core/threads.h"
 #include "posttrain/model/causal_lm.h"
 #include "tbb/blocked_range.h"
 #include "tbb/parallel_for.h"

@@ -1,9 +1,9 @@
 #include "posttrain/model/llama2c.h"
-#include "posttrain/core/device.h"
 
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 

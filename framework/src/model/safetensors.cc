@@ -1,5 +1,4 @@
 #include "posttrain/model/safetensors.h"
-#include "posttrain/core/device.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -15,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/core/atomic_file.h"

@@ -1,9 +1,9 @@
 #include "posttrain/model/sequence_classifier.h"
-#include "posttrain/core/device.h"
 
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 #include "posttrain/model/model_config.h"
 #include "posttrain/model/safetensors.h"

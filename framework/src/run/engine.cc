@@ -4,7 +4,6 @@
 //   Run::Train    the step loop: data order, generation and rewards, trainer steps,
 //                 the optimizer, logging, evaluation, checkpoints, final/
 #include "posttrain/run/engine.h"
-#include "posttrain/core/device.h"
 
 #include <algorithm>
 #include <cmath>
@@ -186,22 +185,31 @@ absl::StatusOr<std::map<std::string, double>> MeanOverRanks(ProcessGroup& group,
   return out;
 }
 
-// bf16 autocast on CPU for a scope (fp32 master weights stay fp32).
+// bf16 autocast for a scope on the run's device (fp32 master weights stay fp32).
 class Autocast {
  public:
-  explicit Autocast(bool enabled) : enabled_(enabled) {
+  Autocast(bool enabled, at::Device device) : enabled_(enabled), cuda_(device.is_cuda()) {
     if (!enabled_) return;
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(true);
+    if (cuda_) {
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+    } else {
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
   }
   ~Autocast() {
     if (!enabled_) return;
-    at::autocast::set_cpu_enabled(false);
+    if (cuda_) {
+      at::autocast::set_enabled(false);
+    } else {
+      at::autocast::set_cpu_enabled(false);
+    }
     at::autocast::clear_cache();
   }
 
  private:
-  bool enabled_;
+  bool enabled_, cuda_;
 };
 
 // ---- Building a run ----------------------------------------------------------
@@ -575,6 +583,7 @@ class Run {
   RunDirectory run_dir_;
   DataOrder order_;
   std::unique_ptr<ProcessGroup> group_;
+  at::Device device_ = at::Device(at::kCPU);  // the run's (Setup)
   Collectives collectives_;
   std::unique_ptr<ShardedModel> policy_shards_, reference_shards_;  // fsdp only
   std::optional<LoadedCheckpoint> resumed_;
@@ -595,11 +604,11 @@ class Run {
 
 absl::Status Run::Setup() {
   // The run's device: cpu, or cuda:<LOCAL_RANK> on a CUDA libtorch.
-  const at::Device device = RunDevice(group_->env().local_rank);
+  device_ = group_->device();
   for (CausalLM* model : {p_.policy.get(), p_.reference.get()}) {
-    if (model != nullptr && model->device() != device) model->MoveTo(device);
+    if (model != nullptr && model->device() != device_) model->MoveTo(device_);
   }
-  if (!device.is_cpu()) spdlog::info("device: {}", device.str());
+  if (!device_.is_cpu()) spdlog::info("device: {}", device_.str());
   TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get(), &collectives_};
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return p_.trainer->Setup(context); }));
   POSTTRAIN_RETURN_IF_ERROR(
@@ -897,7 +906,7 @@ absl::Status Run::Evaluate(std::int64_t step) {
   if (p_.needs.rollouts) {
     POSTTRAIN_RETURN_IF_ERROR(EvaluateRollouts(step, &eval_window));
   } else {
-    Autocast autocast(o_.bf16);
+    Autocast autocast(o_.bf16, device_);
     const auto eb = static_cast<size_t>(o_.per_device_eval_batch_size);
     std::vector<std::int64_t> all(p_.eval_examples.size());
     std::iota(all.begin(), all.end(), 0);
@@ -1069,7 +1078,7 @@ absl::StatusOr<std::map<std::string, double>> Run::TrainMicroBatches(std::int64_
     if (m.has_rewards()) input.rewards = StepRewards([&m] { return m.WaitRewards(); });
     StepOutput output;
     {
-      Autocast autocast(o_.bf16);
+      Autocast autocast(o_.bf16, device_);
       POSTTRAIN_ASSIGN_OR_RETURN(output, CallNoThrow(absl::StrCat("trainer '", p_.trainer_type, "'"),
                                                      [&] { return p_.trainer->Step(input); }));
       if (output.loss.defined()) {
@@ -1286,7 +1295,7 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   POSTTRAIN_ASSIGN_OR_RETURN(RunParts parts, BuildRun(recipe, registry));
   if (env.world_size > 1) spdlog::info("data parallel: {}", env.Describe());
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ProcessGroup> group,
-                             ProcessGroup::Create(env, std::chrono::seconds(parts.options.ddp_timeout)));
+                             ProcessGroup::Create(env, std::chrono::seconds(parts.options.ddp_timeout), RunDevice(env.local_rank)));
   std::optional<RunLog> run_log;
   if (writes) {
     POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic(run_dir->File("recipe.resolved.toml"), recipe.ResolvedToml(registry)));

@@ -1,10 +1,10 @@
 #include "posttrain/train/adamw.h"
-#include "posttrain/core/device.h"
 
 #include <cmath>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/device.h"
 
 namespace posttrain {
 

@@ -1,7 +1,7 @@
 #include "posttrain/train/rollout_batch.h"
-#include "posttrain/core/device.h"
 
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/device.h"
 
 namespace posttrain {
 

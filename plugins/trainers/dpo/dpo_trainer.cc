@@ -48,6 +48,7 @@ class DpoTrainer final : public Trainer {
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     reference_ = context.reference;
+    collectives_ = context.collectives;
     return absl::OkStatus();
   }
 
@@ -94,7 +95,7 @@ class DpoTrainer final : public Trainer {
     POSTTRAIN_ASSIGN_OR_RETURN(
         DpoLossResult result,
         DpoLoss(loss_type_, policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta_, label_smoothing_,
-                input.training ? &moments_ : nullptr));
+                input.training ? &moments_ : nullptr, collectives_));
     StepOutput out;
     out.loss = result.losses.mean();
     AddPreferenceMetrics(result.chosen_rewards, result.rejected_rewards, policy_chosen, policy_rejected, &out.metrics);
@@ -135,6 +136,7 @@ class DpoTrainer final : public Trainer {
   bool reference_free_ = false, precompute_ = false;
   Precomputed ref_train_, ref_eval_;
   RunningMoments moments_;
+  const Collectives* collectives_ = nullptr;
 };
 
 }  // namespace

@@ -100,7 +100,7 @@ class KtoTrainer final : public Trainer {
     std::vector<std::int64_t> chosen_idx, rejected_idx;
     for (std::int64_t i = 0; i < n; ++i) (desirable[static_cast<size_t>(i)] ? chosen_idx : rejected_idx).push_back(i);
     auto pick = [](const at::Tensor& t, const std::vector<std::int64_t>& idx) {
-      return idx.empty() ? at::zeros({0}, t.options()) : t.index_select(0, at::tensor(idx, at::kLong));
+      return idx.empty() ? at::zeros({0}, t.options()) : t.index_select(0, at::tensor(idx, t.options().dtype(at::kLong)));
     };
     KtoLossResult r = KtoLoss(pick(policy_logps, chosen_idx), pick(reference_logps, chosen_idx),
                               pick(policy_logps, rejected_idx), pick(reference_logps, rejected_idx), kl, beta_,

@@ -59,17 +59,23 @@ class ProcessGroup {
   static absl::StatusOr<std::unique_ptr<ProcessGroup>> CreateLocal();
   // Rendezvous of env.world_size ranks; Unavailable when the store or a peer
   // cannot be reached within `timeout` (which also bounds every collective).
+  // `device` is the rank's: Gloo for cpu, NCCL for cuda (in a build with a CUDA
+  // libtorch; FailedPrecondition otherwise).
   static absl::StatusOr<std::unique_ptr<ProcessGroup>> Create(const DistributedEnv& env,
-                                                              std::chrono::milliseconds timeout);
+                                                              std::chrono::milliseconds timeout,
+                                                              at::Device device = at::Device(at::kCPU));
   ~ProcessGroup();
 
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
   const DistributedEnv& env() const { return env_; }
 
+  // Where the collectives run (cpu for Gloo, the rank's GPU for NCCL); tensors
+  // on another device are staged through it.
+  at::Device device() const { return device_; }
+
   // Replaces each tensor by its sum (mean) over the ranks, one flattened bucket
-  // per dtype. Tensors must be contiguous and on the group's device; undefined
-  // ones are skipped. No autograd.
+  // per dtype. Undefined tensors are skipped. No autograd.
   absl::Status AllReduceSum(std::vector<at::Tensor>& tensors);
   absl::Status AllReduceMean(std::vector<at::Tensor>& tensors);
   // Replaces each tensor by root's (same shapes on every rank).
@@ -87,6 +93,7 @@ class ProcessGroup {
   absl::Status CollectiveError(const char* what, const std::exception& e);
   std::unique_ptr<Impl> impl_;
   DistributedEnv env_;
+  at::Device device_ = at::Device(at::kCPU);
 };
 
 }  // namespace posttrain

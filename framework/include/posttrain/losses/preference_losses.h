@@ -37,6 +37,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "posttrain/distributed/collectives.h"
 
 namespace posttrain {
 
@@ -66,11 +67,12 @@ struct DpoLossResult {
 };
 
 // InvalidArgument for an unknown loss_type. `moments` is used (and updated) by
-// bco_pair only.
+// bco_pair only, with every rank's rewards when `collectives` is given (TRL
+// gathers them across processes), so all ranks keep the same running mean.
 absl::StatusOr<DpoLossResult> DpoLoss(const std::string& loss_type, const at::Tensor& policy_chosen,
                                       const at::Tensor& policy_rejected, const at::Tensor& reference_chosen,
                                       const at::Tensor& reference_rejected, double beta, double label_smoothing,
-                                      RunningMoments* moments);
+                                      RunningMoments* moments, const Collectives* collectives = nullptr);
 
 // ORPO: per-pair odds-ratio terms −β·logσ(log odds_c − log odds_r) [B] (the NLL
 // term is the trainer's); `chosen_rewards`/`rejected_rewards` = β·avg-logps.
