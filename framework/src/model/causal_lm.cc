@@ -257,28 +257,28 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   for (size_t i = 0; i < layers_.size(); ++i) {
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache](at::Tensor h) {
-    const Layer& l = layers_[i];
-    at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
-    at::Tensor q = Linear(x, l.q, l.q_bias).view({B, T, H, D}).transpose(1, 2);
-    at::Tensor k = Linear(x, l.k, l.k_bias).view({B, T, KV, D}).transpose(1, 2);
-    at::Tensor v = Linear(x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
-    q = q * cos + RotateHalf(q) * sin;
-    k = k * cos + RotateHalf(k) * sin;
-    if (cache != nullptr) {
-      cache->keys[i].narrow(2, past, T).copy_(k);
-      cache->values[i].narrow(2, past, T).copy_(v);
-      k = cache->keys[i].narrow(2, 0, S);
-      v = cache->values[i].narrow(2, 0, S);
-    }
-    // Query head h uses key/value head h / G (transformers' repeat_kv).
-    at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
-    scores = (scores.to(ComputeDtype(dtype_)) * scale).masked_fill(blocked, lowest);
-    at::Tensor probs = at::softmax(scores, -1).to(dtype_);
-    at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
-    attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-    h = h + Linear(attn, l.o);
-    x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
-    return h + Linear(at::silu(Linear(x, l.gate)) * Linear(x, l.up), l.down);
+      const Layer& l = layers_[i];
+      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
+      at::Tensor q = Linear(x, l.q, l.q_bias).view({B, T, H, D}).transpose(1, 2);
+      at::Tensor k = Linear(x, l.k, l.k_bias).view({B, T, KV, D}).transpose(1, 2);
+      at::Tensor v = Linear(x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
+      q = q * cos + RotateHalf(q) * sin;
+      k = k * cos + RotateHalf(k) * sin;
+      if (cache != nullptr) {
+        cache->keys[i].narrow(2, past, T).copy_(k);
+        cache->values[i].narrow(2, past, T).copy_(v);
+        k = cache->keys[i].narrow(2, 0, S);
+        v = cache->values[i].narrow(2, 0, S);
+      }
+      // Query head h uses key/value head h / G (transformers' repeat_kv).
+      at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
+      scores = (scores.to(ComputeDtype(dtype_)) * scale).masked_fill(blocked, lowest);
+      at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+      at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
+      attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+      h = h + Linear(attn, l.o);
+      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
+      return h + Linear(at::silu(Linear(x, l.gate)) * Linear(x, l.up), l.down);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
@@ -398,25 +398,25 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   for (size_t i = 0; i < layers_.size(); ++i) {
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed](at::Tensor h) {
-    const Layer& l = layers_[i];
-    at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
-    // q, k and v in one matmul over the concatenated weights.
-    at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
-    const std::vector<at::Tensor> qkv =
-        at::linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
-    at::Tensor q = qkv[0].view({N, H, D}), k = qkv[1].view({N, KV, D}), v = qkv[2].view({N, KV, D});
-    q = q * cos + RotateHalf(q) * sin;
-    k = k * cos + RotateHalf(k) * sin;
-    // [KV, G, N, D] queries and [KV, N, D] keys/values: each sequence a slice of N.
-    q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
-    k = k.permute({1, 0, 2}).contiguous();
-    v = v.permute({1, 0, 2}).contiguous();
-    at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_));
-    attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
-    h = h + Linear(attn, l.o);
-    x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
-    const std::vector<at::Tensor> gate_up = at::linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
-    return h + Linear(at::silu(gate_up[0]) * gate_up[1], l.down);
+      const Layer& l = layers_[i];
+      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
+      // q, k and v in one matmul over the concatenated weights.
+      at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
+      const std::vector<at::Tensor> qkv =
+          at::linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
+      at::Tensor q = qkv[0].view({N, H, D}), k = qkv[1].view({N, KV, D}), v = qkv[2].view({N, KV, D});
+      q = q * cos + RotateHalf(q) * sin;
+      k = k * cos + RotateHalf(k) * sin;
+      // [KV, G, N, D] queries and [KV, N, D] keys/values: each sequence a slice of N.
+      q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
+      k = k.permute({1, 0, 2}).contiguous();
+      v = v.permute({1, 0, 2}).contiguous();
+      at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_));
+      attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
+      h = h + Linear(attn, l.o);
+      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
+      const std::vector<at::Tensor> gate_up = at::linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
+      return h + Linear(at::silu(gate_up[0]) * gate_up[1], l.down);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }

@@ -1,8 +1,14 @@
 // The engine, in the order a run meets its parts:
-//   BuildRun      the recipe's components, built and checked (also `posttrain validate`)
-//   Run::Resume   a checkpoint's weights, optimizer, trainer state, unfinished generation
-//   Run::Train    the step loop: data order, generation and rewards, trainer steps,
-//                 the optimizer, logging, evaluation, checkpoints, final/
+//   BuildRun               the recipe's components, built and checked (also `posttrain validate`)
+//   RunRecipe              the ranks (process group from the environment) and the run directory
+//   Run::Setup             device placement, what trains, rank 0's weights everywhere,
+//                          a checkpoint's weights (ResumeWeights), FSDP sharding (ShardModels)
+//   Run::Resume            optimizer, trainer state, data order, unfinished generation
+//   Run::Train             the step loop, one line per part:
+//     NextGeneration       this rank's share of the global batch, sampled and scored
+//     TrainMicroBatches    the trainer's steps and backward
+//     OptimizerStep        gradients averaged over ranks, clipped; AdamW; the schedule
+//     Log / Evaluate / Checkpoint / SaveFinal
 #include "posttrain/run/engine.h"
 
 #include <algorithm>
