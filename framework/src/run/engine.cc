@@ -1045,8 +1045,9 @@ absl::Status Run::Checkpoint(std::int64_t step) {
 
 absl::Status Run::NextGeneration(std::int64_t step, bool fresh) {
   if (!fresh) return absl::OkStatus();
-  // Sampling runs on whole weights (ZeRO-3's unwrap_model_for_generation).
-  if (p_.needs.rollouts) POSTTRAIN_RETURN_IF_ERROR(GatherModels());
+  // Sampling runs on the whole policy (ZeRO-3's unwrap_model_for_generation);
+  // the sampler never reads the reference, which stays sharded.
+  if (p_.needs.rollouts && policy_shards_ != nullptr) POSTTRAIN_RETURN_IF_ERROR(policy_shards_->GatherAll());
   // Sample the whole generation first: a trainer may need statistics over all
   // of its micro-batches (DAPO's token count).
   for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
@@ -1059,7 +1060,7 @@ absl::Status Run::NextGeneration(std::int64_t step, bool fresh) {
       m.Reset(indices, p_.examples, p_.train_tokens);
     }
   }
-  if (p_.needs.rollouts) POSTTRAIN_RETURN_IF_ERROR(ReleaseModels());
+  if (p_.needs.rollouts && policy_shards_ != nullptr) POSTTRAIN_RETURN_IF_ERROR(policy_shards_->ReleaseAll());
   return absl::OkStatus();
 }
 
