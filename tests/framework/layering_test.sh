@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The framework's areas depend one way, so each can be read and changed alone:
 #   core  <-  api, model, tokenizer, losses, distributed
+#   core, tokenizer  <-  chat  <-  train, generation, run  (chat templates)
 #   model  <-  distributed  <-  api, losses  (sharding; trainers reduce batch statistics over ranks)
 #   model, tokenizer, api  <-  generation  <-  train  <-  run
 #   api  <-  plugin  <-  recipe  <-  run
@@ -12,13 +13,14 @@ declare -A allowed=(
   [api]="core distributed"
   [model]="core"
   [tokenizer]="core"
+  [chat]="core tokenizer"
   [losses]="core distributed"
   [distributed]="core model"
-  [generation]="core api model tokenizer distributed"
-  [train]="core api model tokenizer generation losses distributed"
+  [generation]="core api model tokenizer chat distributed"
+  [train]="core api model tokenizer chat generation losses distributed"
   [plugin]="core api distributed"
   [recipe]="core api plugin distributed"
-  [run]="core api model tokenizer generation train losses distributed plugin recipe"
+  [run]="core api model tokenizer chat generation train losses distributed plugin recipe"
 )
 bad=0
 while IFS= read -r file; do

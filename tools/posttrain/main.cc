@@ -7,6 +7,7 @@
 //   posttrain convert llama2c --checkpoint B --tokenizer M --out DIR
 //   posttrain generate --model DIR --prompt TEXT [sampling options]
 //   posttrain tokenize --tokenizer PATH --text TEXT
+//   posttrain chat-template --tokenizer DIR --input rows.jsonl   render conversations
 //   posttrain init --config config.json --out DIR [--tokenizer DIR] [--seed N]
 //   posttrain launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] run RECIPE ...
 //
@@ -21,6 +22,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "chat_commands.h"
 #include "launch.h"
 #include "model_commands.h"
 #include "posttrain/core/did_you_mean.h"
@@ -103,6 +105,7 @@ int main(int argc, char** argv) {
 
   app.add_subcommand("env", "Show what this machine offers: CPU features, bf16, threads, libtorch");
   cli::AddModelCommands(app);
+  cli::AddChatCommands(app);
   cli::AddLaunchCommand(app);
 
   try {
@@ -122,6 +125,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
 
   if (int rc = 0; cli::RunModelCommand(app, &rc)) return rc;
+  if (int rc = 0; cli::RunChatCommand(app, &rc)) return rc;
   if (int rc = 0; cli::RunLaunchCommand(app, argv[0], &rc)) return rc;
   if (app.got_subcommand("env")) {
     const CpuInfo& cpu = DetectCpu();
