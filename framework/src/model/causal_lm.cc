@@ -67,6 +67,10 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       out.push_back({p + "self_attn.k_proj.bias", {kv_dim}});
       out.push_back({p + "self_attn.v_proj.bias", {kv_dim}});
     }
+    if (c.qk_norm) {
+      out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
+      out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
+    }
     out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
     out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
     out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
@@ -117,6 +121,10 @@ void CausalLM::Index() {
       l.q_bias = by_name.at(p + "self_attn.q_proj.bias");
       l.k_bias = by_name.at(p + "self_attn.k_proj.bias");
       l.v_bias = by_name.at(p + "self_attn.v_proj.bias");
+    }
+    if (config_.qk_norm) {
+      l.q_norm = by_name.at(p + "self_attn.q_norm.weight");
+      l.k_norm = by_name.at(p + "self_attn.k_norm.weight");
     }
     l.o = by_name.at(p + "self_attn.o_proj.weight");
     l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
@@ -259,8 +267,14 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache](at::Tensor h) {
       const Layer& l = layers_[i];
       at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
-      at::Tensor q = Linear(x, l.q, l.q_bias).view({B, T, H, D}).transpose(1, 2);
-      at::Tensor k = Linear(x, l.k, l.k_bias).view({B, T, KV, D}).transpose(1, 2);
+      at::Tensor q = Linear(x, l.q, l.q_bias).view({B, T, H, D});
+      at::Tensor k = Linear(x, l.k, l.k_bias).view({B, T, KV, D});
+      if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps);
+        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps);
+      }
+      q = q.transpose(1, 2);
+      k = k.transpose(1, 2);
       at::Tensor v = Linear(x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
       q = q * cos + RotateHalf(q) * sin;
       k = k * cos + RotateHalf(k) * sin;
@@ -405,6 +419,10 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       const std::vector<at::Tensor> qkv =
           at::linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
       at::Tensor q = qkv[0].view({N, H, D}), k = qkv[1].view({N, KV, D}), v = qkv[2].view({N, KV, D});
+      if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps);
+        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps);
+      }
       q = q * cos + RotateHalf(q) * sin;
       k = k * cos + RotateHalf(k) * sin;
       // [KV, G, N, D] queries and [KV, N, D] keys/values: each sequence a slice of N.

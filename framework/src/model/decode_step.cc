@@ -241,6 +241,10 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
             Hd, KV * D);
     float* keys = cache->keys[li].data_ptr<float>();  // [B, KV, cap, D]
     float* values = cache->values[li].data_ptr<float>();
+    if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+      for (std::int64_t i = 0; i < B * H; ++i) RmsNorm(at_(q, i * D), Data(l.q_norm), at_(q, i * D), D, config_.rms_norm_eps);
+      for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_.rms_norm_eps);
+    }
     for (std::int64_t b = 0; b < B; ++b) {
       Rope(at_(q, b * H * D), H, D, at_(cos, b * D), at_(sin, b * D));
       Rope(at_(k, b * KV * D), KV, D, at_(cos, b * D), at_(sin, b * D));

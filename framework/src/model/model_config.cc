@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 
@@ -36,25 +37,65 @@ absl::Status Read(const nlohmann::json& json, const char* key, T* out) {
   return absl::OkStatus();
 }
 
+// Fields of other architectures' configs that change the forward maths when set to
+// anything but their neutral value: refused by name rather than silently ignored.
+absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
+  auto set = [&](const char* key) { return json.contains(key) && !json[key].is_null(); };
+  auto nonzero = [&](const char* key) {
+    return set(key) && json[key].is_number() && json[key].get<double>() != 0.0;
+  };
+  std::vector<std::string> refused;
+  if (set("mlp_bias") && json["mlp_bias"].is_boolean() && json["mlp_bias"].get<bool>()) refused.push_back("mlp_bias = true (biases on the MLP projections)");
+  for (const char* key : {"attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop"}) {
+    if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
+  }
+  if (set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
+      json["partial_rotary_factor"].get<double>() != 1.0) {
+    refused.push_back(absl::StrCat("partial_rotary_factor = ", json["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
+  }
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "logits_scaling",
+                          "embedding_multiplier", "residual_multiplier", "attention_multiplier"}) {
+    if (set(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
+  }
+  for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
+    if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
+  }
+  if (set("layer_types") && json["layer_types"].is_array()) {
+    for (const auto& t : json["layer_types"]) {
+      if (t != "full_attention") {
+        refused.push_back(absl::StrCat("layer_types containing ", t.dump()));
+        break;
+      }
+    }
+  }
+  if (refused.empty()) return absl::OkStatus();
+  return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
+                                               absl::StrJoin(refused, "; ")));
+}
+
 }  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (!json.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3)"));
   }
   if (json.contains("architectures") && json["architectures"].is_array() &&
       !json["architectures"].empty() && json["architectures"][0].is_string()) {
     c.architecture = json["architectures"][0].get<std::string>();
   } else {
-    c.architecture = c.model_type == "qwen2" ? "Qwen2ForCausalLM"
-                     : c.model_type == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
+    c.architecture = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
+                     : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
+                     : c.model_type == "mistral" ? "MistralForCausalLM"
+                                                 : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2") c.attention_bias = true;
+  c.qk_norm = c.model_type == "qwen3";
+  POSTTRAIN_RETURN_IF_ERROR(RefuseMathChangingFields(json));
   for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                           "num_attention_heads"}) {
     if (!json.contains(key)) return absl::InvalidArgumentError(absl::StrCat("config.json lacks \"", key, "\""));
@@ -147,7 +188,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     std::int64_t w = 0;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window", &w));
     bool used = c.model_type == "mistral";
-    if (c.model_type == "qwen2") POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
+    if (c.model_type == "qwen2" || c.model_type == "qwen3") {
+      POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
+    }
     if (used) window = w;
   }
   if (window && *window < c.max_position_embeddings) {

@@ -130,6 +130,75 @@ TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {
   EXPECT_GT((((*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr)) - expected).abs().max().item<double>(), 1e-3);
 }
 
+// Qwen3's per-head q/k RMSNorm (q_norm, k_norm), against the same independent
+// transcription; the norms' weights are random so that a skipped or misplaced norm
+// shows. The padding-free path and the fp32 decode step agree with it too.
+TEST(CausalLMTest, Qwen3QkNormMatchesTheIndependentPythonImplementation) {
+  ModelConfig config = TinyConfig();
+  config.model_type = "qwen3";
+  config.architecture = "Qwen3ForCausalLM";
+  config.qk_norm = true;
+  auto model = CausalLM::Random(config, at::kFloat, 6);
+  ASSERT_TRUE(model.ok());
+  int norms = 0;
+  {
+    at::NoGradGuard no_grad;
+    at::manual_seed(12);
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("self_attn.q_norm") == std::string::npos && name.find("self_attn.k_norm") == std::string::npos) continue;
+      p.copy_(at::rand(p.sizes()) * 2.0 + 0.25);
+      ++norms;
+    }
+  }
+  ASSERT_EQ(norms, 2 * config.num_hidden_layers);
+  at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(**model, ids, "py_qwen3");
+  ASSERT_TRUE(expected.defined());
+  at::NoGradGuard no_grad;
+  at::Tensor logits = (*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr);
+  EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
+  // Padding-free: both sequences end to end.
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (int b = 0; b < 2; ++b) {
+    seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 7);
+  }
+  at::Tensor packed = (*model)->Logits((*model)->PackedHidden(PackSequences(seqs)));
+  EXPECT_LT((packed.view({2, 7, -1}) - expected).abs().max().item<double>(), 1e-4);
+  // The fp32 decode step, token by token.
+  KVCache cache = (*model)->NewCache(2, 7);
+  for (int t = 0; t < 7; ++t) {
+    at::Tensor step = (*model)->DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &cache);
+    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "position " << t;
+  }
+  // The saved config round-trips as Qwen3.
+  const std::string dir = testing::TempDir("qwen3_save");
+  ASSERT_TRUE(SaveCausalLM(**model, dir).ok());
+  auto loaded = LoadCausalLM(dir, at::kFloat);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->config().architecture, "Qwen3ForCausalLM");
+  EXPECT_TRUE((*loaded)->config().qk_norm);
+}
+
+TEST(CausalLMTest, ConfigFieldsThatChangeTheMathsAreRefusedByName) {
+  nlohmann::json config = {{"model_type", "qwen3"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
+                           {"num_hidden_layers", 1}, {"num_attention_heads", 2}, {"head_dim", 8}};
+  ASSERT_TRUE(ModelConfig::FromJson(config).ok());
+  auto refused = [&](const char* key, nlohmann::json value) {
+    nlohmann::json c = config;
+    c[key] = value;
+    absl::StatusOr<ModelConfig> r = ModelConfig::FromJson(c);
+    EXPECT_FALSE(r.ok()) << key;
+    return r.ok() ? std::string() : std::string(r.status().message());
+  };
+  EXPECT_NE(refused("mlp_bias", true).find("mlp_bias"), std::string::npos);
+  EXPECT_NE(refused("attention_dropout", 0.1).find("attention_dropout"), std::string::npos);
+  EXPECT_NE(refused("final_logit_softcapping", 30.0).find("final_logit_softcapping"), std::string::npos);
+  EXPECT_NE(refused("num_experts", 8).find("num_experts"), std::string::npos);
+  EXPECT_NE(refused("layer_types", nlohmann::json::array({"full_attention", "sliding_attention"})).find("layer_types"),
+            std::string::npos);
+  EXPECT_NE(refused("model_type", "gemma2").find("model_type \"gemma2\""), std::string::npos);
+}
+
 TEST(CausalLMTest, GreedyReproducesLlama2cReferenceExactly) {
   auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
   ASSERT_TRUE(model.ok()) << model.status();

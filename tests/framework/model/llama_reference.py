@@ -1,5 +1,6 @@
 """Independent reference: transformers' LlamaForCausalLM (and Qwen2ForCausalLM,
-whose q/k/v projections have biases) forward written out in
+whose q/k/v projections have biases, and Qwen3ForCausalLM, which RMS-normalises
+each head of q and k with q_norm / k_norm before RoPE) forward written out in
 python3-torch (transformers itself is not installed here). Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors.
 safetensors is read and written by hand from the format spec (8-byte header size,
@@ -76,8 +77,12 @@ for i in range(cfg["num_hidden_layers"]):
     def proj(name):
         y = x @ w[p + f"self_attn.{name}.weight"].T
         return y + w[p + f"self_attn.{name}.bias"] if p + f"self_attn.{name}.bias" in w else y
-    q = proj("q_proj").view(B, T, H, D).transpose(1, 2)
-    k = proj("k_proj").view(B, T, KV, D).transpose(1, 2)
+    q = proj("q_proj").view(B, T, H, D)
+    k = proj("k_proj").view(B, T, KV, D)
+    if p + "self_attn.q_norm.weight" in w:  # Qwen3Attention: q_norm(q_proj(x).view(..., D))
+        q = rms(q, w[p + "self_attn.q_norm.weight"])
+        k = rms(k, w[p + "self_attn.k_norm.weight"])
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
     v = proj("v_proj").view(B, T, KV, D).transpose(1, 2)
     q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)

@@ -2,7 +2,8 @@
 //
 // RMSNorm, rotary position embeddings (rotate-half layout, as Hugging Face stores
 // q/k), grouped-query attention, SwiGLU MLP, tied or separate lm_head, optional
-// q/k/v bias. Parameters are plain at::Tensors held by Hugging Face name, so the
+// q/k/v bias (Qwen2), per-head RMSNorm of q and k before RoPE (Qwen3's q_norm /
+// k_norm). Parameters are plain at::Tensors held by Hugging Face name, so the
 // engine can own, shard and checkpoint them without the model's help.
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("stories260K_hf", at::kFloat));
@@ -147,7 +148,7 @@ class CausalLM {
 
  private:
   struct Layer {
-    at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, post_norm, gate, up, down;
+    at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm, post_norm, gate, up, down;
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
   void Index();  // fills layers_ / embed_ / ... from params_

@@ -26,7 +26,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -41,6 +41,7 @@ struct ModelConfig {
   std::optional<RopeScaling> rope_scaling;
   bool tie_word_embeddings = false;
   bool attention_bias = false;                // q/k/v biases (Qwen2: true)
+  bool qk_norm = false;                       // per-head RMSNorm of q and k before RoPE (Qwen3)
   double initializer_range = 0.02;
   std::string hidden_act = "silu";
   std::string torch_dtype = "float32";
