@@ -43,7 +43,10 @@ const ComponentSchema& TrainingArgumentsSchema() {
                "Threads scoring rewards while generation runs (a oneTBB arena); rewards that wait "
                "(programs, servers) gain from more than the cores.").AtLeast(1)
           .String("truncation_mode", "keep_end", "Which end of a long prompt to keep.", {"keep_end", "keep_start"})
-          .String("ref_model", "", "Reference model directory (default: a frozen copy of the initial policy)."));
+          .String("ref_model", "", "Reference model directory (default: a frozen copy of the initial policy).")
+          .String("chat_template_path", "",
+                  "A Jinja chat template file for conversational data (default: the tokenizer's own, from "
+                  "tokenizer_config.json or chat_template.jinja)."));
   return *schema;
 }
 

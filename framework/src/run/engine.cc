@@ -25,6 +25,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "posttrain/chat/chat_template.h"
+#include "posttrain/chat/conversation.h"
 #include "posttrain/core/device.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/distributed/collectives.h"
@@ -42,6 +44,7 @@
 #include "posttrain/train/checkpoint.h"
 #include "posttrain/train/tokenize.h"
 #include "spdlog/sinks/basic_file_sink.h"
+#include "tbb/parallel_for.h"
 #include "spdlog/spdlog.h"
 
 namespace posttrain {
@@ -229,11 +232,53 @@ struct RunParts {
   std::vector<Example> examples, eval_examples;
   std::unique_ptr<CausalLM> policy, reference;
   std::unique_ptr<Tokenizer> tokenizer;
+  std::optional<ChatTemplate> chat_template;      // when the data is conversational
+  std::vector<std::int64_t> end_of_turn_ids;      // the template's end-of-turn token
   std::string model_path;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<RewardPipeline> rewards;
   std::vector<TokenizedExample> train_tokens, eval_tokens;
 };
+
+// Renders conversational examples (chat/conversation.h) with the model's chat
+// template, or the recipe's chat_template_path; the first error stops the run.
+absl::Status RenderConversations(RunParts& parts, const ComponentConfig* model_config, std::vector<Example>& examples) {
+  const bool any = std::any_of(examples.begin(), examples.end(), [](const Example& e) { return e.conversational(); }) ||
+                   std::any_of(parts.eval_examples.begin(), parts.eval_examples.end(),
+                               [](const Example& e) { return e.conversational(); });
+  if (parts.needs.assistant_only_loss) {
+    for (const Example& e : examples) {
+      if (!e.conversational() || e.format != ExampleFormat::kLanguageModeling) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            ExampleLocation(e), ": assistant_only_loss needs conversational language-modeling data (a \"messages\" list "
+            "per record), as in TRL"));
+      }
+    }
+  }
+  if (!any) return absl::OkStatus();
+  if (parts.tokenizer == nullptr || model_config == nullptr) {
+    return absl::InvalidArgumentError("conversational data needs a [model] whose tokenizer (or chat_template_path) gives a chat template");
+  }
+  const std::string tokenizer_path =
+      model_config->GetString("tokenizer").empty() ? parts.model_path : model_config->GetString("tokenizer");
+  absl::StatusOr<ChatTemplate> chat = ChatTemplate::Load(tokenizer_path, parts.options.chat_template_path);
+  if (!chat.ok()) return Annotate(chat.status(), "conversational data");
+  parts.chat_template = std::move(*chat);
+  parts.end_of_turn_ids = EndOfTurnTokenIds(*parts.chat_template, *parts.tokenizer);
+  ConversationOptions options;
+  options.assistant_spans = parts.needs.assistant_only_loss;
+  for (std::vector<Example>* set : {&examples, &parts.eval_examples}) {
+    std::vector<absl::Status> status(set->size());
+    tbb::parallel_for(std::size_t{0}, set->size(), [&](std::size_t i) {
+      status[i] = RenderConversation(*parts.chat_template, (*set)[i], options);
+    });
+    for (const absl::Status& s : status) POSTTRAIN_RETURN_IF_ERROR(s);
+  }
+  spdlog::info("chat template {}: conversations rendered{}", parts.chat_template->origin(),
+               parts.end_of_turn_ids.empty() ? std::string()
+                                             : absl::StrCat("; generation also stops at token ", parts.end_of_turn_ids[0]));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::vector<Example>> LoadExamples(const ComponentConfig& config, const Registry& registry,
                                                   std::int64_t* skipped) {
@@ -386,9 +431,13 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
                                                    " that nothing uses (remove them):\n  ", absl::StrJoin(unread, "\n  ")));
   }
 
+  // Conversations become text through the model's chat template (oneTBB).
+  POSTTRAIN_RETURN_IF_ERROR(RenderConversations(parts, model_config ? &*model_config : nullptr, examples));
+
   // Tokenization (oneTBB), ahead of every step.
   if (parts.tokenizer != nullptr) {
-    TokenizeOptions tokenize{options.max_length, options.max_prompt_length, options.truncation_mode};
+    TokenizeOptions tokenize{options.max_length, options.max_prompt_length, options.truncation_mode,
+                             parts.needs.assistant_only_loss};
     parts.train_tokens = TokenizeExamples(examples, *parts.tokenizer, tokenize);
     parts.eval_tokens = TokenizeExamples(parts.eval_examples, *parts.tokenizer, tokenize);
     if (parts.needs.pack_to_length > 0) {
@@ -823,7 +872,7 @@ absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector
   request.seed = seed;
   // A seed per example, so its samples do not depend on the rank or batch it is in.
   for (std::int64_t i : m.indices) request.prompt_seeds.push_back(Mix64(seed ^ Mix64(static_cast<std::uint64_t>(i))));
-  request.policy = Policy{p_.policy.get(), p_.tokenizer.get()};
+  request.policy = Policy{p_.policy.get(), p_.tokenizer.get(), p_.end_of_turn_ids};
   request.logprobs = p_.needs.sampler_logprobs;
   // Rewards score each completion as the sampler finishes it (oneTBB workers),
   // overlapping with the rest of generation and with the trainer's step, which

@@ -33,6 +33,7 @@ absl::StatusOr<EngineOptions> EngineOptions::FromConfig(const ComponentConfig& c
   if (needs.rewards) o.reward_workers = c.GetInt("reward_workers");
   o.truncation_mode = c.GetString("truncation_mode");
   if (needs.reference) o.ref_model = c.GetString("ref_model");
+  o.chat_template_path = c.GetString("chat_template_path");
   return o;
 }
 

@@ -94,7 +94,9 @@ struct RewardPipeline::Session::State {
     inputs.reserve(indices.size());
     for (std::size_t i : indices) {
       const Example& example = *prompts[static_cast<size_t>(prompt_index[i])];
-      inputs.push_back(RewardInput{example.prompt, completions[i], &example.metadata});
+      const nlohmann::ordered_json* messages =
+          example.conversational() && example.conversation.contains("prompt") ? &example.conversation["prompt"] : nullptr;
+      inputs.push_back(RewardInput{example.prompt, completions[i], &example.metadata, messages});
     }
     absl::StatusOr<std::vector<float>> result =
         CallNoThrow(absl::StrCat("reward '", entry.name, "'"),

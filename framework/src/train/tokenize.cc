@@ -30,7 +30,52 @@ void Fit(std::vector<std::int64_t>& prompt, std::vector<std::vector<std::int64_t
   for (auto* c : completions) Cut(*c, o.max_length - static_cast<std::int64_t>(prompt.size()), false);
 }
 
+std::int64_t CommonPrefix(const std::vector<std::int64_t>& a, absl::Span<const std::int64_t> b) {
+  std::size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return static_cast<std::int64_t>(n);
+}
+
+// A conversation for language modelling: whole, or split at its first assistant
+// token with a mask over the assistant spans.
+void TokenizeConversation(const Example& e, const Tokenizer& tokenizer, const TokenizeOptions& options,
+                          TokenizedExample& t) {
+  std::vector<std::int64_t> ids = tokenizer.Encode(e.text, /*add_special_tokens=*/false);
+  if (options.max_length > 0) Cut(ids, options.max_length, false);
+  if (ids.empty()) return;
+  std::int64_t split = 1;
+  std::vector<std::uint8_t> mask(ids.size(), options.assistant_only_loss ? 0 : 1);
+  if (options.assistant_only_loss) {
+    const auto spans = TokenSpans(tokenizer, e.text, ids, e.assistant_spans);
+    if (!spans.empty()) split = std::max<std::int64_t>(1, spans.front().first);
+    for (const auto& [b, end] : spans) {
+      for (std::int64_t k = b; k < end; ++k) mask[static_cast<size_t>(k)] = 1;
+    }
+  }
+  split = std::min<std::int64_t>(split, static_cast<std::int64_t>(ids.size()));
+  t.prompt_ids.assign(ids.begin(), ids.begin() + split);
+  t.completion_ids.assign(ids.begin() + split, ids.end());
+  if (options.assistant_only_loss) t.completion_mask.assign(mask.begin() + split, mask.end());
+}
+
 }  // namespace
+
+std::vector<std::pair<std::int64_t, std::int64_t>> TokenSpans(
+    const Tokenizer& tokenizer, const std::string& text, absl::Span<const std::int64_t> ids,
+    const std::vector<std::pair<std::size_t, std::size_t>>& spans) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> out;
+  const auto n = static_cast<std::int64_t>(ids.size());
+  for (const auto& [b, e] : spans) {
+    // The tokens of text[:b] are a prefix of the whole's when b falls between tokens.
+    const std::int64_t begin = std::min(n, CommonPrefix(tokenizer.Encode(text.substr(0, b), false), ids));
+    const std::vector<std::int64_t> upto = tokenizer.Encode(text.substr(0, e), false);
+    std::int64_t end = CommonPrefix(upto, ids);
+    if (end < static_cast<std::int64_t>(upto.size())) ++end;  // a token across the boundary belongs to the span
+    end = std::min(n, end);
+    if (end > begin) out.emplace_back(begin, end);
+  }
+  return out;
+}
 
 std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> examples, const Tokenizer& tokenizer,
                                                const TokenizeOptions& options) {
@@ -45,6 +90,30 @@ std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> example
     const Example& e = examples[i];
     TokenizedExample& t = out[i];
     t.index = static_cast<std::int64_t>(i);
+    if (e.conversational()) {
+      // The template wrote BOS and end-of-turn tokens: none are added here.
+      auto encode = [&](const std::string& text) { return tokenizer.Encode(text, /*add_special_tokens=*/false); };
+      switch (e.format) {
+        case ExampleFormat::kLanguageModeling: TokenizeConversation(e, tokenizer, options, t); break;
+        case ExampleFormat::kPromptOnly:
+          t.prompt_ids = encode(e.prompt);
+          Fit(t.prompt_ids, {}, options);
+          break;
+        case ExampleFormat::kPromptCompletion:
+        case ExampleFormat::kUnpairedPreference:
+          t.prompt_ids = encode(e.prompt);
+          t.completion_ids = encode(e.completion);
+          Fit(t.prompt_ids, {&t.completion_ids}, options);
+          break;
+        case ExampleFormat::kPreference:
+          t.prompt_ids = encode(e.prompt);
+          t.chosen_ids = encode(e.chosen);
+          t.rejected_ids = encode(e.rejected);
+          Fit(t.prompt_ids, {&t.chosen_ids, &t.rejected_ids}, options);
+          break;
+      }
+      return;
+    }
     switch (e.format) {
       case ExampleFormat::kLanguageModeling: {
         std::vector<std::int64_t> ids = tokenizer.Encode(e.text, /*add_special_tokens=*/true);

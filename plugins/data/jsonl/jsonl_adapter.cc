@@ -11,6 +11,16 @@
 // chosen and rejected, as TRL's extract_prompt does); prompt+completion+label →
 // unpaired preference; prompt+completion → prompt-completion; text → language
 // modeling; prompt → prompt-only. Every record must then have the same fields.
+//
+// Conversational records (TRL's formats with lists of {"role", "content"} messages)
+// are kept as messages (Example::conversation) for the engine to render with the
+// model's chat template: `messages` (language modelling), prompt-only,
+// prompt/completion, prompt/chosen/rejected (with the prompt implicit: the messages
+// chosen and rejected share), prompt/completion/label, and the OpenAI preference
+// layout {"input": {"messages": [...], "tools"?}, "preferred_output": [...],
+// "non_preferred_output": [...]} (a preference; with format = "language_modeling",
+// the conversation input.messages + preferred_output). A record's "tools" goes to
+// the template.
 #include <algorithm>
 #include <string_view>
 
@@ -23,8 +33,29 @@ namespace posttrain {
 namespace {
 
 struct Fields {
-  std::string text, prompt, completion, chosen, rejected, label;
+  std::string text, prompt, completion, chosen, rejected, label, messages;
 };
+
+using ordered_json = nlohmann::ordered_json;
+
+// Every message a JSON object with a string "role"; names the first that is not.
+absl::Status CheckMessages(const ordered_json& messages, const std::string& field) {
+  if (!messages.is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat("field \"", field, "\" must be a list of messages, got ", messages.type_name()));
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ordered_json& m = messages[i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat("field \"", field, "\", message ", i,
+                                                     ": expected {\"role\": \"...\", \"content\": ...}, got ", m.dump()));
+    }
+    if (m.contains("content") && !m["content"].is_string() && !m["content"].is_array() && !m["content"].is_null()) {
+      return absl::InvalidArgumentError(absl::StrCat("field \"", field, "\", message ", i,
+                                                     ": \"content\" must be a string, a list of parts or null"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 // TRL's implicit prompt: the common prefix of chosen and rejected; if the first
 // differing character follows a space, the space stays with the completions.
@@ -57,6 +88,7 @@ class JsonlAdapter final : public DataAdapter {
         .String("chosen_field", "chosen", "Field holding the preferred completion.")
         .String("rejected_field", "rejected", "Field holding the dispreferred completion.")
         .String("label_field", "label", "Field holding the unpaired preference label (bool).")
+        .String("messages_field", "messages", "Field holding a conversation (conversational language modeling).")
         .Int("skip", 0, "Skip this many records first (e.g. to take an evaluation slice).").AtLeast(0)
         .Int("max_examples", -1, "Read at most this many records (-1: all).").AtLeast(1).OrEqualTo(-1)
         .Bool("skip_malformed", false,
@@ -69,7 +101,8 @@ class JsonlAdapter final : public DataAdapter {
     adapter->format_ = config.GetString("format");
     adapter->fields_ = {config.GetString("text_field"),       config.GetString("prompt_field"),
                         config.GetString("completion_field"), config.GetString("chosen_field"),
-                        config.GetString("rejected_field"),   config.GetString("label_field")};
+                        config.GetString("rejected_field"),   config.GetString("label_field"),
+                        config.GetString("messages_field")};
     adapter->max_examples_ = config.GetInt("max_examples");
     adapter->skip_ = config.GetInt("skip");
     adapter->skip_malformed_ = config.GetBool("skip_malformed");
@@ -120,6 +153,7 @@ class JsonlAdapter final : public DataAdapter {
 
   ExampleFormat Infer(const nlohmann::json& record) const {
     auto has = [&](const std::string& f) { return record.contains(f); };
+    if (has(fields_.messages) && !has(fields_.text)) return ExampleFormat::kLanguageModeling;
     if (has(fields_.chosen) && has(fields_.rejected)) return ExampleFormat::kPreference;
     if (has(fields_.prompt) && has(fields_.completion) && has(fields_.label)) {
       return ExampleFormat::kUnpairedPreference;
@@ -129,19 +163,135 @@ class JsonlAdapter final : public DataAdapter {
     return ExampleFormat::kPromptOnly;
   }
 
+  // A conversational record (see the file comment): fills example.conversation and
+  // returns true; false for a plain-text record.
+  absl::StatusOr<bool> ParseConversation(ordered_json& raw, std::optional<ExampleFormat> format, Example& example) const {
+    ordered_json conv = ordered_json::object();
+    auto take_list = [&](const std::string& field, const char* as) -> absl::Status {
+      POSTTRAIN_RETURN_IF_ERROR(CheckMessages(raw[field], field));
+      conv[as] = std::move(raw[field]);
+      raw.erase(field);
+      return absl::OkStatus();
+    };
+    const bool openai = raw.contains("input") && raw["input"].is_object() && raw["input"].contains("messages") &&
+                        raw.contains("preferred_output") && raw.contains("non_preferred_output");
+    if (openai) {
+      ordered_json input = std::move(raw["input"]);
+      raw.erase("input");
+      POSTTRAIN_RETURN_IF_ERROR(CheckMessages(input["messages"], "input.messages"));
+      POSTTRAIN_RETURN_IF_ERROR(CheckMessages(raw["preferred_output"], "preferred_output"));
+      POSTTRAIN_RETURN_IF_ERROR(CheckMessages(raw["non_preferred_output"], "non_preferred_output"));
+      if (input.contains("tools")) conv["tools"] = input["tools"];
+      if (format == ExampleFormat::kLanguageModeling) {
+        example.format = ExampleFormat::kLanguageModeling;
+        ordered_json messages = input["messages"];
+        for (const auto& m : raw["preferred_output"]) messages.push_back(m);
+        conv["messages"] = std::move(messages);
+      } else if (!format || format == ExampleFormat::kPreference) {
+        example.format = ExampleFormat::kPreference;
+        conv["prompt"] = std::move(input["messages"]);
+        conv["chosen"] = std::move(raw["preferred_output"]);
+        conv["rejected"] = std::move(raw["non_preferred_output"]);
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("an OpenAI preference record (input, preferred_output, non_preferred_output) "
+                                                       "cannot be read as ", ExampleFormatName(*format)));
+      }
+      raw.erase("preferred_output");
+      raw.erase("non_preferred_output");
+    } else {
+      auto is_list = [&](const std::string& f) { return raw.contains(f) && raw[f].is_array(); };
+      if (!(is_list(fields_.messages) || is_list(fields_.prompt) || is_list(fields_.completion) ||
+            is_list(fields_.chosen) || is_list(fields_.rejected))) {
+        return false;
+      }
+      if (format) {
+        example.format = *format;
+      } else if (is_list(fields_.messages)) {
+        example.format = ExampleFormat::kLanguageModeling;
+      } else {
+        example.format = Infer(nlohmann::json(raw));
+      }
+      auto need = [&](const std::string& field) -> absl::Status {
+        if (!raw.contains(field)) {
+          return absl::InvalidArgumentError(absl::StrCat("a conversational ", ExampleFormatName(example.format),
+                                                         " record needs field \"", field, "\""));
+        }
+        return absl::OkStatus();
+      };
+      switch (example.format) {
+        case ExampleFormat::kLanguageModeling:
+          POSTTRAIN_RETURN_IF_ERROR(need(fields_.messages));
+          POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.messages, "messages"));
+          break;
+        case ExampleFormat::kPromptOnly:
+          POSTTRAIN_RETURN_IF_ERROR(need(fields_.prompt));
+          POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.prompt, "prompt"));
+          break;
+        case ExampleFormat::kPromptCompletion:
+        case ExampleFormat::kUnpairedPreference:
+          POSTTRAIN_RETURN_IF_ERROR(need(fields_.prompt));
+          POSTTRAIN_RETURN_IF_ERROR(need(fields_.completion));
+          POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.prompt, "prompt"));
+          POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.completion, "completion"));
+          if (example.format == ExampleFormat::kUnpairedPreference) {
+            POSTTRAIN_RETURN_IF_ERROR(need(fields_.label));
+            if (!raw[fields_.label].is_boolean()) {
+              return absl::InvalidArgumentError(absl::StrCat("field \"", fields_.label, "\" must be true or false"));
+            }
+            example.label = raw[fields_.label].get<bool>();
+            raw.erase(fields_.label);
+          }
+          break;
+        case ExampleFormat::kPreference: {
+          POSTTRAIN_RETURN_IF_ERROR(need(fields_.chosen));
+          POSTTRAIN_RETURN_IF_ERROR(need(fields_.rejected));
+          const bool explicit_prompt = raw.contains(fields_.prompt);
+          if (explicit_prompt) POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.prompt, "prompt"));
+          POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.chosen, "chosen"));
+          POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.rejected, "rejected"));
+          if (!explicit_prompt) {
+            // TRL's extract_prompt on conversations: the messages both share.
+            ordered_json chosen = std::move(conv["chosen"]);
+            ordered_json rejected = std::move(conv["rejected"]);
+            size_t shared = 0;
+            while (shared + 1 < chosen.size() && shared + 1 < rejected.size() && chosen[shared] == rejected[shared]) ++shared;
+            const auto cut = static_cast<std::ptrdiff_t>(shared);
+            conv["prompt"] = ordered_json(chosen.begin(), chosen.begin() + cut);
+            chosen.erase(chosen.begin(), chosen.begin() + cut);
+            rejected.erase(rejected.begin(), rejected.begin() + cut);
+            conv["chosen"] = std::move(chosen);
+            conv["rejected"] = std::move(rejected);
+          }
+          break;
+        }
+      }
+    }
+    if (raw.contains("tools")) {
+      conv["tools"] = std::move(raw["tools"]);
+      raw.erase("tools");
+    }
+    example.conversation = std::move(conv);
+    example.metadata = nlohmann::json(raw);
+    return true;
+  }
+
   absl::Status ParseRecord(absl::string_view line, std::optional<ExampleFormat> format,
                            Example& example) const {
-    nlohmann::json record;
-    try {
-      record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("malformed JSON (expected one JSON object per line): ", e.what()));
+    ordered_json raw = ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (raw.is_discarded()) {
+      try {
+        (void)ordered_json::parse(line);
+      } catch (const nlohmann::json::parse_error& e) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("malformed JSON (expected one JSON object per line): ", e.what()));
+      }
     }
-    if (!record.is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("expected a JSON object, got ", record.type_name()));
+    if (!raw.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat("expected a JSON object, got ", raw.type_name()));
     }
+    POSTTRAIN_ASSIGN_OR_RETURN(bool conversational, ParseConversation(raw, format, example));
+    if (conversational) return absl::OkStatus();
+    nlohmann::json record(raw);
     example.format = format.value_or(Infer(record));
     std::vector<const std::string*> wanted;
     switch (example.format) {
@@ -167,12 +317,6 @@ class JsonlAdapter final : public DataAdapter {
     }
     auto take_string = [&](const std::string& field, std::string& out) -> absl::Status {
       const nlohmann::json& value = record[field];
-      if (value.is_array()) {
-        return absl::UnimplementedError(absl::StrCat(
-            "field \"", field,
-            "\" holds a list of messages (conversational format), which needs a chat template; "
-            "posttrain does not apply chat templates yet"));
-      }
       if (!value.is_string()) {
         return absl::InvalidArgumentError(
             absl::StrCat("field \"", field, "\" must be a string, got ", value.type_name()));

@@ -9,6 +9,8 @@
 // looked up on PATH, no shell, the host's environment and working directory), gets
 // one JSON object per completion on stdin, one per line,
 //   {"prompt": "...", "completion": "...", <the example's other fields, e.g. "answer">}
+// (for conversational data, as TRL passes them: "prompt" the list of messages and
+// "completion" [{"role": "assistant", "content": "..."}])
 // then end of input, and must print exactly one number per completion on stdout,
 // one per line, in order ("nan" is a NaN, which stops the step like any NaN reward),
 // and exit with status 0. stderr is kept for error messages.
@@ -226,9 +228,15 @@ class CommandReward final : public RewardFunction {
   absl::StatusOr<std::vector<float>> Score(absl::Span<const RewardInput> batch) const override {
     std::string input;
     for (const RewardInput& in : batch) {
-      nlohmann::json line = in.metadata != nullptr && in.metadata->is_object() ? *in.metadata : nlohmann::json::object();
-      line["prompt"] = std::string(in.prompt);
-      line["completion"] = std::string(in.completion);
+      nlohmann::ordered_json line = in.metadata != nullptr && in.metadata->is_object() ? nlohmann::ordered_json(*in.metadata)
+                                                                                      : nlohmann::ordered_json::object();
+      if (in.conversational()) {  // as TRL passes them: messages in, one assistant message out
+        line["prompt"] = *in.prompt_messages;
+        line["completion"] = ConversationalCompletion(in.completion);
+      } else {
+        line["prompt"] = std::string(in.prompt);
+        line["completion"] = std::string(in.completion);
+      }
       input += line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       input += '\n';
     }

@@ -12,6 +12,7 @@
 // max_prompt_length per its truncation_mode: one setting, one place) and are
 // generated in batches with a KV cache (see posttrain/generation/generate.h for the
 // sampling maths and the log-probs).
+#include <algorithm>
 #include "posttrain/generation/generate.h"
 #include "posttrain/plugin/plugin.h"
 
@@ -62,6 +63,11 @@ class DefaultSampler final : public Sampler {
     params.prompt_seeds = request.prompt_seeds;
     params.compute_logprobs = request.logprobs;
     params.eos_token_ids = EosTokenIds(*request.policy.model, &tokenizer);
+    for (std::int64_t id : request.policy.stop_token_ids) {
+      if (std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), id) == params.eos_token_ids.end()) {
+        params.eos_token_ids.push_back(id);
+      }
+    }
     if (tokenizer.pad_token_id()) params.pad_token_id = *tokenizer.pad_token_id();
     std::vector<std::vector<std::int64_t>> prompts;
     for (size_t i = 0; i < request.prompts.size(); ++i) {
@@ -70,8 +76,9 @@ class DefaultSampler final : public Sampler {
       if (!request.prompt_ids.empty()) {
         ids = *request.prompt_ids[i];
       } else {
+        // A conversational prompt was rendered by the chat template, special tokens included.
         ids = tokenizer.Encode(example->format == ExampleFormat::kLanguageModeling ? example->text : example->prompt,
-                               /*add_special_tokens=*/true);
+                               /*add_special_tokens=*/!example->conversational());
       }
       if (ids.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(ExampleLocation(*example), ": the prompt tokenizes to nothing"));

@@ -10,6 +10,8 @@
 // "bfd") has the engine pack the training set into rows of at most max_length
 // tokens before batching: a batch is then per_device_train_batch_size packed rows,
 // each sequence still attending only to itself.
+// assistant_only_loss = true (TRL's key; conversational data) restricts the mask to
+// the assistant turns (TokenizedExample::completion_mask).
 // Metrics (TRL): loss, mean_token_accuracy, num_tokens.
 #include <algorithm>
 
@@ -26,11 +28,15 @@ class SftTrainer final : public Trainer {
     return ComponentSchema("Supervised fine-tuning: next-token NLL on completions (or whole texts).")
         .Float("learning_rate", 2e-5, "Peak learning rate (TRL SFTConfig default).").AtLeast(0)
         .Bool("completion_only_loss", true, "Loss on completion tokens only (prompt-completion data).")
+        .Bool("assistant_only_loss", false,
+              "Loss on the assistant turns only (conversational data): from the template's {% generation %} blocks, "
+              "or by rendering each assistant turn's prefix when it has none.")
         .Bool("packing", false, "Pack the training set into rows of max_length tokens (best-fit decreasing) before batching.");
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {
     auto t = std::make_unique<SftTrainer>();
     t->completion_only_ = config.GetBool("completion_only_loss");
+    t->assistant_only_ = config.GetBool("assistant_only_loss");
     if (config.GetBool("packing")) {
       t->pack_to_length_ = config.GetInt("max_length");
       if (t->pack_to_length_ <= 0) return config.Error("max_length", "packing needs max_length > 0");
@@ -41,6 +47,7 @@ class SftTrainer final : public Trainer {
   TrainerNeeds Needs() const override {
     TrainerNeeds needs;
     needs.pack_to_length = pack_to_length_;
+    needs.assistant_only_loss = assistant_only_;
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {
@@ -68,6 +75,10 @@ class SftTrainer final : public Trainer {
       const size_t first_target = completion_only_ ? std::max<size_t>(1, t->prompt_ids.size()) : 1;
       s.target.assign(s.ids.size(), 0.0f);
       for (size_t k = first_target; k < s.ids.size(); ++k) s.target[k] = 1.0f;
+      // assistant_only_loss: only the assistant turns' tokens (TRL's assistant_masks).
+      for (size_t j = 0; j < t->completion_mask.size(); ++j) {
+        if (t->completion_mask[j] == 0) s.target[t->prompt_ids.size() + j] = 0.0f;
+      }
       if (s.ids.size() >= 2) seqs.push_back(std::move(s));
     }
     if (seqs.empty()) return absl::InvalidArgumentError("sft: every sequence of the batch is shorter than 2 tokens");
@@ -115,6 +126,7 @@ class SftTrainer final : public Trainer {
   CausalLM* policy_ = nullptr;
   const Collectives* collectives_ = nullptr;
   bool completion_only_ = true;
+  bool assistant_only_ = false;
   std::int64_t pack_to_length_ = 0;
 };
 

@@ -8,7 +8,10 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "posttrain/chat/chat_template.h"
+#include "posttrain/chat/conversation.h"
 #include "posttrain/chat/jinja_template.h"
+#include "posttrain/tokenizer/tokenizer.h"
+#include "posttrain/train/tokenize.h"
 #include "test_support.h"
 
 namespace posttrain {
@@ -142,6 +145,183 @@ TEST(ChatTemplateTest, SourcesAndNamedTemplates) {
   absl::Status none = ChatTemplate::Load(empty).status();
   EXPECT_EQ(none.code(), absl::StatusCode::kNotFound);
   EXPECT_NE(none.message().find("chat_template_path"), std::string::npos) << none;
+}
+
+// Rendered Qwen3 conversations tokenize with every special and added token of the
+// template (<|im_start|>, <|im_end|>, <think>, </think>, <tool_call>, ...) as its single
+// id: the ids equal the text cut by hand at those tokens, each piece encoded alone.
+TEST(ChatTemplateTest, Qwen3RenderingsTokenizeWithSpecialTokensAsSingleIds) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(DataPath("qwen3_tokenizer"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<std::string> specials = {"<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>",
+                                             "</tool_call>", "<tool_response>", "</tool_response>"};
+  std::map<std::string, std::int64_t> special_id;
+  for (const std::string& s : specials) {
+    std::optional<std::int64_t> id = (*tok)->TokenToId(s);
+    ASSERT_TRUE(id.has_value()) << s;
+    special_id[s] = *id;
+  }
+  EXPECT_EQ(special_id["<|im_start|>"], 151644);
+  EXPECT_EQ(special_id["<|im_end|>"], 151645);
+  int rows = 0, specials_seen = 0;
+  for (const json& row : ReadJsonl(DataPath("../fixtures/chat_template_qwen3_jinja2.jsonl"))) {
+    if (!row.contains("text")) continue;
+    const std::string text = row["text"].get<std::string>();
+    std::vector<std::int64_t> expected;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      std::size_t next = std::string::npos;
+      std::string which;
+      for (const std::string& s : specials) {
+        std::size_t at = text.find(s, pos);
+        if (at < next) next = at, which = s;
+      }
+      std::vector<std::int64_t> piece = (*tok)->Encode(text.substr(pos, next == std::string::npos ? std::string::npos : next - pos));
+      expected.insert(expected.end(), piece.begin(), piece.end());
+      if (next == std::string::npos) break;
+      expected.push_back(special_id[which]);
+      ++specials_seen;
+      pos = next + which.size();
+    }
+    EXPECT_EQ((*tok)->Encode(text), expected) << text;
+    EXPECT_EQ((*tok)->Decode((*tok)->Encode(text)), text);
+    ++rows;
+  }
+  EXPECT_EQ(rows, 60);
+  EXPECT_GT(specials_seen, 300);
+}
+
+// 20 multi-turn conversations of real text (GSM8K questions and answers).
+std::vector<json> MultiTurnConversations() {
+  std::vector<json> qa = ReadJsonl(DataPath("gsm8k_test.jsonl"));
+  std::vector<json> out;
+  for (int c = 0; c < 20; ++c) {
+    json messages = json::array();
+    if (c % 3 == 0) messages.push_back(json{{"role", "system"}, {"content", "You solve grade-school maths."}});
+    const int turns = 1 + c % 4;
+    for (int t = 0; t < turns; ++t) {
+      const json& row = qa[static_cast<std::size_t>(c * 4 + t)];
+      messages.push_back(json{{"role", "user"}, {"content", row["question"]}});
+      messages.push_back(json{{"role", "assistant"}, {"content", row["answer"]}});
+    }
+    out.push_back(messages);
+  }
+  return out;
+}
+
+TokenizedExample AssistantMasked(const ChatTemplate& chat, const Tokenizer& tok, const json& messages) {
+  Example e;
+  e.format = ExampleFormat::kLanguageModeling;
+  e.conversation = json{{"messages", messages}};
+  ConversationOptions options;
+  options.assistant_spans = true;
+  absl::Status s = RenderConversation(chat, e, options);
+  EXPECT_TRUE(s.ok()) << s;
+  TokenizeOptions t;
+  t.max_length = -1;
+  t.assistant_only_loss = true;
+  return TokenizeExamples({e}, tok, t)[0];
+}
+
+// assistant_only_loss: a ChatML template with {% generation %} and the same template
+// without it give identical masks; the mask covers exactly each assistant message's
+// tokens plus its <|im_end|> (counted by encoding them alone), nothing of the users'.
+TEST(ChatTemplateTest, AssistantMasksWithAndWithoutGenerationTagsAgree) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(DataPath("qwen3_tokenizer"));
+  ASSERT_TRUE(tok.ok());
+  const std::string tagged =
+      "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}{% if message['role'] == 'assistant' %}"
+      "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}{% else %}"
+      "{{ message['content'] + '<|im_end|>' + '\n' }}{% endif %}{% endfor %}"
+      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+  const std::string plain =
+      "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+      "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+  absl::StatusOr<ChatTemplate> with_tags = ChatTemplate::FromSource(tagged);
+  absl::StatusOr<ChatTemplate> without = ChatTemplate::FromSource(plain);
+  ASSERT_TRUE(with_tags.ok() && without.ok());
+  ASSERT_TRUE(with_tags->has_generation_tags());
+  ASSERT_FALSE(without->has_generation_tags());
+  const std::int64_t im_end = *(*tok)->TokenToId("<|im_end|>");
+  for (const json& messages : MultiTurnConversations()) {
+    TokenizedExample a = AssistantMasked(*with_tags, **tok, messages);
+    TokenizedExample b = AssistantMasked(*without, **tok, messages);
+    EXPECT_EQ(a.prompt_ids, b.prompt_ids);
+    EXPECT_EQ(a.completion_ids, b.completion_ids);
+    ASSERT_EQ(a.completion_mask, b.completion_mask);
+    ASSERT_EQ(a.completion_mask.size(), a.completion_ids.size());
+    std::size_t expected = 0, turns = 0;
+    for (const json& m : messages) {
+      if (m["role"] != "assistant") continue;
+      expected += (*tok)->Encode(m["content"].get<std::string>() + "<|im_end|>").size();
+      ++turns;
+    }
+    std::size_t masked = 0, masked_ends = 0;
+    for (std::size_t j = 0; j < a.completion_mask.size(); ++j) {
+      masked += a.completion_mask[j];
+      if (a.completion_mask[j] && a.completion_ids[j] == im_end) ++masked_ends;
+    }
+    EXPECT_EQ(masked, expected);
+    EXPECT_EQ(masked_ends, turns);  // the end-of-turn token belongs to the assistant
+    // The prompt ends with the first assistant header; no user token is masked.
+    std::vector<std::int64_t> header = (*tok)->Encode("<|im_start|>assistant\n");
+    ASSERT_GE(a.prompt_ids.size(), header.size());
+    EXPECT_TRUE(std::equal(header.begin(), header.end(), a.prompt_ids.end() - static_cast<std::ptrdiff_t>(header.size())));
+  }
+}
+
+// A template that is not prefix-preserving (it drops earlier turns' reasoning, as
+// Qwen3's does) is refused by name for assistant_only_loss, never an empty mask.
+TEST(ChatTemplateTest, NonPrefixPreservingTemplateIsRefusedForAssistantMasks) {
+  absl::StatusOr<ChatTemplate> qwen3 = ChatTemplate::Load(DataPath("qwen3_tokenizer"));
+  ASSERT_TRUE(qwen3.ok());
+  Example e;
+  e.format = ExampleFormat::kLanguageModeling;
+  e.source = "conv.jsonl";
+  e.line = 7;
+  e.conversation = json{{"messages", json::array({json{{"role", "user"}, {"content", "a"}},
+                                                  json{{"role", "assistant"}, {"content", "b"}},
+                                                  json{{"role", "user"}, {"content", "c"}},
+                                                  json{{"role", "assistant"}, {"content", "d"}}})}};
+  ConversationOptions options;
+  options.assistant_spans = true;
+  absl::Status s = RenderConversation(*qwen3, e, options);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("conv.jsonl:7"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("not prefix-preserving at message 1"), std::string::npos) << s;
+  // One turn is fine: the assistant span starts after the generation prompt and
+  // includes the empty think block Qwen3 writes for the last turn.
+  Example single = e;
+  single.conversation["messages"].erase(2);
+  single.conversation["messages"].erase(2);
+  ASSERT_TRUE(RenderConversation(*qwen3, single, options).ok());
+  ASSERT_EQ(single.assistant_spans.size(), 1u);
+  EXPECT_EQ(single.text.substr(single.assistant_spans[0].first,
+                               single.assistant_spans[0].second - single.assistant_spans[0].first),
+            "<think>\n\n</think>\n\nb<|im_end|>");
+}
+
+// TRL's formats, rendered: prompt with its generation prompt, completion = the rest.
+TEST(ChatTemplateTest, PreferenceAndPromptOnlyConversationsRenderAsTrl) {
+  absl::StatusOr<ChatTemplate> qwen3 = ChatTemplate::Load(DataPath("qwen3_tokenizer"));
+  ASSERT_TRUE(qwen3.ok());
+  Example e;
+  e.format = ExampleFormat::kPreference;
+  e.conversation = json{{"prompt", json::array({json{{"role", "user"}, {"content", "2+2?"}}})},
+                        {"chosen", json::array({json{{"role", "assistant"}, {"content", "4"}}})},
+                        {"rejected", json::array({json{{"role", "assistant"}, {"content", "5"}}})}};
+  ASSERT_TRUE(RenderConversation(*qwen3, e).ok());
+  EXPECT_EQ(e.prompt, "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(e.chosen, "<think>\n\n</think>\n\n4<|im_end|>\n");
+  EXPECT_EQ(e.rejected, "<think>\n\n</think>\n\n5<|im_end|>\n");
+  Example p;
+  p.format = ExampleFormat::kPromptOnly;
+  p.conversation = json{{"prompt", json::array({json{{"role", "system"}, {"content", "S"}}, json{{"role", "user"}, {"content", "U"}}})}};
+  ASSERT_TRUE(RenderConversation(*qwen3, p).ok());
+  EXPECT_EQ(p.prompt, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(DataPath("qwen3_tokenizer"));
+  ASSERT_TRUE(tok.ok());
+  EXPECT_EQ(EndOfTurnTokenIds(*qwen3, **tok), std::vector<std::int64_t>{151645});
 }
 
 }  // namespace

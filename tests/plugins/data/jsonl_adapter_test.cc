@@ -100,11 +100,54 @@ TEST(JsonlAdapterTest, SkipMalformedCountsInsteadOfFailing) {
   EXPECT_EQ((*adapter)->num_skipped(), 1);
 }
 
-TEST(JsonlAdapterTest, ConversationalRecordsAreRefusedClearly) {
-  absl::Status s = Load(Write(R"({"prompt": [{"role": "user", "content": "hi"}], "completion": "x"})"
-                              "\n")).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("list of messages (conversational format)"));
+TEST(JsonlAdapterTest, ConversationalRecordsKeepTheirMessages) {
+  const std::string u = R"({"role": "user", "content": "hi"})", a = R"({"role": "assistant", "content": "yo"})",
+                    b = R"({"role": "assistant", "content": "no"})";
+  absl::StatusOr<std::vector<Example>> lm = Load(Write("{\"messages\": [" + u + ", " + a + "], \"id\": 3}\n"));
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  EXPECT_EQ((*lm)[0].format, ExampleFormat::kLanguageModeling);
+  EXPECT_EQ((*lm)[0].conversation["messages"].size(), 2u);
+  EXPECT_EQ((*lm)[0].metadata, nlohmann::json({{"id", 3}}));
+  absl::StatusOr<std::vector<Example>> pc = Load(Write("{\"prompt\": [" + u + "], \"completion\": [" + a + "]}\n"));
+  ASSERT_TRUE(pc.ok()) << pc.status();
+  EXPECT_EQ((*pc)[0].format, ExampleFormat::kPromptCompletion);
+  EXPECT_EQ((*pc)[0].conversation["completion"][0]["content"], "yo");
+  // Implicit prompt: the messages chosen and rejected share.
+  absl::StatusOr<std::vector<Example>> pref =
+      Load(Write("{\"chosen\": [" + u + ", " + a + "], \"rejected\": [" + u + ", " + b + "]}\n"));
+  ASSERT_TRUE(pref.ok()) << pref.status();
+  EXPECT_EQ((*pref)[0].format, ExampleFormat::kPreference);
+  EXPECT_EQ((*pref)[0].conversation["prompt"].size(), 1u);
+  EXPECT_EQ((*pref)[0].conversation["chosen"][0]["content"], "yo");
+  EXPECT_EQ((*pref)[0].conversation["rejected"][0]["content"], "no");
+  absl::StatusOr<std::vector<Example>> unpaired =
+      Load(Write("{\"prompt\": [" + u + "], \"completion\": [" + a + "], \"label\": false}\n"));
+  ASSERT_TRUE(unpaired.ok()) << unpaired.status();
+  EXPECT_EQ((*unpaired)[0].format, ExampleFormat::kUnpairedPreference);
+  EXPECT_EQ((*unpaired)[0].label, false);
+  // A message without a role is named with its field and position.
+  absl::Status bad = Load(Write("{\"messages\": [" + u + ", {\"content\": \"x\"}]}\n")).status();
+  EXPECT_THAT(std::string(bad.message()), HasSubstr(":1: field \"messages\", message 1: expected {\"role\""));
+}
+
+TEST(JsonlAdapterTest, ReadsTheOpenAiPreferenceLayoutOfTheOrcaPairs) {
+  absl::StatusOr<std::vector<Example>> pairs = Load(testing::DataPath("orca_dpo_pairs_validation.jsonl"));
+  ASSERT_TRUE(pairs.ok()) << pairs.status();
+  ASSERT_EQ(pairs->size(), 284u);  // 283 newlines: the last record has none
+  const Example& e = (*pairs)[0];
+  EXPECT_EQ(e.format, ExampleFormat::kPreference);
+  EXPECT_EQ(e.conversation["prompt"][0]["role"], "system");
+  EXPECT_EQ(e.conversation["chosen"][0]["role"], "assistant");
+  EXPECT_NE(e.conversation["chosen"], e.conversation["rejected"]);
+  // As language modeling: the prompt's messages and the preferred answer.
+  absl::StatusOr<std::unique_ptr<DataAdapter>> lm = CreateBuiltin<DataAdapter>(
+      "jsonl", {{"path", testing::DataPath("orca_dpo_pairs_validation.jsonl")}, {"format", std::string("language_modeling")}});
+  ASSERT_TRUE(lm.ok());
+  absl::StatusOr<std::vector<Example>> convs = (*lm)->Load();
+  ASSERT_TRUE(convs.ok()) << convs.status();
+  EXPECT_EQ((*convs)[0].format, ExampleFormat::kLanguageModeling);
+  EXPECT_EQ((*convs)[0].conversation["messages"].size(), e.conversation["prompt"].size() + 1);
+  EXPECT_EQ((*convs)[0].conversation["messages"].back(), e.conversation["chosen"][0]);
 }
 
 TEST(JsonlAdapterTest, MissingFile) {

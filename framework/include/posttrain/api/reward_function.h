@@ -29,11 +29,22 @@
 
 namespace posttrain {
 
+// TRL's conversational completion: [{"role": "assistant", "content": completion}].
+inline nlohmann::ordered_json ConversationalCompletion(absl::string_view completion) {
+  return nlohmann::ordered_json::array({nlohmann::ordered_json{{"role", "assistant"}, {"content", std::string(completion)}}});
+}
+
 struct RewardInput {
   absl::string_view prompt;
   absl::string_view completion;
   // The example's other fields (e.g. GSM8K "answer"); never null.
   const nlohmann::json* metadata = nullptr;
+  // Conversational examples (TRL's conversational formats): the prompt's messages.
+  // `prompt` is then their rendering and `completion` the assistant's reply text; TRL
+  // passes the completion as [{"role": "assistant", "content": completion}]
+  // (ConversationalCompletion). Null for plain-text examples.
+  const nlohmann::ordered_json* prompt_messages = nullptr;
+  bool conversational() const { return prompt_messages != nullptr; }
 };
 
 class RewardFunction {

@@ -27,6 +27,9 @@ class Tokenizer;
 struct Policy {
   const CausalLM* model = nullptr;
   const Tokenizer* tokenizer = nullptr;
+  // Tokens that end a completion besides the model's and tokenizer's EOS: the chat
+  // template's end-of-turn token for conversational prompts (e.g. <|im_end|>).
+  std::vector<std::int64_t> stop_token_ids;
 };
 
 enum class FinishReason {

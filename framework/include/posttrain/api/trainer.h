@@ -62,6 +62,9 @@ struct TrainerNeeds {
   // tokens (best-fit decreasing, TRL's packing_strategy "bfd") before batching; a
   // batch is then per_device_train_batch_size such rows (TokenizedExample::packed).
   std::int64_t pack_to_length = 0;
+  // TRL's assistant_only_loss: the engine marks the assistant turns of
+  // conversational language-modelling examples (TokenizedExample::completion_mask).
+  bool assistant_only_loss = false;
 
   // An online trainer's needs: rollouts scored by rewards, log-probs of its own.
   static TrainerNeeds Online(bool reference, std::int64_t num_generations, std::int64_t steps_per_generation = 1) {
@@ -87,6 +90,10 @@ struct TokenizedExample {
   std::vector<std::int64_t> completion_ids;
   std::vector<std::int64_t> chosen_ids;
   std::vector<std::int64_t> rejected_ids;
+  // Which completion tokens are targets (1) — assistant_only_loss on a conversation,
+  // where user turns sit between assistant turns; aligned with completion_ids. Empty:
+  // every completion token is.
+  std::vector<std::uint8_t> completion_mask;
   // A row packed from several examples (TRL's packing, PackExamples in
   // train/tokenize.h): its sequences, each with its prompt and completion. Empty
   // for a plain example.

@@ -10,6 +10,12 @@
 //                       rejected                        implicit prompt)
 //   kUnpairedPreference prompt, completion, label       unpaired preference
 //
+// Conversational records (TRL's conversational formats: `messages`, or prompt /
+// completion / chosen / rejected as lists of {"role", "content"} messages) keep
+// their message lists in `conversation`; the engine renders them with the model's
+// chat template (chat/conversation.h) into the text fields, as TRL's
+// maybe_apply_chat_template does.
+//
 // `metadata` keeps the record's other fields (e.g. GSM8K's "answer", a `margin`),
 // which reward functions and trainers may read. `source` and `line` say where the
 // example came from, for messages.
@@ -20,6 +26,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 
@@ -48,6 +56,14 @@ struct Example {
   std::optional<bool> label;
   // Every other field of the source record.
   nlohmann::json metadata = nlohmann::json::object();
+  // Conversational records: {"messages" | "prompt" | "completion" | "chosen" |
+  // "rejected": [messages], "tools"?: [...]} (key order kept, as templates print
+  // it); null for plain text.
+  nlohmann::ordered_json conversation;
+  // Language modelling on a conversation with assistant_only_loss: byte ranges
+  // [begin, end) of `text` written for assistant turns (set by the renderer).
+  std::vector<std::pair<std::size_t, std::size_t>> assistant_spans;
+  bool conversational() const { return !conversation.is_null(); }
   // Where it came from: a file path and 1-based line (0 if not line-based).
   std::string source;
   std::int64_t line = 0;

@@ -48,6 +48,7 @@ struct EngineOptions {
   std::int64_t reward_workers = 8;
   std::string truncation_mode = "keep_end";
   std::string ref_model;
+  std::string chat_template_path;  // TRL's name; "" = the tokenizer's template
 
   // Reads the options that act for a trainer with `needs` (their ranges were
   // checked with the recipe). A StatusOr so that checks across options, which a

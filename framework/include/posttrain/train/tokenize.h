@@ -10,10 +10,18 @@
 //   * if prompt + completion exceeds max_length, the prompt is cut further (same
 //     mode) down to at least one token, then the completion is cut at its end.
 // Completions are never cut to make room for the prompt.
+//
+// Conversational examples (rendered by chat/conversation.h) are tokenized without
+// added special tokens and without an appended EOS: the template wrote them. With
+// assistant_only_loss a conversation's ids are split at its first assistant token
+// (prompt_ids before, completion_ids from there) and completion_mask marks the
+// tokens of every assistant span; a span boundary inside a token (rare: the text
+// up to it tokenizes differently) gives the token to the span.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -26,7 +34,14 @@ struct TokenizeOptions {
   std::int64_t max_length = 1024;        // prompt + completion; <= 0: no limit
   std::int64_t max_prompt_length = 512;  // <= 0: no limit
   std::string truncation_mode = "keep_end";
+  bool assistant_only_loss = false;
 };
+
+// Token positions [begin, end) of `ids` (the tokenization of `text`) covering each
+// byte range of `spans`.
+std::vector<std::pair<std::int64_t, std::int64_t>> TokenSpans(
+    const Tokenizer& tokenizer, const std::string& text, absl::Span<const std::int64_t> ids,
+    const std::vector<std::pair<std::size_t, std::size_t>>& spans);
 
 std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> examples, const Tokenizer& tokenizer,
                                                const TokenizeOptions& options);
