@@ -174,6 +174,41 @@ std::vector<std::int64_t> CompletionSteps(const std::string& dir) {
   return steps;
 }
 
+// The conversational recipes: Orca conversations for SFT with assistant_only_loss
+// and DPO, prompt-only conversations for GRPO, through the ChatML-style template.
+TEST(TrainingRecipeTest, ConversationalRecipesRun) {
+  const std::string sft = testing::TempDir("sft_chat");
+  auto metrics = RunShortened("recipes/sft/stories260K_orca_chat.toml", sft,
+                              "trainer.max_steps=3 trainer.per_device_train_batch_size=2 trainer.eval_steps=3 "
+                              "trainer.save_steps=0 trainer.logging_steps=1 eval_data.max_examples=4 data.max_examples=16");
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_TRUE(metrics.front().contains("eval_loss"));  // eval_on_start
+  EXPECT_TRUE(metrics.back().contains("eval_loss"));
+  EXPECT_LT(metrics.back()["eval_loss"].get<double>(), metrics.front()["eval_loss"].get<double>());
+  const std::string dpo = testing::TempDir("dpo_chat");
+  metrics = RunShortened("recipes/dpo/stories260K_orca_chat.toml", dpo,
+                         "trainer.max_steps=2 trainer.per_device_train_batch_size=2 trainer.eval_on_start=false "
+                         "trainer.logging_steps=1 eval_data.max_examples=2 data.max_examples=8 trainer.max_length=256 "
+                         "trainer.max_prompt_length=128");
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_TRUE(metrics[1].contains("rewards/margins"));
+  const std::string grpo = testing::TempDir("grpo_chat");
+  metrics = RunShortened("recipes/grpo/stories260K_chat_keyword.toml", grpo,
+                         "trainer.max_steps=1 trainer.per_device_train_batch_size=2 trainer.num_generations=4");
+  ASSERT_EQ(metrics.size(), 1u);
+  // Prompts are rendered conversations; a completion that stopped ended at the
+  // template's end-of-turn token (</s>), which is not part of its text.
+  std::istringstream rows(testing::ReadFile(grpo + "/run/completions.jsonl"));
+  int n = 0;
+  for (std::string line; std::getline(rows, line); ++n) {
+    nlohmann::json row = nlohmann::json::parse(line);
+    EXPECT_THAT(row["prompt"].get<std::string>(), HasSubstr("<|im_start|>user\n"));
+    EXPECT_THAT(row["prompt"].get<std::string>(), ::testing::EndsWith("<|im_start|>assistant\n"));
+    EXPECT_THAT(row["completion"].get<std::string>(), ::testing::Not(HasSubstr("</s>")));
+  }
+  EXPECT_EQ(n, 8);
+}
+
 TEST(TrainingRecipeTest, RlooAndOnlineDpoRecipesRun) {
   const std::string rloo = testing::TempDir("rloo");
   auto metrics = RunShortened("recipes/rloo/stories260K_keyword.toml", rloo,

@@ -170,6 +170,77 @@ TEST(CliModelTest, ConvertGenerateAndTokenize) {
   EXPECT_EQ(n, 2);
 }
 
+// posttrain chat-template over the inputs of the Qwen3 fixture (rendered by Jinja2
+// with transformers' settings) gives every text byte for byte; a template that
+// raises gives an error row with the template's message.
+TEST(CliModelTest, ChatTemplateRendersTheQwen3FixtureAndReportsRaises) {
+  const std::string dir = testing::TempDir("chat_cli");
+  std::istringstream fixture(testing::ReadFile(testing::DataPath("../fixtures/chat_template_qwen3_jinja2.jsonl")));
+  std::string inputs;
+  std::vector<nlohmann::ordered_json> expected;
+  for (std::string line; std::getline(fixture, line);) {
+    // ordered_json: key order is data here (tojson prints keys as given).
+    nlohmann::ordered_json row = nlohmann::ordered_json::parse(line);
+    nlohmann::ordered_json in = {{"messages", row["messages"]}, {"add_generation_prompt", row["add_generation_prompt"]},
+                                 {"kwargs", row["kwargs"]}};
+    if (row.contains("tools")) in["tools"] = row["tools"];
+    inputs += in.dump() + "\n";
+    expected.push_back(row);
+  }
+  testing::WriteFile(dir + "/in.jsonl", inputs);
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " chat-template --tokenizer " + testing::DataPath("qwen3_tokenizer") +
+                                    " --input " + dir + "/in.jsonl --out " + dir + "/out.jsonl",
+                                &out),
+            0)
+      << out;
+  std::istringstream got(testing::ReadFile(dir + "/out.jsonl"));
+  size_t i = 0;
+  for (std::string line; std::getline(got, line); ++i) {
+    ASSERT_LT(i, expected.size());
+    EXPECT_EQ(nlohmann::ordered_json::parse(line)["text"], expected[i]["text"]) << "row " << i;
+  }
+  EXPECT_EQ(i, expected.size());
+
+  // A Mistral-style template that raises on roles that do not alternate.
+  nlohmann::json config = {
+      {"bos_token", "<s>"},
+      {"eos_token", "</s>"},
+      {"chat_template",
+       "{{ bos_token }}{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+       "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+       "{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ m['content'] + eos_token }}"
+       "{% endif %}{% endfor %}"}};
+  testing::WriteFile(dir + "/tokenizer_config.json", config.dump());
+  testing::WriteFile(dir + "/rows.jsonl",
+                     "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n"
+                     "{\"messages\": [{\"role\": \"assistant\", \"content\": \"b\"}]}\n");
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " chat-template --tokenizer " + dir + " --input " + dir +
+                                    "/rows.jsonl 2>/dev/null",
+                                &out),
+            0)
+      << out;
+  EXPECT_EQ(out,
+            "{\"text\":\"<s>[INST] a [/INST]b</s>\"}\n"
+            "{\"error\":\"Conversation roles must alternate user/assistant/user/assistant/...\"}\n");
+}
+
+// generate --chat renders --prompt as a user turn with the template's generation
+// prompt and stops at its end-of-turn token.
+TEST(CliModelTest, GenerateChatRendersThePromptAsAUserTurn) {
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("(cd " + testing::SourceDir() + " && " + testing::CliPath() + " generate --json --model " +
+                                    testing::Stories260KDir() +
+                                    " --chat --chat-template-path recipes/templates/chatml_stories260K.jinja"
+                                    " --prompt 'Tell me a story' --max-new-tokens 200 2>/dev/null)",
+                                &out),
+            0)
+      << out;
+  nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["prompt"], "<s><|im_start|>user\nTell me a story</s>\n<|im_start|>assistant\n");
+  if (j["finish_reason"] == "stop") EXPECT_EQ(j["token_ids"].back(), 2);
+}
+
 TEST(CliModelTest, ModelErrorsAreOneParagraph) {
   std::string out;
   EXPECT_EQ(testing::RunCommand(testing::CliPath() + " generate --model /nonexistent --prompt x", &out), 1);

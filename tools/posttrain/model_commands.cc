@@ -13,6 +13,8 @@
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/llama2c.h"
 #include "posttrain/run/run_directory.h"
+#include "posttrain/chat/chat_template.h"
+#include "posttrain/chat/conversation.h"
 #include "posttrain/tokenizer/tokenizer.h"
 
 namespace posttrain::cli {
@@ -29,6 +31,8 @@ struct GenerateArgs {
   double temperature = 0.0, top_p = 1.0, min_p = 0.0, repetition_penalty = 1.0;
   std::uint64_t seed = 0;
   bool json = false;
+  bool chat = false;
+  std::string chat_template_path, system;
 } generate_args;
 
 struct InitArgs {
@@ -102,14 +106,31 @@ absl::Status RunGenerate() {
   params.stop_strings = a.stop;
   params.eos_token_ids = EosTokenIds(*model, tokenizer.get());
   std::vector<std::vector<std::int64_t>> prompts;
-  for (const std::string& p : a.prompts) prompts.push_back(tokenizer->Encode(p, /*add_special_tokens=*/true));
+  std::vector<std::string> shown = a.prompts;
+  if (a.chat) {
+    // --prompt as a user turn (after an optional system turn), with the template's
+    // generation prompt; generation also stops at the template's end-of-turn token.
+    POSTTRAIN_ASSIGN_OR_RETURN(ChatTemplate chat, ChatTemplate::Load(a.model, a.chat_template_path));
+    for (std::int64_t id : EndOfTurnTokenIds(chat, *tokenizer)) params.eos_token_ids.push_back(id);
+    for (size_t i = 0; i < a.prompts.size(); ++i) {
+      ChatRequest request;
+      if (!a.system.empty()) request.messages.push_back({{"role", "system"}, {"content", a.system}});
+      request.messages.push_back({{"role", "user"}, {"content", a.prompts[i]}});
+      request.add_generation_prompt = true;
+      POSTTRAIN_ASSIGN_OR_RETURN(TemplateRendering r, chat.Apply(request));
+      shown[i] = r.text;
+      prompts.push_back(tokenizer->Encode(r.text, /*add_special_tokens=*/false));
+    }
+  } else {
+    for (const std::string& p : a.prompts) prompts.push_back(tokenizer->Encode(p, /*add_special_tokens=*/true));
+  }
   const auto start = std::chrono::steady_clock::now();
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Generation> out, Generate(*model, prompts, a.num_generations, params, tokenizer.get()));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::int64_t tokens = 0;
   for (const Generation& g : out) {
     tokens += static_cast<std::int64_t>(g.token_ids.size());
-    const std::string& prompt = a.prompts[static_cast<size_t>(g.prompt_index)];
+    const std::string& prompt = shown[static_cast<size_t>(g.prompt_index)];
     if (a.json) {
       nlohmann::json line = {{"prompt", prompt}, {"completion", g.text}, {"token_ids", g.token_ids},
                              {"logprobs", g.logprobs}, {"finish_reason", FinishReasonName(g.finish_reason)}};
@@ -156,6 +177,9 @@ void AddModelCommands(CLI::App& app) {
   generate_cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
   generate_cmd->add_option("--dtype", g.dtype, "float32 or bfloat16")->capture_default_str();
   generate_cmd->add_flag("--json", g.json, "One JSON line per completion (ids, logprobs, finish reason)");
+  generate_cmd->add_flag("--chat", g.chat, "Render each --prompt as a user turn with the model's chat template");
+  generate_cmd->add_option("--chat-template-path", g.chat_template_path, "With --chat: a .jinja template instead of the model's");
+  generate_cmd->add_option("--system", g.system, "With --chat: a system message before the user turn");
 
   init_cmd = app.add_subcommand("init", "Write a model with random weights for a config.json (transformers' from_config)");
   init_cmd->add_option("--config", init_args.config, "config.json (LlamaForCausalLM family)")->required();

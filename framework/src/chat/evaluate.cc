@@ -1,6 +1,8 @@
 // Evaluation of the syntax tree (ast.h) with Jinja2's semantics, and the public
 // JinjaTemplate API (posttrain/chat/jinja_template.h).
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "ast.h"
@@ -38,31 +40,63 @@ Value FormatPercent(const std::string& format, const Value& args) {
   std::size_t next = 0;
   std::string out;
   for (std::size_t i = 0; i < format.size(); ++i) {
-    if (format[i] != '%' || i + 1 == format.size()) {
+    if (format[i] != '%') {
       out += format[i];
       continue;
     }
-    char spec = format[++i];
-    if (spec == '%') {
+    // %[flags][width][.precision]type, as Python's printf-style formatting.
+    std::size_t j = i + 1;
+    while (j < format.size() && std::string("-+ #0").find(format[j]) != std::string::npos) ++j;
+    while (j < format.size() && std::isdigit(static_cast<unsigned char>(format[j]))) ++j;
+    if (j < format.size() && format[j] == '.') {
+      ++j;
+      while (j < format.size() && std::isdigit(static_cast<unsigned char>(format[j]))) ++j;
+    }
+    if (j >= format.size()) throw TemplateError("incomplete format");
+    const char type = format[j];
+    const std::string spec = format.substr(i, j - i);  // "%-5" etc. without the type
+    i = j;
+    if (type == '%') {
       out += '%';
       continue;
     }
     if (next >= values.size()) throw TemplateError("not enough arguments for format string");
     const Value& v = values[next++];
-    switch (spec) {
-      case 's': out += v.Str(); break;
-      case 'r': out += v.Repr(); break;
+    char buf[512];
+    switch (type) {
+      case 's':
+      case 'r': {
+        const std::string text = type == 's' ? v.Str() : v.Repr();
+        std::snprintf(buf, sizeof(buf), (spec + "s").c_str(), text.c_str());
+        out += text.size() < 256 ? std::string(buf) : text;
+        break;
+      }
       case 'd':
-      case 'i': out += std::to_string(v.is_int() ? v.int_value() : static_cast<std::int64_t>(v.number())); break;
-      case 'f': {
-        char buf[64];
-        std::snprintf(buf, sizeof(buf), "%f", v.number());
+      case 'i':
+      case 'x':
+      case 'X':
+      case 'o':
+      case 'c': {
+        if (!v.is_number()) throw TemplateError(absl::StrCat("%", std::string(1, type), " format: a number is required, not ", v.TypeName()));
+        const long long n = v.is_int() ? v.int_value() : static_cast<long long>(v.number());
+        std::snprintf(buf, sizeof(buf), (spec + "ll" + (type == 'i' ? 'd' : type)).c_str(), n);
         out += buf;
         break;
       }
-      default: throw TemplateError(absl::StrCat("unsupported format character '", std::string(1, spec), "'"));
+      case 'f':
+      case 'F':
+      case 'e':
+      case 'E':
+      case 'g':
+      case 'G':
+        if (!v.is_number()) throw TemplateError(absl::StrCat("must be real number, not ", v.TypeName()));
+        std::snprintf(buf, sizeof(buf), (spec + type).c_str(), v.number());
+        out += buf;
+        break;
+      default: throw TemplateError(absl::StrCat("unsupported format character '", std::string(1, type), "'"));
     }
   }
+  if (next < values.size() && args.is_array()) throw TemplateError("not all arguments converted during string formatting");
   return Value(std::move(out));
 }
 

@@ -19,8 +19,8 @@
 // chosen and rejected share), prompt/completion/label, and the OpenAI preference
 // layout {"input": {"messages": [...], "tools"?}, "preferred_output": [...],
 // "non_preferred_output": [...]} (a preference; with format = "language_modeling",
-// the conversation input.messages + preferred_output). A record's "tools" goes to
-// the template.
+// the conversation input.messages + preferred_output; with "prompt_only", the
+// input messages). A record's "tools" goes to the template.
 #include <algorithm>
 #include <string_view>
 
@@ -187,6 +187,9 @@ class JsonlAdapter final : public DataAdapter {
         ordered_json messages = input["messages"];
         for (const auto& m : raw["preferred_output"]) messages.push_back(m);
         conv["messages"] = std::move(messages);
+      } else if (format == ExampleFormat::kPromptOnly) {
+        example.format = ExampleFormat::kPromptOnly;
+        conv["prompt"] = std::move(input["messages"]);
       } else if (!format || format == ExampleFormat::kPreference) {
         example.format = ExampleFormat::kPreference;
         conv["prompt"] = std::move(input["messages"]);

@@ -196,6 +196,8 @@ FEATURES = {
     "raw_block": "{% raw %}{{ not rendered }} {% if %}{% endraw %} after",
     "in_conditional_chain": "{% if messages[0].role == 'system' %}S{% elif messages[0].role == 'user' %}U{% else %}O{% endif %}{{ 'yes' if messages | selectattr('role', 'equalto', 'assistant') | list | length else 'no' }}",
     "string_concat_types": "{{ 'n=' ~ 3 ~ ', f=' ~ 2.50 ~ ', b=' ~ false }}{{ 'x' + 1 }}",
+    "percent_format": "{{ '%02d|%5.2f|%-4s|%s|%r|%x|%%' % (7, 3.14159, 'ab', none, 'q', 255) }}{{ '%s!' % 'one' }}{{ '%d items' | format(3) }}",
+    "recursive_macro": "{% macro t(spec) %}{% if spec.type == 'array' %}list[{{ t(spec['items']) }}]{% elif spec.type == 'object' %}dict{% else %}{{ {'string': 'str', 'integer': 'int'}[spec.type] | default('Any') }}{% endif %}{% endmacro %}{{ t({'type': 'array', 'items': {'type': 'array', 'items': {'type': 'integer'}}}) }} {{ t({'type': 'string'}) }} {{ t({'type': 'object'}) }} {{ t({'type': 'null'}) }}",
     "loop_over_dict_and_string": "{% for k in {'x': 1, 'y': 2} %}{{ k }}{% endfor %}{% for c in 'héj' %}[{{ c }}]{% endfor %}",
 }
 

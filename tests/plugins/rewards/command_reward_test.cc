@@ -38,6 +38,23 @@ TEST(CommandRewardTest, ScoresWithAProgramReadingJsonLines) {
   EXPECT_THAT(*ScoreWith(*reward, {"a", "four", "", "h\xc3\xa9\n\"q\""}), ElementsAre(101, 104, 100, 106));
 }
 
+// Conversational examples reach the program as TRL passes them: the prompt's messages
+// and the completion as one assistant message.
+TEST(CommandRewardTest, ConversationalCompletionsArriveAsMessages) {
+  const std::string script =
+      "import json, sys\n"
+      "for line in sys.stdin:\n"
+      "    r = json.loads(line)\n"
+      "    ok = r['prompt'] == [{'role': 'user', 'content': 'Hi'}] and r['completion'][0]['role'] == 'assistant'\n"
+      "    print(len(r['completion'][0]['content']) if ok else -1)\n";
+  auto reward = Command({"python3", "-c", script});
+  const nlohmann::ordered_json messages = nlohmann::ordered_json::parse(R"([{"role": "user", "content": "Hi"}])");
+  const nlohmann::json metadata = nlohmann::json::object();
+  std::vector<RewardInput> batch = {RewardInput{"<|im_start|>user\nHi", "abc", &metadata, &messages},
+                                    RewardInput{"<|im_start|>user\nHi", "hello", &metadata, &messages}};
+  EXPECT_THAT(*reward->Score(batch), ElementsAre(3, 5));
+}
+
 TEST(CommandRewardTest, ASlowProgramIsKilledAtTheTimeout) {
   auto reward = Command({"sleep", "30"}, /*timeout=*/0.5);
   const auto start = std::chrono::steady_clock::now();
