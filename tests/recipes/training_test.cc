@@ -190,7 +190,7 @@ TEST(TrainingRecipeTest, ConversationalRecipesRun) {
                          "trainer.max_steps=2 trainer.per_device_train_batch_size=2 trainer.eval_on_start=false "
                          "trainer.logging_steps=1 eval_data.max_examples=2 data.max_examples=8 trainer.max_length=256 "
                          "trainer.max_prompt_length=128");
-  ASSERT_EQ(metrics.size(), 2u);
+  ASSERT_GE(metrics.size(), 2u);  // two training steps (and the final evaluation)
   EXPECT_TRUE(metrics[1].contains("rewards/margins"));
   const std::string grpo = testing::TempDir("grpo_chat");
   metrics = RunShortened("recipes/grpo/stories260K_chat_keyword.toml", grpo,
