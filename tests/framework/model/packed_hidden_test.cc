@@ -85,7 +85,10 @@ TEST(PackedHiddenTest, IndependentSequencesEqualThePaddedPathInValueAndGradient)
     const at::Tensor packed = model->PackedHidden(PackSequences(seqs));
     ASSERT_EQ(packed.sizes(), expected.sizes());
     EXPECT_LT((packed - expected).abs().max().item<double>(), 1e-5) << "bias " << bias;
-    ExpectClose(Gradients(*model, (packed * weights).sum()), expected_grads, 1e-5, "gradient");
+    // Weight gradients are fp32 sums over 1,123 tokens taken in a different order
+    // (and OpenBLAS blocks them by the threads it gets, so a loaded machine moves
+    // the rounding): ~1e-5 seen, 2e-5 allowed.
+    ExpectClose(Gradients(*model, (packed * weights).sum()), expected_grads, 2e-5, "gradient");
   }
 }
 
