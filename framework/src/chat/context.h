@@ -54,6 +54,9 @@ class Context {
   bool IsRoot(const std::string* out) const { return out == root_; }
   std::vector<std::pair<std::size_t, std::size_t>>& generation_spans() { return spans_; }
   std::time_t now() const { return now_; }
+  // Macro calls in progress (a recursive macro is refused past a limit rather than
+  // overflowing the stack).
+  int& call_depth() { return call_depth_; }
 
  private:
 
@@ -61,6 +64,7 @@ class Context {
   std::string* root_;
   std::time_t now_;
   std::vector<std::pair<std::size_t, std::size_t>> spans_;
+  int call_depth_ = 0;
 };
 
 // builtins.cc: Jinja2's filters, tests, globals and the Python methods of str, list

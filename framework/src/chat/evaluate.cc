@@ -23,6 +23,10 @@ namespace {
 }
 
 Value Repeat(const Value& sequence, std::int64_t times) {
+  const std::size_t unit = sequence.is_string() ? sequence.string().size() : sequence.array().size();
+  if (times > 0 && unit > 0 && static_cast<double>(unit) * static_cast<double>(times) > 1e8) {
+    throw TemplateError("repetition result too large (over 10^8 elements)");
+  }
   if (sequence.is_string()) {
     std::string out;
     for (std::int64_t i = 0; i < times; ++i) out += sequence.string();
@@ -453,6 +457,17 @@ Value MakeMacro(Context& ctx, std::string name, const std::vector<std::pair<std:
   std::shared_ptr<Scope> defined_in = ctx.scope();
   Context* context = &ctx;
   return Value::Function(name, [=, &params](Arguments& args) {
+    constexpr int kMaxCallDepth = 100;
+    struct Depth {
+      explicit Depth(int& d) : d(d) {
+        if (++d > kMaxCallDepth) {
+          --d;
+          throw TemplateError(absl::StrCat("macro calls nested more than ", kMaxCallDepth, " deep (runaway recursion?)"));
+        }
+      }
+      ~Depth() { --d; }
+      int& d;
+    } depth(context->call_depth());
     Context::ScopeGuard scope(*context, defined_in);
     Array varargs;
     for (std::size_t i = 0; i < args.positional.size(); ++i) {
@@ -542,6 +557,8 @@ absl::StatusOr<JinjaTemplate> JinjaTemplate::Parse(std::string source, std::stri
     impl->body = chat::Parse(chat::Tokenize(std::move(source)));
   } catch (const chat::TemplateError& e) {
     return absl::InvalidArgumentError(absl::StrCat(impl->name, ":", e.line(), ": ", e.what()));
+  } catch (const std::exception& e) {  // a literal out of range (std::stoll, std::stod)
+    return absl::InvalidArgumentError(absl::StrCat(impl->name, ": bad literal: ", e.what()));
   }
   JinjaTemplate t;
   t.impl_ = std::move(impl);

@@ -218,7 +218,11 @@ class Lexer {
         case 'u':
         case 'x': {
           std::size_t n = e == 'u' ? 4 : 2;
-          unsigned cp = std::stoul(src_.substr(i + 1, n), nullptr, 16);
+          const std::string hex = src_.substr(i + 1, n);
+          if (hex.size() != n || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+            throw TemplateError(absl::StrCat("truncated \\", std::string(1, e), " escape in a string"), line_);
+          }
+          unsigned cp = std::stoul(hex, nullptr, 16);
           i += n;
           if (cp < 0x80) value += static_cast<char>(cp);
           else if (cp < 0x800) {

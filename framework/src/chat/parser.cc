@@ -13,6 +13,9 @@ namespace {
 
 using T = Token::Type;
 
+// Nesting beyond this is refused (a hostile template must not overflow the stack).
+constexpr int kMaxNesting = 200;
+
 class Parser {
  public:
   explicit Parser(const std::vector<Token>& tokens) : tokens_(tokens) {}
@@ -109,7 +112,19 @@ class Parser {
     return out;
   }
 
+  // Counts nesting of statements and expressions for the duration of a parse call.
+  struct Nest {
+    explicit Nest(Parser& p) : p(p) {
+      if (++p.depth_ > kMaxNesting) {
+        throw TemplateError(absl::StrCat("template nested too deeply (more than ", kMaxNesting, " levels)"), p.Peek().line);
+      }
+    }
+    ~Nest() { --p.depth_; }
+    Parser& p;
+  };
+
   StmtPtr ParseStatement() {
+    Nest nest(*this);
     int line = Peek().line;
     if (Peek().type != T::kName) Fail(absl::StrCat("expected a statement name, got ", Describe(Peek())));
     std::string keyword = Next().text;
@@ -292,6 +307,7 @@ class Parser {
   }
 
   ExprPtr ParseExpression() {
+    Nest nest(*this);
     ExprPtr expr = ParseOr();
     while (IsName("if")) {
       int line = Next().line;
@@ -395,6 +411,7 @@ class Parser {
   }
 
   ExprPtr ParseUnary(bool with_filters) {
+    Nest nest(*this);
     ExprPtr node;
     if (IsOp("-") || IsOp("+")) {
       const Token& t = Next();
@@ -588,6 +605,7 @@ class Parser {
   const std::vector<Token>& tokens_;
   std::size_t pos_ = 0;
   int loop_depth_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace

@@ -98,6 +98,29 @@ TEST(JinjaTemplateTest, ErrorsNameTheTemplateLine) {
   EXPECT_EQ(f->Render(json::object(), 0).status().message(), "tpl:1: No filter named 'nosuchfilter'.");
 }
 
+// Hostile templates get an error, never a crash: runaway recursion, deep nesting,
+// huge repetitions.
+TEST(JinjaTemplateTest, HostileTemplatesAreErrorsNotCrashes) {
+  absl::StatusOr<JinjaTemplate> recursive = JinjaTemplate::Parse("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
+  ASSERT_TRUE(recursive.ok());
+  absl::StatusOr<TemplateRendering> r = recursive->Render(json::object(), 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("macro calls nested more than"), std::string::npos) << r.status();
+  std::string deep = "{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}";
+  EXPECT_NE(JinjaTemplate::Parse(deep).status().message().find("nested too deeply"), std::string::npos);
+  std::string ifs;
+  for (int i = 0; i < 5000; ++i) ifs += "{% if true %}";
+  EXPECT_FALSE(JinjaTemplate::Parse(ifs).ok());
+  EXPECT_FALSE(JinjaTemplate::Parse("{{ 99999999999999999999999 }}").ok());
+  EXPECT_FALSE(JinjaTemplate::Parse("{{ '\\uZZ' }}").ok());
+  absl::StatusOr<JinjaTemplate> big = JinjaTemplate::Parse("{{ 'x' * 1000000000 }}");
+  ASSERT_TRUE(big.ok());
+  EXPECT_FALSE(big->Render(json::object(), 0).ok());
+  absl::StatusOr<JinjaTemplate> range = JinjaTemplate::Parse("{% for i in range(1000000000) %}{% endfor %}");
+  ASSERT_TRUE(range.ok());
+  EXPECT_FALSE(range->Render(json::object(), 0).ok());
+}
+
 TEST(ChatTemplateTest, Qwen3FixtureByteForByte) {
   absl::StatusOr<ChatTemplate> chat = ChatTemplate::Load(DataPath("qwen3_tokenizer"));
   ASSERT_TRUE(chat.ok()) << chat.status();
