@@ -7,6 +7,7 @@
 //   posttrain convert llama2c --checkpoint B --tokenizer M --out DIR
 //   posttrain generate --model DIR --prompt TEXT [sampling options]
 //   posttrain tokenize --tokenizer PATH --text TEXT
+//   posttrain merge --model BASE --adapter DIR --out DIR   an adapter merged into its base
 //   posttrain chat-template --tokenizer DIR --input rows.jsonl   render conversations
 //   posttrain init --config config.json --out DIR [--tokenizer DIR] [--seed N]
 //   posttrain launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] run RECIPE ...
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
   std::string describe_name, describe_kind;
   CLI::App* describe = app.add_subcommand("describe", "Show a component's options");
   describe->add_option("name", describe_name, "Registered name")->required();
-  describe->add_option("--kind", describe_kind, "trainer, reward_function, sampler, data_adapter")
+  describe->add_option("--kind", describe_kind, "trainer, reward_function, sampler, data_adapter, adapter")
       ->check(CLI::IsMember({"trainer", "reward_function", "sampler", "data_adapter"}));
 
   app.add_subcommand("env", "Show what this machine offers: CPU features, bf16, threads, libtorch");

@@ -6,15 +6,17 @@
 
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "posttrain/chat/chat_template.h"
+#include "posttrain/chat/conversation.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/llama2c.h"
+#include "posttrain/plugin/plugin_host.h"
+#include "posttrain/run/adapters.h"
 #include "posttrain/run/run_directory.h"
-#include "posttrain/chat/chat_template.h"
-#include "posttrain/chat/conversation.h"
 #include "posttrain/tokenizer/tokenizer.h"
 
 namespace posttrain::cli {
@@ -32,8 +34,12 @@ struct GenerateArgs {
   std::uint64_t seed = 0;
   bool json = false;
   bool chat = false;
-  std::string chat_template_path, system;
+  std::string chat_template_path, system, adapter;
 } generate_args;
+
+struct MergeArgs {
+  std::string model, adapter, out, dtype;
+} merge_args;
 
 struct InitArgs {
   std::string config, tokenizer, out, dtype = "float32";
@@ -50,6 +56,16 @@ CLI::App* convert_llama2c_cmd = nullptr;
 CLI::App* generate_cmd = nullptr;
 CLI::App* tokenize_cmd = nullptr;
 CLI::App* init_cmd = nullptr;
+CLI::App* merge_cmd = nullptr;
+
+// A saved adapter (PEFT's files) merged into `model` in memory: the same function
+// as the model with the adapter, at the speed of a plain model.
+absl::Status MergeSavedAdapter(const std::string& dir, CausalLM& model) {
+  PluginHost host;
+  POSTTRAIN_RETURN_IF_ERROR(host.LoadDefaultDirectories());
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Adapter> adapter, LoadSavedAdapter(host.registry(), dir, model));
+  return adapter->MergeInto(model);
+}
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "posttrain: error: %s\n", std::string(status.message()).c_str());
@@ -92,6 +108,7 @@ absl::Status RunGenerate() {
   POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(a.dtype));
   ConfigureThreads(dtype);
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, LoadCausalLM(a.model, dtype));
+  if (!a.adapter.empty()) POSTTRAIN_RETURN_IF_ERROR(Annotate(MergeSavedAdapter(a.adapter, *model), "--adapter"));
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(a.model));
   POSTTRAIN_RETURN_IF_ERROR(Annotate(CheckTokenizerFitsModel(*model, *tokenizer), a.model));
   SamplingParams params;
@@ -177,6 +194,7 @@ void AddModelCommands(CLI::App& app) {
   generate_cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
   generate_cmd->add_option("--dtype", g.dtype, "float32 or bfloat16")->capture_default_str();
   generate_cmd->add_flag("--json", g.json, "One JSON line per completion (ids, logprobs, finish reason)");
+  generate_cmd->add_option("--adapter", g.adapter, "A saved adapter directory (PEFT's adapter_config.json + adapter_model.safetensors) on --model");
   generate_cmd->add_flag("--chat", g.chat, "Render each --prompt as a user turn with the model's chat template");
   generate_cmd->add_option("--chat-template-path", g.chat_template_path, "With --chat: a .jinja template instead of the model's");
   generate_cmd->add_option("--system", g.system, "With --chat: a system message before the user turn");
@@ -187,6 +205,12 @@ void AddModelCommands(CLI::App& app) {
   init_cmd->add_option("--out", init_args.out, "Output directory")->required();
   init_cmd->add_option("--dtype", init_args.dtype, "float32 or bfloat16")->capture_default_str();
   init_cmd->add_option("--seed", init_args.seed, "Initialisation seed")->capture_default_str();
+
+  merge_cmd = app.add_subcommand("merge", "Merge a saved adapter into its base model (PEFT's merge_and_unload) and save it");
+  merge_cmd->add_option("--model", merge_args.model, "The base model directory")->required();
+  merge_cmd->add_option("--adapter", merge_args.adapter, "The adapter directory")->required();
+  merge_cmd->add_option("--out", merge_args.out, "Output directory: a plain Hugging Face model")->required();
+  merge_cmd->add_option("--dtype", merge_args.dtype, "float32 or bfloat16 (default: the base model's)");
 
   tokenize_cmd = app.add_subcommand("tokenize", "Print the token ids of a text as JSON");
   tokenize_cmd->add_option("--tokenizer", tokenize_args.tokenizer, "Model directory, tokenizer.json or .model")->required();
@@ -209,9 +233,34 @@ absl::Status RunInit() {
   return absl::OkStatus();
 }
 
+// The adapter added into the base weights (fp32 arithmetic), saved as a plain model
+// with the base's tokenizer.
+absl::Status RunMerge() {
+  POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile((std::filesystem::path(merge_args.model) / "config.json").string()));
+  at::ScalarType dtype = config.torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  if (!merge_args.dtype.empty()) {
+    POSTTRAIN_ASSIGN_OR_RETURN(dtype, ParseDtype(merge_args.dtype));
+  }
+  POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, LoadCausalLM(merge_args.model, at::kFloat));
+  POSTTRAIN_RETURN_IF_ERROR(MergeSavedAdapter(merge_args.adapter, *model));
+  std::unique_ptr<CausalLM> out = std::move(model);
+  if (dtype != at::kFloat) {
+    std::map<std::string, at::Tensor> tensors;
+    for (const auto& [name, t] : out->named_parameters()) tensors[name] = t;
+    POSTTRAIN_ASSIGN_OR_RETURN(out, CausalLM::FromTensors(out->config(), std::move(tensors), dtype));
+  }
+  SaveOptions save;
+  save.tokenizer_source_dir = merge_args.model;
+  POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*out, merge_args.out, save));
+  std::printf("merged %s into %s: %s\n", merge_args.adapter.c_str(), merge_args.model.c_str(), merge_args.out.c_str());
+  return absl::OkStatus();
+}
+
 bool RunModelCommand(const CLI::App& app, int* rc) {
   absl::Status status;
-  if (app.got_subcommand(convert_cmd)) {
+  if (app.got_subcommand(merge_cmd)) {
+    status = RunMerge();
+  } else if (app.got_subcommand(convert_cmd)) {
     status = ConvertLlama2c();
   } else if (app.got_subcommand(generate_cmd)) {
     status = RunGenerate();

@@ -1,6 +1,7 @@
 #include "posttrain/model/causal_lm.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -202,6 +203,49 @@ void CausalLM::MoveTo(at::Device device) {
   Index();
 }
 
+at::Tensor CausalLM::AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& base) const {
+  if (adapter_ == nullptr) return base;
+  at::Tensor delta = adapter_->Delta(layer, site, x);
+  return delta.defined() ? base + delta.to(base.scalar_type()) : base;
+}
+
+at::Tensor CausalLM::Project(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,
+                             const at::Tensor& b) const {
+  return AddDelta(layer, site, x, Linear(x, w, b));
+}
+
+std::int64_t CausalLM::NumParameters() const {
+  std::int64_t n = 0;
+  for (const auto& [name, t] : params_) n += t.numel();
+  return n;
+}
+
+std::unique_ptr<CausalLM> CausalLM::BaseView() const {
+  std::unique_ptr<CausalLM> view(new CausalLM(config_, dtype_));
+  view->params_ = params_;  // the same tensors: no copy
+  view->inv_freq_ = inv_freq_;
+  view->Index();
+  return view;
+}
+
+const char* LinearSiteModule(LinearSite site) {
+  switch (site) {
+    case LinearSite::kQ: return "self_attn.q_proj";
+    case LinearSite::kK: return "self_attn.k_proj";
+    case LinearSite::kV: return "self_attn.v_proj";
+    case LinearSite::kO: return "self_attn.o_proj";
+    case LinearSite::kGate: return "mlp.gate_proj";
+    case LinearSite::kUp: return "mlp.up_proj";
+    case LinearSite::kDown: return "mlp.down_proj";
+  }
+  return "";
+}
+
+const char* LinearSiteName(LinearSite site) {
+  const char* module = LinearSiteModule(site);
+  return std::strchr(module, '.') + 1;
+}
+
 std::unique_ptr<CausalLM> CausalLM::Clone() const {
   std::unique_ptr<CausalLM> copy(new CausalLM(config_, dtype_));
   for (const auto& [name, t] : params_) copy->params_.push_back({name, t.detach().clone()});
@@ -267,15 +311,16 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache](at::Tensor h) {
       const Layer& l = layers_[i];
       at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
-      at::Tensor q = Linear(x, l.q, l.q_bias).view({B, T, H, D});
-      at::Tensor k = Linear(x, l.k, l.k_bias).view({B, T, KV, D});
+      const auto li = static_cast<std::int64_t>(i);
+      at::Tensor q = Project(li, LinearSite::kQ, x, l.q, l.q_bias).view({B, T, H, D});
+      at::Tensor k = Project(li, LinearSite::kK, x, l.k, l.k_bias).view({B, T, KV, D});
       if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
         q = RmsNorm(q, l.q_norm, config_.rms_norm_eps);
         k = RmsNorm(k, l.k_norm, config_.rms_norm_eps);
       }
       q = q.transpose(1, 2);
       k = k.transpose(1, 2);
-      at::Tensor v = Linear(x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
+      at::Tensor v = Project(li, LinearSite::kV, x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
       q = q * cos + RotateHalf(q) * sin;
       k = k * cos + RotateHalf(k) * sin;
       if (cache != nullptr) {
@@ -290,9 +335,11 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       at::Tensor probs = at::softmax(scores, -1).to(dtype_);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-      h = h + Linear(attn, l.o);
+      h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
       x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
-      return h + Linear(at::silu(Linear(x, l.gate)) * Linear(x, l.up), l.down);
+      at::Tensor mlp = at::silu(Project(li, LinearSite::kGate, x, l.gate, at::Tensor())) *
+                       Project(li, LinearSite::kUp, x, l.up, at::Tensor());
+      return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
@@ -418,7 +465,10 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
       const std::vector<at::Tensor> qkv =
           at::linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
-      at::Tensor q = qkv[0].view({N, H, D}), k = qkv[1].view({N, KV, D}), v = qkv[2].view({N, KV, D});
+      const auto li = static_cast<std::int64_t>(i);
+      at::Tensor q = AddDelta(li, LinearSite::kQ, x, qkv[0]).view({N, H, D});
+      at::Tensor k = AddDelta(li, LinearSite::kK, x, qkv[1]).view({N, KV, D});
+      at::Tensor v = AddDelta(li, LinearSite::kV, x, qkv[2]).view({N, KV, D});
       if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
         q = RmsNorm(q, l.q_norm, config_.rms_norm_eps);
         k = RmsNorm(k, l.k_norm, config_.rms_norm_eps);
@@ -431,10 +481,12 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       v = v.permute({1, 0, 2}).contiguous();
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
-      h = h + Linear(attn, l.o);
+      h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
       x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
       const std::vector<at::Tensor> gate_up = at::linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
-      return h + Linear(at::silu(gate_up[0]) * gate_up[1], l.down);
+      const at::Tensor mlp = at::silu(AddDelta(li, LinearSite::kGate, x, gate_up[0])) *
+                             AddDelta(li, LinearSite::kUp, x, gate_up[1]);
+      return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }

@@ -191,7 +191,8 @@ const float* Data(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>(
 
 bool CausalLM::CanDecodeStep() const {
   // A layer runner (sharding) holds shards, not the weights these loops read.
-  if (runner_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu()) return false;
+  // An adapter adds terms these loops do not compute.
+  if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu()) return false;
   for (const auto& [name, p] : params_) {
     if (!p.is_contiguous()) return false;
   }

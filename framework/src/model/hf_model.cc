@@ -113,14 +113,19 @@ absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const S
     for (const auto& [name, t] : options.extras) tensors.push_back({name, t.detach().to(model.dtype())});
     POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, tensors, options.max_shard_bytes));
   }
-  if (!options.tokenizer_source_dir.empty() &&
-      fs::weakly_canonical(options.tokenizer_source_dir, ec) != fs::weakly_canonical(dir, ec)) {
-    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
-      const fs::path from = fs::path(options.tokenizer_source_dir) / name;
-      if (!fs::exists(from, ec)) continue;
-      POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(from.string()));
-      POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / name).string(), content));
-    }
+  if (!options.tokenizer_source_dir.empty()) POSTTRAIN_RETURN_IF_ERROR(CopyTokenizerFiles(options.tokenizer_source_dir, dir));
+  return absl::OkStatus();
+}
+
+absl::Status CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir) {
+  std::error_code ec;
+  if (fs::weakly_canonical(from_dir, ec) == fs::weakly_canonical(to_dir, ec)) return absl::OkStatus();
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                           "chat_template.jinja"}) {
+    const fs::path from = fs::path(from_dir) / name;
+    if (!fs::exists(from, ec)) continue;
+    POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(from.string()));
+    POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(to_dir) / name).string(), content));
   }
   return absl::OkStatus();
 }

@@ -14,6 +14,7 @@ absl::string_view ComponentKindName(ComponentKind kind) {
     case ComponentKind::kRewardFunction: return "reward_function";
     case ComponentKind::kSampler: return "sampler";
     case ComponentKind::kDataAdapter: return "data_adapter";
+    case ComponentKind::kAdapter: return "adapter";
   }
   return "?";
 }

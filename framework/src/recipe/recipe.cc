@@ -29,6 +29,7 @@ constexpr TableSpec kTables[] = {
     {"sampler", ComponentKind::kSampler, false, false},
     {"rewards", ComponentKind::kRewardFunction, false, true},
     {"trainer", ComponentKind::kTrainer, true, false},
+    {"peft", ComponentKind::kAdapter, false, false},  // TRL's peft_config: an adapter (LoRA)
 };
 
 // Top-level settings (not components).
@@ -52,7 +53,10 @@ const ComponentSchema& ModelTableSchema() {
           .Required("path", OptionType::kString,
                     "Model directory (config.json, safetensors, tokenizer files).")
           .String("dtype", "float32", "Parameter dtype.", {"float32", "bfloat16"})
-          .String("tokenizer", "", "Tokenizer directory or file (default: the model directory)."));
+          .String("tokenizer", "", "Tokenizer directory or file (default: the model directory).")
+          .String("adapter", "",
+                  "A saved adapter directory (PEFT's adapter_config.json + adapter_model.safetensors) to load onto the "
+                  "model and train further (instead of a new [peft] adapter)."));
   return *schema;
 }
 
@@ -142,6 +146,11 @@ std::string ToOptionValueUnchecked(const toml::node& node, const OptionSpec& spe
       }
       return expected();
     case OptionType::kStringList: {
+      // A single string is a list of one (target_modules = "all-linear").
+      if (auto v = node.value_exact<std::string>()) {
+        *out = std::vector<std::string>{*v};
+        return "";
+      }
       const toml::array* array = node.as_array();
       if (array == nullptr) return expected();
       std::vector<std::string> values;

@@ -35,6 +35,7 @@
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/safetensors.h"
+#include "posttrain/run/adapters.h"
 #include "posttrain/run/engine_options.h"
 #include "posttrain/run/progress.h"
 #include "posttrain/run/reward_pipeline.h"
@@ -231,6 +232,10 @@ struct RunParts {
   std::unique_ptr<Trainer> trainer;
   std::vector<Example> examples, eval_examples;
   std::unique_ptr<CausalLM> policy, reference;
+  // An adapter on the policy ([peft], or [model] adapter): only it trains, and the
+  // reference is the policy's base without it (a view: reference_is_view).
+  std::unique_ptr<Adapter> adapter;
+  bool reference_is_view = false;
   std::unique_ptr<Tokenizer> tokenizer;
   std::optional<ChatTemplate> chat_template;      // when the data is conversational
   std::vector<std::int64_t> end_of_turn_ids;      // the template's end-of-turn token
@@ -364,8 +369,40 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
     spdlog::info("model {}: {} layers, hidden {}, vocab {}, {}{}", parts.model_path, parts.policy->config().num_hidden_layers,
                  parts.policy->config().hidden_size, parts.policy->config().vocab_size, DtypeName(dtype),
                  options.bf16 ? " (bf16 autocast)" : "");
+    // An adapter: a new one ([peft], TRL's peft_config) or a saved one ([model] adapter).
+    const std::string adapter_dir = model_config->GetString("adapter");
+    if (recipe.HasComponent("peft") && !adapter_dir.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(recipe.source_name(), ": [model] adapter = '", adapter_dir,
+                                                     "' loads a saved adapter and [peft] makes a new one: keep one"));
+    }
+    if (recipe.HasComponent("peft")) {
+      POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig peft_config, recipe.Component("peft", registry));
+      POSTTRAIN_ASSIGN_OR_RETURN(parts.adapter, registry.Create<Adapter>(peft_config));
+      POSTTRAIN_RETURN_IF_ERROR(Annotate(
+          parts.adapter->Attach(parts.policy->config(), parts.policy->options().dtype(at::kFloat), static_cast<std::uint64_t>(recipe.seed())),
+          peft_config.where()));
+    } else if (!adapter_dir.empty()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(parts.adapter, LoadSavedAdapter(registry, adapter_dir, *parts.policy));
+    }
+    if (parts.adapter != nullptr) {
+      if (!options.fsdp.empty() && options.fsdp != "no_shard") {
+        return absl::UnimplementedError(absl::StrCat(trainer_config.where(), ": fsdp = \"", options.fsdp,
+                                                     "\" with an adapter is not supported yet (adapters train a few MiB: "
+                                                     "use data parallel without fsdp)"));
+      }
+      parts.policy->set_adapter(parts.adapter.get());
+      std::int64_t n = 0;
+      for (const auto& [name, t] : parts.adapter->NamedParameters()) n += t.numel();
+      spdlog::info("adapter: {} trainable parameters ({:.3f}% of the model's {})", n,
+                   100.0 * static_cast<double>(n) / static_cast<double>(parts.policy->NumParameters()),
+                   parts.policy->NumParameters());
+    }
     if (parts.needs.reference) {
-      if (options.ref_model.empty()) {
+      if (options.ref_model.empty() && parts.adapter != nullptr) {
+        // PEFT's disable_adapter(): the base weights, shared, without the adapter.
+        parts.reference = parts.policy->BaseView();
+        parts.reference_is_view = true;
+      } else if (options.ref_model.empty()) {
         parts.reference = parts.policy->Clone();
       } else {
         POSTTRAIN_ASSIGN_OR_RETURN(parts.reference, LoadCausalLM(options.ref_model, dtype));
@@ -660,9 +697,10 @@ class Run {
 absl::Status Run::Setup() {
   // The run's device: cpu, or cuda:<LOCAL_RANK> on a CUDA libtorch.
   device_ = group_->device();
-  for (CausalLM* model : {p_.policy.get(), p_.reference.get()}) {
+  for (CausalLM* model : {p_.policy.get(), p_.reference_is_view ? nullptr : p_.reference.get()}) {
     if (model != nullptr && model->device() != device_) model->MoveTo(device_);
   }
+  if (p_.reference_is_view && p_.reference->device() != device_) p_.reference = p_.policy->BaseView();
   if (!device_.is_cpu()) spdlog::info("device: {}", device_.str());
   TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get(), &collectives_};
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return p_.trainer->Setup(context); }));
@@ -676,7 +714,18 @@ absl::Status Run::Setup() {
   // What the optimizer trains: the policy's parameters and the trainer's own.
   extras_ = p_.trainer->ExtraParameters();
   trainer_params_ = p_.trainer->TrainerParameters();
-  if (p_.policy != nullptr) {
+  if (p_.policy != nullptr && p_.adapter != nullptr) {
+    // Only the adapter (and its modules_to_save, by their saved names) trains; the
+    // base stays frozen.
+    for (const auto& [name, param] : p_.adapter->NamedParameters()) trainable_.push_back({name, param});
+    const std::vector<std::string> whole = p_.adapter->ModulesToSave();
+    for (const auto& [name, param] : p_.policy->named_parameters()) {
+      if (std::find(whole.begin(), whole.end(), name) == whole.end()) continue;
+      param.set_requires_grad(true);
+      trainable_.push_back({"base_model.model." + name, param});
+    }
+    p_.adapter->SetTraining(true);
+  } else if (p_.policy != nullptr) {
     for (const auto& [name, param] : p_.policy->named_parameters()) {
       if (p_.policy->config().tie_word_embeddings && name == "lm_head.weight") continue;
       param.set_requires_grad(true);
@@ -952,6 +1001,12 @@ absl::Status Run::EvaluateRollouts(std::int64_t step, MetricWindow* window) {
 absl::Status Run::Evaluate(std::int64_t step) {
   if (p_.eval_examples.empty()) return absl::OkStatus();
   at::NoGradGuard no_grad;
+  // The adapter evaluates without dropout, and trains again after.
+  struct EvalMode {
+    Adapter* a;
+    explicit EvalMode(Adapter* a) : a(a) { if (a) a->SetTraining(false); }
+    ~EvalMode() { if (a) a->SetTraining(true); }
+  } eval_mode(p_.adapter.get());
   MetricWindow eval_window;
   // Each rank evaluates its share; the trainer's collectives stay local (ranks
   // may run different numbers of batches), and the windows' sums are merged.
@@ -1074,6 +1129,10 @@ absl::Status Run::Checkpoint(std::int64_t step) {
   const std::string& out = run_dir_.path();
   if (policy_shards_ == nullptr) {
     absl::Status saved = absl::OkStatus();
+    if (p_.adapter != nullptr) {
+      // The adapter alone (PEFT's files) and its optimizer state: a few MiB.
+      contents.write_model = [this](const std::string& dir) { return p_.adapter->Save(dir, *p_.policy, p_.model_path); };
+    }
     if (Writes()) saved = SaveCheckpoint(p_.policy.get(), save_, optimizer_->StateDict(), contents, out, step, o_.save_total_limit);
     POSTTRAIN_RETURN_IF_ERROR(AllOk(saved, absl::StrCat("writing checkpoint-", step)));
   } else {
@@ -1227,8 +1286,13 @@ void Run::LogMemory() {
   auto mib = [](std::int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
   std::int64_t params = 0, optimizer = 0;
   for (const auto& [name, p] : trainable_) params += p.numel() * static_cast<std::int64_t>(p.element_size());
+  if (p_.adapter != nullptr) {  // the frozen base under the adapter (the reference shares it)
+    for (const auto& [name, p] : p_.policy->named_parameters()) {
+      if (!p.requires_grad()) params += p.numel() * static_cast<std::int64_t>(p.element_size());
+    }
+  }
   if (reference_shards_ != nullptr) params += reference_shards_->ShardBytes();
-  if (reference_shards_ == nullptr && p_.reference != nullptr) {
+  if (reference_shards_ == nullptr && p_.reference != nullptr && !p_.reference_is_view) {
     for (const auto& [name, p] : p_.reference->named_parameters()) params += p.numel() * static_cast<std::int64_t>(p.element_size());
   }
   if (optimizer_ != nullptr) {
@@ -1259,7 +1323,11 @@ absl::Status Run::SaveFinal() {
     };
   }
   absl::Status saved = absl::OkStatus();
-  if (Writes()) {
+  if (Writes() && p_.adapter != nullptr) {
+    // PEFT's layout (PeftModel.from_pretrained, posttrain merge), with the tokenizer.
+    saved = p_.adapter->Save(run_dir_.File("final"), *p_.policy, p_.model_path);
+    if (saved.ok()) saved = CopyTokenizerFiles(p_.model_path, run_dir_.File("final"));
+  } else if (Writes()) {
     saved = SaveCausalLM(*p_.policy, run_dir_.File("final"), save);
   } else if (policy_shards_ != nullptr) {
     for (size_t unit = 0; unit < save.tensor_groups.size(); ++unit) {

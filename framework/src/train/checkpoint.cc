@@ -65,7 +65,12 @@ absl::Status SaveCheckpoint(const CausalLM* model, const SaveOptions& save,
     return out;
   };
   absl::Status written = [&]() -> absl::Status {
-    if (model != nullptr) {
+    if (model != nullptr && contents.write_model) {
+      fs::create_directories(tmp, ec);
+      if (ec) return absl::DataLossError(absl::StrCat("cannot create '", tmp.string(), "': ", ec.message()));
+      POSTTRAIN_RETURN_IF_ERROR(contents.write_model(tmp.string()));
+      POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer));
+    } else if (model != nullptr) {
       POSTTRAIN_RETURN_IF_ERROR(SaveCausalLM(*model, tmp.string(), save));
       POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((tmp / "optimizer.safetensors").string(), optimizer));
     }
@@ -129,6 +134,15 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, const s
     // Sharded: every rank's file must be there (trainer_state.json says how many).
     for (int r = 0; fs::exists(dir / "fsdp" / absl::StrCat("rank-", r, ".safetensors"), ec); ++r) {
       loaded.shard_files.push_back((dir / "fsdp" / absl::StrCat("rank-", r, ".safetensors")).string());
+    }
+  } else if (fs::exists(dir / "adapter_model.safetensors", ec)) {
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile adapter, SafetensorsFile::Open((dir / "adapter_model.safetensors").string()));
+    for (const SafetensorsEntry& e : adapter.entries()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(loaded.tensors[e.name], adapter.Get(e.name));
+    }
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile opt, SafetensorsFile::Open((dir / "optimizer.safetensors").string()));
+    for (const SafetensorsEntry& e : opt.entries()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(loaded.optimizer[e.name], opt.Get(e.name));
     }
   } else {
     POSTTRAIN_ASSIGN_OR_RETURN(loaded.tensors, LoadSafetensorsDir(dir.string()));

@@ -26,6 +26,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
+#include "posttrain/model/linear_adapter.h"
 #include "posttrain/model/model_config.h"
 
 namespace posttrain {
@@ -102,11 +103,22 @@ class CausalLM {
   // untied). The tensors are the model's own: setting requires_grad on them trains it.
   const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const { return params_; }
   std::vector<at::Tensor> parameters() const;
+  // Elements over every parameter (a tied lm_head counted once).
+  std::int64_t NumParameters() const;
   // A deep copy (e.g. a frozen reference model).
   std::unique_ptr<CausalLM> Clone() const;
   // Installs (or, with nullptr, removes) the runner of the decoder layers. Not
   // owned; it must outlive its use.
   void set_layer_runner(LayerRunner* runner) { runner_ = runner; }
+  // Installs (or, with nullptr, removes) an adapter on the linear projections
+  // (model/linear_adapter.h). Not owned; it must outlive its use.
+  void set_adapter(const LinearAdapter* adapter) { adapter_ = adapter; }
+  const LinearAdapter* adapter() const { return adapter_; }
+  // The base model under an adapter: a second CausalLM sharing this one's
+  // parameter tensors (no copy) without the adapter — PEFT's disable_adapter(), the
+  // reference of DPO-style trainers for free. Valid while this model lives and its
+  // base weights are frozen.
+  std::unique_ptr<CausalLM> BaseView() const;
 
   KVCache NewCache(std::int64_t batch_size, std::int64_t capacity) const;
 
@@ -135,7 +147,7 @@ class CausalLM {
   // sequence b's key/value go to slot cache->length, its attention reads slots
   // [first_slots[b], cache->length] (> 0 skips left padding); positions[b] is its
   // RoPE position. Returns fp32 logits [B, vocab_size]. Only for fp32 CPU models
-  // with contiguous weights (CanDecodeStep); not differentiable. Equals Forward on
+  // with contiguous weights and no adapter (CanDecodeStep); not differentiable. Equals Forward on
   // the same inputs (within rounding).
   bool CanDecodeStep() const;
   at::Tensor DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
@@ -152,6 +164,11 @@ class CausalLM {
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
   void Index();  // fills layers_ / embed_ / ... from params_
+  // x Wᵀ (+ b), plus the adapter's term for (layer, site); AddDelta adds the term
+  // to a projection already computed (the fused q/k/v and gate/up products).
+  at::Tensor Project(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,
+                     const at::Tensor& b) const;
+  at::Tensor AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& base) const;
   std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids) const;
 
   ModelConfig config_;
@@ -160,6 +177,7 @@ class CausalLM {
   at::Tensor embed_, final_norm_, lm_head_;
   std::vector<Layer> layers_;
   LayerRunner* runner_ = nullptr;
+  const LinearAdapter* adapter_ = nullptr;
   at::Tensor inv_freq_;  // [head_dim / 2], fp32 (fp64 for an fp64 model)
 };
 

@@ -55,4 +55,8 @@ struct SaveOptions {
 // Writes the directory (created if needed); each file atomically.
 absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const SaveOptions& options = {});
 
+// Copies tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+// tokenizer.model and chat_template.jinja from `from_dir` (those present) into `to_dir`.
+absl::Status CopyTokenizerFiles(const std::string& from_dir, const std::string& to_dir);
+
 }  // namespace posttrain

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "boost/dll/alias.hpp"
 #include "posttrain/core/status.h"
+#include "posttrain/api/adapter.h"
 #include "posttrain/api/data_adapter.h"
 #include "posttrain/api/reward_function.h"
 #include "posttrain/api/sampler.h"
@@ -38,11 +39,11 @@ namespace posttrain {
 
 // Bumped whenever any type a plugin sees changes layout or meaning. The host loads
 // only plugins built with exactly this version.
-inline constexpr std::uint32_t kApiVersion = 10;
+inline constexpr std::uint32_t kApiVersion = 11;
 
-enum class ComponentKind { kTrainer, kRewardFunction, kSampler, kDataAdapter };
+enum class ComponentKind { kTrainer, kRewardFunction, kSampler, kDataAdapter, kAdapter };
 
-// "trainer", "reward_function", "sampler", "data_adapter".
+// "trainer", "reward_function", "sampler", "data_adapter", "adapter".
 absl::string_view ComponentKindName(ComponentKind kind);
 
 template <typename I>
@@ -52,7 +53,7 @@ struct Registration {
   ComponentKind kind;
   std::string name;
   ComponentSchema schema;
-  std::variant<Factory<Trainer>, Factory<RewardFunction>, Factory<Sampler>, Factory<DataAdapter>>
+  std::variant<Factory<Trainer>, Factory<RewardFunction>, Factory<Sampler>, Factory<DataAdapter>, Factory<Adapter>>
       factory;
 };
 
@@ -80,6 +81,7 @@ template <> struct KindOf<Trainer> { static constexpr ComponentKind value = Comp
 template <> struct KindOf<RewardFunction> { static constexpr ComponentKind value = ComponentKind::kRewardFunction; };
 template <> struct KindOf<Sampler> { static constexpr ComponentKind value = ComponentKind::kSampler; };
 template <> struct KindOf<DataAdapter> { static constexpr ComponentKind value = ComponentKind::kDataAdapter; };
+template <> struct KindOf<Adapter> { static constexpr ComponentKind value = ComponentKind::kAdapter; };
 
 template <typename I, typename T>
 bool Register(const char* name) {
@@ -108,6 +110,7 @@ bool Register(const char* name) {
   POSTTRAIN_REGISTER_(RewardFunction, name, Class)
 #define POSTTRAIN_REGISTER_SAMPLER(name, Class) POSTTRAIN_REGISTER_(Sampler, name, Class)
 #define POSTTRAIN_REGISTER_DATA_ADAPTER(name, Class) POSTTRAIN_REGISTER_(DataAdapter, name, Class)
+#define POSTTRAIN_REGISTER_ADAPTER(name, Class) POSTTRAIN_REGISTER_(Adapter, name, Class)
 
 // Defines the plugin's entry symbol (a Boost.DLL alias). Exactly once per plugin.
 #define POSTTRAIN_PLUGIN(plugin_name)                                               \

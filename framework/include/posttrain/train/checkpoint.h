@@ -19,7 +19,10 @@
 //                                   rank r's parameter shards and optimizer state,
 //                                   each written by its rank; trainer_state.json
 //                                   ("fsdp_world_size") is written last
-//   output_dir/final/               the model alone
+//   output_dir/checkpoint-<step>/   with an adapter: adapter_config.json and
+//                                   adapter_model.safetensors (PEFT's) instead of the
+//                                   model; optimizer.safetensors for the adapter only
+//   output_dir/final/               the model alone (with an adapter: the adapter)
 //
 // Each checkpoint is written into `checkpoint-<step>.tmp/` (every file fsynced) and
 // then renamed, so a run killed at any moment leaves only complete checkpoints.
@@ -29,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -55,6 +59,9 @@ struct CheckpointContents {
   nlohmann::json trainer_state;  // trainer_state.json; must hold "global_step"
   nlohmann::json generation;     // generation.json; null: none
   std::vector<RankContents> other_ranks;  // rank-1/, rank-2/, ...
+  // Writes the trained weights into the checkpoint directory instead of the whole
+  // model (an adapter: adapter_config.json + adapter_model.safetensors).
+  std::function<absl::Status(const std::string& dir)> write_model;
 };
 
 // The model is written by SaveCausalLM with `save` (extras, architecture, tokenizer).
@@ -73,7 +80,7 @@ absl::Status WriteCheckpointShard(const std::string& output_dir, std::int64_t st
                                   const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
 struct LoadedCheckpoint {
-  std::map<std::string, at::Tensor> tensors;    // model.safetensors
+  std::map<std::string, at::Tensor> tensors;    // model.safetensors (or adapter_model.safetensors)
   std::map<std::string, at::Tensor> optimizer;  // optimizer.safetensors
   std::map<std::string, at::Tensor> trainer_params;  // trainer_params.safetensors (may be absent)
   std::map<std::string, at::Tensor> trainer_state_tensors;  // trainer_state.safetensors (may be absent)

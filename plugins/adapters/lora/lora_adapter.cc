@@ -1,0 +1,322 @@
+// Adapter "lora": Low-Rank Adaptation (Hu et al. 2022, "LoRA: Low-Rank Adaptation of
+// Large Language Models", eq. 3) in PEFT's conventions, files and names.
+//
+//   [peft]
+//   type = "lora"
+//   r = 16
+//   lora_alpha = 32
+//   target_modules = "all-linear"      # or ["q_proj", "v_proj"], or a regex
+//
+// Each targeted projection W [out, in] gets A [r, in] and B [out, r]:
+//   out = W x + scaling · B (A (dropout(x))),   scaling = lora_alpha / r
+//   (use_rslora: lora_alpha / √r, Kalajdzievski 2023)
+// A starts Kaiming-uniform (bound 1/√in, PEFT's kaiming_uniform_(a=√5)), B zero, so
+// the adapted model starts equal to the base. Targets, as PEFT matches them: a list
+// of module names (a module matches when its full name ends with ".<name>"),
+// "all-linear" (every projection of the decoder layers, not lm_head), or a regular
+// expression over full names ("model.layers.0.self_attn.q_proj"; a single string with
+// regex characters). Saved as adapter_config.json + adapter_model.safetensors with
+// PEFT's tensor names (base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight).
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+#include <filesystem>
+#include <regex>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "posttrain/core/atomic_file.h"
+#include "posttrain/core/text_file.h"
+#include "posttrain/model/safetensors.h"
+#include "posttrain/plugin/plugin.h"
+
+namespace posttrain {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool LooksLikeRegex(const std::string& s) { return s.find_first_of(".*+?[](){}|^$\\") != std::string::npos; }
+
+class LoraAdapter final : public Adapter {
+ public:
+  static ComponentSchema Schema() {
+    return ComponentSchema("LoRA (PEFT's LoraConfig): low-rank A/B matrices on the targeted linear layers.")
+        .Int("r", 8, "Rank of the update.").AtLeast(1)
+        .Float("lora_alpha", 8.0, "Scaling numerator: scaling = lora_alpha / r (or / sqrt(r) with use_rslora).").GreaterThan(0)
+        .Float("lora_dropout", 0.0, "Dropout on the adapter's input while training.").AtLeast(0).LessThan(1)
+        .StringList("target_modules", {"q_proj", "v_proj"},
+                    "Module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj), \"all-linear\", or a "
+                    "regular expression over full module names.")
+        .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
+        .String("bias", "none", "Which biases train (only \"none\").", {"none"})
+        .StringList("modules_to_save", {}, "Base modules trained whole and saved with the adapter (e.g. lm_head, embed_tokens).")
+        .Bool("init_lora_weights", true, "PEFT's initialisation (A Kaiming-uniform, B zero); false: B random too.");
+  }
+
+  static absl::StatusOr<std::unique_ptr<Adapter>> Create(const ComponentConfig& config) {
+    auto a = std::make_unique<LoraAdapter>();
+    a->r_ = config.GetInt("r");
+    a->alpha_ = config.GetFloat("lora_alpha");
+    a->dropout_ = config.GetFloat("lora_dropout");
+    a->targets_ = config.GetStringList("target_modules");
+    a->rslora_ = config.GetBool("use_rslora");
+    a->modules_to_save_ = config.GetStringList("modules_to_save");
+    a->init_ = config.GetBool("init_lora_weights");
+    (void)config.GetString("bias");
+    if (a->targets_.empty()) return config.Error("target_modules", "needs at least one module");
+    a->scaling_ = a->rslora_ ? a->alpha_ / std::sqrt(static_cast<double>(a->r_)) : a->alpha_ / static_cast<double>(a->r_);
+    return a;
+  }
+
+  absl::Status Attach(const ModelConfig& config, const at::TensorOptions& options, std::uint64_t seed) override {
+    config_ = config;
+    const bool all_linear = targets_.size() == 1 && targets_[0] == "all-linear";
+    const bool regex = !all_linear && targets_.size() == 1 && LooksLikeRegex(targets_[0]);
+    std::optional<std::regex> pattern;
+    if (regex) {
+      try {
+        pattern.emplace(targets_[0]);
+      } catch (const std::regex_error& e) {
+        return absl::InvalidArgumentError(absl::StrCat("[peft] target_modules: '", targets_[0], "' is not a regular expression: ", e.what()));
+      }
+    }
+    std::set<std::string> used;
+    at::Generator gen = at::detail::createCPUGenerator(seed);
+    sites_.assign(static_cast<size_t>(config.num_hidden_layers), {});
+    for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+      for (LinearSite site : kLinearSites) {
+        const std::string full = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(site));
+        bool match = all_linear;
+        if (regex) match = std::regex_match(full, *pattern);
+        if (!all_linear && !regex) {
+          for (const std::string& t : targets_) {
+            if (full == t || absl::EndsWith(full, "." + t)) {
+              match = true;
+              used.insert(t);
+            }
+          }
+        }
+        if (!match) continue;
+        const auto [in, out] = Shape(site);
+        Site s;
+        const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+        s.a = at::empty({r_, in}, at::TensorOptions().dtype(at::kFloat)).uniform_(-bound, bound, gen).to(options);
+        s.b = init_ ? at::zeros({out, r_}, options)
+                    : at::empty({out, r_}, at::TensorOptions().dtype(at::kFloat)).uniform_(-bound, bound, gen).to(options);
+        s.a.set_requires_grad(true);
+        s.b.set_requires_grad(true);
+        s.name = absl::StrCat("base_model.model.", full);
+        sites_[static_cast<size_t>(layer)][static_cast<int>(site)] = std::move(s);
+        ++count_;
+      }
+    }
+    if (count_ == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "[peft] target_modules = [", absl::StrJoin(targets_, ", "),
+          "] matches no linear layer of the model (its projections: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+          "down_proj in model.layers.<i>; lm_head and embed_tokens go in modules_to_save)"));
+    }
+    if (!all_linear && !regex) {
+      std::vector<std::string> unused;
+      for (const std::string& t : targets_) {
+        if (!used.count(t)) unused.push_back(t);
+      }
+      if (!unused.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("[peft] target_modules: ", absl::StrJoin(unused, ", "),
+                                                       " match no linear layer of the decoder (known: q_proj, k_proj, "
+                                                       "v_proj, o_proj, gate_proj, up_proj, down_proj)"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  at::Tensor Delta(std::int64_t layer, LinearSite site, const at::Tensor& x) const override {
+    if (layer < 0 || layer >= static_cast<std::int64_t>(sites_.size())) return at::Tensor();
+    const Site& s = sites_[static_cast<size_t>(layer)][static_cast<int>(site)];
+    if (!s.a.defined()) return at::Tensor();
+    at::Tensor h = x.scalar_type() == s.a.scalar_type() || at::autocast::is_cpu_enabled() ? x : x.to(s.a.scalar_type());
+    if (dropout_ > 0 && training_) h = at::dropout(h, dropout_, /*train=*/true);
+    return at::linear(at::linear(h, s.a), s.b) * scaling_;
+  }
+
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const override {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& layer : sites_) {
+      for (const Site& s : layer) {
+        if (!s.a.defined()) continue;
+        out.push_back({s.name + ".lora_A.weight", s.a});
+        out.push_back({s.name + ".lora_B.weight", s.b});
+      }
+    }
+    return out;
+  }
+
+  std::vector<std::string> ModulesToSave() const override {
+    std::vector<std::string> names;
+    for (const std::string& module : modules_to_save_) {
+      // The base parameters under the module: lm_head → lm_head.weight,
+      // embed_tokens → model.embed_tokens.weight.
+      for (const auto& [name, shape] : ExpectedTensors(config_)) {
+        const std::string path = name.substr(0, name.rfind('.'));
+        if (path == module || absl::EndsWith(path, "." + module)) names.push_back(name);
+      }
+    }
+    return names;
+  }
+
+  void SetTraining(bool training) override { training_ = training; }
+
+  absl::Status Save(const std::string& dir, const CausalLM& base, const std::string& base_model) const override {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return absl::DataLossError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& [name, t] : NamedParameters()) tensors.push_back({name, t.detach().to(at::kCPU).contiguous()});
+    const std::vector<std::string> saved_modules = ModulesToSave();
+    for (const auto& [name, t] : base.named_parameters()) {
+      if (std::find(saved_modules.begin(), saved_modules.end(), name) != saved_modules.end()) {
+        tensors.push_back({"base_model.model." + name, t.detach().to(at::kCPU).contiguous()});
+      }
+    }
+    POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors));
+    nlohmann::ordered_json c;
+    c["peft_type"] = "LORA";
+    c["task_type"] = "CAUSAL_LM";
+    c["base_model_name_or_path"] = base_model;
+    c["r"] = r_;
+    c["lora_alpha"] = alpha_;
+    c["lora_dropout"] = dropout_;
+    const bool regex = targets_.size() == 1 && targets_[0] != "all-linear" && LooksLikeRegex(targets_[0]);
+    if (regex) {
+      c["target_modules"] = targets_[0];
+    } else {
+      // PEFT writes the resolved module names (also for "all-linear").
+      std::set<std::string> names;
+      for (const auto& layer : sites_) {
+        for (int k = 0; k < 7; ++k) {
+          if (layer[k].a.defined()) names.insert(LinearSiteName(kLinearSites[k]));
+        }
+      }
+      c["target_modules"] = std::vector<std::string>(names.begin(), names.end());
+    }
+    c["use_rslora"] = rslora_;
+    c["bias"] = "none";
+    c["modules_to_save"] = modules_to_save_.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(modules_to_save_);
+    c["fan_in_fan_out"] = false;
+    c["init_lora_weights"] = init_;
+    c["inference_mode"] = true;
+    c["use_dora"] = false;
+    c["layers_to_transform"] = nullptr;
+    c["layers_pattern"] = nullptr;
+    c["rank_pattern"] = nlohmann::ordered_json::object();
+    c["alpha_pattern"] = nlohmann::ordered_json::object();
+    c["revision"] = nullptr;
+    return WriteFileAtomic((fs::path(dir) / "adapter_config.json").string(), c.dump(2) + "\n");
+  }
+
+  absl::Status Load(const std::string& dir, CausalLM& base) override {
+    const std::string config_path = (fs::path(dir) / "adapter_config.json").string();
+    POSTTRAIN_ASSIGN_OR_RETURN(std::string text, ReadTextFile(config_path));
+    nlohmann::json c = nlohmann::json::parse(text, nullptr, false);
+    if (c.is_discarded() || !c.is_object()) return absl::InvalidArgumentError(absl::StrCat(config_path, ": not a JSON object"));
+    // Options that change LoRA's maths and are not implemented: refused by name.
+    std::vector<std::string> refused;
+    auto truthy = [&](const char* key) {
+      return c.contains(key) && !c[key].is_null() && c[key] != false && c[key] != nlohmann::json::object() &&
+             c[key] != nlohmann::json::array();
+    };
+    for (const char* key : {"use_dora", "fan_in_fan_out", "layers_to_transform", "rank_pattern", "alpha_pattern",
+                            "layer_replication", "use_qalora", "lora_bias"}) {
+      if (truthy(key)) refused.push_back(absl::StrCat(key, " = ", c[key].dump()));
+    }
+    if (c.contains("bias") && c["bias"] != "none") refused.push_back(absl::StrCat("bias = ", c["bias"].dump()));
+    if (!refused.empty()) {
+      return absl::UnimplementedError(absl::StrCat(config_path, ": not supported: ", absl::StrJoin(refused, "; ")));
+    }
+    POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open((fs::path(dir) / "adapter_model.safetensors").string()));
+    at::NoGradGuard no_grad;
+    std::set<std::string> expected;
+    for (auto& [name, param] : NamedParameters()) {
+      expected.insert(name);
+      absl::StatusOr<at::Tensor> t = file.Get(name);
+      if (!t.ok()) return absl::DataLossError(absl::StrCat(dir, ": adapter_model.safetensors lacks '", name, "'"));
+      if (t->sizes() != param.sizes()) {
+        return absl::InvalidArgumentError(absl::StrCat(dir, ": '", name, "' has shape [", absl::StrJoin(t->sizes(), ", "),
+                                                       "], expected [", absl::StrJoin(param.sizes(), ", "), "]"));
+      }
+      param.copy_(*t);
+    }
+    const std::vector<std::string> saved_modules = ModulesToSave();
+    for (const auto& [name, param] : base.named_parameters()) {
+      if (std::find(saved_modules.begin(), saved_modules.end(), name) == saved_modules.end()) continue;
+      expected.insert("base_model.model." + name);
+      POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor t, file.Get("base_model.model." + name));
+      if (t.sizes() != param.sizes()) return absl::InvalidArgumentError(absl::StrCat(dir, ": '", name, "' has the wrong shape"));
+      at::Tensor(param).copy_(t);
+    }
+    for (const SafetensorsEntry& e : file.entries()) {
+      if (!expected.count(e.name)) {
+        return absl::InvalidArgumentError(absl::StrCat(dir, ": adapter_model.safetensors holds '", e.name,
+                                                       "', which this adapter's config does not target"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status MergeInto(CausalLM& model) const override {
+    at::NoGradGuard no_grad;
+    std::map<std::string, at::Tensor> by_name(model.named_parameters().begin(), model.named_parameters().end());
+    for (std::int64_t layer = 0; layer < static_cast<std::int64_t>(sites_.size()); ++layer) {
+      for (int k = 0; k < 7; ++k) {
+        const Site& s = sites_[static_cast<size_t>(layer)][k];
+        if (!s.a.defined()) continue;
+        const std::string name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(kLinearSites[k]), ".weight");
+        auto it = by_name.find(name);
+        if (it == by_name.end()) return absl::InternalError(absl::StrCat("merge: the model has no '", name, "'"));
+        at::Tensor delta = at::matmul(s.b.to(at::kFloat), s.a.to(at::kFloat)) * scaling_;
+        if (!delta.isfinite().all().item<bool>()) {
+          return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", name, "' is not finite"));
+        }
+        at::Tensor w = it->second;
+        w.copy_((w.to(at::kFloat) + delta.to(w.device())).to(w.scalar_type()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Site {
+    at::Tensor a, b;
+    std::string name;  // base_model.model.model.layers.<i>.<module>
+  };
+
+  std::pair<std::int64_t, std::int64_t> Shape(LinearSite site) const {
+    const std::int64_t hidden = config_.hidden_size, q = config_.num_attention_heads * config_.head_dim;
+    const std::int64_t kv = config_.num_key_value_heads * config_.head_dim, inter = config_.intermediate_size;
+    switch (site) {
+      case LinearSite::kQ: return {hidden, q};
+      case LinearSite::kK:
+      case LinearSite::kV: return {hidden, kv};
+      case LinearSite::kO: return {q, hidden};
+      case LinearSite::kGate:
+      case LinearSite::kUp: return {hidden, inter};
+      case LinearSite::kDown: return {inter, hidden};
+    }
+    return {0, 0};
+  }
+
+  std::int64_t r_ = 8;
+  double alpha_ = 8, dropout_ = 0, scaling_ = 1;
+  std::vector<std::string> targets_, modules_to_save_;
+  bool rslora_ = false, init_ = true, training_ = true;
+  ModelConfig config_;
+  std::vector<std::array<Site, 7>> sites_;
+  std::int64_t count_ = 0;
+};
+
+}  // namespace
+}  // namespace posttrain
+
+POSTTRAIN_REGISTER_ADAPTER("lora", posttrain::LoraAdapter);
+POSTTRAIN_PLUGIN("posttrain_adapter_lora");

@@ -1,0 +1,166 @@
+// The LoRA adapter against PEFT's formula (an independent python3-torch
+// transcription), PEFT's initialisation and names, merge = adapter, save/load.
+#include <cmath>
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "posttrain/api/adapter.h"
+#include "posttrain/model/causal_lm.h"
+#include "posttrain/model/safetensors.h"
+#include "posttrain/run/adapters.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::unique_ptr<Adapter> Lora(std::map<std::string, OptionValue> options) {
+  auto a = testing::CreateBuiltin<Adapter>("lora", std::move(options));
+  EXPECT_TRUE(a.ok()) << a.status();
+  return a.ok() ? std::move(*a) : nullptr;
+}
+
+// B is zero at initialisation; for the formula tests it gets random values.
+void RandomizeB(Adapter& a, std::uint64_t seed) {
+  at::NoGradGuard no_grad;
+  at::manual_seed(seed);
+  for (auto& [name, p] : a.NamedParameters()) {
+    if (name.find("lora_B") != std::string::npos) at::Tensor(p).copy_(at::randn(p.sizes()) * 0.3);
+  }
+}
+
+TEST(LoraAdapterTest, OutputEqualsPeftsFormulaWithAndWithoutRsLora) {
+  const ModelConfig config = testing::TinyTrainerModelConfig();
+  for (bool rslora : {false, true}) {
+    auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 12.0}, {"use_rslora", rslora},
+                      {"target_modules", std::vector<std::string>{"q_proj", "down_proj"}}});
+    ASSERT_TRUE(lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 3).ok());
+    RandomizeB(*lora, 5);
+    auto model = CausalLM::Random(config, at::kFloat, 1);
+    ASSERT_TRUE(model.ok());
+    for (auto [site, weight] : {std::pair{LinearSite::kQ, "model.layers.1.self_attn.q_proj"},
+                                std::pair{LinearSite::kDown, "model.layers.1.mlp.down_proj"}}) {
+      at::Tensor W, A, B;
+      for (const auto& [name, p] : (*model)->named_parameters()) {
+        if (name == std::string(weight) + ".weight") W = p;
+      }
+      for (const auto& [name, p] : lora->NamedParameters()) {
+        if (name == "base_model.model." + std::string(weight) + ".lora_A.weight") A = p;
+        if (name == "base_model.model." + std::string(weight) + ".lora_B.weight") B = p;
+      }
+      ASSERT_TRUE(W.defined() && A.defined() && B.defined()) << weight;
+      EXPECT_EQ(A.sizes(), (std::vector<std::int64_t>{4, W.size(1)}));  // A [r, in]
+      EXPECT_EQ(B.sizes(), (std::vector<std::int64_t>{W.size(0), 4}));  // B [out, r]
+      const at::Tensor x = at::randn({3, 5, W.size(1)});
+      at::NoGradGuard no_grad;
+      const at::Tensor y = at::linear(x, W) + lora->Delta(1, site, x);
+      const std::string dir = testing::TempDir(absl::StrCat("lora_case_", rslora, "_", static_cast<int>(site)));
+      ASSERT_TRUE(SaveSafetensors(dir + "/case.safetensors", {{"x", x}, {"W", W.detach()}, {"A", A.detach()}, {"B", B.detach()}}).ok());
+      testing::WriteFile(dir + "/case.json", absl::StrCat("{\"r\": 4, \"lora_alpha\": 12.0, \"use_rslora\": ", rslora ? "true" : "false", "}"));
+      std::string out;
+      ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/plugins/adapters/lora_reference.py " + dir, &out), 0) << out;
+      auto expected = SafetensorsFile::Open(dir + "/expected.safetensors");
+      ASSERT_TRUE(expected.ok());
+      EXPECT_LT((y - *expected->Get("y")).abs().max().item<double>(), 1e-5) << weight << " rslora " << rslora;
+    }
+    // Sites not targeted add nothing.
+    EXPECT_FALSE(lora->Delta(0, LinearSite::kV, at::randn({2, config.hidden_size})).defined());
+  }
+}
+
+TEST(LoraAdapterTest, PeftInitialisationStartsAtTheBaseModel) {
+  const ModelConfig config = testing::TinyTrainerModelConfig();
+  auto lora = Lora({{"r", std::int64_t{8}}, {"target_modules", std::vector<std::string>{"all-linear"}}});
+  ASSERT_TRUE(lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 7).ok());
+  EXPECT_EQ(lora->NamedParameters().size(), 2u * 7 * static_cast<size_t>(config.num_hidden_layers));
+  for (const auto& [name, p] : lora->NamedParameters()) {
+    if (name.find("lora_B") != std::string::npos) {
+      EXPECT_EQ(p.abs().max().item<double>(), 0.0) << name;
+    } else {
+      // Kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in)).
+      const double bound = 1.0 / std::sqrt(static_cast<double>(p.size(1)));
+      EXPECT_LE(p.abs().max().item<double>(), bound) << name;
+      EXPECT_GT(p.abs().max().item<double>(), 0.5 * bound) << name;
+    }
+  }
+  auto model = CausalLM::Random(config, at::kFloat, 2);
+  ASSERT_TRUE(model.ok());
+  const at::Tensor ids = at::randint(config.vocab_size, {2, 6}, at::kLong);
+  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
+  at::NoGradGuard no_grad;
+  const at::Tensor base = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
+  (*model)->set_adapter(lora.get());
+  EXPECT_EQ((((*model)->Forward(ids, pos, at::Tensor(), nullptr)) - base).abs().max().item<double>(), 0.0);
+}
+
+TEST(LoraAdapterTest, TargetsThatMatchNothingAreNamed) {
+  const ModelConfig config = testing::TinyTrainerModelConfig();
+  auto lora = Lora({{"target_modules", std::vector<std::string>{"q_proj", "qproj"}}});
+  absl::Status s = lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 0);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("target_modules: qproj match no linear layer"));
+  auto regex = Lora({{"target_modules", std::vector<std::string>{R"(.*\.layers\.1\..*_proj)"}}});
+  ASSERT_TRUE(regex->Attach(config, at::TensorOptions().dtype(at::kFloat), 0).ok());
+  for (const auto& [name, p] : regex->NamedParameters()) EXPECT_THAT(name, HasSubstr("layers.1."));
+  EXPECT_EQ(regex->NamedParameters().size(), 14u);
+}
+
+// The model with the adapter = the merged model (padded, padding-free paths);
+// saved and loaded back (PEFT's names and config) it gives the same logits.
+TEST(LoraAdapterTest, AdapterEqualsMergedAndSurvivesSaveAndLoad) {
+  const ModelConfig config = testing::TinyTrainerModelConfig();
+  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 16.0}, {"target_modules", std::vector<std::string>{"all-linear"}},
+                    {"modules_to_save", std::vector<std::string>{"lm_head"}}});
+  ASSERT_TRUE(lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 4).ok());
+  RandomizeB(*lora, 9);
+  auto model = CausalLM::Random(config, at::kFloat, 8);
+  ASSERT_TRUE(model.ok());
+  (*model)->set_adapter(lora.get());
+  const at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
+  const at::Tensor pos = at::arange(7, at::kLong).unsqueeze(0).expand({2, 7});
+  at::NoGradGuard no_grad;
+  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 7);
+  const at::Tensor packed = (*model)->Logits((*model)->PackedHidden(PackSequences(seqs)));
+  EXPECT_LT((packed.view({2, 7, -1}) - adapted).abs().max().item<double>(), 1e-5);
+  // The base view shares the weights and has no adapter.
+  const at::Tensor base = (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_GT((base - adapted).abs().max().item<double>(), 1e-3);
+
+  const std::string dir = testing::TempDir("lora_saved");
+  ASSERT_TRUE(lora->Save(dir, **model, "tiny").ok());
+  nlohmann::json saved_config = nlohmann::json::parse(testing::ReadFile(dir + "/adapter_config.json"));
+  EXPECT_EQ(saved_config["peft_type"], "LORA");
+  EXPECT_EQ(saved_config["task_type"], "CAUSAL_LM");
+  EXPECT_EQ(saved_config["r"], 4);
+  EXPECT_EQ(saved_config["target_modules"].size(), 7u);
+  auto file = SafetensorsFile::Open(dir + "/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_TRUE(file->Get("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").ok());
+  EXPECT_TRUE(file->Get("base_model.model.lm_head.weight").ok());  // modules_to_save
+
+  // Merge into a fresh copy of the base: the same function.
+  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
+  ASSERT_TRUE(lora->MergeInto(*merged).ok());
+  EXPECT_LT((merged->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-5);
+
+  // Loaded by its own config onto a fresh base.
+  auto fresh = CausalLM::Random(config, at::kFloat, 8);
+  ASSERT_TRUE(fresh.ok());
+  auto loaded = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  (*fresh)->set_adapter(loaded->get());
+  EXPECT_LT(((*fresh)->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-6);
+
+  // A config asking for what is not implemented is refused by name.
+  saved_config["use_dora"] = true;
+  testing::WriteFile(dir + "/adapter_config.json", saved_config.dump());
+  auto dora = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
+  ASSERT_FALSE(dora.ok());
+  EXPECT_THAT(std::string(dora.status().message()), HasSubstr("use_dora = true"));
+}
+
+}  // namespace
+}  // namespace posttrain
