@@ -58,13 +58,21 @@ TEST_P(ResumeTest, SigkillAndResumeEqualsTheUninterruptedRun) {
   ASSERT_EQ(testing::RunCommand(Command(c, dir + "/b", absl::StrCat("trainer.resume_from_checkpoint=", checkpoint)), &out), 0)
       << out;
   EXPECT_THAT(out, ::testing::HasSubstr("resumed from"));
-  auto a = testing::LoadTensors(dir + "/a/final/model.safetensors");
-  auto b = testing::LoadTensors(dir + "/b/final/model.safetensors");
+  // An adapter run's final/ is the adapter (PEFT's file), else the whole model.
+  const bool adapter = fs::exists(dir + "/a/final/adapter_model.safetensors");
+  const std::string file = adapter ? "/final/adapter_model.safetensors" : "/final/model.safetensors";
+  auto a = testing::LoadTensors(dir + "/a" + file);
+  auto b = testing::LoadTensors(dir + "/b" + file);
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << c.name << ": " << name;
-  auto initial = testing::LoadTensors(testing::Stories260KDir() + "/model.safetensors");
-  EXPECT_FALSE(at::equal(initial.at("model.norm.weight"), a.at("model.norm.weight"))) << "nothing was trained";
+  if (adapter) {
+    EXPECT_GT(a.at("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight").abs().max().item<double>(), 0.0)
+        << "nothing was trained";
+  } else {
+    auto initial = testing::LoadTensors(testing::Stories260KDir() + "/model.safetensors");
+    EXPECT_FALSE(at::equal(initial.at("model.norm.weight"), a.at("model.norm.weight"))) << "nothing was trained";
+  }
   // Logs: every step once, the same lines as the uninterrupted run.
   EXPECT_EQ(testing::ReadFile(dir + "/a/metrics.jsonl"), testing::ReadFile(dir + "/b/metrics.jsonl"));
   if (fs::exists(dir + "/a/completions.jsonl")) {
@@ -85,6 +93,11 @@ INSTANTIATE_TEST_SUITE_P(
                    "trainer.max_length=96 trainer.max_prompt_length=64 trainer.save_steps=3 trainer.logging_steps=2 "
                    "trainer.eval_on_start=false trainer.precompute_ref_log_probs=false data.max_examples=64 "
                    "eval_data.max_examples=4",
+                   3},
+        ResumeCase{"dpo_lora", "recipes/dpo/stories260K_hh_lora.toml",
+                   "trainer.max_steps=9 trainer.per_device_train_batch_size=4 trainer.max_length=96 "
+                   "trainer.max_prompt_length=64 trainer.save_steps=3 trainer.logging_steps=2 trainer.eval_on_start=false "
+                   "data.max_examples=64 eval_data.max_examples=4",
                    3},
         ResumeCase{"grpo_num_iterations_2", "recipes/grpo/stories260K_keyword.toml",
                    "trainer.max_steps=12 trainer.per_device_train_batch_size=2 trainer.num_generations=4 "
