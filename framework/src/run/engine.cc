@@ -704,6 +704,11 @@ absl::Status Run::Setup() {
   if (!device_.is_cpu()) spdlog::info("device: {}", device_.str());
   TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get(), &collectives_};
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return p_.trainer->Setup(context); }));
+  if (p_.adapter != nullptr && !p_.trainer->SavedArchitecture().first.empty()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "trainer '", p_.trainer_type, "' saves a ", p_.trainer->SavedArchitecture().first,
+        "; adapters on it (PEFT's SEQ_CLS task) are not supported yet: train it without [peft]"));
+  }
   POSTTRAIN_RETURN_IF_ERROR(
       CallNoThrow("trainer prepare", [&] { return p_.trainer->Prepare(p_.train_tokens, p_.eval_tokens); }));
   if (p_.trainer->ReleasesReference() && p_.reference != nullptr) {
