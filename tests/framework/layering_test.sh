@@ -3,6 +3,7 @@
 #   core  <-  api, model, tokenizer, losses, distributed
 #   core, tokenizer  <-  chat  <-  train, generation, run  (chat templates)
 #   model  <-  distributed  <-  api, losses  (sharding; trainers reduce batch statistics over ranks)
+#   model  <-  api  (adapters wrap the model's linear layers)
 #   model, tokenizer, api  <-  generation  <-  train  <-  run
 #   api  <-  plugin  <-  recipe  <-  run
 # Fails naming every #include that points against these arrows.
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 declare -A allowed=(
   [core]=""
-  [api]="core distributed"
+  [api]="core model distributed"
   [model]="core"
   [tokenizer]="core"
   [chat]="core tokenizer"
