@@ -148,6 +148,62 @@ KtoLossResult KtoLoss(const at::Tensor& pc, const at::Tensor& rc, const at::Tens
   return out;
 }
 
+absl::StatusOr<BcoLossResult> BcoLoss(const at::Tensor& pc, const at::Tensor& rc, const at::Tensor& pr,
+                                      const at::Tensor& rr, double beta, const at::Tensor& rejected_weights,
+                                      RunningMoments* moments, const Collectives* collectives) {
+  BcoLossResult out;
+  const at::Tensor chosen = beta * (pc - rc), rejected = beta * (pr - rr);
+  if (moments != nullptr) {
+    at::Tensor batch = at::cat({chosen, rejected}).detach();
+    if (collectives != nullptr) {
+      POSTTRAIN_ASSIGN_OR_RETURN(batch, collectives->Gather(batch));
+    }
+    if (batch.numel() > 0) moments->Update(batch);
+  }
+  out.delta = moments != nullptr ? moments->mean : 0.0;
+  at::Tensor rejected_losses = -LogSigmoid(-(rejected - out.delta));
+  if (rejected_weights.defined()) rejected_losses = rejected_losses * rejected_weights.to(rejected_losses.scalar_type());
+  out.losses = at::cat({-LogSigmoid(chosen - out.delta), rejected_losses});
+  out.chosen_rewards = chosen.detach();
+  out.rejected_rewards = rejected.detach();
+  return out;
+}
+
+DensityRatioClassifier DensityRatioClassifier::Fit(const at::Tensor& embeddings, const at::Tensor& labels) {
+  at::NoGradGuard no_grad;
+  const at::Tensor x = at::cat({embeddings.to(at::kDouble), at::ones({embeddings.size(0), 1}, embeddings.options().dtype(at::kDouble))}, 1);
+  const at::Tensor t = labels.to(at::kDouble);
+  const double n = static_cast<double>(t.numel()), positives = t.sum().item<double>();
+  // class_weight = "balanced": n / (2 · n_class).
+  const at::Tensor s = at::where(t > 0.5, at::full_like(t, n / (2 * std::max(1.0, positives))),
+                                 at::full_like(t, n / (2 * std::max(1.0, n - positives))));
+  const std::int64_t d = x.size(1);
+  at::Tensor penalty = at::ones({d}, x.options());
+  penalty[d - 1] = 0;  // the intercept is not penalised
+  at::Tensor w = at::zeros({d}, x.options());
+  for (int iteration = 0; iteration < 100; ++iteration) {
+    const at::Tensor p = at::sigmoid(at::mv(x, w));
+    const at::Tensor grad = penalty * w + at::mv(x.t(), s * (p - t));
+    const at::Tensor hessian = at::diag(penalty) + at::matmul(x.t() * (s * p * (1 - p)), x);
+    const at::Tensor step = at::linalg_solve(hessian + 1e-12 * at::eye(d, x.options()), grad);
+    w = w - step;
+    if (step.abs().max().item<double>() < 1e-12) break;
+  }
+  DensityRatioClassifier c;
+  c.weight = w.narrow(0, 0, d - 1).clone();
+  c.bias = w[d - 1].item<double>();
+  return c;
+}
+
+at::Tensor DensityRatioClassifier::Probability(const at::Tensor& embeddings) const {
+  return at::sigmoid(at::mv(embeddings.to(at::kDouble), weight) + bias);
+}
+
+at::Tensor DensityRatioClassifier::Ratio(const at::Tensor& embeddings, double min_ratio, double max_ratio) const {
+  const at::Tensor p = Probability(embeddings);
+  return (p / (1 - p + 1e-8)).clamp(min_ratio, max_ratio);
+}
+
 void AddPreferenceMetrics(const at::Tensor& chosen_rewards, const at::Tensor& rejected_rewards,
                           const at::Tensor& chosen_logps, const at::Tensor& rejected_logps,
                           std::map<std::string, double>* metrics) {

@@ -90,6 +90,7 @@ std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> example
     const Example& e = examples[i];
     TokenizedExample& t = out[i];
     t.index = static_cast<std::int64_t>(i);
+    t.label = e.label;
     if (e.conversational()) {
       // The template wrote BOS and end-of-turn tokens: none are added here.
       auto encode = [&](const std::string& text) { return tokenizer.Encode(text, /*add_special_tokens=*/false); };

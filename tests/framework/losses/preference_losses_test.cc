@@ -49,6 +49,58 @@ TEST(DpoLossTest, EveryLossTypeMatchesPythonTorchReference) {
   }
 }
 
+// BCO against TRL's bco_loss transcribed into python3-torch: two batches (the running
+// mean δ carries over), the second with density-ratio weights; and the density-ratio
+// classifier at the optimum of scikit-learn's balanced, L2-regularised objective
+// (its gradient there, computed by the reference, is ~0), with TRL's clamped ratios.
+TEST(BcoLossTest, MatchesTrlsFormulaAndTheClassifierIsAtTheOptimum) {
+  const double beta = 0.3;
+  const std::vector<std::vector<float>> pc = {{-4.0f, -6.5f, -3.25f}, {-2.0f, -9.0f}};
+  const std::vector<std::vector<float>> rc = {{-4.5f, -6.0f, -3.0f}, {-2.5f, -8.0f}};
+  const std::vector<std::vector<float>> pr = {{-7.0f, -5.5f}, {-3.5f, -6.0f, -1.0f}};
+  const std::vector<std::vector<float>> rr = {{-6.0f, -5.0f}, {-4.0f, -5.5f, -2.0f}};
+  const std::vector<float> w2 = {0.5f, 2.0f, 10.0f};
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({40, 5}, at::kDouble) + at::cat({at::ones({20, 5}, at::kDouble) * 0.7, at::zeros({20, 5}, at::kDouble)});
+  at::Tensor y = at::zeros({40}, at::kDouble);
+  y.narrow(0, 0, 20).fill_(1.0);
+  y[25] = 1.0;  // unbalanced classes: 21 desirable, 19 undesirable
+  const DensityRatioClassifier clf = DensityRatioClassifier::Fit(x, y);
+  std::vector<std::vector<double>> xs;
+  for (std::int64_t i = 0; i < x.size(0); ++i) xs.push_back(std::vector<double>(x[i].data_ptr<double>(), x[i].data_ptr<double>() + 5));
+  nlohmann::json in = {{"beta", beta},
+                       {"batches", {{{"pc", pc[0]}, {"rc", rc[0]}, {"pr", pr[0]}, {"rr", rr[0]}},
+                                    {{"pc", pc[1]}, {"rc", rc[1]}, {"pr", pr[1]}, {"rr", rr[1]}, {"w", w2}}}},
+                       {"x", xs},
+                       {"y", std::vector<double>(y.data_ptr<double>(), y.data_ptr<double>() + 40)},
+                       {"weight", std::vector<double>(clf.weight.data_ptr<double>(), clf.weight.data_ptr<double>() + 5)},
+                       {"bias", clf.bias}};
+  const std::string path = testing::TempDir("bco") + "/in.json";
+  testing::WriteFile(path, in.dump());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/losses/bco_reference.py " + path, &out), 0) << out;
+  const nlohmann::json expected = nlohmann::json::parse(out);
+  RunningMoments moments;
+  for (int b = 0; b < 2; ++b) {
+    auto r = BcoLoss(at::tensor(pc[b]), at::tensor(rc[b]), at::tensor(pr[b]), at::tensor(rr[b]), beta,
+                     b == 1 ? at::tensor(w2) : at::Tensor(), &moments);
+    ASSERT_TRUE(r.ok());
+    EXPECT_NEAR(r->delta, expected["deltas"][b].get<double>(), 1e-6) << "batch " << b;
+    const std::vector<float> got = Vec(r->losses);
+    const auto want = expected["losses"][b].get<std::vector<double>>();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "batch " << b << " row " << i;
+  }
+  EXPECT_LT(expected["grad_norm"].get<double>(), 1e-8);
+  const at::Tensor ratios = clf.Ratio(x, 0.5, 10.0);
+  const auto want = expected["ratios"].get<std::vector<double>>();
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(ratios[static_cast<std::int64_t>(i)].item<double>(), want[i], 1e-9);
+  // Without weights (UDM off) and in evaluation (no moments): δ stays 0.
+  auto eval = BcoLoss(at::tensor(pc[0]), at::tensor(rc[0]), at::tensor(pr[0]), at::tensor(rr[0]), beta, at::Tensor(), nullptr);
+  ASSERT_TRUE(eval.ok());
+  EXPECT_EQ(eval->delta, 0.0);
+}
+
 TEST(DpoLossTest, HandDerivedValuesAndRewards) {
   // Policy = reference: h = 0, sigmoid loss = −logσ(0) = log 2; rewards 0.
   at::Tensor x = at::tensor({-5.0f, -3.0f});

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -94,6 +95,8 @@ struct TokenizedExample {
   // where user turns sit between assistant turns; aligned with completion_ids. Empty:
   // every completion token is.
   std::vector<std::uint8_t> completion_mask;
+  // Unpaired preference data: the example's label (true = desirable).
+  std::optional<bool> label;
   // A row packed from several examples (TRL's packing, PackExamples in
   // train/tokenize.h): its sequences, each with its prompt and completion. Empty
   // for a plain example.

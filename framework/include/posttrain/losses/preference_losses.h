@@ -95,6 +95,38 @@ KtoLossResult KtoLoss(const at::Tensor& policy_chosen, const at::Tensor& referen
                       const at::Tensor& policy_rejected, const at::Tensor& reference_rejected, const at::Tensor& kl,
                       double beta, double desirable_weight, double undesirable_weight);
 
+// BCO (Jung et al. 2024, "Binary Classifier Optimization for Large Language Model
+// Alignment"; TRL's BCOTrainer.bco_loss) for desirable [Nc] and undesirable [Nr]
+// completions (either may be empty): rewards r = β(log π − log π_ref); during
+// training `moments` is updated with every rank's rewards (the concatenation,
+// gathered when `collectives` is given) and δ is its running mean;
+//   losses = [−logσ(r_c − δ)] ++ [w ⊙ −logσ(−(r_r − δ))]
+// with w the undesirable examples' density-ratio weights (UDM; undefined: 1).
+struct BcoLossResult {
+  at::Tensor losses;            // [Nc + Nr]
+  at::Tensor chosen_rewards;    // [Nc] detached
+  at::Tensor rejected_rewards;  // [Nr] detached
+  double delta = 0;
+};
+absl::StatusOr<BcoLossResult> BcoLoss(const at::Tensor& policy_chosen, const at::Tensor& reference_chosen,
+                                      const at::Tensor& policy_rejected, const at::Tensor& reference_rejected,
+                                      double beta, const at::Tensor& rejected_weights, RunningMoments* moments,
+                                      const Collectives* collectives = nullptr);
+
+// BCO's underlying-distribution matching: a logistic regression telling desirable
+// prompts (label 1) from undesirable ones (0) by their embeddings [N, D], as
+// scikit-learn's LogisticRegression(class_weight="balanced") fits it (L2 with C = 1
+// on the weights, intercept unpenalised, classes weighted n / (2 n_class)), solved
+// to convergence by Newton's method in fp64. Then the density ratio of a prompt is
+// p / (1 − p + 1e-8) clamped to [min_ratio, max_ratio] (TRL's _get_udm_weight).
+struct DensityRatioClassifier {
+  at::Tensor weight;  // [D] fp64
+  double bias = 0;
+  static DensityRatioClassifier Fit(const at::Tensor& embeddings, const at::Tensor& labels);
+  at::Tensor Probability(const at::Tensor& embeddings) const;  // [N] fp64: P(desirable)
+  at::Tensor Ratio(const at::Tensor& embeddings, double min_ratio, double max_ratio) const;
+};
+
 // TRL's preference metrics from per-pair rewards and policy log-probs [B]:
 // rewards/chosen, rewards/rejected, rewards/accuracies (chosen > rejected),
 // rewards/margins, logps/chosen, logps/rejected (the last two if defined).
