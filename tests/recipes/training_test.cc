@@ -260,6 +260,20 @@ TEST(TrainingRecipeTest, ConversationalRecipesRun) {
   EXPECT_EQ(n, 8);
 }
 
+// BCO on HH pairs unpaired on the fly, with the density-ratio weighting on.
+TEST(TrainingRecipeTest, BcoRecipeRunsWithDensityRatios) {
+  const std::string dir = testing::TempDir("bco");
+  auto metrics = RunShortened("recipes/bco/stories260K_hh_harmless.toml", dir,
+                              "trainer.max_steps=2 trainer.per_device_train_batch_size=4 trainer.logging_steps=1 "
+                              "trainer.eval_on_start=false trainer.max_length=96 trainer.max_prompt_length=64 "
+                              "data.max_examples=16 eval_data.max_examples=4 trainer.match_underlying_distribution=true");
+  ASSERT_GE(metrics.size(), 2u);
+  for (const char* key : {"loss", "delta", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "density_ratio/mean"}) {
+    EXPECT_TRUE(metrics[1].contains(key)) << key;
+  }
+  EXPECT_NE(metrics[1]["delta"].get<double>(), 0.0);  // the running mean moved
+}
+
 TEST(TrainingRecipeTest, RlooAndOnlineDpoRecipesRun) {
   const std::string rloo = testing::TempDir("rloo");
   auto metrics = RunShortened("recipes/rloo/stories260K_keyword.toml", rloo,

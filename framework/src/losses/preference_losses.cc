@@ -150,10 +150,10 @@ KtoLossResult KtoLoss(const at::Tensor& pc, const at::Tensor& rc, const at::Tens
 
 absl::StatusOr<BcoLossResult> BcoLoss(const at::Tensor& pc, const at::Tensor& rc, const at::Tensor& pr,
                                       const at::Tensor& rr, double beta, const at::Tensor& rejected_weights,
-                                      RunningMoments* moments, const Collectives* collectives) {
+                                      RunningMoments* moments, bool update, const Collectives* collectives) {
   BcoLossResult out;
   const at::Tensor chosen = beta * (pc - rc), rejected = beta * (pr - rr);
-  if (moments != nullptr) {
+  if (moments != nullptr && update) {
     at::Tensor batch = at::cat({chosen, rejected}).detach();
     if (collectives != nullptr) {
       POSTTRAIN_ASSIGN_OR_RETURN(batch, collectives->Gather(batch));

@@ -152,7 +152,7 @@ class BcoTrainer final : public Trainer {
     POSTTRAIN_ASSIGN_OR_RETURN(
         BcoLossResult r, BcoLoss(pick(policy_logps, chosen_idx), pick(reference_logps, chosen_idx),
                                  pick(policy_logps, rejected_idx), pick(reference_logps, rejected_idx), beta_, weights,
-                                 input.training ? &moments_ : nullptr, collectives_));
+                                 &moments_, /*update=*/input.training, collectives_));
     StepOutput out;
     out.loss = r.losses.mean();
     out.metrics["delta"] = r.delta;

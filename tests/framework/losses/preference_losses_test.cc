@@ -83,7 +83,7 @@ TEST(BcoLossTest, MatchesTrlsFormulaAndTheClassifierIsAtTheOptimum) {
   RunningMoments moments;
   for (int b = 0; b < 2; ++b) {
     auto r = BcoLoss(at::tensor(pc[b]), at::tensor(rc[b]), at::tensor(pr[b]), at::tensor(rr[b]), beta,
-                     b == 1 ? at::tensor(w2) : at::Tensor(), &moments);
+                     b == 1 ? at::tensor(w2) : at::Tensor(), &moments, /*update=*/true);
     ASSERT_TRUE(r.ok());
     EXPECT_NEAR(r->delta, expected["deltas"][b].get<double>(), 1e-6) << "batch " << b;
     const std::vector<float> got = Vec(r->losses);
@@ -95,10 +95,12 @@ TEST(BcoLossTest, MatchesTrlsFormulaAndTheClassifierIsAtTheOptimum) {
   const at::Tensor ratios = clf.Ratio(x, 0.5, 10.0);
   const auto want = expected["ratios"].get<std::vector<double>>();
   for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(ratios[static_cast<std::int64_t>(i)].item<double>(), want[i], 1e-9);
-  // Without weights (UDM off) and in evaluation (no moments): δ stays 0.
-  auto eval = BcoLoss(at::tensor(pc[0]), at::tensor(rc[0]), at::tensor(pr[0]), at::tensor(rr[0]), beta, at::Tensor(), nullptr);
+  // Evaluation reads δ without updating it.
+  auto eval = BcoLoss(at::tensor(pc[0]), at::tensor(rc[0]), at::tensor(pr[0]), at::tensor(rr[0]), beta, at::Tensor(), &moments,
+                      /*update=*/false);
   ASSERT_TRUE(eval.ok());
-  EXPECT_EQ(eval->delta, 0.0);
+  EXPECT_EQ(eval->delta, moments.mean);
+  EXPECT_NEAR(eval->delta, expected["deltas"][1].get<double>(), 1e-6);
 }
 
 TEST(DpoLossTest, HandDerivedValuesAndRewards) {

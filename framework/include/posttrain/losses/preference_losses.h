@@ -97,9 +97,10 @@ KtoLossResult KtoLoss(const at::Tensor& policy_chosen, const at::Tensor& referen
 
 // BCO (Jung et al. 2024, "Binary Classifier Optimization for Large Language Model
 // Alignment"; TRL's BCOTrainer.bco_loss) for desirable [Nc] and undesirable [Nr]
-// completions (either may be empty): rewards r = β(log π − log π_ref); during
-// training `moments` is updated with every rank's rewards (the concatenation,
-// gathered when `collectives` is given) and δ is its running mean;
+// completions (either may be empty): rewards r = β(log π − log π_ref); δ is the
+// running mean in `moments` (0 without), which training (`update`) first updates
+// with every rank's rewards (the concatenation, gathered when `collectives` is
+// given) and evaluation only reads, as TRL's do_train;
 //   losses = [−logσ(r_c − δ)] ++ [w ⊙ −logσ(−(r_r − δ))]
 // with w the undesirable examples' density-ratio weights (UDM; undefined: 1).
 struct BcoLossResult {
@@ -111,7 +112,7 @@ struct BcoLossResult {
 absl::StatusOr<BcoLossResult> BcoLoss(const at::Tensor& policy_chosen, const at::Tensor& reference_chosen,
                                       const at::Tensor& policy_rejected, const at::Tensor& reference_rejected,
                                       double beta, const at::Tensor& rejected_weights, RunningMoments* moments,
-                                      const Collectives* collectives = nullptr);
+                                      bool update, const Collectives* collectives = nullptr);
 
 // BCO's underlying-distribution matching: a logistic regression telling desirable
 // prompts (label 1) from undesirable ones (0) by their embeddings [N, D], as
