@@ -42,6 +42,14 @@ if [ ! -f "$model_dir/model.safetensors" ]; then
     --tokenizer recipes/data/tok512.model --out "$model_dir"
 fi
 
+# The GKD recipe's student: a smaller model of stories260K's vocabulary, random
+# weights (recipes/gkd/student_config.json, posttrain init).
+student_dir=$build_dir/models/stories260K_student
+if [ ! -f "$student_dir/model.safetensors" ]; then
+  "$build_dir/bin/posttrain" init --config recipes/gkd/student_config.json --tokenizer "$model_dir" \
+    --out "$student_dir" --seed 0 > /dev/null
+fi
+
 case "$mode" in
   build) ;;
   quickstart)

@@ -274,6 +274,45 @@ TEST(TrainingRecipeTest, BcoRecipeRunsWithDensityRatios) {
   EXPECT_NE(metrics[1]["delta"].get<double>(), 0.0);  // the running mean moved
 }
 
+// GKD: a student made with posttrain init distils stories260K; a teacher with
+// another vocabulary is refused by name.
+TEST(TrainingRecipeTest, GkdDistilsIntoAStudentAndRefusesAnotherVocabulary) {
+  const std::string dir = testing::TempDir("gkd");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " init --config recipes/gkd/student_config.json --tokenizer " + testing::Stories260KDir() +
+                                    " --out " + dir + "/student",
+                                &out),
+            0)
+      << out;
+  ASSERT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/gkd/stories260K_distill.toml output_dir=" + dir + "/run model.path=" + dir +
+                                    "/student trainer.teacher_model_name_or_path=" + testing::Stories260KDir() +
+                                    " trainer.max_steps=4 trainer.logging_steps=1 trainer.eval_steps=4 trainer.lmbda=1.0"
+                                    " trainer.max_new_tokens=8 data.max_examples=32 data.eval_size=4",
+                                &out),
+            0)
+      << out;
+  std::istringstream lines(testing::ReadFile(dir + "/run/metrics.jsonl"));
+  std::vector<nlohmann::json> metrics;
+  for (std::string line; std::getline(lines, line);) metrics.push_back(nlohmann::json::parse(line));
+  ASSERT_GE(metrics.size(), 3u);
+  EXPECT_TRUE(metrics.front().contains("eval_jsd"));
+  EXPECT_EQ(metrics[1]["on_policy"].get<double>(), 1.0);  // lmbda = 1: the student's own samples
+  EXPECT_LE(metrics[1]["completions/mean_length"].get<double>(), 8.0);
+  // A teacher of another vocabulary.
+  nlohmann::json config = nlohmann::json::parse(testing::ReadFile(testing::SourceDir() + "/recipes/gkd/student_config.json"));
+  config["vocab_size"] = 600;
+  testing::WriteFile(dir + "/big.json", config.dump());
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " init --config " + dir + "/big.json --out " + dir + "/other", &out), 0) << out;
+  EXPECT_NE(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/gkd/stories260K_distill.toml output_dir=" + dir + "/bad model.path=" + dir +
+                                    "/student trainer.teacher_model_name_or_path=" + dir + "/other trainer.max_steps=1 2>&1",
+                                &out),
+            0);
+  EXPECT_THAT(out, HasSubstr("has vocab_size 600 but the student has 512"));
+}
+
 TEST(TrainingRecipeTest, RlooAndOnlineDpoRecipesRun) {
   const std::string rloo = testing::TempDir("rloo");
   auto metrics = RunShortened("recipes/rloo/stories260K_keyword.toml", rloo,

@@ -132,7 +132,88 @@ class WeightedTokenLogprobSum : public torch::autograd::Function<WeightedTokenLo
   }
 };
 
+// Σ_t w_t · JSD_β(p_s, p_t), gradients w.r.t. the student's hidden states and LM
+// head computed in the same chunked pass (∂/∂z_s = p_s ⊙ (g − Σ p_s g) with
+// g = ∂JSD/∂p_s, derived in the header's terms; β = 0: p_s − p_t).
+class GeneralizedJsdFn : public torch::autograd::Function<GeneralizedJsdFn> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                               const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
+                               const at::Tensor& weights, double beta, double temperature, std::int64_t chunk,
+                               bool want_hidden, bool want_weight) {
+    const std::int64_t m = hidden.size(0);
+    const at::ScalarType acc = Accumulation(hidden);
+    at::Tensor per_token = at::empty({m}, hidden.options().dtype(acc));
+    at::Tensor grad_hidden = want_hidden ? at::empty(hidden.sizes(), hidden.options()) : at::Tensor();
+    at::Tensor grad_weight = want_weight ? at::zeros(weight.sizes(), weight.options().dtype(acc)) : at::Tensor();
+    const at::Tensor w = weights.to(acc);
+    for (std::int64_t s = 0; s < m; s += chunk) {
+      const std::int64_t n = std::min(chunk, m - s);
+      const at::Tensor ls = at::log_softmax(ChunkLogits(hidden, weight, s, n, temperature), -1);
+      const at::Tensor lt = at::log_softmax(ChunkLogits(teacher_hidden, teacher_weight, s, n, temperature).to(acc), -1);
+      const at::Tensor ps = ls.exp(), pt = lt.exp();
+      at::Tensor loss, d;
+      if (beta <= 0.0) {
+        loss = (pt * (lt - ls)).sum(-1);
+        d = ps - pt;
+      } else if (beta >= 1.0) {
+        loss = (ps * (ls - lt)).sum(-1);
+        d = ps * (ls - lt - loss.unsqueeze(1));
+      } else {
+        const at::Tensor lm = at::logsumexp(at::stack({ls + std::log(1 - beta), lt + std::log(beta)}), 0);
+        loss = beta * (pt * (lt - lm)).sum(-1) + (1 - beta) * (ps * (ls - lm)).sum(-1);
+        const at::Tensor g = (1 - beta) * (ls - lm);
+        d = ps * (g - (ps * g).sum(-1, /*keepdim=*/true));
+      }
+      per_token.narrow(0, s, n).copy_(loss);
+      if (!want_hidden && !want_weight) continue;
+      d = d * (w.narrow(0, s, n).unsqueeze(1) / temperature);
+      ChunkGradients(d, hidden, weight, s, want_hidden ? &grad_hidden : nullptr, want_weight ? &grad_weight : nullptr);
+    }
+    ctx->saved_data["want_hidden"] = want_hidden;
+    ctx->saved_data["want_weight"] = want_weight;
+    ctx->save_for_backward({grad_hidden, grad_weight});
+    ctx->mark_non_differentiable({per_token});
+    return {(per_token * w).sum(), per_token};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor g = grad_outputs[0];
+    at::Tensor grad_hidden, grad_weight;
+    if (ctx->saved_data["want_hidden"].toBool()) grad_hidden = saved[0] * g.to(saved[0].scalar_type());
+    if (ctx->saved_data["want_weight"].toBool()) grad_weight = saved[1] * g.to(saved[1].scalar_type());
+    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+GeneralizedJsdResult GeneralizedJsd(const at::Tensor& student_hidden, const at::Tensor& student_weight,
+                                    const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
+                                    const at::Tensor& weights, double beta, double temperature, std::int64_t chunk) {
+  TORCH_CHECK(student_hidden.dim() == 2 && student_weight.dim() == 2 && student_hidden.size(1) == student_weight.size(1),
+              "GeneralizedJsd: student hidden [M, H] and weight [V, H] expected");
+  TORCH_CHECK(teacher_hidden.dim() == 2 && teacher_hidden.size(0) == student_hidden.size(0) &&
+                  teacher_weight.size(1) == teacher_hidden.size(1),
+              "GeneralizedJsd: teacher hidden [M, H_t] and weight [V, H_t] expected");
+  TORCH_CHECK(teacher_weight.size(0) == student_weight.size(0), "GeneralizedJsd: the vocabularies differ (",
+              student_weight.size(0), " vs ", teacher_weight.size(0), ")");
+  TORCH_CHECK(beta >= 0 && beta <= 1 && temperature > 0, "GeneralizedJsd: beta in [0, 1], temperature > 0");
+  if (chunk <= 0) chunk = std::max<std::int64_t>(1, (std::int64_t{4} << 20) / std::max<std::int64_t>(1, student_weight.size(0)));
+  const bool grad = at::GradMode::is_enabled();
+  const bool want_hidden = grad && student_hidden.requires_grad(), want_weight = grad && student_weight.requires_grad();
+  at::Tensor th, tw;
+  {
+    at::NoGradGuard no_grad;
+    th = teacher_hidden.detach();
+    tw = teacher_weight.detach();
+  }
+  variable_list out = GeneralizedJsdFn::apply(student_hidden, student_weight, th, tw, weights, beta, temperature, chunk,
+                                              want_hidden, want_weight);
+  return {out[0], out[1]};
+}
 
 WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight,
                                                const at::Tensor& targets, const at::Tensor& weights,

@@ -52,4 +52,25 @@ WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const a
                                                const at::Tensor& targets, const at::Tensor& weights,
                                                std::int64_t chunk = 0);
 
+// GKD's generalized Jensen–Shannon divergence between the student's and the
+// teacher's next-token distributions (Agarwal et al. 2024, "On-Policy Distillation
+// of Language Models", eq. 1; TRL's GKDTrainer.generalized_jsd_loss), weighted over
+// tokens, without ever holding more than a chunk of full-vocabulary logits:
+//   p_s = softmax(h_s W_sᵀ / τ), p_t = softmax(h_t W_tᵀ / τ), m = (1−β) p_s + β p_t
+//   JSD_β = β KL(p_t ‖ m) + (1−β) KL(p_s ‖ m)     (β = 0: KL(p_t ‖ p_s), forward;
+//                                                   β = 1: KL(p_s ‖ p_t), reverse)
+//   sum = Σ_t weights_t · JSD_β(t)
+// student_hidden [M, H] and student_weight [V, H] get gradients (computed in the same
+// chunked pass, as WeightedTokenLogprobs does); the teacher's [M, H_t] / [V, H_t] none.
+// The two vocabularies must be equal (V). Returns the weighted sum and the per-token
+// divergences [M] (fp32, no gradient).
+struct GeneralizedJsdResult {
+  at::Tensor sum;
+  at::Tensor per_token;
+};
+GeneralizedJsdResult GeneralizedJsd(const at::Tensor& student_hidden, const at::Tensor& student_weight,
+                                    const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
+                                    const at::Tensor& weights, double beta, double temperature = 1.0,
+                                    std::int64_t chunk = 0);
+
 }  // namespace posttrain
