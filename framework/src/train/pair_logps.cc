@@ -37,4 +37,30 @@ absl::Status RequirePairs(absl::Span<const TokenizedExample* const> batch, absl:
   return absl::OkStatus();
 }
 
+absl::StatusOr<UnpairedRows> UnpairRows(absl::Span<const Example* const> batch,
+                                        absl::Span<const TokenizedExample* const> tokens, absl::string_view trainer) {
+  UnpairedRows rows;
+  auto add = [&](const TokenizedExample& t, const std::vector<std::int64_t>& completion, bool good, size_t i) {
+    rows.prompts.push_back(t.prompt_ids);
+    rows.completions.push_back(completion);
+    rows.desirable.push_back(good);
+    rows.batch_position.push_back(static_cast<std::int64_t>(i));
+  };
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const TokenizedExample& t = *tokens[i];
+    if (!t.chosen_ids.empty() && !t.rejected_ids.empty()) {
+      add(t, t.chosen_ids, true, i);
+      add(t, t.rejected_ids, false, i);
+    } else if (const std::optional<bool> label = t.label.has_value() ? t.label : batch[i]->label;
+               label.has_value() && !t.completion_ids.empty()) {
+      add(t, t.completion_ids, *label, i);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(ExampleLocation(*batch[i]), ": ", trainer,
+                                                     " needs unpaired preference data (prompt, completion, label) or "
+                                                     "preference pairs"));
+    }
+  }
+  return rows;
+}
+
 }  // namespace posttrain

@@ -23,6 +23,7 @@
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
+#include "posttrain/train/pair_logps.h"
 
 namespace posttrain {
 namespace {
@@ -105,29 +106,12 @@ class BcoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    std::vector<std::vector<std::int64_t>> prompts, completions;
-    std::vector<bool> desirable;
-    std::vector<std::int64_t> index_of_row;
-    for (size_t i = 0; i < input.tokens.size(); ++i) {
-      const TokenizedExample& t = *input.tokens[i];
-      if (!t.chosen_ids.empty() && !t.rejected_ids.empty()) {
-        for (bool good : {true, false}) {
-          prompts.push_back(t.prompt_ids);
-          completions.push_back(good ? t.chosen_ids : t.rejected_ids);
-          desirable.push_back(good);
-          index_of_row.push_back(t.index);
-        }
-      } else if (t.label.has_value() && !t.completion_ids.empty()) {
-        prompts.push_back(t.prompt_ids);
-        completions.push_back(t.completion_ids);
-        desirable.push_back(*t.label);
-        index_of_row.push_back(t.index);
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat(ExampleLocation(*input.batch[i]),
-                                                       ": bco needs unpaired preference data (prompt, completion, label) "
-                                                       "or preference pairs"));
-      }
-    }
+    POSTTRAIN_ASSIGN_OR_RETURN(UnpairedRows unpaired, UnpairRows(input.batch, input.tokens, "bco"));
+    const std::vector<std::vector<std::int64_t>>& prompts = unpaired.prompts;
+    const std::vector<std::vector<std::int64_t>>& completions = unpaired.completions;
+    const std::vector<bool>& desirable = unpaired.desirable;
+    std::vector<std::int64_t> index_of_row;  // dataset index of each row's example (density ratios)
+    for (std::int64_t p : unpaired.batch_position) index_of_row.push_back(input.tokens[static_cast<size_t>(p)]->index);
     const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
     at::Tensor reference_logps;
     {

@@ -16,6 +16,7 @@
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
+#include "posttrain/train/pair_logps.h"
 
 namespace posttrain {
 namespace {
@@ -50,31 +51,11 @@ class KtoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    std::vector<std::vector<std::int64_t>> prompts, completions;
-    std::vector<bool> desirable;
-    std::vector<std::int64_t> example_of_row;
-    for (size_t i = 0; i < input.tokens.size(); ++i) {
-      const TokenizedExample& t = *input.tokens[i];
-      const Example& e = *input.batch[i];
-      if (!t.chosen_ids.empty() && !t.rejected_ids.empty()) {
-        prompts.push_back(t.prompt_ids);
-        completions.push_back(t.chosen_ids);
-        desirable.push_back(true);
-        prompts.push_back(t.prompt_ids);
-        completions.push_back(t.rejected_ids);
-        desirable.push_back(false);
-        example_of_row.insert(example_of_row.end(), 2, static_cast<std::int64_t>(i));
-      } else if (e.label.has_value() && !t.completion_ids.empty()) {
-        prompts.push_back(t.prompt_ids);
-        completions.push_back(t.completion_ids);
-        desirable.push_back(*e.label);
-        example_of_row.push_back(static_cast<std::int64_t>(i));
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat(ExampleLocation(e),
-                                                       ": kto needs unpaired preference data (prompt, completion, "
-                                                       "label) or preference pairs"));
-      }
-    }
+    POSTTRAIN_ASSIGN_OR_RETURN(UnpairedRows unpaired, UnpairRows(input.batch, input.tokens, "kto"));
+    const std::vector<std::vector<std::int64_t>>& prompts = unpaired.prompts;
+    const std::vector<std::vector<std::int64_t>>& completions = unpaired.completions;
+    const std::vector<bool>& desirable = unpaired.desirable;
+    const std::vector<std::int64_t>& example_of_row = unpaired.batch_position;
     const auto n = static_cast<std::int64_t>(completions.size());
     // Mismatched pairs for the KL estimate: prompt i with another example's completion.
     const std::vector<size_t> kl_rows = KtoMismatchedRows(example_of_row);

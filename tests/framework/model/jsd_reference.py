@@ -3,31 +3,12 @@
 gradients. Reads DIR/in.safetensors (hs [M,H], ws [V,H], ht [M,Ht], wt [V,Ht],
 weights [M]) and DIR/in.json ({beta, temperature}); writes DIR/out.safetensors:
 loss (scalar), per_token [M], grad_hs, grad_ws."""
-import json, math, struct, sys
+import json, math, os, sys
 import torch
 import torch.nn.functional as F
 
-def load(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(raw[8 + n + b:8 + n + e]), dtype=torch.float32).reshape(info["shape"]).clone()
-    return out
-
-def save(path, tensors):
-    header, data, off = {}, b"", 0
-    for name, t in tensors.items():
-        b = t.detach().contiguous().float().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        data += b
-        off += len(b)
-    h = json.dumps(header).encode()
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
+from safetensors_py import load, save  # noqa: E402
 
 d = sys.argv[1]
 t = {k: v.double() for k, v in load(d + "/in.safetensors").items()}

@@ -2,36 +2,13 @@
 whose q/k/v projections have biases, and Qwen3ForCausalLM, which RMS-normalises
 each head of q and k with q_norm / k_norm before RoPE) forward written out in
 python3-torch (transformers itself is not installed here). Reads DIR/config.json,
-DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors.
-safetensors is read and written by hand from the format spec (8-byte header size,
-JSON header, raw little-endian data)."""
-import json, math, struct, sys
+DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
+(read and written by tests/support/safetensors_py.py, from the format spec)."""
+import json, math, os, sys
 import torch
 
-DT = {"F32": torch.float32, "BF16": torch.bfloat16, "I64": torch.int64}
-
-def load(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        buf = bytearray(raw[8 + n + b:8 + n + e])
-        out[name] = torch.frombuffer(buf, dtype=DT[info["dtype"]]).reshape(info["shape"]).clone()
-    return out
-
-def save(path, tensors):
-    header, data, off = {}, b"", 0
-    for name, t in tensors.items():
-        b = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        data += b
-        off += len(b)
-    h = json.dumps(header).encode()
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
+from safetensors_py import load, save  # noqa: E402
 
 d = sys.argv[1]
 cfg = json.load(open(d + "/config.json"))

@@ -4,31 +4,11 @@ python3-torch: result = x @ W.T + (x @ A.T @ B.T) * scaling, with
 scaling = lora_alpha / r, or lora_alpha / sqrt(r) when use_rslora (dropout off).
 Reads DIR/case.safetensors (x, W, A, B) and DIR/case.json ({r, lora_alpha,
 use_rslora}); writes DIR/expected.safetensors (y)."""
-import json, math, struct, sys
+import json, math, os, sys
 import torch
 
-def load(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        assert info["dtype"] == "F32"
-        out[name] = torch.frombuffer(bytearray(raw[8 + n + b:8 + n + e]), dtype=torch.float32).reshape(info["shape"]).clone()
-    return out
-
-def save(path, tensors):
-    header, data, off = {}, b"", 0
-    for name, t in tensors.items():
-        b = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        data += b
-        off += len(b)
-    h = json.dumps(header).encode()
-    open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
+from safetensors_py import load, save  # noqa: E402
 
 d = sys.argv[1]
 t = load(d + "/case.safetensors")

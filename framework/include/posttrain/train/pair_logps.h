@@ -29,4 +29,16 @@ PairLogps ComputePairLogps(const CausalLM& model, absl::Span<const TokenizedExam
 // InvalidArgument naming the trainer unless every example is a preference pair.
 absl::Status RequirePairs(absl::Span<const TokenizedExample* const> batch, absl::string_view trainer);
 
+// The rows of unpaired-preference trainers (KTO, BCO): an unpaired example is one row
+// with its label; a preference pair is two, chosen desirable and rejected undesirable
+// (TRL's unpair_preference_dataset, on the fly). `batch_position[r]` is the example
+// row r came from. InvalidArgument naming the trainer and the example otherwise.
+struct UnpairedRows {
+  std::vector<std::vector<std::int64_t>> prompts, completions;
+  std::vector<bool> desirable;
+  std::vector<std::int64_t> batch_position;
+};
+absl::StatusOr<UnpairedRows> UnpairRows(absl::Span<const Example* const> batch,
+                                        absl::Span<const TokenizedExample* const> tokens, absl::string_view trainer);
+
 }  // namespace posttrain
