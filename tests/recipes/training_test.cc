@@ -132,6 +132,25 @@ TEST(TrainingRecipeTest, LoraDpoSavesAPeftAdapterThatEqualsItsMergedModel) {
   EXPECT_GT((with_adapter - plain).abs().max().item<double>(), 1e-4) << "the adapter changed nothing";
 }
 
+// What adapters do not support yet is refused with a message, not a crash: fsdp with
+// an adapter, and an adapter on a trainer that saves a classifier (reward).
+TEST(TrainingRecipeTest, UnsupportedAdapterCombinationsAreRefused) {
+  const std::string dir = testing::TempDir("lora_refused");
+  std::string out;
+  EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/dpo/stories260K_hh_lora.toml output_dir=" + dir + "/fsdp model.path=" +
+                                    testing::Stories260KDir() + " trainer.fsdp=full_shard trainer.max_steps=1 2>&1",
+                                &out),
+            1);
+  EXPECT_THAT(out, HasSubstr("fsdp = \"full_shard\" with an adapter is not supported yet"));
+  EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/reward/stories260K_hh_harmless.toml output_dir=" + dir + "/reward model.path=" +
+                                    testing::Stories260KDir() + " peft.type=lora trainer.max_steps=1 2>&1",
+                                &out),
+            1);
+  EXPECT_THAT(out, HasSubstr("adapters on it (PEFT's SEQ_CLS task) are not supported yet"));
+}
+
 TEST(TrainingRecipeTest, RewardModelIsSavedAsSequenceClassifier) {
   const std::string dir = testing::TempDir("reward");
   testing::WriteFile(dir + "/r.toml",
