@@ -352,6 +352,56 @@ TEST(TrainingRecipeTest, RlooAndOnlineDpoRecipesRun) {
   EXPECT_EQ(CompletionSteps(odpo).size(), 2u * 3 * 2);                   // 3 prompts × 2 per step
 }
 
+// Nash-MD and XPO: two completions per prompt, the second from the policy–reference
+// mixture (Nash-MD) or from the reference (XPO), both scored; PRM: a token
+// classifier on stepwise GSM8K, saved as LlamaForTokenClassification that the
+// `prm` reward loads.
+TEST(TrainingRecipeTest, NashMdXpoAndPrmRecipesRun) {
+  const std::string nash = testing::TempDir("nash_md");
+  auto metrics = RunShortened("recipes/nash_md/stories260K_keyword.toml", nash,
+                              "trainer.max_steps=2 trainer.per_device_train_batch_size=3 sampler.max_completion_length=16");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const char* key : {"loss", "loss/score", "loss/kl", "rewards/probabilities", "rewards/chosen", "rewards/rejected",
+                          "mixture_coef", "val/ref_contain_eos_token"}) {
+    EXPECT_TRUE(metrics[1].contains(key)) << key;
+  }
+  // The first step starts at the reference: no KL yet.
+  EXPECT_NEAR(metrics[0]["loss/kl"].get<double>(), 0.0, 1e-5);
+  EXPECT_EQ(CompletionSteps(nash).size(), 2u * 3 * 2);  // 3 prompts × (policy's + mixture's) per step
+  const std::string xpo = testing::TempDir("xpo");
+  metrics = RunShortened("recipes/xpo/stories260K_keyword.toml", xpo,
+                         "trainer.max_steps=2 trainer.per_device_train_batch_size=3 sampler.max_completion_length=16 "
+                         "trainer.loss_type=ipo");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const char* key : {"loss/dpo", "loss/xpo", "objective/model_scores", "objective/ref_scores", "rewards/accuracies", "alpha"}) {
+    EXPECT_TRUE(metrics[1].contains(key)) << key;
+  }
+  // Step 1: policy = reference, so every log-ratio is 0 and ipo's loss is (0 − 1/(2β))² = 25 at β = 0.1,
+  // plus α·log π(y_ref) (α = 1e-5: within 0.01 of it).
+  EXPECT_NEAR(metrics[0]["loss/dpo"].get<double>(), 25.0, 1e-3);
+  EXPECT_NEAR(metrics[0]["loss"].get<double>(), 25.0, 1e-2);
+  const std::string prm = testing::TempDir("prm");
+  metrics = RunShortened("recipes/prm/stories260K_gsm8k.toml", prm,
+                         "trainer.max_steps=3 trainer.logging_steps=1 trainer.eval_steps=3 data.max_examples=24 "
+                         "eval_data.max_examples=8");
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_TRUE(metrics.front().contains("eval_accuracy"));
+  EXPECT_TRUE(metrics[1].contains("accuracy"));
+  EXPECT_GT(metrics[1]["steps"].get<double>(), 1.0);
+  const nlohmann::json config = nlohmann::json::parse(testing::ReadFile(prm + "/run/final/config.json"));
+  EXPECT_EQ(config["architectures"][0], "LlamaForTokenClassification");
+  EXPECT_EQ(config["num_labels"], 2);
+  std::string out;
+  testing::WriteFile(prm + "/score.toml",
+                     "output_dir = \"" + prm + "/scored\"\n[model]\npath = \"" + testing::Stories260KDir() +
+                         "\"\n[data]\ntype = \"jsonl\"\npath = \"" + testing::SourceDir() +
+                         "/recipes/data/gsm8k_prm_test.jsonl\"\nmax_examples = 2\n[sampler]\ntype = \"default\"\n"
+                         "max_completion_length = 8\n[[rewards]]\ntype = \"prm\"\npath = \"" + prm +
+                         "/run/final\"\n[trainer]\ntype = \"grpo\"\nmax_steps = 1\nnum_generations = 2\n"
+                         "per_device_train_batch_size = 2\nmax_completion_length = 8\n");
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " run " + prm + "/score.toml", &out), 0) << out;
+}
+
 // PPO: num_ppo_epochs = 2 reuses each generation for two steps; the value head is
 // checkpointed apart from the model, and the final model is a plain causal LM.
 TEST(TrainingRecipeTest, PpoReusesEachGenerationAndKeepsTheValueHeadOutOfTheModel) {

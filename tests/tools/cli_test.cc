@@ -55,7 +55,7 @@ TEST(CliTest, UnknownPluginListsKnownNames) {
   std::string out;
   EXPECT_EQ(testing::RunCommand(Cli("validate " + path), &out), 1);
   EXPECT_THAT(out, HasSubstr("data.type: unknown data_adapter 'csv'; known data_adapters: jsonl, text"));
-  EXPECT_THAT(out, HasSubstr("trainer.type: unknown trainer 'grpo2' (did you mean 'grpo'?); known trainers: bco, cpo, dpo, gkd, grpo, kto, online_dpo, orpo, ppo, reward, reward_eval, rloo, sft"));
+  EXPECT_THAT(out, HasSubstr("trainer.type: unknown trainer 'grpo2' (did you mean 'grpo'?); known trainers: bco, cpo, dpo, gkd, grpo, kto, nash_md, online_dpo, orpo, ppo, prm, reward, reward_eval, rloo, sft, xpo"));
 }
 
 TEST(CliTest, SyntaxErrorShowsLineAndColumn) {

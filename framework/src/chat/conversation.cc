@@ -146,7 +146,8 @@ absl::Status RenderConversation(const ChatTemplate& chat, Example& example, cons
       }
       return absl::OkStatus();
     }
-    case ExampleFormat::kPromptOnly: {
+    case ExampleFormat::kPromptOnly:
+    case ExampleFormat::kStepwiseSupervision: {  // a conversational prompt; the steps stay text
       absl::StatusOr<std::string> p = RenderPrompt(chat, get("prompt"), tools);
       if (!p.ok()) return fail(p.status());
       example.prompt = std::move(*p);

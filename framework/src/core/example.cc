@@ -11,6 +11,7 @@ absl::string_view ExampleFormatName(ExampleFormat format) {
     case ExampleFormat::kPromptCompletion: return "prompt_completion";
     case ExampleFormat::kPreference: return "preference";
     case ExampleFormat::kUnpairedPreference: return "unpaired_preference";
+    case ExampleFormat::kStepwiseSupervision: return "stepwise_supervision";
   }
   return "?";
 }

@@ -102,7 +102,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return absl::InvalidArgumentError(absl::StrCat(name, " must be ", range, ", got ", value));
   };
   for (auto [name, value] : {std::pair{"temperature", p.temperature}, {"top_p", p.top_p}, {"min_p", p.min_p},
-                             {"repetition_penalty", p.repetition_penalty}}) {
+                             {"repetition_penalty", p.repetition_penalty}, {"mixture_coef", p.mixture_coef}}) {
     if (!std::isfinite(value)) return bad(name, value, "a finite number");
   }
   if (p.max_new_tokens < 1) return bad("max_new_tokens", static_cast<double>(p.max_new_tokens), ">= 1");
@@ -112,6 +112,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
   if (p.min_p < 0 || p.min_p > 1) return bad("min_p", p.min_p, "in [0, 1]");
   if (p.repetition_penalty <= 0) return bad("repetition_penalty", p.repetition_penalty, "> 0");
   if (p.batch_size < 0) return bad("batch_size", static_cast<double>(p.batch_size), ">= 0");
+  if (p.mixture_coef < 0 || p.mixture_coef > 1) return bad("mixture_coef", p.mixture_coef, "in [0, 1]");
   return absl::OkStatus();
 }
 
@@ -126,6 +127,21 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     return absl::InvalidArgumentError("stop strings need a tokenizer");
   }
   const std::int64_t vocab = model.config().vocab_size;
+  const CausalLM* mix = params.mixture_model;
+  if (mix != nullptr && (mix->config().vocab_size != vocab || mix->config().max_position_embeddings < context)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the mixture model has vocab_size ", mix->config().vocab_size, " and max_position_embeddings ",
+        mix->config().max_position_embeddings, "; the model has ", vocab, " and ", context,
+        ": a geometric mixture needs the same vocabulary and at least the same context"));
+  }
+  if (mix != nullptr && mix->device() != model.device()) {
+    return absl::InvalidArgumentError("the mixture model is on another device than the model");
+  }
+  // (1 − c)·z_model + c·z_mixture, in fp32.
+  const double c = params.mixture_coef;
+  auto mixed = [c](const at::Tensor& z_model, const at::Tensor& z_mixture) {
+    return z_model.to(at::kFloat).mul(1.0 - c).add_(z_mixture.to(at::kFloat), c);
+  };
   for (size_t i = 0; i < prompts.size(); ++i) {
     if (prompts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has no tokens"));
     if (static_cast<std::int64_t>(prompts[i].size()) >= context) {
@@ -210,6 +226,12 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     // The LM head only on the last prompt position: the others' logits are unused.
     at::Tensor logits = model.Logits(
         model.Hidden(input, positions, prompt_mask.narrow(1, 0, longest), &cache).select(1, longest - 1));
+    KVCache mix_cache;
+    if (mix != nullptr) {
+      mix_cache = mix->NewCache(U, longest + max_new);
+      logits = mixed(logits, mix->Logits(mix->Hidden(input, positions, prompt_mask.narrow(1, 0, longest), &mix_cache)
+                                             .select(1, longest - 1)));
+    }
 
     // Rows of the decoding batch: `active[b]` is the micro-batch row in slot b.
     // Finished rows leave the batch (their cache rows with them) once they are an
@@ -217,8 +239,10 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
     std::vector<std::int64_t> active(static_cast<size_t>(n));
     for (std::int64_t r = 0; r < n; ++r) active[static_cast<size_t>(r)] = r;
     auto keep_rows = [&](const at::Tensor& index) {
-      for (at::Tensor& k : cache.keys) k = k.index_select(0, index);
-      for (at::Tensor& v : cache.values) v = v.index_select(0, index);
+      for (KVCache* kv : {&cache, &mix_cache}) {
+        for (at::Tensor& k : kv->keys) k = k.index_select(0, index);
+        for (at::Tensor& v : kv->values) v = v.index_select(0, index);
+      }
     };
     at::Tensor mask;
     if (U == n && std::is_sorted(row_unique.begin(), row_unique.end())) {
@@ -239,7 +263,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
 
     std::vector<bool> finished(n, false);
     std::int64_t remaining = n, finished_in_batch = 0;
-    const bool fused_decode = model.CanDecodeStep() && !at::autocast::is_cpu_enabled();
+    const bool fused_decode = model.CanDecodeStep() && !at::autocast::is_cpu_enabled() && mix == nullptr;
     for (std::int64_t t = 0; t < max_new && remaining > 0; ++t) {
       if (!at::isfinite(logits).all().item<bool>()) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -325,6 +349,10 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       for (std::int64_t r : active) step_positions_v.push_back(lengths[static_cast<size_t>(r)] + t);
       at::Tensor step_positions = at::tensor(step_positions_v, id_options).unsqueeze(1);
       logits = model.Forward(next.unsqueeze(1), step_positions, mask.narrow(1, 0, longest + t + 1), &cache).select(1, 0);
+      if (mix != nullptr) {
+        logits = mixed(logits, mix->Forward(next.unsqueeze(1), step_positions, mask.narrow(1, 0, longest + t + 1), &mix_cache)
+                                   .select(1, 0));
+      }
     }
     for (std::int64_t r = 0; r < n; ++r) {
       if (!finished[r]) finalize(start + r);  // hit max_new_tokens

@@ -204,6 +204,45 @@ at::Tensor DensityRatioClassifier::Ratio(const at::Tensor& embeddings, double mi
   return (p / (1 - p + 1e-8)).clamp(min_ratio, max_ratio);
 }
 
+NashMdLossResult NashMdLoss(const at::Tensor& policy_logps, const at::Tensor& reference_logps,
+                            const at::Tensor& probability, double beta) {
+  NashMdLossResult out;
+  const at::Tensor sequence_logps = policy_logps.sum(1);
+  const at::Tensor score = (probability - 0.5) * sequence_logps;
+  const at::Tensor log_ratio = (policy_logps - reference_logps).detach();
+  const at::Tensor kl = (log_ratio * policy_logps).sum(1);
+  out.losses = beta * kl - score;
+  out.score = score.detach();
+  out.kl = log_ratio.sum(1);
+  return out;
+}
+
+absl::StatusOr<XpoLossResult> XpoLoss(const std::string& loss_type, const at::Tensor& policy_model,
+                                      const at::Tensor& policy_ref, const at::Tensor& reference_model,
+                                      const at::Tensor& reference_ref, const at::Tensor& model_chosen, double beta,
+                                      double alpha) {
+  const at::Tensor model_ratio = policy_model - reference_model, ref_ratio = policy_ref - reference_ref;
+  const at::Tensor chosen = at::where(model_chosen, model_ratio, ref_ratio);
+  const at::Tensor rejected = at::where(model_chosen, ref_ratio, model_ratio);
+  const at::Tensor h = chosen - rejected;
+  XpoLossResult out;
+  at::Tensor dpo;
+  if (loss_type == "sigmoid") {
+    dpo = -LogSigmoid(beta * h);
+  } else if (loss_type == "ipo") {
+    dpo = (h - 1 / (2 * beta)).pow(2);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown XPO loss_type '", loss_type, "' (one of sigmoid, ipo)"));
+  }
+  const at::Tensor xpo = alpha * policy_ref;
+  out.losses = dpo + xpo;
+  out.dpo_losses = dpo.detach();
+  out.xpo_losses = xpo.detach();
+  out.chosen_rewards = (beta * chosen).detach();
+  out.rejected_rewards = (beta * rejected).detach();
+  return out;
+}
+
 void AddPreferenceMetrics(const at::Tensor& chosen_rewards, const at::Tensor& rejected_rewards,
                           const at::Tensor& chosen_logps, const at::Tensor& rejected_logps,
                           std::map<std::string, double>* metrics) {

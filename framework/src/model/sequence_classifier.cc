@@ -10,18 +10,20 @@
 
 namespace posttrain {
 
-absl::StatusOr<SequenceClassifier> LoadSequenceClassifier(const std::string& dir, at::ScalarType dtype) {
+namespace {
+
+// A classifier directory whose architecture ends in `suffix`; `what` and `hint` for
+// the message when it does not.
+absl::StatusOr<SequenceClassifier> LoadClassifier(const std::string& dir, at::ScalarType dtype, absl::string_view suffix,
+                                                  absl::string_view what, absl::string_view hint) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::NotFoundError(absl::StrCat("reward model directory '", dir, "' does not exist"));
   }
   POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile((fs::path(dir) / "config.json").string()));
-  if (!absl::EndsWith(config.architecture, "ForSequenceClassification")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", dir, "' holds a ", config.architecture,
-        ", not a sequence classifier (train one with the `reward` trainer: its final/ directory is a "
-        "LlamaForSequenceClassification)"));
+  if (!absl::EndsWith(config.architecture, suffix)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", dir, "' holds a ", config.architecture, ", not a ", what, " (", hint, ")"));
   }
   POSTTRAIN_ASSIGN_OR_RETURN(auto tensors, LoadSafetensorsDir(dir));
   auto head = tensors.find("score.weight");
@@ -41,6 +43,18 @@ absl::StatusOr<SequenceClassifier> LoadSequenceClassifier(const std::string& dir
   absl::StatusOr<std::unique_ptr<CausalLM>> backbone = CausalLM::FromTensors(config, std::move(tensors), dtype);
   if (!backbone.ok()) return Annotate(backbone.status(), absl::StrCat("loading reward model '", dir, "'"));
   return SequenceClassifier{std::move(*backbone), score.to(dtype).contiguous()};
+}
+
+}  // namespace
+
+absl::StatusOr<SequenceClassifier> LoadSequenceClassifier(const std::string& dir, at::ScalarType dtype) {
+  return LoadClassifier(dir, dtype, "ForSequenceClassification", "sequence classifier",
+                        "train one with the `reward` trainer: its final/ directory is a LlamaForSequenceClassification");
+}
+
+absl::StatusOr<SequenceClassifier> LoadTokenClassifier(const std::string& dir, at::ScalarType dtype) {
+  return LoadClassifier(dir, dtype, "ForTokenClassification", "token classifier",
+                        "train a process reward model with the `prm` trainer: its final/ directory is a LlamaForTokenClassification");
 }
 
 at::Tensor SequenceScores(const CausalLM& backbone, const at::Tensor& score, const CompletionBatch& batch) {

@@ -163,6 +163,15 @@ std::string ToOptionValueUnchecked(const toml::node& node, const OptionSpec& spe
       return "";
     }
     case OptionType::kFloatList: {
+      // A number stands for a list of one (TRL's `float | list[float]` options).
+      if (auto d = node.value_exact<double>()) {
+        *out = std::vector<double>{*d};
+        return "";
+      }
+      if (auto i = node.value_exact<std::int64_t>()) {
+        *out = std::vector<double>{static_cast<double>(*i)};
+        return "";
+      }
       const toml::array* array = node.as_array();
       if (array == nullptr) return expected();
       std::vector<double> values;

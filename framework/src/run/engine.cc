@@ -140,6 +140,8 @@ class DataOrder {
     }
     return out;
   }
+  // The epoch the last batch came from (0 before the first).
+  std::int64_t current_epoch() const { return std::max<std::int64_t>(epoch_, 0); }
   double epoch() const {
     return epoch_ < 0 ? 0.0 : static_cast<double>(epoch_) + static_cast<double>(cursor_) / static_cast<double>(n_);
   }
@@ -313,6 +315,16 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
   parts.trainer_type = trainer_config.type();
   POSTTRAIN_ASSIGN_OR_RETURN(parts.trainer, registry.Create<Trainer>(trainer_config));
   parts.needs = parts.trainer->Needs();
+  if (!parts.needs.rollout_sources.empty()) {
+    bool uses_reference = false;
+    for (const RolloutSource& r : parts.needs.rollout_sources) uses_reference |= r.model != RolloutSource::Model::kPolicy;
+    if (static_cast<std::int64_t>(parts.needs.rollout_sources.size()) != parts.needs.num_generations ||
+        (uses_reference && !parts.needs.reference)) {
+      return absl::InternalError(absl::StrCat("trainer '", parts.trainer_type, "' declares ", parts.needs.rollout_sources.size(),
+                                              " rollout sources for num_generations = ", parts.needs.num_generations,
+                                              uses_reference && !parts.needs.reference ? " and samples from a reference it does not ask for" : ""));
+    }
+  }
   POSTTRAIN_ASSIGN_OR_RETURN(parts.options, EngineOptions::FromConfig(trainer_config, parts.needs));
   const EngineOptions& options = parts.options;
   std::vector<const ComponentConfig*> configs = {&trainer_config};
@@ -919,28 +931,59 @@ absl::Status Run::Resume() {
 absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector<Example>& source,
                          const std::vector<TokenizedExample>& tokens, const std::vector<std::int64_t>& indices) {
   m.Reset(indices, source, tokens);
-  SampleRequest request;
-  request.prompts = m.batch;
-  if (p_.tokenizer != nullptr) request.prompt_ids = m.prompt_ids;
-  request.num_generations = p_.needs.num_generations;
-  request.seed = seed;
-  // A seed per example, so its samples do not depend on the rank or batch it is in.
-  for (std::int64_t i : m.indices) request.prompt_seeds.push_back(Mix64(seed ^ Mix64(static_cast<std::uint64_t>(i))));
-  request.policy = Policy{p_.policy.get(), p_.tokenizer.get(), p_.end_of_turn_ids};
-  request.logprobs = p_.needs.sampler_logprobs;
+  const auto G = static_cast<size_t>(p_.needs.num_generations);
   // Rewards score each completion as the sampler finishes it (oneTBB workers),
   // overlapping with the rest of generation and with the trainer's step, which
   // waits for them only when it needs the scores.
   if (!p_.rewards->empty()) {
-    m.scoring = std::make_unique<RewardPipeline::Session>(
-        p_.rewards->Start(m.batch, m.batch.size() * static_cast<size_t>(p_.needs.num_generations)));
-    request.on_rollout = [&m](std::size_t i, const Rollout& r) { m.scoring->Submit(i, r); };
+    m.scoring = std::make_unique<RewardPipeline::Session>(p_.rewards->Start(m.batch, m.batch.size() * G));
   }
-  absl::StatusOr<std::vector<Rollout>> rollouts = CallNoThrow("sampler", [&] { return p_.sampler->Sample(request); });
-  if (!rollouts.ok()) {
-    return p_.model_path.empty() ? rollouts.status() : Annotate(rollouts.status(), absl::StrCat("sampling from '", p_.model_path, "'"));
+  // One call to the sampler per source of generations: all from the policy, or
+  // (rollout_sources) generation g of each prompt from source g.
+  const std::vector<RolloutSource>& sources = p_.needs.rollout_sources;
+  const size_t calls = sources.empty() ? 1 : sources.size();
+  std::vector<std::vector<Rollout>> drawn(calls);
+  for (size_t call = 0; call < calls; ++call) {
+    SampleRequest request;
+    request.prompts = m.batch;
+    if (p_.tokenizer != nullptr) request.prompt_ids = m.prompt_ids;
+    request.num_generations = sources.empty() ? p_.needs.num_generations : 1;
+    // Source g > 0 draws from a stream of its own.
+    request.seed = call == 0 ? seed : Mix64(seed ^ Mix64(0x50u + call));
+    // A seed per example, so its samples do not depend on the rank or batch it is in.
+    for (std::int64_t i : m.indices) {
+      request.prompt_seeds.push_back(Mix64(request.seed ^ Mix64(static_cast<std::uint64_t>(i))));
+    }
+    request.policy = Policy{p_.policy.get(), p_.tokenizer.get(), p_.end_of_turn_ids};
+    if (!sources.empty()) {
+      const RolloutSource& from = sources[call];
+      if (from.model == RolloutSource::Model::kReference) request.policy.model = p_.reference.get();
+      if (from.model == RolloutSource::Model::kMixture) {
+        request.policy.mixture = p_.reference.get();
+        const auto epoch = static_cast<size_t>(std::max<std::int64_t>(0, order_.current_epoch()));
+        request.policy.mixture_coef = from.mixture_coef.empty() ? 0.5 : from.mixture_coef[std::min(epoch, from.mixture_coef.size() - 1)];
+      }
+    }
+    request.logprobs = p_.needs.sampler_logprobs;
+    if (m.scoring != nullptr) {
+      // Rollout i of this call is generation `call` of prompt i (grouped by prompt).
+      request.on_rollout = [&m, call, calls](std::size_t i, const Rollout& r) {
+        m.scoring->Submit(calls == 1 ? i : i * calls + call, r);
+      };
+    }
+    absl::StatusOr<std::vector<Rollout>> rollouts = CallNoThrow("sampler", [&] { return p_.sampler->Sample(request); });
+    if (!rollouts.ok()) {
+      return p_.model_path.empty() ? rollouts.status() : Annotate(rollouts.status(), absl::StrCat("sampling from '", p_.model_path, "'"));
+    }
+    drawn[call] = std::move(*rollouts);
   }
-  m.rollouts = std::move(*rollouts);
+  if (calls == 1) {
+    m.rollouts = std::move(drawn[0]);
+    return absl::OkStatus();
+  }
+  for (size_t i = 0; i < m.batch.size(); ++i) {
+    for (size_t call = 0; call < calls; ++call) m.rollouts.push_back(std::move(drawn[call][i]));
+  }
   return absl::OkStatus();
 }
 
@@ -1161,6 +1204,9 @@ absl::Status Run::NextGeneration(std::int64_t step, bool fresh) {
   // Sampling runs on the whole policy (ZeRO-3's unwrap_model_for_generation);
   // the sampler never reads the reference, which stays sharded.
   if (p_.needs.rollouts && policy_shards_ != nullptr) POSTTRAIN_RETURN_IF_ERROR(policy_shards_->GatherAll());
+  const bool samples_reference = std::any_of(p_.needs.rollout_sources.begin(), p_.needs.rollout_sources.end(),
+                                             [](const RolloutSource& r) { return r.model != RolloutSource::Model::kPolicy; });
+  if (samples_reference && reference_shards_ != nullptr) POSTTRAIN_RETURN_IF_ERROR(reference_shards_->GatherAll());
   // Sample the whole generation first: a trainer may need statistics over all
   // of its micro-batches (DAPO's token count).
   for (std::int64_t micro = 0; micro < accumulation_; ++micro) {
@@ -1174,6 +1220,7 @@ absl::Status Run::NextGeneration(std::int64_t step, bool fresh) {
     }
   }
   if (p_.needs.rollouts && policy_shards_ != nullptr) POSTTRAIN_RETURN_IF_ERROR(policy_shards_->ReleaseAll());
+  if (samples_reference && reference_shards_ != nullptr) POSTTRAIN_RETURN_IF_ERROR(reference_shards_->ReleaseAll());
   return absl::OkStatus();
 }
 

@@ -100,6 +100,11 @@ std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> example
           t.prompt_ids = encode(e.prompt);
           Fit(t.prompt_ids, {}, options);
           break;
+        case ExampleFormat::kStepwiseSupervision:
+          t.prompt_ids = encode(e.prompt);
+          Fit(t.prompt_ids, {}, options);
+          for (const std::string& step : e.steps) t.step_ids.push_back(encode(step));
+          break;
         case ExampleFormat::kPromptCompletion:
         case ExampleFormat::kUnpairedPreference:
           t.prompt_ids = encode(e.prompt);
@@ -130,6 +135,12 @@ std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> example
         t.prompt_ids = tokenizer.Encode(e.prompt, true);
         Fit(t.prompt_ids, {}, options);
         break;
+      case ExampleFormat::kStepwiseSupervision:
+        // The prompt with the tokenizer's template; steps bare (TRL's PRM tokenize_row).
+        t.prompt_ids = tokenizer.Encode(e.prompt, true);
+        Fit(t.prompt_ids, {}, options);
+        for (const std::string& step : e.steps) t.step_ids.push_back(tokenizer.Encode(step, false));
+        break;
       case ExampleFormat::kPromptCompletion:
       case ExampleFormat::kUnpairedPreference:
         t.prompt_ids = tokenizer.Encode(e.prompt, true);
@@ -144,6 +155,36 @@ std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> example
         break;
     }
   });
+  return out;
+}
+
+StepwiseSequence StepwiseTokens(const std::vector<std::int64_t>& prompt_ids,
+                                const std::vector<std::vector<std::int64_t>>& step_ids,
+                                const std::vector<bool>& step_labels, const std::vector<std::int64_t>& separator_ids,
+                                bool train_on_last_step_only, std::int64_t max_completion_length, std::int64_t max_length) {
+  StepwiseSequence out;
+  std::vector<std::int64_t> completion, labels;
+  for (size_t s = 0; s < step_ids.size(); ++s) {
+    completion.insert(completion.end(), step_ids[s].begin(), step_ids[s].end());
+    completion.insert(completion.end(), separator_ids.begin(), separator_ids.end());
+    const size_t n = step_ids[s].size() + separator_ids.size();
+    if (n == 0) continue;
+    const bool kept = !train_on_last_step_only || s + 1 == step_ids.size();
+    labels.insert(labels.end(), n - 1, kIgnoreLabel);
+    labels.push_back(kept && s < step_labels.size() ? static_cast<std::int64_t>(step_labels[s]) : kIgnoreLabel);
+  }
+  if (max_completion_length > 0 && static_cast<std::int64_t>(completion.size()) > max_completion_length) {
+    completion.resize(static_cast<size_t>(max_completion_length));
+    labels.resize(static_cast<size_t>(max_completion_length));
+  }
+  out.input_ids = prompt_ids;
+  out.input_ids.insert(out.input_ids.end(), completion.begin(), completion.end());
+  out.labels.assign(prompt_ids.size(), kIgnoreLabel);
+  out.labels.insert(out.labels.end(), labels.begin(), labels.end());
+  if (max_length > 0 && static_cast<std::int64_t>(out.input_ids.size()) > max_length) {
+    out.input_ids.resize(static_cast<size_t>(max_length));
+    out.labels.resize(static_cast<size_t>(max_length));
+  }
   return out;
 }
 

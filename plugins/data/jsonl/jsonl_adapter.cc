@@ -9,7 +9,8 @@
 // format = "auto" picks the format from the first record's fields: chosen+rejected →
 // preference (prompt optional: without it the prompt is the longest common prefix of
 // chosen and rejected, as TRL's extract_prompt does); prompt+completion+label →
-// unpaired preference; prompt+completion → prompt-completion; text → language
+// unpaired preference; prompt+completions+labels (lists: steps and their bools) →
+// stepwise supervision; prompt+completion → prompt-completion; text → language
 // modeling; prompt → prompt-only. Every record must then have the same fields.
 //
 // Conversational records (TRL's formats with lists of {"role", "content"} messages)
@@ -77,11 +78,11 @@ class JsonlAdapter final : public DataAdapter {
     return ComponentSchema(
                "JSON Lines (.jsonl, or gzip .jsonl.gz) in TRL's dataset formats: "
                "language modeling, prompt-only, prompt-completion, preference "
-               "(explicit or implicit prompt), unpaired preference.")
+               "(explicit or implicit prompt), unpaired preference, stepwise supervision.")
         .Required("path", OptionType::kString, "The .jsonl or .jsonl.gz file.")
         .String("format", "auto", "Dataset format; 'auto' infers it from the first record.",
                 {"auto", "language_modeling", "prompt_only", "prompt_completion", "preference",
-                 "unpaired_preference"})
+                 "unpaired_preference", "stepwise_supervision"})
         .String("text_field", "text", "Field holding the text (language modeling).")
         .String("prompt_field", "prompt", "Field holding the prompt.")
         .String("completion_field", "completion", "Field holding the completion.")
@@ -145,7 +146,7 @@ class JsonlAdapter final : public DataAdapter {
   static std::optional<ExampleFormat> ParseFormat(absl::string_view name) {
     for (ExampleFormat f : {ExampleFormat::kLanguageModeling, ExampleFormat::kPromptOnly,
                             ExampleFormat::kPromptCompletion, ExampleFormat::kPreference,
-                            ExampleFormat::kUnpairedPreference}) {
+                            ExampleFormat::kUnpairedPreference, ExampleFormat::kStepwiseSupervision}) {
       if (ExampleFormatName(f) == name) return f;
     }
     return std::nullopt;  // "auto"
@@ -158,6 +159,7 @@ class JsonlAdapter final : public DataAdapter {
     if (has(fields_.prompt) && has(fields_.completion) && has(fields_.label)) {
       return ExampleFormat::kUnpairedPreference;
     }
+    if (has(fields_.prompt) && has("completions") && has("labels")) return ExampleFormat::kStepwiseSupervision;
     if (has(fields_.prompt) && has(fields_.completion)) return ExampleFormat::kPromptCompletion;
     if (has(fields_.text)) return ExampleFormat::kLanguageModeling;
     return ExampleFormat::kPromptOnly;
@@ -230,6 +232,14 @@ class JsonlAdapter final : public DataAdapter {
           POSTTRAIN_RETURN_IF_ERROR(need(fields_.prompt));
           POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.prompt, "prompt"));
           break;
+        case ExampleFormat::kStepwiseSupervision: {
+          POSTTRAIN_RETURN_IF_ERROR(need(fields_.prompt));
+          POSTTRAIN_RETURN_IF_ERROR(take_list(fields_.prompt, "prompt"));
+          nlohmann::json rest(raw);
+          POSTTRAIN_RETURN_IF_ERROR(TakeSteps(rest, example));
+          raw = ordered_json(rest);
+          break;
+        }
         case ExampleFormat::kPromptCompletion:
         case ExampleFormat::kUnpairedPreference:
           POSTTRAIN_RETURN_IF_ERROR(need(fields_.prompt));
@@ -305,6 +315,7 @@ class JsonlAdapter final : public DataAdapter {
       case ExampleFormat::kUnpairedPreference:
         wanted = {&fields_.prompt, &fields_.completion, &fields_.label};
         break;
+      case ExampleFormat::kStepwiseSupervision: wanted = {&fields_.prompt, &kCompletions, &kLabels}; break;
     }
     std::vector<std::string> missing;
     for (const std::string* field : wanted) {
@@ -359,11 +370,40 @@ class JsonlAdapter final : public DataAdapter {
         record.erase(fields_.label);
         break;
       }
+      case ExampleFormat::kStepwiseSupervision:
+        POSTTRAIN_RETURN_IF_ERROR(take_string(fields_.prompt, example.prompt));
+        POSTTRAIN_RETURN_IF_ERROR(TakeSteps(record, example));
+        break;
     }
     example.metadata = std::move(record);
     return absl::OkStatus();
   }
 
+  // Stepwise supervision's "completions" (strings) and "labels" (bools, one per
+  // step), moved out of `record`.
+  static absl::Status TakeSteps(nlohmann::json& record, Example& example) {
+    const nlohmann::json& steps = record[kCompletions];
+    const nlohmann::json& labels = record[kLabels];
+    if (!steps.is_array() || !labels.is_array()) {
+      return absl::InvalidArgumentError("stepwise supervision needs \"completions\" (a list of step strings) and "
+                                        "\"labels\" (a list of true/false, one per step)");
+    }
+    if (steps.size() != labels.size() || steps.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("stepwise supervision: ", steps.size(), " completions (steps) but ",
+                                                     labels.size(), " labels; each step needs one (and at least one step)"));
+    }
+    for (size_t i = 0; i < steps.size(); ++i) {
+      if (!steps[i].is_string()) return absl::InvalidArgumentError(absl::StrCat("completions[", i, "] must be a string"));
+      if (!labels[i].is_boolean()) return absl::InvalidArgumentError(absl::StrCat("labels[", i, "] must be true or false"));
+      example.steps.push_back(steps[i].get<std::string>());
+      example.step_labels.push_back(labels[i].get<bool>());
+    }
+    record.erase(kCompletions);
+    record.erase(kLabels);
+    return absl::OkStatus();
+  }
+
+  static inline const std::string kCompletions = "completions", kLabels = "labels";
   std::string path_;
   std::string format_;
   Fields fields_;

@@ -62,6 +62,8 @@ class DefaultSampler final : public Sampler {
     params.seed = request.seed;
     params.prompt_seeds = request.prompt_seeds;
     params.compute_logprobs = request.logprobs;
+    params.mixture_model = request.policy.mixture;
+    params.mixture_coef = request.policy.mixture_coef;
     params.eos_token_ids = EosTokenIds(*request.policy.model, &tokenizer);
     for (std::int64_t id : request.policy.stop_token_ids) {
       if (std::find(params.eos_token_ids.begin(), params.eos_token_ids.end(), id) == params.eos_token_ids.end()) {

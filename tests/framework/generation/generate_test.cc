@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/model/hf_model.h"
+#include "posttrain/model/safetensors.h"
 #include "test_support.h"
 
 namespace posttrain {
@@ -193,6 +194,85 @@ TEST_F(GenerateTest, BadPromptsAreRefused) {
   SamplingParams params;
   EXPECT_EQ(Generate(*model_, {{}}, 1, params, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Generate(*model_, {{1, 9999}}, 1, params, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Nash-MD's mixture sampling: the logits each token is drawn from are
+// (1 − c)·z_policy + c·z_reference at every step, against both models' logits
+// from the independent python3-torch transcription of the Llama forward
+// (tests/framework/model/llama_reference.py) on the generated sequences; c = 0
+// samples exactly what the policy alone samples.
+TEST_F(GenerateTest, GeometricMixtureDrawsFromTheMixedLogitsOfBothModels) {
+  std::unique_ptr<CausalLM> reference = model_->Clone();
+  {
+    at::NoGradGuard no_grad;
+    at::manual_seed(5);
+    for (const auto& [name, p] : reference->named_parameters()) p.add_(at::randn_like(p) * 0.02);
+  }
+  const std::vector<std::vector<std::int64_t>> prompts = {tokenizer_->Encode("Once upon a time", true)};
+  const auto P = static_cast<std::int64_t>(prompts[0].size());
+  const std::int64_t G = 3, new_tokens = 10;
+  SamplingParams params;
+  params.temperature = 0.8;
+  params.max_new_tokens = new_tokens;
+  params.seed = 3;
+  params.mixture_model = reference.get();
+  params.mixture_coef = 0.3;
+  std::map<std::pair<std::size_t, std::int64_t>, at::Tensor> drawn_from;
+  params.on_step_logits = [&](std::size_t index, std::int64_t t, const at::Tensor& logits) {
+    drawn_from[{index, t}] = logits.clone();
+  };
+  auto out = Generate(*model_, prompts, G, params, nullptr);  // no EOS: every row is new_tokens long
+  ASSERT_TRUE(out.ok()) << out.status();
+  std::vector<std::int64_t> ids;
+  for (const Generation& g : *out) {
+    ASSERT_EQ(static_cast<std::int64_t>(g.token_ids.size()), new_tokens);
+    ids.insert(ids.end(), prompts[0].begin(), prompts[0].end());
+    ids.insert(ids.end(), g.token_ids.begin(), g.token_ids.end());
+  }
+  const at::Tensor batch = at::tensor(ids, at::kLong).view({G, P + new_tokens});
+  auto python_logits = [&](const CausalLM& model, const std::string& name) {
+    const std::string dir = testing::TempDir(name);
+    EXPECT_TRUE(SaveCausalLM(model, dir).ok());
+    EXPECT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", batch}}).ok());
+    std::string log;
+    EXPECT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &log), 0) << log;
+    auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+    EXPECT_TRUE(file.ok()) << file.status();
+    return file.ok() ? *file->Get("logits") : at::Tensor();
+  };
+  const at::Tensor policy_logits = python_logits(*model_, "mix_policy"), reference_logits = python_logits(*reference, "mix_reference");
+  ASSERT_TRUE(policy_logits.defined() && reference_logits.defined());
+  ASSERT_EQ(drawn_from.size(), static_cast<size_t>(G * new_tokens));
+  double worst = 0, moved = 0;
+  for (std::int64_t g = 0; g < G; ++g) {
+    for (std::int64_t t = 0; t < new_tokens; ++t) {
+      // Token t is predicted at position P − 1 + t.
+      const at::Tensor expected = 0.7 * policy_logits[g][P - 1 + t] + 0.3 * reference_logits[g][P - 1 + t];
+      const at::Tensor& got = drawn_from.at({static_cast<std::size_t>(g), t});
+      worst = std::max(worst, (got - expected).abs().max().item<double>());
+      moved = std::max(moved, (got - policy_logits[g][P - 1 + t]).abs().max().item<double>());
+    }
+  }
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_GT(moved, 1e-2);  // the reference does move the distribution
+  // c = 0: the policy's own samples, token for token.
+  params.mixture_coef = 0.0;
+  params.on_step_logits = nullptr;
+  auto pure = Generate(*model_, prompts, G, params, nullptr);
+  params.mixture_model = nullptr;
+  auto alone = Generate(*model_, prompts, G, params, nullptr);
+  ASSERT_TRUE(pure.ok() && alone.ok());
+  for (std::int64_t g = 0; g < G; ++g) EXPECT_EQ((*pure)[g].token_ids, (*alone)[g].token_ids);
+  // A mixture model of another vocabulary is refused.
+  ModelConfig other = model_->config();
+  other.vocab_size += 1;
+  auto wrong = CausalLM::Random(other, at::kFloat, 1);
+  ASSERT_TRUE(wrong.ok());
+  params.mixture_model = wrong->get();
+  params.mixture_coef = 0.5;
+  EXPECT_THAT(Generate(*model_, prompts, 1, params, nullptr).status().message(), ::testing::HasSubstr("same vocabulary"));
+  params.mixture_coef = 1.5;
+  EXPECT_THAT(ValidateSamplingParams(params).message(), ::testing::HasSubstr("mixture_coef"));
 }
 
 }  // namespace

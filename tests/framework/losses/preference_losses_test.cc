@@ -130,5 +130,70 @@ TEST(BradleyTerryLossTest, HandDerived) {
   EXPECT_NEAR(BradleyTerryLoss(rc, rr, at::tensor({1.0f}), 0.0)[0].item<float>(), std::log(2.0), 1e-6);
 }
 
+// Nash-MD's REINFORCE loss (value, gradient through the policy only, score, KL) and
+// XPO's DPO-plus-exploration loss (both loss types, both choices of the chosen
+// completion) against TRL's formulas transcribed into python3-torch.
+TEST(OnlinePreferenceLossTest, NashMdAndXpoMatchTrlsFormulasInValueAndGradient) {
+  at::manual_seed(11);
+  const std::int64_t N = 4, C = 5;
+  const at::Tensor mask = at::tensor({1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}, at::kFloat).view({N, C});
+  const at::Tensor pm = (-at::rand({N, C}) * 3) * mask, rm = (-at::rand({N, C}) * 3) * mask;
+  const at::Tensor probability = at::tensor({0.2f, 0.5f, 0.9f, 0.73f});
+  const double beta = 0.3;
+  const at::Tensor xpm = at::tensor({-10.0f, -12.5f, -7.25f, -20.0f}), xpr = at::tensor({-11.0f, -9.5f, -8.0f, -19.0f});
+  const at::Tensor xrm = at::tensor({-10.5f, -12.0f, -7.0f, -21.0f}), xrr = at::tensor({-10.0f, -10.0f, -9.0f, -18.5f});
+  const at::Tensor chosen = at::tensor({1, 0, 1, 0}, at::kLong).to(at::kBool);
+  auto list = [](const at::Tensor& t) {
+    const at::Tensor c = t.to(at::kDouble).contiguous();
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  for (const std::string loss_type : {"sigmoid", "ipo"}) {
+    const double alpha = 0.05;
+    nlohmann::json nash = {{"pm", nlohmann::json::array()}, {"rm", nlohmann::json::array()}, {"probability", list(probability)}, {"beta", beta}};
+    for (std::int64_t i = 0; i < N; ++i) {
+      nash["pm"].push_back(list(pm[i]));
+      nash["rm"].push_back(list(rm[i]));
+    }
+    nlohmann::json in = {{"nash", nash},
+                         {"xpo", {{"pm", list(xpm)}, {"pr", list(xpr)}, {"rm", list(xrm)}, {"rr", list(xrr)},
+                                  {"chosen", {true, false, true, false}}, {"beta", beta}, {"alpha", alpha}, {"loss_type", loss_type}}}};
+    const std::string path = testing::TempDir("online_pref") + "/in.json";
+    testing::WriteFile(path, in.dump());
+    std::string out;
+    ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/losses/online_preference_reference.py " + path, &out), 0) << out;
+    const nlohmann::json expected = nlohmann::json::parse(out);
+
+    const at::Tensor policy = pm.clone().requires_grad_(true);
+    NashMdLossResult nr = NashMdLoss(policy, rm, probability, beta);
+    const at::Tensor loss = nr.losses.mean();
+    loss.backward();
+    EXPECT_NEAR(loss.item<double>(), expected["nash"]["loss"].get<double>(), 1e-5);
+    const auto grad = expected["nash"]["grad"].get<std::vector<std::vector<double>>>();
+    for (std::int64_t i = 0; i < N; ++i) {
+      EXPECT_NEAR(nr.score[i].item<double>(), expected["nash"]["score"][i].get<double>(), 1e-5);
+      EXPECT_NEAR(nr.kl[i].item<double>(), expected["nash"]["kl"][i].get<double>(), 1e-5);
+      for (std::int64_t t = 0; t < C; ++t) EXPECT_NEAR(policy.grad()[i][t].item<double>(), grad[i][t], 1e-6) << i << "," << t;
+    }
+    // Hand check: at π = π_ref the KL term has no gradient, so ∂loss/∂log π(y_t) = −(P − ½)/N.
+    const at::Tensor same = rm.clone().requires_grad_(true);
+    NashMdLoss(same, rm, probability, beta).losses.mean().backward();
+    EXPECT_NEAR(same.grad()[0][0].item<double>(), -(0.2 - 0.5) / N, 1e-7);
+
+    const at::Tensor p_model = xpm.clone().requires_grad_(true), p_ref = xpr.clone().requires_grad_(true);
+    auto xr = XpoLoss(loss_type, p_model, p_ref, xrm, xrr, chosen, beta, alpha);
+    ASSERT_TRUE(xr.ok());
+    const at::Tensor xloss = xr->losses.mean();
+    xloss.backward();
+    EXPECT_NEAR(xloss.item<double>(), expected["xpo"]["loss"].get<double>(), 1e-5) << loss_type;
+    for (std::int64_t i = 0; i < N; ++i) {
+      EXPECT_NEAR(xr->dpo_losses[i].item<double>(), expected["xpo"]["dpo"][i].get<double>(), 1e-5) << loss_type << i;
+      EXPECT_NEAR(xr->xpo_losses[i].item<double>(), expected["xpo"]["xpo"][i].get<double>(), 1e-7) << loss_type << i;
+      EXPECT_NEAR(p_model.grad()[i].item<double>(), expected["xpo"]["grad_pm"][i].get<double>(), 1e-6) << loss_type << i;
+      EXPECT_NEAR(p_ref.grad()[i].item<double>(), expected["xpo"]["grad_pr"][i].get<double>(), 1e-6) << loss_type << i;
+    }
+  }
+  EXPECT_FALSE(XpoLoss("hinge", xpm, xpr, xrm, xrr, chosen, beta, 1e-5).ok());
+}
+
 }  // namespace
 }  // namespace posttrain

@@ -85,7 +85,7 @@ TEST(RegistryTest, UnknownNameListsKnownNamesOfThatKind) {
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.message(),
             "r.toml: unknown reward_function 'keywrd' (did you mean 'keyword'?); known "
-            "reward_functions: accuracy, command, format, keyword, length, repetition, reward_model");
+            "reward_functions: accuracy, command, format, keyword, length, prm, repetition, reward_model");
 }
 
 TEST(RegistryTest, TrainersGetTheEngineOptions) {

@@ -130,6 +130,26 @@ TEST(JsonlAdapterTest, ConversationalRecordsKeepTheirMessages) {
   EXPECT_THAT(std::string(bad.message()), HasSubstr(":1: field \"messages\", message 1: expected {\"role\""));
 }
 
+// TRL's stepwise supervision: prompt, completions (the steps), labels (one bool each).
+TEST(JsonlAdapterTest, ReadsStepwiseSupervisionAndRefusesMismatchedLabels) {
+  absl::StatusOr<std::vector<Example>> rows =
+      Load(Write("{\"prompt\": \"2+2?\", \"completions\": [\"2+2=4\", \"The answer is 4.\"], \"labels\": [true, false], \"id\": 7}\n"));
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ((*rows)[0].format, ExampleFormat::kStepwiseSupervision);
+  EXPECT_EQ((*rows)[0].prompt, "2+2?");
+  EXPECT_EQ((*rows)[0].steps, (std::vector<std::string>{"2+2=4", "The answer is 4."}));
+  EXPECT_EQ((*rows)[0].step_labels, (std::vector<bool>{true, false}));
+  EXPECT_EQ((*rows)[0].metadata, nlohmann::json({{"id", 7}}));
+  absl::Status bad = Load(Write("{\"prompt\": \"p\", \"completions\": [\"a\", \"b\"], \"labels\": [true]}\n")).status();
+  EXPECT_THAT(std::string(bad.message()), HasSubstr(":1: stepwise supervision: 2 completions (steps) but 1 labels"));
+  bad = Load(Write("{\"prompt\": \"p\", \"completions\": [\"a\"], \"labels\": [1]}\n")).status();
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("labels[0] must be true or false"));
+  absl::StatusOr<std::vector<Example>> shipped = Load(testing::SourceDir() + "/recipes/data/gsm8k_prm_test.jsonl");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  EXPECT_EQ(shipped->size(), 128u);
+  for (const Example& e : *shipped) EXPECT_EQ(e.steps.size(), e.step_labels.size());
+}
+
 TEST(JsonlAdapterTest, ReadsTheOpenAiPreferenceLayoutOfTheOrcaPairs) {
   absl::StatusOr<std::vector<Example>> pairs = Load(testing::DataPath("orca_dpo_pairs_validation.jsonl"));
   ASSERT_TRUE(pairs.ok()) << pairs.status();

@@ -30,6 +30,11 @@ struct Policy {
   // Tokens that end a completion besides the model's and tokenizer's EOS: the chat
   // template's end-of-turn token for conversational prompts (e.g. <|im_end|>).
   std::vector<std::int64_t> stop_token_ids;
+  // Optional: sample from the geometric mixture of `model` and this model instead of
+  // `model` alone (Nash-MD): logits (1 − mixture_coef)·z_model + mixture_coef·z_mixture
+  // at each token (generation/generate.h). Log-probs stay `model`'s.
+  const CausalLM* mixture = nullptr;
+  double mixture_coef = 0.0;
 };
 
 enum class FinishReason {

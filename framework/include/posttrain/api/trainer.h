@@ -39,6 +39,19 @@ class CausalLM;
 class Collectives;
 class Tokenizer;
 
+// Which model one of a prompt's generations is drawn from.
+struct RolloutSource {
+  enum class Model {
+    kPolicy,     // the current policy
+    kReference,  // the frozen reference (XPO's second completion)
+    kMixture,    // the geometric mixture of policy and reference (Nash-MD)
+  };
+  Model model = Model::kPolicy;
+  // kMixture: the reference's weight c in (1 − c)·z_policy + c·z_reference, one per
+  // epoch (TRL's mixture_coef list); epochs past the list use its last value.
+  std::vector<double> mixture_coef;
+};
+
 struct TrainerNeeds {
   // The recipe must have a [model] (the policy).
   bool model = true;
@@ -51,6 +64,11 @@ struct TrainerNeeds {
   bool rewards = false;
   // Completions per prompt when rollouts are needed.
   std::int64_t num_generations = 1;
+  // Empty: every generation comes from the policy. Else one source per generation
+  // (num_generations of them): rollout g of each prompt's group is drawn from
+  // rollout_sources[g], with the sampler's settings and a random stream of its own.
+  // Needs `reference` for kReference and kMixture.
+  std::vector<RolloutSource> rollout_sources;
   // Optimisation steps on each generated batch (GRPO's num_iterations, PPO's
   // num_ppo_epochs): the engine samples and scores once, then calls Step with the
   // same rollouts and rewards this many steps in a row (StepInput::iteration 0, 1, ...).
@@ -91,6 +109,9 @@ struct TokenizedExample {
   std::vector<std::int64_t> completion_ids;
   std::vector<std::int64_t> chosen_ids;
   std::vector<std::int64_t> rejected_ids;
+  // Stepwise supervision: each step's ids (no special tokens), aligned with
+  // Example::steps; prompt_ids as for a prompt-only example.
+  std::vector<std::vector<std::int64_t>> step_ids;
   // Which completion tokens are targets (1) — assistant_only_loss on a conversation,
   // where user turns sit between assistant turns; aligned with completion_ids. Empty:
   // every completion token is.

@@ -9,6 +9,8 @@
 //   kPreference         prompt (may be ""), chosen,     preference (explicit or
 //                       rejected                        implicit prompt)
 //   kUnpairedPreference prompt, completion, label       unpaired preference
+//   kStepwiseSupervision prompt, steps, step_labels      stepwise supervision
+//                                                       {"prompt", "completions", "labels"}
 //
 // Conversational records (TRL's conversational formats: `messages`, or prompt /
 // completion / chosen / rejected as lists of {"role", "content"} messages) keep
@@ -39,10 +41,11 @@ enum class ExampleFormat {
   kPromptCompletion,
   kPreference,
   kUnpairedPreference,
+  kStepwiseSupervision,
 };
 
 // "language_modeling", "prompt_only", "prompt_completion", "preference",
-// "unpaired_preference".
+// "unpaired_preference", "stepwise_supervision".
 absl::string_view ExampleFormatName(ExampleFormat format);
 
 struct Example {
@@ -54,6 +57,10 @@ struct Example {
   std::string rejected;
   // Unpaired preference: true = desirable.
   std::optional<bool> label;
+  // Stepwise supervision (process reward models): the completion's reasoning steps
+  // and whether each is correct, aligned (TRL's "completions" and "labels").
+  std::vector<std::string> steps;
+  std::vector<bool> step_labels;
   // Every other field of the source record.
   nlohmann::json metadata = nlohmann::json::object();
   // Conversational records: {"messages" | "prompt" | "completion" | "chosen" |

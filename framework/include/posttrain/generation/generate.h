@@ -65,6 +65,14 @@ struct SamplingParams {
   // token is drawn from (before the logits processors) — what the KV cache and the
   // left-padded batch produced.
   std::function<void(std::size_t index, std::int64_t t, const at::Tensor& logits)> on_step_logits;
+  // Optional: draw tokens from the geometric mixture of `model` and this one (Nash-MD,
+  // Munos et al. 2024; TRL's GeometricMixtureWrapper): at each step the logits are
+  //   (1 − mixture_coef) · logits_model + mixture_coef · logits_mixture
+  // (so p ∝ p_model^(1−c) · p_mixture^c per token, before temperature and the other
+  // processors). The mixture model keeps its own KV cache; it must have the model's
+  // vocabulary and context. The returned log-probs stay `model`'s.
+  const CausalLM* mixture_model = nullptr;
+  double mixture_coef = 0.0;  // in [0, 1]
 };
 
 struct Generation {
@@ -77,7 +85,7 @@ struct Generation {
 
 // InvalidArgument naming the first parameter out of its range: max_new_tokens >= 1,
 // temperature >= 0, top_k >= 0, top_p in (0, 1], min_p in [0, 1],
-// repetition_penalty > 0, every float finite.
+// repetition_penalty > 0, mixture_coef in [0, 1], every float finite.
 absl::Status ValidateSamplingParams(const SamplingParams& params);
 
 // Returns prompts.size() * num_generations generations grouped by prompt.

@@ -128,6 +128,44 @@ struct DensityRatioClassifier {
   at::Tensor Ratio(const at::Tensor& embeddings, double min_ratio, double max_ratio) const;
 };
 
+// Nash-MD (Munos et al. 2024, "Nash Learning from Human Feedback"; TRL's
+// NashMDTrainer): the policy's completion y against one y' from the geometric
+// mixture of policy and reference, P = P(y ≻ y') (σ of the reward difference).
+// Per prompt, on token log-probs [N, C] of y (zero at padding):
+//   score = (P − ½) · Σ_t log π(y_t)                   (REINFORCE, ½ a control variate)
+//   kl    = Σ_t sg(log π(y_t) − log π_ref(y_t)) · log π(y_t)  (REINFORCE for KL(π‖π_ref))
+//   loss  = β · kl − score
+// sg = stop-gradient. Gradients flow through policy_logps only.
+struct NashMdLossResult {
+  at::Tensor losses;  // [N]
+  at::Tensor score;   // [N] detached
+  at::Tensor kl;      // [N] detached: Σ_t (log π − log π_ref), the sequence log-ratio
+};
+NashMdLossResult NashMdLoss(const at::Tensor& policy_logps, const at::Tensor& reference_logps,
+                            const at::Tensor& probability, double beta);
+
+// XPO (Xie et al. 2024, "Exploratory Preference Optimization"; TRL's XPOTrainer):
+// online DPO on the pair (policy's completion y, reference's completion y_ref),
+// the better-scored one chosen (`model_chosen` [N] bool: y is), plus the exploration
+// term α · log π(y_ref). Inputs are summed completion log-probs [N]:
+// policy_model = log π(y), policy_ref = log π(y_ref), reference_model = log π_ref(y),
+// reference_ref = log π_ref(y_ref). With h = (log π − log π_ref)(chosen) −
+// (log π − log π_ref)(rejected):
+//   dpo = −log σ(β h) (sigmoid) or (h − 1/(2β))² (ipo);  xpo = α · log π(y_ref)
+//   loss = dpo + xpo
+// InvalidArgument for another loss_type.
+struct XpoLossResult {
+  at::Tensor losses;            // [N]
+  at::Tensor dpo_losses;        // [N] detached
+  at::Tensor xpo_losses;        // [N] detached
+  at::Tensor chosen_rewards;    // [N] detached: β (log π − log π_ref) of the chosen
+  at::Tensor rejected_rewards;  // [N] detached
+};
+absl::StatusOr<XpoLossResult> XpoLoss(const std::string& loss_type, const at::Tensor& policy_model,
+                                      const at::Tensor& policy_ref, const at::Tensor& reference_model,
+                                      const at::Tensor& reference_ref, const at::Tensor& model_chosen, double beta,
+                                      double alpha);
+
 // TRL's preference metrics from per-pair rewards and policy log-probs [B]:
 // rewards/chosen, rewards/rejected, rewards/accuracies (chosen > rejected),
 // rewards/margins, logps/chosen, logps/rejected (the last two if defined).

@@ -28,6 +28,10 @@ struct SequenceClassifier {
 // and what is missing or mis-shaped.
 absl::StatusOr<SequenceClassifier> LoadSequenceClassifier(const std::string& dir, at::ScalarType dtype);
 
+// The same for token classifiers (*ForTokenClassification: the head reads every
+// token's final hidden state; the `prm` trainer trains one with num_labels 2).
+absl::StatusOr<SequenceClassifier> LoadTokenClassifier(const std::string& dir, at::ScalarType dtype);
+
 // Scores [N, num_labels] fp32 of prompt + completion rows: score · h_last, with
 // h_last the backbone's final (normed) hidden state at each row's last real token.
 // Differentiable w.r.t. the backbone and `score` when they require grad.

@@ -54,6 +54,23 @@ std::vector<TokenizedExample> TokenizeExamples(absl::Span<const Example> example
 // longer than max_length gets a row of its own (tokenization already cuts it to
 // max_length). Rows come in the order they were opened; equal lengths are placed
 // in dataset order, so the packing is deterministic.
+// A process-reward-model example as TRL's PRMTrainer.tokenize_row builds it: the
+// prompt's ids (template and max_prompt_length already applied), then each step's
+// ids followed by `separator_ids`; every token is labelled kIgnoreLabel except the
+// last of each step (its separator's last token), which carries the step's label
+// (1 correct, 0 not). With train_on_last_step_only only the last step keeps its
+// label. The completion is cut to max_completion_length (> 0), then the whole to
+// max_length (> 0), labels alike.
+inline constexpr std::int64_t kIgnoreLabel = -100;
+struct StepwiseSequence {
+  std::vector<std::int64_t> input_ids;
+  std::vector<std::int64_t> labels;  // aligned with input_ids
+};
+StepwiseSequence StepwiseTokens(const std::vector<std::int64_t>& prompt_ids,
+                                const std::vector<std::vector<std::int64_t>>& step_ids,
+                                const std::vector<bool>& step_labels, const std::vector<std::int64_t>& separator_ids,
+                                bool train_on_last_step_only, std::int64_t max_completion_length, std::int64_t max_length);
+
 std::vector<TokenizedExample> PackExamples(absl::Span<const TokenizedExample> examples, std::int64_t max_length,
                                            std::vector<std::int64_t>* first);
 
