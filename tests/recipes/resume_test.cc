@@ -8,12 +8,14 @@
 
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "posttrain/model/safetensors.h"
 #include "test_support.h"
 
@@ -78,6 +80,28 @@ TEST_P(ResumeTest, SigkillAndResumeEqualsTheUninterruptedRun) {
   if (fs::exists(dir + "/a/completions.jsonl")) {
     EXPECT_EQ(testing::ReadFile(dir + "/a/completions.jsonl"), testing::ReadFile(dir + "/b/completions.jsonl"));
   }
+  // TensorBoard (report_to): the resumed stream holds the same scalars and texts at
+  // the same steps as the uninterrupted one's, each once (read back independently).
+  if (fs::exists(dir + "/a/runs")) {
+    auto events = [&](const std::string& run) {
+      std::vector<std::string> files;
+      for (const auto& e : fs::directory_iterator(run + "/runs")) files.push_back(e.path().string());
+      EXPECT_EQ(files.size(), 1u) << run;
+      std::string json;
+      EXPECT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/support/tfevents_py.py " + files[0], &json), 0)
+          << json;
+      return nlohmann::json::parse(json);
+    };
+    const nlohmann::json a_events = events(dir + "/a"), b_events = events(dir + "/b");
+    EXPECT_EQ(a_events["scalars"], b_events["scalars"]);
+    EXPECT_EQ(a_events["texts"].size(), b_events["texts"].size());
+    std::set<std::pair<std::string, std::int64_t>> seen;
+    for (const auto& s : b_events["scalars"]) {
+      EXPECT_TRUE(seen.insert({s[0].get<std::string>(), s[1].get<std::int64_t>()}).second) << s.dump();
+    }
+    EXPECT_TRUE(seen.count({"train/loss", c.checkpoint + 2}) || seen.count({"train/loss", c.checkpoint + 1}))
+        << "steps after the resume are there";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -86,7 +110,8 @@ INSTANTIATE_TEST_SUITE_P(
         ResumeCase{"sft", "recipes/sft/stories260K_gsm8k.toml",
                    "trainer.max_steps=9 trainer.per_device_train_batch_size=4 trainer.gradient_accumulation_steps=2 "
                    "trainer.max_length=128 trainer.max_prompt_length=64 trainer.save_steps=3 trainer.logging_steps=2 "
-                   "trainer.eval_steps=0 data.max_examples=64 eval_data.max_examples=8 trainer.eval_on_start=false",
+                   "trainer.eval_steps=0 data.max_examples=64 eval_data.max_examples=8 trainer.eval_on_start=false "
+                   "trainer.report_to=[\\\"tensorboard\\\"]",
                    3},
         ResumeCase{"dpo_bco_pair", "recipes/dpo/stories260K_hh_harmless.toml",
                    "trainer.loss_type=bco_pair trainer.max_steps=9 trainer.per_device_train_batch_size=4 "
@@ -102,7 +127,7 @@ INSTANTIATE_TEST_SUITE_P(
         ResumeCase{"grpo_num_iterations_2", "recipes/grpo/stories260K_keyword.toml",
                    "trainer.max_steps=12 trainer.per_device_train_batch_size=2 trainer.num_generations=4 "
                    "sampler.max_completion_length=16 trainer.max_completion_length=16 trainer.num_iterations=2 "
-                   "trainer.save_steps=3 trainer.logging_steps=2 "
+                   "trainer.save_steps=3 trainer.logging_steps=2 trainer.report_to=[\\\"tensorboard\\\"] "
                    "rewards.0.keywords=[\\\"the\\\",\\\"she\\\",\\\"he\\\"]",  // common words: groups differ
                    3},
         ResumeCase{"ppo", "recipes/ppo/stories260K_keyword.toml",

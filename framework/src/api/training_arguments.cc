@@ -21,6 +21,10 @@ const ComponentSchema& TrainingArgumentsSchema() {
           .Float("warmup_ratio", 0.0, "Warm-up as a fraction of max_steps.").AtLeast(0).AtMost(1)
           .Int("warmup_steps", 0, "Warm-up steps (overrides warmup_ratio if > 0).").AtLeast(0)
           .Int("logging_steps", 10, "Write a metrics.jsonl line every this many steps.").AtLeast(1)
+          .StringList("report_to", {"none"},
+                      "Where logged metrics go besides metrics.jsonl (HF's name): [\"tensorboard\"] writes TensorBoard "
+                      "event files to logging_dir; \"none\" nothing more.")
+          .String("logging_dir", "", "TensorBoard's directory (default: <output_dir>/runs).")
           .Int("eval_steps", 0, "Evaluate every this many steps and at the end (0: only at the end if there is eval data).").AtLeast(0)
           .Bool("eval_on_start", false, "Evaluate before the first step too.")
           .Int("save_steps", 0, "Write checkpoint-<step>/ every this many steps (0: none).").AtLeast(0)

@@ -22,6 +22,7 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -40,6 +41,8 @@
 #include "posttrain/run/progress.h"
 #include "posttrain/run/reward_pipeline.h"
 #include "posttrain/run/run_directory.h"
+#include "posttrain/run/tensorboard.h"
+#include "posttrain/core/text_file.h"
 #include "posttrain/tokenizer/tokenizer.h"
 #include "posttrain/train/adamw.h"
 #include "posttrain/train/checkpoint.h"
@@ -703,6 +706,10 @@ class Run {
   std::vector<MicroRollouts> generation_;
   MetricWindow window_, whole_run_;
   JsonlWriter metrics_out_, completions_out_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // report_to = ["tensorboard"]
+  // A metrics line to metrics.jsonl and, as scalars, to TensorBoard (HF's tags:
+  // eval_x as eval/x, the rest as train/x).
+  absl::Status WriteMetrics(const nlohmann::json& line);
   RunResult result_;
 };
 
@@ -1005,11 +1012,24 @@ absl::Status Run::WriteCompletions(std::int64_t step, MicroRollouts& m, const Re
   // Rank 0 writes every rank's rollouts, in rank order.
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> all, group_->AllGatherStrings(lines));
   if (!Writes()) return absl::OkStatus();
+  // TensorBoard: a table of the first completions (TRL's completions table).
+  std::string markdown = "| prompt | completion | reward |\n|---|---|---|\n";
+  std::int64_t rows = 0;
+  auto cell = [](std::string s) {
+    s = absl::StrReplaceAll(s, {{"|", "\\|"}, {"\n", " "}});
+    return s.size() > 300 ? s.substr(0, 300) + "…" : s;
+  };
   for (const std::string& rank_lines : all) {
     for (absl::string_view line : absl::StrSplit(rank_lines, '\n', absl::SkipEmpty())) {
-      POSTTRAIN_RETURN_IF_ERROR(completions_out_.Write(nlohmann::json::parse(line)));
+      const nlohmann::json row = nlohmann::json::parse(line);
+      POSTTRAIN_RETURN_IF_ERROR(completions_out_.Write(row));
+      if (tensorboard_ != nullptr && rows++ < 16) {
+        markdown += absl::StrCat("| ", cell(row["prompt"].get<std::string>()), " | ", cell(row["completion"].get<std::string>()),
+                              " | ", row.contains("reward") ? row["reward"].dump() : "", " |\n");
+      }
     }
   }
+  if (tensorboard_ != nullptr) POSTTRAIN_RETURN_IF_ERROR(tensorboard_->AddText(step, "completions", markdown));
   return absl::OkStatus();
 }
 
@@ -1102,7 +1122,21 @@ absl::Status Run::Evaluate(std::int64_t step) {
   std::map<std::string, double> means = eval_window.Means();
   for (const auto& [name, value] : means) line["eval_" + name] = value;
   spdlog::info("eval at step {}: {}", step, Summary(means));
-  return Writes() ? metrics_out_.Write(line) : absl::OkStatus();
+  return Writes() ? WriteMetrics(line) : absl::OkStatus();
+}
+
+absl::Status Run::WriteMetrics(const nlohmann::json& line) {
+  POSTTRAIN_RETURN_IF_ERROR(metrics_out_.Write(line));
+  if (tensorboard_ == nullptr) return absl::OkStatus();
+  std::map<std::string, double> scalars;
+  // An evaluation line's epoch is the training line's of the same step: logged once.
+  const bool evaluation = std::any_of(line.items().begin(), line.items().end(),
+                                      [](const auto& item) { return absl::StartsWith(item.key(), "eval_"); });
+  for (const auto& [key, value] : line.items()) {
+    if (key == "step" || !value.is_number() || (evaluation && key == "epoch")) continue;
+    scalars[absl::StartsWith(key, "eval_") ? "eval/" + key.substr(5) : "train/" + key] = value.get<double>();
+  }
+  return tensorboard_->AddScalars(line.at("step").get<std::int64_t>(), scalars);
 }
 
 // A rank's own checkpoint contents as bytes, for gathering on rank 0: the
@@ -1325,7 +1359,7 @@ absl::Status Run::Log(std::int64_t step, const std::map<std::string, double>& st
   nlohmann::json line = {{"step", step}, {"epoch", order_.epoch()}};
   const std::map<std::string, double> means = window_.Means();
   for (const auto& [name, value] : means) line[name] = value;
-  if (Writes()) POSTTRAIN_RETURN_IF_ERROR(metrics_out_.Write(line));
+  if (Writes()) POSTTRAIN_RETURN_IF_ERROR(WriteMetrics(line));
   if (result_.first_metrics.empty()) result_.first_metrics = means;
   result_.last_metrics = means;
   progress.Update(step, Summary(means));
@@ -1403,6 +1437,15 @@ absl::StatusOr<RunResult> Run::Train() {
     POSTTRAIN_ASSIGN_OR_RETURN(metrics_out_, JsonlWriter::Open(run_dir_.File("metrics.jsonl"), resuming));
     if (p_.needs.rollouts) {
       POSTTRAIN_ASSIGN_OR_RETURN(completions_out_, JsonlWriter::Open(run_dir_.File("completions.jsonl"), resuming));
+    }
+    if (o_.tensorboard) {
+      const std::string dir = o_.logging_dir.empty() ? run_dir_.File("runs") : o_.logging_dir;
+      POSTTRAIN_ASSIGN_OR_RETURN(tensorboard_, TensorBoardWriter::Open(dir, resuming ? start_step_ : -1));
+      if (start_step_ == 0) {
+        absl::StatusOr<std::string> resolved = ReadTextFile(run_dir_.File("recipe.resolved.toml"));
+        if (resolved.ok()) POSTTRAIN_RETURN_IF_ERROR(tensorboard_->AddText(0, "recipe", "```toml\n" + *resolved + "```"));
+      }
+      spdlog::info("TensorBoard events: {}", tensorboard_->path());
     }
   }
   if (o_.eval_on_start && start_step_ == 0) POSTTRAIN_RETURN_IF_ERROR(Evaluate(0));

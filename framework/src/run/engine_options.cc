@@ -34,6 +34,14 @@ absl::StatusOr<EngineOptions> EngineOptions::FromConfig(const ComponentConfig& c
   o.truncation_mode = c.GetString("truncation_mode");
   if (needs.reference) o.ref_model = c.GetString("ref_model");
   o.chat_template_path = c.GetString("chat_template_path");
+  for (const std::string& sink : c.GetStringList("report_to")) {
+    if (sink == "tensorboard" || sink == "all") {
+      o.tensorboard = true;
+    } else if (sink != "none") {
+      return c.Error("report_to", absl::StrCat("'", sink, "' is not supported (\"tensorboard\", \"all\" or \"none\")"));
+    }
+  }
+  o.logging_dir = c.GetString("logging_dir");
   return o;
 }
 

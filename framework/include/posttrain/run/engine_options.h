@@ -49,6 +49,8 @@ struct EngineOptions {
   std::string truncation_mode = "keep_end";
   std::string ref_model;
   std::string chat_template_path;  // TRL's name; "" = the tokenizer's template
+  bool tensorboard = false;        // report_to holds "tensorboard" (or "all")
+  std::string logging_dir;         // "" = <output_dir>/runs
 
   // Reads the options that act for a trainer with `needs` (their ranges were
   // checked with the recipe). A StatusOr so that checks across options, which a
