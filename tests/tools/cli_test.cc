@@ -249,5 +249,52 @@ TEST(CliModelTest, ModelErrorsAreOneParagraph) {
   EXPECT_THAT(out, ::testing::HasSubstr("does not exist"));
 }
 
+// TRL's command line: `posttrain sft|dpo|grpo --model_name_or_path ... --dataset_name
+// ... --output_dir ... --<key> V` builds the recipe from TRL's flag names, validates
+// it, saves it as recipe.resolved.toml and runs it.
+TEST(CliTest, TrlStyleCommandLinesRunSftDpoAndGrpo) {
+  const std::string dir = testing::TempDir("trl_cli");
+  const std::string model = " --model_name_or_path " + testing::Stories260KDir();
+  std::string out;
+  // GSM8K's question/answer rows read as prompt-completion without field flags.
+  ASSERT_EQ(testing::RunCommand(Cli("sft" + model + " --dataset_name " + testing::RepoDataPath("gsm8k_train_head1024.jsonl") +
+                                    " --output_dir " + dir + "/sft --max_steps 2 --per_device_train_batch_size=2 --bf16"),
+                                &out),
+            0)
+      << out;
+  std::string resolved = testing::ReadFile(dir + "/sft/recipe.resolved.toml");
+  EXPECT_THAT(resolved, HasSubstr("max_steps = 2"));
+  EXPECT_THAT(resolved, HasSubstr("bf16 = true"));
+  EXPECT_THAT(resolved, HasSubstr("per_device_train_batch_size = 2"));
+  ASSERT_EQ(testing::RunCommand(Cli("dpo" + model + " --dataset_name " + testing::RepoDataPath("hh_rlhf_harmless_base_test_head512.jsonl.gz") +
+                                    " --output_dir " + dir + "/dpo --max_steps 2 --per_device_train_batch_size 2 --max_length 96 "
+                                    "--use_peft --lora_r 4 --lora_target_modules q_proj v_proj --beta 0.2"),
+                                &out),
+            0)
+      << out;
+  resolved = testing::ReadFile(dir + "/dpo/recipe.resolved.toml");
+  EXPECT_THAT(resolved, HasSubstr("target_modules = [ 'q_proj', 'v_proj' ]"));
+  EXPECT_THAT(resolved, HasSubstr("r = 4"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/dpo/final/adapter_config.json"));
+  // GRPO: the default sampler is added, max_completion_length set for trainer and sampler alike.
+  ASSERT_EQ(testing::RunCommand(Cli("grpo" + model + " --dataset_name " + testing::RepoDataPath("gsm8k_test_head128.jsonl") +
+                                    " --reward_funcs accuracy --output_dir " + dir + "/grpo --max_steps 2 --num_generations 2 "
+                                    "--per_device_train_batch_size 2 --max_completion_length 12"),
+                                &out),
+            0)
+      << out;
+  resolved = testing::ReadFile(dir + "/grpo/recipe.resolved.toml");
+  EXPECT_THAT(resolved, HasSubstr("[[rewards]]"));
+  EXPECT_THAT(resolved, HasSubstr("type = 'default'"));
+  EXPECT_THAT(testing::ReadFile(dir + "/grpo/metrics.jsonl"), HasSubstr("rewards/accuracy/mean"));
+  // Unknown flags and trainers get a did-you-mean; nothing downloads.
+  EXPECT_EQ(testing::RunCommand(Cli("sft" + model + " --dataset_name " + testing::RepoDataPath("gsm8k_test_head128.jsonl") + " --max_stepz 2"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("unknown flag --max_stepz (did you mean 'max_steps'?)"));
+  EXPECT_EQ(testing::RunCommand(Cli("sfx --max_steps 2"), &out), 2);
+  EXPECT_THAT(out, HasSubstr("'sfx' is neither a command nor a trainer (did you mean 'sft'?)"));
+  EXPECT_EQ(testing::RunCommand(Cli("sft" + model + " --dataset_name trl-lib/Capybara"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("is not a local file"));
+}
+
 }  // namespace
 }  // namespace posttrain

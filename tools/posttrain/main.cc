@@ -11,6 +11,8 @@
 //   posttrain chat-template --tokenizer DIR --input rows.jsonl   render conversations
 //   posttrain init --config config.json --out DIR [--tokenizer DIR] [--seed N]
 //   posttrain launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] run RECIPE ...
+//   posttrain sft|dpo|grpo|... [--config R] --model_name_or_path P --dataset_name D [--<key> V ...]
+//                                                   TRL's command line (tools/posttrain/trl_cli.h)
 //
 // User errors (a recipe typo, a missing file, a bad plugin) print one paragraph
 // and exit 1; usage errors exit 2 (CLI11); success exits 0.
@@ -26,6 +28,7 @@
 #include "chat_commands.h"
 #include "launch.h"
 #include "model_commands.h"
+#include "trl_cli.h"
 #include "posttrain/core/did_you_mean.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/plugin/plugin_host.h"
@@ -74,6 +77,71 @@ void PrintDescription(const RegisteredComponent& c) {
   }
 }
 
+// Runs `recipe` and prints what happened: before/after completions and metrics.
+int RunAndReport(const Recipe& recipe, const Registry& registry) {
+  absl::StatusOr<RunResult> result = RunRecipe(recipe, registry);
+  if (!result.ok()) return Fail(result.status());
+  // In a multi-process run, rank 0 reports.
+  if (const char* rank = std::getenv("RANK"); rank != nullptr && std::string(rank) != "0") return 0;
+  std::printf("\nrun finished: %lld steps on %lld examples; output in %s\n",
+              static_cast<long long>(result->steps),
+              static_cast<long long>(result->num_train_examples), result->output_dir.c_str());
+  // Before and after: a completion of the first and of the last step, and the
+  // headline metrics of the first and the last logged step.
+  if (!result->first_completions.empty() && result->steps > 1) {
+    std::printf("\nfirst step:  [%s] %s\n", result->first_completions[0].first.c_str(),
+                result->first_completions[0].second.c_str());
+  }
+  if (!result->sample_completions.empty()) std::printf("\nsample completions (last step):\n");
+  for (const auto& [prompt, completion] : result->sample_completions) {
+    std::printf("  [%s] %s\n", prompt.c_str(), completion.c_str());
+  }
+  if (!result->first_metrics.empty() && result->steps > 1) {
+    std::printf("\nfirst logged step -> last logged step:\n");
+    for (const auto& [name, before] : result->first_metrics) {
+      const bool headline = name == "loss" || name == "reward" || name == "rewards/accuracies" ||
+                            (name.rfind("rewards/", 0) == 0 && name.size() > 5 && name.substr(name.size() - 5) == "/mean");
+      auto after = result->last_metrics.find(name);
+      if (!headline || after == result->last_metrics.end()) continue;
+      std::printf("  %-32s %9.4f -> %9.4f\n", name.c_str(), before, after->second);
+    }
+  }
+  std::printf("\nmetric means over the run:\n");
+  for (const auto& [name, value] : result->mean_metrics) {
+    std::printf("  %-32s %.4f\n", name.c_str(), value);
+  }
+  return 0;
+}
+
+void SetUpLogging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("posttrain");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+}
+
+// `posttrain <trainer> --flag value ...` (TRL's command line).
+int TrainerCommand(int argc, char** argv, const CLI::App& app) {
+  SetUpLogging("info");
+  PluginHost host;
+  if (absl::Status s = LoadPlugins(host, {}); !s.ok()) return Fail(s);
+  const std::string name = argv[1];
+  if (host.registry().Find(ComponentKind::kTrainer, name) == nullptr) {
+    std::vector<std::string> words;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) words.push_back(sub->get_name());
+    for (const RegisteredComponent* c : host.registry().All()) {
+      if (c->registration.kind == ComponentKind::kTrainer) words.push_back(c->registration.name);
+    }
+    std::fprintf(stderr, "posttrain: usage error: '%s' is neither a command nor a trainer%s\nRun `posttrain --help` for usage.\n",
+                 name.c_str(), DidYouMeanSuffix(name, words).c_str());
+    return 2;
+  }
+  absl::StatusOr<Recipe> recipe = cli::CommandLineRecipe(host.registry(), name, std::vector<std::string>(argv + 2, argv + argc));
+  if (!recipe.ok()) return Fail(recipe.status());
+  if (absl::Status s = recipe->Validate(host.registry()); !s.ok()) return Fail(s);
+  return RunAndReport(*recipe, host.registry());
+}
+
 }  // namespace
 }  // namespace posttrain
 
@@ -109,6 +177,16 @@ int main(int argc, char** argv) {
   cli::AddChatCommands(app);
   cli::AddLaunchCommand(app);
 
+  // TRL's form: the first word names a trainer, not a subcommand.
+  if (argc >= 2 && argv[1][0] != '-') {
+    bool subcommand = true;
+    try {
+      app.get_subcommand(argv[1]);
+    } catch (const CLI::OptionNotFound&) {
+      subcommand = false;
+    }
+    if (!subcommand) return TrainerCommand(argc, argv, app);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -120,10 +198,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto logger = spdlog::stderr_color_mt("posttrain");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  SetUpLogging(log_level);
 
   if (int rc = 0; cli::RunModelCommand(app, &rc)) return rc;
   if (int rc = 0; cli::RunChatCommand(app, &rc)) return rc;
@@ -179,36 +254,5 @@ int main(int argc, char** argv) {
     std::printf("%s: OK\n", recipe_path.c_str());
     return 0;
   }
-  absl::StatusOr<RunResult> result = RunRecipe(*recipe, host.registry());
-  if (!result.ok()) return Fail(result.status());
-  // In a multi-process run, rank 0 reports.
-  if (const char* rank = std::getenv("RANK"); rank != nullptr && std::string(rank) != "0") return 0;
-  std::printf("\nrun finished: %lld steps on %lld examples; output in %s\n",
-              static_cast<long long>(result->steps),
-              static_cast<long long>(result->num_train_examples), result->output_dir.c_str());
-  // Before and after: a completion of the first and of the last step, and the
-  // headline metrics of the first and the last logged step.
-  if (!result->first_completions.empty() && result->steps > 1) {
-    std::printf("\nfirst step:  [%s] %s\n", result->first_completions[0].first.c_str(),
-                result->first_completions[0].second.c_str());
-  }
-  if (!result->sample_completions.empty()) std::printf("\nsample completions (last step):\n");
-  for (const auto& [prompt, completion] : result->sample_completions) {
-    std::printf("  [%s] %s\n", prompt.c_str(), completion.c_str());
-  }
-  if (!result->first_metrics.empty() && result->steps > 1) {
-    std::printf("\nfirst logged step -> last logged step:\n");
-    for (const auto& [name, before] : result->first_metrics) {
-      const bool headline = name == "loss" || name == "reward" || name == "rewards/accuracies" ||
-                            (name.rfind("rewards/", 0) == 0 && name.size() > 5 && name.substr(name.size() - 5) == "/mean");
-      auto after = result->last_metrics.find(name);
-      if (!headline || after == result->last_metrics.end()) continue;
-      std::printf("  %-32s %9.4f -> %9.4f\n", name.c_str(), before, after->second);
-    }
-  }
-  std::printf("\nmetric means over the run:\n");
-  for (const auto& [name, value] : result->mean_metrics) {
-    std::printf("  %-32s %.4f\n", name.c_str(), value);
-  }
-  return 0;
+  return RunAndReport(*recipe, host.registry());
 }

@@ -513,6 +513,10 @@ bool Recipe::HasComponent(absl::string_view table) const {
   return impl_->table.contains(std::string(table));
 }
 
+std::string Recipe::ComponentType(absl::string_view table) const {
+  return impl_->table[std::string(table)]["type"].value<std::string>().value_or("");
+}
+
 absl::StatusOr<ComponentConfig> Recipe::Component(absl::string_view table_name,
                                                   const Registry& registry) const {
   const TableSpec* spec = FindTable(table_name);

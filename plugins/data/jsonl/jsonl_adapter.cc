@@ -11,7 +11,10 @@
 // chosen and rejected, as TRL's extract_prompt does); prompt+completion+label →
 // unpaired preference; prompt+completions+labels (lists: steps and their bools) →
 // stepwise supervision; prompt+completion → prompt-completion; text → language
-// modeling; prompt → prompt-only. Every record must then have the same fields.
+// modeling; prompt → prompt-only; and, when no field is named "prompt" or "text",
+// question+answer (GSM8K's layout, common to QA sets) → prompt-completion with the
+// question as prompt and the answer as completion (kept in metadata too, for
+// rewards that check it). Every record must then have the same fields.
 //
 // Conversational records (TRL's formats with lists of {"role", "content"} messages)
 // are kept as messages (Example::conversation) for the engine to render with the
@@ -305,6 +308,18 @@ class JsonlAdapter final : public DataAdapter {
     POSTTRAIN_ASSIGN_OR_RETURN(bool conversational, ParseConversation(raw, format, example));
     if (conversational) return absl::OkStatus();
     nlohmann::json record(raw);
+    if ((!format || question_answer_) && !record.contains(fields_.prompt) && !record.contains(fields_.text) && fields_.prompt == "prompt" &&
+        record.contains("question") && record.contains("answer") && record["question"].is_string() &&
+        record["answer"].is_string()) {
+      // The question/answer layout: a prompt and its completion.
+      example.format = ExampleFormat::kPromptCompletion;
+      example.prompt = record["question"].get<std::string>();
+      example.completion = record["answer"].get<std::string>();
+      record.erase("question");
+      example.metadata = std::move(record);
+      question_answer_ = true;
+      return absl::OkStatus();
+    }
     example.format = format.value_or(Infer(record));
     std::vector<const std::string*> wanted;
     switch (example.format) {
@@ -406,6 +421,7 @@ class JsonlAdapter final : public DataAdapter {
   static inline const std::string kCompletions = "completions", kLabels = "labels";
   std::string path_;
   std::string format_;
+  mutable bool question_answer_ = false;  // the first record was read in the question/answer layout
   Fields fields_;
   std::int64_t max_examples_ = -1;
   std::int64_t skip_ = 0;

@@ -67,6 +67,8 @@ class Recipe {
 
   // Whether a component table ("data", "eval_data", "sampler", "trainer") is present.
   bool HasComponent(absl::string_view table) const;
+  // A component table's `type` ("" when the table or its type is absent).
+  std::string ComponentType(absl::string_view table) const;
   // The validated options of a component table. Call after Validate.
   absl::StatusOr<ComponentConfig> Component(absl::string_view table, const Registry& registry) const;
 
