@@ -287,6 +287,26 @@ TEST(CliTest, TrlStyleCommandLinesRunSftDpoAndGrpo) {
   EXPECT_THAT(resolved, HasSubstr("[[rewards]]"));
   EXPECT_THAT(resolved, HasSubstr("type = 'default'"));
   EXPECT_THAT(testing::ReadFile(dir + "/grpo/metrics.jsonl"), HasSubstr("rewards/accuracy/mean"));
+  // posttrain plot: the DPO and the GRPO run overlaid, one panel per default metric
+  // present (loss, learning_rate, rewards/accuracies, reward; GRPO's default β = 0
+  // logs no kl): 2 columns × 2 rows.
+  ASSERT_EQ(testing::RunCommand(Cli("plot " + dir + "/dpo " + dir + "/grpo --out " + dir + "/curves.png --width 900 --panel-height 200"), &out), 0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("4 panel(s) (loss, learning_rate, rewards/accuracies, reward)"));
+  const std::string png = testing::ReadFile(dir + "/curves.png");
+  ASSERT_GT(png.size(), 24u);
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(png.substr(12, 4), "IHDR");
+  auto be32 = [&](size_t at) {
+    return (static_cast<unsigned>(static_cast<unsigned char>(png[at])) << 24) | (static_cast<unsigned char>(png[at + 1]) << 16) |
+           (static_cast<unsigned char>(png[at + 2]) << 8) | static_cast<unsigned char>(png[at + 3]);
+  };
+  EXPECT_EQ(be32(16), 900u);
+  EXPECT_EQ(be32(20), 400u);
+  ASSERT_EQ(testing::RunCommand(Cli("plot " + dir + "/grpo --metrics reward,loss --out " + dir + "/grpo.svg"), &out), 0) << out;
+  EXPECT_THAT(testing::ReadFile(dir + "/grpo.svg"), HasSubstr("<svg"));
+  EXPECT_EQ(testing::RunCommand(Cli("plot " + dir + "/grpo --metrics rewrd"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("no run has metric 'rewrd'"));
   // Unknown flags and trainers get a did-you-mean; nothing downloads.
   EXPECT_EQ(testing::RunCommand(Cli("sft" + model + " --dataset_name " + testing::RepoDataPath("gsm8k_test_head128.jsonl") + " --max_stepz 2"), &out), 1);
   EXPECT_THAT(out, HasSubstr("unknown flag --max_stepz (did you mean 'max_steps'?)"));

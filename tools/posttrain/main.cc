@@ -11,6 +11,7 @@
 //   posttrain chat-template --tokenizer DIR --input rows.jsonl   render conversations
 //   posttrain init --config config.json --out DIR [--tokenizer DIR] [--seed N]
 //   posttrain launch --nproc-per-node N [--nnodes M --node-rank R --master-addr A --master-port P] run RECIPE ...
+//   posttrain plot RUN_DIR... [--metrics a,b] [--out FILE.png|.svg]   curves of runs' metrics
 //   posttrain sft|dpo|grpo|... [--config R] --model_name_or_path P --dataset_name D [--<key> V ...]
 //                                                   TRL's command line (tools/posttrain/trl_cli.h)
 //
@@ -28,6 +29,7 @@
 #include "chat_commands.h"
 #include "launch.h"
 #include "model_commands.h"
+#include "plot_command.h"
 #include "trl_cli.h"
 #include "posttrain/core/did_you_mean.h"
 #include "posttrain/core/threads.h"
@@ -176,6 +178,7 @@ int main(int argc, char** argv) {
   cli::AddModelCommands(app);
   cli::AddChatCommands(app);
   cli::AddLaunchCommand(app);
+  cli::AddPlotCommand(app);
 
   // TRL's form: the first word names a trainer, not a subcommand.
   if (argc >= 2 && argv[1][0] != '-') {
@@ -202,6 +205,7 @@ int main(int argc, char** argv) {
 
   if (int rc = 0; cli::RunModelCommand(app, &rc)) return rc;
   if (int rc = 0; cli::RunChatCommand(app, &rc)) return rc;
+  if (int rc = 0; cli::RunPlotCommand(app, &rc)) return rc;
   if (int rc = 0; cli::RunLaunchCommand(app, argv[0], &rc)) return rc;
   if (app.got_subcommand("env")) {
     const CpuInfo& cpu = DetectCpu();
