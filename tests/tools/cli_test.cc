@@ -262,6 +262,8 @@ TEST(CliTest, TrlStyleCommandLinesRunSftDpoAndGrpo) {
                                 &out),
             0)
       << out;
+  // The progress line (plain lines off a terminal): step/total, elapsed<remaining, rates, loss.
+  EXPECT_THAT(out, ::testing::ContainsRegex("train 2/2 \\[[0-9]+s<0s, [0-9.]+ it/s, [0-9]+ tok/s\\] loss="));
   std::string resolved = testing::ReadFile(dir + "/sft/recipe.resolved.toml");
   EXPECT_THAT(resolved, HasSubstr("max_steps = 2"));
   EXPECT_THAT(resolved, HasSubstr("bf16 = true"));
@@ -314,6 +316,15 @@ TEST(CliTest, TrlStyleCommandLinesRunSftDpoAndGrpo) {
   EXPECT_THAT(out, HasSubstr("'sfx' is neither a command nor a trainer (did you mean 'sft'?)"));
   EXPECT_EQ(testing::RunCommand(Cli("sft" + model + " --dataset_name trl-lib/Capybara"), &out), 1);
   EXPECT_THAT(out, HasSubstr("is not a local file"));
+}
+
+// `posttrain env` for bug reports: versions, BLAS and oneDNN, threads, devices.
+TEST(CliTest, EnvPrintsVersionsBlasThreadsAndDevices) {
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(Cli("env"), &out), 0) << out;
+  for (const char* line : {"posttrain: 0.", "cpu: ", "threads: ", "libtorch: 1.", "oneDNN", "BLAS: /", "devices: cpu"}) {
+    EXPECT_THAT(out, HasSubstr(line));
+  }
 }
 
 }  // namespace

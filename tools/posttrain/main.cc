@@ -18,6 +18,7 @@
 // User errors (a recipe typo, a missing file, a bad plugin) print one paragraph
 // and exit 1; usage errors exit 2 (CLI11); success exits 0.
 #include <cstdio>
+#include <set>
 #include <iostream>
 
 #include <torch/cuda.h>
@@ -174,7 +175,7 @@ int main(int argc, char** argv) {
   describe->add_option("--kind", describe_kind, "trainer, reward_function, sampler, data_adapter, adapter")
       ->check(CLI::IsMember({"trainer", "reward_function", "sampler", "data_adapter"}));
 
-  app.add_subcommand("env", "Show what this machine offers: CPU features, bf16, threads, libtorch");
+  app.add_subcommand("env", "Versions and machine facts for bug reports: posttrain, libtorch, BLAS/oneDNN, threads, devices");
   cli::AddModelCommands(app);
   cli::AddChatCommands(app);
   cli::AddLaunchCommand(app);
@@ -208,11 +209,33 @@ int main(int argc, char** argv) {
   if (int rc = 0; cli::RunPlotCommand(app, &rc)) return rc;
   if (int rc = 0; cli::RunLaunchCommand(app, argv[0], &rc)) return rc;
   if (app.got_subcommand("env")) {
+    std::printf("posttrain: %s\n", POSTTRAIN_VERSION);
     const CpuInfo& cpu = DetectCpu();
     std::printf("cpu: %s\n", cpu.Describe().c_str());
     std::printf("threads: %d OpenMP for fp32 compute, %d for bf16 (OMP_NUM_THREADS overrides)\n",
                 ConfigureThreads(at::kFloat), ConfigureThreads(at::kBFloat16));
-    std::printf("libtorch: %s, CUDA %s\n", TORCH_VERSION, torch::cuda::is_available() ? "available" : "not available");
+    std::printf("libtorch: %s, oneDNN (bf16 matmul) %s, CUDA %s\n", TORCH_VERSION,
+                at::hasMKLDNN() ? "built in" : "absent", torch::cuda::is_available() ? "available" : "not available");
+    // The BLAS that fp32 matmul goes through: the library the loader resolved.
+    {
+      at::Tensor a = at::ones({8, 8});
+      (void)at::mm(a, a);  // loads it if lazily bound
+      std::FILE* maps = std::fopen("/proc/self/maps", "r");
+      std::set<std::string> blas;
+      char buf[1024];
+      while (maps != nullptr && std::fgets(buf, sizeof(buf), maps) != nullptr) {
+        const std::string line(buf);
+        const size_t slash = line.find('/');
+        if (slash != std::string::npos && (line.find("blas") != std::string::npos || line.find("lapack") != std::string::npos)) {
+          blas.insert(line.substr(slash, line.find_last_not_of("\n") + 1 - slash));
+        }
+      }
+      if (maps != nullptr) std::fclose(maps);
+      std::printf("BLAS: %s\n", blas.empty() ? "(none loaded)" : absl::StrJoin(blas, ", ").c_str());
+    }
+    std::printf("devices: cpu");
+    for (std::int64_t d = 0; d < static_cast<std::int64_t>(torch::cuda::device_count()); ++d) std::printf(", cuda:%lld", static_cast<long long>(d));
+    std::printf("\n");
     std::printf("recommended: %s\n", cpu.native_bf16() ? "bf16 = true (autocast) for speed"
                                                        : "bf16 = false: fp32 through OpenBLAS is the fast path here");
     return 0;

@@ -115,6 +115,17 @@ class MetricWindow {
   std::map<std::string, std::pair<double, double>> sums_;
 };
 
+// The progress line's metrics: the loss and the trainer's headline ones present.
+std::string Headline(const std::map<std::string, double>& metrics) {
+  std::vector<std::string> parts;
+  for (const char* name : {"loss", "rewards/accuracies", "reward", "kl", "objective/kl", "mean_token_accuracy", "accuracy",
+                           "jsd", "rewards/margins"}) {
+    auto it = metrics.find(name);
+    if (it != metrics.end()) parts.push_back(absl::StrFormat("%s=%.4g", name, it->second));
+  }
+  return absl::StrJoin(parts, " ");
+}
+
 std::string Summary(const std::map<std::string, double>& metrics) {
   std::vector<std::string> parts;
   for (const auto& [name, value] : metrics) parts.push_back(absl::StrFormat("%s=%.4g", name, value));
@@ -665,7 +676,7 @@ class Run {
   absl::StatusOr<std::map<std::string, double>> TrainMicroBatches(std::int64_t step, bool log_completions, bool* trained);
   // Gradients averaged over ranks, clipped; the optimizer and the schedule.
   absl::Status OptimizerStep(std::int64_t step, std::map<std::string, double>* metrics);
-  absl::Status Log(std::int64_t step, const std::map<std::string, double>& step_metrics, ProgressLine& progress);
+  absl::Status Log(std::int64_t step, const std::map<std::string, double>& step_metrics);
   absl::Status Sample(MicroRollouts& m, std::uint64_t seed, const std::vector<Example>& source,
                       const std::vector<TokenizedExample>& tokens, const std::vector<std::int64_t>& indices);
   absl::Status WriteCompletions(std::int64_t step, MicroRollouts& m, const RewardTable* table);
@@ -1341,7 +1352,7 @@ absl::Status Run::OptimizerStep(std::int64_t step, std::map<std::string, double>
   return absl::OkStatus();
 }
 
-absl::Status Run::Log(std::int64_t step, const std::map<std::string, double>& step_metrics, ProgressLine& progress) {
+absl::Status Run::Log(std::int64_t step, const std::map<std::string, double>& step_metrics) {
   window_.Add(step_metrics);
   whole_run_.Add(step_metrics);
   // A few completions of the first and of the last step, for a look at the end.
@@ -1362,7 +1373,6 @@ absl::Status Run::Log(std::int64_t step, const std::map<std::string, double>& st
   if (Writes()) POSTTRAIN_RETURN_IF_ERROR(WriteMetrics(line));
   if (result_.first_metrics.empty()) result_.first_metrics = means;
   result_.last_metrics = means;
-  progress.Update(step, Summary(means));
   window_.Clear();
   return absl::OkStatus();
 }
@@ -1449,7 +1459,8 @@ absl::StatusOr<RunResult> Run::Train() {
     }
   }
   if (o_.eval_on_start && start_step_ == 0) POSTTRAIN_RETURN_IF_ERROR(Evaluate(0));
-  ProgressLine progress("train", max_steps_);
+  ProgressLine progress("train", max_steps_, /*min_interval_s=*/5.0, start_step_);
+  std::int64_t tokens = 0;  // processed by every rank since the start (for tok/s)
   for (std::int64_t step = start_step_ + 1; step <= max_steps_; ++step) {
     const bool fresh = iteration_ >= reuse_;
     if (fresh) iteration_ = 0;
@@ -1472,7 +1483,19 @@ absl::StatusOr<RunResult> Run::Train() {
     // Every rank's metrics, averaged (each holds an equal share of the batch).
     POSTTRAIN_ASSIGN_OR_RETURN(step_metrics, MeanOverRanks(*group_, step_metrics));
     if (trained) POSTTRAIN_RETURN_IF_ERROR(OptimizerStep(step, &step_metrics));
-    POSTTRAIN_RETURN_IF_ERROR(Log(step, step_metrics, progress));
+    for (const MicroRollouts& m : generation_) {
+      std::int64_t n = 0;
+      for (const Rollout& r : m.rollouts) n += static_cast<std::int64_t>(r.prompt_ids.size() + r.token_ids.size());
+      for (const TokenizedExample* t : m.tokens) {
+        if (!m.rollouts.empty()) break;
+        n += static_cast<std::int64_t>(t->prompt_ids.size() + t->completion_ids.size() + t->chosen_ids.size() + t->rejected_ids.size());
+        for (const auto& s : t->step_ids) n += static_cast<std::int64_t>(s.size());
+        for (const TokenizedExample& p : t->packed) n += static_cast<std::int64_t>(p.prompt_ids.size() + p.completion_ids.size());
+      }
+      tokens += n * world();
+    }
+    POSTTRAIN_RETURN_IF_ERROR(Log(step, step_metrics));
+    progress.Update(step, Headline(step_metrics), tokens);
     if ((o_.eval_steps > 0 && step % o_.eval_steps == 0) || step == max_steps_) {
       POSTTRAIN_RETURN_IF_ERROR(Evaluate(step));
     }
