@@ -17,6 +17,7 @@
 //
 // User errors (a recipe typo, a missing file, a bad plugin) print one paragraph
 // and exit 1; usage errors exit 2 (CLI11); success exits 0.
+#include <csignal>
 #include <cstdio>
 #include <set>
 #include <iostream>
@@ -150,6 +151,9 @@ int TrainerCommand(int argc, char** argv, const CLI::App& app) {
 
 int main(int argc, char** argv) {
   using namespace posttrain;
+  // A file-size limit (RLIMIT_FSIZE, a full quota) makes writes fail with EFBIG, which
+  // the writers report, instead of killing the process mid-checkpoint.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"posttrain: post-training for transformer language models (SFT, reward, DPO, "
                "GRPO, ...) from TOML recipes and plugins."};
   app.require_subcommand(1);

@@ -266,6 +266,14 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadSafetensorsDir(const std::
       if (!t.ok()) return absl::DataLossError(absl::StrCat(index.string(), " lists '", name, "' in ", shard, " but it is not there"));
       tensors[name] = std::move(*t);
     }
+    // A shard's tensors are all in the index: a shard that disagrees with it (from
+    // another save, or a renamed file) is refused rather than half-read.
+    for (const SafetensorsEntry& e : file.entries()) {
+      if (std::find(names.begin(), names.end(), e.name) == names.end()) {
+        return absl::DataLossError(absl::StrCat(index.string(), ": shard ", shard, " holds '", e.name,
+                                                "', which the index does not list there"));
+      }
+    }
   }
   return tensors;
 }

@@ -1,0 +1,83 @@
+// Resource faults: a checkpoint that cannot be written (a file-size limit standing in
+// for a full disk: RLIMIT_FSIZE via `ulimit -f`) stops the run with a clear error and
+// leaves the earlier checkpoint intact and resumable to the same final weights; a
+// sharded model whose shards disagree with its index is refused by name.
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "posttrain/model/hf_model.h"
+#include "posttrain/model/safetensors.h"
+#include "test_support.h"
+
+namespace posttrain {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string Sft(const std::string& out_dir, const std::string& extra = "") {
+  return "cd " + testing::SourceDir() + " && " + testing::CliPath() + " run recipes/sft/stories260K_gsm8k.toml output_dir=" +
+         out_dir + " model.path=" + testing::Stories260KDir() +
+         " trainer.max_steps=6 trainer.save_steps=2 trainer.per_device_train_batch_size=2 trainer.max_length=96 "
+         "trainer.max_prompt_length=48 trainer.eval_steps=0 trainer.eval_on_start=false data.max_examples=32 "
+         "eval_data.max_examples=2 trainer.logging_steps=1 trainer.save_total_limit=-1 " + extra;
+}
+
+TEST(FaultTest, ACheckpointThatCannotBeWrittenStopsTheRunAndKeepsTheEarlierOne) {
+  const std::string dir = testing::TempDir("disk_full");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(Sft(dir + "/run"), &out), 0) << out;
+  const auto reference = testing::LoadTensors(dir + "/run/final/model.safetensors");
+  fs::remove_all(dir + "/run/checkpoint-4");
+  fs::remove_all(dir + "/run/final");
+  const std::string kept = dir + "/run/checkpoint-2";
+  std::map<std::string, std::string> before;
+  for (const auto& e : fs::directory_iterator(kept)) {
+    if (e.is_regular_file()) before[e.path().filename().string()] = testing::ReadFile(e.path().string());
+  }
+  ASSERT_FALSE(before.empty());
+  // Resumed with files capped at 600 KiB: checkpoint-4's model (1 MiB) cannot be written.
+  const int rc = testing::RunCommand("ulimit -f 600 && " + Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_THAT(out, HasSubstr("posttrain: error:"));
+  EXPECT_THAT(out, HasSubstr("checkpoint-4"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("terminate called")));
+  EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-4/model.safetensors")) << "a half-written checkpoint is not left behind";
+  for (const auto& [name, bytes] : before) EXPECT_EQ(testing::ReadFile(kept + "/" + name), bytes) << name;
+  // The earlier checkpoint resumes to the same final weights as the uninterrupted run.
+  ASSERT_EQ(testing::RunCommand(Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out), 0) << out;
+  const auto resumed = testing::LoadTensors(dir + "/run/final/model.safetensors");
+  ASSERT_EQ(resumed.size(), reference.size());
+  for (const auto& [name, t] : reference) EXPECT_TRUE(at::equal(t, resumed.at(name))) << name;
+}
+
+TEST(FaultTest, ShardsThatDisagreeWithTheirIndexAreRefusedByName) {
+  auto model = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  ASSERT_TRUE(model.ok());
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [name, t] : (*model)->named_parameters()) tensors.emplace_back(name, t.detach());
+  const std::string dir = testing::TempDir("shards");
+  ASSERT_TRUE(SaveSafetensorsDir(dir, tensors, /*max_shard_bytes=*/200000).ok());
+  ASSERT_TRUE(fs::exists(dir + "/model.safetensors.index.json"));
+  nlohmann::json index = nlohmann::json::parse(testing::ReadFile(dir + "/model.safetensors.index.json"));
+  const std::string first = index["weight_map"].begin().key();
+  const std::string shard = index["weight_map"].begin().value();
+  // The index names a tensor its shard lacks.
+  nlohmann::json missing = index;
+  missing["weight_map"]["model.layers.0.extra.weight"] = shard;
+  testing::WriteFile(dir + "/model.safetensors.index.json", missing.dump());
+  absl::Status s = LoadSafetensorsDir(dir).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("lists 'model.layers.0.extra.weight' in " + shard));
+  // A shard holds a tensor the index does not list there.
+  nlohmann::json extra = index;
+  extra["weight_map"].erase(first);
+  testing::WriteFile(dir + "/model.safetensors.index.json", extra.dump());
+  s = LoadSafetensorsDir(dir).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("shard " + shard + " holds '" + first + "'"));
+}
+
+}  // namespace
+}  // namespace posttrain

@@ -1,0 +1,69 @@
+#!/bin/bash
+# Builds the libFuzzer targets (tests/fuzz: one per parser of outside input) with
+# clang, AddressSanitizer and UndefinedBehaviorSanitizer, and runs them.
+#
+#   tools/fuzz.sh                 # every target, 600 s each
+#   tools/fuzz.sh chat_template 60
+#
+# Seeds come from the repository (models, tokenizers, recipes, data, templates) and
+# ../shared when present; corpora grow under build-fuzz/corpus/<target>. A crash
+# leaves its input as build-fuzz/crash-<target>-*: turn it into a regression test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+which="${1:-all}"
+seconds="${2:-600}"
+build=build-fuzz
+targets=(safetensors model_config tokenizer_json chat_template recipe jsonl llama2c)
+[[ "$which" != all ]] && targets=("$which")
+
+if [[ ! -d build/models/stories260K ]]; then bash tools/setup.sh build > /dev/null; fi
+cmake -S . -B "$build" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOSTTRAIN_FUZZ=ON -DPOSTTRAIN_SANITIZE=address,undefined \
+  -DPOSTTRAIN_BUILD_TESTS=OFF -DPOSTTRAIN_BUILD_BENCH=OFF > "$build.cmake.log"
+ninja -C "$build" $(printf 'fuzz_%s ' "${targets[@]}") posttrain_data_jsonl posttrain_trainer_sft posttrain_trainer_grpo \
+  posttrain_reward_keyword posttrain_sampler_default > "$build.ninja.log"
+
+seed() {  # seed TARGET FILES...: copy the existing files into its corpus
+  local dir="$build/corpus/$1"; shift
+  mkdir -p "$dir"
+  for f in "$@"; do [[ -f "$f" ]] && cp "$f" "$dir/seed_$(echo "$f" | tr '/.' '__')"; done
+  return 0
+}
+model=build/models/stories260K
+python3 - "$build/corpus/safetensors" <<'PY'
+import os, struct, json, sys
+d = sys.argv[1]; os.makedirs(d, exist_ok=True)
+for i, (dtype, shape) in enumerate([("F32", [2, 3]), ("BF16", [4]), ("I64", [1, 1, 2]), ("F16", [])]):
+    size = {"F32": 4, "BF16": 2, "I64": 8, "F16": 2}[dtype]
+    n = 1
+    for s in shape: n *= s
+    header = json.dumps({"__metadata__": {"format": "pt"}, "w": {"dtype": dtype, "shape": shape, "data_offsets": [0, n * size]}}).encode()
+    open(f"{d}/seed_{i}", "wb").write(struct.pack("<Q", len(header)) + header + bytes(range(n * size)))
+PY
+seed model_config "$model/config.json" recipes/gkd/student_config.json ../shared/data/qwen3_tokenizer/config.json
+seed tokenizer_json "$model/tokenizer.json"
+seed chat_template recipes/templates/*.jinja $(find ../shared/fixtures -name '*.jinja' 2>/dev/null | head -20)
+seed recipe $(find recipes -name '*.toml')
+mkdir -p "$build/corpus/jsonl"
+for f in recipes/data/*.jsonl; do head -3 "$f" > "$build/corpus/jsonl/seed_$(basename "$f")"; done
+head -c 4096 recipes/data/stories260K.bin > "$build/corpus/jsonl/../llama2c_seed" 2>/dev/null || true
+mkdir -p "$build/corpus/llama2c"
+python3 - "$build/corpus/llama2c" <<'PY'
+import struct, sys
+d = sys.argv[1]
+for i, (dim, hidden, layers, heads, kv, vocab, seq) in enumerate([(8, 16, 1, 2, 2, 16, 8), (8, 16, 1, 2, 1, -16, 8)]):
+    hd = dim // heads
+    n = vocab if vocab > 0 else -vocab
+    floats = n * dim + layers * (dim + dim * dim + 2 * dim * kv * hd + dim * dim + dim + 3 * dim * hidden) + dim + seq * hd
+    if vocab < 0: floats += n * dim
+    open(f"{d}/seed_{i}", "wb").write(struct.pack("<7i", dim, hidden, layers, heads, kv, vocab, seq) + b"\0" * (4 * floats))
+PY
+
+for t in "${targets[@]}"; do
+  dict=tests/fuzz/dict/$t.dict
+  args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1
+        -artifact_prefix="$build/crash-$t-")
+  [[ -f "$dict" ]] && args+=(-dict="$dict")
+  echo "== fuzz_$t ($seconds s)"
+  "$build/bin/fuzz_$t" "${args[@]}" "$build/corpus/$t" 2>&1 | grep -E "^#[0-9]+.*(DONE|pulse)|stat::|ERROR|SUMMARY|crash-|corp:" | tail -8
+done
