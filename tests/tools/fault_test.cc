@@ -37,6 +37,12 @@ TEST(FaultTest, ACheckpointThatCannotBeWrittenStopsTheRunAndKeepsTheEarlierOne) 
     if (e.is_regular_file()) before[e.path().filename().string()] = testing::ReadFile(e.path().string());
   }
   ASSERT_FALSE(before.empty());
+  // A final model that cannot be written: an error, and no final/ that looks complete.
+  int final_rc = testing::RunCommand("ulimit -f 600 && " + Sft(dir + "/run", "trainer.max_steps=2 trainer.resume_from_checkpoint=" + kept), &out);
+  EXPECT_EQ(final_rc, 1) << out;
+  EXPECT_THAT(out, HasSubstr("writing final/ (removed; the checkpoints written so far are intact)"));
+  EXPECT_THAT(out, HasSubstr("File too large"));
+  EXPECT_FALSE(fs::exists(dir + "/run/final"));
   // Resumed with files capped at 600 KiB: checkpoint-4's model (1 MiB) cannot be written.
   const int rc = testing::RunCommand("ulimit -f 600 && " + Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out);
   EXPECT_EQ(rc, 1) << out;

@@ -1431,7 +1431,12 @@ absl::Status Run::SaveFinal() {
       POSTTRAIN_RETURN_IF_ERROR(save.materialize(unit, false));
     }
   }
-  POSTTRAIN_RETURN_IF_ERROR(AllOk(saved.ok() ? saved : Annotate(saved, "writing final/ (the checkpoints written so far are intact)"),
+  if (!saved.ok() && Writes()) {
+    // No final/ that looks complete but is not (config.json without weights).
+    std::error_code ec;
+    std::filesystem::remove_all(run_dir_.File("final"), ec);
+  }
+  POSTTRAIN_RETURN_IF_ERROR(AllOk(saved.ok() ? saved : Annotate(saved, "writing final/ (removed; the checkpoints written so far are intact)"),
                                   "writing final/"));
   if (Writes()) spdlog::info("saved the final model to {}", run_dir_.File("final"));
   result_.final_model_dir = run_dir_.File("final");
