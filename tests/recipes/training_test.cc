@@ -365,6 +365,8 @@ TEST(TrainingRecipeTest, NashMdXpoAndPrmRecipesRun) {
                           "mixture_coef", "val/ref_contain_eos_token"}) {
     EXPECT_TRUE(metrics[1].contains(key)) << key;
   }
+  // mixture_coef = 0.5 in the recipe: a number for TRL's float-or-list option.
+  EXPECT_EQ(metrics[1]["mixture_coef"].get<double>(), 0.5);
   // The first step starts at the reference: no KL yet.
   EXPECT_NEAR(metrics[0]["loss/kl"].get<double>(), 0.0, 1e-5);
   EXPECT_EQ(CompletionSteps(nash).size(), 2u * 3 * 2);  // 3 prompts × (policy's + mixture's) per step
