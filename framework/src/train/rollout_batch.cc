@@ -45,6 +45,15 @@ std::int64_t GenerationCompletionTokens(absl::Span<const absl::Span<const Rollou
   return tokens;
 }
 
+at::Tensor PenalizedScores(const RewardTable& table, absl::Span<const Rollout> rollouts, double penalty,
+                           const at::TensorOptions& options) {
+  std::vector<float> scores = table.total;
+  for (size_t i = 0; i < scores.size() && i < rollouts.size(); ++i) {
+    if (rollouts[i].finish_reason == FinishReason::kLength) scores[i] -= static_cast<float>(penalty);
+  }
+  return at::tensor(scores, options.dtype(at::kFloat));
+}
+
 absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
                                               bool mask_truncated) {
   if (rollouts.empty()) return absl::InternalError(absl::StrCat(trainer, " got no rollouts"));

@@ -72,11 +72,10 @@ class NashMdTrainer final : public Trainer {
       ref_logps = CompletionLogprobs(*reference_, rb.sequences, 1.0) * rb.mask;
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
-    const at::TensorOptions f32_options = logps.options().dtype(at::kFloat);
-    std::vector<float> truncated;
-    for (const Rollout& r : input.rollouts) truncated.push_back(r.finish_reason == FinishReason::kLength ? 1.0f : 0.0f);
-    const at::Tensor no_eos = at::tensor(truncated, f32_options).view({n, 2});
-    const at::Tensor scores = at::tensor(table->total, f32_options).view({n, 2}) - missing_eos_penalty_ * no_eos;
+    const at::Tensor scores = PenalizedScores(*table, input.rollouts, missing_eos_penalty_, logps.options()).view({n, 2});
+    std::vector<float> ended_without_eos;
+    for (const Rollout& r : input.rollouts) ended_without_eos.push_back(r.finish_reason == FinishReason::kLength ? 1.0f : 0.0f);
+    const at::Tensor no_eos = at::tensor(ended_without_eos, logps.options().dtype(at::kFloat)).view({n, 2});
     const at::Tensor model_scores = scores.select(1, 0), mixture_scores = scores.select(1, 1);
     const at::Tensor probability = at::sigmoid(model_scores - mixture_scores);
     NashMdLossResult r = NashMdLoss(logps, ref_logps, probability, beta_);

@@ -60,8 +60,7 @@ class OnlineDpoTrainer final : public Trainer {
       ref_logps = (CompletionLogprobs(*reference_, rb.sequences, temperature_) * rb.mask).sum(1);
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
-    at::Tensor scores = at::tensor(table->total, logps.options().dtype(at::kFloat));
-    if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
+    const at::Tensor scores = PenalizedScores(*table, input.rollouts, missing_eos_penalty_, logps.options());
     // Rollouts come grouped by prompt: rows 2i and 2i + 1 are prompt i's pair.
     const at::Tensor pairs = scores.view({n, 2});
     const at::Tensor first_wins = pairs.select(1, 0) >= pairs.select(1, 1);

@@ -138,7 +138,7 @@ class PpoTrainer final : public Trainer {
     if (cache_.size() <= micro) cache_.resize(micro + 1);
     Fixed& fixed = cache_[micro];
     if (input.iteration == 0 || !fixed.advantages.defined()) {
-      POSTTRAIN_ASSIGN_OR_RETURN(fixed, FixRollouts(rb, input.rewards, logps.detach(), values.detach() * rb.mask));
+      POSTTRAIN_ASSIGN_OR_RETURN(fixed, FixRollouts(rb, input.rollouts, input.rewards, logps.detach(), values.detach() * rb.mask));
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
     PpoLossResult r =
@@ -173,7 +173,8 @@ class PpoTrainer final : public Trainer {
     return at::linear(hidden, v_weight_, v_bias_).squeeze(-1).to(at::kFloat);  // [N, C]
   }
 
-  absl::StatusOr<Fixed> FixRollouts(const RolloutBatch& rb, const StepRewards& pending, const at::Tensor& old_logps,
+  absl::StatusOr<Fixed> FixRollouts(const RolloutBatch& rb, absl::Span<const Rollout> rollouts, const StepRewards& pending,
+                                    const at::Tensor& old_logps,
                                     const at::Tensor& old_values) {
     at::NoGradGuard no_grad;
     Fixed f;
@@ -188,8 +189,7 @@ class PpoTrainer final : public Trainer {
     // The scores are needed from here on (they were scored during the passes above).
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, pending.Wait());
     const auto n = static_cast<std::int64_t>(table->total.size());
-    at::Tensor scores = at::tensor(table->total, f.old_values.options().dtype(at::kFloat));
-    if (missing_eos_penalty_ != 0.0) scores = scores - missing_eos_penalty_ * rb.truncated.to(at::kFloat);
+    const at::Tensor scores = PenalizedScores(*table, rollouts, missing_eos_penalty_, f.old_values.options());
     at::Tensor rewards = -kl_coef_ * kl;
     const at::Tensor non_score = rewards.sum(1);
     std::vector<std::int64_t> last;

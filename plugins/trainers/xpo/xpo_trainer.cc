@@ -66,9 +66,8 @@ class XpoTrainer final : public Trainer {
       ref_logps = (CompletionLogprobs(*reference_, rb.sequences, 1.0) * rb.mask).sum(1).view({n, 2});
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
-    const at::TensorOptions f32_options = logps.options().dtype(at::kFloat);
     const at::Tensor no_eos = rb.truncated.to(at::kFloat).view({n, 2});
-    const at::Tensor scores = at::tensor(table->total, f32_options).view({n, 2}) - missing_eos_penalty_ * no_eos;
+    const at::Tensor scores = PenalizedScores(*table, input.rollouts, missing_eos_penalty_, logps.options()).view({n, 2});
     const at::Tensor model_scores = scores.select(1, 0), ref_scores = scores.select(1, 1);
     const at::Tensor model_chosen = model_scores >= ref_scores;
     POSTTRAIN_ASSIGN_OR_RETURN(XpoLossResult r, XpoLoss(loss_type_, logps.select(1, 0), logps.select(1, 1), ref_logps.select(1, 0),

@@ -59,6 +59,11 @@ class PerGenerationCache {
 // generation-wide token mean (DAPO) divides by.
 std::int64_t GenerationCompletionTokens(absl::Span<const absl::Span<const Rollout>> generation, bool mask_truncated);
 
+// TRL's missing_eos_penalty: the rewards' totals [N] fp32 (on `options`' device)
+// minus `penalty` for each rollout that ended without EOS (finish_reason "length").
+at::Tensor PenalizedScores(const RewardTable& table, absl::Span<const Rollout> rollouts, double penalty,
+                           const at::TensorOptions& options);
+
 absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
                                               bool mask_truncated = false);
 
