@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -274,12 +275,24 @@ absl::StatusOr<Recipe> Recipe::Parse(absl::string_view text, std::string source_
     try {
       parsed = toml::parse(std::string_view(absl::StrCat("v = ", value_text)), std::string_view(kCommandLine));
     } catch (const toml::parse_error&) {
-      // A bare word: the string itself.
-      parsed = toml::parse(std::string_view(absl::StrCat("v = ", FormatOptionValue(value_text))),
-                           std::string_view(kCommandLine));
+      // A bare word: the string itself — unless it cannot be one (invalid UTF-8,
+      // control characters), found by fuzzing.
+      try {
+        parsed = toml::parse(std::string_view(absl::StrCat("v = ", FormatOptionValue(value_text))),
+                             std::string_view(kCommandLine));
+      } catch (const toml::parse_error& e) {
+        errors.push_back(absl::StrCat("command line: override '", absl::CHexEscape(item),
+                                      "': the value is neither a TOML value nor text (", std::string(e.description()), ")"));
+        continue;
+      }
+    }
+    toml::node* value = parsed.get("v");
+    if (value == nullptr) {
+      errors.push_back(absl::StrCat("command line: override '", absl::CHexEscape(item), "' has no value"));
+      continue;
     }
     std::vector<std::string> path = absl::StrSplit(key, '.');
-    std::string error = SetPath(impl->table, path, std::move(*parsed.get("v")));
+    std::string error = SetPath(impl->table, path, std::move(*value));
     if (!error.empty()) {
       errors.push_back(absl::StrCat("command line: override '", item, "': ", error));
     }

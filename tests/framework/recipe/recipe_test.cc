@@ -160,5 +160,20 @@ TEST(RecipeTest, DefaultOutputDirComesFromTheFileName) {
   EXPECT_EQ(recipe->output_dir(), "runs/stories_hh");
 }
 
+// Found by tests/fuzz/fuzz_recipe.cc: an override whose value is neither TOML nor
+// valid text (a 0xff byte) threw out of Parse; now an error naming the override.
+// The fuzzer's input is kept as tests/fuzz/regressions/recipe_override_invalid_utf8.
+TEST(RecipeTest, AnOverrideThatIsNeitherTomlNorTextIsAnError) {
+  const std::string input = testing::ReadFile(testing::SourceDir() + "/tests/fuzz/regressions/recipe_override_invalid_utf8");
+  const size_t newline = input.find('\n');
+  ASSERT_NE(newline, std::string::npos);
+  absl::StatusOr<Recipe> r = Recipe::Parse(input.substr(newline + 1), "fuzz.toml", {input.substr(0, newline)});
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("command line: override '# SimPO"));
+  absl::StatusOr<Recipe> bad = Recipe::Parse("[trainer]\ntype = \"sft\"\n", "r.toml", {"trainer.note=a\xff\x01b"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("the value is neither a TOML value nor text"));
+}
+
 }  // namespace
 }  // namespace posttrain
