@@ -43,9 +43,10 @@ PY
 seed model_config "$model/config.json" recipes/gkd/student_config.json ../shared/data/qwen3_tokenizer/config.json
 seed tokenizer_json "$model/tokenizer.json"
 seed chat_template recipes/templates/*.jinja $(find ../shared/fixtures -name '*.jinja' 2>/dev/null | head -20)
-seed recipe $(find recipes -name '*.toml')
+seed recipe $(find recipes -name '*.toml') tests/fuzz/regressions/recipe_*
 mkdir -p "$build/corpus/jsonl"
 for f in recipes/data/*.jsonl; do head -3 "$f" > "$build/corpus/jsonl/seed_$(basename "$f")"; done
+cp tests/fuzz/regressions/jsonl_* "$build/corpus/jsonl/" 2>/dev/null || true
 head -c 4096 recipes/data/stories260K.bin > "$build/corpus/jsonl/../llama2c_seed" 2>/dev/null || true
 mkdir -p "$build/corpus/llama2c"
 python3 - "$build/corpus/llama2c" <<'PY'
@@ -59,11 +60,21 @@ for i, (dim, hidden, layers, heads, kv, vocab, seq) in enumerate([(8, 16, 1, 2, 
     open(f"{d}/seed_{i}", "wb").write(struct.pack("<7i", dim, hidden, layers, heads, kv, vocab, seq) + b"\0" * (4 * floats))
 PY
 
+failed=()
 for t in "${targets[@]}"; do
   dict=tests/fuzz/dict/$t.dict
   args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1
         -artifact_prefix="$build/crash-$t-")
   [[ -f "$dict" ]] && args+=(-dict="$dict")
   echo "== fuzz_$t ($seconds s)"
-  "$build/bin/fuzz_$t" "${args[@]}" "$build/corpus/$t" 2>&1 | grep -E "^#[0-9]+.*(DONE|pulse)|stat::|ERROR|SUMMARY|crash-|corp:" | tail -8
+  # Inputs that once crashed a target are run first (tests/fuzz/regressions).
+  rc=0
+  "$build/bin/fuzz_$t" "${args[@]}" "$build/corpus/$t" > "$build/fuzz_$t.log" 2>&1 || rc=$?
+  grep -E "^#[0-9]+.*DONE|stat::|ERROR|SUMMARY|Test unit written" "$build/fuzz_$t.log" | tail -8
+  if (( rc != 0 )); then failed+=("$t"); fi
 done
+if (( ${#failed[@]} > 0 )); then
+  echo "crashes in: ${failed[*]} (inputs: $build/crash-*; logs: $build/fuzz_<target>.log)"
+  exit 1
+fi
+echo "no crash, leak or timeout in: ${targets[*]}"

@@ -297,7 +297,7 @@ class JsonlAdapter final : public DataAdapter {
     if (raw.is_discarded()) {
       try {
         (void)ordered_json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e309 (found by fuzzing)
         return absl::InvalidArgumentError(
             absl::StrCat("malformed JSON (expected one JSON object per line): ", e.what()));
       }

@@ -150,6 +150,16 @@ TEST(JsonlAdapterTest, ReadsStepwiseSupervisionAndRefusesMismatchedLabels) {
   for (const Example& e : *shipped) EXPECT_EQ(e.steps.size(), e.step_labels.size());
 }
 
+// Found by tests/fuzz/fuzz_jsonl.cc: a number too large for a double (1e309) threw
+// nlohmann's out_of_range past the parse-error handler; now a malformed-row error with
+// file:line. The fuzzer's input is tests/fuzz/regressions/jsonl_number_overflow.
+TEST(JsonlAdapterTest, ANumberTooLargeForADoubleIsAMalformedRow) {
+  absl::Status bad = Load(Write("{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": 1e309}\n")).status();
+  EXPECT_THAT(std::string(bad.message()), HasSubstr(":2: malformed JSON"));
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("number overflow"));
+  EXPECT_FALSE(Load(testing::SourceDir() + "/tests/fuzz/regressions/jsonl_number_overflow").ok());
+}
+
 TEST(JsonlAdapterTest, ReadsTheOpenAiPreferenceLayoutOfTheOrcaPairs) {
   absl::StatusOr<std::vector<Example>> pairs = Load(testing::DataPath("orca_dpo_pairs_validation.jsonl"));
   ASSERT_TRUE(pairs.ok()) << pairs.status();
