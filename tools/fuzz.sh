@@ -17,11 +17,12 @@ targets=(safetensors model_config tokenizer_json chat_template recipe jsonl llam
 [[ "$which" != all ]] && targets=("$which")
 
 if [[ ! -d build/models/stories260K ]]; then bash tools/setup.sh build > /dev/null; fi
+mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOSTTRAIN_FUZZ=ON -DPOSTTRAIN_SANITIZE=address,undefined \
-  -DPOSTTRAIN_BUILD_TESTS=OFF -DPOSTTRAIN_BUILD_BENCH=OFF > "$build.cmake.log"
+  -DPOSTTRAIN_BUILD_TESTS=OFF -DPOSTTRAIN_BUILD_BENCH=OFF > "$build/cmake.log" || { cat "$build/cmake.log"; exit 1; }
 ninja -C "$build" $(printf 'fuzz_%s ' "${targets[@]}") posttrain_data_jsonl posttrain_trainer_sft posttrain_trainer_grpo \
-  posttrain_reward_keyword posttrain_sampler_default > "$build.ninja.log"
+  posttrain_reward_keyword posttrain_sampler_default > "$build/build.log" || { tail -30 "$build/build.log"; exit 1; }
 
 seed() {  # seed TARGET FILES...: copy the existing files into its corpus
   local dir="$build/corpus/$1"; shift

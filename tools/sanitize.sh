@@ -22,8 +22,9 @@ case "$mode" in
 esac
 if [[ ! -d build/models/stories260K ]]; then bash tools/setup.sh build > /dev/null; fi
 start=$(date +%s)
+mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOSTTRAIN_SANITIZE="$sanitize" \
-  -DPOSTTRAIN_BUILD_BENCH=OFF > "$build.cmake.log"
+  -DPOSTTRAIN_BUILD_BENCH=OFF > "$build/cmake.log" || { cat "$build/cmake.log"; exit 1; }
 ninja -C "$build"
 # The tests find the models under build/models (tools/setup.sh made them).
 ln -sfn "$PWD/build/models" "$build/models"
