@@ -454,9 +454,14 @@ namespace {
 // A macro as a callable: binds the parameters in a scope under the defining one.
 Value MakeMacro(Context& ctx, std::string name, const std::vector<std::pair<std::string, ExprPtr>>& params,
                 std::shared_ptr<Body> body) {
-  std::shared_ptr<Scope> defined_in = ctx.scope();
+  // Weak: a macro is stored in the scope it was defined in, and a strong reference
+  // back would keep both alive after rendering (LeakSanitizer found the cycle). A
+  // macro lives only while its template renders, as the scope does.
+  std::weak_ptr<Scope> defined_weak = ctx.scope();
   Context* context = &ctx;
   return Value::Function(name, [=, &params](Arguments& args) {
+    std::shared_ptr<Scope> defined_in = defined_weak.lock();
+    if (defined_in == nullptr) throw TemplateError(absl::StrCat("macro '", name, "' called outside the block that defined it"));
     constexpr int kMaxCallDepth = 100;
     struct Depth {
       explicit Depth(int& d) : d(d) {
