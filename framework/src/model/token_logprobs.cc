@@ -19,6 +19,17 @@ at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::
   return temperature == 1.0 ? z : z / temperature;
 }
 
+// The backward of a function that computed its gradients w.r.t. hidden and weight in
+// forward (saved, with want_hidden / want_weight): they scaled by the upstream
+// gradient of the scalar output, then no gradient for its `other_inputs` inputs.
+variable_list ScaledPrecomputedGrads(AutogradContext* ctx, const at::Tensor& g, std::size_t other_inputs) {
+  const auto saved = ctx->get_saved_variables();
+  variable_list out(2 + other_inputs);
+  if (ctx->saved_data["want_hidden"].toBool()) out[0] = saved[0] * g.to(saved[0].scalar_type());
+  if (ctx->saved_data["want_weight"].toBool()) out[1] = saved[1] * g.to(saved[1].scalar_type());
+  return out;
+}
+
 // The gradients of a chunk of rows [start, start + n) from d = ∂loss/∂logits
 // [n, V] (fp32): grad_hidden rows = d·W; grad_weight += dᵀ·h, accumulated inside the
 // GEMM (beta = 1), so no [V, H] temporary per chunk.
@@ -123,12 +134,7 @@ class WeightedTokenLogprobSum : public torch::autograd::Function<WeightedTokenLo
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor g = grad_outputs[0];
-    at::Tensor grad_hidden, grad_weight;
-    if (ctx->saved_data["want_hidden"].toBool()) grad_hidden = saved[0] * g.to(saved[0].scalar_type());
-    if (ctx->saved_data["want_weight"].toBool()) grad_weight = saved[1] * g.to(saved[1].scalar_type());
-    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return ScaledPrecomputedGrads(ctx, grad_outputs[0], /*other_inputs=*/5);
   }
 };
 
@@ -178,13 +184,7 @@ class GeneralizedJsdFn : public torch::autograd::Function<GeneralizedJsdFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor g = grad_outputs[0];
-    at::Tensor grad_hidden, grad_weight;
-    if (ctx->saved_data["want_hidden"].toBool()) grad_hidden = saved[0] * g.to(saved[0].scalar_type());
-    if (ctx->saved_data["want_weight"].toBool()) grad_weight = saved[1] * g.to(saved[1].scalar_type());
-    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return ScaledPrecomputedGrads(ctx, grad_outputs[0], /*other_inputs=*/8);
   }
 };
 
