@@ -306,6 +306,11 @@ absl::StatusOr<std::vector<Example>> LoadExamples(const ComponentConfig& config,
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<DataAdapter> adapter, registry.Create<DataAdapter>(config));
   absl::StatusOr<std::vector<Example>> loaded = CallNoThrow("data adapter", [&] { return adapter->Load(); });
   if (!loaded.ok()) return Annotate(loaded.status(), config.where());
+  if (const std::int64_t n = adapter->num_skipped(); n > 0) {
+    const std::vector<std::string> rows = adapter->skipped_rows();
+    for (const std::string& row : rows) spdlog::warn("skipped a bad row: {}", row);
+    if (n > static_cast<std::int64_t>(rows.size())) spdlog::warn("... and {} more bad rows skipped", n - rows.size());
+  }
   if (skipped != nullptr) *skipped = adapter->num_skipped();
   return loaded;
 }
@@ -367,7 +372,7 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
     return absl::InvalidArgumentError(absl::StrCat(data_config.where(), ": the data source holds no examples"));
   }
   spdlog::info("{} training examples, {} eval examples{}", examples.size(), parts.eval_examples.size(),
-               skipped > 0 ? absl::StrCat(" (", skipped, " malformed skipped)") : std::string());
+               skipped > 0 ? absl::StrCat(" (", skipped, " bad rows skipped)") : std::string());
 
   // The policy (and reference), if the recipe names one.
   POSTTRAIN_ASSIGN_OR_RETURN(std::optional<ComponentConfig> model_config, recipe.Model());

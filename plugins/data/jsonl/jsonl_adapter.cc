@@ -95,8 +95,11 @@ class JsonlAdapter final : public DataAdapter {
         .String("messages_field", "messages", "Field holding a conversation (conversational language modeling).")
         .Int("skip", 0, "Skip this many records first (e.g. to take an evaluation slice).").AtLeast(0)
         .Int("max_examples", -1, "Read at most this many records (-1: all).").AtLeast(1).OrEqualTo(-1)
-        .Bool("skip_malformed", false,
-              "Skip (and count) malformed records instead of stopping with an error.");
+        .String("on_bad_row", "error",
+                "A record that cannot be parsed: 'error' stops with file:line and what was expected; 'skip' "
+                "leaves it out whole, counts it and logs where it was.",
+                {"error", "skip"})
+        .Bool("skip_malformed", false, "Older name of on_bad_row = \"skip\".");
   }
 
   static absl::StatusOr<std::unique_ptr<DataAdapter>> Create(const ComponentConfig& config) {
@@ -109,7 +112,7 @@ class JsonlAdapter final : public DataAdapter {
                         config.GetString("messages_field")};
     adapter->max_examples_ = config.GetInt("max_examples");
     adapter->skip_ = config.GetInt("skip");
-    adapter->skip_malformed_ = config.GetBool("skip_malformed");
+    adapter->skip_malformed_ = config.GetString("on_bad_row") == "skip" || config.GetBool("skip_malformed");
     return adapter;
   }
 
@@ -117,6 +120,7 @@ class JsonlAdapter final : public DataAdapter {
     POSTTRAIN_ASSIGN_OR_RETURN(std::string content, ReadTextFile(path_));
     std::vector<Example> examples;
     skipped_ = 0;
+    bad_rows_.clear();
     std::optional<ExampleFormat> format = ParseFormat(format_);
     std::int64_t line_number = 0, records_seen = 0;
     for (absl::string_view line : absl::StrSplit(content, '\n')) {
@@ -131,7 +135,7 @@ class JsonlAdapter final : public DataAdapter {
       absl::Status status = ParseRecord(line, format, example);
       if (!status.ok()) {
         if (skip_malformed_) {
-          ++skipped_;
+          if (++skipped_ <= kBadRowsKept) bad_rows_.push_back(absl::StrCat(path_, ":", line_number, ": ", status.message()));
           continue;
         }
         return absl::InvalidArgumentError(
@@ -144,6 +148,7 @@ class JsonlAdapter final : public DataAdapter {
   }
 
   std::int64_t num_skipped() const override { return skipped_; }
+  std::vector<std::string> skipped_rows() const override { return bad_rows_; }
 
  private:
   static std::optional<ExampleFormat> ParseFormat(absl::string_view name) {
@@ -425,7 +430,9 @@ class JsonlAdapter final : public DataAdapter {
   Fields fields_;
   std::int64_t max_examples_ = -1;
   std::int64_t skip_ = 0;
+  static constexpr std::int64_t kBadRowsKept = 10;
   bool skip_malformed_ = false;
+  std::vector<std::string> bad_rows_;
   std::int64_t skipped_ = 0;
 };
 

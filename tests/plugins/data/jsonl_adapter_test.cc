@@ -89,15 +89,33 @@ TEST(JsonlAdapterTest, MalformedLineNamesFileLineAndExpectation) {
   EXPECT_THAT(std::string(s.message()), HasSubstr(":1: expected a JSON object, got array"));
 }
 
-TEST(JsonlAdapterTest, SkipMalformedCountsInsteadOfFailing) {
-  absl::StatusOr<std::unique_ptr<DataAdapter>> adapter = CreateBuiltin<DataAdapter>(
-      "jsonl", {{"path", Write("{\"text\": \"a\"}\nnot json\n{\"text\": \"b\"}\n")},
-                {"skip_malformed", true}});
-  ASSERT_TRUE(adapter.ok());
-  absl::StatusOr<std::vector<Example>> examples = (*adapter)->Load();
-  ASSERT_TRUE(examples.ok()) << examples.status();
-  EXPECT_EQ(examples->size(), 2u);
-  EXPECT_EQ((*adapter)->num_skipped(), 1);
+TEST(JsonlAdapterTest, OnBadRowSkipLeavesBadRowsOutWholeAndSaysWhere) {
+  // Row 2 is not JSON, row 4 is a record of the wrong shape (its "text" is a number),
+  // row 5 is a truncated object: none of them may turn into a (partial) example.
+  const std::string path = Write("{\"text\": \"a\"}\nnot json\n{\"text\": \"b\"}\n{\"text\": 7}\n{\"text\": \"c\"\n{\"text\": \"d\"}\n");
+  for (const auto& [key, value] : std::vector<std::pair<std::string, OptionValue>>{{"on_bad_row", std::string("skip")},
+                                                                                    {"skip_malformed", true}}) {
+    absl::StatusOr<std::unique_ptr<DataAdapter>> adapter = CreateBuiltin<DataAdapter>("jsonl", {{"path", path}, {key, value}});
+    ASSERT_TRUE(adapter.ok());
+    absl::StatusOr<std::vector<Example>> examples = (*adapter)->Load();
+    ASSERT_TRUE(examples.ok()) << examples.status();
+    ASSERT_EQ(examples->size(), 3u) << key;
+    EXPECT_EQ((*examples)[0].text, "a");
+    EXPECT_EQ((*examples)[1].text, "b");
+    EXPECT_EQ((*examples)[2].text, "d");
+    EXPECT_EQ((*examples)[2].line, 6);
+    EXPECT_EQ((*adapter)->num_skipped(), 3);
+    const std::vector<std::string> rows = (*adapter)->skipped_rows();
+    ASSERT_EQ(rows.size(), 3u);
+    EXPECT_THAT(rows[0], HasSubstr(path + ":2: malformed JSON"));
+    EXPECT_THAT(rows[1], HasSubstr(path + ":4: field \"text\" must be a string, got number"));
+    EXPECT_THAT(rows[2], HasSubstr(path + ":5: malformed JSON"));
+  }
+  // The default stops at the first bad row, naming it.
+  absl::StatusOr<std::unique_ptr<DataAdapter>> strict = CreateBuiltin<DataAdapter>("jsonl", {{"path", path}});
+  ASSERT_TRUE(strict.ok());
+  absl::Status s = (*strict)->Load().status();
+  EXPECT_THAT(std::string(s.message()), HasSubstr(path + ":2: malformed JSON"));
 }
 
 TEST(JsonlAdapterTest, ConversationalRecordsKeepTheirMessages) {

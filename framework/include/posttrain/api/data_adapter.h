@@ -32,6 +32,8 @@ class DataAdapter {
 
   // Records skipped as malformed by the last Load() (0 unless skipping is enabled).
   virtual std::int64_t num_skipped() const { return 0; }
+  // Where the first of them were and why ("file:line: what was expected"), for the log.
+  virtual std::vector<std::string> skipped_rows() const { return {}; }
 };
 
 }  // namespace posttrain
