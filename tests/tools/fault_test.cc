@@ -1,7 +1,10 @@
 // Resource faults: a checkpoint that cannot be written (a file-size limit standing in
 // for a full disk: RLIMIT_FSIZE via `ulimit -f`) stops the run with a clear error and
-// leaves the earlier checkpoint intact and resumable to the same final weights; a
-// sharded model whose shards disagree with its index is refused by name.
+// leaves the earlier checkpoint intact and resumable to the same final weights; so does
+// an output directory that turned read-only; a sharded model whose shards disagree with
+// its index is refused by name.
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "gmock/gmock.h"
@@ -56,6 +59,71 @@ TEST(FaultTest, ACheckpointThatCannotBeWrittenStopsTheRunAndKeepsTheEarlierOne) 
   const auto resumed = testing::LoadTensors(dir + "/run/final/model.safetensors");
   ASSERT_EQ(resumed.size(), reference.size());
   for (const auto& [name, t] : reference) EXPECT_TRUE(at::equal(t, resumed.at(name))) << name;
+}
+
+// Makes `dir` read-only for this process while in scope. Root ignores permission bits,
+// so as root the directory is made immutable instead (chattr +i: no entry may be added
+// or removed, by anyone).
+class ReadOnlyDirectory {
+ public:
+  explicit ReadOnlyDirectory(std::string dir) : dir_(std::move(dir)), root_(::geteuid() == 0) {
+    std::string out;
+    ok_ = testing::RunCommand(root_ ? "chattr +i '" + dir_ + "'" : "chmod a-w '" + dir_ + "'", &out) == 0;
+  }
+  ~ReadOnlyDirectory() {
+    std::string out;
+    testing::RunCommand(root_ ? "chattr -i '" + dir_ + "'" : "chmod u+w '" + dir_ + "'", &out);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  std::string dir_;
+  bool root_;
+  bool ok_ = false;
+};
+
+TEST(FaultTest, AReadOnlyOutputDirectoryStopsTheRunAndKeepsTheEarlierCheckpoint) {
+  const std::string dir = testing::TempDir("read_only");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(Sft(dir + "/run", "trainer.max_steps=3"), &out), 0) << out;
+  fs::remove_all(dir + "/run/final");
+  const std::string kept = dir + "/run/checkpoint-2";
+  std::map<std::string, std::string> before;
+  for (const auto& e : fs::directory_iterator(kept)) {
+    if (e.is_regular_file()) before[e.path().filename().string()] = testing::ReadFile(e.path().string());
+  }
+  ASSERT_FALSE(before.empty());
+  {
+    ReadOnlyDirectory read_only(dir + "/run");
+    if (!read_only.ok()) GTEST_SKIP() << "this file system cannot make " << dir << " read-only";
+    const int rc = testing::RunCommand(Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out);
+    EXPECT_EQ(rc, 1) << out;
+    EXPECT_THAT(out, HasSubstr("posttrain: error:"));
+    EXPECT_THAT(out, HasSubstr(dir + "/run"));
+    EXPECT_THAT(out, ::testing::AnyOf(HasSubstr("Operation not permitted"), HasSubstr("Permission denied")));
+    EXPECT_THAT(out, ::testing::Not(HasSubstr("terminate called")));
+  }
+  EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-4"));
+  EXPECT_FALSE(fs::exists(dir + "/run/final"));
+  for (const auto& [name, bytes] : before) EXPECT_EQ(testing::ReadFile(kept + "/" + name), bytes) << name;
+  // The directory a checkpoint goes to is read-only (here checkpoint-4, met mid-run).
+  fs::create_directories(dir + "/run/checkpoint-4");
+  testing::WriteFile(dir + "/run/checkpoint-4/README", "not posttrain's\n");  // so that it cannot be replaced either
+  {
+    ReadOnlyDirectory read_only(dir + "/run/checkpoint-4");
+    ASSERT_TRUE(read_only.ok());
+    const int rc = testing::RunCommand(Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out);
+    EXPECT_EQ(rc, 1) << out;
+    EXPECT_THAT(out, HasSubstr("writing checkpoint-4 (earlier checkpoints are intact)"));
+    EXPECT_THAT(out, HasSubstr(dir + "/run/checkpoint-4"));
+    EXPECT_THAT(out, ::testing::Not(HasSubstr("terminate called")));
+    EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-4.tmp")) << "the half-written checkpoint is removed";
+  }
+  fs::remove_all(dir + "/run/checkpoint-4");
+  for (const auto& [name, bytes] : before) EXPECT_EQ(testing::ReadFile(kept + "/" + name), bytes) << name;
+  // Writable again, the kept checkpoint resumes.
+  ASSERT_EQ(testing::RunCommand(Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out), 0) << out;
+  EXPECT_TRUE(fs::exists(dir + "/run/final/model.safetensors"));
 }
 
 TEST(FaultTest, ShardsThatDisagreeWithTheirIndexAreRefusedByName) {

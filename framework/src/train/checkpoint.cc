@@ -108,7 +108,12 @@ absl::Status SaveCheckpoint(const CausalLM* model, const SaveOptions& save,
   }
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
-  if (ec) return absl::DataLossError(absl::StrCat("cannot rename '", tmp.string(), "': ", ec.message()));
+  if (ec) {
+    const std::string why = ec.message();
+    fs::remove_all(tmp, ec);
+    return absl::DataLossError(absl::StrCat("writing checkpoint-", step, " (earlier checkpoints are intact): cannot rename '",
+                                            tmp.string(), "' to '", final_dir.string(), "': ", why));
+  }
   if (save_total_limit > 0) {
     auto all = Checkpoints(output_dir);
     for (size_t i = 0; i + static_cast<size_t>(save_total_limit) < all.size(); ++i) fs::remove_all(all[i].second, ec);
