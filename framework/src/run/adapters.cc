@@ -84,6 +84,9 @@ absl::StatusOr<std::unique_ptr<Adapter>> LoadSavedAdapter(const Registry& regist
       return absl::InvalidArgumentError(absl::StrCat(path, ": \"", spec.name, "\" should be a ", OptionTypeName(spec.type),
                                                      ", got ", c[spec.name].dump()));
     }
+    if (const std::string problem = spec.CheckValue(*v); !problem.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": \"", spec.name, "\" ", problem));
+    }
     values[spec.name] = std::move(*v);
   }
   ComponentConfig config(type, &component->registration.schema, std::move(values), path);

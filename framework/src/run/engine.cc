@@ -994,6 +994,7 @@ absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector
         m.scoring->Submit(calls == 1 ? i : i * calls + call, r);
       };
     }
+    spdlog::debug("phase: generation ({} prompts x {})", request.prompts.size(), request.num_generations);
     absl::StatusOr<std::vector<Rollout>> rollouts = CallNoThrow("sampler", [&] { return p_.sampler->Sample(request); });
     if (!rollouts.ok()) {
       return p_.model_path.empty() ? rollouts.status() : Annotate(rollouts.status(), absl::StrCat("sampling from '", p_.model_path, "'"));
@@ -1084,6 +1085,7 @@ absl::Status Run::EvaluateRollouts(std::int64_t step, MetricWindow* window) {
 
 absl::Status Run::Evaluate(std::int64_t step) {
   if (p_.eval_examples.empty()) return absl::OkStatus();
+  spdlog::debug("phase: evaluation at step {}", step);
   at::NoGradGuard no_grad;
   // The adapter evaluates without dropout, and trains again after.
   struct EvalMode {
@@ -1195,6 +1197,7 @@ absl::Status Run::AllOk(const absl::Status& mine, const std::string& what) {
 }
 
 absl::Status Run::Checkpoint(std::int64_t step) {
+  spdlog::debug("phase: checkpoint-{}", step);
   CheckpointContents contents;
   contents.trainer_params = trainer_params_;
   POSTTRAIN_ASSIGN_OR_RETURN(contents.trainer_state_tensors, CallNoThrow("trainer state", [&]() -> absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> {
@@ -1414,6 +1417,7 @@ void Run::LogMemory() {
 
 absl::Status Run::SaveFinal() {
   if (p_.policy == nullptr || trainable_.empty() || !p_.needs.model) return absl::OkStatus();
+  spdlog::debug("phase: final/");
   SaveOptions save = save_;
   if (policy_shards_ != nullptr) {
     // A unit at a time: gathered (every rank), written (rank 0), released; the
@@ -1485,6 +1489,7 @@ absl::StatusOr<RunResult> Run::Train() {
     for (ShardedModel* s : {policy_shards_.get(), reference_shards_.get()}) {
       if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->BeginStep());
     }
+    spdlog::debug("phase: training step {}", step);
     POSTTRAIN_ASSIGN_OR_RETURN(Metrics step_metrics, TrainMicroBatches(step, log_completions, &trained));
     for (ShardedModel* s : {policy_shards_.get(), reference_shards_.get()}) {
       if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->EndStep());

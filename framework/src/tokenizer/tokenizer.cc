@@ -29,7 +29,19 @@ absl::StatusOr<internal::SpmCreateFn*> SpmFactory() {
     const std::string module =
         (fs::path(info.dli_fname != nullptr ? info.dli_fname : "").parent_path() / "posttrain" / "libposttrain_spm.so")
             .string();
-    void* handle = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#ifdef POSTTRAIN_SANITIZED
+    // The sanitizers' dlopen interceptor refuses RTLD_DEEPBIND (the library's own
+    // malloc references could bypass them), and without it sentencepiece meets
+    // libtorch's protobuf and aborts. Sanitized builds call libc's dlopen past the
+    // interceptor: the module's allocations still go through the sanitizer's malloc,
+    // which libstdc++ was bound to when it loaded.
+    using DlopenFn = void*(const char*, int);
+    auto* open_library = reinterpret_cast<DlopenFn*>(dlsym(RTLD_NEXT, "dlopen"));
+    if (open_library == nullptr) open_library = &dlopen;
+#else
+    auto* open_library = &dlopen;
+#endif
+    void* handle = open_library(module.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (handle == nullptr) {
       return new absl::StatusOr<internal::SpmCreateFn*>(absl::FailedPreconditionError(
           absl::StrCat("cannot load the SentencePiece module '", module, "': ", dlerror())));

@@ -274,12 +274,14 @@ class LoraAdapter final : public Adapter {
         const std::string name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(kLinearSites[k]), ".weight");
         auto it = by_name.find(name);
         if (it == by_name.end()) return absl::InternalError(absl::StrCat("merge: the model has no '", name, "'"));
-        at::Tensor delta = at::matmul(s.b.to(at::kFloat), s.a.to(at::kFloat)) * scaling_;
+        // In float64, rounded once into the weight's dtype: the merged weight is the
+        // nearest one to W + s·BA.
+        at::Tensor delta = at::matmul(s.b.to(at::kDouble), s.a.to(at::kDouble)) * scaling_;
         if (!delta.isfinite().all().item<bool>()) {
           return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", name, "' is not finite"));
         }
         at::Tensor w = it->second;
-        w.copy_((w.to(at::kFloat) + delta.to(w.device())).to(w.scalar_type()));
+        w.copy_((w.to(at::kDouble) + delta.to(w.device())).to(w.scalar_type()));
       }
     }
     return absl::OkStatus();

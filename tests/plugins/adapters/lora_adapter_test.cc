@@ -160,6 +160,14 @@ TEST(LoraAdapterTest, AdapterEqualsMergedAndSurvivesSaveAndLoad) {
   auto dora = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
   ASSERT_FALSE(dora.ok());
   EXPECT_THAT(std::string(dora.status().message()), HasSubstr("use_dora = true"));
+
+  // Fuzzing found a config whose lora_dropout (5.0) reached at::dropout and aborted:
+  // an adapter_config.json is held to the plugin's option ranges like a recipe.
+  testing::WriteFile(dir + "/adapter_config.json",
+                     testing::ReadFile(testing::SourceDir() + "/tests/fuzz/regressions/adapter_config_dropout_out_of_range"));
+  auto dropout = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
+  ASSERT_FALSE(dropout.ok());
+  EXPECT_THAT(std::string(dropout.status().message()), HasSubstr("adapter_config.json: \"lora_dropout\" must be in [0, 1), got 5"));
 }
 
 }  // namespace
