@@ -27,6 +27,15 @@ std::string Sft(const std::string& out_dir, const std::string& extra = "") {
          "eval_data.max_examples=2 trainer.logging_steps=1 trainer.save_total_limit=-1 " + extra;
 }
 
+// The regular files of `dir` by name, with their bytes.
+std::map<std::string, std::string> FilesIn(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.is_regular_file()) files[e.path().filename().string()] = testing::ReadFile(e.path().string());
+  }
+  return files;
+}
+
 TEST(FaultTest, ACheckpointThatCannotBeWrittenStopsTheRunAndKeepsTheEarlierOne) {
   const std::string dir = testing::TempDir("disk_full");
   std::string out;
@@ -35,10 +44,7 @@ TEST(FaultTest, ACheckpointThatCannotBeWrittenStopsTheRunAndKeepsTheEarlierOne) 
   fs::remove_all(dir + "/run/checkpoint-4");
   fs::remove_all(dir + "/run/final");
   const std::string kept = dir + "/run/checkpoint-2";
-  std::map<std::string, std::string> before;
-  for (const auto& e : fs::directory_iterator(kept)) {
-    if (e.is_regular_file()) before[e.path().filename().string()] = testing::ReadFile(e.path().string());
-  }
+  const std::map<std::string, std::string> before = FilesIn(kept);
   ASSERT_FALSE(before.empty());
   // A final model that cannot be written: an error, and no final/ that looks complete.
   int final_rc = testing::RunCommand("ulimit -f 600 && " + Sft(dir + "/run", "trainer.max_steps=2 trainer.resume_from_checkpoint=" + kept), &out);
@@ -53,7 +59,7 @@ TEST(FaultTest, ACheckpointThatCannotBeWrittenStopsTheRunAndKeepsTheEarlierOne) 
   EXPECT_THAT(out, HasSubstr("checkpoint-4"));
   EXPECT_THAT(out, ::testing::Not(HasSubstr("terminate called")));
   EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-4/model.safetensors")) << "a half-written checkpoint is not left behind";
-  for (const auto& [name, bytes] : before) EXPECT_EQ(testing::ReadFile(kept + "/" + name), bytes) << name;
+  EXPECT_TRUE(FilesIn(kept) == before) << kept << " changed";
   // The earlier checkpoint resumes to the same final weights as the uninterrupted run.
   ASSERT_EQ(testing::RunCommand(Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out), 0) << out;
   const auto resumed = testing::LoadTensors(dir + "/run/final/model.safetensors");
@@ -88,10 +94,7 @@ TEST(FaultTest, AReadOnlyOutputDirectoryStopsTheRunAndKeepsTheEarlierCheckpoint)
   ASSERT_EQ(testing::RunCommand(Sft(dir + "/run", "trainer.max_steps=3"), &out), 0) << out;
   fs::remove_all(dir + "/run/final");
   const std::string kept = dir + "/run/checkpoint-2";
-  std::map<std::string, std::string> before;
-  for (const auto& e : fs::directory_iterator(kept)) {
-    if (e.is_regular_file()) before[e.path().filename().string()] = testing::ReadFile(e.path().string());
-  }
+  const std::map<std::string, std::string> before = FilesIn(kept);
   ASSERT_FALSE(before.empty());
   {
     ReadOnlyDirectory read_only(dir + "/run");
@@ -105,7 +108,7 @@ TEST(FaultTest, AReadOnlyOutputDirectoryStopsTheRunAndKeepsTheEarlierCheckpoint)
   }
   EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-4"));
   EXPECT_FALSE(fs::exists(dir + "/run/final"));
-  for (const auto& [name, bytes] : before) EXPECT_EQ(testing::ReadFile(kept + "/" + name), bytes) << name;
+  EXPECT_TRUE(FilesIn(kept) == before) << kept << " changed";
   // The directory a checkpoint goes to is read-only (here checkpoint-4, met mid-run).
   fs::create_directories(dir + "/run/checkpoint-4");
   testing::WriteFile(dir + "/run/checkpoint-4/README", "not posttrain's\n");  // so that it cannot be replaced either
@@ -120,7 +123,7 @@ TEST(FaultTest, AReadOnlyOutputDirectoryStopsTheRunAndKeepsTheEarlierCheckpoint)
     EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-4.tmp")) << "the half-written checkpoint is removed";
   }
   fs::remove_all(dir + "/run/checkpoint-4");
-  for (const auto& [name, bytes] : before) EXPECT_EQ(testing::ReadFile(kept + "/" + name), bytes) << name;
+  EXPECT_TRUE(FilesIn(kept) == before) << kept << " changed";
   // Writable again, the kept checkpoint resumes.
   ASSERT_EQ(testing::RunCommand(Sft(dir + "/run", "trainer.resume_from_checkpoint=" + kept), &out), 0) << out;
   EXPECT_TRUE(fs::exists(dir + "/run/final/model.safetensors"));
