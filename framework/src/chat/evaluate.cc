@@ -82,6 +82,10 @@ Value FormatPercent(const std::string& format, const Value& args) {
       case 'o':
       case 'c': {
         if (!v.is_number()) throw TemplateError(absl::StrCat("%", std::string(1, type), " format: a number is required, not ", v.TypeName()));
+        if (!v.is_int() && !(std::abs(v.number()) < 9.2e18)) {
+          throw TemplateError(absl::StrCat("%", std::string(1, type), " format: ", Value(v.number()).Repr(),
+                                           " is out of the 64-bit integer range"));
+        }
         const long long n = v.is_int() ? v.int_value() : static_cast<long long>(v.number());
         std::snprintf(buf, sizeof(buf), (spec + "ll" + (type == 'i' ? 'd' : type)).c_str(), n);
         out += buf;
@@ -106,6 +110,27 @@ Value FormatPercent(const std::string& format, const Value& args) {
 
 namespace {
 
+// Python's integers are unbounded, these are 64-bit: a result out of range is an
+// error rather than a wrapped (or undefined) value.
+std::int64_t CheckedInt(char op, std::int64_t a, std::int64_t b, const std::string& name) {
+  std::int64_t r = 0;
+  const bool overflowed = op == '+'   ? __builtin_add_overflow(a, b, &r)
+                          : op == '-' ? __builtin_sub_overflow(a, b, &r)
+                                      : __builtin_mul_overflow(a, b, &r);
+  if (overflowed) throw TemplateError(absl::StrCat("integer overflow in '", name, "' (integers are 64-bit here)"));
+  return r;
+}
+
+std::int64_t IntPower(std::int64_t base, std::int64_t exponent) {  // exponent >= 0, by squaring
+  std::int64_t result = 1;
+  while (exponent > 0) {
+    if (exponent & 1) result = CheckedInt('*', result, base, "**");
+    exponent >>= 1;
+    if (exponent > 0) base = CheckedInt('*', base, base, "**");
+  }
+  return result;
+}
+
 Value Arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined()) ThrowUndefined(a);
   if (b.is_undefined()) ThrowUndefined(b);
@@ -124,9 +149,9 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (op == "%" && a.is_string()) return FormatPercent(a.string(), b);
   if (!a.is_number() || !b.is_number()) Unsupported(op, a, b);
   bool ints = a.is_int() && b.is_int();
-  if (op == "+") return ints ? Value(a.int_value() + b.int_value()) : Value(a.number() + b.number());
-  if (op == "-") return ints ? Value(a.int_value() - b.int_value()) : Value(a.number() - b.number());
-  if (op == "*") return ints ? Value(a.int_value() * b.int_value()) : Value(a.number() * b.number());
+  if (op == "+") return ints ? Value(CheckedInt('+', a.int_value(), b.int_value(), op)) : Value(a.number() + b.number());
+  if (op == "-") return ints ? Value(CheckedInt('-', a.int_value(), b.int_value(), op)) : Value(a.number() - b.number());
+  if (op == "*") return ints ? Value(CheckedInt('*', a.int_value(), b.int_value(), op)) : Value(a.number() * b.number());
   if (op == "/") {
     if (b.number() == 0) throw TemplateError("division by zero");
     return Value(a.number() / b.number());
@@ -135,6 +160,7 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b) {
     if (b.number() == 0) throw TemplateError(op == "//" ? "integer division or modulo by zero" : "modulo by zero");
     if (ints) {
       std::int64_t x = a.int_value(), y = b.int_value();
+      if (y == -1) return op == "//" ? Value(CheckedInt('-', 0, x, op)) : Value(std::int64_t{0});
       std::int64_t q = x / y, r = x % y;
       if (r != 0 && ((r < 0) != (y < 0))) {
         --q;
@@ -146,11 +172,7 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b) {
     return op == "//" ? Value(q) : Value(a.number() - q * b.number());
   }
   if (op == "**") {
-    if (ints && b.int_value() >= 0) {
-      std::int64_t r = 1;
-      for (std::int64_t i = 0; i < b.int_value(); ++i) r *= a.int_value();
-      return Value(r);
-    }
+    if (ints && b.int_value() >= 0) return Value(IntPower(a.int_value(), b.int_value()));
     return Value(std::pow(a.number(), b.number()));
   }
   Unsupported(op, a, b);
@@ -190,7 +212,11 @@ std::vector<std::size_t> SliceIndices(std::int64_t size, const Value& start, con
   std::int64_t begin = clamp(start, s > 0 ? 0 : size - 1);
   std::int64_t end = clamp(stop, s > 0 ? size : -1);
   std::vector<std::size_t> out;
-  for (std::int64_t i = begin; s > 0 ? i < end : i > end; i += s) out.push_back(static_cast<std::size_t>(i));
+  for (std::int64_t i = begin; s > 0 ? i < end : i > end;) {
+    out.push_back(static_cast<std::size_t>(i));
+    if (s > 0 ? (end - i) - s <= 0 : (i - end) + s <= 0) break;  // the next index is past the end (and may not fit)
+    i += s;
+  }
   return out;
 }
 
@@ -339,7 +365,7 @@ Value UnaryExpr::Eval(Context& ctx) const {
   if (v.is_undefined()) ThrowUndefined(v);
   if (!v.is_number()) throw TemplateError(absl::StrCat("bad operand type for unary ", op, ": '", v.TypeName(), "'"));
   if (op == "+") return v.is_bool() ? Value(v.int_value()) : v;
-  return v.is_int() ? Value(-v.int_value()) : Value(-v.number());
+  return v.is_int() ? Value(CheckedInt('-', 0, v.int_value(), "-")) : Value(-v.number());
 }
 
 Value BinaryExpr::Eval(Context& ctx) const {

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "posttrain/chat/chat_template.h"
@@ -119,6 +120,28 @@ TEST(JinjaTemplateTest, HostileTemplatesAreErrorsNotCrashes) {
   absl::StatusOr<JinjaTemplate> range = JinjaTemplate::Parse("{% for i in range(1000000000) %}{% endfor %}");
   ASSERT_TRUE(range.ok());
   EXPECT_FALSE(range->Render(json::object(), 0).ok());
+  // Integers are 64-bit (Python's are unbounded): a result out of range is an error,
+  // never a wrapped value (and a huge exponent no long loop). Fuzzing found 99 ** 99000000.
+  for (const char* text : {"{{ 2 ** 64 }}", "{{ 9223372036854775807 + 1 }}", "{{ -(-9223372036854775807 - 1) }}",
+                           "{{ (-9223372036854775807 - 1) // -1 }}", "{{ 3 * 9223372036854775807 }}",
+                           "{{ -9223372036854775807 - 2 }}", "{{ 2 ** 1000000000000 }}"}) {
+    absl::StatusOr<JinjaTemplate> t = JinjaTemplate::Parse(text);
+    ASSERT_TRUE(t.ok()) << text;
+    absl::StatusOr<TemplateRendering> out = t->Render(json::object(), 0);
+    ASSERT_FALSE(out.ok()) << text << " rendered " << out->text;
+    EXPECT_THAT(std::string(out.status().message()), ::testing::HasSubstr("integer overflow")) << text;
+  }
+  absl::StatusOr<JinjaTemplate> huge = JinjaTemplate::Parse("{{ '%d' % 1e300 }}");
+  ASSERT_TRUE(huge.ok());
+  EXPECT_THAT(std::string(huge->Render(json::object(), 0).status().message()),
+              ::testing::HasSubstr("out of the 64-bit integer range"));
+  absl::StatusOr<JinjaTemplate> found = JinjaTemplate::Parse(
+      testing::ReadFile(testing::SourceDir() + "/tests/fuzz/regressions/chat_template_int_power_overflow"));
+  if (found.ok()) {
+    EXPECT_THAT(std::string(found->Render(json::object(), 0).status().message()), ::testing::HasSubstr("integer overflow"));
+  } else {
+    ADD_FAILURE() << "the fuzzer's template should parse: " << found.status();
+  }
 }
 
 TEST(ChatTemplateTest, Qwen3FixtureByteForByte) {
