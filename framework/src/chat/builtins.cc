@@ -159,6 +159,12 @@ bool StartsOrEnds(const std::string& s, const Value& affix, bool start) {
   return one(affix.string());
 }
 
+// A width or count a template asks for: past 10^8 it is an error, not an allocation.
+std::int64_t Bounded(std::int64_t n, const char* what) {
+  if (n > 100'000'000) throw TemplateError(absl::StrCat(what, " ", n, " is too large (over 10^8)"));
+  return n;
+}
+
 std::int64_t IntArg(const Arguments& args, std::size_t index, const std::string& name, std::int64_t fallback) {
   Value v = args.Get(index, name);
   if (v.is_undefined() || v.is_none()) return fallback;
@@ -517,7 +523,7 @@ Value ApplyFilter(const std::string& name, Value v, Arguments& args, Context& ct
     args.Check(name, 1, {"indent", "ensure_ascii", "separators", "sort_keys"});
     Value indent = args.Get(0, "indent", Value::None());
     if (!indent.is_none() && !indent.is_int()) throw TemplateError("tojson: indent must be an integer");
-    return Value(v.ToJson(indent.is_none() ? std::nullopt : std::optional<int>(static_cast<int>(indent.int_value()))));
+    return Value(v.ToJson(indent.is_none() ? std::nullopt : std::optional<int>(static_cast<int>(Bounded(indent.int_value(), "tojson indent")))));
   }
   if (name == "trim") {
     args.Check(name, 1, {"chars"});
@@ -690,6 +696,7 @@ Value ApplyFilter(const std::string& name, Value v, Arguments& args, Context& ct
     std::int64_t n = IntArg(args, 0, "linecount", 1);
     if (n <= 0) throw TemplateError("batch size must be positive");
     Value fill = args.Get(1, "fill_with", Value::None());
+    if (!fill.is_none()) Bounded(n, "batch size");
     Array out, cur;
     for (const Value& item : Iterate(v)) {
       cur.push_back(item);
@@ -707,7 +714,9 @@ Value ApplyFilter(const std::string& name, Value v, Arguments& args, Context& ct
   if (name == "indent") {
     args.Check(name, 3, {"width", "first", "blank"});
     Value width = args.Get(0, "width", Value(static_cast<std::int64_t>(4)));
-    std::string pad = width.is_string() ? width.string() : std::string(static_cast<std::size_t>(width.int_value()), ' ');
+    if (!width.is_string() && !width.is_int()) throw TemplateError("indent: width must be an integer or a string");
+    std::string pad = width.is_string() ? width.string()
+                                        : std::string(static_cast<std::size_t>(std::max<std::int64_t>(0, Bounded(width.int_value(), "indent width"))), ' ');
     bool first = args.Get(1, "first", Value(false)).Truthy();
     bool blank = args.Get(2, "blank", Value(false)).Truthy();
     std::string s = v.Str();
@@ -728,7 +737,7 @@ Value ApplyFilter(const std::string& name, Value v, Arguments& args, Context& ct
     return Value(std::move(out));
   }
   if (name == "center") {
-    std::int64_t width = IntArg(args, 0, "width", 80);
+    std::int64_t width = Bounded(IntArg(args, 0, "width", 80), "center width");
     std::string s = v.Str();
     auto n = static_cast<std::int64_t>(CodePoints(s).size());
     if (n >= width) return Value(s);

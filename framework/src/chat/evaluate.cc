@@ -397,10 +397,13 @@ Value CondExpr::Eval(Context& ctx) const {
 }
 
 Flow RenderBody(const Body& body, Context& ctx, std::string& out) {
+  // Rendered text past 10^8 bytes is an error (a hostile template), not an allocation.
+  constexpr std::size_t kMaxOutput = 100'000'000;
   for (const StmtPtr& stmt : body) {
     Flow flow;
     try {
       flow = stmt->Render(ctx, out);
+      if (out.size() > kMaxOutput) throw TemplateError("rendered text over 10^8 bytes");
     } catch (TemplateError& e) {
       if (e.line() == 0) e.set_line(stmt->line);
       throw;

@@ -131,6 +131,16 @@ TEST(JinjaTemplateTest, HostileTemplatesAreErrorsNotCrashes) {
     ASSERT_FALSE(out.ok()) << text << " rendered " << out->text;
     EXPECT_THAT(std::string(out.status().message()), ::testing::HasSubstr("integer overflow")) << text;
   }
+  // Widths and sizes a template asks for are bounded (10^8), and so is its output.
+  for (const char* text : {"{{ 'x' | center(1000000000000) }}", "{{ 'a\nb' | indent(1000000000000) }}",
+                           "{{ [1] | batch(1000000000000, 0) | list }}", "{{ {'a': 1} | tojson(indent=1000000000000) }}",
+                           "{% for i in range(100000) %}{{ 'x' * 10000 }}{% endfor %}"}) {
+    absl::StatusOr<JinjaTemplate> t = JinjaTemplate::Parse(text);
+    ASSERT_TRUE(t.ok()) << text;
+    absl::StatusOr<TemplateRendering> out = t->Render(json::object(), 0);
+    ASSERT_FALSE(out.ok()) << text;
+    EXPECT_THAT(std::string(out.status().message()), ::testing::ContainsRegex("too large|over 10\\^8")) << text;
+  }
   absl::StatusOr<JinjaTemplate> huge = JinjaTemplate::Parse("{{ '%d' % 1e300 }}");
   ASSERT_TRUE(huge.ok());
   EXPECT_THAT(std::string(huge->Render(json::object(), 0).status().message()),

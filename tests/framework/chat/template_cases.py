@@ -189,6 +189,7 @@ FEATURES = {
     "dict_access": "{% set d = {'a': 1, 'items': 2} %}{{ d.a }}{{ d['a'] }}{{ d.get('a') }}{{ d.get('z', 'dflt') }}{{ d.get('z') }}{{ d.missing is defined }}{{ d['items'] }}{{ d.keys() | list }}{{ d.values() | list }}{{ messages[0].role }}{{ messages[0]['content'] | length > 0 }}{{ messages[-1].role }}",
     "undefined_errors": "{{ missing.attr }}",
     "undefined_arith": "{{ missing + 1 }}",
+    "negative_widths": "[{{ 'a\\nb' | indent(-2) }}][{{ 'ab' | center(-5) }}][{{ 'a\\nb' | indent(true, true) }}]",
     "int_limits": "{{ 3 ** 39 }} {{ 2 ** 62 }} {{ -9223372036854775807 - 1 }} {{ (-9223372036854775807 - 1) // 2 }} {{ 7 // -1 }} {{ -7 % -1 }} {{ 'abcdef'[1::9223372036854775807] }} {{ 'abcdef'[::-9223372036854775807] }} {{ 'abcdef'[-9223372036854775807:2] }} {{ '%d' % 3.9 }} {{ 0 ** 0 }} {{ (-1) ** 9223372036854775807 }}",
     "raise": "{% if messages | length > 1 %}{{ raise_exception('Too many messages: ' ~ messages | length) }}{% endif %}ok",
     "strftime": "{{ strftime_now('%Y-%m-%d %H:%M %b %A') }}",
