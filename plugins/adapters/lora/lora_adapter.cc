@@ -99,6 +99,12 @@ class LoraAdapter final : public Adapter {
         }
         if (!match) continue;
         const auto [in, out] = Shape(site);
+        if (r_ > std::max(in, out)) {
+          // rank(BA) <= min(in, out): a rank past both dimensions adds nothing but memory
+          // (and a hostile adapter_config.json could ask for any).
+          return absl::InvalidArgumentError(absl::StrCat("[peft] r = ", r_, " exceeds both dimensions of ", full, " (", out,
+                                                         " x ", in, "); a LoRA update has rank at most ", std::min(in, out)));
+        }
         Site s;
         const double bound = 1.0 / std::sqrt(static_cast<double>(in));
         s.a = at::empty({r_, in}, at::TensorOptions().dtype(at::kFloat)).uniform_(-bound, bound, gen).to(options);

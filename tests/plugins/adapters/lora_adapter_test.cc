@@ -168,6 +168,13 @@ TEST(LoraAdapterTest, AdapterEqualsMergedAndSurvivesSaveAndLoad) {
   auto dropout = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
   ASSERT_FALSE(dropout.ok());
   EXPECT_THAT(std::string(dropout.status().message()), HasSubstr("adapter_config.json: \"lora_dropout\" must be in [0, 1), got 5"));
+  // ... and one whose r (8.6e17) overflowed libtorch's size computation, an exception
+  // out of Attach: a rank past both dimensions of a layer is refused by name.
+  testing::WriteFile(dir + "/adapter_config.json",
+                     testing::ReadFile(testing::SourceDir() + "/tests/fuzz/regressions/adapter_config_rank_overflow"));
+  auto rank = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
+  ASSERT_FALSE(rank.ok());
+  EXPECT_THAT(std::string(rank.status().message()), HasSubstr("r = 855555555555555558 exceeds both dimensions of model.layers.0."));
 }
 
 }  // namespace
