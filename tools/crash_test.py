@@ -150,6 +150,8 @@ def main():
     failed = []
     while kills < args.kills:
         rounds += 1
+        if rounds > args.kills + 10:
+            sys.exit(f"crash_test: {rounds - 1} rounds ended before {args.kills} kills could land (a run too quick to kill?)")
         out = os.path.join(work, f"round-{rounds}")
         finished = False
         while kills < args.kills and not finished:
