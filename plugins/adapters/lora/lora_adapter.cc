@@ -21,12 +21,13 @@
 
 #include <cmath>
 #include <filesystem>
-#include <regex>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "posttrain/core/atomic_file.h"
+#include "posttrain/core/regex.h"
+#include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/model/safetensors.h"
 #include "posttrain/plugin/plugin.h"
@@ -73,13 +74,11 @@ class LoraAdapter final : public Adapter {
     config_ = config;
     const bool all_linear = targets_.size() == 1 && targets_[0] == "all-linear";
     const bool regex = !all_linear && targets_.size() == 1 && LooksLikeRegex(targets_[0]);
-    std::optional<std::regex> pattern;
+    std::optional<FullMatchRegex> pattern;
     if (regex) {
-      try {
-        pattern.emplace(targets_[0]);
-      } catch (const std::regex_error& e) {
-        return absl::InvalidArgumentError(absl::StrCat("[peft] target_modules: '", targets_[0], "' is not a regular expression: ", e.what()));
-      }
+      absl::StatusOr<FullMatchRegex> compiled = FullMatchRegex::Compile(targets_[0]);
+      if (!compiled.ok()) return Annotate(compiled.status(), "[peft] target_modules");
+      pattern = std::move(*compiled);
     }
     std::set<std::string> used;
     at::Generator gen = at::detail::createCPUGenerator(seed);
@@ -88,7 +87,11 @@ class LoraAdapter final : public Adapter {
       for (LinearSite site : kLinearSites) {
         const std::string full = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(site));
         bool match = all_linear;
-        if (regex) match = std::regex_match(full, *pattern);
+        if (regex) {
+          absl::StatusOr<bool> hit = pattern->Matches(full);
+          if (!hit.ok()) return Annotate(hit.status(), "[peft] target_modules");
+          match = *hit;
+        }
         if (!all_linear && !regex) {
           for (const std::string& t : targets_) {
             if (full == t || absl::EndsWith(full, "." + t)) {

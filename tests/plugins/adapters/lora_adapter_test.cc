@@ -1,5 +1,6 @@
 // The LoRA adapter against PEFT's formula (an independent python3-torch
 // transcription), PEFT's initialisation and names, merge = adapter, save/load.
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 
@@ -175,6 +176,17 @@ TEST(LoraAdapterTest, AdapterEqualsMergedAndSurvivesSaveAndLoad) {
   auto rank = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
   ASSERT_FALSE(rank.ok());
   EXPECT_THAT(std::string(rank.status().message()), HasSubstr("r = 855555555555555558 exceeds both dimensions of model.layers.0."));
+  // ... and one whose target_modules std::regex accepted and then backtracked on for
+  // minutes: read as Python's re reads it (PCRE2), it is no regular expression at all
+  // (".+++"); matching is bounded in any case (regex_test.cc).
+  testing::WriteFile(dir + "/adapter_config.json",
+                     testing::ReadFile(testing::SourceDir() + "/tests/fuzz/regressions/adapter_config_regex_backtracking"));
+  const auto start = std::chrono::steady_clock::now();
+  auto regex = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ASSERT_FALSE(regex.ok());
+  EXPECT_THAT(std::string(regex.status().message()), HasSubstr("[peft] target_modules: '.+++"));
+  EXPECT_THAT(std::string(regex.status().message()), HasSubstr("is not a regular expression"));
 }
 
 }  // namespace
