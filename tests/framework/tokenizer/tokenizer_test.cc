@@ -66,6 +66,16 @@ TEST(TokenizerTest, SentencePieceModelThroughLibsentencepiece) {
   EXPECT_EQ((*hf)->bos_token_id(), 1);
   EXPECT_EQ((*hf)->eos_token_id(), 2);
   EXPECT_EQ((*hf)->vocab_size(), 512);
+  // Fuzzing found a .model with an empty piece: libsentencepiece throws from its trie
+  // builder (the process aborted); now an error naming the file, and the module stays
+  // usable.
+  const std::string bad = testing::SourceDir() + "/tests/fuzz/regressions/spm_model_empty_piece";
+  auto broken = LoadSentencePieceTokenizer(bad);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_THAT(std::string(broken.status().message()), ::testing::HasSubstr("cannot load SentencePiece model '" + bad + "': malformed model"));
+  auto again = LoadTokenizer(testing::RepoDataPath("tok512.model"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->Encode("Once upon a time", true), (*spm)->Encode("Once upon a time", true));
 }
 
 TEST(TokenizerTest, Qwen3TokenizerReproducesHuggingFaceIds) {
