@@ -52,6 +52,8 @@ FAMILIES = {
 }
 
 MODES = ["random", "checkpoint", "step", "random", "evaluation", "generation", "final"]
+# The run's debug line ("phase: ...") that each phase mode waits for.
+PHASE_LINES = {"step": "training step", "evaluation": "evaluation", "generation": "generation"}
 
 
 def command(args, out_dir, resume):
@@ -64,9 +66,19 @@ def command(args, out_dir, resume):
 
 
 def checkpoints(out_dir):
-    if not os.path.isdir(out_dir):
-        return []
-    return [d for d in os.listdir(out_dir) if re.fullmatch(r"checkpoint-\d+", d)]
+    return [d for d in listdir(out_dir) if re.fullmatch(r"checkpoint-\d+", d)]
+
+
+def partial_checkpoints(out_dir, since=0.0):
+    """checkpoint-N.tmp directories (being written, or left by a kill) touched at or after `since`."""
+    found = []
+    for d in listdir(out_dir):
+        try:
+            if d.endswith(".tmp") and os.path.getmtime(os.path.join(out_dir, d)) >= since:
+                found.append(d)
+        except FileNotFoundError:
+            pass  # renamed into place meanwhile
+    return found
 
 
 def phases(log_path):
@@ -84,7 +96,7 @@ def run_to_end(args, out_dir, log_path):
     return rc
 
 
-def same_as_reference(args, ref_dir, out_dir):
+def same_as_reference(ref_dir, out_dir):
     problems = []
     for name in ("final/model.safetensors", "final/adapter_model.safetensors", "metrics.jsonl", "completions.jsonl"):
         a, b = os.path.join(ref_dir, name), os.path.join(out_dir, name)
@@ -143,7 +155,7 @@ def main():
     # Moments this family has (no evaluation data, no generation: those modes go).
     ref_phase_list = phases(ref + ".log")
     ref_phases = " ".join(ref_phase_list)
-    modes = [m for m in MODES if {"evaluation": "evaluation", "generation": "generation"}.get(m, "") in ref_phases]
+    modes = [m for m in MODES if m not in ("evaluation", "generation") or PHASE_LINES[m] in ref_phases]
 
     kills, rounds, starts = 0, 0, 0
     hit = collections.Counter()
@@ -171,17 +183,17 @@ def main():
                 elif wait_for(proc, lambda: len(phases(log_path)) >= k, 120):
                     time.sleep(rng.uniform(0, 0.05))
             elif mode == "checkpoint":
-                wait_for(proc, lambda: any(d.endswith(".tmp") for d in listdir(out)), 120)
+                wait_for(proc, lambda: partial_checkpoints(out), 120)
             elif mode == "final":
                 wait_for(proc, lambda: os.path.isdir(os.path.join(out, "final")), 120)
             else:
-                wanted = {"step": "training step", "evaluation": "evaluation", "generation": "generation"}[mode]
+                wanted = PHASE_LINES[mode]
                 skip = 0 if mode == "evaluation" else rng.randint(0, 3)  # the first such phase after a random number of them
                 if wait_for(proc, lambda: sum(ph.startswith(wanted) for ph in phases(log_path)) > skip, 120):
                     time.sleep(rng.uniform(0, 0.01))
             if proc.poll() is None:
                 # A checkpoint being written by this start (not one a kill left behind before).
-                pending = any(d.endswith(".tmp") and os.path.getmtime(os.path.join(out, d)) >= started for d in listdir(out))
+                pending = bool(partial_checkpoints(out, since=started))
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 seen = phases(log_path)
@@ -200,7 +212,7 @@ def main():
             if rc != 0:
                 print(open(log_path).read()[-3000:])
                 sys.exit(f"crash_test: the final resume failed (rc {rc}, log {log_path})")
-        problems = same_as_reference(args, ref, out)
+        problems = same_as_reference(ref, out)
         print(f"round {rounds}: {'bit-identical' if not problems else '; '.join(problems)} ({kills} kills so far)")
         if problems:
             failed.append(rounds)
