@@ -16,8 +16,10 @@ cd "$(dirname "$0")/.."
 mode="${1:-address}"
 shift || true
 case "$mode" in
-  address) build=build-asan; sanitize=address,undefined; filter=() ;;
-  thread) build=build-tsan; sanitize=thread; filter=(-R "RewardPipeline|Jsonl|TextAdapter|Tokeniz|PackExamples|StepwiseTokens") ;;
+  address) build=build-asan; sanitize=address,undefined; filter=(); targets=() ;;
+  # TSan covers the multi-threaded CPU pipelines: only the binaries holding their tests.
+  thread) build=build-tsan; sanitize=thread; targets=(framework_tests plugin_tests)
+          filter=(-R "RewardPipeline|Jsonl|TextAdapter|Tokeniz|PackExamples|StepwiseTokens") ;;
   *) echo "usage: tools/sanitize.sh [address|thread] [ctest args...]" >&2; exit 2 ;;
 esac
 if [[ ! -d build/models/stories260K ]]; then bash tools/setup.sh build > /dev/null; fi
@@ -25,7 +27,7 @@ start=$(date +%s)
 mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOSTTRAIN_SANITIZE="$sanitize" \
   -DPOSTTRAIN_BUILD_BENCH=OFF > "$build/cmake.log" || { cat "$build/cmake.log"; exit 1; }
-ninja -C "$build"
+ninja -C "$build" "${targets[@]}"
 # The tests find the models under build/models (tools/setup.sh made them).
 ln -sfn "$PWD/build/models" "$build/models"
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:alloc_dealloc_mismatch=0:detect_odr_violation=0"
