@@ -88,7 +88,7 @@ TEST_P(ResumeTest, SigkillAndResumeEqualsTheUninterruptedRun) {
       for (const auto& e : fs::directory_iterator(run + "/runs")) files.push_back(e.path().string());
       EXPECT_EQ(files.size(), 1u) << run;
       std::string json;
-      EXPECT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/support/tfevents_py.py " + files[0], &json), 0)
+      EXPECT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/support/tfevents_py.py " + files[0], &json), 0)
           << json;
       return nlohmann::json::parse(json);
     };

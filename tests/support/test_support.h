@@ -2,6 +2,7 @@
 // built-in component through the real plugin loader.
 #pragma once
 
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,6 +21,12 @@ inline std::string FixturePluginDir(const std::string& name) {
   return std::string(POSTTRAIN_TEST_FIXTURE_PLUGIN_DIR) + "/" + name;
 }
 inline std::string CliPath() { return POSTTRAIN_TEST_CLI; }
+// The Python with the independent references (torch, sentencepiece, jinja2, protobuf):
+// Debian's /usr/bin/python3, or POSTTRAIN_TEST_PYTHON where they live elsewhere.
+inline std::string Python() {
+  const char* python = std::getenv("POSTTRAIN_TEST_PYTHON");
+  return python != nullptr && *python != '\0' ? python : "/usr/bin/python3";
+}
 // The few MB of real model and data shipped in the repository (recipes/data).
 inline std::string RepoDataPath(const std::string& file) { return SourceDir() + "/recipes/data/" + file; }
 // ../shared/data relative to the repository root: the larger sets and fixtures.

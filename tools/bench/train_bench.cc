@@ -29,7 +29,7 @@
 #include <random>
 #include <string>
 
-#include <ATen/autocast_mode.h>
+#include "posttrain/core/autocast.h"
 
 #include "bench_models.h"
 #include "posttrain/core/threads.h"
@@ -70,9 +70,8 @@ std::vector<TokenizedExample> Data(std::int64_t n, bool preference, std::uint64_
 
 // bf16 autocast on or off (as the engine's Autocast scope does).
 void Autocast(bool on) {
-  if (on) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-  if (at::autocast::is_cpu_enabled() && !on) at::autocast::clear_cache();
-  at::autocast::set_cpu_enabled(on);
+  if (posttrain::AutocastEnabled(at::kCPU) && !on) at::autocast::clear_cache();
+  posttrain::SetAutocast(at::kCPU, on, at::kBFloat16);
 }
 
 std::int64_t RealTokens(const TokenizedExample& t) {

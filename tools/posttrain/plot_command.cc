@@ -1,6 +1,8 @@
 #include "plot_command.h"
 
+#ifdef POSTTRAIN_WITH_PLOT
 #include <plplot.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -114,6 +116,12 @@ absl::Status Plot() {
   const int rows = static_cast<int>((present.size() + columns - 1) / columns);
   const int height = rows * panel_height;
 
+#ifndef POSTTRAIN_WITH_PLOT
+  (void)height;
+  return absl::FailedPreconditionError(
+      "this posttrain was built without PLplot (-DPOSTTRAIN_WITH_PLOT=OFF): no plots; metrics.jsonl and the "
+      "TensorBoard events are there to read");
+#else
   plsdev(device.c_str());
   plsfnam(out_path.c_str());
   plspage(0, 0, width, height, 0, 0);
@@ -192,6 +200,7 @@ absl::Status Plot() {
   std::printf("wrote %s: %zu panel(s) (%s), %zu run(s), %dx%d\n", out_path.c_str(), present.size(),
               absl::StrJoin(present, ", ").c_str(), runs.size(), width, height);
   return absl::OkStatus();
+#endif
 }
 
 }  // namespace

@@ -39,6 +39,9 @@ const ComponentSchema& TrainingArgumentsSchema() {
           .Int("ddp_timeout", 1800,
                "Seconds any collective (and the ranks' rendezvous) may wait before the run stops with an error "
                "(HF TrainingArguments' name).").AtLeast(1)
+          .Bool("use_cpu", false,
+                "Run on the CPU even where libtorch has CUDA and a GPU is present (HF TrainingArguments' name); "
+                "otherwise each process takes cuda:<LOCAL_RANK>.")
           .Bool("bf16", false, "bf16 autocast for forward and backward (fp32 master weights).")
           .Bool("shuffle", true, "Reshuffle the training data every epoch (seeded).")
           .Int("max_length", 1024, "Truncate prompt + completion to this many tokens (offline trainers).").AtLeast(1)

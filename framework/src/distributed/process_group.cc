@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -105,8 +106,17 @@ std::string DistributedEnv::Describe() const {
                       "; store ", master_addr, ":", master_port, agent_store ? ", torchrun's agent store" : "", ")");
 }
 
+// What Gloo and NCCL implement: libtorch 2 made them backends (c10d::Backend) of a
+// ProcessGroup; in 1.x they were process groups themselves. Both have the same
+// collectives, which are all posttrain calls.
+#if TORCH_VERSION_MAJOR >= 2
+using C10dCollectives = ::c10d::Backend;
+#else
+using C10dCollectives = ::c10d::ProcessGroup;
+#endif
+
 struct ProcessGroup::Impl {
-  c10::intrusive_ptr<::c10d::ProcessGroup> group;  // Gloo or NCCL
+  c10::intrusive_ptr<C10dCollectives> group;  // Gloo or NCCL
   // Heartbeats: a store connection of their own, bumped from a thread.
   c10::intrusive_ptr<::c10d::Store> heartbeat_store;
   std::thread heartbeat;

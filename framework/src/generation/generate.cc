@@ -1,6 +1,6 @@
 #include "posttrain/generation/generate.h"
 
-#include <ATen/autocast_mode.h>
+#include "posttrain/core/autocast.h"
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -263,7 +263,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
 
     std::vector<bool> finished(n, false);
     std::int64_t remaining = n, finished_in_batch = 0;
-    const bool fused_decode = model.CanDecodeStep() && !at::autocast::is_cpu_enabled() && mix == nullptr;
+    const bool fused_decode = model.CanDecodeStep() && !AnyAutocast() && mix == nullptr;
     for (std::int64_t t = 0; t < max_new && remaining > 0; ++t) {
       if (!at::isfinite(logits).all().item<bool>()) {
         return absl::FailedPreconditionError(absl::StrCat(

@@ -5,7 +5,7 @@
 #include <limits>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/autocast_mode.h>
+#include "posttrain/core/autocast.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -36,7 +36,7 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 // OpenBLAS's gemm copies (packs) the whole weight matrix on every call, which
 // costs more than the product (measured: 36% of batch-1 decoding in sgemm_incopy).
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = at::Tensor()) {
-  if (x.numel() == x.size(-1) && x.scalar_type() == w.scalar_type() && !at::autocast::is_cpu_enabled()) {
+  if (x.numel() == x.size(-1) && x.scalar_type() == w.scalar_type() && !AnyAutocast()) {
     std::vector<std::int64_t> shape = x.sizes().vec();
     shape.back() = w.size(0);
     at::Tensor y = at::mv(w, x.reshape({-1}));

@@ -18,7 +18,6 @@
 #include <optional>
 #include <random>
 
-#include <ATen/autocast_mode.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include "absl/strings/match.h"
@@ -28,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "posttrain/chat/chat_template.h"
 #include "posttrain/chat/conversation.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/device.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/distributed/collectives.h"
@@ -214,28 +214,18 @@ absl::StatusOr<std::map<std::string, double>> MeanOverRanks(ProcessGroup& group,
 // bf16 autocast for a scope on the run's device (fp32 master weights stay fp32).
 class Autocast {
  public:
-  Autocast(bool enabled, at::Device device) : enabled_(enabled), cuda_(device.is_cuda()) {
-    if (!enabled_) return;
-    if (cuda_) {
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-      at::autocast::set_enabled(true);
-    } else {
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
-    }
+  Autocast(bool enabled, at::Device device) : enabled_(enabled), device_type_(device.type()) {
+    if (enabled_) SetAutocast(device_type_, true, at::kBFloat16);
   }
   ~Autocast() {
     if (!enabled_) return;
-    if (cuda_) {
-      at::autocast::set_enabled(false);
-    } else {
-      at::autocast::set_cpu_enabled(false);
-    }
+    SetAutocast(device_type_, false);
     at::autocast::clear_cache();
   }
 
  private:
-  bool enabled_, cuda_;
+  bool enabled_;
+  at::DeviceType device_type_;
 };
 
 // ---- Building a run ----------------------------------------------------------
@@ -1551,8 +1541,10 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   // Everything is built and checked before the run directory's files change.
   POSTTRAIN_ASSIGN_OR_RETURN(RunParts parts, BuildRun(recipe, registry));
   if (env.world_size > 1) spdlog::info("data parallel: {}", env.Describe());
+  POSTTRAIN_ASSIGN_OR_RETURN(const at::Device device,
+                             RunDevice(env.local_rank, env.local_world_size, parts.options.use_cpu));
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ProcessGroup> group,
-                             ProcessGroup::Create(env, std::chrono::seconds(parts.options.ddp_timeout), RunDevice(env.local_rank)));
+                             ProcessGroup::Create(env, std::chrono::seconds(parts.options.ddp_timeout), device));
   std::optional<RunLog> run_log;
   if (writes) {
     POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic(run_dir->File("recipe.resolved.toml"), recipe.ResolvedToml(registry)));

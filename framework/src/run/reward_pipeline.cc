@@ -1,6 +1,6 @@
 #include "posttrain/run/reward_pipeline.h"
 
-#include <ATen/autocast_mode.h>
+#include "posttrain/core/autocast.h"
 
 #include <atomic>
 #include <cmath>
@@ -85,9 +85,15 @@ struct RewardPipeline::Session::State {
     // A waiting trainer thread may run this task inside its bf16 autocast scope:
     // rewards always see plain precision.
     struct NoAutocast {
-      bool was = at::autocast::is_cpu_enabled();
-      NoAutocast() { at::autocast::set_cpu_enabled(false); }
-      ~NoAutocast() { at::autocast::set_cpu_enabled(was); }
+      bool cpu = AutocastEnabled(at::kCPU), cuda = AutocastEnabled(at::kCUDA);
+      NoAutocast() {
+        SetAutocast(at::kCPU, false);
+        SetAutocast(at::kCUDA, false);
+      }
+      ~NoAutocast() {
+        SetAutocast(at::kCPU, cpu);
+        SetAutocast(at::kCUDA, cuda);
+      }
     } no_autocast;
     const Entry& entry = pipeline->entries_[f];
     std::vector<RewardInput> inputs;

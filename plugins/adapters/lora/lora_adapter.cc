@@ -17,7 +17,7 @@
 // expression over full names ("model.layers.0.self_attn.q_proj"; a single string with
 // regex characters). Saved as adapter_config.json + adapter_model.safetensors with
 // PEFT's tensor names (base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight).
-#include <ATen/autocast_mode.h>
+#include "posttrain/core/autocast.h"
 
 #include <cmath>
 #include <filesystem>
@@ -144,7 +144,7 @@ class LoraAdapter final : public Adapter {
     if (layer < 0 || layer >= static_cast<std::int64_t>(sites_.size())) return at::Tensor();
     const Site& s = sites_[static_cast<size_t>(layer)][static_cast<int>(site)];
     if (!s.a.defined()) return at::Tensor();
-    at::Tensor h = x.scalar_type() == s.a.scalar_type() || at::autocast::is_cpu_enabled() ? x : x.to(s.a.scalar_type());
+    at::Tensor h = x.scalar_type() == s.a.scalar_type() || AnyAutocast() ? x : x.to(s.a.scalar_type());
     if (dropout_ > 0 && training_) h = at::dropout(h, dropout_, /*train=*/true);
     return at::linear(at::linear(h, s.a), s.b) * scaling_;
   }

@@ -235,7 +235,7 @@ TEST_F(GenerateTest, GeometricMixtureDrawsFromTheMixedLogitsOfBothModels) {
     EXPECT_TRUE(SaveCausalLM(model, dir).ok());
     EXPECT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", batch}}).ok());
     std::string log;
-    EXPECT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &log), 0) << log;
+    EXPECT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &log), 0) << log;
     auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
     EXPECT_TRUE(file.ok()) << file.status();
     return file.ok() ? *file->Get("logits") : at::Tensor();

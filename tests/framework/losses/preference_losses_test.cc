@@ -21,7 +21,7 @@ TEST(DpoLossTest, EveryLossTypeMatchesPythonTorchReference) {
     const std::string path = testing::TempDir("dpo") + "/in.json";
     testing::WriteFile(path, in.dump());
     std::string out;
-    ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/losses/dpo_reference.py " + path, &out), 0) << out;
+    ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/losses/dpo_reference.py " + path, &out), 0) << out;
     nlohmann::json expected = nlohmann::json::parse(out.substr(0, out.find('\n')));
     nlohmann::json extra = nlohmann::json::parse(out.substr(out.find('\n') + 1));
     for (const std::string& type : DpoLossTypes()) {
@@ -78,7 +78,7 @@ TEST(BcoLossTest, MatchesTrlsFormulaAndTheClassifierIsAtTheOptimum) {
   const std::string path = testing::TempDir("bco") + "/in.json";
   testing::WriteFile(path, in.dump());
   std::string out;
-  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/losses/bco_reference.py " + path, &out), 0) << out;
+  ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/losses/bco_reference.py " + path, &out), 0) << out;
   const nlohmann::json expected = nlohmann::json::parse(out);
   RunningMoments moments;
   for (int b = 0; b < 2; ++b) {
@@ -160,7 +160,7 @@ TEST(OnlinePreferenceLossTest, NashMdAndXpoMatchTrlsFormulasInValueAndGradient) 
     const std::string path = testing::TempDir("online_pref") + "/in.json";
     testing::WriteFile(path, in.dump());
     std::string out;
-    ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/losses/online_preference_reference.py " + path, &out), 0) << out;
+    ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/losses/online_preference_reference.py " + path, &out), 0) << out;
     const nlohmann::json expected = nlohmann::json::parse(out);
 
     const at::Tensor policy = pm.clone().requires_grad_(true);

@@ -78,7 +78,7 @@ at::Tensor PythonReferenceLogits(const CausalLM& model, const at::Tensor& ids, c
   EXPECT_TRUE(SaveCausalLM(model, dir).ok());
   EXPECT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
   std::string out;
-  EXPECT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
+  EXPECT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
   auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
   EXPECT_TRUE(file.ok()) << file.status();
   return file.ok() ? *file->Get("logits") : at::Tensor();

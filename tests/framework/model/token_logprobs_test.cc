@@ -109,7 +109,7 @@ TEST(GeneralizedJsdTest, MatchesTrlsFormulaInValueAndGradient) {
       ASSERT_TRUE(SaveSafetensors(dir + "/in.safetensors", {{"hs", hs}, {"ws", ws}, {"ht", ht}, {"wt", wt}, {"weights", weights}}).ok());
       posttrain::testing::WriteFile(dir + "/in.json", absl::StrCat("{\"beta\": ", beta, ", \"temperature\": ", temperature, "}"));
       std::string out;
-      ASSERT_EQ(posttrain::testing::RunCommand("/usr/bin/python3 " + posttrain::testing::SourceDir() + "/tests/framework/model/jsd_reference.py " + dir, &out), 0)
+      ASSERT_EQ(posttrain::testing::RunCommand(posttrain::testing::Python() + " " + posttrain::testing::SourceDir() + "/tests/framework/model/jsd_reference.py " + dir, &out), 0)
           << out;
       auto ref = SafetensorsFile::Open(dir + "/out.safetensors");
       ASSERT_TRUE(ref.ok());

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 nlohmann::json ReadBack(const std::string& path) {
   std::string json;
-  EXPECT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/support/tfevents_py.py " + path, &json), 0) << json;
+  EXPECT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/support/tfevents_py.py " + path, &json), 0) << json;
   return nlohmann::json::parse(json);
 }
 

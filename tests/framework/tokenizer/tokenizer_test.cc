@@ -27,7 +27,7 @@ TEST(TokenizerTest, ConvertedTokenizerJsonEqualsSentencePieceOnTinyStories) {
   const std::string text_path = testing::DataPath("tinystories_train_head2MiB.txt");
   const std::string ref_path = testing::TempDir("spm") + "/reference.jsonl";
   std::string out;
-  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() +
+  ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() +
                                     "/tests/framework/tokenizer/spm_reference.py " +
                                     testing::RepoDataPath("tok512.model") + " " + text_path + " " + ref_path,
                                 &out),

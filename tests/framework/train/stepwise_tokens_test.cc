@@ -53,7 +53,7 @@ TEST(StepwiseTokensTest, MatchesTrlsTokenizeRow) {
   const std::string path = testing::TempDir("prm_tokens") + "/in.json";
   testing::WriteFile(path, in.dump());
   std::string out;
-  ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/framework/train/prm_reference.py " + path, &out), 0) << out;
+  ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/train/prm_reference.py " + path, &out), 0) << out;
   const nlohmann::json expected = nlohmann::json::parse(out);
   for (size_t i = 0; i < cases.size(); ++i) {
     EXPECT_EQ(got[i].input_ids, expected[i]["input_ids"].get<std::vector<std::int64_t>>()) << "case " << i;

@@ -61,7 +61,7 @@ TEST(LoraAdapterTest, OutputEqualsPeftsFormulaWithAndWithoutRsLora) {
       ASSERT_TRUE(SaveSafetensors(dir + "/case.safetensors", {{"x", x}, {"W", W.detach()}, {"A", A.detach()}, {"B", B.detach()}}).ok());
       testing::WriteFile(dir + "/case.json", absl::StrCat("{\"r\": 4, \"lora_alpha\": 12.0, \"use_rslora\": ", rslora ? "true" : "false", "}"));
       std::string out;
-      ASSERT_EQ(testing::RunCommand("/usr/bin/python3 " + testing::SourceDir() + "/tests/plugins/adapters/lora_reference.py " + dir, &out), 0) << out;
+      ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/plugins/adapters/lora_reference.py " + dir, &out), 0) << out;
       auto expected = SafetensorsFile::Open(dir + "/expected.safetensors");
       ASSERT_TRUE(expected.ok());
       EXPECT_LT((y - *expected->Get("y")).abs().max().item<double>(), 1e-5) << weight << " rslora " << rslora;

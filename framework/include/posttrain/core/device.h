@@ -14,6 +14,8 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/status/statusor.h"
+
 namespace posttrain {
 
 // Options of a host (CPU) tensor of `dtype`.
@@ -21,8 +23,10 @@ inline at::TensorOptions HostOptions(at::ScalarType dtype) {
   return at::TensorOptions().device(at::kCPU).dtype(dtype);
 }
 
-// The device of the process with `local_rank` on its node: cuda:<local_rank> when
-// libtorch has CUDA and a GPU is present, else cpu.
-at::Device RunDevice(int local_rank);
+// The device of the process with `local_rank` of `local_world_size` on its node:
+// cuda:<local_rank> when libtorch has CUDA, a GPU is present and `use_cpu` is false
+// (HF TrainingArguments' use_cpu), else cpu. An error when a node's ranks outnumber
+// its GPUs (NCCL takes one GPU per rank): the message says what to do.
+absl::StatusOr<at::Device> RunDevice(int local_rank, int local_world_size, bool use_cpu);
 
 }  // namespace posttrain

@@ -40,6 +40,7 @@ struct EngineOptions {
   std::int64_t save_total_limit = -1;
   std::string resume_from_checkpoint;
   bool bf16 = false;
+  bool use_cpu = false;  // HF's: the CPU even where CUDA is there
   std::int64_t ddp_timeout = 1800;  // seconds
   std::string fsdp;                  // "", "no_shard", "full_shard", "shard_grad_op"
   bool shuffle = true;
