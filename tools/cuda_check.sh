@@ -55,6 +55,11 @@ prefix="$torch_cmake"
 if [[ -n "${DEPS_ROOT:-}" ]]; then
   deps=$(realpath "$DEPS_ROOT")
   libdir=$deps/usr/lib/x86_64-linux-gnu
+  # Packages' absolute symlinks (libz.so -> /lib/...) point into the root instead.
+  while IFS= read -r link; do
+    target=$(readlink "$link")
+    if [[ $target == /* && ! -e $target && -e $deps$target ]]; then ln -sfn "$deps$target" "$link"; fi
+  done < <(find "$deps" -type l)
   prefix="$deps/usr;$libdir/cmake;$torch_cmake"
   # protoc and pkg-config from the root, with its libraries.
   mkdir -p "$build/wrappers"
