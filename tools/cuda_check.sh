@@ -67,6 +67,16 @@ if [[ -n "${DEPS_ROOT:-}" ]]; then
     printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$libdir" "$deps/usr/bin/$tool" > "$build/wrappers/$tool"
     chmod +x "$build/wrappers/$tool"
   done
+  # Libraries libtorch bundles headers of (fmt, protobuf) come from the root first, to
+  # match its libraries and its protoc: their directories go ahead of libtorch's.
+  torch_include=$(realpath "$torch_cmake/../../include")
+  first=$PWD/$build/deps_first
+  rm -rf "$first" && mkdir -p "$first"
+  for dir in "$deps/usr/include"/*; do
+    if [[ -e "$torch_include/$(basename "$dir")" ]]; then ln -s "$dir" "$first/"; fi
+  done
+  echo "cuda_check: taken from DEPS_ROOT ahead of libtorch's copies: $(ls "$first" | tr '\n' ' ')"
+  EXTRA_CXX_FLAGS="-I$first ${EXTRA_CXX_FLAGS:-}"
   export PKG_CONFIG="$PWD/$build/wrappers/pkgconf"
   export PKG_CONFIG_LIBDIR="$libdir/pkgconfig:$deps/usr/share/pkgconfig"
   export PKG_CONFIG_SYSROOT_DIR="$deps"

@@ -1,4 +1,5 @@
 // Training recipes end to end through the real CLI, on the real stories260K model.
+#include <c10/core/GradMode.h>
 #include <signal.h>
 
 #include <chrono>
@@ -116,7 +117,7 @@ TEST(TrainingRecipeTest, LoraDpoSavesAPeftAdapterThatEqualsItsMergedModel) {
   ASSERT_TRUE(base.ok() && merged.ok());
   auto adapter = LoadSavedAdapter(testing::BuiltinHost().registry(), dir + "/run/final", **base);
   ASSERT_TRUE(adapter.ok()) << adapter.status();
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::manual_seed(0);
   const at::Tensor ids = at::randint(512, {2, 24}, at::kLong);
   const at::Tensor pos = at::arange(24, at::kLong).unsqueeze(0).expand({2, 24});

@@ -29,9 +29,8 @@
 #include <random>
 #include <string>
 
-#include "posttrain/core/autocast.h"
-
 #include "bench_models.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/causal_lm.h"

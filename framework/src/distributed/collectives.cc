@@ -1,6 +1,7 @@
 #include "posttrain/distributed/collectives.h"
 
 #include <algorithm>
+#include <c10/core/GradMode.h>
 #include <vector>
 
 #include "posttrain/core/device.h"
@@ -29,7 +30,7 @@ absl::StatusOr<double> Collectives::Sum(double value) const {
 }
 
 absl::StatusOr<at::Tensor> Collectives::Sum(const at::Tensor& tensor) const {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::Tensor t = tensor.detach().clone().contiguous();
   if (Identity()) return t;
   std::vector<at::Tensor> tensors = {t};
@@ -38,7 +39,7 @@ absl::StatusOr<at::Tensor> Collectives::Sum(const at::Tensor& tensor) const {
 }
 
 absl::StatusOr<at::Tensor> Collectives::Gather(const at::Tensor& tensor, std::int64_t* offset) const {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   if (offset != nullptr) *offset = 0;
   if (Identity()) return tensor.detach().clone();
   // Rows may differ per rank: gather the counts, pad to the longest, trim.

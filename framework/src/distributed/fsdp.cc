@@ -1,5 +1,6 @@
 #include "posttrain/distributed/fsdp.h"
 
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -58,7 +59,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     auto fn = u.pending.find(id);
     TORCH_CHECK(fn != u.pending.end(), "fsdp: backward of ", u.name, " ran twice");
     self->Gather(u);
-    at::AutoGradMode grad_mode(true);
+    c10::AutoGradMode grad_mode(true);
     const bool input_grad = ctx->needs_input_grad(0);
     at::Tensor x = input.detach().requires_grad_(input_grad);
     at::Tensor out = fn->second(x);
@@ -114,7 +115,7 @@ absl::StatusOr<std::unique_ptr<ShardedModel>> ShardedModel::Shard(CausalLM* mode
     u.numel += p.numel();
   }
   const int world = group->world_size(), rank = group->rank();
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& u : s->units_) {
     if (u->params.empty()) return absl::InternalError(absl::StrCat("fsdp: unit ", u->name, " has no parameters"));
     const at::ScalarType dtype = u->params[0].second.scalar_type();
@@ -144,7 +145,7 @@ std::int64_t ShardedModel::UnitNumel(const std::string& name) const {
 
 at::Tensor ShardedModel::Gather(Unit& u) {
   if (u.full.defined()) return u.full;
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   absl::StatusOr<std::vector<at::Tensor>> parts = group_->AllGather(u.shard.detach());
   ThrowIfError(parts.status());
   u.full = parts->size() == 1 ? (*parts)[0] : at::cat(*parts);
@@ -159,13 +160,13 @@ at::Tensor ShardedModel::Gather(Unit& u) {
 }
 
 void ShardedModel::Release(Unit& u) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& [name, p] : u.params) p.set_(at::empty({0}, p.options()));
   u.full = at::Tensor();
 }
 
 at::Tensor ShardedModel::ReduceScatter(Unit& u, const std::vector<at::Tensor>& grads) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const int world = group_->world_size();
   at::Tensor flat = at::zeros({u.shard_size * world}, u.shard.options().requires_grad(false));
   std::int64_t offset = 0;
@@ -203,7 +204,7 @@ absl::Status ShardedModel::EndStep() {
       std::vector<at::Tensor> grads;
       for (auto& [name, p] : root.params) grads.push_back(p.grad());
       at::Tensor shard_grad = ReduceScatter(root, grads);
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       if (root.shard.grad().defined()) {
         root.shard.mutable_grad().add_(shard_grad);
       } else {
@@ -249,7 +250,7 @@ at::Tensor ShardedModel::SliceFlat(const std::string& name, const at::Tensor& wh
 }
 
 absl::Status ShardedModel::LoadWhole(const std::map<std::string, at::Tensor>& tensors) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& u : units_) {
     std::vector<at::Tensor> flat;
     for (size_t k = 0; k < u->params.size(); ++k) {

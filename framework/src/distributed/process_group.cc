@@ -1,6 +1,7 @@
 #include "posttrain/distributed/process_group.h"
 
 #include <atomic>
+#include <c10/core/GradMode.h>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
@@ -236,7 +237,7 @@ namespace {
 // ones skipped), on `device`, and copies the result back into each tensor.
 void ThroughBuckets(std::vector<at::Tensor>& tensors, at::Device device,
                     const std::function<void(std::vector<at::Tensor>&)>& collective) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   std::map<at::ScalarType, std::vector<at::Tensor>> by_dtype;
   for (const at::Tensor& t : tensors) {
     if (t.defined()) by_dtype[t.scalar_type()].push_back(t);
@@ -269,7 +270,7 @@ absl::Status ProcessGroup::AllReduceSum(std::vector<at::Tensor>& tensors) {
 absl::Status ProcessGroup::AllReduceMean(std::vector<at::Tensor>& tensors) {
   POSTTRAIN_RETURN_IF_ERROR(AllReduceSum(tensors));
   if (env_.world_size == 1) return absl::OkStatus();
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (at::Tensor& t : tensors) {
     if (t.defined()) t.div_(env_.world_size);
   }
@@ -291,7 +292,7 @@ absl::Status ProcessGroup::Broadcast(std::vector<at::Tensor>& tensors, int root)
 absl::StatusOr<std::vector<at::Tensor>> ProcessGroup::AllGather(const at::Tensor& tensor) {
   if (env_.world_size == 1) return std::vector<at::Tensor>{tensor.clone()};
   try {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     std::vector<at::Tensor> input = {tensor.to(device_).contiguous()};
     std::vector<std::vector<at::Tensor>> output(1);
     for (int r = 0; r < env_.world_size; ++r) output[0].push_back(at::empty_like(input[0]));

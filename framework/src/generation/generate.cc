@@ -1,6 +1,5 @@
 #include "posttrain/generation/generate.h"
 
-#include "posttrain/core/autocast.h"
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 #include "posttrain/generation/logprobs.h"

@@ -1,6 +1,7 @@
 #include "posttrain/losses/policy_gradient.h"
 
 #include <algorithm>
+#include <c10/core/GradMode.h>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -68,7 +69,7 @@ absl::StatusOr<GrpoLossResult> GrpoLoss(const at::Tensor& logps, const at::Tenso
   } else {  // bnpo, dapo within one batch
     out.loss = masked.sum() / tokens;
   }
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor low = (ratio < 1 - o.epsilon) & (a < 0);
   const at::Tensor high = (ratio > 1 + o.epsilon_high) & (a > 0);
   out.clip_ratio_low = ((low.to(at::kFloat) * mask).sum() / tokens).item<double>();
@@ -98,7 +99,7 @@ RlooLossResult RlooLoss(const at::Tensor& logps, const at::Tensor& old_logps, co
   const at::Tensor clipped = at::clamp(ratio, 1 - epsilon, 1 + epsilon_high);
   RlooLossResult out;
   out.loss = (-at::min(ratio * advantages, clipped * advantages)).mean();
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   out.clip_ratio = (ratio.ne(clipped)).to(at::kFloat).mean().item<double>();
   return out;
 }
@@ -116,7 +117,7 @@ at::Tensor MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool s
 absl::StatusOr<at::Tensor> MaskedWhiten(const at::Tensor& values, const at::Tensor& mask, bool shift_mean,
                                         const Collectives& collectives) {
   if (collectives.world_size() == 1) return MaskedWhiten(values, mask, shift_mean);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor sums,
                              collectives.Sum(at::stack({(values * mask).sum(), mask.sum()}).to(at::kDouble)));
   const double count = sums[1].item<double>();
@@ -131,7 +132,7 @@ absl::StatusOr<at::Tensor> MaskedWhiten(const at::Tensor& values, const at::Tens
 
 GaeResult GeneralizedAdvantages(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& mask,
                                 double gamma, double lam) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const std::int64_t c = rewards.size(1);
   const at::Tensor r = rewards * mask, v = values * mask;
   std::vector<at::Tensor> reversed;
@@ -160,7 +161,7 @@ PpoLossResult PpoLoss(const at::Tensor& logps, const at::Tensor& old_logps, cons
   const at::Tensor pg_losses = at::max(-advantages * ratio, -advantages * at::clamp(ratio, 1 - o.cliprange, 1 + o.cliprange));
   out.pg_loss = MaskedMean(pg_losses, mask);
   out.loss = out.pg_loss + o.vf_coef * out.vf_loss;
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   // TRL's pg_clipfrac: tokens where the clipped term is the larger loss (the clip
   // is what acts), not every ratio outside the range.
   const at::Tensor clipped_wins = (-advantages * at::clamp(ratio, 1 - o.cliprange, 1 + o.cliprange)) > (-advantages * ratio);

@@ -1,6 +1,7 @@
 #include "posttrain/losses/preference_losses.h"
 
 #include <algorithm>
+#include <c10/core/GradMode.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -170,7 +171,7 @@ absl::StatusOr<BcoLossResult> BcoLoss(const at::Tensor& pc, const at::Tensor& rc
 }
 
 DensityRatioClassifier DensityRatioClassifier::Fit(const at::Tensor& embeddings, const at::Tensor& labels) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor x = at::cat({embeddings.to(at::kDouble), at::ones({embeddings.size(0), 1}, embeddings.options().dtype(at::kDouble))}, 1);
   const at::Tensor t = labels.to(at::kDouble);
   const double n = static_cast<double>(t.numel()), positives = t.sum().item<double>();
@@ -246,7 +247,7 @@ absl::StatusOr<XpoLossResult> XpoLoss(const std::string& loss_type, const at::Te
 void AddPreferenceMetrics(const at::Tensor& chosen_rewards, const at::Tensor& rejected_rewards,
                           const at::Tensor& chosen_logps, const at::Tensor& rejected_logps,
                           std::map<std::string, double>* metrics) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   (*metrics)["rewards/chosen"] = chosen_rewards.mean().item<double>();
   (*metrics)["rewards/rejected"] = rejected_rewards.mean().item<double>();
   (*metrics)["rewards/accuracies"] = (chosen_rewards > rejected_rewards).to(at::kFloat).mean().item<double>();

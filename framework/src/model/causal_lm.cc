@@ -1,14 +1,15 @@
 #include "posttrain/model/causal_lm.h"
 
+#include <c10/core/GradMode.h>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include "posttrain/core/autocast.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 
@@ -197,7 +198,7 @@ std::vector<at::Tensor> CausalLM::parameters() const {
 }
 
 void CausalLM::MoveTo(at::Device device) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& [name, t] : params_) t = t.to(device);
   inv_freq_ = inv_freq_.to(device);
   Index();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace posttrain {
@@ -202,11 +203,11 @@ GeneralizedJsdResult GeneralizedJsd(const at::Tensor& student_hidden, const at::
               student_weight.size(0), " vs ", teacher_weight.size(0), ")");
   TORCH_CHECK(beta >= 0 && beta <= 1 && temperature > 0, "GeneralizedJsd: beta in [0, 1], temperature > 0");
   if (chunk <= 0) chunk = std::max<std::int64_t>(1, (std::int64_t{4} << 20) / std::max<std::int64_t>(1, student_weight.size(0)));
-  const bool grad = at::GradMode::is_enabled();
+  const bool grad = c10::GradMode::is_enabled();
   const bool want_hidden = grad && student_hidden.requires_grad(), want_weight = grad && student_weight.requires_grad();
   at::Tensor th, tw;
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     th = teacher_hidden.detach();
     tw = teacher_weight.detach();
   }
@@ -223,7 +224,7 @@ WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const a
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0) && weights.sizes() == targets.sizes(),
               "WeightedTokenLogprobs: targets [M] and weights [M] expected");
   if (chunk <= 0) chunk = std::max<std::int64_t>(1, (std::int64_t{8} << 20) / std::max<std::int64_t>(1, weight.size(0)));
-  const bool grad = at::GradMode::is_enabled();
+  const bool grad = c10::GradMode::is_enabled();
   const bool want_hidden = grad && hidden.requires_grad(), want_weight = grad && weight.requires_grad();
   variable_list out =
       WeightedTokenLogprobSum::apply(hidden, weight, targets, weights, chunk, want_hidden, want_weight);

@@ -12,6 +12,7 @@
 #include "posttrain/run/engine.h"
 
 #include <algorithm>
+#include <c10/core/GradMode.h>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
@@ -810,7 +811,7 @@ absl::Status Run::ResumeWeights() {
     }
     return absl::OkStatus();  // after sharding: ResumeShardedWeights
   }
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& [name, param] : trainable_) {
     const at::Tensor* saved = nullptr;
     for (const auto* source : {&resumed_->tensors, &resumed_->trainer_params}) {
@@ -857,7 +858,7 @@ absl::Status Run::ResumeShardedWeights() {
     return at::cat(parts);
   };
   auto sharded = [](const std::string& name) { return absl::StartsWith(name, "fsdp."); };
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& [name, param] : trainable_) {
     at::Tensor saved;
     if (sharded(name)) {
@@ -1076,7 +1077,7 @@ absl::Status Run::EvaluateRollouts(std::int64_t step, MetricWindow* window) {
 absl::Status Run::Evaluate(std::int64_t step) {
   if (p_.eval_examples.empty()) return absl::OkStatus();
   spdlog::debug("phase: evaluation at step {}", step);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   // The adapter evaluates without dropout, and trains again after.
   struct EvalMode {
     Adapter* a;

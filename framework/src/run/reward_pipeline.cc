@@ -1,12 +1,11 @@
 #include "posttrain/run/reward_pipeline.h"
 
-#include "posttrain/core/autocast.h"
-
 #include <atomic>
 #include <cmath>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/status.h"
 #include "tbb/global_control.h"
 #include "tbb/task_arena.h"

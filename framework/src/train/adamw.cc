@@ -1,5 +1,6 @@
 #include "posttrain/train/adamw.h"
 
+#include <c10/core/GradMode.h>
 #include <cmath>
 #include <map>
 
@@ -20,7 +21,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
 }
 
 void AdamW::Step(double lr) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   ++step_;
   const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
   const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
@@ -51,7 +52,7 @@ double AdamW::ClipGradNorm(double max_norm) {
 }
 
 double AdamW::GradSquares(const std::function<double(const std::string& name)>& weight) const {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   double total = 0.0;
   for (const auto& [name, p] : params_) {
     if (p.grad().defined()) total += weight(name) * p.grad().to(at::kDouble).pow(2).sum().item<double>();
@@ -61,7 +62,7 @@ double AdamW::GradSquares(const std::function<double(const std::string& name)>& 
 
 void AdamW::ClipToNorm(double norm, double max_norm) {
   if (max_norm <= 0 || norm <= max_norm) return;
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const double coef = max_norm / (norm + 1e-6);
   for (auto& [name, p] : params_) {
     if (p.grad().defined()) p.mutable_grad().mul_(coef);

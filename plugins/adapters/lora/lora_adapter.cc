@@ -17,8 +17,7 @@
 // expression over full names ("model.layers.0.self_attn.q_proj"; a single string with
 // regex characters). Saved as adapter_config.json + adapter_model.safetensors with
 // PEFT's tensor names (base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight).
-#include "posttrain/core/autocast.h"
-
+#include <c10/core/GradMode.h>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -26,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "posttrain/core/atomic_file.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/regex.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
@@ -244,7 +244,7 @@ class LoraAdapter final : public Adapter {
       return absl::UnimplementedError(absl::StrCat(config_path, ": not supported: ", absl::StrJoin(refused, "; ")));
     }
     POSTTRAIN_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open((fs::path(dir) / "adapter_model.safetensors").string()));
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     std::set<std::string> expected;
     for (auto& [name, param] : NamedParameters()) {
       expected.insert(name);
@@ -274,7 +274,7 @@ class LoraAdapter final : public Adapter {
   }
 
   absl::Status MergeInto(CausalLM& model) const override {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     std::map<std::string, at::Tensor> by_name(model.named_parameters().begin(), model.named_parameters().end());
     for (std::int64_t layer = 0; layer < static_cast<std::int64_t>(sites_.size()); ++layer) {
       for (int k = 0; k < 7; ++k) {

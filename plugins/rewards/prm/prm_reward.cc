@@ -13,6 +13,7 @@
 // left), and the score of step k is P(correct) = softmax(score · h)[1] at the last
 // token of its separator. A completion with no step scores as one empty step would
 // not: it gets 0. The model is frozen; calls from several threads take turns on it.
+#include <c10/core/GradMode.h>
 #include <mutex>
 
 #include "absl/strings/str_split.h"
@@ -90,7 +91,7 @@ class PrmReward final : public RewardFunction {
     }
     std::vector<std::vector<float>> out(batch.size());
     std::lock_guard<std::mutex> lock(mutex_);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     for (size_t start = 0; start < streams.size(); start += static_cast<size_t>(batch_size_)) {
       const size_t end = std::min(streams.size(), start + static_cast<size_t>(batch_size_));
       const std::vector<std::vector<std::int64_t>> chunk(streams.begin() + static_cast<std::ptrdiff_t>(start),

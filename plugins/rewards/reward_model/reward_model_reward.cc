@@ -12,6 +12,7 @@
 // completion + EOS, cut to max_length keeping the prompt's end), and scored as
 // score · h_last (posttrain/model/sequence_classifier.h). The model is frozen; calls
 // from several threads take turns on it.
+#include <c10/core/GradMode.h>
 #include <mutex>
 
 #include "posttrain/model/sequence_classifier.h"
@@ -64,7 +65,7 @@ class RewardModelReward final : public RewardFunction {
     std::vector<float> scores;
     scores.reserve(batch.size());
     std::lock_guard<std::mutex> lock(mutex_);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     for (size_t start = 0; start < tokens.size(); start += static_cast<size_t>(batch_size_)) {
       const size_t end = std::min(tokens.size(), start + static_cast<size_t>(batch_size_));
       std::vector<std::vector<std::int64_t>> prompts, completions;

@@ -17,6 +17,7 @@
 // (the share of rows the shifted reward classifies right: r_c > δ, r_r < δ),
 // logps/chosen, logps/rejected, delta.
 #include <algorithm>
+#include <c10/core/GradMode.h>
 #include <random>
 
 #include "posttrain/generation/logprobs.h"
@@ -115,7 +116,7 @@ class BcoTrainer final : public Trainer {
     const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
     at::Tensor reference_logps;
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
     }
     std::vector<std::int64_t> chosen_idx, rejected_idx, rejected_examples;
@@ -162,7 +163,7 @@ class BcoTrainer final : public Trainer {
  private:
   // Mean of the policy's final hidden states over each prompt's tokens: [N, H] fp64.
   at::Tensor Embed(const std::vector<const std::vector<std::int64_t>*>& prompts) const {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     std::vector<at::Tensor> out;
     for (size_t begin = 0; begin < prompts.size(); begin += 32) {
       std::vector<std::vector<std::int64_t>> chunk;

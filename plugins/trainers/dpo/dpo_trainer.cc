@@ -8,6 +8,8 @@
 // computes the reference log-probs of every training pair once, before training.
 // Metrics (TRL): rewards/chosen, rewards/rejected, rewards/accuracies,
 // rewards/margins, logps/chosen, logps/rejected.
+#include <c10/core/GradMode.h>
+
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
@@ -54,7 +56,7 @@ class DpoTrainer final : public Trainer {
 
   absl::Status Prepare(absl::Span<const TokenizedExample> train, absl::Span<const TokenizedExample> eval) override {
     if (!precompute_ || reference_free_) return absl::OkStatus();
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     // Training and evaluation pairs both, so the reference can be freed after this.
     PrecomputeReference(train, &ref_train_);
     PrecomputeReference(eval, &ref_eval_);
@@ -89,7 +91,7 @@ class DpoTrainer final : public Trainer {
       ref_chosen = at::tensor(c, policy_chosen.options().dtype(at::kFloat));
       ref_rejected = at::tensor(r, policy_chosen.options().dtype(at::kFloat));
     } else {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       std::tie(ref_chosen, ref_rejected) = SequenceLogps(*reference_, batch);
     }
     POSTTRAIN_ASSIGN_OR_RETURN(

@@ -11,6 +11,7 @@
 // if seq_kd, else the dataset's. Data: prompt-completion (or conversational).
 // Metrics: loss, jsd (the mean per-token divergence), on_policy (1 when the step's
 // completions were the student's), completions/mean_length.
+#include <c10/core/GradMode.h>
 #include <random>
 
 #include "posttrain/generation/generate.h"
@@ -86,7 +87,7 @@ class GkdTrainer final : public Trainer {
       params.eos_token_ids = EosTokenIds(*generator, tokenizer_);
       std::vector<Generation> generated;
       {
-        at::NoGradGuard no_grad;
+        c10::NoGradGuard no_grad;
         POSTTRAIN_ASSIGN_OR_RETURN(generated, Generate(*generator, prompts, 1, params, tokenizer_));
       }
       for (const Generation& g : generated) completions[static_cast<size_t>(g.prompt_index)] = g.token_ids;
@@ -107,7 +108,7 @@ class GkdTrainer final : public Trainer {
     const at::Tensor hidden = policy_->PackedHidden(packed);
     at::Tensor teacher_hidden;
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       teacher_hidden = teacher_->PackedHidden(packed);
     }
     const at::Tensor index = at::tensor(rows, hidden.options().dtype(at::kLong));

@@ -14,6 +14,7 @@
 // clip_ratio/low_mean, clip_ratio/high_mean, completions/mean_length,
 // completions/clipped_ratio, frac_reward_zero_std, entropy (mean over completion
 // tokens of the policy distribution's entropy, from the log-prob pass).
+#include <c10/core/GradMode.h>
 #include <cmath>
 
 #include "posttrain/generation/logprobs.h"
@@ -92,7 +93,7 @@ class GrpoTrainer final : public Trainer {
     at::Tensor ref_logps;
     if (options_.beta != 0.0) {
       ref_logps = reference_logps_.Get(input, [&] {
-        at::NoGradGuard no_grad;
+        c10::NoGradGuard no_grad;
         return CompletionLogprobs(*reference_, rb.sequences, temperature_);
       });
     }

@@ -12,6 +12,8 @@
 // undesirable_weight and averaged over the batch.
 // Metrics (TRL): rewards/chosen, rewards/rejected, rewards/margins, kl,
 // logps/chosen, logps/rejected.
+#include <c10/core/GradMode.h>
+
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
@@ -63,7 +65,7 @@ class KtoTrainer final : public Trainer {
     const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
     at::Tensor reference_logps, kl = at::zeros({}, policy_logps.options().dtype(at::kFloat));
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
       if (!kl_rows.empty()) {
         std::vector<std::vector<std::int64_t>> kl_completions;

@@ -14,6 +14,8 @@
 // rewards/probabilities, rewards/margins, rewards/accuracies (log π(y) > log π_ref(y)),
 // objective/entropy, val/model_contain_eos_token, val/ref_contain_eos_token, beta,
 // mixture_coef (when one value is given), plus the reward metrics (over both completions).
+#include <c10/core/GradMode.h>
+
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
@@ -68,7 +70,7 @@ class NashMdTrainer final : public Trainer {
     const at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, 1.0) * rb.mask;  // [n, C]
     at::Tensor ref_logps;
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       ref_logps = CompletionLogprobs(*reference_, rb.sequences, 1.0) * rb.mask;
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
@@ -84,7 +86,7 @@ class NashMdTrainer final : public Trainer {
     out.loss = r.losses.mean();
     AddRewardMetrics(*table, &out.metrics);
     rb.AddMetrics(&out.metrics);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     const at::Tensor sequence_logps = logps.detach().sum(1), ref_sequence_logps = ref_logps.sum(1);
     const at::Tensor margin = sequence_logps - ref_sequence_logps;
     out.metrics["loss/score"] = r.score.mean().item<double>();

@@ -11,6 +11,8 @@
 // objective/rlhf_reward, objective/scores, objective/scores_margin, rewards/chosen,
 // rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
 // logps/rejected, val/contain_eos_token, beta, plus reward metrics.
+#include <c10/core/GradMode.h>
+
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
@@ -56,7 +58,7 @@ class OnlineDpoTrainer final : public Trainer {
     const at::Tensor logps = (CompletionLogprobs(*policy_, rb.sequences, temperature_) * rb.mask).sum(1);  // [2n]
     at::Tensor ref_logps;
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       ref_logps = (CompletionLogprobs(*reference_, rb.sequences, temperature_) * rb.mask).sum(1);
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
@@ -75,7 +77,7 @@ class OnlineDpoTrainer final : public Trainer {
     out.loss = r.losses.mean();
     AddRewardMetrics(*table, &out.metrics);
     rb.AddMetrics(&out.metrics);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     const at::Tensor detached = logps.detach();
     AddPreferenceMetrics(r.chosen_rewards, r.rejected_rewards, detached.index_select(0, chosen_rows),
                          detached.index_select(0, rejected_rows), &out.metrics);

@@ -18,6 +18,7 @@
 // loss/value_avg, val/clipfrac_avg, val/ratio, val/num_eos_tokens, plus reward and
 // completion metrics.
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
 
 #include "absl/strings/match.h"
 #include "posttrain/generation/logprobs.h"
@@ -149,7 +150,7 @@ class PpoTrainer final : public Trainer {
     AddRewardMetrics(*table, &out.metrics);
     rb.AddMetrics(&out.metrics);
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       const at::Tensor log_ratio = (logps - fixed.old_logps) * rb.mask;
       const at::Tensor tokens = rb.mask.sum().clamp_min(1);
       out.metrics["policy/approxkl_avg"] = (0.5 * (log_ratio.pow(2)).sum() / tokens).item<double>();
@@ -176,7 +177,7 @@ class PpoTrainer final : public Trainer {
   absl::StatusOr<Fixed> FixRollouts(const RolloutBatch& rb, absl::Span<const Rollout> rollouts, const StepRewards& pending,
                                     const at::Tensor& old_logps,
                                     const at::Tensor& old_values) {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     Fixed f;
     f.old_logps = old_logps;
     f.old_values = old_values;

@@ -13,6 +13,7 @@
 // Metrics: accuracy (argmax = label over labelled steps), steps (labelled per
 // example), and on evaluation eval_accuracy, as TRL's compute_accuracy.
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
 
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/plugin/plugin.h"
@@ -90,7 +91,7 @@ class PrmTrainer final : public Trainer {
     // No labelled step in the batch (all cut by max_length): a zero loss that still
     // touches the parameters, so every rank reduces the same gradients.
     out.loss = rows.empty() ? hidden.sum() * 0.0 : at::cross_entropy_loss(logits, target);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     out.metrics["accuracy"] = rows.empty() ? 0.0 : (logits.argmax(-1) == target).to(at::kFloat).mean().item<double>();
     out.metrics["steps"] = static_cast<double>(rows.size()) / static_cast<double>(std::max<size_t>(1, streams.size()));
     return out;

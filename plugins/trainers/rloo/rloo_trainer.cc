@@ -6,6 +6,8 @@
 // importance ratio (posttrain/losses/policy_gradient.h has the maths).
 // Metrics (TRL): reward, reward_std, rewards/<name>/mean|std, kl (mean summed k1 per
 // completion, when β > 0), clip_ratio, completions/mean_length, completions/clipped_ratio.
+#include <c10/core/GradMode.h>
+
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/policy_gradient.h"
 #include "posttrain/model/causal_lm.h"
@@ -78,7 +80,7 @@ class RlooTrainer final : public Trainer {
       // KL of the sampled sequence (k1, under the sampling policy), folded into the
       // reward: fixed once per generated batch.
       kl = sequence_kl_.Get(input, [&] {
-        at::NoGradGuard no_grad;
+        c10::NoGradGuard no_grad;
         const at::Tensor ref_logps = CompletionLogprobs(*reference_, rb.sequences, temperature_);
         return ((old_logps - ref_logps) * rb.mask).sum(1);
       });

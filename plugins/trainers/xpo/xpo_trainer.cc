@@ -12,6 +12,8 @@
 // logps/rejected, rewards/chosen, rewards/rejected, rewards/margins,
 // rewards/accuracies, val/model_contain_eos_token, val/ref_contain_eos_token, alpha,
 // beta, plus the reward metrics (over both completions).
+#include <c10/core/GradMode.h>
+
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
@@ -62,7 +64,7 @@ class XpoTrainer final : public Trainer {
     const at::Tensor logps = (CompletionLogprobs(*policy_, rb.sequences, 1.0) * rb.mask).sum(1).view({n, 2});
     at::Tensor ref_logps;
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       ref_logps = (CompletionLogprobs(*reference_, rb.sequences, 1.0) * rb.mask).sum(1).view({n, 2});
     }
     POSTTRAIN_ASSIGN_OR_RETURN(const RewardTable* table, input.rewards.Wait());
@@ -76,7 +78,7 @@ class XpoTrainer final : public Trainer {
     out.loss = r.losses.mean();
     AddRewardMetrics(*table, &out.metrics);
     rb.AddMetrics(&out.metrics);
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     const at::Tensor lp = logps.detach();
     const at::Tensor chosen_logps = at::where(model_chosen, lp.select(1, 0), lp.select(1, 1));
     const at::Tensor rejected_logps = at::where(model_chosen, lp.select(1, 1), lp.select(1, 0));

@@ -1,5 +1,6 @@
 #include "posttrain/generation/generate.h"
 
+#include <c10/core/GradMode.h>
 #include <cmath>
 
 #include "gmock/gmock.h"
@@ -72,7 +73,7 @@ TEST_F(GenerateTest, SampledLogprobsEqualATeacherForcedRecomputationAlone) {
   auto out = Generate(*model_, prompts, 3, params, tokenizer_.get());
   ASSERT_TRUE(out.ok()) << out.status();
   ASSERT_EQ(out->size(), 6u);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (const Generation& g : *out) {
     std::vector<std::int64_t> seq = prompts[static_cast<size_t>(g.prompt_index)];
     const std::int64_t p = static_cast<std::int64_t>(seq.size());
@@ -204,7 +205,7 @@ TEST_F(GenerateTest, BadPromptsAreRefused) {
 TEST_F(GenerateTest, GeometricMixtureDrawsFromTheMixedLogitsOfBothModels) {
   std::unique_ptr<CausalLM> reference = model_->Clone();
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     at::manual_seed(5);
     for (const auto& [name, p] : reference->named_parameters()) p.add_(at::randn_like(p) * 0.02);
   }

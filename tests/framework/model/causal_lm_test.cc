@@ -1,5 +1,6 @@
 #include "posttrain/model/causal_lm.h"
 
+#include <c10/core/GradMode.h>
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -36,7 +37,7 @@ at::Tensor Positions(std::int64_t b, std::int64_t t) { return at::arange(t, at::
 // Teacher-forced logits from one full forward vs. a prefill and then one token at
 // a time through the KV cache; returns max |difference| and max |logit|.
 std::pair<double, double> CacheVersusFull(const CausalLM& model) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::manual_seed(42);
   const std::int64_t B = 3, T = 12;
   at::Tensor ids = at::randint(model.config().vocab_size, {B, T}, at::kLong);
@@ -92,7 +93,7 @@ TEST(CausalLMTest, MatchesAnIndependentPythonImplementation) {
   at::Tensor ids = at::randint(config.vocab_size, {2, 9}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(**model, ids, "py");
   ASSERT_TRUE(expected.defined());
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::Tensor logits = (*model)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr);
   EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
 }
@@ -108,7 +109,7 @@ TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {
   ASSERT_TRUE(model.ok());
   int biases = 0;
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     at::manual_seed(11);
     for (auto& [name, p] : (*model)->named_parameters()) {
       if (name.find("_proj.bias") == std::string::npos) continue;
@@ -120,7 +121,7 @@ TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {
   at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(**model, ids, "py_qwen2");
   ASSERT_TRUE(expected.defined());
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::Tensor logits = (*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr);
   EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
   // The biases matter: the same weights without them give other logits.
@@ -142,7 +143,7 @@ TEST(CausalLMTest, Qwen3QkNormMatchesTheIndependentPythonImplementation) {
   ASSERT_TRUE(model.ok());
   int norms = 0;
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     at::manual_seed(12);
     for (auto& [name, p] : (*model)->named_parameters()) {
       if (name.find("self_attn.q_norm") == std::string::npos && name.find("self_attn.k_norm") == std::string::npos) continue;
@@ -154,7 +155,7 @@ TEST(CausalLMTest, Qwen3QkNormMatchesTheIndependentPythonImplementation) {
   at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(**model, ids, "py_qwen3");
   ASSERT_TRUE(expected.defined());
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::Tensor logits = (*model)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr);
   EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
   // Padding-free: both sequences end to end.

@@ -4,6 +4,7 @@
 #include "posttrain/model/token_logprobs.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
@@ -88,7 +89,7 @@ TEST(WeightedTokenLogprobsTest, SumAndBothGradientsEqualFullLogits) {
 TEST(WeightedTokenLogprobsTest, WithoutGradModeNoGradientIsKept) {
   at::Tensor hidden = at::randn({4, 8}).requires_grad_(true);
   at::Tensor weight = at::randn({11, 8});
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   WeightedLogprobSumResult r = WeightedTokenLogprobs(hidden, weight, at::randint(11, {4}, at::kLong), at::ones({4}));
   EXPECT_FALSE(r.sum.requires_grad());
   EXPECT_TRUE(std::isfinite(r.sum.item<double>()));

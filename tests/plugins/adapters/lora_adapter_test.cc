@@ -1,5 +1,6 @@
 // The LoRA adapter against PEFT's formula (an independent python3-torch
 // transcription), PEFT's initialisation and names, merge = adapter, save/load.
+#include <c10/core/GradMode.h>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -25,7 +26,7 @@ std::unique_ptr<Adapter> Lora(std::map<std::string, OptionValue> options) {
 
 // B is zero at initialisation; for the formula tests it gets random values.
 void RandomizeB(Adapter& a, std::uint64_t seed) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::manual_seed(seed);
   for (auto& [name, p] : a.NamedParameters()) {
     if (name.find("lora_B") != std::string::npos) at::Tensor(p).copy_(at::randn(p.sizes()) * 0.3);
@@ -55,7 +56,7 @@ TEST(LoraAdapterTest, OutputEqualsPeftsFormulaWithAndWithoutRsLora) {
       EXPECT_EQ(A.sizes(), (std::vector<std::int64_t>{4, W.size(1)}));  // A [r, in]
       EXPECT_EQ(B.sizes(), (std::vector<std::int64_t>{W.size(0), 4}));  // B [out, r]
       const at::Tensor x = at::randn({3, 5, W.size(1)});
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       const at::Tensor y = at::linear(x, W) + lora->Delta(1, site, x);
       const std::string dir = testing::TempDir(absl::StrCat("lora_case_", rslora, "_", static_cast<int>(site)));
       ASSERT_TRUE(SaveSafetensors(dir + "/case.safetensors", {{"x", x}, {"W", W.detach()}, {"A", A.detach()}, {"B", B.detach()}}).ok());
@@ -90,7 +91,7 @@ TEST(LoraAdapterTest, PeftInitialisationStartsAtTheBaseModel) {
   ASSERT_TRUE(model.ok());
   const at::Tensor ids = at::randint(config.vocab_size, {2, 6}, at::kLong);
   const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor base = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
   (*model)->set_adapter(lora.get());
   EXPECT_EQ((((*model)->Forward(ids, pos, at::Tensor(), nullptr)) - base).abs().max().item<double>(), 0.0);
@@ -120,7 +121,7 @@ TEST(LoraAdapterTest, AdapterEqualsMergedAndSurvivesSaveAndLoad) {
   (*model)->set_adapter(lora.get());
   const at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
   const at::Tensor pos = at::arange(7, at::kLong).unsqueeze(0).expand({2, 7});
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
   std::vector<std::vector<std::int64_t>> seqs;
   for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 7);

@@ -1,3 +1,5 @@
+#include <c10/core/GradMode.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "absl/strings/str_split.h"
@@ -42,7 +44,7 @@ TEST(PrmRewardTest, ScoresEachStepAtItsSeparatorAndAggregates) {
   ASSERT_TRUE(lm.ok() && tokenizer.ok());
   const std::vector<std::int64_t> separator = (*tokenizer)->Encode("\n", false);
   std::vector<std::vector<double>> steps_of(completions.size());
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (size_t i = 0; i < 2; ++i) {
     std::vector<std::int64_t> ids = (*tokenizer)->Encode(prompt, true);
     std::vector<std::int64_t> ends;

@@ -1,3 +1,5 @@
+#include <c10/core/GradMode.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "posttrain/model/hf_model.h"
@@ -39,7 +41,7 @@ TEST(RewardModelRewardTest, ScoresScoreDotTheLastHiddenStateOfPromptCompletionEo
   // Independently: each sequence alone through the plain causal LM.
   auto lm = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
   auto tokenizer = LoadTokenizer(testing::Stories260KDir());
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (size_t i = 0; i < completions.size(); ++i) {
     std::vector<std::int64_t> ids = (*tokenizer)->Encode("Once upon a time", true);
     for (std::int64_t id : (*tokenizer)->Encode(completions[i], false)) ids.push_back(id);

@@ -1,3 +1,5 @@
+#include <c10/core/GradMode.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "posttrain/generation/generate.h"
@@ -72,7 +74,7 @@ TEST(DefaultSamplerTest, DecodingDistributionsEqualATeacherForcedForwardOfEachSe
     };
     auto generations = Generate(**model, prompts, /*num_generations=*/4, params, tokenizer->get());
     ASSERT_TRUE(generations.ok()) << generations.status();
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     double worst = 0;
     std::vector<std::vector<std::int64_t>> batch_prompts, completions;
     for (size_t i = 0; i < generations->size(); ++i) {

@@ -2,6 +2,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
 
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
@@ -129,7 +130,7 @@ TEST(DpoTrainerTest, ATrainingStepRaisesTheChosenMargin) {
   auto before = (*trainer)->Step(b.Input());
   before->loss.backward();
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     for (auto& [name, p] : (*model)->named_parameters()) {
       if (p.grad().defined()) p.sub_(0.5 * p.grad());
     }
@@ -321,7 +322,7 @@ TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
     auto reference = CausalLM::Random(Tiny(), at::kFloat, 8);
     auto policy = (*reference)->Clone();
     {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       at::Generator gen = at::detail::createCPUGenerator(seed);
       for (auto& [name, p] : policy->named_parameters()) p.add_(at::normal(0.0, 0.3, p.sizes(), gen));
     }

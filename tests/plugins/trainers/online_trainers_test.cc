@@ -6,6 +6,7 @@
 // (TRL's GRPOTrainer, RLOOTrainer, OnlineDPOTrainer) here, term by term.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <c10/core/GradMode.h>
 #include <cmath>
 
 #include "gtest/gtest.h"
@@ -22,7 +23,7 @@ ModelConfig Tiny() { return testing::TinyTrainerModelConfig(); }
 // the padded libtorch path with full logits: [completion length, V] fp64.
 at::Tensor CompletionLogSoftmax(const CausalLM& model, const std::vector<std::int64_t>& prompt,
                                 const std::vector<std::int64_t>& completion) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   std::vector<std::int64_t> ids = prompt;
   ids.insert(ids.end(), completion.begin(), completion.end());
   const auto len = static_cast<std::int64_t>(ids.size());
@@ -95,7 +96,7 @@ struct Rig {
   }
   // Moves the policy as an optimizer step would (deterministically).
   void Perturb(double scale) {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     at::Generator gen = at::detail::createCPUGenerator(5);
     for (auto& [name, p] : policy->named_parameters()) p.add_(at::normal(0.0, scale, p.sizes(), gen));
   }
@@ -236,7 +237,7 @@ TEST(OnlineTrainerWiringTest, PpoRewardsGaeWhiteningAndClippedLossesByHand) {
   for (auto& [name, t] : (*trainer)->TrainerParameters()) (name == "v_head.weight" ? v_weight : v_bias) = t;
   // Per sequence alone: token log-probs and values.
   auto values_of = [&](const Rollout& r) {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     std::vector<std::int64_t> ids = r.prompt_ids;
     ids.insert(ids.end(), r.token_ids.begin(), r.token_ids.end());
     const auto len = static_cast<std::int64_t>(ids.size());
