@@ -33,6 +33,7 @@
 #include "model_commands.h"
 #include "plot_command.h"
 #include "trl_cli.h"
+#include "posttrain/core/crash_report.h"
 #include "posttrain/core/did_you_mean.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/plugin/plugin_host.h"
@@ -151,6 +152,7 @@ int TrainerCommand(int argc, char** argv, const CLI::App& app) {
 
 int main(int argc, char** argv) {
   using namespace posttrain;
+  InstallCrashReport(argv[0]);
   // A file-size limit (RLIMIT_FSIZE, a full quota) makes writes fail with EFBIG, which
   // the writers report, instead of killing the process mid-checkpoint.
   std::signal(SIGXFSZ, SIG_IGN);

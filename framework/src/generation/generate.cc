@@ -286,7 +286,8 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
         for (std::int64_t r : active) uniforms.push_back(StreamUniform(streams[static_cast<size_t>(start + r)], t));
         next = SampleCategorical(processed, uniforms);
       }
-      auto next_a = next.accessor<std::int64_t, 1>();
+      const at::Tensor next_host = next.to(at::kCPU);  // read on the host (no copy on the CPU)
+      auto next_a = next_host.accessor<std::int64_t, 1>();
       for (std::int64_t b = 0; b < B; ++b) {
         const std::int64_t r = active[static_cast<size_t>(b)];
         if (finished[r]) continue;
@@ -366,7 +367,8 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
       batch_prompts.push_back(prompts[out[start + r].prompt_index]);
       batch_completions.push_back(out[start + r].token_ids);
     }
-    at::Tensor logps = CompletionLogprobs(model, MakeCompletionBatch(batch_prompts, batch_completions), temperature);
+    at::Tensor logps = CompletionLogprobs(model, MakeCompletionBatch(batch_prompts, batch_completions, model.device()), temperature)
+                             .to(at::kCPU);
     auto logps_a = logps.accessor<float, 2>();
     for (std::int64_t r = 0; r < n; ++r) {
       std::vector<float>& dst = out[start + r].logprobs;

@@ -7,7 +7,7 @@
 namespace posttrain {
 
 CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>& prompts,
-                                    const std::vector<std::vector<std::int64_t>>& completions) {
+                                    const std::vector<std::vector<std::int64_t>>& completions, at::Device device) {
   TORCH_CHECK(prompts.size() == completions.size(), "prompts and completions differ in number");
   const std::int64_t n = static_cast<std::int64_t>(prompts.size());
   std::int64_t longest = 1, longest_completion = 1;
@@ -16,7 +16,7 @@ CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>
     longest_completion = std::max<std::int64_t>(longest_completion, static_cast<std::int64_t>(completions[i].size()));
   }
   CompletionBatch batch;
-  // Host staging (token ids being batched): the model moves them to its device.
+  // Filled on the host (token ids being batched), then moved to `device` at once.
   batch.input_ids = at::zeros({n, longest}, HostOptions(at::kLong));
   batch.attention_mask = at::zeros({n, longest}, HostOptions(at::kLong));
   batch.completion_mask = at::zeros({n, longest_completion}, HostOptions(at::kFloat));
@@ -32,6 +32,9 @@ CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>
     batch.prompt_lengths.push_back(static_cast<std::int64_t>(prompts[i].size()));
     batch.completion_lengths.push_back(static_cast<std::int64_t>(completions[i].size()));
   }
+  batch.input_ids = batch.input_ids.to(device);
+  batch.attention_mask = batch.attention_mask.to(device);
+  batch.completion_mask = batch.completion_mask.to(device);
   return batch;
 }
 

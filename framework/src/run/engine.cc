@@ -726,6 +726,7 @@ absl::Status Run::Setup() {
   for (CausalLM* model : {p_.policy.get(), p_.reference_is_view ? nullptr : p_.reference.get()}) {
     if (model != nullptr && model->device() != device_) model->MoveTo(device_);
   }
+  if (p_.adapter != nullptr) p_.adapter->MoveTo(device_);
   if (p_.reference_is_view && p_.reference->device() != device_) p_.reference = p_.policy->BaseView();
   if (!device_.is_cpu()) spdlog::info("device: {}", device_.str());
   TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get(), &collectives_};
@@ -905,7 +906,10 @@ absl::Status Run::Resume() {
   LoadedCheckpoint& checkpoint = *resumed_;
   const std::string& resolved = resumed_path_;
   POSTTRAIN_RETURN_IF_ERROR(Annotate(optimizer_->LoadStateDict(checkpoint.optimizer), resolved));
-  POSTTRAIN_RETURN_IF_ERROR(Annotate(CallNoThrow("trainer state", [&] { return p_.trainer->LoadState(checkpoint.trainer_state_tensors); }), resolved));
+  // Trainer state comes back on the run's device, where it was saved from.
+  std::map<std::string, at::Tensor> trainer_state;
+  for (const auto& [name, t] : checkpoint.trainer_state_tensors) trainer_state[name] = t.to(device_);
+  POSTTRAIN_RETURN_IF_ERROR(Annotate(CallNoThrow("trainer state", [&] { return p_.trainer->LoadState(trainer_state); }), resolved));
   const nlohmann::json& state = checkpoint.trainer_state;
   start_step_ = state["global_step"].get<std::int64_t>();
   if (state.contains("logging_window")) window_.FromJson(state["logging_window"]);

@@ -15,7 +15,7 @@ PairLogps ComputePairLogps(const CausalLM& model, absl::Span<const TokenizedExam
     prompts.push_back(t->prompt_ids);
     completions.push_back(t->rejected_ids);
   }
-  CompletionBatch cb = MakeCompletionBatch(prompts, completions);
+  CompletionBatch cb = MakeCompletionBatch(prompts, completions, model.device());
   at::Tensor token_logps = CompletionLogprobs(model, cb, 1.0);
   at::Tensor sums = token_logps.sum(1), counts = cb.completion_mask.sum(1);
   const auto b = static_cast<std::int64_t>(batch.size());

@@ -54,8 +54,8 @@ at::Tensor PenalizedScores(const RewardTable& table, absl::Span<const Rollout> r
   return at::tensor(scores, options.dtype(at::kFloat));
 }
 
-absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
-                                              bool mask_truncated) {
+absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, at::Device device,
+                                              absl::string_view trainer, bool mask_truncated) {
   if (rollouts.empty()) return absl::InternalError(absl::StrCat(trainer, " got no rollouts"));
   std::vector<std::vector<std::int64_t>> prompts, completions;
   for (const Rollout& r : rollouts) {
@@ -67,7 +67,7 @@ absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts
     completions.push_back(r.token_ids);
   }
   RolloutBatch out;
-  out.sequences = MakeCompletionBatch(prompts, completions);
+  out.sequences = MakeCompletionBatch(prompts, completions, device);
   const auto n = static_cast<std::int64_t>(rollouts.size());
   out.mask = out.sequences.completion_mask.clone();
   out.truncated = at::zeros({n}, HostOptions(at::kBool));  // filled on the host, like the batch
@@ -79,6 +79,7 @@ absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts
       if (mask_truncated) out.mask[i].zero_();
     }
   }
+  out.truncated = out.truncated.to(device);
   return out;
 }
 

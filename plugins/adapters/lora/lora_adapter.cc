@@ -149,6 +149,16 @@ class LoraAdapter final : public Adapter {
     return at::linear(at::linear(h, s.a), s.b) * scaling_;
   }
 
+  void MoveTo(at::Device device) override {
+    for (auto& layer : sites_) {
+      for (Site& s : layer) {
+        if (!s.a.defined() || s.a.device() == device) continue;
+        s.a = s.a.detach().to(device).requires_grad_(s.a.requires_grad());
+        s.b = s.b.detach().to(device).requires_grad_(s.b.requires_grad());
+      }
+    }
+  }
+
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const override {
     std::vector<std::pair<std::string, at::Tensor>> out;
     for (const auto& layer : sites_) {

@@ -108,6 +108,7 @@ class PrmReward final : public RewardFunction {
                           .to(at::kFloat),
                       -1)
               .select(1, 1)
+              .to(at::kCPU)  // read on the host
               .contiguous();
       const float* p = probability.data_ptr<float>();
       for (size_t i = start; i < end; ++i) {

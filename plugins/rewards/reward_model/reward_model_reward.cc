@@ -73,7 +73,7 @@ class RewardModelReward final : public RewardFunction {
         prompts.push_back(tokens[i].prompt_ids);
         completions.push_back(tokens[i].completion_ids);
       }
-      at::Tensor r = SequenceScores(*model_.backbone, model_.score, MakeCompletionBatch(prompts, completions));
+      at::Tensor r = SequenceScores(*model_.backbone, model_.score, MakeCompletionBatch(prompts, completions, model_.backbone->device()));
       for (std::int64_t i = 0; i < r.size(0); ++i) scores.push_back(r[i][0].item<float>());
     }
     return scores;

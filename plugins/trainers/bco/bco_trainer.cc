@@ -113,11 +113,11 @@ class BcoTrainer final : public Trainer {
     const std::vector<bool>& desirable = unpaired.desirable;
     std::vector<std::int64_t> index_of_row;  // dataset index of each row's example (density ratios)
     for (std::int64_t p : unpaired.batch_position) index_of_row.push_back(input.tokens[static_cast<size_t>(p)]->index);
-    const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
+    const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions, policy_->device()), 1.0).sum(1);
     at::Tensor reference_logps;
     {
       c10::NoGradGuard no_grad;
-      reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
+      reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions, policy_->device()), 1.0).sum(1);
     }
     std::vector<std::int64_t> chosen_idx, rejected_idx, rejected_examples;
     for (size_t r = 0; r < desirable.size(); ++r) {

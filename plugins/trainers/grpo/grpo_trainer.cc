@@ -85,7 +85,7 @@ class GrpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo", mask_truncated_));
+    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, policy_->device(), "grpo", mask_truncated_));
     const auto n = static_cast<std::int64_t>(input.rollouts.size());
     // Forward passes first: the rewards are still being scored meanwhile.
     at::Tensor entropy;  // TRL's "entropy": from the same chunked pass as the log-probs

@@ -62,15 +62,15 @@ class KtoTrainer final : public Trainer {
     // Mismatched pairs for the KL estimate: prompt i with another example's completion.
     const std::vector<size_t> kl_rows = KtoMismatchedRows(example_of_row);
 
-    const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
+    const at::Tensor policy_logps = CompletionLogprobs(*policy_, MakeCompletionBatch(prompts, completions, policy_->device()), 1.0).sum(1);
     at::Tensor reference_logps, kl = at::zeros({}, policy_logps.options().dtype(at::kFloat));
     {
       c10::NoGradGuard no_grad;
-      reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions), 1.0).sum(1);
+      reference_logps = CompletionLogprobs(*reference_, MakeCompletionBatch(prompts, completions, policy_->device()), 1.0).sum(1);
       if (!kl_rows.empty()) {
         std::vector<std::vector<std::int64_t>> kl_completions;
         for (size_t row : kl_rows) kl_completions.push_back(completions[row]);
-        CompletionBatch kl_batch = MakeCompletionBatch(prompts, kl_completions);
+        CompletionBatch kl_batch = MakeCompletionBatch(prompts, kl_completions, policy_->device());
         kl = (CompletionLogprobs(*policy_, kl_batch, 1.0).sum(1) - CompletionLogprobs(*reference_, kl_batch, 1.0).sum(1)).sum();
       }
     }

@@ -65,7 +65,7 @@ class NashMdTrainer final : public Trainer {
     const auto n = static_cast<std::int64_t>(input.rollouts.size()) / 2;
     std::vector<Rollout> own;
     for (std::int64_t i = 0; i < n; ++i) own.push_back(input.rollouts[static_cast<size_t>(2 * i)]);
-    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(own, "nash_md"));
+    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(own, policy_->device(), "nash_md"));
     // Forward passes first: the rewards are still being scored meanwhile.
     const at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, 1.0) * rb.mask;  // [n, C]
     at::Tensor ref_logps;

@@ -52,7 +52,7 @@ class OnlineDpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "online_dpo"));
+    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, policy_->device(), "online_dpo"));
     const auto n = static_cast<std::int64_t>(input.rollouts.size()) / 2;
     // Forward passes first: the rewards are still being scored meanwhile.
     const at::Tensor logps = (CompletionLogprobs(*policy_, rb.sequences, temperature_) * rb.mask).sum(1);  // [2n]

@@ -129,7 +129,7 @@ class PpoTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "ppo"));
+    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, policy_->device(), "ppo"));
     const at::Tensor hidden = CompletionHiddenStates(*policy_, rb.sequences);
     const at::Tensor logps = CompletionLogprobsFromHidden(*policy_, rb.sequences, hidden, temperature_);
     const at::Tensor values = Values(hidden);

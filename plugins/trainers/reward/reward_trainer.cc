@@ -65,7 +65,7 @@ class RewardTrainer final : public Trainer {
       prompts.push_back(t->prompt_ids);
       completions.push_back(t->rejected_ids);
     }
-    CompletionBatch cb = MakeCompletionBatch(prompts, completions);
+    CompletionBatch cb = MakeCompletionBatch(prompts, completions, policy_->device());
     at::Tensor rewards = SequenceScores(*policy_, score_, cb).squeeze(-1);
     const auto b = static_cast<std::int64_t>(input.tokens.size());
     at::Tensor chosen = rewards.narrow(0, 0, b), rejected = rewards.narrow(0, b, b);

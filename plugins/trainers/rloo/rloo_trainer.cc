@@ -71,7 +71,7 @@ class RlooTrainer final : public Trainer {
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
-    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "rloo", mask_truncated_));
+    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, policy_->device(), "rloo", mask_truncated_));
     StepOutput out;
     const at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature_);
     const at::Tensor old_logps = sampling_.Get(input, [&] { return logps.detach(); });

@@ -58,7 +58,7 @@ class XpoTrainer final : public Trainer {
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
     // Rollouts come grouped by prompt: 2i is the policy's, 2i + 1 the reference's.
-    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "xpo"));
+    POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, policy_->device(), "xpo"));
     const auto n = static_cast<std::int64_t>(input.rollouts.size()) / 2;
     // Forward passes first: the rewards are still being scored meanwhile.
     const at::Tensor logps = (CompletionLogprobs(*policy_, rb.sequences, 1.0) * rb.mask).sum(1).view({n, 2});

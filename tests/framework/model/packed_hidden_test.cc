@@ -138,7 +138,7 @@ TEST(PackedHiddenTest, CompletionLogprobsWithSharedPromptsEqualFullLogitsOnPadde
   // DPO-like (two completions per prompt), a single-token completion, an empty one.
   const std::vector<std::vector<std::int64_t>> prompts = {p1, p2, p1, p2, p1};
   const std::vector<std::vector<std::int64_t>> completions = {Tokens(5, 3), Tokens(8, 4), Tokens(2, 5), Tokens(1, 6), {}};
-  const CompletionBatch batch = MakeCompletionBatch(prompts, completions);
+  const CompletionBatch batch = MakeCompletionBatch(prompts, completions, at::kCPU);
 
   std::vector<std::int64_t> predicting;
   const PackedSequences packed = PackCompletionBatch(batch, &predicting);

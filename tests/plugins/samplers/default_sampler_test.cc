@@ -96,7 +96,7 @@ TEST(DefaultSamplerTest, DecodingDistributionsEqualATeacherForcedForwardOfEachSe
     }
     EXPECT_LE(worst, 1e-4) << "temperature " << temperature;
     // The trainers' recomputation gives the sampled tokens the same log-probs.
-    CompletionBatch batch = MakeCompletionBatch(batch_prompts, completions);
+    CompletionBatch batch = MakeCompletionBatch(batch_prompts, completions, at::kCPU);
     const at::Tensor trainer = CompletionLogprobs(**model, batch, temperature);
     double worst_token = 0;
     for (size_t i = 0; i < completions.size(); ++i) {
@@ -146,8 +146,8 @@ TEST(RolloutBatchTest, MaskTruncatedCompletionsZeroesTheRowsThatHitTheLimit) {
     rollouts[i].logprobs = std::vector<float>(static_cast<size_t>(i + 1), -0.5f);
     rollouts[i].finish_reason = i == 1 ? FinishReason::kLength : FinishReason::kStop;
   }
-  auto kept = MakeRolloutBatch(rollouts, "test", /*mask_truncated=*/false);
-  auto masked = MakeRolloutBatch(rollouts, "test", /*mask_truncated=*/true);
+  auto kept = MakeRolloutBatch(rollouts, at::kCPU, "test", /*mask_truncated=*/false);
+  auto masked = MakeRolloutBatch(rollouts, at::kCPU, "test", /*mask_truncated=*/true);
   ASSERT_TRUE(kept.ok() && masked.ok());
   auto row_sums = [](const at::Tensor& mask) {
     at::Tensor sums = mask.sum(1).to(at::kLong).contiguous();
@@ -161,7 +161,7 @@ TEST(RolloutBatchTest, MaskTruncatedCompletionsZeroesTheRowsThatHitTheLimit) {
   EXPECT_DOUBLE_EQ(metrics.at("completions/mean_length"), 2.0);
   // A non-generating sampler's rollouts are refused with a hint.
   rollouts[0].token_ids.clear();
-  EXPECT_THAT(std::string(MakeRolloutBatch(rollouts, "grpo").status().message()),
+  EXPECT_THAT(std::string(MakeRolloutBatch(rollouts, at::kCPU, "grpo").status().message()),
               ::testing::HasSubstr("use a generating sampler"));
 }
 

@@ -59,7 +59,7 @@ TEST(SftTrainerTest, LossIsTheMeanCompletionNllAndPackingChangesNothing) {
     p.push_back(t.prompt_ids);
     c.push_back(t.completion_ids);
   }
-  CompletionBatch cb = MakeCompletionBatch(p, c);
+  CompletionBatch cb = MakeCompletionBatch(p, c, at::kCPU);
   const double expected = -(CompletionLogprobs(**model, cb, 1.0).sum() / cb.completion_mask.sum()).item<double>();
   for (bool packing : {false, true}) {
     auto trainer = testing::CreateBuiltin<Trainer>("sft", {{"packing", packing}, {"max_length", std::int64_t{12}}});
@@ -232,7 +232,7 @@ TEST(ReferenceFreeTrainersTest, OrpoAndCpoLossesFromThePolicyAlone) {
   std::vector<std::vector<std::int64_t>> p, c;
   for (auto& t : b.tokens) { p.push_back(t.prompt_ids); c.push_back(t.chosen_ids); }
   for (auto& t : b.tokens) { p.push_back(t.prompt_ids); c.push_back(t.rejected_ids); }
-  CompletionBatch cb = MakeCompletionBatch(p, c);
+  CompletionBatch cb = MakeCompletionBatch(p, c, at::kCPU);
   at::Tensor sums = CompletionLogprobs(**model, cb, 1.0).sum(1).detach(), lens = cb.completion_mask.sum(1);
   at::Tensor pc = sums.narrow(0, 0, 2), pr = sums.narrow(0, 2, 2);
   const double nll = (-pc.sum() / lens.narrow(0, 0, 2).sum()).item<double>();
@@ -312,7 +312,7 @@ TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
   const auto& t1 = b.tokens[1];
   auto z = [&](const CausalLM& policy, const CausalLM& reference, const std::vector<std::vector<std::int64_t>>& prompts,
                const std::vector<std::vector<std::int64_t>>& completions) {
-    CompletionBatch cb = MakeCompletionBatch(prompts, completions);
+    CompletionBatch cb = MakeCompletionBatch(prompts, completions, at::kCPU);
     return (CompletionLogprobs(policy, cb, 1.0).sum(1) - CompletionLogprobs(reference, cb, 1.0).sum(1)).mean().item<double>();
   };
   const std::vector<std::vector<std::int64_t>> prompts = {t0.prompt_ids, t0.prompt_ids, t1.prompt_ids, t1.prompt_ids};

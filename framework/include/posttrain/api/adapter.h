@@ -46,6 +46,9 @@ class Adapter : public LinearAdapter {
   virtual std::vector<std::string> ModulesToSave() const { return {}; }
   // Training (dropout on) or evaluation.
   virtual void SetTraining(bool training) = 0;
+  // Moves the parameters to `device` (the run's, where the engine moves the model),
+  // keeping them trainable leaves.
+  virtual void MoveTo(at::Device device) = 0;
   // Writes the adapter (PEFT: adapter_config.json + adapter_model.safetensors) into
   // `dir`, with the base model's tensors named by ModulesToSave() taken from `base`.
   // `base_model_name_or_path` goes to the config.

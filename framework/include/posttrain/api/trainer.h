@@ -221,7 +221,7 @@ class Trainer {
   // (bco_pair's reward shift), tensors fixed at a generation's first step and reused
   // by the next (old log-probs, reference log-probs, PPO's advantages) — as named
   // tensors. Checkpointed (trainer_state.safetensors) and handed back to LoadState
-  // on resume, so a resumed run continues bit for bit, even within a generation's
+  // on resume, on the run's device, so a resumed run continues bit for bit, even within a generation's
   // reuse. Names are the trainer's own.
   virtual std::vector<std::pair<std::string, at::Tensor>> State() const { return {}; }
   virtual absl::Status LoadState(const std::map<std::string, at::Tensor>& state) { return absl::OkStatus(); }

@@ -1,7 +1,7 @@
 // Prompt + completion token ids as one right-padded batch: the input of every
 // teacher-forced pass over completions (log-probs, sequence scores).
 //
-//   CompletionBatch batch = MakeCompletionBatch({{1, 5, 6}, {1, 9}}, {{7, 2}, {3, 4, 2}});
+//   CompletionBatch batch = MakeCompletionBatch({{1, 5, 6}, {1, 9}}, {{7, 2}, {3, 4, 2}}, model.device());
 //   batch.input_ids   [2, 5]: 1 5 6 7 2 / 1 9 3 4 2
 #pragma once
 
@@ -16,7 +16,8 @@ namespace posttrain {
 //   input_ids [N, L] int64 (pad 0), attention_mask [N, L] int64,
 //   completion_mask [N, C] float (1 on real completion tokens), with
 //   L = max(prompt_len + completion_len) and C = max completion_len;
-//   prompt_lengths [N].
+//   prompt_lengths [N]. The tensors are on the device given to MakeCompletionBatch
+//   (the model's: the masks meet its outputs).
 struct CompletionBatch {
   at::Tensor input_ids;
   at::Tensor attention_mask;
@@ -26,6 +27,6 @@ struct CompletionBatch {
 };
 
 CompletionBatch MakeCompletionBatch(const std::vector<std::vector<std::int64_t>>& prompts,
-                                    const std::vector<std::vector<std::int64_t>>& completions);
+                                    const std::vector<std::vector<std::int64_t>>& completions, at::Device device);
 
 }  // namespace posttrain

@@ -1,6 +1,6 @@
 // Rollouts as tensors, for the online trainers (grpo, rloo, ppo, online_dpo).
 //
-//   POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, "grpo"));
+//   POSTTRAIN_ASSIGN_OR_RETURN(RolloutBatch rb, MakeRolloutBatch(input.rollouts, policy_->device(), "grpo"));
 //   at::Tensor logps = CompletionLogprobs(*policy_, rb.sequences, temperature);  // [N, C]
 //   ... loss on (logps, rb.mask) ...
 //   rb.AddMetrics(&out.metrics);
@@ -64,7 +64,8 @@ std::int64_t GenerationCompletionTokens(absl::Span<const absl::Span<const Rollou
 at::Tensor PenalizedScores(const RewardTable& table, absl::Span<const Rollout> rollouts, double penalty,
                            const at::TensorOptions& options);
 
-absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, absl::string_view trainer,
-                                              bool mask_truncated = false);
+// The batch's tensors are on `device` (the policy's).
+absl::StatusOr<RolloutBatch> MakeRolloutBatch(absl::Span<const Rollout> rollouts, at::Device device,
+                                              absl::string_view trainer, bool mask_truncated = false);
 
 }  // namespace posttrain
