@@ -98,6 +98,11 @@ grep -E "posttrain:|CUDA|NCCL|cuDNN" "$logs/configure.log" | head -20
 step build ninja -C "$build" -k 0
 grep -E "error:|Error " "$logs/build.log" | head -60
 
+# The programs find the root's libraries' own dependencies (absl's, protobuf's) there.
+if [[ -n "${DEPS_ROOT:-}" ]]; then export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+# The tests' independent references (torch, sentencepiece, jinja2) are python3's here.
+export POSTTRAIN_TEST_PYTHON=${POSTTRAIN_TEST_PYTHON:-$(command -v python3)}
+
 # --- models the suite and the recipes use (as tools/setup.sh makes them) --------
 models=$build/models
 if [[ -x "$build/bin/posttrain" ]]; then
@@ -130,5 +135,6 @@ fi
 # --- the suite, with the GPU visible --------------------------------------------
 step suite timeout "$suite_seconds" ctest --test-dir "$build" -j "$(nproc)" --timeout 200 --output-on-failure
 grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|Not Run|\*\*\*" "$logs/suite.log" | head -60
+cp "$build/Testing/Temporary/LastTest.log" "$logs/" 2>/dev/null
 echo "cuda_check: done (status $status); logs in $logs"
 exit $status
