@@ -130,6 +130,9 @@ if [[ -x "$build/bin/posttrain" ]]; then
   recipe dpo recipes/dpo/stories260K_hh_harmless.toml trainer.max_steps=20
   recipe grpo recipes/quickstart.toml trainer.max_steps=4
   recipe dpo_bf16 recipes/dpo/stories260K_hh_harmless.toml trainer.max_steps=20 trainer.bf16=true
+  recipe dpo_lora recipes/dpo/stories260K_hh_lora.toml trainer.max_steps=20
+  recipe kto recipes/kto/stories260K_hh_harmless.toml trainer.max_steps=10
+  recipe ppo recipes/ppo/stories260K_keyword.toml trainer.max_steps=3
 fi
 
 # --- the suite, with the GPU visible --------------------------------------------
