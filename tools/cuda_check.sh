@@ -12,6 +12,7 @@
 #                `dpkg -x`), searched before the system's; its protoc and pkg-config are used
 #   EXTRA_CXX_FLAGS  added to CMAKE_CXX_FLAGS
 #   LOG_DIR      where the logs go (default $BUILD_DIR/logs)
+#   SKIP_RECIPES set to 1 to run the suite only
 #
 # Every step logs to LOG_DIR and the script goes on after a failure, so that one run
 # on a borrowed GPU machine reports everything at once; the exit status is that of
@@ -125,7 +126,7 @@ recipe() {  # recipe <name> <file> <overrides...>: once on cuda:0, once with use
     tail -n 1 "runs/cuda_check/${name}_$where/metrics.jsonl" 2>/dev/null | cut -c1-400
   done
 }
-if [[ -x "$build/bin/posttrain" ]]; then
+if [[ -x "$build/bin/posttrain" && "${SKIP_RECIPES:-0}" != 1 ]]; then
   recipe sft recipes/sft/stories260K_tinystories_packed.toml trainer.max_steps=20
   recipe dpo recipes/dpo/stories260K_hh_harmless.toml trainer.max_steps=20
   recipe grpo recipes/quickstart.toml trainer.max_steps=4

@@ -31,9 +31,11 @@ struct ResumeCase {
   int checkpoint;  // kill once checkpoint-<n> exists
 };
 
+// full_determinism: bit-equal weights need deterministic kernels on CUDA (its backward
+// kernels accumulate with atomics in a varying order); on the CPU it changes nothing.
 std::string Command(const ResumeCase& c, const std::string& out_dir, const std::string& extra = "") {
   return absl::StrCat("cd ", testing::SourceDir(), " && exec ", testing::CliPath(), " run ", c.recipe, " output_dir=", out_dir,
-                      " model.path=", testing::Stories260KDir(), " ", c.overrides, " ", extra);
+                      " model.path=", testing::Stories260KDir(), " trainer.full_determinism=true ", c.overrides, " ", extra);
 }
 
 void PrintTo(const ResumeCase& c, std::ostream* os) { *os << c.name; }

@@ -2,10 +2,17 @@
 # The SDK end to end: install posttrain into a prefix, build an out-of-tree reward
 # plugin against the installed package (find_package + posttrain_add_plugin), and
 # run it by name from a recipe with the installed CLI.
-#   run_sdk_test.sh BUILD_DIR WORK_DIR      (run from the repository root)
+#   run_sdk_test.sh BUILD_DIR WORK_DIR [PREFIX_PATH CXX_STANDARD CXX_FLAGS POLICY_MINIMUM]
+# (run from the repository root). The optional arguments are the posttrain build's
+# own settings (PREFIX_PATH's items separated by "|"), so that the plugin's build finds
+# the same dependencies: a CUDA libtorch, libraries under a separate root.
 set -euo pipefail
 build_dir=$1
 work=$2
+prefix_path=${3:-}
+cxx_standard=${4:-}
+cxx_flags=${5:-}
+policy_minimum=${6:-}
 rm -rf "$work"
 mkdir -p "$work"
 prefix=$work/prefix
@@ -13,8 +20,12 @@ prefix=$work/prefix
 cmake --install "$build_dir" --prefix "$prefix" > "$work/install.log"
 launcher=()
 command -v ccache > /dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-cmake -S tests/sdk/external_reward -B "$work/build" -DCMAKE_PREFIX_PATH="$prefix" \
-  -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" > "$work/configure.log"
+settings=()
+[[ -n $cxx_standard ]] && settings+=(-DCMAKE_CXX_STANDARD="$cxx_standard")
+[[ -n $cxx_flags ]] && settings+=(-DCMAKE_CXX_FLAGS="$cxx_flags")
+[[ -n $policy_minimum ]] && settings+=(-DCMAKE_POLICY_VERSION_MINIMUM="$policy_minimum")
+cmake -S tests/sdk/external_reward -B "$work/build" -DCMAKE_PREFIX_PATH="$prefix${prefix_path:+;${prefix_path//|/;}}" \
+  -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" "${settings[@]}" > "$work/configure.log"
 cmake --build "$work/build" > "$work/build.log"
 
 plugin_dir=$work/build

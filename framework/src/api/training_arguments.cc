@@ -42,6 +42,12 @@ const ComponentSchema& TrainingArgumentsSchema() {
           .Bool("use_cpu", false,
                 "Run on the CPU even where libtorch has CUDA and a GPU is present (HF TrainingArguments' name); "
                 "otherwise each process takes cuda:<LOCAL_RANK>.")
+          .Bool("full_determinism", false,
+                "Deterministic kernels only (HF TrainingArguments' name): libtorch's deterministic algorithms "
+                "(an op without one is an error naming it), cuBLAS with a fixed workspace "
+                "(CUBLAS_WORKSPACE_CONFIG=:4096:8 unless set), cuDNN deterministic and not benchmarking. "
+                "On CUDA, a run and its resume from a checkpoint then give the same weights bit for bit; "
+                "on the CPU posttrain's kernels are deterministic already.")
           .Bool("bf16", false, "bf16 autocast for forward and backward (fp32 master weights).")
           .Bool("shuffle", true, "Reshuffle the training data every epoch (seeded).")
           .Int("max_length", 1024, "Truncate prompt + completion to this many tokens (offline trainers).").AtLeast(1)

@@ -1,6 +1,7 @@
 #include "posttrain/core/device.h"
 
 #include <ATen/Context.h>
+#include <stdlib.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -16,6 +17,13 @@ absl::StatusOr<at::Device> RunDevice(int local_rank, int local_world_size, bool 
         " per node (--nproc-per-node), or set use_cpu = true in [trainer] (Gloo on the CPU)"));
   }
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+}
+
+void EnableFullDeterminism() {
+  ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  at::globalContext().setDeterministicCuDNN(true);
+  at::globalContext().setBenchmarkCuDNN(false);
 }
 
 }  // namespace posttrain

@@ -1535,6 +1535,8 @@ absl::StatusOr<RunResult> RunRecipe(const Recipe& recipe, const Registry& regist
   POSTTRAIN_ASSIGN_OR_RETURN(ComponentConfig trainer_config, recipe.Component("trainer", registry));
   const bool resuming = trainer_config.Has("resume_from_checkpoint") && !trainer_config.GetString("resume_from_checkpoint").empty();
   POSTTRAIN_ASSIGN_OR_RETURN(DistributedEnv env, DistributedEnv::FromEnvironment());
+  // Before anything touches a GPU (cuBLAS reads its workspace setting once).
+  if (trainer_config.Has("full_determinism") && trainer_config.GetBool("full_determinism")) EnableFullDeterminism();
   const bool writes = env.rank == 0;
   // Rank 0 owns the run directory; the others only compute.
   std::optional<RunDirectory> run_dir;

@@ -26,6 +26,7 @@ absl::StatusOr<EngineOptions> EngineOptions::FromConfig(const ComponentConfig& c
   o.resume_from_checkpoint = c.GetString("resume_from_checkpoint");
   o.bf16 = c.GetBool("bf16");
   o.use_cpu = c.GetBool("use_cpu");
+  o.full_determinism = c.GetBool("full_determinism");
   o.ddp_timeout = c.GetInt("ddp_timeout");
   o.fsdp = c.GetString("fsdp");
   o.shuffle = c.GetBool("shuffle");

@@ -29,4 +29,12 @@ inline at::TensorOptions HostOptions(at::ScalarType dtype) {
 // its GPUs (NCCL takes one GPU per rank): the message says what to do.
 absl::StatusOr<at::Device> RunDevice(int local_rank, int local_world_size, bool use_cpu);
 
+// HF's enable_full_determinism for this process, before its first CUDA work:
+// libtorch's deterministic algorithms (an op that has none raises an error naming
+// it), CUBLAS_WORKSPACE_CONFIG=:4096:8 unless already set (cuBLAS is deterministic
+// only with a fixed workspace), cuDNN deterministic and not benchmarking. Atomic
+// accumulation in CUDA backward kernels (embedding, gather, index_add) otherwise
+// sums in a varying order, so two runs of the same steps differ in the last bits.
+void EnableFullDeterminism();
+
 }  // namespace posttrain

@@ -41,6 +41,7 @@ struct EngineOptions {
   std::string resume_from_checkpoint;
   bool bf16 = false;
   bool use_cpu = false;  // HF's: the CPU even where CUDA is there
+  bool full_determinism = false;  // HF's: deterministic kernels only (EnableFullDeterminism)
   std::int64_t ddp_timeout = 1800;  // seconds
   std::string fsdp;                  // "", "no_shard", "full_shard", "shard_grad_op"
   bool shuffle = true;
