@@ -150,10 +150,11 @@ TEST(TrainingRecipeTest, UnsupportedAdapterCombinationsAreRefused) {
   std::string out;
   EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
                                     " run recipes/dpo/stories260K_hh_lora.toml output_dir=" + dir + "/fsdp model.path=" +
-                                    testing::Stories260KDir() + " trainer.fsdp=full_shard trainer.max_steps=1 2>&1",
+                                    testing::Stories260KDir() +
+                                    " trainer.fsdp=full_shard peft.modules_to_save=[\\\"embed_tokens\\\"] trainer.max_steps=1 2>&1",
                                 &out),
             1);
-  EXPECT_THAT(out, HasSubstr("fsdp = \"full_shard\" with an adapter is not supported yet"));
+  EXPECT_THAT(out, HasSubstr("fsdp = \"full_shard\" with an adapter's modules_to_save is not supported yet"));
   EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
                                     " run recipes/reward/stories260K_hh_harmless.toml output_dir=" + dir + "/reward model.path=" +
                                     testing::Stories260KDir() + " peft.type=lora trainer.max_steps=1 2>&1",

@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <mutex>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/status.h"
@@ -23,38 +25,70 @@ struct ShardedModel::Unit {
   std::int64_t next_id = 0;
 };
 
+// A view of the same weights without the adapter (PEFT's disable_adapter: the
+// reference of an adapter run) runs its layers through the same units, without the
+// adapter's tensors.
+class ShardedModel::BaseLayerRunner final : public LayerRunner {
+ public:
+  explicit BaseLayerRunner(ShardedModel* owner) : owner_(owner) {}
+  at::Tensor Run(std::int64_t index, const at::Tensor& input, std::function<at::Tensor(const at::Tensor&)> layer) override {
+    return owner_->RunLayer(index, input, std::move(layer), /*with_extras=*/false);
+  }
+
+ private:
+  ShardedModel* owner_;
+};
+
 namespace {
 
 void ThrowIfError(const absl::Status& status) {
   TORCH_CHECK(status.ok(), std::string(status.message()));
 }
 
+// The default generator of `device`'s type (dropout in a layer draws from it).
+at::Generator DefaultGenerator(const at::Device& device) {
+  return at::globalContext().defaultGenerator(device.is_cpu() ? at::Device(at::kCPU) : device);
+}
+
 // One decoder layer of a sharded model: gathers the layer for forward, and in
 // backward gathers it again, recomputes the layer and reduce-scatters the
-// parameter gradients into the shard's gradient.
+// parameter gradients into the shard's gradient. `extras` are tensors outside the
+// shards that the layer reads and that take gradients (an adapter's parameters):
+// inputs of the function, so that autograd reaches them, with their gradients from
+// the recomputation. The recomputation draws the same random numbers as the
+// forward (the generator's state is kept from forward and restored around it), so
+// dropout in the layer masks alike.
 struct UnitFunction : public torch::autograd::Function<UnitFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
-                                                const at::Tensor& shard, std::int64_t self_address, std::int64_t index) {
+                                                const at::Tensor& shard, at::TensorList extras, std::int64_t self_address,
+                                                std::int64_t index, std::int64_t backward) {
     auto* self = reinterpret_cast<ShardedModel*>(self_address);
     ShardedModel::Unit& u = self->unit(static_cast<size_t>(index));
     const std::int64_t id = u.next_id - 1;  // the function Run just registered
     self->Gather(u);
+    if (backward != 0) {
+      at::Generator generator = DefaultGenerator(input.device());
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      ctx->saved_data["rng"] = generator.get_state();
+    }
     at::Tensor out = u.pending.at(id)(input);
-    const bool backward = shard.requires_grad() || input.requires_grad();
-    if (!backward) u.pending.erase(id);
-    if (!backward || self->strategy() == ShardedModel::Strategy::kFullShard) self->Release(u);
+    if (backward == 0) u.pending.erase(id);
+    if (backward == 0 || self->strategy() == ShardedModel::Strategy::kFullShard) self->Release(u);
     ctx->save_for_backward({input});
     ctx->saved_data["self"] = self_address;
     ctx->saved_data["index"] = index;
     ctx->saved_data["id"] = id;
+    ctx->saved_data["extras"] = static_cast<std::int64_t>(extras.size());
     return {out};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     auto* self = reinterpret_cast<ShardedModel*>(ctx->saved_data["self"].toInt());
-    ShardedModel::Unit& u = self->unit(static_cast<size_t>(ctx->saved_data["index"].toInt()));
+    const auto index = static_cast<size_t>(ctx->saved_data["index"].toInt());
+    ShardedModel::Unit& u = self->unit(index);
     const std::int64_t id = ctx->saved_data["id"].toInt();
+    const auto num_extras = static_cast<size_t>(ctx->saved_data["extras"].toInt());
     const at::Tensor input = ctx->get_saved_variables()[0];
     auto fn = u.pending.find(id);
     TORCH_CHECK(fn != u.pending.end(), "fsdp: backward of ", u.name, " ran twice");
@@ -62,18 +96,48 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     c10::AutoGradMode grad_mode(true);
     const bool input_grad = ctx->needs_input_grad(0);
     at::Tensor x = input.detach().requires_grad_(input_grad);
-    at::Tensor out = fn->second(x);
+    at::Tensor out;
+    {
+      // The forward's random numbers again; the generator then goes on as it was.
+      // (Its lock only around the state's exchange: the layer's dropout takes it.)
+      at::Generator generator = DefaultGenerator(input.device());
+      auto exchange = [&](const at::Tensor& state) {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        at::Tensor before = generator.get_state();
+        generator.set_state(state);
+        return before;
+      };
+      const at::Tensor now = exchange(ctx->saved_data["rng"].toTensor());
+      try {
+        out = fn->second(x);
+      } catch (...) {
+        exchange(now);
+        throw;
+      }
+      exchange(now);
+    }
     u.pending.erase(fn);
     std::vector<at::Tensor> inputs;
     if (input_grad) inputs.push_back(x);
-    for (const auto& [name, p] : u.params) inputs.push_back(p);
+    const std::vector<at::Tensor>& extras = self->extras(index);
+    TORCH_CHECK(extras.size() == num_extras, "fsdp: ", u.name, "'s extra tensors changed between forward and backward");
+    for (const at::Tensor& e : extras) inputs.push_back(e);
+    if (self->trainable()) {
+      for (const auto& [name, p] : u.params) inputs.push_back(p);
+    }
     std::vector<at::Tensor> grads = torch::autograd::grad({out}, inputs, {grad_outputs[0]}, /*retain_graph=*/false,
                                                           /*create_graph=*/false, /*allow_unused=*/true);
-    at::Tensor grad_input = input_grad ? grads[0] : at::Tensor();
-    std::vector<at::Tensor> param_grads(grads.begin() + (input_grad ? 1 : 0), grads.end());
-    at::Tensor shard_grad = self->ReduceScatter(u, param_grads);
+    size_t k = 0;
+    at::Tensor grad_input = input_grad ? grads[k++] : at::Tensor();
+    torch::autograd::variable_list result = {grad_input, at::Tensor()};
+    for (size_t e = 0; e < num_extras; ++e) result.push_back(grads[k++]);
+    if (self->trainable()) {
+      std::vector<at::Tensor> param_grads(grads.begin() + static_cast<std::ptrdiff_t>(k), grads.end());
+      result[1] = self->ReduceScatter(u, param_grads);
+    }
     self->Release(u);
-    return {grad_input, shard_grad, at::Tensor(), at::Tensor()};
+    result.insert(result.end(), {at::Tensor(), at::Tensor(), at::Tensor()});  // self, index, backward
+    return result;
   }
 };
 
@@ -182,10 +246,36 @@ at::Tensor ShardedModel::ReduceScatter(Unit& u, const std::vector<at::Tensor>& g
 }
 
 at::Tensor ShardedModel::Run(std::int64_t index, const at::Tensor& input, std::function<at::Tensor(const at::Tensor&)> layer) {
+  return RunLayer(index, input, std::move(layer), /*with_extras=*/true);
+}
+
+at::Tensor ShardedModel::RunLayer(std::int64_t index, const at::Tensor& input,
+                                  std::function<at::Tensor(const at::Tensor&)> layer, bool with_extras) {
   Unit& u = *units_[static_cast<size_t>(index)];
   if (all_gathered_) return layer(input);
+  static const std::vector<at::Tensor> kNone;
+  const std::vector<at::Tensor>& extras = with_extras ? this->extras(static_cast<size_t>(index)) : kNone;
+  bool backward = input.requires_grad() || u.shard.requires_grad();
+  for (const at::Tensor& e : extras) backward = backward || e.requires_grad();
+  backward = backward && c10::GradMode::is_enabled();
   u.pending[u.next_id++] = std::move(layer);
-  return UnitFunction::apply(input, u.shard, reinterpret_cast<std::int64_t>(this), index)[0];
+  return UnitFunction::apply(input, u.shard, at::TensorList(extras), reinterpret_cast<std::int64_t>(this), index,
+                             static_cast<std::int64_t>(backward))[0];
+}
+
+void ShardedModel::SetLayerExtras(std::vector<std::vector<at::Tensor>> per_layer) {
+  per_layer.resize(units_.size() - 1);
+  extras_ = std::move(per_layer);
+}
+
+const std::vector<at::Tensor>& ShardedModel::extras(size_t index) const {
+  static const std::vector<at::Tensor> kNone;
+  return index < extras_.size() ? extras_[index] : kNone;
+}
+
+LayerRunner* ShardedModel::BaseRunner() {
+  if (base_runner_ == nullptr) base_runner_ = std::make_unique<BaseLayerRunner>(this);
+  return base_runner_.get();
 }
 
 absl::Status ShardedModel::BeginStep() {

@@ -22,6 +22,7 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -407,10 +408,10 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
       POSTTRAIN_ASSIGN_OR_RETURN(parts.adapter, LoadSavedAdapter(registry, adapter_dir, *parts.policy));
     }
     if (parts.adapter != nullptr) {
-      if (!options.fsdp.empty() && options.fsdp != "no_shard") {
+      if (!options.fsdp.empty() && options.fsdp != "no_shard" && !parts.adapter->ModulesToSave().empty()) {
         return absl::UnimplementedError(absl::StrCat(trainer_config.where(), ": fsdp = \"", options.fsdp,
-                                                     "\" with an adapter is not supported yet (adapters train a few MiB: "
-                                                     "use data parallel without fsdp)"));
+                                                     "\" with an adapter's modules_to_save is not supported yet (they would "
+                                                     "train whole, inside the sharded base): leave modules_to_save out or fsdp off"));
       }
       parts.policy->set_adapter(parts.adapter.get());
       std::int64_t n = 0;
@@ -700,6 +701,9 @@ class Run {
   at::Device device_ = at::Device(at::kCPU);  // the run's (Setup)
   Collectives collectives_;
   std::unique_ptr<ShardedModel> policy_shards_, reference_shards_;  // fsdp only
+  // The policy's weights train as shards (fsdp without an adapter; with one, the
+  // base's shards are frozen and the adapter is replicated: saved as without fsdp).
+  bool ShardedTraining() const { return policy_shards_ != nullptr && p_.adapter == nullptr; }
   std::optional<LoadedCheckpoint> resumed_;
   std::string resumed_path_;
   std::int64_t grad_bytes_ = 0;
@@ -829,14 +833,36 @@ absl::Status Run::ResumeWeights() {
 absl::Status Run::ShardModels() {
   if (o_.fsdp.empty() || o_.fsdp == "no_shard" || p_.policy == nullptr) return absl::OkStatus();
   POSTTRAIN_ASSIGN_OR_RETURN(const ShardedModel::Strategy strategy, ShardedModel::ParseStrategy(o_.fsdp));
-  POSTTRAIN_ASSIGN_OR_RETURN(policy_shards_, ShardedModel::Shard(p_.policy.get(), group_.get(), strategy, /*trainable=*/true));
-  if (p_.reference != nullptr) {
+  // With an adapter the base is frozen: its shards only gather for the layers, and
+  // the adapter (replicated, a few MiB) trains as in data parallelism.
+  const bool adapter = p_.adapter != nullptr;
+  POSTTRAIN_ASSIGN_OR_RETURN(policy_shards_, ShardedModel::Shard(p_.policy.get(), group_.get(), strategy, /*trainable=*/!adapter));
+  if (adapter) {
+    // The adapter's parameters by decoder layer ("...model.layers.<i>.…").
+    std::vector<std::vector<at::Tensor>> per_layer(static_cast<size_t>(p_.policy->config().num_hidden_layers));
+    for (const auto& [name, param] : p_.adapter->NamedParameters()) {
+      const size_t at = name.find("model.layers.");
+      std::int64_t layer = -1;
+      if (at != std::string::npos) {
+        const std::string rest = name.substr(at + 13);
+        if (!absl::SimpleAtoi(rest.substr(0, rest.find('.')), &layer)) layer = -1;
+      }
+      if (layer >= 0 && layer < static_cast<std::int64_t>(per_layer.size())) per_layer[static_cast<size_t>(layer)].push_back(param);
+    }
+    policy_shards_->SetLayerExtras(std::move(per_layer));
+  }
+  if (p_.reference != nullptr && p_.reference_is_view) {
+    // The base without the adapter: the policy's own tensors, so its units.
+    p_.reference->set_layer_runner(policy_shards_->BaseRunner());
+  } else if (p_.reference != nullptr) {
     POSTTRAIN_ASSIGN_OR_RETURN(reference_shards_, ShardedModel::Shard(p_.reference.get(), group_.get(), strategy, false));
   }
-  // The optimizer trains the shards (and the trainer's own, replicated, parameters).
-  std::vector<std::pair<std::string, at::Tensor>> trainable = policy_shards_->shards();
-  for (const auto& group : {extras_, trainer_params_}) trainable.insert(trainable.end(), group.begin(), group.end());
-  trainable_ = std::move(trainable);
+  if (!adapter) {
+    // The optimizer trains the shards (and the trainer's own, replicated, parameters).
+    std::vector<std::pair<std::string, at::Tensor>> trainable = policy_shards_->shards();
+    for (const auto& group : {extras_, trainer_params_}) trainable.insert(trainable.end(), group.begin(), group.end());
+    trainable_ = std::move(trainable);
+  }
   spdlog::info("fsdp {}: {} units, this rank holds {:.2f} MiB of parameter shards", o_.fsdp,
                policy_shards_->shards().size(), static_cast<double>(policy_shards_->ShardBytes()) / (1 << 20));
   return absl::OkStatus();
@@ -1223,7 +1249,7 @@ absl::Status Run::Checkpoint(std::int64_t step) {
     }
   }
   const std::string& out = run_dir_.path();
-  if (policy_shards_ == nullptr) {
+  if (!ShardedTraining()) {
     absl::Status saved = absl::OkStatus();
     if (p_.adapter != nullptr) {
       // The adapter alone (PEFT's files) and its optimizer state: a few MiB.
@@ -1391,6 +1417,7 @@ void Run::LogMemory() {
     }
   }
   if (reference_shards_ != nullptr) params += reference_shards_->ShardBytes();
+  if (policy_shards_ != nullptr && p_.adapter != nullptr) params += policy_shards_->ShardBytes();  // the frozen base's shards
   if (reference_shards_ == nullptr && p_.reference != nullptr && !p_.reference_is_view) {
     for (const auto& [name, p] : p_.reference->named_parameters()) params += p.numel() * static_cast<std::int64_t>(p.element_size());
   }
@@ -1429,7 +1456,7 @@ absl::Status Run::SaveFinal() {
     if (saved.ok()) saved = CopyTokenizerFiles(p_.model_path, run_dir_.File("final"));
   } else if (Writes()) {
     saved = SaveCausalLM(*p_.policy, run_dir_.File("final"), save);
-  } else if (policy_shards_ != nullptr) {
+  } else if (ShardedTraining()) {
     for (size_t unit = 0; unit < save.tensor_groups.size(); ++unit) {
       POSTTRAIN_RETURN_IF_ERROR(save.materialize(unit, true));
       POSTTRAIN_RETURN_IF_ERROR(save.materialize(unit, false));
@@ -1485,6 +1512,11 @@ absl::StatusOr<RunResult> Run::Train() {
       if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->BeginStep());
     }
     spdlog::debug("phase: training step {}", step);
+    // Random numbers drawn by the model in a step (an adapter's dropout) come from
+    // libtorch's default generators, seeded per step and rank: a run repeats, and a
+    // resumed run draws what the uninterrupted one drew.
+    at::manual_seed(Seed() * 1000003u + (std::uint64_t{1} << 41) + static_cast<std::uint64_t>(step) * 100003u +
+                    static_cast<std::uint64_t>(rank()));
     POSTTRAIN_ASSIGN_OR_RETURN(Metrics step_metrics, TrainMicroBatches(step, log_completions, &trained));
     for (ShardedModel* s : {policy_shards_.get(), reference_shards_.get()}) {
       if (s != nullptr) POSTTRAIN_RETURN_IF_ERROR(s->EndStep());

@@ -87,6 +87,16 @@ class ShardedModel : public LayerRunner {
   // Bytes this rank holds in shards (and, after a backward, shard gradients).
   std::int64_t ShardBytes() const;
 
+  // An adapter over a frozen sharded base (Shard(..., trainable = false)): per
+  // decoder layer, the tensors outside the shards that the layer's forward reads and
+  // that take gradients (the adapter's parameters of that layer). The layer's
+  // backward (a recomputation) gives them their gradients; dropout draws the same
+  // random numbers as in the forward. Layers beyond the list have none.
+  void SetLayerExtras(std::vector<std::vector<at::Tensor>> per_layer);
+  // A runner for a view of the same weights without the adapter (CausalLM::BaseView,
+  // the reference of an adapter run): the same units, no extra tensors. Owned here.
+  LayerRunner* BaseRunner();
+
   at::Tensor Run(std::int64_t index, const at::Tensor& input, std::function<at::Tensor(const at::Tensor&)> layer) override;
 
   // For the autograd function (fsdp.cc).
@@ -96,6 +106,8 @@ class ShardedModel : public LayerRunner {
   void Release(Unit& u);
   at::Tensor ReduceScatter(Unit& u, const std::vector<at::Tensor>& grads);
   Strategy strategy() const { return strategy_; }
+  bool trainable() const { return trainable_; }
+  const std::vector<at::Tensor>& extras(size_t index) const;
 
  private:
   ShardedModel() = default;
@@ -106,6 +118,11 @@ class ShardedModel : public LayerRunner {
   bool all_gathered_ = false;
   std::vector<std::unique_ptr<Unit>> units_;  // layers 0..L-1, then the root
   std::vector<std::pair<std::string, at::Tensor>> shards_;
+  std::vector<std::vector<at::Tensor>> extras_;  // per decoder layer
+  class BaseLayerRunner;
+  std::unique_ptr<BaseLayerRunner> base_runner_;
+  at::Tensor RunLayer(std::int64_t index, const at::Tensor& input, std::function<at::Tensor(const at::Tensor&)> layer,
+                      bool with_extras);
 };
 
 }  // namespace posttrain
