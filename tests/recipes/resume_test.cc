@@ -121,8 +121,10 @@ INSTANTIATE_TEST_SUITE_P(
                    "trainer.eval_on_start=false trainer.precompute_ref_log_probs=false data.max_examples=64 "
                    "eval_data.max_examples=4",
                    3},
+        // lora_dropout: the masks come from generators seeded per step, so the resume
+        // draws what the uninterrupted run drew.
         ResumeCase{"dpo_lora", "recipes/dpo/stories260K_hh_lora.toml",
-                   "trainer.max_steps=9 trainer.per_device_train_batch_size=4 trainer.max_length=96 "
+                   "peft.lora_dropout=0.1 trainer.max_steps=9 trainer.per_device_train_batch_size=4 trainer.max_length=96 "
                    "trainer.max_prompt_length=64 trainer.save_steps=3 trainer.logging_steps=2 trainer.eval_on_start=false "
                    "data.max_examples=64 eval_data.max_examples=4",
                    3},
