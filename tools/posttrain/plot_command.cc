@@ -56,7 +56,7 @@ absl::StatusOr<RunSeries> ReadRun(const std::string& dir) {
 }
 
 // TensorBoard's smoothing: an exponential moving average, debiased at the start.
-std::vector<double> Smooth(const std::vector<double>& v, double weight) {
+[[maybe_unused]] std::vector<double> Smooth(const std::vector<double>& v, double weight) {  // unused without PLplot
   std::vector<double> out;
   double last = 0, debias = 0;
   for (double x : v) {

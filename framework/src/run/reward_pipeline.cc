@@ -83,17 +83,7 @@ struct RewardPipeline::Session::State {
   void ScoreChunk(std::size_t f, const std::vector<std::size_t>& indices) {
     // A waiting trainer thread may run this task inside its bf16 autocast scope:
     // rewards always see plain precision.
-    struct NoAutocast {
-      bool cpu = AutocastEnabled(at::kCPU), cuda = AutocastEnabled(at::kCUDA);
-      NoAutocast() {
-        SetAutocast(at::kCPU, false);
-        SetAutocast(at::kCUDA, false);
-      }
-      ~NoAutocast() {
-        SetAutocast(at::kCPU, cpu);
-        SetAutocast(at::kCUDA, cuda);
-      }
-    } no_autocast;
+    const NoAutocastScope no_autocast;
     const Entry& entry = pipeline->entries_[f];
     std::vector<RewardInput> inputs;
     inputs.reserve(indices.size());

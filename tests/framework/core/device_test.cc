@@ -1,5 +1,7 @@
 #include "posttrain/core/device.h"
 
+#include "posttrain/core/autocast.h"
+
 #include <ATen/Context.h>
 #include <stdlib.h>
 
@@ -50,6 +52,24 @@ TEST(FullDeterminismTest, SetsLibtorchsSwitchesAndKeepsAUsersCublasSetting) {
   ::unsetenv("CUBLAS_WORKSPACE_CONFIG");
   at::globalContext().setDeterministicAlgorithms(false, false);
   at::globalContext().setDeterministicCuDNN(false);
+}
+
+// A scope without autocast (rewards see plain precision) leaves autocast as it found
+// it: on, with the dtype it had (CUDA's here: fp16, not the bf16 posttrain uses;
+// CPU autocast takes bf16 only). Only thread-local flags: no GPU needed.
+TEST(NoAutocastScopeTest, RestoresTheStateAndTheDtype) {
+  SetAutocast(at::kCPU, true, at::kBFloat16);
+  SetAutocast(at::kCUDA, true, at::kHalf);
+  {
+    const NoAutocastScope scope;
+    EXPECT_FALSE(AutocastEnabled(at::kCPU));
+    EXPECT_FALSE(AutocastEnabled(at::kCUDA));
+  }
+  EXPECT_TRUE(AutocastEnabled(at::kCPU));
+  EXPECT_TRUE(AutocastEnabled(at::kCUDA));
+  EXPECT_EQ(AutocastDtype(at::kCUDA), at::kHalf);
+  SetAutocast(at::kCPU, false);
+  SetAutocast(at::kCUDA, false);
 }
 
 }  // namespace
