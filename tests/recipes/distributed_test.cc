@@ -73,6 +73,28 @@ double ChangeFromInitial(const std::string& dir) {
   return MaxAbsDifference(testing::Stories260KDir(), dir);
 }
 
+// Two saved adapters: the largest |a - b| over their tensors, and the largest lora_B
+// entry of the first (B starts at zero: how far training moved it).
+struct AdapterComparison {
+  double diff = 0, change = 0;
+};
+AdapterComparison CompareAdapters(const std::string& a_dir, const std::string& b_dir) {
+  auto a = testing::LoadTensors(a_dir + "/adapter_model.safetensors");
+  auto b = testing::LoadTensors(b_dir + "/adapter_model.safetensors");
+  EXPECT_EQ(a.size(), b.size());
+  EXPECT_FALSE(a.empty());
+  AdapterComparison c;
+  for (const auto& [name, t] : a) {
+    if (b.count(name) == 0) {
+      ADD_FAILURE() << "missing " << name;
+      continue;
+    }
+    c.diff = std::max(c.diff, (t - b.at(name)).abs().max().item<double>());
+    if (name.find("lora_B") != std::string::npos) c.change = std::max(c.change, t.abs().max().item<double>());
+  }
+  return c;
+}
+
 struct DpCase {
   const char* name;
   const char* recipe;
@@ -145,17 +167,9 @@ TEST(DataParallelLoraTest, TwoRanksOfBatchBEqualOneRankOfBatch2B) {
                                 &out),
             0)
       << out;
-  auto one = testing::LoadTensors(dir + "/one/final/adapter_model.safetensors");
-  auto two = testing::LoadTensors(dir + "/two/final/adapter_model.safetensors");
-  ASSERT_EQ(one.size(), two.size());
-  ASSERT_FALSE(one.empty());
-  double diff = 0, change = 0;
-  for (const auto& [name, t] : one) {
-    diff = std::max(diff, (t - two.at(name)).abs().max().item<double>());
-    if (name.find("lora_B") != std::string::npos) change = std::max(change, t.abs().max().item<double>());
-  }
-  EXPECT_GT(change, 1e-4);
-  EXPECT_LE(diff, 1e-5) << "largest lora_B entry " << change;
+  const AdapterComparison c = CompareAdapters(dir + "/one/final", dir + "/two/final");
+  EXPECT_GT(c.change, 1e-4);
+  EXPECT_LE(c.diff, 1e-5) << "largest lora_B entry " << c.change;
 }
 
 // LoRA composes with fsdp: the frozen base is sharded (gathered a layer at a time),
@@ -185,18 +199,9 @@ TEST(FsdpLoraTest, FullShardWithAnAdapterEqualsDataParallel) {
   // final/ is the adapter alone, as without fsdp.
   EXPECT_TRUE(fs::exists(dir + "/fsdp/final/adapter_model.safetensors"));
   EXPECT_FALSE(fs::exists(dir + "/fsdp/final/model.safetensors.index.json"));
-  auto dp = testing::LoadTensors(dir + "/dp/final/adapter_model.safetensors");
-  auto fsdp = testing::LoadTensors(dir + "/fsdp/final/adapter_model.safetensors");
-  ASSERT_EQ(dp.size(), fsdp.size());
-  ASSERT_FALSE(dp.empty());
-  double diff = 0, change = 0;
-  for (const auto& [name, t] : dp) {
-    ASSERT_EQ(fsdp.count(name), 1u) << name;
-    diff = std::max(diff, (t - fsdp.at(name)).abs().max().item<double>());
-    if (name.find("lora_B") != std::string::npos) change = std::max(change, t.abs().max().item<double>());
-  }
-  EXPECT_GT(change, 1e-3) << "nothing was trained";
-  EXPECT_LE(diff, 1e-5) << "largest lora_B entry " << change;
+  const AdapterComparison c = CompareAdapters(dir + "/dp/final", dir + "/fsdp/final");
+  EXPECT_GT(c.change, 1e-3) << "nothing was trained";
+  EXPECT_LE(c.diff, 1e-5) << "largest lora_B entry " << c.change;
   // Each rank holds half the frozen base (plus the replicated adapter).
   auto parameters_mib = [](const std::string& log) {
     const size_t at = log.find("[rank 1] ");
