@@ -210,9 +210,9 @@ std::int64_t ShardedModel::UnitNumel(const std::string& name) const {
 at::Tensor ShardedModel::Gather(Unit& u) {
   if (u.full.defined()) return u.full;
   c10::NoGradGuard no_grad;
-  absl::StatusOr<std::vector<at::Tensor>> parts = group_->AllGather(u.shard.detach());
-  ThrowIfError(parts.status());
-  u.full = parts->size() == 1 ? (*parts)[0] : at::cat(*parts);
+  absl::StatusOr<at::Tensor> full = group_->AllGatherFlat(u.shard.detach());
+  ThrowIfError(full.status());
+  u.full = *std::move(full);
   std::int64_t offset = 0;
   for (size_t k = 0; k < u.params.size(); ++k) {
     at::Tensor& p = u.params[k].second;
@@ -239,10 +239,9 @@ at::Tensor ShardedModel::ReduceScatter(Unit& u, const std::vector<at::Tensor>& g
     if (k < grads.size() && grads[k].defined()) flat.narrow(0, offset, n).copy_(grads[k].reshape({-1}));
     offset += n;
   }
-  // Gloo has no reduce_scatter in libtorch 1.13: all-reduce, keep this rank's slice.
-  std::vector<at::Tensor> bucket = {flat};
-  ThrowIfError(group_->AllReduceMean(bucket));
-  return flat.narrow(0, group_->rank() * u.shard_size, u.shard_size).clone();
+  absl::StatusOr<at::Tensor> mine = group_->ReduceScatterMean(flat);
+  ThrowIfError(mine.status());
+  return *std::move(mine);
 }
 
 at::Tensor ShardedModel::Run(std::int64_t index, const at::Tensor& input, std::function<at::Tensor(const at::Tensor&)> layer) {

@@ -118,6 +118,8 @@ using C10dCollectives = ::c10d::ProcessGroup;
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<C10dCollectives> group;  // Gloo or NCCL
+  // NCCL has one-buffer all-gather and reduce-scatter; Gloo in libtorch 1.13 has neither.
+  bool native_flat_collectives = false;
   // Heartbeats: a store connection of their own, bumped from a thread.
   c10::intrusive_ptr<::c10d::Store> heartbeat_store;
   std::thread heartbeat;
@@ -184,6 +186,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Create(const Distrib
       auto nccl_options = ::c10d::ProcessGroupNCCL::Options::create();
       nccl_options->timeout = timeout;
       pg->impl_->group = c10::make_intrusive<::c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, nccl_options);
+      pg->impl_->native_flat_collectives = true;
     } else
 #endif
     {
@@ -301,6 +304,49 @@ absl::StatusOr<std::vector<at::Tensor>> ProcessGroup::AllGather(const at::Tensor
     return output[0];
   } catch (const std::exception& e) {
     return CollectiveError("all-gather", e);
+  }
+}
+
+absl::StatusOr<at::Tensor> ProcessGroup::AllGatherFlat(const at::Tensor& shard) {
+  if (env_.world_size == 1) return shard.reshape({-1}).clone();
+  try {
+    c10::NoGradGuard no_grad;
+    at::Tensor input = shard.reshape({-1}).to(device_).contiguous();
+    if (impl_->native_flat_collectives) {
+      at::Tensor output = at::empty({input.numel() * env_.world_size}, input.options());
+      impl_->group->_allgather_base(output, input)->wait();
+      return output.to(shard.device());
+    }
+  } catch (const std::exception& e) {
+    return CollectiveError("all-gather", e);
+  }
+  POSTTRAIN_ASSIGN_OR_RETURN(std::vector<at::Tensor> parts, AllGather(shard.reshape({-1})));
+  return at::cat(parts);
+}
+
+absl::StatusOr<at::Tensor> ProcessGroup::ReduceScatterMean(const at::Tensor& flat) {
+  const std::int64_t n = flat.numel() / env_.world_size;
+  if (flat.dim() != 1 || n * env_.world_size != flat.numel()) {
+    return absl::InvalidArgumentError(absl::StrCat("reduce-scatter of a tensor of shape [", absl::StrJoin(flat.sizes(), ", "),
+                                                   "]: expected 1-D with a multiple of ", env_.world_size, " elements"));
+  }
+  if (env_.world_size == 1) return flat.clone();
+  try {
+    c10::NoGradGuard no_grad;
+    at::Tensor input = flat.to(device_).contiguous();
+    if (impl_->native_flat_collectives) {
+      at::Tensor output = at::empty({n}, input.options());
+      ::c10d::ReduceScatterOptions options;
+      options.reduceOp = ::c10d::ReduceOp::SUM;
+      impl_->group->_reduce_scatter_base(output, input, options)->wait();
+      return output.div_(env_.world_size).to(flat.device());
+    }
+    // Gloo: all-reduce the whole buffer and keep this rank's slice (twice the traffic).
+    std::vector<at::Tensor> bucket = {input};
+    impl_->group->allreduce(bucket)->wait();
+    return bucket[0].narrow(0, env_.rank * n, n).div(env_.world_size).to(flat.device());
+  } catch (const std::exception& e) {
+    return CollectiveError("reduce-scatter", e);
   }
 }
 

@@ -149,5 +149,43 @@ TEST(ProcessGroupTest, TwoRanksSumGatherAndBroadcast) {
   EXPECT_EQ(offsets[1], 2);
 }
 
+// FSDP's collectives on two ranks (Gloo here; NCCL has them natively): the shards
+// end to end, and a flat buffer's mean over the ranks, sliced by rank.
+TEST(ProcessGroupTest, TwoRanksAllGatherFlatAndReduceScatterMean) {
+  const int port = testing::FreePort();
+  std::vector<std::string> errors(2);
+  std::vector<at::Tensor> whole(2), mine(2);
+  auto rank_main = [&](int rank) {
+    DistributedEnv env;
+    env.rank = rank;
+    env.world_size = 2;
+    env.master_port = port;
+    env.source = "test";
+    auto group = ProcessGroup::Create(env, std::chrono::seconds(30));
+    if (!group.ok()) {
+      errors[rank] = group.status().ToString();
+      return;
+    }
+    // Rank r's shard: r·10 + [0, 1, 2].
+    auto gathered = (*group)->AllGatherFlat(at::arange(3, at::kFloat) + 10.0f * static_cast<float>(rank));
+    if (!gathered.ok()) errors[rank] = gathered.status().ToString();
+    else whole[rank] = *gathered;
+    // Rank r's buffer: [1..6] · (r + 1); the mean over ranks is [1..6] · 1.5.
+    auto reduced = (*group)->ReduceScatterMean(at::arange(1, 7, at::kFloat) * static_cast<float>(rank + 1));
+    if (!reduced.ok()) errors[rank] = reduced.status().ToString();
+    else mine[rank] = *reduced;
+    if ((*group)->ReduceScatterMean(at::ones({5}, at::kFloat)).ok()) errors[rank] = "5 elements over 2 ranks accepted";
+  };
+  std::thread r1(rank_main, 1);
+  rank_main(0);
+  r1.join();
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_TRUE(at::equal(whole[r], at::tensor({0.0f, 1.0f, 2.0f, 10.0f, 11.0f, 12.0f}))) << whole[r];
+  }
+  EXPECT_TRUE(at::allclose(mine[0], at::tensor({1.5f, 3.0f, 4.5f}))) << mine[0];
+  EXPECT_TRUE(at::allclose(mine[1], at::tensor({6.0f, 7.5f, 9.0f}))) << mine[1];
+}
+
 }  // namespace
 }  // namespace posttrain

@@ -18,8 +18,10 @@
 //     tied to the embedding in most small models).
 // Generation, evaluation and saving gather every unit for their duration
 // (GatherAll/ReleaseAll), as TRL does with ZeRO-3 (unwrap_model_for_generation).
-// Gloo in libtorch 1.13 has no reduce_scatter: a unit's gradient is all-reduced
-// and each rank keeps its slice (twice the traffic of a reduce-scatter).
+// The collectives are ProcessGroup::AllGatherFlat and ReduceScatterMean: NCCL's
+// one-buffer all-gather and reduce-scatter; on Gloo (libtorch 1.13 has neither) a
+// gathered list, and an all-reduce of which each rank keeps its slice (twice the
+// traffic of a reduce-scatter).
 //
 // Every rank must run the same forward and backward passes in the same order
 // (each gathers with collectives). Not thread-safe.

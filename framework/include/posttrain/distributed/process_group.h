@@ -82,6 +82,14 @@ class ProcessGroup {
   absl::Status Broadcast(std::vector<at::Tensor>& tensors, int root = 0);
   // Every rank's `tensor` (same shape and dtype everywhere), in rank order.
   absl::StatusOr<std::vector<at::Tensor>> AllGather(const at::Tensor& tensor);
+  // Every rank's 1-D `shard` (the same length n everywhere) end to end, in rank
+  // order: [world · n]. NCCL's one-buffer all-gather; Gloo gathers a list.
+  absl::StatusOr<at::Tensor> AllGatherFlat(const at::Tensor& shard);
+  // `flat` ([world · n], 1-D, the same shape everywhere) summed over the ranks and
+  // divided by the world size; this rank's slice [rank · n, (rank + 1) · n). NCCL's
+  // reduce-scatter; Gloo (none in libtorch 1.13) all-reduces and slices.
+  // InvalidArgument for another shape.
+  absl::StatusOr<at::Tensor> ReduceScatterMean(const at::Tensor& flat);
   // Every rank's string (any lengths), in rank order.
   absl::StatusOr<std::vector<std::string>> AllGatherStrings(const std::string& text);
   absl::Status Barrier();
