@@ -137,6 +137,21 @@ class LoraAdapter final : public Adapter {
                                                        "v_proj, o_proj, gate_proj, up_proj, down_proj)"));
       }
     }
+    // Each module to save names base tensors (a tied lm_head is the embedding's).
+    for (const std::string& module : modules_to_save_) {
+      bool found = false;
+      for (const auto& [name, shape] : ExpectedTensors(config_)) {
+        const std::string path = name.substr(0, name.rfind('.'));
+        found = found || path == module || absl::EndsWith(path, "." + module);
+      }
+      if (!found) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "[peft] modules_to_save: '", module, "' names no module of the model",
+            module == "lm_head" && config_.tie_word_embeddings
+                ? " (its lm_head is tied to the input embedding: name embed_tokens)"
+                : " (e.g. embed_tokens, lm_head, model.norm)"));
+      }
+    }
     return absl::OkStatus();
   }
 

@@ -106,6 +106,18 @@ TEST(LoraAdapterTest, TargetsThatMatchNothingAreNamed) {
   ASSERT_TRUE(regex->Attach(config, at::TensorOptions().dtype(at::kFloat), 0).ok());
   for (const auto& [name, p] : regex->NamedParameters()) EXPECT_THAT(name, HasSubstr("layers.1."));
   EXPECT_EQ(regex->NamedParameters().size(), 14u);
+  // modules_to_save: a module the model lacks, and a tied lm_head (the embedding is
+  // the one to name), are refused by name instead of training nothing.
+  auto unknown = Lora({{"modules_to_save", std::vector<std::string>{"score_head"}}});
+  s = unknown->Attach(config, at::TensorOptions().dtype(at::kFloat), 0);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("modules_to_save: 'score_head' names no module"));
+  ModelConfig tied = config;
+  tied.tie_word_embeddings = true;
+  auto tied_head = Lora({{"modules_to_save", std::vector<std::string>{"lm_head"}}});
+  s = tied_head->Attach(tied, at::TensorOptions().dtype(at::kFloat), 0);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("tied to the input embedding: name embed_tokens"));
+  auto embedding = Lora({{"modules_to_save", std::vector<std::string>{"embed_tokens"}}});
+  EXPECT_TRUE(embedding->Attach(tied, at::TensorOptions().dtype(at::kFloat), 0).ok());
 }
 
 // The model with the adapter = the merged model (padded, padding-free paths);
