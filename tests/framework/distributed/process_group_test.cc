@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <functional>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -103,13 +104,11 @@ TEST(DistributedEnvTest, MalformedVariablesAreNamed) {
   }
 }
 
-// Two ranks in one process (a thread each) over a real TCPStore and Gloo.
-TEST(ProcessGroupTest, TwoRanksSumGatherAndBroadcast) {
+// Runs `body(rank, group)` for ranks 0 and 1 of one process group, a thread each,
+// over a real TCPStore and Gloo; `errors[rank]` holds what went wrong ("" if nothing).
+void TwoRanks(std::vector<std::string>& errors, const std::function<void(int, ProcessGroup&)>& body) {
   const int port = testing::FreePort();
-  std::vector<std::string> errors(2);
-  std::vector<double> sums(2);
-  std::vector<at::Tensor> gathered(2), broadcast(2), strings_ok(2);
-  std::vector<std::int64_t> offsets(2);
+  errors.assign(2, "");
   auto rank_main = [&](int rank) {
     DistributedEnv env;
     env.rank = rank;
@@ -121,22 +120,34 @@ TEST(ProcessGroupTest, TwoRanksSumGatherAndBroadcast) {
       errors[rank] = group.status().ToString();
       return;
     }
-    Collectives c(group->get());
+    body(rank, **group);
+  };
+  std::thread r1(rank_main, 1);
+  rank_main(0);
+  r1.join();
+}
+
+// Two ranks in one process (a thread each) over a real TCPStore and Gloo.
+TEST(ProcessGroupTest, TwoRanksSumGatherAndBroadcast) {
+  std::vector<std::string> errors;
+  std::vector<double> sums(2);
+  std::vector<at::Tensor> gathered(2), broadcast(2), strings_ok(2);
+  std::vector<std::int64_t> offsets(2);
+  TwoRanks(errors, [&](int rank, ProcessGroup& pg) {
+    ProcessGroup* group = &pg;
+    Collectives c(group);
     // Σ of 1.5 and 2.5; rows 2 (rank 0) and 3 (rank 1) gathered in rank order.
     sums[rank] = *c.Sum(rank == 0 ? 1.5 : 2.5);
     const at::Tensor mine = at::full({rank == 0 ? 2 : 3, 2}, static_cast<float>(rank + 1));
     gathered[rank] = *c.Gather(mine, &offsets[rank]);
     std::vector<at::Tensor> b = {at::full({3}, static_cast<double>(rank + 10), at::kDouble)};
-    if (!(*group)->Broadcast(b, 1).ok()) errors[rank] = "broadcast";
+    if (!group->Broadcast(b, 1).ok()) errors[rank] = "broadcast";
     broadcast[rank] = b[0];
-    auto strings = (*group)->AllGatherStrings(rank == 0 ? "zero" : "one, longer");
+    auto strings = group->AllGatherStrings(rank == 0 ? "zero" : "one, longer");
     if (!strings.ok() || (*strings)[0] != "zero" || (*strings)[1] != "one, longer") errors[rank] = "strings";
     c.set_local(true);  // evaluation: the identity
     if (*c.Sum(7.0) != 7.0 || c.world_size() != 1) errors[rank] = "local";
-  };
-  std::thread r1(rank_main, 1);
-  rank_main(0);
-  r1.join();
+  });
   for (int r = 0; r < 2; ++r) {
     ASSERT_EQ(errors[r], "") << "rank " << r;
     EXPECT_DOUBLE_EQ(sums[r], 4.0);
@@ -152,33 +163,19 @@ TEST(ProcessGroupTest, TwoRanksSumGatherAndBroadcast) {
 // FSDP's collectives on two ranks (Gloo here; NCCL has them natively): the shards
 // end to end, and a flat buffer's mean over the ranks, sliced by rank.
 TEST(ProcessGroupTest, TwoRanksAllGatherFlatAndReduceScatterMean) {
-  const int port = testing::FreePort();
-  std::vector<std::string> errors(2);
+  std::vector<std::string> errors;
   std::vector<at::Tensor> whole(2), mine(2);
-  auto rank_main = [&](int rank) {
-    DistributedEnv env;
-    env.rank = rank;
-    env.world_size = 2;
-    env.master_port = port;
-    env.source = "test";
-    auto group = ProcessGroup::Create(env, std::chrono::seconds(30));
-    if (!group.ok()) {
-      errors[rank] = group.status().ToString();
-      return;
-    }
+  TwoRanks(errors, [&](int rank, ProcessGroup& group) {
     // Rank r's shard: r·10 + [0, 1, 2].
-    auto gathered = (*group)->AllGatherFlat(at::arange(3, at::kFloat) + 10.0f * static_cast<float>(rank));
+    auto gathered = group.AllGatherFlat(at::arange(3, at::kFloat) + 10.0f * static_cast<float>(rank));
     if (!gathered.ok()) errors[rank] = gathered.status().ToString();
     else whole[rank] = *gathered;
     // Rank r's buffer: [1..6] · (r + 1); the mean over ranks is [1..6] · 1.5.
-    auto reduced = (*group)->ReduceScatterMean(at::arange(1, 7, at::kFloat) * static_cast<float>(rank + 1));
+    auto reduced = group.ReduceScatterMean(at::arange(1, 7, at::kFloat) * static_cast<float>(rank + 1));
     if (!reduced.ok()) errors[rank] = reduced.status().ToString();
     else mine[rank] = *reduced;
-    if ((*group)->ReduceScatterMean(at::ones({5}, at::kFloat)).ok()) errors[rank] = "5 elements over 2 ranks accepted";
-  };
-  std::thread r1(rank_main, 1);
-  rank_main(0);
-  r1.join();
+    if (group.ReduceScatterMean(at::ones({5}, at::kFloat)).ok()) errors[rank] = "5 elements over 2 ranks accepted";
+  });
   for (int r = 0; r < 2; ++r) {
     ASSERT_EQ(errors[r], "") << "rank " << r;
     EXPECT_TRUE(at::equal(whole[r], at::tensor({0.0f, 1.0f, 2.0f, 10.0f, 11.0f, 12.0f}))) << whole[r];
