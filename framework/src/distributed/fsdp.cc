@@ -168,11 +168,9 @@ absl::StatusOr<std::unique_ptr<ShardedModel>> ShardedModel::Shard(CausalLM* mode
   }
   // Each parameter to its unit (a tied LM head is the embedding: listed once).
   for (const auto& [name, p] : model->named_parameters()) {
-    size_t unit = static_cast<size_t>(layers);
-    if (absl::StartsWith(name, "model.layers.")) {
-      const std::string rest = name.substr(13);
-      unit = static_cast<size_t>(std::stoll(rest.substr(0, rest.find('.'))));
-    }
+    const std::int64_t layer = DecoderLayerOf(name);
+    if (layer >= layers) return absl::InternalError(absl::StrCat("fsdp: ", name, " is beyond the model's ", layers, " layers"));
+    const size_t unit = static_cast<size_t>(layer >= 0 ? layer : layers);
     Unit& u = *s->units_[unit];
     u.params.push_back({name, p});
     u.shapes.push_back(p.sizes().vec());

@@ -7,6 +7,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "posttrain/core/autocast.h"
@@ -52,6 +53,15 @@ std::string ShapeText(at::IntArrayRef shape) {
 }
 
 }  // namespace
+
+std::int64_t DecoderLayerOf(const std::string& name) {
+  const size_t at = name.find("model.layers.");
+  if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return -1;
+  const size_t begin = at + 13, end = name.find('.', begin);
+  std::int64_t layer = -1;
+  if (end == std::string::npos || !absl::SimpleAtoi(absl::string_view(name).substr(begin, end - begin), &layer)) return -1;
+  return layer;
+}
 
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& c) {
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;

@@ -22,7 +22,6 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -841,12 +840,7 @@ absl::Status Run::ShardModels() {
     // The adapter's parameters by decoder layer ("...model.layers.<i>.…").
     std::vector<std::vector<at::Tensor>> per_layer(static_cast<size_t>(p_.policy->config().num_hidden_layers));
     for (const auto& [name, param] : p_.adapter->NamedParameters()) {
-      const size_t at = name.find("model.layers.");
-      std::int64_t layer = -1;
-      if (at != std::string::npos) {
-        const std::string rest = name.substr(at + 13);
-        if (!absl::SimpleAtoi(rest.substr(0, rest.find('.')), &layer)) layer = -1;
-      }
+      const std::int64_t layer = DecoderLayerOf(name);
       if (layer >= 0 && layer < static_cast<std::int64_t>(per_layer.size())) per_layer[static_cast<size_t>(layer)].push_back(param);
     }
     policy_shards_->SetLayerExtras(std::move(per_layer));

@@ -51,6 +51,18 @@ std::pair<double, double> CacheVersusFull(const CausalLM& model) {
   return {(full - incremental).abs().max().item<double>(), full.abs().max().item<double>()};
 }
 
+// Which decoder layer a tensor belongs to, from HF's and PEFT's names.
+TEST(DecoderLayerOfTest, HfAndPeftNames) {
+  EXPECT_EQ(DecoderLayerOf("model.layers.0.self_attn.q_proj.weight"), 0);
+  EXPECT_EQ(DecoderLayerOf("model.layers.12.mlp.down_proj.weight"), 12);
+  EXPECT_EQ(DecoderLayerOf("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"), 3);
+  EXPECT_EQ(DecoderLayerOf("model.embed_tokens.weight"), -1);
+  EXPECT_EQ(DecoderLayerOf("lm_head.weight"), -1);
+  EXPECT_EQ(DecoderLayerOf("model.layers.x.mlp.up_proj.weight"), -1);
+  EXPECT_EQ(DecoderLayerOf("model.layers.4"), -1);
+  EXPECT_EQ(DecoderLayerOf("mymodel.layers.2.mlp.up_proj.weight"), -1);
+}
+
 TEST(CausalLMTest, KVCacheLogitsEqualFullRecomputation) {
   // In fp64 the cache path must agree to rounding: any indexing, masking or
   // position error would show as differences of order 1e-2 and more.

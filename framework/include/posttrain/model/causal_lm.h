@@ -184,4 +184,8 @@ class CausalLM {
 // Expected HF tensor names and shapes of a config (lm_head only if untied).
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& config);
 
+// The decoder layer a tensor name belongs to: i for "…model.layers.<i>.…" (HF's names,
+// and PEFT's "base_model.model.model.layers.<i>.…"), else -1.
+std::int64_t DecoderLayerOf(const std::string& name);
+
 }  // namespace posttrain
