@@ -47,7 +47,7 @@ void ThrowIfError(const absl::Status& status) {
 
 // The default generator of `device`'s type (dropout in a layer draws from it).
 at::Generator DefaultGenerator(const at::Device& device) {
-  return at::globalContext().defaultGenerator(device.is_cpu() ? at::Device(at::kCPU) : device);
+  return at::globalContext().defaultGenerator(device);
 }
 
 // One decoder layer of a sharded model: gathers the layer for forward, and in
