@@ -88,7 +88,7 @@ class ProcessGroup {
   // `flat` ([world · n], 1-D, the same shape everywhere) summed over the ranks and
   // divided by the world size; this rank's slice [rank · n, (rank + 1) · n). NCCL's
   // reduce-scatter; Gloo (none in libtorch 1.13) all-reduces and slices.
-  // InvalidArgument for another shape.
+  // InvalidArgument for another shape. `flat` may be overwritten (a scratch buffer).
   absl::StatusOr<at::Tensor> ReduceScatterMean(const at::Tensor& flat);
   // Every rank's string (any lengths), in rank order.
   absl::StatusOr<std::vector<std::string>> AllGatherStrings(const std::string& text);
