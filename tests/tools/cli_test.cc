@@ -323,11 +323,17 @@ TEST(CliTest, TrlStyleCommandLinesRunSftDpoAndGrpo) {
   EXPECT_THAT(out, HasSubstr("is not a local file"));
 }
 
-// `posttrain env` for bug reports: versions, BLAS and oneDNN, threads, devices.
-TEST(CliTest, EnvPrintsVersionsBlasThreadsAndDevices) {
+// `posttrain env` for bug reports: versions, BLAS and oneDNN, threads, the allocator,
+// devices. The CLI itself runs on jemalloc keeping freed pages (posttrain_program():
+// libtorch's link flags once dropped it from the CLI and the benchmarks).
+TEST(CliTest, EnvPrintsVersionsBlasThreadsAllocatorAndDevices) {
   std::string out;
   ASSERT_EQ(testing::RunCommand(Cli("env"), &out), 0) << out;
-  for (const char* line : {"posttrain: 0.", "cpu: ", "threads: ", "libtorch: ", "oneDNN", "BLAS: /", "devices: cpu"}) {
+  for (const char* line : {"posttrain: 0.", "cpu: ", "threads: ", "libtorch: ", "oneDNN", "BLAS: /", "devices: cpu",
+#ifndef POSTTRAIN_SANITIZED  // sanitized builds run on the sanitizers' allocator
+                           "allocator: jemalloc, freed pages kept (dirty_decay_ms -1, muzzy_decay_ms -1)",
+#endif
+                           "allocator: "}) {
     EXPECT_THAT(out, HasSubstr(line));
   }
   EXPECT_THAT(out, ::testing::ContainsRegex("libtorch: [0-9]+\\.[0-9]+"));

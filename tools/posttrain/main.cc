@@ -239,6 +239,7 @@ int main(int argc, char** argv) {
       if (maps != nullptr) std::fclose(maps);
       std::printf("BLAS: %s\n", blas.empty() ? "(none loaded)" : absl::StrJoin(blas, ", ").c_str());
     }
+    std::printf("allocator: %s\n", DescribeAllocator().c_str());
     std::printf("devices: cpu");
     for (std::int64_t d = 0; d < static_cast<std::int64_t>(torch::cuda::device_count()); ++d) std::printf(", cuda:%lld", static_cast<long long>(d));
     std::printf("\n");

@@ -1,5 +1,8 @@
 #include "posttrain/core/threads.h"
 
+#include <dlfcn.h>
+#include <sys/types.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <thread>
@@ -52,6 +55,27 @@ int ConfigureThreads(at::ScalarType compute_dtype) {
     at::set_num_threads(compute_dtype == at::kBFloat16 || compute_dtype == at::kHalf ? cores : 1);
   }
   return at::get_num_threads();
+}
+
+std::string DescribeAllocator(bool* keeps_freed_pages) {
+  if (keeps_freed_pages != nullptr) *keeps_freed_pages = false;
+  // jemalloc's control interface, looked up rather than linked: the framework must
+  // not pull jemalloc into programs that chose another allocator (sanitizer builds).
+  using Mallctl = int (*)(const char*, void*, size_t*, void*, size_t);
+  auto mallctl = reinterpret_cast<Mallctl>(dlsym(RTLD_DEFAULT, "mallctl"));
+  if (mallctl == nullptr) {
+    return "glibc malloc (large tensors are mapped and zeroed anew every step: link jemalloc, "
+           "posttrain_program() in CMakeLists.txt)";
+  }
+  ssize_t dirty = 0, muzzy = 0;
+  size_t size = sizeof(ssize_t);
+  if (mallctl("opt.dirty_decay_ms", &dirty, &size, nullptr, 0) != 0) return "jemalloc (settings unreadable)";
+  size = sizeof(ssize_t);
+  if (mallctl("opt.muzzy_decay_ms", &muzzy, &size, nullptr, 0) != 0) muzzy = 0;
+  const bool kept = dirty == -1 && muzzy == -1;
+  if (keeps_freed_pages != nullptr) *keeps_freed_pages = kept;
+  return absl::StrCat("jemalloc, ", kept ? "freed pages kept" : "freed pages returned to the kernel",
+                      " (dirty_decay_ms ", dirty, ", muzzy_decay_ms ", muzzy, ")");
 }
 
 }  // namespace posttrain

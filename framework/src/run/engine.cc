@@ -382,6 +382,13 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
                    "much slower than fp32 here",
                    DetectCpu().Describe());
     }
+    bool keeps_freed_pages = false;
+    const std::string allocator = DescribeAllocator(&keeps_freed_pages);
+    if (keeps_freed_pages) {
+      spdlog::debug("allocator: {}", allocator);
+    } else {
+      spdlog::warn("allocator: {}; training steps will page-fault their tensors anew", allocator);
+    }
     POSTTRAIN_ASSIGN_OR_RETURN(parts.policy, LoadCausalLM(parts.model_path, dtype));
     const std::string tokenizer_path =
         model_config->GetString("tokenizer").empty() ? parts.model_path : model_config->GetString("tokenizer");

@@ -34,4 +34,10 @@ const CpuInfo& DetectCpu();
 // Returns the number of OpenMP threads in use.
 int ConfigureThreads(at::ScalarType compute_dtype);
 
+// The malloc this process runs on, for logs and `posttrain env`: "jemalloc, freed
+// pages kept (dirty_decay_ms -1)" when posttrain_program() linked it with
+// cmake/allocator_config.cc's setting, else what is missing (glibc's malloc maps and
+// zeroes every large tensor anew each step). `keeps_freed_pages`, if given, is set.
+std::string DescribeAllocator(bool* keeps_freed_pages = nullptr);
+
 }  // namespace posttrain
