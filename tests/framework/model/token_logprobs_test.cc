@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/model/safetensors.h"
 #include "test_support.h"
 
@@ -44,6 +45,52 @@ TEST(TokenLogprobsTest, ChunkedEqualsFullLogitsInValueAndGradient) {
       EXPECT_EQ(e.argmax.numel(), 0);
     }
   }
+}
+
+// Under bf16 autocast the LM-head gradient products of both chunked functions run in
+// bf16, as autocast's own linear and its backward do (they once ran in fp32: out= and
+// in-place ops bypass autocast). Hand transcription, one chunk: logits z = bf16 GEMM,
+// d = u·(onehot(y) − softmax(z)); grad_hidden = bf16(d)·bf16(W), grad_weight =
+// bf16(d)ᵀ·bf16(h), each rounded to bf16 as autocast's mm returns it. The fp32
+// products of the same d are further away than bf16's rounding of them.
+TEST(TokenLogprobsTest, UnderBf16AutocastTheGradientProductsRunInBf16) {
+  at::manual_seed(11);
+  const std::int64_t m = 40, h = 64, v = 500;
+  const at::Tensor hidden = at::randn({m, h}).requires_grad_(true);
+  const at::Tensor weight = (at::randn({v, h}) * 0.2).requires_grad_(true);
+  const at::Tensor targets = at::randint(v, {m}, at::kLong);
+  const at::Tensor upstream = at::randn({m});
+  at::Tensor d;
+  {
+    c10::NoGradGuard no_grad;
+    const at::Tensor z = at::mm(hidden.to(at::kBFloat16), weight.to(at::kBFloat16).t()).to(at::kFloat);
+    d = -at::softmax(z, -1) * upstream.unsqueeze(1);
+    d.scatter_add_(1, targets.unsqueeze(1), upstream.unsqueeze(1));
+  }
+  const at::Tensor db = d.to(at::kBFloat16);
+  const at::Tensor bf16_dh = at::mm(db, weight.detach().to(at::kBFloat16)).to(at::kFloat);
+  const at::Tensor bf16_dw = at::mm(db.t(), hidden.detach().to(at::kBFloat16)).to(at::kFloat);
+  const at::Tensor fp32_dh = at::mm(d, weight.detach()), fp32_dw = at::mm(d.t(), hidden.detach());
+  auto check = [&](const char* what) {
+    const double scale_h = fp32_dh.abs().max().item<double>(), scale_w = fp32_dw.abs().max().item<double>();
+    const double to_bf16_h = (hidden.grad() - bf16_dh).abs().max().item<double>() / scale_h;
+    const double to_fp32_h = (hidden.grad() - fp32_dh).abs().max().item<double>() / scale_h;
+    const double to_bf16_w = (weight.grad() - bf16_dw).abs().max().item<double>() / scale_w;
+    const double to_fp32_w = (weight.grad() - fp32_dw).abs().max().item<double>() / scale_w;
+    EXPECT_LT(to_bf16_h, 5e-3) << what;
+    EXPECT_LT(to_bf16_w, 5e-3) << what;
+    EXPECT_LT(to_bf16_h, 0.5 * to_fp32_h) << what << ": grad_hidden is fp32's product";
+    EXPECT_LT(to_bf16_w, 0.5 * to_fp32_w) << what << ": grad_weight is fp32's product";
+    hidden.mutable_grad() = at::Tensor();
+    weight.mutable_grad() = at::Tensor();
+  };
+  SetAutocast(at::kCPU, true, at::kBFloat16);
+  (TokenLogprobs(hidden, weight, targets, 1.0, m).logprobs * upstream).sum().backward();
+  check("TokenLogprobs");
+  WeightedTokenLogprobs(hidden, weight, targets, upstream, m).sum.backward();
+  check("WeightedTokenLogprobs");
+  SetAutocast(at::kCPU, false);
+  at::autocast::clear_cache();
 }
 
 TEST(TokenLogprobsTest, NoGradientIsComputedForInputsThatDoNotNeedOne) {
