@@ -1,7 +1,9 @@
 // Generation throughput: M new tokens at batch 1 (one prompt at a time), at batch N
 // (N prompts), and at batch 4N (N prompts x 4 samples sharing each prompt's prefill).
 //
-//   build/bin/generation_bench [--prompts 16] [--new-tokens 128] [--dtype float32]
+//   build/bin/generation_bench [--prompts 16] [--new-tokens 128] [--dtype float32] [--bf16 0|1]
+//
+// --bf16 1 generates under bf16 autocast, as a run with bf16 = true does.
 //
 // Models: stories260K (converted from recipes/data in-process) and a random model
 // of stories15M's shape (dim 288, 6 layers, 6 heads, hidden 768, vocab 32000).
@@ -17,6 +19,7 @@
 #include <ATen/Parallel.h>
 
 #include "bench_models.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/generation/generate.h"
@@ -68,15 +71,17 @@ void Run(const char* name, const CausalLM& model, const std::vector<std::vector<
 int Main(int argc, char** argv) {
   std::int64_t num_prompts = 16, new_tokens = 128;
   std::string dtype_name = "float32", data = "recipes/data";
+  bool bf16 = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--prompts") num_prompts = std::stoll(argv[i + 1]);
     if (flag == "--new-tokens") new_tokens = std::stoll(argv[i + 1]);
     if (flag == "--dtype") dtype_name = argv[i + 1];
     if (flag == "--data") data = argv[i + 1];
+    if (flag == "--bf16") bf16 = std::string(argv[i + 1]) == "1";
   }
   auto dtype = ParseDtype(dtype_name);
-  if (dtype.ok()) ConfigureThreads(*dtype);
+  if (dtype.ok()) ConfigureThreads(bf16 ? at::kBFloat16 : *dtype);
   auto stories = ReadLlama2cCheckpoint(data + "/stories260K.bin");
   auto converted = ConvertSentencePieceToHf(data + "/tok512.model");
   auto text = ReadTextFile(data + "/tinystories_head512KiB.txt");
@@ -92,8 +97,10 @@ int Main(int argc, char** argv) {
     prompts.push_back((*tokenizer)->Encode(opening, true));
     if (static_cast<std::int64_t>(prompts.size()) == num_prompts) break;
   }
-  std::printf("%lld prompts (%zu..%zu tokens) x %lld new tokens, %d threads\n", static_cast<long long>(prompts.size()),
-              prompts.front().size(), prompts.back().size(), static_cast<long long>(new_tokens), at::get_num_threads());
+  std::printf("%lld prompts (%zu..%zu tokens) x %lld new tokens, %d threads%s\n", static_cast<long long>(prompts.size()),
+              prompts.front().size(), prompts.back().size(), static_cast<long long>(new_tokens), at::get_num_threads(),
+              bf16 ? ", bf16 autocast" : "");
+  if (bf16) SetAutocast(at::kCPU, true, at::kBFloat16);
   auto stories_model = CausalLM::FromTensors((*stories)->config(),
                                              std::map<std::string, at::Tensor>((*stories)->named_parameters().begin(),
                                                                                (*stories)->named_parameters().end()),

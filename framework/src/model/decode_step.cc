@@ -6,8 +6,9 @@
 // token costs ~250 operator calls (~1 ms here) and OpenBLAS's gemv reads the
 // stories15M LM head at ~11 GB/s (3.25 ms); llama2.c's run.c does the whole token in
 // ~2.2 ms. This path does what run.c does: a fused loop per layer, row-parallel
-// matrix-vector products (AVX2/FMA where the CPU has them, chosen at run time) that
-// read each weight row once for every sequence of the batch, scratch buffers only. Numerics follow CausalLM::Hidden (RMSNorm in
+// matrix-vector products (AVX-512 blocked over rows and sequences, else AVX2/FMA,
+// chosen at run time) that read each weight row once for every sequence of the
+// batch, scratch buffers only. Numerics follow CausalLM::Hidden (RMSNorm in
 // fp32, rotate-half RoPE from the same inv_freq, softmax in fp32); the test compares
 // the two paths' logits.
 #include <immintrin.h>
@@ -83,6 +84,78 @@ __attribute__((target("avx2,fma"))) void DotsAvx2(const float* w, const float* c
 }
 #endif
 
+// out[r * C + c] = w[r] · x[c] for R weight rows (ldw apart) and C inputs: every
+// weight vector loaded is used C times and every input vector R times, from
+// registers (R x C accumulators), so the loop is bound by FMAs, not loads — the
+// 4-input row kernel above loads a vector per FMA. AVX-512 (32 registers: 16
+// accumulators, 4 weight vectors, an input).
+#if defined(__x86_64__)
+template <int R, int C>
+__attribute__((target("avx512f"))) inline void BlockStepAvx512(const float* w, std::int64_t ldw, const float* const* x,
+                                                              std::int64_t i, __mmask16 mask, __m512 (&s)[R][C]) {
+  __m512 wv[R];
+  for (int r = 0; r < R; ++r) wv[r] = _mm512_maskz_loadu_ps(mask, w + r * ldw + i);
+  for (int c = 0; c < C; ++c) {
+    const __m512 xv = _mm512_maskz_loadu_ps(mask, x[c] + i);
+    for (int r = 0; r < R; ++r) s[r][c] = _mm512_fmadd_ps(wv[r], xv, s[r][c]);
+  }
+}
+
+template <int R, int C>
+__attribute__((target("avx512f"))) void BlockAvx512(const float* w, std::int64_t ldw, const float* const* x,
+                                                    std::int64_t n, float* out) {
+  __m512 s[R][C];
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) s[r][c] = _mm512_setzero_ps();
+  }
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) BlockStepAvx512<R, C>(w, ldw, x, i, 0xFFFF, s);
+  if (i < n) BlockStepAvx512<R, C>(w, ldw, x, i, static_cast<__mmask16>((1u << (n - i)) - 1), s);
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) out[r * C + c] = _mm512_reduce_add_ps(s[r][c]);
+  }
+}
+
+// Rows [0, rows) of W (ldw apart) times `count` inputs: y[b * ldy + r] = W[r] · x[b]
+// (+ bias[r]), 4 rows x up to 4 inputs per kernel call.
+__attribute__((target("avx512f"))) void RowsAvx512(const float* w, std::int64_t ldw, std::int64_t rows,
+                                                   const float* const* x, std::int64_t count, std::int64_t n,
+                                                   const float* bias, float* y, std::int64_t ldy) {
+  float out[16];
+  std::int64_t r = 0;
+  auto store = [&](std::int64_t r0, int nr, std::int64_t b0, int nc) {
+    for (int i = 0; i < nr; ++i) {
+      const float add = bias != nullptr ? bias[r0 + i] : 0.0f;
+      for (int c = 0; c < nc; ++c) y[(b0 + c) * ldy + r0 + i] = out[i * nc + c] + add;
+    }
+  };
+  for (; r + 4 <= rows; r += 4) {
+    for (std::int64_t b = 0; b < count; b += 4) {
+      const float* const* xb = x + b;
+      const float* wr = w + r * ldw;
+      switch (std::min<std::int64_t>(4, count - b)) {
+        case 4: BlockAvx512<4, 4>(wr, ldw, xb, n, out); store(r, 4, b, 4); break;
+        case 3: BlockAvx512<4, 3>(wr, ldw, xb, n, out); store(r, 4, b, 3); break;
+        case 2: BlockAvx512<4, 2>(wr, ldw, xb, n, out); store(r, 4, b, 2); break;
+        default: BlockAvx512<4, 1>(wr, ldw, xb, n, out); store(r, 4, b, 1); break;
+      }
+    }
+  }
+  for (; r < rows; ++r) {
+    for (std::int64_t b = 0; b < count; b += 4) {
+      const float* const* xb = x + b;
+      const float* wr = w + r * ldw;
+      switch (std::min<std::int64_t>(4, count - b)) {
+        case 4: BlockAvx512<1, 4>(wr, ldw, xb, n, out); store(r, 1, b, 4); break;
+        case 3: BlockAvx512<1, 3>(wr, ldw, xb, n, out); store(r, 1, b, 3); break;
+        case 2: BlockAvx512<1, 2>(wr, ldw, xb, n, out); store(r, 1, b, 2); break;
+        default: BlockAvx512<1, 1>(wr, ldw, xb, n, out); store(r, 1, b, 1); break;
+      }
+    }
+  }
+}
+#endif
+
 // Dots of one weight row with `count` inputs, 4 at a time.
 void Dots(const float* w, const float* const* x, int count, std::int64_t n, float* out) {
 #if defined(__x86_64__)
@@ -137,11 +210,28 @@ void MatVecs(std::initializer_list<MatVecJob> jobs, const float* x, std::int64_t
   for (std::int64_t b = 0; b < B; ++b) inputs[static_cast<size_t>(b)] = x + b * cols;
   std::int64_t total = 0;
   for (const MatVecJob& j : list) total += j.rows;
+#if defined(__x86_64__)
+  const bool avx512 = DetectCpu().avx512f;
+#else
+  const bool avx512 = false;
+#endif
   auto run = [&](std::int64_t begin, std::int64_t end) {
     std::vector<float> out(static_cast<size_t>(B));
     std::int64_t base = 0;
     for (const MatVecJob& j : list) {
       const std::int64_t lo = std::max(begin, base), hi = std::min(end, base + j.rows);
+#if defined(__x86_64__)
+      // One sequence stays on the row dot products: it is bound by memory bandwidth,
+      // and there the AVX2 loop measured faster (stories15M's shape, batch 1: 752-785
+      // tokens/s against 507-648).
+      if (avx512 && B > 1 && lo < hi) {
+        const std::int64_t i = lo - base;
+        RowsAvx512(j.w + i * cols, cols, hi - lo, inputs.data(), B, cols, j.bias != nullptr ? j.bias + i : nullptr,
+                   j.y + i, ldy);
+        base += j.rows;
+        continue;
+      }
+#endif
       for (std::int64_t r = lo; r < hi; ++r) {
         const std::int64_t i = r - base;
         const float bias = j.bias != nullptr ? j.bias[i] : 0.0f;

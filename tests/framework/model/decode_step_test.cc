@@ -66,10 +66,12 @@ TEST(DecodeStepTest, EqualsTheLibtorchPathWithACache) { Check(0); }
 TEST(DecodeStepTest, SkipsLeftPaddingFromFirstSlot) { Check(3); }
 TEST(DecodeStepTest, RowParallelProductsGiveTheSameLogits) { Check(2, 200); }
 
-// Three sequences of different prompt lengths, left-padded into one cache, decoded
-// together: each row equals the libtorch path's row.
+// Seven sequences of different prompt lengths, left-padded into one cache, decoded
+// together: each row equals the libtorch path's row. (Seven: the AVX-512 products
+// take sequences 4 at a time and weight rows 4 at a time; hidden 50 leaves a tail of
+// both rows and columns.)
 TEST(DecodeStepTest, ABatchOfLeftPaddedSequencesEqualsTheLibtorchPath) {
-  for (std::int64_t hidden : {40, 200}) {
+  for (std::int64_t hidden : {40, 50, 200}) {
     ModelConfig c = testing::TinyTrainerModelConfig();
     c.hidden_size = hidden;
     c.intermediate_size = hidden + 12;
@@ -77,8 +79,8 @@ TEST(DecodeStepTest, ABatchOfLeftPaddedSequencesEqualsTheLibtorchPath) {
     auto model = CausalLM::Random(c, at::kFloat, 9);
     const CausalLM& m = **model;
     c10::InferenceMode inference;
-    const std::vector<std::int64_t> lengths = {4, 6, 5};
-    const std::int64_t B = 3, T = 6, steps = 4;
+    const std::vector<std::int64_t> lengths = {4, 6, 5, 6, 3, 6, 2};
+    const std::int64_t B = 7, T = 6, steps = 4;
     at::Tensor ids = at::randint(3, 61, {B, T}, at::kLong);
     at::Tensor mask = at::ones({B, T + steps}, at::kLong), pos = at::zeros({B, T}, at::kLong);
     std::vector<std::int64_t> first_slots;
