@@ -91,17 +91,28 @@ std::map<std::string, at::Tensor> LoadTensors(const std::string& file) {
   return out;
 }
 
+// A port below the kernel's ephemeral range (32768-60999 on Linux), free when asked:
+// a port the kernel handed out ephemerally and released can be handed out again at
+// once, and was — to a Gloo connection of a test running beside this one ("Address
+// already in use" at the rendezvous). Candidates start from the process id, so tests
+// running together try different ports.
 int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+  static int attempt = 0;
+  for (int tries = 0; tries < 2000; ++tries) {
+    const int port = 20000 + static_cast<int>((static_cast<unsigned>(getpid()) * 7919u + 97u * attempt++) % 12000u);
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool free = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    if (free) return port;
+  }
+  ADD_FAILURE() << "no free port in [20000, 32000)";
+  return 0;
 }
 
 }  // namespace posttrain::testing
