@@ -36,6 +36,7 @@
 #include "posttrain/core/crash_report.h"
 #include "posttrain/core/did_you_mean.h"
 #include "posttrain/core/threads.h"
+#include "posttrain/model/gemm.h"
 #include "posttrain/plugin/plugin_host.h"
 #include "posttrain/recipe/recipe.h"
 #include "posttrain/run/engine.h"
@@ -239,6 +240,7 @@ int main(int argc, char** argv) {
       if (maps != nullptr) std::fclose(maps);
       std::printf("BLAS: %s\n", blas.empty() ? "(none loaded)" : absl::StrJoin(blas, ", ").c_str());
     }
+    std::printf("LM-head fp32 products: %s\n", internal::MatmulUsesOneDnn() ? "oneDNN sgemm" : "libtorch (BLAS above)");
     std::printf("allocator: %s\n", DescribeAllocator().c_str());
     std::printf("devices: cpu");
     for (std::int64_t d = 0; d < static_cast<std::int64_t>(torch::cuda::device_count()); ++d) std::printf(", cuda:%lld", static_cast<long long>(d));

@@ -5,6 +5,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "posttrain/model/gemm.h"
 #include "posttrain/core/autocast.h"
 
 namespace posttrain {
@@ -18,7 +19,14 @@ at::ScalarType Accumulation(const at::Tensor& t) { return t.scalar_type() == at:
 // The logits of rows [start, start + n) of `hidden`, scaled, in fp32 (fp64).
 at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::int64_t start, std::int64_t n,
                        double temperature) {
-  at::Tensor z = at::linear(hidden.narrow(0, start, n), weight).to(Accumulation(hidden));
+  const at::Tensor h = hidden.narrow(0, start, n);
+  at::Tensor z;
+  if (h.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat && !AutocastEnabled(h.device().type())) {
+    z = at::empty({n, weight.size(0)}, h.options());
+    internal::MatmulInto(z, h, weight.t(), /*accumulate=*/false);
+  } else {
+    z = at::linear(h, weight).to(Accumulation(hidden));
+  }
   return temperature == 1.0 ? z : z / temperature;
 }
 
@@ -49,7 +57,7 @@ void ChunkGradients(const at::Tensor& d, const at::Tensor& hidden, const at::Ten
     if (autocast) {
       out.copy_(at::mm(d, weight));  // autocast casts both (the weight's cast is cached)
     } else if (const at::Tensor dc = d.to(weight.scalar_type()); out.scalar_type() == dc.scalar_type()) {
-      at::mm_out(out, dc, weight);
+      internal::MatmulInto(out, dc, weight, /*accumulate=*/false);
     } else {
       out.copy_(at::matmul(dc, weight));
     }
@@ -59,7 +67,7 @@ void ChunkGradients(const at::Tensor& d, const at::Tensor& hidden, const at::Ten
   if (autocast) {
     grad_weight->add_(at::mm(d.t(), h));
   } else {
-    grad_weight->addmm_(d.t(), h.to(grad_weight->scalar_type()));
+    internal::MatmulInto(*grad_weight, d.t(), h.to(grad_weight->scalar_type()), /*accumulate=*/true);
   }
 }
 

@@ -1,0 +1,26 @@
+// fp32 matrix products of the chunked LM-head losses (token_logprobs.cc) through
+// oneDNN's sgemm where the build has it (libdnnl-dev), else through libtorch.
+//
+// Why: libtorch 1.13's fp32 matmul goes to the system BLAS, and OpenBLAS may be
+// pinned to an older core's kernels (OPENBLAS_CORETYPE=Haswell on the machines this
+// runs on: AVX2 on AVX-512 CPUs). oneDNN picks its kernels from the CPU at run time:
+// the head's three products of a 250-row chunk at vocabulary 32,000, dim 288, on two
+// cores measured 200-231 / 373-376 / 239-337 GFLOP/s against OpenBLAS's 127-156 /
+// 155-162 / 135-172 (logits, grad_hidden, grad_weight accumulation). The products
+// run on every core (oneDNN's OpenMP threads) even where fp32 element-wise work
+// keeps one OpenMP thread (core/threads.h).
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace posttrain::internal {
+
+// out [M, N] = a [M, K] · b [K, N], plus out's old value when `accumulate`.
+// a and b may be transposed views (either stride 1); out must be contiguous. Any
+// other case (dtype, device, layout) goes through at::mm_out / addmm_.
+void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate);
+
+// Whether MatmulInto uses oneDNN for fp32 CPU tensors in this build.
+bool MatmulUsesOneDnn();
+
+}  // namespace posttrain::internal

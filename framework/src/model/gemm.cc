@@ -1,0 +1,84 @@
+#include "posttrain/model/gemm.h"
+
+#include <algorithm>
+
+#include "posttrain/core/threads.h"
+
+#if defined(POSTTRAIN_WITH_ONEDNN)
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace posttrain::internal {
+namespace {
+
+#if defined(POSTTRAIN_WITH_ONEDNN)
+// A row-major operand for sgemm: 'N' with its row stride, or 'T' (a transposed
+// view of a row-major matrix) with its column stride.
+bool Operand(const at::Tensor& t, char* trans, std::int64_t* ld) {
+  if (t.stride(1) == 1 && t.stride(0) >= std::max<std::int64_t>(1, t.size(1))) {
+    *trans = 'N';
+    *ld = t.stride(0);
+    return true;
+  }
+  if (t.stride(0) == 1 && t.stride(1) >= std::max<std::int64_t>(1, t.size(0))) {
+    *trans = 'T';
+    *ld = t.stride(1);
+    return true;
+  }
+  return false;
+}
+
+// OpenMP threads for one call: every core, then what the caller had.
+class AllCores {
+ public:
+  AllCores() : before_(omp_get_max_threads()) {
+    const int cores = DetectCpu().cores;
+    if (before_ < cores) omp_set_num_threads(cores);
+  }
+  ~AllCores() { omp_set_num_threads(before_); }
+  AllCores(const AllCores&) = delete;
+  AllCores& operator=(const AllCores&) = delete;
+
+ private:
+  int before_;
+};
+#endif
+
+}  // namespace
+
+bool MatmulUsesOneDnn() {
+#if defined(POSTTRAIN_WITH_ONEDNN)
+  return true;
+#else
+  return false;
+#endif
+}
+
+void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) && out.size(0) == a.size(0) &&
+                  out.size(1) == b.size(1),
+              "MatmulInto: out [M, N] = a [M, K] · b [K, N] expected");
+#if defined(POSTTRAIN_WITH_ONEDNN)
+  char ta = 'N', tb = 'N';
+  std::int64_t lda = 0, ldb = 0;
+  const bool fp32_cpu = out.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat &&
+                        b.scalar_type() == at::kFloat && out.is_cpu() && a.is_cpu() && b.is_cpu();
+  if (fp32_cpu && out.is_contiguous() && a.numel() > 0 && b.numel() > 0 && Operand(a, &ta, &lda) &&
+      Operand(b, &tb, &ldb)) {
+    AllCores threads;
+    const dnnl_status_t status =
+        dnnl_sgemm(ta, tb, a.size(0), b.size(1), a.size(1), 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb,
+                   accumulate ? 1.0f : 0.0f, out.data_ptr<float>(), out.size(1));
+    TORCH_CHECK(status == dnnl_success, "oneDNN sgemm failed (status ", static_cast<int>(status), ")");
+    return;
+  }
+#endif
+  if (accumulate) {
+    out.addmm_(a, b);
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
+
+}  // namespace posttrain::internal

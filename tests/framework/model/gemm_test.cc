@@ -1,0 +1,53 @@
+// internal::MatmulInto (the LM head's fp32 products, through oneDNN where built)
+// against float64 products, for every layout the chunked losses pass (row-major and
+// transposed views of either operand), with and without accumulation, and for the
+// cases it hands to libtorch (another dtype, a strided output).
+#include "posttrain/model/gemm.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+namespace posttrain {
+namespace {
+
+double RelativeError(const at::Tensor& got, const at::Tensor& exact) {
+  return (got.to(at::kDouble) - exact).abs().max().item<double>() / exact.abs().max().item<double>();
+}
+
+TEST(MatmulIntoTest, EqualsFloat64ProductsForEveryLayout) {
+  at::manual_seed(4);
+  const std::int64_t m = 37, k = 53, n = 29;
+  for (bool transpose_a : {false, true}) {
+    for (bool transpose_b : {false, true}) {
+      const at::Tensor a = transpose_a ? at::randn({k, m}).t() : at::randn({m, k});
+      const at::Tensor b = transpose_b ? at::randn({n, k}).t() : at::randn({k, n});
+      const at::Tensor exact = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+      at::Tensor out = at::full({m, n}, 7.0f);
+      internal::MatmulInto(out, a, b, /*accumulate=*/false);
+      EXPECT_LT(RelativeError(out, exact), 1e-5) << transpose_a << transpose_b;
+      internal::MatmulInto(out, a, b, /*accumulate=*/true);
+      EXPECT_LT(RelativeError(out, 2 * exact), 1e-5) << "accumulate " << transpose_a << transpose_b;
+    }
+  }
+  // A row-major view with a longer row stride (a column slice).
+  const at::Tensor wide = at::randn({m, k + 10});
+  const at::Tensor a = wide.narrow(1, 3, k), b = at::randn({k, n});
+  at::Tensor out = at::empty({m, n});
+  internal::MatmulInto(out, a, b, false);
+  EXPECT_LT(RelativeError(out, at::mm(a.to(at::kDouble), b.to(at::kDouble))), 1e-5);
+}
+
+TEST(MatmulIntoTest, OtherCasesGoThroughLibtorch) {
+  const at::Tensor a = at::randn({5, 4}, at::kDouble), b = at::randn({4, 3}, at::kDouble);
+  at::Tensor out = at::empty({5, 3}, at::kDouble);
+  internal::MatmulInto(out, a, b, false);
+  EXPECT_LT((out - at::mm(a, b)).abs().max().item<double>(), 1e-12);
+  at::Tensor strided = at::zeros({3, 5}).t();  // not contiguous
+  internal::MatmulInto(strided, a.to(at::kFloat), b.to(at::kFloat), false);
+  EXPECT_LT((strided.to(at::kDouble) - at::mm(a, b)).abs().max().item<double>(), 1e-5);
+  at::Tensor bad = at::empty({5, 4});
+  EXPECT_THROW(internal::MatmulInto(bad, a.to(at::kFloat), b.to(at::kFloat), false), c10::Error);
+}
+
+}  // namespace
+}  // namespace posttrain
