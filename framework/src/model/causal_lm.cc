@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "posttrain/core/autocast.h"
+#include "posttrain/model/gemm.h"
 #include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 
@@ -45,7 +46,7 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b 
     if (b.defined()) y = y + b;
     return y.view(shape);
   }
-  return at::linear(x, w, b);
+  return internal::Linear(x, w, b);
 }
 
 std::string ShapeText(at::IntArrayRef shape) {
@@ -475,7 +476,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       // q, k and v in one matmul over the concatenated weights.
       at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
       const std::vector<at::Tensor> qkv =
-          at::linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
+          internal::Linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
       const auto li = static_cast<std::int64_t>(i);
       at::Tensor q = AddDelta(li, LinearSite::kQ, x, qkv[0]).view({N, H, D});
       at::Tensor k = AddDelta(li, LinearSite::kK, x, qkv[1]).view({N, KV, D});
@@ -494,7 +495,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
       x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
-      const std::vector<at::Tensor> gate_up = at::linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
+      const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
       const at::Tensor mlp = at::silu(AddDelta(li, LinearSite::kGate, x, gate_up[0])) *
                              AddDelta(li, LinearSite::kUp, x, gate_up[1]);
       return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());

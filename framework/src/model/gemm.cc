@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/threads.h"
 
 #if defined(POSTTRAIN_WITH_ONEDNN)
@@ -79,6 +82,55 @@ void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool 
   } else {
     at::mm_out(out, a, b);
   }
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// x [N, in] · wᵀ + b (b empty: none), both products of backward through MatmulInto too.
+class LinearFunction : public torch::autograd::Function<LinearFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+    at::Tensor y = at::empty({x.size(0), w.size(0)}, x.options());
+    MatmulInto(y, x, w.t(), /*accumulate=*/false);
+    const bool bias = b.numel() > 0;
+    if (bias) y.add_(b);
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["bias"] = bias;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &g = grad_outputs[0];
+    at::Tensor gx, gw, gb;
+    if (ctx->needs_input_grad(0)) {
+      gx = at::empty(x.sizes(), x.options());
+      MatmulInto(gx, g, w, false);
+    }
+    if (ctx->needs_input_grad(1)) {
+      gw = at::empty(w.sizes(), w.options());
+      MatmulInto(gw, g.t(), x, false);
+    }
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = g.sum(0);
+    return {gx, gw, gb};
+  }
+};
+
+}  // namespace
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  const bool fused = MatmulUsesOneDnn() && x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat &&
+                     (!b.defined() || b.scalar_type() == at::kFloat) && x.is_cpu() && w.is_cpu() && x.dim() >= 1 &&
+                     w.dim() == 2 && x.size(-1) == w.size(1) && !AutocastEnabled(at::kCPU) && x.numel() > 0;
+  if (!fused) return at::linear(x, w, b);
+  std::vector<std::int64_t> shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  // No bias: an empty tensor (an autograd Function's inputs must be defined).
+  return LinearFunction::apply(x.reshape({-1, x.size(-1)}), w, b.defined() ? b : at::zeros({0}, x.options()))
+      .view(shape);
 }
 
 }  // namespace posttrain::internal

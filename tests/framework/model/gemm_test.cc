@@ -49,5 +49,35 @@ TEST(MatmulIntoTest, OtherCasesGoThroughLibtorch) {
   EXPECT_THROW(internal::MatmulInto(bad, a.to(at::kFloat), b.to(at::kFloat), false), c10::Error);
 }
 
+// internal::Linear: value and the gradients of x, w and b against float64 autograd
+// through at::linear, for a 3-d input, with and without a bias, and for inputs that
+// need no gradient.
+TEST(MatmulIntoTest, LinearEqualsFloat64AutogradInValueAndGradients) {
+  at::manual_seed(6);
+  for (bool with_bias : {true, false}) {
+    const at::Tensor x = at::randn({3, 7, 24}).requires_grad_(true);
+    const at::Tensor w = (at::randn({40, 24}) * 0.2).requires_grad_(true);
+    const at::Tensor b = with_bias ? at::randn({40}).requires_grad_(true) : at::Tensor();
+    const at::Tensor upstream = at::randn({3, 7, 40});
+    const at::Tensor y = internal::Linear(x, w, b);
+    (y * upstream).sum().backward();
+    const at::Tensor x64 = x.detach().to(at::kDouble).requires_grad_(true);
+    const at::Tensor w64 = w.detach().to(at::kDouble).requires_grad_(true);
+    const at::Tensor b64 = with_bias ? b.detach().to(at::kDouble).requires_grad_(true) : at::Tensor();
+    const at::Tensor y64 = at::linear(x64, w64, b64);
+    (y64 * upstream.to(at::kDouble)).sum().backward();
+    EXPECT_EQ(y.sizes(), y64.sizes());
+    EXPECT_LT(RelativeError(y.detach(), y64.detach()), 1e-5);
+    EXPECT_LT(RelativeError(x.grad(), x64.grad()), 1e-5);
+    EXPECT_LT(RelativeError(w.grad(), w64.grad()), 1e-5);
+    if (with_bias) EXPECT_LT(RelativeError(b.grad(), b64.grad()), 1e-5);
+  }
+  const at::Tensor frozen = at::randn({5, 4});
+  const at::Tensor x = at::randn({2, 4}).requires_grad_(true);
+  internal::Linear(x, frozen).sum().backward();
+  EXPECT_TRUE(x.grad().defined());
+  EXPECT_FALSE(frozen.grad().defined());
+}
+
 }  // namespace
 }  // namespace posttrain

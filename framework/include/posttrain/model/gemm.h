@@ -23,4 +23,10 @@ void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool 
 // Whether MatmulInto uses oneDNN for fp32 CPU tensors in this build.
 bool MatmulUsesOneDnn();
 
+// at::linear(x, w, b) — x [.., in], w [out, in], b [out] or undefined — with its
+// forward and backward products through MatmulInto when they would use oneDNN (fp32
+// CPU tensors, autocast off); otherwise at::linear itself. Differentiable in x, w
+// and b (backward: grad_x = g·w, grad_w = gᵀ·x, grad_b = Σ g).
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = at::Tensor());
+
 }  // namespace posttrain::internal
