@@ -52,20 +52,23 @@ void ChunkGradients(const at::Tensor& d, const at::Tensor& hidden, const at::Ten
   const std::int64_t n = d.size(0);
   const bool autocast = AutocastEnabled(d.device().type()) && at::isFloatingType(weight.scalar_type()) &&
                         weight.scalar_type() != at::kDouble;
+  // Under autocast d is cast once for both products (autocast would cast it per
+  // product: it caches only leaf tensors' casts, such as the weight's).
+  const at::Tensor dc = autocast ? d.to(AutocastDtype(d.device().type())) : d;
   if (grad_hidden != nullptr) {
     at::Tensor out = grad_hidden->narrow(0, start, n);
     if (autocast) {
-      out.copy_(at::mm(d, weight));  // autocast casts both (the weight's cast is cached)
-    } else if (const at::Tensor dc = d.to(weight.scalar_type()); out.scalar_type() == dc.scalar_type()) {
-      internal::MatmulInto(out, dc, weight, /*accumulate=*/false);
+      out.copy_(at::mm(dc, weight));
+    } else if (const at::Tensor dw = d.to(weight.scalar_type()); out.scalar_type() == dw.scalar_type()) {
+      internal::MatmulInto(out, dw, weight, /*accumulate=*/false);
     } else {
-      out.copy_(at::matmul(dc, weight));
+      out.copy_(at::matmul(dw, weight));
     }
   }
   if (grad_weight == nullptr) return;
   const at::Tensor h = hidden.narrow(0, start, n);
   if (autocast) {
-    grad_weight->add_(at::mm(d.t(), h));
+    grad_weight->add_(at::mm(dc.t(), h));
   } else {
     internal::MatmulInto(*grad_weight, d.t(), h.to(grad_weight->scalar_type()), /*accumulate=*/true);
   }
