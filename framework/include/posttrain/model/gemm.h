@@ -2,8 +2,8 @@
 // oneDNN's sgemm where the build has it (libdnnl-dev), else through libtorch.
 //
 // Why: libtorch 1.13's fp32 matmul goes to the system BLAS, and OpenBLAS may be
-// pinned to an older core's kernels (OPENBLAS_CORETYPE=Haswell on the machines this
-// runs on: AVX2 on AVX-512 CPUs). oneDNN picks its kernels from the CPU at run time:
+// pinned to an older core's kernels (the machines this runs on select Haswell's:
+// AVX2 on AVX-512 CPUs). oneDNN picks its kernels from the CPU at run time:
 // the head's three products of a 250-row chunk at vocabulary 32,000, dim 288, on two
 // cores measured 200-231 / 373-376 / 239-337 GFLOP/s against OpenBLAS's 127-156 /
 // 155-162 / 135-172 (logits, grad_hidden, grad_weight accumulation). The products
