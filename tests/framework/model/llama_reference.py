@@ -3,7 +3,14 @@ whose q/k/v projections have biases, and Qwen3ForCausalLM, which RMS-normalises
 each head of q and k with q_norm / k_norm before RoPE) forward written out in
 python3-torch (transformers itself is not installed here). Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
-(read and written by tests/support/safetensors_py.py, from the format spec)."""
+(read and written by tests/support/safetensors_py.py, from the format spec).
+
+With `--adapter ADIR` (a PEFT LoRA adapter: adapter_config.json and
+adapter_model.safetensors), every adapted linear layer computes PEFT's
+Linear.forward, x W^T + scaling * (x A^T) B^T; with `--adapter ADIR --merged`, it
+uses PEFT's merge_and_unload weight instead, W + scaling * (B A) computed in the
+weight's dtype (peft/tuners/lora/layer.py, documented behaviour; scaling =
+lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora)."""
 import json, math, os, sys
 import torch
 
@@ -13,7 +20,38 @@ from safetensors_py import load, save  # noqa: E402
 d = sys.argv[1]
 cfg = json.load(open(d + "/config.json"))
 w = {k: v.float() for k, v in load(d + "/model.safetensors").items()}
-ids = load(d + "/ids.safetensors")["ids"]
+
+# PEFT LoRA: adapted weight's name -> {"A": [r, in], "B": [out, r]}.
+lora, scaling = {}, 0.0
+if "--adapter" in sys.argv:
+    adir = sys.argv[sys.argv.index("--adapter") + 1]
+    acfg = json.load(open(adir + "/adapter_config.json"))
+    if acfg["peft_type"] != "LORA" or acfg.get("modules_to_save") or acfg.get("bias", "none") != "none":
+        sys.exit("this reference knows plain LoRA adapters only")
+    scaling = acfg["lora_alpha"] / (math.sqrt(acfg["r"]) if acfg.get("use_rslora") else acfg["r"])
+    for k, v in load(adir + "/adapter_model.safetensors").items():
+        prefix = "base_model.model."
+        for part in ("A", "B"):
+            suffix = f".lora_{part}.weight"
+            if k.startswith(prefix) and k.endswith(suffix):
+                lora.setdefault(k[len(prefix):-len(suffix)] + ".weight", {})[part] = v.float()
+                break
+        else:
+            sys.exit(f"unexpected adapter tensor {k}")
+    if any(name not in w for name in lora):
+        sys.exit("the adapter names layers the model does not have: " + ", ".join(n for n in lora if n not in w))
+    if "--merged" in sys.argv:
+        for name, ab in lora.items():
+            w[name] = w[name] + (ab["B"] @ ab["A"]) * scaling
+        lora = {}
+
+def linear(x, name):
+    y = x @ w[name].T
+    if name in lora:
+        y = y + (x @ lora[name]["A"].T @ lora[name]["B"].T) * scaling
+    return y
+
+ids = load(d + "/ids.safetensors")["ids"].long()
 H, KV, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
 eps = cfg["rms_norm_eps"]
 
@@ -52,7 +90,7 @@ for i in range(cfg["num_hidden_layers"]):
     x = rms(h, w[p + "input_layernorm.weight"])
     # Qwen2: q/k/v projections carry a bias (attention_bias); Llama: none.
     def proj(name):
-        y = x @ w[p + f"self_attn.{name}.weight"].T
+        y = linear(x, p + f"self_attn.{name}.weight")
         return y + w[p + f"self_attn.{name}.bias"] if p + f"self_attn.{name}.bias" in w else y
     q = proj("q_proj").view(B, T, H, D)
     k = proj("k_proj").view(B, T, KV, D)
@@ -64,11 +102,11 @@ for i in range(cfg["num_hidden_layers"]):
     q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
     a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + mask, -1) @ v
-    h = h + a.transpose(1, 2).reshape(B, T, H * D) @ w[p + "self_attn.o_proj.weight"].T
+    h = h + linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")
     x = rms(h, w[p + "post_attention_layernorm.weight"])
-    g = x @ w[p + "mlp.gate_proj.weight"].T
-    h = h + (torch.nn.functional.silu(g) * (x @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+    g = linear(x, p + "mlp.gate_proj.weight")
+    h = h + linear(torch.nn.functional.silu(g) * linear(x, p + "mlp.up_proj.weight"), p + "mlp.down_proj.weight")
 h = rms(h, w["model.norm.weight"])
-head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-save(d + "/reference_logits.safetensors", {"logits": h @ head.T})
-print("reference logits", tuple((h @ head.T).shape))
+logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")
+save(d + "/reference_logits.safetensors", {"logits": logits})
+print("reference logits", tuple(logits.shape))
