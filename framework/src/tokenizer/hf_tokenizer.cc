@@ -5,6 +5,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -174,6 +175,70 @@ absl::StatusOr<std::shared_ptr<Regex>> PatternRegex(const json& pattern) {
   return absl::InvalidArgumentError(absl::StrCat("pattern ", pattern.dump(), " is neither Regex nor String"));
 }
 
+// ---- Unicode classes (Rust's char methods, which the tokenizers crate uses) ----
+
+// char::is_whitespace: the White_Space property.
+bool IsWhitespace(std::uint32_t c) {
+  return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
+         c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+// The same sets as the contents of PCRE2 character classes: White_Space; ASCII
+// punctuation or a Unicode P* category (the tokenizers crate's is_punctuation);
+// Oniguruma's \\w (letters, marks, decimal digits, connectors, ZWNJ/ZWJ).
+constexpr const char* kWhitespaceChars = "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
+constexpr const char* kPunctuationChars = "\\p{P}!-/:-@\\[-`{-~";
+constexpr const char* kWordChars = "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}";
+
+// Calls f(code point, its bytes) for each character of `s`.
+template <typename F>
+void ForEachCodepoint(absl::string_view s, F&& f) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8Length(s, i);
+    f(DecodeCodepoint(s.substr(i, n)), s.substr(i, n));
+    i += n;
+  }
+}
+
+// NormalizedString::lowercase: char::to_lowercase of each character (full mapping:
+// U+0130 'İ' becomes "i̇"; no context, so 'Σ' is always 'σ'; 'ß' stays).
+std::string Lowercase(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  ForEachCodepoint(s, [&](std::uint32_t c, absl::string_view bytes) {
+    if (c == 0x130) {
+      out += "i\xCC\x87";
+    } else if (c < 0x80) {
+      out += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    } else {
+      const utf8proc_int32_t lower = utf8proc_tolower(static_cast<utf8proc_int32_t>(c));
+      out += lower == static_cast<utf8proc_int32_t>(c) ? std::string(bytes) : EncodeUtf8(static_cast<std::uint32_t>(lower));
+    }
+  });
+  return out;
+}
+
+// The characters of `s` for which keep(code point) holds.
+template <typename F>
+std::string FilterCodepoints(absl::string_view s, F&& keep) {
+  std::string out;
+  out.reserve(s.size());
+  ForEachCodepoint(s, [&](std::uint32_t c, absl::string_view bytes) {
+    if (keep(c)) out.append(bytes.data(), bytes.size());
+  });
+  return out;
+}
+
+bool IsNonspacingMark(std::uint32_t c) {
+  return utf8proc_category(static_cast<utf8proc_int32_t>(c)) == UTF8PROC_CATEGORY_MN;
+}
+
+// BertNormalizer's CJK ranges (the CJK Unified Ideographs blocks and extensions).
+bool IsChineseChar(std::uint32_t c) {
+  return (c >= 0x4e00 && c <= 0x9fff) || (c >= 0x3400 && c <= 0x4dbf) || (c >= 0x20000 && c <= 0x2a6df) ||
+         (c >= 0x2a700 && c <= 0x2b73f) || (c >= 0x2b740 && c <= 0x2b81f) || (c >= 0x2b920 && c <= 0x2ceaf) ||
+         (c >= 0xf900 && c <= 0xfaff) || (c >= 0x2f800 && c <= 0x2fa1f);
+}
+
 // ---- Components --------------------------------------------------------------
 
 using Normalizer = std::function<void(std::string&)>;
@@ -218,7 +283,62 @@ absl::StatusOr<Normalizer> MakeNormalizer(const json& j) {
       s = Utf8procNormalize(s, static_cast<utf8proc_option_t>(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT));
     });
   }
-  if (type == "Lowercase") return Normalizer([](std::string& s) { s = Utf8procNormalize(s, UTF8PROC_CASEFOLD); });
+  if (type == "Lowercase") return Normalizer([](std::string& s) { s = Lowercase(s); });
+  if (type == "StripAccents") {  // removes nonspacing marks (no decomposition of its own)
+    return Normalizer([](std::string& s) { s = FilterCodepoints(s, [](std::uint32_t c) { return !IsNonspacingMark(c); }); });
+  }
+  if (type == "BertNormalizer") {
+    const bool clean_text = j.value("clean_text", true), chinese = j.value("handle_chinese_chars", true);
+    const bool lowercase = j.value("lowercase", true);
+    const bool strip_accents = j.contains("strip_accents") && !j["strip_accents"].is_null() ? j["strip_accents"].get<bool>() : lowercase;
+    return Normalizer([=](std::string& s) {
+      if (clean_text) {  // drop NUL, U+FFFD and "other" characters (C*) but \t \n \r; whitespace becomes ' '
+        std::string out;
+        ForEachCodepoint(s, [&](std::uint32_t c, absl::string_view bytes) {
+          const bool tnr = c == '\t' || c == '\n' || c == '\r';
+          const utf8proc_category_t cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+          const bool other = cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CS ||
+                             cat == UTF8PROC_CATEGORY_CO || cat == UTF8PROC_CATEGORY_CN;
+          if (c == 0 || c == 0xfffd || (other && !tnr)) return;
+          if (tnr || IsWhitespace(c)) {
+            out += ' ';
+          } else {
+            out.append(bytes.data(), bytes.size());
+          }
+        });
+        s = std::move(out);
+      }
+      if (chinese) {
+        std::string out;
+        ForEachCodepoint(s, [&](std::uint32_t c, absl::string_view bytes) {
+          if (IsChineseChar(c)) out += ' ';
+          out.append(bytes.data(), bytes.size());
+          if (IsChineseChar(c)) out += ' ';
+        });
+        s = std::move(out);
+      }
+      if (strip_accents) {
+        s = FilterCodepoints(Utf8procNormalize(s, UTF8PROC_DECOMPOSE), [](std::uint32_t c) { return !IsNonspacingMark(c); });
+      }
+      if (lowercase) s = Lowercase(s);
+    });
+  }
+  if (type == "Nmt") {  // SentencePiece's NMT normalisation: drop ASCII controls, map odd spaces to ' '
+    return Normalizer([](std::string& s) {
+      std::string out;
+      ForEachCodepoint(s, [&](std::uint32_t c, absl::string_view bytes) {
+        if ((c >= 0x01 && c <= 0x08) || c == 0x0b || (c >= 0x0e && c <= 0x1f) || c == 0x7f || c == 0x8f || c == 0x9f) return;
+        const bool space = c == 0x09 || c == 0x0a || c == 0x0c || c == 0x0d || c == 0x1680 || (c >= 0x200b && c <= 0x200f) ||
+                           c == 0x2028 || c == 0x2029 || c == 0x2581 || c == 0xfeff || c == 0xfffd;
+        if (space) {
+          out += ' ';
+        } else {
+          out.append(bytes.data(), bytes.size());
+        }
+      });
+      s = std::move(out);
+    });
+  }
   if (type == "Prepend") {
     const std::string prepend = j.at("prepend").get<std::string>();
     return Normalizer([prepend](std::string& s) {
@@ -271,13 +391,15 @@ std::vector<std::string> SplitPiece(const std::string& s, const Regex& regex, co
     for (auto& [text, match] : segments) {
       if (!match) out.push_back(std::move(text));
     }
-  } else if (behavior == "MergedWithPrevious") {
+  } else if (behavior == "MergedWithPrevious") {  // a match joins the text before it, not another match
+    bool previous_match = false;
     for (auto& [text, match] : segments) {
-      if (match && !out.empty()) {
+      if (match && !previous_match && !out.empty()) {
         out.back() += text;
       } else {
         out.push_back(std::move(text));
       }
+      previous_match = match;
     }
   } else if (behavior == "MergedWithNext") {
     std::string pending;
@@ -372,6 +494,58 @@ absl::StatusOr<PreTokenizer> MakePreTokenizer(const json& j) {
       }
     });
   }
+  // Splits on a character class: each matching character is its own match, as the
+  // tokenizers crate splits on a char predicate.
+  auto class_split = [&](const std::string& pattern, const std::string& behavior,
+                         bool invert) -> absl::StatusOr<PreTokenizer> {
+    POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> regex, Regex::Compile(pattern));
+    return PreTokenizer([=](std::vector<std::string>& pieces, bool) {
+      split_all(pieces, [&](const std::string& p) { return SplitPiece(p, *regex, behavior, invert); });
+    });
+  };
+  if (type == "Whitespace") {  // keeps the matches of \w+|[^\w\s]+
+    return class_split(absl::StrCat("[", kWordChars, "]+|[^", kWordChars, kWhitespaceChars, "]+"), "Removed",
+                       /*invert=*/true);
+  }
+  if (type == "WhitespaceSplit") return class_split(absl::StrCat("[", kWhitespaceChars, "]"), "Removed", false);
+  if (type == "Punctuation") {
+    const std::string behavior = Str(j, "behavior", "Isolated");
+    static const char* kBehaviors[] = {"Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+    if (std::find(std::begin(kBehaviors), std::end(kBehaviors), behavior) == std::end(kBehaviors)) {
+      return absl::UnimplementedError(absl::StrCat("Punctuation behavior '", behavior, "' is not supported"));
+    }
+    return class_split(absl::StrCat("[", kPunctuationChars, "]"), behavior, false);
+  }
+  if (type == "BertPreTokenizer") {  // whitespace removed, then each punctuation character isolated
+    POSTTRAIN_ASSIGN_OR_RETURN(PreTokenizer whitespace, class_split(absl::StrCat("[", kWhitespaceChars, "]"), "Removed", false));
+    POSTTRAIN_ASSIGN_OR_RETURN(PreTokenizer punctuation, class_split(absl::StrCat("[", kPunctuationChars, "]"), "Isolated", false));
+    return PreTokenizer([=](std::vector<std::string>& pieces, bool first) {
+      whitespace(pieces, first);
+      punctuation(pieces, first);
+    });
+  }
+  if (type == "CharDelimiterSplit") {
+    const std::string delimiter = Str(j, "delimiter");
+    if (delimiter.empty() || Utf8Length(delimiter, 0) != delimiter.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("CharDelimiterSplit: delimiter must be one character, got '", delimiter, "'"));
+    }
+    return class_split(QuoteRegex(delimiter), "Removed", false);
+  }
+  if (type == "FixedLength") {  // pieces of `length` characters
+    const std::int64_t length = j.value("length", std::int64_t{5});
+    if (length <= 0) return absl::InvalidArgumentError(absl::StrCat("FixedLength: length must be positive, got ", length));
+    return PreTokenizer([=](std::vector<std::string>& pieces, bool) {
+      split_all(pieces, [&](const std::string& p) {
+        std::vector<std::string> out;
+        std::int64_t count = 0;
+        ForEachCodepoint(p, [&](std::uint32_t, absl::string_view bytes) {
+          if (count++ % length == 0) out.emplace_back();
+          out.back().append(bytes.data(), bytes.size());
+        });
+        return out;
+      });
+    });
+  }
   if (type == "Digits") {
     const bool individual = j.value("individual_digits", false);
     POSTTRAIN_ASSIGN_OR_RETURN(std::shared_ptr<Regex> regex, Regex::Compile(individual ? "\\p{Nd}" : "\\p{Nd}+"));
@@ -406,8 +580,54 @@ bool IsByteToken(absl::string_view t, std::uint8_t* byte) {
   return true;
 }
 
+// The tokenizers crate's decoder cleanup (WordPiece, CTC): English spacing around
+// punctuation and contractions.
+std::string CleanupTokenization(const std::string& s) {
+  return absl::StrReplaceAll(s, {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
+                                 {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}});
+}
+
 absl::StatusOr<Decoder> MakeDecoder(const json& j) {
   const std::string type = Str(j, "type");
+  if (type == "WordPiece") {  // "##"-prefixed tokens join the previous one; others start a word
+    const std::string prefix = Str(j, "prefix", "##");
+    const bool cleanup = j.value("cleanup", true);
+    return Decoder([=](std::vector<std::string>& tokens) {
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        std::string& t = tokens[i];
+        if (i != 0) {
+          if (!prefix.empty() && t.rfind(prefix, 0) == 0) {
+            t.erase(0, prefix.size());
+          } else {
+            t = " " + t;
+          }
+        }
+        if (cleanup) t = CleanupTokenization(t);
+      }
+    });
+  }
+  if (type == "BPEDecoder") {  // the end-of-word suffix becomes a space (nothing after the last token)
+    const std::string suffix = Str(j, "suffix", "</w>");
+    return Decoder([=](std::vector<std::string>& tokens) {
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        if (!suffix.empty()) tokens[i] = absl::StrReplaceAll(tokens[i], {{suffix, i + 1 == tokens.size() ? "" : " "}});
+      }
+    });
+  }
+  if (type == "CTC") {  // repeats collapsed, padding dropped, the word delimiter a space
+    const std::string pad = Str(j, "pad_token", "<pad>"), delimiter = Str(j, "word_delimiter_token", "|");
+    const bool cleanup = j.value("cleanup", true);
+    return Decoder([=](std::vector<std::string>& tokens) {
+      std::vector<std::string> out;
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        if (i > 0 && tokens[i] == tokens[i - 1]) continue;
+        std::string t = pad.empty() ? tokens[i] : absl::StrReplaceAll(tokens[i], {{pad, ""}});
+        if (cleanup && !delimiter.empty()) t = absl::StrReplaceAll(CleanupTokenization(t), {{delimiter, " "}});
+        if (!t.empty()) out.push_back(std::move(t));
+      }
+      tokens = std::move(out);
+    });
+  }
   if (type == "ByteLevel") {
     return Decoder([](std::vector<std::string>& tokens) {
       const ByteLevelTable& table = ByteLevel();
@@ -504,13 +724,7 @@ absl::StatusOr<Decoder> MakeDecoder(const json& j) {
   return absl::UnimplementedError(absl::StrCat("decoder type '", type, "' is not supported"));
 }
 
-struct AddedToken {
-  std::int64_t id;
-  std::string content;
-  bool special;
-};
-
-// ---- The tokenizer -----------------------------------------------------------
+// ---- Models ------------------------------------------------------------------
 
 // Token ids index tables: they must be integers in [0, 2^24) (16.7M; real
 // vocabularies have ~10^5 entries), so a corrupt file cannot make us allocate
@@ -543,22 +757,17 @@ bool HasByteLevel(const json& node) {
   return false;
 }
 
-class HfTokenizer final : public Tokenizer {
+// A tokenizer.json "model": one pre-token in, ids out. Its vocabulary maps tokens
+// to ids (added tokens aside).
+class Model {
  public:
-  absl::Status Init(const json& j, const json& config, const std::string& source) {
-    const json& model = j.at("model");
-    if (Str(model, "type", "BPE") != "BPE") {
-      return absl::UnimplementedError(absl::StrCat(source, ": model type '", Str(model, "type"),
-                                                   "' is not supported (BPE)"));
-    }
-    if (!Str(model, "continuing_subword_prefix").empty() ||
-        !Str(model, "end_of_word_suffix").empty()) {
-      return absl::UnimplementedError(absl::StrCat(source, ": BPE continuing_subword_prefix / end_of_word_suffix are not supported"));
-    }
-    byte_fallback_ = model.value("byte_fallback", false);
-    fuse_unk_ = model.value("fuse_unk", false);
-    ignore_merges_ = model.value("ignore_merges", false);
-    const json& vocab = model.at("vocab");
+  virtual ~Model() = default;
+  virtual void Tokenize(const std::string& word, std::vector<std::int64_t>& out) const = 0;
+  const std::unordered_map<std::string, std::int64_t>& vocab() const { return vocab_; }
+
+ protected:
+  // model.vocab as {token: id}, ids checked and none given twice.
+  absl::Status ReadVocabObject(const json& vocab, const std::string& source) {
     if (!vocab.is_object() || vocab.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab is empty or not an object of token: id"));
     }
@@ -572,20 +781,54 @@ class HfTokenizer final : public Tokenizer {
                                                        "' and '", it.key(), "'"));
       }
       vocab_.emplace(it.key(), i);
-      max_id_ = std::max(max_id_, i);
     }
+    return absl::OkStatus();
+  }
+  // The id of model[key] (a token that must be in the vocabulary), or `fallback`'s.
+  absl::StatusOr<std::int64_t> RequiredToken(const json& model, const char* key, const std::string& fallback,
+                                             const std::string& why, const std::string& source) const {
+    const std::string token = Str(model, key, fallback);
+    auto it = vocab_.find(token);
+    if (it == vocab_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": model.", key, " '", token, "' is not in model.vocab (", why, ")"));
+    }
+    return it->second;
+  }
+  // Ids of the byte-fallback tokens <0xAB> of `bytes`, or nothing if one is missing.
+  std::optional<std::vector<std::int64_t>> ByteTokens(absl::string_view bytes) const {
+    std::vector<std::int64_t> ids;
+    for (unsigned char c : bytes) {
+      auto b = vocab_.find(absl::StrFormat("<0x%02X>", c));
+      if (b == vocab_.end()) return std::nullopt;
+      ids.push_back(b->second);
+    }
+    return ids;
+  }
+
+  std::unordered_map<std::string, std::int64_t> vocab_;
+};
+
+// BPE (byte-pair encoding): a word's characters merged pairwise by merge rank.
+class BpeModel final : public Model {
+ public:
+  absl::Status Init(const json& model, bool byte_level_covered, const std::string& source) {
+    POSTTRAIN_RETURN_IF_ERROR(ReadVocabObject(model.at("vocab"), source));
+    prefix_ = Str(model, "continuing_subword_prefix");
+    suffix_ = Str(model, "end_of_word_suffix");
+    if (model.contains("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0) {
+      return absl::UnimplementedError(absl::StrCat(source, ": BPE dropout (", model["dropout"].dump(),
+                                                   ") makes encoding random; set it to null for a deterministic tokenizer"));
+    }
+    byte_fallback_ = model.value("byte_fallback", false);
+    fuse_unk_ = model.value("fuse_unk", false);
+    ignore_merges_ = model.value("ignore_merges", false);
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
-      const std::string unk = model["unk_token"].get<std::string>();
-      auto it = vocab_.find(unk);
-      if (it == vocab_.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(source, ": model.unk_token '", unk, "' is not in model.vocab"));
-      }
-      unk_id_ = it->second;
+      POSTTRAIN_ASSIGN_OR_RETURN(unk_id_, RequiredToken(model, "unk_token", "", "text outside the vocabulary maps to it", source));
     }
     // Text outside the vocabulary must map somewhere: to bytes (byte_fallback, or
     // a byte-level pre-tokenizer whose 256 symbols are all in the vocabulary) or to
     // unk; otherwise characters would be dropped without a word.
-    if (!unk_id_ && !byte_fallback_ && !ByteLevelCovered(j)) {
+    if (!unk_id_ && !byte_fallback_ && !byte_level_covered) {
       return absl::InvalidArgumentError(absl::StrCat(
           source, ": the BPE model has no unk_token, no byte_fallback and no byte-level pre-tokenizer: "
                   "characters outside its vocabulary would be dropped"));
@@ -607,155 +850,23 @@ class HfTokenizer final : public Tokenizer {
       } else {
         return absl::InvalidArgumentError(absl::StrCat(source, ": malformed merge ", m.dump()));
       }
-      ab.assign(a).append(b);
+      // With a continuing_subword_prefix the second part carries it; the merged
+      // token does not ("a" + "##b" = "ab").
+      if (!prefix_.empty() && b.rfind(prefix_, 0) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": merge '", a, " ", b, "': the second token lacks the continuing_subword_prefix '", prefix_, "'"));
+      }
+      ab.assign(a).append(b, prefix_.size(), std::string::npos);
       auto ia = vocab_.find(a), ib = vocab_.find(b), iab = vocab_.find(ab);
       if (ia == vocab_.end() || ib == vocab_.end() || iab == vocab_.end()) {
         return absl::InvalidArgumentError(absl::StrCat(source, ": merge '", a, " ", b, "' uses tokens not in the vocabulary"));
       }
       merges_.emplace(PairKey(ia->second, ib->second), std::make_pair(rank++, iab->second));
     }
-    for (const json& t : j.value("added_tokens", json::array())) {
-      POSTTRAIN_ASSIGN_OR_RETURN(const std::int64_t id, CheckedId(t.at("id"), t.value("content", std::string()), source));
-      AddedToken added{id, t.at("content").get<std::string>(), t.value("special", false)};
-      max_id_ = std::max(max_id_, added.id);
-      added_.push_back(added);
-    }
-    std::sort(added_.begin(), added_.end(),
-              [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
-    id_to_token_.assign(static_cast<size_t>(max_id_ + 1), std::string());
-    for (const auto& [token, id] : vocab_) id_to_token_[static_cast<size_t>(id)] = token;
-    for (const AddedToken& a : added_) {
-      id_to_token_[static_cast<size_t>(a.id)] = a.content;
-      if (a.special) special_ids_.insert(a.id);
-    }
-    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
-      POSTTRAIN_ASSIGN_OR_RETURN(normalizer_, MakeNormalizer(j["normalizer"]));
-    }
-    if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
-      POSTTRAIN_ASSIGN_OR_RETURN(pre_tokenizer_, MakePreTokenizer(j["pre_tokenizer"]));
-    }
-    if (j.contains("decoder") && !j["decoder"].is_null()) {
-      POSTTRAIN_ASSIGN_OR_RETURN(decoder_, MakeDecoder(j["decoder"]));
-    }
-    if (j.contains("post_processor") && !j["post_processor"].is_null()) {
-      POSTTRAIN_RETURN_IF_ERROR(ParsePostProcessor(j["post_processor"]));
-    }
-    auto special_id = [&](const char* key) -> std::optional<std::int64_t> {
-      if (!config.contains(key)) return std::nullopt;
-      const json& v = config[key];
-      std::string content = v.is_string() ? v.get<std::string>()
-                            : v.is_object() ? Str(v, "content") : std::string();
-      if (content.empty()) return std::nullopt;
-      return TokenToId(content);
-    };
-    bos_token_id_ = special_id("bos_token");
-    eos_token_id_ = special_id("eos_token");
-    pad_token_id_ = special_id("pad_token");
-    if (!bos_token_id_ && !prefix_ids_.empty()) bos_token_id_ = prefix_ids_.front();
     return absl::OkStatus();
-  }
-
-  std::vector<std::int64_t> Encode(absl::string_view text, bool add_special_tokens) const override {
-    std::vector<std::int64_t> ids;
-    if (add_special_tokens) ids = prefix_ids_;
-    bool first = true;
-    size_t start = 0;
-    auto encode_section = [&](size_t end) {
-      if (end > start) EncodeText(std::string(text.substr(start, end - start)), first, ids);
-      first = false;
-    };
-    for (size_t i = 0; i < text.size();) {
-      const AddedToken* match = nullptr;
-      for (const AddedToken& a : added_) {
-        if (!a.content.empty() && text.compare(i, a.content.size(), a.content) == 0) {
-          match = &a;
-          break;
-        }
-      }
-      if (match == nullptr) {
-        ++i;
-        continue;
-      }
-      encode_section(i);
-      ids.push_back(match->id);
-      i += match->content.size();
-      start = i;
-    }
-    encode_section(text.size());
-    if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
-    return ids;
-  }
-
-  std::string Decode(absl::Span<const std::int64_t> ids, bool skip_special_tokens) const override {
-    std::vector<std::string> tokens;
-    for (std::int64_t id : ids) {
-      if (id < 0 || id > max_id_) continue;
-      if (skip_special_tokens && special_ids_.count(id) > 0) continue;
-      tokens.push_back(id_to_token_[static_cast<size_t>(id)]);
-    }
-    if (decoder_) decoder_(tokens);
-    return Utf8Lossy(absl::StrJoin(tokens, ""));
-  }
-
-  std::int64_t vocab_size() const override { return max_id_ + 1; }
-
-  std::optional<std::int64_t> TokenToId(absl::string_view token) const override {
-    for (const AddedToken& a : added_) {
-      if (a.content == token) return a.id;
-    }
-    auto it = vocab_.find(std::string(token));
-    if (it == vocab_.end()) return std::nullopt;
-    return it->second;
-  }
-
-  std::string IdToToken(std::int64_t id) const override {
-    if (id < 0 || id > max_id_) return "";
-    return id_to_token_[static_cast<size_t>(id)];
-  }
-
- private:
-  // A byte-level pre-tokenizer turns every text into its 256 byte symbols, which
-  // a byte-level vocabulary holds.
-  static bool ByteLevelCovered(const json& j) { return j.contains("pre_tokenizer") && HasByteLevel(j["pre_tokenizer"]); }
-  static std::uint64_t PairKey(std::int64_t a, std::int64_t b) {
-    return (static_cast<std::uint64_t>(a) << 32) | static_cast<std::uint64_t>(b);
-  }
-
-  absl::Status ParsePostProcessor(const json& p) {
-    const std::string type = Str(p, "type");
-    if (type == "ByteLevel") return absl::OkStatus();
-    if (type == "Sequence") {
-      for (const json& item : p.at("processors")) POSTTRAIN_RETURN_IF_ERROR(ParsePostProcessor(item));
-      return absl::OkStatus();
-    }
-    if (type != "TemplateProcessing") {
-      return absl::UnimplementedError(absl::StrCat("post_processor type '", type, "' is not supported"));
-    }
-    bool after_sequence = false;
-    for (const json& item : p.at("single")) {
-      if (item.contains("Sequence")) {
-        after_sequence = true;
-        continue;
-      }
-      const std::string name = item.at("SpecialToken").at("id").get<std::string>();
-      const json& special = p.at("special_tokens").at(name);
-      for (const json& id : special.at("ids")) {
-        (after_sequence ? suffix_ids_ : prefix_ids_).push_back(id.get<std::int64_t>());
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  void EncodeText(std::string text, bool first, std::vector<std::int64_t>& ids) const {
-    if (normalizer_) normalizer_(text);
-    if (text.empty()) return;
-    std::vector<std::string> pieces = {std::move(text)};
-    if (pre_tokenizer_) pre_tokenizer_(pieces, first);
-    for (const std::string& piece : pieces) EncodeWord(piece, ids);
   }
 
   // BPE on one pre-token, with a cache of recent words.
-  void EncodeWord(const std::string& word, std::vector<std::int64_t>& out) const {
+  void Tokenize(const std::string& word, std::vector<std::int64_t>& out) const override {
     if (word.empty()) return;
     {
       std::lock_guard<std::mutex> lock(cache_mutex_);
@@ -777,33 +888,34 @@ class HfTokenizer final : public Tokenizer {
     cache_.emplace(word, std::move(symbols));
   }
 
+ private:
+  static std::uint64_t PairKey(std::int64_t a, std::int64_t b) {
+    return (static_cast<std::uint64_t>(a) << 32) | static_cast<std::uint64_t>(b);
+  }
+
   std::vector<std::int64_t> Merge(const std::string& word) const {
     std::vector<std::int64_t> symbols;
     std::vector<bool> mergeable;  // byte-fallback and unk symbols never merge
+    std::string symbol;
     for (size_t i = 0; i < word.size();) {
       const size_t n = Utf8Length(word, i);
-      auto it = vocab_.find(word.substr(i, n));
+      // The initial symbol: the character, after the first with the
+      // continuing_subword_prefix, the last with the end_of_word_suffix.
+      symbol.assign(i == 0 ? "" : prefix_).append(word, i, n);
+      if (i + n == word.size()) symbol += suffix_;
+      auto it = vocab_.find(symbol);
       if (it != vocab_.end()) {
         symbols.push_back(it->second);
         mergeable.push_back(true);
       } else {
-        bool done = false;
-        if (byte_fallback_) {
-          std::vector<std::int64_t> bytes;
-          for (size_t k = 0; k < n; ++k) {
-            auto b = vocab_.find(absl::StrFormat("<0x%02X>", static_cast<unsigned char>(word[i + k])));
-            if (b == vocab_.end()) break;
-            bytes.push_back(b->second);
+        std::optional<std::vector<std::int64_t>> bytes;
+        if (byte_fallback_) bytes = ByteTokens(absl::string_view(word).substr(i, n));
+        if (bytes) {
+          for (std::int64_t b : *bytes) {
+            symbols.push_back(b);
+            mergeable.push_back(false);
           }
-          if (bytes.size() == n) {
-            for (std::int64_t b : bytes) {
-              symbols.push_back(b);
-              mergeable.push_back(false);
-            }
-            done = true;
-          }
-        }
-        if (!done && unk_id_) {
+        } else if (unk_id_) {
           if (!(fuse_unk_ && !symbols.empty() && symbols.back() == *unk_id_ && !mergeable.back())) {
             symbols.push_back(*unk_id_);
             mergeable.push_back(false);
@@ -833,20 +945,473 @@ class HfTokenizer final : public Tokenizer {
     return symbols;
   }
 
-  std::unordered_map<std::string, std::int64_t> vocab_;
   std::unordered_map<std::uint64_t, std::pair<std::int64_t, std::int64_t>> merges_;  // → (rank, merged id)
+  std::optional<std::int64_t> unk_id_;
+  std::string prefix_, suffix_;
+  bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<std::int64_t>> cache_;
+};
+
+// WordPiece (BERT): greedy longest match from the left; pieces after the first
+// carry the continuing_subword_prefix; a word with no such cover, or longer than
+// max_input_chars_per_word characters, is one unk_token.
+class WordPieceModel final : public Model {
+ public:
+  absl::Status Init(const json& model, const std::string& source) {
+    POSTTRAIN_RETURN_IF_ERROR(ReadVocabObject(model.at("vocab"), source));
+    POSTTRAIN_ASSIGN_OR_RETURN(unk_id_, RequiredToken(model, "unk_token", "[UNK]", "words it cannot cover map to it", source));
+    prefix_ = Str(model, "continuing_subword_prefix", "##");
+    max_chars_ = model.value("max_input_chars_per_word", std::int64_t{100});
+    return absl::OkStatus();
+  }
+
+  void Tokenize(const std::string& word, std::vector<std::int64_t>& out) const override {
+    if (word.empty()) return;
+    std::vector<size_t> bounds;  // character boundaries, 0 .. size
+    for (size_t i = 0; i < word.size(); i += Utf8Length(word, i)) bounds.push_back(i);
+    bounds.push_back(word.size());
+    if (static_cast<std::int64_t>(bounds.size()) - 1 > max_chars_) {
+      out.push_back(unk_id_);
+      return;
+    }
+    std::vector<std::int64_t> pieces;
+    std::string candidate;
+    for (size_t start = 0; start + 1 < bounds.size();) {
+      size_t end = bounds.size() - 1;
+      std::optional<std::int64_t> found;
+      for (; end > start; --end) {
+        candidate.assign(start == 0 ? "" : prefix_).append(word, bounds[start], bounds[end] - bounds[start]);
+        if (auto it = vocab_.find(candidate); it != vocab_.end()) {
+          found = it->second;
+          break;
+        }
+      }
+      if (!found) {
+        out.push_back(unk_id_);
+        return;
+      }
+      pieces.push_back(*found);
+      start = end;
+    }
+    out.insert(out.end(), pieces.begin(), pieces.end());
+  }
+
+ private:
+  std::int64_t unk_id_ = 0, max_chars_ = 100;
+  std::string prefix_;
+};
+
+// WordLevel: a word is its vocabulary entry or unk_token.
+class WordLevelModel final : public Model {
+ public:
+  absl::Status Init(const json& model, const std::string& source) {
+    POSTTRAIN_RETURN_IF_ERROR(ReadVocabObject(model.at("vocab"), source));
+    POSTTRAIN_ASSIGN_OR_RETURN(unk_id_, RequiredToken(model, "unk_token", "<unk>", "words outside the vocabulary map to it", source));
+    return absl::OkStatus();
+  }
+  void Tokenize(const std::string& word, std::vector<std::int64_t>& out) const override {
+    if (word.empty()) return;
+    auto it = vocab_.find(word);
+    out.push_back(it == vocab_.end() ? unk_id_ : it->second);
+  }
+
+ private:
+  std::int64_t unk_id_ = 0;
+};
+
+// Unigram (SentencePiece's unigram language model): the segmentation with the
+// highest total log-probability (Viterbi over the word's characters). A character
+// no piece covers is unk, scored min(score) - 10; adjacent unks fuse into one,
+// which with byte_fallback becomes its bytes' <0xAB> tokens.
+class UnigramModel final : public Model {
+ public:
+  absl::Status Init(const json& model, const std::string& source) {
+    const json& vocab = model.at("vocab");
+    if (!vocab.is_array() || vocab.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab is empty or not a list of [piece, score]"));
+    }
+    if (static_cast<std::int64_t>(vocab.size()) >= kMaxTokenId) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab has ", vocab.size(), " pieces, over ", kMaxTokenId));
+    }
+    scores_.reserve(vocab.size());
+    vocab_.reserve(vocab.size());
+    double min_score = 0;
+    for (size_t i = 0; i < vocab.size(); ++i) {
+      const json& entry = vocab[i];
+      if (!entry.is_array() || entry.size() != 2 || !entry[0].is_string() || !entry[1].is_number()) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab[", i, "] is not [piece, score]: ", entry.dump()));
+      }
+      const std::string& piece = entry[0].get_ref<const std::string&>();
+      const double score = entry[1].get<double>();
+      if (!std::isfinite(score)) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab[", i, "] ('", piece, "') has score ", score));
+      }
+      if (piece.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": model.vocab[", i, "] is an empty piece"));
+      // A repeated piece keeps its first id (as SentencePiece's trie).
+      if (vocab_.emplace(piece, static_cast<std::int64_t>(i)).second) max_piece_bytes_ = std::max(max_piece_bytes_, piece.size());
+      scores_.push_back(score);
+      min_score = i == 0 ? score : std::min(min_score, score);
+    }
+    unk_score_ = min_score - 10.0;
+    if (!model.contains("unk_id") || model["unk_id"].is_null()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": the Unigram model has no unk_id: text outside its pieces could not be encoded"));
+    }
+    POSTTRAIN_ASSIGN_OR_RETURN(unk_id_, CheckedId(model["unk_id"], "unk_id", source));
+    if (unk_id_ >= static_cast<std::int64_t>(vocab.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": unk_id ", unk_id_, " is outside model.vocab (", vocab.size(), " pieces)"));
+    }
+    byte_fallback_ = model.value("byte_fallback", false);
+    return absl::OkStatus();
+  }
+
+  void Tokenize(const std::string& word, std::vector<std::int64_t>& out) const override {
+    if (word.empty()) return;
+    // best[e]: the best segmentation of word[0, e): score, start of its last piece, id.
+    struct Best {
+      double score = 0;
+      std::int64_t start = -1;  // -1: not reached
+      std::int64_t id = 0;
+    };
+    std::vector<Best> best(word.size() + 1);
+    best[0].start = 0;
+    std::string piece;
+    for (size_t start = 0; start < word.size();) {
+      const size_t char_len = Utf8Length(word, start);
+      const double here = best[start].score;
+      bool single_char = false;
+      // Pieces starting here, shortest first (the order of a prefix search).
+      piece.clear();
+      for (size_t end = start; end < word.size() && end - start < max_piece_bytes_;) {
+        const size_t n = Utf8Length(word, end);
+        piece.append(word, end, n);
+        end += n;
+        auto it = vocab_.find(piece);
+        if (it == vocab_.end()) continue;
+        const double score = here + scores_[static_cast<size_t>(it->second)];
+        Best& target = best[end];
+        if (target.start < 0 || score > target.score) target = {score, static_cast<std::int64_t>(start), it->second};
+        if (end - start == char_len) single_char = true;
+      }
+      if (!single_char) {
+        Best& target = best[start + char_len];
+        const double score = here + unk_score_;
+        if (target.start < 0 || score > target.score) target = {score, static_cast<std::int64_t>(start), unk_id_};
+      }
+      start += char_len;
+    }
+    // Back from the end: pieces in reverse, adjacent unks fused.
+    std::vector<std::pair<std::int64_t, std::string>> pieces;  // (id, text)
+    for (std::int64_t end = static_cast<std::int64_t>(word.size()); end > 0;) {
+      const Best& b = best[static_cast<size_t>(end)];
+      std::string text = word.substr(static_cast<size_t>(b.start), static_cast<size_t>(end - b.start));
+      if (b.id == unk_id_ && !pieces.empty() && pieces.back().first == unk_id_) {
+        pieces.back().second = text + pieces.back().second;
+      } else {
+        pieces.emplace_back(b.id, std::move(text));
+      }
+      end = b.start;
+    }
+    for (auto it = pieces.rbegin(); it != pieces.rend(); ++it) {
+      if (it->first == unk_id_ && byte_fallback_) {
+        if (auto bytes = ByteTokens(it->second)) {
+          out.insert(out.end(), bytes->begin(), bytes->end());
+          continue;
+        }
+      }
+      out.push_back(it->first);
+    }
+  }
+
+ private:
+  std::vector<double> scores_;
+  double unk_score_ = 0;
+  std::int64_t unk_id_ = 0;
+  size_t max_piece_bytes_ = 0;
+  bool byte_fallback_ = false;
+};
+
+absl::StatusOr<std::unique_ptr<Model>> MakeModel(const json& j, const std::string& source) {
+  const json& model = j.at("model");
+  const std::string type = Str(model, "type", "BPE");
+  if (type == "BPE") {
+    auto m = std::make_unique<BpeModel>();
+    POSTTRAIN_RETURN_IF_ERROR(m->Init(model, j.contains("pre_tokenizer") && HasByteLevel(j["pre_tokenizer"]), source));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  if (type == "WordPiece") {
+    auto m = std::make_unique<WordPieceModel>();
+    POSTTRAIN_RETURN_IF_ERROR(m->Init(model, source));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  if (type == "WordLevel") {
+    auto m = std::make_unique<WordLevelModel>();
+    POSTTRAIN_RETURN_IF_ERROR(m->Init(model, source));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  if (type == "Unigram") {
+    auto m = std::make_unique<UnigramModel>();
+    POSTTRAIN_RETURN_IF_ERROR(m->Init(model, source));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  return absl::UnimplementedError(absl::StrCat(source, ": model type '", type,
+                                               "' is not supported (BPE, WordPiece, WordLevel, Unigram)"));
+}
+
+// ---- The tokenizer -----------------------------------------------------------
+
+struct AddedToken {
+  std::int64_t id;
+  std::string content;  // as matched: normalised for a `normalized` token
+  bool special, lstrip, rstrip, single_word;
+};
+
+// Text split around added tokens: each segment is text (token == nullptr) or one
+// added token.
+struct Segment {
+  std::string text;
+  const AddedToken* token = nullptr;
+};
+
+// Added tokens matched leftmost-longest in a text, as the tokenizers crate's added
+// vocabulary: a single_word token only between non-word characters (a rejected
+// match is passed over whole), lstrip/rstrip take the whitespace beside the token.
+class AddedTokenMatcher {
+ public:
+  void Add(const AddedToken* token) {
+    if (token->content.empty()) return;
+    auto& bucket = by_first_byte_[static_cast<unsigned char>(token->content[0])];
+    bucket.push_back(token);
+    std::stable_sort(bucket.begin(), bucket.end(),
+                     [](const AddedToken* a, const AddedToken* b) { return a->content.size() > b->content.size(); });
+    empty_ = false;
+  }
+
+  std::vector<Segment> Split(const std::string& text) const {
+    std::vector<Segment> out;
+    if (empty_) {
+      out.push_back({text, nullptr});
+      return out;
+    }
+    size_t start = 0;  // of the pending text
+    for (size_t i = 0; i < text.size();) {
+      const AddedToken* match = nullptr;
+      for (const AddedToken* a : by_first_byte_[static_cast<unsigned char>(text[i])]) {
+        if (text.compare(i, a->content.size(), a->content) == 0) {
+          match = a;
+          break;
+        }
+      }
+      if (match == nullptr) {
+        ++i;
+        continue;
+      }
+      size_t begin = i, end = i + match->content.size();
+      if (match->single_word && (IsWordBefore(text, begin) || IsWordAt(text, end))) {
+        i = end;  // passed over whole
+        continue;
+      }
+      if (match->lstrip) {
+        while (begin > start && IsWhitespaceBefore(text, begin)) begin -= CharLengthBefore(text, begin);
+      }
+      if (match->rstrip) {
+        while (end < text.size() && IsWhitespace(DecodeCodepoint(absl::string_view(text).substr(end, Utf8Length(text, end))))) {
+          end += Utf8Length(text, end);
+        }
+      }
+      if (begin > start) out.push_back({text.substr(start, begin - start), nullptr});
+      out.push_back({match->content, match});
+      start = i = end;
+    }
+    if (start < text.size()) out.push_back({text.substr(start), nullptr});
+    return out;
+  }
+
+ private:
+  static size_t CharLengthBefore(const std::string& s, size_t pos) {
+    size_t k = pos - 1;
+    while (k > 0 && (static_cast<unsigned char>(s[k]) & 0xc0) == 0x80) --k;
+    return Utf8Length(s, k) == pos - k ? pos - k : 1;
+  }
+  static std::uint32_t CodepointBefore(const std::string& s, size_t pos) {
+    const size_t n = CharLengthBefore(s, pos);
+    return DecodeCodepoint(absl::string_view(s).substr(pos - n, n));
+  }
+  static bool IsWordChar(std::uint32_t c) {  // char::is_alphanumeric or '_'
+    if (c == '_') return true;
+    const utf8proc_category_t cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+    return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+           (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
+  }
+  static bool IsWordBefore(const std::string& s, size_t pos) { return pos > 0 && IsWordChar(CodepointBefore(s, pos)); }
+  static bool IsWordAt(const std::string& s, size_t pos) {
+    return pos < s.size() && IsWordChar(DecodeCodepoint(absl::string_view(s).substr(pos, Utf8Length(s, pos))));
+  }
+  static bool IsWhitespaceBefore(const std::string& s, size_t pos) { return IsWhitespace(CodepointBefore(s, pos)); }
+
+  std::vector<const AddedToken*> by_first_byte_[256];
+  bool empty_ = true;
+};
+
+class HfTokenizer final : public Tokenizer {
+ public:
+  absl::Status Init(const json& j, const json& config, const std::string& source) {
+    POSTTRAIN_ASSIGN_OR_RETURN(model_, MakeModel(j, source));
+    for (const auto& [token, id] : model_->vocab()) max_id_ = std::max(max_id_, id);
+    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(normalizer_, MakeNormalizer(j["normalizer"]));
+    }
+    if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(pre_tokenizer_, MakePreTokenizer(j["pre_tokenizer"]));
+    }
+    if (j.contains("decoder") && !j["decoder"].is_null()) {
+      POSTTRAIN_ASSIGN_OR_RETURN(decoder_, MakeDecoder(j["decoder"]));
+    }
+    if (j.contains("post_processor") && !j["post_processor"].is_null()) {
+      POSTTRAIN_RETURN_IF_ERROR(ParsePostProcessor(j["post_processor"], source));
+    }
+    for (const json& t : j.value("added_tokens", json::array())) {
+      POSTTRAIN_ASSIGN_OR_RETURN(const std::int64_t id, CheckedId(t.at("id"), t.value("content", std::string()), source));
+      const bool special = t.value("special", false);
+      AddedToken added{id, t.at("content").get<std::string>(), special, t.value("lstrip", false), t.value("rstrip", false),
+                       t.value("single_word", false)};
+      max_id_ = std::max(max_id_, added.id);
+      contents_.emplace_back(id, added.content);
+      // A `normalized` token is matched in the normalised text, by its normalised content.
+      const bool normalized = t.value("normalized", !special);
+      if (normalized && normalizer_) normalizer_(added.content);
+      (normalized ? normalized_added_ : raw_added_).push_back(added);
+    }
+    for (const auto* list : {&raw_added_, &normalized_added_}) {
+      for (const AddedToken& a : *list) (list == &raw_added_ ? raw_matcher_ : normalized_matcher_).Add(&a);
+    }
+    id_to_token_.assign(static_cast<size_t>(max_id_ + 1), std::string());
+    for (const auto& [token, id] : model_->vocab()) id_to_token_[static_cast<size_t>(id)] = token;
+    for (const auto& [id, content] : contents_) id_to_token_[static_cast<size_t>(id)] = content;
+    for (const auto* list : {&raw_added_, &normalized_added_}) {
+      for (const AddedToken& a : *list) {
+        if (a.special) special_ids_.insert(a.id);
+      }
+    }
+    auto special_id = [&](const char* key) -> std::optional<std::int64_t> {
+      if (!config.contains(key)) return std::nullopt;
+      const json& v = config[key];
+      std::string content = v.is_string() ? v.get<std::string>()
+                            : v.is_object() ? Str(v, "content") : std::string();
+      if (content.empty()) return std::nullopt;
+      return TokenToId(content);
+    };
+    bos_token_id_ = special_id("bos_token");
+    eos_token_id_ = special_id("eos_token");
+    pad_token_id_ = special_id("pad_token");
+    if (!bos_token_id_ && !prefix_ids_.empty()) bos_token_id_ = prefix_ids_.front();
+    return absl::OkStatus();
+  }
+
+  std::vector<std::int64_t> Encode(absl::string_view text, bool add_special_tokens) const override {
+    std::vector<std::int64_t> ids;
+    if (add_special_tokens) ids = prefix_ids_;
+    bool first = true;  // no added token before: Metaspace's prepend_scheme "first"
+    for (Segment& section : raw_matcher_.Split(std::string(text))) {
+      if (section.token != nullptr) {
+        ids.push_back(section.token->id);
+        first = false;
+        continue;
+      }
+      if (normalizer_) normalizer_(section.text);
+      for (const Segment& piece : normalized_matcher_.Split(section.text)) {
+        if (piece.token != nullptr) {
+          ids.push_back(piece.token->id);
+        } else if (!piece.text.empty()) {
+          std::vector<std::string> words = {piece.text};
+          if (pre_tokenizer_) pre_tokenizer_(words, first);
+          for (const std::string& word : words) model_->Tokenize(word, ids);
+        }
+        first = false;
+      }
+    }
+    if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
+    return ids;
+  }
+
+  std::string Decode(absl::Span<const std::int64_t> ids, bool skip_special_tokens) const override {
+    std::vector<std::string> tokens;
+    for (std::int64_t id : ids) {
+      if (id < 0 || id > max_id_) continue;
+      if (skip_special_tokens && special_ids_.count(id) > 0) continue;
+      tokens.push_back(id_to_token_[static_cast<size_t>(id)]);
+    }
+    if (decoder_) decoder_(tokens);
+    return Utf8Lossy(absl::StrJoin(tokens, ""));
+  }
+
+  std::int64_t vocab_size() const override { return max_id_ + 1; }
+
+  std::optional<std::int64_t> TokenToId(absl::string_view token) const override {
+    for (const auto& [id, content] : contents_) {
+      if (content == token) return id;
+    }
+    auto it = model_->vocab().find(std::string(token));
+    if (it == model_->vocab().end()) return std::nullopt;
+    return it->second;
+  }
+
+  std::string IdToToken(std::int64_t id) const override {
+    if (id < 0 || id > max_id_) return "";
+    return id_to_token_[static_cast<size_t>(id)];
+  }
+
+ private:
+  absl::Status ParsePostProcessor(const json& p, const std::string& source) {
+    const std::string type = Str(p, "type");
+    if (type == "ByteLevel") return absl::OkStatus();
+    if (type == "Sequence") {
+      for (const json& item : p.at("processors")) POSTTRAIN_RETURN_IF_ERROR(ParsePostProcessor(item, source));
+      return absl::OkStatus();
+    }
+    if (type == "BertProcessing" || type == "RobertaProcessing") {  // cls A sep
+      const json defaults = type == "BertProcessing" ? json{{"cls", {"[CLS]", 101}}, {"sep", {"[SEP]", 102}}}
+                                                     : json{{"cls", {"<s>", 0}}, {"sep", {"</s>", 2}}};
+      for (auto [key, ids] : {std::pair{"cls", &prefix_ids_}, {"sep", &suffix_ids_}}) {
+        const json& token = p.contains(key) ? p[key] : defaults[key];
+        if (!token.is_array() || token.size() != 2 || !token[0].is_string()) {
+          return absl::InvalidArgumentError(absl::StrCat(source, ": post_processor ", type, ".", key, " is not [token, id]: ", token.dump()));
+        }
+        POSTTRAIN_ASSIGN_OR_RETURN(const std::int64_t id, CheckedId(token[1], token[0].get<std::string>(), source));
+        ids->push_back(id);
+      }
+      return absl::OkStatus();
+    }
+    if (type != "TemplateProcessing") {
+      return absl::UnimplementedError(absl::StrCat("post_processor type '", type, "' is not supported"));
+    }
+    bool after_sequence = false;
+    for (const json& item : p.at("single")) {
+      if (item.contains("Sequence")) {
+        after_sequence = true;
+        continue;
+      }
+      const std::string name = item.at("SpecialToken").at("id").get<std::string>();
+      const json& special = p.at("special_tokens").at(name);
+      for (const json& id : special.at("ids")) {
+        POSTTRAIN_ASSIGN_OR_RETURN(const std::int64_t checked, CheckedId(id, name, source));
+        (after_sequence ? suffix_ids_ : prefix_ids_).push_back(checked);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<Model> model_;
   std::vector<std::string> id_to_token_;
-  std::vector<AddedToken> added_;  // longest first
+  std::vector<std::pair<std::int64_t, std::string>> contents_;  // added tokens as written
+  std::vector<AddedToken> raw_added_, normalized_added_;         // reserved: the matchers point into them
+  AddedTokenMatcher raw_matcher_, normalized_matcher_;
   std::set<std::int64_t> special_ids_;
   std::int64_t max_id_ = -1;
-  std::optional<std::int64_t> unk_id_;
-  bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
   Normalizer normalizer_;
   PreTokenizer pre_tokenizer_;
   Decoder decoder_;
   std::vector<std::int64_t> prefix_ids_, suffix_ids_;
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<std::int64_t>> cache_;
 };
 
 }  // namespace

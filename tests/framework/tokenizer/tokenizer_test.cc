@@ -103,16 +103,16 @@ TEST(TokenizerTest, BadTokenizerFilesGiveClearErrors) {
   EXPECT_EQ(LoadTokenizer("/nonexistent/dir").status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(ParseHfTokenizer("{oops", "", "t.json").status().message()), HasSubstr("t.json is not valid JSON"));
   EXPECT_THAT(std::string(ParseHfTokenizer(R"({"model": {"type": "Unigram", "vocab": []}})", "", "t.json").status().message()),
-              HasSubstr("model type 'Unigram' is not supported"));
+              HasSubstr("model.vocab is empty or not a list of [piece, score]"));
   EXPECT_THAT(std::string(ParseHfTokenizer(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "unk_token": "a", "merges": ["a b"]}})", "", "t.json")
                               .status()
                               .message()),
               HasSubstr("merge 'a b' uses tokens not in the vocabulary"));
-  EXPECT_THAT(std::string(ParseHfTokenizer(R"({"pre_tokenizer": {"type": "BertPreTokenizer"}, "model": {"type": "BPE", "vocab": {"a": 0}, "unk_token": "a", "merges": []}})",
+  EXPECT_THAT(std::string(ParseHfTokenizer(R"({"pre_tokenizer": {"type": "UnicodeScripts"}, "model": {"type": "BPE", "vocab": {"a": 0}, "unk_token": "a", "merges": []}})",
                                            "", "t.json")
                               .status()
                               .message()),
-              HasSubstr("pre_tokenizer type 'BertPreTokenizer' is not supported"));
+              HasSubstr("pre_tokenizer type 'UnicodeScripts' is not supported"));
 }
 
 TEST(TokenizerTest, ByteLevelBpeByHand) {
