@@ -42,7 +42,7 @@ for i, (dtype, shape) in enumerate([("F32", [2, 3]), ("BF16", [4]), ("I64", [1, 
     open(f"{d}/seed_{i}", "wb").write(struct.pack("<Q", len(header)) + header + bytes(range(n * size)))
 PY
 seed model_config "$model/config.json" recipes/gkd/student_config.json ../shared/data/qwen3_tokenizer/config.json
-seed tokenizer_json "$model/tokenizer.json"
+seed tokenizer_json "$model/tokenizer.json" tests/fuzz/seeds/tokenizer_*.json
 seed spm_model recipes/data/tok512.model $(find ../shared/data -name '*.model' 2>/dev/null | head -5)
 mkdir -p "$build/corpus/shard_index"
 cat > "$build/corpus/shard_index/seed_index" <<'JSON'

@@ -101,7 +101,9 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
   const std::int64_t d = config_.head_dim;
   at::Tensor exponent = at::arange(0, d, 2, HostOptions(at::kLong)).to(ComputeDtype(dtype_)) / static_cast<double>(d);
   inv_freq_ = 1.0 / at::pow(config_.rope_theta, exponent);
-  if (config_.rope_scaling) {
+  if (config_.rope_scaling && config_.rope_scaling->rope_type == "linear") {
+    inv_freq_ = inv_freq_ / config_.rope_scaling->factor;  // position p rotates as p / factor
+  } else if (config_.rope_scaling) {
     // Llama 3.1 frequency scaling (transformers' _compute_llama3_parameters).
     const RopeScaling& s = *config_.rope_scaling;
     const double old_len = static_cast<double>(s.original_max_position_embeddings);

@@ -141,22 +141,30 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     const nlohmann::json& rs = json["rope_scaling"];
     RopeScaling s;
     s.rope_type = rs.value("rope_type", rs.value("type", std::string()));
-    if (s.rope_type != "llama3") {
+    if (s.rope_type != "llama3" && s.rope_type != "linear" && s.rope_type != "default") {
       return absl::UnimplementedError(absl::StrCat("config.json: rope_scaling type \"", s.rope_type,
-                                                   "\" is not supported (supported: llama3)"));
+                                                   "\" is not supported (supported: llama3, linear)"));
     }
-    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
-    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "low_freq_factor", &s.low_freq_factor));
-    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "high_freq_factor", &s.high_freq_factor));
-    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
-    if (!(s.factor > 0) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
-        s.original_max_position_embeddings <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config.json: rope_scaling (llama3) needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
-          "original_max_position_embeddings > 0; got factor ", s.factor, ", low_freq_factor ", s.low_freq_factor,
-          ", high_freq_factor ", s.high_freq_factor, ", original_max_position_embeddings ", s.original_max_position_embeddings));
-    }
-    c.rope_scaling = s;
+    if (s.rope_type == "linear") {  // positions divided by factor (transformers' _compute_linear_scaling_rope_parameters)
+      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
+      if (!(s.factor > 0) || !std::isfinite(s.factor)) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: rope_scaling (linear) needs factor > 0, got ", s.factor));
+      }
+      c.rope_scaling = s;
+    } else if (s.rope_type == "llama3") {
+      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
+      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "low_freq_factor", &s.low_freq_factor));
+      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "high_freq_factor", &s.high_freq_factor));
+      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
+      if (!(s.factor > 0) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
+          s.original_max_position_embeddings <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config.json: rope_scaling (llama3) needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+            "original_max_position_embeddings > 0; got factor ", s.factor, ", low_freq_factor ", s.low_freq_factor,
+            ", high_freq_factor ", s.high_freq_factor, ", original_max_position_embeddings ", s.original_max_position_embeddings));
+      }
+      c.rope_scaling = s;
+    }  // "default": no scaling
   }
   if (c.hidden_act != "silu") {
     return absl::UnimplementedError(absl::StrCat("config.json: hidden_act \"", c.hidden_act, "\" is not supported (silu)"));
@@ -225,7 +233,9 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
-  if (rope_scaling) {
+  if (rope_scaling && rope_scaling->rope_type == "linear") {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope_scaling->factor}};
+  } else if (rope_scaling) {
     j["rope_scaling"] = {{"rope_type", rope_scaling->rope_type},
                          {"factor", rope_scaling->factor},
                          {"low_freq_factor", rope_scaling->low_freq_factor},

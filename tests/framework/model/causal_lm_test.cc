@@ -122,6 +122,33 @@ TEST(CausalLMTest, MatchesAnIndependentPythonImplementation) {
   EXPECT_LT((logits - expected).abs().max().item<double>(), 1e-4);
 }
 
+// rope_scaling "linear": position p rotates as p / factor. With factor 2, positions
+// 0, 2, 4, ... of the scaled model are positions 0, 1, 2, ... of the unscaled one;
+// and the scaled model matches the python transcription. Saved and loaded back, the
+// config keeps it.
+TEST(CausalLMTest, LinearRopeScalingDividesPositions) {
+  ModelConfig config = TinyConfig();
+  auto plain = CausalLM::Random(config, at::kFloat, 4);
+  config.rope_scaling = RopeScaling{"linear", 2.0};
+  auto scaled = CausalLM::Random(config, at::kFloat, 4);
+  ASSERT_TRUE(plain.ok() && scaled.ok());
+  at::Tensor ids = at::randint(config.vocab_size, {2, 7}, at::kLong);
+  c10::NoGradGuard no_grad;
+  const at::Tensor at_double = (*scaled)->Forward(ids, Positions(2, 7) * 2, at::Tensor(), nullptr);
+  const at::Tensor at_single = (*plain)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr);
+  EXPECT_LT((at_double - at_single).abs().max().item<double>(), 1e-5);
+  const at::Tensor at_positions = (*scaled)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr);
+  EXPECT_GT((at_positions - at_single).abs().max().item<double>(), 1e-4) << "the scaling changed nothing";  // same weights: 0 if ignored
+  const at::Tensor expected = PythonReferenceLogits(**scaled, ids, "py_linear");
+  ASSERT_TRUE(expected.defined());
+  EXPECT_LT((at_positions - expected).abs().max().item<double>(), 1e-4);
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config.ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  ASSERT_TRUE(reparsed->rope_scaling.has_value());
+  EXPECT_EQ(reparsed->rope_scaling->rope_type, "linear");
+  EXPECT_EQ(reparsed->rope_scaling->factor, 2.0);
+}
+
 // Qwen2's q/k/v biases, against the same independent transcription (biases are
 // set to random values: a bias that was dropped or misplaced shows at once).
 TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {

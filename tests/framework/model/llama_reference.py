@@ -57,7 +57,9 @@ eps = cfg["rms_norm_eps"]
 
 inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, D, 2).float() / D))
 rs = cfg.get("rope_scaling")
-if rs:
+if rs and rs.get("rope_type", rs.get("type")) == "linear":
+    inv = inv / rs["factor"]
+elif rs:
     f, lo, hi, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
     new = []
     for x in inv.tolist():

@@ -1,6 +1,6 @@
 // The architecture of a Hugging Face Llama-family causal LM, as config.json holds it.
 //
-// Covers LlamaForCausalLM (incl. Llama-3 `rope_scaling` {"rope_type": "llama3"}),
+// Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"} and "linear"),
 // MistralForCausalLM without sliding windows, and Qwen2ForCausalLM (q/k/v bias).
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile("m/config.json"));
@@ -18,8 +18,8 @@
 namespace posttrain {
 
 struct RopeScaling {
-  std::string rope_type;  // "llama3" (others are refused at load)
-  double factor = 8.0;
+  std::string rope_type;  // "llama3" or "linear" (others are refused at load)
+  double factor = 8.0;    // linear: positions are divided by it; llama3 also uses the fields below
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   std::int64_t original_max_position_embeddings = 8192;
