@@ -1,5 +1,6 @@
 #include "posttrain/tokenizer/tokenizer.h"
 
+#include <chrono>
 #include <fstream>
 
 #include "absl/strings/str_split.h"
@@ -97,6 +98,28 @@ TEST(TokenizerTest, Qwen3TokenizerReproducesHuggingFaceIds) {
   EXPECT_EQ(ids.front(), 151644);
   EXPECT_EQ(ids.back(), 151645);
   EXPECT_EQ((*tokenizer)->Decode(ids, /*skip_special_tokens=*/true), "user\nhi");
+}
+
+// A word of 100,000 characters (no spaces: a DNA string, a base64 blob) through the
+// BPE merges: the same ids as libsentencepiece (independent BPE) and in time linear
+// in its length up to a log (the pairwise rescan it replaced took ~50 s here).
+TEST(TokenizerTest, LongWordsCostTheirLengthNotItsSquare) {
+  std::string word;
+  std::uint64_t state = 12345;
+  for (int i = 0; i < 100000; ++i) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    word += static_cast<char>('a' + (state >> 33) % 10);
+  }
+  auto hf = LoadTokenizer(testing::Stories260KDir());
+  auto spm = LoadTokenizer(testing::RepoDataPath("tok512.model"));
+  ASSERT_TRUE(hf.ok() && spm.ok());
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<std::int64_t> ids = (*hf)->Encode(word);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(ids, (*spm)->Encode(word));
+  EXPECT_GT(ids.size(), 10000u);
+  EXPECT_LT(seconds, 5.0) << ids.size() << " tokens";
+  RecordProperty("seconds", std::to_string(seconds));
 }
 
 TEST(TokenizerTest, BadTokenizerFilesGiveClearErrors) {
