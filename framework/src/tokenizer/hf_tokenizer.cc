@@ -1011,6 +1011,7 @@ class WordPieceModel final : public Model {
     POSTTRAIN_ASSIGN_OR_RETURN(unk_id_, RequiredToken(model, "unk_token", "[UNK]", "words it cannot cover map to it", source));
     prefix_ = Str(model, "continuing_subword_prefix", "##");
     max_chars_ = model.value("max_input_chars_per_word", std::int64_t{100});
+    for (const auto& [token, id] : vocab_) max_token_bytes_ = std::max(max_token_bytes_, token.size());
     return absl::OkStatus();
   }
 
@@ -1026,7 +1027,10 @@ class WordPieceModel final : public Model {
     std::vector<std::int64_t> pieces;
     std::string candidate;
     for (size_t start = 0; start + 1 < bounds.size();) {
-      size_t end = bounds.size() - 1;
+      // Candidates no longer than the longest token (a long word costs n·L, not n²).
+      const auto last = std::upper_bound(bounds.begin() + static_cast<std::ptrdiff_t>(start) + 1, bounds.end(),
+                                         bounds[start] + max_token_bytes_);
+      size_t end = std::max(start + 1, static_cast<size_t>(last - bounds.begin()) - 1);
       std::optional<std::int64_t> found;
       for (; end > start; --end) {
         candidate.assign(start == 0 ? "" : prefix_).append(word, bounds[start], bounds[end] - bounds[start]);
@@ -1047,6 +1051,7 @@ class WordPieceModel final : public Model {
 
  private:
   std::int64_t unk_id_ = 0, max_chars_ = 100;
+  size_t max_token_bytes_ = 0;
   std::string prefix_;
 };
 
