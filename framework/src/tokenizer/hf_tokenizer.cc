@@ -1357,6 +1357,24 @@ class HfTokenizer final : public Tokenizer {
     bos_token_id_ = special_id("bos_token");
     eos_token_id_ = special_id("eos_token");
     pad_token_id_ = special_id("pad_token");
+    // transformers' Llama, CodeLlama and Gemma tokenizers rebuild the post-processor
+    // from tokenizer_config.json (update_post_processor): bos if add_bos_token (default
+    // true), eos if add_eos_token (default false), whatever tokenizer.json says.
+    static const std::set<std::string> kRebuilt = {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
+                                                   "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"};
+    if (config.contains("tokenizer_class") && config["tokenizer_class"].is_string() &&
+        kRebuilt.count(config["tokenizer_class"].get<std::string>()) > 0) {
+      const bool add_bos = config.contains("add_bos_token") && !config["add_bos_token"].is_null() ? config["add_bos_token"].get<bool>() : true;
+      const bool add_eos = config.contains("add_eos_token") && !config["add_eos_token"].is_null() ? config["add_eos_token"].get<bool>() : false;
+      if ((add_bos && !bos_token_id_) || (add_eos && !eos_token_id_)) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": tokenizer_config.json sets add_", add_bos && !bos_token_id_ ? "bos" : "eos",
+                                                       "_token but its token is missing or not in the vocabulary"));
+      }
+      prefix_ids_.clear();
+      suffix_ids_.clear();
+      if (add_bos) prefix_ids_.push_back(*bos_token_id_);
+      if (add_eos) suffix_ids_.push_back(*eos_token_id_);
+    }
     if (!bos_token_id_ && !prefix_ids_.empty()) bos_token_id_ = prefix_ids_.front();
     return absl::OkStatus();
   }

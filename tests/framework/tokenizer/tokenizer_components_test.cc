@@ -282,6 +282,33 @@ TEST(TokenizerComponentsTest, AddedTokenStripSingleWordAndNormalizedMatching) {
   EXPECT_EQ(tokenizer->Decode({4, 11, 3}, true), "a b");
 }
 
+// transformers' LlamaTokenizerFast (and Gemma's, CodeLlama's) rebuild the
+// post-processor from tokenizer_config.json: bos if add_bos_token (default true),
+// eos if add_eos_token; other classes keep tokenizer.json's.
+TEST(TokenizerComponentsTest, LlamaTokenizerClassesTakeAddBosAndEosFromTheConfig) {
+  const nlohmann::json j = {
+      {"model", {{"type", "WordLevel"}, {"unk_token", "<unk>"}, {"vocab", {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}, {"hi", 3}}}}},
+      {"added_tokens", {Special("<s>", 1), Special("</s>", 2)}}};
+  auto ids = [&](const nlohmann::json& config) {
+    auto t = ParseHfTokenizer(j.dump(), config.dump(), "t.json");
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? (*t)->Encode("hi", true) : Ids{};
+  };
+  const nlohmann::json llama = {{"tokenizer_class", "LlamaTokenizerFast"}, {"bos_token", "<s>"}, {"eos_token", "</s>"}};
+  EXPECT_EQ(ids(llama), (Ids{1, 3}));
+  nlohmann::json both = llama;
+  both["add_eos_token"] = true;
+  EXPECT_EQ(ids(both), (Ids{1, 3, 2}));
+  nlohmann::json none = both;
+  none["add_bos_token"] = false;
+  none["add_eos_token"] = false;
+  EXPECT_EQ(ids(none), (Ids{3}));
+  EXPECT_EQ(ids({{"tokenizer_class", "PreTrainedTokenizerFast"}, {"bos_token", "<s>"}, {"add_eos_token", true}}), (Ids{3}));
+  auto missing = ParseHfTokenizer(j.dump(), nlohmann::json{{"tokenizer_class", "GemmaTokenizer"}}.dump(), "t.json");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("sets add_bos_token but its token is missing"));
+}
+
 TEST(TokenizerComponentsTest, CtcDecoderByHand) {
   nlohmann::json j = {{"model", {{"type", "WordLevel"}, {"unk_token", "<unk>"},
                                  {"vocab", {{"<unk>", 0}, {"<pad>", 1}, {"h", 2}, {"e", 3}, {"|", 4}, {"l", 5}, {"o", 6}}}}},
