@@ -1335,9 +1335,8 @@ class HfTokenizer final : public Tokenizer {
       if (normalized && normalizer_) normalizer_(added.content);
       (normalized ? normalized_added_ : raw_added_).push_back(added);
     }
-    for (const auto* list : {&raw_added_, &normalized_added_}) {
-      for (const AddedToken& a : *list) (list == &raw_added_ ? raw_matcher_ : normalized_matcher_).Add(&a);
-    }
+    for (const AddedToken& a : raw_added_) raw_matcher_.Add(&a);
+    for (const AddedToken& a : normalized_added_) normalized_matcher_.Add(&a);
     id_to_token_.assign(static_cast<size_t>(max_id_ + 1), std::string());
     for (const auto& [token, id] : model_->vocab()) id_to_token_[static_cast<size_t>(id)] = token;
     for (const auto& [id, content] : contents_) id_to_token_[static_cast<size_t>(id)] = content;
