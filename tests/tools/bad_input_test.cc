@@ -103,7 +103,8 @@ void BuildFixtures(const std::string& root, const std::string& final_root) {
   EditedModel(dir, "banana", [](J& c) { c["rope_scaling"] = "banana"; });
   EditedModel(dir, "maxpos", [](J& c) { c["max_position_embeddings"] = 0; });
   EditedModel(dir, "sliding", [](J& c) {
-    c["model_type"] = "mistral";
+    c["model_type"] = "qwen2";
+    c["use_sliding_window"] = true;
     c["sliding_window"] = 128;
   });
   EditedModel(dir, "huge_id", nullptr, [](J& t) { t["model"]["vocab"]["<unk>"] = 1000000000000LL; });
@@ -130,7 +131,7 @@ void BuildFixtures(const std::string& root, const std::string& final_root) {
 const std::string& FixtureRoot() {
   static const std::string* root = [] {
     const fs::path base = fs::path(::testing::TempDir()) / "posttrain_tests";
-    const std::string out = (base / "bad_input_fixtures_v2").string();
+    const std::string out = (base / "bad_input_fixtures_v3").string();
     if (fs::exists(out + "/complete")) return new std::string(out);
     const std::string mine = (base / ("bad_input_fixtures.tmp." + std::to_string(::getpid()))).string();
     fs::remove_all(mine);

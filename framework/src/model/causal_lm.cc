@@ -304,11 +304,15 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   const std::int64_t G = H / KV, D = config_.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
 
-  // allowed[b, 0, 0, t, s]: key s is a real token and not after query t.
+  // allowed[b, 0, 0, t, s]: key s is a real token, not after query t and, with a
+  // sliding window, within it.
   const at::TensorOptions index_options = input_ids.options();
   at::Tensor key_pos = at::arange(S, index_options);
   at::Tensor query_pos = at::arange(past, S, index_options);
   at::Tensor allowed = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
+  if (config_.sliding_window && *config_.sliding_window < S) {
+    allowed = allowed & (key_pos.unsqueeze(0) > query_pos.unsqueeze(1) - *config_.sliding_window);
+  }
   allowed = allowed.view({1, 1, 1, T, S});
   if (attention_mask.defined()) {
     TORCH_CHECK(attention_mask.sizes() == at::IntArrayRef({B, S}), "attention_mask must be [B, ",
@@ -415,8 +419,9 @@ void CheckPacked(const PackedSequences& p) {
 
 // Attention of a packed stream, per sequence and per tile of queries.
 // q [KV, G, N, D], k/v [KV, N, D] (all sequences' rows) → [KV, G, N, D].
+// `window` > 0: each query sees the last `window` keys only (itself included).
 at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const PackedSequences& p,
-                           double scale, at::ScalarType compute) {
+                           double scale, at::ScalarType compute, std::int64_t window) {
   const std::int64_t KV = q.size(0), G = q.size(1);
   const double lowest = std::numeric_limits<float>::lowest();
   // Per-sequence views by split, not narrow: the backward of a split is one
@@ -443,7 +448,10 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::T
       // Query i of the tile sits at key index P + t0 + i and sees keys up to it.
       const at::Tensor key_index = at::arange(visible, p.input_ids.options());
       const at::Tensor query_index = at::arange(P + t0, P + t0 + n, p.input_ids.options());
-      const at::Tensor hidden_keys = key_index.unsqueeze(0) > query_index.unsqueeze(1);  // [n, S]
+      at::Tensor hidden_keys = key_index.unsqueeze(0) > query_index.unsqueeze(1);  // [n, S]
+      if (window > 0 && window < visible) {
+        hidden_keys = hidden_keys | (key_index.unsqueeze(0) <= query_index.unsqueeze(1) - window);
+      }
       scores = (scores.to(compute) * scale).masked_fill(hidden_keys, lowest);
       const at::Tensor vt = (whole ? values : values.narrow(1, 0, visible)).unsqueeze(1);
       outputs.push_back(at::matmul(at::softmax(scores, -1).to(v.scalar_type()), vt));
@@ -493,7 +501,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
       k = k.permute({1, 0, 2}).contiguous();
       v = v.permute({1, 0, 2}).contiguous();
-      at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_));
+      at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_), config_.sliding_window.value_or(0));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
       x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);

@@ -351,6 +351,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     // Attention: query head h of sequence b reads key/value head h / G over slots
     // [first_slots[b], slot]; (sequence, head) pairs run in parallel.
     const DotFn dot = Dot();
+    const std::int64_t window = config_.sliding_window.value_or(0);
     auto attend = [&](std::int64_t begin, std::int64_t end) {
       std::vector<float> scores(static_cast<size_t>(slot + 1));
       for (std::int64_t bh = begin; bh < end; ++bh) {
@@ -358,19 +359,21 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
         const float* kh = keys + (b * KV + h / G) * cap * D;
         const float* vh = values + (b * KV + h / G) * cap * D;
         const float* qh = at_(q, bh * D);
+        // With a sliding window, the last `window` slots only (transformers' mask, in slots).
+        const std::int64_t first = window > 0 ? std::max(first_slots[b], slot - window + 1) : first_slots[b];
         float top = -INFINITY;
-        for (std::int64_t s = first_slots[b]; s <= slot; ++s) {
+        for (std::int64_t s = first; s <= slot; ++s) {
           scores[static_cast<size_t>(s)] = dot(qh, kh + s * D, D) * scale;
           top = std::max(top, scores[static_cast<size_t>(s)]);
         }
         float sum = 0;
-        for (std::int64_t s = first_slots[b]; s <= slot; ++s) {
+        for (std::int64_t s = first; s <= slot; ++s) {
           scores[static_cast<size_t>(s)] = std::exp(scores[static_cast<size_t>(s)] - top);
           sum += scores[static_cast<size_t>(s)];
         }
         float* o = at_(attn, bh * D);
         std::fill_n(o, D, 0.0f);
-        for (std::int64_t s = first_slots[b]; s <= slot; ++s) {
+        for (std::int64_t s = first; s <= slot; ++s) {
           const float a = scores[static_cast<size_t>(s)] / sum;
           const float* vs = vh + s * D;
           for (std::int64_t i = 0; i < D; ++i) o[i] += a * vs[i];

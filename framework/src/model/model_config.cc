@@ -188,10 +188,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
   }
-  // Mistral (and Qwen2 with use_sliding_window) attend within a window. Within a
-  // window as long as the context that is plain causal attention; a shorter window
-  // changes the maths for long sequences, which this implementation does not do.
-  std::optional<std::int64_t> window;
+  // Mistral attends within a window (every layer): implemented. Qwen2/Qwen3 with
+  // use_sliding_window apply it from max_window_layers on: a window shorter than the
+  // context is refused there (as long as the context it is plain causal attention).
   if (json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window", &w));
@@ -199,13 +198,17 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     if (c.model_type == "qwen2" || c.model_type == "qwen3") {
       POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
     }
-    if (used) window = w;
-  }
-  if (window && *window < c.max_position_embeddings) {
-    return absl::UnimplementedError(absl::StrCat(
-        "config.json: sliding_window = ", *window, " is shorter than max_position_embeddings = ", c.max_position_embeddings,
-        ": sliding-window attention is not supported yet (set sliding_window to null or to at least ",
-        c.max_position_embeddings, " if the model attends to its whole context)"));
+    if (used && w <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: sliding_window must be positive or null, got ", w));
+    }
+    if (used && c.model_type == "mistral") c.sliding_window = w;
+    if (used && c.model_type != "mistral" && w < c.max_position_embeddings) {
+      return absl::UnimplementedError(absl::StrCat(
+          "config.json: sliding_window = ", w, " is shorter than max_position_embeddings = ", c.max_position_embeddings,
+          ": ", c.model_type, "'s per-layer sliding window (use_sliding_window, max_window_layers) is not supported "
+          "(set use_sliding_window to false, or sliding_window to at least ", c.max_position_embeddings,
+          ", if the model attends to its whole context)"));
+    }
   }
   return c;
 }
@@ -244,6 +247,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   } else {
     j["rope_scaling"] = nullptr;
   }
+  if (model_type == "mistral") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["attention_bias"] = attention_bias;
   j["attention_dropout"] = 0.0;

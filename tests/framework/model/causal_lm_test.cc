@@ -149,6 +149,56 @@ TEST(CausalLMTest, LinearRopeScalingDividesPositions) {
   EXPECT_EQ(reparsed->rope_scaling->factor, 2.0);
 }
 
+// Mistral's sliding window (3 slots here, sequences of 9): the padded forward
+// against the python transcription; the packed path, the KV cache one token at a
+// time and the fused decode step against the padded forward; and the window does
+// change the logits (a mask that ignored it would give the plain causal ones).
+TEST(CausalLMTest, MistralSlidingWindowOnEveryPath) {
+  ModelConfig config = TinyConfig();
+  config.model_type = "mistral";
+  config.architecture = "MistralForCausalLM";
+  auto plain = CausalLM::Random(config, at::kFloat, 6);
+  config.sliding_window = 3;
+  auto model = CausalLM::Random(config, at::kFloat, 6);
+  ASSERT_TRUE(plain.ok() && model.ok());
+  const CausalLM& m = **model;
+  const std::int64_t B = 2, T = 9;
+  const at::Tensor ids = at::randint(config.vocab_size, {B, T}, at::kLong);
+  c10::NoGradGuard no_grad;
+  const at::Tensor full = m.Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  EXPECT_GT((full - (*plain)->Forward(ids, Positions(B, T), at::Tensor(), nullptr)).abs().max().item<double>(), 1e-4);
+  // The first 3 positions see no more than causal attention does.
+  EXPECT_LT((full.narrow(1, 0, 3) - (*plain)->Forward(ids, Positions(B, T), at::Tensor(), nullptr).narrow(1, 0, 3))
+                .abs().max().item<double>(), 1e-6);
+  const at::Tensor expected = PythonReferenceLogits(m, ids, "py_mistral");
+  ASSERT_TRUE(expected.defined());
+  EXPECT_LT((full - expected).abs().max().item<double>(), 1e-4);
+  // Packed.
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
+  const at::Tensor packed = m.Logits(m.PackedHidden(PackSequences(seqs)));
+  EXPECT_LT((packed.view({B, T, -1}) - full).abs().max().item<double>(), 1e-5);
+  // KV cache: a prefill of 4, then one token at a time.
+  KVCache cache = m.NewCache(B, T);
+  std::vector<at::Tensor> pieces = {m.Forward(ids.narrow(1, 0, 4), Positions(B, 4), at::ones({B, 4}, at::kLong), &cache)};
+  for (std::int64_t t = 4; t < T; ++t) {
+    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
+  }
+  EXPECT_LT((at::cat(pieces, 1) - full).abs().max().item<double>(), 1e-5);
+  // The fused decode step.
+  ASSERT_TRUE(m.CanDecodeStep());
+  KVCache fused = m.NewCache(B, T);
+  m.Forward(ids.narrow(1, 0, 4), Positions(B, 4), at::ones({B, 4}, at::kLong), &fused);
+  for (std::int64_t t = 4; t < T; ++t) {
+    const at::Tensor got = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
+    EXPECT_LT((got - full.select(1, t)).abs().max().item<double>(), 1e-5) << "position " << t;
+  }
+  // Written back with its window.
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config.ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->sliding_window, std::optional<std::int64_t>(3));
+}
+
 // Qwen2's q/k/v biases, against the same independent transcription (biases are
 // set to random values: a bias that was dropped or misplaced shows at once).
 TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {

@@ -1,4 +1,5 @@
-"""Independent reference: transformers' LlamaForCausalLM (and Qwen2ForCausalLM,
+"""Independent reference: transformers' LlamaForCausalLM (MistralForCausalLM with its
+sliding window, Qwen2ForCausalLM,
 whose q/k/v projections have biases, and Qwen3ForCausalLM, which RMS-normalises
 each head of q and k with q_norm / k_norm before RoPE) forward written out in
 python3-torch (transformers itself is not installed here). Reads DIR/config.json,
@@ -87,6 +88,8 @@ emb = torch.cat([fr, fr], -1)
 cos, sin = emb.cos(), emb.sin()
 h = w["model.embed_tokens.weight"][ids]
 mask = torch.full((T, T), float("-inf")).triu(1)
+if cfg.get("model_type") == "mistral" and cfg.get("sliding_window"):  # key j visible from i when i - W < j <= i
+    mask = mask + torch.full((T, T), float("-inf")).tril(-cfg["sliding_window"])
 for i in range(cfg["num_hidden_layers"]):
     p = f"model.layers.{i}."
     x = rms(h, w[p + "input_layernorm.weight"])

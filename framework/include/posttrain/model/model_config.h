@@ -1,7 +1,8 @@
 // The architecture of a Hugging Face Llama-family causal LM, as config.json holds it.
 //
 // Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"} and "linear"),
-// MistralForCausalLM without sliding windows, and Qwen2ForCausalLM (q/k/v bias).
+// MistralForCausalLM (incl. its sliding window), Qwen2ForCausalLM (q/k/v bias; its
+// sliding window is refused) and Qwen3ForCausalLM (q/k norms).
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile("m/config.json"));
 //   nlohmann::json out = config.ToJson();   // what transformers reads back
@@ -42,6 +43,9 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;                // q/k/v biases (Qwen2: true)
   bool qk_norm = false;                       // per-head RMSNorm of q and k before RoPE (Qwen3)
+  // Mistral's sliding window: query slot t sees key slots (t - sliding_window, t]
+  // (transformers' sliding-window causal mask, in cache slots). Unset: plain causal.
+  std::optional<std::int64_t> sliding_window;
   double initializer_range = 0.02;
   std::string hidden_act = "silu";
   std::string torch_dtype = "float32";
