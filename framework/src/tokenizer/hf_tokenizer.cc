@@ -1231,13 +1231,17 @@ struct Segment {
 // match is passed over whole), lstrip/rstrip take the whitespace beside the token.
 class AddedTokenMatcher {
  public:
-  void Add(const AddedToken* token) {
-    if (token->content.empty()) return;
-    auto& bucket = by_first_byte_[static_cast<unsigned char>(token->content[0])];
-    bucket.push_back(token);
-    std::stable_sort(bucket.begin(), bucket.end(),
-                     [](const AddedToken* a, const AddedToken* b) { return a->content.size() > b->content.size(); });
-    empty_ = false;
+  // Indexes `tokens` (which must outlive the matcher) by first byte, longest first.
+  void Build(const std::vector<AddedToken>& tokens) {
+    for (const AddedToken& t : tokens) {
+      if (t.content.empty()) continue;
+      by_first_byte_[static_cast<unsigned char>(t.content[0])].push_back(&t);
+      empty_ = false;
+    }
+    for (auto& bucket : by_first_byte_) {
+      std::stable_sort(bucket.begin(), bucket.end(),
+                       [](const AddedToken* a, const AddedToken* b) { return a->content.size() > b->content.size(); });
+    }
   }
 
   std::vector<Segment> Split(const std::string& text) const {
@@ -1335,8 +1339,8 @@ class HfTokenizer final : public Tokenizer {
       if (normalized && normalizer_) normalizer_(added.content);
       (normalized ? normalized_added_ : raw_added_).push_back(added);
     }
-    for (const AddedToken& a : raw_added_) raw_matcher_.Add(&a);
-    for (const AddedToken& a : normalized_added_) normalized_matcher_.Add(&a);
+    raw_matcher_.Build(raw_added_);
+    normalized_matcher_.Build(normalized_added_);
     id_to_token_.assign(static_cast<size_t>(max_id_ + 1), std::string());
     for (const auto& [token, id] : model_->vocab()) id_to_token_[static_cast<size_t>(id)] = token;
     for (const auto& [id, content] : contents_) id_to_token_[static_cast<size_t>(id)] = content;
