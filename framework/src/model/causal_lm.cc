@@ -22,10 +22,22 @@ namespace {
 at::ScalarType ComputeDtype(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
 // transformers' LlamaRMSNorm: normalise in (at least) fp32, cast back, then scale.
-at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+// GemmaRMSNorm (`offset`): scale by (1 + weight) in fp32, then cast back.
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps, bool offset) {
   at::Tensor h = x.to(ComputeDtype(x.scalar_type()));
   h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  if (offset) return (h * (weight.to(h.scalar_type()) + 1.0)).to(x.scalar_type());
   return weight * h.to(x.scalar_type());
+}
+
+// The MLP's activation on the gate projection (transformers' ACT2FN).
+at::Tensor Activate(const at::Tensor& x, Activation activation) {
+  switch (activation) {
+    case Activation::kGelu: return at::gelu(x);
+    case Activation::kGeluTanh: return at::gelu(x, "tanh");
+    case Activation::kSilu: break;
+  }
+  return at::silu(x);
 }
 
 // [.., D] → [-x2, x1] with x1, x2 the halves of the last dimension.
@@ -156,8 +168,8 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::Random(const ModelConfig& co
   at::Generator gen = at::detail::createCPUGenerator(seed);
   for (const auto& [name, shape] : ExpectedTensors(config)) {
     at::Tensor t;
-    if (name.find("norm.weight") != std::string::npos) {
-      t = at::ones(shape, HostOptions(at::kFloat));
+    if (name.find("norm.weight") != std::string::npos) {  // Gemma's store the offset from 1
+      t = config.norm_weight_offset ? at::zeros(shape, HostOptions(at::kFloat)) : at::ones(shape, HostOptions(at::kFloat));
     } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
       t = at::zeros(shape, HostOptions(at::kFloat));
     } else {
@@ -284,6 +296,14 @@ std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& positio
   return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
 }
 
+at::Tensor CausalLM::Embed(const at::Tensor& ids) const {
+  at::Tensor h = at::embedding(embed_, ids);
+  if (!config_.scale_embeddings) return h;
+  // Gemma: sqrt(hidden_size) as an fp32 scalar, then rounded to the weights' dtype.
+  const at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), at::kFloat);
+  return h * scale.to(h.scalar_type());
+}
+
 at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& staged_positions,
                             const at::Tensor& staged_mask, KVCache* cache) const {
   // Inputs may be staged on the host: they follow the model's device.
@@ -323,18 +343,20 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   const double lowest = std::numeric_limits<float>::lowest();
 
   auto [cos, sin] = RopeCosSin(position_ids);
-  at::Tensor h = at::embedding(embed_, input_ids);  // [B, T, hidden]
+  at::Tensor h = Embed(input_ids);  // [B, T, hidden]
+  const Activation activation = config_.activation();
   for (size_t i = 0; i < layers_.size(); ++i) {
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache](at::Tensor h) {
+    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache,
+                  activation](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
+      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps, config_.norm_weight_offset);
       const auto li = static_cast<std::int64_t>(i);
       at::Tensor q = Project(li, LinearSite::kQ, x, l.q, l.q_bias).view({B, T, H, D});
       at::Tensor k = Project(li, LinearSite::kK, x, l.k, l.k_bias).view({B, T, KV, D});
       if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps);
-        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps);
+        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps, config_.norm_weight_offset);
       }
       q = q.transpose(1, 2);
       k = k.transpose(1, 2);
@@ -354,15 +376,15 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
       h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
-      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
-      at::Tensor mlp = at::silu(Project(li, LinearSite::kGate, x, l.gate, at::Tensor())) *
+      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+      at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
                        Project(li, LinearSite::kUp, x, l.up, at::Tensor());
       return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
   if (cache != nullptr) cache->length = S;
-  return RmsNorm(h, final_norm_, config_.rms_norm_eps);
+  return RmsNorm(h, final_norm_, config_.rms_norm_eps, config_.norm_weight_offset);
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
@@ -477,12 +499,13 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   auto [cos, sin] = RopeCosSin(packed.position_ids.unsqueeze(0));
   cos = cos.squeeze(0).transpose(0, 1);
   sin = sin.squeeze(0).transpose(0, 1);
-  at::Tensor h = at::embedding(embed_, packed.input_ids);  // [N, hidden]
+  at::Tensor h = Embed(packed.input_ids);  // [N, hidden]
+  const Activation activation = config_.activation();
   for (size_t i = 0; i < layers_.size(); ++i) {
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed](at::Tensor h) {
+    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed, activation](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps);
+      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps, config_.norm_weight_offset);
       // q, k and v in one matmul over the concatenated weights.
       at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
       const std::vector<at::Tensor> qkv =
@@ -492,8 +515,8 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor k = AddDelta(li, LinearSite::kK, x, qkv[1]).view({N, KV, D});
       at::Tensor v = AddDelta(li, LinearSite::kV, x, qkv[2]).view({N, KV, D});
       if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps);
-        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps);
+        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps, config_.norm_weight_offset);
       }
       q = q * cos + RotateHalf(q) * sin;
       k = k * cos + RotateHalf(k) * sin;
@@ -504,15 +527,15 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_), config_.sliding_window.value_or(0));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
-      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps);
+      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps, config_.norm_weight_offset);
       const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
-      const at::Tensor mlp = at::silu(AddDelta(li, LinearSite::kGate, x, gate_up[0])) *
+      const at::Tensor mlp = Activate(AddDelta(li, LinearSite::kGate, x, gate_up[0]), activation) *
                              AddDelta(li, LinearSite::kUp, x, gate_up[1]);
       return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
-  return RmsNorm(h, final_norm_, config_.rms_norm_eps);
+  return RmsNorm(h, final_norm_, config_.rms_norm_eps, config_.norm_weight_offset);
 }
 
 }  // namespace posttrain

@@ -256,12 +256,32 @@ void MatVecs(std::initializer_list<MatVecJob> jobs, const float* x, std::int64_t
                     [&](const tbb::blocked_range<std::int64_t>& r) { run(r.begin(), r.end()); });
 }
 
-// transformers' LlamaRMSNorm in fp32: x / sqrt(mean(x²) + eps) * w.
-void RmsNorm(const float* x, const float* w, float* out, std::int64_t n, double eps) {
+// transformers' LlamaRMSNorm in fp32: x / sqrt(mean(x²) + eps) * w; GemmaRMSNorm
+// (offset 1): ... * (1 + w).
+void RmsNorm(const float* x, const float* w, float* out, std::int64_t n, double eps, float offset) {
   float ss = 0;
   for (std::int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
   const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(eps));
-  for (std::int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = (offset + w[i]) * (x[i] * inv);
+}
+
+// act(g)·u over n elements, in place in g (transformers' ACT2FN for the activation).
+void GatedActivation(float* g, const float* u, std::int64_t n, Activation activation) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f, kInvSqrt2 = 0.7071067811865476f;
+  switch (activation) {
+    case Activation::kSilu:
+      for (std::int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      return;
+    case Activation::kGelu:
+      for (std::int64_t i = 0; i < n; ++i) g[i] = 0.5f * g[i] * (1.0f + std::erf(g[i] * kInvSqrt2)) * u[i];
+      return;
+    case Activation::kGeluTanh:
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float x = g[i];
+        g[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))) * u[i];
+      }
+      return;
+  }
 }
 
 // Rotate-half RoPE on `heads` vectors of dimension d at one position.
@@ -326,17 +346,22 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   std::vector<float> x(B * Hd), xn(B * Hd), q(B * H * D), k(B * KV * D), v(B * KV * D), attn(B * H * D);
   std::vector<float> out(B * Hd), gate(B * I), up(B * I);
   for (std::int64_t b = 0; b < B; ++b) std::copy_n(embed_.data_ptr<float>() + tokens[b] * Hd, Hd, at_(x, b * Hd));
+  if (config_.scale_embeddings) {  // Gemma: times sqrt(hidden_size), that factor in fp32 (Embed)
+    const auto factor = static_cast<float>(std::sqrt(static_cast<double>(Hd)));
+    for (float& e : x) e *= factor;
+  }
+  const float offset = config_.norm_weight_offset ? 1.0f : 0.0f;
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
-    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps);
+    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps, offset);
     MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D}}, xn.data(), B, Hd, H * D);
     MatVecs({{Data(l.k), Data(l.k_bias), k.data(), KV * D}, {Data(l.v), Data(l.v_bias), v.data(), KV * D}}, xn.data(), B,
             Hd, KV * D);
     float* keys = cache->keys[li].data_ptr<float>();  // [B, KV, cap, D]
     float* values = cache->values[li].data_ptr<float>();
     if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-      for (std::int64_t i = 0; i < B * H; ++i) RmsNorm(at_(q, i * D), Data(l.q_norm), at_(q, i * D), D, config_.rms_norm_eps);
-      for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_.rms_norm_eps);
+      for (std::int64_t i = 0; i < B * H; ++i) RmsNorm(at_(q, i * D), Data(l.q_norm), at_(q, i * D), D, config_.rms_norm_eps, offset);
+      for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_.rms_norm_eps, offset);
     }
     for (std::int64_t b = 0; b < B; ++b) {
       Rope(at_(q, b * H * D), H, D, at_(cos, b * D), at_(sin, b * D));
@@ -388,14 +413,14 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     }
     MatVecs({{Data(l.o), nullptr, out.data(), Hd}}, attn.data(), B, H * D, Hd);
     for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
-    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.post_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps);
+    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.post_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps, offset);
     MatVecs({{Data(l.gate), nullptr, gate.data(), I}, {Data(l.up), nullptr, up.data(), I}}, xn.data(), B, Hd, I);
-    for (std::int64_t i = 0; i < B * I; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SiLU(g)·u
+    GatedActivation(gate.data(), up.data(), B * I, config_.activation());
     MatVecs({{Data(l.down), nullptr, out.data(), Hd}}, gate.data(), B, I, Hd);
     for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
   }
   cache->length = slot + 1;
-  for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_.rms_norm_eps);
+  for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_.rms_norm_eps, offset);
   at::Tensor logits = at::empty({B, config_.vocab_size}, options().dtype(at::kFloat));  // CPU only (CanDecodeStep)
   MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
           config_.vocab_size);

@@ -37,6 +37,42 @@ absl::Status Read(const nlohmann::json& json, const char* key, T* out) {
   return absl::OkStatus();
 }
 
+// The scaling part of rope_scaling (transformers 4) or rope_parameters (5): the
+// type under "rope_type" (or the older "type") and its fields; "default" is none.
+absl::Status ReadRopeScaling(const nlohmann::json& rs, const char* where, std::optional<RopeScaling>* out) {
+  RopeScaling s;
+  const nlohmann::json* type = rs.contains("rope_type") ? &rs["rope_type"] : rs.contains("type") ? &rs["type"] : nullptr;
+  if (type != nullptr && !type->is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, ".rope_type must be a string, got ", type->dump()));
+  }
+  s.rope_type = type != nullptr ? type->get<std::string>() : "default";
+  if (s.rope_type != "llama3" && s.rope_type != "linear" && s.rope_type != "default") {
+    return absl::UnimplementedError(absl::StrCat("config.json: ", where, " type \"", s.rope_type,
+                                                 "\" is not supported (supported: default, llama3, linear)"));
+  }
+  if (s.rope_type == "linear") {  // positions divided by factor (transformers' _compute_linear_scaling_rope_parameters)
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
+    if (!(s.factor > 0) || !std::isfinite(s.factor)) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, " (linear) needs factor > 0, got ", s.factor));
+    }
+    *out = s;
+  } else if (s.rope_type == "llama3") {
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "low_freq_factor", &s.low_freq_factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "high_freq_factor", &s.high_freq_factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
+    if (!(s.factor > 0) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
+        s.original_max_position_embeddings <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.json: ", where, " (llama3) needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+          "original_max_position_embeddings > 0; got factor ", s.factor, ", low_freq_factor ", s.low_freq_factor,
+          ", high_freq_factor ", s.high_freq_factor, ", original_max_position_embeddings ", s.original_max_position_embeddings));
+    }
+    *out = s;
+  }
+  return absl::OkStatus();
+}
+
 // Fields of other architectures' configs that change the forward maths when set to
 // anything but their neutral value: refused by name rather than silently ignored.
 absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
@@ -75,15 +111,26 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
 
 }  // namespace
 
+std::optional<Activation> ActivationOf(const std::string& hidden_act) {
+  if (hidden_act == "silu" || hidden_act == "swish") return Activation::kSilu;
+  if (hidden_act == "gelu") return Activation::kGelu;
+  if (hidden_act == "gelu_pytorch_tanh" || hidden_act == "gelu_new") return Activation::kGeluTanh;
+  return std::nullopt;
+}
+
+Activation ModelConfig::activation() const { return ActivationOf(hidden_act).value_or(Activation::kSilu); }
+
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (!json.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3") {
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
+      c.model_type != "gemma") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2, qwen3)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma)"));
   }
+  const bool gemma = c.model_type == "gemma";
   if (json.contains("architectures") && json["architectures"].is_array() &&
       !json["architectures"].empty() && json["architectures"][0].is_string()) {
     c.architecture = json["architectures"][0].get<std::string>();
@@ -91,10 +138,21 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     c.architecture = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
                      : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
                      : c.model_type == "mistral" ? "MistralForCausalLM"
+                     : gemma                     ? "GemmaForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2") c.attention_bias = true;
   c.qk_norm = c.model_type == "qwen3";
+  if (gemma) {  // GemmaConfig's own defaults where config.json is silent
+    c.norm_weight_offset = true;
+    c.scale_embeddings = true;
+    c.tie_word_embeddings = true;
+    c.hidden_act = "gelu_pytorch_tanh";
+  }
+  if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
+      json["use_bidirectional_attention"].get<bool>()) {
+    return absl::UnimplementedError("config.json: use_bidirectional_attention = true is not supported (a causal LM attends causally)");
+  }
   POSTTRAIN_RETURN_IF_ERROR(RefuseMathChangingFields(json));
   for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                           "num_attention_heads"}) {
@@ -107,7 +165,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_attention_heads", &c.num_attention_heads));
   c.num_key_value_heads = c.num_attention_heads;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_key_value_heads", &c.num_key_value_heads));
-  c.head_dim = c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0;
+  c.head_dim = gemma ? 256 : c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
@@ -116,6 +174,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
+  // Gemma configs written by transformers 4.38-4.4x carry hidden_activation, which
+  // their GemmaMLP used instead of hidden_act (null meant gelu_pytorch_tanh).
+  if (gemma) POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_activation", &c.hidden_act));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "dtype", &c.torch_dtype));  // transformers 5's name
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "torch_dtype", &c.torch_dtype));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_labels", &c.num_labels));
   if (json.contains("bos_token_id") && json["bos_token_id"].is_number_integer()) {
@@ -133,41 +195,29 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       }
     }
   }
-  if (json.contains("rope_scaling") && !json["rope_scaling"].is_null() && !json["rope_scaling"].is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: \"rope_scaling\" must be an object or null, got ",
-                                                   json["rope_scaling"].dump()));
-  }
-  if (json.contains("rope_scaling") && json["rope_scaling"].is_object()) {
-    const nlohmann::json& rs = json["rope_scaling"];
-    RopeScaling s;
-    s.rope_type = rs.value("rope_type", rs.value("type", std::string()));
-    if (s.rope_type != "llama3" && s.rope_type != "linear" && s.rope_type != "default") {
-      return absl::UnimplementedError(absl::StrCat("config.json: rope_scaling type \"", s.rope_type,
-                                                   "\" is not supported (supported: llama3, linear)"));
+  // RoPE: transformers 4 writes rope_theta and rope_scaling at the top level;
+  // transformers 5 writes one rope_parameters object holding rope_theta, rope_type
+  // and the scaling fields. Either is read.
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (json.contains(key) && !json[key].is_null() && !json[key].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: \"", key, "\" must be an object or null, got ", json[key].dump()));
     }
-    if (s.rope_type == "linear") {  // positions divided by factor (transformers' _compute_linear_scaling_rope_parameters)
-      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
-      if (!(s.factor > 0) || !std::isfinite(s.factor)) {
-        return absl::InvalidArgumentError(absl::StrCat("config.json: rope_scaling (linear) needs factor > 0, got ", s.factor));
-      }
-      c.rope_scaling = s;
-    } else if (s.rope_type == "llama3") {
-      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
-      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "low_freq_factor", &s.low_freq_factor));
-      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "high_freq_factor", &s.high_freq_factor));
-      POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
-      if (!(s.factor > 0) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
-          s.original_max_position_embeddings <= 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "config.json: rope_scaling (llama3) needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
-            "original_max_position_embeddings > 0; got factor ", s.factor, ", low_freq_factor ", s.low_freq_factor,
-            ", high_freq_factor ", s.high_freq_factor, ", original_max_position_embeddings ", s.original_max_position_embeddings));
-      }
-      c.rope_scaling = s;
-    }  // "default": no scaling
   }
-  if (c.hidden_act != "silu") {
-    return absl::UnimplementedError(absl::StrCat("config.json: hidden_act \"", c.hidden_act, "\" is not supported (silu)"));
+  if (json.contains("rope_parameters") && json["rope_parameters"].is_object()) {
+    const nlohmann::json& rp = json["rope_parameters"];
+    POSTTRAIN_RETURN_IF_ERROR(Read(rp, "rope_theta", &c.rope_theta));
+    if (rp.contains("partial_rotary_factor") && rp["partial_rotary_factor"].is_number() &&
+        rp["partial_rotary_factor"].get<double>() != 1.0) {
+      return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): rope_parameters.partial_rotary_factor = ",
+                                                   rp["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
+    }
+    POSTTRAIN_RETURN_IF_ERROR(ReadRopeScaling(rp, "rope_parameters", &c.rope_scaling));
+  } else if (json.contains("rope_scaling") && json["rope_scaling"].is_object()) {
+    POSTTRAIN_RETURN_IF_ERROR(ReadRopeScaling(json["rope_scaling"], "rope_scaling", &c.rope_scaling));
+  }
+  if (!ActivationOf(c.hidden_act).has_value()) {
+    return absl::UnimplementedError(absl::StrCat("config.json: hidden_act \"", c.hidden_act,
+                                                 "\" is not supported (silu, swish, gelu, gelu_pytorch_tanh, gelu_new)"));
   }
   if (c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 ||
       c.num_attention_heads % c.num_key_value_heads != 0) {
@@ -253,6 +303,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["attention_dropout"] = 0.0;
   j["mlp_bias"] = false;
   j["hidden_act"] = hidden_act;
+  if (model_type == "gemma") j["hidden_activation"] = hidden_act;
   j["initializer_range"] = initializer_range;
   j["torch_dtype"] = torch_dtype;
   j["use_cache"] = true;

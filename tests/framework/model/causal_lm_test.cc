@@ -281,6 +281,149 @@ TEST(CausalLMTest, Qwen3QkNormMatchesTheIndependentPythonImplementation) {
   EXPECT_TRUE((*loaded)->config().qk_norm);
 }
 
+// Gemma (GemmaForCausalLM): RMSNorm by (1 + weight) in fp32, embeddings times
+// sqrt(hidden_size), GELU-tanh on the gate, tied head. Read from a config.json that
+// leaves GemmaConfig's defaults unsaid (tie_word_embeddings, hidden_act), with
+// random norm weights (at 0 every norm would be Llama's at 1): against the
+// independent transcription, then the packed path, the KV cache and the decode step
+// against it; saved and loaded back as Gemma.
+TEST(CausalLMTest, GemmaMatchesTheIndependentPythonImplementationOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "gemma"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 1}, {"head_dim", 16}, {"rms_norm_eps", 1e-6}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "GemmaForCausalLM");
+  EXPECT_TRUE(config->tie_word_embeddings);
+  EXPECT_EQ(config->activation(), Activation::kGeluTanh);
+  EXPECT_TRUE(config->norm_weight_offset && config->scale_embeddings);
+  nlohmann::json no_head_dim = json;
+  no_head_dim.erase("head_dim");
+  EXPECT_EQ(ModelConfig::FromJson(no_head_dim)->head_dim, 256);  // GemmaConfig's default, not hidden / heads
+  auto model = CausalLM::Random(*config, at::kFloat, 7);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    at::manual_seed(13);
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm.weight") == std::string::npos) {
+        p.mul_(10.0);  // std 0.2: the MLP's activation shows in the logits
+        continue;
+      }
+      EXPECT_EQ(p.abs().max().item<double>(), 0.0) << name << ": Gemma's norms start at 0 (a scale of 1)";
+      p.copy_(at::randn(p.sizes()) * 0.5);
+    }
+  }
+  const CausalLM& m = **model;
+  const std::int64_t B = 2, T = 7;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(m, ids, "py_gemma");
+  ASSERT_TRUE(expected.defined());
+  c10::NoGradGuard no_grad;
+  const at::Tensor full = m.Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  EXPECT_LT((full - expected).abs().max().item<double>(), 1e-4);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
+  EXPECT_LT((m.Logits(m.PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4);
+  KVCache cache = m.NewCache(B, T);
+  std::vector<at::Tensor> pieces = {m.Forward(ids.narrow(1, 0, 3), Positions(B, 3), at::ones({B, 3}, at::kLong), &cache)};
+  for (std::int64_t t = 3; t < T; ++t) {
+    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
+  }
+  EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4);
+  ASSERT_TRUE(m.CanDecodeStep());
+  KVCache fused = m.NewCache(B, T);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
+    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "position " << t;
+  }
+  // Each of Gemma's three differences matters: the same weights read as Llama-style
+  // in any one of them give other logits.
+  for (int change = 0; change < 3; ++change) {
+    ModelConfig other = *config;
+    if (change == 0) other.norm_weight_offset = false;
+    if (change == 1) other.scale_embeddings = false;
+    if (change == 2) other.hidden_act = "silu";
+    std::map<std::string, at::Tensor> tensors(m.named_parameters().begin(), m.named_parameters().end());
+    auto variant = CausalLM::FromTensors(other, tensors, at::kFloat);
+    ASSERT_TRUE(variant.ok()) << variant.status();
+    EXPECT_GT(((*variant)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3)
+        << "change " << change << ", max |logit| " << expected.abs().max().item<double>();
+  }
+  // hidden_act "gelu" (exact, erf: what transformers 5 reads from the first Gemma
+  // configs) on the padded path and the decode step.
+  ModelConfig exact = *config;
+  exact.hidden_act = "gelu";
+  auto erf_model = CausalLM::FromTensors(exact, std::map<std::string, at::Tensor>(m.named_parameters().begin(), m.named_parameters().end()), at::kFloat);
+  ASSERT_TRUE(erf_model.ok());
+  const at::Tensor erf_expected = PythonReferenceLogits(**erf_model, ids, "py_gemma_erf");
+  ASSERT_TRUE(erf_expected.defined());
+  EXPECT_LT(((*erf_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - erf_expected).abs().max().item<double>(), 1e-4);
+  KVCache erf_cache = (*erf_model)->NewCache(B, T);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const at::Tensor step = (*erf_model)->DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &erf_cache);
+    EXPECT_LT((step - erf_expected.select(1, t)).abs().max().item<double>(), 1e-4) << "gelu, position " << t;
+  }
+  const std::string dir = testing::TempDir("gemma_save");
+  ASSERT_TRUE(SaveCausalLM(m, dir).ok());
+  const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(saved["model_type"], "gemma");
+  EXPECT_EQ(saved["hidden_act"], "gelu_pytorch_tanh");
+  auto loaded = LoadCausalLM(dir, at::kFloat);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_LT(((*loaded)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - full).abs().max().item<double>(), 1e-6);
+}
+
+// transformers 5 writes RoPE as one rope_parameters object (rope_theta, rope_type and
+// the scaling fields) instead of top-level rope_theta / rope_scaling: both read the
+// same; a theta left at the default would rotate by other angles.
+TEST(CausalLMTest, TransformersFiveRopeParametersReadLikeRopeThetaAndRopeScaling) {
+  const nlohmann::json base = {{"model_type", "llama"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 1}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 4}, {"head_dim", 8}, {"rms_norm_eps", 1e-6},
+                               {"max_position_embeddings", 64}};
+  const nlohmann::json scaling = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                                  {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 16}};
+  nlohmann::json v4 = base, v5 = base;
+  v4["rope_theta"] = 500000.0;
+  v4["rope_scaling"] = scaling;
+  v5["rope_parameters"] = scaling;
+  v5["rope_parameters"]["rope_theta"] = 500000.0;
+  v5["dtype"] = "bfloat16";
+  auto a = ModelConfig::FromJson(v4), b = ModelConfig::FromJson(v5);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  EXPECT_EQ(b->rope_theta, 500000.0);
+  ASSERT_TRUE(b->rope_scaling.has_value());
+  EXPECT_EQ(b->rope_scaling->rope_type, "llama3");
+  EXPECT_EQ(b->rope_scaling->factor, 8.0);
+  EXPECT_EQ(b->rope_scaling->original_max_position_embeddings, 16);
+  EXPECT_EQ(b->torch_dtype, "bfloat16");
+  auto ma = CausalLM::Random(*a, at::kFloat, 3), mb = CausalLM::Random(*b, at::kFloat, 3);
+  ASSERT_TRUE(ma.ok() && mb.ok());
+  const at::Tensor ids = at::randint(97, {1, 30}, at::kLong);
+  c10::NoGradGuard no_grad;
+  EXPECT_EQ(((*ma)->Forward(ids, Positions(1, 30), at::Tensor(), nullptr) -
+             (*mb)->Forward(ids, Positions(1, 30), at::Tensor(), nullptr)).abs().max().item<double>(), 0.0);
+  // The transcription reads the v5 form too (theta 5e5 and llama3 scaling).
+  const std::string dir = testing::TempDir("rope_v5");
+  ASSERT_TRUE(SaveCausalLM(**mb, dir).ok());
+  testing::WriteFile(dir + "/config.json", v5.dump());
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
+  auto reference = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(reference.ok());
+  EXPECT_LT(((*mb)->Forward(ids, Positions(1, 30), at::Tensor(), nullptr) - *reference->Get("logits")).abs().max().item<double>(), 1e-4);
+  nlohmann::json plain = base;
+  plain["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000.0}};
+  EXPECT_EQ(ModelConfig::FromJson(plain)->rope_theta, 500000.0);
+  EXPECT_FALSE(ModelConfig::FromJson(plain)->rope_scaling.has_value());
+  plain["rope_parameters"]["partial_rotary_factor"] = 0.5;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(plain).status().message()), HasSubstr("partial_rotary_factor = 0.5"));
+  plain["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 500000.0}, {"factor", 4.0}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(plain).status().message()), HasSubstr("rope_parameters type \"yarn\" is not supported"));
+}
+
 TEST(CausalLMTest, ConfigFieldsThatChangeTheMathsAreRefusedByName) {
   nlohmann::json config = {{"model_type", "qwen3"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
                            {"num_hidden_layers", 1}, {"num_attention_heads", 2}, {"head_dim", 8}};

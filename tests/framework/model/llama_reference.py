@@ -1,7 +1,9 @@
 """Independent reference: transformers' LlamaForCausalLM (MistralForCausalLM with its
 sliding window, Qwen2ForCausalLM,
 whose q/k/v projections have biases, and Qwen3ForCausalLM, which RMS-normalises
-each head of q and k with q_norm / k_norm before RoPE) forward written out in
+each head of q and k with q_norm / k_norm before RoPE, and GemmaForCausalLM: RMSNorm
+scaled by 1 + weight in fp32, embeddings times sqrt(hidden_size), GELU-tanh MLP)
+forward written out in
 python3-torch (transformers itself is not installed here). Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
 (read and written by tests/support/safetensors_py.py, from the format spec).
@@ -56,8 +58,11 @@ ids = load(d + "/ids.safetensors")["ids"].long()
 H, KV, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
 eps = cfg["rms_norm_eps"]
 
-inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, D, 2).float() / D))
-rs = cfg.get("rope_scaling")
+# transformers 5 keeps rope_theta and the scaling in one rope_parameters object.
+rp = cfg.get("rope_parameters") or {}
+theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
+inv = 1.0 / (theta ** (torch.arange(0, D, 2).float() / D))
+rs = cfg.get("rope_scaling") or (rp if rp.get("rope_type", "default") != "default" else None)
 if rs and rs.get("rope_type", rs.get("type")) == "linear":
     inv = inv / rs["factor"]
 elif rs:
@@ -74,8 +79,15 @@ elif rs:
             new.append((1 - s) * x / f + s * x)
     inv = torch.tensor(new)
 
+gemma = cfg.get("model_type") == "gemma"
+
 def rms(x, g):
-    return g * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    n = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return n * (1.0 + g) if gemma else g * n  # GemmaRMSNorm: (1 + weight)
+
+act = {"silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu,
+       "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}[
+    cfg.get("hidden_activation") or cfg.get("hidden_act", "gelu_pytorch_tanh" if gemma else "silu")]
 
 def rot(x):
     h = x.shape[-1] // 2
@@ -87,6 +99,8 @@ fr = torch.outer(pos, inv)
 emb = torch.cat([fr, fr], -1)
 cos, sin = emb.cos(), emb.sin()
 h = w["model.embed_tokens.weight"][ids]
+if gemma:  # GemmaTextScaledWordEmbedding: times sqrt(hidden_size) as an fp32 tensor
+    h = h * torch.tensor(cfg["hidden_size"] ** 0.5)
 mask = torch.full((T, T), float("-inf")).triu(1)
 if cfg.get("model_type") == "mistral" and cfg.get("sliding_window"):  # key j visible from i when i - W < j <= i
     mask = mask + torch.full((T, T), float("-inf")).tril(-cfg["sliding_window"])
@@ -110,7 +124,7 @@ for i in range(cfg["num_hidden_layers"]):
     h = h + linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")
     x = rms(h, w[p + "post_attention_layernorm.weight"])
     g = linear(x, p + "mlp.gate_proj.weight")
-    h = h + linear(torch.nn.functional.silu(g) * linear(x, p + "mlp.up_proj.weight"), p + "mlp.down_proj.weight")
+    h = h + linear(act(g) * linear(x, p + "mlp.up_proj.weight"), p + "mlp.down_proj.weight")
 h = rms(h, w["model.norm.weight"])
 logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")
 save(d + "/reference_logits.safetensors", {"logits": logits})

@@ -3,7 +3,8 @@
 // RMSNorm, rotary position embeddings (rotate-half layout, as Hugging Face stores
 // q/k), grouped-query attention, SwiGLU MLP, tied or separate lm_head, optional
 // q/k/v bias (Qwen2), per-head RMSNorm of q and k before RoPE (Qwen3's q_norm /
-// k_norm). Parameters are plain at::Tensors held by Hugging Face name, so the
+// k_norm), Gemma's variant (RMSNorm by 1 + weight, embeddings scaled by
+// sqrt(hidden_size), GELU-tanh MLP: ModelConfig). Parameters are plain at::Tensors held by Hugging Face name, so the
 // engine can own, shard and checkpoint them without the model's help.
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("stories260K_hf", at::kFloat));
@@ -170,6 +171,7 @@ class CausalLM {
                      const at::Tensor& b) const;
   at::Tensor AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& base) const;
   std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids) const;
+  at::Tensor Embed(const at::Tensor& ids) const;  // embedding rows (Gemma: times sqrt(hidden_size))
 
   ModelConfig config_;
   at::ScalarType dtype_;

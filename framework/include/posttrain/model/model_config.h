@@ -2,7 +2,10 @@
 //
 // Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"} and "linear"),
 // MistralForCausalLM (incl. its sliding window), Qwen2ForCausalLM (q/k/v bias; its
-// sliding window is refused) and Qwen3ForCausalLM (q/k norms).
+// sliding window is refused), Qwen3ForCausalLM (q/k norms) and GemmaForCausalLM
+// (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU).
+// Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
+// transformers 5's rope_parameters.
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJsonFile("m/config.json"));
 //   nlohmann::json out = config.ToJson();   // what transformers reads back
@@ -26,8 +29,14 @@ struct RopeScaling {
   std::int64_t original_max_position_embeddings = 8192;
 };
 
+// The MLP's activation on the gate projection (transformers' ACT2FN names):
+// kSilu "silu"/"swish"; kGelu "gelu" (exact, erf); kGeluTanh "gelu_pytorch_tanh" /
+// "gelu_new" (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))).
+enum class Activation { kSilu, kGelu, kGeluTanh };
+std::optional<Activation> ActivationOf(const std::string& hidden_act);
+
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -46,8 +55,14 @@ struct ModelConfig {
   // Mistral's sliding window: query slot t sees key slots (t - sliding_window, t]
   // (transformers' sliding-window causal mask, in cache slots). Unset: plain causal.
   std::optional<std::int64_t> sliding_window;
+  // Gemma: every RMSNorm scales by (1 + weight), in fp32 before the cast back
+  // (GemmaRMSNorm: the stored weights are offsets from 1, initialised to 0).
+  bool norm_weight_offset = false;
+  // Gemma: the embedding rows are multiplied by sqrt(hidden_size), that factor
+  // rounded to the weights' dtype (GemmaTextScaledWordEmbedding).
+  bool scale_embeddings = false;
   double initializer_range = 0.02;
-  std::string hidden_act = "silu";
+  std::string hidden_act = "silu";            // see Activation (Gemma: gelu_pytorch_tanh)
   std::string torch_dtype = "float32";
   std::optional<std::int64_t> bos_token_id;
   std::vector<std::int64_t> eos_token_ids;    // config's eos_token_id (int or list)
@@ -56,6 +71,8 @@ struct ModelConfig {
   std::int64_t num_labels = 0;
 
   // Parses and checks config.json (InvalidArgument naming the key).
+  Activation activation() const;
+
   static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& json);
   static absl::StatusOr<ModelConfig> FromJsonFile(const std::string& path);
   nlohmann::ordered_json ToJson() const;
