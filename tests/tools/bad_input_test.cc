@@ -102,11 +102,7 @@ void BuildFixtures(const std::string& root, const std::string& final_root) {
   EditedModel(dir, "hidden", [](J& c) { c["hidden_size"] = 64.5; });
   EditedModel(dir, "banana", [](J& c) { c["rope_scaling"] = "banana"; });
   EditedModel(dir, "maxpos", [](J& c) { c["max_position_embeddings"] = 0; });
-  EditedModel(dir, "sliding", [](J& c) {
-    c["model_type"] = "qwen2";
-    c["use_sliding_window"] = true;
-    c["sliding_window"] = 128;
-  });
+  EditedModel(dir, "yarn", [](J& c) { c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; });
   EditedModel(dir, "huge_id", nullptr, [](J& t) { t["model"]["vocab"]["<unk>"] = 1000000000000LL; });
   EditedModel(dir, "negative_id", nullptr, [](J& t) { t["model"]["vocab"]["<unk>"] = -3; });
   EditedModel(dir, "empty_vocab", nullptr, [](J& t) {
@@ -131,7 +127,7 @@ void BuildFixtures(const std::string& root, const std::string& final_root) {
 const std::string& FixtureRoot() {
   static const std::string* root = [] {
     const fs::path base = fs::path(::testing::TempDir()) / "posttrain_tests";
-    const std::string out = (base / "bad_input_fixtures_v3").string();
+    const std::string out = (base / "bad_input_fixtures_v4").string();
     if (fs::exists(out + "/complete")) return new std::string(out);
     const std::string mine = (base / ("bad_input_fixtures.tmp." + std::to_string(::getpid()))).string();
     fs::remove_all(mine);
@@ -213,7 +209,7 @@ std::vector<BadInput> Cases() {
       {"config_hidden_size_fraction", "generate --model {dir}/models/hidden --prompt Once", "\"hidden_size\" must be an integer, got 64.5"},
       {"config_rope_scaling_string", "generate --model {dir}/models/banana --prompt Once", "\"rope_scaling\" must be an object or null"},
       {"config_max_position_zero", "generate --model {dir}/models/maxpos --prompt Once", "max_position_embeddings must be positive"},
-      {"config_sliding_window", "generate --model {dir}/models/sliding --prompt Once", "sliding_window = 128 is shorter than max_position_embeddings"},
+      {"config_yarn_rope", "generate --model {dir}/models/yarn --prompt Once", "rope_scaling type \"yarn\" is not supported"},
       // Broken tokenizer.json.
       {"tokenizer_huge_id", "generate --model {dir}/models/huge_id --prompt Once", "outside [0, 16777216)"},
       {"tokenizer_negative_id", "generate --model {dir}/models/negative_id --prompt Once", "is -3, outside"},

@@ -300,7 +300,7 @@ at::Tensor CausalLM::Embed(const at::Tensor& ids) const {
   at::Tensor h = at::embedding(embed_, ids);
   if (!config_.scale_embeddings) return h;
   // Gemma: sqrt(hidden_size) as an fp32 scalar, then rounded to the weights' dtype.
-  const at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), at::kFloat);
+  const at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), HostOptions(at::kFloat));
   return h * scale.to(h.scalar_type());
 }
 
@@ -324,28 +324,31 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   const std::int64_t G = H / KV, D = config_.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
 
-  // allowed[b, 0, 0, t, s]: key s is a real token, not after query t and, with a
-  // sliding window, within it.
+  // blocked[b, 0, 0, t, s]: key s is padding, after query t or, in a layer with a
+  // sliding window, outside it.
   const at::TensorOptions index_options = input_ids.options();
-  at::Tensor key_pos = at::arange(S, index_options);
-  at::Tensor query_pos = at::arange(past, S, index_options);
-  at::Tensor allowed = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
-  if (config_.sliding_window && *config_.sliding_window < S) {
-    allowed = allowed & (key_pos.unsqueeze(0) > query_pos.unsqueeze(1) - *config_.sliding_window);
-  }
-  allowed = allowed.view({1, 1, 1, T, S});
+  const at::Tensor key_pos = at::arange(S, index_options);
+  const at::Tensor query_pos = at::arange(past, S, index_options);
   if (attention_mask.defined()) {
     TORCH_CHECK(attention_mask.sizes() == at::IntArrayRef({B, S}), "attention_mask must be [B, ",
                 S, "], got ", attention_mask.sizes());
-    allowed = allowed & attention_mask.to(at::kBool).view({B, 1, 1, 1, S});
   }
-  const at::Tensor blocked = allowed.logical_not();
+  auto blocked_within = [&](std::int64_t window) {
+    at::Tensor allowed = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
+    if (window > 0 && window < S) allowed = allowed & (key_pos.unsqueeze(0) > query_pos.unsqueeze(1) - window);
+    allowed = allowed.view({1, 1, 1, T, S});
+    if (attention_mask.defined()) allowed = allowed & attention_mask.to(at::kBool).view({B, 1, 1, 1, S});
+    return allowed.logical_not();
+  };
+  const at::Tensor blocked_causal = blocked_within(0);
+  const at::Tensor blocked_window = config_.sliding_window ? blocked_within(*config_.sliding_window) : blocked_causal;
   const double lowest = std::numeric_limits<float>::lowest();
 
   auto [cos, sin] = RopeCosSin(position_ids);
   at::Tensor h = Embed(input_ids);  // [B, T, hidden]
   const Activation activation = config_.activation();
   for (size_t i = 0; i < layers_.size(); ++i) {
+    const at::Tensor blocked = config_.window_of(static_cast<std::int64_t>(i)) > 0 ? blocked_window : blocked_causal;
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache,
                   activation](at::Tensor h) {
@@ -524,7 +527,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
       k = k.permute({1, 0, 2}).contiguous();
       v = v.permute({1, 0, 2}).contiguous();
-      at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_), config_.sliding_window.value_or(0));
+      at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_), config_.window_of(li));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
       x = RmsNorm(h, l.post_norm, config_.rms_norm_eps, config_.norm_weight_offset);

@@ -376,7 +376,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     // Attention: query head h of sequence b reads key/value head h / G over slots
     // [first_slots[b], slot]; (sequence, head) pairs run in parallel.
     const DotFn dot = Dot();
-    const std::int64_t window = config_.sliding_window.value_or(0);
+    const std::int64_t window = config_.window_of(static_cast<std::int64_t>(li));
     auto attend = [&](std::int64_t begin, std::int64_t end) {
       std::vector<float> scores(static_cast<size_t>(slot + 1));
       for (std::int64_t bh = begin; bh < end; ++bh) {

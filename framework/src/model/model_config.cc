@@ -1,5 +1,6 @@
 #include "posttrain/model/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -96,17 +97,61 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
     if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
   }
-  if (set("layer_types") && json["layer_types"].is_array()) {
-    for (const auto& t : json["layer_types"]) {
-      if (t != "full_attention") {
-        refused.push_back(absl::StrCat("layer_types containing ", t.dump()));
-        break;
-      }
-    }
-  }
   if (refused.empty()) return absl::OkStatus();
   return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
                                                absl::StrJoin(refused, "; ")));
+}
+
+}  // namespace
+
+namespace {
+
+// Sliding windows as transformers' configs define them. Mistral: sliding_window on
+// every layer. Qwen2/Qwen3: only with use_sliding_window (else sliding_window is
+// None), on the layers layer_types marks "sliding_attention", by default those
+// with index >= max_window_layers (28). Other model types: full attention only.
+absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
+  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3";
+  bool used = c->model_type == "mistral";
+  if (per_layer) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
+  if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
+    std::int64_t w = 0;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window", &w));
+    if (w <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: sliding_window must be positive or null, got ", w));
+    c->sliding_window = w;
+  }
+  std::vector<bool> sliding;
+  if (json.contains("layer_types") && !json["layer_types"].is_null()) {
+    const nlohmann::json& types = json["layer_types"];
+    if (!types.is_array() || static_cast<std::int64_t>(types.size()) != c->num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: layer_types must list one type per layer (",
+                                                     c->num_hidden_layers, "), got ", types.dump()));
+    }
+    for (const nlohmann::json& t : types) {
+      if (t != "full_attention" && t != "sliding_attention") {
+        return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): layer_types containing ", t.dump()));
+      }
+      sliding.push_back(t == "sliding_attention");
+    }
+  } else if (per_layer && c->sliding_window) {
+    std::int64_t max_window_layers = 28;  // Qwen2Config / Qwen3Config default
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_window_layers", &max_window_layers));
+    for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(i >= max_window_layers);
+  }
+  const bool any = std::find(sliding.begin(), sliding.end(), true) != sliding.end();
+  if (any && !per_layer) {
+    return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): layer_types "
+                                                 "containing \"sliding_attention\" in a ", c->model_type, " model"));
+  }
+  if (any && !c->sliding_window) {
+    return absl::InvalidArgumentError("config.json: layer_types marks sliding_attention layers, but no sliding window is "
+                                      "in use (use_sliding_window is false or sliding_window is null)");
+  }
+  if (per_layer) {
+    if (!any) c->sliding_window.reset();  // windowed nowhere: plain causal
+    if (any) c->sliding_layers = std::move(sliding);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -119,6 +164,12 @@ std::optional<Activation> ActivationOf(const std::string& hidden_act) {
 }
 
 Activation ModelConfig::activation() const { return ActivationOf(hidden_act).value_or(Activation::kSilu); }
+
+std::int64_t ModelConfig::window_of(std::int64_t layer) const {
+  if (!sliding_window) return 0;
+  if (sliding_layers.empty()) return *sliding_window;
+  return layer >= 0 && layer < static_cast<std::int64_t>(sliding_layers.size()) && sliding_layers[layer] ? *sliding_window : 0;
+}
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (!json.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
@@ -238,28 +289,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
   }
-  // Mistral attends within a window (every layer): implemented. Qwen2/Qwen3 with
-  // use_sliding_window apply it from max_window_layers on: a window shorter than the
-  // context is refused there (as long as the context it is plain causal attention).
-  if (json.contains("sliding_window") && !json["sliding_window"].is_null()) {
-    std::int64_t w = 0;
-    POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window", &w));
-    bool used = c.model_type == "mistral";
-    if (c.model_type == "qwen2" || c.model_type == "qwen3") {
-      POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
-    }
-    if (used && w <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("config.json: sliding_window must be positive or null, got ", w));
-    }
-    if (used && c.model_type == "mistral") c.sliding_window = w;
-    if (used && c.model_type != "mistral" && w < c.max_position_embeddings) {
-      return absl::UnimplementedError(absl::StrCat(
-          "config.json: sliding_window = ", w, " is shorter than max_position_embeddings = ", c.max_position_embeddings,
-          ": ", c.model_type, "'s per-layer sliding window (use_sliding_window, max_window_layers) is not supported "
-          "(set use_sliding_window to false, or sliding_window to at least ", c.max_position_embeddings,
-          ", if the model attends to its whole context)"));
-    }
-  }
+  POSTTRAIN_RETURN_IF_ERROR(ReadSlidingWindow(json, &c));
   return c;
 }
 
@@ -298,6 +328,18 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["rope_scaling"] = nullptr;
   }
   if (model_type == "mistral") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
+  if (model_type == "qwen2" || model_type == "qwen3") {
+    j["use_sliding_window"] = sliding_window.has_value();
+    j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
+    nlohmann::ordered_json types = nlohmann::ordered_json::array();
+    std::int64_t first_sliding = num_hidden_layers;
+    for (std::int64_t i = num_hidden_layers - 1; i >= 0; --i) {
+      if (window_of(i) > 0) first_sliding = i;
+    }
+    for (std::int64_t i = 0; i < num_hidden_layers; ++i) types.push_back(window_of(i) > 0 ? "sliding_attention" : "full_attention");
+    j["max_window_layers"] = first_sliding;  // read by transformers versions without layer_types
+    j["layer_types"] = types;
+  }
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["attention_bias"] = attention_bias;
   j["attention_dropout"] = 0.0;

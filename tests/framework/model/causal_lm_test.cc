@@ -199,6 +199,84 @@ TEST(CausalLMTest, MistralSlidingWindowOnEveryPath) {
   EXPECT_EQ(reparsed->sliding_window, std::optional<std::int64_t>(3));
 }
 
+// Qwen2/Qwen3's per-layer sliding window: with use_sliding_window, the layers from
+// max_window_layers on (or those layer_types marks "sliding_attention") attend
+// within the window, the others to their whole past. Two layers, window 3, layer 1
+// windowed: against the python transcription of transformers' rule, then the
+// packed path, the KV cache and the decode step; and it is neither all-full nor
+// all-windowed attention. The saved config reads back the same layers.
+TEST(CausalLMTest, Qwen2PerLayerSlidingWindowOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "qwen2"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 64},
+                               {"use_sliding_window", true}, {"sliding_window", 3}, {"max_window_layers", 1}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->window_of(0), 0);
+  EXPECT_EQ(config->window_of(1), 3);
+  auto model = CausalLM::Random(*config, at::kFloat, 8);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm.weight") == std::string::npos) p.mul_(10.0);  // std 0.2: attention patterns show
+    }
+  }
+  const CausalLM& m = **model;
+  const std::int64_t B = 2, T = 9;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(m, ids, "py_qwen2_window");
+  ASSERT_TRUE(expected.defined());
+  c10::NoGradGuard no_grad;
+  const at::Tensor full = m.Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  EXPECT_LT((full - expected).abs().max().item<double>(), 1e-4);
+  std::map<std::string, at::Tensor> tensors(m.named_parameters().begin(), m.named_parameters().end());
+  for (const bool windowed : {false, true}) {  // every layer full, every layer windowed
+    ModelConfig other = *config;
+    other.sliding_layers = {windowed, windowed};
+    auto variant = CausalLM::FromTensors(other, tensors, at::kFloat);
+    ASSERT_TRUE(variant.ok());
+    EXPECT_GT(((*variant)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3)
+        << "all layers " << (windowed ? "windowed" : "full");
+  }
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
+  EXPECT_LT((m.Logits(m.PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4);
+  KVCache cache = m.NewCache(B, T);
+  std::vector<at::Tensor> pieces = {m.Forward(ids.narrow(1, 0, 4), Positions(B, 4), at::ones({B, 4}, at::kLong), &cache)};
+  for (std::int64_t t = 4; t < T; ++t) {
+    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
+  }
+  EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4);
+  KVCache fused = m.NewCache(B, T);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
+    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "position " << t;
+  }
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->sliding_layers, (std::vector<bool>{false, true}));
+  EXPECT_EQ(reparsed->sliding_window, std::optional<std::int64_t>(3));
+
+  // layer_types, when given, decides; without use_sliding_window nothing is windowed.
+  nlohmann::json typed = json;
+  typed["model_type"] = "qwen3";
+  typed["layer_types"] = {"sliding_attention", "full_attention"};
+  EXPECT_EQ(ModelConfig::FromJson(typed)->sliding_layers, (std::vector<bool>{true, false}));
+  nlohmann::json off = json;
+  off["use_sliding_window"] = false;
+  EXPECT_FALSE(ModelConfig::FromJson(off)->sliding_window.has_value());
+  EXPECT_EQ(ModelConfig::FromJson(off)->window_of(1), 0);
+  typed["use_sliding_window"] = false;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(typed).status().message()), HasSubstr("no sliding window is in use"));
+  typed["layer_types"] = {"full_attention"};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(typed).status().message()), HasSubstr("one type per layer (2)"));
+  nlohmann::json llama = json;
+  llama["model_type"] = "llama";
+  llama["layer_types"] = {"full_attention", "sliding_attention"};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("in a llama model"));
+}
+
 // Qwen2's q/k/v biases, against the same independent transcription (biases are
 // set to random values: a bias that was dropped or misplaced shows at once).
 TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {
@@ -439,7 +517,7 @@ TEST(CausalLMTest, ConfigFieldsThatChangeTheMathsAreRefusedByName) {
   EXPECT_NE(refused("attention_dropout", 0.1).find("attention_dropout"), std::string::npos);
   EXPECT_NE(refused("final_logit_softcapping", 30.0).find("final_logit_softcapping"), std::string::npos);
   EXPECT_NE(refused("num_experts", 8).find("num_experts"), std::string::npos);
-  EXPECT_NE(refused("layer_types", nlohmann::json::array({"full_attention", "sliding_attention"})).find("layer_types"),
+  EXPECT_NE(refused("layer_types", nlohmann::json::array({"chunked_attention"})).find("layer_types containing \"chunked_attention\""),
             std::string::npos);
   EXPECT_NE(refused("model_type", "gemma2").find("model_type \"gemma2\""), std::string::npos);
 }

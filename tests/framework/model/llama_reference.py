@@ -1,5 +1,6 @@
 """Independent reference: transformers' LlamaForCausalLM (MistralForCausalLM with its
-sliding window, Qwen2ForCausalLM,
+sliding window, Qwen2ForCausalLM and Qwen3ForCausalLM with their per-layer windows,
+Qwen2ForCausalLM
 whose q/k/v projections have biases, and Qwen3ForCausalLM, which RMS-normalises
 each head of q and k with q_norm / k_norm before RoPE, and GemmaForCausalLM: RMSNorm
 scaled by 1 + weight in fp32, embeddings times sqrt(hidden_size), GELU-tanh MLP)
@@ -102,10 +103,22 @@ h = w["model.embed_tokens.weight"][ids]
 if gemma:  # GemmaTextScaledWordEmbedding: times sqrt(hidden_size) as an fp32 tensor
     h = h * torch.tensor(cfg["hidden_size"] ** 0.5)
 mask = torch.full((T, T), float("-inf")).triu(1)
-if cfg.get("model_type") == "mistral" and cfg.get("sliding_window"):  # key j visible from i when i - W < j <= i
-    mask = mask + torch.full((T, T), float("-inf")).tril(-cfg["sliding_window"])
-for i in range(cfg["num_hidden_layers"]):
+# Sliding windows as transformers' configs define them: Mistral on every layer;
+# Qwen2/Qwen3 only with use_sliding_window, on the layers layer_types marks
+# "sliding_attention", by default those with index >= max_window_layers (28).
+L, W = cfg["num_hidden_layers"], cfg.get("sliding_window")
+if cfg.get("model_type") == "mistral":
+    types = ["sliding_attention"] * L
+elif cfg.get("model_type") in ("qwen2", "qwen3"):
+    W = W if cfg.get("use_sliding_window") else None
+    types = cfg.get("layer_types") or [
+        "sliding_attention" if W is not None and i >= cfg.get("max_window_layers", 28) else "full_attention" for i in range(L)]
+else:
+    W, types = None, ["full_attention"] * L
+window_mask = mask + torch.full((T, T), float("-inf")).tril(-W) if W else mask  # key j visible from i when i - W < j <= i
+for i in range(L):
     p = f"model.layers.{i}."
+    layer_mask = window_mask if types[i] == "sliding_attention" else mask
     x = rms(h, w[p + "input_layernorm.weight"])
     # Qwen2: q/k/v projections carry a bias (attention_bias); Llama: none.
     def proj(name):
@@ -120,7 +133,7 @@ for i in range(cfg["num_hidden_layers"]):
     v = proj("v_proj").view(B, T, KV, D).transpose(1, 2)
     q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + mask, -1) @ v
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + layer_mask, -1) @ v
     h = h + linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")
     x = rms(h, w[p + "post_attention_layernorm.weight"])
     g = linear(x, p + "mlp.gate_proj.weight")

@@ -1,8 +1,8 @@
 // The architecture of a Hugging Face Llama-family causal LM, as config.json holds it.
 //
 // Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"} and "linear"),
-// MistralForCausalLM (incl. its sliding window), Qwen2ForCausalLM (q/k/v bias; its
-// sliding window is refused), Qwen3ForCausalLM (q/k norms) and GemmaForCausalLM
+// MistralForCausalLM (sliding window on every layer), Qwen2ForCausalLM (q/k/v bias)
+// and Qwen3ForCausalLM (q/k norms), both with their per-layer sliding window, and GemmaForCausalLM
 // (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
@@ -52,9 +52,13 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;                // q/k/v biases (Qwen2: true)
   bool qk_norm = false;                       // per-head RMSNorm of q and k before RoPE (Qwen3)
-  // Mistral's sliding window: query slot t sees key slots (t - sliding_window, t]
-  // (transformers' sliding-window causal mask, in cache slots). Unset: plain causal.
+  // Sliding-window attention: query slot t sees key slots (t - sliding_window, t]
+  // (transformers' sliding-window causal mask, in cache slots) in the layers that
+  // use it: every layer for Mistral; for Qwen2/Qwen3 with use_sliding_window, the
+  // layers layer_types marks "sliding_attention" (by default those from
+  // max_window_layers on). Unset: plain causal attention everywhere.
   std::optional<std::int64_t> sliding_window;
+  std::vector<bool> sliding_layers;  // one flag per layer; empty = every layer
   // Gemma: every RMSNorm scales by (1 + weight), in fp32 before the cast back
   // (GemmaRMSNorm: the stored weights are offsets from 1, initialised to 0).
   bool norm_weight_offset = false;
@@ -72,6 +76,8 @@ struct ModelConfig {
 
   // Parses and checks config.json (InvalidArgument naming the key).
   Activation activation() const;
+  // The window `layer` attends within (sliding_window), or 0 for full causal attention.
+  std::int64_t window_of(std::int64_t layer) const;
 
   static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& json);
   static absl::StatusOr<ModelConfig> FromJsonFile(const std::string& path);
