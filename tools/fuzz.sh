@@ -41,7 +41,7 @@ for i, (dtype, shape) in enumerate([("F32", [2, 3]), ("BF16", [4]), ("I64", [1, 
     header = json.dumps({"__metadata__": {"format": "pt"}, "w": {"dtype": dtype, "shape": shape, "data_offsets": [0, n * size]}}).encode()
     open(f"{d}/seed_{i}", "wb").write(struct.pack("<Q", len(header)) + header + bytes(range(n * size)))
 PY
-seed model_config "$model/config.json" recipes/gkd/student_config.json ../shared/data/qwen3_tokenizer/config.json
+seed model_config "$model/config.json" recipes/gkd/student_config.json ../shared/data/qwen3_tokenizer/config.json tests/fuzz/seeds/config_*.json
 seed tokenizer_json "$model/tokenizer.json" tests/fuzz/seeds/tokenizer_*.json
 seed spm_model recipes/data/tok512.model $(find ../shared/data -name '*.model' 2>/dev/null | head -5)
 mkdir -p "$build/corpus/shard_index"

@@ -364,8 +364,10 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       q = q.transpose(1, 2);
       k = k.transpose(1, 2);
       at::Tensor v = Project(li, LinearSite::kV, x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
-      q = q * cos + RotateHalf(q) * sin;
-      k = k * cos + RotateHalf(k) * sin;
+      if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
+        q = q * cos + RotateHalf(q) * sin;
+        k = k * cos + RotateHalf(k) * sin;
+      }
       if (cache != nullptr) {
         cache->keys[i].narrow(2, past, T).copy_(k);
         cache->values[i].narrow(2, past, T).copy_(v);
@@ -521,8 +523,10 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
         q = RmsNorm(q, l.q_norm, config_.rms_norm_eps, config_.norm_weight_offset);
         k = RmsNorm(k, l.k_norm, config_.rms_norm_eps, config_.norm_weight_offset);
       }
-      q = q * cos + RotateHalf(q) * sin;
-      k = k * cos + RotateHalf(k) * sin;
+      if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
+        q = q * cos + RotateHalf(q) * sin;
+        k = k * cos + RotateHalf(k) * sin;
+      }
       // [KV, G, N, D] queries and [KV, N, D] keys/values: each sequence a slice of N.
       q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
       k = k.permute({1, 0, 2}).contiguous();

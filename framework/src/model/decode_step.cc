@@ -364,8 +364,10 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
       for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_.rms_norm_eps, offset);
     }
     for (std::int64_t b = 0; b < B; ++b) {
-      Rope(at_(q, b * H * D), H, D, at_(cos, b * D), at_(sin, b * D));
-      Rope(at_(k, b * KV * D), KV, D, at_(cos, b * D), at_(sin, b * D));
+      if (config_.uses_rope(static_cast<std::int64_t>(li))) {  // SmolLM3's NoPE layers skip it
+        Rope(at_(q, b * H * D), H, D, at_(cos, b * D), at_(sin, b * D));
+        Rope(at_(k, b * KV * D), KV, D, at_(cos, b * D), at_(sin, b * D));
+      }
       float* kb = keys + b * KV * cap * D;
       float* vb = values + b * KV * cap * D;
       for (std::int64_t h = 0; h < KV; ++h) {

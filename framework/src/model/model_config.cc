@@ -102,16 +102,14 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
                                                absl::StrJoin(refused, "; ")));
 }
 
-}  // namespace
-
-namespace {
-
 // Sliding windows as transformers' configs define them. Mistral: sliding_window on
 // every layer. Qwen2/Qwen3: only with use_sliding_window (else sliding_window is
 // None), on the layers layer_types marks "sliding_attention", by default those
-// with index >= max_window_layers (28). Other model types: full attention only.
+// with index >= max_window_layers (28). SmolLM3: likewise with use_sliding_window,
+// by default on its NoPE layers. Other model types: full attention only.
 absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
-  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3";
+  const bool smollm3 = c->model_type == "smollm3";
+  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || smollm3;
   bool used = c->model_type == "mistral";
   if (per_layer) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
@@ -133,6 +131,8 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
       }
       sliding.push_back(t == "sliding_attention");
     }
+  } else if (smollm3 && c->sliding_window) {
+    for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(!c->uses_rope(i));
   } else if (per_layer && c->sliding_window) {
     std::int64_t max_window_layers = 28;  // Qwen2Config / Qwen3Config default
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_window_layers", &max_window_layers));
@@ -154,7 +154,41 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
   return absl::OkStatus();
 }
 
+// SmolLM3's NoPE layers: no_rope_layers (1 = RoPE, 0 = none; at least one entry
+// per layer), else every no_rope_layer_interval-th layer (4) goes without RoPE.
+absl::Status ReadRopeLayers(const nlohmann::json& json, ModelConfig* c) {
+  if (c->model_type != "smollm3") return absl::OkStatus();
+  std::vector<bool> rope;
+  if (json.contains("no_rope_layers") && !json["no_rope_layers"].is_null()) {
+    const nlohmann::json& flags = json["no_rope_layers"];
+    if (!flags.is_array() || static_cast<std::int64_t>(flags.size()) < c->num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: no_rope_layers must hold a 0 or 1 for each of the ",
+                                                     c->num_hidden_layers, " layers, got ", flags.dump()));
+    }
+    for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) {
+      const nlohmann::json& f = flags[static_cast<size_t>(i)];
+      if (!f.is_number_integer() || (f.get<std::int64_t>() != 0 && f.get<std::int64_t>() != 1)) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: no_rope_layers[", i, "] must be 0 or 1, got ", f.dump()));
+      }
+      rope.push_back(f.get<std::int64_t>() == 1);
+    }
+  } else {
+    std::int64_t interval = 4;  // SmolLM3Config default
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "no_rope_layer_interval", &interval));
+    if (interval <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: no_rope_layer_interval must be positive, got ", interval));
+    }
+    for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) rope.push_back((i + 1) % interval != 0);
+  }
+  if (std::find(rope.begin(), rope.end(), false) != rope.end()) c->rope_layers = std::move(rope);
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+bool ModelConfig::uses_rope(std::int64_t layer) const {
+  return rope_layers.empty() || layer < 0 || layer >= static_cast<std::int64_t>(rope_layers.size()) || rope_layers[layer];
+}
 
 std::optional<Activation> ActivationOf(const std::string& hidden_act) {
   if (hidden_act == "silu" || hidden_act == "swish") return Activation::kSilu;
@@ -176,10 +210,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
-      c.model_type != "gemma") {
+      c.model_type != "gemma" && c.model_type != "smollm3") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, smollm3)"));
   }
   const bool gemma = c.model_type == "gemma";
   if (json.contains("architectures") && json["architectures"].is_array() &&
@@ -190,6 +224,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                      : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
                      : c.model_type == "mistral" ? "MistralForCausalLM"
                      : gemma                     ? "GemmaForCausalLM"
+                     : c.model_type == "smollm3" ? "SmolLM3ForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2") c.attention_bias = true;
@@ -199,6 +234,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     c.scale_embeddings = true;
     c.tie_word_embeddings = true;
     c.hidden_act = "gelu_pytorch_tanh";
+  }
+  if (c.model_type == "smollm3") {  // SmolLM3Config's defaults
+    c.tie_word_embeddings = true;
+    c.rope_theta = 2000000.0;
   }
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
@@ -289,6 +328,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
   }
+  POSTTRAIN_RETURN_IF_ERROR(ReadRopeLayers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadSlidingWindow(json, &c));
   return c;
 }
@@ -328,7 +368,12 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["rope_scaling"] = nullptr;
   }
   if (model_type == "mistral") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
-  if (model_type == "qwen2" || model_type == "qwen3") {
+  if (model_type == "smollm3") {
+    nlohmann::ordered_json flags = nlohmann::ordered_json::array();
+    for (std::int64_t i = 0; i < num_hidden_layers; ++i) flags.push_back(uses_rope(i) ? 1 : 0);
+    j["no_rope_layers"] = flags;
+  }
+  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "smollm3") {
     j["use_sliding_window"] = sliding_window.has_value();
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
     nlohmann::ordered_json types = nlohmann::ordered_json::array();
@@ -337,7 +382,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
       if (window_of(i) > 0) first_sliding = i;
     }
     for (std::int64_t i = 0; i < num_hidden_layers; ++i) types.push_back(window_of(i) > 0 ? "sliding_attention" : "full_attention");
-    j["max_window_layers"] = first_sliding;  // read by transformers versions without layer_types
+    if (model_type != "smollm3") j["max_window_layers"] = first_sliding;  // read by versions without layer_types
     j["layer_types"] = types;
   }
   j["tie_word_embeddings"] = tie_word_embeddings;

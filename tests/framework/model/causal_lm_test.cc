@@ -277,6 +277,74 @@ TEST(CausalLMTest, Qwen2PerLayerSlidingWindowOnEveryPath) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("in a llama model"));
 }
 
+// SmolLM3: Llama whose NoPE layers (no_rope_layers' 0s; by default every 4th) attend
+// without RoPE. Three layers, a NoPE layer every 2nd (layer 1): against the python
+// transcription, then the packed path, the KV cache and the decode step; the same
+// weights with RoPE everywhere give other logits. Config defaults (tied head, theta
+// 2e6) as SmolLM3Config's; written back with no_rope_layers.
+TEST(CausalLMTest, SmolLM3NoPELayersOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "smollm3"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-6}, {"no_rope_layer_interval", 2}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "SmolLM3ForCausalLM");
+  EXPECT_TRUE(config->tie_word_embeddings);
+  EXPECT_EQ(config->rope_theta, 2000000.0);
+  EXPECT_EQ(config->rope_layers, (std::vector<bool>{true, false, true}));
+  auto model = CausalLM::Random(*config, at::kFloat, 9);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm.weight") == std::string::npos) p.mul_(10.0);  // std 0.2: positions show in the logits
+    }
+  }
+  const CausalLM& m = **model;
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(m, ids, "py_smollm3");
+  ASSERT_TRUE(expected.defined());
+  c10::NoGradGuard no_grad;
+  EXPECT_LT((m.Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-4);
+  ModelConfig everywhere = *config;
+  everywhere.rope_layers.clear();
+  auto with_rope = CausalLM::FromTensors(everywhere, std::map<std::string, at::Tensor>(m.named_parameters().begin(), m.named_parameters().end()), at::kFloat);
+  ASSERT_TRUE(with_rope.ok());
+  EXPECT_GT(((*with_rope)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
+  EXPECT_LT((m.Logits(m.PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4);
+  KVCache cache = m.NewCache(B, T);
+  std::vector<at::Tensor> pieces = {m.Forward(ids.narrow(1, 0, 3), Positions(B, 3), at::ones({B, 3}, at::kLong), &cache)};
+  for (std::int64_t t = 3; t < T; ++t) {
+    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
+  }
+  EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4);
+  KVCache fused = m.NewCache(B, T);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
+    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "position " << t;
+  }
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->rope_layers, config->rope_layers);
+  // An explicit no_rope_layers decides; with use_sliding_window the NoPE layers are
+  // the windowed ones unless layer_types says otherwise.
+  nlohmann::json explicit_layers = json;
+  explicit_layers["no_rope_layers"] = {0, 1, 1, 1};
+  explicit_layers["use_sliding_window"] = true;
+  explicit_layers["sliding_window"] = 4;
+  auto parsed = ModelConfig::FromJson(explicit_layers);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->rope_layers, (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(parsed->sliding_layers, (std::vector<bool>{true, false, false}));
+  explicit_layers["no_rope_layers"] = {1, 2, 1};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(explicit_layers).status().message()), HasSubstr("no_rope_layers[1] must be 0 or 1"));
+  explicit_layers["no_rope_layers"] = {1, 1};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(explicit_layers).status().message()), HasSubstr("for each of the 3 layers"));
+}
+
 // Qwen2's q/k/v biases, against the same independent transcription (biases are
 // set to random values: a bias that was dropped or misplaced shows at once).
 TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {

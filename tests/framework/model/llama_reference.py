@@ -1,11 +1,9 @@
-"""Independent reference: transformers' LlamaForCausalLM (MistralForCausalLM with its
-sliding window, Qwen2ForCausalLM and Qwen3ForCausalLM with their per-layer windows,
-Qwen2ForCausalLM
-whose q/k/v projections have biases, and Qwen3ForCausalLM, which RMS-normalises
-each head of q and k with q_norm / k_norm before RoPE, and GemmaForCausalLM: RMSNorm
-scaled by 1 + weight in fp32, embeddings times sqrt(hidden_size), GELU-tanh MLP)
-forward written out in
-python3-torch (transformers itself is not installed here). Reads DIR/config.json,
+"""Independent reference: transformers' LlamaForCausalLM and its relatives, forward
+written out in python3-torch: MistralForCausalLM (sliding window), Qwen2ForCausalLM
+(q/k/v biases) and Qwen3ForCausalLM (q_norm / k_norm on each head before RoPE), both
+with their per-layer windows, SmolLM3ForCausalLM (NoPE layers skip RoPE) and
+GemmaForCausalLM (RMSNorm by 1 + weight in fp32, embeddings times sqrt(hidden_size),
+GELU MLP); transformers itself is not installed here. Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
 (read and written by tests/support/safetensors_py.py, from the format spec).
 
@@ -61,7 +59,7 @@ eps = cfg["rms_norm_eps"]
 
 # transformers 5 keeps rope_theta and the scaling in one rope_parameters object.
 rp = cfg.get("rope_parameters") or {}
-theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
+theta = rp.get("rope_theta", cfg.get("rope_theta", 2000000.0 if cfg.get("model_type") == "smollm3" else 10000.0))
 inv = 1.0 / (theta ** (torch.arange(0, D, 2).float() / D))
 rs = cfg.get("rope_scaling") or (rp if rp.get("rope_type", "default") != "default" else None)
 if rs and rs.get("rope_type", rs.get("type")) == "linear":
@@ -107,7 +105,16 @@ mask = torch.full((T, T), float("-inf")).triu(1)
 # Qwen2/Qwen3 only with use_sliding_window, on the layers layer_types marks
 # "sliding_attention", by default those with index >= max_window_layers (28).
 L, W = cfg["num_hidden_layers"], cfg.get("sliding_window")
-if cfg.get("model_type") == "mistral":
+# SmolLM3Config: no_rope_layers (1 = RoPE), else a NoPE layer every no_rope_layer_interval.
+rope_layers = [1] * L
+if cfg.get("model_type") == "smollm3":
+    rope_layers = (cfg.get("no_rope_layers") or
+                   [int((i + 1) % cfg.get("no_rope_layer_interval", 4) != 0) for i in range(L)])[:L]
+if cfg.get("model_type") == "smollm3":  # windows, when used, default to the NoPE layers
+    W = W if cfg.get("use_sliding_window") else None
+    types = cfg.get("layer_types") or [
+        "sliding_attention" if W is not None and not rope_layers[i] else "full_attention" for i in range(L)]
+elif cfg.get("model_type") == "mistral":
     types = ["sliding_attention"] * L
 elif cfg.get("model_type") in ("qwen2", "qwen3"):
     W = W if cfg.get("use_sliding_window") else None
@@ -131,7 +138,8 @@ for i in range(L):
         k = rms(k, w[p + "self_attn.k_norm.weight"])
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     v = proj("v_proj").view(B, T, KV, D).transpose(1, 2)
-    q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+    if rope_layers[i]:  # SmolLM3Attention: `if self.use_rope`
+        q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
     a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + layer_mask, -1) @ v
     h = h + linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")

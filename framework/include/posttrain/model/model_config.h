@@ -3,7 +3,8 @@
 // Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"} and "linear"),
 // MistralForCausalLM (sliding window on every layer), Qwen2ForCausalLM (q/k/v bias)
 // and Qwen3ForCausalLM (q/k norms), both with their per-layer sliding window, and GemmaForCausalLM
-// (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU).
+// (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU) and
+// SmolLM3ForCausalLM (Llama with NoPE layers: no RoPE in every 4th layer).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -36,7 +37,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -59,6 +60,9 @@ struct ModelConfig {
   // max_window_layers on). Unset: plain causal attention everywhere.
   std::optional<std::int64_t> sliding_window;
   std::vector<bool> sliding_layers;  // one flag per layer; empty = every layer
+  // SmolLM3: the layers that rotate q and k (no_rope_layers' 1s); the others attend
+  // without positions (NoPE). Empty: every layer.
+  std::vector<bool> rope_layers;
   // Gemma: every RMSNorm scales by (1 + weight), in fp32 before the cast back
   // (GemmaRMSNorm: the stored weights are offsets from 1, initialised to 0).
   bool norm_weight_offset = false;
@@ -78,6 +82,8 @@ struct ModelConfig {
   Activation activation() const;
   // The window `layer` attends within (sliding_window), or 0 for full causal attention.
   std::int64_t window_of(std::int64_t layer) const;
+  // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers).
+  bool uses_rope(std::int64_t layer) const;
 
   static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& json);
   static absl::StatusOr<ModelConfig> FromJsonFile(const std::string& path);
