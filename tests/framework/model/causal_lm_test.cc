@@ -109,6 +109,46 @@ at::Tensor PythonReferenceLogits(const CausalLM& model, const at::Tensor& ids, c
   return file.ok() ? *file->Get("logits") : at::Tensor();
 }
 
+// A random fp32 model whose projections and embedding have std 0.2 (10 times
+// initializer_range) and norms 1: positions, windows and activations show clearly
+// in the logits of a model this small.
+std::unique_ptr<CausalLM> RandomWithStd02(const ModelConfig& config, std::uint64_t seed) {
+  auto model = CausalLM::Random(config, at::kFloat, seed);
+  EXPECT_TRUE(model.ok()) << model.status();
+  c10::NoGradGuard no_grad;
+  for (auto& [name, p] : (*model)->named_parameters()) {
+    if (name.find("norm.weight") == std::string::npos) p.mul_(10.0);
+  }
+  return std::move(*model);
+}
+
+// Every forward path against `expected` [2, T, V] within 1e-4: the padded forward,
+// the padding-free stream, a KV cache filled by a prefill of `prefill` tokens and
+// then one token at a time, and the fused fp32 decode step from an empty cache.
+void ExpectEveryPathGives(const CausalLM& m, const at::Tensor& ids, const at::Tensor& expected, std::int64_t prefill) {
+  c10::NoGradGuard no_grad;
+  const std::int64_t B = ids.size(0), T = ids.size(1);
+  ASSERT_EQ(B, 2);
+  EXPECT_LT((m.Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-4) << "padded";
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
+  EXPECT_LT((m.Logits(m.PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4)
+      << "packed";
+  KVCache cache = m.NewCache(B, T);
+  std::vector<at::Tensor> pieces = {
+      m.Forward(ids.narrow(1, 0, prefill), Positions(B, prefill), at::ones({B, prefill}, at::kLong), &cache)};
+  for (std::int64_t t = prefill; t < T; ++t) {
+    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
+  }
+  EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4) << "KV cache";
+  ASSERT_TRUE(m.CanDecodeStep());
+  KVCache fused = m.NewCache(B, T);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
+    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "decode step, position " << t;
+  }
+}
+
 TEST(CausalLMTest, MatchesAnIndependentPythonImplementation) {
   ModelConfig config = TinyConfig();
   config.rope_scaling = RopeScaling{"llama3", 4.0, 1.0, 4.0, 16};
@@ -214,22 +254,14 @@ TEST(CausalLMTest, Qwen2PerLayerSlidingWindowOnEveryPath) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->window_of(0), 0);
   EXPECT_EQ(config->window_of(1), 3);
-  auto model = CausalLM::Random(*config, at::kFloat, 8);
-  ASSERT_TRUE(model.ok());
-  {
-    c10::NoGradGuard no_grad;
-    for (auto& [name, p] : (*model)->named_parameters()) {
-      if (name.find("norm.weight") == std::string::npos) p.mul_(10.0);  // std 0.2: attention patterns show
-    }
-  }
-  const CausalLM& m = **model;
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 8);
+  const CausalLM& m = *model;
   const std::int64_t B = 2, T = 9;
   const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(m, ids, "py_qwen2_window");
   ASSERT_TRUE(expected.defined());
   c10::NoGradGuard no_grad;
-  const at::Tensor full = m.Forward(ids, Positions(B, T), at::Tensor(), nullptr);
-  EXPECT_LT((full - expected).abs().max().item<double>(), 1e-4);
+  ExpectEveryPathGives(m, ids, expected, /*prefill=*/4);
   std::map<std::string, at::Tensor> tensors(m.named_parameters().begin(), m.named_parameters().end());
   for (const bool windowed : {false, true}) {  // every layer full, every layer windowed
     ModelConfig other = *config;
@@ -238,20 +270,6 @@ TEST(CausalLMTest, Qwen2PerLayerSlidingWindowOnEveryPath) {
     ASSERT_TRUE(variant.ok());
     EXPECT_GT(((*variant)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3)
         << "all layers " << (windowed ? "windowed" : "full");
-  }
-  std::vector<std::vector<std::int64_t>> seqs;
-  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
-  EXPECT_LT((m.Logits(m.PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4);
-  KVCache cache = m.NewCache(B, T);
-  std::vector<at::Tensor> pieces = {m.Forward(ids.narrow(1, 0, 4), Positions(B, 4), at::ones({B, 4}, at::kLong), &cache)};
-  for (std::int64_t t = 4; t < T; ++t) {
-    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
-  }
-  EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4);
-  KVCache fused = m.NewCache(B, T);
-  for (std::int64_t t = 0; t < T; ++t) {
-    const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
-    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "position " << t;
   }
   auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
   ASSERT_TRUE(reparsed.ok()) << reparsed.status();
@@ -292,40 +310,19 @@ TEST(CausalLMTest, SmolLM3NoPELayersOnEveryPath) {
   EXPECT_TRUE(config->tie_word_embeddings);
   EXPECT_EQ(config->rope_theta, 2000000.0);
   EXPECT_EQ(config->rope_layers, (std::vector<bool>{true, false, true}));
-  auto model = CausalLM::Random(*config, at::kFloat, 9);
-  ASSERT_TRUE(model.ok());
-  {
-    c10::NoGradGuard no_grad;
-    for (auto& [name, p] : (*model)->named_parameters()) {
-      if (name.find("norm.weight") == std::string::npos) p.mul_(10.0);  // std 0.2: positions show in the logits
-    }
-  }
-  const CausalLM& m = **model;
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 9);
+  const CausalLM& m = *model;
   const std::int64_t B = 2, T = 8;
   const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(m, ids, "py_smollm3");
   ASSERT_TRUE(expected.defined());
   c10::NoGradGuard no_grad;
-  EXPECT_LT((m.Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-4);
+  ExpectEveryPathGives(m, ids, expected, /*prefill=*/3);
   ModelConfig everywhere = *config;
   everywhere.rope_layers.clear();
   auto with_rope = CausalLM::FromTensors(everywhere, std::map<std::string, at::Tensor>(m.named_parameters().begin(), m.named_parameters().end()), at::kFloat);
   ASSERT_TRUE(with_rope.ok());
   EXPECT_GT(((*with_rope)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
-  std::vector<std::vector<std::int64_t>> seqs;
-  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
-  EXPECT_LT((m.Logits(m.PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4);
-  KVCache cache = m.NewCache(B, T);
-  std::vector<at::Tensor> pieces = {m.Forward(ids.narrow(1, 0, 3), Positions(B, 3), at::ones({B, 3}, at::kLong), &cache)};
-  for (std::int64_t t = 3; t < T; ++t) {
-    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
-  }
-  EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4);
-  KVCache fused = m.NewCache(B, T);
-  for (std::int64_t t = 0; t < T; ++t) {
-    const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
-    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "position " << t;
-  }
   auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
   ASSERT_TRUE(reparsed.ok()) << reparsed.status();
   EXPECT_EQ(reparsed->rope_layers, config->rope_layers);
@@ -466,23 +463,8 @@ TEST(CausalLMTest, GemmaMatchesTheIndependentPythonImplementationOnEveryPath) {
   const at::Tensor expected = PythonReferenceLogits(m, ids, "py_gemma");
   ASSERT_TRUE(expected.defined());
   c10::NoGradGuard no_grad;
+  ExpectEveryPathGives(m, ids, expected, /*prefill=*/3);
   const at::Tensor full = m.Forward(ids, Positions(B, T), at::Tensor(), nullptr);
-  EXPECT_LT((full - expected).abs().max().item<double>(), 1e-4);
-  std::vector<std::vector<std::int64_t>> seqs;
-  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
-  EXPECT_LT((m.Logits(m.PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4);
-  KVCache cache = m.NewCache(B, T);
-  std::vector<at::Tensor> pieces = {m.Forward(ids.narrow(1, 0, 3), Positions(B, 3), at::ones({B, 3}, at::kLong), &cache)};
-  for (std::int64_t t = 3; t < T; ++t) {
-    pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
-  }
-  EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4);
-  ASSERT_TRUE(m.CanDecodeStep());
-  KVCache fused = m.NewCache(B, T);
-  for (std::int64_t t = 0; t < T; ++t) {
-    const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
-    EXPECT_LT((step - expected.select(1, t)).abs().max().item<double>(), 1e-4) << "position " << t;
-  }
   // Each of Gemma's three differences matters: the same weights read as Llama-style
   // in any one of them give other logits.
   for (int change = 0; change < 3; ++change) {
@@ -497,19 +479,14 @@ TEST(CausalLMTest, GemmaMatchesTheIndependentPythonImplementationOnEveryPath) {
         << "change " << change << ", max |logit| " << expected.abs().max().item<double>();
   }
   // hidden_act "gelu" (exact, erf: what transformers 5 reads from the first Gemma
-  // configs) on the padded path and the decode step.
+  // configs) on every path.
   ModelConfig exact = *config;
   exact.hidden_act = "gelu";
   auto erf_model = CausalLM::FromTensors(exact, std::map<std::string, at::Tensor>(m.named_parameters().begin(), m.named_parameters().end()), at::kFloat);
   ASSERT_TRUE(erf_model.ok());
   const at::Tensor erf_expected = PythonReferenceLogits(**erf_model, ids, "py_gemma_erf");
   ASSERT_TRUE(erf_expected.defined());
-  EXPECT_LT(((*erf_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - erf_expected).abs().max().item<double>(), 1e-4);
-  KVCache erf_cache = (*erf_model)->NewCache(B, T);
-  for (std::int64_t t = 0; t < T; ++t) {
-    const at::Tensor step = (*erf_model)->DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &erf_cache);
-    EXPECT_LT((step - erf_expected.select(1, t)).abs().max().item<double>(), 1e-4) << "gelu, position " << t;
-  }
+  ExpectEveryPathGives(**erf_model, ids, erf_expected, /*prefill=*/3);
   const std::string dir = testing::TempDir("gemma_save");
   ASSERT_TRUE(SaveCausalLM(m, dir).ok());
   const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
