@@ -22,11 +22,11 @@ namespace {
 at::ScalarType ComputeDtype(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
 // transformers' LlamaRMSNorm: normalise in (at least) fp32, cast back, then scale.
-// GemmaRMSNorm (`offset`): scale by (1 + weight) in fp32, then cast back.
-at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps, bool offset) {
+// GemmaRMSNorm (config.norm_weight_offset): scale by (1 + weight) in fp32, then cast back.
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, const ModelConfig& config) {
   at::Tensor h = x.to(ComputeDtype(x.scalar_type()));
-  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  if (offset) return (h * (weight.to(h.scalar_type()) + 1.0)).to(x.scalar_type());
+  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + config.rms_norm_eps);
+  if (config.norm_weight_offset) return (h * (weight.to(h.scalar_type()) + 1.0)).to(x.scalar_type());
   return weight * h.to(x.scalar_type());
 }
 
@@ -353,13 +353,13 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache,
                   activation](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+      at::Tensor x = RmsNorm(h, l.input_norm, config_);
       const auto li = static_cast<std::int64_t>(i);
       at::Tensor q = Project(li, LinearSite::kQ, x, l.q, l.q_bias).view({B, T, H, D});
       at::Tensor k = Project(li, LinearSite::kK, x, l.k, l.k_bias).view({B, T, KV, D});
       if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps, config_.norm_weight_offset);
-        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+        q = RmsNorm(q, l.q_norm, config_);
+        k = RmsNorm(k, l.k_norm, config_);
       }
       q = q.transpose(1, 2);
       k = k.transpose(1, 2);
@@ -381,7 +381,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
       h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
-      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+      x = RmsNorm(h, l.post_norm, config_);
       at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
                        Project(li, LinearSite::kUp, x, l.up, at::Tensor());
       return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());
@@ -389,7 +389,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
   if (cache != nullptr) cache->length = S;
-  return RmsNorm(h, final_norm_, config_.rms_norm_eps, config_.norm_weight_offset);
+  return RmsNorm(h, final_norm_, config_);
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
@@ -510,7 +510,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed, activation](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = RmsNorm(h, l.input_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+      at::Tensor x = RmsNorm(h, l.input_norm, config_);
       // q, k and v in one matmul over the concatenated weights.
       at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
       const std::vector<at::Tensor> qkv =
@@ -520,8 +520,8 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor k = AddDelta(li, LinearSite::kK, x, qkv[1]).view({N, KV, D});
       at::Tensor v = AddDelta(li, LinearSite::kV, x, qkv[2]).view({N, KV, D});
       if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-        q = RmsNorm(q, l.q_norm, config_.rms_norm_eps, config_.norm_weight_offset);
-        k = RmsNorm(k, l.k_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+        q = RmsNorm(q, l.q_norm, config_);
+        k = RmsNorm(k, l.k_norm, config_);
       }
       if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
         q = q * cos + RotateHalf(q) * sin;
@@ -534,7 +534,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_), config_.window_of(li));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
-      x = RmsNorm(h, l.post_norm, config_.rms_norm_eps, config_.norm_weight_offset);
+      x = RmsNorm(h, l.post_norm, config_);
       const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
       const at::Tensor mlp = Activate(AddDelta(li, LinearSite::kGate, x, gate_up[0]), activation) *
                              AddDelta(li, LinearSite::kUp, x, gate_up[1]);
@@ -542,7 +542,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
-  return RmsNorm(h, final_norm_, config_.rms_norm_eps, config_.norm_weight_offset);
+  return RmsNorm(h, final_norm_, config_);
 }
 
 }  // namespace posttrain

@@ -257,11 +257,12 @@ void MatVecs(std::initializer_list<MatVecJob> jobs, const float* x, std::int64_t
 }
 
 // transformers' LlamaRMSNorm in fp32: x / sqrt(mean(x²) + eps) * w; GemmaRMSNorm
-// (offset 1): ... * (1 + w).
-void RmsNorm(const float* x, const float* w, float* out, std::int64_t n, double eps, float offset) {
+// (config.norm_weight_offset): ... * (1 + w).
+void RmsNorm(const float* x, const float* w, float* out, std::int64_t n, const ModelConfig& config) {
+  const float offset = config.norm_weight_offset ? 1.0f : 0.0f;
   float ss = 0;
   for (std::int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
-  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(eps));
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(config.rms_norm_eps));
   for (std::int64_t i = 0; i < n; ++i) out[i] = (offset + w[i]) * (x[i] * inv);
 }
 
@@ -350,18 +351,17 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     const auto factor = static_cast<float>(std::sqrt(static_cast<double>(Hd)));
     for (float& e : x) e *= factor;
   }
-  const float offset = config_.norm_weight_offset ? 1.0f : 0.0f;
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
-    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps, offset);
+    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_);
     MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D}}, xn.data(), B, Hd, H * D);
     MatVecs({{Data(l.k), Data(l.k_bias), k.data(), KV * D}, {Data(l.v), Data(l.v_bias), v.data(), KV * D}}, xn.data(), B,
             Hd, KV * D);
     float* keys = cache->keys[li].data_ptr<float>();  // [B, KV, cap, D]
     float* values = cache->values[li].data_ptr<float>();
     if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-      for (std::int64_t i = 0; i < B * H; ++i) RmsNorm(at_(q, i * D), Data(l.q_norm), at_(q, i * D), D, config_.rms_norm_eps, offset);
-      for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_.rms_norm_eps, offset);
+      for (std::int64_t i = 0; i < B * H; ++i) RmsNorm(at_(q, i * D), Data(l.q_norm), at_(q, i * D), D, config_);
+      for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_);
     }
     for (std::int64_t b = 0; b < B; ++b) {
       if (config_.uses_rope(static_cast<std::int64_t>(li))) {  // SmolLM3's NoPE layers skip it
@@ -415,14 +415,14 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     }
     MatVecs({{Data(l.o), nullptr, out.data(), Hd}}, attn.data(), B, H * D, Hd);
     for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
-    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.post_norm), at_(xn, b * Hd), Hd, config_.rms_norm_eps, offset);
+    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.post_norm), at_(xn, b * Hd), Hd, config_);
     MatVecs({{Data(l.gate), nullptr, gate.data(), I}, {Data(l.up), nullptr, up.data(), I}}, xn.data(), B, Hd, I);
     GatedActivation(gate.data(), up.data(), B * I, config_.activation());
     MatVecs({{Data(l.down), nullptr, out.data(), Hd}}, gate.data(), B, I, Hd);
     for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
   }
   cache->length = slot + 1;
-  for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_.rms_norm_eps, offset);
+  for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_);
   at::Tensor logits = at::empty({B, config_.vocab_size}, options().dtype(at::kFloat));  // CPU only (CanDecodeStep)
   MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
           config_.vocab_size);
