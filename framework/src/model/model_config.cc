@@ -255,7 +255,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_attention_heads", &c.num_attention_heads));
   c.num_key_value_heads = c.num_attention_heads;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_key_value_heads", &c.num_key_value_heads));
-  c.head_dim = gemma ? 256 : c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0;
+  // Where config.json is silent: GemmaConfig says 256, Qwen3Config 128, the others
+  // hidden_size / num_attention_heads.
+  c.head_dim = gemma                       ? 256
+               : c.model_type == "qwen3"   ? 128
+               : c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads
+                                           : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));

@@ -547,6 +547,21 @@ TEST(CausalLMTest, TransformersFiveRopeParametersReadLikeRopeThetaAndRopeScaling
   EXPECT_THAT(std::string(ModelConfig::FromJson(plain).status().message()), HasSubstr("rope_parameters type \"yarn\" is not supported"));
 }
 
+// Where config.json leaves head_dim out, each family's config class decides:
+// LlamaConfig (and Mistral, Qwen2, SmolLM3) hidden_size / num_attention_heads,
+// Qwen3Config 128, GemmaConfig 256.
+TEST(CausalLMTest, HeadDimDefaultsFollowEachConfigClass) {
+  nlohmann::json config = {{"vocab_size", 32}, {"hidden_size", 64}, {"intermediate_size", 32},
+                           {"num_hidden_layers", 1}, {"num_attention_heads", 4}};
+  for (auto [type, head_dim] : {std::pair{"llama", 16}, {"mistral", 16}, {"qwen2", 16}, {"smollm3", 16},
+                                {"qwen3", 128}, {"gemma", 256}}) {
+    config["model_type"] = type;
+    auto parsed = ModelConfig::FromJson(config);
+    ASSERT_TRUE(parsed.ok()) << type << ": " << parsed.status();
+    EXPECT_EQ(parsed->head_dim, head_dim) << type;
+  }
+}
+
 TEST(CausalLMTest, ConfigFieldsThatChangeTheMathsAreRefusedByName) {
   nlohmann::json config = {{"model_type", "qwen3"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
                            {"num_hidden_layers", 1}, {"num_attention_heads", 2}, {"head_dim", 8}};
