@@ -383,10 +383,11 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
     nlohmann::ordered_json types = nlohmann::ordered_json::array();
     std::int64_t first_sliding = num_hidden_layers;
-    for (std::int64_t i = num_hidden_layers - 1; i >= 0; --i) {
-      if (window_of(i) > 0) first_sliding = i;
+    for (std::int64_t i = 0; i < num_hidden_layers; ++i) {
+      const bool sliding = window_of(i) > 0;
+      if (sliding) first_sliding = std::min(first_sliding, i);
+      types.push_back(sliding ? "sliding_attention" : "full_attention");
     }
-    for (std::int64_t i = 0; i < num_hidden_layers; ++i) types.push_back(window_of(i) > 0 ? "sliding_attention" : "full_attention");
     if (model_type != "smollm3") j["max_window_layers"] = first_sliding;  // read by versions without layer_types
     j["layer_types"] = types;
   }
