@@ -107,6 +107,75 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   return out;
 }
 
+namespace {
+
+// One fused checkpoint tensor (Phi-3) and the model tensors it holds, by rows.
+struct FusedTensor {
+  std::string name;
+  std::vector<std::string> parts;
+  std::vector<std::int64_t> rows;
+};
+
+std::vector<FusedTensor> FusedTensors(const ModelConfig& c) {
+  std::vector<FusedTensor> out;
+  if (!c.fused_projections) return out;
+  const std::int64_t q_dim = c.num_attention_heads * c.head_dim, kv_dim = c.num_key_value_heads * c.head_dim;
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    out.push_back({p + "self_attn.qkv_proj.weight",
+                   {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"},
+                   {q_dim, kv_dim, kv_dim}});
+    out.push_back({p + "mlp.gate_up_proj.weight", {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
+                   {c.intermediate_size, c.intermediate_size}});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
+                                                                 std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  const std::vector<FusedTensor> fused = FusedTensors(config);
+  if (fused.empty()) return tensors;
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
+  std::vector<bool> drop(tensors.size(), false);
+  for (const FusedTensor& f : fused) {
+    std::vector<at::Tensor> parts;
+    for (const std::string& part : f.parts) {
+      if (auto it = index.find(part); it != index.end()) parts.push_back(tensors[it->second].second);
+    }
+    if (parts.size() != f.parts.size()) continue;  // not all here: left apart
+    const size_t first = index.at(f.parts[0]);
+    tensors[first] = {f.name, at::cat(parts, 0)};
+    for (size_t k = 1; k < f.parts.size(); ++k) drop[index.at(f.parts[k])] = true;
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!drop[i]) out.push_back(std::move(tensors[i]));
+  }
+  return out;
+}
+
+absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  for (const FusedTensor& f : FusedTensors(config)) {
+    auto it = tensors->find(f.name);
+    if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
+    std::int64_t rows = 0;
+    for (std::int64_t r : f.rows) rows += r;
+    const std::vector<std::int64_t> shape = {rows, config.hidden_size};
+    if (it->second.sizes().vec() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", f.name, "' has shape ", ShapeText(it->second.sizes()),
+                                                     ", config.json implies ", ShapeText(shape)));
+    }
+    // Copies, not views: each projection owns its storage (sharding frees them one by one).
+    const std::vector<at::Tensor> parts = it->second.split_with_sizes(f.rows, 0);
+    for (size_t k = 0; k < parts.size(); ++k) (*tensors)[f.parts[k]] = parts[k].clone();
+    tensors->erase(f.name);
+  }
+  return absl::OkStatus();
+}
+
 CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
     : config_(std::move(config)), dtype_(dtype) {
   // inv_freq_i = theta^(-2i/D), i < D/2, in fp32 as transformers computes it.
@@ -184,8 +253,19 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::Random(const ModelConfig& co
 absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
     const ModelConfig& config, std::map<std::string, at::Tensor> tensors, at::ScalarType dtype) {
   std::unique_ptr<CausalLM> model(new CausalLM(config, dtype));
+  POSTTRAIN_RETURN_IF_ERROR(SplitFusedProjections(config, &tensors));
+  std::map<std::string, std::pair<std::string, std::int64_t>> fused_of;  // Phi-3: part → (fused tensor, its rows)
+  for (const FusedTensor& f : FusedTensors(config)) {
+    std::int64_t rows = 0;
+    for (std::int64_t r : f.rows) rows += r;
+    for (const std::string& part : f.parts) fused_of[part] = {f.name, rows};
+  }
   for (const auto& [name, shape] : ExpectedTensors(config)) {
     auto it = tensors.find(name);
+    if (auto f = fused_of.find(name); it == tensors.end() && f != fused_of.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", f->second.first, "' of shape ",
+                                                     ShapeText({f->second.second, config.hidden_size})));
+    }
     if (it == tensors.end()) {
       return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", name, "' of shape ",
                                                      ShapeText(shape)));
@@ -270,6 +350,30 @@ const char* LinearSiteModule(LinearSite site) {
 const char* LinearSiteName(LinearSite site) {
   const char* module = LinearSiteModule(site);
   return std::strchr(module, '.') + 1;
+}
+
+std::vector<LinearModule> LinearModules(const ModelConfig& c) {
+  const std::int64_t hidden = c.hidden_size, q = c.num_attention_heads * c.head_dim;
+  const std::int64_t kv = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
+  using Part = LinearModule::Part;
+  std::vector<LinearModule> out;
+  if (c.fused_projections) {
+    out.push_back({"self_attn.qkv_proj", hidden, q + 2 * kv,
+                   {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}});
+  } else {
+    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
+    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
+    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
+  }
+  out.push_back({"self_attn.o_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+  if (c.fused_projections) {
+    out.push_back({"mlp.gate_up_proj", hidden, 2 * inter, {Part{LinearSite::kGate, 0, inter}, Part{LinearSite::kUp, inter, inter}}});
+  } else {
+    out.push_back({"mlp.gate_proj", hidden, inter, {Part{LinearSite::kGate, 0, inter}}});
+    out.push_back({"mlp.up_proj", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+  }
+  out.push_back({"mlp.down_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+  return out;
 }
 
 std::unique_ptr<CausalLM> CausalLM::Clone() const {

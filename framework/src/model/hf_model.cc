@@ -64,6 +64,7 @@ absl::Status SaveGroups(const CausalLM& model, const std::string& dir, const Sav
       if (classifier && name == "lm_head.weight") continue;
       tensors.push_back({name, by_name.at(name).detach()});
     }
+    tensors = FuseProjections(model.config(), std::move(tensors));  // Phi-3's layout (a group holds whole layers)
     if (g + 1 == groups) {
       for (const auto& [name, t] : options.extras) tensors.push_back({name, t.detach().to(model.dtype())});
     }
@@ -110,6 +111,7 @@ absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const S
       if (classifier && name == "lm_head.weight") continue;  // a classifier has a score head instead
       tensors.push_back({name, t.detach()});
     }
+    tensors = FuseProjections(config, std::move(tensors));  // Phi-3's qkv_proj / gate_up_proj
     for (const auto& [name, t] : options.extras) tensors.push_back({name, t.detach().to(model.dtype())});
     POSTTRAIN_RETURN_IF_ERROR(SaveSafetensorsDir(dir, tensors, options.max_shard_bytes));
   }

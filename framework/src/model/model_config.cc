@@ -102,15 +102,15 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
                                                absl::StrJoin(refused, "; ")));
 }
 
-// Sliding windows as transformers' configs define them. Mistral: sliding_window on
-// every layer. Qwen2/Qwen3: only with use_sliding_window (else sliding_window is
+// Sliding windows as transformers' configs define them. Mistral and Phi-3:
+// sliding_window on every layer. Qwen2/Qwen3: only with use_sliding_window (else sliding_window is
 // None), on the layers layer_types marks "sliding_attention", by default those
 // with index >= max_window_layers (28). SmolLM3: likewise with use_sliding_window,
 // by default on its NoPE layers. Other model types: full attention only.
 absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
   const bool smollm3 = c->model_type == "smollm3";
   const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || smollm3;
-  bool used = c->model_type == "mistral";
+  bool used = c->model_type == "mistral" || c->model_type == "phi3";
   if (per_layer) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
@@ -210,11 +210,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
-      c.model_type != "gemma" && c.model_type != "smollm3") {
+      c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, smollm3)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, smollm3, phi3)"));
   }
+  const bool phi3 = c.model_type == "phi3";
   const bool gemma = c.model_type == "gemma";
   if (json.contains("architectures") && json["architectures"].is_array() &&
       !json["architectures"].empty() && json["architectures"][0].is_string()) {
@@ -225,6 +226,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                      : c.model_type == "mistral" ? "MistralForCausalLM"
                      : gemma                     ? "GemmaForCausalLM"
                      : c.model_type == "smollm3" ? "SmolLM3ForCausalLM"
+                     : phi3                      ? "Phi3ForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2") c.attention_bias = true;
@@ -238,6 +240,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (c.model_type == "smollm3") {  // SmolLM3Config's defaults
     c.tie_word_embeddings = true;
     c.rope_theta = 2000000.0;
+  }
+  if (phi3) {  // Phi3Config: fused projections, Mistral's window on every layer (if set), its eps
+    c.fused_projections = true;
+    c.rms_norm_eps = 1e-5;
+    if (json.contains("attention_bias") && json["attention_bias"] == true) {
+      return absl::UnimplementedError("config.json: attention_bias = true is not supported for phi3 (Phi-3's qkv_proj has no bias)");
+    }
   }
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
@@ -372,7 +381,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   } else {
     j["rope_scaling"] = nullptr;
   }
-  if (model_type == "mistral") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
+  if (model_type == "mistral" || model_type == "phi3") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
   if (model_type == "smollm3") {
     nlohmann::ordered_json flags = nlohmann::ordered_json::array();
     for (std::int64_t i = 0; i < num_hidden_layers; ++i) flags.push_back(uses_rope(i) ? 1 : 0);

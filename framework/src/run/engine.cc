@@ -822,6 +822,9 @@ absl::Status Run::ResumeWeights() {
     }
     return absl::OkStatus();  // after sharding: ResumeShardedWeights
   }
+  if (p_.policy != nullptr) {  // a full checkpoint in Phi-3's layout: qkv_proj, gate_up_proj
+    POSTTRAIN_RETURN_IF_ERROR(SplitFusedProjections(p_.policy->config(), &resumed_->tensors));
+  }
   c10::NoGradGuard no_grad;
   for (auto& [name, param] : trainable_) {
     const at::Tensor* saved = nullptr;

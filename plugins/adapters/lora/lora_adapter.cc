@@ -17,6 +17,10 @@
 // expression over full names ("model.layers.0.self_attn.q_proj"; a single string with
 // regex characters). Saved as adapter_config.json + adapter_model.safetensors with
 // PEFT's tensor names (base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight).
+// Modules are the checkpoint's (LinearModules): Phi-3's fused qkv_proj and
+// gate_up_proj are adapted whole, one A and one B, as PEFT adapts them; B's rows
+// serve q, k, v (gate, up) in turn. (Dropout then draws one mask per projection
+// where PEFT draws one per fused module: the same law for each projection.)
 #include <c10/core/GradMode.h>
 #include <cmath>
 #include <filesystem>
@@ -47,8 +51,8 @@ class LoraAdapter final : public Adapter {
         .Float("lora_alpha", 8.0, "Scaling numerator: scaling = lora_alpha / r (or / sqrt(r) with use_rslora).").GreaterThan(0)
         .Float("lora_dropout", 0.0, "Dropout on the adapter's input while training.").AtLeast(0).LessThan(1)
         .StringList("target_modules", {"q_proj", "v_proj"},
-                    "Module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj), \"all-linear\", or a "
-                    "regular expression over full module names.")
+                    "Module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3: qkv_proj, o_proj, "
+                    "gate_up_proj, down_proj), \"all-linear\", or a regular expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})
         .StringList("modules_to_save", {}, "Base modules trained whole and saved with the adapter (e.g. lm_head, embed_tokens).")
@@ -82,10 +86,14 @@ class LoraAdapter final : public Adapter {
     }
     std::set<std::string> used;
     at::Generator gen = at::detail::createCPUGenerator(seed);
-    sites_.assign(static_cast<size_t>(config.num_hidden_layers), {});
+    const std::vector<LinearModule> modules = LinearModules(config);
+    std::vector<std::string> known;
+    for (const LinearModule& m : modules) known.push_back(m.name());
+    modules_.assign(static_cast<size_t>(config.num_hidden_layers), {});
+    slots_.assign(static_cast<size_t>(config.num_hidden_layers), {});
     for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-      for (LinearSite site : kLinearSites) {
-        const std::string full = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(site));
+      for (const LinearModule& module : modules) {
+        const std::string full = absl::StrCat("model.layers.", layer, ".", module.path);
         bool match = all_linear;
         if (regex) {
           absl::StatusOr<bool> hit = pattern->Matches(full);
@@ -101,30 +109,35 @@ class LoraAdapter final : public Adapter {
           }
         }
         if (!match) continue;
-        const auto [in, out] = Shape(site);
+        const std::int64_t in = module.in_features, out = module.out_features;
         if (r_ > std::max(in, out)) {
           // rank(BA) <= min(in, out): a rank past both dimensions adds nothing but memory
           // (and a hostile adapter_config.json could ask for any).
           return absl::InvalidArgumentError(absl::StrCat("[peft] r = ", r_, " exceeds both dimensions of ", full, " (", out,
                                                          " x ", in, "); a LoRA update has rank at most ", std::min(in, out)));
         }
-        Site s;
+        Module m;
         const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-        s.a = at::empty({r_, in}, at::TensorOptions().dtype(at::kFloat)).uniform_(-bound, bound, gen).to(options);
-        s.b = init_ ? at::zeros({out, r_}, options)
+        m.a = at::empty({r_, in}, at::TensorOptions().dtype(at::kFloat)).uniform_(-bound, bound, gen).to(options);
+        m.b = init_ ? at::zeros({out, r_}, options)
                     : at::empty({out, r_}, at::TensorOptions().dtype(at::kFloat)).uniform_(-bound, bound, gen).to(options);
-        s.a.set_requires_grad(true);
-        s.b.set_requires_grad(true);
-        s.name = absl::StrCat("base_model.model.", full);
-        sites_[static_cast<size_t>(layer)][static_cast<int>(site)] = std::move(s);
+        m.a.set_requires_grad(true);
+        m.b.set_requires_grad(true);
+        m.name = absl::StrCat("base_model.model.", full);
+        m.module = module;
+        auto& layer_modules = modules_[static_cast<size_t>(layer)];
+        for (const LinearModule::Part& part : module.parts) {
+          slots_[static_cast<size_t>(layer)][static_cast<int>(part.site)] =
+              Slot{static_cast<int>(layer_modules.size()), part.row_offset, part.rows};
+        }
+        layer_modules.push_back(std::move(m));
         ++count_;
       }
     }
     if (count_ == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "[peft] target_modules = [", absl::StrJoin(targets_, ", "),
-          "] matches no linear layer of the model (its projections: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
-          "down_proj in model.layers.<i>; lm_head and embed_tokens go in modules_to_save)"));
+          "[peft] target_modules = [", absl::StrJoin(targets_, ", "), "] matches no linear layer of the model (its projections: ",
+          absl::StrJoin(known, ", "), " in model.layers.<i>; lm_head and embed_tokens go in modules_to_save)"));
     }
     if (!all_linear && !regex) {
       std::vector<std::string> unused;
@@ -133,8 +146,8 @@ class LoraAdapter final : public Adapter {
       }
       if (!unused.empty()) {
         return absl::InvalidArgumentError(absl::StrCat("[peft] target_modules: ", absl::StrJoin(unused, ", "),
-                                                       " match no linear layer of the decoder (known: q_proj, k_proj, "
-                                                       "v_proj, o_proj, gate_proj, up_proj, down_proj)"));
+                                                       " match no linear layer of the decoder (known: ",
+                                                       absl::StrJoin(known, ", "), ")"));
       }
     }
     // Each module to save names base tensors (a tied lm_head is the embedding's).
@@ -156,31 +169,31 @@ class LoraAdapter final : public Adapter {
   }
 
   at::Tensor Delta(std::int64_t layer, LinearSite site, const at::Tensor& x) const override {
-    if (layer < 0 || layer >= static_cast<std::int64_t>(sites_.size())) return at::Tensor();
-    const Site& s = sites_[static_cast<size_t>(layer)][static_cast<int>(site)];
-    if (!s.a.defined()) return at::Tensor();
-    at::Tensor h = x.scalar_type() == s.a.scalar_type() || AnyAutocast() ? x : x.to(s.a.scalar_type());
+    if (layer < 0 || layer >= static_cast<std::int64_t>(slots_.size())) return at::Tensor();
+    const Slot& slot = slots_[static_cast<size_t>(layer)][static_cast<int>(site)];
+    if (slot.module < 0) return at::Tensor();
+    const Module& m = modules_[static_cast<size_t>(layer)][static_cast<size_t>(slot.module)];
+    at::Tensor h = x.scalar_type() == m.a.scalar_type() || AnyAutocast() ? x : x.to(m.a.scalar_type());
     if (dropout_ > 0 && training_) h = at::dropout(h, dropout_, /*train=*/true);
-    return at::linear(at::linear(h, s.a), s.b) * scaling_;
+    return at::linear(at::linear(h, m.a), RowsOf(m, slot)) * scaling_;
   }
 
   void MoveTo(at::Device device) override {
-    for (auto& layer : sites_) {
-      for (Site& s : layer) {
-        if (!s.a.defined() || s.a.device() == device) continue;
-        s.a = s.a.detach().to(device).requires_grad_(s.a.requires_grad());
-        s.b = s.b.detach().to(device).requires_grad_(s.b.requires_grad());
+    for (auto& layer : modules_) {
+      for (Module& m : layer) {
+        if (m.a.device() == device) continue;
+        m.a = m.a.detach().to(device).requires_grad_(m.a.requires_grad());
+        m.b = m.b.detach().to(device).requires_grad_(m.b.requires_grad());
       }
     }
   }
 
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const override {
     std::vector<std::pair<std::string, at::Tensor>> out;
-    for (const auto& layer : sites_) {
-      for (const Site& s : layer) {
-        if (!s.a.defined()) continue;
-        out.push_back({s.name + ".lora_A.weight", s.a});
-        out.push_back({s.name + ".lora_B.weight", s.b});
+    for (const auto& layer : modules_) {
+      for (const Module& m : layer) {
+        out.push_back({m.name + ".lora_A.weight", m.a});
+        out.push_back({m.name + ".lora_B.weight", m.b});
       }
     }
     return out;
@@ -227,10 +240,8 @@ class LoraAdapter final : public Adapter {
     } else {
       // PEFT writes the resolved module names (also for "all-linear").
       std::set<std::string> names;
-      for (const auto& layer : sites_) {
-        for (int k = 0; k < 7; ++k) {
-          if (layer[k].a.defined()) names.insert(LinearSiteName(kLinearSites[k]));
-        }
+      for (const auto& layer : modules_) {
+        for (const Module& m : layer) names.insert(m.module.name());
       }
       c["target_modules"] = std::vector<std::string>(names.begin(), names.end());
     }
@@ -301,45 +312,43 @@ class LoraAdapter final : public Adapter {
   absl::Status MergeInto(CausalLM& model) const override {
     c10::NoGradGuard no_grad;
     std::map<std::string, at::Tensor> by_name(model.named_parameters().begin(), model.named_parameters().end());
-    for (std::int64_t layer = 0; layer < static_cast<std::int64_t>(sites_.size()); ++layer) {
-      for (int k = 0; k < 7; ++k) {
-        const Site& s = sites_[static_cast<size_t>(layer)][k];
-        if (!s.a.defined()) continue;
-        const std::string name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(kLinearSites[k]), ".weight");
-        auto it = by_name.find(name);
-        if (it == by_name.end()) return absl::InternalError(absl::StrCat("merge: the model has no '", name, "'"));
-        // In float64, rounded once into the weight's dtype: the merged weight is the
-        // nearest one to W + s·BA.
-        at::Tensor delta = at::matmul(s.b.to(at::kDouble), s.a.to(at::kDouble)) * scaling_;
-        if (!delta.isfinite().all().item<bool>()) {
-          return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", name, "' is not finite"));
+    for (std::int64_t layer = 0; layer < static_cast<std::int64_t>(modules_.size()); ++layer) {
+      for (const Module& m : modules_[static_cast<size_t>(layer)]) {
+        for (const LinearModule::Part& part : m.module.parts) {
+          // The model holds each projection of a fused module (Phi-3's qkv_proj) apart.
+          const std::string name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(part.site), ".weight");
+          auto it = by_name.find(name);
+          if (it == by_name.end()) return absl::InternalError(absl::StrCat("merge: the model has no '", name, "'"));
+          // In float64, rounded once into the weight's dtype: the merged weight is the
+          // nearest one to W + s·BA.
+          const Slot slot{0, part.row_offset, part.rows};
+          at::Tensor delta = at::matmul(RowsOf(m, slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_;
+          if (!delta.isfinite().all().item<bool>()) {
+            return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", name, "' is not finite"));
+          }
+          at::Tensor w = it->second;
+          w.copy_((w.to(at::kDouble) + delta.to(w.device())).to(w.scalar_type()));
         }
-        at::Tensor w = it->second;
-        w.copy_((w.to(at::kDouble) + delta.to(w.device())).to(w.scalar_type()));
       }
     }
     return absl::OkStatus();
   }
 
  private:
-  struct Site {
-    at::Tensor a, b;
-    std::string name;  // base_model.model.model.layers.<i>.<module>
+  struct Module {
+    at::Tensor a, b;   // [r, in], [out, r]
+    std::string name;  // base_model.model.model.layers.<i>.<module path>
+    LinearModule module;
+  };
+  // Where a projection's term comes from: rows [row_offset, row_offset + rows) of
+  // module `module`'s B (all of them unless fused); -1: not adapted.
+  struct Slot {
+    int module = -1;
+    std::int64_t row_offset = 0, rows = 0;
   };
 
-  std::pair<std::int64_t, std::int64_t> Shape(LinearSite site) const {
-    const std::int64_t hidden = config_.hidden_size, q = config_.num_attention_heads * config_.head_dim;
-    const std::int64_t kv = config_.num_key_value_heads * config_.head_dim, inter = config_.intermediate_size;
-    switch (site) {
-      case LinearSite::kQ: return {hidden, q};
-      case LinearSite::kK:
-      case LinearSite::kV: return {hidden, kv};
-      case LinearSite::kO: return {q, hidden};
-      case LinearSite::kGate:
-      case LinearSite::kUp: return {hidden, inter};
-      case LinearSite::kDown: return {inter, hidden};
-    }
-    return {0, 0};
+  static at::Tensor RowsOf(const Module& m, const Slot& slot) {
+    return slot.row_offset == 0 && slot.rows == m.b.size(0) ? m.b : m.b.narrow(0, slot.row_offset, slot.rows);
   }
 
   std::int64_t r_ = 8;
@@ -347,7 +356,8 @@ class LoraAdapter final : public Adapter {
   std::vector<std::string> targets_, modules_to_save_;
   bool rslora_ = false, init_ = true, training_ = true;
   ModelConfig config_;
-  std::vector<std::array<Site, 7>> sites_;
+  std::vector<std::vector<Module>> modules_;  // per decoder layer, the adapted ones
+  std::vector<std::array<Slot, 7>> slots_;    // per decoder layer, by LinearSite
   std::int64_t count_ = 0;
 };
 

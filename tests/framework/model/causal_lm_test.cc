@@ -342,6 +342,65 @@ TEST(CausalLMTest, SmolLM3NoPELayersOnEveryPath) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(explicit_layers).status().message()), HasSubstr("for each of the 3 layers"));
 }
 
+// Phi-3: q/k/v in one qkv_proj and gate/up in one gate_up_proj on disk, Mistral's
+// window on every layer. Saved in that layout (no q_proj/gate_proj names), the python
+// transcription slices the fused outputs as Phi3Attention / Phi3MLP do, and every
+// path agrees with it; loaded back, the same logits. A fused tensor missing or of the
+// wrong shape is named.
+TEST(CausalLMTest, Phi3FusedProjectionsOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "phi3"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2}, {"sliding_window", 4}, {"rope_scaling", nullptr}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "Phi3ForCausalLM");
+  EXPECT_TRUE(config->fused_projections);
+  EXPECT_EQ(config->rms_norm_eps, 1e-5);  // Phi3Config's
+  EXPECT_EQ(config->window_of(0), 4);
+  EXPECT_EQ(config->window_of(1), 4);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 12);
+  const CausalLM& m = *model;
+  const std::int64_t B = 2, T = 9;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(m, ids, "py_phi3");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(m, ids, expected, /*prefill=*/3);
+
+  const std::string dir = testing::TempDir("phi3_saved");
+  ASSERT_TRUE(SaveCausalLM(m, dir).ok());
+  auto file = SafetensorsFile::Open(dir + "/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->Get("model.layers.1.self_attn.qkv_proj.weight")->sizes(), at::IntArrayRef({32 + 16 + 16, 32}));
+  EXPECT_EQ(file->Get("model.layers.1.mlp.gate_up_proj.weight")->sizes(), at::IntArrayRef({2 * 48, 32}));
+  EXPECT_FALSE(file->Contains("model.layers.1.self_attn.q_proj.weight"));
+  EXPECT_FALSE(file->Contains("model.layers.1.mlp.up_proj.weight"));
+  nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(saved["model_type"], "phi3");
+  EXPECT_EQ(saved["sliding_window"], 4);
+  auto loaded = LoadCausalLM(dir, at::kFloat);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  c10::NoGradGuard no_grad;
+  EXPECT_TRUE(at::equal((*loaded)->Forward(ids, Positions(B, T), at::Tensor(), nullptr),
+                        m.Forward(ids, Positions(B, T), at::Tensor(), nullptr)));
+
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [name, t] : FuseProjections(*config, m.named_parameters())) tensors[name] = t;
+  auto missing = tensors;
+  missing.erase("model.layers.0.mlp.gate_up_proj.weight");
+  EXPECT_THAT(std::string(CausalLM::FromTensors(*config, missing, at::kFloat).status().message()),
+              HasSubstr("lacks tensor 'model.layers.0.mlp.gate_up_proj.weight' of shape [96, 32]"));
+  auto wrong = tensors;
+  wrong["model.layers.0.self_attn.qkv_proj.weight"] = at::zeros({31, 32});
+  EXPECT_THAT(std::string(CausalLM::FromTensors(*config, wrong, at::kFloat).status().message()),
+              HasSubstr("tensor 'model.layers.0.self_attn.qkv_proj.weight' has shape [31, 32], config.json implies [64, 32]"));
+  nlohmann::json biased = json;
+  biased["attention_bias"] = true;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(biased).status().message()), HasSubstr("attention_bias = true"));
+  nlohmann::json longrope = json;
+  longrope["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(longrope).status().message()), HasSubstr("\"longrope\" is not supported"));
+}
+
 // Qwen2's q/k/v biases, against the same independent transcription (biases are
 // set to random values: a bias that was dropped or misplaced shows at once).
 TEST(CausalLMTest, Qwen2BiasesMatchTheIndependentPythonImplementation) {

@@ -3,7 +3,9 @@ written out in python3-torch: MistralForCausalLM (sliding window), Qwen2ForCausa
 (q/k/v biases) and Qwen3ForCausalLM (q_norm / k_norm on each head before RoPE), both
 with their per-layer windows, SmolLM3ForCausalLM (NoPE layers skip RoPE) and
 GemmaForCausalLM (RMSNorm by 1 + weight in fp32, embeddings times sqrt(hidden_size),
-GELU MLP); transformers itself is not installed here. Reads DIR/config.json,
+GELU MLP) and Phi3ForCausalLM (Mistral's window; one qkv_proj whose output is sliced
+into q, k, v and one gate_up_proj chunked into gate, up, as Phi3Attention and
+Phi3MLP do); transformers itself is not installed here. Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
 (read and written by tests/support/safetensors_py.py, from the format spec).
 
@@ -79,6 +81,7 @@ elif rs:
     inv = torch.tensor(new)
 
 gemma = cfg.get("model_type") == "gemma"
+phi3 = cfg.get("model_type") == "phi3"
 
 def rms(x, g):
     n = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -114,7 +117,7 @@ if cfg.get("model_type") == "smollm3":  # windows, when used, default to the NoP
     W = W if cfg.get("use_sliding_window") else None
     types = cfg.get("layer_types") or [
         "sliding_attention" if W is not None and not rope_layers[i] else "full_attention" for i in range(L)]
-elif cfg.get("model_type") == "mistral":
+elif cfg.get("model_type") in ("mistral", "phi3"):
     types = ["sliding_attention"] * L
 elif cfg.get("model_type") in ("qwen2", "qwen3"):
     W = W if cfg.get("use_sliding_window") else None
@@ -131,21 +134,29 @@ for i in range(L):
     def proj(name):
         y = linear(x, p + f"self_attn.{name}.weight")
         return y + w[p + f"self_attn.{name}.bias"] if p + f"self_attn.{name}.bias" in w else y
-    q = proj("q_proj").view(B, T, H, D)
-    k = proj("k_proj").view(B, T, KV, D)
+    if phi3:  # Phi3Attention: qkv = qkv_proj(x); q, k, v = its first H*D, next KV*D, last KV*D features
+        qkv = linear(x, p + "self_attn.qkv_proj.weight")
+        q_raw, k_raw, v_raw = qkv[..., :H * D], qkv[..., H * D:H * D + KV * D], qkv[..., H * D + KV * D:]
+    else:
+        q_raw, k_raw, v_raw = proj("q_proj"), proj("k_proj"), proj("v_proj")
+    q = q_raw.view(B, T, H, D)
+    k = k_raw.view(B, T, KV, D)
     if p + "self_attn.q_norm.weight" in w:  # Qwen3Attention: q_norm(q_proj(x).view(..., D))
         q = rms(q, w[p + "self_attn.q_norm.weight"])
         k = rms(k, w[p + "self_attn.k_norm.weight"])
     q, k = q.transpose(1, 2), k.transpose(1, 2)
-    v = proj("v_proj").view(B, T, KV, D).transpose(1, 2)
+    v = v_raw.view(B, T, KV, D).transpose(1, 2)
     if rope_layers[i]:  # SmolLM3Attention: `if self.use_rope`
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
     a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + layer_mask, -1) @ v
     h = h + linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")
     x = rms(h, w[p + "post_attention_layernorm.weight"])
-    g = linear(x, p + "mlp.gate_proj.weight")
-    h = h + linear(act(g) * linear(x, p + "mlp.up_proj.weight"), p + "mlp.down_proj.weight")
+    if phi3:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); down(up * act(gate))
+        g, u = linear(x, p + "mlp.gate_up_proj.weight").chunk(2, dim=-1)
+    else:
+        g, u = linear(x, p + "mlp.gate_proj.weight"), linear(x, p + "mlp.up_proj.weight")
+    h = h + linear(act(g) * u, p + "mlp.down_proj.weight")
 h = rms(h, w["model.norm.weight"])
 logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")
 save(d + "/reference_logits.safetensors", {"logits": logits})

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "posttrain/api/adapter.h"
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/model/hf_model.h"
 #include "posttrain/model/safetensors.h"
 #include "posttrain/run/adapters.h"
 #include "test_support.h"
@@ -118,6 +119,69 @@ TEST(LoraAdapterTest, TargetsThatMatchNothingAreNamed) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("tied to the input embedding: name embed_tokens"));
   auto embedding = Lora({{"modules_to_save", std::vector<std::string>{"embed_tokens"}}});
   EXPECT_TRUE(embedding->Attach(tied, at::TensorOptions().dtype(at::kFloat), 0).ok());
+}
+
+// Phi-3 keeps q/k/v in one qkv_proj and gate/up in one gate_up_proj; PEFT adapts
+// those modules whole (one A [r, in], one B [out, r] per fused module), and so do
+// we: "all-linear" finds the four modules of its checkpoints, under PEFT's names.
+// The adapted model equals the python transcription of PEFT's formula applied to
+// the fused modules (tests/framework/model/llama_reference.py --adapter), on the
+// padded and the padding-free paths, and merging gives the same logits. Llama's
+// module names are refused on it, naming Phi-3's.
+TEST(LoraAdapterTest, Phi3FusedModulesAreAdaptedWholeAsPeftDoes) {
+  auto config = ModelConfig::FromJson({{"model_type", "phi3"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"num_key_value_heads", 2}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
+  ASSERT_TRUE(lora->Attach(*config, at::TensorOptions().dtype(at::kFloat), 2).ok());
+  RandomizeB(*lora, 6);
+  const auto named = lora->NamedParameters();
+  std::map<std::string, at::Tensor> params(named.begin(), named.end());
+  EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
+  ASSERT_TRUE(params.count("base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight"));
+  EXPECT_EQ(params["base_model.model.model.layers.1.self_attn.qkv_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 32}));
+  EXPECT_EQ(params["base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight"].sizes(), at::IntArrayRef({32 + 16 + 16, 4}));
+  EXPECT_EQ(params["base_model.model.model.layers.0.mlp.gate_up_proj.lora_B.weight"].sizes(), at::IntArrayRef({96, 4}));
+
+  auto model = CausalLM::Random(*config, at::kFloat, 3);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm") == std::string::npos) p.mul_(10.0);  // std 0.2: the adapter's terms show
+    }
+  }
+  (*model)->set_adapter(lora.get());
+  const at::Tensor ids = at::randint(config->vocab_size, {2, 6}, at::kLong);
+  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
+  c10::NoGradGuard no_grad;
+  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_GT((adapted - (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-2);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 6);
+  EXPECT_LT(((*model)->Logits((*model)->PackedHidden(PackSequences(seqs))).view({2, 6, -1}) - adapted).abs().max().item<double>(), 1e-4);
+
+  const std::string dir = testing::TempDir("phi3_lora");
+  ASSERT_TRUE(SaveCausalLM(*(*model)->BaseView(), dir).ok());  // qkv_proj / gate_up_proj on disk
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  ASSERT_TRUE(lora->Save(dir + "/adapter", **model, "tiny-phi3").ok());
+  nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"));
+  EXPECT_EQ(saved["target_modules"], nlohmann::json({"down_proj", "gate_up_proj", "o_proj", "qkv_proj"}));
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " +
+                                    dir + " --adapter " + dir + "/adapter", &out), 0) << out;
+  auto expected = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(expected.ok());
+  EXPECT_LT((adapted - *expected->Get("logits")).abs().max().item<double>(), 1e-4);
+
+  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
+  ASSERT_TRUE(lora->MergeInto(*merged).ok());
+  EXPECT_LT((merged->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-4);
+
+  auto llama_names = Lora({{"target_modules", std::vector<std::string>{"q_proj", "v_proj"}}});
+  absl::Status s = llama_names->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("its projections: qkv_proj, o_proj, gate_up_proj, down_proj"));
 }
 
 // The model with the adapter = the merged model (padded, padding-free paths);

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -183,8 +184,20 @@ class CausalLM {
   at::Tensor inv_freq_;  // [head_dim / 2], fp32 (fp64 for an fp64 model)
 };
 
-// Expected HF tensor names and shapes of a config (lm_head only if untied).
+// The model's tensor names and shapes for a config (lm_head only if untied): HF's
+// names, one tensor per projection (see FuseProjections for Phi-3's checkpoints).
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& config);
+
+// Between the model's tensors and a checkpoint's where config.fused_projections
+// (Phi-3): the checkpoint stores model.layers.<i>.self_attn.qkv_proj.weight
+// [q + 2 kv, hidden] (q, k, v rows in that order) and mlp.gate_up_proj.weight
+// [2 intermediate, hidden] (gate rows, then up). FuseProjections concatenates each
+// complete set (at the place of its first part; the others keep their order);
+// SplitFusedProjections splits the fused tensors in place (InvalidArgument naming a
+// fused tensor of the wrong shape). Both leave other families' tensors as they are.
+std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
+                                                                 std::vector<std::pair<std::string, at::Tensor>> tensors);
+absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors);
 
 // The decoder layer a tensor name belongs to: i for "…model.layers.<i>.…" (HF's names,
 // and PEFT's "base_model.model.model.layers.<i>.…"), else -1.

@@ -7,8 +7,11 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
+
+#include "posttrain/model/model_config.h"
 
 namespace posttrain {
 
@@ -21,6 +24,24 @@ inline constexpr LinearSite kLinearSites[] = {LinearSite::kQ,    LinearSite::kK,
 const char* LinearSiteModule(LinearSite site);
 // The module's own name: "q_proj", ..., "down_proj".
 const char* LinearSiteName(LinearSite site);
+
+// A linear module of a decoder layer as checkpoints and PEFT name it: one site
+// (Llama's seven), or several sharing one weight, each a block of its output rows
+// (Phi-3's self_attn.qkv_proj: q, k, v; mlp.gate_up_proj: gate, up). An adapter on
+// a fused module adapts it whole, as PEFT does: one A, one B split by rows.
+struct LinearModule {
+  struct Part {
+    LinearSite site;
+    std::int64_t row_offset, rows;
+  };
+  std::string path;  // inside model.layers.<i>: "self_attn.q_proj", "self_attn.qkv_proj", ...
+  std::int64_t in_features = 0, out_features = 0;
+  std::vector<Part> parts;  // in row order, covering [0, out_features)
+
+  std::string name() const { return path.substr(path.rfind('.') + 1); }  // "q_proj", "qkv_proj"
+};
+// The linear modules of one decoder layer of a model of `config`, in HF order.
+std::vector<LinearModule> LinearModules(const ModelConfig& config);
 
 class LinearAdapter {
  public:

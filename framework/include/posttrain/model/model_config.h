@@ -4,7 +4,9 @@
 // MistralForCausalLM (sliding window on every layer), Qwen2ForCausalLM (q/k/v bias)
 // and Qwen3ForCausalLM (q/k norms), both with their per-layer sliding window, and GemmaForCausalLM
 // (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU) and
-// SmolLM3ForCausalLM (Llama with NoPE layers: no RoPE in every 4th layer).
+// SmolLM3ForCausalLM (Llama with NoPE layers: no RoPE in every 4th layer) and
+// Phi3ForCausalLM (Mistral's maths with q/k/v and gate/up each stored as one fused
+// projection).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -37,7 +39,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -69,6 +71,10 @@ struct ModelConfig {
   // Gemma: the embedding rows are multiplied by sqrt(hidden_size), that factor
   // rounded to the weights' dtype (GemmaTextScaledWordEmbedding).
   bool scale_embeddings = false;
+  // Phi-3: checkpoints hold q/k/v as one self_attn.qkv_proj (rows q, then k, then v)
+  // and gate/up as one mlp.gate_up_proj (gate rows, then up rows); the model holds
+  // one tensor per projection (FuseProjections / SplitFusedProjections convert).
+  bool fused_projections = false;
   double initializer_range = 0.02;
   std::string hidden_act = "silu";            // see Activation (Gemma: gelu_pytorch_tanh)
   std::string torch_dtype = "float32";
