@@ -98,7 +98,8 @@ at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionB
   const at::Tensor real = batch.completion_mask.reshape({n * c}).nonzero().squeeze(1);
   const TokenLogprobsResult r = TokenLogprobs(hidden.reshape({n * c, h}).index_select(0, real), model.lm_head_weight(),
                                               targets.reshape({n * c}).index_select(0, real), temperature,
-                                              /*chunk=*/0, /*with_argmax=*/false, /*with_entropy=*/entropy != nullptr);
+                                              /*chunk=*/0, /*with_argmax=*/false, /*with_entropy=*/entropy != nullptr,
+                                              model.logit_softcap());
   if (entropy != nullptr) *entropy = at::zeros({n * c}, r.entropy.options()).index_put({real}, r.entropy).view({n, c});
   return at::zeros({n * c}, r.logprobs.options()).index_put({real}, r.logprobs).view({n, c});
 }

@@ -40,6 +40,9 @@ at::Tensor Activate(const at::Tensor& x, Activation activation) {
   return at::silu(x);
 }
 
+// c · tanh(x / c) for a soft cap c > 0 (Gemma 2's scores and logits); x when c is 0.
+at::Tensor SoftCap(const at::Tensor& x, double cap) { return cap > 0 ? at::tanh(x / cap) * cap : x; }
+
 // [.., D] → [-x2, x1] with x1, x2 the halves of the last dimension.
 // (chunk, not narrow: the backward of a split is one concatenation.)
 at::Tensor RotateHalf(const at::Tensor& x) {
@@ -98,6 +101,10 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     }
     out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
     out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
+    if (c.sandwich_norms) {
+      out.push_back({p + "pre_feedforward_layernorm.weight", {c.hidden_size}});
+      out.push_back({p + "post_feedforward_layernorm.weight", {c.hidden_size}});
+    }
     out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
     out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}});
     out.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}});
@@ -224,6 +231,10 @@ void CausalLM::Index() {
     }
     l.o = by_name.at(p + "self_attn.o_proj.weight");
     l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
+    if (config_.sandwich_norms) {
+      l.pre_ff_norm = by_name.at(p + "pre_feedforward_layernorm.weight");
+      l.post_ff_norm = by_name.at(p + "post_feedforward_layernorm.weight");
+    }
     l.gate = by_name.at(p + "mlp.gate_proj.weight");
     l.up = by_name.at(p + "mlp.up_proj.weight");
     l.down = by_name.at(p + "mlp.down_proj.weight");
@@ -400,6 +411,10 @@ std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& positio
   return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
 }
 
+at::Tensor CausalLM::SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const {
+  return config_.sandwich_norms ? RmsNorm(x, weight, config_) : x;
+}
+
 at::Tensor CausalLM::Embed(const at::Tensor& ids) const {
   at::Tensor h = at::embedding(embed_, ids);
   if (!config_.scale_embeddings) return h;
@@ -426,7 +441,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   }
   const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
   const std::int64_t G = H / KV, D = config_.head_dim;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const double scale = config_.attention_scale();
 
   // blocked[b, 0, 0, t, s]: key s is padding, after query t or, in a layer with a
   // sliding window, outside it.
@@ -480,15 +495,15 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       }
       // Query head h uses key/value head h / G (transformers' repeat_kv).
       at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
-      scores = (scores.to(ComputeDtype(dtype_)) * scale).masked_fill(blocked, lowest);
+      scores = SoftCap(scores.to(ComputeDtype(dtype_)) * scale, config_.attn_logit_softcapping).masked_fill(blocked, lowest);
       at::Tensor probs = at::softmax(scores, -1).to(dtype_);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-      h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
-      x = RmsNorm(h, l.post_norm, config_);
+      h = h + SandwichNorm(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
+      x = RmsNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
       at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
                        Project(li, LinearSite::kUp, x, l.up, at::Tensor());
-      return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());
+      return h + SandwichNorm(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
@@ -497,7 +512,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
-  return Linear(hidden, lm_head_).to(ComputeDtype(dtype_));
+  return SoftCap(Linear(hidden, lm_head_).to(ComputeDtype(dtype_)), config_.final_logit_softcapping);
 }
 
 at::Tensor CausalLM::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
@@ -550,9 +565,10 @@ void CheckPacked(const PackedSequences& p) {
 
 // Attention of a packed stream, per sequence and per tile of queries.
 // q [KV, G, N, D], k/v [KV, N, D] (all sequences' rows) → [KV, G, N, D].
-// `window` > 0: each query sees the last `window` keys only (itself included).
+// `window` > 0: each query sees the last `window` keys only (itself included);
+// `softcap` > 0 caps the scaled scores (SoftCap) before the mask.
 at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const PackedSequences& p,
-                           double scale, at::ScalarType compute, std::int64_t window) {
+                           double scale, double softcap, at::ScalarType compute, std::int64_t window) {
   const std::int64_t KV = q.size(0), G = q.size(1);
   const double lowest = std::numeric_limits<float>::lowest();
   // Per-sequence views by split, not narrow: the backward of a split is one
@@ -583,7 +599,7 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::T
       if (window > 0 && window < visible) {
         hidden_keys = hidden_keys | (key_index.unsqueeze(0) <= query_index.unsqueeze(1) - window);
       }
-      scores = (scores.to(compute) * scale).masked_fill(hidden_keys, lowest);
+      scores = SoftCap(scores.to(compute) * scale, softcap).masked_fill(hidden_keys, lowest);
       const at::Tensor vt = (whole ? values : values.narrow(1, 0, visible)).unsqueeze(1);
       outputs.push_back(at::matmul(at::softmax(scores, -1).to(v.scalar_type()), vt));
     }
@@ -602,7 +618,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   const std::int64_t N = packed.input_ids.size(0);
   const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
   const std::int64_t G = H / KV, D = config_.head_dim;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const double scale = config_.attention_scale();
 
   // cos/sin [N, 1, D]: broadcast over heads of [N, heads, D].
   auto [cos, sin] = RopeCosSin(packed.position_ids.unsqueeze(0));
@@ -635,14 +651,15 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
       k = k.permute({1, 0, 2}).contiguous();
       v = v.permute({1, 0, 2}).contiguous();
-      at::Tensor attn = PackedAttention(q, k, v, packed, scale, ComputeDtype(dtype_), config_.window_of(li));
+      at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
+                                        config_.window_of(li));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
-      h = h + Project(li, LinearSite::kO, attn, l.o, at::Tensor());
-      x = RmsNorm(h, l.post_norm, config_);
+      h = h + SandwichNorm(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
+      x = RmsNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
       const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
       const at::Tensor mlp = Activate(AddDelta(li, LinearSite::kGate, x, gate_up[0]), activation) *
                              AddDelta(li, LinearSite::kUp, x, gate_up[1]);
-      return h + Project(li, LinearSite::kDown, mlp, l.down, at::Tensor());
+      return h + SandwichNorm(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }

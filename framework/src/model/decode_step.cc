@@ -329,7 +329,9 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   const std::int64_t Hd = config_.hidden_size, I = config_.intermediate_size;
   const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
   const std::int64_t G = H / KV, D = config_.head_dim, slot = cache->length, cap = cache->capacity;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const auto scale = static_cast<float>(config_.attention_scale());
+  // Gemma 2's soft caps: c · tanh(x / c) on the scaled scores and on the logits.
+  const auto score_cap = static_cast<float>(config_.attn_logit_softcapping);
   auto at_ = [](std::vector<float>& v, std::int64_t i) { return v.data() + i; };
 
   // RoPE tables per sequence, as RopeCosSin computes them: fp32 position times fp32
@@ -390,7 +392,9 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
         const std::int64_t first = window > 0 ? std::max(first_slots[b], slot - window + 1) : first_slots[b];
         float top = -INFINITY;
         for (std::int64_t s = first; s <= slot; ++s) {
-          scores[static_cast<size_t>(s)] = dot(qh, kh + s * D, D) * scale;
+          float score = dot(qh, kh + s * D, D) * scale;
+          if (score_cap > 0) score = std::tanh(score / score_cap) * score_cap;
+          scores[static_cast<size_t>(s)] = score;
           top = std::max(top, scores[static_cast<size_t>(s)]);
         }
         float sum = 0;
@@ -414,11 +418,18 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
                         [&](const tbb::blocked_range<std::int64_t>& r) { attend(r.begin(), r.end()); });
     }
     MatVecs({{Data(l.o), nullptr, out.data(), Hd}}, attn.data(), B, H * D, Hd);
+    if (config_.sandwich_norms) {  // Gemma 2: the attention's output normalised before the residual add
+      for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_norm), at_(out, b * Hd), Hd, config_);
+    }
     for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
-    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.post_norm), at_(xn, b * Hd), Hd, config_);
+    const float* mlp_norm = Data(config_.sandwich_norms ? l.pre_ff_norm : l.post_norm);
+    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), mlp_norm, at_(xn, b * Hd), Hd, config_);
     MatVecs({{Data(l.gate), nullptr, gate.data(), I}, {Data(l.up), nullptr, up.data(), I}}, xn.data(), B, Hd, I);
     GatedActivation(gate.data(), up.data(), B * I, config_.activation());
     MatVecs({{Data(l.down), nullptr, out.data(), Hd}}, gate.data(), B, I, Hd);
+    if (config_.sandwich_norms) {
+      for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_ff_norm), at_(out, b * Hd), Hd, config_);
+    }
     for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
   }
   cache->length = slot + 1;
@@ -426,6 +437,10 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   at::Tensor logits = at::empty({B, config_.vocab_size}, options().dtype(at::kFloat));  // CPU only (CanDecodeStep)
   MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
           config_.vocab_size);
+  if (config_.final_logit_softcapping > 0) {
+    const double cap = config_.final_logit_softcapping;
+    logits = at::tanh(logits / cap) * cap;  // as Logits does
+  }
   return logits;
 }
 

@@ -76,7 +76,7 @@ absl::Status ReadRopeScaling(const nlohmann::json& rs, const char* where, std::o
 
 // Fields of other architectures' configs that change the forward maths when set to
 // anything but their neutral value: refused by name rather than silently ignored.
-absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
+absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::string& model_type) {
   auto set = [&](const char* key) { return json.contains(key) && !json[key].is_null(); };
   auto nonzero = [&](const char* key) {
     return set(key) && json[key].is_number() && json[key].get<double>() != 0.0;
@@ -92,7 +92,8 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
   }
   for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "logits_scaling",
                           "embedding_multiplier", "residual_multiplier", "attention_multiplier"}) {
-    if (set(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
+    const bool gemma2_field = std::string(key) != "logits_scaling" && std::string(key).find("multiplier") == std::string::npos;
+    if (set(key) && !(gemma2_field && model_type == "gemma2")) refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
   }
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
     if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
@@ -106,11 +107,14 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json) {
 // sliding_window on every layer. Qwen2/Qwen3: only with use_sliding_window (else sliding_window is
 // None), on the layers layer_types marks "sliding_attention", by default those
 // with index >= max_window_layers (28). SmolLM3: likewise with use_sliding_window,
-// by default on its NoPE layers. Other model types: full attention only.
+// by default on its NoPE layers. Gemma 2: on the layers layer_types marks, by
+// default the even ones (0, 2, ...), window 4096 unless set. Other model types:
+// full attention only.
 absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
-  const bool smollm3 = c->model_type == "smollm3";
-  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || smollm3;
-  bool used = c->model_type == "mistral" || c->model_type == "phi3";
+  const bool smollm3 = c->model_type == "smollm3", gemma2 = c->model_type == "gemma2";
+  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || smollm3 || gemma2;
+  if (gemma2 && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's
+  bool used = c->model_type == "mistral" || c->model_type == "phi3" || gemma2;
   if (per_layer) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
@@ -131,6 +135,8 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
       }
       sliding.push_back(t == "sliding_attention");
     }
+  } else if (gemma2 && c->sliding_window) {
+    for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(i % 2 == 0);
   } else if (smollm3 && c->sliding_window) {
     for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(!c->uses_rope(i));
   } else if (per_layer && c->sliding_window) {
@@ -184,7 +190,41 @@ absl::Status ReadRopeLayers(const nlohmann::json& json, ModelConfig* c) {
   return absl::OkStatus();
 }
 
+// Gemma 2's attention scale and soft caps: null switches a cap off, absence keeps
+// Gemma2Config's default.
+absl::Status ReadGemma2Attention(const nlohmann::json& json, ModelConfig* c) {
+  if (json.contains("query_pre_attn_scalar")) {
+    if (json["query_pre_attn_scalar"].is_null()) {
+      c->query_pre_attn_scalar.reset();
+    } else {
+      double scalar = 0;
+      POSTTRAIN_RETURN_IF_ERROR(Read(json, "query_pre_attn_scalar", &scalar));
+      if (!(scalar > 0) || !std::isfinite(scalar)) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: query_pre_attn_scalar must be positive, got ", scalar));
+      }
+      c->query_pre_attn_scalar = scalar;
+    }
+  }
+  for (auto [key, cap] : {std::pair{"attn_logit_softcapping", &c->attn_logit_softcapping},
+                          std::pair{"final_logit_softcapping", &c->final_logit_softcapping}}) {
+    if (!json.contains(key)) continue;
+    if (json[key].is_null()) {
+      *cap = 0.0;
+      continue;
+    }
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, key, cap));
+    if (!(*cap > 0) || !std::isfinite(*cap)) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be positive or null, got ", json[key].dump()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+double ModelConfig::attention_scale() const {
+  return 1.0 / std::sqrt(query_pre_attn_scalar ? *query_pre_attn_scalar : static_cast<double>(head_dim));
+}
 
 bool ModelConfig::uses_rope(std::int64_t layer) const {
   return rope_layers.empty() || layer < 0 || layer >= static_cast<std::int64_t>(rope_layers.size()) || rope_layers[layer];
@@ -210,13 +250,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
-      c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3") {
+      c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
+      c.model_type != "gemma2") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, smollm3, phi3)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, smollm3, phi3)"));
   }
   const bool phi3 = c.model_type == "phi3";
-  const bool gemma = c.model_type == "gemma";
+  const bool gemma2 = c.model_type == "gemma2";
+  const bool gemma = c.model_type == "gemma" || gemma2;  // what Gemma 2 keeps of Gemma
   if (json.contains("architectures") && json["architectures"].is_array() &&
       !json["architectures"].empty() && json["architectures"][0].is_string()) {
     c.architecture = json["architectures"][0].get<std::string>();
@@ -224,6 +266,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     c.architecture = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
                      : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
                      : c.model_type == "mistral" ? "MistralForCausalLM"
+                     : gemma2                    ? "Gemma2ForCausalLM"
                      : gemma                     ? "GemmaForCausalLM"
                      : c.model_type == "smollm3" ? "SmolLM3ForCausalLM"
                      : phi3                      ? "Phi3ForCausalLM"
@@ -236,6 +279,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     c.scale_embeddings = true;
     c.tie_word_embeddings = true;
     c.hidden_act = "gelu_pytorch_tanh";
+  }
+  if (gemma2) {  // Gemma2Config's defaults
+    c.sandwich_norms = true;
+    c.query_pre_attn_scalar = 256.0;
+    c.attn_logit_softcapping = 50.0;
+    c.final_logit_softcapping = 30.0;
   }
   if (c.model_type == "smollm3") {  // SmolLM3Config's defaults
     c.tie_word_embeddings = true;
@@ -252,7 +301,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       json["use_bidirectional_attention"].get<bool>()) {
     return absl::UnimplementedError("config.json: use_bidirectional_attention = true is not supported (a causal LM attends causally)");
   }
-  POSTTRAIN_RETURN_IF_ERROR(RefuseMathChangingFields(json));
+  POSTTRAIN_RETURN_IF_ERROR(RefuseMathChangingFields(json, c.model_type));
   for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                           "num_attention_heads"}) {
     if (!json.contains(key)) return absl::InvalidArgumentError(absl::StrCat("config.json lacks \"", key, "\""));
@@ -274,6 +323,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
+  if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
@@ -387,8 +437,13 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     for (std::int64_t i = 0; i < num_hidden_layers; ++i) flags.push_back(uses_rope(i) ? 1 : 0);
     j["no_rope_layers"] = flags;
   }
-  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "smollm3") {
-    j["use_sliding_window"] = sliding_window.has_value();
+  if (model_type == "gemma2") {
+    j["query_pre_attn_scalar"] = query_pre_attn_scalar ? nlohmann::ordered_json(*query_pre_attn_scalar) : nullptr;
+    j["attn_logit_softcapping"] = attn_logit_softcapping > 0 ? nlohmann::ordered_json(attn_logit_softcapping) : nullptr;
+    j["final_logit_softcapping"] = final_logit_softcapping > 0 ? nlohmann::ordered_json(final_logit_softcapping) : nullptr;
+  }
+  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "smollm3" || model_type == "gemma2") {
+    if (model_type != "gemma2") j["use_sliding_window"] = sliding_window.has_value();
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
     nlohmann::ordered_json types = nlohmann::ordered_json::array();
     std::int64_t first_sliding = num_hidden_layers;
@@ -397,7 +452,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
       if (sliding) first_sliding = std::min(first_sliding, i);
       types.push_back(sliding ? "sliding_attention" : "full_attention");
     }
-    if (model_type != "smollm3") j["max_window_layers"] = first_sliding;  // read by versions without layer_types
+    if (model_type == "qwen2" || model_type == "qwen3") j["max_window_layers"] = first_sliding;  // read by versions without layer_types
     j["layer_types"] = types;
   }
   j["tie_word_embeddings"] = tie_word_embeddings;
@@ -405,7 +460,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["attention_dropout"] = 0.0;
   j["mlp_bias"] = false;
   j["hidden_act"] = hidden_act;
-  if (model_type == "gemma") j["hidden_activation"] = hidden_act;
+  if (model_type == "gemma" || model_type == "gemma2") j["hidden_activation"] = hidden_act;
   j["initializer_range"] = initializer_range;
   j["torch_dtype"] = torch_dtype;
   j["use_cache"] = true;

@@ -16,9 +16,10 @@ using torch::autograd::variable_list;
 
 at::ScalarType Accumulation(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
-// The logits of rows [start, start + n) of `hidden`, scaled, in fp32 (fp64).
+// The logits of rows [start, start + n) of `hidden`, soft-capped (softcap > 0:
+// c·tanh(z / c)) and then divided by the temperature, in fp32 (fp64).
 at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::int64_t start, std::int64_t n,
-                       double temperature) {
+                       double temperature, double softcap) {
   const at::Tensor h = hidden.narrow(0, start, n);
   at::Tensor z;
   if (h.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat && !AutocastEnabled(h.device().type())) {
@@ -27,7 +28,15 @@ at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::
   } else {
     z = at::linear(h, weight).to(Accumulation(hidden));
   }
+  if (softcap > 0) z = at::tanh(z / softcap).mul_(softcap);
   return temperature == 1.0 ? z : z / temperature;
+}
+
+// ∂(capped logits)/∂(raw logits) from the logits ChunkLogits returned: 1 − tanh² =
+// 1 − (z·T / c)²; undefined without a cap (the factor is 1).
+at::Tensor CapSlope(const at::Tensor& z, double temperature, double softcap) {
+  if (softcap <= 0) return at::Tensor();
+  return 1 - (z * (temperature / softcap)).pow(2);
 }
 
 // The backward of a function that computed its gradients w.r.t. hidden and weight in
@@ -78,7 +87,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                                const at::Tensor& targets, double temperature, std::int64_t chunk, bool with_argmax,
-                               bool with_entropy) {
+                               bool with_entropy, double softcap) {
     const std::int64_t m = hidden.size(0);
     at::Tensor logps = at::empty({m}, hidden.options().dtype(Accumulation(hidden)));
     at::Tensor lse = at::empty({m}, logps.options());
@@ -86,7 +95,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
     at::Tensor entropy = with_entropy ? at::empty({m}, logps.options()) : at::zeros({0}, logps.options());
     for (std::int64_t s = 0; s < m; s += chunk) {
       const std::int64_t n = std::min(chunk, m - s);
-      const at::Tensor z = ChunkLogits(hidden, weight, s, n, temperature);
+      const at::Tensor z = ChunkLogits(hidden, weight, s, n, temperature, softcap);
       const at::Tensor l = z.logsumexp(-1);
       lse.narrow(0, s, n).copy_(l);
       logps.narrow(0, s, n).copy_(z.gather(1, targets.narrow(0, s, n).unsqueeze(1)).squeeze(1) - l);
@@ -96,6 +105,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
     }
     ctx->save_for_backward({hidden, weight, targets, lse});
     ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["softcap"] = softcap;
     ctx->saved_data["chunk"] = chunk;
     ctx->mark_non_differentiable({argmax, entropy});
     return {logps, argmax, entropy};
@@ -105,6 +115,7 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3];
     const double temperature = ctx->saved_data["temperature"].toDouble();
+    const double softcap = ctx->saved_data["softcap"].toDouble();
     const std::int64_t chunk = ctx->saved_data["chunk"].toInt();
     const std::int64_t m = hidden.size(0);
     const at::Tensor g = grad_outputs[0].defined() ? grad_outputs[0].to(lse.scalar_type()) : at::zeros_like(lse);
@@ -114,14 +125,17 @@ class ChunkedTokenLogprobs : public torch::autograd::Function<ChunkedTokenLogpro
     for (std::int64_t s = 0; s < m; s += chunk) {
       const std::int64_t n = std::min(chunk, m - s);
       const at::Tensor gs = g.narrow(0, s, n);
-      // d = g · (onehot(y) − p) / T, p recomputed from the saved log-sum-exp.
-      at::Tensor d = ChunkLogits(hidden, weight, s, n, temperature).sub_(lse.narrow(0, s, n).unsqueeze(1)).exp_();
+      // d = g · (onehot(y) − p) / T (· the cap's slope), p recomputed from the saved log-sum-exp.
+      at::Tensor d = ChunkLogits(hidden, weight, s, n, temperature, softcap);
+      const at::Tensor slope = CapSlope(d, temperature, softcap);
+      d.sub_(lse.narrow(0, s, n).unsqueeze(1)).exp_();
       d.mul_(-gs.unsqueeze(1)).scatter_add_(1, targets.narrow(0, s, n).unsqueeze(1), gs.unsqueeze(1));
       if (temperature != 1.0) d.div_(temperature);
+      if (slope.defined()) d.mul_(slope);
       ChunkGradients(d, hidden, weight, s, want_hidden ? &grad_hidden : nullptr, want_weight ? &grad_weight : nullptr);
     }
     return {grad_hidden, want_weight ? grad_weight.to(weight.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -131,7 +145,7 @@ class WeightedTokenLogprobSum : public torch::autograd::Function<WeightedTokenLo
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                                const at::Tensor& targets, const at::Tensor& weights, std::int64_t chunk,
-                               bool want_hidden, bool want_weight) {
+                               bool want_hidden, bool want_weight, double softcap) {
     const std::int64_t m = hidden.size(0);
     const at::ScalarType acc = Accumulation(hidden);
     at::Tensor logps = at::empty({m}, hidden.options().dtype(acc));
@@ -141,15 +155,17 @@ class WeightedTokenLogprobSum : public torch::autograd::Function<WeightedTokenLo
     const at::Tensor w = weights.to(acc);
     for (std::int64_t s = 0; s < m; s += chunk) {
       const std::int64_t n = std::min(chunk, m - s);
-      at::Tensor z = ChunkLogits(hidden, weight, s, n, 1.0);
+      at::Tensor z = ChunkLogits(hidden, weight, s, n, 1.0, softcap);
       const at::Tensor y = targets.narrow(0, s, n).unsqueeze(1);
       const at::Tensor lse = z.logsumexp(-1, /*keepdim=*/true);
       logps.narrow(0, s, n).copy_((z.gather(1, y) - lse).squeeze(1));
       argmax.narrow(0, s, n).copy_(z.argmax(-1));
       if (!want_hidden && !want_weight) continue;
-      // d = w · (onehot(y) − p), in place of the logits.
+      // d = w · (onehot(y) − p) (· the cap's slope), in place of the logits.
       const at::Tensor ws = w.narrow(0, s, n).unsqueeze(1);
+      const at::Tensor slope = CapSlope(z, 1.0, softcap);
       at::Tensor d = z.sub_(lse).exp_().mul_(-ws).scatter_add_(1, y, ws);
+      if (slope.defined()) d.mul_(slope);
       ChunkGradients(d, hidden, weight, s, want_hidden ? &grad_hidden : nullptr, want_weight ? &grad_weight : nullptr);
     }
     ctx->saved_data["want_hidden"] = want_hidden;
@@ -160,7 +176,7 @@ class WeightedTokenLogprobSum : public torch::autograd::Function<WeightedTokenLo
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    return ScaledPrecomputedGrads(ctx, grad_outputs[0], /*other_inputs=*/5);
+    return ScaledPrecomputedGrads(ctx, grad_outputs[0], /*other_inputs=*/6);
   }
 };
 
@@ -172,7 +188,7 @@ class GeneralizedJsdFn : public torch::autograd::Function<GeneralizedJsdFn> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                                const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
                                const at::Tensor& weights, double beta, double temperature, std::int64_t chunk,
-                               bool want_hidden, bool want_weight) {
+                               bool want_hidden, bool want_weight, double student_softcap, double teacher_softcap) {
     const std::int64_t m = hidden.size(0);
     const at::ScalarType acc = Accumulation(hidden);
     at::Tensor per_token = at::empty({m}, hidden.options().dtype(acc));
@@ -181,8 +197,10 @@ class GeneralizedJsdFn : public torch::autograd::Function<GeneralizedJsdFn> {
     const at::Tensor w = weights.to(acc);
     for (std::int64_t s = 0; s < m; s += chunk) {
       const std::int64_t n = std::min(chunk, m - s);
-      const at::Tensor ls = at::log_softmax(ChunkLogits(hidden, weight, s, n, temperature), -1);
-      const at::Tensor lt = at::log_softmax(ChunkLogits(teacher_hidden, teacher_weight, s, n, temperature).to(acc), -1);
+      const at::Tensor zs = ChunkLogits(hidden, weight, s, n, temperature, student_softcap);
+      const at::Tensor ls = at::log_softmax(zs, -1);
+      const at::Tensor lt =
+          at::log_softmax(ChunkLogits(teacher_hidden, teacher_weight, s, n, temperature, teacher_softcap).to(acc), -1);
       const at::Tensor ps = ls.exp(), pt = lt.exp();
       at::Tensor loss, d;
       if (beta <= 0.0) {
@@ -200,6 +218,7 @@ class GeneralizedJsdFn : public torch::autograd::Function<GeneralizedJsdFn> {
       per_token.narrow(0, s, n).copy_(loss);
       if (!want_hidden && !want_weight) continue;
       d = d * (w.narrow(0, s, n).unsqueeze(1) / temperature);
+      if (const at::Tensor slope = CapSlope(zs, temperature, student_softcap); slope.defined()) d.mul_(slope);
       ChunkGradients(d, hidden, weight, s, want_hidden ? &grad_hidden : nullptr, want_weight ? &grad_weight : nullptr);
     }
     ctx->saved_data["want_hidden"] = want_hidden;
@@ -210,7 +229,7 @@ class GeneralizedJsdFn : public torch::autograd::Function<GeneralizedJsdFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    return ScaledPrecomputedGrads(ctx, grad_outputs[0], /*other_inputs=*/8);
+    return ScaledPrecomputedGrads(ctx, grad_outputs[0], /*other_inputs=*/10);
   }
 };
 
@@ -218,7 +237,8 @@ class GeneralizedJsdFn : public torch::autograd::Function<GeneralizedJsdFn> {
 
 GeneralizedJsdResult GeneralizedJsd(const at::Tensor& student_hidden, const at::Tensor& student_weight,
                                     const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
-                                    const at::Tensor& weights, double beta, double temperature, std::int64_t chunk) {
+                                    const at::Tensor& weights, double beta, double temperature, std::int64_t chunk,
+                                    double student_softcap, double teacher_softcap) {
   TORCH_CHECK(student_hidden.dim() == 2 && student_weight.dim() == 2 && student_hidden.size(1) == student_weight.size(1),
               "GeneralizedJsd: student hidden [M, H] and weight [V, H] expected");
   TORCH_CHECK(teacher_hidden.dim() == 2 && teacher_hidden.size(0) == student_hidden.size(0) &&
@@ -237,13 +257,13 @@ GeneralizedJsdResult GeneralizedJsd(const at::Tensor& student_hidden, const at::
     tw = teacher_weight.detach();
   }
   variable_list out = GeneralizedJsdFn::apply(student_hidden, student_weight, th, tw, weights, beta, temperature, chunk,
-                                              want_hidden, want_weight);
+                                              want_hidden, want_weight, student_softcap, teacher_softcap);
   return {out[0], out[1]};
 }
 
 WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight,
                                                const at::Tensor& targets, const at::Tensor& weights,
-                                               std::int64_t chunk) {
+                                               std::int64_t chunk, double softcap) {
   TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
               "WeightedTokenLogprobs: hidden [M, H] and weight [V, H] expected");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0) && weights.sizes() == targets.sizes(),
@@ -252,12 +272,13 @@ WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const a
   const bool grad = c10::GradMode::is_enabled();
   const bool want_hidden = grad && hidden.requires_grad(), want_weight = grad && weight.requires_grad();
   variable_list out =
-      WeightedTokenLogprobSum::apply(hidden, weight, targets, weights, chunk, want_hidden, want_weight);
+      WeightedTokenLogprobSum::apply(hidden, weight, targets, weights, chunk, want_hidden, want_weight, softcap);
   return {out[0], out[1], out[2]};
 }
 
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                  double temperature, std::int64_t chunk, bool with_argmax, bool with_entropy) {
+                                  double temperature, std::int64_t chunk, bool with_argmax, bool with_entropy,
+                                  double softcap) {
   TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
               "TokenLogprobs: hidden [M, H] and weight [V, H] expected");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "TokenLogprobs: targets [M] expected");
@@ -266,7 +287,8 @@ TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& we
     const at::Tensor none = at::zeros({0}, hidden.options().dtype(Accumulation(hidden)));
     return {none, at::zeros({0}, targets.options()), none};
   }
-  variable_list out = ChunkedTokenLogprobs::apply(hidden, weight, targets, temperature, chunk, with_argmax, with_entropy);
+  variable_list out =
+      ChunkedTokenLogprobs::apply(hidden, weight, targets, temperature, chunk, with_argmax, with_entropy, softcap);
   return {out[0], out[1], out[2]};
 }
 

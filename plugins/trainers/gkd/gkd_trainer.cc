@@ -118,7 +118,8 @@ class GkdTrainer final : public Trainer {
     const double per_rank = std::max(1.0, global_tokens / collectives_->world_size());
     const at::Tensor weights = at::full({static_cast<std::int64_t>(rows.size())}, 1.0 / per_rank, hidden.options().dtype(at::kFloat));
     GeneralizedJsdResult r = GeneralizedJsd(hidden.index_select(0, index), policy_->lm_head_weight(),
-                                            teacher_hidden.index_select(0, index), teacher_->lm_head_weight(), weights, beta_);
+                                            teacher_hidden.index_select(0, index), teacher_->lm_head_weight(), weights, beta_,
+                                            /*temperature=*/1.0, /*chunk=*/0, policy_->logit_softcap(), teacher_->logit_softcap());
     StepOutput out;
     out.loss = r.sum;
     out.metrics["jsd"] = rows.empty() ? 0.0 : r.per_token.mean().item<double>();

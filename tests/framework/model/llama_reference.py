@@ -5,7 +5,10 @@ with their per-layer windows, SmolLM3ForCausalLM (NoPE layers skip RoPE) and
 GemmaForCausalLM (RMSNorm by 1 + weight in fp32, embeddings times sqrt(hidden_size),
 GELU MLP) and Phi3ForCausalLM (Mistral's window; one qkv_proj whose output is sliced
 into q, k, v and one gate_up_proj chunked into gate, up, as Phi3Attention and
-Phi3MLP do); transformers itself is not installed here. Reads DIR/config.json,
+Phi3MLP do) and Gemma2ForCausalLM (Gemma's, plus: scores times
+query_pre_attn_scalar**-0.5 then soft-capped, cap * tanh(w / cap), before the mask;
+post_attention_layernorm on the attention's output, pre_/post_feedforward_layernorm
+around the MLP; soft-capped logits; windows on the even layers); transformers itself is not installed here. Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
 (read and written by tests/support/safetensors_py.py, from the format spec).
 
@@ -80,7 +83,12 @@ elif rs:
             new.append((1 - s) * x / f + s * x)
     inv = torch.tensor(new)
 
-gemma = cfg.get("model_type") == "gemma"
+gemma2 = cfg.get("model_type") == "gemma2"
+gemma = cfg.get("model_type") == "gemma" or gemma2
+# Gemma2Config's defaults where the key is absent; null switches a cap off.
+scaling = cfg.get("query_pre_attn_scalar", 256) ** -0.5 if gemma2 else D ** -0.5
+attn_cap = cfg.get("attn_logit_softcapping", 50.0) if gemma2 else None
+final_cap = cfg.get("final_logit_softcapping", 30.0) if gemma2 else None
 phi3 = cfg.get("model_type") == "phi3"
 
 def rms(x, g):
@@ -117,6 +125,9 @@ if cfg.get("model_type") == "smollm3":  # windows, when used, default to the NoP
     W = W if cfg.get("use_sliding_window") else None
     types = cfg.get("layer_types") or [
         "sliding_attention" if W is not None and not rope_layers[i] else "full_attention" for i in range(L)]
+elif gemma2:
+    W = cfg.get("sliding_window", 4096)
+    types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(L)]
 elif cfg.get("model_type") in ("mistral", "phi3"):
     types = ["sliding_attention"] * L
 elif cfg.get("model_type") in ("qwen2", "qwen3"):
@@ -149,15 +160,26 @@ for i in range(L):
     if rope_layers[i]:  # SmolLM3Attention: `if self.use_rope`
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D) + layer_mask, -1) @ v
-    h = h + linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")
-    x = rms(h, w[p + "post_attention_layernorm.weight"])
+    scores = q @ k.transpose(-1, -2) * scaling
+    if attn_cap:  # Gemma2Attention: / cap, tanh, * cap, then the mask
+        scores = torch.tanh(scores / attn_cap) * attn_cap
+    a = torch.softmax(scores + layer_mask, -1) @ v
+    o = linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")
+    if gemma2:  # Gemma2DecoderLayer: norm the attention output, then pre_feedforward_layernorm
+        h = h + rms(o, w[p + "post_attention_layernorm.weight"])
+        x = rms(h, w[p + "pre_feedforward_layernorm.weight"])
+    else:
+        h = h + o
+        x = rms(h, w[p + "post_attention_layernorm.weight"])
     if phi3:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); down(up * act(gate))
         g, u = linear(x, p + "mlp.gate_up_proj.weight").chunk(2, dim=-1)
     else:
         g, u = linear(x, p + "mlp.gate_proj.weight"), linear(x, p + "mlp.up_proj.weight")
-    h = h + linear(act(g) * u, p + "mlp.down_proj.weight")
+    m = linear(act(g) * u, p + "mlp.down_proj.weight")
+    h = h + (rms(m, w[p + "post_feedforward_layernorm.weight"]) if gemma2 else m)
 h = rms(h, w["model.norm.weight"])
 logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")
+if final_cap:  # Gemma2ForCausalLM: logits / cap, tanh, * cap
+    logits = torch.tanh(logits / final_cap) * final_cap
 save(d + "/reference_logits.safetensors", {"logits": logits})
 print("reference logits", tuple(logits.shape))

@@ -102,6 +102,71 @@ TEST(TokenLogprobsTest, NoGradientIsComputedForInputsThatDoNotNeedOne) {
   EXPECT_FALSE(weight.grad().defined());
 }
 
+// Gemma 2's final_logit_softcapping inside the chunked functions: the logits are
+// c·tanh(h·Wᵀ / c), then divided by the temperature. Against libtorch's autograd
+// through the same formula on full logits (tanh's derivative taken by autograd, not
+// by the hand-written 1 − tanh² of the chunked backward): values and both gradients
+// of all three functions; and the cap does change the values (a cap of 2 on logits
+// of size ~3).
+TEST(TokenLogprobsTest, SoftCappedLogitsEqualAutogradThroughTanh) {
+  at::manual_seed(17);
+  const std::int64_t m = 23, h = 16, v = 97;
+  const double cap = 2.0;
+  auto capped = [&](const at::Tensor& hidden, const at::Tensor& weight, double c) {
+    return at::tanh(at::linear(hidden, weight) / c) * c;
+  };
+  auto grads = [](at::Tensor& a, at::Tensor& b) {
+    std::pair<at::Tensor, at::Tensor> g{a.grad().clone(), b.grad().clone()};
+    a.mutable_grad() = at::Tensor();
+    b.mutable_grad() = at::Tensor();
+    return g;
+  };
+  at::Tensor hidden = at::randn({m, h}).requires_grad_(true);
+  at::Tensor weight = (at::randn({v, h}) * 0.8).requires_grad_(true);
+  const at::Tensor targets = at::randint(v, {m}, at::kLong);
+  const at::Tensor upstream = at::randn({m});
+  for (double temperature : {1.0, 0.7}) {
+    const at::Tensor plain =
+        at::log_softmax(capped(hidden, weight, cap) / temperature, -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+    (plain * upstream).sum().backward();
+    const auto [plain_dh, plain_dw] = grads(hidden, weight);
+    TokenLogprobsResult r = TokenLogprobs(hidden, weight, targets, temperature, /*chunk=*/5, true, false, cap);
+    (r.logprobs * upstream).sum().backward();
+    const auto [dh, dw] = grads(hidden, weight);
+    EXPECT_LT((r.logprobs - plain).abs().max().item<double>(), 1e-5) << "T " << temperature;
+    EXPECT_LT((dh - plain_dh).abs().max().item<double>(), 1e-5) << "T " << temperature;
+    EXPECT_LT((dw - plain_dw).abs().max().item<double>(), 1e-5) << "T " << temperature;
+    const at::Tensor uncapped = TokenLogprobs(hidden, weight, targets, temperature, 5).logprobs;
+    EXPECT_GT((uncapped - plain).abs().max().item<double>(), 1e-2) << "the cap changed nothing";
+  }
+  // The weighted sum (SFT).
+  const at::Tensor w = at::randn({m});
+  const at::Tensor logp = at::log_softmax(capped(hidden, weight, cap), -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+  ((logp * w).sum() * 1.5).backward();
+  const auto [plain_dh, plain_dw] = grads(hidden, weight);
+  WeightedLogprobSumResult ws = WeightedTokenLogprobs(hidden, weight, targets, w, /*chunk=*/4, cap);
+  (ws.sum * 1.5).backward();
+  const auto [dh, dw] = grads(hidden, weight);
+  EXPECT_NEAR(ws.sum.item<double>(), (logp * w).sum().item<double>(), 1e-4);
+  EXPECT_LT((dh - plain_dh).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((dw - plain_dw).abs().max().item<double>(), 1e-5);
+  // GKD's JSD (β = 0.5), a capped student against a teacher with another cap.
+  const at::Tensor ht = at::randn({m, 8}), wt = at::randn({v, 8});
+  const double beta = 0.5, temperature = 1.3, teacher_cap = 1.5;
+  const at::Tensor ls = at::log_softmax(capped(hidden, weight, cap) / temperature, -1);
+  const at::Tensor lt = at::log_softmax(capped(ht, wt, teacher_cap) / temperature, -1);
+  const at::Tensor lm = at::logsumexp(at::stack({ls + std::log(1 - beta), lt + std::log(beta)}), 0);
+  const at::Tensor per_token = beta * (lt.exp() * (lt - lm)).sum(-1) + (1 - beta) * (ls.exp() * (ls - lm)).sum(-1);
+  (per_token * w.abs()).sum().backward();
+  const auto [jsd_dh, jsd_dw] = grads(hidden, weight);
+  GeneralizedJsdResult jsd = GeneralizedJsd(hidden, weight, ht, wt, w.abs(), beta, temperature, /*chunk=*/6, cap, teacher_cap);
+  jsd.sum.backward();
+  const auto [got_dh, got_dw] = grads(hidden, weight);
+  EXPECT_LT((jsd.per_token - per_token).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((got_dh - jsd_dh).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((got_dw - jsd_dw).abs().max().item<double>(), 1e-5);
+}
+
 }  // namespace
 }  // namespace posttrain
 

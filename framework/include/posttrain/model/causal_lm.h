@@ -4,7 +4,8 @@
 // q/k), grouped-query attention, SwiGLU MLP, tied or separate lm_head, optional
 // q/k/v bias (Qwen2), per-head RMSNorm of q and k before RoPE (Qwen3's q_norm /
 // k_norm), Gemma's variant (RMSNorm by 1 + weight, embeddings scaled by
-// sqrt(hidden_size), GELU-tanh MLP: ModelConfig). Parameters are plain at::Tensors held by Hugging Face name, so the
+// sqrt(hidden_size), GELU-tanh MLP), Gemma 2's (sandwich norms, soft caps) and
+// Phi-3's fused checkpoints: ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
 // engine can own, shard and checkpoint them without the model's help.
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("stories260K_hf", at::kFloat));
@@ -133,7 +134,8 @@ class CausalLM {
   // passes go through PackedHidden.
   at::Tensor Hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
                     const at::Tensor& attention_mask, KVCache* cache) const;
-  // Logits [B, T, vocab_size] in fp32 (fp64 for an fp64 model), lm_head on Hidden.
+  // Logits [B, T, vocab_size] in fp32 (fp64 for an fp64 model), lm_head on Hidden
+  // (soft-capped where the config says: Gemma 2).
   at::Tensor Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
                      const at::Tensor& attention_mask, KVCache* cache) const;
   // Hidden states [N, hidden_size] (after the final norm) of a padding-free stream:
@@ -154,15 +156,19 @@ class CausalLM {
   bool CanDecodeStep() const;
   at::Tensor DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
                         const std::vector<std::int64_t>& first_slots, KVCache* cache) const;
-  // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size].
+  // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size],
+  // c·tanh(logits / c) with c = final_logit_softcapping > 0.
   at::Tensor Logits(const at::Tensor& hidden) const;
   // The LM head [vocab_size, hidden_size] (the embedding when tied), for losses that
-  // project hidden states themselves a chunk at a time (model/token_logprobs.h).
+  // project hidden states themselves a chunk at a time (model/token_logprobs.h),
+  // and the soft cap they must apply to its logits (0: none).
+  double logit_softcap() const { return config_.final_logit_softcapping; }
   const at::Tensor& lm_head_weight() const { return lm_head_; }
 
  private:
   struct Layer {
     at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm, post_norm, gate, up, down;
+    at::Tensor pre_ff_norm, post_ff_norm;  // Gemma 2's sandwich norms (post_norm then follows attention)
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
   void Index();  // fills layers_ / embed_ / ... from params_
@@ -173,6 +179,8 @@ class CausalLM {
   at::Tensor AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& base) const;
   std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids) const;
   at::Tensor Embed(const at::Tensor& ids) const;  // embedding rows (Gemma: times sqrt(hidden_size))
+  // Gemma 2: RmsNorm(x, weight) of a sublayer's output before its residual add; else x.
+  at::Tensor SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;

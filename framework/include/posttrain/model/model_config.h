@@ -6,7 +6,8 @@
 // (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU) and
 // SmolLM3ForCausalLM (Llama with NoPE layers: no RoPE in every 4th layer) and
 // Phi3ForCausalLM (Mistral's maths with q/k/v and gate/up each stored as one fused
-// projection).
+// projection) and Gemma2ForCausalLM (Gemma's plus sandwich norms, soft-capped
+// attention scores and logits, query_pre_attn_scalar, windows on alternate layers).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -39,7 +40,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -75,6 +76,16 @@ struct ModelConfig {
   // and gate/up as one mlp.gate_up_proj (gate rows, then up rows); the model holds
   // one tensor per projection (FuseProjections / SplitFusedProjections convert).
   bool fused_projections = false;
+  // Gemma 2: post_attention_layernorm normalises the attention's output before the
+  // residual add, and pre_/post_feedforward_layernorm surround the MLP (which
+  // post_attention_layernorm precedes in the other families).
+  bool sandwich_norms = false;
+  // Gemma 2: attention scores are q·k / sqrt(query_pre_attn_scalar) (unset:
+  // sqrt(head_dim)); a soft cap c > 0 maps scores (before the mask) and final
+  // logits (before any temperature) through c · tanh(x / c). 0: no cap.
+  std::optional<double> query_pre_attn_scalar;
+  double attn_logit_softcapping = 0.0;
+  double final_logit_softcapping = 0.0;
   double initializer_range = 0.02;
   std::string hidden_act = "silu";            // see Activation (Gemma: gelu_pytorch_tanh)
   std::string torch_dtype = "float32";
@@ -86,6 +97,8 @@ struct ModelConfig {
 
   // Parses and checks config.json (InvalidArgument naming the key).
   Activation activation() const;
+  // The factor on q·k: 1 / sqrt(query_pre_attn_scalar or head_dim).
+  double attention_scale() const;
   // The window `layer` attends within (sliding_window), or 0 for full causal attention.
   std::int64_t window_of(std::int64_t layer) const;
   // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers).

@@ -15,6 +15,9 @@
 //
 // Maths: with z = h·Wᵀ/T and p = softmax(z), ∂log p_y/∂z = onehot(y) − p, so for an
 // upstream gradient g: ∂/∂h = (g·(onehot − p)/T)·W and ∂/∂W = (g·(onehot − p)/T)ᵀ·h.
+// With a logit soft cap c > 0 (Gemma 2's final_logit_softcapping) the logits are
+// z = c·tanh(h·Wᵀ / c) / T, and each ∂/∂z gains the factor 1 − tanh²(h·Wᵀ / c)
+// (the cap applies before the temperature, as transformers' model then TRL does).
 #pragma once
 
 #include <cstdint>
@@ -34,7 +37,7 @@ struct TokenLogprobsResult {
 // projected at a time (0: as many as keep a chunk's logits near 8M elements).
 TokenLogprobsResult TokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                   double temperature, std::int64_t chunk = 0, bool with_argmax = true,
-                                  bool with_entropy = false);
+                                  bool with_entropy = false, double softcap = 0.0);
 
 // The same for a loss that is a fixed weighted sum of token log-probs (SFT's
 // −Σ log p / n): sum = Σ_t weights_t · log p(y_t) at temperature 1, with the
@@ -50,7 +53,7 @@ struct WeightedLogprobSumResult {
 };
 WeightedLogprobSumResult WeightedTokenLogprobs(const at::Tensor& hidden, const at::Tensor& weight,
                                                const at::Tensor& targets, const at::Tensor& weights,
-                                               std::int64_t chunk = 0);
+                                               std::int64_t chunk = 0, double softcap = 0.0);
 
 // GKD's generalized Jensen–Shannon divergence between the student's and the
 // teacher's next-token distributions (Agarwal et al. 2024, "On-Policy Distillation
@@ -71,6 +74,7 @@ struct GeneralizedJsdResult {
 GeneralizedJsdResult GeneralizedJsd(const at::Tensor& student_hidden, const at::Tensor& student_weight,
                                     const at::Tensor& teacher_hidden, const at::Tensor& teacher_weight,
                                     const at::Tensor& weights, double beta, double temperature = 1.0,
-                                    std::int64_t chunk = 0);
+                                    std::int64_t chunk = 0, double student_softcap = 0.0,
+                                    double teacher_softcap = 0.0);
 
 }  // namespace posttrain
