@@ -189,6 +189,8 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
   const std::int64_t d = config_.head_dim;
   at::Tensor exponent = at::arange(0, d, 2, HostOptions(at::kLong)).to(ComputeDtype(dtype_)) / static_cast<double>(d);
   inv_freq_ = 1.0 / at::pow(config_.rope_theta, exponent);
+  // Gemma 3's windowed layers: their own base, never scaled.
+  if (config_.local_rope_theta) local_inv_freq_ = 1.0 / at::pow(*config_.local_rope_theta, exponent);
   if (config_.rope_scaling && config_.rope_scaling->rope_type == "linear") {
     inv_freq_ = inv_freq_ / config_.rope_scaling->factor;  // position p rotates as p / factor
   } else if (config_.rope_scaling) {
@@ -317,6 +319,7 @@ void CausalLM::MoveTo(at::Device device) {
   c10::NoGradGuard no_grad;
   for (auto& [name, t] : params_) t = t.to(device);
   inv_freq_ = inv_freq_.to(device);
+  if (local_inv_freq_.defined()) local_inv_freq_ = local_inv_freq_.to(device);
   Index();
 }
 
@@ -341,6 +344,7 @@ std::unique_ptr<CausalLM> CausalLM::BaseView() const {
   std::unique_ptr<CausalLM> view(new CausalLM(config_, dtype_));
   view->params_ = params_;  // the same tensors: no copy
   view->inv_freq_ = inv_freq_;
+  view->local_inv_freq_ = local_inv_freq_;
   view->Index();
   return view;
 }
@@ -404,9 +408,9 @@ KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const
   return cache;
 }
 
-std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& position_ids) const {
+std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& position_ids, bool local) const {
   // freqs [B, T, D/2] = positions ⊗ inv_freq; emb = [freqs, freqs]; in fp32.
-  at::Tensor freqs = position_ids.to(ComputeDtype(dtype_)).unsqueeze(-1) * inv_freq_;
+  at::Tensor freqs = position_ids.to(ComputeDtype(dtype_)).unsqueeze(-1) * (local ? local_inv_freq_ : inv_freq_);
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
 }
@@ -463,11 +467,16 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   const at::Tensor blocked_window = config_.sliding_window ? blocked_within(*config_.sliding_window) : blocked_causal;
   const double lowest = std::numeric_limits<float>::lowest();
 
-  auto [cos, sin] = RopeCosSin(position_ids);
+  auto [cos_global, sin_global] = RopeCosSin(position_ids);
+  auto [cos_local, sin_local] = local_inv_freq_.defined() ? RopeCosSin(position_ids, /*local=*/true)
+                                                          : std::pair<at::Tensor, at::Tensor>{};
   at::Tensor h = Embed(input_ids);  // [B, T, hidden]
   const Activation activation = config_.activation();
   for (size_t i = 0; i < layers_.size(); ++i) {
     const at::Tensor blocked = config_.window_of(static_cast<std::int64_t>(i)) > 0 ? blocked_window : blocked_causal;
+    const bool local = config_.uses_local_rope(static_cast<std::int64_t>(i));  // Gemma 3's windowed layers
+    const at::Tensor& cos = local ? cos_local : cos_global;
+    const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache,
                   activation](at::Tensor h) {
@@ -621,12 +630,18 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   const double scale = config_.attention_scale();
 
   // cos/sin [N, 1, D]: broadcast over heads of [N, heads, D].
-  auto [cos, sin] = RopeCosSin(packed.position_ids.unsqueeze(0));
-  cos = cos.squeeze(0).transpose(0, 1);
-  sin = sin.squeeze(0).transpose(0, 1);
+  auto packed_rope = [&](bool local) {
+    auto [cos, sin] = RopeCosSin(packed.position_ids.unsqueeze(0), local);
+    return std::pair{cos.squeeze(0).transpose(0, 1), sin.squeeze(0).transpose(0, 1)};
+  };
+  const auto [cos_global, sin_global] = packed_rope(false);
+  const auto [cos_local, sin_local] = local_inv_freq_.defined() ? packed_rope(true) : std::pair<at::Tensor, at::Tensor>{};
   at::Tensor h = Embed(packed.input_ids);  // [N, hidden]
   const Activation activation = config_.activation();
   for (size_t i = 0; i < layers_.size(); ++i) {
+    const bool local = config_.uses_local_rope(static_cast<std::int64_t>(i));  // Gemma 3's windowed layers
+    const at::Tensor& cos = local ? cos_local : cos_global;
+    const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed, activation](at::Tensor h) {
       const Layer& l = layers_[i];

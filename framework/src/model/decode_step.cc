@@ -336,15 +336,22 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
 
   // RoPE tables per sequence, as RopeCosSin computes them: fp32 position times fp32
   // inverse frequency, then cos/sin; duplicated over both halves.
-  std::vector<float> cos(static_cast<size_t>(B * D)), sin(static_cast<size_t>(B * D));
-  const float* inv_freq = inv_freq_.data_ptr<float>();
-  for (std::int64_t b = 0; b < B; ++b) {
-    for (std::int64_t i = 0; i < D / 2; ++i) {
-      const float f = static_cast<float>(positions[b]) * inv_freq[i];
-      cos[b * D + i] = cos[b * D + i + D / 2] = std::cos(f);
-      sin[b * D + i] = sin[b * D + i + D / 2] = std::sin(f);
+  // Gemma 3's windowed layers have a second table, from their own base.
+  auto rope_tables = [&](const at::Tensor& inv_freq_table, std::vector<float>& cos, std::vector<float>& sin) {
+    cos.resize(static_cast<size_t>(B * D));
+    sin.resize(static_cast<size_t>(B * D));
+    const float* inv_freq = inv_freq_table.data_ptr<float>();
+    for (std::int64_t b = 0; b < B; ++b) {
+      for (std::int64_t i = 0; i < D / 2; ++i) {
+        const float f = static_cast<float>(positions[b]) * inv_freq[i];
+        cos[b * D + i] = cos[b * D + i + D / 2] = std::cos(f);
+        sin[b * D + i] = sin[b * D + i + D / 2] = std::sin(f);
+      }
     }
-  }
+  };
+  std::vector<float> global_cos, global_sin, local_cos, local_sin;
+  rope_tables(inv_freq_, global_cos, global_sin);
+  if (local_inv_freq_.defined()) rope_tables(local_inv_freq_, local_cos, local_sin);
 
   std::vector<float> x(B * Hd), xn(B * Hd), q(B * H * D), k(B * KV * D), v(B * KV * D), attn(B * H * D);
   std::vector<float> out(B * Hd), gate(B * I), up(B * I);
@@ -365,6 +372,9 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
       for (std::int64_t i = 0; i < B * H; ++i) RmsNorm(at_(q, i * D), Data(l.q_norm), at_(q, i * D), D, config_);
       for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_);
     }
+    const bool local = config_.uses_local_rope(static_cast<std::int64_t>(li));
+    std::vector<float>& cos = local ? local_cos : global_cos;
+    std::vector<float>& sin = local ? local_sin : global_sin;
     for (std::int64_t b = 0; b < B; ++b) {
       if (config_.uses_rope(static_cast<std::int64_t>(li))) {  // SmolLM3's NoPE layers skip it
         Rope(at_(q, b * H * D), H, D, at_(cos, b * D), at_(sin, b * D));

@@ -93,7 +93,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "logits_scaling",
                           "embedding_multiplier", "residual_multiplier", "attention_multiplier"}) {
     const bool gemma2_field = std::string(key) != "logits_scaling" && std::string(key).find("multiplier") == std::string::npos;
-    if (set(key) && !(gemma2_field && model_type == "gemma2")) refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
+    if (set(key) && !(gemma2_field && (model_type == "gemma2" || model_type == "gemma3_text"))) refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
   }
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
     if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
@@ -108,12 +108,18 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
 // None), on the layers layer_types marks "sliding_attention", by default those
 // with index >= max_window_layers (28). SmolLM3: likewise with use_sliding_window,
 // by default on its NoPE layers. Gemma 2: on the layers layer_types marks, by
-// default the even ones (0, 2, ...), window 4096 unless set. Other model types:
+// default the even ones (0, 2, ...), window 4096 unless set. Gemma 3: likewise,
+// by default all but every sliding_window_pattern-th (6) layer. Other model types:
 // full attention only.
 absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
-  const bool smollm3 = c->model_type == "smollm3", gemma2 = c->model_type == "gemma2";
+  const bool smollm3 = c->model_type == "smollm3", gemma3 = c->model_type == "gemma3_text";
+  const bool gemma2 = c->model_type == "gemma2" || gemma3;  // windows as Gemma 2 has them
   const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || smollm3 || gemma2;
-  if (gemma2 && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's
+  if (gemma2 && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's, Gemma3TextConfig's
+  if (gemma3 && json.contains("sliding_window") && json["sliding_window"].is_null()) {
+    return absl::UnimplementedError("config.json: sliding_window = null is not supported for gemma3_text (its windowed layers "
+                                    "would keep their own RoPE base without a window)");
+  }
   bool used = c->model_type == "mistral" || c->model_type == "phi3" || gemma2;
   if (per_layer) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
@@ -135,6 +141,11 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
       }
       sliding.push_back(t == "sliding_attention");
     }
+  } else if (gemma3 && c->sliding_window) {
+    std::int64_t pattern = 6;  // Gemma3TextConfig's sliding_window_pattern
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window_pattern", &pattern));
+    if (pattern <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: sliding_window_pattern must be positive, got ", pattern));
+    for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back((i + 1) % pattern != 0);
   } else if (gemma2 && c->sliding_window) {
     for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(i % 2 == 0);
   } else if (smollm3 && c->sliding_window) {
@@ -251,14 +262,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
-      c.model_type != "gemma2") {
+      c.model_type != "gemma2" && c.model_type != "gemma3_text") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, smollm3, phi3)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3)"));
   }
   const bool phi3 = c.model_type == "phi3";
-  const bool gemma2 = c.model_type == "gemma2";
-  const bool gemma = c.model_type == "gemma" || gemma2;  // what Gemma 2 keeps of Gemma
+  const bool gemma3 = c.model_type == "gemma3_text";
+  const bool gemma2 = c.model_type == "gemma2" || gemma3;  // what Gemma 3 keeps of Gemma 2
+  const bool gemma = c.model_type == "gemma" || gemma2;    // what both keep of Gemma
   if (json.contains("architectures") && json["architectures"].is_array() &&
       !json["architectures"].empty() && json["architectures"][0].is_string()) {
     c.architecture = json["architectures"][0].get<std::string>();
@@ -266,6 +278,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     c.architecture = c.model_type == "qwen2"     ? "Qwen2ForCausalLM"
                      : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
                      : c.model_type == "mistral" ? "MistralForCausalLM"
+                     : gemma3                    ? "Gemma3ForCausalLM"
                      : gemma2                    ? "Gemma2ForCausalLM"
                      : gemma                     ? "GemmaForCausalLM"
                      : c.model_type == "smollm3" ? "SmolLM3ForCausalLM"
@@ -283,8 +296,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (gemma2) {  // Gemma2Config's defaults
     c.sandwich_norms = true;
     c.query_pre_attn_scalar = 256.0;
-    c.attn_logit_softcapping = 50.0;
-    c.final_logit_softcapping = 30.0;
+    c.attn_logit_softcapping = gemma3 ? 0.0 : 50.0;
+    c.final_logit_softcapping = gemma3 ? 0.0 : 30.0;
+  }
+  if (gemma3) {  // Gemma3TextConfig's: q/k norms, RoPE bases 1e6 (global) and 10,000 (windowed layers)
+    c.qk_norm = true;
+    c.rope_theta = 1000000.0;
+    c.local_rope_theta = 10000.0;
   }
   if (c.model_type == "smollm3") {  // SmolLM3Config's defaults
     c.tie_word_embeddings = true;
@@ -357,8 +375,36 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: \"", key, "\" must be an object or null, got ", json[key].dump()));
     }
   }
+  if (gemma3) {  // transformers 4: the windowed layers' base beside rope_theta
+    double local = *c.local_rope_theta;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_local_base_freq", &local));
+    c.local_rope_theta = local;
+  }
   if (json.contains("rope_parameters") && json["rope_parameters"].is_object()) {
-    const nlohmann::json& rp = json["rope_parameters"];
+    const nlohmann::json* global = &json["rope_parameters"];
+    // Gemma 3 under transformers 5: one RoPE object per layer type.
+    if (gemma3 && global->contains("full_attention")) {
+      const nlohmann::json& by_type = *global;
+      for (const char* type : {"full_attention", "sliding_attention"}) {
+        if (by_type.contains(type) && !by_type[type].is_object()) {
+          return absl::InvalidArgumentError(absl::StrCat("config.json: rope_parameters.", type, " must be an object, got ", by_type[type].dump()));
+        }
+      }
+      global = &by_type["full_attention"];
+      if (by_type.contains("sliding_attention")) {
+        const nlohmann::json& local = by_type["sliding_attention"];
+        double theta = *c.local_rope_theta;
+        POSTTRAIN_RETURN_IF_ERROR(Read(local, "rope_theta", &theta));
+        c.local_rope_theta = theta;
+        std::optional<RopeScaling> scaled;
+        POSTTRAIN_RETURN_IF_ERROR(ReadRopeScaling(local, "rope_parameters.sliding_attention", &scaled));
+        if (scaled) {
+          return absl::UnimplementedError("config.json: not supported (it changes the model's maths): a scaled RoPE on the "
+                                          "sliding_attention layers (rope_parameters.sliding_attention)");
+        }
+      }
+    }
+    const nlohmann::json& rp = *global;
     POSTTRAIN_RETURN_IF_ERROR(Read(rp, "rope_theta", &c.rope_theta));
     if (rp.contains("partial_rotary_factor") && rp["partial_rotary_factor"].is_number() &&
         rp["partial_rotary_factor"].get<double>() != 1.0) {
@@ -387,7 +433,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                             {"max_position_embeddings", c.max_position_embeddings}}) {
     if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be positive, got ", value));
   }
-  for (auto [key, value] : {std::pair{"rope_theta", c.rope_theta}, {"rms_norm_eps", c.rms_norm_eps}}) {
+  for (auto [key, value] : {std::pair{"rope_theta", c.rope_theta}, {"rms_norm_eps", c.rms_norm_eps},
+                            {"rope_local_base_freq", c.local_rope_theta.value_or(1.0)}}) {
     if (!std::isfinite(value) || value <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
@@ -437,13 +484,15 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     for (std::int64_t i = 0; i < num_hidden_layers; ++i) flags.push_back(uses_rope(i) ? 1 : 0);
     j["no_rope_layers"] = flags;
   }
-  if (model_type == "gemma2") {
+  const bool gemma2 = model_type == "gemma2" || model_type == "gemma3_text";
+  if (model_type == "gemma3_text" && local_rope_theta) j["rope_local_base_freq"] = *local_rope_theta;
+  if (gemma2) {
     j["query_pre_attn_scalar"] = query_pre_attn_scalar ? nlohmann::ordered_json(*query_pre_attn_scalar) : nullptr;
     j["attn_logit_softcapping"] = attn_logit_softcapping > 0 ? nlohmann::ordered_json(attn_logit_softcapping) : nullptr;
     j["final_logit_softcapping"] = final_logit_softcapping > 0 ? nlohmann::ordered_json(final_logit_softcapping) : nullptr;
   }
-  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "smollm3" || model_type == "gemma2") {
-    if (model_type != "gemma2") j["use_sliding_window"] = sliding_window.has_value();
+  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "smollm3" || gemma2) {
+    if (!gemma2) j["use_sliding_window"] = sliding_window.has_value();
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
     nlohmann::ordered_json types = nlohmann::ordered_json::array();
     std::int64_t first_sliding = num_hidden_layers;
@@ -452,7 +501,19 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
       if (sliding) first_sliding = std::min(first_sliding, i);
       types.push_back(sliding ? "sliding_attention" : "full_attention");
     }
-    if (model_type == "qwen2" || model_type == "qwen3") j["max_window_layers"] = first_sliding;  // read by versions without layer_types
+    if (model_type == "qwen2" || model_type == "qwen3") j["max_window_layers"] = first_sliding;
+    if (model_type == "gemma3_text") {
+      // transformers before layer_types (4.50-4.52) read the period instead: written
+      // where the layers follow one (all windowed but every p-th).
+      for (std::int64_t p = 1; p <= num_hidden_layers + 1; ++p) {
+        bool periodic = true;
+        for (std::int64_t i = 0; i < num_hidden_layers; ++i) periodic = periodic && (window_of(i) > 0) == ((i + 1) % p != 0);
+        if (periodic) {
+          j["sliding_window_pattern"] = p;
+          break;
+        }
+      }
+    }  // read by versions without layer_types
     j["layer_types"] = types;
   }
   j["tie_word_embeddings"] = tie_word_embeddings;
@@ -460,7 +521,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["attention_dropout"] = 0.0;
   j["mlp_bias"] = false;
   j["hidden_act"] = hidden_act;
-  if (model_type == "gemma" || model_type == "gemma2") j["hidden_activation"] = hidden_act;
+  if (model_type == "gemma" || gemma2) j["hidden_activation"] = hidden_act;
   j["initializer_range"] = initializer_range;
   j["torch_dtype"] = torch_dtype;
   j["use_cache"] = true;

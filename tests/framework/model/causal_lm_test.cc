@@ -632,6 +632,75 @@ TEST(CausalLMTest, Gemma2MatchesTheIndependentPythonImplementationOnEveryPath) {
                         m.Forward(ids, Positions(B, T), at::Tensor(), nullptr)));
 }
 
+// Gemma 3 (model_type gemma3_text, Gemma3ForCausalLM): Gemma 2's layer plus q/k
+// norms (by 1 + w), no soft caps unless set, windows on all but every
+// sliding_window_pattern-th layer, and those windowed layers rotate with their own
+// base (rope_local_base_freq), unscaled. Three layers with pattern 3 (layers 0 and 1
+// windowed), local base 10 against global 1e6 so the two tables differ at these
+// positions: every path against the python transcription; one table for all layers
+// gives other logits; transformers 5's per-layer-type rope_parameters read the same.
+TEST(CausalLMTest, Gemma3MatchesTheIndependentPythonImplementationOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "gemma3_text"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2}, {"head_dim", 8}, {"rms_norm_eps", 1e-6},
+                               {"query_pre_attn_scalar", 8}, {"sliding_window", 4}, {"sliding_window_pattern", 3},
+                               {"rope_local_base_freq", 10.0}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "Gemma3ForCausalLM");
+  EXPECT_TRUE(config->qk_norm && config->sandwich_norms && config->norm_weight_offset && config->tie_word_embeddings);
+  EXPECT_EQ(config->rope_theta, 1000000.0);
+  EXPECT_EQ(config->attn_logit_softcapping, 0.0);
+  EXPECT_EQ(config->final_logit_softcapping, 0.0);
+  EXPECT_EQ(config->sliding_layers, (std::vector<bool>{true, true, false}));
+  EXPECT_TRUE(config->uses_local_rope(1) && !config->uses_local_rope(2));
+
+  auto model = CausalLM::Random(*config, at::kFloat, 31);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    at::manual_seed(37);
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      p.copy_(name.find("norm.weight") == std::string::npos ? p * 10.0 : at::randn(p.sizes()) * 0.5);
+    }
+  }
+  const CausalLM& m = **model;
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(m, ids, "py_gemma3");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(m, ids, expected, /*prefill=*/3);
+  c10::NoGradGuard no_grad;
+  const std::map<std::string, at::Tensor> tensors(m.named_parameters().begin(), m.named_parameters().end());
+  ModelConfig one_table = *config;
+  one_table.local_rope_theta.reset();
+  auto global_everywhere = CausalLM::FromTensors(one_table, tensors, at::kFloat);
+  ASSERT_TRUE(global_everywhere.ok());
+  EXPECT_GT(((*global_everywhere)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+
+  // transformers 5: rope_parameters by layer type.
+  nlohmann::json v5 = json;
+  v5.erase("rope_local_base_freq");
+  v5["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 1000000.0}}},
+                           {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10.0}}}};
+  auto v5_config = ModelConfig::FromJson(v5);
+  ASSERT_TRUE(v5_config.ok()) << v5_config.status();
+  EXPECT_EQ(v5_config->local_rope_theta, std::optional<double>(10.0));
+  EXPECT_EQ(v5_config->rope_theta, 1000000.0);
+  v5["rope_parameters"]["sliding_attention"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(v5).status().message()), HasSubstr("a scaled RoPE on the sliding_attention layers"));
+
+  const std::string dir = testing::TempDir("gemma3_save");
+  ASSERT_TRUE(SaveCausalLM(m, dir).ok());
+  const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(saved["rope_local_base_freq"], 10.0);
+  EXPECT_EQ(saved["sliding_window_pattern"], 3);
+  auto loaded = LoadCausalLM(dir, at::kFloat);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(at::equal((*loaded)->Forward(ids, Positions(B, T), at::Tensor(), nullptr),
+                        m.Forward(ids, Positions(B, T), at::Tensor(), nullptr)));
+}
+
 // transformers 5 writes RoPE as one rope_parameters object (rope_theta, rope_type and
 // the scaling fields) instead of top-level rope_theta / rope_scaling: both read the
 // same; a theta left at the default would rotate by other angles.

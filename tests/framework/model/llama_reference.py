@@ -8,7 +8,10 @@ into q, k, v and one gate_up_proj chunked into gate, up, as Phi3Attention and
 Phi3MLP do) and Gemma2ForCausalLM (Gemma's, plus: scores times
 query_pre_attn_scalar**-0.5 then soft-capped, cap * tanh(w / cap), before the mask;
 post_attention_layernorm on the attention's output, pre_/post_feedforward_layernorm
-around the MLP; soft-capped logits; windows on the even layers); transformers itself is not installed here. Reads DIR/config.json,
+around the MLP; soft-capped logits; windows on the even layers) and
+Gemma3ForCausalLM (gemma3_text: Gemma 2's layer with q_norm/k_norm, no caps by
+default, windows on all but every sliding_window_pattern-th layer, which rotate with
+rope_local_base_freq unscaled); transformers itself is not installed here. Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
 (read and written by tests/support/safetensors_py.py, from the format spec).
 
@@ -64,7 +67,8 @@ eps = cfg["rms_norm_eps"]
 
 # transformers 5 keeps rope_theta and the scaling in one rope_parameters object.
 rp = cfg.get("rope_parameters") or {}
-theta = rp.get("rope_theta", cfg.get("rope_theta", 2000000.0 if cfg.get("model_type") == "smollm3" else 10000.0))
+default_theta = {"smollm3": 2000000.0, "gemma3_text": 1000000.0}.get(cfg.get("model_type"), 10000.0)
+theta = rp.get("rope_theta", cfg.get("rope_theta", default_theta))
 inv = 1.0 / (theta ** (torch.arange(0, D, 2).float() / D))
 rs = cfg.get("rope_scaling") or (rp if rp.get("rope_type", "default") != "default" else None)
 if rs and rs.get("rope_type", rs.get("type")) == "linear":
@@ -83,12 +87,13 @@ elif rs:
             new.append((1 - s) * x / f + s * x)
     inv = torch.tensor(new)
 
-gemma2 = cfg.get("model_type") == "gemma2"
+gemma3 = cfg.get("model_type") == "gemma3_text"
+gemma2 = cfg.get("model_type") == "gemma2" or gemma3
 gemma = cfg.get("model_type") == "gemma" or gemma2
 # Gemma2Config's defaults where the key is absent; null switches a cap off.
-scaling = cfg.get("query_pre_attn_scalar", 256) ** -0.5 if gemma2 else D ** -0.5
-attn_cap = cfg.get("attn_logit_softcapping", 50.0) if gemma2 else None
-final_cap = cfg.get("final_logit_softcapping", 30.0) if gemma2 else None
+attn_scaling = cfg.get("query_pre_attn_scalar", 256) ** -0.5 if gemma2 else D ** -0.5
+attn_cap = cfg.get("attn_logit_softcapping", None if gemma3 else 50.0) if gemma2 else None
+final_cap = cfg.get("final_logit_softcapping", None if gemma3 else 30.0) if gemma2 else None
 phi3 = cfg.get("model_type") == "phi3"
 
 def rms(x, g):
@@ -108,6 +113,10 @@ pos = torch.arange(T).float()
 fr = torch.outer(pos, inv)
 emb = torch.cat([fr, fr], -1)
 cos, sin = emb.cos(), emb.sin()
+if gemma3:  # Gemma3TextModel's rotary_emb_local: base rope_local_base_freq, no scaling
+    local_inv = 1.0 / (cfg.get("rope_local_base_freq", 10000.0) ** (torch.arange(0, D, 2).float() / D))
+    local_emb = torch.cat([torch.outer(pos, local_inv)] * 2, -1)
+    local_cos, local_sin = local_emb.cos(), local_emb.sin()
 h = w["model.embed_tokens.weight"][ids]
 if gemma:  # GemmaTextScaledWordEmbedding: times sqrt(hidden_size) as an fp32 tensor
     h = h * torch.tensor(cfg["hidden_size"] ** 0.5)
@@ -127,7 +136,8 @@ if cfg.get("model_type") == "smollm3":  # windows, when used, default to the NoP
         "sliding_attention" if W is not None and not rope_layers[i] else "full_attention" for i in range(L)]
 elif gemma2:
     W = cfg.get("sliding_window", 4096)
-    types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(L)]
+    period = cfg.get("sliding_window_pattern", 6) if gemma3 else 2
+    types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(L)]
 elif cfg.get("model_type") in ("mistral", "phi3"):
     types = ["sliding_attention"] * L
 elif cfg.get("model_type") in ("qwen2", "qwen3"):
@@ -157,10 +167,12 @@ for i in range(L):
         k = rms(k, w[p + "self_attn.k_norm.weight"])
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     v = v_raw.view(B, T, KV, D).transpose(1, 2)
-    if rope_layers[i]:  # SmolLM3Attention: `if self.use_rope`
+    if gemma3 and types[i] == "sliding_attention":
+        q, k = q * local_cos + rot(q) * local_sin, k * local_cos + rot(k) * local_sin
+    elif rope_layers[i]:  # SmolLM3Attention: `if self.use_rope`
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
-    scores = q @ k.transpose(-1, -2) * scaling
+    scores = q @ k.transpose(-1, -2) * attn_scaling
     if attn_cap:  # Gemma2Attention: / cap, tanh, * cap, then the mask
         scores = torch.tanh(scores / attn_cap) * attn_cap
     a = torch.softmax(scores + layer_mask, -1) @ v

@@ -4,7 +4,7 @@
 // q/k), grouped-query attention, SwiGLU MLP, tied or separate lm_head, optional
 // q/k/v bias (Qwen2), per-head RMSNorm of q and k before RoPE (Qwen3's q_norm /
 // k_norm), Gemma's variant (RMSNorm by 1 + weight, embeddings scaled by
-// sqrt(hidden_size), GELU-tanh MLP), Gemma 2's (sandwich norms, soft caps) and
+// sqrt(hidden_size), GELU-tanh MLP), Gemma 2's (sandwich norms, soft caps), Gemma 3's (two RoPE bases) and
 // Phi-3's fused checkpoints: ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
 // engine can own, shard and checkpoint them without the model's help.
 //
@@ -177,7 +177,9 @@ class CausalLM {
   at::Tensor Project(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,
                      const at::Tensor& b) const;
   at::Tensor AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& base) const;
-  std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids) const;
+  // cos/sin [B, 1, T, D] of the RoPE of position_ids [B, T]: the global table, or
+  // with `local` Gemma 3's windowed layers' (local_rope_theta).
+  std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids, bool local = false) const;
   at::Tensor Embed(const at::Tensor& ids) const;  // embedding rows (Gemma: times sqrt(hidden_size))
   // Gemma 2: RmsNorm(x, weight) of a sublayer's output before its residual add; else x.
   at::Tensor SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const;
@@ -189,7 +191,8 @@ class CausalLM {
   std::vector<Layer> layers_;
   LayerRunner* runner_ = nullptr;
   const LinearAdapter* adapter_ = nullptr;
-  at::Tensor inv_freq_;  // [head_dim / 2], fp32 (fp64 for an fp64 model)
+  at::Tensor inv_freq_;        // [head_dim / 2], fp32 (fp64 for an fp64 model)
+  at::Tensor local_inv_freq_;  // the same from local_rope_theta (Gemma 3), else undefined
 };
 
 // The model's tensor names and shapes for a config (lm_head only if untied): HF's

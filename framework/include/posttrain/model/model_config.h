@@ -7,7 +7,9 @@
 // SmolLM3ForCausalLM (Llama with NoPE layers: no RoPE in every 4th layer) and
 // Phi3ForCausalLM (Mistral's maths with q/k/v and gate/up each stored as one fused
 // projection) and Gemma2ForCausalLM (Gemma's plus sandwich norms, soft-capped
-// attention scores and logits, query_pre_attn_scalar, windows on alternate layers).
+// attention scores and logits, query_pre_attn_scalar, windows on alternate layers)
+// and Gemma3ForCausalLM (model_type gemma3_text: Gemma 2's layout with q/k norms, a
+// separate RoPE base on the windowed layers, five windowed layers in six).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -40,7 +42,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -86,6 +88,10 @@ struct ModelConfig {
   std::optional<double> query_pre_attn_scalar;
   double attn_logit_softcapping = 0.0;
   double final_logit_softcapping = 0.0;
+  // Gemma 3: the sliding-window layers rotate q and k with this base
+  // (rope_local_base_freq) and no scaling; the others with rope_theta and
+  // rope_scaling. Unset: one RoPE for every layer.
+  std::optional<double> local_rope_theta;
   double initializer_range = 0.02;
   std::string hidden_act = "silu";            // see Activation (Gemma: gelu_pytorch_tanh)
   std::string torch_dtype = "float32";
@@ -103,6 +109,8 @@ struct ModelConfig {
   std::int64_t window_of(std::int64_t layer) const;
   // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers).
   bool uses_rope(std::int64_t layer) const;
+  // Whether `layer` rotates with local_rope_theta (Gemma 3's windowed layers).
+  bool uses_local_rope(std::int64_t layer) const { return local_rope_theta.has_value() && window_of(layer) > 0; }
 
   static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& json);
   static absl::StatusOr<ModelConfig> FromJsonFile(const std::string& path);
