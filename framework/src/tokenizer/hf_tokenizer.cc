@@ -7,11 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <set>
 #include <unordered_map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -270,8 +273,127 @@ std::string ReplaceAll(const std::string& s, const Regex& regex, const std::stri
   return out;
 }
 
+// SentencePiece's compiled normalisation rules (normalizer_spec.precompiled_charsmap),
+// as the tokenizers crate's Precompiled normaliser applies them. The blob is
+// [u32 LE: trie size in bytes][the trie: a darts-clone double array of u32 units]
+// [the replacement strings, each NUL-terminated]; a key's value is the offset of
+// its replacement. Each extended grapheme cluster of fewer than 6 bytes is looked
+// up whole, else (or without a rule) each of its characters; a lookup takes the
+// shortest prefix of the bytes that has a rule (the crate's first result) and
+// replaces the whole chunk with it.
+class PrecompiledCharsmap {
+ public:
+  static absl::StatusOr<PrecompiledCharsmap> Parse(const std::string& base64) {
+    std::string blob;
+    if (!absl::Base64Unescape(base64, &blob)) {
+      return absl::InvalidArgumentError("Precompiled: precompiled_charsmap is not base64");
+    }
+    if (blob.size() < 4) return absl::InvalidArgumentError("Precompiled: precompiled_charsmap is shorter than its header");
+    const std::uint32_t trie_bytes = static_cast<std::uint32_t>(static_cast<unsigned char>(blob[0])) |
+                                     static_cast<std::uint32_t>(static_cast<unsigned char>(blob[1])) << 8 |
+                                     static_cast<std::uint32_t>(static_cast<unsigned char>(blob[2])) << 16 |
+                                     static_cast<std::uint32_t>(static_cast<unsigned char>(blob[3])) << 24;
+    if (trie_bytes % 4 != 0 || trie_bytes == 0 || trie_bytes > blob.size() - 4) {
+      return absl::InvalidArgumentError(absl::StrCat("Precompiled: trie size ", trie_bytes, " does not fit the ",
+                                                     blob.size(), "-byte charsmap"));
+    }
+    PrecompiledCharsmap map;
+    map.units_.resize(trie_bytes / 4);
+    for (size_t i = 0; i < map.units_.size(); ++i) {
+      const char* u = blob.data() + 4 + 4 * i;
+      map.units_[i] = static_cast<std::uint32_t>(static_cast<unsigned char>(u[0])) |
+                      static_cast<std::uint32_t>(static_cast<unsigned char>(u[1])) << 8 |
+                      static_cast<std::uint32_t>(static_cast<unsigned char>(u[2])) << 16 |
+                      static_cast<std::uint32_t>(static_cast<unsigned char>(u[3])) << 24;
+    }
+    map.normalized_ = blob.substr(4 + trie_bytes);
+    return map;
+  }
+
+  std::string Normalize(absl::string_view s) const {
+    std::string out;
+    out.reserve(s.size());
+    for (size_t begin = 0; begin < s.size();) {
+      const size_t end = GraphemeEnd(s, begin);
+      const absl::string_view grapheme = s.substr(begin, end - begin);
+      begin = end;
+      if (grapheme.size() < 6) {
+        if (const std::optional<absl::string_view> rule = Rule(grapheme)) {
+          out.append(rule->data(), rule->size());
+          continue;
+        }
+      }
+      for (size_t i = 0; i < grapheme.size();) {
+        const absl::string_view c = grapheme.substr(i, Utf8Length(grapheme, i));
+        i += c.size();
+        const std::optional<absl::string_view> rule = Rule(c);
+        out.append(rule ? rule->data() : c.data(), rule ? rule->size() : c.size());
+      }
+    }
+    return out;
+  }
+
+ private:
+  // darts-clone's unit layout.
+  static bool HasLeaf(std::uint32_t unit) { return ((unit >> 8) & 1) == 1; }
+  static std::uint32_t Value(std::uint32_t unit) { return unit & ((1u << 31) - 1); }
+  static std::uint32_t Label(std::uint32_t unit) { return unit & ((1u << 31) | 0xff); }
+  static std::uint32_t Offset(std::uint32_t unit) { return (unit >> 10) << ((unit & (1u << 9)) >> 6); }
+
+  // The replacement of the shortest prefix of `key` that has one.
+  std::optional<absl::string_view> Rule(absl::string_view key) const {
+    size_t node = Offset(units_[0]);
+    for (size_t i = 0; i < key.size(); ++i) {
+      const auto byte = static_cast<unsigned char>(key[i]);
+      node ^= byte;
+      if (node >= units_.size()) return std::nullopt;  // a malformed trie: no rule
+      const std::uint32_t unit = units_[node];
+      if (Label(unit) != byte) return std::nullopt;
+      node ^= Offset(unit);
+      if (node >= units_.size()) return std::nullopt;
+      if (HasLeaf(unit)) {
+        const size_t start = Value(units_[node]);
+        if (start >= normalized_.size()) return std::nullopt;
+        const size_t stop = normalized_.find('\0', start);
+        return absl::string_view(normalized_).substr(start, (stop == std::string::npos ? normalized_.size() : stop) - start);
+      }
+    }
+    return std::nullopt;
+  }
+
+  // The end of the extended grapheme cluster starting at s[begin] (UAX #29, utf8proc).
+  static size_t GraphemeEnd(absl::string_view s, size_t begin) {
+    size_t i = begin + Utf8Length(s, begin);
+    utf8proc_int32_t state = 0;
+    std::uint32_t previous = DecodeCodepoint(s.substr(begin, i - begin));
+    while (i < s.size()) {
+      const size_t n = Utf8Length(s, i);
+      const std::uint32_t c = DecodeCodepoint(s.substr(i, n));
+      if (utf8proc_grapheme_break_stateful(static_cast<utf8proc_int32_t>(previous), static_cast<utf8proc_int32_t>(c), &state)) break;
+      previous = c;
+      i += n;
+    }
+    return i;
+  }
+
+  std::vector<std::uint32_t> units_;
+  std::string normalized_;
+};
+
 absl::StatusOr<Normalizer> MakeNormalizer(const json& j) {
   const std::string type = Str(j, "type");
+  if (type == "Precompiled") {
+    // An empty (or null) charsmap has no rules: SentencePiece's identity normalisation.
+    if (j.contains("precompiled_charsmap") && (j["precompiled_charsmap"].is_null() || j["precompiled_charsmap"] == "")) {
+      return Normalizer([](std::string&) {});
+    }
+    if (!j.contains("precompiled_charsmap") || !j["precompiled_charsmap"].is_string()) {
+      return absl::InvalidArgumentError("normalizer Precompiled needs a precompiled_charsmap string");
+    }
+    POSTTRAIN_ASSIGN_OR_RETURN(PrecompiledCharsmap map, PrecompiledCharsmap::Parse(j["precompiled_charsmap"].get<std::string>()));
+    auto shared = std::make_shared<const PrecompiledCharsmap>(std::move(map));
+    return Normalizer([shared](std::string& s) { s = shared->Normalize(s); });
+  }
   if (type == "NFC") return Normalizer([](std::string& s) { s = Utf8procNormalize(s, UTF8PROC_COMPOSE); });
   if (type == "NFD") return Normalizer([](std::string& s) { s = Utf8procNormalize(s, UTF8PROC_DECOMPOSE); });
   if (type == "NFKC") {

@@ -154,5 +154,49 @@ TEST(TokenizerTest, ByteLevelBpeByHand) {
   EXPECT_EQ((*tokenizer)->Decode({6, 2, 3, 4, 6}), "hello hel");
 }
 
+// The Precompiled normaliser (SentencePiece's compiled rules, as T5/ALBERT/XLM-R
+// tokenizer.json files carry them) against SentencePiece itself: a Unigram model
+// trained by python3-sentencepiece with its default nmt_nfkc rules, written as
+// Hugging Face's converter writes it, gives SentencePiece's ids on texts full of
+// compatibility characters (ligatures, full- and half-width forms, circled and
+// Roman numerals, decomposed accents, odd spaces). Without the normaliser most of
+// them tokenize otherwise. A malformed charsmap is named.
+TEST(TokenizerTest, PrecompiledNormaliserEqualsSentencePiece) {
+  const std::string dir = testing::TempDir("precompiled");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() +
+                                    "/tests/framework/tokenizer/precompiled_reference.py " + dir, &out), 0)
+      << out;
+  const std::string text = testing::ReadFile(dir + "/tokenizer.json");
+  auto tokenizer = ParseHfTokenizer(text);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  nlohmann::json without = nlohmann::json::parse(text);
+  without["normalizer"]["normalizers"].erase(0);
+  auto plain = ParseHfTokenizer(without.dump());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  int cases = 0, changed = 0;
+  for (const nlohmann::json& c : ReadJsonl(dir + "/cases.jsonl")) {
+    const std::string input = c["text"].get<std::string>();
+    const auto expected = c["ids"].get<std::vector<std::int64_t>>();
+    EXPECT_EQ((*tokenizer)->Encode(input), expected) << input;
+    changed += (*plain)->Encode(input) != expected;
+    ++cases;
+  }
+  EXPECT_EQ(cases, 14);
+  EXPECT_GE(changed, 10) << "the cases should depend on the normaliser";
+  // Where the crate departs from SentencePiece: a grapheme cluster of 6 bytes or more
+  // is normalised a character at a time, so half-width ﾊ + ﾟ (3 + 3 bytes) becomes
+  // ハ + U+309A, not SentencePiece's longest-match パ; under 6 bytes (e + U+0301)
+  // the cluster is looked up whole and composes.
+  EXPECT_EQ((*tokenizer)->Encode("\xEF\xBE\x8A\xEF\xBE\x9F"), (*tokenizer)->Encode("\xE3\x83\x8F\xE3\x82\x9A"));
+  EXPECT_EQ((*tokenizer)->Encode("e\xCC\x81"), (*tokenizer)->Encode("\xC3\xA9"));
+
+  nlohmann::json broken = nlohmann::json::parse(text);
+  broken["normalizer"]["normalizers"][0]["precompiled_charsmap"] = "AAAA";  // a 3-byte blob
+  EXPECT_THAT(std::string(ParseHfTokenizer(broken.dump()).status().message()), HasSubstr("Precompiled"));
+  broken["normalizer"]["normalizers"][0]["precompiled_charsmap"] = "!!";
+  EXPECT_THAT(std::string(ParseHfTokenizer(broken.dump()).status().message()), HasSubstr("not base64"));
+}
+
 }  // namespace
 }  // namespace posttrain

@@ -3,7 +3,9 @@
 // Supported components (others are refused at load with the component's name):
 //   normalizer:    NFC, NFKC, NFD, NFKD (utf8proc), Lowercase (char::to_lowercase),
 //                  StripAccents, BertNormalizer, Nmt, Strip, Replace (String or
-//                  Regex), Prepend, Sequence
+//                  Regex), Prepend, Precompiled (SentencePiece's compiled charsmap:
+//                  its darts-clone trie, per grapheme cluster as the crate applies
+//                  it), Sequence
 //   pre_tokenizer: Split (Regex/String; Isolated, Removed, MergedWithPrevious,
 //                  MergedWithNext, Contiguous; invert), ByteLevel (add_prefix_space,
 //                  use_regex with the GPT-2 pattern), Metaspace (prepend_scheme,
@@ -20,8 +22,7 @@
 //   added_tokens:  matched leftmost-longest, `normalized` ones in the normalised
 //                  text (by their normalised content), the others in the raw text;
 //                  lstrip, rstrip, single_word
-// Not supported: the Precompiled normaliser (SentencePiece's compiled charsmap),
-// UnicodeScripts, BPE dropout. Regexes run on PCRE2 (UTF, Unicode properties, JIT);
+// Not supported: UnicodeScripts, BPE dropout. Regexes run on PCRE2 (UTF, Unicode properties, JIT);
 // Hugging Face uses Oniguruma, whose syntax for these patterns is the same.
 #pragma once
 
