@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -121,6 +122,8 @@ struct FusedTensor {
   std::string name;
   std::vector<std::string> parts;
   std::vector<std::int64_t> rows;
+
+  std::int64_t total_rows() const { return std::accumulate(rows.begin(), rows.end(), std::int64_t{0}); }
 };
 
 std::vector<FusedTensor> FusedTensors(const ModelConfig& c) {
@@ -168,9 +171,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
-    std::int64_t rows = 0;
-    for (std::int64_t r : f.rows) rows += r;
-    const std::vector<std::int64_t> shape = {rows, config.hidden_size};
+    const std::vector<std::int64_t> shape = {f.total_rows(), config.hidden_size};
     if (it->second.sizes().vec() != shape) {
       return absl::InvalidArgumentError(absl::StrCat("tensor '", f.name, "' has shape ", ShapeText(it->second.sizes()),
                                                      ", config.json implies ", ShapeText(shape)));
@@ -267,17 +268,16 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
     const ModelConfig& config, std::map<std::string, at::Tensor> tensors, at::ScalarType dtype) {
   std::unique_ptr<CausalLM> model(new CausalLM(config, dtype));
   POSTTRAIN_RETURN_IF_ERROR(SplitFusedProjections(config, &tensors));
-  std::map<std::string, std::pair<std::string, std::int64_t>> fused_of;  // Phi-3: part → (fused tensor, its rows)
-  for (const FusedTensor& f : FusedTensors(config)) {
-    std::int64_t rows = 0;
-    for (std::int64_t r : f.rows) rows += r;
-    for (const std::string& part : f.parts) fused_of[part] = {f.name, rows};
+  const std::vector<FusedTensor> fused = FusedTensors(config);
+  std::map<std::string, const FusedTensor*> fused_of;  // Phi-3: a projection → the checkpoint tensor holding it
+  for (const FusedTensor& f : fused) {
+    for (const std::string& part : f.parts) fused_of[part] = &f;
   }
   for (const auto& [name, shape] : ExpectedTensors(config)) {
     auto it = tensors.find(name);
     if (auto f = fused_of.find(name); it == tensors.end() && f != fused_of.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", f->second.first, "' of shape ",
-                                                     ShapeText({f->second.second, config.hidden_size})));
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", f->second->name, "' of shape ",
+                                                     ShapeText({f->second->total_rows(), config.hidden_size})));
     }
     if (it == tensors.end()) {
       return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", name, "' of shape ",
