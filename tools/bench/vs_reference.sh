@@ -43,7 +43,7 @@ done
 [[ -x "$bin/train_bench" ]] || { echo "vs_reference.sh: build first ($bin/train_bench missing)" >&2; exit 2; }
 [[ -f "$reference" ]] || { echo "vs_reference.sh: reference '$reference' not found (it lives in ../shared/bench)" >&2; exit 2; }
 
-jemalloc="$(ldconfig -p | awk '/libjemalloc\.so\.2 /{print $NF; exit}')"
+jemalloc="$(ldconfig -p | awk '/libjemalloc\.so\.2 / && !found {print $NF; found = 1}')"
 [[ -n "$jemalloc" ]] || { echo "vs_reference.sh: libjemalloc.so.2 not found (apt-get install libjemalloc2)" >&2; exit 2; }
 malloc_conf="dirty_decay_ms:-1,muzzy_decay_ms:-1"  # what cmake/allocator_config.cc sets
 
