@@ -194,6 +194,14 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
   if (config_.local_rope_theta) local_inv_freq_ = 1.0 / at::pow(*config_.local_rope_theta, exponent);
   if (config_.rope_scaling && config_.rope_scaling->rope_type == "linear") {
     inv_freq_ = inv_freq_ / config_.rope_scaling->factor;  // position p rotates as p / factor
+  } else if (config_.rope_scaling && config_.rope_scaling->rope_type == "longrope") {
+    // transformers' _compute_longrope_parameters: each frequency divided by its
+    // short (or, past the original context, long) factor; cos/sin scaled.
+    const RopeScaling& s = *config_.rope_scaling;
+    const at::Tensor base = inv_freq_;
+    inv_freq_ = base / at::tensor(s.short_factor, HostOptions(at::kDouble)).to(base.scalar_type());
+    long_inv_freq_ = base / at::tensor(s.long_factor, HostOptions(at::kDouble)).to(base.scalar_type());
+    rope_attention_scaling_ = s.attention_factor;
   } else if (config_.rope_scaling) {
     // Llama 3.1 frequency scaling (transformers' _compute_llama3_parameters).
     const RopeScaling& s = *config_.rope_scaling;
@@ -320,6 +328,7 @@ void CausalLM::MoveTo(at::Device device) {
   for (auto& [name, t] : params_) t = t.to(device);
   inv_freq_ = inv_freq_.to(device);
   if (local_inv_freq_.defined()) local_inv_freq_ = local_inv_freq_.to(device);
+  if (long_inv_freq_.defined()) long_inv_freq_ = long_inv_freq_.to(device);
   Index();
 }
 
@@ -345,6 +354,7 @@ std::unique_ptr<CausalLM> CausalLM::BaseView() const {
   view->params_ = params_;  // the same tensors: no copy
   view->inv_freq_ = inv_freq_;
   view->local_inv_freq_ = local_inv_freq_;
+  view->long_inv_freq_ = long_inv_freq_;
   view->Index();
   return view;
 }
@@ -408,11 +418,23 @@ KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const
   return cache;
 }
 
+bool CausalLM::UsesLongRope(const at::Tensor& position_ids) const {
+  // As transformers' longrope update: by the largest position of this forward.
+  if (!long_inv_freq_.defined() || position_ids.numel() == 0) return false;
+  return position_ids.max().item<std::int64_t>() + 1 > config_.rope_scaling->original_max_position_embeddings;
+}
+
 std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& position_ids, bool local) const {
   // freqs [B, T, D/2] = positions ⊗ inv_freq; emb = [freqs, freqs]; in fp32.
-  at::Tensor freqs = position_ids.to(ComputeDtype(dtype_)).unsqueeze(-1) * (local ? local_inv_freq_ : inv_freq_);
+  const at::Tensor& inv_freq = local ? local_inv_freq_ : UsesLongRope(position_ids) ? long_inv_freq_ : inv_freq_;
+  at::Tensor freqs = position_ids.to(ComputeDtype(dtype_)).unsqueeze(-1) * inv_freq;
   at::Tensor emb = at::cat({freqs, freqs}, -1);
-  return {emb.cos().to(dtype_).unsqueeze(1), emb.sin().to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
+  at::Tensor cos = emb.cos(), sin = emb.sin();
+  if (rope_attention_scaling_ != 1.0) {  // longrope's attention_factor
+    cos = cos * rope_attention_scaling_;
+    sin = sin * rope_attention_scaling_;
+  }
+  return {cos.to(dtype_).unsqueeze(1), sin.to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
 }
 
 at::Tensor CausalLM::SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const {

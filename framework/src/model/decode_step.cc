@@ -337,21 +337,26 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   // RoPE tables per sequence, as RopeCosSin computes them: fp32 position times fp32
   // inverse frequency, then cos/sin; duplicated over both halves.
   // Gemma 3's windowed layers have a second table, from their own base.
-  auto rope_tables = [&](const at::Tensor& inv_freq_table, std::vector<float>& cos, std::vector<float>& sin) {
+  // longrope: the long factors' table when a position is past the original context
+  // (as RopeCosSin decides), cos and sin times its attention factor.
+  const at::Tensor positions_tensor = at::tensor(positions, HostOptions(at::kLong));
+  const at::Tensor& global_inv_freq = UsesLongRope(positions_tensor) ? long_inv_freq_ : inv_freq_;
+  const auto global_scaling = static_cast<float>(rope_attention_scaling_);
+  auto rope_tables = [&](const at::Tensor& inv_freq_table, float scaling, std::vector<float>& cos, std::vector<float>& sin) {
     cos.resize(static_cast<size_t>(B * D));
     sin.resize(static_cast<size_t>(B * D));
     const float* inv_freq = inv_freq_table.data_ptr<float>();
     for (std::int64_t b = 0; b < B; ++b) {
       for (std::int64_t i = 0; i < D / 2; ++i) {
         const float f = static_cast<float>(positions[b]) * inv_freq[i];
-        cos[b * D + i] = cos[b * D + i + D / 2] = std::cos(f);
-        sin[b * D + i] = sin[b * D + i + D / 2] = std::sin(f);
+        cos[b * D + i] = cos[b * D + i + D / 2] = std::cos(f) * scaling;
+        sin[b * D + i] = sin[b * D + i + D / 2] = std::sin(f) * scaling;
       }
     }
   };
   std::vector<float> global_cos, global_sin, local_cos, local_sin;
-  rope_tables(inv_freq_, global_cos, global_sin);
-  if (local_inv_freq_.defined()) rope_tables(local_inv_freq_, local_cos, local_sin);
+  rope_tables(global_inv_freq, global_scaling, global_cos, global_sin);
+  if (local_inv_freq_.defined()) rope_tables(local_inv_freq_, 1.0f, local_cos, local_sin);
 
   std::vector<float> x(B * Hd), xn(B * Hd), q(B * H * D), k(B * KV * D), v(B * KV * D), attn(B * H * D);
   std::vector<float> out(B * Hd), gate(B * I), up(B * I);

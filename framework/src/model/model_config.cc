@@ -47,9 +47,32 @@ absl::Status ReadRopeScaling(const nlohmann::json& rs, const char* where, std::o
     return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, ".rope_type must be a string, got ", type->dump()));
   }
   s.rope_type = type != nullptr ? type->get<std::string>() : "default";
-  if (s.rope_type != "llama3" && s.rope_type != "linear" && s.rope_type != "default") {
+  if (s.rope_type == "su") s.rope_type = "longrope";  // Phi-3's first name for it
+  if (s.rope_type != "llama3" && s.rope_type != "linear" && s.rope_type != "default" && s.rope_type != "longrope") {
     return absl::UnimplementedError(absl::StrCat("config.json: ", where, " type \"", s.rope_type,
-                                                 "\" is not supported (supported: default, llama3, linear)"));
+                                                 "\" is not supported (supported: default, llama3, linear, longrope)"));
+  }
+  if (s.rope_type == "longrope") {
+    // Completed by FinishLongRope once head_dim and the context lengths are known;
+    // 0 marks factor, attention_factor and original_max_position_embeddings unset.
+    s.factor = 0;
+    s.attention_factor = 0;
+    s.original_max_position_embeddings = 0;
+    for (auto [key, factors] : {std::pair{"short_factor", &s.short_factor}, std::pair{"long_factor", &s.long_factor}}) {
+      if (!rs.contains(key) || !rs[key].is_array()) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, " (longrope) needs ", key, ", a list of numbers"));
+      }
+      for (const nlohmann::json& f : rs[key]) {
+        if (!f.is_number() || !(f.get<double>() > 0) || !std::isfinite(f.get<double>())) {
+          return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, ".", key, " must hold positive numbers, got ", f.dump()));
+        }
+        factors->push_back(f.get<double>());
+      }
+    }
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "attention_factor", &s.attention_factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
+    *out = s;
   }
   if (s.rope_type == "linear") {  // positions divided by factor (transformers' _compute_linear_scaling_rope_parameters)
     POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
@@ -70,6 +93,43 @@ absl::Status ReadRopeScaling(const nlohmann::json& rs, const char* where, std::o
           ", high_freq_factor ", s.high_freq_factor, ", original_max_position_embeddings ", s.original_max_position_embeddings));
     }
     *out = s;
+  }
+  return absl::OkStatus();
+}
+
+// longrope's defaults as transformers' _compute_longrope_parameters takes them:
+// original_max_position_embeddings from the config's top level (Phi-3) if not in
+// the scaling object, else max_position_embeddings; factor = max_position_embeddings
+// / original unless given; attention_factor = sqrt(1 + ln factor / ln original)
+// (1 for factor <= 1) unless given. One short and one long factor per frequency.
+absl::Status FinishLongRope(const nlohmann::json& json, ModelConfig* c) {
+  if (!c->rope_scaling || c->rope_scaling->rope_type != "longrope") return absl::OkStatus();
+  RopeScaling& s = *c->rope_scaling;
+  if (s.original_max_position_embeddings == 0) {
+    s.original_max_position_embeddings = c->max_position_embeddings;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "original_max_position_embeddings", &s.original_max_position_embeddings));
+  }
+  if (s.original_max_position_embeddings <= 1) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: longrope needs original_max_position_embeddings > 1, got ",
+                                                   s.original_max_position_embeddings));
+  }
+  if (s.factor == 0) s.factor = static_cast<double>(c->max_position_embeddings) / static_cast<double>(s.original_max_position_embeddings);
+  if (!(s.factor > 0) || !std::isfinite(s.factor)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: longrope factor must be positive, got ", s.factor));
+  }
+  if (s.attention_factor == 0) {
+    s.attention_factor = s.factor <= 1.0 ? 1.0
+                                         : std::sqrt(1.0 + std::log(s.factor) /
+                                                               std::log(static_cast<double>(s.original_max_position_embeddings)));
+  }
+  if (!(s.attention_factor > 0) || !std::isfinite(s.attention_factor)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: longrope attention_factor must be positive, got ", s.attention_factor));
+  }
+  const auto half = static_cast<size_t>(c->head_dim / 2);
+  if (s.short_factor.size() != half || s.long_factor.size() != half) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: longrope needs head_dim / 2 = ", half,
+                                                   " short_factor and long_factor entries, got ", s.short_factor.size(),
+                                                   " and ", s.long_factor.size()));
   }
   return absl::OkStatus();
 }
@@ -439,6 +499,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
   }
+  POSTTRAIN_RETURN_IF_ERROR(FinishLongRope(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadRopeLayers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadSlidingWindow(json, &c));
   return c;
@@ -469,6 +530,15 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["rope_theta"] = rope_theta;
   if (rope_scaling && rope_scaling->rope_type == "linear") {
     j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope_scaling->factor}};
+  } else if (rope_scaling && rope_scaling->rope_type == "longrope") {
+    // "type" as Phi-3's configs write it (transformers 4.4x read only that key here).
+    j["rope_scaling"] = {{"type", "longrope"},
+                         {"short_factor", rope_scaling->short_factor},
+                         {"long_factor", rope_scaling->long_factor},
+                         {"factor", rope_scaling->factor},
+                         {"attention_factor", rope_scaling->attention_factor},
+                         {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
+    j["original_max_position_embeddings"] = rope_scaling->original_max_position_embeddings;
   } else if (rope_scaling) {
     j["rope_scaling"] = {{"rope_type", rope_scaling->rope_type},
                          {"factor", rope_scaling->factor},

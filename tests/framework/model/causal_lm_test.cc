@@ -396,9 +396,63 @@ TEST(CausalLMTest, Phi3FusedProjectionsOnEveryPath) {
   nlohmann::json biased = json;
   biased["attention_bias"] = true;
   EXPECT_THAT(std::string(ModelConfig::FromJson(biased).status().message()), HasSubstr("attention_bias = true"));
-  nlohmann::json longrope = json;
-  longrope["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}};
-  EXPECT_THAT(std::string(ModelConfig::FromJson(longrope).status().message()), HasSubstr("\"longrope\" is not supported"));
+  nlohmann::json yarn = json;
+  yarn["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(yarn).status().message()), HasSubstr("\"yarn\" is not supported"));
+}
+
+// Phi-3.5's longrope RoPE (rope_scaling type "longrope", or Phi-3's older "su"):
+// each frequency divided by its short factor, or by its long one in a forward whose
+// largest position + 1 exceeds original_max_position_embeddings (from the config's
+// top level, as Phi-3 writes it), cos and sin times sqrt(1 + ln f / ln original)
+// with f = max_position_embeddings / original. Within the original context every
+// path against the python transcription; past it (original 4, 8 positions) the
+// padded and packed paths (the KV cache path rotates early keys by the short
+// factors, as transformers' cache does); the two tables give other logits.
+TEST(CausalLMTest, Phi3LongRopeShortAndLongFactors) {
+  nlohmann::json json = {{"model_type", "phi3"}, {"vocab_size", 97}, {"hidden_size", 32},
+                         {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                         {"num_key_value_heads", 2}, {"max_position_embeddings", 64},
+                         {"original_max_position_embeddings", 16}};
+  json["rope_scaling"] = {{"type", "su"}, {"short_factor", {1.0, 1.5, 2.0, 3.0}}, {"long_factor", {1.0, 4.0, 9.0, 20.0}}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->rope_scaling.has_value());
+  EXPECT_EQ(config->rope_scaling->rope_type, "longrope");
+  EXPECT_EQ(config->rope_scaling->factor, 4.0);
+  EXPECT_NEAR(config->rope_scaling->attention_factor, std::sqrt(1.0 + std::log(4.0) / std::log(16.0)), 1e-12);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 14);
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_longrope_short");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3);
+
+  nlohmann::json past = json;
+  past["original_max_position_embeddings"] = 4;  // 8 positions: the long factors
+  auto long_config = ModelConfig::FromJson(past);
+  ASSERT_TRUE(long_config.ok()) << long_config.status();
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  auto long_model = CausalLM::FromTensors(*long_config, tensors, at::kFloat);
+  ASSERT_TRUE(long_model.ok());
+  const at::Tensor long_expected = PythonReferenceLogits(**long_model, ids, "py_longrope_long");
+  ASSERT_TRUE(long_expected.defined());
+  c10::NoGradGuard no_grad;
+  const at::Tensor padded = (*long_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  EXPECT_LT((padded - long_expected).abs().max().item<double>(), 1e-4);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
+  EXPECT_LT(((*long_model)->Logits((*long_model)->PackedHidden(PackSequences(seqs))).view({B, T, -1}) - long_expected)
+                .abs().max().item<double>(), 1e-4);
+  EXPECT_GT((long_expected - expected).abs().max().item<double>(), 1e-3);
+  // Written back and read again: the same maths.
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(long_config->ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->rope_scaling->long_factor, long_config->rope_scaling->long_factor);
+  EXPECT_EQ(reparsed->rope_scaling->original_max_position_embeddings, 4);
+  EXPECT_EQ(reparsed->rope_scaling->attention_factor, long_config->rope_scaling->attention_factor);
+  past["rope_scaling"]["short_factor"] = {1.0, 2.0};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(past).status().message()), HasSubstr("head_dim / 2 = 4 short_factor"));
 }
 
 // Qwen2's q/k/v biases, against the same independent transcription (biases are

@@ -11,7 +11,8 @@ post_attention_layernorm on the attention's output, pre_/post_feedforward_layern
 around the MLP; soft-capped logits; windows on the even layers) and
 Gemma3ForCausalLM (gemma3_text: Gemma 2's layer with q_norm/k_norm, no caps by
 default, windows on all but every sliding_window_pattern-th layer, which rotate with
-rope_local_base_freq unscaled); transformers itself is not installed here. Reads DIR/config.json,
+rope_local_base_freq unscaled); RoPE default, linear, llama3 or longrope (Phi-3.5:
+short or long factors, cos and sin times the attention factor); transformers itself is not installed here. Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
 (read and written by tests/support/safetensors_py.py, from the format spec).
 
@@ -69,10 +70,23 @@ eps = cfg["rms_norm_eps"]
 rp = cfg.get("rope_parameters") or {}
 default_theta = {"smollm3": 2000000.0, "gemma3_text": 1000000.0}.get(cfg.get("model_type"), 10000.0)
 theta = rp.get("rope_theta", cfg.get("rope_theta", default_theta))
-inv = 1.0 / (theta ** (torch.arange(0, D, 2).float() / D))
+# Phi3Attention's partial rotary: RoPE on the first RD = int(D * partial_rotary_factor)
+# dimensions of each head, the others passed through.
+RD = int(D * (rp.get("partial_rotary_factor") or cfg.get("partial_rotary_factor") or 1.0))
+inv = 1.0 / (theta ** (torch.arange(0, RD, 2).float() / RD))
 rs = cfg.get("rope_scaling") or (rp if rp.get("rope_type", "default") != "default" else None)
+rope_scale = 1.0  # longrope's attention factor on cos and sin
 if rs and rs.get("rope_type", rs.get("type")) == "linear":
     inv = inv / rs["factor"]
+elif rs and rs.get("rope_type", rs.get("type")) in ("longrope", "su"):
+    # transformers' _compute_longrope_parameters, with seq_len = the largest position + 1
+    # (the whole sequence here): long factors past the original context, else short.
+    orig = rs.get("original_max_position_embeddings") or cfg.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+    factor = rs.get("factor") or cfg["max_position_embeddings"] / orig
+    rope_scale = rs.get("attention_factor") or (1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig)))
+    seq_len = ids.shape[1]
+    ext = torch.tensor(rs["long_factor"] if seq_len > orig else rs["short_factor"], dtype=torch.float32)
+    inv = 1.0 / (ext * theta ** (torch.arange(0, RD, 2).float() / RD))
 elif rs:
     f, lo, hi, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
     new = []
@@ -108,11 +122,15 @@ def rot(x):
     h = x.shape[-1] // 2
     return torch.cat([-x[..., h:], x[..., :h]], -1)
 
+def rope(x, c, s):  # x [.., D]; c, s [.., RD]
+    xr, xp = x[..., :RD], x[..., RD:]
+    return torch.cat([xr * c + rot(xr) * s, xp], -1)
+
 B, T = ids.shape
 pos = torch.arange(T).float()
 fr = torch.outer(pos, inv)
 emb = torch.cat([fr, fr], -1)
-cos, sin = emb.cos(), emb.sin()
+cos, sin = emb.cos() * rope_scale, emb.sin() * rope_scale
 if gemma3:  # Gemma3TextModel's rotary_emb_local: base rope_local_base_freq, no scaling
     local_inv = 1.0 / (cfg.get("rope_local_base_freq", 10000.0) ** (torch.arange(0, D, 2).float() / D))
     local_emb = torch.cat([torch.outer(pos, local_inv)] * 2, -1)
@@ -168,9 +186,9 @@ for i in range(L):
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     v = v_raw.view(B, T, KV, D).transpose(1, 2)
     if gemma3 and types[i] == "sliding_attention":
-        q, k = q * local_cos + rot(q) * local_sin, k * local_cos + rot(k) * local_sin
+        q, k = rope(q, local_cos, local_sin), rope(k, local_cos, local_sin)
     elif rope_layers[i]:  # SmolLM3Attention: `if self.use_rope`
-        q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
     k, v = k.repeat_interleave(H // KV, 1), v.repeat_interleave(H // KV, 1)
     scores = q @ k.transpose(-1, -2) * attn_scaling
     if attn_cap:  # Gemma2Attention: / cap, tanh, * cap, then the mask

@@ -180,6 +180,8 @@ class CausalLM {
   // cos/sin [B, 1, T, D] of the RoPE of position_ids [B, T]: the global table, or
   // with `local` Gemma 3's windowed layers' (local_rope_theta).
   std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids, bool local = false) const;
+  // longrope: whether this forward's largest position is past the original context.
+  bool UsesLongRope(const at::Tensor& position_ids) const;
   at::Tensor Embed(const at::Tensor& ids) const;  // embedding rows (Gemma: times sqrt(hidden_size))
   // Gemma 2: RmsNorm(x, weight) of a sublayer's output before its residual add; else x.
   at::Tensor SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const;
@@ -193,6 +195,8 @@ class CausalLM {
   const LinearAdapter* adapter_ = nullptr;
   at::Tensor inv_freq_;        // [head_dim / 2], fp32 (fp64 for an fp64 model)
   at::Tensor local_inv_freq_;  // the same from local_rope_theta (Gemma 3), else undefined
+  at::Tensor long_inv_freq_;   // longrope: the long factors' table (inv_freq_ holds the short one)
+  double rope_attention_scaling_ = 1.0;  // longrope's attention_factor on cos and sin
 };
 
 // The model's tensor names and shapes for a config (lm_head only if untied): HF's

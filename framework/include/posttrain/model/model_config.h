@@ -1,6 +1,7 @@
 // The architecture of a Hugging Face Llama-family causal LM, as config.json holds it.
 //
-// Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"} and "linear"),
+// Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"}, "linear" and
+// Phi-3.5's "longrope"),
 // MistralForCausalLM (sliding window on every layer), Qwen2ForCausalLM (q/k/v bias)
 // and Qwen3ForCausalLM (q/k norms), both with their per-layer sliding window, and GemmaForCausalLM
 // (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU) and
@@ -28,11 +29,18 @@
 namespace posttrain {
 
 struct RopeScaling {
-  std::string rope_type;  // "llama3" or "linear" (others are refused at load)
+  std::string rope_type;  // "llama3", "linear" or "longrope" (others are refused at load)
   double factor = 8.0;    // linear: positions are divided by it; llama3 also uses the fields below
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   std::int64_t original_max_position_embeddings = 8192;
+  // longrope (Phi-3.5, Phi-3 128k): frequency i is divided by short_factor[i], or by
+  // long_factor[i] in a forward whose largest position + 1 exceeds
+  // original_max_position_embeddings; cos and sin are multiplied by
+  // attention_factor (default sqrt(1 + ln f / ln original) with f = factor, itself
+  // max_position_embeddings / original_max_position_embeddings unless given).
+  std::vector<double> short_factor, long_factor;
+  double attention_factor = 1.0;
 };
 
 // The MLP's activation on the gate projection (transformers' ACT2FN names):
