@@ -186,8 +186,9 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
 
 CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
     : config_(std::move(config)), dtype_(dtype) {
-  // inv_freq_i = theta^(-2i/D), i < D/2, in fp32 as transformers computes it.
-  const std::int64_t d = config_.head_dim;
+  // inv_freq_i = theta^(-2i/d), i < d/2, in fp32 as transformers computes it, over
+  // the d = rotary_dim dimensions RoPE rotates (head_dim but for partial rotary).
+  const std::int64_t d = config_.rotary_dim();
   at::Tensor exponent = at::arange(0, d, 2, HostOptions(at::kLong)).to(ComputeDtype(dtype_)) / static_cast<double>(d);
   inv_freq_ = 1.0 / at::pow(config_.rope_theta, exponent);
   // Gemma 3's windowed layers: their own base, never scaled.
@@ -418,6 +419,14 @@ KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const
   return cache;
 }
 
+at::Tensor CausalLM::ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+  const std::int64_t rotated = config_.rotary_dim();
+  if (rotated == x.size(-1)) return x * cos + RotateHalf(x) * sin;
+  // Partial rotary (Phi3Attention): the first `rotated` dimensions, the rest as they are.
+  const std::vector<at::Tensor> parts = x.split_with_sizes({rotated, x.size(-1) - rotated}, -1);
+  return at::cat({parts[0] * cos + RotateHalf(parts[0]) * sin, parts[1]}, -1);
+}
+
 bool CausalLM::UsesLongRope(const at::Tensor& position_ids) const {
   // As transformers' longrope update: by the largest position of this forward.
   if (!long_inv_freq_.defined() || position_ids.numel() == 0) return false;
@@ -515,8 +524,8 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       k = k.transpose(1, 2);
       at::Tensor v = Project(li, LinearSite::kV, x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
       if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
-        q = q * cos + RotateHalf(q) * sin;
-        k = k * cos + RotateHalf(k) * sin;
+        q = ApplyRope(q, cos, sin);
+        k = ApplyRope(k, cos, sin);
       }
       if (cache != nullptr) {
         cache->keys[i].narrow(2, past, T).copy_(k);
@@ -681,8 +690,8 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
         k = RmsNorm(k, l.k_norm, config_);
       }
       if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
-        q = q * cos + RotateHalf(q) * sin;
-        k = k * cos + RotateHalf(k) * sin;
+        q = ApplyRope(q, cos, sin);
+        k = ApplyRope(k, cos, sin);
       }
       // [KV, G, N, D] queries and [KV, N, D] keys/values: each sequence a slice of N.
       q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();

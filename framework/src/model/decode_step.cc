@@ -285,9 +285,10 @@ void GatedActivation(float* g, const float* u, std::int64_t n, Activation activa
   }
 }
 
-// Rotate-half RoPE on `heads` vectors of dimension d at one position.
-void Rope(float* v, std::int64_t heads, std::int64_t d, const float* cos, const float* sin) {
-  const std::int64_t half = d / 2;
+// Rotate-half RoPE on the first `rotated` dimensions of `heads` vectors of
+// dimension d at one position (cos/sin: `rotated` entries; the rest pass through).
+void Rope(float* v, std::int64_t heads, std::int64_t d, std::int64_t rotated, const float* cos, const float* sin) {
+  const std::int64_t half = rotated / 2;
   for (std::int64_t h = 0; h < heads; ++h) {
     float* x = v + h * d;
     for (std::int64_t i = 0; i < half; ++i) {
@@ -342,15 +343,16 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   const at::Tensor positions_tensor = at::tensor(positions, HostOptions(at::kLong));
   const at::Tensor& global_inv_freq = UsesLongRope(positions_tensor) ? long_inv_freq_ : inv_freq_;
   const auto global_scaling = static_cast<float>(rope_attention_scaling_);
+  const std::int64_t R = config_.rotary_dim();  // RoPE's dimensions of each head (partial rotary: < D)
   auto rope_tables = [&](const at::Tensor& inv_freq_table, float scaling, std::vector<float>& cos, std::vector<float>& sin) {
-    cos.resize(static_cast<size_t>(B * D));
-    sin.resize(static_cast<size_t>(B * D));
+    cos.resize(static_cast<size_t>(B * R));
+    sin.resize(static_cast<size_t>(B * R));
     const float* inv_freq = inv_freq_table.data_ptr<float>();
     for (std::int64_t b = 0; b < B; ++b) {
-      for (std::int64_t i = 0; i < D / 2; ++i) {
+      for (std::int64_t i = 0; i < R / 2; ++i) {
         const float f = static_cast<float>(positions[b]) * inv_freq[i];
-        cos[b * D + i] = cos[b * D + i + D / 2] = std::cos(f) * scaling;
-        sin[b * D + i] = sin[b * D + i + D / 2] = std::sin(f) * scaling;
+        cos[b * R + i] = cos[b * R + i + R / 2] = std::cos(f) * scaling;
+        sin[b * R + i] = sin[b * R + i + R / 2] = std::sin(f) * scaling;
       }
     }
   };
@@ -382,8 +384,8 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     std::vector<float>& sin = local ? local_sin : global_sin;
     for (std::int64_t b = 0; b < B; ++b) {
       if (config_.uses_rope(static_cast<std::int64_t>(li))) {  // SmolLM3's NoPE layers skip it
-        Rope(at_(q, b * H * D), H, D, at_(cos, b * D), at_(sin, b * D));
-        Rope(at_(k, b * KV * D), KV, D, at_(cos, b * D), at_(sin, b * D));
+        Rope(at_(q, b * H * D), H, D, R, at_(cos, b * R), at_(sin, b * R));
+        Rope(at_(k, b * KV * D), KV, D, R, at_(cos, b * R), at_(sin, b * R));
       }
       float* kb = keys + b * KV * cap * D;
       float* vb = values + b * KV * cap * D;

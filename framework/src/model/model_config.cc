@@ -125,9 +125,9 @@ absl::Status FinishLongRope(const nlohmann::json& json, ModelConfig* c) {
   if (!(s.attention_factor > 0) || !std::isfinite(s.attention_factor)) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: longrope attention_factor must be positive, got ", s.attention_factor));
   }
-  const auto half = static_cast<size_t>(c->head_dim / 2);
+  const auto half = static_cast<size_t>(c->rotary_dim() / 2);
   if (s.short_factor.size() != half || s.long_factor.size() != half) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: longrope needs head_dim / 2 = ", half,
+    return absl::InvalidArgumentError(absl::StrCat("config.json: longrope needs rotary_dim / 2 = ", half,
                                                    " short_factor and long_factor entries, got ", s.short_factor.size(),
                                                    " and ", s.long_factor.size()));
   }
@@ -146,7 +146,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   for (const char* key : {"attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop"}) {
     if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
-  if (set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
+  if (model_type != "phi3" && set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
       json["partial_rotary_factor"].get<double>() != 1.0) {
     refused.push_back(absl::StrCat("partial_rotary_factor = ", json["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
   }
@@ -401,6 +401,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
+  if (phi3) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
@@ -466,7 +467,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     }
     const nlohmann::json& rp = *global;
     POSTTRAIN_RETURN_IF_ERROR(Read(rp, "rope_theta", &c.rope_theta));
-    if (rp.contains("partial_rotary_factor") && rp["partial_rotary_factor"].is_number() &&
+    if (phi3) POSTTRAIN_RETURN_IF_ERROR(Read(rp, "partial_rotary_factor", &c.partial_rotary_factor));
+    if (!phi3 && rp.contains("partial_rotary_factor") && rp["partial_rotary_factor"].is_number() &&
         rp["partial_rotary_factor"].get<double>() != 1.0) {
       return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): rope_parameters.partial_rotary_factor = ",
                                                    rp["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
@@ -498,6 +500,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     if (!std::isfinite(value) || value <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
+  }
+  if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: partial_rotary_factor ", c.partial_rotary_factor,
+                                                   " must be in (0, 1] and leave an even, positive number of rotated ",
+                                                   "dimensions (head_dim ", c.head_dim, " gives ", c.rotary_dim(), ")"));
   }
   POSTTRAIN_RETURN_IF_ERROR(FinishLongRope(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadRopeLayers(json, &c));
@@ -548,6 +555,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   } else {
     j["rope_scaling"] = nullptr;
   }
+  if (model_type == "phi3") j["partial_rotary_factor"] = partial_rotary_factor;
   if (model_type == "mistral" || model_type == "phi3") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
   if (model_type == "smollm3") {
     nlohmann::ordered_json flags = nlohmann::ordered_json::array();

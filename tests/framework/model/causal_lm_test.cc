@@ -452,7 +452,50 @@ TEST(CausalLMTest, Phi3LongRopeShortAndLongFactors) {
   EXPECT_EQ(reparsed->rope_scaling->original_max_position_embeddings, 4);
   EXPECT_EQ(reparsed->rope_scaling->attention_factor, long_config->rope_scaling->attention_factor);
   past["rope_scaling"]["short_factor"] = {1.0, 2.0};
-  EXPECT_THAT(std::string(ModelConfig::FromJson(past).status().message()), HasSubstr("head_dim / 2 = 4 short_factor"));
+  EXPECT_THAT(std::string(ModelConfig::FromJson(past).status().message()), HasSubstr("rotary_dim / 2 = 4 short_factor"));
+}
+
+// Phi-4-mini's partial rotary (partial_rotary_factor 0.75: RoPE on the first 6 of
+// each head's 8 dimensions, the last 2 unrotated), with longrope's factors over the
+// rotated dimensions only: every path against the python transcription; the same
+// weights with RoPE on whole heads give other logits; a factor leaving an odd
+// number of rotated dimensions is named.
+TEST(CausalLMTest, Phi4MiniPartialRotaryOnEveryPath) {
+  nlohmann::json json = {{"model_type", "phi3"}, {"vocab_size", 97}, {"hidden_size", 32},
+                         {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                         {"num_key_value_heads", 2}, {"max_position_embeddings", 64},
+                         {"original_max_position_embeddings", 32}, {"partial_rotary_factor", 0.75},
+                         {"tie_word_embeddings", true}};
+  json["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 2.0, 5.0}}, {"long_factor", {1.0, 3.0, 8.0}}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rotary_dim(), 6);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 15);
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_partial_rotary");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3);
+
+  nlohmann::json whole = json;
+  whole.erase("rope_scaling");
+  whole["partial_rotary_factor"] = 1.0;
+  nlohmann::json partial = whole;
+  partial["partial_rotary_factor"] = 0.75;
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  auto whole_model = CausalLM::FromTensors(*ModelConfig::FromJson(whole), tensors, at::kFloat);
+  auto partial_model = CausalLM::FromTensors(*ModelConfig::FromJson(partial), tensors, at::kFloat);
+  ASSERT_TRUE(whole_model.ok() && partial_model.ok());
+  c10::NoGradGuard no_grad;
+  EXPECT_GT(((*whole_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) -
+             (*partial_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr)).abs().max().item<double>(), 1e-3);
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->rotary_dim(), 6);
+  partial["partial_rotary_factor"] = 0.7;  // 5.6 → 5 dimensions
+  EXPECT_THAT(std::string(ModelConfig::FromJson(partial).status().message()), HasSubstr("even, positive number of rotated"));
+  partial["model_type"] = "llama";  // LlamaAttention rotates whole heads
+  EXPECT_THAT(std::string(ModelConfig::FromJson(partial).status().message()), HasSubstr("partial_rotary_factor = 0.7"));
 }
 
 // Qwen2's q/k/v biases, against the same independent transcription (biases are

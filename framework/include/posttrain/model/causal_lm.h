@@ -180,6 +180,9 @@ class CausalLM {
   // cos/sin [B, 1, T, D] of the RoPE of position_ids [B, T]: the global table, or
   // with `local` Gemma 3's windowed layers' (local_rope_theta).
   std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids, bool local = false) const;
+  // x [.., head_dim] rotated by cos/sin [.., rotary_dim] (broadcast): rotate-half
+  // RoPE on the first rotary_dim dimensions, the rest unchanged (partial rotary).
+  at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
   // longrope: whether this forward's largest position is past the original context.
   bool UsesLongRope(const at::Tensor& position_ids) const;
   at::Tensor Embed(const at::Tensor& ids) const;  // embedding rows (Gemma: times sqrt(hidden_size))

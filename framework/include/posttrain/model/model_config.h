@@ -100,6 +100,9 @@ struct ModelConfig {
   // (rope_local_base_freq) and no scaling; the others with rope_theta and
   // rope_scaling. Unset: one RoPE for every layer.
   std::optional<double> local_rope_theta;
+  // Phi-3 (Phi-4-mini): RoPE on the first int(head_dim · partial_rotary_factor)
+  // dimensions of each head; the others pass through unrotated.
+  double partial_rotary_factor = 1.0;
   double initializer_range = 0.02;
   std::string hidden_act = "silu";            // see Activation (Gemma: gelu_pytorch_tanh)
   std::string torch_dtype = "float32";
@@ -117,6 +120,8 @@ struct ModelConfig {
   std::int64_t window_of(std::int64_t layer) const;
   // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers).
   bool uses_rope(std::int64_t layer) const;
+  // The dimensions of each head that RoPE rotates: int(head_dim · partial_rotary_factor).
+  std::int64_t rotary_dim() const { return static_cast<std::int64_t>(static_cast<double>(head_dim) * partial_rotary_factor); }
   // Whether `layer` rotates with local_rope_theta (Gemma 3's windowed layers).
   bool uses_local_rope(std::int64_t layer) const { return local_rope_theta.has_value() && window_of(layer) > 0; }
 
