@@ -122,6 +122,28 @@ std::unique_ptr<CausalLM> RandomWithStd02(const ModelConfig& config, std::uint64
   return std::move(*model);
 }
 
+// The model saved in `dir` (SaveCausalLM), loaded back: bit-identical logits of ids [B, T].
+void ExpectLoadedBackGivesTheSameLogits(const CausalLM& m, const std::string& dir, const at::Tensor& ids) {
+  auto loaded = LoadCausalLM(dir, at::kFloat);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  c10::NoGradGuard no_grad;
+  const at::Tensor positions = Positions(ids.size(0), ids.size(1));
+  EXPECT_TRUE(at::equal((*loaded)->Forward(ids, positions, at::Tensor(), nullptr), m.Forward(ids, positions, at::Tensor(), nullptr)));
+}
+
+// RandomWithStd02 for the Gemma family: its norms store offsets from 1 (0 at
+// init, where a Gemma norm is a Llama norm at 1), so they get random ones (std
+// 0.5) and each norm shows in the logits.
+std::unique_ptr<CausalLM> RandomGemmaWithStd02(const ModelConfig& config, std::uint64_t seed) {
+  std::unique_ptr<CausalLM> model = RandomWithStd02(config, seed);
+  c10::NoGradGuard no_grad;
+  at::manual_seed(seed + 1);
+  for (auto& [name, p] : model->named_parameters()) {
+    if (name.find("norm.weight") != std::string::npos) p.copy_(at::randn(p.sizes()) * 0.5);
+  }
+  return model;
+}
+
 // Every forward path against `expected` [2, T, V] within 1e-4: the padded forward,
 // the padding-free stream, a KV cache filled by a prefill of `prefill` tokens and
 // then one token at a time, and the fused fp32 decode step from an empty cache.
@@ -377,11 +399,8 @@ TEST(CausalLMTest, Phi3FusedProjectionsOnEveryPath) {
   nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
   EXPECT_EQ(saved["model_type"], "phi3");
   EXPECT_EQ(saved["sliding_window"], 4);
-  auto loaded = LoadCausalLM(dir, at::kFloat);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectLoadedBackGivesTheSameLogits(m, dir, ids);
   c10::NoGradGuard no_grad;
-  EXPECT_TRUE(at::equal((*loaded)->Forward(ids, Positions(B, T), at::Tensor(), nullptr),
-                        m.Forward(ids, Positions(B, T), at::Tensor(), nullptr)));
 
   std::map<std::string, at::Tensor> tensors;
   for (const auto& [name, t] : FuseProjections(*config, m.named_parameters())) tensors[name] = t;
@@ -686,17 +705,8 @@ TEST(CausalLMTest, Gemma2MatchesTheIndependentPythonImplementationOnEveryPath) {
   silent["attn_logit_softcapping"] = -1.0;
   EXPECT_THAT(std::string(ModelConfig::FromJson(silent).status().message()), HasSubstr("attn_logit_softcapping must be positive"));
 
-  auto model = CausalLM::Random(*config, at::kFloat, 21);
-  ASSERT_TRUE(model.ok());
-  {
-    c10::NoGradGuard no_grad;
-    at::manual_seed(23);
-    for (auto& [name, p] : (*model)->named_parameters()) {
-      // Gemma's norms store offsets from 1 (0 at init): random ones show each norm.
-      p.copy_(name.find("norm.weight") == std::string::npos ? p * 10.0 : at::randn(p.sizes()) * 0.5);
-    }
-  }
-  const CausalLM& m = **model;
+  const std::unique_ptr<CausalLM> model = RandomGemmaWithStd02(*config, 21);
+  const CausalLM& m = *model;
   const std::int64_t B = 2, T = 8;
   const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(m, ids, "py_gemma2");
@@ -723,10 +733,7 @@ TEST(CausalLMTest, Gemma2MatchesTheIndependentPythonImplementationOnEveryPath) {
   EXPECT_EQ(saved["query_pre_attn_scalar"], 16.0);
   EXPECT_EQ(saved["final_logit_softcapping"], 4.0);
   EXPECT_EQ(saved["layer_types"], nlohmann::json({"sliding_attention", "full_attention", "sliding_attention"}));
-  auto loaded = LoadCausalLM(dir, at::kFloat);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_TRUE(at::equal((*loaded)->Forward(ids, Positions(B, T), at::Tensor(), nullptr),
-                        m.Forward(ids, Positions(B, T), at::Tensor(), nullptr)));
+  ExpectLoadedBackGivesTheSameLogits(m, dir, ids);
 }
 
 // Gemma 3 (model_type gemma3_text, Gemma3ForCausalLM): Gemma 2's layer plus q/k
@@ -752,16 +759,8 @@ TEST(CausalLMTest, Gemma3MatchesTheIndependentPythonImplementationOnEveryPath) {
   EXPECT_EQ(config->sliding_layers, (std::vector<bool>{true, true, false}));
   EXPECT_TRUE(config->uses_local_rope(1) && !config->uses_local_rope(2));
 
-  auto model = CausalLM::Random(*config, at::kFloat, 31);
-  ASSERT_TRUE(model.ok());
-  {
-    c10::NoGradGuard no_grad;
-    at::manual_seed(37);
-    for (auto& [name, p] : (*model)->named_parameters()) {
-      p.copy_(name.find("norm.weight") == std::string::npos ? p * 10.0 : at::randn(p.sizes()) * 0.5);
-    }
-  }
-  const CausalLM& m = **model;
+  const std::unique_ptr<CausalLM> model = RandomGemmaWithStd02(*config, 31);
+  const CausalLM& m = *model;
   const std::int64_t B = 2, T = 8;
   const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(m, ids, "py_gemma3");
@@ -792,10 +791,7 @@ TEST(CausalLMTest, Gemma3MatchesTheIndependentPythonImplementationOnEveryPath) {
   const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
   EXPECT_EQ(saved["rope_local_base_freq"], 10.0);
   EXPECT_EQ(saved["sliding_window_pattern"], 3);
-  auto loaded = LoadCausalLM(dir, at::kFloat);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_TRUE(at::equal((*loaded)->Forward(ids, Positions(B, T), at::Tensor(), nullptr),
-                        m.Forward(ids, Positions(B, T), at::Tensor(), nullptr)));
+  ExpectLoadedBackGivesTheSameLogits(m, dir, ids);
 }
 
 // transformers 5 writes RoPE as one rope_parameters object (rope_theta, rope_type and
