@@ -340,8 +340,9 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   // Gemma 3's windowed layers have a second table, from their own base.
   // longrope: the long factors' table when a position is past the original context
   // (as RopeCosSin decides), cos and sin times its attention factor.
-  const at::Tensor positions_tensor = at::tensor(positions, HostOptions(at::kLong));
-  const at::Tensor& global_inv_freq = UsesLongRope(positions_tensor) ? long_inv_freq_ : inv_freq_;
+  // (The positions become a tensor only for a longrope model: this runs once per token.)
+  const bool long_rope = long_inv_freq_.defined() && UsesLongRope(at::tensor(positions, HostOptions(at::kLong)));
+  const at::Tensor& global_inv_freq = long_rope ? long_inv_freq_ : inv_freq_;
   const auto global_scaling = static_cast<float>(rope_attention_scaling_);
   const std::int64_t R = config_.rotary_dim();  // RoPE's dimensions of each head (partial rotary: < D)
   auto rope_tables = [&](const at::Tensor& inv_freq_table, float scaling, std::vector<float>& cos, std::vector<float>& sin) {
