@@ -102,7 +102,7 @@ void BuildFixtures(const std::string& root, const std::string& final_root) {
   EditedModel(dir, "hidden", [](J& c) { c["hidden_size"] = 64.5; });
   EditedModel(dir, "banana", [](J& c) { c["rope_scaling"] = "banana"; });
   EditedModel(dir, "maxpos", [](J& c) { c["max_position_embeddings"] = 0; });
-  EditedModel(dir, "yarn", [](J& c) { c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; });
+  EditedModel(dir, "proportional_rope", [](J& c) { c["rope_scaling"] = {{"rope_type", "proportional"}, {"factor", 4.0}}; });
   EditedModel(dir, "huge_id", nullptr, [](J& t) { t["model"]["vocab"]["<unk>"] = 1000000000000LL; });
   EditedModel(dir, "negative_id", nullptr, [](J& t) { t["model"]["vocab"]["<unk>"] = -3; });
   EditedModel(dir, "empty_vocab", nullptr, [](J& t) {
@@ -209,7 +209,7 @@ std::vector<BadInput> Cases() {
       {"config_hidden_size_fraction", "generate --model {dir}/models/hidden --prompt Once", "\"hidden_size\" must be an integer, got 64.5"},
       {"config_rope_scaling_string", "generate --model {dir}/models/banana --prompt Once", "\"rope_scaling\" must be an object or null"},
       {"config_max_position_zero", "generate --model {dir}/models/maxpos --prompt Once", "max_position_embeddings must be positive"},
-      {"config_yarn_rope", "generate --model {dir}/models/yarn --prompt Once", "rope_scaling type \"yarn\" is not supported"},
+      {"config_unknown_rope", "generate --model {dir}/models/proportional_rope --prompt Once", "rope_scaling type \"proportional\" is not supported"},
       // Broken tokenizer.json.
       {"tokenizer_huge_id", "generate --model {dir}/models/huge_id --prompt Once", "outside [0, 16777216)"},
       {"tokenizer_negative_id", "generate --model {dir}/models/negative_id --prompt Once", "is -3, outside"},

@@ -203,6 +203,34 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
     inv_freq_ = base / at::tensor(s.short_factor, HostOptions(at::kDouble)).to(base.scalar_type());
     long_inv_freq_ = base / at::tensor(s.long_factor, HostOptions(at::kDouble)).to(base.scalar_type());
     rope_attention_scaling_ = s.attention_factor;
+  } else if (config_.rope_scaling && config_.rope_scaling->rope_type == "yarn") {
+    // transformers' _compute_yarn_parameters, in its fp32 tensor arithmetic: the
+    // dimensions [low, high] that turn between beta_fast and beta_slow times within
+    // the original context, a linear ramp across them from extrapolation (θ_i) to
+    // interpolation (θ_i / factor); cos and sin times the attention factor.
+    const RopeScaling& s = *config_.rope_scaling;
+    const double original = static_cast<double>(s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings
+                                                                                      : config_.max_position_embeddings);
+    const double dims = static_cast<double>(d);
+    constexpr double kPi = 3.14159265358979323846;
+    auto correction_dim = [&](double rotations) {
+      return dims * std::log(original / (rotations * 2 * kPi)) / (2 * std::log(config_.rope_theta));
+    };
+    double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+    if (s.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, dims - 1);
+    if (low == high) high += 0.001;  // as transformers: no division by zero
+    const at::Tensor ramp = at::clamp((at::arange(d / 2, inv_freq_.options()) - low) / (high - low), 0, 1);
+    const at::Tensor extrapolation = 1 - ramp;
+    const at::Tensor pos_freqs = at::pow(config_.rope_theta, exponent);
+    inv_freq_ = 1.0 / (s.factor * pos_freqs) * (1 - extrapolation) + inv_freq_ * extrapolation;
+    rope_attention_scaling_ = s.attention_factor;
+  } else if (config_.rope_scaling && config_.rope_scaling->rope_type == "dynamic") {
+    rope_exponent_ = exponent;  // the base changes with a forward's length (GlobalInvFreq)
   } else if (config_.rope_scaling) {
     // Llama 3.1 frequency scaling (transformers' _compute_llama3_parameters).
     const RopeScaling& s = *config_.rope_scaling;
@@ -330,6 +358,7 @@ void CausalLM::MoveTo(at::Device device) {
   inv_freq_ = inv_freq_.to(device);
   if (local_inv_freq_.defined()) local_inv_freq_ = local_inv_freq_.to(device);
   if (long_inv_freq_.defined()) long_inv_freq_ = long_inv_freq_.to(device);
+  if (rope_exponent_.defined()) rope_exponent_ = rope_exponent_.to(device);
   Index();
 }
 
@@ -356,6 +385,7 @@ std::unique_ptr<CausalLM> CausalLM::BaseView() const {
   view->inv_freq_ = inv_freq_;
   view->local_inv_freq_ = local_inv_freq_;
   view->long_inv_freq_ = long_inv_freq_;
+  view->rope_exponent_ = rope_exponent_;
   view->Index();
   return view;
 }
@@ -427,19 +457,37 @@ at::Tensor CausalLM::ApplyRope(const at::Tensor& x, const at::Tensor& cos, const
   return at::cat({parts[0] * cos + RotateHalf(parts[0]) * sin, parts[1]}, -1);
 }
 
-bool CausalLM::UsesLongRope(const at::Tensor& position_ids) const {
-  // As transformers' longrope update: by the largest position of this forward.
-  if (!long_inv_freq_.defined() || position_ids.numel() == 0) return false;
-  return position_ids.max().item<std::int64_t>() + 1 > config_.rope_scaling->original_max_position_embeddings;
+bool CausalLM::RopeDependsOnLength() const { return long_inv_freq_.defined() || rope_exponent_.defined(); }
+
+at::Tensor CausalLM::GlobalInvFreq(std::int64_t length) const {
+  // As transformers' dynamic_rope_update, by the largest position + 1 of this
+  // forward (transformers also keeps a grown table for shorter forwards until one
+  // fits the original context; here each forward decides alone, which is the same
+  // whenever lengths only grow, as in generation).
+  if (long_inv_freq_.defined()) {  // longrope: the long factors past the original context
+    return length > config_.rope_scaling->original_max_position_embeddings ? long_inv_freq_ : inv_freq_;
+  }
+  if (rope_exponent_.defined() && length > config_.max_position_embeddings) {
+    // dynamic NTK: base θ (f L / M − (f − 1))^(d / (d − 2)), computed in double as
+    // transformers does in python, the table in fp32.
+    const double f = config_.rope_scaling->factor;
+    const double dims = static_cast<double>(config_.rotary_dim());
+    const double base = config_.rope_theta * std::pow(f * static_cast<double>(length) / static_cast<double>(config_.max_position_embeddings) - (f - 1),
+                                                      dims / (dims - 2));
+    return 1.0 / at::pow(base, rope_exponent_);
+  }
+  return inv_freq_;
 }
 
 std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& position_ids, bool local) const {
   // freqs [B, T, D/2] = positions ⊗ inv_freq; emb = [freqs, freqs]; in fp32.
-  const at::Tensor& inv_freq = local ? local_inv_freq_ : UsesLongRope(position_ids) ? long_inv_freq_ : inv_freq_;
+  const std::int64_t length =
+      !local && RopeDependsOnLength() && position_ids.numel() > 0 ? position_ids.max().item<std::int64_t>() + 1 : 0;
+  const at::Tensor inv_freq = local ? local_inv_freq_ : GlobalInvFreq(length);
   at::Tensor freqs = position_ids.to(ComputeDtype(dtype_)).unsqueeze(-1) * inv_freq;
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   at::Tensor cos = emb.cos(), sin = emb.sin();
-  if (rope_attention_scaling_ != 1.0) {  // longrope's attention_factor
+  if (rope_attention_scaling_ != 1.0 && !local) {  // longrope's and yarn's attention_factor
     cos = cos * rope_attention_scaling_;
     sin = sin * rope_attention_scaling_;
   }

@@ -338,11 +338,11 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   // RoPE tables per sequence, as RopeCosSin computes them: fp32 position times fp32
   // inverse frequency, then cos/sin; duplicated over both halves.
   // Gemma 3's windowed layers have a second table, from their own base.
-  // longrope: the long factors' table when a position is past the original context
-  // (as RopeCosSin decides), cos and sin times its attention factor.
-  // (The positions become a tensor only for a longrope model: this runs once per token.)
-  const bool long_rope = long_inv_freq_.defined() && UsesLongRope(at::tensor(positions, HostOptions(at::kLong)));
-  const at::Tensor& global_inv_freq = long_rope ? long_inv_freq_ : inv_freq_;
+  // longrope and dynamic NTK: the table for this step's largest position (as
+  // RopeCosSin decides); longrope and yarn: cos and sin times the attention factor.
+  const std::int64_t length =
+      RopeDependsOnLength() && !positions.empty() ? *std::max_element(positions.begin(), positions.end()) + 1 : 0;
+  const at::Tensor global_inv_freq = GlobalInvFreq(length);
   const auto global_scaling = static_cast<float>(rope_attention_scaling_);
   const std::int64_t R = config_.rotary_dim();  // RoPE's dimensions of each head (partial rotary: < D)
   auto rope_tables = [&](const at::Tensor& inv_freq_table, float scaling, std::vector<float>& cos, std::vector<float>& sin) {

@@ -48,9 +48,47 @@ absl::Status ReadRopeScaling(const nlohmann::json& rs, const char* where, std::o
   }
   s.rope_type = type != nullptr ? type->get<std::string>() : "default";
   if (s.rope_type == "su") s.rope_type = "longrope";  // Phi-3's first name for it
-  if (s.rope_type != "llama3" && s.rope_type != "linear" && s.rope_type != "default" && s.rope_type != "longrope") {
+  if (s.rope_type != "llama3" && s.rope_type != "linear" && s.rope_type != "default" && s.rope_type != "longrope" &&
+      s.rope_type != "yarn" && s.rope_type != "dynamic") {
     return absl::UnimplementedError(absl::StrCat("config.json: ", where, " type \"", s.rope_type,
-                                                 "\" is not supported (supported: default, llama3, linear, longrope)"));
+                                                 "\" is not supported (supported: default, llama3, linear, longrope, yarn, dynamic)"));
+  }
+  if (s.rope_type == "yarn" || s.rope_type == "dynamic") {
+    if (!rs.contains("factor") || !rs["factor"].is_number()) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, " (", s.rope_type, ") needs factor, a number"));
+    }
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "factor", &s.factor));
+    if (!(s.factor > 0) || !std::isfinite(s.factor)) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, " (", s.rope_type, ") needs factor > 0, got ", s.factor));
+    }
+  }
+  if (s.rope_type == "yarn") {
+    // transformers' _compute_yarn_parameters: `get(key) or default` for the betas,
+    // the attention factor from the paper's mscale unless given.
+    s.original_max_position_embeddings = 0;  // unset: max_position_embeddings
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "original_max_position_embeddings", &s.original_max_position_embeddings));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "beta_fast", &s.beta_fast));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "beta_slow", &s.beta_slow));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "truncate", &s.truncate));
+    if (s.beta_fast == 0) s.beta_fast = 32.0;
+    if (s.beta_slow == 0) s.beta_slow = 1.0;
+    double mscale = 0, mscale_all_dim = 0;
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "mscale", &mscale));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "mscale_all_dim", &mscale_all_dim));
+    auto mscale_factor = [&](double m) { return s.factor <= 1.0 ? 1.0 : 0.1 * m * std::log(s.factor) + 1.0; };
+    s.attention_factor = mscale != 0 && mscale_all_dim != 0 ? mscale_factor(mscale) / mscale_factor(mscale_all_dim) : mscale_factor(1.0);
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "attention_factor", &s.attention_factor));
+    if (!(s.beta_fast > 0) || !(s.beta_slow > 0) || !std::isfinite(s.beta_fast) || !std::isfinite(s.beta_slow) ||
+        !(s.attention_factor > 0) || !std::isfinite(s.attention_factor) || s.original_max_position_embeddings < 0 ||
+        s.original_max_position_embeddings == 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.json: ", where, " (yarn) needs positive beta_fast, beta_slow and attention_factor and "
+          "original_max_position_embeddings > 1; got beta_fast ", s.beta_fast, ", beta_slow ", s.beta_slow,
+          ", attention_factor ", s.attention_factor, ", original_max_position_embeddings ", s.original_max_position_embeddings));
+    }
+    *out = s;
+  } else if (s.rope_type == "dynamic") {
+    *out = s;
   }
   if (s.rope_type == "longrope") {
     // Completed by FinishLongRope once head_dim and the context lengths are known;
@@ -490,6 +528,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (c.head_dim <= 0 || c.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
+  if (c.rope_scaling && phi3 && c.rope_scaling->rope_type != "longrope") {
+    // Phi3Config accepts longrope only (early Phi-3 code had a "yarn" of its own, other maths).
+    return absl::UnimplementedError(absl::StrCat("config.json: rope_scaling type \"", c.rope_scaling->rope_type,
+                                                 "\" is not supported for phi3 (Phi-3 scales RoPE with longrope)"));
+  }
+  if (c.rope_scaling && c.rope_scaling->rope_type == "dynamic" && c.rotary_dim() <= 2) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: dynamic RoPE needs more than 2 rotated dimensions per head (its base "
+                                                   "is raised to d / (d - 2)), got ", c.rotary_dim()));
+  }
+  if (c.rope_scaling && c.rope_scaling->rope_type == "yarn" && c.rope_theta == 1.0) {
+    return absl::InvalidArgumentError("config.json: yarn RoPE needs rope_theta != 1 (its ramp divides by ln rope_theta)");
+  }
   for (auto [key, value] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
                             {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers},
                             {"max_position_embeddings", c.max_position_embeddings}}) {
@@ -546,6 +596,20 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
                          {"attention_factor", rope_scaling->attention_factor},
                          {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
     j["original_max_position_embeddings"] = rope_scaling->original_max_position_embeddings;
+  } else if (rope_scaling && rope_scaling->rope_type == "yarn") {
+    // The resolved attention factor (mscale folded in); original_max_position_embeddings
+    // only if it was given (some transformers versions take its presence as a cue).
+    j["rope_scaling"] = {{"rope_type", "yarn"},
+                         {"factor", rope_scaling->factor},
+                         {"attention_factor", rope_scaling->attention_factor},
+                         {"beta_fast", rope_scaling->beta_fast},
+                         {"beta_slow", rope_scaling->beta_slow},
+                         {"truncate", rope_scaling->truncate}};
+    if (rope_scaling->original_max_position_embeddings > 0) {
+      j["rope_scaling"]["original_max_position_embeddings"] = rope_scaling->original_max_position_embeddings;
+    }
+  } else if (rope_scaling && rope_scaling->rope_type == "dynamic") {
+    j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", rope_scaling->factor}};
   } else if (rope_scaling) {
     j["rope_scaling"] = {{"rope_type", rope_scaling->rope_type},
                          {"factor", rope_scaling->factor},

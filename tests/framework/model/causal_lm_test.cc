@@ -417,7 +417,7 @@ TEST(CausalLMTest, Phi3FusedProjectionsOnEveryPath) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(biased).status().message()), HasSubstr("attention_bias = true"));
   nlohmann::json yarn = json;
   yarn["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
-  EXPECT_THAT(std::string(ModelConfig::FromJson(yarn).status().message()), HasSubstr("\"yarn\" is not supported"));
+  EXPECT_THAT(std::string(ModelConfig::FromJson(yarn).status().message()), HasSubstr("\"yarn\" is not supported for phi3"));
 }
 
 // Phi-3.5's longrope RoPE (rope_scaling type "longrope", or Phi-3's older "su"):
@@ -472,6 +472,109 @@ TEST(CausalLMTest, Phi3LongRopeShortAndLongFactors) {
   EXPECT_EQ(reparsed->rope_scaling->attention_factor, long_config->rope_scaling->attention_factor);
   past["rope_scaling"]["short_factor"] = {1.0, 2.0};
   EXPECT_THAT(std::string(ModelConfig::FromJson(past).status().message()), HasSubstr("rotary_dim / 2 = 4 short_factor"));
+}
+
+// YaRN (rope_scaling "yarn", as Qwen2.5/Qwen3 document for long contexts): with an
+// original context of 4096 and head_dim 16, frequencies 0-1 extrapolate, 2-5 ramp
+// and 6-7 interpolate; cos and sin carry the attention factor 0.1 ln 4 + 1. Every
+// path against the python transcription; the scaling changes the logits; the
+// variants (no truncation, DeepSeek's mscale / mscale_all_dim) against the
+// transcription too; the config written back keeps the maths.
+TEST(CausalLMTest, YarnRopeOnEveryPath) {
+  nlohmann::json json = {{"model_type", "qwen2"}, {"vocab_size", 97}, {"hidden_size", 64},
+                         {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                         {"num_key_value_heads", 2}, {"max_position_embeddings", 16384}, {"rope_theta", 10000.0}};
+  json["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 4096}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->rope_scaling.has_value());
+  EXPECT_EQ(config->rope_scaling->rope_type, "yarn");
+  EXPECT_NEAR(config->rope_scaling->attention_factor, 0.1 * std::log(4.0) + 1.0, 1e-12);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 21);
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_yarn");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3);
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  nlohmann::json plain = json;
+  plain.erase("rope_scaling");
+  auto plain_model = CausalLM::FromTensors(*ModelConfig::FromJson(plain), tensors, at::kFloat);
+  ASSERT_TRUE(plain_model.ok());
+  c10::NoGradGuard no_grad;
+  const at::Tensor yarn_logits = model->Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  EXPECT_GT(((*plain_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - yarn_logits).abs().max().item<double>(), 1e-3);
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  auto reloaded = CausalLM::FromTensors(*reparsed, tensors, at::kFloat);
+  ASSERT_TRUE(reloaded.ok());
+  EXPECT_TRUE(at::equal((*reloaded)->Forward(ids, Positions(B, T), at::Tensor(), nullptr), yarn_logits));
+  // The variants: bounds not truncated, attention factor from mscale's ratio.
+  nlohmann::json variant = json;
+  variant["rope_scaling"]["truncate"] = false;
+  variant["rope_scaling"]["mscale"] = 0.707;
+  variant["rope_scaling"]["mscale_all_dim"] = 1.5;
+  auto variant_config = ModelConfig::FromJson(variant);
+  ASSERT_TRUE(variant_config.ok()) << variant_config.status();
+  EXPECT_NEAR(variant_config->rope_scaling->attention_factor,
+              (0.1 * 0.707 * std::log(4.0) + 1.0) / (0.1 * 1.5 * std::log(4.0) + 1.0), 1e-12);
+  auto variant_model = CausalLM::FromTensors(*variant_config, tensors, at::kFloat);
+  ASSERT_TRUE(variant_model.ok());
+  const at::Tensor variant_expected = PythonReferenceLogits(**variant_model, ids, "py_yarn_variant");
+  ASSERT_TRUE(variant_expected.defined());
+  const at::Tensor variant_logits = (*variant_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  EXPECT_LT((variant_logits - variant_expected).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((variant_logits - yarn_logits).abs().max().item<double>(), 1e-3);
+  variant["rope_scaling"].erase("factor");
+  EXPECT_THAT(std::string(ModelConfig::FromJson(variant).status().message()), HasSubstr("rope_scaling (yarn) needs factor"));
+}
+
+// Dynamic NTK (rope_scaling "dynamic"): within max_position_embeddings (8 here) the
+// model is the plain-RoPE one on every path; a forward of 11 positions rotates with
+// the larger base, padded and packed against the python transcription, and differs
+// from plain RoPE. The KV cache and the fused decode step, which see one more
+// position per step as transformers' generation does, agree with each other.
+TEST(CausalLMTest, DynamicNtkRopePastTheContext) {
+  nlohmann::json json = {{"model_type", "llama"}, {"vocab_size", 97}, {"hidden_size", 32},
+                         {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                         {"num_key_value_heads", 2}, {"max_position_embeddings", 8}};
+  json["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 3.0}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 22);
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  nlohmann::json plain = json;
+  plain.erase("rope_scaling");
+  auto plain_model = CausalLM::FromTensors(*ModelConfig::FromJson(plain), tensors, at::kFloat);
+  ASSERT_TRUE(plain_model.ok());
+  const std::int64_t B = 2;
+  const at::Tensor short_ids = at::randint(config->vocab_size, {B, 8}, at::kLong);
+  {
+    c10::NoGradGuard no_grad;
+    ExpectEveryPathGives(*model, short_ids, (*plain_model)->Forward(short_ids, Positions(B, 8), at::Tensor(), nullptr), 3);
+  }
+  const std::int64_t T = 11;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_dynamic");
+  ASSERT_TRUE(expected.defined());
+  c10::NoGradGuard no_grad;
+  const at::Tensor padded = model->Forward(ids, Positions(B, T), at::Tensor(), nullptr);
+  EXPECT_LT((padded - expected).abs().max().item<double>(), 1e-4);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (std::int64_t b = 0; b < B; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + T);
+  EXPECT_LT((model->Logits(model->PackedHidden(PackSequences(seqs))).view({B, T, -1}) - expected).abs().max().item<double>(), 1e-4);
+  EXPECT_GT(((*plain_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+  KVCache cache = model->NewCache(B, T), fused = model->NewCache(B, T);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const at::Tensor cached = model->Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache);
+    const at::Tensor step = model->DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
+    EXPECT_LT((step - cached.select(1, 0)).abs().max().item<double>(), 1e-4) << "position " << t;
+    if (t == T - 1) EXPECT_GT((cached.select(1, 0) - expected.select(1, t)).abs().max().item<double>(), 1e-5) << "keys rotated step by step";
+  }
+  auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->rope_scaling->rope_type, "dynamic");
+  EXPECT_EQ(reparsed->rope_scaling->factor, 3.0);
 }
 
 // Phi-4-mini's partial rotary (partial_rotary_factor 0.75: RoPE on the first 6 of
@@ -841,7 +944,9 @@ TEST(CausalLMTest, TransformersFiveRopeParametersReadLikeRopeThetaAndRopeScaling
   plain["rope_parameters"]["partial_rotary_factor"] = 0.5;
   EXPECT_THAT(std::string(ModelConfig::FromJson(plain).status().message()), HasSubstr("partial_rotary_factor = 0.5"));
   plain["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 500000.0}, {"factor", 4.0}};
-  EXPECT_THAT(std::string(ModelConfig::FromJson(plain).status().message()), HasSubstr("rope_parameters type \"yarn\" is not supported"));
+  EXPECT_EQ(ModelConfig::FromJson(plain)->rope_scaling->rope_type, "yarn");
+  plain["rope_parameters"] = {{"rope_type", "proportional"}, {"rope_theta", 500000.0}, {"factor", 4.0}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(plain).status().message()), HasSubstr("rope_parameters type \"proportional\" is not supported"));
 }
 
 // Where config.json leaves head_dim out, each family's config class decides:

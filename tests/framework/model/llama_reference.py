@@ -11,8 +11,10 @@ post_attention_layernorm on the attention's output, pre_/post_feedforward_layern
 around the MLP; soft-capped logits; windows on the even layers) and
 Gemma3ForCausalLM (gemma3_text: Gemma 2's layer with q_norm/k_norm, no caps by
 default, windows on all but every sliding_window_pattern-th layer, which rotate with
-rope_local_base_freq unscaled); RoPE default, linear, llama3 or longrope (Phi-3.5:
-short or long factors, cos and sin times the attention factor); transformers itself is not installed here. Reads DIR/config.json,
+rope_local_base_freq unscaled); RoPE default, linear, llama3, longrope (Phi-3.5:
+short or long factors, cos and sin times the attention factor), yarn (NTK-by-parts,
+cos and sin times its attention factor) or dynamic (NTK: a larger base past
+max_position_embeddings); transformers itself is not installed here. Reads DIR/config.json,
 DIR/model.safetensors and DIR/ids.safetensors; writes DIR/reference_logits.safetensors
 (read and written by tests/support/safetensors_py.py, from the format spec).
 
@@ -75,7 +77,7 @@ theta = rp.get("rope_theta", cfg.get("rope_theta", default_theta))
 RD = int(D * (rp.get("partial_rotary_factor") or cfg.get("partial_rotary_factor") or 1.0))
 inv = 1.0 / (theta ** (torch.arange(0, RD, 2).float() / RD))
 rs = cfg.get("rope_scaling") or (rp if rp.get("rope_type", "default") != "default" else None)
-rope_scale = 1.0  # longrope's attention factor on cos and sin
+rope_scale = 1.0  # longrope's and yarn's attention factor on cos and sin
 if rs and rs.get("rope_type", rs.get("type")) == "linear":
     inv = inv / rs["factor"]
 elif rs and rs.get("rope_type", rs.get("type")) in ("longrope", "su"):
@@ -87,6 +89,38 @@ elif rs and rs.get("rope_type", rs.get("type")) in ("longrope", "su"):
     seq_len = ids.shape[1]
     ext = torch.tensor(rs["long_factor"] if seq_len > orig else rs["short_factor"], dtype=torch.float32)
     inv = 1.0 / (ext * theta ** (torch.arange(0, RD, 2).float() / RD))
+elif rs and rs.get("rope_type", rs.get("type")) == "yarn":
+    # YaRN as transformers' _compute_yarn_parameters (after its fix that keeps the
+    # given factor): NTK-by-parts between the dimensions turning beta_fast and
+    # beta_slow times in the original context; cos and sin times the attention factor.
+    f = rs["factor"]
+    orig = rs.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    rope_scale = rs.get("attention_factor")
+    if rope_scale is None:
+        ms, msa = rs.get("mscale"), rs.get("mscale_all_dim")
+        rope_scale = mscale(f, ms) / mscale(f, msa) if ms and msa else mscale(f)
+    beta_fast, beta_slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+    def correction_dim(rotations):
+        return RD * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+    lo_d, hi_d = correction_dim(beta_fast), correction_dim(beta_slow)
+    if rs.get("truncate", True):
+        lo_d, hi_d = math.floor(lo_d), math.ceil(hi_d)
+    lo_d, hi_d = max(lo_d, 0), min(hi_d, RD - 1)
+    if lo_d == hi_d:
+        hi_d += 0.001
+    ramp = ((torch.arange(RD // 2, dtype=torch.float32) - lo_d) / (hi_d - lo_d)).clamp(0, 1)
+    extrapolation = 1 - ramp
+    pos_freqs = theta ** (torch.arange(0, RD, 2).float() / RD)
+    inv = (1.0 / (f * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+elif rs and rs.get("rope_type", rs.get("type")) == "dynamic":
+    # transformers' _compute_dynamic_ntk_parameters with seq_len = the largest
+    # position + 1 (the whole sequence here): a larger base past max_position_embeddings.
+    f, M, seq_len = rs["factor"], cfg["max_position_embeddings"], ids.shape[1]
+    if seq_len > M:
+        base = theta * ((f * seq_len / M) - (f - 1)) ** (RD / (RD - 2))
+        inv = 1.0 / (base ** (torch.arange(0, RD, 2, dtype=torch.int64).float() / RD))
 elif rs:
     f, lo, hi, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
     new = []

@@ -183,8 +183,12 @@ class CausalLM {
   // x [.., head_dim] rotated by cos/sin [.., rotary_dim] (broadcast): rotate-half
   // RoPE on the first rotary_dim dimensions, the rest unchanged (partial rotary).
   at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
-  // longrope: whether this forward's largest position is past the original context.
-  bool UsesLongRope(const at::Tensor& position_ids) const;
+  // Whether the global RoPE table depends on a forward's length (longrope, dynamic).
+  bool RopeDependsOnLength() const;
+  // The global inverse frequencies [rotary_dim / 2] for a forward whose largest
+  // position + 1 is `length`: longrope's long factors past its original context,
+  // dynamic NTK's rescaled base past max_position_embeddings, else inv_freq_.
+  at::Tensor GlobalInvFreq(std::int64_t length) const;
   at::Tensor Embed(const at::Tensor& ids) const;  // embedding rows (Gemma: times sqrt(hidden_size))
   // Gemma 2: RmsNorm(x, weight) of a sublayer's output before its residual add; else x.
   at::Tensor SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const;
@@ -199,7 +203,8 @@ class CausalLM {
   at::Tensor inv_freq_;        // [head_dim / 2], fp32 (fp64 for an fp64 model)
   at::Tensor local_inv_freq_;  // the same from local_rope_theta (Gemma 3), else undefined
   at::Tensor long_inv_freq_;   // longrope: the long factors' table (inv_freq_ holds the short one)
-  double rope_attention_scaling_ = 1.0;  // longrope's attention_factor on cos and sin
+  at::Tensor rope_exponent_;   // dynamic NTK: 2i / d, i < d/2 (the base is chosen per forward)
+  double rope_attention_scaling_ = 1.0;  // longrope's and yarn's attention_factor on cos and sin
 };
 
 // The model's tensor names and shapes for a config (lm_head only if untied): HF's

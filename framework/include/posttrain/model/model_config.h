@@ -1,7 +1,7 @@
 // The architecture of a Hugging Face Llama-family causal LM, as config.json holds it.
 //
-// Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"}, "linear" and
-// Phi-3.5's "longrope"),
+// Covers LlamaForCausalLM (incl. `rope_scaling` {"rope_type": "llama3"}, "linear",
+// Phi-3.5's "longrope", YaRN's "yarn" and dynamic NTK's "dynamic"),
 // MistralForCausalLM (sliding window on every layer), Qwen2ForCausalLM (q/k/v bias)
 // and Qwen3ForCausalLM (q/k norms), both with their per-layer sliding window, and GemmaForCausalLM
 // (RMSNorm scaled by 1 + weight, embeddings scaled by sqrt(hidden_size), GELU) and
@@ -29,7 +29,7 @@
 namespace posttrain {
 
 struct RopeScaling {
-  std::string rope_type;  // "llama3", "linear" or "longrope" (others are refused at load)
+  std::string rope_type;  // "llama3", "linear", "longrope", "yarn" or "dynamic" (others are refused at load)
   double factor = 8.0;    // linear: positions are divided by it; llama3 also uses the fields below
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
@@ -41,6 +41,18 @@ struct RopeScaling {
   // max_position_embeddings / original_max_position_embeddings unless given).
   std::vector<double> short_factor, long_factor;
   double attention_factor = 1.0;
+  // yarn (transformers' _compute_yarn_parameters, YaRN "NTK-by-parts"): frequency i
+  // is blended between θ_i (extrapolation) and θ_i / factor (interpolation) by a
+  // linear ramp over the dimensions between those that turn beta_fast and
+  // beta_slow times within original_max_position_embeddings (0: unset, then
+  // max_position_embeddings), bounds floored/ceiled when truncate; cos and sin are
+  // multiplied by attention_factor (default 0.1 ln factor + 1, or mscale's ratio
+  // mscale_factor(mscale) / mscale_factor(mscale_all_dim) when both are set).
+  double beta_fast = 32.0, beta_slow = 1.0;
+  bool truncate = true;
+  // dynamic (NTK-aware, transformers' _compute_dynamic_ntk_parameters): a forward
+  // whose largest position + 1 = L exceeds max_position_embeddings M rotates with
+  // base θ · (factor · L / M − (factor − 1))^(d / (d − 2)); else plain RoPE.
 };
 
 // The MLP's activation on the gate projection (transformers' ACT2FN names):
