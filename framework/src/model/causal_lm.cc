@@ -28,7 +28,13 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, const ModelCon
   at::Tensor h = x.to(ComputeDtype(x.scalar_type()));
   h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + config.rms_norm_eps);
   if (config.norm_weight_offset) return (h * (weight.to(h.scalar_type()) + 1.0)).to(x.scalar_type());
+  if (config.norm_weight_in_fp32) return (weight.to(h.scalar_type()) * h).to(x.scalar_type());  // Olmo2RMSNorm
   return weight * h.to(x.scalar_type());
+}
+
+// The norm before a sublayer: RmsNorm, or x itself where the family has none (OLMo 2).
+at::Tensor PreNorm(const at::Tensor& x, const at::Tensor& weight, const ModelConfig& config) {
+  return weight.defined() ? RmsNorm(x, weight, config) : x;
 }
 
 // The MLP's activation on the gate projection (transformers' ACT2FN).
@@ -87,7 +93,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
   for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
+    if (c.pre_norms) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
     out.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}});
     out.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}});
     out.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}});
@@ -96,14 +102,14 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       out.push_back({p + "self_attn.k_proj.bias", {kv_dim}});
       out.push_back({p + "self_attn.v_proj.bias", {kv_dim}});
     }
-    if (c.qk_norm) {
-      out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
-      out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
+    if (c.qk_norm) {  // per head, or (OLMo 2) over the whole projection
+      out.push_back({p + "self_attn.q_norm.weight", {c.qk_norm_over_heads ? q_dim : c.head_dim}});
+      out.push_back({p + "self_attn.k_norm.weight", {c.qk_norm_over_heads ? kv_dim : c.head_dim}});
     }
     out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
     out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
     if (c.sandwich_norms) {
-      out.push_back({p + "pre_feedforward_layernorm.weight", {c.hidden_size}});
+      if (c.pre_norms) out.push_back({p + "pre_feedforward_layernorm.weight", {c.hidden_size}});
       out.push_back({p + "post_feedforward_layernorm.weight", {c.hidden_size}});
     }
     out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
@@ -256,7 +262,7 @@ void CausalLM::Index() {
   for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     Layer l;
-    l.input_norm = by_name.at(p + "input_layernorm.weight");
+    if (config_.pre_norms) l.input_norm = by_name.at(p + "input_layernorm.weight");
     l.q = by_name.at(p + "self_attn.q_proj.weight");
     l.k = by_name.at(p + "self_attn.k_proj.weight");
     l.v = by_name.at(p + "self_attn.v_proj.weight");
@@ -272,7 +278,7 @@ void CausalLM::Index() {
     l.o = by_name.at(p + "self_attn.o_proj.weight");
     l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
     if (config_.sandwich_norms) {
-      l.pre_ff_norm = by_name.at(p + "pre_feedforward_layernorm.weight");
+      if (config_.pre_norms) l.pre_ff_norm = by_name.at(p + "pre_feedforward_layernorm.weight");
       l.post_ff_norm = by_name.at(p + "post_feedforward_layernorm.weight");
     }
     l.gate = by_name.at(p + "mlp.gate_proj.weight");
@@ -560,11 +566,17 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache,
                   activation](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = RmsNorm(h, l.input_norm, config_);
+      at::Tensor x = PreNorm(h, l.input_norm, config_);
       const auto li = static_cast<std::int64_t>(i);
-      at::Tensor q = Project(li, LinearSite::kQ, x, l.q, l.q_bias).view({B, T, H, D});
-      at::Tensor k = Project(li, LinearSite::kK, x, l.k, l.k_bias).view({B, T, KV, D});
-      if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+      at::Tensor q = Project(li, LinearSite::kQ, x, l.q, l.q_bias);
+      at::Tensor k = Project(li, LinearSite::kK, x, l.k, l.k_bias);
+      if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
+        q = RmsNorm(q, l.q_norm, config_);
+        k = RmsNorm(k, l.k_norm, config_);
+      }
+      q = q.view({B, T, H, D});
+      k = k.view({B, T, KV, D});
+      if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
         q = RmsNorm(q, l.q_norm, config_);
         k = RmsNorm(k, l.k_norm, config_);
       }
@@ -588,7 +600,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
       h = h + SandwichNorm(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
-      x = RmsNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
+      x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
       at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
                        Project(li, LinearSite::kUp, x, l.up, at::Tensor());
       return h + SandwichNorm(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
@@ -724,16 +736,22 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed, activation](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = RmsNorm(h, l.input_norm, config_);
+      at::Tensor x = PreNorm(h, l.input_norm, config_);
       // q, k and v in one matmul over the concatenated weights.
       at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
       const std::vector<at::Tensor> qkv =
           internal::Linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
       const auto li = static_cast<std::int64_t>(i);
-      at::Tensor q = AddDelta(li, LinearSite::kQ, x, qkv[0]).view({N, H, D});
-      at::Tensor k = AddDelta(li, LinearSite::kK, x, qkv[1]).view({N, KV, D});
+      at::Tensor q = AddDelta(li, LinearSite::kQ, x, qkv[0]);
+      at::Tensor k = AddDelta(li, LinearSite::kK, x, qkv[1]);
       at::Tensor v = AddDelta(li, LinearSite::kV, x, qkv[2]).view({N, KV, D});
-      if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+      if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
+        q = RmsNorm(q, l.q_norm, config_);
+        k = RmsNorm(k, l.k_norm, config_);
+      }
+      q = q.view({N, H, D});
+      k = k.view({N, KV, D});
+      if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
         q = RmsNorm(q, l.q_norm, config_);
         k = RmsNorm(k, l.k_norm, config_);
       }
@@ -749,7 +767,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
                                         config_.window_of(li));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       h = h + SandwichNorm(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
-      x = RmsNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
+      x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
       const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
       const at::Tensor mlp = Activate(AddDelta(li, LinearSite::kGate, x, gate_up[0]), activation) *
                              AddDelta(li, LinearSite::kUp, x, gate_up[1]);

@@ -370,13 +370,20 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   }
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
-    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_);
+    if (l.input_norm.defined()) {
+      for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_);
+    } else {  // OLMo 2: no norm before the attention
+      xn = x;
+    }
     MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D}}, xn.data(), B, Hd, H * D);
     MatVecs({{Data(l.k), Data(l.k_bias), k.data(), KV * D}, {Data(l.v), Data(l.v_bias), v.data(), KV * D}}, xn.data(), B,
             Hd, KV * D);
     float* keys = cache->keys[li].data_ptr<float>();  // [B, KV, cap, D]
     float* values = cache->values[li].data_ptr<float>();
-    if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+    if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over each sequence's whole q and k
+      for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(q, b * H * D), Data(l.q_norm), at_(q, b * H * D), H * D, config_);
+      for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(k, b * KV * D), Data(l.k_norm), at_(k, b * KV * D), KV * D, config_);
+    } else if (config_.qk_norm) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
       for (std::int64_t i = 0; i < B * H; ++i) RmsNorm(at_(q, i * D), Data(l.q_norm), at_(q, i * D), D, config_);
       for (std::int64_t i = 0; i < B * KV; ++i) RmsNorm(at_(k, i * D), Data(l.k_norm), at_(k, i * D), D, config_);
     }
@@ -440,8 +447,12 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_norm), at_(out, b * Hd), Hd, config_);
     }
     for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
-    const float* mlp_norm = Data(config_.sandwich_norms ? l.pre_ff_norm : l.post_norm);
-    for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), mlp_norm, at_(xn, b * Hd), Hd, config_);
+    const at::Tensor& mlp_norm = config_.sandwich_norms ? l.pre_ff_norm : l.post_norm;
+    if (mlp_norm.defined()) {
+      for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(mlp_norm), at_(xn, b * Hd), Hd, config_);
+    } else {  // OLMo 2: no norm before the MLP
+      xn = x;
+    }
     MatVecs({{Data(l.gate), nullptr, gate.data(), I}, {Data(l.up), nullptr, up.data(), I}}, xn.data(), B, Hd, I);
     GatedActivation(gate.data(), up.data(), B * I, config_.activation());
     MatVecs({{Data(l.down), nullptr, out.data(), Hd}}, gate.data(), B, I, Hd);

@@ -193,6 +193,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
     const bool gemma2_field = std::string(key) != "logits_scaling" && std::string(key).find("multiplier") == std::string::npos;
     if (set(key) && !(gemma2_field && (model_type == "gemma2" || model_type == "gemma3_text"))) refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
   }
+  if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
     if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
   }
@@ -360,10 +361,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
-      c.model_type != "gemma2" && c.model_type != "gemma3_text") {
+      c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool gemma3 = c.model_type == "gemma3_text";
@@ -381,6 +382,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                      : gemma                     ? "GemmaForCausalLM"
                      : c.model_type == "smollm3" ? "SmolLM3ForCausalLM"
                      : phi3                      ? "Phi3ForCausalLM"
+                     : c.model_type == "olmo2"   ? "Olmo2ForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2") c.attention_bias = true;
@@ -405,6 +407,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (c.model_type == "smollm3") {  // SmolLM3Config's defaults
     c.tie_word_embeddings = true;
     c.rope_theta = 2000000.0;
+  }
+  if (c.model_type == "olmo2") {  // Olmo2Config: post-sublayer norms, q/k norms over the projections, its eps
+    c.sandwich_norms = true;
+    c.pre_norms = false;
+    c.qk_norm = true;
+    c.qk_norm_over_heads = true;
+    c.norm_weight_in_fp32 = true;
+    c.rms_norm_eps = 1e-5;
   }
   if (phi3) {  // Phi3Config: fused projections, Mistral's window on every layer (if set), its eps
     c.fused_projections = true;

@@ -897,6 +897,49 @@ TEST(CausalLMTest, Gemma3MatchesTheIndependentPythonImplementationOnEveryPath) {
   ExpectLoadedBackGivesTheSameLogits(m, dir, ids);
 }
 
+// OLMo 2 (Olmo2ForCausalLM): no norm before the attention or the MLP;
+// post_attention_layernorm and post_feedforward_layernorm normalise their outputs
+// before the residual adds; q_norm / k_norm over the whole q [H·D] and k [KV·D]
+// projections. Random norms (1 + 0.5 N(0, 1)) so that each shows. Every path
+// against the python transcription; saved with OLMo 2's names (no
+// input_layernorm) and loaded back; OLMo's clip_qkv is refused by name.
+TEST(CausalLMTest, Olmo2MatchesTheIndependentPythonImplementationOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "olmo2"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2}, {"rope_theta", 500000.0}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "Olmo2ForCausalLM");
+  EXPECT_EQ(config->rms_norm_eps, 1e-5);
+  EXPECT_TRUE(config->qk_norm && config->qk_norm_over_heads && config->sandwich_norms && !config->pre_norms);
+  std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 41);
+  {
+    c10::NoGradGuard no_grad;
+    at::manual_seed(42);
+    for (auto& [name, p] : model->named_parameters()) {
+      if (name.find("norm.weight") != std::string::npos) p.copy_(1 + at::randn(p.sizes()) * 0.5);
+    }
+  }
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  EXPECT_EQ(tensors.count("model.layers.0.input_layernorm.weight"), 0u);
+  EXPECT_EQ(tensors.at("model.layers.0.self_attn.q_norm.weight").sizes(), at::IntArrayRef({32}));
+  EXPECT_EQ(tensors.at("model.layers.0.self_attn.k_norm.weight").sizes(), at::IntArrayRef({16}));
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_olmo2");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3);
+  const std::string dir = testing::TempDir("olmo2_save");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(saved["model_type"], "olmo2");
+  EXPECT_EQ(saved["architectures"][0], "Olmo2ForCausalLM");
+  ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  nlohmann::json clipped = json;
+  clipped["clip_qkv"] = 8.0;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(clipped).status().message()), HasSubstr("clip_qkv = 8.0"));
+}
+
 // transformers 5 writes RoPE as one rope_parameters object (rope_theta, rope_type and
 // the scaling fields) instead of top-level rope_theta / rope_scaling: both read the
 // same; a theta left at the default would rotate by other angles.

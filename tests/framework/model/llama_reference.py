@@ -11,7 +11,9 @@ post_attention_layernorm on the attention's output, pre_/post_feedforward_layern
 around the MLP; soft-capped logits; windows on the even layers) and
 Gemma3ForCausalLM (gemma3_text: Gemma 2's layer with q_norm/k_norm, no caps by
 default, windows on all but every sliding_window_pattern-th layer, which rotate with
-rope_local_base_freq unscaled); RoPE default, linear, llama3, longrope (Phi-3.5:
+rope_local_base_freq unscaled) and Olmo2ForCausalLM (no norms before the
+sublayers, post_attention_layernorm / post_feedforward_layernorm on their outputs,
+q_norm / k_norm over the whole q and k projections); RoPE default, linear, llama3, longrope (Phi-3.5:
 short or long factors, cos and sin times the attention factor), yarn (NTK-by-parts,
 cos and sin times its attention factor) or dynamic (NTK: a larger base past
 max_position_embeddings); transformers itself is not installed here. Reads DIR/config.json,
@@ -143,6 +145,7 @@ attn_scaling = cfg.get("query_pre_attn_scalar", 256) ** -0.5 if gemma2 else D **
 attn_cap = cfg.get("attn_logit_softcapping", None if gemma3 else 50.0) if gemma2 else None
 final_cap = cfg.get("final_logit_softcapping", None if gemma3 else 30.0) if gemma2 else None
 phi3 = cfg.get("model_type") == "phi3"
+olmo2 = cfg.get("model_type") == "olmo2"
 
 def rms(x, g):
     n = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -202,7 +205,7 @@ window_mask = mask + torch.full((T, T), float("-inf")).tril(-W) if W else mask  
 for i in range(L):
     p = f"model.layers.{i}."
     layer_mask = window_mask if types[i] == "sliding_attention" else mask
-    x = rms(h, w[p + "input_layernorm.weight"])
+    x = h if olmo2 else rms(h, w[p + "input_layernorm.weight"])  # Olmo2DecoderLayer: no norm before attention
     # Qwen2: q/k/v projections carry a bias (attention_bias); Llama: none.
     def proj(name):
         y = linear(x, p + f"self_attn.{name}.weight")
@@ -212,9 +215,12 @@ for i in range(L):
         q_raw, k_raw, v_raw = qkv[..., :H * D], qkv[..., H * D:H * D + KV * D], qkv[..., H * D + KV * D:]
     else:
         q_raw, k_raw, v_raw = proj("q_proj"), proj("k_proj"), proj("v_proj")
+    if olmo2:  # Olmo2Attention: q_norm(q_proj(x)), k_norm(k_proj(x)) over all heads, then the view
+        q_raw = rms(q_raw, w[p + "self_attn.q_norm.weight"])
+        k_raw = rms(k_raw, w[p + "self_attn.k_norm.weight"])
     q = q_raw.view(B, T, H, D)
     k = k_raw.view(B, T, KV, D)
-    if p + "self_attn.q_norm.weight" in w:  # Qwen3Attention: q_norm(q_proj(x).view(..., D))
+    if p + "self_attn.q_norm.weight" in w and not olmo2:  # Qwen3Attention: q_norm(q_proj(x).view(..., D))
         q = rms(q, w[p + "self_attn.q_norm.weight"])
         k = rms(k, w[p + "self_attn.k_norm.weight"])
     q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -232,6 +238,9 @@ for i in range(L):
     if gemma2:  # Gemma2DecoderLayer: norm the attention output, then pre_feedforward_layernorm
         h = h + rms(o, w[p + "post_attention_layernorm.weight"])
         x = rms(h, w[p + "pre_feedforward_layernorm.weight"])
+    elif olmo2:  # Olmo2DecoderLayer: norm the attention output; no norm before the MLP
+        h = h + rms(o, w[p + "post_attention_layernorm.weight"])
+        x = h
     else:
         h = h + o
         x = rms(h, w[p + "post_attention_layernorm.weight"])
@@ -240,7 +249,7 @@ for i in range(L):
     else:
         g, u = linear(x, p + "mlp.gate_proj.weight"), linear(x, p + "mlp.up_proj.weight")
     m = linear(act(g) * u, p + "mlp.down_proj.weight")
-    h = h + (rms(m, w[p + "post_feedforward_layernorm.weight"]) if gemma2 else m)
+    h = h + (rms(m, w[p + "post_feedforward_layernorm.weight"]) if gemma2 or olmo2 else m)
 h = rms(h, w["model.norm.weight"])
 logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")
 if final_cap:  # Gemma2ForCausalLM: logits / cap, tanh, * cap

@@ -10,7 +10,9 @@
 // projection) and Gemma2ForCausalLM (Gemma's plus sandwich norms, soft-capped
 // attention scores and logits, query_pre_attn_scalar, windows on alternate layers)
 // and Gemma3ForCausalLM (model_type gemma3_text: Gemma 2's layout with q/k norms, a
-// separate RoPE base on the windowed layers, five windowed layers in six).
+// separate RoPE base on the windowed layers, five windowed layers in six) and
+// Olmo2ForCausalLM (OLMo 2: norms after each sublayer instead of before, q/k norms
+// over the whole projection).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -62,7 +64,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -78,6 +80,16 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;                // q/k/v biases (Qwen2: true)
   bool qk_norm = false;                       // per-head RMSNorm of q and k before RoPE (Qwen3)
+  // OLMo 2: q_norm / k_norm normalise the whole q and k projections (weights
+  // [heads · head_dim]), before the split into heads.
+  bool qk_norm_over_heads = false;
+  // OLMo 2: no input_layernorm and no norm before the MLP; with sandwich_norms, the
+  // sublayers' outputs are normalised (post_attention_layernorm,
+  // post_feedforward_layernorm) before each residual add.
+  bool pre_norms = true;
+  // OLMo 2: the norm weight multiplies the fp32-normalised values before the cast
+  // back to the model's dtype (Olmo2RMSNorm); Llama casts first. Same in fp32.
+  bool norm_weight_in_fp32 = false;
   // Sliding-window attention: query slot t sees key slots (t - sliding_window, t]
   // (transformers' sliding-window causal mask, in cache slots) in the layers that
   // use it: every layer for Mistral; for Qwen2/Qwen3 with use_sliding_window, the
