@@ -56,7 +56,7 @@ Result Measure(CausalLM& model, std::vector<std::pair<std::string, at::Tensor>> 
     const at::Tensor weights = at::full({static_cast<std::int64_t>(next.size())}, -1.0 / static_cast<double>(next.size()),
                                         hidden.options().dtype(at::kFloat));
     const WeightedLogprobSumResult loss =
-        WeightedTokenLogprobs(hidden.index_select(0, at::tensor(rows, hidden.options().dtype(at::kLong))),
+        WeightedTokenLogprobs(model.HeadInput(hidden.index_select(0, at::tensor(rows, hidden.options().dtype(at::kLong)))),
                               model.lm_head_weight(), at::tensor(next, hidden.options().dtype(at::kLong)), weights);
     loss.sum.backward();
     optimizer.Step(1e-4);

@@ -96,7 +96,7 @@ at::Tensor CompletionLogprobsFromHidden(const CausalLM& model, const CompletionB
   // [N, C, V] logits never exist (model/token_logprobs.h).
   const std::int64_t n = hidden.size(0), c = hidden.size(1), h = hidden.size(2);
   const at::Tensor real = batch.completion_mask.reshape({n * c}).nonzero().squeeze(1);
-  const TokenLogprobsResult r = TokenLogprobs(hidden.reshape({n * c, h}).index_select(0, real), model.lm_head_weight(),
+  const TokenLogprobsResult r = TokenLogprobs(model.HeadInput(hidden.reshape({n * c, h}).index_select(0, real)), model.lm_head_weight(),
                                               targets.reshape({n * c}).index_select(0, real), temperature,
                                               /*chunk=*/0, /*with_argmax=*/false, /*with_entropy=*/entropy != nullptr,
                                               model.logit_softcap());

@@ -500,12 +500,18 @@ std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& positio
   return {cos.to(dtype_).unsqueeze(1), sin.to(dtype_).unsqueeze(1)};  // [B, 1, T, D]
 }
 
-at::Tensor CausalLM::SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const {
-  return config_.sandwich_norms ? RmsNorm(x, weight, config_) : x;
+at::Tensor CausalLM::BranchOutput(const at::Tensor& x, const at::Tensor& weight) const {
+  const at::Tensor out = config_.sandwich_norms ? RmsNorm(x, weight, config_) : x;
+  return config_.residual_multiplier != 1.0 ? out * config_.residual_multiplier : out;  // Granite
+}
+
+at::Tensor CausalLM::HeadInput(const at::Tensor& hidden) const {
+  return config_.logits_scaling != 1.0 ? hidden / config_.logits_scaling : hidden;
 }
 
 at::Tensor CausalLM::Embed(const at::Tensor& ids) const {
   at::Tensor h = at::embedding(embed_, ids);
+  if (config_.embedding_multiplier != 1.0) return h * config_.embedding_multiplier;  // Granite
   if (!config_.scale_embeddings) return h;
   // Gemma: sqrt(hidden_size) as an fp32 scalar, then rounded to the weights' dtype.
   const at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), HostOptions(at::kFloat));
@@ -599,11 +605,11 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       at::Tensor probs = at::softmax(scores, -1).to(dtype_);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-      h = h + SandwichNorm(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
+      h = h + BranchOutput(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
       x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
       at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
                        Project(li, LinearSite::kUp, x, l.up, at::Tensor());
-      return h + SandwichNorm(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
+      return h + BranchOutput(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
@@ -612,7 +618,9 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
-  return SoftCap(Linear(hidden, lm_head_).to(ComputeDtype(dtype_)), config_.final_logit_softcapping);
+  at::Tensor logits = Linear(hidden, lm_head_);
+  if (config_.logits_scaling != 1.0) logits = logits / config_.logits_scaling;  // Granite, in the model's dtype
+  return SoftCap(logits.to(ComputeDtype(dtype_)), config_.final_logit_softcapping);
 }
 
 at::Tensor CausalLM::Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
@@ -766,12 +774,12 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
                                         config_.window_of(li));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
-      h = h + SandwichNorm(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
+      h = h + BranchOutput(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
       x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
       const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
       const at::Tensor mlp = Activate(AddDelta(li, LinearSite::kGate, x, gate_up[0]), activation) *
                              AddDelta(li, LinearSite::kUp, x, gate_up[1]);
-      return h + SandwichNorm(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
+      return h + BranchOutput(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }

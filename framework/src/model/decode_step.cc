@@ -334,6 +334,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   // Gemma 2's soft caps: c · tanh(x / c) on the scaled scores and on the logits.
   const auto score_cap = static_cast<float>(config_.attn_logit_softcapping);
   auto at_ = [](std::vector<float>& v, std::int64_t i) { return v.data() + i; };
+  const auto residual_multiplier = static_cast<float>(config_.residual_multiplier);  // Granite (1 elsewhere)
 
   // RoPE tables per sequence, as RopeCosSin computes them: fp32 position times fp32
   // inverse frequency, then cos/sin; duplicated over both halves.
@@ -364,7 +365,10 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   std::vector<float> x(B * Hd), xn(B * Hd), q(B * H * D), k(B * KV * D), v(B * KV * D), attn(B * H * D);
   std::vector<float> out(B * Hd), gate(B * I), up(B * I);
   for (std::int64_t b = 0; b < B; ++b) std::copy_n(embed_.data_ptr<float>() + tokens[b] * Hd, Hd, at_(x, b * Hd));
-  if (config_.scale_embeddings) {  // Gemma: times sqrt(hidden_size), that factor in fp32 (Embed)
+  if (config_.embedding_multiplier != 1.0) {  // Granite (Embed)
+    const auto factor = static_cast<float>(config_.embedding_multiplier);
+    for (float& e : x) e *= factor;
+  } else if (config_.scale_embeddings) {  // Gemma: times sqrt(hidden_size), that factor in fp32 (Embed)
     const auto factor = static_cast<float>(std::sqrt(static_cast<double>(Hd)));
     for (float& e : x) e *= factor;
   }
@@ -446,7 +450,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     if (config_.sandwich_norms) {  // Gemma 2: the attention's output normalised before the residual add
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_norm), at_(out, b * Hd), Hd, config_);
     }
-    for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
+    for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i] * residual_multiplier;
     const at::Tensor& mlp_norm = config_.sandwich_norms ? l.pre_ff_norm : l.post_norm;
     if (mlp_norm.defined()) {
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(mlp_norm), at_(xn, b * Hd), Hd, config_);
@@ -459,13 +463,14 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     if (config_.sandwich_norms) {
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_ff_norm), at_(out, b * Hd), Hd, config_);
     }
-    for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i];
+    for (std::int64_t i = 0; i < B * Hd; ++i) x[i] += out[i] * residual_multiplier;
   }
   cache->length = slot + 1;
   for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_);
   at::Tensor logits = at::empty({B, config_.vocab_size}, options().dtype(at::kFloat));  // CPU only (CanDecodeStep)
   MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
           config_.vocab_size);
+  if (config_.logits_scaling != 1.0) logits = logits / config_.logits_scaling;  // Granite, as Logits does
   if (config_.final_logit_softcapping > 0) {
     const double cap = config_.final_logit_softcapping;
     logits = at::tanh(logits / cap) * cap;  // as Logits does

@@ -191,7 +191,10 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar", "logits_scaling",
                           "embedding_multiplier", "residual_multiplier", "attention_multiplier"}) {
     const bool gemma2_field = std::string(key) != "logits_scaling" && std::string(key).find("multiplier") == std::string::npos;
-    if (set(key) && !(gemma2_field && (model_type == "gemma2" || model_type == "gemma3_text"))) refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
+    if (set(key) && !(gemma2_field && (model_type == "gemma2" || model_type == "gemma3_text")) &&
+        !(!gemma2_field && model_type == "granite")) {
+      refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
+    }
   }
   if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
@@ -330,9 +333,26 @@ absl::Status ReadGemma2Attention(const nlohmann::json& json, ModelConfig* c) {
   return absl::OkStatus();
 }
 
+// Granite's four multipliers (GraniteConfig: 1.0 each where config.json is silent).
+absl::Status ReadGraniteMultipliers(const nlohmann::json& json, ModelConfig* c) {
+  double attention = 1.0;
+  for (auto [key, value] : {std::pair{"embedding_multiplier", &c->embedding_multiplier},
+                            std::pair{"attention_multiplier", &attention},
+                            std::pair{"residual_multiplier", &c->residual_multiplier},
+                            std::pair{"logits_scaling", &c->logits_scaling}}) {
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, key, value));
+    if (!std::isfinite(*value) || *value == 0.0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a finite, nonzero number, got ", *value));
+    }
+  }
+  c->attention_multiplier = attention;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 double ModelConfig::attention_scale() const {
+  if (attention_multiplier) return *attention_multiplier;
   return 1.0 / std::sqrt(query_pre_attn_scalar ? *query_pre_attn_scalar : static_cast<double>(head_dim));
 }
 
@@ -361,10 +381,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
-      c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2") {
+      c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
-        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2)"));
+        "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
+        "granite)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool gemma3 = c.model_type == "gemma3_text";
@@ -383,6 +404,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                      : c.model_type == "smollm3" ? "SmolLM3ForCausalLM"
                      : phi3                      ? "Phi3ForCausalLM"
                      : c.model_type == "olmo2"   ? "Olmo2ForCausalLM"
+                     : c.model_type == "granite" ? "GraniteForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2") c.attention_bias = true;
@@ -451,6 +473,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
   if (phi3) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
+  if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
@@ -637,6 +660,12 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["no_rope_layers"] = flags;
   }
   const bool gemma2 = model_type == "gemma2" || model_type == "gemma3_text";
+  if (model_type == "granite") {
+    j["embedding_multiplier"] = embedding_multiplier;
+    j["attention_multiplier"] = attention_scale();
+    j["residual_multiplier"] = residual_multiplier;
+    j["logits_scaling"] = logits_scaling;
+  }
   if (model_type == "gemma3_text" && local_rope_theta) j["rope_local_base_freq"] = *local_rope_theta;
   if (gemma2) {
     j["query_pre_attn_scalar"] = query_pre_attn_scalar ? nlohmann::ordered_json(*query_pre_attn_scalar) : nullptr;

@@ -117,8 +117,8 @@ class GkdTrainer final : public Trainer {
     POSTTRAIN_ASSIGN_OR_RETURN(const double global_tokens, collectives_->Sum(static_cast<double>(rows.size())));
     const double per_rank = std::max(1.0, global_tokens / collectives_->world_size());
     const at::Tensor weights = at::full({static_cast<std::int64_t>(rows.size())}, 1.0 / per_rank, hidden.options().dtype(at::kFloat));
-    GeneralizedJsdResult r = GeneralizedJsd(hidden.index_select(0, index), policy_->lm_head_weight(),
-                                            teacher_hidden.index_select(0, index), teacher_->lm_head_weight(), weights, beta_,
+    GeneralizedJsdResult r = GeneralizedJsd(policy_->HeadInput(hidden.index_select(0, index)), policy_->lm_head_weight(),
+                                            teacher_->HeadInput(teacher_hidden.index_select(0, index)), teacher_->lm_head_weight(), weights, beta_,
                                             /*temperature=*/1.0, /*chunk=*/0, policy_->logit_softcap(), teacher_->logit_softcap());
     StepOutput out;
     out.loss = r.sum;

@@ -113,7 +113,7 @@ class SftTrainer final : public Trainer {
     const at::Tensor token_weights = at::full({static_cast<std::int64_t>(next_ids.size())}, -1.0 / std::max(1.0, per_rank_tokens),
                                         hidden.options().dtype(at::kFloat));
     const WeightedLogprobSumResult r =
-        WeightedTokenLogprobs(hidden.index_select(0, rows), policy_->lm_head_weight(), next, token_weights,
+        WeightedTokenLogprobs(policy_->HeadInput(hidden.index_select(0, rows)), policy_->lm_head_weight(), next, token_weights,
                               /*chunk=*/0, policy_->logit_softcap());
     StepOutput out;
     out.loss = r.sum;

@@ -10,6 +10,7 @@
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/llama2c.h"
 #include "posttrain/model/safetensors.h"
+#include "posttrain/model/token_logprobs.h"
 #include "posttrain/tokenizer/tokenizer.h"
 #include "test_support.h"
 
@@ -938,6 +939,54 @@ TEST(CausalLMTest, Olmo2MatchesTheIndependentPythonImplementationOnEveryPath) {
   nlohmann::json clipped = json;
   clipped["clip_qkv"] = 8.0;
   EXPECT_THAT(std::string(ModelConfig::FromJson(clipped).status().message()), HasSubstr("clip_qkv = 8.0"));
+}
+
+// Granite (GraniteForCausalLM) with Granite 3.0's multipliers: embeddings × 12,
+// scores × 1/64 (attention_multiplier instead of 1/sqrt(head_dim)), sublayer
+// outputs × 0.22 before the residual adds, logits / 8. Every path against the
+// python transcription; each multiplier left at 1 gives other logits; the chunked
+// log-prob kernel on HeadInput gives the transcription's log-softmax (the losses'
+// path); saved and loaded back with the multipliers; elsewhere they stay refused.
+TEST(CausalLMTest, GraniteMultipliersOnEveryPath) {
+  nlohmann::json json = {{"model_type", "granite"}, {"vocab_size", 97}, {"hidden_size", 32},
+                         {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                         {"num_key_value_heads", 2}, {"tie_word_embeddings", true}, {"embedding_multiplier", 12.0},
+                         {"attention_multiplier", 0.015625}, {"residual_multiplier", 0.22}, {"logits_scaling", 8.0}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "GraniteForCausalLM");
+  EXPECT_EQ(config->attention_scale(), 0.015625);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 51);
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_granite");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3);
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  c10::NoGradGuard no_grad;
+  for (const char* key : {"embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"}) {
+    nlohmann::json one = json;
+    one[key] = 1.0;
+    auto other = CausalLM::FromTensors(*ModelConfig::FromJson(one), tensors, at::kFloat);
+    ASSERT_TRUE(other.ok());
+    EXPECT_GT(((*other)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3) << key;
+  }
+  const at::Tensor hidden = model->Hidden(ids, Positions(B, T), at::Tensor(), nullptr).reshape({B * T, -1});
+  const at::Tensor targets = at::randint(config->vocab_size, {B * T}, at::kLong);
+  const at::Tensor kernel = TokenLogprobs(model->HeadInput(hidden), model->lm_head_weight(), targets, 1.0).logprobs;
+  const at::Tensor reference = at::log_softmax(expected.reshape({B * T, -1}), -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+  EXPECT_LT((kernel - reference).abs().max().item<double>(), 1e-4);
+  const std::string dir = testing::TempDir("granite_save");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(saved["logits_scaling"], 8.0);
+  EXPECT_EQ(saved["attention_multiplier"], 0.015625);
+  ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  nlohmann::json llama = json;
+  llama["model_type"] = "llama";
+  EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("logits_scaling = 8.0"));
+  json["logits_scaling"] = 0;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(json).status().message()), HasSubstr("logits_scaling must be a finite, nonzero number"));
 }
 
 // transformers 5 writes RoPE as one rope_parameters object (rope_theta, rope_type and

@@ -13,7 +13,9 @@ Gemma3ForCausalLM (gemma3_text: Gemma 2's layer with q_norm/k_norm, no caps by
 default, windows on all but every sliding_window_pattern-th layer, which rotate with
 rope_local_base_freq unscaled) and Olmo2ForCausalLM (no norms before the
 sublayers, post_attention_layernorm / post_feedforward_layernorm on their outputs,
-q_norm / k_norm over the whole q and k projections); RoPE default, linear, llama3, longrope (Phi-3.5:
+q_norm / k_norm over the whole q and k projections) and GraniteForCausalLM (embeddings
+times embedding_multiplier, scores times attention_multiplier, sublayer outputs
+times residual_multiplier, logits / logits_scaling); RoPE default, linear, llama3, longrope (Phi-3.5:
 short or long factors, cos and sin times the attention factor), yarn (NTK-by-parts,
 cos and sin times its attention factor) or dynamic (NTK: a larger base past
 max_position_embeddings); transformers itself is not installed here. Reads DIR/config.json,
@@ -146,6 +148,10 @@ attn_cap = cfg.get("attn_logit_softcapping", None if gemma3 else 50.0) if gemma2
 final_cap = cfg.get("final_logit_softcapping", None if gemma3 else 30.0) if gemma2 else None
 phi3 = cfg.get("model_type") == "phi3"
 olmo2 = cfg.get("model_type") == "olmo2"
+granite = cfg.get("model_type") == "granite"
+if granite:  # GraniteAttention: self.scaling = config.attention_multiplier (GraniteConfig default 1.0)
+    attn_scaling = cfg.get("attention_multiplier", 1.0)
+residual_multiplier = cfg.get("residual_multiplier", 1.0) if granite else 1.0
 
 def rms(x, g):
     n = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -175,6 +181,8 @@ if gemma3:  # Gemma3TextModel's rotary_emb_local: base rope_local_base_freq, no 
 h = w["model.embed_tokens.weight"][ids]
 if gemma:  # GemmaTextScaledWordEmbedding: times sqrt(hidden_size) as an fp32 tensor
     h = h * torch.tensor(cfg["hidden_size"] ** 0.5)
+if granite:  # GraniteModel: inputs_embeds * embedding_multiplier
+    h = h * cfg.get("embedding_multiplier", 1.0)
 mask = torch.full((T, T), float("-inf")).triu(1)
 # Sliding windows as transformers' configs define them: Mistral on every layer;
 # Qwen2/Qwen3 only with use_sliding_window, on the layers layer_types marks
@@ -241,17 +249,19 @@ for i in range(L):
     elif olmo2:  # Olmo2DecoderLayer: norm the attention output; no norm before the MLP
         h = h + rms(o, w[p + "post_attention_layernorm.weight"])
         x = h
-    else:
-        h = h + o
+    else:  # GraniteDecoderLayer: residual + hidden_states * residual_multiplier
+        h = h + o * residual_multiplier
         x = rms(h, w[p + "post_attention_layernorm.weight"])
     if phi3:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); down(up * act(gate))
         g, u = linear(x, p + "mlp.gate_up_proj.weight").chunk(2, dim=-1)
     else:
         g, u = linear(x, p + "mlp.gate_proj.weight"), linear(x, p + "mlp.up_proj.weight")
     m = linear(act(g) * u, p + "mlp.down_proj.weight")
-    h = h + (rms(m, w[p + "post_feedforward_layernorm.weight"]) if gemma2 or olmo2 else m)
+    h = h + (rms(m, w[p + "post_feedforward_layernorm.weight"]) if gemma2 or olmo2 else m * residual_multiplier)
 h = rms(h, w["model.norm.weight"])
 logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")
+if granite:  # GraniteForCausalLM: logits / logits_scaling
+    logits = logits / cfg.get("logits_scaling", 1.0)
 if final_cap:  # Gemma2ForCausalLM: logits / cap, tanh, * cap
     logits = torch.tanh(logits / final_cap) * final_cap
 save(d + "/reference_logits.safetensors", {"logits": logits})

@@ -163,6 +163,10 @@ class CausalLM {
   // project hidden states themselves a chunk at a time (model/token_logprobs.h),
   // and the soft cap they must apply to its logits (0: none).
   double logit_softcap() const { return config_.final_logit_softcapping; }
+  // Hidden states [.., hidden_size] as those losses must project them with
+  // lm_head_weight(): divided by logits_scaling (Granite's logits are
+  // lm_head(h) / logits_scaling), else the same tensor.
+  at::Tensor HeadInput(const at::Tensor& hidden) const;
   const at::Tensor& lm_head_weight() const { return lm_head_; }
 
  private:
@@ -189,9 +193,11 @@ class CausalLM {
   // position + 1 is `length`: longrope's long factors past its original context,
   // dynamic NTK's rescaled base past max_position_embeddings, else inv_freq_.
   at::Tensor GlobalInvFreq(std::int64_t length) const;
-  at::Tensor Embed(const at::Tensor& ids) const;  // embedding rows (Gemma: times sqrt(hidden_size))
-  // Gemma 2: RmsNorm(x, weight) of a sublayer's output before its residual add; else x.
-  at::Tensor SandwichNorm(const at::Tensor& x, const at::Tensor& weight) const;
+  // Embedding rows (Gemma: times sqrt(hidden_size); Granite: times embedding_multiplier).
+  at::Tensor Embed(const at::Tensor& ids) const;
+  // A sublayer's output x as it is added to the residual stream: RmsNorm(x, weight)
+  // with sandwich norms (Gemma 2, OLMo 2), times residual_multiplier (Granite).
+  at::Tensor BranchOutput(const at::Tensor& x, const at::Tensor& weight) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;

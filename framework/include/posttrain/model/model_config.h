@@ -12,7 +12,8 @@
 // and Gemma3ForCausalLM (model_type gemma3_text: Gemma 2's layout with q/k norms, a
 // separate RoPE base on the windowed layers, five windowed layers in six) and
 // Olmo2ForCausalLM (OLMo 2: norms after each sublayer instead of before, q/k norms
-// over the whole projection).
+// over the whole projection) and GraniteForCausalLM (Llama's maths with four
+// multipliers: embeddings, attention scores, residual branches, logits).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -64,7 +65,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -90,6 +91,14 @@ struct ModelConfig {
   // OLMo 2: the norm weight multiplies the fp32-normalised values before the cast
   // back to the model's dtype (Olmo2RMSNorm); Llama casts first. Same in fp32.
   bool norm_weight_in_fp32 = false;
+  // Granite (GraniteConfig): embedding rows times embedding_multiplier; scores
+  // q·k times attention_multiplier instead of 1/sqrt(head_dim); each sublayer's
+  // output times residual_multiplier before its residual add; logits divided by
+  // logits_scaling. Other families: unset / 1.
+  double embedding_multiplier = 1.0;
+  std::optional<double> attention_multiplier;
+  double residual_multiplier = 1.0;
+  double logits_scaling = 1.0;
   // Sliding-window attention: query slot t sees key slots (t - sliding_window, t]
   // (transformers' sliding-window causal mask, in cache slots) in the layers that
   // use it: every layer for Mistral; for Qwen2/Qwen3 with use_sliding_window, the
@@ -138,7 +147,7 @@ struct ModelConfig {
 
   // Parses and checks config.json (InvalidArgument naming the key).
   Activation activation() const;
-  // The factor on q·k: 1 / sqrt(query_pre_attn_scalar or head_dim).
+  // The factor on q·k: attention_multiplier (Granite), else 1 / sqrt(query_pre_attn_scalar or head_dim).
   double attention_scale() const;
   // The window `layer` attends within (sliding_window), or 0 for full causal attention.
   std::int64_t window_of(std::int64_t layer) const;
