@@ -1,6 +1,6 @@
 // config.json: architectures, sizes, rope_scaling, token ids. A config that parses
 // and is small enough also builds its model (the RoPE tables: yarn's ramp, dynamic
-// NTK's base, longrope's factors) and runs a forward whose positions reach past
+// NTK's base, longrope's factors; the experts' routing) and runs a forward whose positions reach past
 // max_position_embeddings, where the length-dependent tables switch.
 #include <c10/core/GradMode.h>
 
@@ -15,7 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const absl::StatusOr<posttrain::ModelConfig> config = posttrain::ModelConfig::FromJson(j);
   if (!config.ok() || config->vocab_size > 256 || config->hidden_size > 64 || config->intermediate_size > 128 ||
       config->num_hidden_layers > 3 || config->num_attention_heads > 8 || config->head_dim > 32 ||
-      config->max_position_embeddings > 64) {
+      config->max_position_embeddings > 64 || config->num_experts > 16 || config->moe_intermediate_size > 128 ||
+      config->shared_expert_intermediate_size > 128) {
     return 0;
   }
   auto model = posttrain::CausalLM::Random(*config, at::kFloat, 1);

@@ -8,6 +8,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -86,6 +87,12 @@ std::int64_t DecoderLayerOf(const std::string& name) {
   return layer;
 }
 
+ExpertNames ExpertWeightNames(const ModelConfig& c, std::int64_t layer, std::int64_t expert) {
+  const std::string p = absl::StrCat("model.layers.", layer, ".", c.moe_module(), ".experts.", expert, ".");
+  if (c.model_type == "mixtral") return {p + "w1.weight", p + "w3.weight", p + "w2.weight"};
+  return {p + "gate_proj.weight", p + "up_proj.weight", p + "down_proj.weight"};
+}
+
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& c) {
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
   const std::int64_t q_dim = c.num_attention_heads * c.head_dim;
@@ -112,9 +119,27 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       if (c.pre_norms) out.push_back({p + "pre_feedforward_layernorm.weight", {c.hidden_size}});
       out.push_back({p + "post_feedforward_layernorm.weight", {c.hidden_size}});
     }
-    out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
-    out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}});
-    out.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}});
+    if (!c.is_moe_layer(i)) {
+      out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
+      out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}});
+      out.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}});
+      continue;
+    }
+    const std::string moe = absl::StrCat(p, c.moe_module(), ".");
+    out.push_back({moe + "gate.weight", {c.num_experts, c.hidden_size}});  // the router
+    for (std::int64_t e = 0; e < c.num_experts; ++e) {
+      const ExpertNames names = ExpertWeightNames(c, i, e);
+      out.push_back({names.gate, {c.moe_intermediate_size, c.hidden_size}});
+      out.push_back({names.up, {c.moe_intermediate_size, c.hidden_size}});
+      out.push_back({names.down, {c.hidden_size, c.moe_intermediate_size}});
+    }
+    if (c.shared_expert_intermediate_size > 0) {
+      const std::int64_t width = c.shared_expert_intermediate_size;
+      out.push_back({moe + "shared_expert.gate_proj.weight", {width, c.hidden_size}});
+      out.push_back({moe + "shared_expert.up_proj.weight", {width, c.hidden_size}});
+      out.push_back({moe + "shared_expert.down_proj.weight", {c.hidden_size, width}});
+      out.push_back({moe + "shared_expert_gate.weight", {1, c.hidden_size}});
+    }
   }
   out.push_back({"model.norm.weight", {c.hidden_size}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
@@ -186,6 +211,41 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
     const std::vector<at::Tensor> parts = it->second.split_with_sizes(f.rows, 0);
     for (size_t k = 0; k < parts.size(); ++k) (*tensors)[f.parts[k]] = parts[k].clone();
     tensors->erase(f.name);
+  }
+  // transformers 5 holds an MoE layer's experts as two 3-D parameters, under
+  // mlp. for Mixtral too: experts.gate_up_proj [E, 2I, H] (gate rows, then up) and
+  // experts.down_proj [E, H, I]. Checkpoints in that layout become one tensor per
+  // expert, as the hub's are.
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    if (!config.is_moe_layer(layer)) continue;
+    const std::string v5 = absl::StrCat("model.layers.", layer, ".mlp.");
+    const std::string router = absl::StrCat("model.layers.", layer, ".", config.moe_module(), ".gate.weight");
+    if (v5 + "gate.weight" != router && tensors->count(v5 + "gate.weight") && !tensors->count(router)) {
+      (*tensors)[router] = (*tensors)[v5 + "gate.weight"];
+      tensors->erase(v5 + "gate.weight");
+    }
+    const std::int64_t E = config.num_experts, I = config.moe_intermediate_size, H = config.hidden_size;
+    for (const auto& [name, shape] : {std::pair{v5 + "experts.gate_up_proj", std::vector<std::int64_t>{E, 2 * I, H}},
+                                      std::pair{v5 + "experts.down_proj", std::vector<std::int64_t>{E, H, I}}}) {
+      auto it = tensors->find(name);
+      if (it == tensors->end()) continue;
+      if (it->second.sizes().vec() != shape) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(it->second.sizes()),
+                                                       ", config.json implies ", ShapeText(shape)));
+      }
+      const bool gate_up = absl::EndsWith(name, "gate_up_proj");
+      for (std::int64_t e = 0; e < E; ++e) {
+        const ExpertNames names = ExpertWeightNames(config, layer, e);
+        const at::Tensor expert = it->second.select(0, e);
+        if (gate_up) {
+          (*tensors)[names.gate] = expert.narrow(0, 0, I).clone();
+          (*tensors)[names.up] = expert.narrow(0, I, I).clone();
+        } else {
+          (*tensors)[names.down] = expert.clone();
+        }
+      }
+      tensors->erase(name);
+    }
   }
   return absl::OkStatus();
 }
@@ -281,9 +341,27 @@ void CausalLM::Index() {
       if (config_.pre_norms) l.pre_ff_norm = by_name.at(p + "pre_feedforward_layernorm.weight");
       l.post_ff_norm = by_name.at(p + "post_feedforward_layernorm.weight");
     }
-    l.gate = by_name.at(p + "mlp.gate_proj.weight");
-    l.up = by_name.at(p + "mlp.up_proj.weight");
-    l.down = by_name.at(p + "mlp.down_proj.weight");
+    if (!config_.is_moe_layer(i)) {
+      l.gate = by_name.at(p + "mlp.gate_proj.weight");
+      l.up = by_name.at(p + "mlp.up_proj.weight");
+      l.down = by_name.at(p + "mlp.down_proj.weight");
+      layers_.push_back(std::move(l));
+      continue;
+    }
+    const std::string moe = absl::StrCat(p, config_.moe_module(), ".");
+    l.router = by_name.at(moe + "gate.weight");
+    for (std::int64_t e = 0; e < config_.num_experts; ++e) {
+      const ExpertNames names = ExpertWeightNames(config_, i, e);
+      l.expert_gate.push_back(by_name.at(names.gate));
+      l.expert_up.push_back(by_name.at(names.up));
+      l.expert_down.push_back(by_name.at(names.down));
+    }
+    if (config_.shared_expert_intermediate_size > 0) {
+      l.gate = by_name.at(moe + "shared_expert.gate_proj.weight");
+      l.up = by_name.at(moe + "shared_expert.up_proj.weight");
+      l.down = by_name.at(moe + "shared_expert.down_proj.weight");
+      l.shared_expert_gate = by_name.at(moe + "shared_expert_gate.weight");
+    }
     layers_.push_back(std::move(l));
   }
 }
@@ -505,6 +583,44 @@ at::Tensor CausalLM::BranchOutput(const at::Tensor& x, const at::Tensor& weight)
   return config_.residual_multiplier != 1.0 ? out * config_.residual_multiplier : out;  // Granite
 }
 
+at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
+  const std::int64_t hidden = config_.hidden_size, k = config_.num_experts_per_tok;
+  const at::Tensor flat = x.reshape({-1, hidden});
+  if (flat.size(0) == 0) return at::zeros_like(x);
+  const Activation activation = config_.activation();
+  auto swiglu = [&](const at::Tensor& in, const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down) {
+    return internal::Linear(Activate(internal::Linear(in, gate), activation) * internal::Linear(in, up), down);
+  };
+  // The router: softmax in fp32 (fp64 for an fp64 model), the top k per token.
+  const at::Tensor probs = at::softmax(internal::Linear(flat, l.router), -1, ComputeDtype(dtype_));
+  auto [weights, experts] = at::topk(probs, k, -1);  // [N, k]
+  if (config_.norm_topk_prob) weights = weights / weights.sum(-1, /*keepdim=*/true);
+  // The N·k (token, expert) pairs grouped by expert (a stable sort keeps each
+  // token's contributions in expert order, as transformers' loop adds them), each
+  // group through its expert in one batch: one gather, one matmul chain per expert
+  // that has tokens, one scatter-add.
+  const at::Tensor flat_experts = experts.reshape({-1});
+  const at::Tensor order = std::get<1>(at::sort(flat_experts, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  const at::Tensor tokens = at::div(order, k, "floor");
+  const at::Tensor counts = at::bincount(flat_experts, {}, config_.num_experts).to(at::kCPU);  // one host sync
+  const at::Tensor routed = flat.index_select(0, tokens);
+  std::vector<at::Tensor> outputs;
+  std::int64_t start = 0;
+  const auto* count = counts.data_ptr<std::int64_t>();
+  for (std::int64_t e = 0; e < config_.num_experts; ++e) {
+    if (count[e] == 0) continue;
+    const auto ue = static_cast<size_t>(e);
+    outputs.push_back(swiglu(routed.narrow(0, start, count[e]), l.expert_gate[ue], l.expert_up[ue], l.expert_down[ue]));
+    start += count[e];
+  }
+  const at::Tensor scaled = at::cat(outputs) * weights.reshape({-1}).index_select(0, order).unsqueeze(-1);
+  at::Tensor out = at::zeros_like(flat).index_add(0, tokens, scaled.to(flat.scalar_type()));
+  if (l.shared_expert_gate.defined()) {  // Qwen2-MoE: + sigmoid(shared_expert_gate · x) · shared_expert(x)
+    out = out + at::sigmoid(internal::Linear(flat, l.shared_expert_gate)) * swiglu(flat, l.gate, l.up, l.down);
+  }
+  return out.view(x.sizes());
+}
+
 at::Tensor CausalLM::HeadInput(const at::Tensor& hidden) const {
   return config_.logits_scaling != 1.0 ? hidden / config_.logits_scaling : hidden;
 }
@@ -607,9 +723,12 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
       h = h + BranchOutput(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
       x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
-      at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
-                       Project(li, LinearSite::kUp, x, l.up, at::Tensor());
-      return h + BranchOutput(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
+      if (!l.router.defined()) {
+        at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
+                         Project(li, LinearSite::kUp, x, l.up, at::Tensor());
+        return h + BranchOutput(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
+      }
+      return h + BranchOutput(SparseMoe(l, x), l.post_ff_norm);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
@@ -776,6 +895,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       h = h + BranchOutput(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
       x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
+      if (l.router.defined()) return h + BranchOutput(SparseMoe(l, x), l.post_ff_norm);
       const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
       const at::Tensor mlp = Activate(AddDelta(li, LinearSite::kGate, x, gate_up[0]), activation) *
                              AddDelta(li, LinearSite::kUp, x, gate_up[1]);

@@ -306,7 +306,11 @@ const float* Data(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>(
 bool CausalLM::CanDecodeStep() const {
   // A layer runner (sharding) holds shards, not the weights these loops read.
   // An adapter adds terms these loops do not compute.
-  if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu()) return false;
+  // Mixtures of experts route each token through a few of many experts: not these loops.
+  if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
+      config_.num_experts > 0) {
+    return false;
+  }
   for (const auto& [name, p] : params_) {
     if (!p.is_contiguous()) return false;
   }

@@ -197,8 +197,19 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
     }
   }
   if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
+  // Mixtures of experts: Mixtral's num_local_experts and Qwen-MoE's num_experts are
+  // read (ReadMixtureOfExperts); anywhere else (DeepSeek's n_routed_experts) refused.
+  const bool qwen_moe = model_type == "qwen2_moe" || model_type == "qwen3_moe";
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
-    if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
+    const bool read = (model_type == "mixtral" && std::string(key) == "num_local_experts") ||
+                      (qwen_moe && std::string(key) == "num_experts");
+    if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
+  }
+  if (set("output_router_logits") && json["output_router_logits"].is_boolean() && json["output_router_logits"].get<bool>()) {
+    refused.push_back("output_router_logits = true (the router's load-balancing loss is not added to the loss)");
+  }
+  if (nonzero("router_jitter_noise")) {
+    refused.push_back(absl::StrCat("router_jitter_noise = ", json["router_jitter_noise"].dump(), " (Mixtral's noise on the router input in training)"));
   }
   if (refused.empty()) return absl::OkStatus();
   return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
@@ -216,14 +227,16 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
 absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
   const bool smollm3 = c->model_type == "smollm3", gemma3 = c->model_type == "gemma3_text";
   const bool gemma2 = c->model_type == "gemma2" || gemma3;  // windows as Gemma 2 has them
-  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || smollm3 || gemma2;
+  // Qwen3-MoE: with use_sliding_window, the window on every layer (Qwen3MoeAttention).
+  const bool qwen3_moe = c->model_type == "qwen3_moe";
+  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || c->model_type == "qwen2_moe" || smollm3 || gemma2;
   if (gemma2 && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's, Gemma3TextConfig's
   if (gemma3 && json.contains("sliding_window") && json["sliding_window"].is_null()) {
     return absl::UnimplementedError("config.json: sliding_window = null is not supported for gemma3_text (its windowed layers "
                                     "would keep their own RoPE base without a window)");
   }
-  bool used = c->model_type == "mistral" || c->model_type == "phi3" || gemma2;
-  if (per_layer) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
+  bool used = c->model_type == "mistral" || c->model_type == "phi3" || c->model_type == "mixtral" || gemma2;
+  if (per_layer || qwen3_moe) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window", &w));
@@ -349,6 +362,68 @@ absl::Status ReadGraniteMultipliers(const nlohmann::json& json, ModelConfig* c) 
   return absl::OkStatus();
 }
 
+// The experts of Mixtral (num_local_experts, every layer, top-k always renormalised,
+// width intermediate_size) and Qwen2-MoE / Qwen3-MoE (num_experts, width
+// moe_intermediate_size, norm_topk_prob; layers in mlp_only_layers or off the
+// decoder_sparse_step keep the dense MLP; Qwen2-MoE's shared expert), with their
+// configs' defaults where config.json is silent.
+absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
+  const bool mixtral = c->model_type == "mixtral", qwen2 = c->model_type == "qwen2_moe";
+  if (!mixtral && !qwen2 && c->model_type != "qwen3_moe") return absl::OkStatus();
+  if (mixtral) {  // MixtralConfig
+    c->num_experts = 8;
+    c->num_experts_per_tok = 2;
+    c->norm_topk_prob = true;
+    c->moe_intermediate_size = c->intermediate_size;
+  } else {  // Qwen2MoeConfig, Qwen3MoeConfig
+    c->num_experts = qwen2 ? 60 : 128;
+    c->num_experts_per_tok = qwen2 ? 4 : 8;
+    c->moe_intermediate_size = qwen2 ? 1408 : 768;
+    if (qwen2) c->shared_expert_intermediate_size = 5632;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "moe_intermediate_size", &c->moe_intermediate_size));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "norm_topk_prob", &c->norm_topk_prob));
+    if (qwen2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "shared_expert_intermediate_size", &c->shared_expert_intermediate_size));
+  }
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, mixtral ? "num_local_experts" : "num_experts", &c->num_experts));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_experts_per_tok", &c->num_experts_per_tok));
+  if (c->num_experts < 0 || (mixtral && c->num_experts == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", mixtral ? "num_local_experts" : "num_experts",
+                                                   " must be ", mixtral ? "positive" : "0 or more", ", got ", c->num_experts));
+  }
+  if (c->num_experts == 0) return absl::OkStatus();  // Qwen-MoE with no experts: dense everywhere
+  if (c->num_experts_per_tok < 1 || c->num_experts_per_tok > c->num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: num_experts_per_tok must be between 1 and the ", c->num_experts,
+                                                   " experts, got ", c->num_experts_per_tok));
+  }
+  if (c->moe_intermediate_size <= 0 || c->shared_expert_intermediate_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: the experts' width must be positive (",
+                                                   mixtral ? "intermediate_size" : "moe_intermediate_size", " ",
+                                                   c->moe_intermediate_size, ", shared_expert_intermediate_size ",
+                                                   c->shared_expert_intermediate_size, ")"));
+  }
+  if (mixtral) return absl::OkStatus();
+  std::int64_t step = 1;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "decoder_sparse_step", &step));
+  if (step < 1) return absl::InvalidArgumentError(absl::StrCat("config.json: decoder_sparse_step must be positive, got ", step));
+  std::vector<bool> dense(static_cast<size_t>(c->num_hidden_layers), false);
+  for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) dense[static_cast<size_t>(i)] = (i + 1) % step != 0;
+  if (json.contains("mlp_only_layers") && !json["mlp_only_layers"].is_null()) {
+    const nlohmann::json& only = json["mlp_only_layers"];
+    if (!only.is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: mlp_only_layers must be a list of layer indices, got ", only.dump()));
+    }
+    for (const nlohmann::json& i : only) {
+      if (!i.is_number_integer() || i.get<std::int64_t>() < 0 || i.get<std::int64_t>() >= c->num_hidden_layers) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: mlp_only_layers must hold layer indices in [0, ",
+                                                       c->num_hidden_layers, "), got ", i.dump()));
+      }
+      dense[static_cast<size_t>(i.get<std::int64_t>())] = true;
+    }
+  }
+  if (std::find(dense.begin(), dense.end(), true) != dense.end()) c->dense_mlp_layers = std::move(dense);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 double ModelConfig::attention_scale() const {
@@ -381,11 +456,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
-      c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite") {
+      c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
+      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool gemma3 = c.model_type == "gemma3_text";
@@ -405,10 +481,19 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                      : phi3                      ? "Phi3ForCausalLM"
                      : c.model_type == "olmo2"   ? "Olmo2ForCausalLM"
                      : c.model_type == "granite" ? "GraniteForCausalLM"
+                     : c.model_type == "mixtral" ? "MixtralForCausalLM"
+                     : c.model_type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
+                     : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
                                                  : "LlamaForCausalLM";
   }
-  if (c.model_type == "qwen2") c.attention_bias = true;
-  c.qk_norm = c.model_type == "qwen3";
+  if (c.model_type == "qwen2" || c.model_type == "qwen2_moe") c.attention_bias = true;
+  // Qwen2MoeConfig names its q/k/v biases qkv_bias.
+  if (c.model_type == "qwen2_moe") POSTTRAIN_RETURN_IF_ERROR(Read(json, "qkv_bias", &c.attention_bias));
+  c.qk_norm = c.model_type == "qwen3" || c.model_type == "qwen3_moe";
+  if (c.model_type == "mixtral") {  // MixtralConfig's defaults
+    c.rope_theta = 1000000.0;
+    c.rms_norm_eps = 1e-5;
+  }
   if (gemma) {  // GemmaConfig's own defaults where config.json is silent
     c.norm_weight_offset = true;
     c.scale_embeddings = true;
@@ -592,6 +677,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   POSTTRAIN_RETURN_IF_ERROR(FinishLongRope(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadRopeLayers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadSlidingWindow(json, &c));
+  POSTTRAIN_RETURN_IF_ERROR(ReadMixtureOfExperts(json, &c));
   return c;
 }
 
@@ -653,7 +739,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["rope_scaling"] = nullptr;
   }
   if (model_type == "phi3") j["partial_rotary_factor"] = partial_rotary_factor;
-  if (model_type == "mistral" || model_type == "phi3") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
+  if (model_type == "mistral" || model_type == "phi3" || model_type == "mixtral") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
   if (model_type == "smollm3") {
     nlohmann::ordered_json flags = nlohmann::ordered_json::array();
     for (std::int64_t i = 0; i < num_hidden_layers; ++i) flags.push_back(uses_rope(i) ? 1 : 0);
@@ -672,7 +758,33 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["attn_logit_softcapping"] = attn_logit_softcapping > 0 ? nlohmann::ordered_json(attn_logit_softcapping) : nullptr;
     j["final_logit_softcapping"] = final_logit_softcapping > 0 ? nlohmann::ordered_json(final_logit_softcapping) : nullptr;
   }
-  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "smollm3" || gemma2) {
+  if (model_type == "qwen3_moe") {
+    j["use_sliding_window"] = sliding_window.has_value();
+    j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
+  }
+  if (model_type == "mixtral") {
+    j["num_local_experts"] = num_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["router_jitter_noise"] = 0.0;
+    j["output_router_logits"] = false;
+  } else if (model_type == "qwen2_moe" || model_type == "qwen3_moe") {
+    j["num_experts"] = num_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["moe_intermediate_size"] = moe_intermediate_size;
+    j["norm_topk_prob"] = norm_topk_prob;
+    if (model_type == "qwen2_moe") {
+      j["shared_expert_intermediate_size"] = shared_expert_intermediate_size;
+      j["qkv_bias"] = attention_bias;
+    }
+    j["decoder_sparse_step"] = 1;  // the dense layers, whatever made them so, listed:
+    nlohmann::ordered_json dense = nlohmann::ordered_json::array();
+    for (std::int64_t i = 0; i < num_hidden_layers; ++i) {
+      if (!is_moe_layer(i)) dense.push_back(i);
+    }
+    j["mlp_only_layers"] = num_experts > 0 ? dense : nlohmann::ordered_json::array();
+    j["output_router_logits"] = false;
+  }
+  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "qwen2_moe" || model_type == "smollm3" || gemma2) {
     if (!gemma2) j["use_sliding_window"] = sliding_window.has_value();
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
     nlohmann::ordered_json types = nlohmann::ordered_json::array();
@@ -682,7 +794,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
       if (sliding) first_sliding = std::min(first_sliding, i);
       types.push_back(sliding ? "sliding_attention" : "full_attention");
     }
-    if (model_type == "qwen2" || model_type == "qwen3") j["max_window_layers"] = first_sliding;
+    if (model_type == "qwen2" || model_type == "qwen3" || model_type == "qwen2_moe") j["max_window_layers"] = first_sliding;
     if (model_type == "gemma3_text") {
       // transformers before layer_types (4.50-4.52) read the period instead: written
       // where the layers follow one (all windowed but every p-th).

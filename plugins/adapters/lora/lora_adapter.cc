@@ -93,6 +93,11 @@ class LoraAdapter final : public Adapter {
     slots_.assign(static_cast<size_t>(config.num_hidden_layers), {});
     for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
       for (const LinearModule& module : modules) {
+        // An MoE layer has no MLP projections to adapt: its experts are not linear
+        // sites (as under transformers 5, whose fused experts PEFT's all-linear skips).
+        const bool mlp = module.parts.front().site == LinearSite::kGate || module.parts.front().site == LinearSite::kUp ||
+                         module.parts.front().site == LinearSite::kDown;
+        if (mlp && config.is_moe_layer(layer)) continue;
         const std::string full = absl::StrCat("model.layers.", layer, ".", module.path);
         bool match = all_linear;
         if (regex) {

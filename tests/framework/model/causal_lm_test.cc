@@ -2,7 +2,10 @@
 
 #include <c10/core/GradMode.h>
 #include <fstream>
+#include <tuple>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -99,9 +102,13 @@ TEST(CausalLMTest, KVCacheLogitsEqualFullRecomputation) {
 // Logits of `ids` [B, T] from tests/framework/model/llama_reference.py, the
 // transformers maths written out in python3-torch (no transformers package here),
 // on `model`'s weights saved as safetensors.
-at::Tensor PythonReferenceLogits(const CausalLM& model, const at::Tensor& ids, const std::string& name) {
+// With `config_json`, the transcription reads that config.json (the one the model
+// was parsed from) instead of the one posttrain writes back.
+at::Tensor PythonReferenceLogits(const CausalLM& model, const at::Tensor& ids, const std::string& name,
+                                 const nlohmann::json* config_json = nullptr) {
   const std::string dir = testing::TempDir(name);
   EXPECT_TRUE(SaveCausalLM(model, dir).ok());
+  if (config_json != nullptr) testing::WriteFile(dir + "/config.json", config_json->dump());
   EXPECT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
   std::string out;
   EXPECT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
@@ -148,7 +155,9 @@ std::unique_ptr<CausalLM> RandomGemmaWithStd02(const ModelConfig& config, std::u
 // Every forward path against `expected` [2, T, V] within 1e-4: the padded forward,
 // the padding-free stream, a KV cache filled by a prefill of `prefill` tokens and
 // then one token at a time, and the fused fp32 decode step from an empty cache.
-void ExpectEveryPathGives(const CausalLM& m, const at::Tensor& ids, const at::Tensor& expected, std::int64_t prefill) {
+// decode_step = false: the model is one the fused decode step declines (CanDecodeStep).
+void ExpectEveryPathGives(const CausalLM& m, const at::Tensor& ids, const at::Tensor& expected, std::int64_t prefill,
+                          bool decode_step = true) {
   c10::NoGradGuard no_grad;
   const std::int64_t B = ids.size(0), T = ids.size(1);
   ASSERT_EQ(B, 2);
@@ -164,7 +173,8 @@ void ExpectEveryPathGives(const CausalLM& m, const at::Tensor& ids, const at::Te
     pieces.push_back(m.Forward(ids.narrow(1, t, 1), at::full({B, 1}, t, at::kLong), at::ones({B, t + 1}, at::kLong), &cache));
   }
   EXPECT_LT((at::cat(pieces, 1) - expected).abs().max().item<double>(), 1e-4) << "KV cache";
-  ASSERT_TRUE(m.CanDecodeStep());
+  ASSERT_EQ(m.CanDecodeStep(), decode_step);
+  if (!decode_step) return;
   KVCache fused = m.NewCache(B, T);
   for (std::int64_t t = 0; t < T; ++t) {
     const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused);
@@ -987,6 +997,179 @@ TEST(CausalLMTest, GraniteMultipliersOnEveryPath) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("logits_scaling = 8.0"));
   json["logits_scaling"] = 0;
   EXPECT_THAT(std::string(ModelConfig::FromJson(json).status().message()), HasSubstr("logits_scaling must be a finite, nonzero number"));
+}
+
+// Mixtures of experts, each checked against the python transcription (which loops
+// over the experts with one-hot masks and index_add_, as transformers does) on every
+// path, the transcription reading the config.json given here: Mixtral (top 2 of 4,
+// always renormalised; Mistral's window on every layer), Qwen2-MoE (top 2 of 4 not
+// renormalised, a shared expert gated by a sigmoid, q/k/v biases, layer 1 dense
+// through mlp_only_layers) and Qwen3-MoE (top 3 of 6 renormalised, q/k norms,
+// decoder_sparse_step 2: layer 0 dense). Saved and loaded back; flipping
+// norm_topk_prob moves the logits.
+TEST(CausalLMTest, MixturesOfExpertsMatchThePythonTranscriptionOnEveryPath) {
+  const nlohmann::json base = {{"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 40},
+                               {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                               {"head_dim", 8}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
+                               {"tie_word_embeddings", false}};
+  nlohmann::json mixtral = base, qwen2 = base, qwen3 = base;
+  mixtral.update({{"model_type", "mixtral"}, {"num_local_experts", 4}, {"num_experts_per_tok", 2}, {"sliding_window", 5}});
+  qwen2.update({{"model_type", "qwen2_moe"}, {"num_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 24},
+                {"shared_expert_intermediate_size", 36}, {"mlp_only_layers", {1}}, {"norm_topk_prob", false}});
+  qwen3.update({{"model_type", "qwen3_moe"}, {"num_experts", 6}, {"num_experts_per_tok", 3}, {"moe_intermediate_size", 16},
+                {"decoder_sparse_step", 2}, {"norm_topk_prob", true}});
+  for (const auto& [json, architecture, router, dense_layer] :
+       {std::tuple{mixtral, "MixtralForCausalLM", "model.layers.1.block_sparse_moe.gate.weight", -1},
+        std::tuple{qwen2, "Qwen2MoeForCausalLM", "model.layers.0.mlp.gate.weight", 1},
+        std::tuple{qwen3, "Qwen3MoeForCausalLM", "model.layers.1.mlp.gate.weight", 0}}) {
+    SCOPED_TRACE(architecture);
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, architecture);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 61);
+    std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    EXPECT_EQ(tensors.count(router), 1u);
+    for (std::int64_t layer = 0; layer < 2; ++layer) {
+      EXPECT_EQ(tensors.count(absl::StrCat("model.layers.", layer, ".mlp.gate_proj.weight")), layer == dense_layer ? 1u : 0u);
+    }
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, absl::StrCat("py_", config->model_type), &json);
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(absl::StrCat(config->model_type, "_save"));
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    if (config->model_type == "mixtral") continue;
+    nlohmann::json flipped = json;
+    flipped["norm_topk_prob"] = !json["norm_topk_prob"].get<bool>();
+    auto other = CausalLM::FromTensors(*ModelConfig::FromJson(flipped), tensors, at::kFloat);
+    ASSERT_TRUE(other.ok()) << other.status();
+    c10::NoGradGuard no_grad;
+    EXPECT_GT(((*other)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+  }
+}
+
+// transformers 5 keeps an MoE layer's experts as two 3-D parameters
+// (mlp.experts.gate_up_proj [E, 2I, H], gate rows then up; mlp.experts.down_proj
+// [E, H, I]; Mixtral's router under mlp. too): such a checkpoint gives the same model
+// as the hub's one tensor per expert; a fused tensor of the wrong shape is named.
+TEST(CausalLMTest, TransformersFiveFusedExpertsLoadAsPerExpertTensors) {
+  const nlohmann::json base = {{"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 40},
+                               {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2}};
+  nlohmann::json mixtral = base, qwen3 = base;
+  mixtral.update({{"model_type", "mixtral"}, {"num_local_experts", 3}, {"num_experts_per_tok", 2}});
+  qwen3.update({{"model_type", "qwen3_moe"}, {"num_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 12},
+                {"head_dim", 8}, {"mlp_only_layers", {0}}});
+  for (const nlohmann::json& json : {mixtral, qwen3}) {
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    SCOPED_TRACE(config->model_type);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 71);
+    std::map<std::string, at::Tensor> fused(model->named_parameters().begin(), model->named_parameters().end());
+    const std::string moe = config->model_type == "mixtral" ? "block_sparse_moe." : "mlp.";
+    for (std::int64_t layer = 0; layer < 2; ++layer) {
+      if (!config->is_moe_layer(layer)) continue;
+      const std::string p = absl::StrCat("model.layers.", layer, ".");
+      std::vector<at::Tensor> gate_up, down;
+      for (std::int64_t e = 0; e < config->num_experts; ++e) {
+        const std::string expert = absl::StrCat(p, moe, "experts.", e, ".");
+        const bool mixtral_names = config->model_type == "mixtral";
+        const std::string g = expert + (mixtral_names ? "w1" : "gate_proj"), u = expert + (mixtral_names ? "w3" : "up_proj"),
+                          d = expert + (mixtral_names ? "w2" : "down_proj");
+        gate_up.push_back(at::cat({fused.at(g + ".weight"), fused.at(u + ".weight")}));
+        down.push_back(fused.at(d + ".weight"));
+        for (const std::string& n : {g, u, d}) fused.erase(n + ".weight");
+      }
+      fused[p + "mlp.experts.gate_up_proj"] = at::stack(gate_up);
+      fused[p + "mlp.experts.down_proj"] = at::stack(down);
+      const at::Tensor router = fused.at(p + moe + "gate.weight");
+      fused.erase(p + moe + "gate.weight");
+      fused[p + "mlp.gate.weight"] = router;
+    }
+    auto loaded = CausalLM::FromTensors(*config, fused, at::kFloat);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 7}, at::kLong);
+    c10::NoGradGuard no_grad;
+    EXPECT_TRUE(at::equal((*loaded)->Forward(ids, Positions(2, 7), at::Tensor(), nullptr),
+                          model->Forward(ids, Positions(2, 7), at::Tensor(), nullptr)));
+    fused["model.layers.1.mlp.experts.down_proj"] = fused["model.layers.1.mlp.experts.down_proj"].narrow(0, 0, 2);
+    EXPECT_THAT(std::string(CausalLM::FromTensors(*config, fused, at::kFloat).status().message()),
+                HasSubstr("tensor 'model.layers.1.mlp.experts.down_proj' has shape"));
+  }
+}
+
+// Training through the experts: in fp64, the gradient autograd gives the router, the
+// shared expert's gate and each expert (through the sort, gather and scatter-add of
+// the routing) matches central finite differences of the loss along a random direction.
+TEST(CausalLMTest, MixtureOfExpertsGradientsMatchFiniteDifferences) {
+  const nlohmann::json json = {{"model_type", "qwen2_moe"}, {"vocab_size", 53}, {"hidden_size", 16},
+                               {"intermediate_size", 24}, {"num_hidden_layers", 1}, {"num_attention_heads", 2},
+                               {"num_key_value_heads", 1}, {"num_experts", 4}, {"num_experts_per_tok", 2},
+                               {"moe_intermediate_size", 12}, {"shared_expert_intermediate_size", 8}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto model = CausalLM::Random(*config, at::kDouble, 7);
+  ASSERT_TRUE(model.ok());
+  at::manual_seed(0);
+  const at::Tensor ids = at::randint(53, {2, 6}, at::kLong);
+  const at::Tensor weights = at::randn({2, 6, 53}, at::TensorOptions().dtype(at::kDouble));
+  auto loss = [&] { return ((*model)->Forward(ids, Positions(2, 6), at::Tensor(), nullptr) * weights).sum(); };
+  // The router, the shared expert's gate and every routed expert's down_proj (an
+  // expert no token chose has no gradient: then the loss must not move along it).
+  std::vector<std::pair<std::string, at::Tensor>> checked;
+  for (const auto& [name, t] : (*model)->named_parameters()) {
+    if (absl::EndsWith(name, "mlp.gate.weight") || absl::EndsWith(name, "shared_expert_gate.weight") ||
+        (absl::StrContains(name, "experts.") && absl::EndsWith(name, "down_proj.weight"))) {
+      checked.push_back({name, t});
+      at::Tensor(t).set_requires_grad(true);
+    }
+  }
+  ASSERT_EQ(checked.size(), 2u + 4u);
+  loss().backward();
+  int reached_experts = 0;
+  for (auto& [name, p] : checked) {
+    SCOPED_TRACE(name);
+    const at::Tensor grad = p.grad().defined() ? p.grad().clone() : at::zeros_like(p);
+    const at::Tensor direction = at::randn(p.sizes(), p.options());
+    const double eps = 1e-6;
+    c10::NoGradGuard no_grad;
+    p.add_(direction, eps);
+    const double up = loss().item<double>();
+    p.sub_(direction, 2 * eps);
+    const double down = loss().item<double>();
+    p.add_(direction, eps);
+    const double numeric = (up - down) / (2 * eps), analytic = (grad * direction).sum().item<double>();
+    if (absl::StrContains(name, "experts.")) reached_experts += p.grad().defined() ? 1 : 0;
+    if (!absl::StrContains(name, "experts.")) EXPECT_GT(std::abs(analytic), 1e-6) << "no gradient reached it";
+    EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(1.0, std::abs(numeric)));
+  }
+  EXPECT_GE(reached_experts, 2);  // 12 tokens, 2 experts each
+}
+
+// What the experts' configs must hold, and what they change that posttrain does not
+// do (the router's load-balancing loss, Mixtral's router noise): clear errors.
+TEST(CausalLMTest, MixtureOfExpertsConfigErrorsNameTheField) {
+  const nlohmann::json base = {{"model_type", "qwen3_moe"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 40}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                               {"num_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 16}};
+  auto message = [&](const char* key, const nlohmann::json& value, const char* model_type = "qwen3_moe") {
+    nlohmann::json j = base;
+    j["model_type"] = model_type;
+    j[key] = value;
+    return std::string(ModelConfig::FromJson(j).status().message());
+  };
+  EXPECT_THAT(message("num_experts_per_tok", 5), HasSubstr("num_experts_per_tok must be between 1 and the 4 experts, got 5"));
+  EXPECT_THAT(message("mlp_only_layers", {0, 2}), HasSubstr("mlp_only_layers must hold layer indices in [0, 2), got 2"));
+  EXPECT_THAT(message("decoder_sparse_step", 0), HasSubstr("decoder_sparse_step must be positive"));
+  EXPECT_THAT(message("output_router_logits", true), HasSubstr("output_router_logits = true"));
+  EXPECT_THAT(message("router_jitter_noise", 0.1, "mixtral"), HasSubstr("router_jitter_noise = 0.1"));
+  EXPECT_THAT(message("num_experts", 4, "llama"), HasSubstr("num_experts = 4 (mixture of experts)"));
+  EXPECT_THAT(message("n_routed_experts", 4), HasSubstr("n_routed_experts = 4 (mixture of experts)"));
+  nlohmann::json none = base;
+  none["num_experts"] = 0;  // Qwen-MoE without experts: the dense MLP everywhere
+  auto dense = ModelConfig::FromJson(none);
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  EXPECT_FALSE(dense->is_moe_layer(0) || dense->is_moe_layer(1));
 }
 
 // transformers 5 writes RoPE as one rope_parameters object (rope_theta, rope_type and

@@ -15,7 +15,9 @@ rope_local_base_freq unscaled) and Olmo2ForCausalLM (no norms before the
 sublayers, post_attention_layernorm / post_feedforward_layernorm on their outputs,
 q_norm / k_norm over the whole q and k projections) and GraniteForCausalLM (embeddings
 times embedding_multiplier, scores times attention_multiplier, sublayer outputs
-times residual_multiplier, logits / logits_scaling); RoPE default, linear, llama3, longrope (Phi-3.5:
+times residual_multiplier, logits / logits_scaling) and the mixtures of experts
+MixtralForCausalLM, Qwen2MoeForCausalLM (shared expert) and Qwen3MoeForCausalLM (see
+sparse_moe below; their dense layers from mlp_only_layers / decoder_sparse_step); RoPE default, linear, llama3, longrope (Phi-3.5:
 short or long factors, cos and sin times the attention factor), yarn (NTK-by-parts,
 cos and sin times its attention factor) or dynamic (NTK: a larger base past
 max_position_embeddings); transformers itself is not installed here. Reads DIR/config.json,
@@ -201,14 +203,60 @@ elif gemma2:
     W = cfg.get("sliding_window", 4096)
     period = cfg.get("sliding_window_pattern", 6) if gemma3 else 2
     types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(L)]
-elif cfg.get("model_type") in ("mistral", "phi3"):
+elif cfg.get("model_type") in ("mistral", "phi3", "mixtral"):
     types = ["sliding_attention"] * L
-elif cfg.get("model_type") in ("qwen2", "qwen3"):
+elif cfg.get("model_type") in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
     W = W if cfg.get("use_sliding_window") else None
     types = cfg.get("layer_types") or [
         "sliding_attention" if W is not None and i >= cfg.get("max_window_layers", 28) else "full_attention" for i in range(L)]
 else:
     W, types = None, ["full_attention"] * L
+# Mixture of experts. MixtralSparseMoeBlock (block_sparse_moe: router `gate`, experts
+# w1 = gate, w3 = up, w2 = down; top-k probabilities always renormalised) and
+# Qwen2Moe/Qwen3MoeSparseMoeBlock (mlp: router `gate`, experts gate_proj/up_proj/
+# down_proj; renormalised only with norm_topk_prob; Qwen2-MoE adds shared_expert
+# times sigmoid(shared_expert_gate(x))): softmax of the router logits in fp32, the
+# top k experts per token, each expert's output times its weight, summed with
+# index_add in expert order, one expert at a time as transformers loops.
+mixtral = cfg.get("model_type") == "mixtral"
+qwen_moe = cfg.get("model_type") in ("qwen2_moe", "qwen3_moe")
+n_experts = cfg.get("num_local_experts", 8) if mixtral else cfg.get("num_experts", 0) if qwen_moe else 0
+if cfg.get("model_type") in ("qwen2_moe", "qwen3_moe") and cfg.get("use_sliding_window"):
+    if cfg.get("model_type") == "qwen3_moe":  # Qwen3MoeAttention: the window on every layer
+        types = ["sliding_attention"] * L
+
+def moe_layer(i):
+    if mixtral:
+        return True
+    return qwen_moe and n_experts > 0 and i not in (cfg.get("mlp_only_layers") or []) and \
+        (i + 1) % cfg.get("decoder_sparse_step", 1) == 0
+
+def sparse_moe(x, p):
+    flat = x.reshape(-1, x.shape[-1])
+    pre = p + ("block_sparse_moe." if mixtral else "mlp.")
+    k = cfg.get("num_experts_per_tok", 2 if mixtral else 8)
+    probs = torch.softmax(linear(flat, pre + "gate.weight"), dim=1, dtype=torch.float)
+    top, chosen = torch.topk(probs, k, dim=-1)
+    if mixtral or cfg.get("norm_topk_prob", False):
+        top = top / top.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(flat)
+    names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+    hit = torch.nn.functional.one_hot(chosen, n_experts).permute(2, 1, 0)  # [E, k, N]
+    for e in range(n_experts):
+        slot, token = torch.where(hit[e])
+        if token.numel() == 0:
+            continue
+        xe = flat[token]
+        g = linear(xe, pre + f"experts.{e}.{names[0]}.weight")
+        u = linear(xe, pre + f"experts.{e}.{names[1]}.weight")
+        ye = linear(act(g) * u, pre + f"experts.{e}.{names[2]}.weight") * top[token, slot, None]
+        out.index_add_(0, token, ye.to(out.dtype))
+    if pre + "shared_expert_gate.weight" in w:
+        s = linear(act(linear(flat, pre + "shared_expert.gate_proj.weight")) * linear(flat, pre + "shared_expert.up_proj.weight"),
+                   pre + "shared_expert.down_proj.weight")
+        out = out + torch.sigmoid(linear(flat, pre + "shared_expert_gate.weight")) * s
+    return out.reshape(x.shape)
+
 window_mask = mask + torch.full((T, T), float("-inf")).tril(-W) if W else mask  # key j visible from i when i - W < j <= i
 for i in range(L):
     p = f"model.layers.{i}."
@@ -252,11 +300,14 @@ for i in range(L):
     else:  # GraniteDecoderLayer: residual + hidden_states * residual_multiplier
         h = h + o * residual_multiplier
         x = rms(h, w[p + "post_attention_layernorm.weight"])
-    if phi3:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); down(up * act(gate))
+    if moe_layer(i):
+        m = sparse_moe(x, p)
+    elif phi3:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); down(up * act(gate))
         g, u = linear(x, p + "mlp.gate_up_proj.weight").chunk(2, dim=-1)
+        m = linear(act(g) * u, p + "mlp.down_proj.weight")
     else:
         g, u = linear(x, p + "mlp.gate_proj.weight"), linear(x, p + "mlp.up_proj.weight")
-    m = linear(act(g) * u, p + "mlp.down_proj.weight")
+        m = linear(act(g) * u, p + "mlp.down_proj.weight")
     h = h + (rms(m, w[p + "post_feedforward_layernorm.weight"]) if gemma2 or olmo2 else m * residual_multiplier)
 h = rms(h, w["model.norm.weight"])
 logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")

@@ -184,6 +184,64 @@ TEST(LoraAdapterTest, Phi3FusedModulesAreAdaptedWholeAsPeftDoes) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("its projections: qkv_proj, o_proj, gate_up_proj, down_proj"));
 }
 
+// On a mixture of experts the experts are not linear sites (transformers 5 keeps them
+// as fused parameters, which PEFT's all-linear passes over): all-linear adapts the
+// attention of every layer and the MLP of the dense layer only (mlp_only_layers);
+// the adapted model equals the python transcription of PEFT's formula (padded and
+// padding-free) and its merge; "gate_proj" alone adapts the dense layer's.
+TEST(LoraAdapterTest, MixtureOfExpertsAdaptsAttentionAndDenseLayersOnly) {
+  auto config = ModelConfig::FromJson({{"model_type", "qwen3_moe"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"num_key_value_heads", 2}, {"head_dim", 8}, {"num_experts", 4},
+                                       {"num_experts_per_tok", 2}, {"moe_intermediate_size", 16}, {"mlp_only_layers", {1}}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
+  ASSERT_TRUE(lora->Attach(*config, at::TensorOptions().dtype(at::kFloat), 2).ok());
+  RandomizeB(*lora, 6);
+  const auto named = lora->NamedParameters();
+  std::map<std::string, at::Tensor> params(named.begin(), named.end());
+  EXPECT_EQ(params.size(), 2u * (4 * 2 + 3));  // A and B: 4 attention modules in 2 layers, 3 MLP modules in layer 1
+  EXPECT_EQ(params.count("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"), 1u);
+  EXPECT_EQ(params.count("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"), 0u);
+
+  auto model = CausalLM::Random(*config, at::kFloat, 3);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm") == std::string::npos) p.mul_(10.0);  // std 0.2: the adapter's terms show
+    }
+  }
+  (*model)->set_adapter(lora.get());
+  const at::Tensor ids = at::randint(config->vocab_size, {2, 6}, at::kLong);
+  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
+  c10::NoGradGuard no_grad;
+  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_GT((adapted - (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-2);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 6);
+  EXPECT_LT(((*model)->Logits((*model)->PackedHidden(PackSequences(seqs))).view({2, 6, -1}) - adapted).abs().max().item<double>(), 1e-4);
+
+  const std::string dir = testing::TempDir("moe_lora");
+  ASSERT_TRUE(SaveCausalLM(*(*model)->BaseView(), dir).ok());
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  ASSERT_TRUE(lora->Save(dir + "/adapter", **model, "tiny-qwen3-moe").ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " +
+                                    dir + " --adapter " + dir + "/adapter", &out), 0) << out;
+  auto expected = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(expected.ok());
+  EXPECT_LT((adapted - *expected->Get("logits")).abs().max().item<double>(), 1e-4);
+  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
+  ASSERT_TRUE(lora->MergeInto(*merged).ok());
+  EXPECT_LT((merged->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-4);
+
+  auto gate_only = Lora({{"target_modules", std::vector<std::string>{"gate_proj"}}});
+  ASSERT_TRUE(gate_only->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).ok());
+  ASSERT_EQ(gate_only->NamedParameters().size(), 2u);
+  EXPECT_THAT(gate_only->NamedParameters()[0].first, HasSubstr("model.layers.1.mlp.gate_proj"));
+}
+
 // The model with the adapter = the merged model (padded, padding-free paths);
 // saved and loaded back (PEFT's names and config) it gives the same logits.
 TEST(LoraAdapterTest, AdapterEqualsMergedAndSurvivesSaveAndLoad) {

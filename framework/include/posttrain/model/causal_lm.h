@@ -5,7 +5,7 @@
 // q/k/v bias (Qwen2), per-head RMSNorm of q and k before RoPE (Qwen3's q_norm /
 // k_norm), Gemma's variant (RMSNorm by 1 + weight, embeddings scaled by
 // sqrt(hidden_size), GELU-tanh MLP), Gemma 2's (sandwich norms, soft caps), Gemma 3's (two RoPE bases) and
-// Phi-3's fused checkpoints: ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
+// Phi-3's fused checkpoints and the mixtures of experts of Mixtral, Qwen2-MoE and Qwen3-MoE: ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
 // engine can own, shard and checkpoint them without the model's help.
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("stories260K_hf", at::kFloat));
@@ -151,7 +151,7 @@ class CausalLM {
   // sequence b's key/value go to slot cache->length, its attention reads slots
   // [first_slots[b], cache->length] (> 0 skips left padding); positions[b] is its
   // RoPE position. Returns fp32 logits [B, vocab_size]. Only for fp32 CPU models
-  // with contiguous weights and no adapter (CanDecodeStep); not differentiable. Equals Forward on
+  // with contiguous weights, no adapter and no experts (CanDecodeStep); not differentiable. Equals Forward on
   // the same inputs (within rounding).
   bool CanDecodeStep() const;
   at::Tensor DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
@@ -173,6 +173,10 @@ class CausalLM {
   struct Layer {
     at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm, post_norm, gate, up, down;
     at::Tensor pre_ff_norm, post_ff_norm;  // Gemma 2's sandwich norms (post_norm then follows attention)
+    // An MoE layer (config.is_moe_layer): the router [num_experts, hidden] and each
+    // expert's projections; gate/up/down then hold Qwen2-MoE's shared expert, if any.
+    at::Tensor router, shared_expert_gate;
+    std::vector<at::Tensor> expert_gate, expert_up, expert_down;
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
   void Index();  // fills layers_ / embed_ / ... from params_
@@ -198,6 +202,11 @@ class CausalLM {
   // A sublayer's output x as it is added to the residual stream: RmsNorm(x, weight)
   // with sandwich norms (Gemma 2, OLMo 2), times residual_multiplier (Granite).
   at::Tensor BranchOutput(const at::Tensor& x, const at::Tensor& weight) const;
+  // The mixture-of-experts MLP of an MoE layer on x [.., hidden_size] (see
+  // ModelConfig::num_experts): the same shape and dtype back. Experts are not linear
+  // sites: an adapter does not reach them (as PEFT's all-linear under transformers
+  // 5, whose experts are fused parameters, not nn.Linear modules).
+  at::Tensor SparseMoe(const Layer& l, const at::Tensor& x) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;
@@ -224,9 +233,20 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
 // complete set (at the place of its first part; the others keep their order);
 // SplitFusedProjections splits the fused tensors in place (InvalidArgument naming a
 // fused tensor of the wrong shape). Both leave other families' tensors as they are.
+// SplitFusedProjections also splits transformers 5's experts of an MoE layer,
+// model.layers.<i>.mlp.experts.gate_up_proj [E, 2 I, H] (gate rows, then up) and
+// experts.down_proj [E, H, I], into one tensor per expert (ExpertWeightNames), and
+// moves Mixtral's router from mlp.gate to block_sparse_moe.gate: the hub's layout.
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors);
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors);
+
+// The weights of expert `expert` of MoE layer `layer`, by HF name: Mixtral's
+// block_sparse_moe.experts.<e>.w1/w3/w2, Qwen-MoE's mlp.experts.<e>.gate_proj/up_proj/down_proj.
+struct ExpertNames {
+  std::string gate, up, down;
+};
+ExpertNames ExpertWeightNames(const ModelConfig& config, std::int64_t layer, std::int64_t expert);
 
 // The decoder layer a tensor name belongs to: i for "…model.layers.<i>.…" (HF's names,
 // and PEFT's "base_model.model.model.layers.<i>.…"), else -1.

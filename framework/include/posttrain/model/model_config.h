@@ -13,7 +13,9 @@
 // separate RoPE base on the windowed layers, five windowed layers in six) and
 // Olmo2ForCausalLM (OLMo 2: norms after each sublayer instead of before, q/k norms
 // over the whole projection) and GraniteForCausalLM (Llama's maths with four
-// multipliers: embeddings, attention scores, residual branches, logits).
+// multipliers: embeddings, attention scores, residual branches, logits) and the
+// mixtures of experts MixtralForCausalLM (Mistral's attention), Qwen2MoeForCausalLM
+// (Qwen2's, with a shared expert) and Qwen3MoeForCausalLM (Qwen3's).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -65,7 +67,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -133,6 +135,21 @@ struct ModelConfig {
   // (rope_local_base_freq) and no scaling; the others with rope_theta and
   // rope_scaling. Unset: one RoPE for every layer.
   std::optional<double> local_rope_theta;
+  // Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE; transformers'
+  // MixtralSparseMoeBlock and Qwen2Moe/Qwen3MoeSparseMoeBlock): in each layer that
+  // is_moe_layer marks, the MLP is num_experts SwiGLU experts of width
+  // moe_intermediate_size and a router [num_experts, hidden_size]. A token x goes
+  // through the num_experts_per_tok experts of largest p = softmax(router · x) (in
+  // fp32), their outputs summed weighted by p, renormalised to sum 1 when
+  // norm_topk_prob (Mixtral: always). Qwen2-MoE adds a shared expert of width
+  // shared_expert_intermediate_size, times sigmoid(shared_expert_gate · x). The
+  // other layers keep the dense MLP of intermediate_size. num_experts 0: dense only.
+  std::int64_t num_experts = 0;               // Mixtral's num_local_experts
+  std::int64_t num_experts_per_tok = 0;
+  std::int64_t moe_intermediate_size = 0;     // Mixtral: its intermediate_size
+  bool norm_topk_prob = false;
+  std::int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
+  std::vector<bool> dense_mlp_layers;         // Qwen's mlp_only_layers and decoder_sparse_step; empty: none
   // Phi-3 (Phi-4-mini): RoPE on the first int(head_dim · partial_rotary_factor)
   // dimensions of each head; the others pass through unrotated.
   double partial_rotary_factor = 1.0;
@@ -155,6 +172,14 @@ struct ModelConfig {
   bool uses_rope(std::int64_t layer) const;
   // The dimensions of each head that RoPE rotates: int(head_dim · partial_rotary_factor).
   std::int64_t rotary_dim() const { return static_cast<std::int64_t>(static_cast<double>(head_dim) * partial_rotary_factor); }
+  // Whether `layer`'s MLP is a mixture of experts (see num_experts).
+  bool is_moe_layer(std::int64_t layer) const {
+    return num_experts > 0 && (dense_mlp_layers.empty() || layer < 0 ||
+                               layer >= static_cast<std::int64_t>(dense_mlp_layers.size()) || !dense_mlp_layers[layer]);
+  }
+  // Where an MoE layer's weights live inside model.layers.<i>: "block_sparse_moe"
+  // (Mixtral: experts.<e>.w1/w3/w2 for gate/up/down) or "mlp" (Qwen: experts.<e>.gate_proj/up_proj/down_proj).
+  const char* moe_module() const { return model_type == "mixtral" ? "block_sparse_moe" : "mlp"; }
   // Whether `layer` rotates with local_rope_theta (Gemma 3's windowed layers).
   bool uses_local_rope(std::int64_t layer) const { return local_rope_theta.has_value() && window_of(layer) > 0; }
 
