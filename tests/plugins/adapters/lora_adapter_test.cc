@@ -33,6 +33,44 @@ void RandomizeB(Adapter& a, std::uint64_t seed) {
     if (name.find("lora_B") != std::string::npos) at::Tensor(p).copy_(at::randn(p.sizes()) * 0.3);
   }
 }
+// `lora` (attached to `config`, B randomised) on a random model of `config` with std
+// 0.2 (so the adapter's terms show): the adapted logits differ from the base's; the
+// padding-free path gives them too; so does the python transcription of PEFT's
+// formula on the base and adapter saved in `dir` (llama_reference.py --adapter); and
+// the merged model.
+void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter& lora, const std::string& dir) {
+  auto model = CausalLM::Random(config, at::kFloat, 3);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm") == std::string::npos) p.mul_(10.0);
+    }
+  }
+  (*model)->set_adapter(&lora);
+  const at::Tensor ids = at::randint(config.vocab_size, {2, 6}, at::kLong);
+  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
+  c10::NoGradGuard no_grad;
+  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_GT((adapted - (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-2);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 6);
+  EXPECT_LT(((*model)->Logits((*model)->PackedHidden(PackSequences(seqs))).view({2, 6, -1}) - adapted).abs().max().item<double>(), 1e-4);
+
+  ASSERT_TRUE(SaveCausalLM(*(*model)->BaseView(), dir).ok());
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  ASSERT_TRUE(lora.Save(dir + "/adapter", **model, "tiny-" + config.model_type).ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " +
+                                    dir + " --adapter " + dir + "/adapter", &out), 0) << out;
+  auto expected = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(expected.ok());
+  EXPECT_LT((adapted - *expected->Get("logits")).abs().max().item<double>(), 1e-4);
+  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
+  ASSERT_TRUE(lora.MergeInto(*merged).ok());
+  EXPECT_LT((merged->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-4);
+}
+
 
 TEST(LoraAdapterTest, OutputEqualsPeftsFormulaWithAndWithoutRsLora) {
   const ModelConfig config = testing::TinyTrainerModelConfig();
@@ -144,40 +182,10 @@ TEST(LoraAdapterTest, Phi3FusedModulesAreAdaptedWholeAsPeftDoes) {
   EXPECT_EQ(params["base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight"].sizes(), at::IntArrayRef({32 + 16 + 16, 4}));
   EXPECT_EQ(params["base_model.model.model.layers.0.mlp.gate_up_proj.lora_B.weight"].sizes(), at::IntArrayRef({96, 4}));
 
-  auto model = CausalLM::Random(*config, at::kFloat, 3);
-  ASSERT_TRUE(model.ok());
-  {
-    c10::NoGradGuard no_grad;
-    for (auto& [name, p] : (*model)->named_parameters()) {
-      if (name.find("norm") == std::string::npos) p.mul_(10.0);  // std 0.2: the adapter's terms show
-    }
-  }
-  (*model)->set_adapter(lora.get());
-  const at::Tensor ids = at::randint(config->vocab_size, {2, 6}, at::kLong);
-  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
-  c10::NoGradGuard no_grad;
-  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
-  EXPECT_GT((adapted - (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-2);
-  std::vector<std::vector<std::int64_t>> seqs;
-  for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 6);
-  EXPECT_LT(((*model)->Logits((*model)->PackedHidden(PackSequences(seqs))).view({2, 6, -1}) - adapted).abs().max().item<double>(), 1e-4);
-
-  const std::string dir = testing::TempDir("phi3_lora");
-  ASSERT_TRUE(SaveCausalLM(*(*model)->BaseView(), dir).ok());  // qkv_proj / gate_up_proj on disk
-  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
-  ASSERT_TRUE(lora->Save(dir + "/adapter", **model, "tiny-phi3").ok());
+  const std::string dir = testing::TempDir("phi3_lora");  // qkv_proj / gate_up_proj on disk
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, dir);
   nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"));
   EXPECT_EQ(saved["target_modules"], nlohmann::json({"down_proj", "gate_up_proj", "o_proj", "qkv_proj"}));
-  std::string out;
-  ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " +
-                                    dir + " --adapter " + dir + "/adapter", &out), 0) << out;
-  auto expected = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
-  ASSERT_TRUE(expected.ok());
-  EXPECT_LT((adapted - *expected->Get("logits")).abs().max().item<double>(), 1e-4);
-
-  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
-  ASSERT_TRUE(lora->MergeInto(*merged).ok());
-  EXPECT_LT((merged->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-4);
 
   auto llama_names = Lora({{"target_modules", std::vector<std::string>{"q_proj", "v_proj"}}});
   absl::Status s = llama_names->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0);
@@ -204,37 +212,7 @@ TEST(LoraAdapterTest, MixtureOfExpertsAdaptsAttentionAndDenseLayersOnly) {
   EXPECT_EQ(params.count("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"), 1u);
   EXPECT_EQ(params.count("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"), 0u);
 
-  auto model = CausalLM::Random(*config, at::kFloat, 3);
-  ASSERT_TRUE(model.ok());
-  {
-    c10::NoGradGuard no_grad;
-    for (auto& [name, p] : (*model)->named_parameters()) {
-      if (name.find("norm") == std::string::npos) p.mul_(10.0);  // std 0.2: the adapter's terms show
-    }
-  }
-  (*model)->set_adapter(lora.get());
-  const at::Tensor ids = at::randint(config->vocab_size, {2, 6}, at::kLong);
-  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
-  c10::NoGradGuard no_grad;
-  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
-  EXPECT_GT((adapted - (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-2);
-  std::vector<std::vector<std::int64_t>> seqs;
-  for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 6);
-  EXPECT_LT(((*model)->Logits((*model)->PackedHidden(PackSequences(seqs))).view({2, 6, -1}) - adapted).abs().max().item<double>(), 1e-4);
-
-  const std::string dir = testing::TempDir("moe_lora");
-  ASSERT_TRUE(SaveCausalLM(*(*model)->BaseView(), dir).ok());
-  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
-  ASSERT_TRUE(lora->Save(dir + "/adapter", **model, "tiny-qwen3-moe").ok());
-  std::string out;
-  ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " +
-                                    dir + " --adapter " + dir + "/adapter", &out), 0) << out;
-  auto expected = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
-  ASSERT_TRUE(expected.ok());
-  EXPECT_LT((adapted - *expected->Get("logits")).abs().max().item<double>(), 1e-4);
-  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
-  ASSERT_TRUE(lora->MergeInto(*merged).ok());
-  EXPECT_LT((merged->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-4);
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("moe_lora"));
 
   auto gate_only = Lora({{"target_modules", std::vector<std::string>{"gate_proj"}}});
   ASSERT_TRUE(gate_only->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).ok());
