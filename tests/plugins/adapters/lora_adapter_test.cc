@@ -33,6 +33,17 @@ void RandomizeB(Adapter& a, std::uint64_t seed) {
     if (name.find("lora_B") != std::string::npos) at::Tensor(p).copy_(at::randn(p.sizes()) * 0.3);
   }
 }
+// r = 4, lora_alpha = 8 on "all-linear" of `config`, B random: the adapted model
+// differs from the base.
+std::unique_ptr<Adapter> AllLinearWithRandomB(const ModelConfig& config) {
+  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
+  absl::Status attached = lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 2);
+  EXPECT_TRUE(attached.ok()) << attached;
+  if (!attached.ok()) return nullptr;
+  RandomizeB(*lora, 6);
+  return lora;
+}
+
 // `lora` (attached to `config`, B randomised) on a random model of `config` with std
 // 0.2 (so the adapter's terms show): the adapted logits differ from the base's; the
 // padding-free path gives them too; so does the python transcription of PEFT's
@@ -171,9 +182,8 @@ TEST(LoraAdapterTest, Phi3FusedModulesAreAdaptedWholeAsPeftDoes) {
                                        {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
                                        {"num_key_value_heads", 2}});
   ASSERT_TRUE(config.ok()) << config.status();
-  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
-  ASSERT_TRUE(lora->Attach(*config, at::TensorOptions().dtype(at::kFloat), 2).ok());
-  RandomizeB(*lora, 6);
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
   const auto named = lora->NamedParameters();
   std::map<std::string, at::Tensor> params(named.begin(), named.end());
   EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
@@ -203,9 +213,8 @@ TEST(LoraAdapterTest, MixtureOfExpertsAdaptsAttentionAndDenseLayersOnly) {
                                        {"num_key_value_heads", 2}, {"head_dim", 8}, {"num_experts", 4},
                                        {"num_experts_per_tok", 2}, {"moe_intermediate_size", 16}, {"mlp_only_layers", {1}}});
   ASSERT_TRUE(config.ok()) << config.status();
-  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
-  ASSERT_TRUE(lora->Attach(*config, at::TensorOptions().dtype(at::kFloat), 2).ok());
-  RandomizeB(*lora, 6);
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
   const auto named = lora->NamedParameters();
   std::map<std::string, at::Tensor> params(named.begin(), named.end());
   EXPECT_EQ(params.size(), 2u * (4 * 2 + 3));  // A and B: 4 attention modules in 2 layers, 3 MLP modules in layer 1
