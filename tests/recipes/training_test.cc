@@ -501,6 +501,39 @@ TEST(TrainingRecipeTest, GrpoGsm8kAccuracyRecipeRuns) {
 namespace posttrain {
 namespace {
 
+// An untrained model samples byte-fallback tokens (stories260K's <0xC0>, ...) whose
+// bytes are no valid UTF-8. GRPO once aborted on them (nlohmann's dump throws) when it
+// logged completions or checkpointed a generation still in use; now both hold U+FFFD
+// in their place, every line parses, and the run resumes from that checkpoint.
+TEST(TrainingRecipeTest, GrpoOnAnUntrainedModelLogsAndCheckpointsCompletionsThatAreNotUtf8) {
+  const std::string dir = testing::TempDir("grpo_not_utf8");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " init --config " + testing::Stories260KDir() + "/config.json --tokenizer " +
+                                    testing::Stories260KDir() + " --out " + dir + "/random 2>&1",
+                                &out),
+            0)
+      << out;
+  const std::string run = "cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                          " run recipes/grpo/stories260K_chat_keyword.toml model.path=" + dir +
+                          "/random trainer.num_iterations=2 trainer.save_steps=1";
+  ASSERT_EQ(testing::RunCommand(run + " output_dir=" + dir + "/run trainer.max_steps=2 2>&1", &out), 0) << out;
+  const std::string replacement = "\xEF\xBF\xBD";  // U+FFFD
+  for (const std::string file : {"/run/completions.jsonl", "/run/checkpoint-1/generation.json"}) {
+    const std::string text = testing::ReadFile(dir + file);
+    EXPECT_THAT(text, HasSubstr(replacement)) << file << ": no invalid UTF-8 was sampled; the test needs another seed";
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      EXPECT_FALSE(nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false).is_discarded()) << file << ": " << line;
+    }
+  }
+  ASSERT_EQ(testing::RunCommand(run + " output_dir=" + dir + "/resumed trainer.max_steps=2 trainer.resume_from_checkpoint=" + dir +
+                                    "/run/checkpoint-1 2>&1",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("run finished: 2 steps"));
+}
+
 // GRPO num_iterations = 2: one generation serves two steps; the second step sees
 // the policy moved by the first (importance ratio != 1, so the clipped objective
 // differs from the plain one).

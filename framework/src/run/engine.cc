@@ -1049,7 +1049,10 @@ absl::Status Run::WriteCompletions(std::int64_t step, MicroRollouts& m, const Re
         row["rewards"][name] = std::isnan(scores[i]) ? nlohmann::json() : nlohmann::json(scores[i]);
       }
     }
-    lines += row.dump() + "\n";
+    // A sampled completion may end inside a UTF-8 sequence or hold bytes no UTF-8
+    // reader accepts (byte-fallback tokens of an untrained model): written with
+    // U+FFFD in their place, as HF's decode(errors="replace") shows them.
+    lines += row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   // Rank 0 writes every rank's rollouts, in rank order.
   POSTTRAIN_ASSIGN_OR_RETURN(std::vector<std::string> all, group_->AllGatherStrings(lines));
@@ -1191,7 +1194,7 @@ std::string PackRankContents(const RankContents& r) {
     head["names"].push_back(name);
     tensors.push_back(t.detach().contiguous());
   }
-  const std::string json = head.dump();
+  const std::string json = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // completions: see WriteCompletions
   const std::vector<char> pickled = torch::jit::pickle_save(c10::IValue(tensors));
   std::string out = absl::StrCat(json.size(), "\n", json);
   out.append(pickled.data(), pickled.size());

@@ -83,7 +83,7 @@ absl::Status SaveCheckpoint(const CausalLM* model, const SaveOptions& save,
           SaveSafetensors((tmp / "trainer_state.safetensors").string(), detached(contents.trainer_state_tensors)));
     }
     if (!contents.generation.is_null()) {
-      POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "generation.json").string(), contents.generation.dump() + "\n"));
+      POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((tmp / "generation.json").string(), contents.generation.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
     }
     for (size_t k = 0; k < contents.other_ranks.size(); ++k) {
       const RankContents& r = contents.other_ranks[k];
@@ -95,7 +95,7 @@ absl::Status SaveCheckpoint(const CausalLM* model, const SaveOptions& save,
         POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((dir / "trainer_state.safetensors").string(), detached(r.trainer_state_tensors)));
       }
       if (!r.generation.is_null()) {
-        POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((dir / "generation.json").string(), r.generation.dump() + "\n"));
+        POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((dir / "generation.json").string(), r.generation.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
       }
     }
     return WriteFileAtomic((tmp / "trainer_state.json").string(), contents.trainer_state.dump(2) + "\n");
