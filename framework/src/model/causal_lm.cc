@@ -33,9 +33,16 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, const ModelCon
   return weight * h.to(x.scalar_type());
 }
 
-// The norm before a sublayer: RmsNorm, or x itself where the family has none (OLMo 2).
-at::Tensor PreNorm(const at::Tensor& x, const at::Tensor& weight, const ModelConfig& config) {
-  return weight.defined() ? RmsNorm(x, weight, config) : x;
+// The family's norm: RmsNorm, or (GPT-NeoX, config.layer_norm) torch's LayerNorm,
+// (x - mean) / sqrt(var + eps) · weight + bias over the last dimension.
+at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const ModelConfig& config) {
+  if (config.layer_norm) return at::layer_norm(x, {x.size(-1)}, weight, bias, config.rms_norm_eps);
+  return RmsNorm(x, weight, config);
+}
+
+// The norm before a sublayer: Norm, or x itself where the family has none (OLMo 2).
+at::Tensor PreNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const ModelConfig& config) {
+  return weight.defined() ? Norm(x, weight, bias, config) : x;
 }
 
 // The MLP's activation on the gate projection (transformers' ACT2FN).
@@ -79,9 +86,13 @@ std::string ShapeText(at::IntArrayRef shape) {
 }  // namespace
 
 std::int64_t DecoderLayerOf(const std::string& name) {
-  const size_t at = name.find("model.layers.");
+  size_t at = name.find("model.layers."), skip = 13;
+  if (at == std::string::npos) {  // GPT-NeoX's checkpoint (and PEFT) names
+    at = name.find("gpt_neox.layers.");
+    skip = 16;
+  }
   if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return -1;
-  const size_t begin = at + 13, end = name.find('.', begin);
+  const size_t begin = at + skip, end = name.find('.', begin);
   std::int64_t layer = -1;
   if (end == std::string::npos || !absl::SimpleAtoi(absl::string_view(name).substr(begin, end - begin), &layer)) return -1;
   return layer;
@@ -101,6 +112,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     if (c.pre_norms) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
+    if (c.pre_norms && c.layer_norm) out.push_back({p + "input_layernorm.bias", {c.hidden_size}});
     out.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}});
     out.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}});
     out.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}});
@@ -114,15 +126,19 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       out.push_back({p + "self_attn.k_norm.weight", {c.qk_norm_over_heads ? kv_dim : c.head_dim}});
     }
     out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
+    if (c.output_bias) out.push_back({p + "self_attn.o_proj.bias", {c.hidden_size}});
     out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
+    if (c.layer_norm) out.push_back({p + "post_attention_layernorm.bias", {c.hidden_size}});
     if (c.sandwich_norms) {
       if (c.pre_norms) out.push_back({p + "pre_feedforward_layernorm.weight", {c.hidden_size}});
       out.push_back({p + "post_feedforward_layernorm.weight", {c.hidden_size}});
     }
     if (!c.is_moe_layer(i)) {
-      out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
+      if (c.gated_mlp) out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
       out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}});
+      if (c.mlp_bias) out.push_back({p + "mlp.up_proj.bias", {c.intermediate_size}});
       out.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}});
+      if (c.mlp_bias) out.push_back({p + "mlp.down_proj.bias", {c.hidden_size}});
       continue;
     }
     const std::string moe = absl::StrCat(p, c.moe_module(), ".");
@@ -142,6 +158,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     }
   }
   out.push_back({"model.norm.weight", {c.hidden_size}});
+  if (c.layer_norm) out.push_back({"model.norm.bias", {c.hidden_size}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
   return out;
 }
@@ -172,10 +189,118 @@ std::vector<FusedTensor> FusedTensors(const ModelConfig& c) {
   return out;
 }
 
+bool IsNeox(const ModelConfig& c) { return c.model_type == "gpt_neox"; }
+
+// GPT-NeoX: the checkpoint's name of model tensor `name` (q/k/v: their fused
+// attention.query_key_value); other names pass unchanged.
+std::string NeoxCheckpointName(const std::string& name) {
+  static const std::pair<const char*, const char*> kWhole[] = {
+      {"model.embed_tokens.weight", "gpt_neox.embed_in.weight"},
+      {"model.norm.weight", "gpt_neox.final_layer_norm.weight"},
+      {"model.norm.bias", "gpt_neox.final_layer_norm.bias"},
+      {"lm_head.weight", "embed_out.weight"}};
+  for (const auto& [ours, theirs] : kWhole) {
+    if (name == ours) return theirs;
+  }
+  if (!absl::StartsWith(name, "model.layers.")) return name;
+  static const std::pair<std::string, std::string> kModules[] = {{".self_attn.q_proj.", ".attention.query_key_value."},
+                                                                 {".self_attn.k_proj.", ".attention.query_key_value."},
+                                                                 {".self_attn.v_proj.", ".attention.query_key_value."},
+                                                                 {".self_attn.o_proj.", ".attention.dense."},
+                                                                 {".mlp.up_proj.", ".mlp.dense_h_to_4h."},
+                                                                 {".mlp.down_proj.", ".mlp.dense_4h_to_h."}};
+  std::string out = "gpt_neox." + name.substr(std::strlen("model."));
+  for (const auto& [ours, theirs] : kModules) {
+    if (const size_t at = out.find(ours); at != std::string::npos) return out.replace(at, ours.size(), theirs);
+  }
+  return out;  // the layer norms keep their names
+}
+
+// The name a checkpoint of `config` gives model tensor `name` (for messages).
+std::string CheckpointNameOf(const ModelConfig& config, const std::string& name) {
+  return IsNeox(config) ? NeoxCheckpointName(name) : name;
+}
+
+// GPT-NeoX's checkpoint layout from the model's tensors (FuseProjections).
+std::vector<std::pair<std::string, at::Tensor>> ToNeoxLayout(const ModelConfig& config,
+                                                             std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
+  std::vector<bool> drop(tensors.size(), false);
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string p = absl::StrCat("model.layers.", layer, ".self_attn.");
+      const std::string q = absl::StrCat(p, "q_proj.", kind), k = absl::StrCat(p, "k_proj.", kind), v = absl::StrCat(p, "v_proj.", kind);
+      if (!index.count(q) || !index.count(k) || !index.count(v)) continue;  // not all here: left apart
+      tensors[index[q]].second = InterleaveHeadRows(tensors[index[q]].second, tensors[index[k]].second,
+                                                 tensors[index[v]].second, config.num_attention_heads);
+      drop[index[k]] = drop[index[v]] = true;
+    }
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!drop[i]) out.push_back({NeoxCheckpointName(tensors[i].first), std::move(tensors[i].second)});
+  }
+  return out;
+}
+
+// The model's names and one tensor per projection from a GPT-NeoX checkpoint (SplitFusedProjections).
+absl::Status FromNeoxLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    const std::string p = absl::StrCat("gpt_neox.layers.", layer, ".attention.");
+    tensors->erase(p + "bias");         // old checkpoints' causal-mask buffer
+    tensors->erase(p + "masked_bias");  // and its fill value
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string name = absl::StrCat(p, "query_key_value.", kind);
+      auto it = tensors->find(name);
+      if (it == tensors->end()) continue;  // FromTensors names what is missing
+      const std::int64_t rows = 3 * config.num_attention_heads * config.head_dim;
+      std::vector<std::int64_t> shape = {rows};
+      if (std::string(kind) == "weight") shape.push_back(config.hidden_size);
+      if (it->second.sizes().vec() != shape) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(it->second.sizes()),
+                                                       ", config.json implies ", ShapeText(shape)));
+      }
+      const at::Tensor qkv = it->second;
+      tensors->erase(it);
+      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
+      for (const auto& [part, module] : {std::pair{0, "q_proj."}, {1, "k_proj."}, {2, "v_proj."}}) {
+        (*tensors)[ours + module + kind] = DeinterleaveHeadRows(qkv, config.num_attention_heads, part);
+      }
+    }
+  }
+  for (const auto& [name, shape] : ExpectedTensors(config)) {
+    const std::string theirs = NeoxCheckpointName(name);
+    if (theirs == name || absl::StrContains(theirs, "query_key_value")) continue;
+    if (auto it = tensors->find(theirs); it != tensors->end()) {
+      (*tensors)[name] = it->second;
+      tensors->erase(theirs);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+at::Tensor InterleaveHeadRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t heads) {
+  std::vector<std::int64_t> per_head = {heads, 1, q.size(0) / heads};
+  per_head.insert(per_head.end(), q.sizes().begin() + 1, q.sizes().end());
+  std::vector<std::int64_t> fused = q.sizes().vec();
+  fused[0] *= 3;
+  return at::cat({q.reshape(per_head), k.reshape(per_head), v.reshape(per_head)}, 1).reshape(fused);
+}
+
+at::Tensor DeinterleaveHeadRows(const at::Tensor& qkv, std::int64_t heads, std::int64_t part) {
+  std::vector<std::int64_t> per_head = {heads, 3, qkv.size(0) / (3 * heads)};
+  per_head.insert(per_head.end(), qkv.sizes().begin() + 1, qkv.sizes().end());
+  std::vector<std::int64_t> one = qkv.sizes().vec();
+  one[0] /= 3;
+  return qkv.reshape(per_head).select(1, part).reshape(one).clone();
+}
 
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  if (IsNeox(config)) return ToNeoxLayout(config, std::move(tensors));
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -199,6 +324,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
 }
 
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  if (IsNeox(config)) return FromNeoxLayout(config, tensors);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
@@ -317,12 +443,14 @@ void CausalLM::Index() {
   std::map<std::string, at::Tensor> by_name(params_.begin(), params_.end());
   embed_ = by_name.at("model.embed_tokens.weight");
   final_norm_ = by_name.at("model.norm.weight");
+  final_norm_bias_ = config_.layer_norm ? by_name.at("model.norm.bias") : at::Tensor();
   lm_head_ = config_.tie_word_embeddings ? embed_ : by_name.at("lm_head.weight");
   layers_.clear();
   for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     Layer l;
     if (config_.pre_norms) l.input_norm = by_name.at(p + "input_layernorm.weight");
+    if (config_.pre_norms && config_.layer_norm) l.input_norm_bias = by_name.at(p + "input_layernorm.bias");
     l.q = by_name.at(p + "self_attn.q_proj.weight");
     l.k = by_name.at(p + "self_attn.k_proj.weight");
     l.v = by_name.at(p + "self_attn.v_proj.weight");
@@ -336,15 +464,21 @@ void CausalLM::Index() {
       l.k_norm = by_name.at(p + "self_attn.k_norm.weight");
     }
     l.o = by_name.at(p + "self_attn.o_proj.weight");
+    if (config_.output_bias) l.o_bias = by_name.at(p + "self_attn.o_proj.bias");
     l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
+    if (config_.layer_norm) l.post_norm_bias = by_name.at(p + "post_attention_layernorm.bias");
     if (config_.sandwich_norms) {
       if (config_.pre_norms) l.pre_ff_norm = by_name.at(p + "pre_feedforward_layernorm.weight");
       l.post_ff_norm = by_name.at(p + "post_feedforward_layernorm.weight");
     }
     if (!config_.is_moe_layer(i)) {
-      l.gate = by_name.at(p + "mlp.gate_proj.weight");
+      if (config_.gated_mlp) l.gate = by_name.at(p + "mlp.gate_proj.weight");
       l.up = by_name.at(p + "mlp.up_proj.weight");
       l.down = by_name.at(p + "mlp.down_proj.weight");
+      if (config_.mlp_bias) {
+        l.up_bias = by_name.at(p + "mlp.up_proj.bias");
+        l.down_bias = by_name.at(p + "mlp.down_proj.bias");
+      }
       layers_.push_back(std::move(l));
       continue;
     }
@@ -401,11 +535,17 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
                                                      ShapeText({f->second->total_rows(), config.hidden_size})));
     }
     if (it == tensors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", name, "' of shape ",
+      if (IsNeox(config) && absl::StrContains(NeoxCheckpointName(name), "query_key_value")) {
+        std::vector<std::int64_t> fused_shape = shape;
+        fused_shape[0] *= 3;
+        return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", NeoxCheckpointName(name), "' of shape ",
+                                                       ShapeText(fused_shape)));
+      }
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", CheckpointNameOf(config, name), "' of shape ",
                                                      ShapeText(shape)));
     }
     if (it->second.sizes().vec() != shape) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", CheckpointNameOf(config, name), "' has shape ",
                                                      ShapeText(it->second.sizes()), ", config.json implies ",
                                                      ShapeText(shape)));
     }
@@ -418,7 +558,7 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
   }
   std::vector<std::string> unexpected;
   for (const auto& [name, tensor] : tensors) {
-    const bool ignorable = name == "lm_head.weight" ||  // tied: the embedding serves
+    const bool ignorable = name == "lm_head.weight" || (IsNeox(config) && name == "embed_out.weight") ||  // tied: the embedding serves
                            name.find("rotary_emb.inv_freq") != std::string::npos;
     if (!ignorable) unexpected.push_back(name);
   }
@@ -492,11 +632,23 @@ const char* LinearSiteName(LinearSite site) {
   return std::strchr(module, '.') + 1;
 }
 
+std::string DecoderLayersPrefix(const ModelConfig& config) { return IsNeox(config) ? "gpt_neox.layers." : "model.layers."; }
+
 std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   const std::int64_t hidden = c.hidden_size, q = c.num_attention_heads * c.head_dim;
   const std::int64_t kv = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
   using Part = LinearModule::Part;
   std::vector<LinearModule> out;
+  if (IsNeox(c)) {  // GPT-NeoX's modules, as its checkpoints and PEFT name them
+    LinearModule qkv{"attention.query_key_value", hidden, 3 * q,
+                     {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, q}, Part{LinearSite::kV, 2 * q, q}}};
+    qkv.interleaved_heads = true;
+    out.push_back(qkv);
+    out.push_back({"attention.dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({"mlp.dense_h_to_4h", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({"mlp.dense_4h_to_h", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+    return out;
+  }
   if (c.fused_projections) {
     out.push_back({"self_attn.qkv_proj", hidden, q + 2 * kv,
                    {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}});
@@ -509,7 +661,7 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   if (c.fused_projections) {
     out.push_back({"mlp.gate_up_proj", hidden, 2 * inter, {Part{LinearSite::kGate, 0, inter}, Part{LinearSite::kUp, inter, inter}}});
   } else {
-    out.push_back({"mlp.gate_proj", hidden, inter, {Part{LinearSite::kGate, 0, inter}}});
+    if (c.gated_mlp) out.push_back({"mlp.gate_proj", hidden, inter, {Part{LinearSite::kGate, 0, inter}}});
     out.push_back({"mlp.up_proj", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
   }
   out.push_back({"mlp.down_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
@@ -581,6 +733,36 @@ std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& positio
 at::Tensor CausalLM::BranchOutput(const at::Tensor& x, const at::Tensor& weight) const {
   const at::Tensor out = config_.sandwich_norms ? RmsNorm(x, weight, config_) : x;
   return config_.residual_multiplier != 1.0 ? out * config_.residual_multiplier : out;  // Granite
+}
+
+at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up) const {
+  const Layer& l = layers_[static_cast<size_t>(li)];
+  const at::Tensor attn_out = BranchOutput(Project(li, LinearSite::kO, attn, l.o, l.o_bias), l.post_norm);
+  // GPT-NeoX's parallel residual: both branches read the layer's input, and
+  // GPTNeoXLayer adds mlp + attention + input in that order.
+  const at::Tensor mid = config_.parallel_residual ? h : h + attn_out;
+  const at::Tensor x = PreNorm(mid, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm,
+                               config_.sandwich_norms ? at::Tensor() : l.post_norm_bias, config_);
+  at::Tensor mlp;
+  if (l.router.defined()) {
+    mlp = SparseMoe(l, x);
+  } else if (!config_.gated_mlp) {  // GPT-NeoX: dense_4h_to_h(act(dense_h_to_4h(x)))
+    mlp = Project(li, LinearSite::kDown, Activate(Project(li, LinearSite::kUp, x, l.up, l.up_bias), config_.activation()),
+                  l.down, l.down_bias);
+  } else {
+    at::Tensor gate, up;
+    if (fuse_gate_up) {
+      const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, -1);
+      gate = AddDelta(li, LinearSite::kGate, x, gate_up[0]);
+      up = AddDelta(li, LinearSite::kUp, x, gate_up[1]);
+    } else {
+      gate = Project(li, LinearSite::kGate, x, l.gate, at::Tensor());
+      up = Project(li, LinearSite::kUp, x, l.up, at::Tensor());
+    }
+    mlp = Project(li, LinearSite::kDown, Activate(gate, config_.activation()) * up, l.down, at::Tensor());
+  }
+  const at::Tensor mlp_out = BranchOutput(mlp, l.post_ff_norm);
+  return config_.parallel_residual ? mlp_out + attn_out + h : mid + mlp_out;
 }
 
 at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
@@ -678,17 +860,15 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   auto [cos_local, sin_local] = local_inv_freq_.defined() ? RopeCosSin(position_ids, /*local=*/true)
                                                           : std::pair<at::Tensor, at::Tensor>{};
   at::Tensor h = Embed(input_ids);  // [B, T, hidden]
-  const Activation activation = config_.activation();
   for (size_t i = 0; i < layers_.size(); ++i) {
     const at::Tensor blocked = config_.window_of(static_cast<std::int64_t>(i)) > 0 ? blocked_window : blocked_causal;
     const bool local = config_.uses_local_rope(static_cast<std::int64_t>(i));  // Gemma 3's windowed layers
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache,
-                  activation](at::Tensor h) {
+    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = PreNorm(h, l.input_norm, config_);
+      at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       const auto li = static_cast<std::int64_t>(i);
       at::Tensor q = Project(li, LinearSite::kQ, x, l.q, l.q_bias);
       at::Tensor k = Project(li, LinearSite::kK, x, l.k, l.k_bias);
@@ -721,19 +901,12 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       at::Tensor probs = at::softmax(scores, -1).to(dtype_);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-      h = h + BranchOutput(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
-      x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
-      if (!l.router.defined()) {
-        at::Tensor mlp = Activate(Project(li, LinearSite::kGate, x, l.gate, at::Tensor()), activation) *
-                         Project(li, LinearSite::kUp, x, l.up, at::Tensor());
-        return h + BranchOutput(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
-      }
-      return h + BranchOutput(SparseMoe(l, x), l.post_ff_norm);
+      return LayerTail(li, h, attn, /*fuse_gate_up=*/false);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
   if (cache != nullptr) cache->length = S;
-  return RmsNorm(h, final_norm_, config_);
+  return Norm(h, final_norm_, final_norm_bias_, config_);
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
@@ -855,15 +1028,14 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   const auto [cos_global, sin_global] = packed_rope(false);
   const auto [cos_local, sin_local] = local_inv_freq_.defined() ? packed_rope(true) : std::pair<at::Tensor, at::Tensor>{};
   at::Tensor h = Embed(packed.input_ids);  // [N, hidden]
-  const Activation activation = config_.activation();
   for (size_t i = 0; i < layers_.size(); ++i) {
     const bool local = config_.uses_local_rope(static_cast<std::int64_t>(i));  // Gemma 3's windowed layers
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed, activation](at::Tensor h) {
+    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = PreNorm(h, l.input_norm, config_);
+      at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       // q, k and v in one matmul over the concatenated weights.
       at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
       const std::vector<at::Tensor> qkv =
@@ -893,17 +1065,11 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
                                         config_.window_of(li));
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
-      h = h + BranchOutput(Project(li, LinearSite::kO, attn, l.o, at::Tensor()), l.post_norm);
-      x = PreNorm(h, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm, config_);
-      if (l.router.defined()) return h + BranchOutput(SparseMoe(l, x), l.post_ff_norm);
-      const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, 1);
-      const at::Tensor mlp = Activate(AddDelta(li, LinearSite::kGate, x, gate_up[0]), activation) *
-                             AddDelta(li, LinearSite::kUp, x, gate_up[1]);
-      return h + BranchOutput(Project(li, LinearSite::kDown, mlp, l.down, at::Tensor()), l.post_ff_norm);
+      return LayerTail(li, h, attn, /*fuse_gate_up=*/true);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
-  return RmsNorm(h, final_norm_, config_);
+  return Norm(h, final_norm_, final_norm_bias_, config_);
 }
 
 }  // namespace posttrain

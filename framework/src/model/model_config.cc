@@ -184,7 +184,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   for (const char* key : {"attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop"}) {
     if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
-  if (model_type != "phi3" && set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
+  if (model_type != "phi3" && model_type != "gpt_neox" && set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
       json["partial_rotary_factor"].get<double>() != 1.0) {
     refused.push_back(absl::StrCat("partial_rotary_factor = ", json["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
   }
@@ -457,13 +457,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
-      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe") {
+      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox)"));
   }
   const bool phi3 = c.model_type == "phi3";
+  const bool neox = c.model_type == "gpt_neox";
+  const bool partial_rotary = phi3 || neox;  // the families whose configs may set partial_rotary_factor
   const bool gemma3 = c.model_type == "gemma3_text";
   const bool gemma2 = c.model_type == "gemma2" || gemma3;  // what Gemma 3 keeps of Gemma 2
   const bool gemma = c.model_type == "gemma" || gemma2;    // what both keep of Gemma
@@ -484,9 +486,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                      : c.model_type == "mixtral" ? "MixtralForCausalLM"
                      : c.model_type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
                      : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                     : neox                        ? "GPTNeoXForCausalLM"
                                                  : "LlamaForCausalLM";
   }
-  if (c.model_type == "qwen2" || c.model_type == "qwen2_moe") c.attention_bias = true;
+  if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
   // Qwen2MoeConfig names its q/k/v biases qkv_bias.
   if (c.model_type == "qwen2_moe") POSTTRAIN_RETURN_IF_ERROR(Read(json, "qkv_bias", &c.attention_bias));
   c.qk_norm = c.model_type == "qwen3" || c.model_type == "qwen3_moe";
@@ -530,6 +533,21 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       return absl::UnimplementedError("config.json: attention_bias = true is not supported for phi3 (Phi-3's qkv_proj has no bias)");
     }
   }
+  if (neox) {  // GPTNeoXConfig's defaults (Pythia's maths)
+    c.layer_norm = true;
+    c.parallel_residual = true;
+    c.gated_mlp = false;
+    c.mlp_bias = true;
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu";
+    c.partial_rotary_factor = 0.25;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_parallel_residual", &c.parallel_residual));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "layer_norm_eps", &c.rms_norm_eps));
+    // transformers 4 before 4.48 wrote rotary_pct / rotary_emb_base; later versions
+    // also (or only) partial_rotary_factor / rope_theta, read below.
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "rotary_pct", &c.partial_rotary_factor));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "rotary_emb_base", &c.rope_theta));
+  }
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
     return absl::UnimplementedError("config.json: use_bidirectional_attention = true is not supported (a causal LM attends causally)");
@@ -554,13 +572,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                                            : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
-  POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
+  if (!neox) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
-  if (phi3) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
+  if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
+  c.output_bias = neox && c.attention_bias;  // GPT-NeoX: on query_key_value and dense alike
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
   // Gemma configs written by transformers 4.38-4.4x carry hidden_activation, which
@@ -623,8 +642,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     }
     const nlohmann::json& rp = *global;
     POSTTRAIN_RETURN_IF_ERROR(Read(rp, "rope_theta", &c.rope_theta));
-    if (phi3) POSTTRAIN_RETURN_IF_ERROR(Read(rp, "partial_rotary_factor", &c.partial_rotary_factor));
-    if (!phi3 && rp.contains("partial_rotary_factor") && rp["partial_rotary_factor"].is_number() &&
+    if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(rp, "partial_rotary_factor", &c.partial_rotary_factor));
+    if (!partial_rotary && rp.contains("partial_rotary_factor") && rp["partial_rotary_factor"].is_number() &&
         rp["partial_rotary_factor"].get<double>() != 1.0) {
       return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): rope_parameters.partial_rotary_factor = ",
                                                    rp["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
@@ -702,7 +721,18 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["num_key_value_heads"] = num_key_value_heads;
   j["head_dim"] = head_dim;
   j["max_position_embeddings"] = max_position_embeddings;
-  j["rms_norm_eps"] = rms_norm_eps;
+  if (model_type == "gpt_neox") {  // GPTNeoXConfig's names, old and new
+    j.erase("num_key_value_heads");
+    j.erase("head_dim");
+    j["layer_norm_eps"] = rms_norm_eps;
+    j["use_parallel_residual"] = parallel_residual;
+    j["rotary_pct"] = partial_rotary_factor;
+    j["partial_rotary_factor"] = partial_rotary_factor;
+    j["rotary_emb_base"] = rope_theta;
+    j["hidden_dropout"] = 0.0;
+  } else {
+    j["rms_norm_eps"] = rms_norm_eps;
+  }
   j["rope_theta"] = rope_theta;
   if (rope_scaling && rope_scaling->rope_type == "linear") {
     j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope_scaling->factor}};
@@ -812,7 +842,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["attention_bias"] = attention_bias;
   j["attention_dropout"] = 0.0;
-  j["mlp_bias"] = false;
+  if (model_type != "gpt_neox") j["mlp_bias"] = false;
   j["hidden_act"] = hidden_act;
   if (model_type == "gemma" || gemma2) j["hidden_activation"] = hidden_act;
   j["initializer_range"] = initializer_range;

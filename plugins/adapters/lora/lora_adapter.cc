@@ -76,6 +76,11 @@ class LoraAdapter final : public Adapter {
 
   absl::Status Attach(const ModelConfig& config, const at::TensorOptions& options, std::uint64_t seed) override {
     config_ = config;
+    if (config.model_type == "gpt_neox" && !modules_to_save_.empty()) {
+      // Its embed_in / embed_out are held under Llama's names: not mapped for PEFT yet.
+      return absl::UnimplementedError("[peft] modules_to_save on a gpt_neox model is not supported yet");
+    }
+    const std::string layers_prefix = DecoderLayersPrefix(config);
     const bool all_linear = targets_.size() == 1 && targets_[0] == "all-linear";
     const bool regex = !all_linear && targets_.size() == 1 && LooksLikeRegex(targets_[0]);
     std::optional<FullMatchRegex> pattern;
@@ -98,7 +103,7 @@ class LoraAdapter final : public Adapter {
         const bool mlp = module.parts.front().site == LinearSite::kGate || module.parts.front().site == LinearSite::kUp ||
                          module.parts.front().site == LinearSite::kDown;
         if (mlp && config.is_moe_layer(layer)) continue;
-        const std::string full = absl::StrCat("model.layers.", layer, ".", module.path);
+        const std::string full = absl::StrCat(layers_prefix, layer, ".", module.path);
         bool match = all_linear;
         if (regex) {
           absl::StatusOr<bool> hit = pattern->Matches(full);
@@ -131,9 +136,10 @@ class LoraAdapter final : public Adapter {
         m.name = absl::StrCat("base_model.model.", full);
         m.module = module;
         auto& layer_modules = modules_[static_cast<size_t>(layer)];
-        for (const LinearModule::Part& part : module.parts) {
+        for (size_t k = 0; k < module.parts.size(); ++k) {
+          const LinearModule::Part& part = module.parts[k];
           slots_[static_cast<size_t>(layer)][static_cast<int>(part.site)] =
-              Slot{static_cast<int>(layer_modules.size()), part.row_offset, part.rows};
+              Slot{static_cast<int>(layer_modules.size()), part.row_offset, part.rows, InterleavedRows(module, k, options)};
         }
         layer_modules.push_back(std::move(m));
         ++count_;
@@ -142,7 +148,7 @@ class LoraAdapter final : public Adapter {
     if (count_ == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "[peft] target_modules = [", absl::StrJoin(targets_, ", "), "] matches no linear layer of the model (its projections: ",
-          absl::StrJoin(known, ", "), " in model.layers.<i>; lm_head and embed_tokens go in modules_to_save)"));
+          absl::StrJoin(known, ", "), " in ", layers_prefix, "<i>; lm_head and embed_tokens go in modules_to_save)"));
     }
     if (!all_linear && !regex) {
       std::vector<std::string> unused;
@@ -326,7 +332,8 @@ class LoraAdapter final : public Adapter {
           if (it == by_name.end()) return absl::InternalError(absl::StrCat("merge: the model has no '", name, "'"));
           // In float64, rounded once into the weight's dtype: the merged weight is the
           // nearest one to W + s·BA.
-          const Slot slot{0, part.row_offset, part.rows};
+          const Slot slot{0, part.row_offset, part.rows, InterleavedRows(m.module, static_cast<size_t>(&part - m.module.parts.data()),
+                                                                          m.b.options().dtype(at::kLong))};
           at::Tensor delta = at::matmul(RowsOf(m, slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_;
           if (!delta.isfinite().all().item<bool>()) {
             return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", name, "' is not finite"));
@@ -342,17 +349,29 @@ class LoraAdapter final : public Adapter {
  private:
   struct Module {
     at::Tensor a, b;   // [r, in], [out, r]
-    std::string name;  // base_model.model.model.layers.<i>.<module path>
+    std::string name;  // base_model.model.model.layers.<i>.<module path> (GPT-NeoX: ...gpt_neox.layers.<i>...)
     LinearModule module;
   };
   // Where a projection's term comes from: rows [row_offset, row_offset + rows) of
   // module `module`'s B (all of them unless fused); -1: not adapted.
+  // GPT-NeoX's query_key_value interleaves q, k, v by head (in the checkpoint and
+  // in PEFT's B): there a projection's rows of B are `rows_index`, not a block.
   struct Slot {
     int module = -1;
     std::int64_t row_offset = 0, rows = 0;
+    at::Tensor rows_index;  // int64 [rows], or undefined: the block above
   };
 
+  // The rows of B that part k of `module` takes where the module interleaves heads:
+  // those DeinterleaveHeadRows gives of the module's row numbers; else undefined.
+  at::Tensor InterleavedRows(const LinearModule& module, size_t k, const at::TensorOptions& options) const {
+    if (!module.interleaved_heads) return at::Tensor();
+    const at::Tensor rows = at::arange(module.out_features, at::TensorOptions().dtype(at::kLong));
+    return DeinterleaveHeadRows(rows, config_.num_attention_heads, static_cast<std::int64_t>(k)).to(options.device());
+  }
+
   static at::Tensor RowsOf(const Module& m, const Slot& slot) {
+    if (slot.rows_index.defined()) return m.b.index_select(0, slot.rows_index.to(m.b.device()));
     return slot.row_offset == 0 && slot.rows == m.b.size(0) ? m.b : m.b.narrow(0, slot.row_offset, slot.rows);
   }
 

@@ -47,8 +47,8 @@ std::unique_ptr<Adapter> AllLinearWithRandomB(const ModelConfig& config) {
 // `lora` (attached to `config`, B randomised) on a random model of `config` with std
 // 0.2 (so the adapter's terms show): the adapted logits differ from the base's; the
 // padding-free path gives them too; so does the python transcription of PEFT's
-// formula on the base and adapter saved in `dir` (llama_reference.py --adapter); and
-// the merged model.
+// formula on the base and adapter saved in `dir` (llama_reference.py --adapter, or
+// gpt_neox_reference.py for GPT-NeoX); and the merged model.
 void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter& lora, const std::string& dir) {
   auto model = CausalLM::Random(config, at::kFloat, 3);
   ASSERT_TRUE(model.ok());
@@ -72,7 +72,8 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
   ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
   ASSERT_TRUE(lora.Save(dir + "/adapter", **model, "tiny-" + config.model_type).ok());
   std::string out;
-  ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " +
+  const std::string script = config.model_type == "gpt_neox" ? "gpt_neox_reference.py" : "llama_reference.py";
+  ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
   auto expected = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
   ASSERT_TRUE(expected.ok());
@@ -200,6 +201,46 @@ TEST(LoraAdapterTest, Phi3FusedModulesAreAdaptedWholeAsPeftDoes) {
   auto llama_names = Lora({{"target_modules", std::vector<std::string>{"q_proj", "v_proj"}}});
   absl::Status s = llama_names->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0);
   EXPECT_THAT(std::string(s.message()), HasSubstr("its projections: qkv_proj, o_proj, gate_up_proj, down_proj"));
+}
+
+// GPT-NeoX: LoRA on its own modules under PEFT's names
+// (base_model.model.gpt_neox.layers.<i>.attention.query_key_value, ...), one A and B
+// for query_key_value whose B rows follow the module's head-interleaved rows; the
+// adapted model equals PEFT's formula on those files (gpt_neox_reference.py) and its
+// merge; saved and loaded back, the same tensors; Llama's names are refused with the
+// model's own listed.
+TEST(LoraAdapterTest, GptNeoxAdaptsItsOwnModulesUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "gpt_neox"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"rotary_pct", 0.5}, {"use_parallel_residual", true}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  const auto named = lora->NamedParameters();
+  std::map<std::string, at::Tensor> params(named.begin(), named.end());
+  EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
+  ASSERT_EQ(params.count("base_model.model.gpt_neox.layers.1.attention.query_key_value.lora_B.weight"), 1u);
+  EXPECT_EQ(params["base_model.model.gpt_neox.layers.1.attention.query_key_value.lora_B.weight"].sizes(), at::IntArrayRef({96, 4}));
+  EXPECT_EQ(params["base_model.model.gpt_neox.layers.0.mlp.dense_h_to_4h.lora_A.weight"].sizes(), at::IntArrayRef({4, 32}));
+
+  const std::string dir = testing::TempDir("neox_lora");
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, dir);
+  nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"));
+  EXPECT_EQ(saved["target_modules"], nlohmann::json({"dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"}));
+  auto base = CausalLM::Random(*config, at::kFloat, 1);
+  ASSERT_TRUE(base.ok());
+  auto again = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
+  ASSERT_TRUE(again->Attach(*config, at::TensorOptions().dtype(at::kFloat), 9).ok());
+  ASSERT_TRUE(again->Load(dir + "/adapter", **base).ok());
+  for (const auto& [name, t] : again->NamedParameters()) EXPECT_TRUE(at::equal(t, params.at(name))) << name;
+
+  auto llama_names = Lora({{"target_modules", std::vector<std::string>{"q_proj", "v_proj"}}});
+  absl::Status s = llama_names->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("query_key_value, dense, dense_h_to_4h, dense_4h_to_h in gpt_neox.layers.<i>"));
+  auto with_head = Lora({{"target_modules", std::vector<std::string>{"query_key_value"}},
+                         {"modules_to_save", std::vector<std::string>{"lm_head"}}});
+  EXPECT_THAT(std::string(with_head->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).message()),
+              HasSubstr("modules_to_save on a gpt_neox model"));
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them

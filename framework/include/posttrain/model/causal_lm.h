@@ -5,7 +5,8 @@
 // q/k/v bias (Qwen2), per-head RMSNorm of q and k before RoPE (Qwen3's q_norm /
 // k_norm), Gemma's variant (RMSNorm by 1 + weight, embeddings scaled by
 // sqrt(hidden_size), GELU-tanh MLP), Gemma 2's (sandwich norms, soft caps), Gemma 3's (two RoPE bases) and
-// Phi-3's fused checkpoints and the mixtures of experts of Mixtral, Qwen2-MoE and Qwen3-MoE: ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
+// Phi-3's fused checkpoints, the mixtures of experts of Mixtral, Qwen2-MoE and Qwen3-MoE and
+// GPT-NeoX's layer (LayerNorms, biases, an ungated MLP, parallel residual): ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
 // engine can own, shard and checkpoint them without the model's help.
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("stories260K_hf", at::kFloat));
@@ -173,6 +174,8 @@ class CausalLM {
   struct Layer {
     at::Tensor input_norm, q, k, v, o, q_bias, k_bias, v_bias, q_norm, k_norm, post_norm, gate, up, down;
     at::Tensor pre_ff_norm, post_ff_norm;  // Gemma 2's sandwich norms (post_norm then follows attention)
+    // GPT-NeoX: the LayerNorms' biases, attention.dense's and the MLP's.
+    at::Tensor input_norm_bias, post_norm_bias, o_bias, up_bias, down_bias;
     // An MoE layer (config.is_moe_layer): the router [num_experts, hidden] and each
     // expert's projections; gate/up/down then hold Qwen2-MoE's shared expert, if any.
     at::Tensor router, shared_expert_gate;
@@ -207,11 +210,17 @@ class CausalLM {
   // sites: an adapter does not reach them (as PEFT's all-linear under transformers
   // 5, whose experts are fused parameters, not nn.Linear modules).
   at::Tensor SparseMoe(const Layer& l, const at::Tensor& x) const;
+  // Decoder layer `layer` after its attention: h the layer's input [.., hidden_size],
+  // attn the attention's heads merged [.., q_dim], before o_proj. Adds the attention
+  // branch and the MLP branch (in sequence, or in parallel off h: GPT-NeoX) and
+  // returns the layer's output. fuse_gate_up: gate and up in one matmul (the
+  // training path; the same values).
+  at::Tensor LayerTail(std::int64_t layer, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
-  at::Tensor embed_, final_norm_, lm_head_;
+  at::Tensor embed_, final_norm_, final_norm_bias_, lm_head_;  // final_norm_bias_: GPT-NeoX's LayerNorm
   std::vector<Layer> layers_;
   LayerRunner* runner_ = nullptr;
   const LinearAdapter* adapter_ = nullptr;
@@ -227,7 +236,7 @@ class CausalLM {
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& config);
 
 // Between the model's tensors and a checkpoint's where config.fused_projections
-// (Phi-3): the checkpoint stores model.layers.<i>.self_attn.qkv_proj.weight
+// (Phi-3) or the model is GPT-NeoX. Phi-3: the checkpoint stores model.layers.<i>.self_attn.qkv_proj.weight
 // [q + 2 kv, hidden] (q, k, v rows in that order) and mlp.gate_up_proj.weight
 // [2 intermediate, hidden] (gate rows, then up). FuseProjections concatenates each
 // complete set (at the place of its first part; the others keep their order);
@@ -237,6 +246,13 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
 // model.layers.<i>.mlp.experts.gate_up_proj [E, 2 I, H] (gate rows, then up) and
 // experts.down_proj [E, H, I], into one tensor per expert (ExpertWeightNames), and
 // moves Mixtral's router from mlp.gate to block_sparse_moe.gate: the hub's layout.
+// GPT-NeoX: the checkpoint's names are gpt_neox.embed_in, gpt_neox.layers.<i>.{input_layernorm,
+// post_attention_layernorm, attention.query_key_value, attention.dense, mlp.dense_h_to_4h,
+// mlp.dense_4h_to_h}, gpt_neox.final_layer_norm and embed_out; query_key_value
+// [3 hidden, hidden] (and its bias) holds q, k, v interleaved by head: rows
+// [3 D h, 3 D h + D) are head h's q, the next D its k, the next D its v (D = head_dim),
+// as GPTNeoXAttention views its output [.., heads, 3 D]. Old checkpoints' buffers
+// (attention.bias, attention.masked_bias) are dropped at load.
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors);
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors);

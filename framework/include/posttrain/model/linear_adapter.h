@@ -37,11 +37,22 @@ struct LinearModule {
   std::string path;  // inside model.layers.<i>: "self_attn.q_proj", "self_attn.qkv_proj", ...
   std::int64_t in_features = 0, out_features = 0;
   std::vector<Part> parts;  // in row order, covering [0, out_features)
+  // GPT-NeoX's attention.query_key_value: the checkpoint's rows (and PEFT's lora_B
+  // rows) interleave q, k, v by head; `parts` are the blocked order [q; k; v] the
+  // model and the adapter hold (InterleaveHeadRows / DeinterleaveHeadRows convert).
+  bool interleaved_heads = false;
 
   std::string name() const { return path.substr(path.rfind('.') + 1); }  // "q_proj", "qkv_proj"
 };
 // The linear modules of one decoder layer of a model of `config`, in HF order.
 std::vector<LinearModule> LinearModules(const ModelConfig& config);
+// Where a checkpoint of `config` keeps its decoder layers: "model.layers." (Llama's
+// families) or "gpt_neox.layers." (GPT-NeoX); module paths follow "<prefix><i>.".
+std::string DecoderLayersPrefix(const ModelConfig& config);
+// GPT-NeoX's head interleaving of rows: q, k, v [heads · D, ...] → [3 · heads · D, ...]
+// with head h's q, k and v rows in turn; and back, part 0 (q), 1 (k) or 2 (v), a copy.
+at::Tensor InterleaveHeadRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t heads);
+at::Tensor DeinterleaveHeadRows(const at::Tensor& qkv, std::int64_t heads, std::int64_t part);
 
 class LinearAdapter {
  public:

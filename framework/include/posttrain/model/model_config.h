@@ -15,7 +15,10 @@
 // over the whole projection) and GraniteForCausalLM (Llama's maths with four
 // multipliers: embeddings, attention scores, residual branches, logits) and the
 // mixtures of experts MixtralForCausalLM (Mistral's attention), Qwen2MoeForCausalLM
-// (Qwen2's, with a shared expert) and Qwen3MoeForCausalLM (Qwen3's).
+// (Qwen2's, with a shared expert) and Qwen3MoeForCausalLM (Qwen3's), and
+// GPTNeoXForCausalLM (Pythia: LayerNorms with biases, biases on every projection, a
+// GELU MLP without gate, attention and MLP in parallel off one residual, RoPE on
+// rotary_pct of each head).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -67,7 +70,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -77,7 +80,7 @@ struct ModelConfig {
   std::int64_t num_key_value_heads = 32;
   std::int64_t head_dim = 128;                // hidden_size / num_attention_heads unless set
   std::int64_t max_position_embeddings = 2048;
-  double rms_norm_eps = 1e-6;
+  double rms_norm_eps = 1e-6;                 // the norms' eps (GPT-NeoX: layer_norm_eps)
   double rope_theta = 10000.0;
   std::optional<RopeScaling> rope_scaling;
   bool tie_word_embeddings = false;
@@ -150,6 +153,20 @@ struct ModelConfig {
   bool norm_topk_prob = false;
   std::int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
   std::vector<bool> dense_mlp_layers;         // Qwen's mlp_only_layers and decoder_sparse_step; empty: none
+  // GPT-NeoX (GPTNeoXForCausalLM). Its checkpoints name the tensors gpt_neox.* and
+  // hold q/k/v as one attention.query_key_value whose rows interleave the heads
+  // ([q, k, v] of head 0, then of head 1, ...); the model holds them under Llama's
+  // names, one tensor per projection (SplitFusedProjections / FuseProjections convert).
+  // layer_norm: every norm is LayerNorm (x - mean) / sqrt(var + eps) · weight + bias,
+  // not RMSNorm. parallel_residual: h + attn(ln1(h)) + mlp(ln2(h)) (GPT-NeoX's
+  // use_parallel_residual) instead of the two residual adds in sequence.
+  // gated_mlp false: the MLP is down(act(up(x))), no gate. mlp_bias: up and down
+  // have biases. output_bias: o_proj has one (GPT-NeoX's attention.dense).
+  bool layer_norm = false;
+  bool parallel_residual = false;
+  bool gated_mlp = true;
+  bool mlp_bias = false;
+  bool output_bias = false;
   // Phi-3 (Phi-4-mini): RoPE on the first int(head_dim · partial_rotary_factor)
   // dimensions of each head; the others pass through unrotated.
   double partial_rotary_factor = 1.0;
