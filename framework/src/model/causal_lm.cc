@@ -550,7 +550,7 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
                                                      ShapeText(shape)));
     }
     if (!at::isFloatingType(it->second.scalar_type())) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has non-float dtype ",
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", CheckpointNameOf(config, name), "' has non-float dtype ",
                                                      c10::toString(it->second.scalar_type())));
     }
     model->params_.push_back({name, it->second.to(dtype).contiguous()});

@@ -76,10 +76,6 @@ class LoraAdapter final : public Adapter {
 
   absl::Status Attach(const ModelConfig& config, const at::TensorOptions& options, std::uint64_t seed) override {
     config_ = config;
-    if (config.model_type == "gpt_neox" && !modules_to_save_.empty()) {
-      // Its embed_in / embed_out are held under Llama's names: not mapped for PEFT yet.
-      return absl::UnimplementedError("[peft] modules_to_save on a gpt_neox model is not supported yet");
-    }
     const std::string layers_prefix = DecoderLayersPrefix(config);
     const bool all_linear = targets_.size() == 1 && targets_[0] == "all-linear";
     const bool regex = !all_linear && targets_.size() == 1 && LooksLikeRegex(targets_[0]);
@@ -165,7 +161,7 @@ class LoraAdapter final : public Adapter {
     for (const std::string& module : modules_to_save_) {
       bool found = false;
       for (const auto& [name, shape] : ExpectedTensors(config_)) {
-        const std::string path = name.substr(0, name.rfind('.'));
+        const std::string path = ModulePath(name);
         found = found || path == module || absl::EndsWith(path, "." + module);
       }
       if (!found) {
@@ -173,7 +169,8 @@ class LoraAdapter final : public Adapter {
             "[peft] modules_to_save: '", module, "' names no module of the model",
             module == "lm_head" && config_.tie_word_embeddings
                 ? " (its lm_head is tied to the input embedding: name embed_tokens)"
-                : " (e.g. embed_tokens, lm_head, model.norm)"));
+                : config_.model_type == "gpt_neox" ? " (e.g. embed_in, embed_out, final_layer_norm)"
+                                                    : " (e.g. embed_tokens, lm_head, model.norm)"));
       }
     }
     return absl::OkStatus();
@@ -216,7 +213,7 @@ class LoraAdapter final : public Adapter {
       // The base parameters under the module: lm_head → lm_head.weight,
       // embed_tokens → model.embed_tokens.weight.
       for (const auto& [name, shape] : ExpectedTensors(config_)) {
-        const std::string path = name.substr(0, name.rfind('.'));
+        const std::string path = ModulePath(name);
         if (path == module || absl::EndsWith(path, "." + module)) names.push_back(name);
       }
     }
@@ -234,7 +231,7 @@ class LoraAdapter final : public Adapter {
     const std::vector<std::string> saved_modules = ModulesToSave();
     for (const auto& [name, t] : base.named_parameters()) {
       if (std::find(saved_modules.begin(), saved_modules.end(), name) != saved_modules.end()) {
-        tensors.push_back({"base_model.model." + name, t.detach().to(at::kCPU).contiguous()});
+        tensors.push_back({"base_model.model." + CheckpointName(name), t.detach().to(at::kCPU).contiguous()});
       }
     }
     POSTTRAIN_RETURN_IF_ERROR(SaveSafetensors((fs::path(dir) / "adapter_model.safetensors").string(), tensors));
@@ -306,8 +303,8 @@ class LoraAdapter final : public Adapter {
     const std::vector<std::string> saved_modules = ModulesToSave();
     for (const auto& [name, param] : base.named_parameters()) {
       if (std::find(saved_modules.begin(), saved_modules.end(), name) == saved_modules.end()) continue;
-      expected.insert("base_model.model." + name);
-      POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor t, file.Get("base_model.model." + name));
+      expected.insert("base_model.model." + CheckpointName(name));
+      POSTTRAIN_ASSIGN_OR_RETURN(at::Tensor t, file.Get("base_model.model." + CheckpointName(name)));
       if (t.sizes() != param.sizes()) return absl::InvalidArgumentError(absl::StrCat(dir, ": '", name, "' has the wrong shape"));
       at::Tensor(param).copy_(t);
     }
@@ -368,6 +365,16 @@ class LoraAdapter final : public Adapter {
     if (!module.interleaved_heads) return at::Tensor();
     const at::Tensor rows = at::arange(module.out_features, at::TensorOptions().dtype(at::kLong));
     return DeinterleaveHeadRows(rows, config_.num_attention_heads, static_cast<std::int64_t>(k)).to(options.device());
+  }
+
+  // A base tensor's name in the model's checkpoints (GPT-NeoX: embed_out.weight for
+  // lm_head.weight, ...), which PEFT's modules_to_save use; and its module's path.
+  std::string CheckpointName(const std::string& name) const {
+    return FuseProjections(config_, {{name, at::Tensor()}}).front().first;
+  }
+  std::string ModulePath(const std::string& name) const {
+    const std::string theirs = CheckpointName(name);
+    return theirs.substr(0, theirs.rfind('.'));
   }
 
   static at::Tensor RowsOf(const Module& m, const Slot& slot) {

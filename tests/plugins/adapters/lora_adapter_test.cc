@@ -237,10 +237,27 @@ TEST(LoraAdapterTest, GptNeoxAdaptsItsOwnModulesUnderPeftsNames) {
   auto llama_names = Lora({{"target_modules", std::vector<std::string>{"q_proj", "v_proj"}}});
   absl::Status s = llama_names->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0);
   EXPECT_THAT(std::string(s.message()), HasSubstr("query_key_value, dense, dense_h_to_4h, dense_4h_to_h in gpt_neox.layers.<i>"));
+  // modules_to_save by the checkpoint's module names: embed_out is the LM head.
+  auto llama_head = Lora({{"target_modules", std::vector<std::string>{"query_key_value"}},
+                          {"modules_to_save", std::vector<std::string>{"lm_head"}}});
+  EXPECT_THAT(std::string(llama_head->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).message()),
+              HasSubstr("'lm_head' names no module of the model (e.g. embed_in, embed_out"));
   auto with_head = Lora({{"target_modules", std::vector<std::string>{"query_key_value"}},
-                         {"modules_to_save", std::vector<std::string>{"lm_head"}}});
-  EXPECT_THAT(std::string(with_head->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).message()),
-              HasSubstr("modules_to_save on a gpt_neox model"));
+                         {"modules_to_save", std::vector<std::string>{"embed_out"}}});
+  ASSERT_TRUE(with_head->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).ok());
+  EXPECT_EQ(with_head->ModulesToSave(), std::vector<std::string>{"lm_head.weight"});
+  {
+    c10::NoGradGuard no_grad;
+    at::Tensor((*base)->lm_head_weight()).add_(1.0);  // the untied LM head, trained
+  }
+  ASSERT_TRUE(with_head->Save(dir + "/with_head", **base, "tiny").ok());
+  auto file = SafetensorsFile::Open(dir + "/with_head/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_TRUE(file->Get("base_model.model.embed_out.weight").ok());
+  auto fresh = CausalLM::Random(*config, at::kFloat, 1);
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE(with_head->Load(dir + "/with_head", **fresh).ok());
+  EXPECT_TRUE(at::equal((*fresh)->lm_head_weight(), (*base)->lm_head_weight()));
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them
