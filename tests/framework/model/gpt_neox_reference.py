@@ -16,11 +16,12 @@ With `--adapter ADIR` (a PEFT LoRA adapter), every adapted linear layer computes
 PEFT's Linear.forward, x W^T + b + scaling * (x A^T) B^T, with A and B as the file
 holds them under GPT-NeoX's module names (query_key_value's B rows in the module's
 own, head-interleaved, order); with `--merged`, W + scaling * (B A) instead."""
-import json, math, os, sys
+import json, os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
 from safetensors_py import load, save  # noqa: E402
+from peft_lora_py import load_lora  # noqa: E402
 
 d = sys.argv[1]
 cfg = json.load(open(d + "/config.json"))
@@ -28,25 +29,7 @@ assert cfg["model_type"] == "gpt_neox", cfg["model_type"]
 w = {k: v.double() for k, v in load(d + "/model.safetensors").items()}
 ids = load(d + "/ids.safetensors")["ids"].long()
 
-lora, scaling = {}, 0.0
-if "--adapter" in sys.argv:
-    adir = sys.argv[sys.argv.index("--adapter") + 1]
-    acfg = json.load(open(adir + "/adapter_config.json"))
-    if acfg["peft_type"] != "LORA" or acfg.get("modules_to_save") or acfg.get("bias", "none") != "none":
-        sys.exit("this reference knows plain LoRA adapters only")
-    scaling = acfg["lora_alpha"] / (math.sqrt(acfg["r"]) if acfg.get("use_rslora") else acfg["r"])
-    prefix = "base_model.model."
-    for k, v in load(adir + "/adapter_model.safetensors").items():
-        part = "A" if k.endswith(".lora_A.weight") else "B" if k.endswith(".lora_B.weight") else None
-        if part is None or not k.startswith(prefix):
-            sys.exit(f"unexpected adapter tensor {k}")
-        lora.setdefault(k[len(prefix):-len(".lora_A.weight")], {})[part] = v.double()
-    if any(name + ".weight" not in w for name in lora):
-        sys.exit("the adapter names modules the model does not have: " + ", ".join(n for n in lora if n + ".weight" not in w))
-    if "--merged" in sys.argv:
-        for name, ab in lora.items():
-            w[name + ".weight"] = w[name + ".weight"] + (ab["B"] @ ab["A"]) * scaling
-        lora = {}
+lora, scaling = load_lora(sys.argv, w, lambda v: v.double())  # "<module>.weight" -> {"A", "B"}
 
 E = cfg["hidden_size"]
 H = cfg["num_attention_heads"]
@@ -65,8 +48,9 @@ def ln(x, name):
 
 def dense(x, name):
     y = x @ w[name + ".weight"].T + w[name + ".bias"]
-    if name in lora:
-        y = y + (x @ lora[name]["A"].T @ lora[name]["B"].T) * scaling
+    if name + ".weight" in lora:
+        ab = lora[name + ".weight"]
+        y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
     return y
 
 

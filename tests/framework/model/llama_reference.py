@@ -35,34 +35,14 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
 from safetensors_py import load, save  # noqa: E402
+from peft_lora_py import load_lora  # noqa: E402
 
 d = sys.argv[1]
 cfg = json.load(open(d + "/config.json"))
 w = {k: v.float() for k, v in load(d + "/model.safetensors").items()}
 
-# PEFT LoRA: adapted weight's name -> {"A": [r, in], "B": [out, r]}.
-lora, scaling = {}, 0.0
-if "--adapter" in sys.argv:
-    adir = sys.argv[sys.argv.index("--adapter") + 1]
-    acfg = json.load(open(adir + "/adapter_config.json"))
-    if acfg["peft_type"] != "LORA" or acfg.get("modules_to_save") or acfg.get("bias", "none") != "none":
-        sys.exit("this reference knows plain LoRA adapters only")
-    scaling = acfg["lora_alpha"] / (math.sqrt(acfg["r"]) if acfg.get("use_rslora") else acfg["r"])
-    for k, v in load(adir + "/adapter_model.safetensors").items():
-        prefix = "base_model.model."
-        for part in ("A", "B"):
-            suffix = f".lora_{part}.weight"
-            if k.startswith(prefix) and k.endswith(suffix):
-                lora.setdefault(k[len(prefix):-len(suffix)] + ".weight", {})[part] = v.float()
-                break
-        else:
-            sys.exit(f"unexpected adapter tensor {k}")
-    if any(name not in w for name in lora):
-        sys.exit("the adapter names layers the model does not have: " + ", ".join(n for n in lora if n not in w))
-    if "--merged" in sys.argv:
-        for name, ab in lora.items():
-            w[name] = w[name] + (ab["B"] @ ab["A"]) * scaling
-        lora = {}
+# PEFT LoRA: adapted weight's name -> {"A": [r, in], "B": [out, r]} (or merged into w).
+lora, scaling = load_lora(sys.argv, w, lambda v: v.float())
 
 def linear(x, name):
     y = x @ w[name].T

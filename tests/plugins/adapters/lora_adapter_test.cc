@@ -33,6 +33,12 @@ void RandomizeB(Adapter& a, std::uint64_t seed) {
     if (name.find("lora_B") != std::string::npos) at::Tensor(p).copy_(at::randn(p.sizes()) * 0.3);
   }
 }
+// The adapter's parameters by name (PEFT's tensor names).
+std::map<std::string, at::Tensor> ParametersByName(const Adapter& a) {
+  const auto named = a.NamedParameters();
+  return {named.begin(), named.end()};
+}
+
 // r = 4, lora_alpha = 8 on "all-linear" of `config`, B random: the adapted model
 // differs from the base.
 std::unique_ptr<Adapter> AllLinearWithRandomB(const ModelConfig& config) {
@@ -185,8 +191,7 @@ TEST(LoraAdapterTest, Phi3FusedModulesAreAdaptedWholeAsPeftDoes) {
   ASSERT_TRUE(config.ok()) << config.status();
   const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
   ASSERT_NE(lora, nullptr);
-  const auto named = lora->NamedParameters();
-  std::map<std::string, at::Tensor> params(named.begin(), named.end());
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
   EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
   ASSERT_TRUE(params.count("base_model.model.model.layers.1.self_attn.qkv_proj.lora_B.weight"));
   EXPECT_EQ(params["base_model.model.model.layers.1.self_attn.qkv_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 32}));
@@ -216,8 +221,7 @@ TEST(LoraAdapterTest, GptNeoxAdaptsItsOwnModulesUnderPeftsNames) {
   ASSERT_TRUE(config.ok()) << config.status();
   const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
   ASSERT_NE(lora, nullptr);
-  const auto named = lora->NamedParameters();
-  std::map<std::string, at::Tensor> params(named.begin(), named.end());
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
   EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
   ASSERT_EQ(params.count("base_model.model.gpt_neox.layers.1.attention.query_key_value.lora_B.weight"), 1u);
   EXPECT_EQ(params["base_model.model.gpt_neox.layers.1.attention.query_key_value.lora_B.weight"].sizes(), at::IntArrayRef({96, 4}));
@@ -273,8 +277,7 @@ TEST(LoraAdapterTest, MixtureOfExpertsAdaptsAttentionAndDenseLayersOnly) {
   ASSERT_TRUE(config.ok()) << config.status();
   const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
   ASSERT_NE(lora, nullptr);
-  const auto named = lora->NamedParameters();
-  std::map<std::string, at::Tensor> params(named.begin(), named.end());
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
   EXPECT_EQ(params.size(), 2u * (4 * 2 + 3));  // A and B: 4 attention modules in 2 layers, 3 MLP modules in layer 1
   EXPECT_EQ(params.count("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"), 1u);
   EXPECT_EQ(params.count("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"), 0u);
