@@ -362,5 +362,33 @@ TEST(DistributedFaultTest, AKilledRankStopsTheRunAndTheLastCheckpointResumes) {
   EXPECT_LE(MaxAbsDifference(dir + "/a/final", dir + "/b/final"), 1e-6);
 }
 
+// A model's own dropout (a random GPT-2 with GPT2Config's 0.1 on attention, residual
+// branches and embeddings) under fsdp = "full_shard": each layer recomputed for its
+// backward draws the masks its forward drew (the generator's state is kept and
+// restored), so 2 sharded ranks end where 2 ranks of plain data parallel do.
+TEST(FsdpDropoutTest, FullShardWithModelDropoutEqualsDataParallel) {
+  const std::string dir = testing::TempDir("fsdp_dropout");
+  testing::WriteFile(dir + "/gpt2.json",
+                     R"({"model_type": "gpt2", "vocab_size": 512, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 128,
+                        "attn_pdrop": 0.1, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "bos_token_id": 1, "eos_token_id": 2})");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " init --config " + dir + "/gpt2.json --tokenizer " +
+                                    testing::Stories260KDir() + " --out " + dir + "/gpt2 2>&1",
+                                &out),
+            0)
+      << out;
+  auto args = [&](const std::string& run, const std::string& extra) {
+    return absl::StrCat(kSft, " output_dir=", dir, "/", run, " model.path=", dir, "/gpt2 trainer.use_cpu=true ", kSftOverrides, " ", extra);
+  };
+  std::string dp_log, fsdp_log;
+  ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2", args("dp", "")) + " 2>&1", &dp_log), 0) << dp_log;
+  ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2", args("fsdp", "trainer.fsdp=full_shard")) + " 2>&1", &fsdp_log), 0)
+      << fsdp_log;
+  EXPECT_THAT(dp_log, ::testing::HasSubstr("dropout in training: attention 0.1"));
+  EXPECT_THAT(fsdp_log, ::testing::HasSubstr("fsdp full_shard"));
+  EXPECT_GT(MaxAbsDifference(dir + "/gpt2", dir + "/dp/final"), 1e-3) << "nothing was trained";
+  EXPECT_LE(MaxAbsDifference(dir + "/dp/final", dir + "/fsdp/final"), 1e-5);
+}
+
 }  // namespace
 }  // namespace posttrain

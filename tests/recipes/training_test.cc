@@ -22,6 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string SftRecipe(const std::string& output_dir) {
   return absl::StrCat("output_dir = '", output_dir, "'\nseed = 7\n[model]\npath = '", testing::Stories260KDir(),
@@ -64,6 +65,62 @@ TEST(TrainingRecipeTest, ResumeAfterSigkillEndsWithIdenticalWeights) {
   // And the weights did change from the initial model.
   auto initial = testing::LoadTensors(testing::Stories260KDir() + "/model.safetensors");
   EXPECT_FALSE(at::equal(initial.at("model.norm.weight"), a.at("model.norm.weight")));
+}
+
+// A random GPT-2 that reads stories260K's tokenizer, with GPT2Config's dropout (0.1 on
+// the attention probabilities, the residual branches and the embeddings), written by
+// `posttrain init` into `dir`.
+std::string RandomGpt2(const std::string& dir) {
+  testing::WriteFile(dir + "/gpt2_config.json",
+                     R"({"model_type": "gpt2", "vocab_size": 512, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 256,
+                        "attn_pdrop": 0.1, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "bos_token_id": 1, "eos_token_id": 2})");
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " init --config " + dir + "/gpt2_config.json --tokenizer " +
+                                    testing::Stories260KDir() + " --out " + dir + "/gpt2",
+                                &out),
+            0)
+      << out;
+  return dir + "/gpt2";
+}
+
+// SFT of a GPT-2 trains with its config's dropout (as transformers' train mode; SFT's
+// disable_dropout is false, as TRL has none): the run says so; a run resumed from its
+// checkpoint draws the same masks (per-step seeds) and ends with the same weights bit
+// for bit; disable_dropout = true trains to other weights; the model generates.
+TEST(TrainingRecipeTest, Gpt2SftWithDropoutResumesExactly) {
+  const std::string dir = testing::TempDir("gpt2_sft");
+  const std::string model = RandomGpt2(dir);
+  const std::string recipe = absl::StrCat(
+      "seed = 7\n[model]\npath = '", model, "'\n[data]\ntype = 'jsonl'\npath = '",
+      testing::RepoDataPath("gsm8k_train_head1024.jsonl"),
+      "'\nprompt_field = 'question'\ncompletion_field = 'answer'\nmax_examples = 48\n"
+      "[trainer]\ntype = 'sft'\nlearning_rate = 1e-3\nper_device_train_batch_size = 4\nmax_steps = 6\nmax_length = 128\n"
+      "max_prompt_length = 96\nsave_steps = 3\nlogging_steps = 1\n");
+  testing::WriteFile(dir + "/r.toml", recipe);
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml output_dir=" + dir + "/a 2>&1", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("dropout in training: attention 0.1, residual 0.1, embeddings 0.1"));
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml output_dir=" + dir +
+                                    "/b trainer.resume_from_checkpoint=" + dir + "/a/checkpoint-3 2>&1",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("resumed from"));
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " run " + dir + "/r.toml output_dir=" + dir +
+                                    "/c trainer.disable_dropout=true 2>&1",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, Not(HasSubstr("dropout in training")));
+  auto a = testing::LoadTensors(dir + "/a/final/model.safetensors");
+  auto b = testing::LoadTensors(dir + "/b/final/model.safetensors");
+  auto c = testing::LoadTensors(dir + "/c/final/model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_TRUE(a.count("transformer.h.1.attn.c_attn.weight"));
+  for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  EXPECT_GT((a.at("transformer.h.1.attn.c_attn.weight") - c.at("transformer.h.1.attn.c_attn.weight")).abs().max().item<double>(), 1e-4)
+      << "disable_dropout changed nothing";
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + dir + "/a/final --prompt 'Once' --max-new-tokens 8", &out), 0) << out;
 }
 
 TEST(TrainingRecipeTest, FinalModelHasHfNamesShapesDtypesAndGenerates) {

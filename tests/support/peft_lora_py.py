@@ -1,5 +1,5 @@
 """PEFT LoRA adapters for the python references (llama_reference.py,
-gpt_neox_reference.py), read from the files as PEFT writes them: adapter_config.json
+gpt_neox_reference.py, gpt2_reference.py), read from the files as PEFT writes them: adapter_config.json
 (peft_type, r, lora_alpha, use_rslora) and adapter_model.safetensors
 (base_model.model.<module>.lora_A.weight [r, in], ...lora_B.weight [out, r])."""
 import json
@@ -34,6 +34,8 @@ def load_lora(argv, w, convert):
         raise SystemExit("the adapter names layers the model does not have: " + ", ".join(n for n in lora if n not in w))
     if "--merged" in argv:
         for name, ab in lora.items():
-            w[name] = w[name] + (ab["B"] @ ab["A"]) * scaling
+            delta = (ab["B"] @ ab["A"]) * scaling
+            # PEFT's get_delta_weight: transposed for Conv1D weights [in, out] (GPT-2).
+            w[name] = w[name] + (delta.T if acfg.get("fan_in_fan_out") else delta)
         return {}, scaling
     return lora, scaling

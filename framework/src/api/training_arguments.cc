@@ -49,6 +49,10 @@ const ComponentSchema& TrainingArgumentsSchema() {
                 "On CUDA, a run and its resume from a checkpoint then give the same weights bit for bit; "
                 "on the CPU posttrain's kernels are deterministic already.")
           .Bool("bf16", false, "bf16 autocast for forward and backward (fp32 master weights).")
+          .Bool("disable_dropout", false,
+                "Train without the dropout the model's config.json sets (TRL's name; its DPO-family, reward, KTO, "
+                "PPO and distillation trainers default to true, SFT and GRPO to false). Only forwards with gradients "
+                "drop: generation, reference log-probabilities and evaluation never do.")
           .Bool("shuffle", true, "Reshuffle the training data every epoch (seeded).")
           .Int("max_length", 1024, "Truncate prompt + completion to this many tokens (offline trainers).").AtLeast(1)
           .Int("max_prompt_length", 512, "Truncate prompts to this many tokens (online trainers: what the sampler is given).").AtLeast(1)

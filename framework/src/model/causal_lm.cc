@@ -1,6 +1,7 @@
 #include "posttrain/model/causal_lm.h"
 
 #include <c10/core/GradMode.h>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -91,6 +92,10 @@ std::int64_t DecoderLayerOf(const std::string& name) {
     at = name.find("gpt_neox.layers.");
     skip = 16;
   }
+  if (at == std::string::npos) {  // GPT-2's
+    at = name.find("transformer.h.");
+    skip = 14;
+  }
   if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return -1;
   const size_t begin = at + skip, end = name.find('.', begin);
   std::int64_t layer = -1;
@@ -109,6 +114,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   const std::int64_t q_dim = c.num_attention_heads * c.head_dim;
   const std::int64_t kv_dim = c.num_key_value_heads * c.head_dim;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  if (c.learned_positions) out.push_back({"model.embed_positions.weight", {c.max_position_embeddings, c.hidden_size}});
   for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     if (c.pre_norms) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
@@ -216,9 +222,130 @@ std::string NeoxCheckpointName(const std::string& name) {
   return out;  // the layer norms keep their names
 }
 
-// The name a checkpoint of `config` gives model tensor `name` (for messages).
-std::string CheckpointNameOf(const ModelConfig& config, const std::string& name) {
-  return IsNeox(config) ? NeoxCheckpointName(name) : name;
+bool IsGpt2(const ModelConfig& c) { return c.model_type == "gpt2"; }
+
+// GPT-2: the checkpoint's name of model tensor `name` (q/k/v: their fused attn.c_attn).
+std::string Gpt2CheckpointName(const std::string& name) {
+  static const std::pair<const char*, const char*> kWhole[] = {
+      {"model.embed_tokens.weight", "transformer.wte.weight"},
+      {"model.embed_positions.weight", "transformer.wpe.weight"},
+      {"model.norm.weight", "transformer.ln_f.weight"},
+      {"model.norm.bias", "transformer.ln_f.bias"}};
+  for (const auto& [ours, theirs] : kWhole) {
+    if (name == ours) return theirs;
+  }
+  if (!absl::StartsWith(name, "model.layers.")) return name;  // lm_head.weight
+  static const std::pair<std::string, std::string> kModules[] = {{".input_layernorm.", ".ln_1."},
+                                                                 {".post_attention_layernorm.", ".ln_2."},
+                                                                 {".self_attn.q_proj.", ".attn.c_attn."},
+                                                                 {".self_attn.k_proj.", ".attn.c_attn."},
+                                                                 {".self_attn.v_proj.", ".attn.c_attn."},
+                                                                 {".self_attn.o_proj.", ".attn.c_proj."},
+                                                                 {".mlp.up_proj.", ".mlp.c_fc."},
+                                                                 {".mlp.down_proj.", ".mlp.c_proj."}};
+  std::string out = "transformer.h." + name.substr(std::strlen("model.layers."));
+  for (const auto& [ours, theirs] : kModules) {
+    if (const size_t at = out.find(ours); at != std::string::npos) return out.replace(at, ours.size(), theirs);
+  }
+  return out;
+}
+
+// Whether model tensor `name` is a projection's weight: GPT-2 stores those
+// transposed (Conv1D, [in, out]).
+bool IsProjectionWeight(const std::string& name) {
+  return absl::StartsWith(name, "model.layers.") && absl::EndsWith(name, "_proj.weight");
+}
+
+// The shape of the checkpoint tensor that holds model tensor `name` of `shape`
+// (for messages): the fused q/k/v tensor's, GPT-2's transposed projections.
+std::vector<std::int64_t> CheckpointShapeOf(const ModelConfig& config, const std::string& name, std::vector<std::int64_t> shape) {
+  const std::string theirs = CheckpointNameOf(config, name);
+  if (absl::StrContains(theirs, "query_key_value") || absl::StrContains(theirs, ".c_attn.")) shape[0] *= 3;
+  if (IsGpt2(config) && IsProjectionWeight(name)) std::reverse(shape.begin(), shape.end());
+  return shape;
+}
+
+// GPT-2's checkpoint layout from the model's tensors (FuseProjections). Undefined
+// tensors pass as they are (a name's translation only).
+std::vector<std::pair<std::string, at::Tensor>> ToGpt2Layout(const ModelConfig& config,
+                                                             std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
+  std::vector<bool> drop(tensors.size(), false);
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string p = absl::StrCat("model.layers.", layer, ".self_attn.");
+      const std::string q = absl::StrCat(p, "q_proj.", kind), k = absl::StrCat(p, "k_proj.", kind), v = absl::StrCat(p, "v_proj.", kind);
+      if (!index.count(q) || !index.count(k) || !index.count(v)) continue;  // not all here: left apart
+      tensors[index[q]].second = at::cat({tensors[index[q]].second, tensors[index[k]].second, tensors[index[v]].second}, 0);
+      drop[index[k]] = drop[index[v]] = true;
+    }
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (drop[i]) continue;
+    at::Tensor t = std::move(tensors[i].second);
+    if (t.defined() && IsProjectionWeight(tensors[i].first)) t = t.t().contiguous();  // Conv1D: [in, out]
+    out.push_back({Gpt2CheckpointName(tensors[i].first), std::move(t)});
+  }
+  return out;
+}
+
+// The model's names and layout from a GPT-2 checkpoint (SplitFusedProjections).
+absl::Status FromGpt2Layout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  // The oldest checkpoints (the hub's gpt2) name the tensors without transformer.
+  std::vector<std::string> bare;
+  for (const auto& [name, t] : *tensors) {
+    if (absl::StartsWith(name, "h.") || absl::StartsWith(name, "ln_f.") || name == "wte.weight" || name == "wpe.weight") {
+      bare.push_back(name);
+    }
+  }
+  for (const std::string& name : bare) {
+    if (tensors->count("transformer." + name)) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint holds both '", name, "' and 'transformer.", name, "'"));
+    }
+    (*tensors)["transformer." + name] = (*tensors)[name];
+    tensors->erase(name);
+  }
+  auto check = [&](const std::string& name, const at::Tensor& t, const std::vector<std::int64_t>& shape) {
+    if (t.sizes().vec() == shape) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(t.sizes()),
+                                                   ", config.json implies ", ShapeText(shape)));
+  };
+  const std::int64_t q_dim = config.num_attention_heads * config.head_dim;
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    const std::string p = absl::StrCat("transformer.h.", layer, ".attn.");
+    tensors->erase(p + "bias");         // old checkpoints' causal-mask buffer
+    tensors->erase(p + "masked_bias");  // and its fill value
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string name = absl::StrCat(p, "c_attn.", kind);
+      auto it = tensors->find(name);
+      if (it == tensors->end()) continue;  // FromTensors names what is missing
+      const bool weight = std::string(kind) == "weight";
+      POSTTRAIN_RETURN_IF_ERROR(check(name, it->second, weight ? std::vector<std::int64_t>{config.hidden_size, 3 * q_dim}
+                                                               : std::vector<std::int64_t>{3 * q_dim}));
+      const at::Tensor qkv = weight ? it->second.t() : it->second;  // rows q, then k, then v
+      tensors->erase(it);
+      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
+      for (const auto& [part, module] : {std::pair{0, "q_proj."}, {1, "k_proj."}, {2, "v_proj."}}) {
+        (*tensors)[ours + module + kind] = qkv.narrow(0, part * q_dim, q_dim).contiguous();
+      }
+    }
+  }
+  for (const auto& [name, shape] : ExpectedTensors(config)) {
+    const std::string theirs = Gpt2CheckpointName(name);
+    if (theirs == name || absl::StrContains(theirs, ".c_attn.")) continue;
+    auto it = tensors->find(theirs);
+    if (it == tensors->end()) continue;
+    at::Tensor t = it->second;
+    if (IsProjectionWeight(name)) {  // Conv1D [in, out]
+      POSTTRAIN_RETURN_IF_ERROR(check(theirs, t, {shape[1], shape[0]}));
+      t = t.t().contiguous();
+    }
+    tensors->erase(it);
+    (*tensors)[name] = t;
+  }
+  return absl::OkStatus();
 }
 
 // GPT-NeoX's checkpoint layout from the model's tensors (FuseProjections).
@@ -298,9 +425,14 @@ at::Tensor DeinterleaveHeadRows(const at::Tensor& qkv, std::int64_t heads, std::
   return qkv.reshape(per_head).select(1, part).reshape(one).clone();
 }
 
+std::string CheckpointNameOf(const ModelConfig& config, const std::string& name) {
+  return IsNeox(config) ? NeoxCheckpointName(name) : IsGpt2(config) ? Gpt2CheckpointName(name) : name;
+}
+
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors) {
   if (IsNeox(config)) return ToNeoxLayout(config, std::move(tensors));
+  if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -325,6 +457,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
 
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
   if (IsNeox(config)) return FromNeoxLayout(config, tensors);
+  if (IsGpt2(config)) return FromGpt2Layout(config, tensors);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
@@ -445,6 +578,7 @@ void CausalLM::Index() {
   final_norm_ = by_name.at("model.norm.weight");
   final_norm_bias_ = config_.layer_norm ? by_name.at("model.norm.bias") : at::Tensor();
   lm_head_ = config_.tie_word_embeddings ? embed_ : by_name.at("lm_head.weight");
+  positions_ = config_.learned_positions ? by_name.at("model.embed_positions.weight") : at::Tensor();
   layers_.clear();
   for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
@@ -535,14 +669,8 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
                                                      ShapeText({f->second->total_rows(), config.hidden_size})));
     }
     if (it == tensors.end()) {
-      if (IsNeox(config) && absl::StrContains(NeoxCheckpointName(name), "query_key_value")) {
-        std::vector<std::int64_t> fused_shape = shape;
-        fused_shape[0] *= 3;
-        return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", NeoxCheckpointName(name), "' of shape ",
-                                                       ShapeText(fused_shape)));
-      }
       return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", CheckpointNameOf(config, name), "' of shape ",
-                                                     ShapeText(shape)));
+                                                     ShapeText(CheckpointShapeOf(config, name, shape))));
     }
     if (it->second.sizes().vec() != shape) {
       return absl::InvalidArgumentError(absl::StrCat("tensor '", CheckpointNameOf(config, name), "' has shape ",
@@ -632,7 +760,9 @@ const char* LinearSiteName(LinearSite site) {
   return std::strchr(module, '.') + 1;
 }
 
-std::string DecoderLayersPrefix(const ModelConfig& config) { return IsNeox(config) ? "gpt_neox.layers." : "model.layers."; }
+std::string DecoderLayersPrefix(const ModelConfig& config) {
+  return IsNeox(config) ? "gpt_neox.layers." : IsGpt2(config) ? "transformer.h." : "model.layers.";
+}
 
 std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   const std::int64_t hidden = c.hidden_size, q = c.num_attention_heads * c.head_dim;
@@ -647,6 +777,15 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     out.push_back({"attention.dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
     out.push_back({"mlp.dense_h_to_4h", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
     out.push_back({"mlp.dense_4h_to_h", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+    return out;
+  }
+  if (IsGpt2(c)) {  // GPT-2's Conv1D modules, as its checkpoints and PEFT name them
+    out.push_back({"attn.c_attn", hidden, 3 * q,
+                   {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, q}, Part{LinearSite::kV, 2 * q, q}}});
+    out.push_back({"attn.c_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({"mlp.c_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+    for (LinearModule& m : out) m.conv1d = true;
     return out;
   }
   if (c.fused_projections) {
@@ -735,9 +874,12 @@ at::Tensor CausalLM::BranchOutput(const at::Tensor& x, const at::Tensor& weight)
   return config_.residual_multiplier != 1.0 ? out * config_.residual_multiplier : out;  // Granite
 }
 
-at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up) const {
+at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up,
+                               bool dropout) const {
   const Layer& l = layers_[static_cast<size_t>(li)];
-  const at::Tensor attn_out = BranchOutput(Project(li, LinearSite::kO, attn, l.o, l.o_bias), l.post_norm);
+  const double p = dropout ? config_.residual_dropout : 0.0;  // on each branch before its residual add
+  at::Tensor attn_out = BranchOutput(Project(li, LinearSite::kO, attn, l.o, l.o_bias), l.post_norm);
+  if (p > 0) attn_out = at::dropout(attn_out, p, /*train=*/true);
   // GPT-NeoX's parallel residual: both branches read the layer's input, and
   // GPTNeoXLayer adds mlp + attention + input in that order.
   const at::Tensor mid = config_.parallel_residual ? h : h + attn_out;
@@ -761,7 +903,8 @@ at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::T
     }
     mlp = Project(li, LinearSite::kDown, Activate(gate, config_.activation()) * up, l.down, at::Tensor());
   }
-  const at::Tensor mlp_out = BranchOutput(mlp, l.post_ff_norm);
+  at::Tensor mlp_out = BranchOutput(mlp, l.post_ff_norm);
+  if (p > 0) mlp_out = at::dropout(mlp_out, p, /*train=*/true);
   return config_.parallel_residual ? mlp_out + attn_out + h : mid + mlp_out;
 }
 
@@ -807,13 +950,28 @@ at::Tensor CausalLM::HeadInput(const at::Tensor& hidden) const {
   return config_.logits_scaling != 1.0 ? hidden / config_.logits_scaling : hidden;
 }
 
-at::Tensor CausalLM::Embed(const at::Tensor& ids) const {
+bool CausalLM::DropoutNow() const {
+  return dropout_ && at::GradMode::is_enabled() &&
+         (config_.attention_dropout > 0 || config_.residual_dropout > 0 || config_.embedding_dropout > 0);
+}
+
+at::Tensor CausalLM::Embed(const at::Tensor& ids, const at::Tensor& positions, bool dropout) const {
   at::Tensor h = at::embedding(embed_, ids);
-  if (config_.embedding_multiplier != 1.0) return h * config_.embedding_multiplier;  // Granite
-  if (!config_.scale_embeddings) return h;
-  // Gemma: sqrt(hidden_size) as an fp32 scalar, then rounded to the weights' dtype.
-  const at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), HostOptions(at::kFloat));
-  return h * scale.to(h.scalar_type());
+  if (positions_.defined() && positions.numel() > 0) {  // GPT-2: wte[id] + wpe[position]
+    const std::int64_t last = positions.max().item<std::int64_t>();
+    TORCH_CHECK(last < positions_.size(0), "position ", last, " is past the ", positions_.size(0),
+                " positions this model has embeddings for (config.json's n_positions); shorten the prompt or the completion");
+    h = h + at::embedding(positions_, positions);
+  }
+  if (config_.embedding_multiplier != 1.0) {  // Granite
+    h = h * config_.embedding_multiplier;
+  } else if (config_.scale_embeddings) {
+    // Gemma: sqrt(hidden_size) as an fp32 scalar, then rounded to the weights' dtype.
+    const at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), HostOptions(at::kFloat));
+    h = h * scale.to(h.scalar_type());
+  }
+  if (dropout && config_.embedding_dropout > 0) h = at::dropout(h, config_.embedding_dropout, /*train=*/true);
+  return h;
 }
 
 at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& staged_positions,
@@ -859,14 +1017,15 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   auto [cos_global, sin_global] = RopeCosSin(position_ids);
   auto [cos_local, sin_local] = local_inv_freq_.defined() ? RopeCosSin(position_ids, /*local=*/true)
                                                           : std::pair<at::Tensor, at::Tensor>{};
-  at::Tensor h = Embed(input_ids);  // [B, T, hidden]
+  const bool drop = DropoutNow();
+  at::Tensor h = Embed(input_ids, position_ids, drop);  // [B, T, hidden]
   for (size_t i = 0; i < layers_.size(); ++i) {
     const at::Tensor blocked = config_.window_of(static_cast<std::int64_t>(i)) > 0 ? blocked_window : blocked_causal;
     const bool local = config_.uses_local_rope(static_cast<std::int64_t>(i));  // Gemma 3's windowed layers
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache](at::Tensor h) {
+    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache, drop](at::Tensor h) {
       const Layer& l = layers_[i];
       at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       const auto li = static_cast<std::int64_t>(i);
@@ -899,9 +1058,10 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
       scores = SoftCap(scores.to(ComputeDtype(dtype_)) * scale, config_.attn_logit_softcapping).masked_fill(blocked, lowest);
       at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+      if (drop && config_.attention_dropout > 0) probs = at::dropout(probs, config_.attention_dropout, /*train=*/true);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-      return LayerTail(li, h, attn, /*fuse_gate_up=*/false);
+      return LayerTail(li, h, attn, /*fuse_gate_up=*/false, drop);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
@@ -966,9 +1126,10 @@ void CheckPacked(const PackedSequences& p) {
 // Attention of a packed stream, per sequence and per tile of queries.
 // q [KV, G, N, D], k/v [KV, N, D] (all sequences' rows) → [KV, G, N, D].
 // `window` > 0: each query sees the last `window` keys only (itself included);
-// `softcap` > 0 caps the scaled scores (SoftCap) before the mask.
+// `softcap` > 0 caps the scaled scores (SoftCap) before the mask; `dropout` > 0
+// drops attention probabilities with that probability.
 at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const PackedSequences& p,
-                           double scale, double softcap, at::ScalarType compute, std::int64_t window) {
+                           double scale, double softcap, at::ScalarType compute, std::int64_t window, double dropout) {
   const std::int64_t KV = q.size(0), G = q.size(1);
   const double lowest = std::numeric_limits<float>::lowest();
   // Per-sequence views by split, not narrow: the backward of a split is one
@@ -1001,7 +1162,9 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::T
       }
       scores = SoftCap(scores.to(compute) * scale, softcap).masked_fill(hidden_keys, lowest);
       const at::Tensor vt = (whole ? values : values.narrow(1, 0, visible)).unsqueeze(1);
-      outputs.push_back(at::matmul(at::softmax(scores, -1).to(v.scalar_type()), vt));
+      at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+      if (dropout > 0) probs = at::dropout(probs, dropout, /*train=*/true);
+      outputs.push_back(at::matmul(probs, vt));
     }
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 2);
@@ -1027,13 +1190,14 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   };
   const auto [cos_global, sin_global] = packed_rope(false);
   const auto [cos_local, sin_local] = local_inv_freq_.defined() ? packed_rope(true) : std::pair<at::Tensor, at::Tensor>{};
-  at::Tensor h = Embed(packed.input_ids);  // [N, hidden]
+  const bool drop = DropoutNow();
+  at::Tensor h = Embed(packed.input_ids, packed.position_ids, drop);  // [N, hidden]
   for (size_t i = 0; i < layers_.size(); ++i) {
     const bool local = config_.uses_local_rope(static_cast<std::int64_t>(i));  // Gemma 3's windowed layers
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed](at::Tensor h) {
+    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed, drop](at::Tensor h) {
       const Layer& l = layers_[i];
       at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       // q, k and v in one matmul over the concatenated weights.
@@ -1063,9 +1227,9 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       k = k.permute({1, 0, 2}).contiguous();
       v = v.permute({1, 0, 2}).contiguous();
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
-                                        config_.window_of(li));
+                                        config_.window_of(li), drop ? config_.attention_dropout : 0.0);
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
-      return LayerTail(li, h, attn, /*fuse_gate_up=*/true);
+      return LayerTail(li, h, attn, /*fuse_gate_up=*/true, drop);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }

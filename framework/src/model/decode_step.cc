@@ -307,10 +307,11 @@ bool CausalLM::CanDecodeStep() const {
   // A layer runner (sharding) holds shards, not the weights these loops read.
   // An adapter adds terms these loops do not compute.
   // Mixtures of experts route each token through a few of many experts: not these loops.
-  // GPT-NeoX's layer (LayerNorms, biases, ungated MLP, parallel residual) is not theirs either.
+  // GPT-NeoX's layer (LayerNorms, biases, ungated MLP, parallel residual) is not theirs
+  // either, nor GPT-2's (the same, and learned positions).
   if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
       config_.num_experts > 0 || config_.layer_norm || config_.parallel_residual || !config_.gated_mlp ||
-      config_.mlp_bias || config_.output_bias) {
+      config_.mlp_bias || config_.output_bias || config_.learned_positions) {
     return false;
   }
   for (const auto& [name, p] : params_) {

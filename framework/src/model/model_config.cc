@@ -172,6 +172,38 @@ absl::Status FinishLongRope(const nlohmann::json& json, ModelConfig* c) {
   return absl::OkStatus();
 }
 
+// A dropout probability (see ModelConfig::attention_dropout): a number in [0, 1].
+absl::Status ReadProbability(const nlohmann::json& json, const char* key, double* out) {
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, key, out));
+  if (!(*out >= 0 && *out <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: \"", key, "\" must be a probability in [0, 1], got ", *out));
+  }
+  return absl::OkStatus();
+}
+
+// GPT-2's config.json under the names the rest of FromJson reads (GPT2Config's
+// attribute_map, and its n_inner: null means 4 · n_embd; n_positions 1024 when
+// absent). A common name already present wins, as transformers sets it last.
+absl::StatusOr<nlohmann::json> Gpt2FieldsUnderCommonNames(const nlohmann::json& in) {
+  nlohmann::json out = in;
+  for (const auto& [theirs, ours] : {std::pair{"n_embd", "hidden_size"}, {"n_layer", "num_hidden_layers"},
+                                     {"n_head", "num_attention_heads"}, {"n_positions", "max_position_embeddings"},
+                                     {"layer_norm_epsilon", "rms_norm_eps"}, {"activation_function", "hidden_act"}}) {
+    if (in.contains(theirs) && !in.contains(ours)) out[ours] = in[theirs];
+    if (!out.contains(ours) && std::string(theirs).rfind("n_", 0) == 0 && std::string(theirs) != "n_positions") {
+      return absl::InvalidArgumentError(absl::StrCat("config.json lacks \"", theirs, "\" (GPT-2's ", ours, ")"));
+    }
+  }
+  if (!out.contains("intermediate_size")) {
+    if (in.contains("n_inner") && !in["n_inner"].is_null()) {
+      out["intermediate_size"] = in["n_inner"];
+    } else if (out["hidden_size"].is_number_integer()) {
+      out["intermediate_size"] = 4 * out["hidden_size"].get<std::int64_t>();
+    }
+  }
+  return out;
+}
+
 // Fields of other architectures' configs that change the forward maths when set to
 // anything but their neutral value: refused by name rather than silently ignored.
 absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::string& model_type) {
@@ -181,8 +213,12 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   };
   std::vector<std::string> refused;
   if (set("mlp_bias") && json["mlp_bias"].is_boolean() && json["mlp_bias"].get<bool>()) refused.push_back("mlp_bias = true (biases on the MLP projections)");
-  for (const char* key : {"attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop"}) {
-    if (nonzero(key)) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
+  // Dropout the family applies is read (ModelConfig::attention_dropout and after);
+  // a field of another family's is refused.
+  for (const char* key : {"hidden_dropout", "resid_pdrop", "embd_pdrop"}) {
+    const bool read = (model_type == "gpt_neox" && std::string(key) == "hidden_dropout") ||
+                      (model_type == "gpt2" && std::string(key) != "hidden_dropout");
+    if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
   if (model_type != "phi3" && model_type != "gpt_neox" && set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
       json["partial_rotary_factor"].get<double>() != 1.0) {
@@ -432,6 +468,7 @@ double ModelConfig::attention_scale() const {
 }
 
 bool ModelConfig::uses_rope(std::int64_t layer) const {
+  if (learned_positions) return false;
   return rope_layers.empty() || layer < 0 || layer >= static_cast<std::int64_t>(rope_layers.size()) || rope_layers[layer];
 }
 
@@ -450,18 +487,25 @@ std::int64_t ModelConfig::window_of(std::int64_t layer) const {
   return layer >= 0 && layer < static_cast<std::int64_t>(sliding_layers.size()) && sliding_layers[layer] ? *sliding_window : 0;
 }
 
-absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
-  if (!json.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
+  if (!file.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
   ModelConfig c;
-  POSTTRAIN_RETURN_IF_ERROR(Read(json, "model_type", &c.model_type));
+  POSTTRAIN_RETURN_IF_ERROR(Read(file, "model_type", &c.model_type));
+  const bool gpt2 = c.model_type == "gpt2";
+  // GPT-2's configs name the common fields their own way: read under the common names.
+  nlohmann::json translated;
+  if (gpt2) {
+    POSTTRAIN_ASSIGN_OR_RETURN(translated, Gpt2FieldsUnderCommonNames(file));
+  }
+  const nlohmann::json& json = gpt2 ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
-      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox") {
+      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
@@ -487,6 +531,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
                      : c.model_type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
                      : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
                      : neox                        ? "GPTNeoXForCausalLM"
+                     : gpt2                        ? "GPT2LMHeadModel"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -548,6 +593,36 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "rotary_pct", &c.partial_rotary_factor));
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "rotary_emb_base", &c.rope_theta));
   }
+  if (gpt2) {  // GPT2Config's defaults (transformers' GPT2Attention, GPT2MLP, GPT2Block)
+    c.layer_norm = true;
+    c.gated_mlp = false;
+    c.mlp_bias = true;
+    c.attention_bias = true;
+    c.output_bias = true;
+    c.learned_positions = true;
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu_new";
+    c.tie_word_embeddings = true;
+    c.max_position_embeddings = 1024;
+    c.attention_dropout = c.residual_dropout = c.embedding_dropout = 0.1;
+    bool scale = true;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "scale_attn_weights", &scale));
+    if (!scale) c.attention_multiplier = 1.0;  // scores q·k, not divided by sqrt(head_dim)
+    std::vector<std::string> refused;
+    for (const char* key : {"scale_attn_by_inverse_layer_idx", "add_cross_attention"}) {
+      if (json.contains(key) && json[key] == true) refused.push_back(absl::StrCat(key, " = true"));
+    }
+    if (!refused.empty()) {
+      return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
+                                                   absl::StrJoin(refused, "; ")));
+    }
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "attn_pdrop", &c.attention_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "resid_pdrop", &c.residual_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "embd_pdrop", &c.embedding_dropout));
+  } else {
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "attention_dropout", &c.attention_dropout));
+  }
+  if (neox) POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "hidden_dropout", &c.residual_dropout));
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
     return absl::UnimplementedError("config.json: use_bidirectional_attention = true is not supported (a causal LM attends causally)");
@@ -578,8 +653,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
-  c.output_bias = neox && c.attention_bias;  // GPT-NeoX: on query_key_value and dense alike
+  if (!gpt2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // GPT-2: c_attn always has one
+  if (neox) c.output_bias = c.attention_bias;  // GPT-NeoX: on query_key_value and dense alike
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
   // Gemma configs written by transformers 4.38-4.4x carry hidden_activation, which
@@ -662,8 +737,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
         "config.json: num_attention_heads (", c.num_attention_heads,
         ") must be a positive multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
   }
-  if (c.head_dim <= 0 || c.head_dim % 2 != 0) {
+  if (c.head_dim <= 0 || (c.head_dim % 2 != 0 && !c.learned_positions)) {  // RoPE rotates pairs
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
+  }
+  if (c.learned_positions && c.num_attention_heads * c.head_dim != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: n_head (", c.num_attention_heads, ") must divide n_embd (",
+                                                   c.hidden_size, ")"));
   }
   if (c.rope_scaling && phi3 && c.rope_scaling->rope_type != "longrope") {
     // Phi3Config accepts longrope only (early Phi-3 code had a "yarn" of its own, other maths).
@@ -688,7 +767,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& json) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
   }
-  if (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0) {
+  if (!c.learned_positions &&
+      (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0)) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: partial_rotary_factor ", c.partial_rotary_factor,
                                                    " must be in (0, 1] and leave an even, positive number of rotated ",
                                                    "dimensions (head_dim ", c.head_dim, " gives ", c.rotary_dim(), ")"));
@@ -709,7 +789,45 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJsonFile(const std::string& path) {
   return config;
 }
 
+namespace {
+
+// GPT-2's config.json, under GPT2Config's own names.
+nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = "gpt2";
+  j["vocab_size"] = c.vocab_size;
+  j["n_embd"] = c.hidden_size;
+  j["n_layer"] = c.num_hidden_layers;
+  j["n_head"] = c.num_attention_heads;
+  j["n_inner"] = c.intermediate_size;
+  j["n_positions"] = c.max_position_embeddings;
+  j["n_ctx"] = c.max_position_embeddings;  // read by transformers before 4.x's n_positions
+  j["layer_norm_epsilon"] = c.rms_norm_eps;
+  j["activation_function"] = c.hidden_act;
+  j["attn_pdrop"] = c.attention_dropout;
+  j["resid_pdrop"] = c.residual_dropout;
+  j["embd_pdrop"] = c.embedding_dropout;
+  j["scale_attn_weights"] = !c.attention_multiplier.has_value();
+  j["scale_attn_by_inverse_layer_idx"] = false;
+  j["reorder_and_upcast_attn"] = false;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["initializer_range"] = c.initializer_range;
+  j["torch_dtype"] = c.torch_dtype;
+  j["use_cache"] = true;
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
+  if (c.pad_token_id) j["pad_token_id"] = *c.pad_token_id;
+  if (c.num_labels > 0) j["num_labels"] = c.num_labels;
+  j["transformers_version"] = "4.46.0";
+  return j;
+}
+
+}  // namespace
+
 nlohmann::ordered_json ModelConfig::ToJson() const {
+  if (model_type == "gpt2") return Gpt2Json(*this);
   nlohmann::ordered_json j;
   j["architectures"] = {architecture};
   j["model_type"] = model_type;
@@ -729,7 +847,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["rotary_pct"] = partial_rotary_factor;
     j["partial_rotary_factor"] = partial_rotary_factor;
     j["rotary_emb_base"] = rope_theta;
-    j["hidden_dropout"] = 0.0;
+    j["hidden_dropout"] = residual_dropout;
   } else {
     j["rms_norm_eps"] = rms_norm_eps;
   }
@@ -841,7 +959,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   }
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["attention_bias"] = attention_bias;
-  j["attention_dropout"] = 0.0;
+  j["attention_dropout"] = attention_dropout;
   if (model_type != "gpt_neox") j["mlp_bias"] = false;
   j["hidden_act"] = hidden_act;
   if (model_type == "gemma" || gemma2) j["hidden_activation"] = hidden_act;

@@ -398,6 +398,20 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
     spdlog::info("model {}: {} layers, hidden {}, vocab {}, {}{}", parts.model_path, parts.policy->config().num_hidden_layers,
                  parts.policy->config().hidden_size, parts.policy->config().vocab_size, DtypeName(dtype),
                  options.bf16 ? " (bf16 autocast)" : "");
+    // The policy trains with its config's dropout unless disable_dropout (transformers'
+    // train mode); a reference (a copy, a view or another model) never drops.
+    const ModelConfig& mc = parts.policy->config();
+    if (mc.learned_positions && options.max_length > mc.max_position_embeddings) {
+      // Learned positions end there (GPT-2): a longer sequence has no embedding.
+      return absl::InvalidArgumentError(absl::StrCat(trainer_config.where(), ": max_length = ", options.max_length,
+                                                     " exceeds the ", mc.max_position_embeddings, " positions of '", parts.model_path,
+                                                     "' (its n_positions): set max_length <= ", mc.max_position_embeddings));
+    }
+    parts.policy->set_dropout(!options.disable_dropout);
+    if (!options.disable_dropout && (mc.attention_dropout > 0 || mc.residual_dropout > 0 || mc.embedding_dropout > 0)) {
+      spdlog::info("dropout in training: attention {}, residual {}, embeddings {} (disable_dropout = true trains without)",
+                   mc.attention_dropout, mc.residual_dropout, mc.embedding_dropout);
+    }
     // An adapter: a new one ([peft], TRL's peft_config) or a saved one ([model] adapter).
     const std::string adapter_dir = model_config->GetString("adapter");
     if (recipe.HasComponent("peft") && !adapter_dir.empty()) {

@@ -25,6 +25,7 @@ absl::StatusOr<EngineOptions> EngineOptions::FromConfig(const ComponentConfig& c
   o.save_total_limit = c.GetInt("save_total_limit");
   o.resume_from_checkpoint = c.GetString("resume_from_checkpoint");
   o.bf16 = c.GetBool("bf16");
+  o.disable_dropout = c.GetBool("disable_dropout");
   o.use_cpu = c.GetBool("use_cpu");
   o.full_determinism = c.GetBool("full_determinism");
   o.ddp_timeout = c.GetInt("ddp_timeout");

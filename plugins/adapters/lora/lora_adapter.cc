@@ -21,8 +21,13 @@
 // gate_up_proj are adapted whole, one A and one B, as PEFT adapts them; B's rows
 // serve q, k, v (gate, up) in turn. (Dropout then draws one mask per projection
 // where PEFT draws one per fused module: the same law for each projection.)
+// GPT-2's modules are Conv1D (attn.c_attn: q, k, v; attn.c_proj; mlp.c_fc;
+// mlp.c_proj): A [r, in] and B [out, r] as for a linear layer, the merged weight
+// transposed back into the checkpoint's [in, out], and fan_in_fan_out = true in
+// adapter_config.json, as PEFT sets it for Conv1D.
 #include <c10/core/GradMode.h>
 #include <cmath>
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -52,7 +57,8 @@ class LoraAdapter final : public Adapter {
         .Float("lora_dropout", 0.0, "Dropout on the adapter's input while training.").AtLeast(0).LessThan(1)
         .StringList("target_modules", {"q_proj", "v_proj"},
                     "Module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3: qkv_proj, o_proj, "
-                    "gate_up_proj, down_proj), \"all-linear\", or a regular expression over full module names.")
+                    "gate_up_proj, down_proj; GPT-NeoX: query_key_value, dense, dense_h_to_4h, dense_4h_to_h; GPT-2: "
+                    "c_attn, c_proj, c_fc), \"all-linear\", or a regular expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})
         .StringList("modules_to_save", {}, "Base modules trained whole and saved with the adapter (e.g. lm_head, embed_tokens).")
@@ -89,7 +95,9 @@ class LoraAdapter final : public Adapter {
     at::Generator gen = at::detail::createCPUGenerator(seed);
     const std::vector<LinearModule> modules = LinearModules(config);
     std::vector<std::string> known;
-    for (const LinearModule& m : modules) known.push_back(m.name());
+    for (const LinearModule& m : modules) {
+      if (std::find(known.begin(), known.end(), m.name()) == known.end()) known.push_back(m.name());  // GPT-2: c_proj twice
+    }
     modules_.assign(static_cast<size_t>(config.num_hidden_layers), {});
     slots_.assign(static_cast<size_t>(config.num_hidden_layers), {});
     for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
@@ -168,8 +176,10 @@ class LoraAdapter final : public Adapter {
         return absl::InvalidArgumentError(absl::StrCat(
             "[peft] modules_to_save: '", module, "' names no module of the model",
             module == "lm_head" && config_.tie_word_embeddings
-                ? " (its lm_head is tied to the input embedding: name embed_tokens)"
+                ? (config_.model_type == "gpt2" ? " (its lm_head is tied to the input embedding: name wte)"
+                                                 : " (its lm_head is tied to the input embedding: name embed_tokens)")
                 : config_.model_type == "gpt_neox" ? " (e.g. embed_in, embed_out, final_layer_norm)"
+                : config_.model_type == "gpt2"     ? " (e.g. wte, wpe, ln_f)"
                                                     : " (e.g. embed_tokens, lm_head, model.norm)"));
       }
     }
@@ -256,7 +266,7 @@ class LoraAdapter final : public Adapter {
     c["use_rslora"] = rslora_;
     c["bias"] = "none";
     c["modules_to_save"] = modules_to_save_.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(modules_to_save_);
-    c["fan_in_fan_out"] = false;
+    c["fan_in_fan_out"] = Conv1D();  // PEFT's flag for Conv1D weights [in, out] (GPT-2)
     c["init_lora_weights"] = init_;
     c["inference_mode"] = true;
     c["use_dora"] = false;
@@ -281,7 +291,9 @@ class LoraAdapter final : public Adapter {
     };
     for (const char* key : {"use_dora", "fan_in_fan_out", "layers_to_transform", "rank_pattern", "alpha_pattern",
                             "layer_replication", "use_qalora", "lora_bias"}) {
-      if (truthy(key)) refused.push_back(absl::StrCat(key, " = ", c[key].dump()));
+      // fan_in_fan_out describes Conv1D weights: GPT-2's are (PEFT sets it for them either way).
+      const bool conv1d_flag = std::string(key) == "fan_in_fan_out" && Conv1D();
+      if (truthy(key) && !conv1d_flag) refused.push_back(absl::StrCat(key, " = ", c[key].dump()));
     }
     if (c.contains("bias") && c["bias"] != "none") refused.push_back(absl::StrCat("bias = ", c["bias"].dump()));
     if (!refused.empty()) {
@@ -369,8 +381,11 @@ class LoraAdapter final : public Adapter {
 
   // A base tensor's name in the model's checkpoints (GPT-NeoX: embed_out.weight for
   // lm_head.weight, ...), which PEFT's modules_to_save use; and its module's path.
-  std::string CheckpointName(const std::string& name) const {
-    return FuseProjections(config_, {{name, at::Tensor()}}).front().first;
+  std::string CheckpointName(const std::string& name) const { return CheckpointNameOf(config_, name); }
+  // Whether the model's linear modules are Conv1D (GPT-2).
+  bool Conv1D() const {
+    const std::vector<LinearModule> modules = LinearModules(config_);
+    return !modules.empty() && modules.front().conv1d;
   }
   std::string ModulePath(const std::string& name) const {
     const std::string theirs = CheckpointName(name);

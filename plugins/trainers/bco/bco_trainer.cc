@@ -34,6 +34,7 @@ class BcoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Binary Classifier Optimization on unpaired (or unpaired-on-the-fly) preference data.")
         .Float("learning_rate", 5e-7, "Peak learning rate (TRL's BCOConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "Temperature β of the implicit reward.").GreaterThan(0)
         .Bool("match_underlying_distribution", false,
               "Weight undesirable examples by the density ratio of their prompts (UDM).")

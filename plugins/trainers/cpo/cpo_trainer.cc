@@ -17,6 +17,7 @@ class CpoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Contrastive Preference Optimization; loss_type = \"simpo\" gives SimPO. No reference model.")
         .Float("learning_rate", 1e-6, "Peak learning rate (TRL CPOConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "Temperature β of the preference loss.").GreaterThan(0)
         .String("loss_type", "sigmoid", "The preference loss.", CpoLossTypes())
         .Float("label_smoothing", 0.0, "Label noise for the sigmoid and simpo losses.").AtLeast(0).LessThan(0.5)

@@ -24,6 +24,7 @@ class DpoTrainer final : public Trainer {
     return ComponentSchema("Direct Preference Optimization (sigmoid, ipo, hinge, robust, bco_pair, "
                            "sppo_hard, nca_pair, apo_zero, apo_down).")
         .Float("learning_rate", 1e-6, "Peak learning rate (TRL DPOConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "Temperature of the implicit reward β (KL strength).").GreaterThan(0)
         .String("loss_type", "sigmoid", "The DPO loss.", DpoLossTypes())
         .Float("label_smoothing", 0.0, "Label noise ε for sigmoid (cDPO) and robust.").AtLeast(0).LessThan(0.5)

@@ -28,6 +28,7 @@ class GkdTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Generalized Knowledge Distillation from a teacher model (generalized JSD, on-policy mix).")
         .Float("learning_rate", 2e-5, "Peak learning rate.").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Required("teacher_model_name_or_path", OptionType::kString,
                   "The teacher: a Hugging Face model directory with the student's vocabulary.")
         .Float("beta", 0.5, "Interpolation of the generalized JSD: 0 = forward KL, 1 = reverse KL.").AtLeast(0).AtMost(1)

@@ -28,6 +28,7 @@ class KtoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Kahneman–Tversky Optimization on unpaired (or unpaired-on-the-fly) preference data.")
         .Float("learning_rate", 1e-6, "Peak learning rate.").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "Temperature β.").GreaterThan(0)
         .Float("desirable_weight", 1.0, "Weight of desirable examples' losses.").AtLeast(0)
         .Float("undesirable_weight", 1.0, "Weight of undesirable examples' losses.").AtLeast(0);

@@ -31,6 +31,7 @@ class NashMdTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Nash-MD: the policy's completions against the policy–reference geometric mixture's.")
         .Float("learning_rate", 5e-7, "Peak learning rate (TRL NashMDConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "Weight of the KL term.").GreaterThan(0)
         .FloatList("mixture_coef", {0.5},
                    "Weight of the reference in the geometric mixture: a number, or one per epoch (the last for later epochs).")

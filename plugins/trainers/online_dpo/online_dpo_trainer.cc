@@ -28,6 +28,7 @@ class OnlineDpoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Online DPO: pairs sampled from the policy, preferred by the reward functions.")
         .Float("learning_rate", 5e-7, "Peak learning rate (TRL OnlineDPOConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "DPO β.").GreaterThan(0)
         .String("loss_type", "sigmoid", "DPO loss on each sampled pair.", {"sigmoid", "ipo"})
         .Float("missing_eos_penalty", 0.0, "Subtracted from the score of a completion that ends without EOS.").AtLeast(0)

@@ -15,6 +15,7 @@ class OrpoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Odds Ratio Preference Optimization: SFT on chosen plus an odds-ratio penalty; no reference model.")
         .Float("learning_rate", 1e-6, "Peak learning rate (TRL ORPOConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "Weight λ of the odds-ratio term (TRL's beta).").AtLeast(0);
   }
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const ComponentConfig& config) {

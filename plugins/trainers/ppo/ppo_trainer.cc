@@ -36,6 +36,7 @@ class PpoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("PPO with a value head, GAE and a per-token KL penalty to the reference.")
         .Float("learning_rate", 3e-6, "Peak learning rate (TRL PPOConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Int("num_generations", 1, "Completions per prompt.").AtLeast(1)
         .Int("num_ppo_epochs", 4, "Optimisation steps on each generated batch.").AtLeast(1)
         .Float("kl_coef", 0.05, "Per-token KL penalty in the reward (0: no reference model).").AtLeast(0)

@@ -28,6 +28,7 @@ class PrmTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Process reward model: token classification of each reasoning step; saved as *ForTokenClassification.")
         .Float("learning_rate", 1e-5, "Peak learning rate (TRL PRMConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .String("step_separator", "\n", "Text appended after each step; its last token carries the step's label.")
         .Bool("train_on_last_step_only", false, "Train on the last step's label only.")
         .Int("max_completion_length", -1, "Tokens of the steps at most (-1: no limit).").AtLeast(1).OrEqualTo(-1)
@@ -47,6 +48,12 @@ class PrmTrainer final : public Trainer {
   TrainerNeeds Needs() const override { return {}; }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
+    const std::string& type = policy_->config().model_type;
+    if (type == "gpt2" || type == "gpt_neox") {
+      // Their *ForTokenClassification heads are `classifier` with a bias, not `score`.
+      return absl::UnimplementedError(absl::StrCat(where_, ": a ", type, " token classifier (its head is `classifier`, with a "
+                                                   "bias) is not supported; the Llama families' score head is"));
+    }
     separator_ids_ = context.tokenizer->Encode(separator_, /*add_special_tokens=*/false);
     if (separator_ids_.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(where_, ": step_separator must tokenize to at least one token"));

@@ -24,6 +24,7 @@ class RewardTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("Bradley–Terry reward model on preference pairs; saved as LlamaForSequenceClassification.")
         .Float("learning_rate", 1e-5, "Peak learning rate.").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("center_rewards_coefficient", 0.0, "Weight of the (r_c + r_r)² centring term (Eisenstein et al. 2023).").AtLeast(0)
         .Int("head_seed", 0, "Seed of the score head's initialisation.").AtLeast(0);
   }
@@ -44,8 +45,10 @@ class RewardTrainer final : public Trainer {
   }
   std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() override { return {{"score.weight", score_}}; }
   std::pair<std::string, std::int64_t> SavedArchitecture() const override {
+    // LlamaForCausalLM → LlamaForSequenceClassification; GPT2LMHeadModel → GPT2ForSequenceClassification.
     const std::string& arch = policy_->config().architecture;
-    return {arch.substr(0, arch.find("For")) + "ForSequenceClassification", 1};
+    const size_t stem = arch.find("For") != std::string::npos ? arch.find("For") : arch.find("LMHeadModel");
+    return {arch.substr(0, stem) + "ForSequenceClassification", 1};
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {

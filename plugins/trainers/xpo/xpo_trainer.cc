@@ -29,6 +29,7 @@ class XpoTrainer final : public Trainer {
   static ComponentSchema Schema() {
     return ComponentSchema("XPO: online DPO of the policy's completions against the reference's, plus exploration.")
         .Float("learning_rate", 5e-7, "Peak learning rate (TRL XPOConfig default).").AtLeast(0)
+        .Bool("disable_dropout", true, "Train without the model's dropout (TRL's default for this trainer).")
         .Float("beta", 0.1, "DPO β.").GreaterThan(0)
         .Float("alpha", 1e-5, "Weight α of the exploration term α · log π(y_ref).").AtLeast(0)
         .String("loss_type", "sigmoid", "DPO loss on each pair.", {"sigmoid", "ipo"})

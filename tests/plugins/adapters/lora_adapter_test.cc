@@ -78,7 +78,9 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
   ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
   ASSERT_TRUE(lora.Save(dir + "/adapter", **model, "tiny-" + config.model_type).ok());
   std::string out;
-  const std::string script = config.model_type == "gpt_neox" ? "gpt_neox_reference.py" : "llama_reference.py";
+  const std::string script = config.model_type == "gpt_neox" ? "gpt_neox_reference.py"
+                             : config.model_type == "gpt2"   ? "gpt2_reference.py"
+                                                             : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
   auto expected = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
@@ -262,6 +264,75 @@ TEST(LoraAdapterTest, GptNeoxAdaptsItsOwnModulesUnderPeftsNames) {
   ASSERT_TRUE(fresh.ok());
   ASSERT_TRUE(with_head->Load(dir + "/with_head", **fresh).ok());
   EXPECT_TRUE(at::equal((*fresh)->lm_head_weight(), (*base)->lm_head_weight()));
+}
+
+// GPT-2: LoRA on its Conv1D modules under PEFT's names
+// (base_model.model.transformer.h.<i>.attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj),
+// A [r, in] and B [out, r] as PEFT holds them for Conv1D, fan_in_fan_out = true. The
+// adapted model equals PEFT's formula on those files (gpt2_reference.py) and our
+// merge; our merged model, saved in GPT-2's Conv1D layout, equals in the python
+// transcription what PEFT's merge (ΔWᵀ for fan_in_fan_out) gives. "c_proj" names
+// both of a layer's c_proj, as PEFT's suffix match does; modules_to_save by GPT-2's
+// names (wte).
+TEST(LoraAdapterTest, Gpt2AdaptsItsConv1DModulesAsPeftDoes) {
+  auto config = ModelConfig::FromJson({{"model_type", "gpt2"}, {"vocab_size", 97}, {"n_embd", 32}, {"n_inner", 48},
+                                       {"n_layer", 2}, {"n_head", 4}, {"n_positions", 16}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
+  ASSERT_EQ(params.count("base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"), 1u);
+  EXPECT_EQ(params["base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"].sizes(), at::IntArrayRef({96, 4}));
+  EXPECT_EQ(params["base_model.model.transformer.h.1.attn.c_attn.lora_A.weight"].sizes(), at::IntArrayRef({4, 32}));
+  EXPECT_EQ(params["base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
+  EXPECT_EQ(params["base_model.model.transformer.h.0.mlp.c_fc.lora_B.weight"].sizes(), at::IntArrayRef({48, 4}));
+
+  const std::string dir = testing::TempDir("gpt2_lora");
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, dir);
+  nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"));
+  EXPECT_EQ(saved["target_modules"], nlohmann::json({"c_attn", "c_fc", "c_proj"}));
+  EXPECT_EQ(saved["fan_in_fan_out"], true);
+  const std::string python = testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/gpt2_reference.py ";
+  auto logits = [](const std::string& d) {
+    auto file = SafetensorsFile::Open(d + "/reference_logits.safetensors");
+    EXPECT_TRUE(file.ok()) << file.status();
+    return file.ok() ? file->Get("logits")->clone() : at::zeros({1});
+  };
+  const at::Tensor peft = logits(dir);  // PEFT's forward on the adapter's files
+  std::string out;
+  const std::string peft_merged = testing::TempDir("gpt2_lora_peft_merged");
+  std::filesystem::copy(dir, peft_merged, std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
+  ASSERT_EQ(testing::RunCommand(python + peft_merged + " --adapter " + dir + "/adapter --merged", &out), 0) << out;
+  EXPECT_LT((logits(peft_merged) - peft).abs().max().item<double>(), 1e-4);
+  auto base = LoadCausalLM(dir, at::kFloat);  // the base the helper saved
+  ASSERT_TRUE(base.ok()) << base.status();
+  std::unique_ptr<CausalLM> merged = (*base)->Clone();
+  ASSERT_TRUE(lora->MergeInto(*merged).ok());
+  const std::string ours = testing::TempDir("gpt2_lora_our_merge");
+  ASSERT_TRUE(SaveCausalLM(*merged, ours).ok());
+  std::filesystem::copy_file(dir + "/ids.safetensors", ours + "/ids.safetensors", std::filesystem::copy_options::overwrite_existing);
+  ASSERT_EQ(testing::RunCommand(python + ours, &out), 0) << out;
+  EXPECT_LT((logits(ours) - peft).abs().max().item<double>(), 1e-4);
+
+  auto again = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
+  ASSERT_TRUE(again->Attach(*config, at::TensorOptions().dtype(at::kFloat), 9).ok());
+  ASSERT_TRUE(again->Load(dir + "/adapter", **base).ok());
+  for (const auto& [name, t] : again->NamedParameters()) EXPECT_TRUE(at::equal(t, params.at(name))) << name;
+
+  auto c_proj = Lora({{"target_modules", std::vector<std::string>{"c_proj"}}});
+  ASSERT_TRUE(c_proj->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).ok());
+  EXPECT_EQ(c_proj->NamedParameters().size(), 2u * 2 * 2);  // attn.c_proj and mlp.c_proj of 2 layers
+  auto llama_names = Lora({{"target_modules", std::vector<std::string>{"q_proj", "v_proj"}}});
+  EXPECT_THAT(std::string(llama_names->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).message()),
+              HasSubstr("its projections: c_attn, c_proj, c_fc in transformer.h.<i>"));
+  auto with_wte = Lora({{"target_modules", std::vector<std::string>{"c_attn"}}, {"modules_to_save", std::vector<std::string>{"wte"}}});
+  ASSERT_TRUE(with_wte->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).ok());
+  EXPECT_EQ(with_wte->ModulesToSave(), std::vector<std::string>{"model.embed_tokens.weight"});
+  ASSERT_TRUE(with_wte->Save(dir + "/with_wte", **base, "tiny").ok());
+  auto file = SafetensorsFile::Open(dir + "/with_wte/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_TRUE(file->Get("base_model.model.transformer.wte.weight").ok());
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them

@@ -6,7 +6,9 @@
 // k_norm), Gemma's variant (RMSNorm by 1 + weight, embeddings scaled by
 // sqrt(hidden_size), GELU-tanh MLP), Gemma 2's (sandwich norms, soft caps), Gemma 3's (two RoPE bases) and
 // Phi-3's fused checkpoints, the mixtures of experts of Mixtral, Qwen2-MoE and Qwen3-MoE and
-// GPT-NeoX's layer (LayerNorms, biases, an ungated MLP, parallel residual): ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
+// GPT-NeoX's layer (LayerNorms, biases, an ungated MLP, parallel residual) and GPT-2's
+// (the same with sequential residuals and learned absolute positions), each with
+// the dropout its config sets, in training: ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
 // engine can own, shard and checkpoint them without the model's help.
 //
 //   POSTTRAIN_ASSIGN_OR_RETURN(auto model, LoadCausalLM("stories260K_hf", at::kFloat));
@@ -123,6 +125,14 @@ class CausalLM {
   // reference of DPO-style trainers for free. Valid while this model lives and its
   // base weights are frozen.
   std::unique_ptr<CausalLM> BaseView() const;
+  // Dropout (ModelConfig::attention_dropout, residual_dropout, embedding_dropout) in
+  // this model's forwards: off by default (a reference model, Clone, BaseView), on for
+  // a policy that trains with it (transformers' train mode). Even when on, it applies
+  // only to forwards that build a graph (grad mode on at the call): training passes;
+  // generation, log-probabilities under no_grad and evaluation run without, as in
+  // eval mode. Masks come from libtorch's default generator of the model's device.
+  void set_dropout(bool on) { dropout_ = on; }
+  bool dropout() const { return dropout_; }
 
   KVCache NewCache(std::int64_t batch_size, std::int64_t capacity) const;
 
@@ -200,8 +210,12 @@ class CausalLM {
   // position + 1 is `length`: longrope's long factors past its original context,
   // dynamic NTK's rescaled base past max_position_embeddings, else inv_freq_.
   at::Tensor GlobalInvFreq(std::int64_t length) const;
-  // Embedding rows (Gemma: times sqrt(hidden_size); Granite: times embedding_multiplier).
-  at::Tensor Embed(const at::Tensor& ids) const;
+  // Embedding rows (Gemma: times sqrt(hidden_size); Granite: times embedding_multiplier;
+  // GPT-2: plus the learned embedding of each position), then embedding dropout if
+  // `dropout`. ids and positions of one shape.
+  at::Tensor Embed(const at::Tensor& ids, const at::Tensor& positions, bool dropout) const;
+  // Whether a forward starting now applies dropout (set_dropout, grad mode).
+  bool DropoutNow() const;
   // A sublayer's output x as it is added to the residual stream: RmsNorm(x, weight)
   // with sandwich norms (Gemma 2, OLMo 2), times residual_multiplier (Granite).
   at::Tensor BranchOutput(const at::Tensor& x, const at::Tensor& weight) const;
@@ -214,13 +228,16 @@ class CausalLM {
   // attn the attention's heads merged [.., q_dim], before o_proj. Adds the attention
   // branch and the MLP branch (in sequence, or in parallel off h: GPT-NeoX) and
   // returns the layer's output. fuse_gate_up: gate and up in one matmul (the
-  // training path; the same values).
-  at::Tensor LayerTail(std::int64_t layer, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up) const;
+  // training path; the same values). dropout: residual dropout on both branches.
+  at::Tensor LayerTail(std::int64_t layer, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up,
+                       bool dropout) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor embed_, final_norm_, final_norm_bias_, lm_head_;  // final_norm_bias_: GPT-NeoX's LayerNorm
+  at::Tensor positions_;  // GPT-2's learned position embeddings, else undefined
+  bool dropout_ = false;
   std::vector<Layer> layers_;
   LayerRunner* runner_ = nullptr;
   const LinearAdapter* adapter_ = nullptr;
@@ -232,7 +249,8 @@ class CausalLM {
 };
 
 // The model's tensor names and shapes for a config (lm_head only if untied): HF's
-// names, one tensor per projection (see FuseProjections for Phi-3's checkpoints).
+// names, one tensor per projection (see FuseProjections for Phi-3's checkpoints);
+// GPT-2's learned positions as model.embed_positions.weight.
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(const ModelConfig& config);
 
 // Between the model's tensors and a checkpoint's where config.fused_projections
@@ -253,9 +271,18 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
 // [3 D h, 3 D h + D) are head h's q, the next D its k, the next D its v (D = head_dim),
 // as GPTNeoXAttention views its output [.., heads, 3 D]. Old checkpoints' buffers
 // (attention.bias, attention.masked_bias) are dropped at load.
+// GPT-2: transformer.wte, transformer.wpe, transformer.h.<i>.{ln_1, attn.c_attn,
+// attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}, transformer.ln_f (checkpoints without the
+// transformer. prefix load too); every projection is a Conv1D weight [in, out], the
+// transpose of the model's, and c_attn's columns are q, then k, then v. Its old
+// buffers (attn.bias, attn.masked_bias) are dropped at load.
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors);
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors);
+// The name a checkpoint of `config` gives model tensor `name` (the fused tensor's,
+// for a projection that the checkpoint fuses): GPT-NeoX's and GPT-2's own names, the
+// model's for the other families (Phi-3's fused names are not given here).
+std::string CheckpointNameOf(const ModelConfig& config, const std::string& name);
 
 // The weights of expert `expert` of MoE layer `layer`, by HF name: Mixtral's
 // block_sparse_moe.experts.<e>.w1/w3/w2, Qwen-MoE's mlp.experts.<e>.gate_proj/up_proj/down_proj.
@@ -265,7 +292,8 @@ struct ExpertNames {
 ExpertNames ExpertWeightNames(const ModelConfig& config, std::int64_t layer, std::int64_t expert);
 
 // The decoder layer a tensor name belongs to: i for "…model.layers.<i>.…" (HF's names,
-// and PEFT's "base_model.model.model.layers.<i>.…"), else -1.
+// and PEFT's "base_model.model.model.layers.<i>.…"; GPT-NeoX's gpt_neox.layers.<i>,
+// GPT-2's transformer.h.<i>), else -1.
 std::int64_t DecoderLayerOf(const std::string& name);
 
 }  // namespace posttrain

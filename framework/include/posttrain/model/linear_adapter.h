@@ -41,13 +41,18 @@ struct LinearModule {
   // rows) interleave q, k, v by head; `parts` are the blocked order [q; k; v] the
   // model and the adapter hold (InterleaveHeadRows / DeinterleaveHeadRows convert).
   bool interleaved_heads = false;
+  // GPT-2's modules are Conv1D: the checkpoint stores the weight [in, out] (PEFT's
+  // fan_in_fan_out); the model, and PEFT's lora_A [r, in] and lora_B [out, r], as for
+  // a linear layer.
+  bool conv1d = false;
 
   std::string name() const { return path.substr(path.rfind('.') + 1); }  // "q_proj", "qkv_proj"
 };
 // The linear modules of one decoder layer of a model of `config`, in HF order.
 std::vector<LinearModule> LinearModules(const ModelConfig& config);
 // Where a checkpoint of `config` keeps its decoder layers: "model.layers." (Llama's
-// families) or "gpt_neox.layers." (GPT-NeoX); module paths follow "<prefix><i>.".
+// families), "gpt_neox.layers." (GPT-NeoX) or "transformer.h." (GPT-2); module paths
+// follow "<prefix><i>.".
 std::string DecoderLayersPrefix(const ModelConfig& config);
 // GPT-NeoX's head interleaving of rows: q, k, v [heads · D, ...] → [3 · heads · D, ...]
 // with head h's q, k and v rows in turn; and back, part 0 (q), 1 (k) or 2 (v), a copy.

@@ -18,7 +18,9 @@
 // (Qwen2's, with a shared expert) and Qwen3MoeForCausalLM (Qwen3's), and
 // GPTNeoXForCausalLM (Pythia: LayerNorms with biases, biases on every projection, a
 // GELU MLP without gate, attention and MLP in parallel off one residual, RoPE on
-// rotary_pct of each head).
+// rotary_pct of each head), and GPT2LMHeadModel (GPT-2: GPT-NeoX's LayerNorms and
+// biases with sequential residuals, learned absolute position embeddings instead of
+// RoPE, GELU-tanh, tied embeddings).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -70,7 +72,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -167,6 +169,24 @@ struct ModelConfig {
   bool gated_mlp = true;
   bool mlp_bias = false;
   bool output_bias = false;
+  // GPT-2 (GPT2LMHeadModel): learned absolute positions, a table
+  // model.embed_positions.weight [max_position_embeddings, hidden_size] (the
+  // checkpoint's wpe) whose row p is added to the embedding of the token at position
+  // p; no RoPE (uses_rope is false). Its checkpoints name the tensors transformer.*
+  // (or, the oldest, without the prefix) and store each projection as a Conv1D weight
+  // [in, out], the transpose of nn.Linear's, q/k/v as one attn.c_attn whose output
+  // columns are q, then k, then v (FuseProjections / SplitFusedProjections convert).
+  bool learned_positions = false;
+  // Dropout in training, as transformers' modules apply it in train mode:
+  // attention_dropout on the attention probabilities (every family's
+  // attention_dropout; GPT-2's attn_pdrop), residual_dropout on each sublayer's
+  // output before its residual add (GPT-NeoX's hidden_dropout, GPT-2's resid_pdrop),
+  // embedding_dropout on the input embeddings (GPT-2's embd_pdrop). Probabilities in
+  // [0, 1]. The model applies them only where CausalLM::set_dropout switched them on,
+  // and only in forwards that build a graph (see CausalLM::set_dropout).
+  double attention_dropout = 0.0;
+  double residual_dropout = 0.0;
+  double embedding_dropout = 0.0;
   // Phi-3 (Phi-4-mini): RoPE on the first int(head_dim · partial_rotary_factor)
   // dimensions of each head; the others pass through unrotated.
   double partial_rotary_factor = 1.0;
@@ -185,7 +205,8 @@ struct ModelConfig {
   double attention_scale() const;
   // The window `layer` attends within (sliding_window), or 0 for full causal attention.
   std::int64_t window_of(std::int64_t layer) const;
-  // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers).
+  // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers and for
+  // models with learned positions: GPT-2).
   bool uses_rope(std::int64_t layer) const;
   // The dimensions of each head that RoPE rotates: int(head_dim · partial_rotary_factor).
   std::int64_t rotary_dim() const { return static_cast<std::int64_t>(static_cast<double>(head_dim) * partial_rotary_factor); }

@@ -40,6 +40,7 @@ struct EngineOptions {
   std::int64_t save_total_limit = -1;
   std::string resume_from_checkpoint;
   bool bf16 = false;
+  bool disable_dropout = false;  // TRL's: train without the model's dropout
   bool use_cpu = false;  // HF's: the CPU even where CUDA is there
   bool full_determinism = false;  // HF's: deterministic kernels only (EnableFullDeterminism)
   std::int64_t ddp_timeout = 1800;  // seconds
