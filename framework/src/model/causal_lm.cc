@@ -51,6 +51,7 @@ at::Tensor Activate(const at::Tensor& x, Activation activation) {
   switch (activation) {
     case Activation::kGelu: return at::gelu(x);
     case Activation::kGeluTanh: return at::gelu(x, "tanh");
+    case Activation::kRelu: return at::relu(x);
     case Activation::kSilu: break;
   }
   return at::silu(x);
@@ -96,6 +97,10 @@ std::int64_t DecoderLayerOf(const std::string& name) {
     at = name.find("transformer.h.");
     skip = 14;
   }
+  if (at == std::string::npos) {  // OPT's
+    at = name.find("model.decoder.layers.");
+    skip = 21;
+  }
   if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return -1;
   const size_t begin = at + skip, end = name.find('.', begin);
   std::int64_t layer = -1;
@@ -114,7 +119,9 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   const std::int64_t q_dim = c.num_attention_heads * c.head_dim;
   const std::int64_t kv_dim = c.num_key_value_heads * c.head_dim;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
-  if (c.learned_positions) out.push_back({"model.embed_positions.weight", {c.max_position_embeddings, c.hidden_size}});
+  if (c.learned_positions) {
+    out.push_back({"model.embed_positions.weight", {c.max_position_embeddings + c.position_offset, c.hidden_size}});
+  }
   for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     if (c.pre_norms) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
@@ -248,6 +255,63 @@ std::string Gpt2CheckpointName(const std::string& name) {
     if (const size_t at = out.find(ours); at != std::string::npos) return out.replace(at, ours.size(), theirs);
   }
   return out;
+}
+
+bool IsOpt(const ModelConfig& c) { return c.model_type == "opt"; }
+
+// OPT: the checkpoint's name of model tensor `name` (one module per projection, as
+// the model's; other names and places).
+std::string OptCheckpointName(const std::string& name) {
+  static const std::pair<const char*, const char*> kWhole[] = {
+      {"model.embed_tokens.weight", "model.decoder.embed_tokens.weight"},
+      {"model.embed_positions.weight", "model.decoder.embed_positions.weight"},
+      {"model.norm.weight", "model.decoder.final_layer_norm.weight"},
+      {"model.norm.bias", "model.decoder.final_layer_norm.bias"}};
+  for (const auto& [ours, theirs] : kWhole) {
+    if (name == ours) return theirs;
+  }
+  if (!absl::StartsWith(name, "model.layers.")) return name;  // lm_head.weight
+  static const std::pair<std::string, std::string> kModules[] = {{".input_layernorm.", ".self_attn_layer_norm."},
+                                                                 {".post_attention_layernorm.", ".final_layer_norm."},
+                                                                 {".self_attn.o_proj.", ".self_attn.out_proj."},
+                                                                 {".mlp.up_proj.", ".fc1."},
+                                                                 {".mlp.down_proj.", ".fc2."}};
+  std::string out = "model.decoder.layers." + name.substr(std::strlen("model.layers."));
+  for (const auto& [ours, theirs] : kModules) {
+    if (const size_t at = out.find(ours); at != std::string::npos) return out.replace(at, ours.size(), theirs);
+  }
+  return out;  // q_proj, k_proj, v_proj
+}
+
+// OPT's checkpoint names from the model's (FuseProjections).
+std::vector<std::pair<std::string, at::Tensor>> ToOptLayout(std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  for (auto& [name, t] : tensors) name = OptCheckpointName(name);
+  return tensors;
+}
+
+// The model's names from an OPT checkpoint's, with or without OPTForCausalLM's
+// model. prefix (OPTModel's own files) (SplitFusedProjections).
+absl::Status FromOptLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  std::vector<std::string> bare;
+  for (const auto& [name, t] : *tensors) {
+    if (absl::StartsWith(name, "decoder.")) bare.push_back(name);
+  }
+  for (const std::string& name : bare) {
+    if (tensors->count("model." + name)) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint holds both '", name, "' and 'model.", name, "'"));
+    }
+    (*tensors)["model." + name] = (*tensors)[name];
+    tensors->erase(name);
+  }
+  for (const auto& [name, shape] : ExpectedTensors(config)) {
+    const std::string theirs = OptCheckpointName(name);
+    if (theirs == name) continue;
+    if (auto it = tensors->find(theirs); it != tensors->end()) {
+      (*tensors)[name] = it->second;
+      tensors->erase(it);
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Whether model tensor `name` is a projection's weight: GPT-2 stores those
@@ -426,13 +490,17 @@ at::Tensor DeinterleaveHeadRows(const at::Tensor& qkv, std::int64_t heads, std::
 }
 
 std::string CheckpointNameOf(const ModelConfig& config, const std::string& name) {
-  return IsNeox(config) ? NeoxCheckpointName(name) : IsGpt2(config) ? Gpt2CheckpointName(name) : name;
+  return IsNeox(config) ? NeoxCheckpointName(name)
+         : IsGpt2(config) ? Gpt2CheckpointName(name)
+         : IsOpt(config)  ? OptCheckpointName(name)
+                          : name;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors) {
   if (IsNeox(config)) return ToNeoxLayout(config, std::move(tensors));
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
+  if (IsOpt(config)) return ToOptLayout(std::move(tensors));
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -458,6 +526,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
   if (IsNeox(config)) return FromNeoxLayout(config, tensors);
   if (IsGpt2(config)) return FromGpt2Layout(config, tensors);
+  if (IsOpt(config)) return FromOptLayout(config, tensors);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
@@ -761,7 +830,7 @@ const char* LinearSiteName(LinearSite site) {
 }
 
 std::string DecoderLayersPrefix(const ModelConfig& config) {
-  return IsNeox(config) ? "gpt_neox.layers." : IsGpt2(config) ? "transformer.h." : "model.layers.";
+  return IsNeox(config) ? "gpt_neox.layers." : IsGpt2(config) ? "transformer.h." : IsOpt(config) ? "model.decoder.layers." : "model.layers.";
 }
 
 std::vector<LinearModule> LinearModules(const ModelConfig& c) {
@@ -786,6 +855,15 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
     out.push_back({"mlp.c_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
     for (LinearModule& m : out) m.conv1d = true;
+    return out;
+  }
+  if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
+    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
+    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
+    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
+    out.push_back({"self_attn.out_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({"fc1", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({"fc2", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
     return out;
   }
   if (c.fused_projections) {
@@ -957,11 +1035,13 @@ bool CausalLM::DropoutNow() const {
 
 at::Tensor CausalLM::Embed(const at::Tensor& ids, const at::Tensor& positions, bool dropout) const {
   at::Tensor h = at::embedding(embed_, ids);
-  if (positions_.defined() && positions.numel() > 0) {  // GPT-2: wte[id] + wpe[position]
-    const std::int64_t last = positions.max().item<std::int64_t>();
-    TORCH_CHECK(last < positions_.size(0), "position ", last, " is past the ", positions_.size(0),
-                " positions this model has embeddings for (config.json's n_positions); shorten the prompt or the completion");
-    h = h + at::embedding(positions_, positions);
+  if (positions_.defined() && positions.numel() > 0) {  // GPT-2: wte[id] + wpe[position]; OPT: row position + 2
+    const std::int64_t last = positions.max().item<std::int64_t>(), offset = config_.position_offset;
+    TORCH_CHECK(last + offset < positions_.size(0), "position ", last, " is past the ", positions_.size(0) - offset,
+                " positions this model has embeddings for (config.json's ",
+                config_.model_type == "gpt2" ? "n_positions" : "max_position_embeddings",
+                "); shorten the prompt or the completion");
+    h = h + at::embedding(positions_, offset != 0 ? positions + offset : positions);
   }
   if (config_.embedding_multiplier != 1.0) {  // Granite
     h = h * config_.embedding_multiplier;

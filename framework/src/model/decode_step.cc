@@ -282,6 +282,9 @@ void GatedActivation(float* g, const float* u, std::int64_t n, Activation activa
         g[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))) * u[i];
       }
       return;
+    case Activation::kRelu:
+      for (std::int64_t i = 0; i < n; ++i) g[i] = std::max(g[i], 0.0f) * u[i];
+      return;
   }
 }
 

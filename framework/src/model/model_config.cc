@@ -197,9 +197,23 @@ absl::StatusOr<nlohmann::json> Gpt2FieldsUnderCommonNames(const nlohmann::json& 
   if (!out.contains("intermediate_size")) {
     if (in.contains("n_inner") && !in["n_inner"].is_null()) {
       out["intermediate_size"] = in["n_inner"];
-    } else if (out["hidden_size"].is_number_integer()) {
+    } else if (out["hidden_size"].is_number_integer() && out["hidden_size"].get<std::int64_t>() > 0 &&
+               out["hidden_size"].get<std::int64_t>() < (std::int64_t{1} << 40)) {
       out["intermediate_size"] = 4 * out["hidden_size"].get<std::int64_t>();
+    } else {
+      out["intermediate_size"] = out["hidden_size"];  // as invalid as it is: the checks below name it
     }
+  }
+  return out;
+}
+
+// OPT's config.json under the names the rest of FromJson reads (OPTConfig: ffn_dim,
+// activation_function, init_std, dropout).
+nlohmann::json OptFieldsUnderCommonNames(const nlohmann::json& in) {
+  nlohmann::json out = in;
+  for (const auto& [theirs, ours] : {std::pair{"ffn_dim", "intermediate_size"}, {"activation_function", "hidden_act"},
+                                     {"init_std", "initializer_range"}}) {
+    if (in.contains(theirs) && !in.contains(ours)) out[ours] = in[theirs];
   }
   return out;
 }
@@ -476,6 +490,7 @@ std::optional<Activation> ActivationOf(const std::string& hidden_act) {
   if (hidden_act == "silu" || hidden_act == "swish") return Activation::kSilu;
   if (hidden_act == "gelu") return Activation::kGelu;
   if (hidden_act == "gelu_pytorch_tanh" || hidden_act == "gelu_new") return Activation::kGeluTanh;
+  if (hidden_act == "relu") return Activation::kRelu;
   return std::nullopt;
 }
 
@@ -491,21 +506,22 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (!file.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(file, "model_type", &c.model_type));
-  const bool gpt2 = c.model_type == "gpt2";
-  // GPT-2's configs name the common fields their own way: read under the common names.
+  const bool gpt2 = c.model_type == "gpt2", opt = c.model_type == "opt";
+  // GPT-2's and OPT's configs name common fields their own way: read under the common names.
   nlohmann::json translated;
   if (gpt2) {
     POSTTRAIN_ASSIGN_OR_RETURN(translated, Gpt2FieldsUnderCommonNames(file));
   }
-  const nlohmann::json& json = gpt2 ? translated : file;
+  if (opt) translated = OptFieldsUnderCommonNames(file);
+  const nlohmann::json& json = gpt2 || opt ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
-      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2) {
+      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
@@ -532,6 +548,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
                      : neox                        ? "GPTNeoXForCausalLM"
                      : gpt2                        ? "GPT2LMHeadModel"
+                     : opt                         ? "OPTForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -622,6 +639,42 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   } else {
     POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "attention_dropout", &c.attention_dropout));
   }
+  if (opt) {  // OPTConfig's defaults (transformers' OPTDecoderLayer, OPTLearnedPositionalEmbedding)
+    c.layer_norm = true;
+    c.gated_mlp = false;
+    c.mlp_bias = true;
+    c.attention_bias = true;
+    c.output_bias = true;
+    c.learned_positions = true;
+    c.position_offset = 2;
+    c.rms_norm_eps = 1e-5;  // nn.LayerNorm's
+    c.hidden_act = "relu";
+    c.tie_word_embeddings = true;
+    c.residual_dropout = 0.1;
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "dropout", &c.residual_dropout));
+    std::vector<std::string> refused;
+    auto flag = [&](const char* key, bool neutral) {
+      if (json.contains(key) && json[key].is_boolean() && json[key].get<bool>() != neutral) {
+        refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
+      }
+    };
+    flag("do_layer_norm_before", true);  // OPT-350m's norms after the sublayers
+    flag("enable_bias", true);
+    flag("layer_norm_elementwise_affine", true);
+    flag("_remove_final_layer_norm", false);
+    if (json.contains("word_embed_proj_dim") && json["word_embed_proj_dim"].is_number_integer() &&
+        json.contains("hidden_size") && json["word_embed_proj_dim"] != json["hidden_size"]) {
+      refused.push_back(absl::StrCat("word_embed_proj_dim = ", json["word_embed_proj_dim"].dump(),
+                                     " != hidden_size (project_in / project_out)"));
+    }
+    if (json.contains("layerdrop") && json["layerdrop"].is_number() && json["layerdrop"].get<double>() != 0) {
+      refused.push_back(absl::StrCat("layerdrop = ", json["layerdrop"].dump()));
+    }
+    if (!refused.empty()) {
+      return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
+                                                   absl::StrJoin(refused, "; ")));
+    }
+  }
   if (neox) POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "hidden_dropout", &c.residual_dropout));
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
@@ -653,7 +706,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // GPT-2: c_attn always has one
+  if (!gpt2 && !opt) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // theirs: enable_bias
   if (neox) c.output_bias = c.attention_bias;  // GPT-NeoX: on query_key_value and dense alike
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
@@ -729,7 +782,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   }
   if (!ActivationOf(c.hidden_act).has_value()) {
     return absl::UnimplementedError(absl::StrCat("config.json: hidden_act \"", c.hidden_act,
-                                                 "\" is not supported (silu, swish, gelu, gelu_pytorch_tanh, gelu_new)"));
+                                                 "\" is not supported (silu, swish, gelu, gelu_pytorch_tanh, gelu_new, relu)"));
   }
   if (c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 ||
       c.num_attention_heads % c.num_key_value_heads != 0) {
@@ -741,8 +794,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
   if (c.learned_positions && c.num_attention_heads * c.head_dim != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: n_head (", c.num_attention_heads, ") must divide n_embd (",
-                                                   c.hidden_size, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 ? "n_head" : "num_attention_heads", " (",
+                                                   c.num_attention_heads, ") must divide ", gpt2 ? "n_embd" : "hidden_size",
+                                                   " (", c.hidden_size, ")"));
   }
   if (c.rope_scaling && phi3 && c.rope_scaling->rope_type != "longrope") {
     // Phi3Config accepts longrope only (early Phi-3 code had a "yarn" of its own, other maths).
@@ -824,10 +878,43 @@ nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
   return j;
 }
 
+// OPT's config.json, under OPTConfig's own names.
+nlohmann::ordered_json OptJson(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = "opt";
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["word_embed_proj_dim"] = c.hidden_size;
+  j["ffn_dim"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["do_layer_norm_before"] = true;
+  j["activation_function"] = c.hidden_act;
+  j["dropout"] = c.residual_dropout;
+  j["attention_dropout"] = c.attention_dropout;
+  j["layerdrop"] = 0.0;
+  j["enable_bias"] = true;
+  j["layer_norm_elementwise_affine"] = true;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["init_std"] = c.initializer_range;
+  j["torch_dtype"] = c.torch_dtype;
+  j["use_cache"] = true;
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
+  if (c.pad_token_id) j["pad_token_id"] = *c.pad_token_id;
+  if (c.num_labels > 0) j["num_labels"] = c.num_labels;
+  j["transformers_version"] = "4.46.0";
+  return j;
+}
+
 }  // namespace
 
 nlohmann::ordered_json ModelConfig::ToJson() const {
   if (model_type == "gpt2") return Gpt2Json(*this);
+  if (model_type == "opt") return OptJson(*this);
   nlohmann::ordered_json j;
   j["architectures"] = {architecture};
   j["model_type"] = model_type;

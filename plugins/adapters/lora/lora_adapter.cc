@@ -58,7 +58,8 @@ class LoraAdapter final : public Adapter {
         .StringList("target_modules", {"q_proj", "v_proj"},
                     "Module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3: qkv_proj, o_proj, "
                     "gate_up_proj, down_proj; GPT-NeoX: query_key_value, dense, dense_h_to_4h, dense_4h_to_h; GPT-2: "
-                    "c_attn, c_proj, c_fc), \"all-linear\", or a regular expression over full module names.")
+                    "c_attn, c_proj, c_fc; OPT: q_proj, k_proj, v_proj, out_proj, fc1, fc2), \"all-linear\", or a regular "
+                    "expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})
         .StringList("modules_to_save", {}, "Base modules trained whole and saved with the adapter (e.g. lm_head, embed_tokens).")
@@ -180,6 +181,7 @@ class LoraAdapter final : public Adapter {
                                                  : " (its lm_head is tied to the input embedding: name embed_tokens)")
                 : config_.model_type == "gpt_neox" ? " (e.g. embed_in, embed_out, final_layer_norm)"
                 : config_.model_type == "gpt2"     ? " (e.g. wte, wpe, ln_f)"
+                : config_.model_type == "opt"      ? " (e.g. embed_tokens, embed_positions, final_layer_norm)"
                                                     : " (e.g. embed_tokens, lm_head, model.norm)"));
       }
     }

@@ -80,6 +80,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
   std::string out;
   const std::string script = config.model_type == "gpt_neox" ? "gpt_neox_reference.py"
                              : config.model_type == "gpt2"   ? "gpt2_reference.py"
+                             : config.model_type == "opt"    ? "opt_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -333,6 +334,25 @@ TEST(LoraAdapterTest, Gpt2AdaptsItsConv1DModulesAsPeftDoes) {
   auto file = SafetensorsFile::Open(dir + "/with_wte/adapter_model.safetensors");
   ASSERT_TRUE(file.ok());
   EXPECT_TRUE(file->Get("base_model.model.transformer.wte.weight").ok());
+}
+
+// OPT: LoRA under PEFT's names (base_model.model.model.decoder.layers.<i>.self_attn.
+// q_proj, out_proj, fc1, fc2, ...); PEFT's default q_proj/v_proj finds them; the
+// adapted model equals PEFT's formula on those files (opt_reference.py) and its merge.
+TEST(LoraAdapterTest, OptAdaptsItsModulesUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "opt"}, {"vocab_size", 97}, {"hidden_size", 32}, {"ffn_dim", 48},
+                                       {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"max_position_embeddings", 16}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 6 * 2);  // A and B of 6 modules in 2 layers
+  EXPECT_EQ(params.count("base_model.model.model.decoder.layers.1.self_attn.out_proj.lora_A.weight"), 1u);
+  EXPECT_EQ(params["base_model.model.model.decoder.layers.0.fc2.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("opt_lora"));
+  auto defaults = Lora({});
+  ASSERT_TRUE(defaults->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).ok());
+  EXPECT_EQ(defaults->NamedParameters().size(), 2u * 2 * 2);  // q_proj and v_proj of 2 layers
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them

@@ -276,6 +276,9 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
 // transformer. prefix load too); every projection is a Conv1D weight [in, out], the
 // transpose of the model's, and c_attn's columns are q, then k, then v. Its old
 // buffers (attn.bias, attn.masked_bias) are dropped at load.
+// OPT: model.decoder.{embed_tokens, embed_positions, final_layer_norm},
+// model.decoder.layers.<i>.{self_attn_layer_norm, self_attn.{q,k,v,out}_proj,
+// final_layer_norm, fc1, fc2} (OPTModel's files without the model. prefix load too).
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors);
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors);
@@ -293,7 +296,7 @@ ExpertNames ExpertWeightNames(const ModelConfig& config, std::int64_t layer, std
 
 // The decoder layer a tensor name belongs to: i for "…model.layers.<i>.…" (HF's names,
 // and PEFT's "base_model.model.model.layers.<i>.…"; GPT-NeoX's gpt_neox.layers.<i>,
-// GPT-2's transformer.h.<i>), else -1.
+// GPT-2's transformer.h.<i>, OPT's model.decoder.layers.<i>), else -1.
 std::int64_t DecoderLayerOf(const std::string& name);
 
 }  // namespace posttrain

@@ -20,7 +20,8 @@
 // GELU MLP without gate, attention and MLP in parallel off one residual, RoPE on
 // rotary_pct of each head), and GPT2LMHeadModel (GPT-2: GPT-NeoX's LayerNorms and
 // biases with sequential residuals, learned absolute position embeddings instead of
-// RoPE, GELU-tanh, tied embeddings).
+// RoPE, GELU-tanh, tied embeddings) and OPTForCausalLM (OPT: GPT-2's layer with ReLU,
+// its learned positions offset by 2).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -67,12 +68,12 @@ struct RopeScaling {
 
 // The MLP's activation on the gate projection (transformers' ACT2FN names):
 // kSilu "silu"/"swish"; kGelu "gelu" (exact, erf); kGeluTanh "gelu_pytorch_tanh" /
-// "gelu_new" (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))).
-enum class Activation { kSilu, kGelu, kGeluTanh };
+// "gelu_new" (0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))); kRelu "relu" (OPT).
+enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -177,6 +178,9 @@ struct ModelConfig {
   // [in, out], the transpose of nn.Linear's, q/k/v as one attn.c_attn whose output
   // columns are q, then k, then v (FuseProjections / SplitFusedProjections convert).
   bool learned_positions = false;
+  // OPT (OPTLearnedPositionalEmbedding): position p reads row p + position_offset
+  // (2) of a table of max_position_embeddings + 2 rows. GPT-2: 0.
+  std::int64_t position_offset = 0;
   // Dropout in training, as transformers' modules apply it in train mode:
   // attention_dropout on the attention probabilities (every family's
   // attention_dropout; GPT-2's attn_pdrop), residual_dropout on each sublayer's
