@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -202,85 +203,100 @@ std::vector<FusedTensor> FusedTensors(const ModelConfig& c) {
   return out;
 }
 
-bool IsNeox(const ModelConfig& c) { return c.model_type == "gpt_neox"; }
+// A family's checkpoint names as renamings of the model's: whole tensors by name,
+// and inside decoder layer <i> ("model.layers.<i>" → `layers` + "<i>") the first
+// module path of `modules` that the name holds. Other names pass unchanged.
+struct CheckpointNaming {
+  std::vector<std::pair<std::string, std::string>> whole;  // model's name → checkpoint's
+  std::string layers;
+  std::vector<std::pair<std::string, std::string>> modules;  // ".self_attn.o_proj." → ".attention.dense."
+};
 
-// GPT-NeoX: the checkpoint's name of model tensor `name` (q/k/v: their fused
-// attention.query_key_value); other names pass unchanged.
-std::string NeoxCheckpointName(const std::string& name) {
-  static const std::pair<const char*, const char*> kWhole[] = {
-      {"model.embed_tokens.weight", "gpt_neox.embed_in.weight"},
-      {"model.norm.weight", "gpt_neox.final_layer_norm.weight"},
-      {"model.norm.bias", "gpt_neox.final_layer_norm.bias"},
-      {"lm_head.weight", "embed_out.weight"}};
-  for (const auto& [ours, theirs] : kWhole) {
+std::string Rename(const CheckpointNaming& naming, const std::string& name) {
+  for (const auto& [ours, theirs] : naming.whole) {
     if (name == ours) return theirs;
   }
   if (!absl::StartsWith(name, "model.layers.")) return name;
-  static const std::pair<std::string, std::string> kModules[] = {{".self_attn.q_proj.", ".attention.query_key_value."},
-                                                                 {".self_attn.k_proj.", ".attention.query_key_value."},
-                                                                 {".self_attn.v_proj.", ".attention.query_key_value."},
-                                                                 {".self_attn.o_proj.", ".attention.dense."},
-                                                                 {".mlp.up_proj.", ".mlp.dense_h_to_4h."},
-                                                                 {".mlp.down_proj.", ".mlp.dense_4h_to_h."}};
-  std::string out = "gpt_neox." + name.substr(std::strlen("model."));
-  for (const auto& [ours, theirs] : kModules) {
+  std::string out = naming.layers + name.substr(std::strlen("model.layers."));
+  for (const auto& [ours, theirs] : naming.modules) {
     if (const size_t at = out.find(ours); at != std::string::npos) return out.replace(at, ours.size(), theirs);
   }
-  return out;  // the layer norms keep their names
+  return out;
+}
+
+// Names a checkpoint may hold without the prefix its class adds (the hub's gpt2,
+// OPTModel's files): given the prefix. InvalidArgument if both forms are there.
+absl::Status AddMissingPrefix(const std::string& prefix, const std::function<bool(const std::string&)>& bare,
+                              std::map<std::string, at::Tensor>* tensors) {
+  std::vector<std::string> names;
+  for (const auto& [name, t] : *tensors) {
+    if (bare(name)) names.push_back(name);
+  }
+  for (const std::string& name : names) {
+    if (tensors->count(prefix + name)) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint holds both '", name, "' and '", prefix, name, "'"));
+    }
+    (*tensors)[prefix + name] = (*tensors)[name];
+    tensors->erase(name);
+  }
+  return absl::OkStatus();
+}
+
+bool IsNeox(const ModelConfig& c) { return c.model_type == "gpt_neox"; }
+
+// GPT-NeoX: the checkpoint's name of model tensor `name` (q/k/v: their fused
+// attention.query_key_value); the layer norms keep their names.
+std::string NeoxCheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "gpt_neox.embed_in.weight"},
+                                        {"model.norm.weight", "gpt_neox.final_layer_norm.weight"},
+                                        {"model.norm.bias", "gpt_neox.final_layer_norm.bias"},
+                                        {"lm_head.weight", "embed_out.weight"}},
+                                       "gpt_neox.layers.",
+                                       {{".self_attn.q_proj.", ".attention.query_key_value."},
+                                        {".self_attn.k_proj.", ".attention.query_key_value."},
+                                        {".self_attn.v_proj.", ".attention.query_key_value."},
+                                        {".self_attn.o_proj.", ".attention.dense."},
+                                        {".mlp.up_proj.", ".mlp.dense_h_to_4h."},
+                                        {".mlp.down_proj.", ".mlp.dense_4h_to_h."}}};
+  return Rename(naming, name);
 }
 
 bool IsGpt2(const ModelConfig& c) { return c.model_type == "gpt2"; }
 
 // GPT-2: the checkpoint's name of model tensor `name` (q/k/v: their fused attn.c_attn).
 std::string Gpt2CheckpointName(const std::string& name) {
-  static const std::pair<const char*, const char*> kWhole[] = {
-      {"model.embed_tokens.weight", "transformer.wte.weight"},
-      {"model.embed_positions.weight", "transformer.wpe.weight"},
-      {"model.norm.weight", "transformer.ln_f.weight"},
-      {"model.norm.bias", "transformer.ln_f.bias"}};
-  for (const auto& [ours, theirs] : kWhole) {
-    if (name == ours) return theirs;
-  }
-  if (!absl::StartsWith(name, "model.layers.")) return name;  // lm_head.weight
-  static const std::pair<std::string, std::string> kModules[] = {{".input_layernorm.", ".ln_1."},
-                                                                 {".post_attention_layernorm.", ".ln_2."},
-                                                                 {".self_attn.q_proj.", ".attn.c_attn."},
-                                                                 {".self_attn.k_proj.", ".attn.c_attn."},
-                                                                 {".self_attn.v_proj.", ".attn.c_attn."},
-                                                                 {".self_attn.o_proj.", ".attn.c_proj."},
-                                                                 {".mlp.up_proj.", ".mlp.c_fc."},
-                                                                 {".mlp.down_proj.", ".mlp.c_proj."}};
-  std::string out = "transformer.h." + name.substr(std::strlen("model.layers."));
-  for (const auto& [ours, theirs] : kModules) {
-    if (const size_t at = out.find(ours); at != std::string::npos) return out.replace(at, ours.size(), theirs);
-  }
-  return out;
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "transformer.wte.weight"},
+                                        {"model.embed_positions.weight", "transformer.wpe.weight"},
+                                        {"model.norm.weight", "transformer.ln_f.weight"},
+                                        {"model.norm.bias", "transformer.ln_f.bias"}},
+                                       "transformer.h.",
+                                       {{".input_layernorm.", ".ln_1."},
+                                        {".post_attention_layernorm.", ".ln_2."},
+                                        {".self_attn.q_proj.", ".attn.c_attn."},
+                                        {".self_attn.k_proj.", ".attn.c_attn."},
+                                        {".self_attn.v_proj.", ".attn.c_attn."},
+                                        {".self_attn.o_proj.", ".attn.c_proj."},
+                                        {".mlp.up_proj.", ".mlp.c_fc."},
+                                        {".mlp.down_proj.", ".mlp.c_proj."}}};
+  return Rename(naming, name);
 }
 
 bool IsOpt(const ModelConfig& c) { return c.model_type == "opt"; }
 
 // OPT: the checkpoint's name of model tensor `name` (one module per projection, as
-// the model's; other names and places).
+// the model's; q_proj, k_proj and v_proj keep their names).
 std::string OptCheckpointName(const std::string& name) {
-  static const std::pair<const char*, const char*> kWhole[] = {
-      {"model.embed_tokens.weight", "model.decoder.embed_tokens.weight"},
-      {"model.embed_positions.weight", "model.decoder.embed_positions.weight"},
-      {"model.norm.weight", "model.decoder.final_layer_norm.weight"},
-      {"model.norm.bias", "model.decoder.final_layer_norm.bias"}};
-  for (const auto& [ours, theirs] : kWhole) {
-    if (name == ours) return theirs;
-  }
-  if (!absl::StartsWith(name, "model.layers.")) return name;  // lm_head.weight
-  static const std::pair<std::string, std::string> kModules[] = {{".input_layernorm.", ".self_attn_layer_norm."},
-                                                                 {".post_attention_layernorm.", ".final_layer_norm."},
-                                                                 {".self_attn.o_proj.", ".self_attn.out_proj."},
-                                                                 {".mlp.up_proj.", ".fc1."},
-                                                                 {".mlp.down_proj.", ".fc2."}};
-  std::string out = "model.decoder.layers." + name.substr(std::strlen("model.layers."));
-  for (const auto& [ours, theirs] : kModules) {
-    if (const size_t at = out.find(ours); at != std::string::npos) return out.replace(at, ours.size(), theirs);
-  }
-  return out;  // q_proj, k_proj, v_proj
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "model.decoder.embed_tokens.weight"},
+                                        {"model.embed_positions.weight", "model.decoder.embed_positions.weight"},
+                                        {"model.norm.weight", "model.decoder.final_layer_norm.weight"},
+                                        {"model.norm.bias", "model.decoder.final_layer_norm.bias"}},
+                                       "model.decoder.layers.",
+                                       {{".input_layernorm.", ".self_attn_layer_norm."},
+                                        {".post_attention_layernorm.", ".final_layer_norm."},
+                                        {".self_attn.o_proj.", ".self_attn.out_proj."},
+                                        {".mlp.up_proj.", ".fc1."},
+                                        {".mlp.down_proj.", ".fc2."}}};
+  return Rename(naming, name);
 }
 
 // OPT's checkpoint names from the model's (FuseProjections).
@@ -292,17 +308,8 @@ std::vector<std::pair<std::string, at::Tensor>> ToOptLayout(std::vector<std::pai
 // The model's names from an OPT checkpoint's, with or without OPTForCausalLM's
 // model. prefix (OPTModel's own files) (SplitFusedProjections).
 absl::Status FromOptLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
-  std::vector<std::string> bare;
-  for (const auto& [name, t] : *tensors) {
-    if (absl::StartsWith(name, "decoder.")) bare.push_back(name);
-  }
-  for (const std::string& name : bare) {
-    if (tensors->count("model." + name)) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint holds both '", name, "' and 'model.", name, "'"));
-    }
-    (*tensors)["model." + name] = (*tensors)[name];
-    tensors->erase(name);
-  }
+  POSTTRAIN_RETURN_IF_ERROR(
+      AddMissingPrefix("model.", [](const std::string& name) { return absl::StartsWith(name, "decoder."); }, tensors));
   for (const auto& [name, shape] : ExpectedTensors(config)) {
     const std::string theirs = OptCheckpointName(name);
     if (theirs == name) continue;
@@ -358,19 +365,12 @@ std::vector<std::pair<std::string, at::Tensor>> ToGpt2Layout(const ModelConfig& 
 // The model's names and layout from a GPT-2 checkpoint (SplitFusedProjections).
 absl::Status FromGpt2Layout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
   // The oldest checkpoints (the hub's gpt2) name the tensors without transformer.
-  std::vector<std::string> bare;
-  for (const auto& [name, t] : *tensors) {
-    if (absl::StartsWith(name, "h.") || absl::StartsWith(name, "ln_f.") || name == "wte.weight" || name == "wpe.weight") {
-      bare.push_back(name);
-    }
-  }
-  for (const std::string& name : bare) {
-    if (tensors->count("transformer." + name)) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint holds both '", name, "' and 'transformer.", name, "'"));
-    }
-    (*tensors)["transformer." + name] = (*tensors)[name];
-    tensors->erase(name);
-  }
+  POSTTRAIN_RETURN_IF_ERROR(AddMissingPrefix(
+      "transformer.",
+      [](const std::string& name) {
+        return absl::StartsWith(name, "h.") || absl::StartsWith(name, "ln_f.") || name == "wte.weight" || name == "wpe.weight";
+      },
+      tensors));
   auto check = [&](const std::string& name, const at::Tensor& t, const std::vector<std::int64_t>& shape) {
     if (t.sizes().vec() == shape) return absl::OkStatus();
     return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(t.sizes()),

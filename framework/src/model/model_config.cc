@@ -845,6 +845,19 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJsonFile(const std::string& path) {
 
 namespace {
 
+// What every family's config.json ends with: dtype, cache, token ids, labels, version.
+void AddCommonFields(const ModelConfig& c, nlohmann::ordered_json* out) {
+  nlohmann::ordered_json& j = *out;
+  j["torch_dtype"] = c.torch_dtype;
+  j["use_cache"] = true;
+  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
+  if (c.pad_token_id) j["pad_token_id"] = *c.pad_token_id;
+  if (c.num_labels > 0) j["num_labels"] = c.num_labels;
+  j["transformers_version"] = "4.46.0";
+}
+
 // GPT-2's config.json, under GPT2Config's own names.
 nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
   nlohmann::ordered_json j;
@@ -867,14 +880,7 @@ nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
   j["reorder_and_upcast_attn"] = false;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["initializer_range"] = c.initializer_range;
-  j["torch_dtype"] = c.torch_dtype;
-  j["use_cache"] = true;
-  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
-  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
-  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
-  if (c.pad_token_id) j["pad_token_id"] = *c.pad_token_id;
-  if (c.num_labels > 0) j["num_labels"] = c.num_labels;
-  j["transformers_version"] = "4.46.0";
+  AddCommonFields(c, &j);
   return j;
 }
 
@@ -899,14 +905,7 @@ nlohmann::ordered_json OptJson(const ModelConfig& c) {
   j["layer_norm_elementwise_affine"] = true;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["init_std"] = c.initializer_range;
-  j["torch_dtype"] = c.torch_dtype;
-  j["use_cache"] = true;
-  if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
-  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
-  if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
-  if (c.pad_token_id) j["pad_token_id"] = *c.pad_token_id;
-  if (c.num_labels > 0) j["num_labels"] = c.num_labels;
-  j["transformers_version"] = "4.46.0";
+  AddCommonFields(c, &j);
   return j;
 }
 
@@ -1051,14 +1050,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["hidden_act"] = hidden_act;
   if (model_type == "gemma" || gemma2) j["hidden_activation"] = hidden_act;
   j["initializer_range"] = initializer_range;
-  j["torch_dtype"] = torch_dtype;
-  j["use_cache"] = true;
-  if (bos_token_id) j["bos_token_id"] = *bos_token_id;
-  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
-  if (eos_token_ids.size() > 1) j["eos_token_id"] = eos_token_ids;
-  if (pad_token_id) j["pad_token_id"] = *pad_token_id;
-  if (num_labels > 0) j["num_labels"] = num_labels;
-  j["transformers_version"] = "4.46.0";
+  AddCommonFields(*this, &j);
   return j;
 }
 

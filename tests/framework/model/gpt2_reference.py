@@ -14,22 +14,14 @@ DIR/reference_logits.safetensors (tests/support/safetensors_py.py).
 With `--adapter ADIR` (a PEFT LoRA adapter), every adapted Conv1D computes PEFT's
 Linear.forward with fan_in_fan_out, x W + b + scaling * (x A^T) B^T, A [r, in] and
 B [out, r] as the file holds them; with `--merged`, W + scaling * (B A)^T instead."""
-import json, math, os, sys
+import math, os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from safetensors_py import load, save  # noqa: E402
-from peft_lora_py import load_lora  # noqa: E402
+from reference_io import read_inputs, write_logits  # noqa: E402
 
-d = sys.argv[1]
-cfg = json.load(open(d + "/config.json"))
-assert cfg["model_type"] == "gpt2", cfg["model_type"]
-w = {}
-for k, v in load(d + "/model.safetensors").items():
-    w[k if k.startswith("transformer.") or k == "lm_head.weight" else "transformer." + k] = v.double()
-ids = load(d + "/ids.safetensors")["ids"].long()
-
-lora, scaling = load_lora(sys.argv, w, lambda v: v.double())  # "<module>.weight" -> {"A", "B"}
+cfg, w, ids, lora, scaling = read_inputs(
+    sys.argv, "gpt2", lambda k: k if k.startswith("transformer.") or k == "lm_head.weight" else "transformer." + k)
 
 E = cfg["n_embd"]
 H = cfg["n_head"]
@@ -66,5 +58,4 @@ for i in range(cfg["n_layer"]):
 h = ln(h, "transformer.ln_f")
 head = w["lm_head.weight"] if "lm_head.weight" in w else w["transformer.wte.weight"]
 logits = h @ head.T
-save(d + "/reference_logits.safetensors", {"logits": logits.float()})
-print("reference logits", tuple(logits.shape))
+write_logits(sys.argv[1], logits)

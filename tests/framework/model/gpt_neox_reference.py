@@ -16,20 +16,13 @@ With `--adapter ADIR` (a PEFT LoRA adapter), every adapted linear layer computes
 PEFT's Linear.forward, x W^T + b + scaling * (x A^T) B^T, with A and B as the file
 holds them under GPT-NeoX's module names (query_key_value's B rows in the module's
 own, head-interleaved, order); with `--merged`, W + scaling * (B A) instead."""
-import json, os, sys
+import os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from safetensors_py import load, save  # noqa: E402
-from peft_lora_py import load_lora  # noqa: E402
+from reference_io import read_inputs, write_logits  # noqa: E402
 
-d = sys.argv[1]
-cfg = json.load(open(d + "/config.json"))
-assert cfg["model_type"] == "gpt_neox", cfg["model_type"]
-w = {k: v.double() for k, v in load(d + "/model.safetensors").items()}
-ids = load(d + "/ids.safetensors")["ids"].long()
-
-lora, scaling = load_lora(sys.argv, w, lambda v: v.double())  # "<module>.weight" -> {"A", "B"}
+cfg, w, ids, lora, scaling = read_inputs(sys.argv, "gpt_neox")
 
 E = cfg["hidden_size"]
 H = cfg["num_attention_heads"]
@@ -89,5 +82,4 @@ for i in range(cfg["num_hidden_layers"]):
 h = ln(h, "gpt_neox.final_layer_norm")
 head = w["embed_out.weight"] if "embed_out.weight" in w else w["gpt_neox.embed_in.weight"]
 logits = h @ head.T
-save(d + "/reference_logits.safetensors", {"logits": logits.float()})
-print("reference logits", tuple(logits.shape))
+write_logits(sys.argv[1], logits)

@@ -14,23 +14,15 @@ DIR/reference_logits.safetensors (tests/support/safetensors_py.py).
 With `--adapter ADIR` (a PEFT LoRA adapter), every adapted linear layer computes
 PEFT's Linear.forward, x W^T + b + scaling * (x A^T) B^T; with `--merged`,
 W + scaling * (B A) instead."""
-import json, os, sys
+import os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from safetensors_py import load, save  # noqa: E402
-from peft_lora_py import load_lora  # noqa: E402
+from reference_io import read_inputs, write_logits  # noqa: E402
 
-d = sys.argv[1]
-cfg = json.load(open(d + "/config.json"))
-assert cfg["model_type"] == "opt", cfg["model_type"]
+cfg, w, ids, lora, scaling = read_inputs(
+    sys.argv, "opt", lambda k: k if k.startswith("model.") or k == "lm_head.weight" else "model." + k)
 assert cfg.get("do_layer_norm_before", True) and cfg.get("word_embed_proj_dim", cfg["hidden_size"]) == cfg["hidden_size"]
-w = {}
-for k, v in load(d + "/model.safetensors").items():
-    w[k if k.startswith("model.") or k == "lm_head.weight" else "model." + k] = v.double()
-ids = load(d + "/ids.safetensors")["ids"].long()
-
-lora, scaling = load_lora(sys.argv, w, lambda v: v.double())  # "<module>.weight" -> {"A", "B"}
 
 E = cfg["hidden_size"]
 H = cfg["num_attention_heads"]
@@ -65,5 +57,4 @@ for i in range(cfg["num_hidden_layers"]):
 h = ln(h, "model.decoder.final_layer_norm")
 head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.decoder.embed_tokens.weight"]
 logits = h @ head.T
-save(d + "/reference_logits.safetensors", {"logits": logits.float()})
-print("reference logits", tuple(logits.shape))
+write_logits(sys.argv[1], logits)
