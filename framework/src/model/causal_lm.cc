@@ -42,6 +42,13 @@ at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
   return RmsNorm(x, weight, config);
 }
 
+// Cohere's q/k norm (CohereLayerNorm over a (heads, head_dim) shape): x [.., heads,
+// D] normalised over D in fp32 without a bias, times weight [heads, D], cast back.
+at::Tensor HeadLayerNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const at::Tensor h = at::layer_norm(x.to(ComputeDtype(x.scalar_type())), {x.size(-1)}, {}, {}, eps);
+  return (weight.to(h.scalar_type()) * h).to(x.scalar_type());
+}
+
 // The norm before a sublayer: Norm, or x itself where the family has none (OLMo 2).
 at::Tensor PreNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const ModelConfig& config) {
   return weight.defined() ? Norm(x, weight, bias, config) : x;
@@ -66,6 +73,15 @@ at::Tensor SoftCap(const at::Tensor& x, double cap) { return cap > 0 ? at::tanh(
 at::Tensor RotateHalf(const at::Tensor& x) {
   const std::vector<at::Tensor> halves = x.chunk(2, -1);
   return at::cat({-halves[1], halves[0]}, -1);
+}
+
+// Cohere's rotate_half: [.., D] → (-x1, x0, -x3, x2, ...), each adjacent pair rotated.
+at::Tensor RotatePairs(const at::Tensor& x) {
+  std::vector<std::int64_t> shape = x.sizes().vec();
+  shape.back() /= 2;
+  shape.push_back(2);
+  const at::Tensor pairs = x.reshape(shape);
+  return at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).reshape(x.sizes());
 }
 
 // x [.., K] · wᵀ + b. A single row goes through BLAS gemv (at::mv): for it,
@@ -126,7 +142,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     if (c.pre_norms) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
-    if (c.pre_norms && c.layer_norm) out.push_back({p + "input_layernorm.bias", {c.hidden_size}});
+    if (c.pre_norms && c.layer_norm && c.layer_norm_bias) out.push_back({p + "input_layernorm.bias", {c.hidden_size}});
     out.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}});
     out.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}});
     out.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}});
@@ -135,14 +151,19 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       out.push_back({p + "self_attn.k_proj.bias", {kv_dim}});
       out.push_back({p + "self_attn.v_proj.bias", {kv_dim}});
     }
-    if (c.qk_norm) {  // per head, or (OLMo 2) over the whole projection
+    if (c.qk_layer_norm) {  // Cohere: one weight per head and dimension
+      out.push_back({p + "self_attn.q_norm.weight", {c.num_attention_heads, c.head_dim}});
+      out.push_back({p + "self_attn.k_norm.weight", {c.num_key_value_heads, c.head_dim}});
+    } else if (c.qk_norm) {  // per head, or (OLMo 2) over the whole projection
       out.push_back({p + "self_attn.q_norm.weight", {c.qk_norm_over_heads ? q_dim : c.head_dim}});
       out.push_back({p + "self_attn.k_norm.weight", {c.qk_norm_over_heads ? kv_dim : c.head_dim}});
     }
     out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
     if (c.output_bias) out.push_back({p + "self_attn.o_proj.bias", {c.hidden_size}});
-    out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
-    if (c.layer_norm) out.push_back({p + "post_attention_layernorm.bias", {c.hidden_size}});
+    if (!c.one_norm_per_layer) out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
+    if (!c.one_norm_per_layer && c.layer_norm && c.layer_norm_bias) {
+      out.push_back({p + "post_attention_layernorm.bias", {c.hidden_size}});
+    }
     if (c.sandwich_norms) {
       if (c.pre_norms) out.push_back({p + "pre_feedforward_layernorm.weight", {c.hidden_size}});
       out.push_back({p + "post_feedforward_layernorm.weight", {c.hidden_size}});
@@ -172,7 +193,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     }
   }
   out.push_back({"model.norm.weight", {c.hidden_size}});
-  if (c.layer_norm) out.push_back({"model.norm.bias", {c.hidden_size}});
+  if (c.layer_norm && c.layer_norm_bias) out.push_back({"model.norm.bias", {c.hidden_size}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
   return out;
 }
@@ -645,7 +666,7 @@ void CausalLM::Index() {
   std::map<std::string, at::Tensor> by_name(params_.begin(), params_.end());
   embed_ = by_name.at("model.embed_tokens.weight");
   final_norm_ = by_name.at("model.norm.weight");
-  final_norm_bias_ = config_.layer_norm ? by_name.at("model.norm.bias") : at::Tensor();
+  final_norm_bias_ = config_.layer_norm && config_.layer_norm_bias ? by_name.at("model.norm.bias") : at::Tensor();
   lm_head_ = config_.tie_word_embeddings ? embed_ : by_name.at("lm_head.weight");
   positions_ = config_.learned_positions ? by_name.at("model.embed_positions.weight") : at::Tensor();
   layers_.clear();
@@ -653,7 +674,7 @@ void CausalLM::Index() {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     Layer l;
     if (config_.pre_norms) l.input_norm = by_name.at(p + "input_layernorm.weight");
-    if (config_.pre_norms && config_.layer_norm) l.input_norm_bias = by_name.at(p + "input_layernorm.bias");
+    if (config_.pre_norms && config_.layer_norm && config_.layer_norm_bias) l.input_norm_bias = by_name.at(p + "input_layernorm.bias");
     l.q = by_name.at(p + "self_attn.q_proj.weight");
     l.k = by_name.at(p + "self_attn.k_proj.weight");
     l.v = by_name.at(p + "self_attn.v_proj.weight");
@@ -668,8 +689,10 @@ void CausalLM::Index() {
     }
     l.o = by_name.at(p + "self_attn.o_proj.weight");
     if (config_.output_bias) l.o_bias = by_name.at(p + "self_attn.o_proj.bias");
-    l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
-    if (config_.layer_norm) l.post_norm_bias = by_name.at(p + "post_attention_layernorm.bias");
+    if (!config_.one_norm_per_layer) l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
+    if (!config_.one_norm_per_layer && config_.layer_norm && config_.layer_norm_bias) {
+      l.post_norm_bias = by_name.at(p + "post_attention_layernorm.bias");
+    }
     if (config_.sandwich_norms) {
       if (config_.pre_norms) l.pre_ff_norm = by_name.at(p + "pre_feedforward_layernorm.weight");
       l.post_ff_norm = by_name.at(p + "post_feedforward_layernorm.weight");
@@ -904,10 +927,11 @@ KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const
 
 at::Tensor CausalLM::ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
   const std::int64_t rotated = config_.rotary_dim();
-  if (rotated == x.size(-1)) return x * cos + RotateHalf(x) * sin;
+  const auto rotate = config_.rope_interleaved ? RotatePairs : RotateHalf;  // Cohere's pairs
+  if (rotated == x.size(-1)) return x * cos + rotate(x) * sin;
   // Partial rotary (Phi3Attention): the first `rotated` dimensions, the rest as they are.
   const std::vector<at::Tensor> parts = x.split_with_sizes({rotated, x.size(-1) - rotated}, -1);
-  return at::cat({parts[0] * cos + RotateHalf(parts[0]) * sin, parts[1]}, -1);
+  return at::cat({parts[0] * cos + rotate(parts[0]) * sin, parts[1]}, -1);
 }
 
 bool CausalLM::RopeDependsOnLength() const { return long_inv_freq_.defined() || rope_exponent_.defined(); }
@@ -933,12 +957,13 @@ at::Tensor CausalLM::GlobalInvFreq(std::int64_t length) const {
 }
 
 std::pair<at::Tensor, at::Tensor> CausalLM::RopeCosSin(const at::Tensor& position_ids, bool local) const {
-  // freqs [B, T, D/2] = positions ⊗ inv_freq; emb = [freqs, freqs]; in fp32.
+  // freqs [B, T, D/2] = positions ⊗ inv_freq; emb = [freqs, freqs] (Cohere: each
+  // frequency twice in a row, repeat_interleave); in fp32.
   const std::int64_t length =
       !local && RopeDependsOnLength() && position_ids.numel() > 0 ? position_ids.max().item<std::int64_t>() + 1 : 0;
   const at::Tensor inv_freq = local ? local_inv_freq_ : GlobalInvFreq(length);
   at::Tensor freqs = position_ids.to(ComputeDtype(dtype_)).unsqueeze(-1) * inv_freq;
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  at::Tensor emb = config_.rope_interleaved ? at::stack({freqs, freqs}, -1).flatten(-2) : at::cat({freqs, freqs}, -1);
   at::Tensor cos = emb.cos(), sin = emb.sin();
   if (rope_attention_scaling_ != 1.0 && !local) {  // longrope's and yarn's attention_factor
     cos = cos * rope_attention_scaling_;
@@ -952,8 +977,8 @@ at::Tensor CausalLM::BranchOutput(const at::Tensor& x, const at::Tensor& weight)
   return config_.residual_multiplier != 1.0 ? out * config_.residual_multiplier : out;  // Granite
 }
 
-at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up,
-                               bool dropout) const {
+at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::Tensor& normed, const at::Tensor& attn,
+                               bool fuse_gate_up, bool dropout) const {
   const Layer& l = layers_[static_cast<size_t>(li)];
   const double p = dropout ? config_.residual_dropout : 0.0;  // on each branch before its residual add
   at::Tensor attn_out = BranchOutput(Project(li, LinearSite::kO, attn, l.o, l.o_bias), l.post_norm);
@@ -961,8 +986,11 @@ at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::T
   // GPT-NeoX's parallel residual: both branches read the layer's input, and
   // GPTNeoXLayer adds mlp + attention + input in that order.
   const at::Tensor mid = config_.parallel_residual ? h : h + attn_out;
-  const at::Tensor x = PreNorm(mid, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm,
-                               config_.sandwich_norms ? at::Tensor() : l.post_norm_bias, config_);
+  // Cohere: the MLP reads the attention's normed input (its layer has one norm).
+  const at::Tensor x = config_.one_norm_per_layer
+                           ? normed
+                           : PreNorm(mid, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm,
+                                     config_.sandwich_norms ? at::Tensor() : l.post_norm_bias, config_);
   at::Tensor mlp;
   if (l.router.defined()) {
     mlp = SparseMoe(l, x);
@@ -1025,6 +1053,7 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
 }
 
 at::Tensor CausalLM::HeadInput(const at::Tensor& hidden) const {
+  if (config_.logit_scale != 1.0) return hidden * config_.logit_scale;  // Cohere (exact for its 0.0625)
   return config_.logits_scaling != 1.0 ? hidden / config_.logits_scaling : hidden;
 }
 
@@ -1117,7 +1146,10 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       }
       q = q.view({B, T, H, D});
       k = k.view({B, T, KV, D});
-      if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+      if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
+        q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
+        k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
+      } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
         q = RmsNorm(q, l.q_norm, config_);
         k = RmsNorm(k, l.k_norm, config_);
       }
@@ -1141,7 +1173,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       if (drop && config_.attention_dropout > 0) probs = at::dropout(probs, config_.attention_dropout, /*train=*/true);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
-      return LayerTail(li, h, attn, /*fuse_gate_up=*/false, drop);
+      return LayerTail(li, h, x, attn, /*fuse_gate_up=*/false, drop);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
@@ -1152,6 +1184,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
   at::Tensor logits = Linear(hidden, lm_head_);
   if (config_.logits_scaling != 1.0) logits = logits / config_.logits_scaling;  // Granite, in the model's dtype
+  if (config_.logit_scale != 1.0) logits = logits * config_.logit_scale;        // Cohere, likewise
   return SoftCap(logits.to(ComputeDtype(dtype_)), config_.final_logit_softcapping);
 }
 
@@ -1294,7 +1327,10 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       }
       q = q.view({N, H, D});
       k = k.view({N, KV, D});
-      if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+      if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
+        q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
+        k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
+      } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
         q = RmsNorm(q, l.q_norm, config_);
         k = RmsNorm(k, l.k_norm, config_);
       }
@@ -1309,7 +1345,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
                                         config_.window_of(li), drop ? config_.attention_dropout : 0.0);
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
-      return LayerTail(li, h, attn, /*fuse_gate_up=*/true, drop);
+      return LayerTail(li, h, x, attn, /*fuse_gate_up=*/true, drop);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }

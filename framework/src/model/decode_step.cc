@@ -311,10 +311,10 @@ bool CausalLM::CanDecodeStep() const {
   // An adapter adds terms these loops do not compute.
   // Mixtures of experts route each token through a few of many experts: not these loops.
   // GPT-NeoX's layer (LayerNorms, biases, ungated MLP, parallel residual) is not theirs
-  // either, nor GPT-2's (the same, and learned positions).
+  // either, nor GPT-2's (the same, and learned positions), nor Cohere's (RoPE on pairs).
   if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
       config_.num_experts > 0 || config_.layer_norm || config_.parallel_residual || !config_.gated_mlp ||
-      config_.mlp_bias || config_.output_bias || config_.learned_positions) {
+      config_.mlp_bias || config_.output_bias || config_.learned_positions || config_.rope_interleaved) {
     return false;
   }
   for (const auto& [name, p] : params_) {
@@ -481,6 +481,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
           config_.vocab_size);
   if (config_.logits_scaling != 1.0) logits = logits / config_.logits_scaling;  // Granite, as Logits does
+  if (config_.logit_scale != 1.0) logits = logits * config_.logit_scale;        // Cohere, as Logits does
   if (config_.final_logit_softcapping > 0) {
     const double cap = config_.final_logit_softcapping;
     logits = at::tanh(logits / cap) * cap;  // as Logits does

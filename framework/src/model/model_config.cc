@@ -246,6 +246,10 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
       refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
     }
   }
+  if (model_type != "cohere" && set("logit_scale")) refused.push_back(absl::StrCat("logit_scale = ", json["logit_scale"].dump()));
+  if (model_type != "cohere" && set("use_qk_norm") && json["use_qk_norm"] != false) {
+    refused.push_back(absl::StrCat("use_qk_norm = ", json["use_qk_norm"].dump(), " (Cohere's LayerNorm of q and k)"));
+  }
   if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
   // Mixtures of experts: Mixtral's num_local_experts and Qwen-MoE's num_experts are
   // read (ReadMixtureOfExperts); anywhere else (DeepSeek's n_routed_experts) refused.
@@ -517,14 +521,16 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
-      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt) {
+      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
+      c.model_type != "cohere") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
+  const bool cohere = c.model_type == "cohere";
   const bool partial_rotary = phi3 || neox;  // the families whose configs may set partial_rotary_factor
   const bool gemma3 = c.model_type == "gemma3_text";
   const bool gemma2 = c.model_type == "gemma2" || gemma3;  // what Gemma 3 keeps of Gemma 2
@@ -549,6 +555,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : neox                        ? "GPTNeoXForCausalLM"
                      : gpt2                        ? "GPT2LMHeadModel"
                      : opt                         ? "OPTForCausalLM"
+                     : cohere                      ? "CohereForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -676,6 +683,26 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     }
   }
   if (neox) POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "hidden_dropout", &c.residual_dropout));
+  if (cohere) {  // CohereConfig's defaults (transformers' CohereLayerNorm, CohereDecoderLayer, CohereRotaryEmbedding)
+    c.layer_norm = true;
+    c.layer_norm_bias = false;
+    c.parallel_residual = true;
+    c.one_norm_per_layer = true;
+    c.rope_interleaved = true;
+    c.rms_norm_eps = 1e-5;
+    c.tie_word_embeddings = true;
+    c.logit_scale = 0.0625;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "layer_norm_eps", &c.rms_norm_eps));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_qk_norm", &c.qk_layer_norm));
+    c.qk_norm = c.qk_layer_norm;
+    if (json.contains("logit_scale") && json["logit_scale"].is_null()) {
+      return absl::InvalidArgumentError("config.json: \"logit_scale\" must be a number (CohereForCausalLM multiplies the logits by it), got null");
+    }
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "logit_scale", &c.logit_scale));
+    if (!std::isfinite(c.logit_scale) || c.logit_scale == 0.0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: logit_scale must be a finite, nonzero number, got ", c.logit_scale));
+    }
+  }
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
     return absl::UnimplementedError("config.json: use_bidirectional_attention = true is not supported (a causal LM attends causally)");
@@ -700,14 +727,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                                            : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
-  if (!neox) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
+  if (!neox && !cohere) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
   if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
   if (!gpt2 && !opt) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // theirs: enable_bias
-  if (neox) c.output_bias = c.attention_bias;  // GPT-NeoX: on query_key_value and dense alike
+  if (neox || cohere) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere: on o_proj (dense) too
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
   // Gemma configs written by transformers 4.38-4.4x carry hidden_activation, which
@@ -934,6 +961,10 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["partial_rotary_factor"] = partial_rotary_factor;
     j["rotary_emb_base"] = rope_theta;
     j["hidden_dropout"] = residual_dropout;
+  } else if (model_type == "cohere") {  // CohereConfig's names
+    j["layer_norm_eps"] = rms_norm_eps;
+    j["logit_scale"] = logit_scale;
+    j["use_qk_norm"] = qk_layer_norm;
   } else {
     j["rms_norm_eps"] = rms_norm_eps;
   }

@@ -49,7 +49,10 @@ class PrmTrainer final : public Trainer {
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     const std::string& type = policy_->config().model_type;
-    if (type == "opt") return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no OPTForTokenClassification"));
+    if (type == "opt" || type == "cohere") {
+      return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ", type == "opt" ? "OPT" : "Cohere",
+                                                   "ForTokenClassification"));
+    }
     if (type == "gpt2" || type == "gpt_neox") {
       // Their *ForTokenClassification heads are `classifier` with a bias, not `score`.
       return absl::UnimplementedError(absl::StrCat(where_, ": a ", type, " token classifier (its head is `classifier`, with a "

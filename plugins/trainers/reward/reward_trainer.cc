@@ -9,6 +9,7 @@
 // Metrics: rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "absl/strings/str_cat.h"
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
@@ -32,12 +33,16 @@ class RewardTrainer final : public Trainer {
     auto t = std::make_unique<RewardTrainer>();
     t->center_ = config.GetFloat("center_rewards_coefficient");
     t->head_seed_ = static_cast<std::uint64_t>(config.GetInt("head_seed"));
+    t->where_ = config.where();
     return t;
   }
 
   TrainerNeeds Needs() const override { return {}; }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
+    if (policy_->config().model_type == "cohere") {  // what it would save could not be loaded
+      return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no CohereForSequenceClassification"));
+    }
     at::Generator gen = at::detail::createCPUGenerator(head_seed_);
     score_ = at::normal(0.0, policy_->config().initializer_range, {1, policy_->config().hidden_size}, gen)
                  .to(policy_->options());
@@ -83,6 +88,7 @@ class RewardTrainer final : public Trainer {
   at::Tensor score_;
   double center_ = 0.0;
   std::uint64_t head_seed_ = 0;
+  std::string where_;
 };
 
 }  // namespace

@@ -1165,6 +1165,117 @@ TEST(CausalLMTest, GptNeoxConfigReadsPythiaFields) {
   EXPECT_EQ(d->ToJson()["attention_dropout"], 0.2);
 }
 
+// Cohere (Command R) against tests/framework/model/cohere_reference.py, which does
+// CohereDecoderLayer's maths in fp64 from the checkpoint we write: bias-free
+// LayerNorms with random weights, one norm per layer read by both parallel branches,
+// RoPE on adjacent pairs, logits times logit_scale; then with use_qk_norm (per-head
+// LayerNorm weights [heads, head_dim], random), attention_bias on q/k/v/o (random),
+// an untied head and another logit_scale. Every path, the chunked log-probs, saved
+// and loaded back bit-identical under Cohere's names and config fields; the same
+// weights rotated by halves (Llama's RoPE) give other logits.
+TEST(CausalLMTest, CohereMatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool variant : {false, true}) {
+    SCOPED_TRACE(variant ? "use_qk_norm, attention_bias, untied, logit_scale 0.3" : "CohereConfig's defaults");
+    nlohmann::json json = {{"model_type", "cohere"}, {"architectures", {"CohereForCausalLM"}}, {"vocab_size", 97},
+                           {"hidden_size", 32}, {"intermediate_size", 48}, {"num_hidden_layers", 2},
+                           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"layer_norm_eps", 1e-5},
+                           {"rope_theta", 500.0}, {"max_position_embeddings", 64}};
+    if (variant) json.update({{"use_qk_norm", true}, {"attention_bias", true}, {"tie_word_embeddings", false}, {"logit_scale", 0.3}});
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "CohereForCausalLM");
+    EXPECT_EQ(config->tie_word_embeddings, !variant);
+    EXPECT_EQ(config->logit_scale, variant ? 0.3 : 0.0625);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, variant ? 101 : 102);
+    {
+      c10::NoGradGuard no_grad;
+      at::manual_seed(variant ? 103 : 104);
+      for (auto& [name, p] : model->named_parameters()) {
+        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
+        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
+      }
+    }
+    const std::int64_t B = 2, T = 9;
+    const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, variant ? "py_cohere_qk" : "py_cohere", nullptr,
+                                                      "cohere_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+    {
+      c10::NoGradGuard no_grad;
+      const at::Tensor hidden = model->Hidden(ids, Positions(B, T), at::Tensor(), nullptr).reshape({B * T, -1});
+      const at::Tensor targets = at::randint(config->vocab_size, {B * T}, at::kLong);
+      const at::Tensor kernel = TokenLogprobs(model->HeadInput(hidden), model->lm_head_weight(), targets, 1.0).logprobs;
+      const at::Tensor reference = at::log_softmax(expected.reshape({B * T, -1}), -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+      EXPECT_LT((kernel - reference).abs().max().item<double>(), 1e-4);
+    }
+    const std::string dir = testing::TempDir(variant ? "cohere_save_qk" : "cohere_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    for (const auto& [name, t] : *saved) {
+      EXPECT_FALSE(absl::StrContains(name, "post_attention_layernorm") || absl::StrContains(name, "norm.bias")) << name;
+    }
+    EXPECT_EQ(saved->count("lm_head.weight"), variant ? 1u : 0u);
+    EXPECT_EQ(saved->count("model.layers.1.self_attn.o_proj.bias"), variant ? 1u : 0u);
+    if (variant) {
+      EXPECT_EQ(saved->at("model.layers.1.self_attn.q_norm.weight").sizes(), at::IntArrayRef({4, 8}));
+      EXPECT_EQ(saved->at("model.layers.1.self_attn.k_norm.weight").sizes(), at::IntArrayRef({2, 8}));
+    }
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["logit_scale"], variant ? 0.3 : 0.0625);
+    EXPECT_EQ(written["use_qk_norm"], variant);
+    EXPECT_EQ(written["layer_norm_eps"], 1e-5);
+    EXPECT_FALSE(written.contains("rms_norm_eps"));
+    ModelConfig halves = *config;
+    halves.rope_interleaved = false;
+    const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    auto other = CausalLM::FromTensors(halves, tensors, at::kFloat);
+    ASSERT_TRUE(other.ok()) << other.status();
+    c10::NoGradGuard no_grad;
+    EXPECT_GT(((*other)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+  }
+}
+
+// CohereForAI/c4ai-command-r-v01's config.json fields read as CohereConfig defines
+// them (a tied head, LayerNorm eps from layer_norm_eps, no head_dim: hidden / heads);
+// written back under its names; logit_scale null and other families' use of
+// Cohere's fields are refused by name.
+TEST(CausalLMTest, CohereConfigReadsCommandRFields) {
+  const nlohmann::json command_r = {{"architectures", {"CohereForCausalLM"}}, {"attention_bias", false}, {"bos_token_id", 5},
+                                    {"eos_token_id", 255001}, {"hidden_act", "silu"}, {"hidden_size", 8192},
+                                    {"initializer_range", 0.02}, {"intermediate_size", 22528}, {"layer_norm_eps", 1e-05},
+                                    {"logit_scale", 0.0625}, {"max_position_embeddings", 8192}, {"model_type", "cohere"},
+                                    {"num_attention_heads", 64}, {"num_hidden_layers", 40}, {"num_key_value_heads", 64},
+                                    {"pad_token_id", 0}, {"rope_theta", 8000000.0}, {"torch_dtype", "float16"},
+                                    {"use_cache", true}, {"use_qk_norm", false}, {"vocab_size", 256000}};
+  auto c = ModelConfig::FromJson(command_r);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->rms_norm_eps, 1e-5);
+  EXPECT_EQ(c->rope_theta, 8000000.0);
+  EXPECT_TRUE(c->tie_word_embeddings && c->layer_norm && c->parallel_residual && c->one_norm_per_layer && c->rope_interleaved);
+  EXPECT_FALSE(c->layer_norm_bias || c->qk_norm || c->attention_bias || c->output_bias);
+  EXPECT_EQ(c->activation(), Activation::kSilu);
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+  EXPECT_EQ(back->logit_scale, 0.0625);
+  nlohmann::json null_scale = command_r;
+  null_scale["logit_scale"] = nullptr;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(null_scale).status().message()), HasSubstr("\"logit_scale\" must be a number"));
+  nlohmann::json partial = command_r;
+  partial["partial_rotary_factor"] = 0.5;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(partial).status().message()), HasSubstr("partial_rotary_factor = 0.5"));
+  nlohmann::json llama = command_r;
+  llama["model_type"] = "llama";
+  llama["use_qk_norm"] = true;
+  const std::string message(ModelConfig::FromJson(llama).status().message());
+  EXPECT_THAT(message, HasSubstr("logit_scale = 0.0625"));
+  EXPECT_THAT(message, HasSubstr("use_qk_norm = true"));
+}
+
 // GPT-2 against tests/framework/model/gpt2_reference.py, which reads the checkpoint
 // we write under GPT-2's own names and layout (transformer.*, Conv1D weights [in, out],
 // one attn.c_attn with q, k, v columns) and does GPT2Block's maths in fp64: learned

@@ -81,6 +81,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
   const std::string script = config.model_type == "gpt_neox" ? "gpt_neox_reference.py"
                              : config.model_type == "gpt2"   ? "gpt2_reference.py"
                              : config.model_type == "opt"    ? "opt_reference.py"
+                             : config.model_type == "cohere" ? "cohere_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -353,6 +354,22 @@ TEST(LoraAdapterTest, OptAdaptsItsModulesUnderPeftsNames) {
   auto defaults = Lora({});
   ASSERT_TRUE(defaults->Attach(*config, at::TensorOptions().dtype(at::kFloat), 0).ok());
   EXPECT_EQ(defaults->NamedParameters().size(), 2u * 2 * 2);  // q_proj and v_proj of 2 layers
+}
+
+// Cohere (with use_qk_norm and biases on q/k/v/o): LoRA under Llama's module names;
+// the adapted model equals PEFT's formula on those files (cohere_reference.py) and
+// its merge.
+TEST(LoraAdapterTest, CohereAdaptsItsModulesAsPeftDoes) {
+  auto config = ModelConfig::FromJson({{"model_type", "cohere"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"num_key_value_heads", 2}, {"use_qk_norm", true}, {"attention_bias", true}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 7 * 2);  // A and B of 7 modules in 2 layers
+  EXPECT_EQ(params.count("base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight"), 1u);
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("cohere_lora"));
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them

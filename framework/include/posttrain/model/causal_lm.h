@@ -176,7 +176,8 @@ class CausalLM {
   double logit_softcap() const { return config_.final_logit_softcapping; }
   // Hidden states [.., hidden_size] as those losses must project them with
   // lm_head_weight(): divided by logits_scaling (Granite's logits are
-  // lm_head(h) / logits_scaling), else the same tensor.
+  // lm_head(h) / logits_scaling), times logit_scale (Cohere's are lm_head(h) ·
+  // logit_scale), else the same tensor.
   at::Tensor HeadInput(const at::Tensor& hidden) const;
   const at::Tensor& lm_head_weight() const { return lm_head_; }
 
@@ -225,12 +226,13 @@ class CausalLM {
   // 5, whose experts are fused parameters, not nn.Linear modules).
   at::Tensor SparseMoe(const Layer& l, const at::Tensor& x) const;
   // Decoder layer `layer` after its attention: h the layer's input [.., hidden_size],
-  // attn the attention's heads merged [.., q_dim], before o_proj. Adds the attention
-  // branch and the MLP branch (in sequence, or in parallel off h: GPT-NeoX) and
-  // returns the layer's output. fuse_gate_up: gate and up in one matmul (the
+  // normed the attention's input (input_layernorm(h): Cohere's MLP reads it too), attn
+  // the attention's heads merged [.., q_dim], before o_proj. Adds the attention
+  // branch and the MLP branch (in sequence, or in parallel off h: GPT-NeoX, Cohere)
+  // and returns the layer's output. fuse_gate_up: gate and up in one matmul (the
   // training path; the same values). dropout: residual dropout on both branches.
-  at::Tensor LayerTail(std::int64_t layer, const at::Tensor& h, const at::Tensor& attn, bool fuse_gate_up,
-                       bool dropout) const;
+  at::Tensor LayerTail(std::int64_t layer, const at::Tensor& h, const at::Tensor& normed, const at::Tensor& attn,
+                       bool fuse_gate_up, bool dropout) const;
 
   ModelConfig config_;
   at::ScalarType dtype_;

@@ -73,7 +73,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -178,6 +178,20 @@ struct ModelConfig {
   // [in, out], the transpose of nn.Linear's, q/k/v as one attn.c_attn whose output
   // columns are q, then k, then v (FuseProjections / SplitFusedProjections convert).
   bool learned_positions = false;
+  // Cohere (CohereForCausalLM): LayerNorms without a bias (layer_norm_bias false),
+  // one norm per layer whose output both parallel branches read (one_norm_per_layer:
+  // no post_attention_layernorm; h + attn(ln(h)) + mlp(ln(h))), RoPE on adjacent pairs
+  // (rope_interleaved: dimensions (2i, 2i + 1) rotate together by frequency i, cos/sin
+  // repeat_interleave'd, where the others rotate (i, i + D/2) by frequency i), and the
+  // logits times logit_scale (0.0625 by default). use_qk_norm: qk_layer_norm, a
+  // bias-free LayerNorm over each head's D dimensions with weights [heads, head_dim]
+  // (q_norm.weight [num_attention_heads, head_dim], k_norm.weight
+  // [num_key_value_heads, head_dim]), before RoPE. Other families: true / false / 1.
+  bool layer_norm_bias = true;
+  bool one_norm_per_layer = false;
+  bool rope_interleaved = false;
+  bool qk_layer_norm = false;
+  double logit_scale = 1.0;
   // OPT (OPTLearnedPositionalEmbedding): position p reads row p + position_offset
   // (2) of a table of max_position_embeddings + 2 rows. GPT-2: 0.
   std::int64_t position_offset = 0;
