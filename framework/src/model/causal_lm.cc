@@ -136,6 +136,10 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   const std::int64_t q_dim = c.num_attention_heads * c.head_dim;
   const std::int64_t kv_dim = c.num_key_value_heads * c.head_dim;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  if (c.embedding_layer_norm) {
+    out.push_back({"model.embed_norm.weight", {c.hidden_size}});
+    out.push_back({"model.embed_norm.bias", {c.hidden_size}});
+  }
   if (c.learned_positions) {
     out.push_back({"model.embed_positions.weight", {c.max_position_embeddings + c.position_offset, c.hidden_size}});
   }
@@ -277,6 +281,26 @@ std::string NeoxCheckpointName(const std::string& name) {
                                         {".self_attn.k_proj.", ".attention.query_key_value."},
                                         {".self_attn.v_proj.", ".attention.query_key_value."},
                                         {".self_attn.o_proj.", ".attention.dense."},
+                                        {".mlp.up_proj.", ".mlp.dense_h_to_4h."},
+                                        {".mlp.down_proj.", ".mlp.dense_4h_to_h."}}};
+  return Rename(naming, name);
+}
+
+bool IsBloom(const ModelConfig& c) { return c.model_type == "bloom"; }
+
+// BLOOM: the checkpoint's name of model tensor `name` (q/k/v: their fused
+// self_attention.query_key_value, interleaved by head as GPT-NeoX's).
+std::string BloomCheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "transformer.word_embeddings.weight"},
+                                        {"model.embed_norm.weight", "transformer.word_embeddings_layernorm.weight"},
+                                        {"model.embed_norm.bias", "transformer.word_embeddings_layernorm.bias"},
+                                        {"model.norm.weight", "transformer.ln_f.weight"},
+                                        {"model.norm.bias", "transformer.ln_f.bias"}},
+                                       "transformer.h.",
+                                       {{".self_attn.q_proj.", ".self_attention.query_key_value."},
+                                        {".self_attn.k_proj.", ".self_attention.query_key_value."},
+                                        {".self_attn.v_proj.", ".self_attention.query_key_value."},
+                                        {".self_attn.o_proj.", ".self_attention.dense."},
                                         {".mlp.up_proj.", ".mlp.dense_h_to_4h."},
                                         {".mlp.down_proj.", ".mlp.dense_4h_to_h."}}};
   return Rename(naming, name);
@@ -433,9 +457,11 @@ absl::Status FromGpt2Layout(const ModelConfig& config, std::map<std::string, at:
   return absl::OkStatus();
 }
 
-// GPT-NeoX's checkpoint layout from the model's tensors (FuseProjections).
-std::vector<std::pair<std::string, at::Tensor>> ToNeoxLayout(const ModelConfig& config,
-                                                             std::vector<std::pair<std::string, at::Tensor>> tensors) {
+// GPT-NeoX's or BLOOM's checkpoint layout from the model's tensors (FuseProjections):
+// q/k/v as one query_key_value interleaved by head, names by `rename`.
+std::vector<std::pair<std::string, at::Tensor>> ToHeadInterleavedLayout(
+    const ModelConfig& config, std::vector<std::pair<std::string, at::Tensor>> tensors,
+    std::string (*rename)(const std::string&)) {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
   std::vector<bool> drop(tensors.size(), false);
@@ -451,15 +477,18 @@ std::vector<std::pair<std::string, at::Tensor>> ToNeoxLayout(const ModelConfig& 
   }
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!drop[i]) out.push_back({NeoxCheckpointName(tensors[i].first), std::move(tensors[i].second)});
+    if (!drop[i]) out.push_back({rename(tensors[i].first), std::move(tensors[i].second)});
   }
   return out;
 }
 
-// The model's names and one tensor per projection from a GPT-NeoX checkpoint (SplitFusedProjections).
-absl::Status FromNeoxLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+// The model's names and one tensor per projection from a GPT-NeoX or BLOOM checkpoint
+// (SplitFusedProjections), its names by `rename`.
+absl::Status FromHeadInterleavedLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors,
+                                       std::string (*rename)(const std::string&)) {
   for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-    const std::string p = absl::StrCat("gpt_neox.layers.", layer, ".attention.");
+    const std::string fused = rename(absl::StrCat("model.layers.", layer, ".self_attn.q_proj.weight"));
+    const std::string p = fused.substr(0, fused.size() - std::strlen("query_key_value.weight"));  // the attention module's
     tensors->erase(p + "bias");         // old checkpoints' causal-mask buffer
     tensors->erase(p + "masked_bias");  // and its fill value
     for (const char* kind : {"weight", "bias"}) {
@@ -482,7 +511,7 @@ absl::Status FromNeoxLayout(const ModelConfig& config, std::map<std::string, at:
     }
   }
   for (const auto& [name, shape] : ExpectedTensors(config)) {
-    const std::string theirs = NeoxCheckpointName(name);
+    const std::string theirs = rename(name);
     if (theirs == name || absl::StrContains(theirs, "query_key_value")) continue;
     if (auto it = tensors->find(theirs); it != tensors->end()) {
       (*tensors)[name] = it->second;
@@ -511,7 +540,8 @@ at::Tensor DeinterleaveHeadRows(const at::Tensor& qkv, std::int64_t heads, std::
 }
 
 std::string CheckpointNameOf(const ModelConfig& config, const std::string& name) {
-  return IsNeox(config) ? NeoxCheckpointName(name)
+  return IsNeox(config)    ? NeoxCheckpointName(name)
+         : IsBloom(config) ? BloomCheckpointName(name)
          : IsGpt2(config) ? Gpt2CheckpointName(name)
          : IsOpt(config)  ? OptCheckpointName(name)
                           : name;
@@ -519,7 +549,8 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
 
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors) {
-  if (IsNeox(config)) return ToNeoxLayout(config, std::move(tensors));
+  if (IsNeox(config)) return ToHeadInterleavedLayout(config, std::move(tensors), NeoxCheckpointName);
+  if (IsBloom(config)) return ToHeadInterleavedLayout(config, std::move(tensors), BloomCheckpointName);
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
   if (IsOpt(config)) return ToOptLayout(std::move(tensors));
   const std::vector<FusedTensor> fused = FusedTensors(config);
@@ -545,7 +576,16 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
 }
 
 absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
-  if (IsNeox(config)) return FromNeoxLayout(config, tensors);
+  if (IsNeox(config)) return FromHeadInterleavedLayout(config, tensors, NeoxCheckpointName);
+  if (IsBloom(config)) {  // BloomModel's own files (the hub's bloom-560m) name the tensors without transformer.
+    POSTTRAIN_RETURN_IF_ERROR(AddMissingPrefix(
+        "transformer.",
+        [](const std::string& name) {
+          return absl::StartsWith(name, "h.") || absl::StartsWith(name, "ln_f.") || absl::StartsWith(name, "word_embeddings");
+        },
+        tensors));
+    return FromHeadInterleavedLayout(config, tensors, BloomCheckpointName);
+  }
   if (IsGpt2(config)) return FromGpt2Layout(config, tensors);
   if (IsOpt(config)) return FromOptLayout(config, tensors);
   for (const FusedTensor& f : FusedTensors(config)) {
@@ -601,6 +641,22 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
 
 CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
     : config_(std::move(config)), dtype_(dtype) {
+  if (config_.alibi) {
+    // transformers' build_alibi_tensor: n the largest power of two <= heads, slopes
+    // (2^(-8/n))^i for i = 1..n, then (2^(-8/2n))^i for the odd i < 2 (heads - n), in fp32.
+    const std::int64_t heads = config_.num_attention_heads;
+    std::int64_t n = 1;
+    while (n * 2 <= heads) n *= 2;
+    auto powers = [&](double base, std::int64_t first, std::int64_t count, std::int64_t step) {
+      const at::Tensor exponents = at::arange(first, first + step * count, step, HostOptions(at::kInt));
+      return at::pow(at::scalar_tensor(base, HostOptions(at::kFloat)), exponents);
+    };
+    alibi_slopes_ = powers(std::pow(2.0, -8.0 / static_cast<double>(n)), 1, n, 1);
+    if (n != heads) {
+      alibi_slopes_ = at::cat({alibi_slopes_, powers(std::pow(2.0, -8.0 / static_cast<double>(2 * n)), 1,
+                                                      std::min(n, heads - n), 2)});
+    }
+  }
   // inv_freq_i = theta^(-2i/d), i < d/2, in fp32 as transformers computes it, over
   // the d = rotary_dim dimensions RoPE rotates (head_dim but for partial rotary).
   const std::int64_t d = config_.rotary_dim();
@@ -669,6 +725,8 @@ void CausalLM::Index() {
   final_norm_bias_ = config_.layer_norm && config_.layer_norm_bias ? by_name.at("model.norm.bias") : at::Tensor();
   lm_head_ = config_.tie_word_embeddings ? embed_ : by_name.at("lm_head.weight");
   positions_ = config_.learned_positions ? by_name.at("model.embed_positions.weight") : at::Tensor();
+  embed_norm_ = config_.embedding_layer_norm ? by_name.at("model.embed_norm.weight") : at::Tensor();
+  embed_norm_bias_ = config_.embedding_layer_norm ? by_name.at("model.embed_norm.bias") : at::Tensor();
   layers_.clear();
   for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
@@ -802,6 +860,7 @@ void CausalLM::MoveTo(at::Device device) {
   inv_freq_ = inv_freq_.to(device);
   if (local_inv_freq_.defined()) local_inv_freq_ = local_inv_freq_.to(device);
   if (long_inv_freq_.defined()) long_inv_freq_ = long_inv_freq_.to(device);
+  if (alibi_slopes_.defined()) alibi_slopes_ = alibi_slopes_.to(device);
   if (rope_exponent_.defined()) rope_exponent_ = rope_exponent_.to(device);
   Index();
 }
@@ -853,7 +912,10 @@ const char* LinearSiteName(LinearSite site) {
 }
 
 std::string DecoderLayersPrefix(const ModelConfig& config) {
-  return IsNeox(config) ? "gpt_neox.layers." : IsGpt2(config) ? "transformer.h." : IsOpt(config) ? "model.decoder.layers." : "model.layers.";
+  return IsNeox(config)                      ? "gpt_neox.layers."
+         : IsGpt2(config) || IsBloom(config) ? "transformer.h."
+         : IsOpt(config)                     ? "model.decoder.layers."
+                                             : "model.layers.";
 }
 
 std::vector<LinearModule> LinearModules(const ModelConfig& c) {
@@ -861,12 +923,13 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   const std::int64_t kv = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
   using Part = LinearModule::Part;
   std::vector<LinearModule> out;
-  if (IsNeox(c)) {  // GPT-NeoX's modules, as its checkpoints and PEFT name them
-    LinearModule qkv{"attention.query_key_value", hidden, 3 * q,
+  if (IsNeox(c) || IsBloom(c)) {  // GPT-NeoX's and BLOOM's modules, as their checkpoints and PEFT name them
+    const std::string attention = IsNeox(c) ? "attention." : "self_attention.";
+    LinearModule qkv{attention + "query_key_value", hidden, 3 * q,
                      {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, q}, Part{LinearSite::kV, 2 * q, q}}};
     qkv.interleaved_heads = true;
     out.push_back(qkv);
-    out.push_back({"attention.dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({attention + "dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
     out.push_back({"mlp.dense_h_to_4h", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
     out.push_back({"mlp.dense_4h_to_h", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
     return out;
@@ -1079,6 +1142,7 @@ at::Tensor CausalLM::Embed(const at::Tensor& ids, const at::Tensor& positions, b
     const at::Tensor scale = at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), HostOptions(at::kFloat));
     h = h * scale.to(h.scalar_type());
   }
+  if (embed_norm_.defined()) h = Norm(h, embed_norm_, embed_norm_bias_, config_);  // BLOOM's word_embeddings_layernorm
   if (dropout && config_.embedding_dropout > 0) h = at::dropout(h, config_.embedding_dropout, /*train=*/true);
   return h;
 }
@@ -1122,6 +1186,16 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   const at::Tensor blocked_causal = blocked_within(0);
   const at::Tensor blocked_window = config_.sliding_window ? blocked_within(*config_.sliding_window) : blocked_causal;
   const double lowest = std::numeric_limits<float>::lowest();
+  // BLOOM's ALiBi [B or 1, KV, G, 1, S]: slope_h · (key position), the key's index
+  // among its row's unpadded tokens (build_alibi_tensor's (cumsum(mask) - 1) · mask).
+  at::Tensor alibi;
+  if (alibi_slopes_.defined()) {
+    const at::Tensor key_index = attention_mask.defined()
+                                     ? (attention_mask.to(at::kLong).cumsum(-1) - 1) * attention_mask.to(at::kLong)
+                                     : key_pos.unsqueeze(0);
+    alibi = (alibi_slopes_.view({1, KV, G, 1, 1}) * key_index.to(at::kFloat).view({key_index.size(0), 1, 1, 1, S}))
+                .to(ComputeDtype(dtype_));
+  }
 
   auto [cos_global, sin_global] = RopeCosSin(position_ids);
   auto [cos_local, sin_local] = local_inv_freq_.defined() ? RopeCosSin(position_ids, /*local=*/true)
@@ -1134,7 +1208,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, cache, drop](at::Tensor h) {
+    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, alibi, cache, drop](at::Tensor h) {
       const Layer& l = layers_[i];
       at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       const auto li = static_cast<std::int64_t>(i);
@@ -1168,7 +1242,9 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       }
       // Query head h uses key/value head h / G (transformers' repeat_kv).
       at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
-      scores = SoftCap(scores.to(ComputeDtype(dtype_)) * scale, config_.attn_logit_softcapping).masked_fill(blocked, lowest);
+      scores = scores.to(ComputeDtype(dtype_)) * scale;
+      if (alibi.defined()) scores = scores + alibi;  // BLOOM
+      scores = SoftCap(scores, config_.attn_logit_softcapping).masked_fill(blocked, lowest);
       at::Tensor probs = at::softmax(scores, -1).to(dtype_);
       if (drop && config_.attention_dropout > 0) probs = at::dropout(probs, config_.attention_dropout, /*train=*/true);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
@@ -1240,9 +1316,11 @@ void CheckPacked(const PackedSequences& p) {
 // q [KV, G, N, D], k/v [KV, N, D] (all sequences' rows) → [KV, G, N, D].
 // `window` > 0: each query sees the last `window` keys only (itself included);
 // `softcap` > 0 caps the scaled scores (SoftCap) before the mask; `dropout` > 0
-// drops attention probabilities with that probability.
+// drops attention probabilities with that probability; `alibi_slopes` [KV · G]
+// (BLOOM), if defined, adds slope · (key index in prefix + sequence) to the scaled scores.
 at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const PackedSequences& p,
-                           double scale, double softcap, at::ScalarType compute, std::int64_t window, double dropout) {
+                           double scale, double softcap, at::ScalarType compute, std::int64_t window, double dropout,
+                           const at::Tensor& alibi_slopes) {
   const std::int64_t KV = q.size(0), G = q.size(1);
   const double lowest = std::numeric_limits<float>::lowest();
   // Per-sequence views by split, not narrow: the backward of a split is one
@@ -1273,7 +1351,11 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::T
       if (window > 0 && window < visible) {
         hidden_keys = hidden_keys | (key_index.unsqueeze(0) <= query_index.unsqueeze(1) - window);
       }
-      scores = SoftCap(scores.to(compute) * scale, softcap).masked_fill(hidden_keys, lowest);
+      scores = scores.to(compute) * scale;
+      if (alibi_slopes.defined()) {
+        scores = scores + alibi_slopes.view({KV, G, 1, 1}).to(compute) * key_index.to(compute);
+      }
+      scores = SoftCap(scores, softcap).masked_fill(hidden_keys, lowest);
       const at::Tensor vt = (whole ? values : values.narrow(1, 0, visible)).unsqueeze(1);
       at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
       if (dropout > 0) probs = at::dropout(probs, dropout, /*train=*/true);
@@ -1343,7 +1425,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       k = k.permute({1, 0, 2}).contiguous();
       v = v.permute({1, 0, 2}).contiguous();
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
-                                        config_.window_of(li), drop ? config_.attention_dropout : 0.0);
+                                        config_.window_of(li), drop ? config_.attention_dropout : 0.0, alibi_slopes_);
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       return LayerTail(li, h, x, attn, /*fuse_gate_up=*/true, drop);
     };

@@ -218,6 +218,31 @@ nlohmann::json OptFieldsUnderCommonNames(const nlohmann::json& in) {
   return out;
 }
 
+// BLOOM's config.json under the names the rest of FromJson reads (BloomConfig: n_layer,
+// n_head, n_embed before hidden_size, layer_norm_epsilon, hidden_dropout; the MLP is
+// always 4 hidden_size wide, whatever n_inner says, as BloomMLP has it).
+absl::StatusOr<nlohmann::json> BloomFieldsUnderCommonNames(const nlohmann::json& in) {
+  nlohmann::json out = in;
+  for (const auto& [theirs, ours] : {std::pair{"n_embed", "hidden_size"}, {"n_layer", "num_hidden_layers"},
+                                     {"n_head", "num_attention_heads"}, {"layer_norm_epsilon", "rms_norm_eps"}}) {
+    if (in.contains(theirs) && !in.contains(ours)) out[ours] = in[theirs];
+  }
+  for (const char* key : {"num_hidden_layers", "num_attention_heads", "hidden_size"}) {
+    if (!out.contains(key)) return absl::InvalidArgumentError(absl::StrCat("config.json lacks \"", key, "\" (BLOOM's ",
+                                                                     std::string(key) == "hidden_size" ? "hidden_size or n_embed"
+                                                                     : std::string(key) == "num_hidden_layers" ? "n_layer" : "n_head", ")"));
+  }
+  if (out["hidden_size"].is_number_integer() && out["hidden_size"].get<std::int64_t>() > 0 &&
+      out["hidden_size"].get<std::int64_t>() < (std::int64_t{1} << 40)) {
+    out["intermediate_size"] = 4 * out["hidden_size"].get<std::int64_t>();
+  } else {
+    out["intermediate_size"] = out["hidden_size"];  // as invalid as it is: the checks below name it
+  }
+  out.erase("num_key_value_heads");  // BloomAttention has one key/value head per query head
+  out.erase("head_dim");
+  return out;
+}
+
 // Fields of other architectures' configs that change the forward maths when set to
 // anything but their neutral value: refused by name rather than silently ignored.
 absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::string& model_type) {
@@ -230,7 +255,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   // Dropout the family applies is read (ModelConfig::attention_dropout and after);
   // a field of another family's is refused.
   for (const char* key : {"hidden_dropout", "resid_pdrop", "embd_pdrop"}) {
-    const bool read = (model_type == "gpt_neox" && std::string(key) == "hidden_dropout") ||
+    const bool read = ((model_type == "gpt_neox" || model_type == "bloom") && std::string(key) == "hidden_dropout") ||
                       (model_type == "gpt2" && std::string(key) != "hidden_dropout");
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
@@ -486,7 +511,7 @@ double ModelConfig::attention_scale() const {
 }
 
 bool ModelConfig::uses_rope(std::int64_t layer) const {
-  if (learned_positions) return false;
+  if (!has_rope()) return false;
   return rope_layers.empty() || layer < 0 || layer >= static_cast<std::int64_t>(rope_layers.size()) || rope_layers[layer];
 }
 
@@ -510,23 +535,26 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (!file.is_object()) return absl::InvalidArgumentError("config.json is not a JSON object");
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(file, "model_type", &c.model_type));
-  const bool gpt2 = c.model_type == "gpt2", opt = c.model_type == "opt";
+  const bool gpt2 = c.model_type == "gpt2", opt = c.model_type == "opt", bloom = c.model_type == "bloom";
   // GPT-2's and OPT's configs name common fields their own way: read under the common names.
   nlohmann::json translated;
   if (gpt2) {
     POSTTRAIN_ASSIGN_OR_RETURN(translated, Gpt2FieldsUnderCommonNames(file));
   }
   if (opt) translated = OptFieldsUnderCommonNames(file);
-  const nlohmann::json& json = gpt2 || opt ? translated : file;
+  if (bloom) {
+    POSTTRAIN_ASSIGN_OR_RETURN(translated, BloomFieldsUnderCommonNames(file));
+  }
+  const nlohmann::json& json = gpt2 || opt || bloom ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
-      c.model_type != "cohere") {
+      c.model_type != "cohere" && !bloom) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, bloom)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
@@ -556,6 +584,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : gpt2                        ? "GPT2LMHeadModel"
                      : opt                         ? "OPTForCausalLM"
                      : cohere                      ? "CohereForCausalLM"
+                     : bloom                       ? "BloomForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -683,6 +712,28 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     }
   }
   if (neox) POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "hidden_dropout", &c.residual_dropout));
+  if (bloom) {  // BloomConfig's defaults (transformers' BloomBlock, BloomAttention, BloomMLP, BloomGelu)
+    c.layer_norm = true;
+    c.gated_mlp = false;
+    c.mlp_bias = true;
+    c.attention_bias = true;
+    c.output_bias = true;
+    c.alibi = true;
+    c.embedding_layer_norm = true;
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu_new";  // BloomGelu: the tanh approximation
+    c.tie_word_embeddings = true;
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "hidden_dropout", &c.residual_dropout));
+    std::vector<std::string> refused;
+    if (json.contains("apply_residual_connection_post_layernorm") && json["apply_residual_connection_post_layernorm"] == true) {
+      refused.push_back("apply_residual_connection_post_layernorm = true (the residual taken after the norms)");
+    }
+    if (json.contains("hidden_act") && json["hidden_act"] != "gelu_new") refused.push_back(absl::StrCat("hidden_act = ", json["hidden_act"].dump()));
+    if (!refused.empty()) {
+      return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
+                                                   absl::StrJoin(refused, "; ")));
+    }
+  }
   if (cohere) {  // CohereConfig's defaults (transformers' CohereLayerNorm, CohereDecoderLayer, CohereRotaryEmbedding)
     c.layer_norm = true;
     c.layer_norm_bias = false;
@@ -727,13 +778,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                                            : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
-  if (!neox && !cohere) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
+  if (!neox && !cohere) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, BLOOM's: translated
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
   if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2 && !opt) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // theirs: enable_bias
+  if (!gpt2 && !opt && !bloom) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // OPT's: enable_bias
   if (neox || cohere) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere: on o_proj (dense) too
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
@@ -817,11 +868,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
         "config.json: num_attention_heads (", c.num_attention_heads,
         ") must be a positive multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
   }
-  if (c.head_dim <= 0 || (c.head_dim % 2 != 0 && !c.learned_positions)) {  // RoPE rotates pairs
+  if (c.head_dim <= 0 || (c.head_dim % 2 != 0 && c.has_rope())) {  // RoPE rotates pairs
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
-  if (c.learned_positions && c.num_attention_heads * c.head_dim != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 ? "n_head" : "num_attention_heads", " (",
+  if ((c.learned_positions || c.alibi) && c.num_attention_heads * c.head_dim != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || bloom ? "n_head" : "num_attention_heads", " (",
                                                    c.num_attention_heads, ") must divide ", gpt2 ? "n_embd" : "hidden_size",
                                                    " (", c.hidden_size, ")"));
   }
@@ -848,7 +899,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
   }
-  if (!c.learned_positions &&
+  if (c.has_rope() &&
       (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0)) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: partial_rotary_factor ", c.partial_rotary_factor,
                                                    " must be in (0, 1] and leave an even, positive number of rotated ",
@@ -936,11 +987,33 @@ nlohmann::ordered_json OptJson(const ModelConfig& c) {
   return j;
 }
 
+// BLOOM's config.json, under BloomConfig's own names.
+nlohmann::ordered_json BloomJson(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = "bloom";
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["n_layer"] = c.num_hidden_layers;
+  j["n_head"] = c.num_attention_heads;
+  j["layer_norm_epsilon"] = c.rms_norm_eps;
+  j["hidden_dropout"] = c.residual_dropout;
+  j["attention_dropout"] = c.attention_dropout;
+  j["apply_residual_connection_post_layernorm"] = false;
+  j["pretraining_tp"] = 1;
+  j["slow_but_exact"] = false;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["initializer_range"] = c.initializer_range;
+  AddCommonFields(c, &j);
+  return j;
+}
+
 }  // namespace
 
 nlohmann::ordered_json ModelConfig::ToJson() const {
   if (model_type == "gpt2") return Gpt2Json(*this);
   if (model_type == "opt") return OptJson(*this);
+  if (model_type == "bloom") return BloomJson(*this);
   nlohmann::ordered_json j;
   j["architectures"] = {architecture};
   j["model_type"] = model_type;

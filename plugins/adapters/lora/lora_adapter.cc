@@ -58,7 +58,8 @@ class LoraAdapter final : public Adapter {
         .StringList("target_modules", {"q_proj", "v_proj"},
                     "Module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3: qkv_proj, o_proj, "
                     "gate_up_proj, down_proj; GPT-NeoX: query_key_value, dense, dense_h_to_4h, dense_4h_to_h; GPT-2: "
-                    "c_attn, c_proj, c_fc; OPT: q_proj, k_proj, v_proj, out_proj, fc1, fc2), \"all-linear\", or a regular "
+                    "c_attn, c_proj, c_fc; OPT: q_proj, k_proj, v_proj, out_proj, fc1, fc2; BLOOM: query_key_value, dense, "
+                    "dense_h_to_4h, dense_4h_to_h), \"all-linear\", or a regular "
                     "expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})
@@ -177,11 +178,13 @@ class LoraAdapter final : public Adapter {
         return absl::InvalidArgumentError(absl::StrCat(
             "[peft] modules_to_save: '", module, "' names no module of the model",
             module == "lm_head" && config_.tie_word_embeddings
-                ? (config_.model_type == "gpt2" ? " (its lm_head is tied to the input embedding: name wte)"
-                                                 : " (its lm_head is tied to the input embedding: name embed_tokens)")
+                ? (config_.model_type == "gpt2"    ? " (its lm_head is tied to the input embedding: name wte)"
+                   : config_.model_type == "bloom" ? " (its lm_head is tied to the input embedding: name word_embeddings)"
+                                                   : " (its lm_head is tied to the input embedding: name embed_tokens)")
                 : config_.model_type == "gpt_neox" ? " (e.g. embed_in, embed_out, final_layer_norm)"
                 : config_.model_type == "gpt2"     ? " (e.g. wte, wpe, ln_f)"
                 : config_.model_type == "opt"      ? " (e.g. embed_tokens, embed_positions, final_layer_norm)"
+                : config_.model_type == "bloom"    ? " (e.g. word_embeddings, word_embeddings_layernorm, ln_f)"
                                                     : " (e.g. embed_tokens, lm_head, model.norm)"));
       }
     }

@@ -82,6 +82,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "gpt2"   ? "gpt2_reference.py"
                              : config.model_type == "opt"    ? "opt_reference.py"
                              : config.model_type == "cohere" ? "cohere_reference.py"
+                             : config.model_type == "bloom"  ? "bloom_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -370,6 +371,23 @@ TEST(LoraAdapterTest, CohereAdaptsItsModulesAsPeftDoes) {
   EXPECT_EQ(params.size(), 2u * 7 * 2);  // A and B of 7 modules in 2 layers
   EXPECT_EQ(params.count("base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight"), 1u);
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("cohere_lora"));
+}
+
+// BLOOM: LoRA under PEFT's names (base_model.model.transformer.h.<i>.self_attention.
+// query_key_value, whose B rows interleave the heads as the checkpoint's, dense,
+// mlp.dense_h_to_4h, mlp.dense_4h_to_h); the adapted model equals PEFT's formula on
+// those files (bloom_reference.py) and its merge.
+TEST(LoraAdapterTest, BloomAdaptsItsModulesUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "bloom"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"n_layer", 2}, {"n_head", 4}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
+  EXPECT_EQ(params["base_model.model.transformer.h.1.self_attention.query_key_value.lora_B.weight"].sizes(),
+            at::IntArrayRef({96, 4}));
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("bloom_lora"));
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them

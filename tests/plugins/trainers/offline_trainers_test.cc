@@ -3,6 +3,7 @@
 #include "gtest/gtest.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
+#include <tuple>
 
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
@@ -337,6 +338,37 @@ TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
     return;
   }
   FAIL() << "no perturbation gave a positive, discriminating KL point";
+}
+
+// Where transformers has no classifier to load what the reward or PRM trainer would
+// save (Cohere has neither; BLOOM's token classifier is a biased `classifier`, not
+// `score`), Setup refuses, naming why; a BLOOM reward model saves as
+// BloomForSequenceClassification.
+TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
+  const nlohmann::json cohere = {{"model_type", "cohere"}, {"vocab_size", 32}, {"hidden_size", 16},
+                                 {"intermediate_size", 32}, {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
+  const nlohmann::json bloom = {{"model_type", "bloom"}, {"vocab_size", 32}, {"hidden_size", 16}, {"n_layer", 1}, {"n_head", 2}};
+  for (const auto& [json, trainer_name, message] :
+       {std::tuple{cohere, "reward", "transformers has no CohereForSequenceClassification"},
+        std::tuple{cohere, "prm", "transformers has no CohereForTokenClassification"},
+        std::tuple{bloom, "prm", "a bloom token classifier (its head is `classifier`"}}) {
+    SCOPED_TRACE(trainer_name);
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto model = CausalLM::Random(*config, at::kFloat, 1);
+    ASSERT_TRUE(model.ok());
+    auto trainer = testing::CreateBuiltin<Trainer>(trainer_name, {});
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    const absl::Status setup = (*trainer)->Setup(TrainerContext{model->get(), nullptr, nullptr});
+    EXPECT_EQ(setup.code(), absl::StatusCode::kUnimplemented);
+    EXPECT_THAT(std::string(setup.message()), ::testing::HasSubstr(message));
+  }
+  auto model = CausalLM::Random(*ModelConfig::FromJson(bloom), at::kFloat, 1);
+  ASSERT_TRUE(model.ok());
+  auto reward = testing::CreateBuiltin<Trainer>("reward", {});
+  ASSERT_TRUE(reward.ok()) << reward.status();
+  ASSERT_TRUE((*reward)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok());
+  EXPECT_EQ((*reward)->SavedArchitecture().first, "BloomForSequenceClassification");
 }
 
 }  // namespace

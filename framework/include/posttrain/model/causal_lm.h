@@ -239,6 +239,8 @@ class CausalLM {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor embed_, final_norm_, final_norm_bias_, lm_head_;  // final_norm_bias_: GPT-NeoX's LayerNorm
   at::Tensor positions_;  // GPT-2's learned position embeddings, else undefined
+  at::Tensor embed_norm_, embed_norm_bias_;  // BLOOM's word_embeddings_layernorm, else undefined
+  at::Tensor alibi_slopes_;  // BLOOM: [num_attention_heads] fp32 ALiBi slopes, else undefined
   bool dropout_ = false;
   std::vector<Layer> layers_;
   LayerRunner* runner_ = nullptr;

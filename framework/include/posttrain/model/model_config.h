@@ -73,7 +73,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "bloom"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -188,6 +188,14 @@ struct ModelConfig {
   // (q_norm.weight [num_attention_heads, head_dim], k_norm.weight
   // [num_key_value_heads, head_dim]), before RoPE. Other families: true / false / 1.
   bool layer_norm_bias = true;
+  // BLOOM (BloomForCausalLM): no position embedding; each head h adds
+  // slope_h · (key position) to its scores (ALiBi; transformers' build_alibi_tensor:
+  // slopes 2^(-8 i / n) for the largest power of two n <= heads, then the odd powers of
+  // the next one; a key's position is its index among the sequence's unpadded tokens),
+  // and the embeddings go through a LayerNorm (embedding_layer_norm:
+  // model.embed_norm.weight / .bias, the checkpoint's word_embeddings_layernorm).
+  bool alibi = false;
+  bool embedding_layer_norm = false;
   bool one_norm_per_layer = false;
   bool rope_interleaved = false;
   bool qk_layer_norm = false;
@@ -224,8 +232,10 @@ struct ModelConfig {
   // The window `layer` attends within (sliding_window), or 0 for full causal attention.
   std::int64_t window_of(std::int64_t layer) const;
   // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers and for
-  // models with learned positions: GPT-2).
+  // models with other positions: GPT-2's and OPT's learned ones, BLOOM's ALiBi).
   bool uses_rope(std::int64_t layer) const;
+  // Whether the model rotates with RoPE at all (not learned positions, not ALiBi).
+  bool has_rope() const { return !learned_positions && !alibi; }
   // The dimensions of each head that RoPE rotates: int(head_dim · partial_rotary_factor).
   std::int64_t rotary_dim() const { return static_cast<std::int64_t>(static_cast<double>(head_dim) * partial_rotary_factor); }
   // Whether `layer`'s MLP is a mixture of experts (see num_experts).
