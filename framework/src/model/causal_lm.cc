@@ -199,6 +199,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   out.push_back({"model.norm.weight", {c.hidden_size}});
   if (c.layer_norm && c.layer_norm_bias) out.push_back({"model.norm.bias", {c.hidden_size}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  if (c.lm_head_bias) out.push_back({"lm_head.bias", {c.vocab_size}});
   return out;
 }
 
@@ -344,19 +345,32 @@ std::string OptCheckpointName(const std::string& name) {
   return Rename(naming, name);
 }
 
-// OPT's checkpoint names from the model's (FuseProjections).
-std::vector<std::pair<std::string, at::Tensor>> ToOptLayout(std::vector<std::pair<std::string, at::Tensor>> tensors) {
-  for (auto& [name, t] : tensors) name = OptCheckpointName(name);
+bool IsPhi(const ModelConfig& c) { return c.model_type == "phi"; }
+
+// Phi: the checkpoint's name of model tensor `name` (one module per projection;
+// o_proj is self_attn.dense, up/down mlp.fc1/fc2, the final norm final_layernorm).
+std::string PhiCheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{{"model.norm.weight", "model.final_layernorm.weight"},
+                                        {"model.norm.bias", "model.final_layernorm.bias"}},
+                                       "model.layers.",
+                                       {{".self_attn.o_proj.", ".self_attn.dense."},
+                                        {".mlp.up_proj.", ".mlp.fc1."},
+                                        {".mlp.down_proj.", ".mlp.fc2."}}};
+  return Rename(naming, name);
+}
+
+// OPT's or Phi's checkpoint names from the model's (FuseProjections): renamed only.
+std::vector<std::pair<std::string, at::Tensor>> ToRenamedLayout(std::vector<std::pair<std::string, at::Tensor>> tensors,
+                                                                std::string (*rename)(const std::string&)) {
+  for (auto& [name, t] : tensors) name = rename(name);
   return tensors;
 }
 
-// The model's names from an OPT checkpoint's, with or without OPTForCausalLM's
-// model. prefix (OPTModel's own files) (SplitFusedProjections).
-absl::Status FromOptLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
-  POSTTRAIN_RETURN_IF_ERROR(
-      AddMissingPrefix("model.", [](const std::string& name) { return absl::StartsWith(name, "decoder."); }, tensors));
+// The model's names from an OPT or Phi checkpoint's (SplitFusedProjections).
+absl::Status FromRenamedLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors,
+                               std::string (*rename)(const std::string&)) {
   for (const auto& [name, shape] : ExpectedTensors(config)) {
-    const std::string theirs = OptCheckpointName(name);
+    const std::string theirs = rename(name);
     if (theirs == name) continue;
     if (auto it = tensors->find(theirs); it != tensors->end()) {
       (*tensors)[name] = it->second;
@@ -544,6 +558,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsBloom(config) ? BloomCheckpointName(name)
          : IsGpt2(config) ? Gpt2CheckpointName(name)
          : IsOpt(config)  ? OptCheckpointName(name)
+         : IsPhi(config)  ? PhiCheckpointName(name)
                           : name;
 }
 
@@ -552,7 +567,8 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsNeox(config)) return ToHeadInterleavedLayout(config, std::move(tensors), NeoxCheckpointName);
   if (IsBloom(config)) return ToHeadInterleavedLayout(config, std::move(tensors), BloomCheckpointName);
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
-  if (IsOpt(config)) return ToOptLayout(std::move(tensors));
+  if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
+  if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -587,7 +603,12 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
     return FromHeadInterleavedLayout(config, tensors, BloomCheckpointName);
   }
   if (IsGpt2(config)) return FromGpt2Layout(config, tensors);
-  if (IsOpt(config)) return FromOptLayout(config, tensors);
+  if (IsOpt(config)) {  // with or without OPTForCausalLM's model. prefix (OPTModel's own files)
+    POSTTRAIN_RETURN_IF_ERROR(
+        AddMissingPrefix("model.", [](const std::string& name) { return absl::StartsWith(name, "decoder."); }, tensors));
+    return FromRenamedLayout(config, tensors, OptCheckpointName);
+  }
+  if (IsPhi(config)) return FromRenamedLayout(config, tensors, PhiCheckpointName);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
@@ -724,6 +745,7 @@ void CausalLM::Index() {
   final_norm_ = by_name.at("model.norm.weight");
   final_norm_bias_ = config_.layer_norm && config_.layer_norm_bias ? by_name.at("model.norm.bias") : at::Tensor();
   lm_head_ = config_.tie_word_embeddings ? embed_ : by_name.at("lm_head.weight");
+  lm_head_bias_ = config_.lm_head_bias ? by_name.at("lm_head.bias") : at::Tensor();
   positions_ = config_.learned_positions ? by_name.at("model.embed_positions.weight") : at::Tensor();
   embed_norm_ = config_.embedding_layer_norm ? by_name.at("model.embed_norm.weight") : at::Tensor();
   embed_norm_bias_ = config_.embedding_layer_norm ? by_name.at("model.embed_norm.bias") : at::Tensor();
@@ -943,6 +965,15 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     for (LinearModule& m : out) m.conv1d = true;
     return out;
   }
+  if (IsPhi(c)) {  // Phi's modules, as its checkpoints and PEFT name them
+    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
+    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
+    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
+    out.push_back({"self_attn.dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({"mlp.fc1", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({"mlp.fc2", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+    return out;
+  }
   if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
     out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
     out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
@@ -1116,8 +1147,14 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
 }
 
 at::Tensor CausalLM::HeadInput(const at::Tensor& hidden) const {
-  if (config_.logit_scale != 1.0) return hidden * config_.logit_scale;  // Cohere (exact for its 0.0625)
-  return config_.logits_scaling != 1.0 ? hidden / config_.logits_scaling : hidden;
+  // Phi's bias: a column of ones meets lm_head_weight()'s bias column.
+  const at::Tensor x = lm_head_bias_.defined() ? at::cat({hidden, at::ones_like(hidden.narrow(-1, 0, 1))}, -1) : hidden;
+  if (config_.logit_scale != 1.0) return x * config_.logit_scale;  // Cohere (exact for its 0.0625)
+  return config_.logits_scaling != 1.0 ? x / config_.logits_scaling : x;
+}
+
+at::Tensor CausalLM::lm_head_weight() const {
+  return lm_head_bias_.defined() ? at::cat({lm_head_, lm_head_bias_.unsqueeze(1)}, 1) : lm_head_;
 }
 
 bool CausalLM::DropoutNow() const {
@@ -1258,7 +1295,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
-  at::Tensor logits = Linear(hidden, lm_head_);
+  at::Tensor logits = Linear(hidden, lm_head_, lm_head_bias_);
   if (config_.logits_scaling != 1.0) logits = logits / config_.logits_scaling;  // Granite, in the model's dtype
   if (config_.logit_scale != 1.0) logits = logits * config_.logit_scale;        // Cohere, likewise
   return SoftCap(logits.to(ComputeDtype(dtype_)), config_.final_logit_softcapping);

@@ -314,7 +314,8 @@ bool CausalLM::CanDecodeStep() const {
   // either, nor GPT-2's (the same, and learned positions), nor Cohere's (RoPE on pairs).
   if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
       config_.num_experts > 0 || config_.layer_norm || config_.parallel_residual || !config_.gated_mlp ||
-      config_.mlp_bias || config_.output_bias || config_.learned_positions || config_.rope_interleaved) {
+      config_.mlp_bias || config_.output_bias || config_.learned_positions || config_.rope_interleaved ||
+      config_.lm_head_bias) {
     return false;
   }
   for (const auto& [name, p] : params_) {

@@ -61,7 +61,7 @@ absl::Status SaveGroups(const CausalLM& model, const std::string& dir, const Sav
     const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", g + 1, groups);
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const std::string& name : options.tensor_groups[g]) {
-      if (classifier && name == "lm_head.weight") continue;
+      if (classifier && absl::StartsWith(name, "lm_head.")) continue;
       tensors.push_back({name, by_name.at(name).detach()});
     }
     tensors = FuseProjections(model.config(), std::move(tensors));  // Phi-3's layout (a group holds whole layers)
@@ -108,7 +108,7 @@ absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const S
   } else {
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const auto& [name, t] : model.named_parameters()) {
-      if (classifier && name == "lm_head.weight") continue;  // a classifier has a score head instead
+      if (classifier && absl::StartsWith(name, "lm_head.")) continue;  // a classifier has a score head instead
       tensors.push_back({name, t.detach()});
     }
     tensors = FuseProjections(config, std::move(tensors));  // Phi-3's qkv_proj / gate_up_proj

@@ -40,6 +40,9 @@ absl::StatusOr<SequenceClassifier> LoadClassifier(const std::string& dir, at::Sc
   if (!config.tie_word_embeddings && tensors.count("lm_head.weight") == 0) {
     tensors["lm_head.weight"] = at::zeros({config.vocab_size, config.hidden_size}, HostOptions(at::kFloat));
   }
+  if (config.lm_head_bias && tensors.count("lm_head.bias") == 0) {  // Phi's
+    tensors["lm_head.bias"] = at::zeros({config.vocab_size}, HostOptions(at::kFloat));
+  }
   absl::StatusOr<std::unique_ptr<CausalLM>> backbone = CausalLM::FromTensors(config, std::move(tensors), dtype);
   if (!backbone.ok()) return Annotate(backbone.status(), absl::StrCat("loading reward model '", dir, "'"));
   return SequenceClassifier{std::move(*backbone), score.to(dtype).contiguous()};

@@ -53,7 +53,7 @@ class PrmTrainer final : public Trainer {
       return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ", type == "opt" ? "OPT" : "Cohere",
                                                    "ForTokenClassification"));
     }
-    if (type == "gpt2" || type == "gpt_neox" || type == "bloom") {
+    if (type == "gpt2" || type == "gpt_neox" || type == "bloom" || type == "phi") {
       // Their *ForTokenClassification heads are `classifier` with a bias, not `score`.
       return absl::UnimplementedError(absl::StrCat(where_, ": a ", type, " token classifier (its head is `classifier`, with a "
                                                    "bias) is not supported; the Llama families' score head is"));

@@ -1404,6 +1404,97 @@ TEST(CausalLMTest, BloomConfigReadsBloom560mFields) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(no_heads).status().message()), HasSubstr("n_head"));
 }
 
+// Phi (Phi-2) against tests/framework/model/phi_reference.py, which does
+// PhiDecoderLayer's maths in fp64 from the checkpoint we write under Phi's names
+// (self_attn.dense, mlp.fc1/fc2, final_layernorm): one LayerNorm per layer with random
+// weights and biases read by both parallel branches, random biases on every
+// projection and on the LM head, partial rotary (0.5 of each head), grouped queries.
+// Every path; the chunked log-probs (the head's bias meeting HeadInput's column of
+// ones); saved and loaded back bit-identical; the bias saved as lm_head.bias and
+// required on load.
+TEST(CausalLMTest, PhiMatchesThePythonTranscriptionOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "phi"}, {"architectures", {"PhiForCausalLM"}}, {"vocab_size", 97},
+                               {"hidden_size", 32}, {"intermediate_size", 56}, {"num_hidden_layers", 2},
+                               {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"partial_rotary_factor", 0.5},
+                               {"layer_norm_eps", 1e-5}, {"rope_theta", 500.0}, {"hidden_act", "gelu_new"},
+                               {"max_position_embeddings", 64}, {"resid_pdrop", 0.1}, {"embd_pdrop", 0.0},
+                               {"tie_word_embeddings", false}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "PhiForCausalLM");
+  EXPECT_EQ(config->rotary_dim(), 4);
+  EXPECT_EQ(config->residual_dropout, 0.1);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 121);
+  {
+    c10::NoGradGuard no_grad;
+    at::manual_seed(122);
+    for (auto& [name, p] : model->named_parameters()) {
+      if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.5);  // zero at init: made to show
+      if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
+    }
+  }
+  const std::int64_t B = 2, T = 9;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_phi", nullptr, "phi_reference.py");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+  {
+    c10::NoGradGuard no_grad;
+    const at::Tensor hidden = model->Hidden(ids, Positions(B, T), at::Tensor(), nullptr).reshape({B * T, -1});
+    const at::Tensor targets = at::randint(config->vocab_size, {B * T}, at::kLong);
+    const at::Tensor kernel = TokenLogprobs(model->HeadInput(hidden), model->lm_head_weight(), targets, 1.0).logprobs;
+    const at::Tensor reference = at::log_softmax(expected.reshape({B * T, -1}), -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+    EXPECT_LT((kernel - reference).abs().max().item<double>(), 1e-4);
+  }
+  const std::string dir = testing::TempDir("phi_save");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  auto saved = LoadSafetensorsDir(dir);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  for (const char* name : {"lm_head.bias", "model.final_layernorm.bias", "model.layers.1.self_attn.dense.bias",
+                           "model.layers.1.mlp.fc1.weight", "model.layers.0.input_layernorm.bias"}) {
+    EXPECT_EQ(saved->count(name), 1u) << name;
+  }
+  for (const auto& [name, t] : *saved) {
+    EXPECT_FALSE(absl::StrContains(name, "post_attention_layernorm") || absl::StrContains(name, "o_proj")) << name;
+  }
+  const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(written["partial_rotary_factor"], 0.5);
+  EXPECT_EQ(written["resid_pdrop"], 0.1);
+  std::map<std::string, at::Tensor> no_bias = *saved;
+  no_bias.erase("lm_head.bias");
+  EXPECT_THAT(std::string(CausalLM::FromTensors(*config, no_bias, at::kFloat).status().message()),
+              HasSubstr("lacks tensor 'lm_head.bias' of shape [97]"));
+}
+
+// microsoft/phi-2's config.json fields read as PhiConfig defines them; written back
+// under its names; qk_layernorm is refused by name.
+TEST(CausalLMTest, PhiConfigReadsPhi2Fields) {
+  const nlohmann::json phi2 = {{"architectures", {"PhiForCausalLM"}}, {"attention_dropout", 0.0}, {"bos_token_id", 50256},
+                               {"embd_pdrop", 0.0}, {"eos_token_id", 50256}, {"hidden_act", "gelu_new"}, {"hidden_size", 2560},
+                               {"initializer_range", 0.02}, {"intermediate_size", 10240}, {"layer_norm_eps", 1e-05},
+                               {"max_position_embeddings", 2048}, {"model_type", "phi"}, {"num_attention_heads", 32},
+                               {"num_hidden_layers", 32}, {"num_key_value_heads", 32}, {"partial_rotary_factor", 0.4},
+                               {"qk_layernorm", false}, {"resid_pdrop", 0.1}, {"rope_scaling", nullptr},
+                               {"rope_theta", 10000.0}, {"tie_word_embeddings", false}, {"torch_dtype", "float16"},
+                               {"use_cache", true}, {"vocab_size", 51200}};
+  auto c = ModelConfig::FromJson(phi2);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 80);
+  EXPECT_EQ(c->rotary_dim(), 32);
+  EXPECT_EQ(c->residual_dropout, 0.1);
+  EXPECT_TRUE(c->layer_norm && c->layer_norm_bias && c->parallel_residual && c->one_norm_per_layer && c->mlp_bias &&
+              c->attention_bias && c->output_bias && c->lm_head_bias);
+  EXPECT_FALSE(c->gated_mlp || c->tie_word_embeddings);
+  EXPECT_EQ(c->activation(), Activation::kGeluTanh);
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+  nlohmann::json qk = phi2;
+  qk["qk_layernorm"] = true;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(qk).status().message()), HasSubstr("qk_layernorm = true"));
+}
+
 // GPT-2 against tests/framework/model/gpt2_reference.py, which reads the checkpoint
 // we write under GPT-2's own names and layout (transformer.*, Conv1D weights [in, out],
 // one attn.c_attn with q, k, v columns) and does GPT2Block's maths in fp64: learned

@@ -83,6 +83,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "opt"    ? "opt_reference.py"
                              : config.model_type == "cohere" ? "cohere_reference.py"
                              : config.model_type == "bloom"  ? "bloom_reference.py"
+                             : config.model_type == "phi"    ? "phi_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -388,6 +389,22 @@ TEST(LoraAdapterTest, BloomAdaptsItsModulesUnderPeftsNames) {
   EXPECT_EQ(params["base_model.model.transformer.h.1.self_attention.query_key_value.lora_B.weight"].sizes(),
             at::IntArrayRef({96, 4}));
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("bloom_lora"));
+}
+
+// Phi: LoRA under PEFT's names (self_attn.q_proj/k_proj/v_proj/dense, mlp.fc1/fc2);
+// the adapted model equals PEFT's formula on those files (phi_reference.py) and its
+// merge.
+TEST(LoraAdapterTest, PhiAdaptsItsModulesUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "phi"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 6 * 2);  // A and B of 6 modules in 2 layers
+  EXPECT_EQ(params.count("base_model.model.model.layers.1.self_attn.dense.lora_A.weight"), 1u);
+  EXPECT_EQ(params["base_model.model.model.layers.0.mlp.fc2.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("phi_lora"));
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them

@@ -341,17 +341,20 @@ TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
 }
 
 // Where transformers has no classifier to load what the reward or PRM trainer would
-// save (Cohere has neither; BLOOM's token classifier is a biased `classifier`, not
-// `score`), Setup refuses, naming why; a BLOOM reward model saves as
-// BloomForSequenceClassification.
+// save (Cohere has neither; BLOOM's and Phi's token classifiers are a biased
+// `classifier`, not `score`), Setup refuses, naming why; BLOOM and Phi reward models
+// save as their *ForSequenceClassification.
 TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
   const nlohmann::json cohere = {{"model_type", "cohere"}, {"vocab_size", 32}, {"hidden_size", 16},
                                  {"intermediate_size", 32}, {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
   const nlohmann::json bloom = {{"model_type", "bloom"}, {"vocab_size", 32}, {"hidden_size", 16}, {"n_layer", 1}, {"n_head", 2}};
+  const nlohmann::json phi = {{"model_type", "phi"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
+                              {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
   for (const auto& [json, trainer_name, message] :
        {std::tuple{cohere, "reward", "transformers has no CohereForSequenceClassification"},
         std::tuple{cohere, "prm", "transformers has no CohereForTokenClassification"},
-        std::tuple{bloom, "prm", "a bloom token classifier (its head is `classifier`"}}) {
+        std::tuple{bloom, "prm", "a bloom token classifier (its head is `classifier`"},
+        std::tuple{phi, "prm", "a phi token classifier (its head is `classifier`"}}) {
     SCOPED_TRACE(trainer_name);
     auto config = ModelConfig::FromJson(json);
     ASSERT_TRUE(config.ok()) << config.status();
@@ -369,6 +372,12 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
   ASSERT_TRUE(reward.ok()) << reward.status();
   ASSERT_TRUE((*reward)->Setup(TrainerContext{model->get(), nullptr, nullptr}).ok());
   EXPECT_EQ((*reward)->SavedArchitecture().first, "BloomForSequenceClassification");
+  auto phi_model = CausalLM::Random(*ModelConfig::FromJson(phi), at::kFloat, 1);
+  ASSERT_TRUE(phi_model.ok());
+  auto phi_reward = testing::CreateBuiltin<Trainer>("reward", {});
+  ASSERT_TRUE(phi_reward.ok()) << phi_reward.status();
+  ASSERT_TRUE((*phi_reward)->Setup(TrainerContext{phi_model->get(), nullptr, nullptr}).ok());
+  EXPECT_EQ((*phi_reward)->SavedArchitecture().first, "PhiForSequenceClassification");
 }
 
 }  // namespace

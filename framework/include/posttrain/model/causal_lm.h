@@ -177,9 +177,12 @@ class CausalLM {
   // Hidden states [.., hidden_size] as those losses must project them with
   // lm_head_weight(): divided by logits_scaling (Granite's logits are
   // lm_head(h) / logits_scaling), times logit_scale (Cohere's are lm_head(h) ·
-  // logit_scale), else the same tensor.
+  // logit_scale), else the same tensor; with Phi's head bias, a column of ones
+  // appended first ([.., hidden_size + 1]).
   at::Tensor HeadInput(const at::Tensor& hidden) const;
-  const at::Tensor& lm_head_weight() const { return lm_head_; }
+  // The head's weight [vocab_size, hidden_size] (the embedding when tied); with Phi's
+  // bias b, [W, b] [vocab_size, hidden_size + 1], so HeadInput(h) · it = h Wᵀ + b.
+  at::Tensor lm_head_weight() const;
 
  private:
   struct Layer {
@@ -238,6 +241,7 @@ class CausalLM {
   at::ScalarType dtype_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor embed_, final_norm_, final_norm_bias_, lm_head_;  // final_norm_bias_: GPT-NeoX's LayerNorm
+  at::Tensor lm_head_bias_;  // Phi's, else undefined
   at::Tensor positions_;  // GPT-2's learned position embeddings, else undefined
   at::Tensor embed_norm_, embed_norm_bias_;  // BLOOM's word_embeddings_layernorm, else undefined
   at::Tensor alibi_slopes_;  // BLOOM: [num_attention_heads] fp32 ALiBi slopes, else undefined

@@ -73,7 +73,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "bloom"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "bloom", "phi"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -196,6 +196,10 @@ struct ModelConfig {
   // model.embed_norm.weight / .bias, the checkpoint's word_embeddings_layernorm).
   bool alibi = false;
   bool embedding_layer_norm = false;
+  // Phi (PhiForCausalLM, Phi-1/1.5/2): the LM head has a bias, lm_head.bias [vocab_size]
+  // (logits = h Wᵀ + b). Its layer is Cohere's parallel one with LayerNorms that have
+  // biases, biases on every projection and the ungated MLP fc2(act(fc1(x))).
+  bool lm_head_bias = false;
   bool one_norm_per_layer = false;
   bool rope_interleaved = false;
   bool qk_layer_norm = false;

@@ -1,0 +1,75 @@
+"""Independent reference: transformers' PhiForCausalLM (Phi-1, Phi-1.5, Phi-2), forward
+written out in python3-torch in fp64 from the checkpoint's own names; transformers
+itself is not installed here. PhiDecoderLayer: one input_layernorm (LayerNorm with a
+bias) read by both branches, h + attn(ln(h)) + mlp(ln(h)); PhiAttention: q/k/v_proj
+with biases, RoPE (rotate-half) on the first int(head_dim * partial_rotary_factor)
+dimensions of each head, scores times head_dim ** -0.5, key/value heads repeated for
+grouped queries, self_attn.dense with a bias; PhiMLP: fc2(gelu_new(fc1(x))); the
+final_layernorm; lm_head with a bias.
+
+Reads DIR/config.json, DIR/model.safetensors and DIR/ids.safetensors; writes
+DIR/reference_logits.safetensors (tests/support/safetensors_py.py).
+
+With `--adapter ADIR` (a PEFT LoRA adapter), every adapted linear layer computes
+PEFT's Linear.forward, x W^T + b + scaling * (x A^T) B^T; with `--merged`,
+W + scaling * (B A) instead."""
+import os
+import sys
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
+from reference_io import read_inputs, write_logits  # noqa: E402
+
+cfg, w, ids, lora, scaling = read_inputs(sys.argv, "phi")
+
+E = cfg["hidden_size"]
+H = cfg["num_attention_heads"]
+KV = cfg.get("num_key_value_heads") or H
+D = E // H
+RD = int(D * cfg.get("partial_rotary_factor", 0.5))
+eps = cfg.get("layer_norm_eps", 1e-5)
+theta = cfg.get("rope_theta", 10000.0)
+act = {"gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh((2.0 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3))),
+       "gelu": torch.nn.functional.gelu}[cfg.get("hidden_act", "gelu_new")]
+
+
+def ln(x, name):
+    return torch.nn.functional.layer_norm(x, (E,), w[name + ".weight"], w[name + ".bias"], eps)
+
+
+def linear(x, name):
+    y = x @ w[name + ".weight"].T + w[name + ".bias"]
+    if name + ".weight" in lora:
+        ab = lora[name + ".weight"]
+        y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
+    return y
+
+
+B, T = ids.shape
+inv = 1.0 / (theta ** (torch.arange(0, RD, 2, dtype=torch.float64) / RD))
+freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
+cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
+
+
+def rope(x):  # x [B, heads, T, D]: the first RD dimensions rotate, the rest pass
+    xr, xp = x[..., :RD], x[..., RD:]
+    half = RD // 2
+    rotated = torch.cat([-xr[..., half:], xr[..., :half]], -1)
+    return torch.cat([xr * cos + rotated * sin, xp], -1)
+
+
+mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+h = w["model.embed_tokens.weight"][ids]
+for i in range(cfg["num_hidden_layers"]):
+    p = f"model.layers.{i}."
+    x = ln(h, p + "input_layernorm")
+    q = rope(linear(x, p + "self_attn.q_proj").view(B, T, H, D).transpose(1, 2))
+    k = rope(linear(x, p + "self_attn.k_proj").view(B, T, KV, D).transpose(1, 2)).repeat_interleave(H // KV, dim=1)
+    v = linear(x, p + "self_attn.v_proj").view(B, T, KV, D).transpose(1, 2).repeat_interleave(H // KV, dim=1)
+    a = torch.softmax(q @ k.transpose(-1, -2) * D ** -0.5 + mask, -1) @ v
+    attn = linear(a.transpose(1, 2).reshape(B, T, E), p + "self_attn.dense")
+    mlp = linear(act(linear(x, p + "mlp.fc1")), p + "mlp.fc2")
+    h = attn + mlp + h
+h = ln(h, "model.final_layernorm")
+head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.embed_tokens.weight"]
+write_logits(sys.argv[1], h @ head.T + w["lm_head.bias"])
