@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <tuple>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -359,6 +360,67 @@ std::string PhiCheckpointName(const std::string& name) {
   return Rename(naming, name);
 }
 
+bool IsStableLm(const ModelConfig& c) { return c.model_type == "stablelm"; }
+
+// StableLM: Llama's names but for its per-head q/k norms, one LayerNorm per head
+// (self_attn.q_layernorm.norms.<h>.weight): named here for all heads at once.
+std::string StableLmCheckpointName(const ModelConfig& config, const std::string& name) {
+  for (const auto& [ours, theirs, heads] : {std::tuple{".self_attn.q_norm.weight", ".self_attn.q_layernorm.norms.", config.num_attention_heads},
+                                           std::tuple{".self_attn.k_norm.weight", ".self_attn.k_layernorm.norms.", config.num_key_value_heads}}) {
+    if (absl::EndsWith(name, ours)) {
+      return absl::StrCat(name.substr(0, name.size() - std::strlen(ours)), theirs, "{0..", heads - 1, "}.weight");
+    }
+  }
+  return name;
+}
+
+// StableLM's per-head norm weights from the model's [heads, head_dim] rows (FuseProjections).
+std::vector<std::pair<std::string, at::Tensor>> ToStableLmLayout(const ModelConfig& config,
+                                                                 std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& [name, t] : tensors) {
+    const std::string theirs = StableLmCheckpointName(config, name);
+    if (theirs == name || !t.defined()) {
+      out.push_back({theirs == name ? name : theirs, std::move(t)});
+      continue;
+    }
+    const std::string stem = theirs.substr(0, theirs.find("{0.."));
+    for (std::int64_t h = 0; h < t.size(0); ++h) out.push_back({absl::StrCat(stem, h, ".weight"), t[h]});
+  }
+  return out;
+}
+
+// The model's [heads, head_dim] q/k norm weights from StableLM's per-head ones
+// (SplitFusedProjections); a set with some heads missing is an error naming one.
+absl::Status FromStableLmLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  if (!config.qk_layer_norm) return absl::OkStatus();
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (const auto& [ours, heads] : {std::pair{"q_norm", config.num_attention_heads}, std::pair{"k_norm", config.num_key_value_heads}}) {
+      const std::string name = absl::StrCat("model.layers.", layer, ".self_attn.", ours, ".weight");
+      const std::string theirs = StableLmCheckpointName(config, name);
+      const std::string stem = theirs.substr(0, theirs.find("{0.."));
+      std::vector<at::Tensor> rows;
+      for (std::int64_t h = 0; h < heads; ++h) {
+        auto it = tensors->find(absl::StrCat(stem, h, ".weight"));
+        if (it != tensors->end()) rows.push_back(it->second);
+      }
+      if (rows.empty()) continue;  // FromTensors names what is missing
+      for (std::int64_t h = 0; h < heads; ++h) {
+        const std::string one = absl::StrCat(stem, h, ".weight");
+        auto it = tensors->find(one);
+        if (it == tensors->end()) return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor '", one, "'"));
+        if (it->second.dim() != 1 || it->second.size(0) != config.head_dim) {
+          return absl::InvalidArgumentError(absl::StrCat("tensor '", one, "' has shape ", ShapeText(it->second.sizes()),
+                                                         ", config.json implies [", config.head_dim, "]"));
+        }
+        tensors->erase(it);
+      }
+      (*tensors)[name] = at::stack(rows);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // OPT's or Phi's checkpoint names from the model's (FuseProjections): renamed only.
 std::vector<std::pair<std::string, at::Tensor>> ToRenamedLayout(std::vector<std::pair<std::string, at::Tensor>> tensors,
                                                                 std::string (*rename)(const std::string&)) {
@@ -559,6 +621,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsGpt2(config) ? Gpt2CheckpointName(name)
          : IsOpt(config)  ? OptCheckpointName(name)
          : IsPhi(config)  ? PhiCheckpointName(name)
+         : IsStableLm(config) ? StableLmCheckpointName(config, name)
                           : name;
 }
 
@@ -569,6 +632,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
   if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
+  if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -609,6 +673,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
     return FromRenamedLayout(config, tensors, OptCheckpointName);
   }
   if (IsPhi(config)) return FromRenamedLayout(config, tensors, PhiCheckpointName);
+  if (IsStableLm(config)) return FromStableLmLayout(config, tensors);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names

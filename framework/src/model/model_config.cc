@@ -259,7 +259,8 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
                       ((model_type == "gpt2" || model_type == "phi") && std::string(key) != "hidden_dropout");
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
-  if (model_type != "phi3" && model_type != "gpt_neox" && model_type != "phi" && set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
+  if (model_type != "phi3" && model_type != "gpt_neox" && model_type != "phi" && model_type != "stablelm" &&
+      set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
       json["partial_rotary_factor"].get<double>() != 1.0) {
     refused.push_back(absl::StrCat("partial_rotary_factor = ", json["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
   }
@@ -551,17 +552,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
       c.model_type != "cohere" && !bloom &&
-      c.model_type != "phi") {
+      c.model_type != "phi" && c.model_type != "stablelm") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, bloom, phi)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, bloom, phi, stablelm)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
   const bool cohere = c.model_type == "cohere";
   const bool phi = c.model_type == "phi";
-  const bool partial_rotary = phi3 || neox || phi;  // the families whose configs may set partial_rotary_factor
+  const bool stablelm = c.model_type == "stablelm";
+  const bool partial_rotary = phi3 || neox || phi || stablelm;  // the families whose configs may set partial_rotary_factor
   const bool gemma3 = c.model_type == "gemma3_text";
   const bool gemma2 = c.model_type == "gemma2" || gemma3;  // what Gemma 3 keeps of Gemma 2
   const bool gemma = c.model_type == "gemma" || gemma2;    // what both keep of Gemma
@@ -588,6 +590,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : cohere                      ? "CohereForCausalLM"
                      : bloom                       ? "BloomForCausalLM"
                      : phi                         ? "PhiForCausalLM"
+                     : stablelm                    ? "StableLmForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -756,6 +759,17 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       return absl::UnimplementedError("config.json: not supported (it changes the model's maths): qk_layernorm = true");
     }
   }
+  if (stablelm) {  // StableLmConfig's defaults (transformers' StableLmDecoderLayer, StableLmAttention)
+    c.layer_norm = true;
+    c.rms_norm_eps = 1e-5;
+    c.partial_rotary_factor = 0.25;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "layer_norm_eps", &c.rms_norm_eps));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_qkv_bias", &c.attention_bias));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_parallel_residual", &c.parallel_residual));
+    c.one_norm_per_layer = c.parallel_residual;  // no post_attention_layernorm then
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "qk_layernorm", &c.qk_layer_norm));
+    c.qk_norm = c.qk_layer_norm;
+  }
   if (cohere) {  // CohereConfig's defaults (transformers' CohereLayerNorm, CohereDecoderLayer, CohereRotaryEmbedding)
     c.layer_norm = true;
     c.layer_norm_bias = false;
@@ -800,13 +814,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                                            : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
-  if (!neox && !cohere && !phi) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, BLOOM's: translated
+  if (!neox && !cohere && !phi && !stablelm) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, BLOOM's: translated
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
   if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2 && !opt && !bloom && !phi) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // OPT's: enable_bias
+  if (!gpt2 && !opt && !bloom && !phi && !stablelm) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // OPT's: enable_bias
   if (neox || cohere) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere: on o_proj (dense) too
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
@@ -1060,6 +1074,14 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["layer_norm_eps"] = rms_norm_eps;
     j["logit_scale"] = logit_scale;
     j["use_qk_norm"] = qk_layer_norm;
+  } else if (model_type == "stablelm") {  // StableLmConfig's names
+    j.erase("head_dim");
+    j["layer_norm_eps"] = rms_norm_eps;
+    j["partial_rotary_factor"] = partial_rotary_factor;
+    j["use_qkv_bias"] = attention_bias;
+    j["use_parallel_residual"] = parallel_residual;
+    j["qk_layernorm"] = qk_layer_norm;
+    j["hidden_dropout"] = 0.0;
   } else if (model_type == "phi") {  // PhiConfig's names
     j.erase("head_dim");
     j["layer_norm_eps"] = rms_norm_eps;

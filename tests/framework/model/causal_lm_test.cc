@@ -1495,6 +1495,85 @@ TEST(CausalLMTest, PhiConfigReadsPhi2Fields) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(qk).status().message()), HasSubstr("qk_layernorm = true"));
 }
 
+// StableLM against tests/framework/model/stablelm_reference.py (StableLmDecoderLayer's
+// maths in fp64 from the checkpoint we write): LayerNorms with random weights and
+// biases, partial rotary; sequential with q/k/v biases, then parallel (one norm) with
+// qk_layernorm's per-head LayerNorms (random), stored one tensor per head as
+// StableLM's checkpoints hold them, and grouped queries. Every path, saved and
+// loaded back bit-identical; a missing head's norm is named.
+TEST(CausalLMTest, StableLmMatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool parallel : {false, true}) {
+    SCOPED_TRACE(parallel ? "use_parallel_residual, qk_layernorm, grouped queries" : "sequential, use_qkv_bias");
+    const nlohmann::json json = {{"model_type", "stablelm"}, {"architectures", {"StableLmForCausalLM"}}, {"vocab_size", 97},
+                                 {"hidden_size", 32}, {"intermediate_size", 56}, {"num_hidden_layers", 2},
+                                 {"num_attention_heads", 4}, {"num_key_value_heads", parallel ? 2 : 4},
+                                 {"partial_rotary_factor", 0.5}, {"layer_norm_eps", 1e-5}, {"rope_theta", 500.0},
+                                 {"use_qkv_bias", !parallel}, {"use_parallel_residual", parallel}, {"qk_layernorm", parallel},
+                                 {"max_position_embeddings", 64}, {"tie_word_embeddings", false}};
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "StableLmForCausalLM");
+    EXPECT_EQ(config->one_norm_per_layer, parallel);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, parallel ? 131 : 132);
+    {
+      c10::NoGradGuard no_grad;
+      at::manual_seed(parallel ? 133 : 134);
+      for (auto& [name, p] : model->named_parameters()) {
+        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
+        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
+      }
+    }
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, parallel ? "py_stablelm_parallel" : "py_stablelm", nullptr,
+                                                      "stablelm_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(parallel ? "stablelm_save_parallel" : "stablelm_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    EXPECT_EQ(saved->count("model.layers.1.post_attention_layernorm.bias"), parallel ? 0u : 1u);
+    EXPECT_EQ(saved->count("model.layers.1.self_attn.q_proj.bias"), parallel ? 0u : 1u);
+    EXPECT_EQ(saved->count("model.norm.bias"), 1u);
+    if (!parallel) continue;
+    EXPECT_EQ(saved->count("model.layers.1.self_attn.q_norm.weight"), 0u);
+    ASSERT_EQ(saved->count("model.layers.1.self_attn.q_layernorm.norms.3.weight"), 1u);
+    EXPECT_EQ(saved->at("model.layers.1.self_attn.q_layernorm.norms.3.weight").sizes(), at::IntArrayRef({8}));
+    EXPECT_EQ(saved->count("model.layers.1.self_attn.k_layernorm.norms.1.weight"), 1u);
+    EXPECT_EQ(saved->count("model.layers.1.self_attn.k_layernorm.norms.2.weight"), 0u);
+    std::map<std::string, at::Tensor> missing = *saved;
+    missing.erase("model.layers.0.self_attn.q_layernorm.norms.2.weight");
+    EXPECT_THAT(std::string(CausalLM::FromTensors(*config, missing, at::kFloat).status().message()),
+                HasSubstr("lacks tensor 'model.layers.0.self_attn.q_layernorm.norms.2.weight'"));
+  }
+}
+
+// stabilityai/stablelm-2-1_6b's config.json fields read as StableLmConfig defines them;
+// written back under its names; hidden_dropout (on the MLP output only) is refused.
+TEST(CausalLMTest, StableLmConfigReadsStableLm2Fields) {
+  const nlohmann::json stablelm2 = {{"architectures", {"StableLmForCausalLM"}}, {"bos_token_id", 100257}, {"eos_token_id", 100257},
+                                    {"hidden_act", "silu"}, {"hidden_dropout", 0.0}, {"hidden_size", 2048},
+                                    {"initializer_range", 0.02}, {"intermediate_size", 5632}, {"layer_norm_eps", 1e-05},
+                                    {"max_position_embeddings", 4096}, {"model_type", "stablelm"}, {"num_attention_heads", 32},
+                                    {"num_hidden_layers", 24}, {"num_key_value_heads", 32}, {"partial_rotary_factor", 0.25},
+                                    {"qk_layernorm", false}, {"rope_scaling", nullptr}, {"rope_theta", 10000},
+                                    {"tie_word_embeddings", false}, {"torch_dtype", "bfloat16"}, {"use_cache", true},
+                                    {"use_parallel_residual", false}, {"use_qkv_bias", true}, {"vocab_size", 100352}};
+  auto c = ModelConfig::FromJson(stablelm2);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 64);
+  EXPECT_EQ(c->rotary_dim(), 16);
+  EXPECT_TRUE(c->layer_norm && c->layer_norm_bias && c->attention_bias && c->gated_mlp);
+  EXPECT_FALSE(c->parallel_residual || c->one_norm_per_layer || c->qk_norm || c->output_bias || c->tie_word_embeddings);
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+  nlohmann::json dropout = stablelm2;
+  dropout["hidden_dropout"] = 0.1;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(dropout).status().message()), HasSubstr("hidden_dropout = 0.1"));
+}
+
 // GPT-2 against tests/framework/model/gpt2_reference.py, which reads the checkpoint
 // we write under GPT-2's own names and layout (transformer.*, Conv1D weights [in, out],
 // one attn.c_attn with q, k, v columns) and does GPT2Block's maths in fp64: learned

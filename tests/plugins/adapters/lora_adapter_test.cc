@@ -84,6 +84,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "cohere" ? "cohere_reference.py"
                              : config.model_type == "bloom"  ? "bloom_reference.py"
                              : config.model_type == "phi"    ? "phi_reference.py"
+                             : config.model_type == "stablelm" ? "stablelm_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -405,6 +406,19 @@ TEST(LoraAdapterTest, PhiAdaptsItsModulesUnderPeftsNames) {
   EXPECT_EQ(params.count("base_model.model.model.layers.1.self_attn.dense.lora_A.weight"), 1u);
   EXPECT_EQ(params["base_model.model.model.layers.0.mlp.fc2.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("phi_lora"));
+}
+
+// StableLM (parallel, with qk_layernorm): LoRA on Llama's module names; the adapted
+// model equals PEFT's formula on those files (stablelm_reference.py) and its merge.
+TEST(LoraAdapterTest, StableLmAdaptsItsModulesAsPeftDoes) {
+  auto config = ModelConfig::FromJson({{"model_type", "stablelm"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"use_parallel_residual", true}, {"qk_layernorm", true}, {"use_qkv_bias", true}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  EXPECT_EQ(ParametersByName(*lora).size(), 2u * 7 * 2);  // A and B of 7 modules in 2 layers
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("stablelm_lora"));
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them

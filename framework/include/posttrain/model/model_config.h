@@ -73,7 +73,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "bloom", "phi"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "bloom", "phi", "stablelm"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -187,6 +187,9 @@ struct ModelConfig {
   // bias-free LayerNorm over each head's D dimensions with weights [heads, head_dim]
   // (q_norm.weight [num_attention_heads, head_dim], k_norm.weight
   // [num_key_value_heads, head_dim]), before RoPE. Other families: true / false / 1.
+  // StableLM (StableLmForCausalLM) has one_norm_per_layer with use_parallel_residual,
+  // and its qk_layernorm is qk_layer_norm, its checkpoints holding one weight per head
+  // (self_attn.q_layernorm.norms.<h>.weight [head_dim]).
   bool layer_norm_bias = true;
   // BLOOM (BloomForCausalLM): no position embedding; each head h adds
   // slope_h · (key position) to its scores (ALiBi; transformers' build_alibi_tensor:
