@@ -421,7 +421,15 @@ absl::Status FromStableLmLayout(const ModelConfig& config, std::map<std::string,
   return absl::OkStatus();
 }
 
-// OPT's or Phi's checkpoint names from the model's (FuseProjections): renamed only.
+bool IsStarcoder2(const ModelConfig& c) { return c.model_type == "starcoder2"; }
+
+// StarCoder2: Llama's names but for its MLP, mlp.c_fc and mlp.c_proj (nn.Linear).
+std::string Starcoder2CheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{}, "model.layers.", {{".mlp.up_proj.", ".mlp.c_fc."}, {".mlp.down_proj.", ".mlp.c_proj."}}};
+  return Rename(naming, name);
+}
+
+// OPT's, Phi's or StarCoder2's checkpoint names from the model's (FuseProjections): renamed only.
 std::vector<std::pair<std::string, at::Tensor>> ToRenamedLayout(std::vector<std::pair<std::string, at::Tensor>> tensors,
                                                                 std::string (*rename)(const std::string&)) {
   for (auto& [name, t] : tensors) name = rename(name);
@@ -622,6 +630,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsOpt(config)  ? OptCheckpointName(name)
          : IsPhi(config)  ? PhiCheckpointName(name)
          : IsStableLm(config) ? StableLmCheckpointName(config, name)
+         : IsStarcoder2(config) ? Starcoder2CheckpointName(name)
                           : name;
 }
 
@@ -633,6 +642,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
+  if (IsStarcoder2(config)) return ToRenamedLayout(std::move(tensors), Starcoder2CheckpointName);
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -674,6 +684,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
   }
   if (IsPhi(config)) return FromRenamedLayout(config, tensors, PhiCheckpointName);
   if (IsStableLm(config)) return FromStableLmLayout(config, tensors);
+  if (IsStarcoder2(config)) return FromRenamedLayout(config, tensors, Starcoder2CheckpointName);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
@@ -1028,6 +1039,15 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
     out.push_back({"mlp.c_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
     for (LinearModule& m : out) m.conv1d = true;
+    return out;
+  }
+  if (IsStarcoder2(c)) {  // StarCoder2's modules, as its checkpoints and PEFT name them
+    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
+    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
+    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
+    out.push_back({"self_attn.o_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({"mlp.c_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
     return out;
   }
   if (IsPhi(c)) {  // Phi's modules, as its checkpoints and PEFT name them

@@ -254,9 +254,11 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   if (set("mlp_bias") && json["mlp_bias"].is_boolean() && json["mlp_bias"].get<bool>()) refused.push_back("mlp_bias = true (biases on the MLP projections)");
   // Dropout the family applies is read (ModelConfig::attention_dropout and after);
   // a field of another family's is refused.
-  for (const char* key : {"hidden_dropout", "resid_pdrop", "embd_pdrop"}) {
-    const bool read = ((model_type == "gpt_neox" || model_type == "bloom") && std::string(key) == "hidden_dropout") ||
-                      ((model_type == "gpt2" || model_type == "phi") && std::string(key) != "hidden_dropout");
+  for (const char* key : {"hidden_dropout", "resid_pdrop", "embd_pdrop", "residual_dropout", "embedding_dropout"}) {
+    const std::string k = key;
+    const bool read = ((model_type == "gpt_neox" || model_type == "bloom") && k == "hidden_dropout") ||
+                      ((model_type == "gpt2" || model_type == "phi") && (k == "resid_pdrop" || k == "embd_pdrop")) ||
+                      (model_type == "starcoder2" && (k == "residual_dropout" || k == "embedding_dropout"));
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
   if (model_type != "phi3" && model_type != "gpt_neox" && model_type != "phi" && model_type != "stablelm" &&
@@ -315,7 +317,8 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
     return absl::UnimplementedError("config.json: sliding_window = null is not supported for gemma3_text (its windowed layers "
                                     "would keep their own RoPE base without a window)");
   }
-  bool used = c->model_type == "mistral" || c->model_type == "phi3" || c->model_type == "mixtral" || gemma2;
+  bool used = c->model_type == "mistral" || c->model_type == "phi3" || c->model_type == "mixtral" ||
+              c->model_type == "starcoder2" || gemma2;
   if (per_layer || qwen3_moe) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
@@ -552,17 +555,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
       c.model_type != "cohere" && !bloom &&
-      c.model_type != "phi" && c.model_type != "stablelm") {
+      c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, bloom, phi, stablelm)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, bloom, phi, stablelm, starcoder2)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
   const bool cohere = c.model_type == "cohere";
   const bool phi = c.model_type == "phi";
   const bool stablelm = c.model_type == "stablelm";
+  const bool starcoder2 = c.model_type == "starcoder2";
   const bool partial_rotary = phi3 || neox || phi || stablelm;  // the families whose configs may set partial_rotary_factor
   const bool gemma3 = c.model_type == "gemma3_text";
   const bool gemma2 = c.model_type == "gemma2" || gemma3;  // what Gemma 3 keeps of Gemma 2
@@ -591,6 +595,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : bloom                       ? "BloomForCausalLM"
                      : phi                         ? "PhiForCausalLM"
                      : stablelm                    ? "StableLmForCausalLM"
+                     : starcoder2                  ? "Starcoder2ForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -759,6 +764,20 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       return absl::UnimplementedError("config.json: not supported (it changes the model's maths): qk_layernorm = true");
     }
   }
+  if (starcoder2) {  // Starcoder2Config's defaults (transformers' Starcoder2DecoderLayer, Starcoder2MLP)
+    c.layer_norm = true;
+    c.gated_mlp = false;
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu_pytorch_tanh";
+    c.tie_word_embeddings = true;
+    c.initializer_range = 0.018042;
+    bool use_bias = true;  // on every projection, the MLP's included
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_bias", &use_bias));
+    c.attention_bias = c.output_bias = c.mlp_bias = use_bias;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "norm_epsilon", &c.rms_norm_eps));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "residual_dropout", &c.residual_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "embedding_dropout", &c.embedding_dropout));
+  }
   if (stablelm) {  // StableLmConfig's defaults (transformers' StableLmDecoderLayer, StableLmAttention)
     c.layer_norm = true;
     c.rms_norm_eps = 1e-5;
@@ -814,13 +833,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                                            : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
-  if (!neox && !cohere && !phi && !stablelm) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, BLOOM's: translated
+  if (!neox && !cohere && !phi && !stablelm && !starcoder2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, BLOOM's: translated
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
   if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2 && !opt && !bloom && !phi && !stablelm) POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));  // OPT's: enable_bias
+  if (!gpt2 && !opt && !bloom && !phi && !stablelm && !starcoder2) {
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
+  }  // OPT's: enable_bias
   if (neox || cohere) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere: on o_proj (dense) too
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
@@ -1074,6 +1095,12 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["layer_norm_eps"] = rms_norm_eps;
     j["logit_scale"] = logit_scale;
     j["use_qk_norm"] = qk_layer_norm;
+  } else if (model_type == "starcoder2") {  // Starcoder2Config's names
+    j.erase("head_dim");
+    j["norm_epsilon"] = rms_norm_eps;
+    j["use_bias"] = attention_bias;
+    j["residual_dropout"] = residual_dropout;
+    j["embedding_dropout"] = embedding_dropout;
   } else if (model_type == "stablelm") {  // StableLmConfig's names
     j.erase("head_dim");
     j["layer_norm_eps"] = rms_norm_eps;
@@ -1128,7 +1155,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["rope_scaling"] = nullptr;
   }
   if (model_type == "phi3") j["partial_rotary_factor"] = partial_rotary_factor;
-  if (model_type == "mistral" || model_type == "phi3" || model_type == "mixtral") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
+  if (model_type == "mistral" || model_type == "phi3" || model_type == "mixtral" || model_type == "starcoder2") j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
   if (model_type == "smollm3") {
     nlohmann::ordered_json flags = nlohmann::ordered_json::array();
     for (std::int64_t i = 0; i < num_hidden_layers; ++i) flags.push_back(uses_rope(i) ? 1 : 0);
@@ -1201,7 +1228,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["attention_bias"] = attention_bias;
   j["attention_dropout"] = attention_dropout;
-  if (model_type != "gpt_neox" && model_type != "phi") j["mlp_bias"] = false;
+  if (model_type != "gpt_neox" && model_type != "phi" && model_type != "starcoder2") j["mlp_bias"] = false;
   j["hidden_act"] = hidden_act;
   if (model_type == "gemma" || gemma2) j["hidden_activation"] = hidden_act;
   j["initializer_range"] = initializer_range;

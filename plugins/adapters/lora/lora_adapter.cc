@@ -59,7 +59,8 @@ class LoraAdapter final : public Adapter {
                     "Module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3: qkv_proj, o_proj, "
                     "gate_up_proj, down_proj; GPT-NeoX: query_key_value, dense, dense_h_to_4h, dense_4h_to_h; GPT-2: "
                     "c_attn, c_proj, c_fc; OPT: q_proj, k_proj, v_proj, out_proj, fc1, fc2; BLOOM: query_key_value, dense, "
-                    "dense_h_to_4h, dense_4h_to_h; Phi: q_proj, k_proj, v_proj, dense, fc1, fc2), \"all-linear\", or a regular "
+                    "dense_h_to_4h, dense_4h_to_h; Phi: q_proj, k_proj, v_proj, dense, fc1, fc2; StarCoder2: q_proj, "
+                    "k_proj, v_proj, o_proj, c_fc, c_proj), \"all-linear\", or a regular "
                     "expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})

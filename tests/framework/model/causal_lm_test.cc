@@ -1574,6 +1574,57 @@ TEST(CausalLMTest, StableLmConfigReadsStableLm2Fields) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(dropout).status().message()), HasSubstr("hidden_dropout = 0.1"));
 }
 
+// StarCoder2 against tests/framework/model/starcoder2_reference.py (Starcoder2's
+// decoder layer in fp64 from the checkpoint we write): LayerNorms with random weights
+// and biases, random biases on every projection (use_bias), the ungated c_fc/c_proj
+// MLP, grouped queries, a sliding window of 4 on every layer (then use_bias false and
+// no window). Every path, saved and loaded back bit-identical under its names.
+TEST(CausalLMTest, Starcoder2MatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool bias : {true, false}) {
+    SCOPED_TRACE(bias ? "use_bias, sliding_window 4" : "no bias, no window");
+    nlohmann::json json = {{"model_type", "starcoder2"}, {"architectures", {"Starcoder2ForCausalLM"}}, {"vocab_size", 97},
+                           {"hidden_size", 32}, {"intermediate_size", 56}, {"num_hidden_layers", 2},
+                           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"norm_epsilon", 1e-5},
+                           {"rope_theta", 500.0}, {"use_bias", bias}, {"max_position_embeddings", 64},
+                           {"sliding_window", bias ? nlohmann::json(4) : nlohmann::json(nullptr)}};
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "Starcoder2ForCausalLM");
+    EXPECT_EQ(config->window_of(1), bias ? 4 : 0);
+    EXPECT_TRUE(config->tie_word_embeddings);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, bias ? 141 : 142);
+    {
+      c10::NoGradGuard no_grad;
+      at::manual_seed(bias ? 143 : 144);
+      for (auto& [name, p] : model->named_parameters()) {
+        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
+        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
+      }
+    }
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, bias ? "py_starcoder2" : "py_starcoder2_nobias", nullptr,
+                                                      "starcoder2_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(bias ? "starcoder2_save" : "starcoder2_save_nobias");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    EXPECT_EQ(saved->count("model.layers.1.mlp.c_fc.weight"), 1u);
+    EXPECT_EQ(saved->count("model.layers.1.mlp.c_proj.bias"), bias ? 1u : 0u);
+    EXPECT_EQ(saved->count("model.layers.1.self_attn.o_proj.bias"), bias ? 1u : 0u);
+    EXPECT_EQ(saved->count("model.layers.1.post_attention_layernorm.bias"), 1u);
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["use_bias"], bias);
+    EXPECT_EQ(written["sliding_window"], bias ? nlohmann::json(4) : nlohmann::json(nullptr));
+    EXPECT_EQ(written["norm_epsilon"], 1e-5);
+  }
+  nlohmann::json llama = {{"model_type", "llama"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
+                          {"num_hidden_layers", 1}, {"num_attention_heads", 2}, {"residual_dropout", 0.1}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("residual_dropout = 0.1"));
+}
+
 // GPT-2 against tests/framework/model/gpt2_reference.py, which reads the checkpoint
 // we write under GPT-2's own names and layout (transformer.*, Conv1D weights [in, out],
 // one attn.c_attn with q, k, v columns) and does GPT2Block's maths in fp64: learned

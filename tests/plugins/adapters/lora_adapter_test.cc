@@ -85,6 +85,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "bloom"  ? "bloom_reference.py"
                              : config.model_type == "phi"    ? "phi_reference.py"
                              : config.model_type == "stablelm" ? "stablelm_reference.py"
+                             : config.model_type == "starcoder2" ? "starcoder2_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -419,6 +420,22 @@ TEST(LoraAdapterTest, StableLmAdaptsItsModulesAsPeftDoes) {
   ASSERT_NE(lora, nullptr);
   EXPECT_EQ(ParametersByName(*lora).size(), 2u * 7 * 2);  // A and B of 7 modules in 2 layers
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("stablelm_lora"));
+}
+
+// StarCoder2: LoRA under PEFT's names (self_attn.q/k/v/o_proj, mlp.c_fc, mlp.c_proj:
+// nn.Linear, not GPT-2's Conv1D); the adapted model equals PEFT's formula on those
+// files (starcoder2_reference.py) and its merge.
+TEST(LoraAdapterTest, Starcoder2AdaptsItsModulesUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "starcoder2"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"num_key_value_heads", 2}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 6 * 2);  // A and B of 6 modules in 2 layers
+  EXPECT_EQ(params["base_model.model.model.layers.0.mlp.c_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("starcoder2_lora"));
 }
 
 // On a mixture of experts the experts are not linear sites (transformers 5 keeps them
