@@ -23,7 +23,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from reference_io import read_inputs, write_logits  # noqa: E402
+from reference_io import peft_linear, read_inputs, write_logits  # noqa: E402
 from safetensors_py import load  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(sys.argv, "bloom")
@@ -43,12 +43,7 @@ def ln(x, name):
     return torch.nn.functional.layer_norm(x, (E,), w[name + ".weight"], w[name + ".bias"], eps)
 
 
-def dense(x, name):
-    y = x @ w[name + ".weight"].T + w[name + ".bias"]
-    if name + ".weight" in lora:
-        ab = lora[name + ".weight"]
-        y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
-    return y
+dense = peft_linear(w, lora, scaling)
 
 
 def gelu(x):

@@ -132,6 +132,17 @@ std::unique_ptr<CausalLM> RandomWithStd02(const ModelConfig& config, std::uint64
   return std::move(*model);
 }
 
+// Biases (zero at init) drawn with std `bias_std` and norm weights 1 + N(0, 0.3²), so
+// that every bias and norm of a test model shows in its logits.
+void RandomizeBiasesAndNorms(CausalLM& model, std::uint64_t seed, double bias_std = 0.2) {
+  c10::NoGradGuard no_grad;
+  at::manual_seed(seed);
+  for (auto& [name, p] : model.named_parameters()) {
+    if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * bias_std);
+    if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
+  }
+}
+
 // The model saved in `dir` (SaveCausalLM), loaded back: bit-identical logits of ids [B, T].
 void ExpectLoadedBackGivesTheSameLogits(const CausalLM& m, const std::string& dir, const at::Tensor& ids) {
   auto loaded = LoadCausalLM(dir, at::kFloat);
@@ -1071,14 +1082,7 @@ TEST(CausalLMTest, GptNeoxMatchesThePythonTranscriptionOnEveryPath) {
     EXPECT_EQ(config->architecture, "GPTNeoXForCausalLM");
     EXPECT_EQ(config->rotary_dim(), 4);
     const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, parallel ? 81 : 82);
-    {
-      c10::NoGradGuard no_grad;
-      at::manual_seed(parallel ? 83 : 84);
-      for (auto& [name, p] : model->named_parameters()) {
-        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
-        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
-      }
-    }
+    RandomizeBiasesAndNorms(*model, parallel ? 83 : 84);
     const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
     const at::Tensor expected = PythonReferenceLogits(*model, ids, parallel ? "py_neox_parallel" : "py_neox", nullptr,
                                                       "gpt_neox_reference.py");
@@ -1188,14 +1192,7 @@ TEST(CausalLMTest, CohereMatchesThePythonTranscriptionOnEveryPath) {
     EXPECT_EQ(config->tie_word_embeddings, !variant);
     EXPECT_EQ(config->logit_scale, variant ? 0.3 : 0.0625);
     const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, variant ? 101 : 102);
-    {
-      c10::NoGradGuard no_grad;
-      at::manual_seed(variant ? 103 : 104);
-      for (auto& [name, p] : model->named_parameters()) {
-        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
-        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
-      }
-    }
+    RandomizeBiasesAndNorms(*model, variant ? 103 : 104);
     const std::int64_t B = 2, T = 9;
     const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
     const at::Tensor expected = PythonReferenceLogits(*model, ids, variant ? "py_cohere_qk" : "py_cohere", nullptr,
@@ -1294,14 +1291,7 @@ TEST(CausalLMTest, BloomMatchesThePythonTranscriptionOnEveryPath) {
   EXPECT_EQ(config->intermediate_size, 192);
   EXPECT_EQ(config->head_dim, 8);
   const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 111);
-  {
-    c10::NoGradGuard no_grad;
-    at::manual_seed(112);
-    for (auto& [name, p] : model->named_parameters()) {
-      if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
-      if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
-    }
-  }
+  RandomizeBiasesAndNorms(*model, 112);
   const std::int64_t B = 2, T = 9;
   const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_bloom", nullptr, "bloom_reference.py");
@@ -1425,14 +1415,7 @@ TEST(CausalLMTest, PhiMatchesThePythonTranscriptionOnEveryPath) {
   EXPECT_EQ(config->rotary_dim(), 4);
   EXPECT_EQ(config->residual_dropout, 0.1);
   const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 121);
-  {
-    c10::NoGradGuard no_grad;
-    at::manual_seed(122);
-    for (auto& [name, p] : model->named_parameters()) {
-      if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.5);  // zero at init: made to show
-      if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
-    }
-  }
+  RandomizeBiasesAndNorms(*model, 122, 0.5);
   const std::int64_t B = 2, T = 9;
   const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
   const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_phi", nullptr, "phi_reference.py");
@@ -1515,14 +1498,7 @@ TEST(CausalLMTest, StableLmMatchesThePythonTranscriptionOnEveryPath) {
     EXPECT_EQ(config->architecture, "StableLmForCausalLM");
     EXPECT_EQ(config->one_norm_per_layer, parallel);
     const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, parallel ? 131 : 132);
-    {
-      c10::NoGradGuard no_grad;
-      at::manual_seed(parallel ? 133 : 134);
-      for (auto& [name, p] : model->named_parameters()) {
-        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
-        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
-      }
-    }
+    RandomizeBiasesAndNorms(*model, parallel ? 133 : 134);
     const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
     const at::Tensor expected = PythonReferenceLogits(*model, ids, parallel ? "py_stablelm_parallel" : "py_stablelm", nullptr,
                                                       "stablelm_reference.py");
@@ -1593,14 +1569,7 @@ TEST(CausalLMTest, Starcoder2MatchesThePythonTranscriptionOnEveryPath) {
     EXPECT_EQ(config->window_of(1), bias ? 4 : 0);
     EXPECT_TRUE(config->tie_word_embeddings);
     const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, bias ? 141 : 142);
-    {
-      c10::NoGradGuard no_grad;
-      at::manual_seed(bias ? 143 : 144);
-      for (auto& [name, p] : model->named_parameters()) {
-        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
-        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
-      }
-    }
+    RandomizeBiasesAndNorms(*model, bias ? 143 : 144);
     const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
     const at::Tensor expected = PythonReferenceLogits(*model, ids, bias ? "py_starcoder2" : "py_starcoder2_nobias", nullptr,
                                                       "starcoder2_reference.py");
@@ -1648,14 +1617,7 @@ TEST(CausalLMTest, Gpt2MatchesThePythonTranscriptionOnEveryPath) {
     EXPECT_EQ(config->intermediate_size, tied ? 128 : 40);
     EXPECT_EQ(config->max_position_embeddings, 12);
     const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, tied ? 91 : 92);
-    {
-      c10::NoGradGuard no_grad;
-      at::manual_seed(tied ? 93 : 94);
-      for (auto& [name, p] : model->named_parameters()) {
-        if (absl::EndsWith(name, ".bias")) p.copy_(at::randn(p.sizes()) * 0.2);  // zero at init: made to show
-        if (absl::StrContains(name, "norm.weight")) p.copy_(1 + at::randn(p.sizes()) * 0.3);
-      }
-    }
+    RandomizeBiasesAndNorms(*model, tied ? 93 : 94);
     const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
     const at::Tensor expected = PythonReferenceLogits(*model, ids, tied ? "py_gpt2_tied" : "py_gpt2", nullptr, "gpt2_reference.py");
     ASSERT_TRUE(expected.defined());

@@ -9,17 +9,13 @@ before RoPE; scores times head_dim ** -0.5, key/value heads repeated for grouped
 queries; o_proj (biases on q/k/v/o with attention_bias); the SwiGLU MLP; the final
 norm; logits = lm_head(h) * logit_scale.
 
-Reads DIR/config.json, DIR/model.safetensors and DIR/ids.safetensors; writes
-DIR/reference_logits.safetensors (tests/support/safetensors_py.py).
-
-With `--adapter ADIR` (a PEFT LoRA adapter), every adapted linear layer computes
-PEFT's Linear.forward, x W^T + b + scaling * (x A^T) B^T; with `--merged`,
-W + scaling * (B A) instead."""
+Inputs, outputs and `--adapter ADIR` / `--merged` (PEFT's LoRA formula, or its merge):
+tests/support/reference_io.py."""
 import os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from reference_io import read_inputs, write_logits  # noqa: E402
+from reference_io import peft_linear, read_inputs, write_logits  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(sys.argv, "cohere")
 
@@ -40,14 +36,7 @@ def ln(x, weight):
     return (x - mean) * torch.rsqrt(var + eps) * weight
 
 
-def linear(x, name):
-    y = x @ w[name + ".weight"].T
-    if name + ".bias" in w:
-        y = y + w[name + ".bias"]
-    if name + ".weight" in lora:
-        ab = lora[name + ".weight"]
-        y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
-    return y
+linear = peft_linear(w, lora, scaling)
 
 
 def rotate(x):

@@ -7,18 +7,14 @@ dimensions of each head, scores times head_dim ** -0.5, key/value heads repeated
 grouped queries, self_attn.dense with a bias; PhiMLP: fc2(gelu_new(fc1(x))); the
 final_layernorm; lm_head with a bias.
 
-Reads DIR/config.json, DIR/model.safetensors and DIR/ids.safetensors; writes
-DIR/reference_logits.safetensors (tests/support/safetensors_py.py).
-
-With `--adapter ADIR` (a PEFT LoRA adapter), every adapted linear layer computes
-PEFT's Linear.forward, x W^T + b + scaling * (x A^T) B^T; with `--merged`,
-W + scaling * (B A) instead."""
+Inputs, outputs and `--adapter ADIR` / `--merged` (PEFT's LoRA formula, or its merge):
+tests/support/reference_io.py."""
 import os
 import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from reference_io import read_inputs, write_logits  # noqa: E402
+from reference_io import peft_linear, read_inputs, rotate_half_rope, write_logits  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(sys.argv, "phi")
 
@@ -37,25 +33,11 @@ def ln(x, name):
     return torch.nn.functional.layer_norm(x, (E,), w[name + ".weight"], w[name + ".bias"], eps)
 
 
-def linear(x, name):
-    y = x @ w[name + ".weight"].T + w[name + ".bias"]
-    if name + ".weight" in lora:
-        ab = lora[name + ".weight"]
-        y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
-    return y
+linear = peft_linear(w, lora, scaling)
 
 
 B, T = ids.shape
-inv = 1.0 / (theta ** (torch.arange(0, RD, 2, dtype=torch.float64) / RD))
-freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
-cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
-
-
-def rope(x):  # x [B, heads, T, D]: the first RD dimensions rotate, the rest pass
-    xr, xp = x[..., :RD], x[..., RD:]
-    half = RD // 2
-    rotated = torch.cat([-xr[..., half:], xr[..., :half]], -1)
-    return torch.cat([xr * cos + rotated * sin, xp], -1)
+rope = rotate_half_rope(T, RD, theta)
 
 
 mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)

@@ -7,18 +7,14 @@ head_dim ** -0.5, grouped queries, each query seeing the last sliding_window key
 (itself included) when set; Starcoder2MLP: mlp.c_proj(gelu_pytorch_tanh(mlp.c_fc(x)));
 the final norm (a LayerNorm); the head tied to embed_tokens unless lm_head is there.
 
-Reads DIR/config.json, DIR/model.safetensors and DIR/ids.safetensors; writes
-DIR/reference_logits.safetensors (tests/support/safetensors_py.py).
-
-With `--adapter ADIR` (a PEFT LoRA adapter), every adapted linear layer computes
-PEFT's Linear.forward, x W^T + b + scaling * (x A^T) B^T; with `--merged`,
-W + scaling * (B A) instead."""
+Inputs, outputs and `--adapter ADIR` / `--merged` (PEFT's LoRA formula, or its merge):
+tests/support/reference_io.py."""
 import os
 import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from reference_io import read_inputs, write_logits  # noqa: E402
+from reference_io import peft_linear, read_inputs, rotate_half_rope, write_logits  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(sys.argv, "starcoder2")
 
@@ -35,14 +31,7 @@ def ln(x, name):
     return torch.nn.functional.layer_norm(x, (E,), w[name + ".weight"], w[name + ".bias"], eps)
 
 
-def linear(x, name):
-    y = x @ w[name + ".weight"].T
-    if name + ".bias" in w:
-        y = y + w[name + ".bias"]
-    if name + ".weight" in lora:
-        ab = lora[name + ".weight"]
-        y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
-    return y
+linear = peft_linear(w, lora, scaling)
 
 
 def gelu_tanh(x):
@@ -50,13 +39,7 @@ def gelu_tanh(x):
 
 
 B, T = ids.shape
-inv = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
-freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
-cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
-
-
-def rope(x):  # x [B, heads, T, D]
-    return x * cos + torch.cat([-x[..., D // 2:], x[..., :D // 2]], -1) * sin
+rope = rotate_half_rope(T, D, theta)
 
 
 t = torch.arange(T)
