@@ -380,8 +380,8 @@ std::vector<std::pair<std::string, at::Tensor>> ToStableLmLayout(const ModelConf
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (auto& [name, t] : tensors) {
     const std::string theirs = StableLmCheckpointName(config, name);
-    if (theirs == name || !t.defined()) {
-      out.push_back({theirs == name ? name : theirs, std::move(t)});
+    if (theirs == name || !t.defined()) {  // not a q/k norm, or a name's translation only
+      out.push_back({theirs, std::move(t)});
       continue;
     }
     const std::string stem = theirs.substr(0, theirs.find("{0.."));
@@ -1021,6 +1021,16 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   const std::int64_t kv = c.num_key_value_heads * c.head_dim, inter = c.intermediate_size;
   using Part = LinearModule::Part;
   std::vector<LinearModule> out;
+  // q/k/v one module each, then o and the ungated MLP's up and down, by the family's names.
+  auto separate = [&](const char* o, const char* up, const char* down) {
+    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
+    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
+    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
+    out.push_back({o, q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({up, hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({down, inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+    return out;
+  };
   if (IsNeox(c) || IsBloom(c)) {  // GPT-NeoX's and BLOOM's modules, as their checkpoints and PEFT name them
     const std::string attention = IsNeox(c) ? "attention." : "self_attention.";
     LinearModule qkv{attention + "query_key_value", hidden, 3 * q,
@@ -1042,31 +1052,13 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     return out;
   }
   if (IsStarcoder2(c)) {  // StarCoder2's modules, as its checkpoints and PEFT name them
-    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
-    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
-    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
-    out.push_back({"self_attn.o_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
-    out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
-    out.push_back({"mlp.c_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
-    return out;
+    return separate("self_attn.o_proj", "mlp.c_fc", "mlp.c_proj");
   }
   if (IsPhi(c)) {  // Phi's modules, as its checkpoints and PEFT name them
-    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
-    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
-    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
-    out.push_back({"self_attn.dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
-    out.push_back({"mlp.fc1", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
-    out.push_back({"mlp.fc2", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
-    return out;
+    return separate("self_attn.dense", "mlp.fc1", "mlp.fc2");
   }
   if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
-    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
-    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
-    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
-    out.push_back({"self_attn.out_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
-    out.push_back({"fc1", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
-    out.push_back({"fc2", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
-    return out;
+    return separate("self_attn.out_proj", "fc1", "fc2");
   }
   if (c.fused_projections) {
     out.push_back({"self_attn.qkv_proj", hidden, q + 2 * kv,
