@@ -11,14 +11,29 @@ namespace {
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
+// Jinja2's lexer first turns every newline sequence of the source ("\r\n", "\r", "\n")
+// into its newline_sequence, "\n": in text, in string literals, and before trim_blocks
+// and lstrip_blocks look for line ends. A template saved with CRLF line ends renders
+// with "\n".
+std::string NormalizeNewlines(const std::string& source) {
+  std::string out;
+  out.reserve(source.size());
+  for (std::size_t i = 0; i < source.size(); ++i) {
+    if (source[i] != '\r') {
+      out += source[i];
+      continue;
+    }
+    out += '\n';
+    if (i + 1 < source.size() && source[i + 1] == '\n') ++i;
+  }
+  return out;
+}
+
 class Lexer {
  public:
-  explicit Lexer(std::string source) : src_(std::move(source)) {
+  explicit Lexer(std::string source) : src_(NormalizeNewlines(source)) {
     // keep_trailing_newline = False: one trailing newline is dropped.
-    if (!src_.empty() && src_.back() == '\n') {
-      src_.pop_back();
-      if (!src_.empty() && src_.back() == '\r') src_.pop_back();
-    }
+    if (!src_.empty() && src_.back() == '\n') src_.pop_back();
   }
 
   std::vector<Token> Run() {
@@ -74,8 +89,7 @@ class Lexer {
       while (i < text.size() && IsSpace(text[i])) ++i;
       text.erase(0, i);
     } else if (trim_next_newline_) {
-      if (text.rfind("\r\n", 0) == 0) text.erase(0, 2);
-      else if (!text.empty() && text[0] == '\n') text.erase(0, 1);
+      if (!text.empty() && text[0] == '\n') text.erase(0, 1);
     }
     strip_next_ = trim_next_newline_ = false;
     if (next_strip) {

@@ -200,6 +200,7 @@ FEATURES = {
     "string_concat_types": "{{ 'n=' ~ 3 ~ ', f=' ~ 2.50 ~ ', b=' ~ false }}{{ 'x' + 1 }}",
     "percent_format": "{{ '%02d|%5.2f|%-4s|%s|%r|%x|%%' % (7, 3.14159, 'ab', none, 'q', 255) }}{{ '%s!' % 'one' }}{{ '%d items' | format(3) }}",
     "recursive_macro": "{% macro t(spec) %}{% if spec.type == 'array' %}list[{{ t(spec['items']) }}]{% elif spec.type == 'object' %}dict{% else %}{{ {'string': 'str', 'integer': 'int'}[spec.type] | default('Any') }}{% endif %}{% endmacro %}{{ t({'type': 'array', 'items': {'type': 'array', 'items': {'type': 'integer'}}}) }} {{ t({'type': 'string'}) }} {{ t({'type': 'object'}) }} {{ t({'type': 'null'}) }}",
+    "crlf_line_ends": "a\r\n{% if true %}\r\nb\r\n  {% endif %}\r\nc\r{% if 1 %}\rd{% endif %}|{{ 'p\r\nq\rr' }}|{{ \"s\\\r\nt\" }}\r\n{# c #}\r\n  {%- if 1 %}\r\n  x\r\n{%+ endif -%}\r\n w\r\n\r\n",
     "loop_over_dict_and_string": "{% for k in {'x': 1, 'y': 2} %}{{ k }}{% endfor %}{% for c in 'héj' %}[{{ c }}]{% endfor %}",
 }
 
