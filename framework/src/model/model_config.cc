@@ -274,9 +274,9 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
       refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
     }
   }
-  if (model_type != "cohere" && set("logit_scale")) refused.push_back(absl::StrCat("logit_scale = ", json["logit_scale"].dump()));
+  if (model_type != "cohere" && model_type != "cohere2" && set("logit_scale")) refused.push_back(absl::StrCat("logit_scale = ", json["logit_scale"].dump()));
   if (model_type != "cohere" && set("use_qk_norm") && json["use_qk_norm"] != false) {
-    refused.push_back(absl::StrCat("use_qk_norm = ", json["use_qk_norm"].dump(), " (Cohere's LayerNorm of q and k)"));
+    refused.push_back(absl::StrCat("use_qk_norm = ", json["use_qk_norm"].dump(), model_type == "cohere2" ? " (Cohere2Attention has no q/k norm)" : " (Cohere's LayerNorm of q and k)"));
   }
   if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
   // Mixtures of experts: Mixtral's num_local_experts and Qwen-MoE's num_experts are
@@ -304,21 +304,26 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
 // with index >= max_window_layers (28). SmolLM3: likewise with use_sliding_window,
 // by default on its NoPE layers. Gemma 2: on the layers layer_types marks, by
 // default the even ones (0, 2, ...), window 4096 unless set. Gemma 3: likewise,
-// by default all but every sliding_window_pattern-th (6) layer. Other model types:
-// full attention only.
+// by default all but every sliding_window_pattern-th (6) layer. Cohere 2: likewise
+// with sliding_window_pattern 4, window 4096 unless set; and only those layers rotate
+// q and k (Cohere2Attention applies RoPE only with a window: its full-attention
+// layers, and every layer when sliding_window is null, attend without positions).
+// Other model types: full attention only.
 absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
   const bool smollm3 = c->model_type == "smollm3", gemma3 = c->model_type == "gemma3_text";
   const bool gemma2 = c->model_type == "gemma2" || gemma3;  // windows as Gemma 2 has them
+  const bool cohere2 = c->model_type == "cohere2";
   // Qwen3-MoE: with use_sliding_window, the window on every layer (Qwen3MoeAttention).
   const bool qwen3_moe = c->model_type == "qwen3_moe";
-  const bool per_layer = c->model_type == "qwen2" || c->model_type == "qwen3" || c->model_type == "qwen2_moe" || smollm3 || gemma2;
-  if (gemma2 && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's, Gemma3TextConfig's
+  const bool per_layer =
+      c->model_type == "qwen2" || c->model_type == "qwen3" || c->model_type == "qwen2_moe" || smollm3 || gemma2 || cohere2;
+  if ((gemma2 || cohere2) && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's, Gemma3TextConfig's, Cohere2Config's
   if (gemma3 && json.contains("sliding_window") && json["sliding_window"].is_null()) {
     return absl::UnimplementedError("config.json: sliding_window = null is not supported for gemma3_text (its windowed layers "
                                     "would keep their own RoPE base without a window)");
   }
   bool used = c->model_type == "mistral" || c->model_type == "phi3" || c->model_type == "mixtral" ||
-              c->model_type == "starcoder2" || gemma2;
+              c->model_type == "starcoder2" || gemma2 || cohere2;
   if (per_layer || qwen3_moe) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
@@ -339,8 +344,8 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
       }
       sliding.push_back(t == "sliding_attention");
     }
-  } else if (gemma3 && c->sliding_window) {
-    std::int64_t pattern = 6;  // Gemma3TextConfig's sliding_window_pattern
+  } else if ((gemma3 && c->sliding_window) || cohere2) {
+    std::int64_t pattern = cohere2 ? 4 : 6;  // Cohere2Config's, Gemma3TextConfig's sliding_window_pattern
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window_pattern", &pattern));
     if (pattern <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: sliding_window_pattern must be positive, got ", pattern));
     for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back((i + 1) % pattern != 0);
@@ -353,7 +358,13 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_window_layers", &max_window_layers));
     for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(i >= max_window_layers);
   }
-  const bool any = std::find(sliding.begin(), sliding.end(), true) != sliding.end();
+  bool any = std::find(sliding.begin(), sliding.end(), true) != sliding.end();
+  if (cohere2) {
+    std::vector<bool> rope(sliding.size(), false);
+    if (c->sliding_window) rope = sliding;
+    if (std::find(rope.begin(), rope.end(), false) != rope.end()) c->rope_layers = std::move(rope);
+    if (!c->sliding_window) any = false;  // sliding_attention without a window: only without RoPE
+  }
   if (any && !per_layer) {
     return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): layer_types "
                                                  "containing \"sliding_attention\" in a ", c->model_type, " model"));
@@ -554,16 +565,17 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
-      c.model_type != "cohere" && !bloom &&
+      c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, bloom, phi, stablelm, starcoder2)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, starcoder2)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
-  const bool cohere = c.model_type == "cohere";
+  const bool cohere2 = c.model_type == "cohere2";
+  const bool cohere = c.model_type == "cohere" || cohere2;  // what Cohere 2 keeps of Cohere
   const bool phi = c.model_type == "phi";
   const bool stablelm = c.model_type == "stablelm";
   const bool starcoder2 = c.model_type == "starcoder2";
@@ -591,6 +603,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : neox                        ? "GPTNeoXForCausalLM"
                      : gpt2                        ? "GPT2LMHeadModel"
                      : opt                         ? "OPTForCausalLM"
+                     : cohere2                     ? "Cohere2ForCausalLM"
                      : cohere                      ? "CohereForCausalLM"
                      : bloom                       ? "BloomForCausalLM"
                      : phi                         ? "PhiForCausalLM"
@@ -789,7 +802,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "qk_layernorm", &c.qk_layer_norm));
     c.qk_norm = c.qk_layer_norm;
   }
-  if (cohere) {  // CohereConfig's defaults (transformers' CohereLayerNorm, CohereDecoderLayer, CohereRotaryEmbedding)
+  if (cohere) {  // CohereConfig's, Cohere2Config's defaults (transformers' CohereLayerNorm, CohereDecoderLayer, CohereRotaryEmbedding)
     c.layer_norm = true;
     c.layer_norm_bias = false;
     c.parallel_residual = true;
@@ -799,7 +812,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     c.tie_word_embeddings = true;
     c.logit_scale = 0.0625;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "layer_norm_eps", &c.rms_norm_eps));
-    POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_qk_norm", &c.qk_layer_norm));
+    if (!cohere2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_qk_norm", &c.qk_layer_norm));  // Cohere 2: refused above
     c.qk_norm = c.qk_layer_norm;
     if (json.contains("logit_scale") && json["logit_scale"].is_null()) {
       return absl::InvalidArgumentError("config.json: \"logit_scale\" must be a number (CohereForCausalLM multiplies the logits by it), got null");
@@ -1091,10 +1104,10 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["partial_rotary_factor"] = partial_rotary_factor;
     j["rotary_emb_base"] = rope_theta;
     j["hidden_dropout"] = residual_dropout;
-  } else if (model_type == "cohere") {  // CohereConfig's names
+  } else if (model_type == "cohere" || model_type == "cohere2") {  // CohereConfig's, Cohere2Config's names
     j["layer_norm_eps"] = rms_norm_eps;
     j["logit_scale"] = logit_scale;
-    j["use_qk_norm"] = qk_layer_norm;
+    if (model_type == "cohere") j["use_qk_norm"] = qk_layer_norm;
   } else if (model_type == "starcoder2") {  // Starcoder2Config's names
     j.erase("head_dim");
     j["norm_epsilon"] = rms_norm_eps;
@@ -1200,8 +1213,9 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["mlp_only_layers"] = num_experts > 0 ? dense : nlohmann::ordered_json::array();
     j["output_router_logits"] = false;
   }
-  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "qwen2_moe" || model_type == "smollm3" || gemma2) {
-    if (!gemma2) j["use_sliding_window"] = sliding_window.has_value();
+  if (model_type == "qwen2" || model_type == "qwen3" || model_type == "qwen2_moe" || model_type == "smollm3" || gemma2 ||
+      model_type == "cohere2") {
+    if (!gemma2 && model_type != "cohere2") j["use_sliding_window"] = sliding_window.has_value();
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
     nlohmann::ordered_json types = nlohmann::ordered_json::array();
     std::int64_t first_sliding = num_hidden_layers;
@@ -1211,7 +1225,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
       types.push_back(sliding ? "sliding_attention" : "full_attention");
     }
     if (model_type == "qwen2" || model_type == "qwen3" || model_type == "qwen2_moe") j["max_window_layers"] = first_sliding;
-    if (model_type == "gemma3_text") {
+    if (model_type == "gemma3_text" || model_type == "cohere2") {
       // transformers before layer_types (4.50-4.52) read the period instead: written
       // where the layers follow one (all windowed but every p-th).
       for (std::int64_t p = 1; p <= num_hidden_layers + 1; ++p) {

@@ -49,8 +49,9 @@ class PrmTrainer final : public Trainer {
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     const std::string& type = policy_->config().model_type;
-    if (type == "opt" || type == "cohere") {
-      return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ", type == "opt" ? "OPT" : "Cohere",
+    if (type == "opt" || type == "cohere" || type == "cohere2") {
+      return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ",
+                                                   type == "opt" ? "OPT" : type == "cohere" ? "Cohere" : "Cohere2",
                                                    "ForTokenClassification"));
     }
     if (type == "gpt2" || type == "gpt_neox" || type == "bloom" || type == "phi") {

@@ -1274,6 +1274,102 @@ TEST(CausalLMTest, CohereConfigReadsCommandRFields) {
   EXPECT_THAT(message, HasSubstr("use_qk_norm = true"));
 }
 
+// Cohere 2 (Command R7B, Aya Expanse) against cohere_reference.py, given the config.json
+// as written here (so that the layer types come from Cohere2Config's rule, not from
+// what posttrain wrote): Cohere's layer without q/k norms; windowed layers that rotate
+// q and k, full-attention layers without positions (NoPE). First by
+// sliding_window_pattern 2 over 4 layers (windowed, NoPE, windowed, NoPE; window 3),
+// then by layer_types (NoPE, windowed, windowed; window 4) with biases, an untied head
+// and logit_scale 0.3; then sliding_window null: no layer rotates or windows. Every
+// path, saved and loaded back bit-identical under Cohere2's names and fields.
+TEST(CausalLMTest, Cohere2MatchesThePythonTranscriptionOnEveryPath) {
+  for (const int variant : {0, 1, 2}) {
+    SCOPED_TRACE(variant);
+    nlohmann::json json = {{"model_type", "cohere2"}, {"architectures", {"Cohere2ForCausalLM"}}, {"vocab_size", 97},
+                           {"hidden_size", 32}, {"intermediate_size", 48}, {"num_hidden_layers", 4},
+                           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"layer_norm_eps", 1e-5},
+                           {"rope_theta", 500.0}, {"max_position_embeddings", 64}, {"sliding_window", 3},
+                           {"sliding_window_pattern", 2}};
+    if (variant == 1) {
+      json.erase("sliding_window_pattern");
+      json.update({{"num_hidden_layers", 3}, {"sliding_window", 4},
+                   {"layer_types", {"full_attention", "sliding_attention", "sliding_attention"}},
+                   {"attention_bias", true}, {"tie_word_embeddings", false}, {"logit_scale", 0.3}});
+    }
+    if (variant == 2) json["sliding_window"] = nullptr;
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "Cohere2ForCausalLM");
+    EXPECT_FALSE(config->qk_norm);
+    const std::vector<bool> windowed = variant == 0 ? std::vector<bool>{true, false, true, false}
+                                       : variant == 1 ? std::vector<bool>{false, true, true}
+                                                      : std::vector<bool>{false, false, false, false};
+    for (std::size_t i = 0; i < windowed.size(); ++i) {
+      EXPECT_EQ(config->window_of(static_cast<std::int64_t>(i)) > 0, windowed[i]) << i;
+      EXPECT_EQ(config->uses_rope(static_cast<std::int64_t>(i)), windowed[i]) << i;
+    }
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 111 + variant);
+    RandomizeBiasesAndNorms(*model, 121 + variant);
+    const std::int64_t B = 2, T = 9;
+    const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, absl::StrCat("py_cohere2_", variant), &json,
+                                                      "cohere_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(absl::StrCat("cohere2_save_", variant));
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["model_type"], "cohere2");
+    EXPECT_FALSE(written.contains("use_qk_norm") || written.contains("use_sliding_window"));
+    EXPECT_EQ(written["logit_scale"], variant == 1 ? 0.3 : 0.0625);
+    EXPECT_EQ(written["layer_types"].size(), windowed.size());
+    if (variant == 2) EXPECT_TRUE(written["sliding_window"].is_null());
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    EXPECT_EQ(saved->count("lm_head.weight"), variant == 1 ? 1u : 0u);
+    EXPECT_EQ(saved->count("model.layers.1.self_attn.o_proj.bias"), variant == 1 ? 1u : 0u);
+  }
+}
+
+// CohereForAI/c4ai-command-r7b-12-2024's config.json read as Cohere2Config defines it:
+// every 4th layer full attention without RoPE, the others windowed (4096); its fields
+// of Cohere's own training code (position_embedding_type, rotary_pct 1, ...) change
+// nothing; written back with layer_types and the period older transformers read.
+// use_qk_norm, which Cohere2Attention lacks, is refused.
+TEST(CausalLMTest, Cohere2ConfigReadsCommandR7BFields) {
+  const nlohmann::json r7b = {{"architectures", {"Cohere2ForCausalLM"}}, {"attention_bias", false}, {"attention_dropout", 0.0},
+                              {"bos_token_id", 5}, {"eos_token_id", 255001}, {"head_dim", 128}, {"hidden_act", "silu"},
+                              {"hidden_size", 4096}, {"initializer_range", 0.02}, {"intermediate_size", 14336},
+                              {"layer_norm_eps", 1e-05}, {"logit_scale", 0.25}, {"max_position_embeddings", 132096},
+                              {"model_type", "cohere2"}, {"num_attention_heads", 32}, {"num_hidden_layers", 32},
+                              {"num_key_value_heads", 8}, {"order_of_interleaved_layers", "local_attn_first"},
+                              {"pad_token_id", 0}, {"position_embedding_type", "rope_gptj"}, {"rope_scaling", nullptr},
+                              {"rope_theta", 50000}, {"rotary_pct", 1.0}, {"sliding_window", 4096},
+                              {"sliding_window_pattern", 4}, {"torch_dtype", "bfloat16"}, {"use_cache", true},
+                              {"use_embedding_sharing", true}, {"use_gated_activation", true}, {"vocab_size", 256000}};
+  auto c = ModelConfig::FromJson(r7b);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->logit_scale, 0.25);
+  EXPECT_TRUE(c->tie_word_embeddings && c->layer_norm && c->one_norm_per_layer && c->rope_interleaved);
+  for (std::int64_t i = 0; i < 32; ++i) {
+    const bool full = (i + 1) % 4 == 0;
+    EXPECT_EQ(c->window_of(i), full ? 0 : 4096) << i;
+    EXPECT_EQ(c->uses_rope(i), !full) << i;
+  }
+  const nlohmann::ordered_json written = c->ToJson();
+  EXPECT_EQ(written["sliding_window_pattern"], 4);
+  EXPECT_EQ(written["layer_types"][3], "full_attention");
+  EXPECT_EQ(written["layer_types"][4], "sliding_attention");
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(written.dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), written.dump());
+  nlohmann::json qk = r7b;
+  qk["use_qk_norm"] = true;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(qk).status().message()), HasSubstr("Cohere2Attention has no q/k norm"));
+}
+
 // BLOOM against tests/framework/model/bloom_reference.py, which reads the checkpoint
 // we write under BLOOM's names (transformer.*, one self_attention.query_key_value
 // interleaved by head) and does BloomBlock's maths in fp64: ALiBi with 6 heads (4

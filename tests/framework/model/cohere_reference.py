@@ -9,15 +9,28 @@ before RoPE; scores times head_dim ** -0.5, key/value heads repeated for grouped
 queries; o_proj (biases on q/k/v/o with attention_bias); the SwiGLU MLP; the final
 norm; logits = lm_head(h) * logit_scale.
 
+Cohere 2 (Cohere2ForCausalLM: Command R7B, Aya Expanse): the same layer without q/k
+norms, and layer types from layer_types or, without it, sliding_window_pattern (4):
+layer i is "sliding_attention" unless (i + 1) % pattern == 0. A sliding layer (with a
+sliding_window, 4096 unless set; null: none) rotates q and k and its query at t sees
+keys (t - window, t]; the other layers attend causally without positions (NoPE).
+
 Inputs, outputs and `--adapter ADIR` / `--merged` (PEFT's LoRA formula, or its merge):
 tests/support/reference_io.py."""
-import os, sys
+import json, os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
 from reference_io import peft_linear, read_inputs, write_logits  # noqa: E402
 
-cfg, w, ids, lora, scaling = read_inputs(sys.argv, "cohere")
+model_type = json.load(open(sys.argv[1] + "/config.json"))["model_type"]
+assert model_type in ("cohere", "cohere2"), model_type
+cfg, w, ids, lora, scaling = read_inputs(sys.argv, model_type)
+cohere2 = model_type == "cohere2"
+L = cfg["num_hidden_layers"]
+window = cfg.get("sliding_window", 4096) if cohere2 else None
+pattern = cfg.get("sliding_window_pattern", 4)
+types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(L)]
 
 E = cfg["hidden_size"]
 H = cfg["num_attention_heads"]
@@ -56,8 +69,12 @@ def rope(x):  # x [B, heads, T, D]
 
 
 mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+t = torch.arange(T)
+windowed = mask.masked_fill((t[None, :] <= t[:, None] - (window or 0)), float("-inf"))
 h = w["model.embed_tokens.weight"][ids]
-for i in range(cfg["num_hidden_layers"]):
+for i in range(L):
+    sliding = cohere2 and types[i] == "sliding_attention" and window is not None
+    positions = not cohere2 or sliding
     p = f"model.layers.{i}."
     x = ln(h, w[p + "input_layernorm.weight"])
     q = linear(x, p + "self_attn.q_proj").view(B, T, H, D)
@@ -66,10 +83,12 @@ for i in range(cfg["num_hidden_layers"]):
     if qk_norm:
         q = ln(q, w[p + "self_attn.q_norm.weight"])
         k = ln(k, w[p + "self_attn.k_norm.weight"])
-    q, k, v = rope(q.transpose(1, 2)), rope(k.transpose(1, 2)), v.transpose(1, 2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if positions:
+        q, k = rope(q), rope(k)
     k = k.repeat_interleave(H // KV, dim=1)
     v = v.repeat_interleave(H // KV, dim=1)
-    a = torch.softmax(q @ k.transpose(-1, -2) * D ** -0.5 + mask, -1) @ v
+    a = torch.softmax(q @ k.transpose(-1, -2) * D ** -0.5 + (windowed if sliding else mask), -1) @ v
     attn = linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj")
     mlp = linear(act(linear(x, p + "mlp.gate_proj")) * linear(x, p + "mlp.up_proj"), p + "mlp.down_proj")
     h = h + attn + mlp

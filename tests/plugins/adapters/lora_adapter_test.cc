@@ -81,7 +81,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
   const std::string script = config.model_type == "gpt_neox" ? "gpt_neox_reference.py"
                              : config.model_type == "gpt2"   ? "gpt2_reference.py"
                              : config.model_type == "opt"    ? "opt_reference.py"
-                             : config.model_type == "cohere" ? "cohere_reference.py"
+                             : config.model_type == "cohere" || config.model_type == "cohere2" ? "cohere_reference.py"
                              : config.model_type == "bloom"  ? "bloom_reference.py"
                              : config.model_type == "phi"    ? "phi_reference.py"
                              : config.model_type == "stablelm" ? "stablelm_reference.py"
@@ -374,6 +374,21 @@ TEST(LoraAdapterTest, CohereAdaptsItsModulesAsPeftDoes) {
   EXPECT_EQ(params.size(), 2u * 7 * 2);  // A and B of 7 modules in 2 layers
   EXPECT_EQ(params.count("base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight"), 1u);
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("cohere_lora"));
+}
+
+// Cohere 2 (a windowed RoPE layer, then a NoPE full-attention one): LoRA under Llama's
+// module names; the adapted model equals PEFT's formula on those files
+// (cohere_reference.py) and its merge.
+TEST(LoraAdapterTest, Cohere2AdaptsItsModulesAsPeftDoes) {
+  auto config = ModelConfig::FromJson({{"model_type", "cohere2"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"num_key_value_heads", 2}, {"sliding_window", 3}, {"sliding_window_pattern", 2}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_TRUE(config->uses_rope(0) && !config->uses_rope(1));
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  EXPECT_EQ(ParametersByName(*lora).size(), 2u * 7 * 2);  // A and B of 7 modules in 2 layers
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("cohere2_lora"));
 }
 
 // BLOOM: LoRA under PEFT's names (base_model.model.transformer.h.<i>.self_attention.
