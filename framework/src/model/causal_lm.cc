@@ -183,6 +183,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     }
     const std::string moe = absl::StrCat(p, c.moe_module(), ".");
     out.push_back({moe + "gate.weight", {c.num_experts, c.hidden_size}});  // the router
+    if (c.router_sigmoid) out.push_back({moe + "gate.e_score_correction_bias", {c.num_experts}});
     for (std::int64_t e = 0; e < c.num_experts; ++e) {
       const ExpertNames names = ExpertWeightNames(c, i, e);
       out.push_back({names.gate, {c.moe_intermediate_size, c.hidden_size}});
@@ -191,10 +192,11 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     }
     if (c.shared_expert_intermediate_size > 0) {
       const std::int64_t width = c.shared_expert_intermediate_size;
-      out.push_back({moe + "shared_expert.gate_proj.weight", {width, c.hidden_size}});
-      out.push_back({moe + "shared_expert.up_proj.weight", {width, c.hidden_size}});
-      out.push_back({moe + "shared_expert.down_proj.weight", {c.hidden_size, width}});
-      out.push_back({moe + "shared_expert_gate.weight", {1, c.hidden_size}});
+      const std::string shared = absl::StrCat(moe, c.shared_expert_module(), ".");
+      out.push_back({shared + "gate_proj.weight", {width, c.hidden_size}});
+      out.push_back({shared + "up_proj.weight", {width, c.hidden_size}});
+      out.push_back({shared + "down_proj.weight", {c.hidden_size, width}});
+      if (c.shared_expert_gate) out.push_back({moe + "shared_expert_gate.weight", {1, c.hidden_size}});
     }
   }
   out.push_back({"model.norm.weight", {c.hidden_size}});
@@ -755,8 +757,9 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
     }
   }
   // inv_freq_i = theta^(-2i/d), i < d/2, in fp32 as transformers computes it, over
-  // the d = rotary_dim dimensions RoPE rotates (head_dim but for partial rotary).
-  const std::int64_t d = config_.rotary_dim();
+  // the d = rotary_dim dimensions RoPE rotates (head_dim but for partial rotary; an
+  // odd d of GLM-4.5's or Phi-3's: ceil(d/2) frequencies rotate d + 1 dimensions).
+  const std::int64_t d = config_.rope_freq_dim();
   at::Tensor exponent = at::arange(0, d, 2, HostOptions(at::kLong)).to(ComputeDtype(dtype_)) / static_cast<double>(d);
   inv_freq_ = 1.0 / at::pow(config_.rope_theta, exponent);
   // Gemma 3's windowed layers: their own base, never scaled.
@@ -866,6 +869,7 @@ void CausalLM::Index() {
     }
     const std::string moe = absl::StrCat(p, config_.moe_module(), ".");
     l.router = by_name.at(moe + "gate.weight");
+    if (config_.router_sigmoid) l.router_bias = by_name.at(moe + "gate.e_score_correction_bias");
     for (std::int64_t e = 0; e < config_.num_experts; ++e) {
       const ExpertNames names = ExpertWeightNames(config_, i, e);
       l.expert_gate.push_back(by_name.at(names.gate));
@@ -873,10 +877,11 @@ void CausalLM::Index() {
       l.expert_down.push_back(by_name.at(names.down));
     }
     if (config_.shared_expert_intermediate_size > 0) {
-      l.gate = by_name.at(moe + "shared_expert.gate_proj.weight");
-      l.up = by_name.at(moe + "shared_expert.up_proj.weight");
-      l.down = by_name.at(moe + "shared_expert.down_proj.weight");
-      l.shared_expert_gate = by_name.at(moe + "shared_expert_gate.weight");
+      const std::string shared = absl::StrCat(moe, config_.shared_expert_module(), ".");
+      l.gate = by_name.at(shared + "gate_proj.weight");
+      l.up = by_name.at(shared + "up_proj.weight");
+      l.down = by_name.at(shared + "down_proj.weight");
+      if (config_.shared_expert_gate) l.shared_expert_gate = by_name.at(moe + "shared_expert_gate.weight");
     }
     layers_.push_back(std::move(l));
   }
@@ -890,7 +895,7 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::Random(const ModelConfig& co
     at::Tensor t;
     if (name.find("norm.weight") != std::string::npos) {  // Gemma's store the offset from 1
       t = config.norm_weight_offset ? at::zeros(shape, HostOptions(at::kFloat)) : at::ones(shape, HostOptions(at::kFloat));
-    } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+    } else if (absl::EndsWith(name, ".bias") || absl::EndsWith(name, ".e_score_correction_bias")) {
       t = at::zeros(shape, HostOptions(at::kFloat));
     } else {
       t = at::normal(0.0, config.initializer_range, shape, gen);
@@ -935,7 +940,9 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
   std::vector<std::string> unexpected;
   for (const auto& [name, tensor] : tensors) {
     const bool ignorable = name == "lm_head.weight" || (IsNeox(config) && name == "embed_out.weight") ||  // tied: the embedding serves
-                           name.find("rotary_emb.inv_freq") != std::string::npos;
+                           name.find("rotary_emb.inv_freq") != std::string::npos ||
+                           // GLM-4.5's multi-token-prediction layers past the last (Glm4MoeModel ignores them too)
+                           (config.model_type == "glm4_moe" && DecoderLayerOf(name) >= config.num_hidden_layers);
     if (!ignorable) unexpected.push_back(name);
   }
   if (!unexpected.empty()) {
@@ -1193,10 +1200,31 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
   auto swiglu = [&](const at::Tensor& in, const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down) {
     return internal::Linear(Activate(internal::Linear(in, gate), activation) * internal::Linear(in, up), down);
   };
-  // The router: softmax in fp32 (fp64 for an fp64 model), the top k per token.
-  const at::Tensor probs = at::softmax(internal::Linear(flat, l.router), -1, ComputeDtype(dtype_));
-  auto [weights, experts] = at::topk(probs, k, -1);  // [N, k]
-  if (config_.norm_topk_prob) weights = weights / weights.sum(-1, /*keepdim=*/true);
+  at::Tensor weights, experts;  // [N, k]
+  if (config_.router_sigmoid) {
+    // GLM-4.5's router (see ModelConfig::router_sigmoid): scores in fp32, the choice
+    // biased and limited to the best groups, the weights unbiased.
+    const at::ScalarType compute = ComputeDtype(dtype_);
+    const at::Tensor scores = at::sigmoid(internal::Linear(flat.to(compute), l.router.to(compute)));
+    at::Tensor choice = scores + l.router_bias.to(compute);
+    const std::int64_t groups = config_.n_group, per_group = config_.num_experts / groups;
+    if (groups > 1) {
+      const at::Tensor group_scores = std::get<0>(at::topk(choice.view({-1, groups, per_group}), 2, -1)).sum(-1);
+      const at::Tensor kept = std::get<1>(at::topk(group_scores, config_.topk_group, -1, /*largest=*/true, /*sorted=*/false));
+      const at::Tensor group_mask = at::zeros_like(group_scores).scatter_(1, kept, 1.0);
+      const at::Tensor expert_mask = group_mask.unsqueeze(-1).expand({-1, groups, per_group}).reshape({-1, config_.num_experts});
+      choice = choice.masked_fill(expert_mask == 0, 0.0);
+    }
+    experts = std::get<1>(at::topk(choice, k, -1));
+    weights = scores.gather(1, experts);
+    if (config_.norm_topk_prob) weights = weights / (weights.sum(-1, /*keepdim=*/true) + 1e-20);
+    weights = weights * config_.routed_scaling_factor;
+  } else {
+    // The router: softmax in fp32 (fp64 for an fp64 model), the top k per token.
+    const at::Tensor probs = at::softmax(internal::Linear(flat, l.router), -1, ComputeDtype(dtype_));
+    std::tie(weights, experts) = at::topk(probs, k, -1);
+    if (config_.norm_topk_prob) weights = weights / weights.sum(-1, /*keepdim=*/true);
+  }
   // The N·k (token, expert) pairs grouped by expert (a stable sort keeps each
   // token's contributions in expert order, as transformers' loop adds them), each
   // group through its expert in one batch: one gather, one matmul chain per expert
@@ -1219,6 +1247,8 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
   at::Tensor out = at::zeros_like(flat).index_add(0, tokens, scaled.to(flat.scalar_type()));
   if (l.shared_expert_gate.defined()) {  // Qwen2-MoE: + sigmoid(shared_expert_gate · x) · shared_expert(x)
     out = out + at::sigmoid(internal::Linear(flat, l.shared_expert_gate)) * swiglu(flat, l.gate, l.up, l.down);
+  } else if (l.gate.defined()) {  // GLM-4.5: + shared_experts(x)
+    out = out + swiglu(flat, l.gate, l.up, l.down);
   }
   return out.view(x.sizes());
 }

@@ -262,7 +262,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
   if (model_type != "phi3" && model_type != "gpt_neox" && model_type != "phi" && model_type != "stablelm" &&
-      set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
+      model_type != "glm4_moe" && set("partial_rotary_factor") && json["partial_rotary_factor"].is_number() &&
       json["partial_rotary_factor"].get<double>() != 1.0) {
     refused.push_back(absl::StrCat("partial_rotary_factor = ", json["partial_rotary_factor"].dump(), " (RoPE on part of each head)"));
   }
@@ -275,16 +275,17 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
     }
   }
   if (model_type != "cohere" && model_type != "cohere2" && set("logit_scale")) refused.push_back(absl::StrCat("logit_scale = ", json["logit_scale"].dump()));
-  if (model_type != "cohere" && set("use_qk_norm") && json["use_qk_norm"] != false) {
+  if (model_type != "cohere" && model_type != "glm4_moe" && set("use_qk_norm") && json["use_qk_norm"] != false) {
     refused.push_back(absl::StrCat("use_qk_norm = ", json["use_qk_norm"].dump(), model_type == "cohere2" ? " (Cohere2Attention has no q/k norm)" : " (Cohere's LayerNorm of q and k)"));
   }
   if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
   // Mixtures of experts: Mixtral's num_local_experts and Qwen-MoE's num_experts are
-  // read (ReadMixtureOfExperts); anywhere else (DeepSeek's n_routed_experts) refused.
+  // read (ReadMixtureOfExperts), and GLM-4.5's n_routed_experts; anywhere else (DeepSeek's) refused.
   const bool qwen_moe = model_type == "qwen2_moe" || model_type == "qwen3_moe";
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
     const bool read = (model_type == "mixtral" && std::string(key) == "num_local_experts") ||
-                      (qwen_moe && std::string(key) == "num_experts");
+                      (qwen_moe && std::string(key) == "num_experts") ||
+                      (model_type == "glm4_moe" && std::string(key) == "n_routed_experts");
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
   }
   if (set("output_router_logits") && json["output_router_logits"].is_boolean() && json["output_router_logits"].get<bool>()) {
@@ -461,8 +462,56 @@ absl::Status ReadGraniteMultipliers(const nlohmann::json& json, ModelConfig* c) 
 // moe_intermediate_size, norm_topk_prob; layers in mlp_only_layers or off the
 // decoder_sparse_step keep the dense MLP; Qwen2-MoE's shared expert), with their
 // configs' defaults where config.json is silent.
+// GLM-4.5's experts (Glm4MoeConfig): n_routed_experts (128), num_experts_per_tok (8),
+// moe_intermediate_size (1408), n_shared_experts (1), the router's groups (n_group,
+// topk_group: 1, 1), routed_scaling_factor (1), norm_topk_prob (true); the first
+// first_k_dense_replace (1) layers dense.
+absl::Status ReadGlm4MixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
+  c->router_sigmoid = true;
+  c->num_experts = 128;
+  c->num_experts_per_tok = 8;
+  c->moe_intermediate_size = 1408;
+  c->norm_topk_prob = true;
+  std::int64_t shared = 1, dense = 1;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "n_routed_experts", &c->num_experts));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_experts_per_tok", &c->num_experts_per_tok));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "moe_intermediate_size", &c->moe_intermediate_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "n_shared_experts", &shared));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "n_group", &c->n_group));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "topk_group", &c->topk_group));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "routed_scaling_factor", &c->routed_scaling_factor));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "norm_topk_prob", &c->norm_topk_prob));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "first_k_dense_replace", &dense));
+  if (c->num_experts < 2 || c->moe_intermediate_size <= 0 || shared < 0 || dense < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: GLM-4.5's experts need n_routed_experts >= 2, moe_intermediate_size > 0, n_shared_experts and "
+        "first_k_dense_replace >= 0 (got ", c->num_experts, ", ", c->moe_intermediate_size, ", ", shared, ", ", dense, ")"));
+  }
+  if (c->n_group < 1 || c->num_experts % c->n_group != 0 || c->num_experts / c->n_group < 2 || c->topk_group < 1 ||
+      c->topk_group > c->n_group) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: n_group must divide the ", c->num_experts,
+                                                   " routed experts into groups of 2 or more and topk_group be between 1 "
+                                                   "and n_group (got n_group ", c->n_group, ", topk_group ", c->topk_group, ")"));
+  }
+  const std::int64_t reachable = c->topk_group * (c->num_experts / c->n_group);
+  if (c->num_experts_per_tok < 1 || c->num_experts_per_tok > reachable) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: num_experts_per_tok must be between 1 and the ", reachable,
+                                                   " experts of the topk_group groups, got ", c->num_experts_per_tok));
+  }
+  if (!std::isfinite(c->routed_scaling_factor)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: routed_scaling_factor must be finite, got ", c->routed_scaling_factor));
+  }
+  c->shared_expert_intermediate_size = shared * c->moe_intermediate_size;
+  if (dense > 0) {
+    c->dense_mlp_layers.assign(static_cast<size_t>(c->num_hidden_layers), false);
+    for (std::int64_t i = 0; i < std::min(dense, c->num_hidden_layers); ++i) c->dense_mlp_layers[static_cast<size_t>(i)] = true;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
   const bool mixtral = c->model_type == "mixtral", qwen2 = c->model_type == "qwen2_moe";
+  if (c->model_type == "glm4_moe") return ReadGlm4MixtureOfExperts(json, c);
   if (!mixtral && !qwen2 && c->model_type != "qwen3_moe") return absl::OkStatus();
   if (mixtral) {  // MixtralConfig
     c->num_experts = 8;
@@ -474,6 +523,7 @@ absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
     c->num_experts_per_tok = qwen2 ? 4 : 8;
     c->moe_intermediate_size = qwen2 ? 1408 : 768;
     if (qwen2) c->shared_expert_intermediate_size = 5632;
+    c->shared_expert_gate = qwen2;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "moe_intermediate_size", &c->moe_intermediate_size));
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "norm_topk_prob", &c->norm_topk_prob));
     if (qwen2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "shared_expert_intermediate_size", &c->shared_expert_intermediate_size));
@@ -566,11 +616,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
-      c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2") {
+      c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, starcoder2)"));
+        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "starcoder2)"));
   }
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
@@ -579,7 +630,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   const bool phi = c.model_type == "phi";
   const bool stablelm = c.model_type == "stablelm";
   const bool starcoder2 = c.model_type == "starcoder2";
-  const bool partial_rotary = phi3 || neox || phi || stablelm;  // the families whose configs may set partial_rotary_factor
+  const bool glm4_moe = c.model_type == "glm4_moe";
+  const bool partial_rotary = phi3 || neox || phi || stablelm || glm4_moe;  // the families whose configs may set partial_rotary_factor
   const bool gemma3 = c.model_type == "gemma3_text";
   const bool gemma2 = c.model_type == "gemma2" || gemma3;  // what Gemma 3 keeps of Gemma 2
   const bool gemma = c.model_type == "gemma" || gemma2;    // what both keep of Gemma
@@ -600,6 +652,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : c.model_type == "mixtral" ? "MixtralForCausalLM"
                      : c.model_type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
                      : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                     : glm4_moe                    ? "Glm4MoeForCausalLM"
                      : neox                        ? "GPTNeoXForCausalLM"
                      : gpt2                        ? "GPT2LMHeadModel"
                      : opt                         ? "OPTForCausalLM"
@@ -822,6 +875,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: logit_scale must be a finite, nonzero number, got ", c.logit_scale));
     }
   }
+  if (glm4_moe) {  // Glm4MoeConfig's defaults (Glm4MoeAttention: q/k/v biases with attention_bias, none on o_proj)
+    c.partial_rotary_factor = 0.5;
+    c.rms_norm_eps = 1e-5;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_qk_norm", &c.qk_norm));  // Qwen3's per-head RMSNorms
+  }
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
     return absl::UnimplementedError("config.json: use_bidirectional_attention = true is not supported (a causal LM attends causally)");
@@ -970,7 +1028,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     }
   }
   if (c.has_rope() &&
-      (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0)) {
+      (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0 ||
+       c.rotary_dim() > c.head_dim)) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: partial_rotary_factor ", c.partial_rotary_factor,
                                                    " must be in (0, 1] and leave an even, positive number of rotated ",
                                                    "dimensions (head_dim ", c.head_dim, " gives ", c.rotary_dim(), ")"));
@@ -1196,6 +1255,20 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["router_jitter_noise"] = 0.0;
     j["output_router_logits"] = false;
+  } else if (model_type == "glm4_moe") {  // Glm4MoeConfig's names
+    std::int64_t dense = 0;
+    while (dense < num_hidden_layers && !is_moe_layer(dense)) ++dense;
+    j["partial_rotary_factor"] = partial_rotary_factor;
+    j["use_qk_norm"] = qk_norm;
+    j["n_routed_experts"] = num_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["moe_intermediate_size"] = moe_intermediate_size;
+    j["n_shared_experts"] = moe_intermediate_size > 0 ? shared_expert_intermediate_size / moe_intermediate_size : 0;
+    j["n_group"] = n_group;
+    j["topk_group"] = topk_group;
+    j["routed_scaling_factor"] = routed_scaling_factor;
+    j["norm_topk_prob"] = norm_topk_prob;
+    j["first_k_dense_replace"] = dense;
   } else if (model_type == "qwen2_moe" || model_type == "qwen3_moe") {
     j["num_experts"] = num_experts;
     j["num_experts_per_tok"] = num_experts_per_tok;

@@ -49,9 +49,10 @@ class PrmTrainer final : public Trainer {
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     const std::string& type = policy_->config().model_type;
-    if (type == "opt" || type == "cohere" || type == "cohere2") {
+    if (type == "opt" || type == "cohere" || type == "cohere2" || type == "glm4_moe") {
       return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ",
-                                                   type == "opt" ? "OPT" : type == "cohere" ? "Cohere" : "Cohere2",
+                                                   type == "opt" ? "OPT" : type == "cohere" ? "Cohere"
+                                                   : type == "cohere2" ? "Cohere2" : "Glm4Moe",
                                                    "ForTokenClassification"));
     }
     if (type == "gpt2" || type == "gpt_neox" || type == "bloom" || type == "phi") {

@@ -41,9 +41,10 @@ class RewardTrainer final : public Trainer {
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     const std::string& type = policy_->config().model_type;
-    if (type == "cohere" || type == "cohere2") {  // what it would save could not be loaded
-      return absl::UnimplementedError(
-          absl::StrCat(where_, ": transformers has no ", type == "cohere" ? "Cohere" : "Cohere2", "ForSequenceClassification"));
+    if (type == "cohere" || type == "cohere2" || type == "glm4_moe") {  // what it would save could not be loaded
+      return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ",
+                                                   type == "cohere" ? "Cohere" : type == "cohere2" ? "Cohere2" : "Glm4Moe",
+                                                   "ForSequenceClassification"));
     }
     at::Generator gen = at::detail::createCPUGenerator(head_seed_);
     score_ = at::normal(0.0, policy_->config().initializer_range, {1, policy_->config().hidden_size}, gen)

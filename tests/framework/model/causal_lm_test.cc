@@ -1062,6 +1062,120 @@ TEST(CausalLMTest, MixturesOfExpertsMatchThePythonTranscriptionOnEveryPath) {
   }
 }
 
+// GLM-4.5 (glm4_moe) against llama_reference.py given the config.json here: its
+// sigmoid router in fp32 with a random e_score_correction_bias that moves the choice
+// but not the weights, groups (n_group 4, topk_group 2), routed_scaling_factor 2.5,
+// an ungated shared expert, layer 0 dense (first_k_dense_replace), partial rotary
+// 0.5 by default, q/k/v biases (o_proj none) and q/k norms; then TRL's tiny model's
+// shape (hidden 8 over 4 heads: head_dim 2, whose half is 1 rotary dimension that
+// rotates 2, as cos.shape[-1] does in transformers). Every path; saved and loaded
+// back; a zeroed correction bias gives other logits; the checkpoint's
+// multi-token-prediction layer past the last loads and is dropped.
+TEST(CausalLMTest, Glm4MoeMatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool tiny : {false, true}) {
+    SCOPED_TRACE(tiny ? "TRL's tiny shape" : "groups, shared expert, q/k norms, biases");
+    nlohmann::json json = {{"model_type", "glm4_moe"}, {"architectures", {"Glm4MoeForCausalLM"}}, {"vocab_size", 97},
+                           {"hidden_size", 32}, {"intermediate_size", 40}, {"num_hidden_layers", 3},
+                           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8}, {"rms_norm_eps", 1e-5},
+                           {"rope_theta", 500.0}, {"n_routed_experts", 8}, {"num_experts_per_tok", 3},
+                           {"moe_intermediate_size", 16}, {"n_shared_experts", 1}, {"n_group", 4}, {"topk_group", 2},
+                           {"routed_scaling_factor", 2.5}, {"attention_bias", true}, {"use_qk_norm", true}};
+    if (tiny) {
+      json = {{"model_type", "glm4_moe"}, {"vocab_size", 97}, {"hidden_size", 8}, {"intermediate_size", 32},
+              {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 2},
+              {"rms_norm_eps", 1e-5}, {"num_experts_per_tok", 2}, {"n_routed_experts", 4}};
+    }
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "Glm4MoeForCausalLM");
+    EXPECT_TRUE(config->router_sigmoid);
+    EXPECT_EQ(config->rotary_dim(), tiny ? 2 : 4);
+    EXPECT_EQ(config->shared_expert_intermediate_size, tiny ? 1408 : 16);
+    EXPECT_FALSE(config->is_moe_layer(0));
+    EXPECT_TRUE(config->is_moe_layer(1));
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, tiny ? 141 : 142);
+    RandomizeBiasesAndNorms(*model, 143);
+    std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    {
+      c10::NoGradGuard no_grad;
+      at::manual_seed(144);
+      for (auto& [name, p] : tensors) {
+        if (absl::EndsWith(name, "e_score_correction_bias")) p.copy_(at::randn(p.sizes()) * 0.3);
+      }
+    }
+    EXPECT_EQ(tensors.count("model.layers.1.mlp.gate.e_score_correction_bias"), 1u);
+    EXPECT_EQ(tensors.count("model.layers.1.mlp.shared_experts.up_proj.weight"), 1u);
+    EXPECT_EQ(tensors.count("model.layers.1.mlp.shared_expert_gate.weight"), 0u);
+    EXPECT_EQ(tensors.count("model.layers.0.mlp.gate_proj.weight"), 1u);
+    EXPECT_EQ(tensors.count("model.layers.1.self_attn.o_proj.bias"), 0u);
+    EXPECT_EQ(tensors.count("model.layers.1.self_attn.q_proj.bias"), tiny ? 0u : 1u);
+    EXPECT_EQ(tensors.count("model.layers.1.self_attn.q_norm.weight"), tiny ? 0u : 1u);
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, tiny ? "py_glm4_moe_tiny" : "py_glm4_moe", &json);
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(tiny ? "glm4_moe_tiny_save" : "glm4_moe_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["first_k_dense_replace"], 1);
+    EXPECT_EQ(written["n_shared_experts"], 1);
+    EXPECT_EQ(written["routed_scaling_factor"], tiny ? 1.0 : 2.5);
+    c10::NoGradGuard no_grad;
+    std::map<std::string, at::Tensor> unbiased = tensors;
+    for (auto& [name, t] : unbiased) {
+      if (absl::EndsWith(name, "e_score_correction_bias")) t = at::zeros_like(t);
+    }
+    auto other = CausalLM::FromTensors(*config, unbiased, at::kFloat);
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_GT(((*other)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+    std::map<std::string, at::Tensor> with_mtp = tensors;
+    with_mtp[absl::StrCat("model.layers.", config->num_hidden_layers, ".eh_proj.weight")] = at::zeros({8, 16});
+    EXPECT_TRUE(CausalLM::FromTensors(*config, with_mtp, at::kFloat).ok());
+    with_mtp["model.layers.0.mlp.stray.weight"] = at::zeros({2});
+    EXPECT_THAT(std::string(CausalLM::FromTensors(*config, with_mtp, at::kFloat).status().message()),
+                HasSubstr("does not use: model.layers.0.mlp.stray.weight"));
+  }
+}
+
+// GLM-4.5-Air's config.json read as Glm4MoeConfig defines it, written back under its
+// names and read back the same; groups that do not divide the experts, or too few
+// experts reachable in the kept groups, are named.
+TEST(CausalLMTest, Glm4MoeConfigReadsGlm45AirFields) {
+  const nlohmann::json air = {{"architectures", {"Glm4MoeForCausalLM"}}, {"attention_bias", true}, {"attention_dropout", 0.0},
+                              {"pad_token_id", 151329}, {"eos_token_id", {151329, 151336, 151338}}, {"head_dim", 128},
+                              {"hidden_act", "silu"}, {"hidden_size", 4096}, {"partial_rotary_factor", 0.5},
+                              {"initializer_range", 0.02}, {"intermediate_size", 10944}, {"max_position_embeddings", 131072},
+                              {"model_type", "glm4_moe"}, {"moe_intermediate_size", 1408}, {"norm_topk_prob", true},
+                              {"num_attention_heads", 96}, {"n_group", 1}, {"topk_group", 1}, {"n_routed_experts", 128},
+                              {"n_shared_experts", 1}, {"routed_scaling_factor", 1.0}, {"num_experts_per_tok", 8},
+                              {"first_k_dense_replace", 1}, {"num_hidden_layers", 46}, {"num_key_value_heads", 8},
+                              {"num_nextn_predict_layers", 1}, {"rms_norm_eps", 1e-05}, {"rope_scaling", nullptr},
+                              {"rope_theta", 1000000}, {"tie_word_embeddings", false}, {"torch_dtype", "bfloat16"},
+                              {"use_cache", true}, {"use_qk_norm", false}, {"vocab_size", 151552}};
+  auto c = ModelConfig::FromJson(air);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rotary_dim(), 64);
+  EXPECT_EQ(c->num_experts, 128);
+  EXPECT_EQ(c->shared_expert_intermediate_size, 1408);
+  EXPECT_TRUE(c->attention_bias);
+  EXPECT_FALSE(c->output_bias || c->qk_norm || c->shared_expert_gate);
+  EXPECT_FALSE(c->is_moe_layer(0));
+  EXPECT_TRUE(c->is_moe_layer(45));
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+  nlohmann::json groups = air;
+  groups["n_group"] = 3;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(groups).status().message()), HasSubstr("n_group must divide the 128"));
+  nlohmann::json few = air;
+  few.update({{"n_group", 8}, {"topk_group", 1}, {"num_experts_per_tok", 17}});
+  EXPECT_THAT(std::string(ModelConfig::FromJson(few).status().message()), HasSubstr("between 1 and the 16 experts"));
+  nlohmann::json llama = air;
+  llama["model_type"] = "llama";
+  EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("n_routed_experts = 128"));
+}
+
 // GPT-NeoX (Pythia) against tests/framework/model/gpt_neox_reference.py, which
 // reads the checkpoint we write under GPT-NeoX's own names (one query_key_value
 // interleaved by head, dense, dense_h_to_4h, ...) and does GPTNeoXLayer's maths in

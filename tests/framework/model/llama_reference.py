@@ -60,7 +60,10 @@ default_theta = {"smollm3": 2000000.0, "gemma3_text": 1000000.0}.get(cfg.get("mo
 theta = rp.get("rope_theta", cfg.get("rope_theta", default_theta))
 # Phi3Attention's partial rotary: RoPE on the first RD = int(D * partial_rotary_factor)
 # dimensions of each head, the others passed through.
-RD = int(D * (rp.get("partial_rotary_factor") or cfg.get("partial_rotary_factor") or 1.0))
+# Glm4MoeConfig: 0.5 unless set. An odd RD gives ceil(RD / 2) frequencies, and rope()
+# rotates as many dimensions as cos has (Phi-3's and GLM-4.5's rotary_dim = cos.shape[-1]).
+glm4_moe = cfg.get("model_type") == "glm4_moe"
+RD = int(D * (rp.get("partial_rotary_factor") or cfg.get("partial_rotary_factor") or (0.5 if glm4_moe else 1.0)))
 inv = 1.0 / (theta ** (torch.arange(0, RD, 2).float() / RD))
 rs = cfg.get("rope_scaling") or (rp if rp.get("rope_type", "default") != "default" else None)
 rope_scale = 1.0  # longrope's and yarn's attention factor on cos and sin
@@ -147,8 +150,9 @@ def rot(x):
     h = x.shape[-1] // 2
     return torch.cat([-x[..., h:], x[..., :h]], -1)
 
-def rope(x, c, s):  # x [.., D]; c, s [.., RD]
-    xr, xp = x[..., :RD], x[..., RD:]
+def rope(x, c, s):  # x [.., D]; c, s [.., R]: the first R dimensions rotate (rotary_dim = cos.shape[-1])
+    R = c.shape[-1]
+    xr, xp = x[..., :R], x[..., R:]
     return torch.cat([xr * c + rot(xr) * s, xp], -1)
 
 B, T = ids.shape
@@ -201,6 +205,8 @@ else:
 mixtral = cfg.get("model_type") == "mixtral"
 qwen_moe = cfg.get("model_type") in ("qwen2_moe", "qwen3_moe")
 n_experts = cfg.get("num_local_experts", 8) if mixtral else cfg.get("num_experts", 0) if qwen_moe else 0
+if glm4_moe:  # Glm4MoeConfig's defaults
+    n_experts = cfg.get("n_routed_experts", 128)
 if cfg.get("model_type") in ("qwen2_moe", "qwen3_moe") and cfg.get("use_sliding_window"):
     if cfg.get("model_type") == "qwen3_moe":  # Qwen3MoeAttention: the window on every layer
         types = ["sliding_attention"] * L
@@ -208,6 +214,8 @@ if cfg.get("model_type") in ("qwen2_moe", "qwen3_moe") and cfg.get("use_sliding_
 def moe_layer(i):
     if mixtral:
         return True
+    if glm4_moe:  # Glm4MoeDecoderLayer: Glm4MoeMoE from layer first_k_dense_replace on
+        return i >= cfg.get("first_k_dense_replace", 1)
     return qwen_moe and n_experts > 0 and i not in (cfg.get("mlp_only_layers") or []) and \
         (i + 1) % cfg.get("decoder_sparse_step", 1) == 0
 
@@ -215,9 +223,23 @@ def sparse_moe(x, p):
     flat = x.reshape(-1, x.shape[-1])
     pre = p + ("block_sparse_moe." if mixtral else "mlp.")
     k = cfg.get("num_experts_per_tok", 2 if mixtral else 8)
-    probs = torch.softmax(linear(flat, pre + "gate.weight"), dim=1, dtype=torch.float)
-    top, chosen = torch.topk(probs, k, dim=-1)
-    if mixtral or cfg.get("norm_topk_prob", False):
+    if glm4_moe:  # Glm4MoeMoE.route_tokens_to_experts
+        scores = linear(flat.float(), pre + "gate.weight").sigmoid()
+        choice = scores + w[pre + "gate.e_score_correction_bias"]
+        G, E = cfg.get("n_group", 1), n_experts
+        group_scores = choice.view(-1, G, E // G).topk(2, dim=-1)[0].sum(dim=-1)
+        group_idx = torch.topk(group_scores, k=cfg.get("topk_group", 1), dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+        score_mask = group_mask.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E)
+        chosen = torch.topk(choice.masked_fill(~score_mask.bool(), 0.0), k=k, dim=-1, sorted=False)[1]
+        top = scores.gather(1, chosen)
+        if cfg.get("norm_topk_prob", True):
+            top = top / (top.sum(dim=-1, keepdim=True) + 1e-20)
+        top = top * cfg.get("routed_scaling_factor", 1.0)
+    else:
+        probs = torch.softmax(linear(flat, pre + "gate.weight"), dim=1, dtype=torch.float)
+        top, chosen = torch.topk(probs, k, dim=-1)
+    if mixtral or (qwen_moe and cfg.get("norm_topk_prob", False)):
         top = top / top.sum(dim=-1, keepdim=True)
     out = torch.zeros_like(flat)
     names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
@@ -235,6 +257,9 @@ def sparse_moe(x, p):
         s = linear(act(linear(flat, pre + "shared_expert.gate_proj.weight")) * linear(flat, pre + "shared_expert.up_proj.weight"),
                    pre + "shared_expert.down_proj.weight")
         out = out + torch.sigmoid(linear(flat, pre + "shared_expert_gate.weight")) * s
+    if glm4_moe:  # + shared_experts(x), ungated
+        out = out + linear(act(linear(flat, pre + "shared_experts.gate_proj.weight")) * linear(flat, pre + "shared_experts.up_proj.weight"),
+                           pre + "shared_experts.down_proj.weight")
     return out.reshape(x.shape)
 
 window_mask = mask + torch.full((T, T), float("-inf")).tril(-W) if W else mask  # key j visible from i when i - W < j <= i

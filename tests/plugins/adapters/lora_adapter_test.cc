@@ -391,6 +391,24 @@ TEST(LoraAdapterTest, Cohere2AdaptsItsModulesAsPeftDoes) {
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("cohere2_lora"));
 }
 
+// GLM-4.5 (layer 0 dense, layer 1 a mixture of experts): LoRA on the attention of
+// both and the MLP of the dense one (the experts are not linear sites); the adapted
+// model equals PEFT's formula on those files (llama_reference.py) and its merge.
+TEST(LoraAdapterTest, Glm4MoeAdaptsAttentionAndTheDenseMlp) {
+  auto config = ModelConfig::FromJson({{"model_type", "glm4_moe"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"num_key_value_heads", 2}, {"head_dim", 8}, {"rms_norm_eps", 1e-5},
+                                       {"n_routed_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 16}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * (7 + 4));  // A and B: 7 modules of the dense layer, 4 of the MoE layer's attention
+  EXPECT_EQ(params.count("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"), 1u);
+  EXPECT_EQ(params.count("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"), 0u);
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("glm4_moe_lora"));
+}
+
 // BLOOM: LoRA under PEFT's names (base_model.model.transformer.h.<i>.self_attention.
 // query_key_value, whose B rows interleave the heads as the checkpoint's, dense,
 // mlp.dense_h_to_4h, mlp.dense_4h_to_h); the adapted model equals PEFT's formula on

@@ -341,7 +341,7 @@ TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
 }
 
 // Where transformers has no classifier to load what the reward or PRM trainer would
-// save (Cohere and Cohere 2 have neither; BLOOM's and Phi's token classifiers are a biased
+// save (Cohere, Cohere 2 and GLM-4.5 have neither; BLOOM's and Phi's token classifiers are a biased
 // `classifier`, not `score`), Setup refuses, naming why; BLOOM and Phi reward models
 // save as their *ForSequenceClassification.
 TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
@@ -349,6 +349,9 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
                                  {"intermediate_size", 32}, {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
   nlohmann::json cohere2 = cohere;
   cohere2["model_type"] = "cohere2";
+  const nlohmann::json glm4_moe = {{"model_type", "glm4_moe"}, {"vocab_size", 32}, {"hidden_size", 16},
+                                   {"intermediate_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 2},
+                                   {"n_routed_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 8}};
   const nlohmann::json bloom = {{"model_type", "bloom"}, {"vocab_size", 32}, {"hidden_size", 16}, {"n_layer", 1}, {"n_head", 2}};
   const nlohmann::json phi = {{"model_type", "phi"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
                               {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
@@ -357,6 +360,8 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
         std::tuple{cohere, "prm", "transformers has no CohereForTokenClassification"},
         std::tuple{cohere2, "reward", "transformers has no Cohere2ForSequenceClassification"},
         std::tuple{cohere2, "prm", "transformers has no Cohere2ForTokenClassification"},
+        std::tuple{glm4_moe, "reward", "transformers has no Glm4MoeForSequenceClassification"},
+        std::tuple{glm4_moe, "prm", "transformers has no Glm4MoeForTokenClassification"},
         std::tuple{bloom, "prm", "a bloom token classifier (its head is `classifier`"},
         std::tuple{phi, "prm", "a phi token classifier (its head is `classifier`"}}) {
     SCOPED_TRACE(trainer_name);

@@ -193,6 +193,7 @@ class CausalLM {
     // An MoE layer (config.is_moe_layer): the router [num_experts, hidden] and each
     // expert's projections; gate/up/down then hold Qwen2-MoE's shared expert, if any.
     at::Tensor router, shared_expert_gate;
+    at::Tensor router_bias;  // GLM-4.5: e_score_correction_bias [num_experts]
     std::vector<at::Tensor> expert_gate, expert_up, expert_down;
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);

@@ -73,7 +73,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "bloom", "phi", "stablelm", "starcoder2"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -155,6 +155,20 @@ struct ModelConfig {
   std::int64_t moe_intermediate_size = 0;     // Mixtral: its intermediate_size
   bool norm_topk_prob = false;
   std::int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
+  bool shared_expert_gate = false;            // Qwen2-MoE: sigmoid(shared_expert_gate · x) times it
+  // GLM-4.5 (Glm4MoeTopkRouter, Glm4MoeMoE; DeepSeek-V3 routes alike): with
+  // router_sigmoid an expert's score is sigmoid(router · x), router and x in fp32;
+  // the choice adds the router's e_score_correction_bias (a tensor of the
+  // checkpoint that takes no gradient), keeps the topk_group of n_group expert
+  // groups whose two best scores sum highest (the others' scores become 0), then
+  // the num_experts_per_tok best; their weights are their scores without the bias,
+  // divided by their sum + 1e-20 when norm_topk_prob, times routed_scaling_factor.
+  // Its shared experts (mlp.shared_experts, n_shared_experts of
+  // moe_intermediate_size: one SwiGLU of the summed width) are added ungated.
+  bool router_sigmoid = false;
+  std::int64_t n_group = 1;
+  std::int64_t topk_group = 1;
+  double routed_scaling_factor = 1.0;
   std::vector<bool> dense_mlp_layers;         // Qwen's mlp_only_layers and decoder_sparse_step; empty: none
   // GPT-NeoX (GPTNeoXForCausalLM). Its checkpoints name the tensors gpt_neox.* and
   // hold q/k/v as one attention.query_key_value whose rows interleave the heads
@@ -243,8 +257,14 @@ struct ModelConfig {
   bool uses_rope(std::int64_t layer) const;
   // Whether the model rotates with RoPE at all (not learned positions, not ALiBi).
   bool has_rope() const { return !learned_positions && !alibi; }
-  // The dimensions of each head that RoPE rotates: int(head_dim · partial_rotary_factor).
-  std::int64_t rotary_dim() const { return static_cast<std::int64_t>(static_cast<double>(head_dim) * partial_rotary_factor); }
+  // The d of RoPE's frequencies θ^(-2i/d), i < ceil(d/2): int(head_dim · partial_rotary_factor).
+  std::int64_t rope_freq_dim() const { return static_cast<std::int64_t>(static_cast<double>(head_dim) * partial_rotary_factor); }
+  // The dimensions of each head that RoPE rotates: rope_freq_dim(); GLM-4.5 and Phi-3
+  // rotate as many as cos has (rotary_dim = cos.shape[-1]), so an odd d rounds up.
+  std::int64_t rotary_dim() const {
+    const std::int64_t d = rope_freq_dim();
+    return (model_type == "glm4_moe" || model_type == "phi3") && d % 2 != 0 ? d + 1 : d;
+  }
   // Whether `layer`'s MLP is a mixture of experts (see num_experts).
   bool is_moe_layer(std::int64_t layer) const {
     return num_experts > 0 && (dense_mlp_layers.empty() || layer < 0 ||
@@ -253,6 +273,9 @@ struct ModelConfig {
   // Where an MoE layer's weights live inside model.layers.<i>: "block_sparse_moe"
   // (Mixtral: experts.<e>.w1/w3/w2 for gate/up/down) or "mlp" (Qwen: experts.<e>.gate_proj/up_proj/down_proj).
   const char* moe_module() const { return model_type == "mixtral" ? "block_sparse_moe" : "mlp"; }
+  // The shared expert's module inside moe_module(): Qwen2-MoE's shared_expert,
+  // GLM-4.5's shared_experts.
+  const char* shared_expert_module() const { return shared_expert_gate ? "shared_expert" : "shared_experts"; }
   // Whether `layer` rotates with local_rope_theta (Gemma 3's windowed layers).
   bool uses_local_rope(std::int64_t layer) const { return local_rope_theta.has_value() && window_of(layer) > 0; }
 
