@@ -216,7 +216,10 @@ TEST(FsdpLoraTest, FullShardWithAnAdapterEqualsDataParallel) {
 INSTANTIATE_TEST_SUITE_P(
     SftDpoGrpo, DataParallelTest,
     ::testing::Values(
+        // weight_decay: an FSDP shard decays its projections but not its norms, as
+        // the whole model's parameters do one by one.
         DpCase{"sft", "recipes/sft/stories260K_gsm8k.toml",
+               "trainer.weight_decay=0.1 "
                "trainer.max_steps=10 trainer.learning_rate=1e-3 trainer.adam_epsilon=1e-6 trainer.max_length=96 trainer.max_prompt_length=64 "
                "trainer.logging_steps=5 trainer.eval_steps=0 trainer.eval_on_start=false data.max_examples=128 "
                "eval_data.max_examples=8",

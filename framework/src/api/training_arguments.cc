@@ -11,7 +11,7 @@ const ComponentSchema& TrainingArgumentsSchema() {
           .Int("max_steps", -1, "Optimisation steps; if > 0 it overrides num_train_epochs (-1: from the epochs).").AtLeast(1).OrEqualTo(-1)
           .Float("num_train_epochs", 3.0, "Passes over the training data.").GreaterThan(0)
           .Float("learning_rate", 5e-5, "Peak learning rate of AdamW.").AtLeast(0)
-          .Float("weight_decay", 0.0, "AdamW decoupled weight decay.").AtLeast(0)
+          .Float("weight_decay", 0.0, "AdamW decoupled weight decay (not on biases nor norm weights, as transformers' Trainer).").AtLeast(0)
           .Float("adam_beta1", 0.9, "AdamW beta1.").AtLeast(0).LessThan(1)
           .Float("adam_beta2", 0.999, "AdamW beta2.").AtLeast(0).LessThan(1)
           .Float("adam_epsilon", 1e-8, "AdamW epsilon.").GreaterThan(0)

@@ -149,6 +149,24 @@ absl::StatusOr<ShardedModel::Strategy> ShardedModel::ParseStrategy(const std::st
   return absl::InvalidArgumentError(absl::StrCat("fsdp = \"", name, "\": expected \"full_shard\" or \"shard_grad_op\""));
 }
 
+std::vector<std::pair<std::string, at::Tensor>> ShardedModel::ShardMasks(
+    const std::function<bool(const std::string&)>& keep) const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  const std::int64_t world = group_->world_size(), rank = group_->rank();
+  for (const auto& u : units_) {
+    at::Tensor whole = at::zeros({u->shard_size * world}, at::TensorOptions().dtype(at::kFloat));
+    std::int64_t offset = 0;
+    for (size_t i = 0; i < u->params.size(); ++i) {
+      std::int64_t n = 1;
+      for (std::int64_t d : u->shapes[i]) n *= d;
+      if (keep(u->params[i].first)) whole.narrow(0, offset, n).fill_(1.0);
+      offset += n;
+    }
+    out.push_back({u->name, whole.narrow(0, rank * u->shard_size, u->shard_size).clone()});
+  }
+  return out;
+}
+
 ShardedModel::~ShardedModel() {
   if (model_ != nullptr) model_->set_layer_runner(nullptr);
 }

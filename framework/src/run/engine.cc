@@ -805,6 +805,12 @@ absl::Status Run::Setup() {
   POSTTRAIN_RETURN_IF_ERROR(ShardModels());
   if (resumed_.has_value() && !resumed_->shard_files.empty()) POSTTRAIN_RETURN_IF_ERROR(ResumeShardedWeights());
   optimizer_ = std::make_unique<AdamW>(trainable_, AdamWOptions{o_.adam_beta1, o_.adam_beta2, o_.adam_epsilon, o_.weight_decay});
+  if (policy_shards_ != nullptr && policy_shards_->trainable()) {
+    // A flat shard holds norms and biases too: decay element by element.
+    for (const auto& [name, mask] : policy_shards_->ShardMasks(DecaysWeight)) {
+      POSTTRAIN_RETURN_IF_ERROR(optimizer_->SetDecayMask(name, mask));
+    }
+  }
   const auto [architecture, num_labels] = p_.trainer->SavedArchitecture();
   save_.tokenizer_source_dir = p_.model_path;
   save_.extras = extras_;

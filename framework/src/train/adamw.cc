@@ -3,15 +3,25 @@
 #include <c10/core/GradMode.h>
 #include <cmath>
 #include <map>
+#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/device.h"
 
 namespace posttrain {
 
+bool DecaysWeight(const std::string& name) {
+  static const std::regex kExempt(R"(bias|layernorm|rmsnorm|(^|\.)norm($|\.)|_norm($|\.))");
+  std::string lower = name;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return !std::regex_search(lower, kExempt);
+}
+
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options)
     : params_(std::move(params)), options_(options) {
   for (const auto& [name, p] : params_) {
+    decays_.push_back(DecaysWeight(name));
+    decay_mask_.emplace_back();
     exp_avg_.push_back(at::zeros_like(p, at::kFloat));
     exp_avg_sq_.push_back(at::zeros_like(p, at::kFloat));
     // Low-precision parameters are updated through an fp32 master copy: an update
@@ -30,13 +40,29 @@ void AdamW::Step(double lr) {
     if (!p.grad().defined()) continue;
     at::Tensor g = p.grad().to(at::kFloat);
     at::Tensor& master = master_[i].defined() ? master_[i] : p;
-    if (options_.weight_decay != 0.0) master.mul_(1.0 - lr * options_.weight_decay);
+    if (options_.weight_decay != 0.0 && decay_mask_[i].defined()) {
+      master.mul_(1.0 - lr * options_.weight_decay * decay_mask_[i]);
+    } else if (options_.weight_decay != 0.0 && decays_[i]) {
+      master.mul_(1.0 - lr * options_.weight_decay);
+    }
     exp_avg_[i].mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
     exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
     at::Tensor denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(options_.eps);
     master.addcdiv_(exp_avg_[i], denom, -lr / bias1);
     if (master_[i].defined()) p.copy_(master);
   }
+}
+
+absl::Status AdamW::SetDecayMask(const std::string& name, const at::Tensor& mask) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].first != name) continue;
+    if (!mask.sizes().equals(params_[i].second.sizes())) {
+      return absl::InvalidArgumentError(absl::StrCat("adamw: the decay mask of '", name, "' must have its shape"));
+    }
+    decay_mask_[i] = mask.to(params_[i].second.device(), at::kFloat);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("adamw: no parameter '", name, "'"));
 }
 
 void AdamW::ZeroGrad() {

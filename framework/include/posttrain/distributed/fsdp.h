@@ -61,6 +61,9 @@ class ShardedModel : public LayerRunner {
   const std::vector<std::pair<std::string, at::Tensor>>& shards() const { return shards_; }
   // Elements of unit `name` before padding (the length of its whole flat buffer).
   std::int64_t UnitNumel(const std::string& name) const;
+  // For each shard (as shards()), this rank's slice of a flat mask: 1 over the
+  // elements of the parameters `keep` names, 0 elsewhere (padding included).
+  std::vector<std::pair<std::string, at::Tensor>> ShardMasks(const std::function<bool(const std::string&)>& keep) const;
 
   // The root unit whole for one step (the root's parameters then take gradients
   // when trainable); EndStep reduce-scatters them into fsdp.root's gradient and

@@ -1,6 +1,6 @@
 // AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization",
 // Algorithm 2; the update torch.optim.AdamW makes):
-//   θ ← θ − lr·λ·θ
+//   θ ← θ − lr·λ·θ        (only where DecaysWeight: not biases, not norm weights)
 //   m ← β1·m + (1−β1)·g        v ← β2·v + (1−β2)·g²
 //   θ ← θ − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + ε)
 // State is held by parameter name (exp_avg, exp_avg_sq, and the step count), so it
@@ -24,6 +24,14 @@
 
 namespace posttrain {
 
+// Whether weight decay applies to the parameter `name`, as transformers' Trainer
+// groups them (get_decay_parameter_names): not to biases nor to the weights of
+// norms — names that, lowercased, contain "bias", "layernorm" or "rmsnorm", a
+// "norm" path segment (model.norm.weight) or "_norm" before a dot or the end
+// (q_norm, embed_norm). Everything else (projections, embeddings, LoRA's A and B)
+// decays.
+bool DecaysWeight(const std::string& name);
+
 struct AdamWOptions {
   double beta1 = 0.9;
   double beta2 = 0.999;
@@ -34,8 +42,12 @@ struct AdamWOptions {
 class AdamW {
  public:
   // `params` are updated in place; their .grad() is read. fp32 state, and fp32
-  // master copies of parameters that are not fp32.
+  // master copies of parameters that are not fp32. Weight decay where
+  // DecaysWeight(name).
   AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
+  // Weight decay on parameter `name` element by element: `mask` (its shape, 1 where
+  // it decays, 0 where not): a flat FSDP shard holding several parameters.
+  absl::Status SetDecayMask(const std::string& name, const at::Tensor& mask);
 
   // One update with learning rate `lr`; parameters without a gradient are skipped.
   void Step(double lr);
@@ -60,6 +72,8 @@ class AdamW {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
   std::vector<at::Tensor> master_;  // fp32 copies of non-fp32 parameters (else undefined)
+  std::vector<at::Tensor> decay_mask_;  // undefined: decays whole (or not at all: !decays_)
+  std::vector<bool> decays_;
   AdamWOptions options_;
   std::int64_t step_ = 0;
 };
