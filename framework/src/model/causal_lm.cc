@@ -165,6 +165,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     }
     out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
     if (c.output_bias) out.push_back({p + "self_attn.o_proj.bias", {c.hidden_size}});
+    if (c.gpt_oss) out.push_back({p + "self_attn.sinks", {c.num_attention_heads}});
     if (!c.one_norm_per_layer) out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
     if (!c.one_norm_per_layer && c.layer_norm && c.layer_norm_bias) {
       out.push_back({p + "post_attention_layernorm.bias", {c.hidden_size}});
@@ -182,6 +183,16 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       continue;
     }
     const std::string moe = absl::StrCat(p, c.moe_module(), ".");
+    if (c.gpt_oss) {  // GptOssTopKRouter, GptOssExperts: fused, biased
+      const std::int64_t E = c.num_experts, I = c.moe_intermediate_size, H = c.hidden_size;
+      out.push_back({moe + "router.weight", {E, H}});
+      out.push_back({moe + "router.bias", {E}});
+      out.push_back({moe + "experts.gate_up_proj", {E, H, 2 * I}});
+      out.push_back({moe + "experts.gate_up_proj_bias", {E, 2 * I}});
+      out.push_back({moe + "experts.down_proj", {E, I, H}});
+      out.push_back({moe + "experts.down_proj_bias", {E, H}});
+      continue;
+    }
     out.push_back({moe + "gate.weight", {c.num_experts, c.hidden_size}});  // the router
     if (c.router_sigmoid) out.push_back({moe + "gate.e_score_correction_bias", {c.num_experts}});
     for (std::int64_t e = 0; e < c.num_experts; ++e) {
@@ -704,7 +715,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
   // mlp. for Mixtral too: experts.gate_up_proj [E, 2I, H] (gate rows, then up) and
   // experts.down_proj [E, H, I]. Checkpoints in that layout become one tensor per
   // expert, as the hub's are.
-  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers && !config.gpt_oss; ++layer) {  // GPT-OSS: its own layout
     if (!config.is_moe_layer(layer)) continue;
     const std::string v5 = absl::StrCat("model.layers.", layer, ".mlp.");
     const std::string router = absl::StrCat("model.layers.", layer, ".", config.moe_module(), ".gate.weight");
@@ -848,6 +859,7 @@ void CausalLM::Index() {
     }
     l.o = by_name.at(p + "self_attn.o_proj.weight");
     if (config_.output_bias) l.o_bias = by_name.at(p + "self_attn.o_proj.bias");
+    if (config_.gpt_oss) l.sinks = by_name.at(p + "self_attn.sinks");
     if (!config_.one_norm_per_layer) l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
     if (!config_.one_norm_per_layer && config_.layer_norm && config_.layer_norm_bias) {
       l.post_norm_bias = by_name.at(p + "post_attention_layernorm.bias");
@@ -868,6 +880,16 @@ void CausalLM::Index() {
       continue;
     }
     const std::string moe = absl::StrCat(p, config_.moe_module(), ".");
+    if (config_.gpt_oss) {
+      l.router = by_name.at(moe + "router.weight");
+      l.router_logit_bias = by_name.at(moe + "router.bias");
+      l.experts_gate_up = by_name.at(moe + "experts.gate_up_proj");
+      l.experts_gate_up_bias = by_name.at(moe + "experts.gate_up_proj_bias");
+      l.experts_down = by_name.at(moe + "experts.down_proj");
+      l.experts_down_bias = by_name.at(moe + "experts.down_proj_bias");
+      layers_.push_back(std::move(l));
+      continue;
+    }
     l.router = by_name.at(moe + "gate.weight");
     if (config_.router_sigmoid) l.router_bias = by_name.at(moe + "gate.e_score_correction_bias");
     for (std::int64_t e = 0; e < config_.num_experts; ++e) {
@@ -895,7 +917,7 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::Random(const ModelConfig& co
     at::Tensor t;
     if (name.find("norm.weight") != std::string::npos) {  // Gemma's store the offset from 1
       t = config.norm_weight_offset ? at::zeros(shape, HostOptions(at::kFloat)) : at::ones(shape, HostOptions(at::kFloat));
-    } else if (absl::EndsWith(name, ".bias") || absl::EndsWith(name, ".e_score_correction_bias")) {
+    } else if (absl::EndsWith(name, ".bias") || absl::EndsWith(name, "_bias")) {
       t = at::zeros(shape, HostOptions(at::kFloat));
     } else {
       t = at::normal(0.0, config.initializer_range, shape, gen);
@@ -1201,7 +1223,12 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
     return internal::Linear(Activate(internal::Linear(in, gate), activation) * internal::Linear(in, up), down);
   };
   at::Tensor weights, experts;  // [N, k]
-  if (config_.router_sigmoid) {
+  if (config_.gpt_oss) {
+    // GptOssTopKRouter: the top k of the biased logits, softmaxed among themselves.
+    auto [top, chosen] = at::topk(internal::Linear(flat, l.router, l.router_logit_bias), k, -1);
+    weights = at::softmax(top, -1, ComputeDtype(dtype_)).to(top.scalar_type());
+    experts = chosen;
+  } else if (config_.router_sigmoid) {
     // GLM-4.5's router (see ModelConfig::router_sigmoid): scores in fp32, the choice
     // biased and limited to the best groups, the weights unbiased.
     const at::ScalarType compute = ComputeDtype(dtype_);
@@ -1240,7 +1267,18 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
   for (std::int64_t e = 0; e < config_.num_experts; ++e) {
     if (count[e] == 0) continue;
     const auto ue = static_cast<size_t>(e);
-    outputs.push_back(swiglu(routed.narrow(0, start, count[e]), l.expert_gate[ue], l.expert_up[ue], l.expert_down[ue]));
+    const at::Tensor in = routed.narrow(0, start, count[e]);
+    if (config_.gpt_oss) {  // GptOssExperts: x W + b, gate/up interleaved, clamped, (up + 1) · gate · σ(1.702 gate)
+      const double limit = config_.swiglu_limit;
+      const at::Tensor gate_up = at::addmm(l.experts_gate_up_bias[e], in, l.experts_gate_up[e]);
+      const at::Tensor gate = gate_up.slice(-1, 0, c10::nullopt, 2).clamp_max(limit);
+      const at::Tensor up = gate_up.slice(-1, 1, c10::nullopt, 2).clamp(-limit, limit);
+      const at::Tensor glu = gate * at::sigmoid(gate * 1.702);
+      outputs.push_back(at::addmm(l.experts_down_bias[e], (up + 1) * glu, l.experts_down[e]));
+      start += count[e];
+      continue;
+    }
+    outputs.push_back(swiglu(in, l.expert_gate[ue], l.expert_up[ue], l.expert_down[ue]));
     start += count[e];
   }
   const at::Tensor scaled = at::cat(outputs) * weights.reshape({-1}).index_select(0, order).unsqueeze(-1);
@@ -1389,7 +1427,13 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       scores = scores.to(ComputeDtype(dtype_)) * scale;
       if (alibi.defined()) scores = scores + alibi;  // BLOOM
       scores = SoftCap(scores, config_.attn_logit_softcapping).masked_fill(blocked, lowest);
-      at::Tensor probs = at::softmax(scores, -1).to(dtype_);
+      at::Tensor probs;
+      if (l.sinks.defined()) {  // GPT-OSS: each head's sink joins the softmax, then is dropped
+        const at::Tensor sink = l.sinks.to(scores.scalar_type()).view({1, KV, G, 1, 1}).expand({B, KV, G, T, 1});
+        probs = at::softmax(at::cat({scores, sink}, -1), -1).narrow(-1, 0, scores.size(-1)).to(dtype_);
+      } else {
+        probs = at::softmax(scores, -1).to(dtype_);
+      }
       if (drop && config_.attention_dropout > 0) probs = at::dropout(probs, config_.attention_dropout, /*train=*/true);
       at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
       attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
@@ -1461,10 +1505,11 @@ void CheckPacked(const PackedSequences& p) {
 // `window` > 0: each query sees the last `window` keys only (itself included);
 // `softcap` > 0 caps the scaled scores (SoftCap) before the mask; `dropout` > 0
 // drops attention probabilities with that probability; `alibi_slopes` [KV · G]
-// (BLOOM), if defined, adds slope · (key index in prefix + sequence) to the scaled scores.
+// (BLOOM), if defined, adds slope · (key index in prefix + sequence) to the scaled scores;
+// `sinks` [KV · G] (GPT-OSS), if defined, add one logit per head to each softmax.
 at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const PackedSequences& p,
                            double scale, double softcap, at::ScalarType compute, std::int64_t window, double dropout,
-                           const at::Tensor& alibi_slopes) {
+                           const at::Tensor& alibi_slopes, const at::Tensor& sinks) {
   const std::int64_t KV = q.size(0), G = q.size(1);
   const double lowest = std::numeric_limits<float>::lowest();
   // Per-sequence views by split, not narrow: the backward of a split is one
@@ -1501,7 +1546,13 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k, const at::T
       }
       scores = SoftCap(scores, softcap).masked_fill(hidden_keys, lowest);
       const at::Tensor vt = (whole ? values : values.narrow(1, 0, visible)).unsqueeze(1);
-      at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+      at::Tensor probs;
+      if (sinks.defined()) {  // GPT-OSS: each head's sink joins the softmax, then is dropped
+        const at::Tensor sink = sinks.to(compute).view({KV, G, 1, 1}).expand({KV, G, n, 1});
+        probs = at::softmax(at::cat({scores, sink}, -1), -1).narrow(-1, 0, scores.size(-1)).to(v.scalar_type());
+      } else {
+        probs = at::softmax(scores, -1).to(v.scalar_type());
+      }
       if (dropout > 0) probs = at::dropout(probs, dropout, /*train=*/true);
       outputs.push_back(at::matmul(probs, vt));
     }
@@ -1569,7 +1620,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       k = k.permute({1, 0, 2}).contiguous();
       v = v.permute({1, 0, 2}).contiguous();
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
-                                        config_.window_of(li), drop ? config_.attention_dropout : 0.0, alibi_slopes_);
+                                        config_.window_of(li), drop ? config_.attention_dropout : 0.0, alibi_slopes_, l.sinks);
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
       return LayerTail(li, h, x, attn, /*fuse_gate_up=*/true, drop);
     };

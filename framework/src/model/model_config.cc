@@ -285,11 +285,17 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
     const bool read = (model_type == "mixtral" && std::string(key) == "num_local_experts") ||
                       (qwen_moe && std::string(key) == "num_experts") ||
-                      (model_type == "glm4_moe" && std::string(key) == "n_routed_experts");
+                      (model_type == "glm4_moe" && std::string(key) == "n_routed_experts") ||
+                      (model_type == "gpt_oss" && std::string(key) == "num_local_experts");
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
   }
   if (set("output_router_logits") && json["output_router_logits"].is_boolean() && json["output_router_logits"].get<bool>()) {
     refused.push_back("output_router_logits = true (the router's load-balancing loss is not added to the loss)");
+  }
+  if (set("quantization_config")) {
+    const nlohmann::json& q = json["quantization_config"];
+    refused.push_back(absl::StrCat("quantization_config (", q.is_object() && q.contains("quant_method") ? q["quant_method"].dump() : q.dump(),
+                                   ": quantized weights; dequantize the checkpoint to bf16 or fp32 first)"));
   }
   if (nonzero("router_jitter_noise")) {
     refused.push_back(absl::StrCat("router_jitter_noise = ", json["router_jitter_noise"].dump(), " (Mixtral's noise on the router input in training)"));
@@ -314,17 +320,20 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
   const bool smollm3 = c->model_type == "smollm3", gemma3 = c->model_type == "gemma3_text";
   const bool gemma2 = c->model_type == "gemma2" || gemma3;  // windows as Gemma 2 has them
   const bool cohere2 = c->model_type == "cohere2";
+  const bool gpt_oss = c->model_type == "gpt_oss";  // GptOssConfig: window 128 on even layers (0, 2, ...)
   // Qwen3-MoE: with use_sliding_window, the window on every layer (Qwen3MoeAttention).
   const bool qwen3_moe = c->model_type == "qwen3_moe";
   const bool per_layer =
-      c->model_type == "qwen2" || c->model_type == "qwen3" || c->model_type == "qwen2_moe" || smollm3 || gemma2 || cohere2;
+      c->model_type == "qwen2" || c->model_type == "qwen3" || c->model_type == "qwen2_moe" || smollm3 || gemma2 || cohere2 ||
+      gpt_oss;
   if ((gemma2 || cohere2) && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's, Gemma3TextConfig's, Cohere2Config's
+  if (gpt_oss && !json.contains("sliding_window")) c->sliding_window = 128;
   if (gemma3 && json.contains("sliding_window") && json["sliding_window"].is_null()) {
     return absl::UnimplementedError("config.json: sliding_window = null is not supported for gemma3_text (its windowed layers "
                                     "would keep their own RoPE base without a window)");
   }
   bool used = c->model_type == "mistral" || c->model_type == "phi3" || c->model_type == "mixtral" ||
-              c->model_type == "starcoder2" || gemma2 || cohere2;
+              c->model_type == "starcoder2" || gemma2 || cohere2 || gpt_oss;
   if (per_layer || qwen3_moe) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
@@ -350,7 +359,7 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "sliding_window_pattern", &pattern));
     if (pattern <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: sliding_window_pattern must be positive, got ", pattern));
     for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back((i + 1) % pattern != 0);
-  } else if (gemma2 && c->sliding_window) {
+  } else if ((gemma2 || gpt_oss) && c->sliding_window) {
     for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(i % 2 == 0);
   } else if (smollm3 && c->sliding_window) {
     for (std::int64_t i = 0; i < c->num_hidden_layers; ++i) sliding.push_back(!c->uses_rope(i));
@@ -512,6 +521,18 @@ absl::Status ReadGlm4MixtureOfExperts(const nlohmann::json& json, ModelConfig* c
 absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
   const bool mixtral = c->model_type == "mixtral", qwen2 = c->model_type == "qwen2_moe";
   if (c->model_type == "glm4_moe") return ReadGlm4MixtureOfExperts(json, c);
+  if (c->gpt_oss) {  // GptOssConfig: num_local_experts (128) of width intermediate_size, the top 4, every layer
+    c->num_experts = 128;
+    c->num_experts_per_tok = 4;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_local_experts", &c->num_experts));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_experts_per_tok", &c->num_experts_per_tok));
+    c->moe_intermediate_size = c->intermediate_size;
+    if (c->num_experts < 1 || c->num_experts_per_tok < 1 || c->num_experts_per_tok > c->num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: num_experts_per_tok must be between 1 and the ", c->num_experts,
+                                                     " experts (num_local_experts), got ", c->num_experts_per_tok));
+    }
+    return absl::OkStatus();
+  }
   if (!mixtral && !qwen2 && c->model_type != "qwen3_moe") return absl::OkStatus();
   if (mixtral) {  // MixtralConfig
     c->num_experts = 8;
@@ -616,11 +637,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
-      c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe") {
+      c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
+      c.model_type != "gpt_oss") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   const bool phi3 = c.model_type == "phi3";
@@ -653,6 +675,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : c.model_type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
                      : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
                      : glm4_moe                    ? "Glm4MoeForCausalLM"
+                     : c.model_type == "gpt_oss"   ? "GptOssForCausalLM"
                      : neox                        ? "GPTNeoXForCausalLM"
                      : gpt2                        ? "GPT2LMHeadModel"
                      : opt                         ? "OPTForCausalLM"
@@ -875,6 +898,17 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: logit_scale must be a finite, nonzero number, got ", c.logit_scale));
     }
   }
+  if (c.model_type == "gpt_oss") {  // GptOssConfig's defaults (GptOssAttention: biases on q/k/v/o; norms in fp32)
+    c.gpt_oss = true;
+    c.attention_bias = true;
+    c.rope_theta = 150000.0;
+    c.rms_norm_eps = 1e-5;
+    c.norm_weight_in_fp32 = true;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "swiglu_limit", &c.swiglu_limit));
+    if (!(c.swiglu_limit > 0) || !std::isfinite(c.swiglu_limit)) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: swiglu_limit must be a positive number, got ", c.swiglu_limit));
+    }
+  }
   if (glm4_moe) {  // Glm4MoeConfig's defaults (Glm4MoeAttention: q/k/v biases with attention_bias, none on o_proj)
     c.partial_rotary_factor = 0.5;
     c.rms_norm_eps = 1e-5;
@@ -900,6 +934,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   // hidden_size / num_attention_heads.
   c.head_dim = gemma                       ? 256
                : c.model_type == "qwen3"   ? 128
+               : c.gpt_oss                 ? 64
                : c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads
                                            : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
@@ -913,7 +948,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (!gpt2 && !opt && !bloom && !phi && !stablelm && !starcoder2) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   }  // OPT's: enable_bias
-  if (neox || cohere) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere: on o_proj (dense) too
+  if (neox || cohere || c.gpt_oss) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere, GPT-OSS: on o_proj (dense) too
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
   // Gemma configs written by transformers 4.38-4.4x carry hidden_activation, which
@@ -1250,6 +1285,12 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["use_sliding_window"] = sliding_window.has_value();
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
   }
+  if (model_type == "gpt_oss") {  // GptOssConfig's names
+    j["num_local_experts"] = num_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["swiglu_limit"] = swiglu_limit;
+    j["output_router_logits"] = false;
+  }
   if (model_type == "mixtral") {
     j["num_local_experts"] = num_experts;
     j["num_experts_per_tok"] = num_experts_per_tok;
@@ -1287,8 +1328,8 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["output_router_logits"] = false;
   }
   if (model_type == "qwen2" || model_type == "qwen3" || model_type == "qwen2_moe" || model_type == "smollm3" || gemma2 ||
-      model_type == "cohere2") {
-    if (!gemma2 && model_type != "cohere2") j["use_sliding_window"] = sliding_window.has_value();
+      model_type == "cohere2" || model_type == "gpt_oss") {
+    if (!gemma2 && model_type != "cohere2" && model_type != "gpt_oss") j["use_sliding_window"] = sliding_window.has_value();
     j["sliding_window"] = sliding_window ? nlohmann::ordered_json(*sliding_window) : nullptr;
     nlohmann::ordered_json types = nlohmann::ordered_json::array();
     std::int64_t first_sliding = num_hidden_layers;

@@ -1176,6 +1176,119 @@ TEST(CausalLMTest, Glm4MoeConfigReadsGlm45AirFields) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("n_routed_experts = 128"));
 }
 
+// GPT-OSS (gpt_oss) against gpt_oss_reference.py (fp64, the config.json given here):
+// attention sinks, biases on q/k/v/o, the window on layer 0 (layer_types' default:
+// the even layers), the router's bias and its softmax over the top k logits, the
+// fused experts with their biases, interleaved gate/up columns and the swiglu_limit
+// clamp (0.5 here, so that it bites); then TRL's tiny shape with GPT-OSS's YaRN (head_dim
+// 64 by default). Every path; saved and loaded back under GPT-OSS's names; zeroed sinks
+// or a loose clamp give other logits.
+TEST(CausalLMTest, GptOssMatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool tiny : {false, true}) {
+    SCOPED_TRACE(tiny ? "TRL's tiny shape, YaRN" : "sinks, window, clamp");
+    nlohmann::json json = {{"model_type", "gpt_oss"}, {"architectures", {"GptOssForCausalLM"}}, {"vocab_size", 97},
+                           {"hidden_size", 32}, {"intermediate_size", 12}, {"num_hidden_layers", 2},
+                           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8}, {"rms_norm_eps", 1e-5},
+                           {"rope_theta", 500.0}, {"sliding_window", 3}, {"num_local_experts", 4},
+                           {"num_experts_per_tok", 2}, {"swiglu_limit", 0.5}};
+    if (tiny) {
+      json = {{"model_type", "gpt_oss"}, {"vocab_size", 97}, {"hidden_size", 8}, {"intermediate_size", 32},
+              {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts_per_tok", 2},
+              {"num_local_experts", 4},
+              {"rope_scaling", {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
+                                {"truncate", false}, {"original_max_position_embeddings", 4096}}}};
+    }
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "GptOssForCausalLM");
+    EXPECT_EQ(config->head_dim, tiny ? 64 : 8);
+    EXPECT_TRUE(config->output_bias && config->attention_bias && config->gpt_oss);
+    EXPECT_EQ(config->window_of(0), tiny ? 128 : 3);
+    EXPECT_EQ(config->window_of(1), 0);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, tiny ? 151 : 152);
+    RandomizeBiasesAndNorms(*model, 153);
+    std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    {
+      c10::NoGradGuard no_grad;
+      at::manual_seed(154);
+      for (auto& [name, p] : tensors) {
+        if (absl::EndsWith(name, "_bias")) p.copy_(at::randn(p.sizes()) * 0.2);
+        if (absl::EndsWith(name, "sinks")) p.copy_(at::randn(p.sizes()) * 2.0);
+      }
+    }
+    for (const char* name : {"model.layers.1.self_attn.sinks", "model.layers.1.self_attn.o_proj.bias", "model.layers.0.mlp.router.bias",
+                             "model.layers.0.mlp.experts.gate_up_proj", "model.layers.0.mlp.experts.down_proj_bias"}) {
+      EXPECT_EQ(tensors.count(name), 1u) << name;
+    }
+    EXPECT_EQ(tensors.at("model.layers.0.mlp.experts.gate_up_proj").sizes(),
+              at::IntArrayRef({4, config->hidden_size, 2 * config->intermediate_size}));
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+    const at::Tensor expected =
+        PythonReferenceLogits(*model, ids, tiny ? "py_gpt_oss_tiny" : "py_gpt_oss", &json, "gpt_oss_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(tiny ? "gpt_oss_tiny_save" : "gpt_oss_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["num_local_experts"], 4);
+    EXPECT_EQ(written["layer_types"][0], "sliding_attention");
+    c10::NoGradGuard no_grad;
+    std::map<std::string, at::Tensor> sinkless = tensors;
+    for (auto& [name, t] : sinkless) {
+      if (absl::EndsWith(name, "sinks")) t = at::full_like(t, -1e4);
+    }
+    auto other = CausalLM::FromTensors(*config, sinkless, at::kFloat);
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_GT(((*other)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+    if (!tiny) {
+      ModelConfig loose = *config;
+      loose.swiglu_limit = 1e3;
+      auto unclamped = CausalLM::FromTensors(loose, tensors, at::kFloat);
+      ASSERT_TRUE(unclamped.ok()) << unclamped.status();
+      EXPECT_GT(((*unclamped)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+    }
+  }
+}
+
+// openai/gpt-oss-20b's config.json: its MXFP4 quantization_config is refused by name
+// (dequantized, the same config reads: 32 experts, the window of 128 on the even
+// layers, YaRN of factor 32 untruncated, biases on o_proj), written back and read
+// back the same.
+TEST(CausalLMTest, GptOssConfigReadsGptOss20bFields) {
+  nlohmann::json types = nlohmann::json::array();
+  for (int i = 0; i < 24; ++i) types.push_back(i % 2 == 0 ? "sliding_attention" : "full_attention");
+  nlohmann::json oss = {{"architectures", {"GptOssForCausalLM"}}, {"attention_bias", true}, {"attention_dropout", 0.0},
+                        {"eos_token_id", 200002}, {"experts_per_token", 4}, {"head_dim", 64}, {"hidden_act", "silu"},
+                        {"hidden_size", 2880}, {"initial_context_length", 4096}, {"initializer_range", 0.02},
+                        {"intermediate_size", 2880}, {"layer_types", types}, {"max_position_embeddings", 131072},
+                        {"model_type", "gpt_oss"}, {"num_attention_heads", 64}, {"num_experts_per_tok", 4},
+                        {"num_hidden_layers", 24}, {"num_key_value_heads", 8}, {"num_local_experts", 32},
+                        {"output_router_logits", false}, {"pad_token_id", 199999},
+                        {"quantization_config", {{"modules_to_not_convert", {"model.layers.*.self_attn"}}, {"quant_method", "mxfp4"}}},
+                        {"rms_norm_eps", 1e-05},
+                        {"rope_scaling", {{"beta_fast", 32.0}, {"beta_slow", 1.0}, {"factor", 32.0},
+                                          {"original_max_position_embeddings", 4096}, {"rope_type", "yarn"}, {"truncate", false}}},
+                        {"rope_theta", 150000}, {"router_aux_loss_coef", 0.9}, {"sliding_window", 128}, {"swiglu_limit", 7.0},
+                        {"tie_word_embeddings", false}, {"use_cache", true}, {"vocab_size", 201088}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(oss).status().message()), HasSubstr("quantization_config (\"mxfp4\""));
+  oss.erase("quantization_config");
+  auto c = ModelConfig::FromJson(oss);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_experts, 32);
+  EXPECT_EQ(c->moe_intermediate_size, 2880);
+  EXPECT_TRUE(c->is_moe_layer(0) && c->is_moe_layer(23));
+  EXPECT_EQ(c->window_of(22), 128);
+  EXPECT_EQ(c->window_of(23), 0);
+  ASSERT_TRUE(c->rope_scaling.has_value());
+  EXPECT_EQ(c->rope_scaling->rope_type, "yarn");
+  EXPECT_FALSE(c->rope_scaling->truncate);
+  EXPECT_TRUE(c->output_bias);
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+}
+
 // GPT-NeoX (Pythia) against tests/framework/model/gpt_neox_reference.py, which
 // reads the checkpoint we write under GPT-NeoX's own names (one query_key_value
 // interleaved by head, dense, dense_h_to_4h, ...) and does GPTNeoXLayer's maths in

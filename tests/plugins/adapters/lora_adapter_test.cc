@@ -86,6 +86,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "phi"    ? "phi_reference.py"
                              : config.model_type == "stablelm" ? "stablelm_reference.py"
                              : config.model_type == "starcoder2" ? "starcoder2_reference.py"
+                             : config.model_type == "gpt_oss" ? "gpt_oss_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -407,6 +408,21 @@ TEST(LoraAdapterTest, Glm4MoeAdaptsAttentionAndTheDenseMlp) {
   EXPECT_EQ(params.count("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"), 1u);
   EXPECT_EQ(params.count("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"), 0u);
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("glm4_moe_lora"));
+}
+
+// GPT-OSS (every layer a mixture of experts): LoRA on q/k/v/o of each layer, the
+// fused experts untouched; the adapted model equals PEFT's formula on those files
+// (gpt_oss_reference.py) and its merge.
+TEST(LoraAdapterTest, GptOssAdaptsItsAttention) {
+  auto config = ModelConfig::FromJson({{"model_type", "gpt_oss"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"intermediate_size", 16}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                       {"num_key_value_heads", 2}, {"head_dim", 8}, {"sliding_window", 3},
+                                       {"num_local_experts", 4}, {"num_experts_per_tok", 2}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  EXPECT_EQ(ParametersByName(*lora).size(), 2u * 4 * 2);  // A and B of q/k/v/o in 2 layers
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("gpt_oss_lora"));
 }
 
 // BLOOM: LoRA under PEFT's names (base_model.model.transformer.h.<i>.self_attention.

@@ -194,6 +194,8 @@ class CausalLM {
     // expert's projections; gate/up/down then hold Qwen2-MoE's shared expert, if any.
     at::Tensor router, shared_expert_gate;
     at::Tensor router_bias;  // GLM-4.5: e_score_correction_bias [num_experts]
+    // GPT-OSS: the router's bias, the fused experts and their biases, the heads' sinks.
+    at::Tensor router_logit_bias, experts_gate_up, experts_gate_up_bias, experts_down, experts_down_bias, sinks;
     std::vector<at::Tensor> expert_gate, expert_up, expert_down;
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);

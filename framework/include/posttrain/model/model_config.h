@@ -73,7 +73,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe", "gpt_oss"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -166,6 +166,15 @@ struct ModelConfig {
   // Its shared experts (mlp.shared_experts, n_shared_experts of
   // moe_intermediate_size: one SwiGLU of the summed width) are added ungated.
   bool router_sigmoid = false;
+  // GPT-OSS (GptOssMLP, GptOssAttention): every layer's experts are three fused
+  // tensors with biases, mlp.experts.gate_up_proj [E, hidden, 2 I] (gate and up
+  // columns interleaved), down_proj [E, I, hidden]; an expert computes
+  // ((clamp(up, ±swiglu_limit) + 1) · g·sigmoid(1.702 g)) with g = min(gate,
+  // swiglu_limit). The router (mlp.router, with a bias) keeps the top k logits and
+  // softmaxes them. Each attention head has a learned sink logit (self_attn.sinks)
+  // in its softmax's denominator: p_j = exp(s_j) / (Σ exp(s) + exp(sink)).
+  bool gpt_oss = false;
+  double swiglu_limit = 7.0;
   std::int64_t n_group = 1;
   std::int64_t topk_group = 1;
   double routed_scaling_factor = 1.0;
