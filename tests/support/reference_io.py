@@ -53,3 +53,36 @@ def rotate_half_rope(T, rotated, theta):
         xr, xp = x[..., :rotated], x[..., rotated:]
         return torch.cat([xr * cos + torch.cat([-xr[..., half:], xr[..., :half]], -1) * sin, xp], -1)
     return rope
+
+
+def yarn_inv_freq(rs, dims, theta, max_positions, dtype):
+    """(inv_freq [dims / 2], attention factor) of transformers' _compute_yarn_parameters
+    for rope_scaling `rs`: the dimensions that turn between beta_fast and beta_slow
+    times in the original context ramp from extrapolation (theta_i) to interpolation
+    (theta_i / factor); cos and sin are then multiplied by the attention factor
+    (0.1 ln(factor) + 1 unless set, or the mscale / mscale_all_dim ratio)."""
+    import math
+    import torch
+    f = rs["factor"]
+    orig = rs.get("original_max_position_embeddings") or max_positions
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    attention = rs.get("attention_factor")
+    if attention is None:
+        ms, msa = rs.get("mscale"), rs.get("mscale_all_dim")
+        attention = mscale(f, ms) / mscale(f, msa) if ms and msa else mscale(f)
+    beta_fast, beta_slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+
+    def correction_dim(rotations):
+        return dims * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+    lo, hi = correction_dim(beta_fast), correction_dim(beta_slow)
+    if rs.get("truncate", True):
+        lo, hi = math.floor(lo), math.ceil(hi)
+    lo, hi = max(lo, 0), min(hi, dims - 1)
+    if lo == hi:
+        hi += 0.001
+    ramp = ((torch.arange(dims // 2, dtype=dtype) - lo) / (hi - lo)).clamp(0, 1)
+    extrapolation = 1 - ramp
+    pos_freqs = theta ** (torch.arange(0, dims, 2).to(dtype) / dims)
+    return (1.0 / (f * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation, attention

@@ -604,8 +604,8 @@ TEST(CausalLMTest, DynamicNtkRopePastTheContext) {
 // Phi-4-mini's partial rotary (partial_rotary_factor 0.75: RoPE on the first 6 of
 // each head's 8 dimensions, the last 2 unrotated), with longrope's factors over the
 // rotated dimensions only: every path against the python transcription; the same
-// weights with RoPE on whole heads give other logits; a factor leaving an odd
-// number of rotated dimensions is named.
+// weights with RoPE on whole heads give other logits; an odd number of rotated
+// dimensions as transformers' Phi-3 rotates them (cos's width), refused for GPT-NeoX.
 TEST(CausalLMTest, Phi4MiniPartialRotaryOnEveryPath) {
   nlohmann::json json = {{"model_type", "phi3"}, {"vocab_size", 97}, {"hidden_size", 32},
                          {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
@@ -638,8 +638,22 @@ TEST(CausalLMTest, Phi4MiniPartialRotaryOnEveryPath) {
   auto reparsed = ModelConfig::FromJson(nlohmann::json::parse(config->ToJson().dump()));
   ASSERT_TRUE(reparsed.ok()) << reparsed.status();
   EXPECT_EQ(reparsed->rotary_dim(), 6);
-  partial["partial_rotary_factor"] = 0.7;  // 5.6 → 5 dimensions
-  EXPECT_THAT(std::string(ModelConfig::FromJson(partial).status().message()), HasSubstr("even, positive number of rotated"));
+  // 0.7: d = int(8 · 0.7) = 5, so RoPE has 3 frequencies θ^(-2i/5); transformers'
+  // Phi-3 rotates as many dimensions as cos has (6), as the transcription does.
+  partial["partial_rotary_factor"] = 0.7;
+  auto odd = ModelConfig::FromJson(partial);
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  EXPECT_EQ(odd->rope_freq_dim(), 5);
+  EXPECT_EQ(odd->rotary_dim(), 6);
+  auto odd_model = CausalLM::FromTensors(*odd, tensors, at::kFloat);
+  ASSERT_TRUE(odd_model.ok()) << odd_model.status();
+  const at::Tensor odd_expected = PythonReferenceLogits(**odd_model, ids, "py_partial_rotary_odd");
+  ASSERT_TRUE(odd_expected.defined());
+  EXPECT_LT(((*odd_model)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - odd_expected).abs().max().item<double>(), 1e-4);
+  // GPT-NeoX slices rotary_ndims = 5 dimensions against 6 of cos: transformers fails; refused.
+  const nlohmann::json neox = {{"model_type", "gpt_neox"}, {"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 48},
+                               {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"rotary_pct", 0.7}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(neox).status().message()), HasSubstr("even, positive number of rotated"));
   partial["model_type"] = "llama";  // LlamaAttention rotates whole heads
   EXPECT_THAT(std::string(ModelConfig::FromJson(partial).status().message()), HasSubstr("partial_rotary_factor = 0.7"));
 }

@@ -14,11 +14,11 @@ logits = lm_head(h).
 
 Inputs, outputs and `--adapter ADIR` / `--merged` (PEFT's LoRA formula, or its merge):
 tests/support/reference_io.py."""
-import math, os, sys
+import os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from reference_io import peft_linear, read_inputs, write_logits  # noqa: E402
+from reference_io import peft_linear, read_inputs, write_logits, yarn_inv_freq  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(sys.argv, "gpt_oss")
 
@@ -46,19 +46,7 @@ inv = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
 attn_factor = 1.0
 rs = cfg.get("rope_scaling")
 if rs and rs.get("rope_type", rs.get("type")) == "yarn":  # transformers' _compute_yarn_parameters
-    f, orig = rs["factor"], rs.get("original_max_position_embeddings", 4096)
-    attn_factor = rs.get("attention_factor") or (0.1 * math.log(f) + 1.0)
-    def corr(rot):
-        return D * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(theta))
-    lo, hi = corr(rs.get("beta_fast", 32)), corr(rs.get("beta_slow", 1))
-    if rs.get("truncate", True):
-        lo, hi = math.floor(lo), math.ceil(hi)
-    lo, hi = max(lo, 0), min(hi, D - 1)
-    if lo == hi:
-        hi += 0.001
-    ramp = ((torch.arange(D // 2, dtype=torch.float64) - lo) / (hi - lo)).clamp(0, 1)
-    extrapolation = 1 - ramp
-    inv = inv / f * (1 - extrapolation) + inv * extrapolation
+    inv, attn_factor = yarn_inv_freq(rs, D, theta, cfg.get("max_position_embeddings", 131072), torch.float64)
 freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
 cos, sin = freqs.cos() * attn_factor, freqs.sin() * attn_factor
 

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
 from safetensors_py import load, save  # noqa: E402
 from peft_lora_py import load_lora  # noqa: E402
+from reference_io import yarn_inv_freq  # noqa: E402
 
 d = sys.argv[1]
 cfg = json.load(open(d + "/config.json"))
@@ -82,27 +83,7 @@ elif rs and rs.get("rope_type", rs.get("type")) == "yarn":
     # YaRN as transformers' _compute_yarn_parameters (after its fix that keeps the
     # given factor): NTK-by-parts between the dimensions turning beta_fast and
     # beta_slow times in the original context; cos and sin times the attention factor.
-    f = rs["factor"]
-    orig = rs.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
-    def mscale(scale, m=1.0):
-        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
-    rope_scale = rs.get("attention_factor")
-    if rope_scale is None:
-        ms, msa = rs.get("mscale"), rs.get("mscale_all_dim")
-        rope_scale = mscale(f, ms) / mscale(f, msa) if ms and msa else mscale(f)
-    beta_fast, beta_slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
-    def correction_dim(rotations):
-        return RD * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(theta))
-    lo_d, hi_d = correction_dim(beta_fast), correction_dim(beta_slow)
-    if rs.get("truncate", True):
-        lo_d, hi_d = math.floor(lo_d), math.ceil(hi_d)
-    lo_d, hi_d = max(lo_d, 0), min(hi_d, RD - 1)
-    if lo_d == hi_d:
-        hi_d += 0.001
-    ramp = ((torch.arange(RD // 2, dtype=torch.float32) - lo_d) / (hi_d - lo_d)).clamp(0, 1)
-    extrapolation = 1 - ramp
-    pos_freqs = theta ** (torch.arange(0, RD, 2).float() / RD)
-    inv = (1.0 / (f * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+    inv, rope_scale = yarn_inv_freq(rs, RD, theta, cfg["max_position_embeddings"], torch.float32)
 elif rs and rs.get("rope_type", rs.get("type")) == "dynamic":
     # transformers' _compute_dynamic_ntk_parameters with seq_len = the largest
     # position + 1 (the whole sequence here): a larger base past max_position_embeddings.
