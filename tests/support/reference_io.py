@@ -86,3 +86,24 @@ def yarn_inv_freq(rs, dims, theta, max_positions, dtype):
     extrapolation = 1 - ramp
     pos_freqs = theta ** (torch.arange(0, dims, 2).to(dtype) / dims)
     return (1.0 / (f * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation, attention
+
+
+def sigmoid_group_topk(scores, correction_bias, n_group, topk_group, k, norm_topk_prob, routed_scaling_factor):
+    """(chosen [N, k], weights [N, k]) of GLM-4.5's and DeepSeek-V3's router
+    (Glm4MoeTopkRouter, DeepseekV3TopkRouter) for sigmoid scores [N, E]: the choice
+    adds the correction bias and keeps the topk_group of n_group groups whose two best
+    scores sum highest (the others' scores become 0), then the k best; the weights are
+    the unbiased scores of those, normalised (+1e-20) when norm_topk_prob, times
+    routed_scaling_factor."""
+    import torch
+    E = scores.shape[-1]
+    choice = scores + correction_bias
+    group_scores = choice.view(-1, n_group, E // n_group).topk(2, dim=-1)[0].sum(dim=-1)
+    group_idx = torch.topk(group_scores, k=topk_group, dim=-1, sorted=False)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+    score_mask = group_mask.unsqueeze(-1).expand(-1, n_group, E // n_group).reshape(-1, E)
+    chosen = torch.topk(choice.masked_fill(~score_mask.bool(), 0.0), k=k, dim=-1, sorted=False)[1]
+    top = scores.gather(1, chosen)
+    if norm_topk_prob:
+        top = top / (top.sum(dim=-1, keepdim=True) + 1e-20)
+    return chosen, top * routed_scaling_factor

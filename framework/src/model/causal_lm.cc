@@ -148,10 +148,27 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     const std::string p = absl::StrCat("model.layers.", i, ".");
     if (c.pre_norms) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
     if (c.pre_norms && c.layer_norm && c.layer_norm_bias) out.push_back({p + "input_layernorm.bias", {c.hidden_size}});
-    out.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}});
-    out.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}});
-    out.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}});
-    if (c.attention_bias) {
+    if (c.mla()) {  // DeepseekV3Attention's modules, in its order
+      const std::int64_t heads = c.num_attention_heads, latent = c.kv_lora_rank;
+      if (c.q_lora_rank > 0) {
+        out.push_back({p + "self_attn.q_a_proj.weight", {c.q_lora_rank, c.hidden_size}});
+        if (c.attention_bias) out.push_back({p + "self_attn.q_a_proj.bias", {c.q_lora_rank}});
+        out.push_back({p + "self_attn.q_a_layernorm.weight", {c.q_lora_rank}});
+        out.push_back({p + "self_attn.q_b_proj.weight", {heads * c.qk_head_dim(), c.q_lora_rank}});
+      } else {
+        out.push_back({p + "self_attn.q_proj.weight", {heads * c.qk_head_dim(), c.hidden_size}});
+      }
+      out.push_back({p + "self_attn.kv_a_proj_with_mqa.weight", {latent + c.qk_rope_head_dim, c.hidden_size}});
+      if (c.attention_bias) out.push_back({p + "self_attn.kv_a_proj_with_mqa.bias", {latent + c.qk_rope_head_dim}});
+      out.push_back({p + "self_attn.kv_a_layernorm.weight", {latent}});
+      out.push_back({p + "self_attn.kv_b_proj.weight", {heads * (c.qk_nope_head_dim + c.v_head_dim), latent}});
+      out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, heads * c.v_head_dim}});
+      if (c.output_bias) out.push_back({p + "self_attn.o_proj.bias", {c.hidden_size}});
+    }
+    if (!c.mla()) out.push_back({p + "self_attn.q_proj.weight", {q_dim, c.hidden_size}});
+    if (!c.mla()) out.push_back({p + "self_attn.k_proj.weight", {kv_dim, c.hidden_size}});
+    if (!c.mla()) out.push_back({p + "self_attn.v_proj.weight", {kv_dim, c.hidden_size}});
+    if (c.attention_bias && !c.mla()) {
       out.push_back({p + "self_attn.q_proj.bias", {q_dim}});
       out.push_back({p + "self_attn.k_proj.bias", {kv_dim}});
       out.push_back({p + "self_attn.v_proj.bias", {kv_dim}});
@@ -163,8 +180,8 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       out.push_back({p + "self_attn.q_norm.weight", {c.qk_norm_over_heads ? q_dim : c.head_dim}});
       out.push_back({p + "self_attn.k_norm.weight", {c.qk_norm_over_heads ? kv_dim : c.head_dim}});
     }
-    out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
-    if (c.output_bias) out.push_back({p + "self_attn.o_proj.bias", {c.hidden_size}});
+    if (!c.mla()) out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
+    if (c.output_bias && !c.mla()) out.push_back({p + "self_attn.o_proj.bias", {c.hidden_size}});
     if (c.gpt_oss) out.push_back({p + "self_attn.sinks", {c.num_attention_heads}});
     if (!c.one_norm_per_layer) out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
     if (!c.one_norm_per_layer && c.layer_norm && c.layer_norm_bias) {
@@ -845,10 +862,25 @@ void CausalLM::Index() {
     Layer l;
     if (config_.pre_norms) l.input_norm = by_name.at(p + "input_layernorm.weight");
     if (config_.pre_norms && config_.layer_norm && config_.layer_norm_bias) l.input_norm_bias = by_name.at(p + "input_layernorm.bias");
-    l.q = by_name.at(p + "self_attn.q_proj.weight");
-    l.k = by_name.at(p + "self_attn.k_proj.weight");
-    l.v = by_name.at(p + "self_attn.v_proj.weight");
-    if (config_.attention_bias) {
+    if (config_.mla()) {
+      if (config_.q_lora_rank > 0) {
+        l.q_a = by_name.at(p + "self_attn.q_a_proj.weight");
+        if (config_.attention_bias) l.q_a_bias = by_name.at(p + "self_attn.q_a_proj.bias");
+        l.q_a_norm = by_name.at(p + "self_attn.q_a_layernorm.weight");
+        l.q = by_name.at(p + "self_attn.q_b_proj.weight");
+      } else {
+        l.q = by_name.at(p + "self_attn.q_proj.weight");
+      }
+      l.kv_a = by_name.at(p + "self_attn.kv_a_proj_with_mqa.weight");
+      if (config_.attention_bias) l.kv_a_bias = by_name.at(p + "self_attn.kv_a_proj_with_mqa.bias");
+      l.kv_a_norm = by_name.at(p + "self_attn.kv_a_layernorm.weight");
+      l.kv_b = by_name.at(p + "self_attn.kv_b_proj.weight");
+    } else {
+      l.q = by_name.at(p + "self_attn.q_proj.weight");
+      l.k = by_name.at(p + "self_attn.k_proj.weight");
+      l.v = by_name.at(p + "self_attn.v_proj.weight");
+    }
+    if (config_.attention_bias && !config_.mla()) {
       l.q_bias = by_name.at(p + "self_attn.q_proj.bias");
       l.k_bias = by_name.at(p + "self_attn.k_proj.bias");
       l.v_bias = by_name.at(p + "self_attn.v_proj.bias");
@@ -963,8 +995,10 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::FromTensors(
   for (const auto& [name, tensor] : tensors) {
     const bool ignorable = name == "lm_head.weight" || (IsNeox(config) && name == "embed_out.weight") ||  // tied: the embedding serves
                            name.find("rotary_emb.inv_freq") != std::string::npos ||
-                           // GLM-4.5's multi-token-prediction layers past the last (Glm4MoeModel ignores them too)
-                           (config.model_type == "glm4_moe" && DecoderLayerOf(name) >= config.num_hidden_layers);
+                           // GLM-4.5's and DeepSeek-V3's multi-token-prediction layers past the last
+                           // (Glm4MoeModel and DeepseekV3Model ignore them too)
+                           ((config.model_type == "glm4_moe" || config.model_type == "deepseek_v3") &&
+                            DecoderLayerOf(name) >= config.num_hidden_layers);
     if (!ignorable) unexpected.push_back(name);
   }
   if (!unexpected.empty()) {
@@ -1029,6 +1063,10 @@ const char* LinearSiteModule(LinearSite site) {
     case LinearSite::kGate: return "mlp.gate_proj";
     case LinearSite::kUp: return "mlp.up_proj";
     case LinearSite::kDown: return "mlp.down_proj";
+    case LinearSite::kQA: return "self_attn.q_a_proj";
+    case LinearSite::kQB: return "self_attn.q_b_proj";
+    case LinearSite::kKVA: return "self_attn.kv_a_proj_with_mqa";
+    case LinearSite::kKVB: return "self_attn.kv_b_proj";
   }
   return "";
 }
@@ -1089,7 +1127,19 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
     return separate("self_attn.out_proj", "fc1", "fc2");
   }
-  if (c.fused_projections) {
+  if (c.mla()) {  // DeepseekV3Attention's projections
+    const std::int64_t heads = c.num_attention_heads, qk = heads * c.qk_head_dim(), latent = c.kv_lora_rank;
+    const std::int64_t kv_a = latent + c.qk_rope_head_dim, kv_b = heads * (c.qk_nope_head_dim + c.v_head_dim);
+    if (c.q_lora_rank > 0) {
+      out.push_back({"self_attn.q_a_proj", hidden, c.q_lora_rank, {Part{LinearSite::kQA, 0, c.q_lora_rank}}});
+      out.push_back({"self_attn.q_b_proj", c.q_lora_rank, qk, {Part{LinearSite::kQB, 0, qk}}});
+    } else {
+      out.push_back({"self_attn.q_proj", hidden, qk, {Part{LinearSite::kQ, 0, qk}}});
+    }
+    out.push_back({"self_attn.kv_a_proj_with_mqa", hidden, kv_a, {Part{LinearSite::kKVA, 0, kv_a}}});
+    out.push_back({"self_attn.kv_b_proj", latent, kv_b, {Part{LinearSite::kKVB, 0, kv_b}}});
+    out.push_back({"self_attn.o_proj", heads * c.v_head_dim, hidden, {Part{LinearSite::kO, 0, hidden}}});
+  } else if (c.fused_projections) {
     out.push_back({"self_attn.qkv_proj", hidden, q + 2 * kv,
                    {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}});
   } else {
@@ -1097,7 +1147,7 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
     out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
   }
-  out.push_back({"self_attn.o_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+  if (!c.mla()) out.push_back({"self_attn.o_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
   if (c.fused_projections) {
     out.push_back({"mlp.gate_up_proj", hidden, 2 * inter, {Part{LinearSite::kGate, 0, inter}, Part{LinearSite::kUp, inter, inter}}});
   } else {
@@ -1119,8 +1169,9 @@ KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const
   KVCache cache;
   cache.capacity = capacity;
   for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    cache.keys.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, options()));
-    cache.values.push_back(at::zeros({batch_size, config_.num_key_value_heads, capacity, config_.head_dim}, options()));
+    const std::int64_t heads = config_.attention_kv_heads();
+    cache.keys.push_back(at::zeros({batch_size, heads, capacity, config_.qk_head_dim()}, options()));
+    cache.values.push_back(at::zeros({batch_size, heads, capacity, config_.value_head_dim()}, options()));
   }
   return cache;
 }
@@ -1132,6 +1183,38 @@ at::Tensor CausalLM::ApplyRope(const at::Tensor& x, const at::Tensor& cos, const
   // Partial rotary (Phi3Attention): the first `rotated` dimensions, the rest as they are.
   const std::vector<at::Tensor> parts = x.split_with_sizes({rotated, x.size(-1) - rotated}, -1);
   return at::cat({parts[0] * cos + rotate(parts[0]) * sin, parts[1]}, -1);
+}
+
+std::array<at::Tensor, 3> CausalLM::LatentQkv(std::int64_t li, const at::Tensor& x, const at::Tensor& cos,
+                                               const at::Tensor& sin) const {
+  // DeepseekV3Attention.forward; its two latent RMSNorms keep DeepseekV3RMSNorm's default eps.
+  constexpr double kLatentNormEps = 1e-6;
+  auto latent_norm = [](const at::Tensor& t, const at::Tensor& weight) {
+    const at::Tensor h = t.to(ComputeDtype(t.scalar_type()));
+    return weight * (h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + kLatentNormEps)).to(t.scalar_type());
+  };
+  const Layer& l = layers_[static_cast<size_t>(li)];
+  const std::int64_t H = config_.num_attention_heads, nope = config_.qk_nope_head_dim, rope = config_.qk_rope_head_dim;
+  const std::int64_t latent = config_.kv_lora_rank;
+  std::vector<std::int64_t> heads_shape = x.sizes().vec();
+  heads_shape.back() = H;
+  heads_shape.push_back(-1);  // [.., H, -1]
+  at::Tensor q = config_.q_lora_rank > 0
+                     ? Project(li, LinearSite::kQB, latent_norm(Project(li, LinearSite::kQA, x, l.q_a, l.q_a_bias), l.q_a_norm),
+                               l.q, at::Tensor())
+                     : Project(li, LinearSite::kQ, x, l.q, at::Tensor());
+  q = q.view(heads_shape);
+  const at::Tensor compressed = Project(li, LinearSite::kKVA, x, l.kv_a, l.kv_a_bias);  // [.., latent + rope]
+  const std::vector<at::Tensor> parts = compressed.split_with_sizes({latent, rope}, -1);
+  const at::Tensor kv = Project(li, LinearSite::kKVB, latent_norm(parts[0], l.kv_a_norm), l.kv_b, at::Tensor()).view(heads_shape);
+  const std::vector<at::Tensor> kv_parts = kv.split_with_sizes({nope, config_.v_head_dim}, -1);
+  const std::vector<at::Tensor> q_parts = q.split_with_sizes({nope, rope}, -1);
+  const at::Tensor q_rot = ApplyRope(q_parts[1], cos, sin);
+  at::Tensor k_rot = ApplyRope(parts[1].unsqueeze(-2), cos, sin);  // [.., 1, rope]: one for every head
+  std::vector<std::int64_t> expanded = kv_parts[0].sizes().vec();
+  expanded.back() = rope;
+  k_rot = k_rot.expand(expanded);
+  return {at::cat({q_parts[0], q_rot}, -1), at::cat({kv_parts[0], k_rot}, -1), kv_parts[1]};
 }
 
 bool CausalLM::RopeDependsOnLength() const { return long_inv_freq_.defined() || rope_exponent_.defined(); }
@@ -1345,8 +1428,9 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     TORCH_CHECK(cache->keys.empty() || cache->keys[0].size(0) == B, "KV cache batch ",
                 cache->keys[0].size(0), " != input batch ", B);
   }
-  const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
-  const std::int64_t G = H / KV, D = config_.head_dim;
+  // D: each head's query/key width, Dv its value width (both head_dim but under MLA).
+  const std::int64_t H = config_.num_attention_heads, KV = config_.attention_kv_heads();
+  const std::int64_t G = H / KV, D = config_.qk_head_dim(), Dv = config_.value_head_dim();
   const double scale = config_.attention_scale();
 
   // blocked[b, 0, 0, t, s]: key s is padding, after query t or, in a layer with a
@@ -1390,31 +1474,39 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, B, T, H, KV, G, D, S, past, scale, lowest, cos = cos, sin = sin, blocked, alibi, cache, drop](at::Tensor h) {
+    auto layer = [this, i, B, T, H, KV, G, D, Dv, S, past, scale, lowest, cos = cos, sin = sin, blocked, alibi, cache, drop](at::Tensor h) {
       const Layer& l = layers_[i];
       at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       const auto li = static_cast<std::int64_t>(i);
-      at::Tensor q = Project(li, LinearSite::kQ, x, l.q, l.q_bias);
-      at::Tensor k = Project(li, LinearSite::kK, x, l.k, l.k_bias);
-      if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
-        q = RmsNorm(q, l.q_norm, config_);
-        k = RmsNorm(k, l.k_norm, config_);
-      }
-      q = q.view({B, T, H, D});
-      k = k.view({B, T, KV, D});
-      if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
-        q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
-        k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
-      } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-        q = RmsNorm(q, l.q_norm, config_);
-        k = RmsNorm(k, l.k_norm, config_);
-      }
-      q = q.transpose(1, 2);
-      k = k.transpose(1, 2);
-      at::Tensor v = Project(li, LinearSite::kV, x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
-      if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
-        q = ApplyRope(q, cos, sin);
-        k = ApplyRope(k, cos, sin);
+      at::Tensor q, k, v;  // [B, heads, T, D or Dv]
+      if (config_.mla()) {  // DeepSeek-V3: [B, T, H, ·] from the latent projections, cos/sin over [.., T, 1, ·]
+        const std::array<at::Tensor, 3> qkv = LatentQkv(li, x, cos.transpose(1, 2), sin.transpose(1, 2));
+        q = qkv[0].transpose(1, 2);
+        k = qkv[1].transpose(1, 2);
+        v = qkv[2].transpose(1, 2);
+      } else {
+        q = Project(li, LinearSite::kQ, x, l.q, l.q_bias);
+        k = Project(li, LinearSite::kK, x, l.k, l.k_bias);
+        if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
+          q = RmsNorm(q, l.q_norm, config_);
+          k = RmsNorm(k, l.k_norm, config_);
+        }
+        q = q.view({B, T, H, D});
+        k = k.view({B, T, KV, D});
+        if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
+          q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
+          k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
+        } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+          q = RmsNorm(q, l.q_norm, config_);
+          k = RmsNorm(k, l.k_norm, config_);
+        }
+        q = q.transpose(1, 2);
+        k = k.transpose(1, 2);
+        v = Project(li, LinearSite::kV, x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
+        if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
+          q = ApplyRope(q, cos, sin);
+          k = ApplyRope(k, cos, sin);
+        }
       }
       if (cache != nullptr) {
         cache->keys[i].narrow(2, past, T).copy_(k);
@@ -1435,8 +1527,8 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
         probs = at::softmax(scores, -1).to(dtype_);
       }
       if (drop && config_.attention_dropout > 0) probs = at::dropout(probs, config_.attention_dropout, /*train=*/true);
-      at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, D]
-      attn = attn.reshape({B, H, T, D}).transpose(1, 2).reshape({B, T, H * D});
+      at::Tensor attn = at::matmul(probs, v.unsqueeze(2));  // [B, KV, G, T, Dv]
+      attn = attn.reshape({B, H, T, Dv}).transpose(1, 2).reshape({B, T, H * Dv});
       return LayerTail(li, h, x, attn, /*fuse_gate_up=*/false, drop);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
@@ -1569,8 +1661,9 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   packed.position_ids = staged.position_ids.to(device());
   CheckPacked(packed);
   const std::int64_t N = packed.input_ids.size(0);
-  const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
-  const std::int64_t G = H / KV, D = config_.head_dim;
+  // D: each head's query/key width, Dv its value width (both head_dim but under MLA).
+  const std::int64_t H = config_.num_attention_heads, KV = config_.attention_kv_heads();
+  const std::int64_t G = H / KV, D = config_.qk_head_dim(), Dv = config_.value_head_dim();
   const double scale = config_.attention_scale();
 
   // cos/sin [N, 1, D]: broadcast over heads of [N, heads, D].
@@ -1587,33 +1680,41 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, N, H, KV, G, D, scale, cos = cos, sin = sin, packed, drop](at::Tensor h) {
+    auto layer = [this, i, N, H, KV, G, D, Dv, scale, cos = cos, sin = sin, packed, drop](at::Tensor h) {
       const Layer& l = layers_[i];
       at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
-      // q, k and v in one matmul over the concatenated weights.
-      at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
-      const std::vector<at::Tensor> qkv =
-          internal::Linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
       const auto li = static_cast<std::int64_t>(i);
-      at::Tensor q = AddDelta(li, LinearSite::kQ, x, qkv[0]);
-      at::Tensor k = AddDelta(li, LinearSite::kK, x, qkv[1]);
-      at::Tensor v = AddDelta(li, LinearSite::kV, x, qkv[2]).view({N, KV, D});
-      if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
-        q = RmsNorm(q, l.q_norm, config_);
-        k = RmsNorm(k, l.k_norm, config_);
-      }
-      q = q.view({N, H, D});
-      k = k.view({N, KV, D});
-      if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
-        q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
-        k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
-      } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
-        q = RmsNorm(q, l.q_norm, config_);
-        k = RmsNorm(k, l.k_norm, config_);
-      }
-      if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
-        q = ApplyRope(q, cos, sin);
-        k = ApplyRope(k, cos, sin);
+      at::Tensor q, k, v;  // [N, heads, D or Dv]
+      if (config_.mla()) {  // DeepSeek-V3's latent projections
+        const std::array<at::Tensor, 3> qkv = LatentQkv(li, x, cos, sin);
+        q = qkv[0];
+        k = qkv[1];
+        v = qkv[2];
+      } else {
+        // q, k and v in one matmul over the concatenated weights.
+        at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
+        const std::vector<at::Tensor> qkv =
+            internal::Linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
+        q = AddDelta(li, LinearSite::kQ, x, qkv[0]);
+        k = AddDelta(li, LinearSite::kK, x, qkv[1]);
+        v = AddDelta(li, LinearSite::kV, x, qkv[2]).view({N, KV, D});
+        if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
+          q = RmsNorm(q, l.q_norm, config_);
+          k = RmsNorm(k, l.k_norm, config_);
+        }
+        q = q.view({N, H, D});
+        k = k.view({N, KV, D});
+        if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
+          q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
+          k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
+        } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
+          q = RmsNorm(q, l.q_norm, config_);
+          k = RmsNorm(k, l.k_norm, config_);
+        }
+        if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
+          q = ApplyRope(q, cos, sin);
+          k = ApplyRope(k, cos, sin);
+        }
       }
       // [KV, G, N, D] queries and [KV, N, D] keys/values: each sequence a slice of N.
       q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
@@ -1621,7 +1722,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       v = v.permute({1, 0, 2}).contiguous();
       at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
                                         config_.window_of(li), drop ? config_.attention_dropout : 0.0, alibi_slopes_, l.sinks);
-      attn = attn.permute({2, 0, 1, 3}).reshape({N, H * D});
+      attn = attn.permute({2, 0, 1, 3}).reshape({N, H * Dv});
       return LayerTail(li, h, x, attn, /*fuse_gate_up=*/true, drop);
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);

@@ -72,11 +72,14 @@ absl::Status ReadRopeScaling(const nlohmann::json& rs, const char* where, std::o
     POSTTRAIN_RETURN_IF_ERROR(Read(rs, "truncate", &s.truncate));
     if (s.beta_fast == 0) s.beta_fast = 32.0;
     if (s.beta_slow == 0) s.beta_slow = 1.0;
-    double mscale = 0, mscale_all_dim = 0;
-    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "mscale", &mscale));
-    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "mscale_all_dim", &mscale_all_dim));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "mscale", &s.mscale));
+    POSTTRAIN_RETURN_IF_ERROR(Read(rs, "mscale_all_dim", &s.mscale_all_dim));
+    if (!std::isfinite(s.mscale) || !std::isfinite(s.mscale_all_dim)) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", where, " (yarn) needs finite mscale and mscale_all_dim"));
+    }
     auto mscale_factor = [&](double m) { return s.factor <= 1.0 ? 1.0 : 0.1 * m * std::log(s.factor) + 1.0; };
-    s.attention_factor = mscale != 0 && mscale_all_dim != 0 ? mscale_factor(mscale) / mscale_factor(mscale_all_dim) : mscale_factor(1.0);
+    s.attention_factor = s.mscale != 0 && s.mscale_all_dim != 0 ? mscale_factor(s.mscale) / mscale_factor(s.mscale_all_dim)
+                                                                : mscale_factor(1.0);
     POSTTRAIN_RETURN_IF_ERROR(Read(rs, "attention_factor", &s.attention_factor));
     if (!(s.beta_fast > 0) || !(s.beta_slow > 0) || !std::isfinite(s.beta_fast) || !std::isfinite(s.beta_slow) ||
         !(s.attention_factor > 0) || !std::isfinite(s.attention_factor) || s.original_max_position_embeddings < 0 ||
@@ -280,12 +283,12 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   }
   if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
   // Mixtures of experts: Mixtral's num_local_experts and Qwen-MoE's num_experts are
-  // read (ReadMixtureOfExperts), and GLM-4.5's n_routed_experts; anywhere else (DeepSeek's) refused.
+  // read (ReadMixtureOfExperts), and GLM-4.5's and DeepSeek-V3's n_routed_experts; anywhere else refused.
   const bool qwen_moe = model_type == "qwen2_moe" || model_type == "qwen3_moe";
   for (const char* key : {"num_experts", "num_local_experts", "n_routed_experts"}) {
     const bool read = (model_type == "mixtral" && std::string(key) == "num_local_experts") ||
                       (qwen_moe && std::string(key) == "num_experts") ||
-                      (model_type == "glm4_moe" && std::string(key) == "n_routed_experts") ||
+                      ((model_type == "glm4_moe" || model_type == "deepseek_v3") && std::string(key) == "n_routed_experts") ||
                       (model_type == "gpt_oss" && std::string(key) == "num_local_experts");
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
   }
@@ -474,14 +477,22 @@ absl::Status ReadGraniteMultipliers(const nlohmann::json& json, ModelConfig* c) 
 // GLM-4.5's experts (Glm4MoeConfig): n_routed_experts (128), num_experts_per_tok (8),
 // moe_intermediate_size (1408), n_shared_experts (1), the router's groups (n_group,
 // topk_group: 1, 1), routed_scaling_factor (1), norm_topk_prob (true); the first
-// first_k_dense_replace (1) layers dense.
-absl::Status ReadGlm4MixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
+// first_k_dense_replace (1) layers dense. DeepSeek-V3's (DeepseekV3Config): the same
+// fields, defaults 256, 8, 2048, 1, (8, 4), 2.5, true and 3.
+absl::Status ReadSigmoidRoutedExperts(const nlohmann::json& json, ModelConfig* c) {
+  const bool deepseek = c->model_type == "deepseek_v3";
+  const char* family = deepseek ? "DeepSeek-V3" : "GLM-4.5";
   c->router_sigmoid = true;
-  c->num_experts = 128;
+  c->num_experts = deepseek ? 256 : 128;
   c->num_experts_per_tok = 8;
-  c->moe_intermediate_size = 1408;
+  c->moe_intermediate_size = deepseek ? 2048 : 1408;
   c->norm_topk_prob = true;
-  std::int64_t shared = 1, dense = 1;
+  if (deepseek) {
+    c->n_group = 8;
+    c->topk_group = 4;
+    c->routed_scaling_factor = 2.5;
+  }
+  std::int64_t shared = 1, dense = deepseek ? 3 : 1;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "n_routed_experts", &c->num_experts));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_experts_per_tok", &c->num_experts_per_tok));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "moe_intermediate_size", &c->moe_intermediate_size));
@@ -493,7 +504,7 @@ absl::Status ReadGlm4MixtureOfExperts(const nlohmann::json& json, ModelConfig* c
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "first_k_dense_replace", &dense));
   if (c->num_experts < 2 || c->moe_intermediate_size <= 0 || shared < 0 || dense < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "config.json: GLM-4.5's experts need n_routed_experts >= 2, moe_intermediate_size > 0, n_shared_experts and "
+        "config.json: ", family, "'s experts need n_routed_experts >= 2, moe_intermediate_size > 0, n_shared_experts and "
         "first_k_dense_replace >= 0 (got ", c->num_experts, ", ", c->moe_intermediate_size, ", ", shared, ", ", dense, ")"));
   }
   if (c->n_group < 1 || c->num_experts % c->n_group != 0 || c->num_experts / c->n_group < 2 || c->topk_group < 1 ||
@@ -520,7 +531,7 @@ absl::Status ReadGlm4MixtureOfExperts(const nlohmann::json& json, ModelConfig* c
 
 absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
   const bool mixtral = c->model_type == "mixtral", qwen2 = c->model_type == "qwen2_moe";
-  if (c->model_type == "glm4_moe") return ReadGlm4MixtureOfExperts(json, c);
+  if (c->model_type == "glm4_moe" || c->model_type == "deepseek_v3") return ReadSigmoidRoutedExperts(json, c);
   if (c->gpt_oss) {  // GptOssConfig: num_local_experts (128) of width intermediate_size, the top 4, every layer
     c->num_experts = 128;
     c->num_experts_per_tok = 4;
@@ -589,10 +600,47 @@ absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
   return absl::OkStatus();
 }
 
+// DeepSeek-V3's multi-head latent attention (DeepseekV3Config): q_lora_rank (1536;
+// null: q_proj), kv_lora_rank (512), qk_nope_head_dim (128), qk_rope_head_dim (64),
+// v_head_dim (128).
+absl::Status ReadLatentAttention(const nlohmann::json& json, ModelConfig* c) {
+  c->q_lora_rank = 1536;
+  c->kv_lora_rank = 512;
+  c->qk_nope_head_dim = 128;
+  c->qk_rope_head_dim = 64;
+  c->v_head_dim = 128;
+  if (json.contains("q_lora_rank") && json["q_lora_rank"].is_null()) c->q_lora_rank = 0;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "q_lora_rank", &c->q_lora_rank));
+  if (json.contains("q_lora_rank") && !json["q_lora_rank"].is_null() && c->q_lora_rank <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: q_lora_rank must be positive, or null for a plain q_proj, got ",
+                                                   c->q_lora_rank));
+  }
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "kv_lora_rank", &c->kv_lora_rank));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "qk_nope_head_dim", &c->qk_nope_head_dim));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "qk_rope_head_dim", &c->qk_rope_head_dim));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "v_head_dim", &c->v_head_dim));
+  if (c->kv_lora_rank <= 0 || c->qk_nope_head_dim < 0 || c->qk_rope_head_dim <= 0 || c->qk_rope_head_dim % 2 != 0 ||
+      c->v_head_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: DeepSeek-V3's latent attention needs kv_lora_rank > 0, qk_nope_head_dim >= 0, an even "
+        "qk_rope_head_dim > 0 and v_head_dim > 0 (got ", c->kv_lora_rank, ", ", c->qk_nope_head_dim, ", ",
+        c->qk_rope_head_dim, ", ", c->v_head_dim, ")"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 double ModelConfig::attention_scale() const {
   if (attention_multiplier) return *attention_multiplier;
+  if (mla()) {  // DeepseekV3Attention: qk_head_dim ** -0.5, times mscale twice under YaRN's mscale_all_dim
+    double scale = 1.0 / std::sqrt(static_cast<double>(qk_head_dim()));
+    if (rope_scaling && rope_scaling->mscale_all_dim != 0 && rope_scaling->factor > 1.0) {
+      const double mscale = 0.1 * rope_scaling->mscale_all_dim * std::log(rope_scaling->factor) + 1.0;
+      scale *= mscale * mscale;
+    }
+    return scale;
+  }
   return 1.0 / std::sqrt(query_pre_attn_scalar ? *query_pre_attn_scalar : static_cast<double>(head_dim));
 }
 
@@ -638,11 +686,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
-      c.model_type != "gpt_oss") {
+      c.model_type != "gpt_oss" && c.model_type != "deepseek_v3") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   const bool phi3 = c.model_type == "phi3";
@@ -653,6 +701,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   const bool stablelm = c.model_type == "stablelm";
   const bool starcoder2 = c.model_type == "starcoder2";
   const bool glm4_moe = c.model_type == "glm4_moe";
+  const bool deepseek = c.model_type == "deepseek_v3";
   const bool partial_rotary = phi3 || neox || phi || stablelm || glm4_moe;  // the families whose configs may set partial_rotary_factor
   const bool gemma3 = c.model_type == "gemma3_text";
   const bool gemma2 = c.model_type == "gemma2" || gemma3;  // what Gemma 3 keeps of Gemma 2
@@ -676,6 +725,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : c.model_type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
                      : glm4_moe                    ? "Glm4MoeForCausalLM"
                      : c.model_type == "gpt_oss"   ? "GptOssForCausalLM"
+                     : deepseek                    ? "DeepseekV3ForCausalLM"
                      : neox                        ? "GPTNeoXForCausalLM"
                      : gpt2                        ? "GPT2LMHeadModel"
                      : opt                         ? "OPTForCausalLM"
@@ -914,6 +964,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     c.rms_norm_eps = 1e-5;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_qk_norm", &c.qk_norm));  // Qwen3's per-head RMSNorms
   }
+  if (deepseek) {  // DeepseekV3Config's defaults (DeepseekV3Attention: RoPE on adjacent pairs)
+    c.rope_interleaved = true;
+    c.max_position_embeddings = 4096;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_interleave", &c.rope_interleaved));
+  }
   if (json.contains("use_bidirectional_attention") && json["use_bidirectional_attention"].is_boolean() &&
       json["use_bidirectional_attention"].get<bool>()) {
     return absl::UnimplementedError("config.json: use_bidirectional_attention = true is not supported (a causal LM attends causally)");
@@ -932,12 +987,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_key_value_heads", &c.num_key_value_heads));
   // Where config.json is silent: GemmaConfig says 256, Qwen3Config 128, the others
   // hidden_size / num_attention_heads.
+  if (deepseek) POSTTRAIN_RETURN_IF_ERROR(ReadLatentAttention(json, &c));
   c.head_dim = gemma                       ? 256
                : c.model_type == "qwen3"   ? 128
                : c.gpt_oss                 ? 64
+               : deepseek                  ? c.qk_rope_head_dim
                : c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads
                                            : 0;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "head_dim", &c.head_dim));
+  if (deepseek && c.head_dim != c.qk_rope_head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim (", c.head_dim, ") must equal qk_rope_head_dim (",
+                                                   c.qk_rope_head_dim, "): DeepSeek-V3's RoPE turns that many dimensions"));
+  }
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
   if (!neox && !cohere && !phi && !stablelm && !starcoder2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, BLOOM's: translated
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
@@ -948,7 +1009,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (!gpt2 && !opt && !bloom && !phi && !stablelm && !starcoder2) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   }  // OPT's: enable_bias
-  if (neox || cohere || c.gpt_oss) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere, GPT-OSS: on o_proj (dense) too
+  if (neox || cohere || c.gpt_oss || deepseek) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere, GPT-OSS, DeepSeek-V3: on o_proj (dense) too
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
   // Gemma configs written by transformers 4.38-4.4x carry hidden_activation, which
@@ -1250,6 +1311,9 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     if (rope_scaling->original_max_position_embeddings > 0) {
       j["rope_scaling"]["original_max_position_embeddings"] = rope_scaling->original_max_position_embeddings;
     }
+    // DeepSeek-V3's attention scale reads mscale_all_dim (the factor above already holds both).
+    if (rope_scaling->mscale != 0) j["rope_scaling"]["mscale"] = rope_scaling->mscale;
+    if (rope_scaling->mscale_all_dim != 0) j["rope_scaling"]["mscale_all_dim"] = rope_scaling->mscale_all_dim;
   } else if (rope_scaling && rope_scaling->rope_type == "dynamic") {
     j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", rope_scaling->factor}};
   } else if (rope_scaling) {
@@ -1296,11 +1360,20 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["router_jitter_noise"] = 0.0;
     j["output_router_logits"] = false;
-  } else if (model_type == "glm4_moe") {  // Glm4MoeConfig's names
+  } else if (model_type == "glm4_moe" || model_type == "deepseek_v3") {  // Glm4MoeConfig's, DeepseekV3Config's names
     std::int64_t dense = 0;
     while (dense < num_hidden_layers && !is_moe_layer(dense)) ++dense;
-    j["partial_rotary_factor"] = partial_rotary_factor;
-    j["use_qk_norm"] = qk_norm;
+    if (model_type == "glm4_moe") {
+      j["partial_rotary_factor"] = partial_rotary_factor;
+      j["use_qk_norm"] = qk_norm;
+    } else {
+      j["q_lora_rank"] = q_lora_rank > 0 ? nlohmann::ordered_json(q_lora_rank) : nullptr;
+      j["kv_lora_rank"] = kv_lora_rank;
+      j["qk_nope_head_dim"] = qk_nope_head_dim;
+      j["qk_rope_head_dim"] = qk_rope_head_dim;
+      j["v_head_dim"] = v_head_dim;
+      j["rope_interleave"] = rope_interleaved;
+    }
     j["n_routed_experts"] = num_experts;
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["moe_intermediate_size"] = moe_intermediate_size;

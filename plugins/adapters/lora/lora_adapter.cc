@@ -60,7 +60,8 @@ class LoraAdapter final : public Adapter {
                     "gate_up_proj, down_proj; GPT-NeoX: query_key_value, dense, dense_h_to_4h, dense_4h_to_h; GPT-2: "
                     "c_attn, c_proj, c_fc; OPT: q_proj, k_proj, v_proj, out_proj, fc1, fc2; BLOOM: query_key_value, dense, "
                     "dense_h_to_4h, dense_4h_to_h; Phi: q_proj, k_proj, v_proj, dense, fc1, fc2; StarCoder2: q_proj, "
-                    "k_proj, v_proj, o_proj, c_fc, c_proj), \"all-linear\", or a regular "
+                    "k_proj, v_proj, o_proj, c_fc, c_proj; DeepSeek-V3: q_a_proj, q_b_proj or q_proj, kv_a_proj_with_mqa, kv_b_proj, "
+                    "o_proj, gate_proj, up_proj, down_proj), \"all-linear\", or a regular "
                     "expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})
@@ -409,7 +410,7 @@ class LoraAdapter final : public Adapter {
   bool rslora_ = false, init_ = true, training_ = true;
   ModelConfig config_;
   std::vector<std::vector<Module>> modules_;  // per decoder layer, the adapted ones
-  std::vector<std::array<Slot, 7>> slots_;    // per decoder layer, by LinearSite
+  std::vector<std::array<Slot, kNumLinearSites>> slots_;  // per decoder layer, by LinearSite
   std::int64_t count_ = 0;
 };
 

@@ -1190,6 +1190,166 @@ TEST(CausalLMTest, Glm4MoeConfigReadsGlm45AirFields) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(llama).status().message()), HasSubstr("n_routed_experts = 128"));
 }
 
+// DeepSeek-V3 (deepseek_v3) against deepseek_v3_reference.py (fp64, the config.json
+// given here). Three shapes: (1) latent attention with q_lora_rank, biases on
+// q_a_proj/kv_a_proj_with_mqa/o_proj, interleaved RoPE under YaRN whose mscale_all_dim
+// also scales the scores, num_key_value_heads 2 (unused: every head has its own key),
+// then the router of GLM-4.5 (groups, correction bias, scaling) with two shared
+// experts from layer 1 on; (2) q_proj (q_lora_rank null), rotate-half RoPE
+// (rope_interleave false), no scaling; (3) TRL's tiny model (hidden 8, 4 heads, 2
+// layers, DeepseekV3Config's defaults otherwise: latent widths 1536/512, heads of
+// 128 + 64 and 128, both layers dense). Every path; saved and loaded back under
+// DeepSeek's names; the other RoPE layout or no mscale_all_dim give other logits;
+// a multi-token-prediction layer past the last loads and is dropped.
+TEST(CausalLMTest, DeepseekV3MatchesThePythonTranscriptionOnEveryPath) {
+  for (const int shape : {1, 2, 3}) {
+    SCOPED_TRACE(absl::StrCat("shape ", shape));
+    nlohmann::json json = {{"model_type", "deepseek_v3"}, {"architectures", {"DeepseekV3ForCausalLM"}}, {"vocab_size", 97},
+                           {"hidden_size", 32}, {"intermediate_size", 40}, {"num_hidden_layers", 3},
+                           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"q_lora_rank", 12}, {"kv_lora_rank", 10},
+                           {"qk_nope_head_dim", 6}, {"qk_rope_head_dim", 4}, {"v_head_dim", 5}, {"rope_theta", 500.0},
+                           {"max_position_embeddings", 64}, {"attention_bias", true},
+                           {"rope_scaling", {{"type", "yarn"}, {"factor", 4}, {"mscale", 1.0}, {"mscale_all_dim", 0.8},
+                                             {"original_max_position_embeddings", 16}, {"beta_fast", 32}, {"beta_slow", 1}}},
+                           {"n_routed_experts", 8}, {"num_experts_per_tok", 3}, {"moe_intermediate_size", 16},
+                           {"n_shared_experts", 2}, {"n_group", 4}, {"topk_group", 2}, {"routed_scaling_factor", 2.5},
+                           {"first_k_dense_replace", 1}};
+    if (shape == 2) {
+      json["q_lora_rank"] = nullptr;
+      json["rope_interleave"] = false;
+      json.erase("rope_scaling");
+      json["attention_bias"] = false;
+    }
+    if (shape == 3) {
+      json = {{"model_type", "deepseek_v3"}, {"vocab_size", 97}, {"hidden_size", 8}, {"num_attention_heads", 4},
+              {"num_key_value_heads", 2}, {"num_hidden_layers", 2}, {"intermediate_size", 32}};
+    }
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "DeepseekV3ForCausalLM");
+    EXPECT_TRUE(config->mla());
+    EXPECT_EQ(config->attention_kv_heads(), 4);
+    EXPECT_EQ(config->head_dim, shape == 3 ? 64 : 4);
+    EXPECT_EQ(config->qk_head_dim(), shape == 3 ? 192 : 10);
+    EXPECT_EQ(config->rope_interleaved, shape != 2);
+    EXPECT_EQ(config->is_moe_layer(1), shape != 3);
+    if (shape == 1) {  // (0.1 · 0.8 · ln 4 + 1)² / sqrt(10)
+      EXPECT_NEAR(config->attention_scale(), std::pow(0.08 * std::log(4.0) + 1, 2) / std::sqrt(10.0), 1e-12);
+    }
+    // TRL's tiny shape at std 0.02 (its 1536- and 512-wide latents would saturate at 0.2).
+    std::unique_ptr<CausalLM> model;
+    if (shape == 3) {
+      auto random = CausalLM::Random(*config, at::kFloat, 151);
+      ASSERT_TRUE(random.ok()) << random.status();
+      model = std::move(*random);
+    } else {
+      model = RandomWithStd02(*config, 150 + shape);
+    }
+    RandomizeBiasesAndNorms(*model, 153);
+    std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    {
+      c10::NoGradGuard no_grad;
+      at::manual_seed(154);
+      for (auto& [name, p] : tensors) {
+        if (absl::EndsWith(name, "e_score_correction_bias")) p.copy_(at::randn(p.sizes()) * 0.3);
+      }
+    }
+    const std::string attn = "model.layers.1.self_attn.";
+    EXPECT_EQ(tensors.count(attn + "q_a_proj.weight"), shape == 2 ? 0u : 1u);
+    EXPECT_EQ(tensors.count(attn + "q_a_layernorm.weight"), shape == 2 ? 0u : 1u);
+    EXPECT_EQ(tensors.count(attn + "q_proj.weight"), shape == 2 ? 1u : 0u);
+    EXPECT_EQ(tensors.count(attn + "kv_a_proj_with_mqa.bias"), shape == 1 ? 1u : 0u);
+    EXPECT_EQ(tensors.count(attn + "o_proj.bias"), shape == 1 ? 1u : 0u);
+    EXPECT_EQ(tensors.count(attn + "k_proj.weight"), 0u);
+    EXPECT_EQ(tensors.at(attn + "kv_b_proj.weight").sizes(), shape == 3 ? at::IntArrayRef({1024, 512}) : at::IntArrayRef({44, 10}));
+    EXPECT_EQ(tensors.at(attn + "o_proj.weight").sizes(), shape == 3 ? at::IntArrayRef({8, 512}) : at::IntArrayRef({32, 20}));
+    EXPECT_EQ(tensors.count("model.layers.1.mlp.shared_experts.up_proj.weight"), shape == 3 ? 0u : 1u);
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+    const std::string name = absl::StrCat("py_deepseek_v3_", shape);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, name, &json, "deepseek_v3_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(name + "_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["q_lora_rank"], shape == 2 ? nlohmann::json(nullptr) : nlohmann::json(shape == 3 ? 1536 : 12));
+    EXPECT_EQ(written["rope_interleave"], shape != 2);
+    EXPECT_EQ(written["first_k_dense_replace"], shape == 3 ? 2 : 1);
+    c10::NoGradGuard no_grad;
+    auto differs = [&](nlohmann::json changed) {
+      auto other = CausalLM::FromTensors(*ModelConfig::FromJson(changed), tensors, at::kFloat);
+      EXPECT_TRUE(other.ok()) << other.status();
+      return other.ok() ? ((*other)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr) - expected).abs().max().item<double>() : 0.0;
+    };
+    nlohmann::json layout = json;
+    layout["rope_interleave"] = shape == 2;
+    EXPECT_GT(differs(layout), 1e-3) << "the RoPE layout";
+    if (shape == 1) {
+      nlohmann::json unscaled = json;
+      unscaled["rope_scaling"].erase("mscale_all_dim");
+      // The same cos and sin: only the scores' scale differs.
+      unscaled["rope_scaling"]["attention_factor"] = config->rope_scaling->attention_factor;
+      EXPECT_GT(differs(unscaled), 1e-3) << "mscale_all_dim";
+    }
+    std::map<std::string, at::Tensor> with_mtp = tensors;
+    with_mtp[absl::StrCat("model.layers.", config->num_hidden_layers, ".eh_proj.weight")] = at::zeros({8, 16});
+    EXPECT_TRUE(CausalLM::FromTensors(*config, with_mtp, at::kFloat).ok());
+  }
+}
+
+// DeepSeek-V3's own config.json (the hub's, its fp8 quantization_config removed:
+// with it, refused by name) read as DeepseekV3Config defines it, and written back and
+// read again the same; latent widths that cannot work are named.
+TEST(CausalLMTest, DeepseekV3ConfigReadsTheHubsFields) {
+  nlohmann::json hub = {{"architectures", {"DeepseekV3ForCausalLM"}}, {"attention_bias", false}, {"attention_dropout", 0.0},
+                        {"aux_loss_alpha", 0.001}, {"bos_token_id", 0}, {"eos_token_id", 1}, {"ep_size", 1},
+                        {"first_k_dense_replace", 3}, {"hidden_act", "silu"}, {"hidden_size", 7168},
+                        {"initializer_range", 0.02}, {"intermediate_size", 18432}, {"kv_lora_rank", 512},
+                        {"max_position_embeddings", 163840}, {"model_type", "deepseek_v3"}, {"moe_intermediate_size", 2048},
+                        {"moe_layer_freq", 1}, {"n_group", 8}, {"n_routed_experts", 256}, {"n_shared_experts", 1},
+                        {"norm_topk_prob", true}, {"num_attention_heads", 128}, {"num_experts_per_tok", 8},
+                        {"num_hidden_layers", 61}, {"num_key_value_heads", 128}, {"num_nextn_predict_layers", 1},
+                        {"q_lora_rank", 1536}, {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64},
+                        {"rms_norm_eps", 1e-06},
+                        {"rope_scaling", {{"beta_fast", 32}, {"beta_slow", 1}, {"factor", 40}, {"mscale", 1.0},
+                                          {"mscale_all_dim", 1.0}, {"original_max_position_embeddings", 4096}, {"type", "yarn"}}},
+                        {"rope_theta", 10000}, {"routed_scaling_factor", 2.5}, {"scoring_func", "sigmoid"}, {"seq_aux", true},
+                        {"tie_word_embeddings", false}, {"topk_group", 4}, {"topk_method", "noaux_tc"},
+                        {"torch_dtype", "bfloat16"}, {"use_cache", true}, {"v_head_dim", 128}, {"vocab_size", 129280}};
+  auto c = ModelConfig::FromJson(hub);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->qk_head_dim(), 192);
+  EXPECT_EQ(c->value_head_dim(), 128);
+  EXPECT_EQ(c->head_dim, 64);
+  EXPECT_EQ(c->rotary_dim(), 64);
+  EXPECT_EQ(c->num_experts, 256);
+  EXPECT_EQ(c->shared_expert_intermediate_size, 2048);
+  EXPECT_FALSE(c->is_moe_layer(2));
+  EXPECT_TRUE(c->is_moe_layer(3));
+  EXPECT_DOUBLE_EQ(c->rope_scaling->attention_factor, 1.0);  // mscale / mscale_all_dim
+  EXPECT_NEAR(c->attention_scale(), std::pow(0.1 * std::log(40.0) + 1, 2) / std::sqrt(192.0), 1e-12);
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+  EXPECT_DOUBLE_EQ(back->attention_scale(), c->attention_scale());
+  nlohmann::json quantized = hub;
+  quantized["quantization_config"] = {{"activation_scheme", "dynamic"}, {"fmt", "e4m3"}, {"quant_method", "fp8"},
+                                      {"weight_block_size", {128, 128}}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(quantized).status().message()), HasSubstr("\"fp8\": quantized weights"));
+  for (auto [key, value] : {std::pair{"kv_lora_rank", 0}, {"qk_rope_head_dim", 63}, {"v_head_dim", 0}}) {
+    nlohmann::json bad = hub;
+    bad[key] = value;
+    EXPECT_THAT(std::string(ModelConfig::FromJson(bad).status().message()), HasSubstr("latent attention needs")) << key;
+  }
+  nlohmann::json zero_q = hub;
+  zero_q["q_lora_rank"] = 0;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(zero_q).status().message()), HasSubstr("q_lora_rank must be positive, or null"));
+  nlohmann::json head_dim = hub;
+  head_dim["head_dim"] = 128;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(head_dim).status().message()), HasSubstr("must equal qk_rope_head_dim"));
+}
+
 // GPT-OSS (gpt_oss) against gpt_oss_reference.py (fp64, the config.json given here):
 // attention sinks, biases on q/k/v/o, the window on layer 0 (layer_types' default:
 // the even layers), the router's bias and its softmax over the top k logits, the

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
 from safetensors_py import load, save  # noqa: E402
 from peft_lora_py import load_lora  # noqa: E402
-from reference_io import yarn_inv_freq  # noqa: E402
+from reference_io import sigmoid_group_topk, yarn_inv_freq  # noqa: E402
 
 d = sys.argv[1]
 cfg = json.load(open(d + "/config.json"))
@@ -206,17 +206,9 @@ def sparse_moe(x, p):
     k = cfg.get("num_experts_per_tok", 2 if mixtral else 8)
     if glm4_moe:  # Glm4MoeMoE.route_tokens_to_experts
         scores = linear(flat.float(), pre + "gate.weight").sigmoid()
-        choice = scores + w[pre + "gate.e_score_correction_bias"]
-        G, E = cfg.get("n_group", 1), n_experts
-        group_scores = choice.view(-1, G, E // G).topk(2, dim=-1)[0].sum(dim=-1)
-        group_idx = torch.topk(group_scores, k=cfg.get("topk_group", 1), dim=-1, sorted=False)[1]
-        group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
-        score_mask = group_mask.unsqueeze(-1).expand(-1, G, E // G).reshape(-1, E)
-        chosen = torch.topk(choice.masked_fill(~score_mask.bool(), 0.0), k=k, dim=-1, sorted=False)[1]
-        top = scores.gather(1, chosen)
-        if cfg.get("norm_topk_prob", True):
-            top = top / (top.sum(dim=-1, keepdim=True) + 1e-20)
-        top = top * cfg.get("routed_scaling_factor", 1.0)
+        chosen, top = sigmoid_group_topk(scores, w[pre + "gate.e_score_correction_bias"], cfg.get("n_group", 1),
+                                         cfg.get("topk_group", 1), k, cfg.get("norm_topk_prob", True),
+                                         cfg.get("routed_scaling_factor", 1.0))
     else:
         probs = torch.softmax(linear(flat, pre + "gate.weight"), dim=1, dtype=torch.float)
         top, chosen = torch.topk(probs, k, dim=-1)

@@ -87,6 +87,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "stablelm" ? "stablelm_reference.py"
                              : config.model_type == "starcoder2" ? "starcoder2_reference.py"
                              : config.model_type == "gpt_oss" ? "gpt_oss_reference.py"
+                             : config.model_type == "deepseek_v3" ? "deepseek_v3_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -423,6 +424,36 @@ TEST(LoraAdapterTest, GptOssAdaptsItsAttention) {
   ASSERT_NE(lora, nullptr);
   EXPECT_EQ(ParametersByName(*lora).size(), 2u * 4 * 2);  // A and B of q/k/v/o in 2 layers
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("gpt_oss_lora"));
+}
+
+// DeepSeek-V3: LoRA on the latent attention's modules under PEFT's names (q_a_proj,
+// q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj) and on the dense layer's MLP, not
+// on the experts; then with q_proj where q_lora_rank is null. The adapted model
+// equals PEFT's formula on those files (deepseek_v3_reference.py) and its merge.
+TEST(LoraAdapterTest, DeepseekV3AdaptsItsLatentAttention) {
+  for (const bool q_lora : {true, false}) {
+    SCOPED_TRACE(q_lora ? "q_a_proj / q_b_proj" : "q_proj");
+    nlohmann::json json = {{"model_type", "deepseek_v3"}, {"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 24},
+                           {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 4},
+                           {"q_lora_rank", 12}, {"kv_lora_rank", 10}, {"qk_nope_head_dim", 6}, {"qk_rope_head_dim", 4},
+                           {"v_head_dim", 5}, {"n_routed_experts", 4}, {"num_experts_per_tok", 2}, {"n_group", 2},
+                           {"topk_group", 1}, {"moe_intermediate_size", 8}, {"first_k_dense_replace", 1}};
+    if (!q_lora) json["q_lora_rank"] = nullptr;
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+    ASSERT_NE(lora, nullptr);
+    std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+    // A and B of (q_a, q_b or q), kv_a, kv_b, o in 2 layers, of gate/up/down in the dense layer 0
+    EXPECT_EQ(params.size(), 2u * ((q_lora ? 5 : 4) * 2 + 3));
+    const std::string attn = "base_model.model.model.layers.1.self_attn.";
+    EXPECT_EQ(params[attn + "kv_a_proj_with_mqa.lora_B.weight"].sizes(), at::IntArrayRef({14, 4}));
+    EXPECT_EQ(params[attn + "kv_b_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 10}));
+    EXPECT_EQ(params[attn + "o_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 20}));
+    EXPECT_EQ(params.count(attn + (q_lora ? "q_b_proj.lora_B.weight" : "q_proj.lora_B.weight")), 1u);
+    EXPECT_EQ(params.count("base_model.model.model.layers.1.mlp.gate_proj.lora_A.weight"), 0u);
+    ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir(q_lora ? "deepseek_lora" : "deepseek_q_lora"));
+  }
 }
 
 // BLOOM: LoRA under PEFT's names (base_model.model.transformer.h.<i>.self_attention.

@@ -5,7 +5,7 @@
 // q/k/v bias (Qwen2), per-head RMSNorm of q and k before RoPE (Qwen3's q_norm /
 // k_norm), Gemma's variant (RMSNorm by 1 + weight, embeddings scaled by
 // sqrt(hidden_size), GELU-tanh MLP), Gemma 2's (sandwich norms, soft caps), Gemma 3's (two RoPE bases) and
-// Phi-3's fused checkpoints, the mixtures of experts of Mixtral, Qwen2-MoE and Qwen3-MoE and
+// Phi-3's fused checkpoints, DeepSeek-V3's latent attention, the mixtures of experts of Mixtral, Qwen2-MoE and Qwen3-MoE and
 // GPT-NeoX's layer (LayerNorms, biases, an ungated MLP, parallel residual) and GPT-2's
 // (the same with sequential residuals and learned absolute positions), each with
 // the dropout its config sets, in training: ModelConfig. Parameters are plain at::Tensors held by Hugging Face name, so the
@@ -21,6 +21,7 @@
 // transformers' LlamaRMSNorm (normalise in fp32, cast back, scale).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -38,7 +39,9 @@
 namespace posttrain {
 
 // Keys and values of past positions, one pair per layer, preallocated to
-// `capacity` positions: k/v [B, num_key_value_heads, capacity, head_dim].
+// `capacity` positions: k/v [B, kv heads, capacity, D] with the config's
+// attention_kv_heads() and D its qk_head_dim() for keys, value_head_dim() for values
+// (num_key_value_heads and head_dim but under DeepSeek-V3's latent attention).
 struct KVCache {
   std::vector<at::Tensor> keys;
   std::vector<at::Tensor> values;
@@ -196,6 +199,8 @@ class CausalLM {
     at::Tensor router_bias;  // GLM-4.5: e_score_correction_bias [num_experts]
     // GPT-OSS: the router's bias, the fused experts and their biases, the heads' sinks.
     at::Tensor router_logit_bias, experts_gate_up, experts_gate_up_bias, experts_down, experts_down_bias, sinks;
+    // DeepSeek-V3's latent attention (config.mla()): q holds q_b_proj (or q_proj), k and v stay undefined.
+    at::Tensor q_a, q_a_bias, q_a_norm, kv_a, kv_a_bias, kv_a_norm, kv_b;
     std::vector<at::Tensor> expert_gate, expert_up, expert_down;
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
@@ -211,6 +216,12 @@ class CausalLM {
   // x [.., head_dim] rotated by cos/sin [.., rotary_dim] (broadcast): rotate-half
   // RoPE on the first rotary_dim dimensions, the rest unchanged (partial rotary).
   at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
+  // Multi-head latent attention (DeepSeek-V3, ModelConfig::kv_lora_rank) of decoder
+  // layer `layer` on its normed input x [.., hidden]: q, k [.., heads, qk_head_dim]
+  // and v [.., heads, v_head_dim], the last qk_rope_head_dim dimensions of q and k
+  // rotated by cos/sin (broadcast to [.., heads or 1, qk_rope_head_dim]).
+  std::array<at::Tensor, 3> LatentQkv(std::int64_t layer, const at::Tensor& x, const at::Tensor& cos,
+                                      const at::Tensor& sin) const;
   // Whether the global RoPE table depends on a forward's length (longrope, dynamic).
   bool RopeDependsOnLength() const;
   // The global inverse frequencies [rotary_dim / 2] for a forward whose largest

@@ -1,5 +1,5 @@
-// The seam of adapters (LoRA and kin, api/adapter.h): the model's seven linear
-// projections per decoder layer ask an installed LinearAdapter for a term to add to
+// The seam of adapters (LoRA and kin, api/adapter.h): the model's linear
+// projections of each decoder layer ask an installed LinearAdapter for a term to add to
 // their output. The model never knows which adapter, or whether there is one.
 //
 //   out = x Wᵀ (+ b) + adapter->Delta(layer, site, x)      (Delta undefined: nothing)
@@ -15,10 +15,14 @@
 
 namespace posttrain {
 
-// The projections of a Llama-family decoder layer, by HF module name.
-enum class LinearSite { kQ, kK, kV, kO, kGate, kUp, kDown };
-inline constexpr LinearSite kLinearSites[] = {LinearSite::kQ,    LinearSite::kK,  LinearSite::kV,   LinearSite::kO,
-                                              LinearSite::kGate, LinearSite::kUp, LinearSite::kDown};
+// The projections of a Llama-family decoder layer, by HF module name; DeepSeek-V3's
+// latent attention has q_a_proj / q_b_proj (or q_proj), kv_a_proj_with_mqa and
+// kv_b_proj where the others have q/k/v.
+enum class LinearSite { kQ, kK, kV, kO, kGate, kUp, kDown, kQA, kQB, kKVA, kKVB };
+inline constexpr LinearSite kLinearSites[] = {LinearSite::kQ,    LinearSite::kK,  LinearSite::kV,    LinearSite::kO,
+                                              LinearSite::kGate, LinearSite::kUp, LinearSite::kDown, LinearSite::kQA,
+                                              LinearSite::kQB,   LinearSite::kKVA, LinearSite::kKVB};
+inline constexpr int kNumLinearSites = static_cast<int>(sizeof(kLinearSites) / sizeof(kLinearSites[0]));
 
 // "self_attn.q_proj", ..., "mlp.down_proj": the module path inside model.layers.<i>.
 const char* LinearSiteModule(LinearSite site);

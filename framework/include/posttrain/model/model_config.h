@@ -21,7 +21,8 @@
 // rotary_pct of each head), and GPT2LMHeadModel (GPT-2: GPT-NeoX's LayerNorms and
 // biases with sequential residuals, learned absolute position embeddings instead of
 // RoPE, GELU-tanh, tied embeddings) and OPTForCausalLM (OPT: GPT-2's layer with ReLU,
-// its learned positions offset by 2).
+// its learned positions offset by 2) and DeepseekV3ForCausalLM (multi-head latent
+// attention, see kv_lora_rank, with GLM-4.5's router: see router_sigmoid).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -61,6 +62,9 @@ struct RopeScaling {
   // mscale_factor(mscale) / mscale_factor(mscale_all_dim) when both are set).
   double beta_fast = 32.0, beta_slow = 1.0;
   bool truncate = true;
+  // yarn's mscale_all_dim (DeepSeek-V3; 0: unset): multi-head latent attention's
+  // scores are also scaled by (0.1 mscale_all_dim ln factor + 1)² when factor > 1.
+  double mscale = 0.0, mscale_all_dim = 0.0;
   // dynamic (NTK-aware, transformers' _compute_dynamic_ntk_parameters): a forward
   // whose largest position + 1 = L exceeds max_position_embeddings M rotates with
   // base θ · (factor · L / M − (factor − 1))^(d / (d − 2)); else plain RoPE.
@@ -73,7 +77,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe", "gpt_oss"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe", "gpt_oss", "deepseek_v3"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -177,6 +181,24 @@ struct ModelConfig {
   double swiglu_limit = 7.0;
   std::int64_t n_group = 1;
   std::int64_t topk_group = 1;
+  // DeepSeek-V3 (DeepseekV3Attention: multi-head latent attention, MLA), when
+  // kv_lora_rank > 0. Per layer, with D_qk = qk_nope_head_dim + qk_rope_head_dim:
+  //   q = q_proj(x), or with q_lora_rank > 0 q_b_proj(RMSNorm(q_a_proj(x)))   [heads · D_qk]
+  //   [c, k_rot] = kv_a_proj_with_mqa(x)              [kv_lora_rank + qk_rope_head_dim]
+  //   [k_nope, v] of each head = kv_b_proj(RMSNorm(c))  [heads · (qk_nope_head_dim + v_head_dim)]
+  // A head's query is [q_nope, q_rot], its key [k_nope, k_rot] with one k_rot shared
+  // by every head; RoPE turns q_rot and k_rot only (head_dim is qk_rope_head_dim, as
+  // DeepseekV3Config sets it; rope_interleaved: rope_interleave, rotating adjacent
+  // pairs, the same scores as transformers' de-interleave then rotate-half). Every
+  // head has its own key and value: num_key_value_heads is kept for config.json and
+  // not used. The two latent RMSNorms (q_a_layernorm, kv_a_layernorm) use eps 1e-6,
+  // DeepseekV3RMSNorm's default. attention_bias puts biases on q_a_proj,
+  // kv_a_proj_with_mqa and o_proj [hidden, heads · v_head_dim]. See attention_scale().
+  std::int64_t q_lora_rank = 0;  // 0: q_proj (DeepseekV3Config's null)
+  std::int64_t kv_lora_rank = 0;
+  std::int64_t qk_nope_head_dim = 0;
+  std::int64_t qk_rope_head_dim = 0;
+  std::int64_t v_head_dim = 0;
   double routed_scaling_factor = 1.0;
   std::vector<bool> dense_mlp_layers;         // Qwen's mlp_only_layers and decoder_sparse_step; empty: none
   // GPT-NeoX (GPTNeoXForCausalLM). Its checkpoints name the tensors gpt_neox.* and
@@ -257,8 +279,18 @@ struct ModelConfig {
 
   // Parses and checks config.json (InvalidArgument naming the key).
   Activation activation() const;
-  // The factor on q·k: attention_multiplier (Granite), else 1 / sqrt(query_pre_attn_scalar or head_dim).
+  // The factor on q·k: attention_multiplier (Granite), else 1 / sqrt(query_pre_attn_scalar or head_dim);
+  // MLA: 1 / sqrt(qk_head_dim()), times mscale² = (0.1 mscale_all_dim ln factor + 1)² under a
+  // rope_scaling with mscale_all_dim and factor > 1 (DeepseekV3Attention.scaling).
   double attention_scale() const;
+  // Multi-head latent attention (DeepSeek-V3: kv_lora_rank > 0).
+  bool mla() const { return kv_lora_rank > 0; }
+  // The width of each head's queries and keys, and of its values: head_dim, or under
+  // MLA qk_nope_head_dim + qk_rope_head_dim and v_head_dim.
+  std::int64_t qk_head_dim() const { return mla() ? qk_nope_head_dim + qk_rope_head_dim : head_dim; }
+  std::int64_t value_head_dim() const { return mla() ? v_head_dim : head_dim; }
+  // The key/value heads attention runs with: num_key_value_heads, or under MLA one per query head.
+  std::int64_t attention_kv_heads() const { return mla() ? num_attention_heads : num_key_value_heads; }
   // The window `layer` attends within (sliding_window), or 0 for full causal attention.
   std::int64_t window_of(std::int64_t layer) const;
   // Whether `layer` applies RoPE to q and k (false for SmolLM3's NoPE layers and for
