@@ -119,6 +119,10 @@ std::int64_t DecoderLayerOf(const std::string& name) {
     at = name.find("model.decoder.layers.");
     skip = 21;
   }
+  if (at == std::string::npos) {  // Mamba's
+    at = name.find("backbone.layers.");
+    skip = 16;
+  }
   if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return -1;
   const size_t begin = at + skip, end = name.find('.', begin);
   std::int64_t layer = -1;
@@ -137,6 +141,27 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   const std::int64_t q_dim = c.num_attention_heads * c.head_dim;
   const std::int64_t kv_dim = c.num_key_value_heads * c.head_dim;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  if (c.mamba) {  // MambaBlock: norm, then the mixer's tensors (checkpoints: backbone.*, MambaCheckpointName)
+    const std::int64_t I = c.intermediate_size, N = c.state_size, R = c.time_step_rank;
+    for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      const std::string p = absl::StrCat("model.layers.", i, "."), m = p + "mixer.";
+      out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
+      out.push_back({m + "A_log", {I, N}});
+      out.push_back({m + "D", {I}});
+      out.push_back({m + "conv1d.weight", {I, 1, c.conv_kernel}});
+      if (c.use_conv_bias) out.push_back({m + "conv1d.bias", {I}});
+      out.push_back({m + "in_proj.weight", {2 * I, c.hidden_size}});
+      if (c.mamba_use_bias) out.push_back({m + "in_proj.bias", {2 * I}});
+      out.push_back({m + "x_proj.weight", {R + 2 * N, I}});
+      out.push_back({m + "dt_proj.weight", {I, R}});
+      out.push_back({m + "dt_proj.bias", {I}});
+      out.push_back({m + "out_proj.weight", {c.hidden_size, I}});
+      if (c.mamba_use_bias) out.push_back({m + "out_proj.bias", {c.hidden_size}});
+    }
+    out.push_back({"model.norm.weight", {c.hidden_size}});
+    if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+    return out;
+  }
   if (c.embedding_layer_norm) {
     out.push_back({"model.embed_norm.weight", {c.hidden_size}});
     out.push_back({"model.embed_norm.bias", {c.hidden_size}});
@@ -459,7 +484,19 @@ std::string Starcoder2CheckpointName(const std::string& name) {
   return Rename(naming, name);
 }
 
-// OPT's, Phi's or StarCoder2's checkpoint names from the model's (FuseProjections): renamed only.
+bool IsMamba(const ModelConfig& c) { return c.mamba; }
+
+// Mamba, FalconMamba: the checkpoint's name of model tensor `name` (backbone.*; each
+// layer's norm is norm, the final one norm_f; the mixer's tensors keep their names).
+std::string MambaCheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "backbone.embeddings.weight"},
+                                        {"model.norm.weight", "backbone.norm_f.weight"}},
+                                       "backbone.layers.",
+                                       {{".input_layernorm.", ".norm."}}};
+  return Rename(naming, name);
+}
+
+// OPT's, Phi's, StarCoder2's or Mamba's checkpoint names from the model's (FuseProjections): renamed only.
 std::vector<std::pair<std::string, at::Tensor>> ToRenamedLayout(std::vector<std::pair<std::string, at::Tensor>> tensors,
                                                                 std::string (*rename)(const std::string&)) {
   for (auto& [name, t] : tensors) name = rename(name);
@@ -661,6 +698,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsPhi(config)  ? PhiCheckpointName(name)
          : IsStableLm(config) ? StableLmCheckpointName(config, name)
          : IsStarcoder2(config) ? Starcoder2CheckpointName(name)
+         : IsMamba(config)      ? MambaCheckpointName(name)
                           : name;
 }
 
@@ -673,6 +711,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
   if (IsStarcoder2(config)) return ToRenamedLayout(std::move(tensors), Starcoder2CheckpointName);
+  if (IsMamba(config)) return ToRenamedLayout(std::move(tensors), MambaCheckpointName);
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -715,6 +754,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
   if (IsPhi(config)) return FromRenamedLayout(config, tensors, PhiCheckpointName);
   if (IsStableLm(config)) return FromStableLmLayout(config, tensors);
   if (IsStarcoder2(config)) return FromRenamedLayout(config, tensors, Starcoder2CheckpointName);
+  if (IsMamba(config)) return FromRenamedLayout(config, tensors, MambaCheckpointName);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
@@ -860,6 +900,23 @@ void CausalLM::Index() {
   for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     Layer l;
+    if (config_.mamba) {
+      const std::string m = p + "mixer.";
+      l.input_norm = by_name.at(p + "input_layernorm.weight");
+      l.in_proj = by_name.at(m + "in_proj.weight");
+      if (config_.mamba_use_bias) l.in_proj_bias = by_name.at(m + "in_proj.bias");
+      l.conv_w = by_name.at(m + "conv1d.weight");
+      if (config_.use_conv_bias) l.conv_b = by_name.at(m + "conv1d.bias");
+      l.x_proj = by_name.at(m + "x_proj.weight");
+      l.dt_proj = by_name.at(m + "dt_proj.weight");
+      l.dt_bias = by_name.at(m + "dt_proj.bias");
+      l.a_log = by_name.at(m + "A_log");
+      l.d_skip = by_name.at(m + "D");
+      l.out_proj = by_name.at(m + "out_proj.weight");
+      if (config_.mamba_use_bias) l.out_proj_bias = by_name.at(m + "out_proj.bias");
+      layers_.push_back(std::move(l));
+      continue;
+    }
     if (config_.pre_norms) l.input_norm = by_name.at(p + "input_layernorm.weight");
     if (config_.pre_norms && config_.layer_norm && config_.layer_norm_bias) l.input_norm_bias = by_name.at(p + "input_layernorm.bias");
     if (config_.mla()) {
@@ -947,7 +1004,18 @@ absl::StatusOr<std::unique_ptr<CausalLM>> CausalLM::Random(const ModelConfig& co
   at::Generator gen = at::detail::createCPUGenerator(seed);
   for (const auto& [name, shape] : ExpectedTensors(config)) {
     at::Tensor t;
-    if (name.find("norm.weight") != std::string::npos) {  // Gemma's store the offset from 1
+    if (config.mamba && absl::EndsWith(name, "mixer.A_log")) {  // MambaMixer: S4D-real, A = -(1, 2, ..., N) per channel
+      t = at::log(at::arange(1, shape[1] + 1, HostOptions(at::kFloat))).expand(shape).contiguous();
+    } else if (config.mamba && absl::EndsWith(name, "mixer.D")) {
+      t = at::ones(shape, HostOptions(at::kFloat));
+    } else if (config.mamba && absl::EndsWith(name, "dt_proj.bias")) {
+      // softplus(bias) = Δ log-uniform in [0.001, 0.1], floored at 1e-4 (time_step_min/max/floor's defaults)
+      const at::Tensor dt = at::exp(at::rand(shape, gen) * (std::log(0.1) - std::log(0.001)) + std::log(0.001)).clamp_min(1e-4);
+      t = dt + at::log(-at::expm1(-dt));
+    } else if (config.mamba && absl::EndsWith(name, "conv1d.weight")) {  // kaiming_uniform(a = sqrt(5)): ±1/sqrt(fan_in)
+      const double bound = 1.0 / std::sqrt(static_cast<double>(shape[1] * shape[2]));
+      t = at::empty(shape, HostOptions(at::kFloat)).uniform_(-bound, bound, gen);
+    } else if (name.find("norm.weight") != std::string::npos) {  // Gemma's store the offset from 1
       t = config.norm_weight_offset ? at::zeros(shape, HostOptions(at::kFloat)) : at::ones(shape, HostOptions(at::kFloat));
     } else if (absl::EndsWith(name, ".bias") || absl::EndsWith(name, "_bias")) {
       t = at::zeros(shape, HostOptions(at::kFloat));
@@ -1067,6 +1135,10 @@ const char* LinearSiteModule(LinearSite site) {
     case LinearSite::kQB: return "self_attn.q_b_proj";
     case LinearSite::kKVA: return "self_attn.kv_a_proj_with_mqa";
     case LinearSite::kKVB: return "self_attn.kv_b_proj";
+    case LinearSite::kInProj: return "mixer.in_proj";
+    case LinearSite::kXProj: return "mixer.x_proj";
+    case LinearSite::kDtProj: return "mixer.dt_proj";
+    case LinearSite::kOutProj: return "mixer.out_proj";
   }
   return "";
 }
@@ -1078,6 +1150,7 @@ const char* LinearSiteName(LinearSite site) {
 
 std::string DecoderLayersPrefix(const ModelConfig& config) {
   return IsNeox(config)                      ? "gpt_neox.layers."
+         : IsMamba(config)                   ? "backbone.layers."
          : IsGpt2(config) || IsBloom(config) ? "transformer.h."
          : IsOpt(config)                     ? "model.decoder.layers."
                                              : "model.layers.";
@@ -1098,6 +1171,14 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     out.push_back({down, inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
     return out;
   };
+  if (IsMamba(c)) {  // MambaMixer's nn.Linear modules
+    const std::int64_t I = c.intermediate_size, xs = c.time_step_rank + 2 * c.state_size;
+    out.push_back({"mixer.in_proj", hidden, 2 * I, {Part{LinearSite::kInProj, 0, 2 * I}}});
+    out.push_back({"mixer.x_proj", I, xs, {Part{LinearSite::kXProj, 0, xs}}});
+    out.push_back({"mixer.dt_proj", c.time_step_rank, I, {Part{LinearSite::kDtProj, 0, I}}});
+    out.push_back({"mixer.out_proj", I, hidden, {Part{LinearSite::kOutProj, 0, hidden}}});
+    return out;
+  }
   if (IsNeox(c) || IsBloom(c)) {  // GPT-NeoX's and BLOOM's modules, as their checkpoints and PEFT name them
     const std::string attention = IsNeox(c) ? "attention." : "self_attention.";
     LinearModule qkv{attention + "query_key_value", hidden, 3 * q,
@@ -1168,7 +1249,12 @@ std::unique_ptr<CausalLM> CausalLM::Clone() const {
 KVCache CausalLM::NewCache(std::int64_t batch_size, std::int64_t capacity) const {
   KVCache cache;
   cache.capacity = capacity;
-  for (std::int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+  for (std::int64_t i = 0; i < config_.num_hidden_layers && config_.mamba; ++i) {  // the conv's inputs, the SSM state
+    cache.keys.push_back(at::zeros({batch_size, config_.intermediate_size, config_.conv_kernel - 1}, options()));
+    cache.values.push_back(
+        at::zeros({batch_size, config_.intermediate_size, config_.state_size}, options().dtype(ComputeDtype(dtype_))));
+  }
+  for (std::int64_t i = 0; i < config_.num_hidden_layers && !config_.mamba; ++i) {
     const std::int64_t heads = config_.attention_kv_heads();
     cache.keys.push_back(at::zeros({batch_size, heads, capacity, config_.qk_head_dim()}, options()));
     cache.values.push_back(at::zeros({batch_size, heads, capacity, config_.value_head_dim()}, options()));
@@ -1183,6 +1269,60 @@ at::Tensor CausalLM::ApplyRope(const at::Tensor& x, const at::Tensor& cos, const
   // Partial rotary (Phi3Attention): the first `rotated` dimensions, the rest as they are.
   const std::vector<at::Tensor> parts = x.split_with_sizes({rotated, x.size(-1) - rotated}, -1);
   return at::cat({parts[0] * cos + rotate(parts[0]) * sin, parts[1]}, -1);
+}
+
+at::Tensor CausalLM::MambaMixer(std::int64_t li, const at::Tensor& x, const at::Tensor& mask, at::Tensor* conv,
+                                at::Tensor* ssm) const {
+  // MambaMixer.slow_forward (FalconMambaMixer's with mamba_bc_norm), in the model's dtype
+  // but for the scan (fp32).
+  const Layer& l = layers_[static_cast<size_t>(li)];
+  const std::int64_t T = x.size(1), I = config_.intermediate_size, N = config_.state_size;
+  const std::int64_t K = config_.conv_kernel, R = config_.time_step_rank;
+  const at::ScalarType compute = ComputeDtype(dtype_);
+  const Activation act = config_.activation();
+  const std::vector<at::Tensor> uz = Project(li, LinearSite::kInProj, x, l.in_proj, l.in_proj_bias).chunk(2, -1);
+  const at::Tensor m = mask.defined() ? mask.to(dtype_).unsqueeze(1) : at::Tensor();  // [B, 1, T]
+  at::Tensor u = uz[0].transpose(1, 2);                                                // [B, I, T]
+  if (m.defined()) u = u * m;
+  // The causal depthwise conv over the inputs before these and these: no padding needed.
+  const at::Tensor inputs = at::cat({conv->to(u.scalar_type()), u}, -1);  // [B, I, K - 1 + T]
+  *conv = inputs.narrow(-1, T, K - 1);
+  u = Activate(at::conv1d(inputs, l.conv_w, l.conv_b, /*stride=*/at::IntArrayRef{1}, /*padding=*/at::IntArrayRef{0},
+                          /*dilation=*/at::IntArrayRef{1}, /*groups=*/I), act);
+  if (m.defined()) u = u * m;
+  u = u.transpose(1, 2);  // [B, T, I]
+  std::vector<at::Tensor> dbc = Project(li, LinearSite::kXProj, u, l.x_proj, at::Tensor()).split_with_sizes({R, N, N}, -1);
+  if (config_.mamba_bc_norm) {  // FalconMamba's rms_forward: no weight
+    for (at::Tensor& t : dbc) {
+      const at::Tensor h = t.to(compute);
+      t = (h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + config_.mixer_rms_eps)).to(t.scalar_type());
+    }
+  }
+  const at::Tensor dt = at::softplus(Project(li, LinearSite::kDtProj, dbc[0], l.dt_proj, l.dt_bias)).to(compute);  // [B, T, I]
+  const at::Tensor A = -at::exp(l.a_log.to(compute));                                                          // [I, N]
+  const at::Tensor decay = at::exp(dt.unsqueeze(-1) * A);                                                      // [B, T, I, N]
+  const at::Tensor input = dt.unsqueeze(-1) * dbc[1].to(compute).unsqueeze(2) * u.to(compute).unsqueeze(-1);  // [B, T, I, N]
+  // s_t = decay_t ⊙ s_{t-1} + input_t, one step at a time as transformers' loop.
+  std::vector<at::Tensor> states;
+  states.reserve(static_cast<size_t>(T));
+  at::Tensor s = ssm->to(compute);
+  for (std::int64_t t = 0; t < T; ++t) {
+    s = at::addcmul(input.select(1, t), decay.select(1, t), s);
+    states.push_back(s);
+  }
+  *ssm = s;
+  // y_t = s_t C_t (in the model's dtype, as transformers' ssm_state.to(dtype) @ C) + D ⊙ u_t, gated by act(z).
+  at::Tensor y = at::matmul(at::stack(states, 1).to(dtype_), dbc[2].unsqueeze(-1)).squeeze(-1);  // [B, T, I]
+  y = (y + u * l.d_skip) * Activate(uz[1], act);
+  return Project(li, LinearSite::kOutProj, y, l.out_proj, l.out_proj_bias);
+}
+
+at::Tensor CausalLM::MambaLayer(std::int64_t li, const at::Tensor& h, const at::Tensor& mask, at::Tensor* conv,
+                                at::Tensor* ssm) const {
+  // MambaBlock: the norm reads h in the model's dtype; the residual stays in fp32 with residual_in_fp32.
+  const Layer& l = layers_[static_cast<size_t>(li)];
+  const at::Tensor out = MambaMixer(li, RmsNorm(h.to(dtype_), l.input_norm, config_), mask, conv, ssm);
+  return (config_.residual_in_fp32 ? h.to(ComputeDtype(dtype_)) : h) + out;
 }
 
 std::array<at::Tensor, 3> CausalLM::LatentQkv(std::int64_t li, const at::Tensor& x, const at::Tensor& cos,
@@ -1442,6 +1582,28 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     TORCH_CHECK(attention_mask.sizes() == at::IntArrayRef({B, S}), "attention_mask must be [B, ",
                 S, "], got ", attention_mask.sizes());
   }
+  if (config_.mamba) {  // state-space layers: this call's tokens after the states in the cache (or none)
+    const at::Tensor mask = attention_mask.defined() ? attention_mask.narrow(1, past, T) : at::Tensor();
+    at::Tensor h = Embed(input_ids, position_ids, DropoutNow());
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      auto layer = [this, i, B, mask, cache](at::Tensor h) {
+        at::Tensor conv = cache != nullptr ? cache->keys[i]
+                                           : at::zeros({B, config_.intermediate_size, config_.conv_kernel - 1}, options());
+        at::Tensor ssm = cache != nullptr ? cache->values[i]
+                                          : at::zeros({B, config_.intermediate_size, config_.state_size},
+                                                      options().dtype(ComputeDtype(dtype_)));
+        at::Tensor out = MambaLayer(static_cast<std::int64_t>(i), h, mask, &conv, &ssm);
+        if (cache != nullptr) {
+          cache->keys[i].copy_(conv);
+          cache->values[i].copy_(ssm);
+        }
+        return out;
+      };
+      h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
+    }
+    if (cache != nullptr) cache->length = S;
+    return RmsNorm(h, final_norm_, config_).to(dtype_);
+  }
   auto blocked_within = [&](std::int64_t window) {
     at::Tensor allowed = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1);  // [T, S]
     if (window > 0 && window < S) allowed = allowed & (key_pos.unsqueeze(0) > query_pos.unsqueeze(1) - window);
@@ -1671,6 +1833,33 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     auto [cos, sin] = RopeCosSin(packed.position_ids.unsqueeze(0), local);
     return std::pair{cos.squeeze(0).transpose(0, 1), sin.squeeze(0).transpose(0, 1)};
   };
+  if (config_.mamba) {  // state-space layers, one sequence at a time; a continuation starts from its prefix's states
+    std::vector<std::int64_t> lengths;
+    for (std::int64_t s = 0; s < packed.num_sequences(); ++s) lengths.push_back(packed.length(s));
+    at::Tensor h = Embed(packed.input_ids, packed.position_ids, DropoutNow());
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      auto layer = [this, i, packed, lengths](at::Tensor h) {
+        const std::vector<at::Tensor> pieces = h.split_with_sizes(lengths, 0);
+        std::vector<at::Tensor> convs(pieces.size()), ssms(pieces.size()), outs;
+        for (std::int64_t s = 0; s < packed.num_sequences(); ++s) {
+          const std::int64_t pre = packed.prefix_of(s);
+          at::Tensor conv = pre >= 0 ? convs[static_cast<size_t>(pre)]
+                                     : at::zeros({1, config_.intermediate_size, config_.conv_kernel - 1}, options());
+          at::Tensor ssm = pre >= 0 ? ssms[static_cast<size_t>(pre)]
+                                    : at::zeros({1, config_.intermediate_size, config_.state_size},
+                                                options().dtype(ComputeDtype(dtype_)));
+          outs.push_back(MambaLayer(static_cast<std::int64_t>(i), pieces[static_cast<size_t>(s)].unsqueeze(0), at::Tensor(),
+                                    &conv, &ssm)
+                             .squeeze(0));
+          convs[static_cast<size_t>(s)] = conv;
+          ssms[static_cast<size_t>(s)] = ssm;
+        }
+        return outs.size() == 1 ? outs[0] : at::cat(outs, 0);
+      };
+      h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
+    }
+    return RmsNorm(h, final_norm_, config_).to(dtype_);
+  }
   const auto [cos_global, sin_global] = packed_rope(false);
   const auto [cos_local, sin_local] = local_inv_freq_.defined() ? packed_rope(true) : std::pair<at::Tensor, at::Tensor>{};
   const bool drop = DropoutNow();

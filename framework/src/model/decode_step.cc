@@ -315,7 +315,7 @@ bool CausalLM::CanDecodeStep() const {
   if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
       config_.num_experts > 0 || config_.layer_norm || config_.parallel_residual || !config_.gated_mlp ||
       config_.mlp_bias || config_.output_bias || config_.learned_positions || config_.rope_interleaved ||
-      config_.lm_head_bias || config_.mla()) {  // DeepSeek-V3's latent attention: not these loops
+      config_.lm_head_bias || config_.mla() || config_.mamba) {  // latent attention, state-space layers: not these loops
     return false;
   }
   for (const auto& [name, p] : params_) {

@@ -600,6 +600,96 @@ absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
   return absl::OkStatus();
 }
 
+// MambaConfig's and FalconMambaConfig's fields, their defaults where config.json is
+// silent: vocab_size (50280), hidden_size (768), state_size (16), num_hidden_layers
+// (32), layer_norm_epsilon (1e-5), expand (2; intermediate_size expand · hidden_size
+// unless given), conv_kernel (4), use_bias (false), use_conv_bias (true), hidden_act
+// (silu), initializer_range (0.1), residual_in_fp32 (true), time_step_rank ("auto":
+// ceil(hidden_size / 16)), mixer_rms_eps (1e-6, FalconMamba's), tie_word_embeddings
+// (true), token ids 0.
+absl::StatusOr<ModelConfig> ReadMamba(const nlohmann::json& json, ModelConfig c) {
+  const bool falcon = c.model_type == "falcon_mamba";
+  c.architecture = falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM";
+  if (json.contains("architectures") && json["architectures"].is_array() && !json["architectures"].empty() &&
+      json["architectures"][0].is_string()) {
+    c.architecture = json["architectures"][0].get<std::string>();
+  }
+  c.mamba = true;
+  c.mamba_bc_norm = falcon;
+  c.vocab_size = 50280;
+  c.hidden_size = 768;
+  c.num_hidden_layers = 32;
+  c.rms_norm_eps = 1e-5;
+  c.initializer_range = 0.1;
+  c.tie_word_embeddings = true;
+  c.bos_token_id = 0;
+  c.pad_token_id = 0;
+  c.eos_token_ids = {0};
+  c.rope_scaling.reset();
+  POSTTRAIN_RETURN_IF_ERROR(RefuseMathChangingFields(json, c.model_type));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "vocab_size", &c.vocab_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_size", &c.hidden_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_hidden_layers", &c.num_hidden_layers));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "state_size", &c.state_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "layer_norm_epsilon", &c.rms_norm_eps));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "expand", &c.expand));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "conv_kernel", &c.conv_kernel));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_bias", &c.mamba_use_bias));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_conv_bias", &c.use_conv_bias));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "residual_in_fp32", &c.residual_in_fp32));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "mixer_rms_eps", &c.mixer_rms_eps));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "dtype", &c.torch_dtype));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "torch_dtype", &c.torch_dtype));
+  for (auto [key, id] : {std::pair{"bos_token_id", &c.bos_token_id}, std::pair{"pad_token_id", &c.pad_token_id}}) {
+    if (json.contains(key) && json[key].is_null()) id->reset();
+    if (json.contains(key) && json[key].is_number_integer()) *id = json[key].get<std::int64_t>();
+  }
+  if (json.contains("eos_token_id") && (json["eos_token_id"].is_null() || json["eos_token_id"].is_number_integer() ||
+                                        json["eos_token_id"].is_array())) {
+    c.eos_token_ids.clear();
+    const nlohmann::json& eos = json["eos_token_id"];
+    if (eos.is_number_integer()) c.eos_token_ids.push_back(eos.get<std::int64_t>());
+    for (const auto& e : eos.is_array() ? eos : nlohmann::json::array()) {
+      if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<std::int64_t>());
+    }
+  }
+  if (!(c.expand > 0) || !std::isfinite(c.expand)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: expand must be a positive number, got ", c.expand));
+  }
+  c.intermediate_size = static_cast<std::int64_t>(c.expand * static_cast<double>(c.hidden_size));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "intermediate_size", &c.intermediate_size));
+  c.time_step_rank = (c.hidden_size + 15) / 16;
+  if (json.contains("time_step_rank") && !(json["time_step_rank"].is_string() && json["time_step_rank"] == "auto")) {
+    if (!json["time_step_rank"].is_number_integer()) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: \"time_step_rank\" must be \"auto\" or an integer, got ",
+                                                     json["time_step_rank"].dump()));
+    }
+    c.time_step_rank = json["time_step_rank"].get<std::int64_t>();
+  }
+  if (!ActivationOf(c.hidden_act).has_value()) {
+    return absl::UnimplementedError(absl::StrCat("config.json: hidden_act \"", c.hidden_act,
+                                                 "\" is not supported (silu, swish, gelu, gelu_pytorch_tanh, gelu_new, relu)"));
+  }
+  for (auto [key, value] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+                            {"num_hidden_layers", c.num_hidden_layers}, {"state_size", c.state_size},
+                            {"intermediate_size", c.intermediate_size}, {"conv_kernel", c.conv_kernel},
+                            {"time_step_rank", c.time_step_rank}}) {
+    if (value <= 0) return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be positive, got ", value));
+  }
+  for (auto [key, value] : {std::pair{"layer_norm_epsilon", c.rms_norm_eps}, {"mixer_rms_eps", c.mixer_rms_eps}}) {
+    if (!std::isfinite(value) || value <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
+    }
+  }
+  c.num_attention_heads = c.num_key_value_heads = 1;  // unused: no attention
+  c.head_dim = c.hidden_size;
+  c.max_position_embeddings = std::int64_t{1} << 20;  // no positions: no bound of its own
+  return c;
+}
+
 // DeepSeek-V3's multi-head latent attention (DeepseekV3Config): q_lora_rank (1536;
 // null: q_proj), kv_lora_rank (512), qk_nope_head_dim (128), qk_rope_head_dim (64),
 // v_head_dim (128).
@@ -686,13 +776,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
-      c.model_type != "gpt_oss" && c.model_type != "deepseek_v3") {
+      c.model_type != "gpt_oss" && c.model_type != "deepseek_v3" && c.model_type != "mamba" &&
+      c.model_type != "falcon_mamba") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, mamba, falcon_mamba, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
+  if (c.model_type == "mamba" || c.model_type == "falcon_mamba") return ReadMamba(json, c);
   const bool phi3 = c.model_type == "phi3";
   const bool neox = c.model_type == "gpt_neox";
   const bool cohere2 = c.model_type == "cohere2";
@@ -1233,9 +1325,35 @@ nlohmann::ordered_json BloomJson(const ModelConfig& c) {
   return j;
 }
 
+// Mamba's and FalconMamba's config.json, under MambaConfig's names.
+nlohmann::ordered_json MambaJson(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = c.model_type;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["state_size"] = c.state_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["layer_norm_epsilon"] = c.rms_norm_eps;
+  j["expand"] = c.expand;
+  j["intermediate_size"] = c.intermediate_size;
+  j["conv_kernel"] = c.conv_kernel;
+  j["use_bias"] = c.mamba_use_bias;
+  j["use_conv_bias"] = c.use_conv_bias;
+  j["hidden_act"] = c.hidden_act;
+  j["initializer_range"] = c.initializer_range;
+  j["residual_in_fp32"] = c.residual_in_fp32;
+  j["time_step_rank"] = c.time_step_rank;
+  if (c.model_type == "falcon_mamba") j["mixer_rms_eps"] = c.mixer_rms_eps;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  AddCommonFields(c, &j);
+  return j;
+}
+
 }  // namespace
 
 nlohmann::ordered_json ModelConfig::ToJson() const {
+  if (mamba) return MambaJson(*this);
   if (model_type == "gpt2") return Gpt2Json(*this);
   if (model_type == "opt") return OptJson(*this);
   if (model_type == "bloom") return BloomJson(*this);

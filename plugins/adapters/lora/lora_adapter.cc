@@ -61,7 +61,7 @@ class LoraAdapter final : public Adapter {
                     "c_attn, c_proj, c_fc; OPT: q_proj, k_proj, v_proj, out_proj, fc1, fc2; BLOOM: query_key_value, dense, "
                     "dense_h_to_4h, dense_4h_to_h; Phi: q_proj, k_proj, v_proj, dense, fc1, fc2; StarCoder2: q_proj, "
                     "k_proj, v_proj, o_proj, c_fc, c_proj; DeepSeek-V3: q_a_proj, q_b_proj or q_proj, kv_a_proj_with_mqa, kv_b_proj, "
-                    "o_proj, gate_proj, up_proj, down_proj), \"all-linear\", or a regular "
+                    "o_proj, gate_proj, up_proj, down_proj; Mamba: in_proj, x_proj, dt_proj, out_proj), \"all-linear\", or a regular "
                     "expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})

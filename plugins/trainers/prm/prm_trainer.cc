@@ -49,10 +49,12 @@ class PrmTrainer final : public Trainer {
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     const std::string& type = policy_->config().model_type;
-    if (type == "opt" || type == "cohere" || type == "cohere2" || type == "glm4_moe") {
+    if (type == "opt" || type == "cohere" || type == "cohere2" || type == "glm4_moe" || type == "mamba" ||
+        type == "falcon_mamba") {
       return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ",
                                                    type == "opt" ? "OPT" : type == "cohere" ? "Cohere"
-                                                   : type == "cohere2" ? "Cohere2" : "Glm4Moe",
+                                                   : type == "cohere2" ? "Cohere2" : type == "glm4_moe" ? "Glm4Moe"
+                                                   : type == "mamba" ? "Mamba" : "FalconMamba",
                                                    "ForTokenClassification"));
     }
     if (type == "gpt2" || type == "gpt_neox" || type == "bloom" || type == "phi") {

@@ -41,9 +41,11 @@ class RewardTrainer final : public Trainer {
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     const std::string& type = policy_->config().model_type;
-    if (type == "cohere" || type == "cohere2" || type == "glm4_moe") {  // what it would save could not be loaded
+    if (type == "cohere" || type == "cohere2" || type == "glm4_moe" || type == "mamba" || type == "falcon_mamba") {
+      // what it would save could not be loaded
       return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ",
-                                                   type == "cohere" ? "Cohere" : type == "cohere2" ? "Cohere2" : "Glm4Moe",
+                                                   type == "cohere" ? "Cohere" : type == "cohere2" ? "Cohere2"
+                                                   : type == "glm4_moe" ? "Glm4Moe" : type == "mamba" ? "Mamba" : "FalconMamba",
                                                    "ForSequenceClassification"));
     }
     at::Generator gen = at::detail::createCPUGenerator(head_seed_);

@@ -1350,6 +1350,146 @@ TEST(CausalLMTest, DeepseekV3ConfigReadsTheHubsFields) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(head_dim).status().message()), HasSubstr("must equal qk_rope_head_dim"));
 }
 
+// Mamba and FalconMamba against mamba_reference.py (fp64, MambaMixer.slow_forward's
+// loop): biases on in_proj/out_proj (use_bias), dt_proj's bias and the norms random,
+// FalconMamba's weightless RMS norms of B, C and dt; then TRL's tiny FalconMamba
+// (hidden 8, 2 layers, intermediate_size 32 given, state 16, tied). Every path (the
+// cache holds the conv's last inputs and the SSM state); a left-padded row, masked
+// before and after the conv as the mixer does, equals the reference and the row
+// alone; a continuation packed after its prompt (prefix) starts from the prompt's
+// states; saved under backbone.* and loaded back; FalconMamba's weights read as
+// plain Mamba give other logits.
+TEST(CausalLMTest, MambaMatchesThePythonTranscriptionOnEveryPath) {
+  for (const int shape : {1, 2, 3}) {
+    SCOPED_TRACE(absl::StrCat("shape ", shape));
+    const std::string type = shape == 1 ? "mamba" : "falcon_mamba";
+    nlohmann::json json = {{"model_type", type}, {"vocab_size", 97}, {"hidden_size", 16}, {"state_size", 4},
+                           {"num_hidden_layers", 2}, {"expand", 2}, {"conv_kernel", 3}, {"time_step_rank", "auto"},
+                           {"use_bias", true}, {"tie_word_embeddings", shape == 1}, {"layer_norm_epsilon", 1e-5}};
+    if (shape == 3) {
+      json = {{"model_type", "falcon_mamba"}, {"architectures", {"FalconMambaForCausalLM"}}, {"vocab_size", 97},
+              {"hidden_size", 8}, {"num_hidden_layers", 2}, {"intermediate_size", 32}};
+    }
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, shape == 1 ? "MambaForCausalLM" : "FalconMambaForCausalLM");
+    EXPECT_TRUE(config->mamba);
+    EXPECT_EQ(config->mamba_bc_norm, shape != 1);
+    EXPECT_EQ(config->intermediate_size, 32);
+    EXPECT_EQ(config->time_step_rank, 1);
+    EXPECT_FALSE(config->has_rope());
+    auto random = CausalLM::Random(*config, at::kFloat, 160 + shape);
+    ASSERT_TRUE(random.ok()) << random.status();
+    const std::unique_ptr<CausalLM> model = std::move(*random);
+    RandomizeBiasesAndNorms(*model, 164);
+    std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    const std::string mixer = "model.layers.1.mixer.";
+    EXPECT_EQ(tensors.at(mixer + "A_log").sizes(), at::IntArrayRef({32, shape == 3 ? 16 : 4}));
+    EXPECT_EQ(tensors.at(mixer + "conv1d.weight").sizes(), at::IntArrayRef({32, 1, shape == 3 ? 4 : 3}));
+    EXPECT_EQ(tensors.count(mixer + "in_proj.bias"), shape == 3 ? 0u : 1u);
+    EXPECT_NEAR(tensors.at(mixer + "A_log")[3][1].item<double>(), std::log(2.0), 1e-6);  // S4D-real: A = -(1, 2, ...)
+    const std::int64_t B = 2, T = 9;
+    const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+    const std::string name = absl::StrCat("py_mamba_", shape);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, name, &json, "mamba_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+
+    // Row 1 left-padded by 3 slots.
+    const std::string padded_dir = testing::TempDir(name + "_padded");
+    ASSERT_TRUE(SaveCausalLM(*model, padded_dir).ok());
+    testing::WriteFile(padded_dir + "/config.json", json.dump());
+    at::Tensor mask = at::ones({B, T}, at::kLong);
+    mask[1].narrow(0, 0, 3).zero_();
+    ASSERT_TRUE(SaveSafetensors(padded_dir + "/ids.safetensors", {{"ids", ids}}).ok());
+    ASSERT_TRUE(SaveSafetensors(padded_dir + "/mask.safetensors", {{"mask", mask}}).ok());
+    std::string out;
+    ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/mamba_reference.py " +
+                                      padded_dir, &out), 0) << out;
+    auto file = SafetensorsFile::Open(padded_dir + "/reference_logits.safetensors");
+    ASSERT_TRUE(file.ok()) << file.status();
+    const at::Tensor padded_expected = *file->Get("logits");
+    c10::NoGradGuard no_grad;
+    const at::Tensor positions = (mask.cumsum(-1) - 1).clamp_min(0);
+    const at::Tensor logits = model->Forward(ids, positions, mask, nullptr);
+    EXPECT_LT((logits[1].narrow(0, 3, T - 3) - padded_expected[1].narrow(0, 3, T - 3)).abs().max().item<double>(), 1e-4);
+    const at::Tensor alone = model->Forward(ids[1].narrow(0, 3, T - 3).unsqueeze(0), Positions(1, T - 3), at::Tensor(), nullptr);
+    EXPECT_LT((alone[0] - padded_expected[1].narrow(0, 3, T - 3)).abs().max().item<double>(), 1e-4);
+    EXPECT_GT((padded_expected[1].narrow(0, 3, T - 3) - expected[1].narrow(0, 3, T - 3)).abs().max().item<double>(), 1e-3);
+
+    // Prompt ids[0][0, 4) and two continuations of it packed after it.
+    const std::vector<std::int64_t> row(ids[0].data_ptr<std::int64_t>(), ids[0].data_ptr<std::int64_t>() + T);
+    PackedSequences packed = PackSequences({std::vector<std::int64_t>(row.begin(), row.begin() + 4),
+                                            std::vector<std::int64_t>(row.begin() + 4, row.end()),
+                                            std::vector<std::int64_t>(row.begin() + 4, row.begin() + 6)});
+    packed.prefix = {-1, 0, 0};
+    const at::Tensor continued = model->Logits(model->PackedHidden(packed));
+    EXPECT_LT((continued.narrow(0, 0, T) - expected[0]).abs().max().item<double>(), 1e-4);
+    EXPECT_LT((continued.narrow(0, T, 2) - expected[0].narrow(0, 4, 2)).abs().max().item<double>(), 1e-4);
+
+    const std::string dir = testing::TempDir(name + "_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    for (const auto& [tensor, t] : *saved) {
+      EXPECT_TRUE(absl::StartsWith(tensor, "backbone.") || tensor == "lm_head.weight") << tensor;
+    }
+    EXPECT_EQ(saved->count("backbone.layers.1.norm.weight"), 1u);
+    EXPECT_EQ(saved->count("backbone.norm_f.weight"), 1u);
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["model_type"], type);
+    EXPECT_EQ(written["intermediate_size"], 32);
+    EXPECT_EQ(written["conv_kernel"], shape == 3 ? 4 : 3);
+    if (shape == 2) {
+      nlohmann::json plain = json;
+      plain["model_type"] = "mamba";
+      auto other = CausalLM::FromTensors(*ModelConfig::FromJson(plain), tensors, at::kFloat);
+      ASSERT_TRUE(other.ok()) << other.status();
+      EXPECT_GT(((*other)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+    }
+  }
+}
+
+// A FalconMamba config.json as tiiuae/falcon-mamba-7b's is laid out (intermediate_size
+// given beside expand wins, as the config's kwargs do; time_step_rank an integer),
+// written back and read again the same; fields that cannot work are named.
+TEST(CausalLMTest, MambaConfigReadsFalconMambaFields) {
+  const nlohmann::json hub = {{"architectures", {"FalconMambaForCausalLM"}}, {"bos_token_id", 0}, {"conv_kernel", 4},
+                              {"eos_token_id", 11}, {"expand", 16}, {"hidden_act", "silu"}, {"hidden_size", 4096},
+                              {"initializer_range", 0.1}, {"intermediate_size", 8192}, {"layer_norm_epsilon", 1e-05},
+                              {"model_type", "falcon_mamba"}, {"num_hidden_layers", 64}, {"pad_token_id", 11},
+                              {"rescale_prenorm_residual", false}, {"residual_in_fp32", true}, {"state_size", 16},
+                              {"tie_word_embeddings", false}, {"time_step_floor", 0.0001}, {"time_step_init_scheme", "random"},
+                              {"time_step_max", 0.1}, {"time_step_min", 0.001}, {"time_step_rank", 256},
+                              {"time_step_scale", 1.0}, {"torch_dtype", "bfloat16"}, {"use_bias", false}, {"use_cache", true},
+                              {"use_conv_bias", true}, {"vocab_size", 65024}};
+  auto c = ModelConfig::FromJson(hub);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->intermediate_size, 8192);
+  EXPECT_EQ(c->time_step_rank, 256);
+  EXPECT_EQ(c->eos_token_ids, std::vector<std::int64_t>{11});
+  EXPECT_EQ(c->pad_token_id, std::optional<std::int64_t>(11));
+  EXPECT_FALSE(c->tie_word_embeddings);
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+  nlohmann::json auto_rank = hub;
+  auto_rank.erase("intermediate_size");
+  auto_rank["time_step_rank"] = "auto";
+  auto derived = ModelConfig::FromJson(auto_rank);
+  ASSERT_TRUE(derived.ok()) << derived.status();
+  EXPECT_EQ(derived->intermediate_size, 65536);  // expand · hidden_size
+  EXPECT_EQ(derived->time_step_rank, 256);       // ceil(4096 / 16)
+  for (auto [key, value] : {std::pair{"state_size", nlohmann::json(0)}, {"conv_kernel", nlohmann::json(-1)},
+                            {"time_step_rank", nlohmann::json("big")}, {"expand", nlohmann::json(0)}}) {
+    nlohmann::json bad = hub;
+    bad[key] = value;
+    EXPECT_FALSE(ModelConfig::FromJson(bad).ok()) << key;
+    EXPECT_THAT(std::string(ModelConfig::FromJson(bad).status().message()), HasSubstr(key));
+  }
+}
+
 // GPT-OSS (gpt_oss) against gpt_oss_reference.py (fp64, the config.json given here):
 // attention sinks, biases on q/k/v/o, the window on layer 0 (layer_types' default:
 // the even layers), the router's bias and its softmax over the top k logits, the

@@ -88,6 +88,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "starcoder2" ? "starcoder2_reference.py"
                              : config.model_type == "gpt_oss" ? "gpt_oss_reference.py"
                              : config.model_type == "deepseek_v3" ? "deepseek_v3_reference.py"
+                             : config.mamba ? "mamba_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
                                     dir + " --adapter " + dir + "/adapter", &out), 0) << out;
@@ -454,6 +455,25 @@ TEST(LoraAdapterTest, DeepseekV3AdaptsItsLatentAttention) {
     EXPECT_EQ(params.count("base_model.model.model.layers.1.mlp.gate_proj.lora_A.weight"), 0u);
     ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir(q_lora ? "deepseek_lora" : "deepseek_q_lora"));
   }
+}
+
+// FalconMamba: LoRA on the mixer's nn.Linear modules under PEFT's names
+// (base_model.model.backbone.layers.<i>.mixer.in_proj, x_proj, dt_proj, out_proj);
+// the adapted model equals PEFT's formula on those files (mamba_reference.py) and
+// its merge.
+TEST(LoraAdapterTest, FalconMambaAdaptsItsMixer) {
+  auto config = ModelConfig::FromJson({{"model_type", "falcon_mamba"}, {"vocab_size", 97}, {"hidden_size", 16},
+                                       {"state_size", 4}, {"num_hidden_layers", 2}, {"conv_kernel", 3},
+                                       {"time_step_rank", 4}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
+  EXPECT_EQ(params["base_model.model.backbone.layers.1.mixer.in_proj.lora_B.weight"].sizes(), at::IntArrayRef({64, 4}));
+  EXPECT_EQ(params["base_model.model.backbone.layers.0.mixer.x_proj.lora_B.weight"].sizes(), at::IntArrayRef({12, 4}));
+  EXPECT_EQ(params["base_model.model.backbone.layers.0.mixer.dt_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 4}));
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("falcon_mamba_lora"));
 }
 
 // BLOOM: LoRA under PEFT's names (base_model.model.transformer.h.<i>.self_attention.

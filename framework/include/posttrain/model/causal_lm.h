@@ -39,6 +39,8 @@
 namespace posttrain {
 
 // Keys and values of past positions, one pair per layer, preallocated to
+// (Mamba: per layer, keys [B, intermediate, conv_kernel - 1] the conv's last inputs
+// and values [B, intermediate, state_size] the SSM state, in fp32)
 // `capacity` positions: k/v [B, kv heads, capacity, D] with the config's
 // attention_kv_heads() and D its qk_head_dim() for keys, value_head_dim() for values
 // (num_key_value_heads and head_dim but under DeepSeek-V3's latent attention).
@@ -201,6 +203,8 @@ class CausalLM {
     at::Tensor router_logit_bias, experts_gate_up, experts_gate_up_bias, experts_down, experts_down_bias, sinks;
     // DeepSeek-V3's latent attention (config.mla()): q holds q_b_proj (or q_proj), k and v stay undefined.
     at::Tensor q_a, q_a_bias, q_a_norm, kv_a, kv_a_bias, kv_a_norm, kv_b;
+    // A Mamba layer's mixer (config.mamba; input_norm is its norm).
+    at::Tensor in_proj, in_proj_bias, conv_w, conv_b, x_proj, dt_proj, dt_bias, a_log, d_skip, out_proj, out_proj_bias;
     std::vector<at::Tensor> expert_gate, expert_up, expert_down;
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
@@ -222,6 +226,17 @@ class CausalLM {
   // rotated by cos/sin (broadcast to [.., heads or 1, qk_rope_head_dim]).
   std::array<at::Tensor, 3> LatentQkv(std::int64_t layer, const at::Tensor& x, const at::Tensor& cos,
                                       const at::Tensor& sin) const;
+  // The mixer of Mamba layer `layer` (ModelConfig::mamba) on its normed input x [B, T,
+  // hidden]: mask [B, T] (1 real, 0 padding) or undefined; *conv [B, intermediate,
+  // conv_kernel - 1] the conv's inputs before these tokens (zeros: none) and *ssm [B,
+  // intermediate, state_size] the state before them (fp32, fp64 for an fp64 model),
+  // both replaced by those after the last token. Returns [B, T, hidden].
+  at::Tensor MambaMixer(std::int64_t layer, const at::Tensor& x, const at::Tensor& mask, at::Tensor* conv,
+                        at::Tensor* ssm) const;
+  // Decoder layer `layer` of a Mamba model: h + mixer(norm(h)), the residual in fp32
+  // with residual_in_fp32; the mixer's states as MambaMixer's.
+  at::Tensor MambaLayer(std::int64_t layer, const at::Tensor& h, const at::Tensor& mask, at::Tensor* conv,
+                        at::Tensor* ssm) const;
   // Whether the global RoPE table depends on a forward's length (longrope, dynamic).
   bool RopeDependsOnLength() const;
   // The global inverse frequencies [rotary_dim / 2] for a forward whose largest

@@ -17,11 +17,13 @@ namespace posttrain {
 
 // The projections of a Llama-family decoder layer, by HF module name; DeepSeek-V3's
 // latent attention has q_a_proj / q_b_proj (or q_proj), kv_a_proj_with_mqa and
-// kv_b_proj where the others have q/k/v.
-enum class LinearSite { kQ, kK, kV, kO, kGate, kUp, kDown, kQA, kQB, kKVA, kKVB };
-inline constexpr LinearSite kLinearSites[] = {LinearSite::kQ,    LinearSite::kK,  LinearSite::kV,    LinearSite::kO,
-                                              LinearSite::kGate, LinearSite::kUp, LinearSite::kDown, LinearSite::kQA,
-                                              LinearSite::kQB,   LinearSite::kKVA, LinearSite::kKVB};
+// kv_b_proj where the others have q/k/v; a Mamba layer has only its mixer's four
+// (in_proj, x_proj, dt_proj, out_proj).
+enum class LinearSite { kQ, kK, kV, kO, kGate, kUp, kDown, kQA, kQB, kKVA, kKVB, kInProj, kXProj, kDtProj, kOutProj };
+inline constexpr LinearSite kLinearSites[] = {
+    LinearSite::kQ,   LinearSite::kK,   LinearSite::kV,      LinearSite::kO,     LinearSite::kGate,
+    LinearSite::kUp,  LinearSite::kDown, LinearSite::kQA,    LinearSite::kQB,    LinearSite::kKVA,
+    LinearSite::kKVB, LinearSite::kInProj, LinearSite::kXProj, LinearSite::kDtProj, LinearSite::kOutProj};
 inline constexpr int kNumLinearSites = static_cast<int>(sizeof(kLinearSites) / sizeof(kLinearSites[0]));
 
 // "self_attn.q_proj", ..., "mlp.down_proj": the module path inside model.layers.<i>.

@@ -22,7 +22,8 @@
 // biases with sequential residuals, learned absolute position embeddings instead of
 // RoPE, GELU-tanh, tied embeddings) and OPTForCausalLM (OPT: GPT-2's layer with ReLU,
 // its learned positions offset by 2) and DeepseekV3ForCausalLM (multi-head latent
-// attention, see kv_lora_rank, with GLM-4.5's router: see router_sigmoid).
+// attention, see kv_lora_rank, with GLM-4.5's router: see router_sigmoid) and the
+// state-space models MambaForCausalLM and FalconMambaForCausalLM (see mamba).
 // Both RoPE layouts are read: transformers 4's rope_theta / rope_scaling and
 // transformers 5's rope_parameters.
 //
@@ -77,7 +78,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe", "gpt_oss", "deepseek_v3"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe", "gpt_oss", "deepseek_v3", "mamba", "falcon_mamba"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -199,6 +200,31 @@ struct ModelConfig {
   std::int64_t qk_nope_head_dim = 0;
   std::int64_t qk_rope_head_dim = 0;
   std::int64_t v_head_dim = 0;
+  // Mamba and FalconMamba (MambaForCausalLM, FalconMambaForCausalLM; mamba true): no
+  // attention and no positions. Layer i is h + mixer(RMSNorm(h)) (MambaBlock; the
+  // residual stream in fp32 with residual_in_fp32) and its mixer (MambaMixer's
+  // slow_forward) on x [T, hidden_size], I = intermediate_size, N = state_size:
+  //   [u, z] = in_proj(x)                                         [2 I]
+  //   u = act(conv1d(u)): causal, depthwise, conv_kernel taps, its bias with use_conv_bias
+  //       (padding positions zeroed before and after it)
+  //   [δ, B, C] = x_proj(u)                         [time_step_rank, N, N]
+  //       FalconMamba (mamba_bc_norm): each RMS-normalised without weight, eps mixer_rms_eps
+  //   Δ = softplus(dt_proj(δ)) [I],  A = -exp(A_log) [I, N]
+  //   s_t = exp(Δ_t A) ⊙ s_{t-1} + (Δ_t ⊗ B_t) u_t,  y_t = s_t C_t + D ⊙ u_t    (s in fp32)
+  //   out = out_proj(y ⊙ act(z))
+  // in_proj and out_proj have biases with mamba_use_bias (the config's use_bias).
+  // num_attention_heads, num_key_value_heads and head_dim are 1, 1 and hidden_size,
+  // max_position_embeddings unbounded (2^20): unused.
+  bool mamba = false;
+  bool mamba_bc_norm = false;
+  std::int64_t state_size = 16;
+  std::int64_t conv_kernel = 4;
+  std::int64_t time_step_rank = 0;
+  double expand = 2.0;
+  bool use_conv_bias = true;
+  bool mamba_use_bias = false;
+  bool residual_in_fp32 = true;
+  double mixer_rms_eps = 1e-6;
   double routed_scaling_factor = 1.0;
   std::vector<bool> dense_mlp_layers;         // Qwen's mlp_only_layers and decoder_sparse_step; empty: none
   // GPT-NeoX (GPTNeoXForCausalLM). Its checkpoints name the tensors gpt_neox.* and
@@ -297,7 +323,7 @@ struct ModelConfig {
   // models with other positions: GPT-2's and OPT's learned ones, BLOOM's ALiBi).
   bool uses_rope(std::int64_t layer) const;
   // Whether the model rotates with RoPE at all (not learned positions, not ALiBi).
-  bool has_rope() const { return !learned_positions && !alibi; }
+  bool has_rope() const { return !learned_positions && !alibi && !mamba; }
   // The d of RoPE's frequencies θ^(-2i/d), i < ceil(d/2): int(head_dim · partial_rotary_factor).
   std::int64_t rope_freq_dim() const { return static_cast<std::int64_t>(static_cast<double>(head_dim) * partial_rotary_factor); }
   // The dimensions of each head that RoPE rotates: rope_freq_dim(); GLM-4.5 and Phi-3
