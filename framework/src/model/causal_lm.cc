@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "posttrain/core/autocast.h"
 #include "posttrain/model/gemm.h"
+#include "posttrain/model/selective_scan.h"
 #include "posttrain/core/device.h"
 #include "posttrain/core/status.h"
 
@@ -1302,18 +1303,26 @@ at::Tensor CausalLM::MambaMixer(std::int64_t li, const at::Tensor& x, const at::
   const at::Tensor A = -at::exp(l.a_log.to(compute));                                                          // [I, N]
   const at::Tensor decay = at::exp(dt.unsqueeze(-1) * A);                                                      // [B, T, I, N]
   const at::Tensor input = dt.unsqueeze(-1) * dbc[1].to(compute).unsqueeze(2) * u.to(compute).unsqueeze(-1);  // [B, T, I, N]
-  // s_t = decay_t ⊙ s_{t-1} + input_t, one step at a time as transformers' loop.
-  std::vector<at::Tensor> states;
-  states.reserve(static_cast<size_t>(T));
-  at::Tensor s = ssm->to(compute);
-  for (std::int64_t t = 0; t < T; ++t) {
-    s = at::addcmul(input.select(1, t), decay.select(1, t), s);
-    states.push_back(s);
+  // s_t = decay_t ⊙ s_{t-1} + input_t and y_t = s_t C_t: on the CPU one fused loop
+  // (model/selective_scan.h); elsewhere one step at a time as transformers' loop.
+  at::Tensor y;  // [B, T, I]
+  if (decay.is_cpu()) {
+    auto [scanned, last] = internal::SelectiveScan(decay, input, dbc[2].to(compute), ssm->to(compute));
+    *ssm = last;
+    y = scanned.to(dtype_);
+  } else {
+    std::vector<at::Tensor> states;
+    states.reserve(static_cast<size_t>(T));
+    at::Tensor s = ssm->to(compute);
+    for (std::int64_t t = 0; t < T; ++t) {
+      s = at::addcmul(input.select(1, t), decay.select(1, t), s);
+      states.push_back(s);
+    }
+    *ssm = s;
+    // (in the model's dtype, as transformers' ssm_state.to(dtype) @ C)
+    y = at::matmul(at::stack(states, 1).to(dtype_), dbc[2].unsqueeze(-1)).squeeze(-1);
   }
-  *ssm = s;
-  // y_t = s_t C_t (in the model's dtype, as transformers' ssm_state.to(dtype) @ C) + D ⊙ u_t, gated by act(z).
-  at::Tensor y = at::matmul(at::stack(states, 1).to(dtype_), dbc[2].unsqueeze(-1)).squeeze(-1);  // [B, T, I]
-  y = (y + u * l.d_skip) * Activate(uz[1], act);
+  y = (y + u * l.d_skip) * Activate(uz[1], act);  // + D ⊙ u_t, gated by act(z)
   return Project(li, LinearSite::kOutProj, y, l.out_proj, l.out_proj_bias);
 }
 
