@@ -141,7 +141,11 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
   const std::int64_t q_dim = c.num_attention_heads * c.head_dim;
   const std::int64_t kv_dim = c.num_key_value_heads * c.head_dim;
-  out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
+  out.push_back({"model.embed_tokens.weight", {c.vocab_size, c.output_size()}});
+  if (c.word_embed_proj_dim > 0) {  // OPT-350m: embeddings narrower than the layers
+    out.push_back({"model.project_in.weight", {c.hidden_size, c.word_embed_proj_dim}});
+    out.push_back({"model.project_out.weight", {c.word_embed_proj_dim, c.hidden_size}});
+  }
   if (c.mamba) {  // MambaBlock: norm, then the mixer's tensors (checkpoints: backbone.*, MambaCheckpointName)
     const std::int64_t I = c.intermediate_size, N = c.state_size, R = c.time_step_rank;
     for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
@@ -253,9 +257,9 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       if (c.shared_expert_gate) out.push_back({moe + "shared_expert_gate.weight", {1, c.hidden_size}});
     }
   }
-  out.push_back({"model.norm.weight", {c.hidden_size}});
-  if (c.layer_norm && c.layer_norm_bias) out.push_back({"model.norm.bias", {c.hidden_size}});
-  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  if (!c.post_layer_norm) out.push_back({"model.norm.weight", {c.hidden_size}});  // OPT-350m has none
+  if (c.layer_norm && c.layer_norm_bias && !c.post_layer_norm) out.push_back({"model.norm.bias", {c.hidden_size}});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.output_size()}});
   if (c.lm_head_bias) out.push_back({"lm_head.bias", {c.vocab_size}});
   return out;
 }
@@ -391,6 +395,8 @@ bool IsOpt(const ModelConfig& c) { return c.model_type == "opt"; }
 std::string OptCheckpointName(const std::string& name) {
   static const CheckpointNaming naming{{{"model.embed_tokens.weight", "model.decoder.embed_tokens.weight"},
                                         {"model.embed_positions.weight", "model.decoder.embed_positions.weight"},
+                                        {"model.project_in.weight", "model.decoder.project_in.weight"},
+                                        {"model.project_out.weight", "model.decoder.project_out.weight"},
                                         {"model.norm.weight", "model.decoder.final_layer_norm.weight"},
                                         {"model.norm.bias", "model.decoder.final_layer_norm.bias"}},
                                        "model.decoder.layers.",
@@ -890,8 +896,11 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
 void CausalLM::Index() {
   std::map<std::string, at::Tensor> by_name(params_.begin(), params_.end());
   embed_ = by_name.at("model.embed_tokens.weight");
-  final_norm_ = by_name.at("model.norm.weight");
-  final_norm_bias_ = config_.layer_norm && config_.layer_norm_bias ? by_name.at("model.norm.bias") : at::Tensor();
+  final_norm_ = config_.post_layer_norm ? at::Tensor() : by_name.at("model.norm.weight");
+  final_norm_bias_ = config_.layer_norm && config_.layer_norm_bias && !config_.post_layer_norm ? by_name.at("model.norm.bias")
+                                                                                               : at::Tensor();
+  project_in_ = config_.word_embed_proj_dim > 0 ? by_name.at("model.project_in.weight") : at::Tensor();
+  project_out_ = config_.word_embed_proj_dim > 0 ? by_name.at("model.project_out.weight") : at::Tensor();
   lm_head_ = config_.tie_word_embeddings ? embed_ : by_name.at("lm_head.weight");
   lm_head_bias_ = config_.lm_head_bias ? by_name.at("lm_head.bias") : at::Tensor();
   positions_ = config_.learned_positions ? by_name.at("model.embed_positions.weight") : at::Tensor();
@@ -1417,12 +1426,15 @@ at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::T
   if (p > 0) attn_out = at::dropout(attn_out, p, /*train=*/true);
   // GPT-NeoX's parallel residual: both branches read the layer's input, and
   // GPTNeoXLayer adds mlp + attention + input in that order.
-  const at::Tensor mid = config_.parallel_residual ? h : h + attn_out;
+  // OPT-350m: the norm after the residual add (self_attn_layer_norm, our input_norm).
+  const at::Tensor mid = config_.parallel_residual ? h
+                         : config_.post_layer_norm ? Norm(h + attn_out, l.input_norm, l.input_norm_bias, config_)
+                                                   : h + attn_out;
   // Cohere: the MLP reads the attention's normed input (its layer has one norm).
-  const at::Tensor x = config_.one_norm_per_layer
-                           ? normed
-                           : PreNorm(mid, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm,
-                                     config_.sandwich_norms ? at::Tensor() : l.post_norm_bias, config_);
+  const at::Tensor x = config_.one_norm_per_layer ? normed
+                       : config_.post_layer_norm  ? mid
+                                                  : PreNorm(mid, config_.sandwich_norms ? l.pre_ff_norm : l.post_norm,
+                                                            config_.sandwich_norms ? at::Tensor() : l.post_norm_bias, config_);
   at::Tensor mlp;
   if (l.router.defined()) {
     mlp = SparseMoe(l, x);
@@ -1443,6 +1455,7 @@ at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::T
   }
   at::Tensor mlp_out = BranchOutput(mlp, l.post_ff_norm);
   if (p > 0) mlp_out = at::dropout(mlp_out, p, /*train=*/true);
+  if (config_.post_layer_norm) return Norm(mid + mlp_out, l.post_norm, l.post_norm_bias, config_);  // OPT-350m
   return config_.parallel_residual ? mlp_out + attn_out + h : mid + mlp_out;
 }
 
@@ -1541,6 +1554,7 @@ bool CausalLM::DropoutNow() const {
 
 at::Tensor CausalLM::Embed(const at::Tensor& ids, const at::Tensor& positions, bool dropout) const {
   at::Tensor h = at::embedding(embed_, ids);
+  if (project_in_.defined()) h = Linear(h, project_in_);  // OPT-350m: before the positions
   if (positions_.defined() && positions.numel() > 0) {  // GPT-2: wte[id] + wpe[position]; OPT: row position + 2
     const std::int64_t last = positions.max().item<std::int64_t>(), offset = config_.position_offset;
     TORCH_CHECK(last + offset < positions_.size(0), "position ", last, " is past the ", positions_.size(0) - offset,
@@ -1647,7 +1661,8 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, B, T, H, KV, G, D, Dv, S, past, scale, lowest, cos = cos, sin = sin, blocked, alibi, cache, drop](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
+      // OPT-350m: no norm before the attention (its norm follows the residual add, LayerTail).
+      at::Tensor x = config_.post_layer_norm ? h : PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       const auto li = static_cast<std::int64_t>(i);
       at::Tensor q, k, v;  // [B, heads, T, D or Dv]
       if (config_.mla()) {  // DeepSeek-V3: [B, T, H, ·] from the latent projections, cos/sin over [.., T, 1, ·]
@@ -1705,7 +1720,12 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
   if (cache != nullptr) cache->length = S;
-  return Norm(h, final_norm_, final_norm_bias_, config_);
+  return FinalHidden(h);
+}
+
+at::Tensor CausalLM::FinalHidden(const at::Tensor& h) const {
+  const at::Tensor normed = PreNorm(h, final_norm_, final_norm_bias_, config_);  // OPT-350m: none
+  return project_out_.defined() ? Linear(normed, project_out_) : normed;
 }
 
 at::Tensor CausalLM::Logits(const at::Tensor& hidden) const {
@@ -1880,7 +1900,8 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     // Everything the layer needs, by value: a runner may call it again in backward.
     auto layer = [this, i, N, H, KV, G, D, Dv, scale, cos = cos, sin = sin, packed, drop](at::Tensor h) {
       const Layer& l = layers_[i];
-      at::Tensor x = PreNorm(h, l.input_norm, l.input_norm_bias, config_);
+      // OPT-350m: no norm before the attention (its norm follows the residual add, LayerTail).
+      at::Tensor x = config_.post_layer_norm ? h : PreNorm(h, l.input_norm, l.input_norm_bias, config_);
       const auto li = static_cast<std::int64_t>(i);
       at::Tensor q, k, v;  // [N, heads, D or Dv]
       if (config_.mla()) {  // DeepSeek-V3's latent projections
@@ -1925,7 +1946,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     };
     h = runner_ != nullptr ? runner_->Run(static_cast<std::int64_t>(i), h, layer) : layer(h);
   }
-  return Norm(h, final_norm_, final_norm_bias_, config_);
+  return FinalHidden(h);
 }
 
 }  // namespace posttrain

@@ -936,14 +936,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
         refused.push_back(absl::StrCat(key, " = ", json[key].dump()));
       }
     };
-    flag("do_layer_norm_before", true);  // OPT-350m's norms after the sublayers
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "do_layer_norm_before", &c.post_layer_norm));
+    c.post_layer_norm = !c.post_layer_norm;  // OPT-350m's norms after the residual adds
     flag("enable_bias", true);
     flag("layer_norm_elementwise_affine", true);
     flag("_remove_final_layer_norm", false);
-    if (json.contains("word_embed_proj_dim") && json["word_embed_proj_dim"].is_number_integer() &&
-        json.contains("hidden_size") && json["word_embed_proj_dim"] != json["hidden_size"]) {
-      refused.push_back(absl::StrCat("word_embed_proj_dim = ", json["word_embed_proj_dim"].dump(),
-                                     " != hidden_size (project_in / project_out)"));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "word_embed_proj_dim", &c.word_embed_proj_dim));
+    if (c.word_embed_proj_dim < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: word_embed_proj_dim must be positive, got ", c.word_embed_proj_dim));
     }
     if (json.contains("layerdrop") && json["layerdrop"].is_number() && json["layerdrop"].get<double>() != 0) {
       refused.push_back(absl::StrCat("layerdrop = ", json["layerdrop"].dump()));
@@ -1075,6 +1075,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "intermediate_size", &c.intermediate_size));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_hidden_layers", &c.num_hidden_layers));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_attention_heads", &c.num_attention_heads));
+  if (c.word_embed_proj_dim == c.hidden_size) c.word_embed_proj_dim = 0;  // OPT: no projection
   c.num_key_value_heads = c.num_attention_heads;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_key_value_heads", &c.num_key_value_heads));
   // Where config.json is silent: GemmaConfig says 256, Qwen3Config 128, the others
@@ -1286,12 +1287,12 @@ nlohmann::ordered_json OptJson(const ModelConfig& c) {
   j["model_type"] = "opt";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
-  j["word_embed_proj_dim"] = c.hidden_size;
+  j["word_embed_proj_dim"] = c.output_size();
   j["ffn_dim"] = c.intermediate_size;
   j["num_hidden_layers"] = c.num_hidden_layers;
   j["num_attention_heads"] = c.num_attention_heads;
   j["max_position_embeddings"] = c.max_position_embeddings;
-  j["do_layer_norm_before"] = true;
+  j["do_layer_norm_before"] = !c.post_layer_norm;
   j["activation_function"] = c.hidden_act;
   j["dropout"] = c.residual_dropout;
   j["attention_dropout"] = c.attention_dropout;

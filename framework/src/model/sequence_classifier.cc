@@ -32,13 +32,13 @@ absl::StatusOr<SequenceClassifier> LoadClassifier(const std::string& dir, at::Sc
   }
   at::Tensor score = head->second;
   tensors.erase(head);
-  if (score.dim() != 2 || score.size(1) != config.hidden_size) {
+  if (score.dim() != 2 || score.size(1) != config.output_size()) {
     return absl::InvalidArgumentError(absl::StrCat("'", dir, "': score.weight must be [num_labels, ",
-                                                   config.hidden_size, "]"));
+                                                   config.output_size(), "]"));
   }
   // A classifier has no LM head; an untied backbone needs a placeholder for one.
   if (!config.tie_word_embeddings && tensors.count("lm_head.weight") == 0) {
-    tensors["lm_head.weight"] = at::zeros({config.vocab_size, config.hidden_size}, HostOptions(at::kFloat));
+    tensors["lm_head.weight"] = at::zeros({config.vocab_size, config.output_size()}, HostOptions(at::kFloat));
   }
   if (config.lm_head_bias && tensors.count("lm_head.bias") == 0) {  // Phi's
     tensors["lm_head.bias"] = at::zeros({config.vocab_size}, HostOptions(at::kFloat));

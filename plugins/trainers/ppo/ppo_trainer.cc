@@ -80,7 +80,7 @@ class PpoTrainer final : public Trainer {
     policy_ = context.policy;
     collectives_ = context.collectives;
     reference_ = context.reference;
-    const std::int64_t hidden = policy_->config().hidden_size;
+    const std::int64_t hidden = policy_->config().output_size();  // the width of the decoder's outputs
     at::Generator gen = at::detail::createCPUGenerator(seed_);
     // Small random weights: values start near 0 and every hidden direction gets a gradient.
     v_weight_ = (at::normal(0.0, 1.0 / std::sqrt(static_cast<double>(hidden)), {1, hidden}, gen) * 0.1).to(policy_->options());

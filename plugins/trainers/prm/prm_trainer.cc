@@ -67,7 +67,7 @@ class PrmTrainer final : public Trainer {
       return absl::InvalidArgumentError(absl::StrCat(where_, ": step_separator must tokenize to at least one token"));
     }
     at::Generator gen = at::detail::createCPUGenerator(head_seed_);
-    score_ = at::normal(0.0, policy_->config().initializer_range, {2, policy_->config().hidden_size}, gen)
+    score_ = at::normal(0.0, policy_->config().initializer_range, {2, policy_->config().output_size()}, gen)
                  .to(policy_->options());
     return absl::OkStatus();
   }

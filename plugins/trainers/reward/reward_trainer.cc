@@ -49,7 +49,7 @@ class RewardTrainer final : public Trainer {
                                                    "ForSequenceClassification"));
     }
     at::Generator gen = at::detail::createCPUGenerator(head_seed_);
-    score_ = at::normal(0.0, policy_->config().initializer_range, {1, policy_->config().hidden_size}, gen)
+    score_ = at::normal(0.0, policy_->config().initializer_range, {1, policy_->config().output_size()}, gen)
                  .to(policy_->options());
     return absl::OkStatus();
   }

@@ -2374,11 +2374,62 @@ TEST(CausalLMTest, OptMatchesThePythonTranscriptionOnEveryPath) {
   auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
-  nlohmann::json opt350m = opt125m;  // norms after the sublayers, project_in/out
-  opt350m.update({{"do_layer_norm_before", false}, {"word_embed_proj_dim", 512}, {"hidden_size", 1024}});
-  const std::string refused(ModelConfig::FromJson(opt350m).status().message());
-  EXPECT_THAT(refused, HasSubstr("do_layer_norm_before = false"));
-  EXPECT_THAT(refused, HasSubstr("word_embed_proj_dim = 512 != hidden_size"));
+  nlohmann::json opt350m = opt125m;  // norms after the residual adds, project_in/out
+  opt350m.update({{"do_layer_norm_before", false}, {"word_embed_proj_dim", 512}, {"hidden_size", 1024}, {"ffn_dim", 4096},
+                  {"num_attention_heads", 16}, {"num_hidden_layers", 24}});
+  auto c350 = ModelConfig::FromJson(opt350m);
+  ASSERT_TRUE(c350.ok()) << c350.status();
+  EXPECT_TRUE(c350->post_layer_norm);
+  EXPECT_EQ(c350->output_size(), 512);
+  auto back350 = ModelConfig::FromJson(nlohmann::json::parse(c350->ToJson().dump()));
+  ASSERT_TRUE(back350.ok()) << back350.status();
+  EXPECT_EQ(back350->ToJson().dump(), c350->ToJson().dump());
+  EXPECT_EQ(back350->ToJson()["word_embed_proj_dim"], 512);
+  EXPECT_EQ(back350->ToJson()["do_layer_norm_before"], false);
+  nlohmann::json removed = opt125m;
+  removed["_remove_final_layer_norm"] = true;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(removed).status().message()), HasSubstr("_remove_final_layer_norm = true"));
+}
+
+// OPT-350m's layout (do_layer_norm_before false: each norm after its residual add, no
+// final norm; word_embed_proj_dim 24 < hidden 32: embeddings and LM head 24 wide,
+// project_in before the positions, project_out after the layers) against
+// opt_reference.py in fp64. Every path; saved under OPT's names
+// (model.decoder.project_in/out) and loaded back; the reward trainer's head reads the
+// projected width (OPTForSequenceClassification's score is [1, word_embed_proj_dim]).
+TEST(CausalLMTest, Opt350mPostNormsAndProjectionsMatchThePythonTranscription) {
+  const nlohmann::json json = {{"model_type", "opt"}, {"architectures", {"OPTForCausalLM"}}, {"vocab_size", 97},
+                               {"hidden_size", 32}, {"word_embed_proj_dim", 24}, {"ffn_dim", 48}, {"num_hidden_layers", 2},
+                               {"num_attention_heads", 4}, {"max_position_embeddings", 12}, {"do_layer_norm_before", false}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 99);
+  RandomizeBiasesAndNorms(*model, 100);
+  std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  EXPECT_EQ(tensors.at("model.embed_tokens.weight").sizes(), at::IntArrayRef({97, 24}));
+  EXPECT_EQ(tensors.at("model.project_in.weight").sizes(), at::IntArrayRef({32, 24}));
+  EXPECT_EQ(tensors.count("model.norm.weight"), 0u);
+  const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_opt350m", nullptr, "opt_reference.py");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+  const std::string dir = testing::TempDir("opt350m_save");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  auto saved = LoadSafetensorsDir(dir);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->count("model.decoder.project_out.weight"), 1u);
+  EXPECT_EQ(saved->count("model.decoder.final_layer_norm.weight"), 0u);
+  c10::NoGradGuard no_grad;
+  EXPECT_EQ(model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr).size(-1), 24);
+  nlohmann::json pre = json;  // the same weights read with the norms before the sublayers: other maths
+  pre["do_layer_norm_before"] = true;
+  std::map<std::string, at::Tensor> with_final = tensors;
+  with_final["model.norm.weight"] = at::ones({32});
+  with_final["model.norm.bias"] = at::zeros({32});
+  auto other = CausalLM::FromTensors(*ModelConfig::FromJson(pre), with_final, at::kFloat);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_GT(((*other)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
 }
 
 // openai-community/gpt2's config.json (its fields as transformers wrote them) reads

@@ -1,5 +1,7 @@
 """Independent reference: transformers' OPTForCausalLM (do_layer_norm_before, the
-common OPT layout), forward written out in python3-torch in fp64 from the
+common OPT layout, and OPT-350m's: norms after the residual adds, no final norm,
+project_in / project_out around the layers when word_embed_proj_dim differs from
+hidden_size), forward written out in python3-torch in fp64 from the
 checkpoint's own names; transformers itself is not installed here. OPTDecoder:
 embed_tokens[id] + embed_positions[position + 2] (OPTLearnedPositionalEmbedding's
 offset); per layer h + out_proj(attn(self_attn_layer_norm(h))), then
@@ -22,7 +24,7 @@ from reference_io import read_inputs, write_logits  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(
     sys.argv, "opt", lambda k: k if k.startswith("model.") or k == "lm_head.weight" else "model." + k)
-assert cfg.get("do_layer_norm_before", True) and cfg.get("word_embed_proj_dim", cfg["hidden_size"]) == cfg["hidden_size"]
+pre = cfg.get("do_layer_norm_before", True)  # OPTDecoderLayer: the norms before (True) or after the residual adds
 
 E = cfg["hidden_size"]
 H = cfg["num_attention_heads"]
@@ -44,17 +46,27 @@ def linear(x, name):
 
 B, T = ids.shape
 mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
-h = w["model.decoder.embed_tokens.weight"][ids] + w["model.decoder.embed_positions.weight"][torch.arange(T) + 2]
+h = w["model.decoder.embed_tokens.weight"][ids]
+if "model.decoder.project_in.weight" in w:  # OPTDecoder: project_in(inputs_embeds), then the positions
+    h = h @ w["model.decoder.project_in.weight"].T
+h = h + w["model.decoder.embed_positions.weight"][torch.arange(T) + 2]
 for i in range(cfg["num_hidden_layers"]):
     p = f"model.decoder.layers.{i}."
-    x = ln(h, p + "self_attn_layer_norm")
+    x = ln(h, p + "self_attn_layer_norm") if pre else h
     q = linear(x, p + "self_attn.q_proj") * D ** -0.5
     k, v = linear(x, p + "self_attn.k_proj"), linear(x, p + "self_attn.v_proj")
     q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))
     a = torch.softmax(q @ k.transpose(-1, -2) + mask, -1) @ v
     h = h + linear(a.transpose(1, 2).reshape(B, T, E), p + "self_attn.out_proj")
-    h = h + linear(act(linear(ln(h, p + "final_layer_norm"), p + "fc1")), p + "fc2")
-h = ln(h, "model.decoder.final_layer_norm")
+    if not pre:
+        h = ln(h, p + "self_attn_layer_norm")
+    h = h + linear(act(linear(ln(h, p + "final_layer_norm") if pre else h, p + "fc1")), p + "fc2")
+    if not pre:
+        h = ln(h, p + "final_layer_norm")
+if pre:  # OPTDecoder: final_layer_norm only with do_layer_norm_before
+    h = ln(h, "model.decoder.final_layer_norm")
+if "model.decoder.project_out.weight" in w:
+    h = h @ w["model.decoder.project_out.weight"].T
 head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.decoder.embed_tokens.weight"]
 logits = h @ head.T
 write_logits(sys.argv[1], logits)

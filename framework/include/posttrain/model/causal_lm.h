@@ -143,7 +143,7 @@ class CausalLM {
 
   // input_ids, position_ids: [B, T] int64. attention_mask: [B, S] with
   // S = past + T (cache->length + T, or T without a cache), 1 for real tokens, 0 for
-  // padding; undefined = all ones. Returns hidden states [B, T, hidden_size] after
+  // padding; undefined = all ones. Returns hidden states [B, T, output_size()] after
   // the final norm, in the model dtype. With a cache, appends this call's keys and
   // values to it (InvalidArgument-style c10::Error if it would overflow).
   // This is the path of generation (KV cache) and of reference tests; training
@@ -154,7 +154,7 @@ class CausalLM {
   // (soft-capped where the config says: Gemma 2).
   at::Tensor Forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
                      const at::Tensor& attention_mask, KVCache* cache) const;
-  // Hidden states [N, hidden_size] (after the final norm) of a padding-free stream:
+  // Hidden states [N, output_size()] (after the final norm) of a padding-free stream:
   // no padding is computed and no [B, H, T, S] scores or dense mask exist. Attention
   // runs per sequence, a tile of queries at a time, each tile against only the keys
   // it may see (its prefix and its own causal past): tiles above the diagonal are
@@ -247,6 +247,9 @@ class CausalLM {
   // GPT-2: plus the learned embedding of each position), then embedding dropout if
   // `dropout`. ids and positions of one shape.
   at::Tensor Embed(const at::Tensor& ids, const at::Tensor& positions, bool dropout) const;
+  // The decoder's output from the last layer's h: the final norm (none for OPT-350m),
+  // then OPT-350m's project_out.
+  at::Tensor FinalHidden(const at::Tensor& h) const;
   // Whether a forward starting now applies dropout (set_dropout, grad mode).
   bool DropoutNow() const;
   // A sublayer's output x as it is added to the residual stream: RmsNorm(x, weight)
@@ -271,6 +274,7 @@ class CausalLM {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   at::Tensor embed_, final_norm_, final_norm_bias_, lm_head_;  // final_norm_bias_: GPT-NeoX's LayerNorm
   at::Tensor lm_head_bias_;  // Phi's, else undefined
+  at::Tensor project_in_, project_out_;  // OPT-350m's (word_embed_proj_dim), else undefined
   at::Tensor positions_;  // GPT-2's learned position embeddings, else undefined
   at::Tensor embed_norm_, embed_norm_bias_;  // BLOOM's word_embeddings_layernorm, else undefined
   at::Tensor alibi_slopes_;  // BLOOM: [num_attention_heads] fp32 ALiBi slopes, else undefined

@@ -281,6 +281,19 @@ struct ModelConfig {
   // OPT (OPTLearnedPositionalEmbedding): position p reads row p + position_offset
   // (2) of a table of max_position_embeddings + 2 rows. GPT-2: 0.
   std::int64_t position_offset = 0;
+  // OPT-350m (do_layer_norm_before false): each layer's norms follow its residual adds,
+  // h = LN1(h + attn(h)), h = LN2(h + mlp(h)) (LN1 is input_layernorm, the
+  // checkpoint's self_attn_layer_norm; LN2 post_attention_layernorm, its
+  // final_layer_norm), and the decoder has no final norm.
+  bool post_layer_norm = false;
+  // OPT-350m: embeddings and the LM head are word_embed_proj_dim wide (0: hidden_size);
+  // model.project_in.weight [hidden, it] maps token embeddings in (before the
+  // positions are added), model.project_out.weight [it, hidden] maps the last hidden
+  // states out, and Hidden's outputs are that wide (output_size()).
+  std::int64_t word_embed_proj_dim = 0;
+  // The width of Hidden's outputs, which the LM head and classifier heads read:
+  // word_embed_proj_dim if set, else hidden_size.
+  std::int64_t output_size() const { return word_embed_proj_dim > 0 ? word_embed_proj_dim : hidden_size; }
   // Dropout in training, as transformers' modules apply it in train mode:
   // attention_dropout on the attention probabilities (every family's
   // attention_dropout; GPT-2's attn_pdrop), residual_dropout on each sublayer's
