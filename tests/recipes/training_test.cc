@@ -489,6 +489,33 @@ TEST(TrainingRecipeTest, NashMdXpoAndPrmRecipesRun) {
   const nlohmann::json config = nlohmann::json::parse(testing::ReadFile(prm + "/run/final/config.json"));
   EXPECT_EQ(config["architectures"][0], "LlamaForTokenClassification");
   EXPECT_EQ(config["num_labels"], 2);
+  // transformers' head: score.weight and score.bias; no LM head.
+  auto saved = LoadSafetensorsDir(prm + "/run/final");
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->at("score.weight").sizes(), at::IntArrayRef({2, 64}));
+  EXPECT_EQ(saved->at("score.bias").sizes(), at::IntArrayRef({2}));
+  EXPECT_GT(saved->at("score.bias").abs().max().item<double>(), 0.0);  // it trained
+  EXPECT_EQ(saved->count("lm_head.weight"), 0u);
+  // Going on from the saved PRM starts from its head: at learning rate 0 it comes out unchanged.
+  const std::string again = testing::TempDir("prm_again");
+  std::string log;
+  ASSERT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/prm/stories260K_gsm8k.toml output_dir=" + again + "/run model.path=" + prm +
+                                    "/run/final trainer.max_steps=1 trainer.learning_rate=0 trainer.eval_on_start=false "
+                                    "data.max_examples=8 eval_data.max_examples=8",
+                                &log),
+            0)
+      << log;
+  auto resaved = LoadSafetensorsDir(again + "/run/final");
+  ASSERT_TRUE(resaved.ok()) << resaved.status();
+  for (const char* name : {"score.weight", "score.bias"}) EXPECT_TRUE(at::equal(resaved->at(name), saved->at(name))) << name;
+  // A trainer of causal LMs refuses the classifier, saying why.
+  std::string refused;
+  EXPECT_NE(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() + " run recipes/sft/stories260K_tinystories_packed.toml " +
+                                    "output_dir=" + again + "/sft trainer.max_steps=1 model.path=" + prm + "/run/final",
+                                &refused),
+            0);
+  EXPECT_THAT(refused, ::testing::HasSubstr("is a LlamaForTokenClassification (a classifier, no language-model head)"));
   std::string out;
   testing::WriteFile(prm + "/score.toml",
                      "output_dir = \"" + prm + "/scored\"\n[model]\npath = \"" + testing::Stories260KDir() +

@@ -92,7 +92,9 @@ absl::Status SaveCausalLM(const CausalLM& model, const std::string& dir, const S
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
   ModelConfig config = model.config();
   config.torch_dtype = DtypeName(model.dtype());
-  const bool classifier = absl::EndsWith(options.architecture, "ForSequenceClassification");
+  // A classifier has its head (in extras) instead of the LM head.
+  const bool classifier = absl::EndsWith(options.architecture, "ForSequenceClassification") ||
+                          absl::EndsWith(options.architecture, "ForTokenClassification");
   if (!options.architecture.empty()) config.architecture = options.architecture;
   if (options.num_labels > 0) config.num_labels = options.num_labels;
   POSTTRAIN_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / "config.json").string(), config.ToJson().dump(2) + "\n"));

@@ -37,6 +37,7 @@
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/safetensors.h"
+#include "posttrain/model/sequence_classifier.h"
 #include "posttrain/run/adapters.h"
 #include "posttrain/run/engine_options.h"
 #include "posttrain/run/progress.h"
@@ -247,6 +248,10 @@ struct RunParts {
   std::optional<ChatTemplate> chat_template;      // when the data is conversational
   std::vector<std::int64_t> end_of_turn_ids;      // the template's end-of-turn token
   std::string model_path;
+  // model_path's classification head when it holds a reward model or PRM
+  // (TrainerContext::classifier_head), and its token classifier's dropout.
+  std::optional<ClassifierHead> classifier_head;
+  double classifier_dropout = 0.1;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<RewardPipeline> rewards;
   std::vector<TokenizedExample> train_tokens, eval_tokens;
@@ -389,7 +394,10 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
     } else {
       spdlog::warn("allocator: {}; training steps will page-fault their tensors anew", allocator);
     }
-    POSTTRAIN_ASSIGN_OR_RETURN(parts.policy, LoadCausalLM(parts.model_path, dtype));
+    POSTTRAIN_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelAndHead(parts.model_path, dtype));
+    parts.policy = std::move(loaded.model);
+    parts.classifier_head = std::move(loaded.head);
+    parts.classifier_dropout = TokenClassifierDropout(parts.model_path);
     const std::string tokenizer_path =
         model_config->GetString("tokenizer").empty() ? parts.model_path : model_config->GetString("tokenizer");
     POSTTRAIN_ASSIGN_OR_RETURN(parts.tokenizer, LoadTokenizer(tokenizer_path));
@@ -754,7 +762,14 @@ absl::Status Run::Setup() {
   if (p_.reference_is_view && p_.reference->device() != device_) p_.reference = p_.policy->BaseView();
   if (!device_.is_cpu()) spdlog::info("device: {}", device_.str());
   TrainerContext context{p_.policy.get(), p_.reference.get(), p_.tokenizer.get(), &collectives_};
+  if (p_.classifier_head.has_value()) context.classifier_head = &*p_.classifier_head;
+  context.classifier_dropout = p_.classifier_dropout;
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("trainer setup", [&] { return p_.trainer->Setup(context); }));
+  if (p_.classifier_head.has_value() && p_.trainer->SavedArchitecture().first.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", p_.model_path, "' is a ", p_.policy->config().architecture, " (a classifier, no language-model head); trainer '",
+        p_.trainer_type, "' trains a causal LM: start from the causal LM it was trained from"));
+  }
   if (p_.adapter != nullptr && !p_.trainer->SavedArchitecture().first.empty()) {
     return absl::UnimplementedError(absl::StrCat(
         "trainer '", p_.trainer_type, "' saves a ", p_.trainer->SavedArchitecture().first,

@@ -10,7 +10,7 @@
 // The completion is split at `step_separator` (empty steps dropped); prompt and
 // steps are laid out as the trainer laid them out (train/tokenize.h: StepwiseTokens,
 // the prompt with the tokenizer's template and cut to max_prompt_length from the
-// left), and the score of step k is P(correct) = softmax(score · h)[1] at the last
+// left), and the score of step k is P(correct) = softmax(W h + b)[1] (the head) at the last
 // token of its separator. A completion with no step scores as one empty step would
 // not: it gets 0. The model is frozen; calls from several threads take turns on it.
 #include <c10/core/GradMode.h>
@@ -47,8 +47,8 @@ class PrmReward final : public RewardFunction {
     const std::string path = config.GetString("path");
     absl::StatusOr<SequenceClassifier> model = LoadTokenClassifier(path, *dtype);
     if (!model.ok()) return config.Error("path", std::string(model.status().message()));
-    if (model->score.size(0) != 2) {
-      return config.Error("path", absl::StrCat("'", path, "' has num_labels ", model->score.size(0),
+    if (model->head.num_labels() != 2) {
+      return config.Error("path", absl::StrCat("'", path, "' has num_labels ", model->head.num_labels(),
                                                "; a process reward model has 2 (incorrect, correct)"));
     }
     absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(path);
@@ -104,9 +104,7 @@ class PrmReward final : public RewardFunction {
       if (rows.empty()) continue;
       const at::Tensor hidden = model_.backbone->PackedHidden(packed);
       const at::Tensor probability =
-          at::softmax(at::linear(hidden.index_select(0, at::tensor(rows, hidden.options().dtype(at::kLong))), model_.score)
-                          .to(at::kFloat),
-                      -1)
+          at::softmax(model_.head(hidden.index_select(0, at::tensor(rows, hidden.options().dtype(at::kLong)))).to(at::kFloat), -1)
               .select(1, 1)
               .to(at::kCPU)  // read on the host
               .contiguous();

@@ -42,8 +42,8 @@ class RewardModelReward final : public RewardFunction {
     const std::string path = config.GetString("path");
     absl::StatusOr<SequenceClassifier> model = LoadSequenceClassifier(path, *dtype);
     if (!model.ok()) return config.Error("path", std::string(model.status().message()));
-    if (model->score.size(0) != 1) {
-      return config.Error("path", absl::StrCat("'", path, "' has num_labels ", model->score.size(0), "; a reward model has 1"));
+    if (model->head.num_labels() != 1) {
+      return config.Error("path", absl::StrCat("'", path, "' has num_labels ", model->head.num_labels(), "; a reward model has 1"));
     }
     absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(path);
     if (!tokenizer.ok()) return config.Error("path", std::string(tokenizer.status().message()));
@@ -73,7 +73,7 @@ class RewardModelReward final : public RewardFunction {
         prompts.push_back(tokens[i].prompt_ids);
         completions.push_back(tokens[i].completion_ids);
       }
-      at::Tensor r = SequenceScores(*model_.backbone, model_.score, MakeCompletionBatch(prompts, completions, model_.backbone->device()));
+      at::Tensor r = SequenceScores(*model_.backbone, model_.head, MakeCompletionBatch(prompts, completions, model_.backbone->device()));
       for (std::int64_t i = 0; i < r.size(0); ++i) scores.push_back(r[i][0].item<float>());
     }
     return scores;

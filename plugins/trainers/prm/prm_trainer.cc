@@ -5,17 +5,20 @@
 // each step is correct). Each example becomes prompt + step₁ + separator + step₂ +
 // separator + ..., labelled at the last token of each step's separator with the
 // step's label and ignored elsewhere (train/tokenize.h: StepwiseTokens;
-// train_on_last_step_only keeps the last step's label only). A head
-// `score.weight` [2, hidden] reads every token's final hidden state; the loss is the
+// train_on_last_step_only keeps the last step's label only). A head with a bias
+// [2, hidden] + [2] (`score`, GPT-2/NeoX/BLOOM: `classifier`; random, or the model's
+// own when model.path is already a *ForTokenClassification) reads every token's final
+// hidden state, after transformers' classifier dropout unless disable_dropout; the loss is the
 // cross-entropy over labelled tokens, the mean over the batch's labelled tokens (as
 // transformers' token classification loss). Saved as *ForTokenClassification with
 // num_labels 2, which transformers loads and the `prm` reward function scores with.
 // Metrics: accuracy (argmax = label over labelled steps), steps (labelled per
 // example), and on evaluation eval_accuracy, as TRL's compute_accuracy.
-#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 
+#include "posttrain/core/status.h"
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/model/sequence_classifier.h"
 #include "posttrain/plugin/plugin.h"
 #include "posttrain/tokenizer/tokenizer.h"
 #include "posttrain/train/tokenize.h"
@@ -57,24 +60,20 @@ class PrmTrainer final : public Trainer {
                                                    : type == "mamba" ? "Mamba" : "FalconMamba",
                                                    "ForTokenClassification"));
     }
-    if (type == "gpt2" || type == "gpt_neox" || type == "bloom" || type == "phi") {
-      // Their *ForTokenClassification heads are `classifier` with a bias, not `score`.
-      return absl::UnimplementedError(absl::StrCat(where_, ": a ", type, " token classifier (its head is `classifier`, with a "
-                                                   "bias) is not supported; the Llama families' score head is"));
-    }
     separator_ids_ = context.tokenizer->Encode(separator_, /*add_special_tokens=*/false);
     if (separator_ids_.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(where_, ": step_separator must tokenize to at least one token"));
     }
-    at::Generator gen = at::detail::createCPUGenerator(head_seed_);
-    score_ = at::normal(0.0, policy_->config().initializer_range, {2, policy_->config().output_size()}, gen)
-                 .to(policy_->options());
+    absl::StatusOr<ClassifierHead> head = StartingClassifierHead(context.classifier_head, policy_->config(), ClassifierTask::kToken,
+                                                                 2, head_seed_, policy_->options());
+    if (!head.ok()) return Annotate(head.status(), where_);
+    head_ = std::move(*head);
+    dropout_ = context.classifier_dropout;
     return absl::OkStatus();
   }
-  std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() override { return {{"score.weight", score_}}; }
+  std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() override { return head_.Named(); }
   std::pair<std::string, std::int64_t> SavedArchitecture() const override {
-    const std::string& arch = policy_->config().architecture;
-    return {arch.substr(0, arch.find("For")) + "ForTokenClassification", 2};
+    return {ClassifierArchitecture(policy_->config().architecture, ClassifierTask::kToken), 2};
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
@@ -101,7 +100,11 @@ class PrmTrainer final : public Trainer {
     const at::Tensor hidden = policy_->PackedHidden(PackSequences(streams));  // [tokens, H]
     StepOutput out;
     const at::TensorOptions long_options = hidden.options().dtype(at::kLong);
-    const at::Tensor logits = at::linear(hidden.index_select(0, at::tensor(rows, long_options)), score_).to(at::kFloat);  // [M, 2]
+    at::Tensor labelled = hidden.index_select(0, at::tensor(rows, long_options));  // [M, H]
+    // The head's dropout, as transformers' token classifier applies it in training
+    // (elementwise, so dropping at the labelled rows only is the same in law).
+    if (policy_->dropout() && at::GradMode::is_enabled() && dropout_ > 0) labelled = at::dropout(labelled, dropout_, /*train=*/true);
+    const at::Tensor logits = head_(labelled).to(at::kFloat);  // [M, 2]
     const at::Tensor target = at::tensor(labels, long_options);
     // No labelled step in the batch (all cut by max_length): a zero loss that still
     // touches the parameters, so every rank reduces the same gradients.
@@ -119,7 +122,8 @@ class PrmTrainer final : public Trainer {
   std::uint64_t head_seed_ = 0;
   std::vector<std::int64_t> separator_ids_;
   CausalLM* policy_ = nullptr;
-  at::Tensor score_;
+  ClassifierHead head_;
+  double dropout_ = 0.0;
 };
 
 }  // namespace

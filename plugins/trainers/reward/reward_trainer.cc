@@ -1,15 +1,15 @@
 // Trainer "reward": a Bradley–Terry reward model (TRL's RewardTrainer).
 //
 // A scalar head `score.weight` [1, hidden] reads the final hidden state at the last
-// token of prompt + completion (its EOS); r = score · h. Loss per pair:
+// token of prompt + completion (its EOS); r = score · h. It starts random, or from the
+// model's own when model.path is already a *ForSequenceClassification. Loss per pair:
 //   −logσ(r_chosen − r_rejected − margin) + center_rewards_coefficient · (r_c + r_r)²
 // with `margin` from the record's "margin" field when present. The trained model
 // is saved as LlamaForSequenceClassification (num_labels 1), which transformers
 // loads, and which the `reward_model` reward function scores with.
 // Metrics: rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins.
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "absl/strings/str_cat.h"
+#include "posttrain/core/status.h"
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
@@ -48,17 +48,16 @@ class RewardTrainer final : public Trainer {
                                                    : type == "glm4_moe" ? "Glm4Moe" : type == "mamba" ? "Mamba" : "FalconMamba",
                                                    "ForSequenceClassification"));
     }
-    at::Generator gen = at::detail::createCPUGenerator(head_seed_);
-    score_ = at::normal(0.0, policy_->config().initializer_range, {1, policy_->config().output_size()}, gen)
-                 .to(policy_->options());
+    absl::StatusOr<ClassifierHead> head = StartingClassifierHead(context.classifier_head, policy_->config(), ClassifierTask::kSequence,
+                                                                 1, head_seed_, policy_->options());
+    if (!head.ok()) return Annotate(head.status(), where_);
+    head_ = std::move(*head);
     return absl::OkStatus();
   }
-  std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() override { return {{"score.weight", score_}}; }
+  std::vector<std::pair<std::string, at::Tensor>> ExtraParameters() override { return head_.Named(); }
   std::pair<std::string, std::int64_t> SavedArchitecture() const override {
     // LlamaForCausalLM → LlamaForSequenceClassification; GPT2LMHeadModel → GPT2ForSequenceClassification.
-    const std::string& arch = policy_->config().architecture;
-    const size_t stem = arch.find("For") != std::string::npos ? arch.find("For") : arch.find("LMHeadModel");
-    return {arch.substr(0, stem) + "ForSequenceClassification", 1};
+    return {ClassifierArchitecture(policy_->config().architecture, ClassifierTask::kSequence), 1};
   }
 
   absl::StatusOr<StepOutput> Step(const StepInput& input) override {
@@ -79,7 +78,7 @@ class RewardTrainer final : public Trainer {
       completions.push_back(t->rejected_ids);
     }
     CompletionBatch cb = MakeCompletionBatch(prompts, completions, policy_->device());
-    at::Tensor rewards = SequenceScores(*policy_, score_, cb).squeeze(-1);
+    at::Tensor rewards = SequenceScores(*policy_, head_, cb).squeeze(-1);
     const auto b = static_cast<std::int64_t>(input.tokens.size());
     at::Tensor chosen = rewards.narrow(0, 0, b), rejected = rewards.narrow(0, b, b);
     StepOutput out;
@@ -90,7 +89,7 @@ class RewardTrainer final : public Trainer {
 
  private:
   CausalLM* policy_ = nullptr;
-  at::Tensor score_;
+  ClassifierHead head_;
   double center_ = 0.0;
   std::uint64_t head_seed_ = 0;
   std::string where_;

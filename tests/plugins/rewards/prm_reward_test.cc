@@ -80,6 +80,64 @@ TEST(PrmRewardTest, ScoresEachStepAtItsSeparatorAndAggregates) {
   }
 }
 
+// Hub token classifiers carry a bias (transformers' GenericForTokenClassification:
+// `score.weight` + `score.bias`; GPT-2/NeoX/BLOOM and old Phi checkpoints:
+// `classifier.*`). The step score is softmax(W h + b)[1], by hand against the plain
+// causal LM; a bias of the wrong shape is refused naming the tensor.
+TEST(PrmRewardTest, ReadsBiasedScoreAndClassifierHeads) {
+  auto lm = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+  ASSERT_TRUE(lm.ok() && tokenizer.ok());
+  at::manual_seed(9);
+  const at::Tensor weight = 0.05 * at::randn({2, (*lm)->config().hidden_size}, at::kFloat);  // unsaturated
+  const at::Tensor bias = at::tensor({1.5f, -0.75f});
+  const std::string prompt = "Tom has 3 apples.";
+  const std::string completion = "He buys 4.\nThe answer is 7.";
+  std::vector<std::int64_t> ids = (*tokenizer)->Encode(prompt, true);
+  const std::vector<std::int64_t> separator = (*tokenizer)->Encode("\n", false);
+  std::vector<std::int64_t> ends;
+  for (absl::string_view step : absl::StrSplit(completion, '\n')) {
+    for (std::int64_t id : (*tokenizer)->Encode(std::string(step), false)) ids.push_back(id);
+    ids.insert(ids.end(), separator.begin(), separator.end());
+    ends.push_back(static_cast<std::int64_t>(ids.size()) - 1);
+  }
+  const auto n = static_cast<std::int64_t>(ids.size());
+  c10::NoGradGuard no_grad;
+  const at::Tensor hidden = (*lm)->Hidden(at::tensor(ids).view({1, n}), at::arange(n).view({1, n}), at::ones({1, n}, at::kLong), nullptr);
+  double with_bias = 1, without = 1;  // the product of the step scores
+  for (std::int64_t e : ends) {
+    const double l0 = (weight[0] * hidden[0][e]).sum().item<double>(), l1 = (weight[1] * hidden[0][e]).sum().item<double>();
+    with_bias *= 1 / (1 + std::exp((l0 + 1.5) - (l1 - 0.75)));
+    without *= 1 / (1 + std::exp(l0 - l1));
+  }
+  ASSERT_GT(std::abs(with_bias - without), 1e-3) << "the bias should matter";
+  for (const char* name : {"score", "classifier"}) {
+    SCOPED_TRACE(name);
+    SaveOptions save;
+    save.tokenizer_source_dir = testing::Stories260KDir();
+    save.extras = {{std::string(name) + ".weight", weight}, {std::string(name) + ".bias", bias}};
+    save.architecture = "LlamaForTokenClassification";
+    save.num_labels = 2;
+    const std::string dir = testing::TempDir(std::string("prm_biased_") + name);
+    ASSERT_TRUE(SaveCausalLM(**lm, dir, save).ok());
+    auto reward = testing::CreateBuiltin<RewardFunction>("prm", {{"path", dir}, {"aggregation", std::string("prod")}});
+    ASSERT_TRUE(reward.ok()) << reward.status();
+    absl::StatusOr<std::vector<float>> got = testing::ScoreRows(**reward, prompt, {completion}, {nlohmann::json::object()});
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_NEAR((*got)[0], with_bias, 1e-5);
+  }
+  SaveOptions bad;
+  bad.tokenizer_source_dir = testing::Stories260KDir();
+  bad.extras = {{"score.weight", weight}, {"score.bias", at::zeros({3})}};
+  bad.architecture = "LlamaForTokenClassification";
+  bad.num_labels = 2;
+  const std::string dir = testing::TempDir("prm_bad_bias");
+  ASSERT_TRUE(SaveCausalLM(**lm, dir, bad).ok());
+  auto reward = testing::CreateBuiltin<RewardFunction>("prm", {{"path", dir}});
+  ASSERT_FALSE(reward.ok());
+  EXPECT_THAT(std::string(reward.status().message()), HasSubstr("score.bias is [3], expected [2] (num_labels)"));
+}
+
 TEST(PrmRewardTest, ASequenceClassifierIsRefusedWithAHint) {
   auto reward = testing::CreateBuiltin<RewardFunction>("prm", {{"path", testing::Stories260KDir()}});
   ASSERT_FALSE(reward.ok());

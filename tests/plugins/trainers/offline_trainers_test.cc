@@ -8,6 +8,8 @@
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
+#include "posttrain/model/sequence_classifier.h"
+#include "posttrain/tokenizer/tokenizer.h"
 #include "test_support.h"
 
 namespace posttrain {
@@ -341,9 +343,8 @@ TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
 }
 
 // Where transformers has no classifier to load what the reward or PRM trainer would
-// save (Cohere, Cohere 2 and GLM-4.5 have neither; BLOOM's and Phi's token classifiers are a biased
-// `classifier`, not `score`), Setup refuses, naming why; BLOOM and Phi reward models
-// save as their *ForSequenceClassification.
+// save (Cohere, Cohere 2 and GLM-4.5 have neither), Setup refuses, naming why; BLOOM
+// and Phi reward models save as their *ForSequenceClassification.
 TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
   const nlohmann::json cohere = {{"model_type", "cohere"}, {"vocab_size", 32}, {"hidden_size", 16},
                                  {"intermediate_size", 32}, {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
@@ -361,9 +362,7 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
         std::tuple{cohere2, "reward", "transformers has no Cohere2ForSequenceClassification"},
         std::tuple{cohere2, "prm", "transformers has no Cohere2ForTokenClassification"},
         std::tuple{glm4_moe, "reward", "transformers has no Glm4MoeForSequenceClassification"},
-        std::tuple{glm4_moe, "prm", "transformers has no Glm4MoeForTokenClassification"},
-        std::tuple{bloom, "prm", "a bloom token classifier (its head is `classifier`"},
-        std::tuple{phi, "prm", "a phi token classifier (its head is `classifier`"}}) {
+        std::tuple{glm4_moe, "prm", "transformers has no Glm4MoeForTokenClassification"}}) {
     SCOPED_TRACE(trainer_name);
     auto config = ModelConfig::FromJson(json);
     ASSERT_TRUE(config.ok()) << config.status();
@@ -387,6 +386,144 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
   ASSERT_TRUE(phi_reward.ok()) << phi_reward.status();
   ASSERT_TRUE((*phi_reward)->Setup(TrainerContext{phi_model->get(), nullptr, nullptr}).ok());
   EXPECT_EQ((*phi_reward)->SavedArchitecture().first, "PhiForSequenceClassification");
+}
+
+// The PRM trainer's head is what each family's transformers *ForTokenClassification
+// holds: `score` with a bias (GenericForTokenClassification: Llama, and Phi since
+// transformers 4.48), `classifier` with a bias (GPT-2, GPT-NeoX, BLOOM); the weight
+// N(0, initializer_range²), the bias zero. The reward trainer's is `score` without a bias.
+TEST(PrmTrainerTest, HeadsAreNamedAndBiasedAsEachFamilysTokenClassifier) {
+  auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const nlohmann::json bloom = {{"model_type", "bloom"}, {"vocab_size", 32}, {"hidden_size", 16}, {"n_layer", 1}, {"n_head", 2}};
+  const nlohmann::json phi = {{"model_type", "phi"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
+                              {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
+  const nlohmann::json gpt2 = {{"model_type", "gpt2"}, {"vocab_size", 32}, {"n_embd", 16}, {"n_layer", 1}, {"n_head", 2},
+                               {"n_positions", 64}};
+  const nlohmann::json neox = {{"model_type", "gpt_neox"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
+                               {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
+  for (const auto& [json, architecture, head] :
+       {std::tuple{nlohmann::json::parse(Tiny().ToJson().dump()), "LlamaForTokenClassification", "score"},
+        std::tuple{phi, "PhiForTokenClassification", "score"},
+        std::tuple{bloom, "BloomForTokenClassification", "classifier"},
+        std::tuple{gpt2, "GPT2ForTokenClassification", "classifier"},
+        std::tuple{neox, "GPTNeoXForTokenClassification", "classifier"}}) {
+    SCOPED_TRACE(architecture);
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto model = CausalLM::Random(*config, at::kFloat, 1);
+    ASSERT_TRUE(model.ok());
+    auto trainer = testing::CreateBuiltin<Trainer>("prm", {});
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    ASSERT_TRUE((*trainer)->Setup(TrainerContext{model->get(), nullptr, tokenizer->get()}).ok());
+    EXPECT_EQ((*trainer)->SavedArchitecture(), (std::pair<std::string, std::int64_t>{architecture, 2}));
+    auto extras = (*trainer)->ExtraParameters();
+    ASSERT_EQ(extras.size(), 2u);
+    EXPECT_EQ(extras[0].first, std::string(head) + ".weight");
+    EXPECT_EQ(extras[0].second.sizes(), at::IntArrayRef({2, 16}));
+    EXPECT_GT(extras[0].second.abs().max().item<double>(), 0.0);
+    EXPECT_LT(extras[0].second.std().item<double>(), 0.1);  // N(0, 0.02²)
+    EXPECT_EQ(extras[1].first, std::string(head) + ".bias");
+    EXPECT_TRUE(at::equal(extras[1].second, at::zeros({2})));
+  }
+}
+
+// The reward trainer goes on from a reward model's own `score` head (a copy), and
+// refuses a token classifier's.
+TEST(RewardTrainerTest, StartsFromAnExistingRewardModelsHead) {
+  auto model = CausalLM::Random(Tiny(), at::kFloat, 4);
+  ASSERT_TRUE(model.ok());
+  ClassifierHead head;
+  head.weight = at::randn({1, 16}, at::kFloat);
+  TrainerContext context{model->get(), nullptr, nullptr};
+  context.classifier_head = &head;
+  auto trainer = testing::CreateBuiltin<Trainer>("reward", {});
+  ASSERT_TRUE((*trainer)->Setup(context).ok());
+  auto extras = (*trainer)->ExtraParameters();
+  ASSERT_EQ(extras.size(), 1u);
+  EXPECT_EQ(extras[0].first, "score.weight");
+  EXPECT_TRUE(at::equal(extras[0].second, head.weight));
+  head.task = ClassifierTask::kToken;
+  auto again = testing::CreateBuiltin<Trainer>("reward", {});
+  const absl::Status setup = (*again)->Setup(context);
+  EXPECT_EQ(setup.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(setup.message()), ::testing::HasSubstr("trains a LlamaForSequenceClassification with num_labels 1"));
+}
+
+// A model directory that is already a classifier hands the trainer its head
+// (TrainerContext::classifier_head): the trainer starts from a copy of it; with a
+// bias b, a step's loss is the cross-entropy of W h + b (by hand at each labelled
+// token). A head of the other task, or of another num_labels, is refused by name.
+TEST(PrmTrainerTest, StartsFromTheModelsOwnHeadAndAppliesItsBias) {
+  auto tokenizer = LoadTokenizer(testing::Stories260KDir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  ModelConfig config = Tiny();
+  config.vocab_size = 512;  // the tokenizer's separator ids
+  auto model = CausalLM::Random(config, at::kFloat, 6);
+  ASSERT_TRUE(model.ok());
+  ClassifierHead head;
+  head.task = ClassifierTask::kToken;
+  head.weight = at::randn({2, 16}, at::kFloat);
+  head.bias = at::tensor({0.7f, -1.3f});
+  TrainerContext context{model->get(), nullptr, tokenizer->get()};
+  context.classifier_head = &head;
+  auto trainer = testing::CreateBuiltin<Trainer>("prm", {});
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  ASSERT_TRUE((*trainer)->Setup(context).ok());
+  auto extras = (*trainer)->ExtraParameters();
+  ASSERT_EQ(extras.size(), 2u);
+  EXPECT_TRUE(at::equal(extras[0].second, head.weight));
+  EXPECT_TRUE(at::equal(extras[1].second, head.bias));
+  EXPECT_NE(extras[0].second.data_ptr(), head.weight.data_ptr());  // a copy: the trainer's own
+
+  // One example: prompt [1, 2], steps [3, 4] (correct) and [5] (wrong), separator = the
+  // tokenizer's "\n" ids; labels at the separators' last tokens.
+  const std::vector<std::int64_t> sep = (*tokenizer)->Encode("\n", false);
+  Example e;
+  e.format = ExampleFormat::kStepwiseSupervision;
+  e.step_labels = {true, false};
+  TokenizedExample t;
+  t.prompt_ids = {1, 2};
+  t.step_ids = {{3, 4}, {5}};
+  std::vector<std::int64_t> ids = {1, 2, 3, 4};
+  ids.insert(ids.end(), sep.begin(), sep.end());
+  const std::int64_t first = static_cast<std::int64_t>(ids.size()) - 1;
+  ids.push_back(5);
+  ids.insert(ids.end(), sep.begin(), sep.end());
+  const std::int64_t second = static_cast<std::int64_t>(ids.size()) - 1;
+  StepInput input;
+  const Example* ep = &e;
+  const TokenizedExample* tp = &t;
+  input.batch = absl::MakeConstSpan(&ep, 1);
+  input.tokens = absl::MakeConstSpan(&tp, 1);
+  input.training = true;
+  auto out = (*trainer)->Step(input);
+  ASSERT_TRUE(out.ok()) << out.status();
+  const auto n = static_cast<std::int64_t>(ids.size());
+  c10::NoGradGuard no_grad;
+  const at::Tensor hidden = (*model)->Hidden(at::tensor(ids).view({1, n}), at::arange(n).view({1, n}), at::Tensor(), nullptr)[0];
+  double loss = 0;
+  for (const auto& [row, label] : {std::pair{first, 1}, std::pair{second, 0}}) {
+    const double l0 = (head.weight[0] * hidden[row]).sum().item<double>() + 0.7;
+    const double l1 = (head.weight[1] * hidden[row]).sum().item<double>() - 1.3;
+    const double picked = label == 1 ? l1 : l0;
+    loss += (std::log(std::exp(l0) + std::exp(l1)) - picked) / 2;
+  }
+  EXPECT_NEAR(out->loss.item<double>(), loss, 1e-5);
+
+  for (const auto& [task, labels, message] :
+       {std::tuple{ClassifierTask::kSequence, 2, "LlamaForTokenClassification with num_labels 2"},
+        std::tuple{ClassifierTask::kToken, 3, "num_labels 3"}}) {
+    ClassifierHead other;
+    other.task = task;
+    other.weight = at::zeros({labels, 16});
+    TrainerContext wrong{model->get(), nullptr, tokenizer->get()};
+    wrong.classifier_head = &other;
+    auto again = testing::CreateBuiltin<Trainer>("prm", {});
+    const absl::Status setup = (*again)->Setup(wrong);
+    EXPECT_EQ(setup.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(setup.message()), ::testing::HasSubstr(message));
+  }
 }
 
 }  // namespace

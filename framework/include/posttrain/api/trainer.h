@@ -36,6 +36,7 @@
 namespace posttrain {
 
 class CausalLM;
+struct ClassifierHead;
 class Collectives;
 class Tokenizer;
 
@@ -133,6 +134,14 @@ struct TrainerContext {
   // Sums and gathers over every rank's share of the batch (distributed/collectives.h);
   // never null. With one rank (and during evaluation) the identity.
   const Collectives* collectives = &Collectives::SingleRank();
+  // When the model directory holds a classifier (config.json declares a
+  // *ForSequenceClassification or *ForTokenClassification: a reward model or process
+  // reward model to go on training), its head (model/sequence_classifier.h), on the
+  // host; null otherwise. Only trainers that save a classifier accept such a model.
+  const ClassifierHead* classifier_head = nullptr;
+  // The dropout transformers' *ForTokenClassification applies before its head in
+  // training, from the model's config.json (TokenClassifierDropout).
+  double classifier_dropout = 0.1;
 };
 
 // Rewards of a step's rollouts: `total[i]` is the weighted sum over reward functions
