@@ -83,6 +83,70 @@ std::string RandomGpt2(const std::string& dir) {
   return dir + "/gpt2";
 }
 
+// A random Mixtral (4 experts, top 2) that reads stories260K's tokenizer, with
+// output_router_logits and router_aux_loss_coef `coef`, written by `posttrain init`.
+std::string RandomMixtral(const std::string& dir, const std::string& name, double coef) {
+  testing::WriteFile(dir + "/" + name + ".json",
+                     absl::StrCat(R"({"model_type": "mixtral", "vocab_size": 512, "hidden_size": 32, "intermediate_size": 48,
+                        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                        "num_local_experts": 4, "num_experts_per_tok": 2, "output_router_logits": true,
+                        "router_aux_loss_coef": )", coef, R"(, "bos_token_id": 1, "eos_token_id": 2})"));
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " init --config " + dir + "/" + name + ".json --tokenizer " +
+                                    testing::Stories260KDir() + " --seed 5 --out " + dir + "/" + name,
+                                &out),
+            0)
+      << out;
+  return dir + "/" + name;
+}
+
+// A Mixtral with output_router_logits: SFT and DPO add router_aux_loss_coef · aux_loss
+// to the loss and log aux_loss (about top_k = 2 for a near-balanced router). At the
+// first step (the same weights) the loss with coefficient 0.5 exceeds the one with 0
+// by exactly 0.5 · aux_loss. The saved config keeps both keys.
+TEST(TrainingRecipeTest, MixtureOfExpertsTrainWithTheRoutersLoadBalancingLoss) {
+  const std::string dir = testing::TempDir("moe_aux");
+  const std::string with = RandomMixtral(dir, "with", 0.5), without = RandomMixtral(dir, "without", 0.0);
+  auto run = [&](const std::string& model, const std::string& name, const std::string& trainer, std::string* log = nullptr) {
+    std::string out;
+    EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() + " run " + trainer +
+                                      " output_dir=" + dir + "/" + name + " model.path=" + model +
+                                      " trainer.max_steps=2 trainer.logging_steps=1 trainer.eval_steps=0 "
+                                      "trainer.eval_on_start=false trainer.save_steps=0 2>&1",
+                                  &out),
+              0)
+        << out;
+    if (log != nullptr) *log = out;
+    std::vector<nlohmann::json> metrics;
+    std::istringstream lines(testing::ReadFile(dir + "/" + name + "/metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);) {
+      nlohmann::json m = nlohmann::json::parse(line);
+      if (m.contains("loss")) metrics.push_back(std::move(m));  // training steps, not the closing evaluation
+    }
+    return metrics;
+  };
+  std::string log;
+  const auto sft = run(with, "sft", "recipes/sft/stories260K_tinystories_packed.toml", &log);
+  EXPECT_THAT(log, HasSubstr("router load-balancing loss: loss + 0.5 * aux_loss"));
+  const auto sft0 = run(without, "sft0", "recipes/sft/stories260K_tinystories_packed.toml");
+  ASSERT_EQ(sft.size(), 2u);
+  ASSERT_EQ(sft0.size(), 2u);
+  const double aux = sft[0]["aux_loss"].get<double>();
+  EXPECT_GT(aux, 1.5);
+  EXPECT_LT(aux, 4.0);
+  EXPECT_NEAR(sft[0]["aux_loss"].get<double>(), sft0[0]["aux_loss"].get<double>(), 1e-6);  // the same weights
+  EXPECT_NEAR(sft[0]["loss"].get<double>() - sft0[0]["loss"].get<double>(), 0.5 * aux, 1e-4);
+  const auto dpo = run(with, "dpo", "recipes/dpo/stories260K_hh_harmless.toml trainer.max_length=96 trainer.max_prompt_length=64 "
+                            "data.max_examples=16 eval_data.max_examples=8");
+  ASSERT_EQ(dpo.size(), 2u);
+  EXPECT_TRUE(dpo[0].contains("aux_loss"));
+  // Step 1: the policy is the reference, so DPO's loss is log 2, plus 0.5 · aux_loss.
+  EXPECT_NEAR(dpo[0]["loss"].get<double>(), std::log(2.0) + 0.5 * dpo[0]["aux_loss"].get<double>(), 1e-4);
+  const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/dpo/final/config.json"));
+  EXPECT_EQ(saved["output_router_logits"], true);
+  EXPECT_EQ(saved["router_aux_loss_coef"], 0.5);
+}
+
 // SFT of a GPT-2 trains with its config's dropout (as transformers' train mode; SFT's
 // disable_dropout is false, as TRL has none): the run says so; a run resumed from its
 // checkpoint draws the same masks (per-step seeds) and ends with the same weights bit

@@ -1,5 +1,7 @@
 #include "posttrain/generation/logprobs.h"
 
+#include <c10/core/GradMode.h>
+
 #include <algorithm>
 #include <map>
 
@@ -28,7 +30,7 @@ at::Tensor CompletionTargets(const CompletionBatch& batch) {
 
 }  // namespace
 
-PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<std::int64_t>* predicting) {
+PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<std::int64_t>* predicting, bool whole_rows) {
   const std::int64_t n = batch.input_ids.size(0), C = batch.completion_mask.size(1);
   const at::Tensor ids_cpu = batch.input_ids.to(at::kCPU);
   auto ids = ids_cpu.accessor<std::int64_t, 2>();
@@ -64,12 +66,13 @@ PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<st
     // k = 0, else completion token k - 1. The last completion token predicts nothing.
     (*predicting)[static_cast<size_t>(i * C)] = packed.offsets[static_cast<size_t>(parent) + 1] - 1;
     const std::int64_t first = static_cast<std::int64_t>(tokens.size());
-    for (std::int64_t k = 0; k + 1 < clen; ++k) {
+    const std::int64_t fed = whole_rows ? clen : clen - 1;
+    for (std::int64_t k = 0; k < fed; ++k) {
       tokens.push_back(ids[i][plen + k]);
       positions.push_back(plen + k);
-      (*predicting)[static_cast<size_t>(i * C + k + 1)] = first + k;
+      if (k + 1 < clen) (*predicting)[static_cast<size_t>(i * C + k + 1)] = first + k;
     }
-    if (clen > 1) {
+    if (fed > 0) {
       packed.offsets.push_back(static_cast<std::int64_t>(tokens.size()));
       packed.prefix.push_back(parent);
     }
@@ -83,7 +86,7 @@ PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<st
 at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& batch) {
   const std::int64_t n = batch.input_ids.size(0), C = batch.completion_mask.size(1);
   std::vector<std::int64_t> predicting;
-  const PackedSequences packed = PackCompletionBatch(batch, &predicting);
+  const PackedSequences packed = PackCompletionBatch(batch, &predicting, model.records_router() && at::GradMode::is_enabled());
   const at::Tensor hidden = model.PackedHidden(packed);  // [tokens, H]
   const at::Tensor index = at::tensor(predicting, hidden.options().dtype(at::kLong));
   return hidden.index_select(0, index).view({n, C, hidden.size(1)});

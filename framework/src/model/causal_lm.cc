@@ -11,6 +11,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -1459,6 +1460,66 @@ at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::T
   return config_.parallel_residual ? mlp_out + attn_out + h : mid + mlp_out;
 }
 
+namespace {
+
+// Each token of a packed stream counted once per row it stands for in transformers'
+// padded batch: a sequence that others continue as often as the sequences at the
+// ends of its continuations (DPO's prompt: twice), any other sequence once.
+at::Tensor PackedTokenWeights(const PackedSequences& packed) {
+  const std::int64_t n = packed.num_sequences();
+  std::vector<double> below(static_cast<size_t>(n), 0.0), weight(static_cast<size_t>(n), 1.0);
+  for (std::int64_t s = n - 1; s >= 0; --s) {
+    const auto us = static_cast<size_t>(s);
+    weight[us] = below[us] > 0 ? below[us] : 1.0;
+    const std::int64_t pre = packed.prefix_of(s);
+    if (pre >= 0) {
+      TORCH_CHECK(pre < s, "packed sequence ", s, " continues a later one (", pre, ")");
+      below[static_cast<size_t>(pre)] += weight[us];
+    }
+  }
+  std::vector<float> tokens;
+  tokens.reserve(static_cast<size_t>(packed.offsets.back()));
+  for (std::int64_t s = 0; s < n; ++s) tokens.insert(tokens.end(), static_cast<size_t>(packed.length(s)), static_cast<float>(weight[static_cast<size_t>(s)]));
+  return at::tensor(tokens, at::kFloat);
+}
+
+}  // namespace
+
+void CausalLM::BeginRouterForward(const std::function<at::Tensor()>& weights) const {
+  router_weights_ = at::Tensor();
+  if (!record_router_ || !at::GradMode::is_enabled() || config_.num_experts == 0 || config_.router_sigmoid) return;
+  router_weights_ = weights().to(device(), at::kFloat);
+  router_forward_weight_ = router_weights_.sum().item<double>();
+}
+
+void CausalLM::RecordRouting(const at::Tensor& probs, const at::Tensor& experts) const {
+  if (!router_weights_.defined()) return;
+  TORCH_CHECK(router_weights_.size(0) == probs.size(0), "router recording: ", router_weights_.size(0),
+              " token weights for ", probs.size(0), " routed tokens");
+  const at::Tensor w = router_weights_.to(probs.scalar_type());
+  at::Tensor choices;
+  {
+    c10::NoGradGuard no_grad;  // f is a count: transformers' one_hot takes no gradient either
+    choices = (at::one_hot(experts, config_.num_experts).to(probs.scalar_type()) * w.view({-1, 1, 1})).sum(0);  // [k, E]
+  }
+  const at::Tensor load = (probs * w.unsqueeze(1)).sum(0);  // [E]
+  router_choices_ = router_choices_.defined() ? router_choices_ + choices : choices;
+  router_probs_ = router_probs_.defined() ? router_probs_ + load : load;
+  router_weight_sum_ += router_forward_weight_;
+}
+
+at::Tensor CausalLM::TakeRouterAuxLoss() const {
+  at::Tensor aux;
+  if (router_probs_.defined()) {
+    const double n = std::max(router_weight_sum_, 1e-30);  // all padding: f = P = 0
+    aux = ((router_choices_ / n) * (router_probs_ / n).unsqueeze(0)).sum().to(at::kFloat) *
+          static_cast<double>(config_.num_experts);
+  }
+  router_choices_ = router_probs_ = at::Tensor();
+  router_weight_sum_ = 0.0;
+  return aux;
+}
+
 at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
   const std::int64_t hidden = config_.hidden_size, k = config_.num_experts_per_tok;
   const at::Tensor flat = x.reshape({-1, hidden});
@@ -1470,9 +1531,12 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
   at::Tensor weights, experts;  // [N, k]
   if (config_.gpt_oss) {
     // GptOssTopKRouter: the top k of the biased logits, softmaxed among themselves.
-    auto [top, chosen] = at::topk(internal::Linear(flat, l.router, l.router_logit_bias), k, -1);
+    const at::Tensor logits = internal::Linear(flat, l.router, l.router_logit_bias);
+    auto [top, chosen] = at::topk(logits, k, -1);
     weights = at::softmax(top, -1, ComputeDtype(dtype_)).to(top.scalar_type());
     experts = chosen;
+    // The load-balancing loss reads the softmax over all experts (the same top k).
+    if (router_weights_.defined()) RecordRouting(at::softmax(logits, -1, ComputeDtype(dtype_)), experts);
   } else if (config_.router_sigmoid) {
     // GLM-4.5's router (see ModelConfig::router_sigmoid): scores in fp32, the choice
     // biased and limited to the best groups, the weights unbiased.
@@ -1495,6 +1559,7 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
     // The router: softmax in fp32 (fp64 for an fp64 model), the top k per token.
     const at::Tensor probs = at::softmax(internal::Linear(flat, l.router), -1, ComputeDtype(dtype_));
     std::tie(weights, experts) = at::topk(probs, k, -1);
+    if (router_weights_.defined()) RecordRouting(probs, experts);
     if (config_.norm_topk_prob) weights = weights / weights.sum(-1, /*keepdim=*/true);
   }
   // The N·k (token, expert) pairs grouped by expert (a stable sort keeps each
@@ -1605,6 +1670,11 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     TORCH_CHECK(attention_mask.sizes() == at::IntArrayRef({B, S}), "attention_mask must be [B, ",
                 S, "], got ", attention_mask.sizes());
   }
+  // Router recording (set_record_router): this call's real tokens, row by row.
+  BeginRouterForward([&] {
+    return attention_mask.defined() ? attention_mask.narrow(1, past, T).reshape({-1}) : at::ones({B * T}, at::kFloat);
+  });
+  const auto end_router = absl::MakeCleanup([this] { EndRouterForward(); });
   if (config_.mamba) {  // state-space layers: this call's tokens after the states in the cache (or none)
     const at::Tensor mask = attention_mask.defined() ? attention_mask.narrow(1, past, T) : at::Tensor();
     at::Tensor h = Embed(input_ids, position_ids, DropoutNow());
@@ -1852,6 +1922,8 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   packed.position_ids = staged.position_ids.to(device());
   CheckPacked(packed);
   const std::int64_t N = packed.input_ids.size(0);
+  BeginRouterForward([&] { return PackedTokenWeights(packed); });  // set_record_router
+  const auto end_router = absl::MakeCleanup([this] { EndRouterForward(); });
   // D: each head's query/key width, Dv its value width (both head_dim but under MLA).
   const std::int64_t H = config_.num_attention_heads, KV = config_.attention_kv_heads();
   const std::int64_t G = H / KV, D = config_.qk_head_dim(), Dv = config_.value_head_dim();

@@ -292,8 +292,13 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
                       (model_type == "gpt_oss" && std::string(key) == "num_local_experts");
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
   }
-  if (set("output_router_logits") && json["output_router_logits"].is_boolean() && json["output_router_logits"].get<bool>()) {
-    refused.push_back("output_router_logits = true (the router's load-balancing loss is not added to the loss)");
+  // The load-balancing loss of the softmax routers is read (ReadRouterAuxLoss);
+  // transformers computes none for the other families.
+  const bool balances = model_type == "mixtral" || qwen_moe || model_type == "gpt_oss";
+  if (!balances && set("output_router_logits") && json["output_router_logits"].is_boolean() &&
+      json["output_router_logits"].get<bool>()) {
+    refused.push_back(absl::StrCat("output_router_logits = true (", model_type,
+                                   " has no router load-balancing loss in transformers)"));
   }
   if (set("quantization_config")) {
     const nlohmann::json& q = json["quantization_config"];
@@ -525,6 +530,21 @@ absl::Status ReadSigmoidRoutedExperts(const nlohmann::json& json, ModelConfig* c
   if (dense > 0) {
     c->dense_mlp_layers.assign(static_cast<size_t>(c->num_hidden_layers), false);
     for (std::int64_t i = 0; i < std::min(dense, c->num_hidden_layers); ++i) c->dense_mlp_layers[static_cast<size_t>(i)] = true;
+  }
+  return absl::OkStatus();
+}
+
+// output_router_logits and router_aux_loss_coef of the softmax routers' configs
+// (MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig: 0.001; GptOssConfig: 0.9).
+absl::Status ReadRouterAuxLoss(const nlohmann::json& json, ModelConfig* c) {
+  const std::string& t = c->model_type;
+  if (t != "mixtral" && t != "qwen2_moe" && t != "qwen3_moe" && t != "gpt_oss") return absl::OkStatus();
+  c->router_aux_loss_coef = t == "gpt_oss" ? 0.9 : 0.001;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "output_router_logits", &c->output_router_logits));
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "router_aux_loss_coef", &c->router_aux_loss_coef));
+  if (!std::isfinite(c->router_aux_loss_coef) || c->router_aux_loss_coef < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: router_aux_loss_coef must be a finite number >= 0, got ",
+                                                   json["router_aux_loss_coef"].dump()));
   }
   return absl::OkStatus();
 }
@@ -1227,6 +1247,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   POSTTRAIN_RETURN_IF_ERROR(ReadRopeLayers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadSlidingWindow(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(ReadMixtureOfExperts(json, &c));
+  POSTTRAIN_RETURN_IF_ERROR(ReadRouterAuxLoss(json, &c));
   return c;
 }
 
@@ -1472,13 +1493,15 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["num_local_experts"] = num_experts;
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["swiglu_limit"] = swiglu_limit;
-    j["output_router_logits"] = false;
+    j["output_router_logits"] = output_router_logits;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
   }
   if (model_type == "mixtral") {
     j["num_local_experts"] = num_experts;
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["router_jitter_noise"] = 0.0;
-    j["output_router_logits"] = false;
+    j["output_router_logits"] = output_router_logits;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
   } else if (model_type == "glm4_moe" || model_type == "deepseek_v3") {  // Glm4MoeConfig's, DeepseekV3Config's names
     std::int64_t dense = 0;
     while (dense < num_hidden_layers && !is_moe_layer(dense)) ++dense;
@@ -1517,7 +1540,8 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
       if (!is_moe_layer(i)) dense.push_back(i);
     }
     j["mlp_only_layers"] = num_experts > 0 ? dense : nlohmann::ordered_json::array();
-    j["output_router_logits"] = false;
+    j["output_router_logits"] = output_router_logits;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
   }
   if (model_type == "qwen2" || model_type == "qwen3" || model_type == "qwen2_moe" || model_type == "smollm3" || gemma2 ||
       model_type == "cohere2" || model_type == "gpt_oss") {

@@ -735,6 +735,9 @@ class Run {
   std::optional<LoadedCheckpoint> resumed_;
   std::string resumed_path_;
   std::int64_t grad_bytes_ = 0;
+  // >= 0: the policy records its routers' load and each training step's loss gets
+  // this times the load-balancing loss (TrainerNeeds::router_aux_loss).
+  double router_aux_coef_ = -1.0;
   std::vector<std::pair<std::string, at::Tensor>> trainable_, extras_, trainer_params_;
   std::unique_ptr<AdamW> optimizer_;
   SaveOptions save_;
@@ -769,6 +772,21 @@ absl::Status Run::Setup() {
     return absl::InvalidArgumentError(absl::StrCat(
         "model '", p_.model_path, "' is a ", p_.policy->config().architecture, " (a classifier, no language-model head); trainer '",
         p_.trainer_type, "' trains a causal LM: start from the causal LM it was trained from"));
+  }
+  if (p_.policy != nullptr && p_.policy->config().output_router_logits && p_.policy->config().num_experts > 0) {
+    const ModelConfig& mc = p_.policy->config();
+    if (!p_.needs.router_aux_loss) {
+      spdlog::info("output_router_logits: trainer '{}' adds no router load-balancing loss (nor does TRL's)", p_.trainer_type);
+    } else if (!o_.fsdp.empty() && o_.fsdp != "no_shard") {
+      return absl::UnimplementedError(absl::StrCat(
+          "output_router_logits with fsdp = \"", o_.fsdp, "\": sharded layers run their forward without a graph, so the "
+          "routers' load-balancing loss could not train them; train without fsdp, or set output_router_logits to false in '",
+          p_.model_path, "/config.json'"));
+    } else {
+      router_aux_coef_ = mc.router_aux_loss_coef;
+      p_.policy->set_record_router(true);
+      spdlog::info("router load-balancing loss: loss + {} * aux_loss (output_router_logits)", router_aux_coef_);
+    }
   }
   if (p_.adapter != nullptr && !p_.trainer->SavedArchitecture().first.empty()) {
     return absl::UnimplementedError(absl::StrCat(
@@ -1362,8 +1380,17 @@ absl::StatusOr<std::map<std::string, double>> Run::TrainMicroBatches(std::int64_
     StepOutput output;
     {
       Autocast autocast(o_.bf16, device_);
+      if (router_aux_coef_ >= 0) p_.policy->TakeRouterAuxLoss();  // nothing left from before
       POSTTRAIN_ASSIGN_OR_RETURN(output, CallNoThrow(absl::StrCat("trainer '", p_.trainer_type, "'"),
                                                      [&] { return p_.trainer->Step(input); }));
+      if (router_aux_coef_ >= 0) {
+        // TRL: loss + router_aux_loss_coef * aux_loss over this micro-batch's policy forward.
+        const at::Tensor aux = p_.policy->TakeRouterAuxLoss();
+        if (aux.defined() && output.loss.defined()) {
+          output.loss = output.loss + router_aux_coef_ * aux;
+          output.metrics["aux_loss"] = aux.item<double>();
+        }
+      }
       if (output.loss.defined()) {
         const double loss = output.loss.item<double>();
         if (!std::isfinite(loss)) {

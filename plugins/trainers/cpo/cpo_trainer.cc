@@ -34,7 +34,11 @@ class CpoTrainer final : public Trainer {
     if (t->beta_ <= 0) return config.Error("beta", "must be > 0");
     return t;
   }
-  TrainerNeeds Needs() const override { return {}; }
+  TrainerNeeds Needs() const override {
+    TrainerNeeds needs;
+    needs.router_aux_loss = true;
+    return needs;
+  }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
     return absl::OkStatus();

@@ -46,6 +46,7 @@ class DpoTrainer final : public Trainer {
   TrainerNeeds Needs() const override {
     TrainerNeeds needs;
     needs.reference = !reference_free_;
+    needs.router_aux_loss = true;
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {

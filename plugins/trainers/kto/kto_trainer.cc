@@ -44,6 +44,7 @@ class KtoTrainer final : public Trainer {
   TrainerNeeds Needs() const override {
     TrainerNeeds needs;
     needs.reference = true;
+    needs.router_aux_loss = true;
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {

@@ -48,6 +48,7 @@ class SftTrainer final : public Trainer {
     TrainerNeeds needs;
     needs.pack_to_length = pack_to_length_;
     needs.assistant_only_loss = assistant_only_;
+    needs.router_aux_loss = true;
     return needs;
   }
   absl::Status Setup(const TrainerContext& context) override {

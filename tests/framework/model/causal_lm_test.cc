@@ -11,6 +11,8 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "posttrain/generation/generate.h"
+#include "posttrain/generation/logprobs.h"
+#include "posttrain/model/completion_batch.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/llama2c.h"
 #include "posttrain/model/safetensors.h"
@@ -2670,8 +2672,101 @@ TEST(CausalLMTest, MixtureOfExpertsGradientsMatchFiniteDifferences) {
   EXPECT_GE(reached_experts, 2);  // 12 tokens, 2 experts each
 }
 
+// The routers' load-balancing loss (output_router_logits) against transformers'
+// load_balancing_loss_func transcribed in llama_reference.py, on two rows
+// [prompt + chosen], [prompt + rejected] of one length (every token real), for
+// Mixtral, Qwen2-MoE (layer 1 dense: its router-less layer does not count) and
+// Qwen3-MoE:
+//   - Hidden over the rows;
+//   - CompletionLogprobs over the pair, packed with the prompt once (it counts twice)
+//     and the completions' last tokens fed too;
+//   - a left-padded row counts only its real tokens: as the row alone, packed.
+// The loss is differentiable w.r.t. the routers; forwards without a graph, or with
+// recording off, record nothing; the take clears.
+TEST(CausalLMTest, RouterLoadBalancingLossMatchesTransformersOnEveryPath) {
+  const nlohmann::json base = {{"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 40},
+                               {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                               {"head_dim", 8}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
+                               {"tie_word_embeddings", false}, {"output_router_logits", true}};
+  nlohmann::json mixtral = base, qwen2 = base, qwen3 = base;
+  mixtral.update({{"model_type", "mixtral"}, {"num_local_experts", 4}, {"num_experts_per_tok", 2}});
+  qwen2.update({{"model_type", "qwen2_moe"}, {"num_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 24},
+                {"shared_expert_intermediate_size", 36}, {"mlp_only_layers", {1}}, {"norm_topk_prob", false}});
+  qwen3.update({{"model_type", "qwen3_moe"}, {"num_experts", 6}, {"num_experts_per_tok", 3}, {"moe_intermediate_size", 16},
+                {"norm_topk_prob", true}});
+  for (const nlohmann::json& json : {mixtral, qwen2, qwen3}) {
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    SCOPED_TRACE(config->model_type);
+    EXPECT_TRUE(config->output_router_logits);
+    EXPECT_EQ(config->router_aux_loss_coef, 0.001);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 17);
+    const std::string router = config->model_type == "mixtral" ? "model.layers.0.block_sparse_moe.gate.weight"
+                                                               : "model.layers.0.mlp.gate.weight";
+    for (auto& [name, param] : model->named_parameters()) {
+      if (name == router) param.set_requires_grad(true);
+    }
+    at::manual_seed(3);
+    const at::Tensor prompt = at::randint(config->vocab_size, {4}, at::kLong);
+    const at::Tensor chosen = at::randint(config->vocab_size, {5}, at::kLong), rejected = at::randint(config->vocab_size, {5}, at::kLong);
+    const at::Tensor ids = at::stack({at::cat({prompt, chosen}), at::cat({prompt, rejected})});  // [2, 9]
+    const std::string dir = testing::TempDir(absl::StrCat("aux_", config->model_type));
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    testing::WriteFile(dir + "/config.json", json.dump());
+    ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+    std::string out;
+    ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() +
+                                      "/tests/framework/model/llama_reference.py " + dir, &out), 0) << out;
+    auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+    ASSERT_TRUE(file.ok()) << file.status();
+    const double expected = (*file->Get("aux_loss")).item<double>();
+
+    EXPECT_FALSE(model->TakeRouterAuxLoss().defined());
+    model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr);  // recording off
+    EXPECT_FALSE(model->TakeRouterAuxLoss().defined());
+    model->set_record_router(true);
+    {
+      c10::NoGradGuard no_grad;  // no graph: nothing to train, nothing recorded
+      model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr);
+      EXPECT_FALSE(model->TakeRouterAuxLoss().defined());
+    }
+    model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr);
+    const at::Tensor rows = model->TakeRouterAuxLoss();
+    ASSERT_TRUE(rows.defined());
+    EXPECT_NEAR(rows.item<double>(), expected, 1e-5);
+    EXPECT_FALSE(model->TakeRouterAuxLoss().defined());  // the take cleared it
+
+    const std::vector<std::int64_t> p(prompt.data_ptr<std::int64_t>(), prompt.data_ptr<std::int64_t>() + 4);
+    const std::vector<std::int64_t> c(chosen.data_ptr<std::int64_t>(), chosen.data_ptr<std::int64_t>() + 5);
+    const std::vector<std::int64_t> r(rejected.data_ptr<std::int64_t>(), rejected.data_ptr<std::int64_t>() + 5);
+    CompletionLogprobs(*model, MakeCompletionBatch({p, p}, {c, r}, at::kCPU), 1.0);
+    const at::Tensor pair = model->TakeRouterAuxLoss();
+    ASSERT_TRUE(pair.defined());
+    EXPECT_NEAR(pair.item<double>(), expected, 1e-5);
+    pair.backward();
+    for (auto& [name, param] : model->named_parameters()) {
+      if (name != router) continue;
+      ASSERT_TRUE(param.grad().defined());
+      EXPECT_GT(param.grad().abs().max().item<double>(), 0.0);
+    }
+
+    // Left padding: [0, 0, 0, row of 6] with mask 0 on the pads gives the row alone's loss.
+    const at::Tensor row = ids[0].narrow(0, 3, 6);
+    const std::vector<std::int64_t> alone(row.data_ptr<std::int64_t>(), row.data_ptr<std::int64_t>() + 6);
+    model->PackedHidden(PackSequences({alone}));
+    const double want = model->TakeRouterAuxLoss().item<double>();
+    const at::Tensor padded = at::cat({at::zeros({3}, at::kLong), row}).unsqueeze(0);
+    const at::Tensor mask = at::cat({at::zeros({3}, at::kLong), at::ones({6}, at::kLong)}).unsqueeze(0);
+    const at::Tensor positions = at::cat({at::zeros({3}, at::kLong), at::arange(6, at::kLong)}).unsqueeze(0);
+    model->Hidden(padded, positions, mask, nullptr);
+    EXPECT_NEAR(model->TakeRouterAuxLoss().item<double>(), want, 1e-5);
+    model->Hidden(padded, positions, at::Tensor(), nullptr);  // the pads counted: another value
+    EXPECT_GT(std::abs(model->TakeRouterAuxLoss().item<double>() - want), 1e-4);
+  }
+}
+
 // What the experts' configs must hold, and what they change that posttrain does not
-// do (the router's load-balancing loss, Mixtral's router noise): clear errors.
+// do (Mixtral's router noise, a load-balancing loss transformers lacks): clear errors.
 TEST(CausalLMTest, MixtureOfExpertsConfigErrorsNameTheField) {
   const nlohmann::json base = {{"model_type", "qwen3_moe"}, {"vocab_size", 97}, {"hidden_size", 32},
                                {"intermediate_size", 40}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
@@ -2685,7 +2780,30 @@ TEST(CausalLMTest, MixtureOfExpertsConfigErrorsNameTheField) {
   EXPECT_THAT(message("num_experts_per_tok", 5), HasSubstr("num_experts_per_tok must be between 1 and the 4 experts, got 5"));
   EXPECT_THAT(message("mlp_only_layers", {0, 2}), HasSubstr("mlp_only_layers must hold layer indices in [0, 2), got 2"));
   EXPECT_THAT(message("decoder_sparse_step", 0), HasSubstr("decoder_sparse_step must be positive"));
-  EXPECT_THAT(message("output_router_logits", true), HasSubstr("output_router_logits = true"));
+  EXPECT_THAT(message("output_router_logits", true, "glm4_moe"),
+              HasSubstr("output_router_logits = true (glm4_moe has no router load-balancing loss in transformers)"));
+  EXPECT_THAT(message("router_aux_loss_coef", -0.5), HasSubstr("router_aux_loss_coef must be a finite number >= 0, got -0.5"));
+  EXPECT_THAT(message("output_router_logits", "yes"), HasSubstr("\"output_router_logits\" must be a boolean"));
+  {
+    nlohmann::json j = base;
+    j["output_router_logits"] = true;
+    j["router_aux_loss_coef"] = 0.02;
+    auto balanced = ModelConfig::FromJson(j);
+    ASSERT_TRUE(balanced.ok()) << balanced.status();
+    EXPECT_TRUE(balanced->output_router_logits);
+    EXPECT_EQ(balanced->router_aux_loss_coef, 0.02);
+    const nlohmann::json written = balanced->ToJson();
+    EXPECT_EQ(written["output_router_logits"], true);
+    EXPECT_EQ(written["router_aux_loss_coef"], 0.02);
+    j["model_type"] = "gpt_oss";
+    j["num_local_experts"] = j["num_experts"];
+    j.erase("num_experts");
+    j.erase("moe_intermediate_size");
+    j.erase("router_aux_loss_coef");
+    auto gpt_oss = ModelConfig::FromJson(j);
+    ASSERT_TRUE(gpt_oss.ok()) << gpt_oss.status();
+    EXPECT_EQ(gpt_oss->router_aux_loss_coef, 0.9);  // GptOssConfig's default
+  }
   EXPECT_THAT(message("router_jitter_noise", 0.1, "mixtral"), HasSubstr("router_jitter_noise = 0.1"));
   EXPECT_THAT(message("num_experts", 4, "llama"), HasSubstr("num_experts = 4 (mixture of experts)"));
   EXPECT_THAT(message("n_routed_experts", 4), HasSubstr("n_routed_experts = 4 (mixture of experts)"));

@@ -200,6 +200,21 @@ def moe_layer(i):
     return qwen_moe and n_experts > 0 and i not in (cfg.get("mlp_only_layers") or []) and \
         (i + 1) % cfg.get("decoder_sparse_step", 1) == 0
 
+router_logits = []  # per MoE layer [tokens, E]: MoeModelOutputWithPast.router_logits
+
+
+def load_balancing_loss(gate_logits, num_experts, top_k):
+    """transformers' load_balancing_loss_func without an attention mask (every token
+    real): the layers' router logits concatenated, softmaxed, the top k one-hot."""
+    logits = torch.cat(gate_logits, dim=0)
+    routing_weights = torch.softmax(logits, dim=-1)
+    _, selected = torch.topk(routing_weights, top_k, dim=-1)
+    expert_mask = torch.nn.functional.one_hot(selected, num_experts)  # [L*N, k, E]
+    tokens_per_expert = torch.mean(expert_mask.float(), dim=0)        # [k, E]
+    router_prob_per_expert = torch.mean(routing_weights, dim=0)       # [E]
+    return torch.sum(tokens_per_expert * router_prob_per_expert.unsqueeze(0)) * num_experts
+
+
 def sparse_moe(x, p):
     flat = x.reshape(-1, x.shape[-1])
     pre = p + ("block_sparse_moe." if mixtral else "mlp.")
@@ -210,7 +225,8 @@ def sparse_moe(x, p):
                                          cfg.get("topk_group", 1), k, cfg.get("norm_topk_prob", True),
                                          cfg.get("routed_scaling_factor", 1.0))
     else:
-        probs = torch.softmax(linear(flat, pre + "gate.weight"), dim=1, dtype=torch.float)
+        router_logits.append(linear(flat, pre + "gate.weight"))
+        probs = torch.softmax(router_logits[-1], dim=1, dtype=torch.float)
         top, chosen = torch.topk(probs, k, dim=-1)
     if mixtral or (qwen_moe and cfg.get("norm_topk_prob", False)):
         top = top / top.sum(dim=-1, keepdim=True)
@@ -293,5 +309,8 @@ if granite:  # GraniteForCausalLM: logits / logits_scaling
     logits = logits / cfg.get("logits_scaling", 1.0)
 if final_cap:  # Gemma2ForCausalLM: logits / cap, tanh, * cap
     logits = torch.tanh(logits / final_cap) * final_cap
-save(d + "/reference_logits.safetensors", {"logits": logits})
+out = {"logits": logits}
+if cfg.get("output_router_logits") and router_logits:  # MixtralForCausalLM.forward's aux_loss
+    out["aux_loss"] = load_balancing_loss(router_logits, n_experts, cfg.get("num_experts_per_tok", 2 if mixtral else 8)).reshape(1)
+save(d + "/reference_logits.safetensors", out)
 print("reference logits", tuple(logits.shape))

@@ -85,6 +85,12 @@ struct TrainerNeeds {
   // TRL's assistant_only_loss: the engine marks the assistant turns of
   // conversational language-modelling examples (TokenizedExample::completion_mask).
   bool assistant_only_loss = false;
+  // Whether the loss takes the routers' load-balancing loss of a mixture-of-experts
+  // policy whose config sets output_router_logits (ModelConfig): the engine records
+  // the policy's training forwards (CausalLM::set_record_router) and adds
+  // router_aux_loss_coef · aux_loss to each training step's loss, logging `aux_loss`.
+  // TRL adds it in SFT (through transformers' loss), DPO, ORPO, CPO, KTO and BCO.
+  bool router_aux_loss = false;
 
   // An online trainer's needs: rollouts scored by rewards, log-probs of its own.
   static TrainerNeeds Online(bool reference, std::int64_t num_generations, std::int64_t steps_per_generation = 1) {

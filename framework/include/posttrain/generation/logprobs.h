@@ -24,8 +24,11 @@ namespace posttrain {
 // each completion but its last token as a continuation of its prompt. predicting
 // gets, for row i and completion position k (index i * C + k), the stream index of
 // the token whose hidden state predicts completion token k (0 at padding).
-// Every prompt must be non-empty.
-PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<std::int64_t>* predicting);
+// Every prompt must be non-empty. whole_rows: the completions' last tokens too (they
+// predict nothing, but a forward over whole rows routes them: the router load of
+// CausalLM::set_record_router).
+PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<std::int64_t>* predicting,
+                                    bool whole_rows = false);
 
 // log p(completion_t | prefix) / temperature-scaled, [N, C] fp32, 0 at padding.
 // Differentiable when the model's parameters require grad.

@@ -139,6 +139,25 @@ class CausalLM {
   void set_dropout(bool on) { dropout_ = on; }
   bool dropout() const { return dropout_; }
 
+  // The routers' load-balancing loss (ModelConfig::output_router_logits;
+  // transformers' load_balancing_loss_func, Fedus et al. 2021, eq. 4) of the softmax
+  // routers. While on, each Hidden/PackedHidden call that builds a graph (grad mode on)
+  // adds its MoE layers' routing to running sums, and TakeRouterAuxLoss returns and
+  // clears
+  //   L_aux = E · Σ_k Σ_e f[k, e] · P[e]
+  // over the (MoE layer, token) pairs since the last take, as if their forwards were
+  // one: f[k, e] the fraction of pairs whose k-th choice is expert e, P[e] the mean of
+  // softmax(router logits)[e]. Tokens count as in transformers' forward of the rows
+  // they stand for: padding (attention mask 0) not at all, a packed prefix once per
+  // sequence continuing it (DPO's prompt, shared by chosen and rejected: twice).
+  // Off by default (a reference, Clone, BaseView); the engine turns it on for the
+  // trainers TRL adds the loss in (TrainerNeeds::router_aux_loss).
+  void set_record_router(bool on) { record_router_ = on; }
+  bool records_router() const { return record_router_; }
+  // A scalar, fp32, differentiable w.r.t. the routers; undefined when nothing was
+  // recorded (no MoE layer, or no forward since the last take).
+  at::Tensor TakeRouterAuxLoss() const;
+
   KVCache NewCache(std::int64_t batch_size, std::int64_t capacity) const;
 
   // input_ids, position_ids: [B, T] int64. attention_mask: [B, S] with
@@ -252,6 +271,14 @@ class CausalLM {
   at::Tensor FinalHidden(const at::Tensor& h) const;
   // Whether a forward starting now applies dropout (set_dropout, grad mode).
   bool DropoutNow() const;
+  // Router recording (set_record_router) for one forward: `weights()` gives its
+  // tokens' weights [tokens], in the order SparseMoe flattens them; called only when
+  // recording applies (on, grad mode on, an MoE model). EndRouterForward stops it.
+  void BeginRouterForward(const std::function<at::Tensor()>& weights) const;
+  void EndRouterForward() const { router_weights_ = at::Tensor(); }
+  // Adds an MoE layer's routing: probs [N, E] fp32 (softmax of the router logits),
+  // experts [N, k] the chosen ones; no-op outside a recorded forward.
+  void RecordRouting(const at::Tensor& probs, const at::Tensor& experts) const;
   // A sublayer's output x as it is added to the residual stream: RmsNorm(x, weight)
   // with sandwich norms (Gemma 2, OLMo 2), times residual_multiplier (Granite).
   at::Tensor BranchOutput(const at::Tensor& x, const at::Tensor& weight) const;
@@ -279,6 +306,12 @@ class CausalLM {
   at::Tensor embed_norm_, embed_norm_bias_;  // BLOOM's word_embeddings_layernorm, else undefined
   at::Tensor alibi_slopes_;  // BLOOM: [num_attention_heads] fp32 ALiBi slopes, else undefined
   bool dropout_ = false;
+  bool record_router_ = false;
+  // The running sums of the recorded routing (see set_record_router): Σ w · one_hot
+  // [k, E] (no grad), Σ w · probs [E], Σ w over (layer, token) pairs; and the current
+  // forward's token weights (undefined outside a recorded forward).
+  mutable at::Tensor router_choices_, router_probs_, router_weights_;
+  mutable double router_weight_sum_ = 0.0, router_forward_weight_ = 0.0;
   std::vector<Layer> layers_;
   LayerRunner* runner_ = nullptr;
   const LinearAdapter* adapter_ = nullptr;

@@ -161,6 +161,14 @@ struct ModelConfig {
   bool norm_topk_prob = false;
   std::int64_t shared_expert_intermediate_size = 0;  // 0: no shared expert
   bool shared_expert_gate = false;            // Qwen2-MoE: sigmoid(shared_expert_gate · x) times it
+  // The routers' load-balancing loss (transformers' load_balancing_loss_func, the
+  // Switch Transformer's: Fedus et al. 2021) for the softmax routers (Mixtral,
+  // Qwen2-MoE, Qwen3-MoE, GPT-OSS): with output_router_logits, training adds
+  // router_aux_loss_coef · L_aux to the loss, in the trainers TRL adds it in (see
+  // CausalLM::set_record_router). Defaults: 0.001 (GPT-OSS 0.9). Refused true for
+  // the sigmoid routers (GLM-4.5, DeepSeek-V3: transformers computes none).
+  bool output_router_logits = false;
+  double router_aux_loss_coef = 0.001;
   // GLM-4.5 (Glm4MoeTopkRouter, Glm4MoeMoE; DeepSeek-V3 routes alike): with
   // router_sigmoid an expert's score is sigmoid(router · x), router and x in fp32;
   // the choice adds the router's e_score_correction_bias (a tensor of the
