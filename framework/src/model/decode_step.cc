@@ -341,7 +341,6 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   const std::int64_t Hd = config_.hidden_size, I = config_.intermediate_size;
   const std::int64_t H = config_.num_attention_heads, KV = config_.num_key_value_heads;
   const std::int64_t G = H / KV, D = config_.head_dim, slot = cache->length, cap = cache->capacity;
-  const auto scale = static_cast<float>(config_.attention_scale());
   // Gemma 2's soft caps: c · tanh(x / c) on the scaled scores and on the logits.
   const auto score_cap = static_cast<float>(config_.attn_logit_softcapping);
   auto at_ = [](std::vector<float>& v, std::int64_t i) { return v.data() + i; };
@@ -421,6 +420,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     // [first_slots[b], slot]; (sequence, head) pairs run in parallel.
     const DotFn dot = Dot();
     const std::int64_t window = config_.window_of(static_cast<std::int64_t>(li));
+    const auto scale = static_cast<float>(config_.attention_scale(static_cast<std::int64_t>(li)));
     auto attend = [&](std::int64_t begin, std::int64_t end) {
       std::vector<float> scores(static_cast<size_t>(slot + 1));
       for (std::int64_t bh = begin; bh < end; ++bh) {

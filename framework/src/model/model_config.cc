@@ -923,13 +923,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     bool scale = true;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "scale_attn_weights", &scale));
     if (!scale) c.attention_multiplier = 1.0;  // scores q·k, not divided by sqrt(head_dim)
-    std::vector<std::string> refused;
-    for (const char* key : {"scale_attn_by_inverse_layer_idx", "add_cross_attention"}) {
-      if (json.contains(key) && json[key] == true) refused.push_back(absl::StrCat(key, " = true"));
-    }
-    if (!refused.empty()) {
-      return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
-                                                   absl::StrJoin(refused, "; ")));
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "scale_attn_by_inverse_layer_idx", &c.scale_attn_by_inverse_layer_idx));
+    // reorder_and_upcast_attn only computes the scores in fp32 (as posttrain does): read as is.
+    if (json.contains("add_cross_attention") && json["add_cross_attention"] == true) {
+      return absl::UnimplementedError(
+          "config.json: not supported (it changes the model's maths): add_cross_attention = true (an encoder-decoder's cross-attention)");
     }
     POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "attn_pdrop", &c.attention_dropout));
     POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "resid_pdrop", &c.residual_dropout));
@@ -1293,7 +1291,7 @@ nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
   j["resid_pdrop"] = c.residual_dropout;
   j["embd_pdrop"] = c.embedding_dropout;
   j["scale_attn_weights"] = !c.attention_multiplier.has_value();
-  j["scale_attn_by_inverse_layer_idx"] = false;
+  j["scale_attn_by_inverse_layer_idx"] = c.scale_attn_by_inverse_layer_idx;
   j["reorder_and_upcast_attn"] = false;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["initializer_range"] = c.initializer_range;

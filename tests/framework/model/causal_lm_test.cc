@@ -2237,7 +2237,8 @@ TEST(CausalLMTest, Starcoder2MatchesThePythonTranscriptionOnEveryPath) {
 // we write under GPT-2's own names and layout (transformer.*, Conv1D weights [in, out],
 // one attn.c_attn with q, k, v columns) and does GPT2Block's maths in fp64: learned
 // positions, LayerNorms with random weights and biases, random biases everywhere;
-// tied and untied heads, scale_attn_weights on and off, n_inner null and set. Every
+// tied and untied heads, scale_attn_weights on and off, n_inner null and set,
+// scale_attn_by_inverse_layer_idx (with reorder_and_upcast_attn) on the untied. Every
 // path, saved and loaded back bit-identical; a checkpoint without the transformer.
 // prefix (the hub's gpt2) and old buffers load; shapes are named in the checkpoint's
 // layout; a position past n_positions is an error, not a read out of bounds.
@@ -2249,7 +2250,8 @@ TEST(CausalLMTest, Gpt2MatchesThePythonTranscriptionOnEveryPath) {
                                  {"n_layer", 2}, {"n_head", 4}, {"n_positions", 12}, {"n_ctx", 12},
                                  {"layer_norm_epsilon", 1e-5}, {"activation_function", tied ? "gelu_new" : "gelu"},
                                  {"attn_pdrop", 0.1}, {"resid_pdrop", 0.1}, {"embd_pdrop", 0.1},
-                                 {"scale_attn_weights", tied}, {"tie_word_embeddings", tied}};
+                                 {"scale_attn_weights", tied}, {"tie_word_embeddings", tied},
+                                 {"scale_attn_by_inverse_layer_idx", !tied}, {"reorder_and_upcast_attn", !tied}};
     auto config = ModelConfig::FromJson(json);
     ASSERT_TRUE(config.ok()) << config.status();
     EXPECT_EQ(config->architecture, "GPT2LMHeadModel");
@@ -2276,6 +2278,7 @@ TEST(CausalLMTest, Gpt2MatchesThePythonTranscriptionOnEveryPath) {
     EXPECT_EQ(written["n_embd"], 32);
     EXPECT_EQ(written["resid_pdrop"], 0.1);
     EXPECT_EQ(written["scale_attn_weights"], tied);
+    EXPECT_EQ(written["scale_attn_by_inverse_layer_idx"], !tied);
     EXPECT_FALSE(written.contains("hidden_size"));
 
     std::map<std::string, at::Tensor> bare;  // the hub's gpt2: no transformer. prefix, old buffers
@@ -2471,7 +2474,7 @@ TEST(CausalLMTest, Gpt2ConfigReadsItsOwnFields) {
     if (erase != nullptr) j.erase(erase);
     return std::string(ModelConfig::FromJson(j).status().message());
   };
-  EXPECT_THAT(message({{"scale_attn_by_inverse_layer_idx", true}}), HasSubstr("not supported (it changes the model's maths): scale_attn_by_inverse_layer_idx = true"));
+  EXPECT_THAT(message({{"scale_attn_by_inverse_layer_idx", 1}}), HasSubstr("\"scale_attn_by_inverse_layer_idx\" must be a boolean"));
   EXPECT_THAT(message({{"add_cross_attention", true}}), HasSubstr("add_cross_attention = true"));
   EXPECT_THAT(message(nlohmann::json::object(), "n_embd"), HasSubstr("lacks \"n_embd\""));
   EXPECT_THAT(message({{"resid_pdrop", -0.5}}), HasSubstr("\"resid_pdrop\" must be a probability"));

@@ -3,7 +3,8 @@ python3-torch in fp64 from the checkpoint's own names and layout; transformers i
 is not installed here. GPT2Model: wte[id] + wpe[position]; per block (GPT2Block)
 h + attn(ln_1(h)), then h + mlp(ln_2(h)); every projection a Conv1D, x @ W + b with
 W [in, out]; attn.c_attn's output split into q, k, v (in that order) of n_embd each,
-heads of n_embd / n_head; scores divided by sqrt(head_dim) when scale_attn_weights;
+heads of n_embd / n_head; scores divided by sqrt(head_dim) when scale_attn_weights,
+and block i's by i + 1 too when scale_attn_by_inverse_layer_idx;
 causal softmax; attn.c_proj; the MLP c_proj(act(c_fc(x))) with activation_function
 (gelu_new: the tanh approximation); ln_f, then lm_head, tied to wte unless the file
 holds lm_head.weight. Accepts checkpoints with or without the transformer. prefix.
@@ -41,6 +42,8 @@ def conv1d(x, name):
     y = x @ w[name + ".weight"] + w[name + ".bias"]
     if name + ".weight" in lora:
         ab = lora[name + ".weight"]
+        if "m" in ab:
+            raise SystemExit("this reference knows plain LoRA on Conv1D only")
         y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
     return y
 
@@ -52,7 +55,8 @@ for i in range(cfg["n_layer"]):
     p = f"transformer.h.{i}."
     q, k, v = conv1d(ln(h, p + "ln_1"), p + "attn.c_attn").split(E, dim=-1)
     q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))
-    a = torch.softmax(q @ k.transpose(-1, -2) * scale + mask, -1) @ v
+    layer_scale = 1.0 / (i + 1) if cfg.get("scale_attn_by_inverse_layer_idx", False) else 1.0
+    a = torch.softmax(q @ k.transpose(-1, -2) * scale * layer_scale + mask, -1) @ v
     h = h + conv1d(a.transpose(1, 2).reshape(B, T, E), p + "attn.c_proj")
     h = h + conv1d(act(conv1d(ln(h, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj")
 h = ln(h, "transformer.ln_f")

@@ -112,6 +112,9 @@ struct ModelConfig {
   std::optional<double> attention_multiplier;
   double residual_multiplier = 1.0;
   double logits_scaling = 1.0;
+  // GPT-2's scale_attn_by_inverse_layer_idx (GPT2Attention): layer i's scores are
+  // also divided by i + 1 (attention_scale(layer)).
+  bool scale_attn_by_inverse_layer_idx = false;
   // Sliding-window attention: query slot t sees key slots (t - sliding_window, t]
   // (transformers' sliding-window causal mask, in cache slots) in the layers that
   // use it: every layer for Mistral; for Qwen2/Qwen3 with use_sliding_window, the
@@ -330,6 +333,11 @@ struct ModelConfig {
   // MLA: 1 / sqrt(qk_head_dim()), times mscale² = (0.1 mscale_all_dim ln factor + 1)² under a
   // rope_scaling with mscale_all_dim and factor > 1 (DeepseekV3Attention.scaling).
   double attention_scale() const;
+  // Decoder layer `layer`'s factor on q·k: attention_scale(), divided by layer + 1
+  // under GPT-2's scale_attn_by_inverse_layer_idx.
+  double attention_scale(std::int64_t layer) const {
+    return scale_attn_by_inverse_layer_idx ? attention_scale() / static_cast<double>(layer + 1) : attention_scale();
+  }
   // Multi-head latent attention (DeepSeek-V3: kv_lora_rank > 0).
   bool mla() const { return kv_lora_rank > 0; }
   // The width of each head's queries and keys, and of its values: head_dim, or under
