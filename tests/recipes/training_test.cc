@@ -291,6 +291,55 @@ TEST(TrainingRecipeTest, LoraDpoSavesAPeftAdapterThatEqualsItsMergedModel) {
   EXPECT_GT((with_adapter - plain).abs().max().item<double>(), 1e-4) << "the adapter changed nothing";
 }
 
+// DPO with DoRA (peft.use_dora=true, TRL's --use_dora): the run trains LoRA's A/B and
+// one magnitude per output row of every adapted module (stories260K: 600 per layer
+// over q 64, k 32, v 32, o 64, gate 172, up 172, down 64 rows; 5 layers); final/ says
+// use_dora and holds the magnitudes; the adapter loaded on the base and the merged
+// model (posttrain merge) give the same logits, and generation with the adapter runs.
+TEST(TrainingRecipeTest, DoraDpoSavesAPeftAdapterThatEqualsItsMergedModel) {
+  const std::string dir = testing::TempDir("dora_dpo");
+  std::string out;
+  ASSERT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() +
+                                    " run recipes/dpo/stories260K_hh_lora.toml output_dir=" + dir + "/run model.path=" +
+                                    testing::Stories260KDir() +
+                                    " peft.use_dora=true trainer.max_steps=3 trainer.per_device_train_batch_size=4"
+                                    " trainer.max_length=96 trainer.max_prompt_length=64 trainer.eval_on_start=false"
+                                    " data.max_examples=12 eval_data.max_examples=4 trainer.logging_steps=1 2>&1",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("adapter: 95480 trainable parameters"));  // LoRA's 92480 + 5 · 600 magnitudes
+  const nlohmann::json config = nlohmann::json::parse(testing::ReadFile(dir + "/run/final/adapter_config.json"));
+  EXPECT_EQ(config["use_dora"], true);
+  auto file = SafetensorsFile::Open(dir + "/run/final/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_TRUE(file->Get("base_model.model.model.layers.4.mlp.gate_proj.lora_magnitude_vector").ok());
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " merge --model " + testing::Stories260KDir() + " --adapter " + dir +
+                                    "/run/final --out " + dir + "/merged",
+                                &out),
+            0)
+      << out;
+  auto base = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  auto merged = LoadCausalLM(dir + "/merged", at::kFloat);
+  ASSERT_TRUE(base.ok() && merged.ok());
+  auto adapter = LoadSavedAdapter(testing::BuiltinHost().registry(), dir + "/run/final", **base);
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  c10::NoGradGuard no_grad;
+  at::manual_seed(0);
+  const at::Tensor ids = at::randint(512, {2, 24}, at::kLong);
+  const at::Tensor pos = at::arange(24, at::kLong).unsqueeze(0).expand({2, 24});
+  const at::Tensor plain = (*base)->Forward(ids, pos, at::Tensor(), nullptr);
+  (*base)->set_adapter(adapter->get());
+  const at::Tensor with_adapter = (*base)->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_LT((with_adapter - (*merged)->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((with_adapter - plain).abs().max().item<double>(), 1e-4) << "the adapter changed nothing";
+  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + testing::Stories260KDir() + " --adapter " + dir +
+                                    "/run/final --prompt 'Once' --max-new-tokens 8",
+                                &out),
+            0)
+      << out;
+}
+
 // What adapters do not support yet is refused with a message, not a crash: fsdp with
 // an adapter, and an adapter on a trainer that saves a classifier (reward).
 TEST(TrainingRecipeTest, UnsupportedAdapterCombinationsAreRefused) {

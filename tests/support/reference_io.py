@@ -5,7 +5,7 @@ written back as DIR/reference_logits.safetensors."""
 import json
 
 from safetensors_py import load, save
-from peft_lora_py import load_lora
+from peft_lora_py import adapted, load_lora
 
 
 def read_inputs(argv, model_type, rename=lambda k: k):
@@ -28,14 +28,14 @@ def write_logits(d, logits):
 
 def peft_linear(w, lora, scaling):
     """linear(x, name): nn.Linear `name` of the weights w (its bias if w has one), plus
-    PEFT's LoRA term scaling * (x A^T) B^T where the adapter adapts it."""
+    PEFT's LoRA term scaling * (x A^T) B^T (or DoRA's, peft_lora_py.adapted) where the
+    adapter adapts it."""
     def linear(x, name):
         y = x @ w[name + ".weight"].T
         if name + ".bias" in w:
             y = y + w[name + ".bias"]
         if name + ".weight" in lora:
-            ab = lora[name + ".weight"]
-            y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
+            y = adapted(x, w[name + ".weight"], y, lora[name + ".weight"], scaling)
         return y
     return linear
 

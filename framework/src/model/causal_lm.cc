@@ -1105,15 +1105,14 @@ void CausalLM::MoveTo(at::Device device) {
   Index();
 }
 
-at::Tensor CausalLM::AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& base) const {
-  if (adapter_ == nullptr) return base;
-  at::Tensor delta = adapter_->Delta(layer, site, x);
-  return delta.defined() ? base + delta.to(base.scalar_type()) : base;
+at::Tensor CausalLM::AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,
+                              const at::Tensor& b, const at::Tensor& base) const {
+  return adapter_ == nullptr ? base : adapter_->Adapt(layer, site, x, w, b, base);
 }
 
 at::Tensor CausalLM::Project(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,
                              const at::Tensor& b) const {
-  return AddDelta(layer, site, x, Linear(x, w, b));
+  return AddDelta(layer, site, x, w, b, Linear(x, w, b));
 }
 
 std::int64_t CausalLM::NumParameters() const {
@@ -1446,8 +1445,8 @@ at::Tensor CausalLM::LayerTail(std::int64_t li, const at::Tensor& h, const at::T
     at::Tensor gate, up;
     if (fuse_gate_up) {
       const std::vector<at::Tensor> gate_up = internal::Linear(x, at::cat({l.gate, l.up})).chunk(2, -1);
-      gate = AddDelta(li, LinearSite::kGate, x, gate_up[0]);
-      up = AddDelta(li, LinearSite::kUp, x, gate_up[1]);
+      gate = AddDelta(li, LinearSite::kGate, x, l.gate, at::Tensor(), gate_up[0]);
+      up = AddDelta(li, LinearSite::kUp, x, l.up, at::Tensor(), gate_up[1]);
     } else {
       gate = Project(li, LinearSite::kGate, x, l.gate, at::Tensor());
       up = Project(li, LinearSite::kUp, x, l.up, at::Tensor());
@@ -1480,7 +1479,7 @@ at::Tensor PackedTokenWeights(const PackedSequences& packed) {
   std::vector<float> tokens;
   tokens.reserve(static_cast<size_t>(packed.offsets.back()));
   for (std::int64_t s = 0; s < n; ++s) tokens.insert(tokens.end(), static_cast<size_t>(packed.length(s)), static_cast<float>(weight[static_cast<size_t>(s)]));
-  return at::tensor(tokens, at::kFloat);
+  return at::tensor(tokens, HostOptions(at::kFloat));
 }
 
 }  // namespace
@@ -1659,7 +1658,6 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   // D: each head's query/key width, Dv its value width (both head_dim but under MLA).
   const std::int64_t H = config_.num_attention_heads, KV = config_.attention_kv_heads();
   const std::int64_t G = H / KV, D = config_.qk_head_dim(), Dv = config_.value_head_dim();
-  const double scale = config_.attention_scale();
 
   // blocked[b, 0, 0, t, s]: key s is padding, after query t or, in a layer with a
   // sliding window, outside it.
@@ -1672,7 +1670,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
   }
   // Router recording (set_record_router): this call's real tokens, row by row.
   BeginRouterForward([&] {
-    return attention_mask.defined() ? attention_mask.narrow(1, past, T).reshape({-1}) : at::ones({B * T}, at::kFloat);
+    return attention_mask.defined() ? attention_mask.narrow(1, past, T).reshape({-1}) : at::ones({B * T}, options().dtype(at::kFloat));
   });
   const auto end_router = absl::MakeCleanup([this] { EndRouterForward(); });
   if (config_.mamba) {  // state-space layers: this call's tokens after the states in the cache (or none)
@@ -1729,7 +1727,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, B, T, H, KV, G, D, Dv, S, past, scale, lowest, cos = cos, sin = sin, blocked, alibi, cache, drop](at::Tensor h) {
+    auto layer = [this, i, B, T, H, KV, G, D, Dv, S, past, lowest, cos = cos, sin = sin, blocked, alibi, cache, drop](at::Tensor h) {
       const Layer& l = layers_[i];
       // OPT-350m: no norm before the attention (its norm follows the residual add, LayerTail).
       at::Tensor x = config_.post_layer_norm ? h : PreNorm(h, l.input_norm, l.input_norm_bias, config_);
@@ -1772,7 +1770,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
       }
       // Query head h uses key/value head h / G (transformers' repeat_kv).
       at::Tensor scores = at::matmul(q.reshape({B, KV, G, T, D}), k.unsqueeze(2).transpose(-1, -2));
-      scores = scores.to(ComputeDtype(dtype_)) * scale;
+      scores = scores.to(ComputeDtype(dtype_)) * config_.attention_scale(static_cast<std::int64_t>(i));
       if (alibi.defined()) scores = scores + alibi;  // BLOOM
       scores = SoftCap(scores, config_.attn_logit_softcapping).masked_fill(blocked, lowest);
       at::Tensor probs;
@@ -1927,7 +1925,6 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
   // D: each head's query/key width, Dv its value width (both head_dim but under MLA).
   const std::int64_t H = config_.num_attention_heads, KV = config_.attention_kv_heads();
   const std::int64_t G = H / KV, D = config_.qk_head_dim(), Dv = config_.value_head_dim();
-  const double scale = config_.attention_scale();
 
   // cos/sin [N, 1, D]: broadcast over heads of [N, heads, D].
   auto packed_rope = [&](bool local) {
@@ -1970,7 +1967,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
     const at::Tensor& cos = local ? cos_local : cos_global;
     const at::Tensor& sin = local ? sin_local : sin_global;
     // Everything the layer needs, by value: a runner may call it again in backward.
-    auto layer = [this, i, N, H, KV, G, D, Dv, scale, cos = cos, sin = sin, packed, drop](at::Tensor h) {
+    auto layer = [this, i, N, H, KV, G, D, Dv, cos = cos, sin = sin, packed, drop](at::Tensor h) {
       const Layer& l = layers_[i];
       // OPT-350m: no norm before the attention (its norm follows the residual add, LayerTail).
       at::Tensor x = config_.post_layer_norm ? h : PreNorm(h, l.input_norm, l.input_norm_bias, config_);
@@ -1986,9 +1983,9 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
         at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
         const std::vector<at::Tensor> qkv =
             internal::Linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
-        q = AddDelta(li, LinearSite::kQ, x, qkv[0]);
-        k = AddDelta(li, LinearSite::kK, x, qkv[1]);
-        v = AddDelta(li, LinearSite::kV, x, qkv[2]).view({N, KV, D});
+        q = AddDelta(li, LinearSite::kQ, x, l.q, l.q_bias, qkv[0]);
+        k = AddDelta(li, LinearSite::kK, x, l.k, l.k_bias, qkv[1]);
+        v = AddDelta(li, LinearSite::kV, x, l.v, l.v_bias, qkv[2]).view({N, KV, D});
         if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
           q = RmsNorm(q, l.q_norm, config_);
           k = RmsNorm(k, l.k_norm, config_);
@@ -2011,7 +2008,7 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
       q = q.view({N, KV, G, D}).permute({1, 2, 0, 3}).contiguous();
       k = k.permute({1, 0, 2}).contiguous();
       v = v.permute({1, 0, 2}).contiguous();
-      at::Tensor attn = PackedAttention(q, k, v, packed, scale, config_.attn_logit_softcapping, ComputeDtype(dtype_),
+      at::Tensor attn = PackedAttention(q, k, v, packed, config_.attention_scale(static_cast<std::int64_t>(i)), config_.attn_logit_softcapping, ComputeDtype(dtype_),
                                         config_.window_of(li), drop ? config_.attention_dropout : 0.0, alibi_slopes_, l.sinks);
       attn = attn.permute({2, 0, 1, 3}).reshape({N, H * Dv});
       return LayerTail(li, h, x, attn, /*fuse_gate_up=*/true, drop);

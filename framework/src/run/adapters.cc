@@ -92,7 +92,8 @@ absl::StatusOr<std::unique_ptr<Adapter>> LoadSavedAdapter(const Registry& regist
   ComponentConfig config(type, &component->registration.schema, std::move(values), path);
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Adapter> adapter, registry.Create<Adapter>(config));
   POSTTRAIN_RETURN_IF_ERROR(Annotate(CallNoThrow("adapter", [&] {
-    return adapter->Attach(model.config(), at::TensorOptions().dtype(at::kFloat).device(model.device()), 0);
+    POSTTRAIN_RETURN_IF_ERROR(adapter->Attach(model.config(), at::TensorOptions().dtype(at::kFloat).device(model.device()), 0));
+    return adapter->Initialize(model);
   }), path));
   POSTTRAIN_RETURN_IF_ERROR(CallNoThrow("adapter", [&] { return adapter->Load(dir, model); }));
   return adapter;

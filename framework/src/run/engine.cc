@@ -432,6 +432,7 @@ absl::StatusOr<RunParts> BuildRun(const Recipe& recipe, const Registry& registry
       POSTTRAIN_RETURN_IF_ERROR(Annotate(
           parts.adapter->Attach(parts.policy->config(), parts.policy->options().dtype(at::kFloat), static_cast<std::uint64_t>(recipe.seed())),
           peft_config.where()));
+      POSTTRAIN_RETURN_IF_ERROR(Annotate(parts.adapter->Initialize(*parts.policy), peft_config.where()));
     } else if (!adapter_dir.empty()) {
       POSTTRAIN_ASSIGN_OR_RETURN(parts.adapter, LoadSavedAdapter(registry, adapter_dir, *parts.policy));
     }

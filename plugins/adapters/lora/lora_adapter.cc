@@ -25,6 +25,15 @@
 // mlp.c_proj): A [r, in] and B [out, r] as for a linear layer, the merged weight
 // transposed back into the checkpoint's [in, out], and fan_in_fan_out = true in
 // adapter_config.json, as PEFT sets it for Conv1D.
+//
+// use_dora (DoRA: Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation",
+// eq. 5, as PEFT's DoraLinearLayer computes it): each adapted module also trains a
+// magnitude m [out] (saved as <module>.lora_magnitude_vector), initialised to the row
+// norms ||W + scaling · BA|| (||W|| at PEFT's initialisation), and
+//   out = x Wᵀ + b + (g - 1) ⊙ (x Wᵀ) + g ⊙ scaling · B (A x),
+//   g = m / ||W + scaling · BA||  (row norms, detached: section 4.3 of the paper),
+// the dropped-out input in both terms while dropout trains; merged, W becomes
+// g ⊙ (W + scaling · BA) row by row and the bias stays.
 #include <c10/core/GradMode.h>
 #include <cmath>
 #include <algorithm>
@@ -64,6 +73,7 @@ class LoraAdapter final : public Adapter {
                     "o_proj, gate_proj, up_proj, down_proj; Mamba: in_proj, x_proj, dt_proj, out_proj), \"all-linear\", or a regular "
                     "expression over full module names.")
         .Bool("use_rslora", false, "Rank-stabilised scaling lora_alpha / sqrt(r).")
+        .Bool("use_dora", false, "DoRA: a trained magnitude per output row on top of LoRA's direction (PEFT's use_dora).")
         .String("bias", "none", "Which biases train (only \"none\").", {"none"})
         .StringList("modules_to_save", {}, "Base modules trained whole and saved with the adapter (e.g. lm_head, embed_tokens).")
         .Bool("init_lora_weights", true, "PEFT's initialisation (A Kaiming-uniform, B zero); false: B random too.");
@@ -78,6 +88,7 @@ class LoraAdapter final : public Adapter {
     a->rslora_ = config.GetBool("use_rslora");
     a->modules_to_save_ = config.GetStringList("modules_to_save");
     a->init_ = config.GetBool("init_lora_weights");
+    a->dora_ = config.GetBool("use_dora");
     (void)config.GetString("bias");
     if (a->targets_.empty()) return config.Error("target_modules", "needs at least one module");
     a->scaling_ = a->rslora_ ? a->alpha_ / std::sqrt(static_cast<double>(a->r_)) : a->alpha_ / static_cast<double>(a->r_);
@@ -141,6 +152,7 @@ class LoraAdapter final : public Adapter {
                     : at::empty({out, r_}, at::TensorOptions().dtype(at::kFloat)).uniform_(-bound, bound, gen).to(options);
         m.a.set_requires_grad(true);
         m.b.set_requires_grad(true);
+        if (dora_) m.magnitude = at::zeros({out}, options);  // Initialize sets ||W + scaling · BA||
         m.name = absl::StrCat("base_model.model.", full);
         m.module = module;
         auto& layer_modules = modules_[static_cast<size_t>(layer)];
@@ -194,13 +206,71 @@ class LoraAdapter final : public Adapter {
   }
 
   at::Tensor Delta(std::int64_t layer, LinearSite site, const at::Tensor& x) const override {
-    if (layer < 0 || layer >= static_cast<std::int64_t>(slots_.size())) return at::Tensor();
-    const Slot& slot = slots_[static_cast<size_t>(layer)][static_cast<int>(site)];
-    if (slot.module < 0) return at::Tensor();
-    const Module& m = modules_[static_cast<size_t>(layer)][static_cast<size_t>(slot.module)];
+    const Slot* slot = SlotOf(layer, site);
+    if (slot == nullptr) return at::Tensor();
+    TORCH_CHECK(!dora_, "lora: a DoRA adapter's term depends on the base weight: call Adapt");
+    const Module& m = modules_[static_cast<size_t>(layer)][static_cast<size_t>(slot->module)];
     at::Tensor h = x.scalar_type() == m.a.scalar_type() || AnyAutocast() ? x : x.to(m.a.scalar_type());
     if (dropout_ > 0 && training_) h = at::dropout(h, dropout_, /*train=*/true);
-    return at::linear(at::linear(h, m.a), RowsOf(m, slot)) * scaling_;
+    return at::linear(at::linear(h, m.a), RowsOf(m, *slot)) * scaling_;
+  }
+
+  at::Tensor Adapt(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                   const at::Tensor& base) const override {
+    if (!dora_) return LinearAdapter::Adapt(layer, site, x, w, b, base);
+    const Slot* slot = SlotOf(layer, site);
+    if (slot == nullptr) return base;
+    TORCH_CHECK(initialized_, "lora: use_dora needs Initialize(base model) before the adapter runs");
+    const Module& m = modules_[static_cast<size_t>(layer)][static_cast<size_t>(slot->module)];
+    const at::Tensor B = RowsOf(m, *slot);
+    // g = m / ||W + scaling · BA|| per output row, the norm in fp32 and detached.
+    at::Tensor norm;
+    {
+      c10::NoGradGuard no_grad;
+      norm = at::linalg_vector_norm(w.to(at::kFloat) + at::matmul(B.to(at::kFloat), m.a.to(at::kFloat)) * scaling_, 2,
+                                    at::IntArrayRef{1}, false, c10::nullopt);
+    }
+    const at::Tensor g = MagnitudeOf(m, *slot).to(at::kFloat) / norm;  // [rows]
+    at::Tensor h = x.scalar_type() == m.a.scalar_type() || AnyAutocast() ? x : x.to(m.a.scalar_type());
+    at::Tensor plain;  // x Wᵀ without the bias
+    if (dropout_ > 0 && training_) {
+      // PEFT: with dropout on, both terms read the dropped-out input.
+      h = at::dropout(h, dropout_, /*train=*/true);
+      plain = at::linear(h, w.to(h.scalar_type()));
+    } else {
+      plain = b.defined() ? base - b : base;
+    }
+    const at::Tensor lora = at::linear(at::linear(h, m.a), B) * scaling_;
+    return base + ((g - 1) * plain + g * lora).to(base.scalar_type());
+  }
+
+  absl::Status Initialize(const CausalLM& base) override {
+    initialized_ = true;
+    if (!dora_) return absl::OkStatus();
+    c10::NoGradGuard no_grad;
+    std::map<std::string, at::Tensor> by_name(base.named_parameters().begin(), base.named_parameters().end());
+    for (std::int64_t layer = 0; layer < static_cast<std::int64_t>(modules_.size()); ++layer) {
+      for (Module& m : modules_[static_cast<size_t>(layer)]) {
+        for (size_t k = 0; k < m.module.parts.size(); ++k) {
+          const LinearModule::Part& part = m.module.parts[k];
+          const std::string name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(part.site), ".weight");
+          auto it = by_name.find(name);
+          if (it == by_name.end()) return absl::InternalError(absl::StrCat("lora: the model has no '", name, "'"));
+          const Slot slot{0, part.row_offset, part.rows, InterleavedRows(m.module, k, m.b.options().dtype(at::kLong))};
+          const at::Tensor w = it->second.to(m.b.device(), at::kDouble);
+          const at::Tensor norm = at::linalg_vector_norm(
+              w + at::matmul(RowsOf(m, slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_, 2, at::IntArrayRef{1}, false,
+              c10::nullopt);
+          if (slot.rows_index.defined()) {
+            m.magnitude.index_copy_(0, slot.rows_index, norm.to(m.magnitude.scalar_type()));
+          } else {
+            m.magnitude.narrow(0, slot.row_offset, slot.rows).copy_(norm);
+          }
+        }
+        m.magnitude.set_requires_grad(true);
+      }
+    }
+    return absl::OkStatus();
   }
 
   void MoveTo(at::Device device) override {
@@ -209,6 +279,7 @@ class LoraAdapter final : public Adapter {
         if (m.a.device() == device) continue;
         m.a = m.a.detach().to(device).requires_grad_(m.a.requires_grad());
         m.b = m.b.detach().to(device).requires_grad_(m.b.requires_grad());
+        if (m.magnitude.defined()) m.magnitude = m.magnitude.detach().to(device).requires_grad_(m.magnitude.requires_grad());
       }
     }
   }
@@ -219,6 +290,8 @@ class LoraAdapter final : public Adapter {
       for (const Module& m : layer) {
         out.push_back({m.name + ".lora_A.weight", m.a});
         out.push_back({m.name + ".lora_B.weight", m.b});
+        // PEFT's name: lora_magnitude_vector.<adapter>.weight without ".weight" and the adapter's name.
+        if (m.magnitude.defined()) out.push_back({m.name + ".lora_magnitude_vector", m.magnitude});
       }
     }
     return out;
@@ -276,7 +349,7 @@ class LoraAdapter final : public Adapter {
     c["fan_in_fan_out"] = Conv1D();  // PEFT's flag for Conv1D weights [in, out] (GPT-2)
     c["init_lora_weights"] = init_;
     c["inference_mode"] = true;
-    c["use_dora"] = false;
+    c["use_dora"] = dora_;
     c["layers_to_transform"] = nullptr;
     c["layers_pattern"] = nullptr;
     c["rank_pattern"] = nlohmann::ordered_json::object();
@@ -296,7 +369,7 @@ class LoraAdapter final : public Adapter {
       return c.contains(key) && !c[key].is_null() && c[key] != false && c[key] != nlohmann::json::object() &&
              c[key] != nlohmann::json::array();
     };
-    for (const char* key : {"use_dora", "fan_in_fan_out", "layers_to_transform", "rank_pattern", "alpha_pattern",
+    for (const char* key : {"fan_in_fan_out", "layers_to_transform", "rank_pattern", "alpha_pattern",
                             "layer_replication", "use_qalora", "lora_bias"}) {
       // fan_in_fan_out describes Conv1D weights: GPT-2's are (PEFT sets it for them either way).
       const bool conv1d_flag = std::string(key) == "fan_in_fan_out" && Conv1D();
@@ -351,11 +424,16 @@ class LoraAdapter final : public Adapter {
           const Slot slot{0, part.row_offset, part.rows, InterleavedRows(m.module, static_cast<size_t>(&part - m.module.parts.data()),
                                                                           m.b.options().dtype(at::kLong))};
           at::Tensor delta = at::matmul(RowsOf(m, slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_;
-          if (!delta.isfinite().all().item<bool>()) {
+          at::Tensor w = it->second;
+          at::Tensor merged = w.to(at::kDouble) + delta.to(w.device());
+          if (dora_) {  // g ⊙ (W + scaling · BA), g = m / ||W + scaling · BA|| row by row
+            const at::Tensor norm = at::linalg_vector_norm(merged, 2, at::IntArrayRef{1}, true, c10::nullopt);
+            merged = merged * (MagnitudeOf(m, slot).to(w.device(), at::kDouble).unsqueeze(1) / norm);
+          }
+          if (!merged.isfinite().all().item<bool>()) {
             return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", name, "' is not finite"));
           }
-          at::Tensor w = it->second;
-          w.copy_((w.to(at::kDouble) + delta.to(w.device())).to(w.scalar_type()));
+          w.copy_(merged.to(w.scalar_type()));
         }
       }
     }
@@ -365,6 +443,7 @@ class LoraAdapter final : public Adapter {
  private:
   struct Module {
     at::Tensor a, b;   // [r, in], [out, r]
+    at::Tensor magnitude;  // use_dora: [out] (the checkpoint's row order), else undefined
     std::string name;  // base_model.model.model.layers.<i>.<module path> (GPT-NeoX: ...gpt_neox.layers.<i>...)
     LinearModule module;
   };
@@ -399,6 +478,18 @@ class LoraAdapter final : public Adapter {
     return theirs.substr(0, theirs.rfind('.'));
   }
 
+  const Slot* SlotOf(std::int64_t layer, LinearSite site) const {
+    if (layer < 0 || layer >= static_cast<std::int64_t>(slots_.size())) return nullptr;
+    const Slot& slot = slots_[static_cast<size_t>(layer)][static_cast<int>(site)];
+    return slot.module < 0 ? nullptr : &slot;
+  }
+
+  // The magnitudes of a projection's rows (as RowsOf takes B's).
+  static at::Tensor MagnitudeOf(const Module& m, const Slot& slot) {
+    if (slot.rows_index.defined()) return m.magnitude.index_select(0, slot.rows_index.to(m.magnitude.device()));
+    return m.magnitude.narrow(0, slot.row_offset, slot.rows);
+  }
+
   static at::Tensor RowsOf(const Module& m, const Slot& slot) {
     if (slot.rows_index.defined()) return m.b.index_select(0, slot.rows_index.to(m.b.device()));
     return slot.row_offset == 0 && slot.rows == m.b.size(0) ? m.b : m.b.narrow(0, slot.row_offset, slot.rows);
@@ -407,7 +498,8 @@ class LoraAdapter final : public Adapter {
   std::int64_t r_ = 8;
   double alpha_ = 8, dropout_ = 0, scaling_ = 1;
   std::vector<std::string> targets_, modules_to_save_;
-  bool rslora_ = false, init_ = true, training_ = true;
+  bool rslora_ = false, init_ = true, training_ = true, dora_ = false;
+  bool initialized_ = false;  // Initialize ran (DoRA's magnitudes are set)
   ModelConfig config_;
   std::vector<std::vector<Module>> modules_;  // per decoder layer, the adapted ones
   std::vector<std::array<Slot, kNumLinearSites>> slots_;  // per decoder layer, by LinearSite

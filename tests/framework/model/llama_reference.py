@@ -29,13 +29,14 @@ adapter_model.safetensors), every adapted linear layer computes PEFT's
 Linear.forward, x W^T + scaling * (x A^T) B^T; with `--adapter ADIR --merged`, it
 uses PEFT's merge_and_unload weight instead, W + scaling * (B A) computed in the
 weight's dtype (peft/tuners/lora/layer.py, documented behaviour; scaling =
-lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora)."""
+lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora); DoRA adapters (use_dora)
+as tests/support/peft_lora_py.py transcribes them."""
 import json, math, os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
 from safetensors_py import load, save  # noqa: E402
-from peft_lora_py import load_lora  # noqa: E402
+from peft_lora_py import adapted, load_lora  # noqa: E402
 from reference_io import sigmoid_group_topk, yarn_inv_freq  # noqa: E402
 
 d = sys.argv[1]
@@ -48,7 +49,7 @@ lora, scaling = load_lora(sys.argv, w, lambda v: v.float())
 def linear(x, name):
     y = x @ w[name].T
     if name in lora:
-        y = y + (x @ lora[name]["A"].T @ lora[name]["B"].T) * scaling
+        y = adapted(x, w[name], y, lora[name], scaling)
     return y
 
 ids = load(d + "/ids.safetensors")["ids"].long()

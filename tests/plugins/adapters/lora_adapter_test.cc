@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "posttrain/api/adapter.h"
@@ -138,6 +139,149 @@ TEST(LoraAdapterTest, OutputEqualsPeftsFormulaWithAndWithoutRsLora) {
     // Sites not targeted add nothing.
     EXPECT_FALSE(lora->Delta(0, LinearSite::kV, at::randn({2, config.hidden_size})).defined());
   }
+}
+
+// DoRA (use_dora) against PEFT's DoraLinearLayer transcribed in lora_reference.py,
+// on a base layer with a bias, B random and the magnitudes moved off their start:
+// the magnitudes Initialize gives (||W + scaling BA|| per row), the output, and the
+// gradients in m, A and B (the norm detached, as PEFT and the paper do), with
+// use_rslora off and on. Before Initialize the adapter refuses to run.
+TEST(LoraAdapterTest, DoraOutputAndGradientsEqualPeftsFormula) {
+  const ModelConfig config = testing::TinyTrainerModelConfig();
+  for (bool rslora : {false, true}) {
+    auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 12.0}, {"use_rslora", rslora}, {"use_dora", true},
+                      {"init_lora_weights", false}, {"target_modules", std::vector<std::string>{"q_proj", "down_proj"}}});
+    ASSERT_TRUE(lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 3).ok());
+    auto model = CausalLM::Random(config, at::kFloat, 1);
+    ASSERT_TRUE(model.ok());
+    const at::Tensor probe = at::randn({2, config.hidden_size});
+    EXPECT_THROW(lora->Adapt(1, LinearSite::kQ, probe, probe.new_zeros({config.hidden_size, config.hidden_size}),
+                             at::Tensor(), probe),
+                 c10::Error);
+    ASSERT_TRUE(lora->Initialize(**model).ok());
+    for (auto [site, weight] : {std::pair{LinearSite::kQ, "model.layers.1.self_attn.q_proj"},
+                                std::pair{LinearSite::kDown, "model.layers.1.mlp.down_proj"}}) {
+      at::Tensor W;
+      for (const auto& [name, p] : (*model)->named_parameters()) {
+        if (name == std::string(weight) + ".weight") W = p;
+      }
+      auto params = ParametersByName(*lora);
+      const std::string peft = "base_model.model." + std::string(weight);
+      at::Tensor A = params[peft + ".lora_A.weight"], B = params[peft + ".lora_B.weight"];
+      at::Tensor M = params[peft + ".lora_magnitude_vector"];
+      ASSERT_TRUE(W.defined() && A.defined() && B.defined() && M.defined()) << weight;
+      EXPECT_EQ(M.sizes(), (std::vector<std::int64_t>{W.size(0)}));  // one magnitude per output row
+      EXPECT_TRUE(M.requires_grad());
+      const at::Tensor m0 = M.detach().clone();
+      at::manual_seed(static_cast<std::uint64_t>(site) + 11);
+      {
+        c10::NoGradGuard no_grad;
+        M.mul_(1 + 0.2 * at::randn(M.sizes()));
+      }
+      const at::Tensor x = at::randn({3, 5, W.size(1)}), b = at::randn({W.size(0)}), ct = at::randn({3, 5, W.size(0)});
+      const at::Tensor y = lora->Adapt(1, site, x, W, b, at::linear(x, W, b));
+      (y * ct).sum().backward();
+      const std::string dir = testing::TempDir(absl::StrCat("dora_case_", rslora, "_", static_cast<int>(site)));
+      ASSERT_TRUE(SaveSafetensors(dir + "/case.safetensors", {{"x", x}, {"W", W.detach()}, {"A", A.detach()}, {"B", B.detach()},
+                                                              {"b", b}, {"m", M.detach()}, {"ct", ct}})
+                      .ok());
+      testing::WriteFile(dir + "/case.json", absl::StrCat("{\"r\": 4, \"lora_alpha\": 12.0, \"use_dora\": true, \"use_rslora\": ",
+                                                          rslora ? "true" : "false", "}"));
+      std::string out;
+      ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() + "/tests/plugins/adapters/lora_reference.py " + dir, &out), 0) << out;
+      auto expected = SafetensorsFile::Open(dir + "/expected.safetensors");
+      ASSERT_TRUE(expected.ok());
+      EXPECT_LT((m0 - *expected->Get("m0")).abs().max().item<double>(), 1e-5) << weight;
+      EXPECT_LT((y.detach() - *expected->Get("y")).abs().max().item<double>(), 1e-4) << weight << " rslora " << rslora;
+      EXPECT_LT((M.grad() - *expected->Get("gm")).abs().max().item<double>(), 1e-3) << weight;
+      EXPECT_LT((A.grad() - *expected->Get("gA")).abs().max().item<double>(), 1e-3) << weight;
+      EXPECT_LT((B.grad() - *expected->Get("gB")).abs().max().item<double>(), 1e-3) << weight;
+      EXPECT_GT(M.grad().abs().max().item<double>(), 1e-3);  // the magnitudes train
+    }
+    // Sites not targeted pass the base output through.
+    const at::Tensor base_out = at::randn({2, config.hidden_size});
+    EXPECT_TRUE(at::equal(lora->Adapt(0, LinearSite::kV, probe, probe, at::Tensor(), base_out), base_out));
+  }
+}
+
+// DoRA on every linear layer of a Llama: at PEFT's initialisation (B zero, m = ||W||)
+// the adapted model is the base; with B and m moved, it equals llama_reference.py
+// with PEFT's DoRA forward on the saved adapter, and our merge equals PEFT's merged
+// weight there (g ⊙ (W + scaling BA)); the saved adapter (use_dora, the magnitudes
+// under PEFT's lora_magnitude_vector names) reloads to the same logits; one without
+// its magnitudes is refused by name.
+TEST(LoraAdapterTest, DoraModelMatchesPeftMergesAndReloads) {
+  const ModelConfig config = testing::TinyTrainerModelConfig();
+  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"use_dora", true},
+                    {"target_modules", std::vector<std::string>{"all-linear"}}});
+  ASSERT_TRUE(lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 2).ok());
+  auto model = CausalLM::Random(config, at::kFloat, 3);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm") == std::string::npos) p.mul_(10.0);
+    }
+  }
+  ASSERT_TRUE(lora->Initialize(**model).ok());
+  (*model)->set_adapter(lora.get());
+  const at::Tensor ids = at::randint(config.vocab_size, {2, 6}, at::kLong);
+  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
+  c10::NoGradGuard no_grad;
+  const at::Tensor base = (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_LT(((*model)->Forward(ids, pos, at::Tensor(), nullptr) - base).abs().max().item<double>(), 1e-4);
+  RandomizeB(*lora, 6);
+  at::manual_seed(7);
+  for (auto& [name, p] : lora->NamedParameters()) {
+    if (absl::EndsWith(name, ".lora_magnitude_vector")) at::Tensor(p).mul_(1 + 0.2 * at::randn(p.sizes()));
+  }
+  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_GT((adapted - base).abs().max().item<double>(), 1e-2);
+  std::vector<std::vector<std::int64_t>> seqs;
+  for (int b = 0; b < 2; ++b) seqs.emplace_back(ids[b].data_ptr<std::int64_t>(), ids[b].data_ptr<std::int64_t>() + 6);
+  EXPECT_LT(((*model)->Logits((*model)->PackedHidden(PackSequences(seqs))).view({2, 6, -1}) - adapted).abs().max().item<double>(), 1e-4);
+
+  const std::string dir = testing::TempDir("dora_model");
+  ASSERT_TRUE(SaveCausalLM(*(*model)->BaseView(), dir).ok());
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  ASSERT_TRUE(lora->Save(dir + "/adapter", **model, "tiny").ok());
+  const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"));
+  EXPECT_EQ(saved["use_dora"], true);
+  auto file = SafetensorsFile::Open(dir + "/adapter/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->Get("base_model.model.model.layers.1.mlp.up_proj.lora_magnitude_vector")->sizes(),
+            at::IntArrayRef({config.intermediate_size}));
+  auto reference = [&](const std::string& mode) {
+    std::string out;
+    EXPECT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/llama_reference.py " +
+                                      dir + " --adapter " + dir + "/adapter " + mode, &out), 0) << out;
+    auto logits = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+    return logits.ok() ? *logits->Get("logits") : at::zeros_like(adapted);
+  };
+  EXPECT_LT((adapted - reference("")).abs().max().item<double>(), 1e-4);
+  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
+  ASSERT_TRUE(lora->MergeInto(*merged).ok());
+  const at::Tensor merged_logits = merged->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_LT((merged_logits - reference("--merged")).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((merged_logits - adapted).abs().max().item<double>(), 1e-4);
+
+  std::unique_ptr<CausalLM> fresh = (*model)->BaseView()->Clone();
+  auto loaded = LoadSavedAdapter(testing::BuiltinHost().registry(), dir + "/adapter", *fresh);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  fresh->set_adapter(loaded->get());
+  EXPECT_LT((fresh->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-6);
+  fresh->set_adapter(nullptr);
+
+  // A plain LoRA file under a config that says use_dora lacks the magnitudes.
+  nlohmann::json plain = saved;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const SafetensorsEntry& e : file->entries()) {
+    if (!absl::EndsWith(e.name, "lora_magnitude_vector")) tensors.push_back({e.name, *file->Get(e.name)});
+  }
+  ASSERT_TRUE(SaveSafetensors(dir + "/adapter/adapter_model.safetensors", tensors).ok());
+  auto missing = LoadSavedAdapter(testing::BuiltinHost().registry(), dir + "/adapter", *fresh);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("lacks 'base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector'"));
 }
 
 TEST(LoraAdapterTest, PeftInitialisationStartsAtTheBaseModel) {
@@ -613,11 +757,12 @@ TEST(LoraAdapterTest, AdapterEqualsMergedAndSurvivesSaveAndLoad) {
   EXPECT_LT(((*fresh)->Forward(ids, pos, at::Tensor(), nullptr) - adapted).abs().max().item<double>(), 1e-6);
 
   // A config asking for what is not implemented is refused by name.
-  saved_config["use_dora"] = true;
+  saved_config["layers_to_transform"] = {0};
   testing::WriteFile(dir + "/adapter_config.json", saved_config.dump());
-  auto dora = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
-  ASSERT_FALSE(dora.ok());
-  EXPECT_THAT(std::string(dora.status().message()), HasSubstr("use_dora = true"));
+  auto partial = LoadSavedAdapter(testing::BuiltinHost().registry(), dir, **fresh);
+  ASSERT_FALSE(partial.ok());
+  EXPECT_THAT(std::string(partial.status().message()), HasSubstr("layers_to_transform = [0]"));
+  saved_config.erase("layers_to_transform");
 
   // Fuzzing found a config whose lora_dropout (5.0) reached at::dropout and aborted:
   // an adapter_config.json is held to the plugin's option ranges like a recipe.

@@ -38,6 +38,13 @@ class Adapter : public LinearAdapter {
   // dtype of the adapter's weights, fp32 for training), initialised from `seed`.
   // InvalidArgument when its target modules match no layer of the model (naming them).
   virtual absl::Status Attach(const ModelConfig& config, const at::TensorOptions& options, std::uint64_t seed) = 0;
+  // Parameters that start from the base model's weights (DoRA's magnitudes, the row
+  // norms of W): called once after Attach with the model the adapter goes on, before
+  // training or Load. Default: nothing to do.
+  virtual absl::Status Initialize(const CausalLM& base) {
+    (void)base;
+    return absl::OkStatus();
+  }
   // The trainable parameters by the names they are saved under (PEFT's, e.g.
   // "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").
   virtual std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const = 0;

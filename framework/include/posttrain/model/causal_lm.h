@@ -228,11 +228,12 @@ class CausalLM {
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
   void Index();  // fills layers_ / embed_ / ... from params_
-  // x Wᵀ (+ b), plus the adapter's term for (layer, site); AddDelta adds the term
-  // to a projection already computed (the fused q/k/v and gate/up products).
+  // x Wᵀ (+ b), adapted for (layer, site) (LinearAdapter::Adapt); AddDelta adapts a
+  // projection `base` = x wᵀ (+ b) already computed (the fused q/k/v and gate/up products).
   at::Tensor Project(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,
                      const at::Tensor& b) const;
-  at::Tensor AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& base) const;
+  at::Tensor AddDelta(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                      const at::Tensor& base) const;
   // cos/sin [B, 1, T, D] of the RoPE of position_ids [B, T]: the global table, or
   // with `local` Gemma 3's windowed layers' (local_rope_theta).
   std::pair<at::Tensor, at::Tensor> RopeCosSin(const at::Tensor& position_ids, bool local = false) const;

@@ -2,7 +2,8 @@
 // projections of each decoder layer ask an installed LinearAdapter for a term to add to
 // their output. The model never knows which adapter, or whether there is one.
 //
-//   out = x Wᵀ (+ b) + adapter->Delta(layer, site, x)      (Delta undefined: nothing)
+//   out = adapter->Adapt(layer, site, x, W, b, x Wᵀ (+ b))
+//       = x Wᵀ (+ b) + adapter->Delta(layer, site, x)      (by default; Delta undefined: nothing)
 #pragma once
 
 #include <cstdint>
@@ -72,6 +73,18 @@ class LinearAdapter {
   // [..., in_features]: [..., out_features], or an undefined tensor where this site
   // is not adapted. Differentiable in the adapter's parameters.
   virtual at::Tensor Delta(std::int64_t layer, LinearSite site, const at::Tensor& x) const = 0;
+  // The adapted output of projection `site` of decoder layer `layer`: w [out, in] its
+  // base weight (this site's rows of a fused module), b its bias (undefined: none),
+  // base = x wᵀ + b as the model computed it, [..., out], in base's dtype. By default
+  // base + Delta(layer, site, x); adapters that also rescale the base output (DoRA's
+  // magnitudes) override it.
+  virtual at::Tensor Adapt(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,
+                           const at::Tensor& b, const at::Tensor& base) const {
+    (void)w;
+    (void)b;
+    const at::Tensor delta = Delta(layer, site, x);
+    return delta.defined() ? base + delta.to(base.scalar_type()) : base;
+  }
 };
 
 }  // namespace posttrain
