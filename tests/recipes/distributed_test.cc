@@ -213,6 +213,32 @@ TEST(FsdpLoraTest, FullShardWithAnAdapterEqualsDataParallel) {
   EXPECT_LT(parameters_mib(fsdp_log), parameters_mib(dp_log) - 0.4) << fsdp_log;
 }
 
+// DoRA composes with fsdp too: its weight norms read each layer's gathered weights,
+// and its magnitudes train replicated; two full_shard ranks give the adapter (A, B
+// and the magnitudes) two data-parallel ranks give (seen: bit-identical).
+TEST(FsdpLoraTest, DoraFullShardEqualsDataParallel) {
+  const std::string dir = testing::TempDir("fsdp_dora");
+  const std::string overrides =
+      "peft.use_dora=true trainer.max_steps=3 trainer.learning_rate=1e-3 trainer.max_length=96 trainer.max_prompt_length=64 "
+      "trainer.logging_steps=1 trainer.eval_on_start=false data.max_examples=16 eval_data.max_examples=4 "
+      "trainer.per_device_train_batch_size=2";
+  for (const char* mode : {"dp", "fsdp"}) {
+    std::string log;
+    const std::string extra = std::string(mode) == "fsdp" ? " trainer.fsdp=full_shard" : "";
+    ASSERT_EQ(testing::RunCommand(Launch("--nproc-per-node 2", RecipeArgs("recipes/dpo/stories260K_hh_lora.toml",
+                                                                          dir + "/" + mode, overrides + extra)) +
+                                      " 2>&1",
+                                  &log),
+              0)
+        << log;
+  }
+  auto saved = testing::LoadTensors(dir + "/fsdp/final/adapter_model.safetensors");
+  EXPECT_EQ(saved.count("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"), 1u);
+  const AdapterComparison c = CompareAdapters(dir + "/dp/final", dir + "/fsdp/final");
+  EXPECT_GT(c.change, 1e-4) << "nothing was trained";
+  EXPECT_LE(c.diff, 1e-5) << "largest lora_B entry " << c.change;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     SftDpoGrpo, DataParallelTest,
     ::testing::Values(
