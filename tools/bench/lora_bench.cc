@@ -1,6 +1,6 @@
-// LoRA against full fine-tuning: trainable parameters, gradient and AdamW state
-// bytes, and the time of a training step (forward + backward of an SFT loss over a
-// batch, then the optimizer), on a random model of the stories15M shape.
+// LoRA (and DoRA, use_dora) against full fine-tuning: trainable parameters, gradient
+// and AdamW state bytes, and the time of a training step (forward + backward of an SFT
+// loss over a batch, then the optimizer), on a random model of the stories15M shape.
 //
 //   build/bin/lora_bench [--r 8] [--targets all-linear] [--batch 8] [--length 256] [--steps 3]
 //
@@ -92,12 +92,23 @@ int Main(int argc, char** argv) {
 
   const RegisteredComponent* c = host.registry().Find(ComponentKind::kAdapter, "lora");
   if (c == nullptr) return 1;
-  auto lora = host.registry().Create<Adapter>(ComponentConfig(
-      "lora", &c->registration.schema,
-      {{"r", r}, {"lora_alpha", static_cast<double>(2 * r)}, {"target_modules", std::vector<std::string>{targets}}}, "bench"));
-  if (!lora.ok() || !(*lora)->Attach(config, at::TensorOptions().dtype(at::kFloat), 0).ok()) return 1;
-  (*model)->set_adapter(lora->get());
-  const Result adapter = Measure(**model, (*lora)->NamedParameters(), batch, length, steps);
+  auto measure_adapter = [&](bool dora, Result* out) {
+    auto lora = host.registry().Create<Adapter>(ComponentConfig(
+        "lora", &c->registration.schema,
+        {{"r", r}, {"lora_alpha", static_cast<double>(2 * r)}, {"use_dora", dora},
+         {"target_modules", std::vector<std::string>{targets}}},
+        "bench"));
+    if (!lora.ok() || !(*lora)->Attach(config, at::TensorOptions().dtype(at::kFloat), 0).ok() ||
+        !(*lora)->Initialize(**model).ok()) {
+      return false;
+    }
+    (*model)->set_adapter(lora->get());
+    *out = Measure(**model, (*lora)->NamedParameters(), batch, length, steps);
+    (*model)->set_adapter(nullptr);
+    return true;
+  };
+  Result adapter, dora;
+  if (!measure_adapter(false, &adapter) || !measure_adapter(true, &dora)) return 1;
 
   auto mib = [](std::int64_t b) { return static_cast<double>(b) / (1 << 20); };
   std::printf("stories15M shape (%.1fM parameters), batch %lld x %lld tokens, AdamW\n",
@@ -108,9 +119,14 @@ int Main(int argc, char** argv) {
               mib(full.grad_bytes), mib(full.state_bytes), full.step_s);
   std::printf("%-28s %14lld %12.2f %16.2f %12.3f\n", ("LoRA r=" + std::to_string(r) + " " + targets).c_str(),
               static_cast<long long>(adapter.trainable), mib(adapter.grad_bytes), mib(adapter.state_bytes), adapter.step_s);
+  std::printf("%-28s %14lld %12.2f %16.2f %12.3f\n", ("DoRA r=" + std::to_string(r) + " " + targets).c_str(),
+              static_cast<long long>(dora.trainable), mib(dora.grad_bytes), mib(dora.state_bytes), dora.step_s);
   std::printf("LoRA / full: trainable %.2f%%, optimizer state %.2f%%\n",
               100.0 * static_cast<double>(adapter.trainable) / static_cast<double>(full.trainable),
               100.0 * static_cast<double>(adapter.state_bytes) / static_cast<double>(full.state_bytes));
+  std::printf("DoRA / full: trainable %.2f%%, optimizer state %.2f%%\n",
+              100.0 * static_cast<double>(dora.trainable) / static_cast<double>(full.trainable),
+              100.0 * static_cast<double>(dora.state_bytes) / static_cast<double>(full.state_bytes));
   return 0;
 }
 
