@@ -270,14 +270,15 @@ TEST(CliTest, TrlStyleCommandLinesRunSftDpoAndGrpo) {
   EXPECT_THAT(resolved, HasSubstr("per_device_train_batch_size = 2"));
   ASSERT_EQ(testing::RunCommand(Cli("dpo" + model + " --dataset_name " + testing::RepoDataPath("hh_rlhf_harmless_base_test_head512.jsonl.gz") +
                                     " --output_dir " + dir + "/dpo --max_steps 2 --per_device_train_batch_size 2 --max_length 96 "
-                                    "--use_peft --lora_r 4 --lora_target_modules q_proj v_proj --beta 0.2"),
+                                    "--use_peft --lora_r 4 --lora_target_modules q_proj v_proj --use_dora --beta 0.2"),
                                 &out),
             0)
       << out;
   resolved = testing::ReadFile(dir + "/dpo/recipe.resolved.toml");
   EXPECT_THAT(resolved, HasSubstr("target_modules = [ 'q_proj', 'v_proj' ]"));
   EXPECT_THAT(resolved, HasSubstr("r = 4"));
-  EXPECT_TRUE(std::filesystem::exists(dir + "/dpo/final/adapter_config.json"));
+  EXPECT_THAT(resolved, HasSubstr("use_dora = true"));
+  EXPECT_THAT(testing::ReadFile(dir + "/dpo/final/adapter_config.json"), HasSubstr("\"use_dora\": true"));
   // GRPO: the default sampler is added, max_completion_length set for trainer and sampler alike.
   ASSERT_EQ(testing::RunCommand(Cli("grpo" + model + " --dataset_name " + testing::RepoDataPath("gsm8k_test_head128.jsonl") +
                                     " --reward_funcs accuracy --output_dir " + dir + "/grpo --max_steps 2 --num_generations 2 "

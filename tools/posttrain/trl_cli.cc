@@ -104,7 +104,7 @@ absl::StatusOr<Recipe> CommandLineRecipe(const Registry& registry, const std::st
       {"peft", peft ? registry.Find(ComponentKind::kAdapter, type_of("peft", "lora")) : nullptr}};
   static const std::map<std::string, std::string> kPeftFlags = {
       {"lora_r", "r"}, {"lora_alpha", "lora_alpha"}, {"lora_dropout", "lora_dropout"},
-      {"lora_target_modules", "target_modules"}, {"use_rslora", "use_rslora"}};
+      {"lora_target_modules", "target_modules"}, {"use_rslora", "use_rslora"}, {"use_dora", "use_dora"}};
   for (const auto& [key, values] : flags) {
     if (key == "config") continue;
     if (key == "model_name_or_path") {
