@@ -205,6 +205,39 @@ TEST(TrainingRecipeTest, FinalModelHasHfNamesShapesDtypesAndGenerates) {
   ASSERT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + dir + "/run/final --prompt 'Once' --max-new-tokens 8", &out), 0) << out;
 }
 
+// Logits of stories260K on two fixed random rows of 24 tokens: the base alone, the
+// base with the saved adapter `adapter_dir` loaded, and the model `posttrain merge`
+// writes from them into `merged_dir` (undefined tensors where a step failed).
+struct AdapterLogits {
+  at::Tensor plain, with_adapter, merged, ids, pos;
+};
+AdapterLogits LogitsWithAdapterAndMerged(const std::string& adapter_dir, const std::string& merged_dir) {
+  AdapterLogits r;
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(testing::CliPath() + " merge --model " + testing::Stories260KDir() + " --adapter " +
+                                    adapter_dir + " --out " + merged_dir,
+                                &out),
+            0)
+      << out;
+  auto base = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
+  auto merged = LoadCausalLM(merged_dir, at::kFloat);
+  EXPECT_TRUE(base.ok() && merged.ok());
+  if (!base.ok() || !merged.ok()) return r;
+  auto adapter = LoadSavedAdapter(testing::BuiltinHost().registry(), adapter_dir, **base);
+  EXPECT_TRUE(adapter.ok()) << adapter.status();
+  if (!adapter.ok()) return r;
+  c10::NoGradGuard no_grad;
+  at::manual_seed(0);
+  r.ids = at::randint(512, {2, 24}, at::kLong);
+  r.pos = at::arange(24, at::kLong).unsqueeze(0).expand({2, 24});
+  r.plain = (*base)->Forward(r.ids, r.pos, at::Tensor(), nullptr);
+  (*base)->set_adapter(adapter->get());
+  r.with_adapter = (*base)->Forward(r.ids, r.pos, at::Tensor(), nullptr);
+  (*base)->set_adapter(nullptr);
+  r.merged = (*merged)->Forward(r.ids, r.pos, at::Tensor(), nullptr);
+  return r;
+}
+
 // DPO with a LoRA adapter: final/ is the adapter in PEFT's layout; the base with the
 // adapter loaded and the merged model (posttrain merge) give the same logits; the
 // reference was the base without the adapter (no copy: the run's parameters are the
@@ -228,24 +261,11 @@ TEST(TrainingRecipeTest, LoraDpoSavesAPeftAdapterThatEqualsItsMergedModel) {
   EXPECT_FALSE(fs::exists(dir + "/run/final/model.safetensors"));
   // Parameters held: the base (0.992 MiB) and the adapter (0.353 MiB), no reference copy.
   EXPECT_THAT(testing::ReadFile(dir + "/run/run.log"), HasSubstr("parameters 1.345 MiB"));
-  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " merge --model " + testing::Stories260KDir() + " --adapter " + dir +
-                                    "/run/final --out " + dir + "/merged",
-                                &out),
-            0)
-      << out;
-  auto base = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
-  auto merged = LoadCausalLM(dir + "/merged", at::kFloat);
-  ASSERT_TRUE(base.ok() && merged.ok());
-  auto adapter = LoadSavedAdapter(testing::BuiltinHost().registry(), dir + "/run/final", **base);
-  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  const AdapterLogits logits = LogitsWithAdapterAndMerged(dir + "/run/final", dir + "/merged");
+  ASSERT_TRUE(logits.merged.defined());
   c10::NoGradGuard no_grad;
-  at::manual_seed(0);
-  const at::Tensor ids = at::randint(512, {2, 24}, at::kLong);
-  const at::Tensor pos = at::arange(24, at::kLong).unsqueeze(0).expand({2, 24});
-  const at::Tensor plain = (*base)->Forward(ids, pos, at::Tensor(), nullptr);
-  (*base)->set_adapter(adapter->get());
-  const at::Tensor with_adapter = (*base)->Forward(ids, pos, at::Tensor(), nullptr);
-  const at::Tensor merged_logits = (*merged)->Forward(ids, pos, at::Tensor(), nullptr);
+  const at::Tensor &ids = logits.ids, &pos = logits.pos, &plain = logits.plain, &with_adapter = logits.with_adapter;
+  const at::Tensor& merged_logits = logits.merged;
   // fp32: W x + s·B(A x) and (W + s·BA) x round differently, through five layers.
   // The merged model's fp32 logits are `rounding` away from its exact (float64)
   // forward (seen: 8.8e-6 to 9.9e-6 at max |logit| 16); the adapter's must be as close
@@ -314,25 +334,10 @@ TEST(TrainingRecipeTest, DoraDpoSavesAPeftAdapterThatEqualsItsMergedModel) {
   auto file = SafetensorsFile::Open(dir + "/run/final/adapter_model.safetensors");
   ASSERT_TRUE(file.ok());
   EXPECT_TRUE(file->Get("base_model.model.model.layers.4.mlp.gate_proj.lora_magnitude_vector").ok());
-  ASSERT_EQ(testing::RunCommand(testing::CliPath() + " merge --model " + testing::Stories260KDir() + " --adapter " + dir +
-                                    "/run/final --out " + dir + "/merged",
-                                &out),
-            0)
-      << out;
-  auto base = LoadCausalLM(testing::Stories260KDir(), at::kFloat);
-  auto merged = LoadCausalLM(dir + "/merged", at::kFloat);
-  ASSERT_TRUE(base.ok() && merged.ok());
-  auto adapter = LoadSavedAdapter(testing::BuiltinHost().registry(), dir + "/run/final", **base);
-  ASSERT_TRUE(adapter.ok()) << adapter.status();
-  c10::NoGradGuard no_grad;
-  at::manual_seed(0);
-  const at::Tensor ids = at::randint(512, {2, 24}, at::kLong);
-  const at::Tensor pos = at::arange(24, at::kLong).unsqueeze(0).expand({2, 24});
-  const at::Tensor plain = (*base)->Forward(ids, pos, at::Tensor(), nullptr);
-  (*base)->set_adapter(adapter->get());
-  const at::Tensor with_adapter = (*base)->Forward(ids, pos, at::Tensor(), nullptr);
-  EXPECT_LT((with_adapter - (*merged)->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-4);
-  EXPECT_GT((with_adapter - plain).abs().max().item<double>(), 1e-4) << "the adapter changed nothing";
+  const AdapterLogits logits = LogitsWithAdapterAndMerged(dir + "/run/final", dir + "/merged");
+  ASSERT_TRUE(logits.merged.defined());
+  EXPECT_LT((logits.with_adapter - logits.merged).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((logits.with_adapter - logits.plain).abs().max().item<double>(), 1e-4) << "the adapter changed nothing";
   ASSERT_EQ(testing::RunCommand(testing::CliPath() + " generate --model " + testing::Stories260KDir() + " --adapter " + dir +
                                     "/run/final --prompt 'Once' --max-new-tokens 8",
                                 &out),
