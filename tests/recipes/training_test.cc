@@ -103,16 +103,19 @@ std::string RandomMixtral(const std::string& dir, const std::string& name, doubl
 // A Mixtral with output_router_logits: SFT and DPO add router_aux_loss_coef · aux_loss
 // to the loss and log aux_loss (about top_k = 2 for a near-balanced router). At the
 // first step (the same weights) the loss with coefficient 0.5 exceeds the one with 0
-// by exactly 0.5 · aux_loss. The saved config keeps both keys.
+// by exactly 0.5 · aux_loss; so does the evaluation before it (eval_loss holds the
+// term, as TRL's does), and DPO's and KTO's evaluations log eval_aux_loss too. The
+// saved config keeps both keys.
 TEST(TrainingRecipeTest, MixtureOfExpertsTrainWithTheRoutersLoadBalancingLoss) {
   const std::string dir = testing::TempDir("moe_aux");
   const std::string with = RandomMixtral(dir, "with", 0.5), without = RandomMixtral(dir, "without", 0.0);
+  std::map<std::string, nlohmann::json> eval_at_start;  // by run name
   auto run = [&](const std::string& model, const std::string& name, const std::string& trainer, std::string* log = nullptr) {
     std::string out;
     EXPECT_EQ(testing::RunCommand("cd " + testing::SourceDir() + " && " + testing::CliPath() + " run " + trainer +
                                       " output_dir=" + dir + "/" + name + " model.path=" + model +
                                       " trainer.max_steps=2 trainer.logging_steps=1 trainer.eval_steps=0 "
-                                      "trainer.eval_on_start=false trainer.save_steps=0 2>&1",
+                                      "trainer.eval_on_start=true trainer.save_steps=0 2>&1",
                                   &out),
               0)
         << out;
@@ -121,7 +124,8 @@ TEST(TrainingRecipeTest, MixtureOfExpertsTrainWithTheRoutersLoadBalancingLoss) {
     std::istringstream lines(testing::ReadFile(dir + "/" + name + "/metrics.jsonl"));
     for (std::string line; std::getline(lines, line);) {
       nlohmann::json m = nlohmann::json::parse(line);
-      if (m.contains("loss")) metrics.push_back(std::move(m));  // training steps, not the closing evaluation
+      if (m.contains("loss")) metrics.push_back(std::move(m));  // training steps
+      if (m.contains("eval_loss") && m["step"] == 0) eval_at_start[name] = m;
     }
     return metrics;
   };
@@ -136,12 +140,26 @@ TEST(TrainingRecipeTest, MixtureOfExpertsTrainWithTheRoutersLoadBalancingLoss) {
   EXPECT_LT(aux, 4.0);
   EXPECT_NEAR(sft[0]["aux_loss"].get<double>(), sft0[0]["aux_loss"].get<double>(), 1e-6);  // the same weights
   EXPECT_NEAR(sft[0]["loss"].get<double>() - sft0[0]["loss"].get<double>(), 0.5 * aux, 1e-4);
+  ASSERT_TRUE(eval_at_start.count("sft") && eval_at_start.count("sft0"));
+  const double eval_aux = eval_at_start["sft"]["eval_aux_loss"].get<double>();
+  EXPECT_GT(eval_aux, 1.5);
+  EXPECT_NEAR(eval_at_start["sft"]["eval_loss"].get<double>() - eval_at_start["sft0"]["eval_loss"].get<double>(),
+              0.5 * eval_aux, 1e-4);
   const auto dpo = run(with, "dpo", "recipes/dpo/stories260K_hh_harmless.toml trainer.max_length=96 trainer.max_prompt_length=64 "
                             "data.max_examples=16 eval_data.max_examples=8");
   ASSERT_EQ(dpo.size(), 2u);
   EXPECT_TRUE(dpo[0].contains("aux_loss"));
   // Step 1: the policy is the reference, so DPO's loss is log 2, plus 0.5 · aux_loss.
   EXPECT_NEAR(dpo[0]["loss"].get<double>(), std::log(2.0) + 0.5 * dpo[0]["aux_loss"].get<double>(), 1e-4);
+  ASSERT_TRUE(eval_at_start.count("dpo"));
+  EXPECT_NEAR(eval_at_start["dpo"]["eval_loss"].get<double>(),
+              std::log(2.0) + 0.5 * eval_at_start["dpo"]["eval_aux_loss"].get<double>(), 1e-4);
+  const auto kto = run(with, "kto", "recipes/kto/stories260K_hh_harmless.toml trainer.max_length=96 trainer.max_prompt_length=64 "
+                            "data.max_examples=16 eval_data.max_examples=8");
+  ASSERT_EQ(kto.size(), 2u);
+  EXPECT_TRUE(kto[0].contains("aux_loss"));
+  ASSERT_TRUE(eval_at_start.count("kto"));
+  EXPECT_GT(eval_at_start["kto"]["eval_aux_loss"].get<double>(), 1.5);
   const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/dpo/final/config.json"));
   EXPECT_EQ(saved["output_router_logits"], true);
   EXPECT_EQ(saved["router_aux_loss_coef"], 0.5);

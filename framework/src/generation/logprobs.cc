@@ -1,7 +1,5 @@
 #include "posttrain/generation/logprobs.h"
 
-#include <c10/core/GradMode.h>
-
 #include <algorithm>
 #include <map>
 
@@ -86,7 +84,7 @@ PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<st
 at::Tensor CompletionHiddenStates(const CausalLM& model, const CompletionBatch& batch) {
   const std::int64_t n = batch.input_ids.size(0), C = batch.completion_mask.size(1);
   std::vector<std::int64_t> predicting;
-  const PackedSequences packed = PackCompletionBatch(batch, &predicting, model.records_router() && at::GradMode::is_enabled());
+  const PackedSequences packed = PackCompletionBatch(batch, &predicting, model.records_router());
   const at::Tensor hidden = model.PackedHidden(packed);  // [tokens, H]
   const at::Tensor index = at::tensor(predicting, hidden.options().dtype(at::kLong));
   return hidden.index_select(0, index).view({n, C, hidden.size(1)});

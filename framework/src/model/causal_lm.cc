@@ -1486,7 +1486,7 @@ at::Tensor PackedTokenWeights(const PackedSequences& packed) {
 
 void CausalLM::BeginRouterForward(const std::function<at::Tensor()>& weights) const {
   router_weights_ = at::Tensor();
-  if (!record_router_ || !at::GradMode::is_enabled() || config_.num_experts == 0 || config_.router_sigmoid) return;
+  if (!records_router() || config_.num_experts == 0 || config_.router_sigmoid) return;
   router_weights_ = weights().to(device(), at::kFloat);
   router_forward_weight_ = router_weights_.sum().item<double>();
 }

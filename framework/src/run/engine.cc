@@ -21,6 +21,7 @@
 
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
@@ -1185,6 +1186,12 @@ absl::Status Run::Evaluate(std::int64_t step) {
     POSTTRAIN_RETURN_IF_ERROR(EvaluateRollouts(step, &eval_window));
   } else {
     Autocast autocast(o_.bf16, device_);
+    // The policy's evaluation forwards record their routers too: TRL's eval loss
+    // holds router_aux_loss_coef · aux_loss as the training loss does.
+    if (router_aux_coef_ >= 0) p_.policy->set_record_router(true, /*without_grad=*/true);
+    const auto record_again = absl::MakeCleanup([this] {
+      if (router_aux_coef_ >= 0) p_.policy->set_record_router(true);
+    });
     const auto eb = static_cast<size_t>(o_.per_device_eval_batch_size);
     std::vector<std::int64_t> all(p_.eval_examples.size());
     std::iota(all.begin(), all.end(), 0);
@@ -1202,7 +1209,15 @@ absl::Status Run::Evaluate(std::int64_t step) {
       input.training = false;
       input.batch = batch;
       input.tokens = tokens;
+      if (router_aux_coef_ >= 0) p_.policy->TakeRouterAuxLoss();  // nothing left from before
       POSTTRAIN_ASSIGN_OR_RETURN(StepOutput out, CallNoThrow("trainer eval", [&] { return p_.trainer->Step(input); }));
+      if (router_aux_coef_ >= 0) {
+        const at::Tensor aux = p_.policy->TakeRouterAuxLoss();
+        if (aux.defined() && out.loss.defined()) {
+          out.loss = out.loss + router_aux_coef_ * aux;
+          out.metrics["aux_loss"] = aux.item<double>();
+        }
+      }
       if (out.loss.defined()) out.metrics["loss"] = out.loss.item<double>();
       // Per-token metrics are weighted by the batch's tokens when the trainer says
       // how many there were, so eval_loss is the exact mean over all eval tokens.

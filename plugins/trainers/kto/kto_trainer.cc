@@ -14,6 +14,7 @@
 // logps/chosen, logps/rejected.
 #include <c10/core/GradMode.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "posttrain/generation/logprobs.h"
 #include "posttrain/losses/preference_losses.h"
 #include "posttrain/model/causal_lm.h"
@@ -73,6 +74,13 @@ class KtoTrainer final : public Trainer {
         std::vector<std::vector<std::int64_t>> kl_completions;
         for (size_t row : kl_rows) kl_completions.push_back(completions[row]);
         CompletionBatch kl_batch = MakeCompletionBatch(prompts, kl_completions, policy_->device());
+        // TRL's aux loss comes from the main forward only: an evaluation's router
+        // recording (which runs without a graph) skips the KL pairs.
+        const bool recording = policy_->records_router();
+        if (recording) policy_->set_record_router(true, /*without_grad=*/false);
+        const auto record_again = absl::MakeCleanup([&] {
+          if (recording) policy_->set_record_router(true, /*without_grad=*/true);
+        });
         kl = (CompletionLogprobs(*policy_, kl_batch, 1.0).sum(1) - CompletionLogprobs(*reference_, kl_batch, 1.0).sum(1)).sum();
       }
     }

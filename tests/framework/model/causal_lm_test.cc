@@ -2684,8 +2684,9 @@ TEST(CausalLMTest, MixtureOfExpertsGradientsMatchFiniteDifferences) {
 //   - CompletionLogprobs over the pair, packed with the prompt once (it counts twice)
 //     and the completions' last tokens fed too;
 //   - a left-padded row counts only its real tokens: as the row alone, packed.
-// The loss is differentiable w.r.t. the routers; forwards without a graph, or with
-// recording off, record nothing; the take clears.
+// The loss is differentiable w.r.t. the routers; forwards without a graph (unless
+// recorded without_grad, as evaluation does), or with recording off, record nothing;
+// the take clears.
 TEST(CausalLMTest, RouterLoadBalancingLossMatchesTransformersOnEveryPath) {
   const nlohmann::json base = {{"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 40},
                                {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
@@ -2732,6 +2733,14 @@ TEST(CausalLMTest, RouterLoadBalancingLossMatchesTransformersOnEveryPath) {
       c10::NoGradGuard no_grad;  // no graph: nothing to train, nothing recorded
       model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr);
       EXPECT_FALSE(model->TakeRouterAuxLoss().defined());
+      model->set_record_router(true, /*without_grad=*/true);  // an evaluation's forwards
+      EXPECT_TRUE(model->records_router());
+      model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr);
+      const at::Tensor evaluated = model->TakeRouterAuxLoss();
+      ASSERT_TRUE(evaluated.defined());
+      EXPECT_NEAR(evaluated.item<double>(), expected, 1e-5);
+      model->set_record_router(true);
+      EXPECT_FALSE(model->records_router());
     }
     model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr);
     const at::Tensor rows = model->TakeRouterAuxLoss();

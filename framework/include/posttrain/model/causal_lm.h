@@ -31,6 +31,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include "absl/status/statusor.h"
 #include "posttrain/model/linear_adapter.h"
@@ -141,9 +142,9 @@ class CausalLM {
 
   // The routers' load-balancing loss (ModelConfig::output_router_logits;
   // transformers' load_balancing_loss_func, Fedus et al. 2021, eq. 4) of the softmax
-  // routers. While on, each Hidden/PackedHidden call that builds a graph (grad mode on)
-  // adds its MoE layers' routing to running sums, and TakeRouterAuxLoss returns and
-  // clears
+  // routers. While on, each Hidden/PackedHidden call that builds a graph (grad mode on),
+  // or with `without_grad` every call (an evaluation's forwards), adds its MoE layers'
+  // routing to running sums, and TakeRouterAuxLoss returns and clears
   //   L_aux = E · Σ_k Σ_e f[k, e] · P[e]
   // over the (MoE layer, token) pairs since the last take, as if their forwards were
   // one: f[k, e] the fraction of pairs whose k-th choice is expert e, P[e] the mean of
@@ -152,8 +153,12 @@ class CausalLM {
   // sequence continuing it (DPO's prompt, shared by chosen and rejected: twice).
   // Off by default (a reference, Clone, BaseView); the engine turns it on for the
   // trainers TRL adds the loss in (TrainerNeeds::router_aux_loss).
-  void set_record_router(bool on) { record_router_ = on; }
-  bool records_router() const { return record_router_; }
+  void set_record_router(bool on, bool without_grad = false) {
+    record_router_ = on;
+    record_without_grad_ = without_grad;
+  }
+  // Whether a forward starting now records.
+  bool records_router() const { return record_router_ && (record_without_grad_ || at::GradMode::is_enabled()); }
   // A scalar, fp32, differentiable w.r.t. the routers; undefined when nothing was
   // recorded (no MoE layer, or no forward since the last take).
   at::Tensor TakeRouterAuxLoss() const;
@@ -307,7 +312,7 @@ class CausalLM {
   at::Tensor embed_norm_, embed_norm_bias_;  // BLOOM's word_embeddings_layernorm, else undefined
   at::Tensor alibi_slopes_;  // BLOOM: [num_attention_heads] fp32 ALiBi slopes, else undefined
   bool dropout_ = false;
-  bool record_router_ = false;
+  bool record_router_ = false, record_without_grad_ = false;
   // The running sums of the recorded routing (see set_record_router): Σ w · one_hot
   // [k, E] (no grad), Σ w · probs [E], Σ w over (layer, token) pairs; and the current
   // forward's token weights (undefined outside a recorded forward).
