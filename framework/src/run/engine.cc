@@ -740,6 +740,19 @@ class Run {
   // >= 0: the policy records its routers' load and each training step's loss gets
   // this times the load-balancing loss (TrainerNeeds::router_aux_loss).
   double router_aux_coef_ = -1.0;
+  // Around a trainer step: drop what the policy recorded before it, then add
+  // router_aux_loss_coef · aux_loss of the step's forwards to its loss (TRL's) and
+  // log aux_loss. No-ops unless router_aux_coef_ >= 0.
+  void ClearRouterAuxLoss() {
+    if (router_aux_coef_ >= 0) p_.policy->TakeRouterAuxLoss();
+  }
+  void AddRouterAuxLoss(StepOutput* out) {
+    if (router_aux_coef_ < 0) return;
+    const at::Tensor aux = p_.policy->TakeRouterAuxLoss();
+    if (!aux.defined() || !out->loss.defined()) return;
+    out->loss = out->loss + router_aux_coef_ * aux;
+    out->metrics["aux_loss"] = aux.item<double>();
+  }
   std::vector<std::pair<std::string, at::Tensor>> trainable_, extras_, trainer_params_;
   std::unique_ptr<AdamW> optimizer_;
   SaveOptions save_;
@@ -1209,15 +1222,9 @@ absl::Status Run::Evaluate(std::int64_t step) {
       input.training = false;
       input.batch = batch;
       input.tokens = tokens;
-      if (router_aux_coef_ >= 0) p_.policy->TakeRouterAuxLoss();  // nothing left from before
+      ClearRouterAuxLoss();
       POSTTRAIN_ASSIGN_OR_RETURN(StepOutput out, CallNoThrow("trainer eval", [&] { return p_.trainer->Step(input); }));
-      if (router_aux_coef_ >= 0) {
-        const at::Tensor aux = p_.policy->TakeRouterAuxLoss();
-        if (aux.defined() && out.loss.defined()) {
-          out.loss = out.loss + router_aux_coef_ * aux;
-          out.metrics["aux_loss"] = aux.item<double>();
-        }
-      }
+      AddRouterAuxLoss(&out);
       if (out.loss.defined()) out.metrics["loss"] = out.loss.item<double>();
       // Per-token metrics are weighted by the batch's tokens when the trainer says
       // how many there were, so eval_loss is the exact mean over all eval tokens.
@@ -1396,17 +1403,10 @@ absl::StatusOr<std::map<std::string, double>> Run::TrainMicroBatches(std::int64_
     StepOutput output;
     {
       Autocast autocast(o_.bf16, device_);
-      if (router_aux_coef_ >= 0) p_.policy->TakeRouterAuxLoss();  // nothing left from before
+      ClearRouterAuxLoss();
       POSTTRAIN_ASSIGN_OR_RETURN(output, CallNoThrow(absl::StrCat("trainer '", p_.trainer_type, "'"),
                                                      [&] { return p_.trainer->Step(input); }));
-      if (router_aux_coef_ >= 0) {
-        // TRL: loss + router_aux_loss_coef * aux_loss over this micro-batch's policy forward.
-        const at::Tensor aux = p_.policy->TakeRouterAuxLoss();
-        if (aux.defined() && output.loss.defined()) {
-          output.loss = output.loss + router_aux_coef_ * aux;
-          output.metrics["aux_loss"] = aux.item<double>();
-        }
-      }
+      AddRouterAuxLoss(&output);
       if (output.loss.defined()) {
         const double loss = output.loss.item<double>();
         if (!std::isfinite(loss)) {
