@@ -252,15 +252,9 @@ class LoraAdapter final : public Adapter {
     for (std::int64_t layer = 0; layer < static_cast<std::int64_t>(modules_.size()); ++layer) {
       for (Module& m : modules_[static_cast<size_t>(layer)]) {
         for (size_t k = 0; k < m.module.parts.size(); ++k) {
-          const LinearModule::Part& part = m.module.parts[k];
-          const std::string name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(part.site), ".weight");
-          auto it = by_name.find(name);
-          if (it == by_name.end()) return absl::InternalError(absl::StrCat("lora: the model has no '", name, "'"));
-          const Slot slot{0, part.row_offset, part.rows, InterleavedRows(m.module, k, m.b.options().dtype(at::kLong))};
-          const at::Tensor w = it->second.to(m.b.device(), at::kDouble);
-          const at::Tensor norm = at::linalg_vector_norm(
-              w + at::matmul(RowsOf(m, slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_, 2, at::IntArrayRef{1}, false,
-              c10::nullopt);
+          POSTTRAIN_ASSIGN_OR_RETURN(const PartUpdate u, UpdateOfPart(by_name, layer, m, k));
+          const Slot& slot = u.slot;
+          const at::Tensor norm = at::linalg_vector_norm(u.updated, 2, at::IntArrayRef{1}, false, c10::nullopt).to(m.b.device());
           if (slot.rows_index.defined()) {
             m.magnitude.index_copy_(0, slot.rows_index, norm.to(m.magnitude.scalar_type()));
           } else {
@@ -414,24 +408,18 @@ class LoraAdapter final : public Adapter {
     std::map<std::string, at::Tensor> by_name(model.named_parameters().begin(), model.named_parameters().end());
     for (std::int64_t layer = 0; layer < static_cast<std::int64_t>(modules_.size()); ++layer) {
       for (const Module& m : modules_[static_cast<size_t>(layer)]) {
-        for (const LinearModule::Part& part : m.module.parts) {
-          // The model holds each projection of a fused module (Phi-3's qkv_proj) apart.
-          const std::string name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(part.site), ".weight");
-          auto it = by_name.find(name);
-          if (it == by_name.end()) return absl::InternalError(absl::StrCat("merge: the model has no '", name, "'"));
+        for (size_t k = 0; k < m.module.parts.size(); ++k) {
           // In float64, rounded once into the weight's dtype: the merged weight is the
           // nearest one to W + s·BA.
-          const Slot slot{0, part.row_offset, part.rows, InterleavedRows(m.module, static_cast<size_t>(&part - m.module.parts.data()),
-                                                                          m.b.options().dtype(at::kLong))};
-          at::Tensor delta = at::matmul(RowsOf(m, slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_;
-          at::Tensor w = it->second;
-          at::Tensor merged = w.to(at::kDouble) + delta.to(w.device());
+          POSTTRAIN_ASSIGN_OR_RETURN(const PartUpdate u, UpdateOfPart(by_name, layer, m, k));
+          at::Tensor w = u.weight;
+          at::Tensor merged = u.updated;
           if (dora_) {  // g ⊙ (W + scaling · BA), g = m / ||W + scaling · BA|| row by row
             const at::Tensor norm = at::linalg_vector_norm(merged, 2, at::IntArrayRef{1}, true, c10::nullopt);
-            merged = merged * (MagnitudeOf(m, slot).to(w.device(), at::kDouble).unsqueeze(1) / norm);
+            merged = merged * (MagnitudeOf(m, u.slot).to(w.device(), at::kDouble).unsqueeze(1) / norm);
           }
           if (!merged.isfinite().all().item<bool>()) {
-            return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", name, "' is not finite"));
+            return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", u.name, "' is not finite"));
           }
           w.copy_(merged.to(w.scalar_type()));
         }
@@ -476,6 +464,29 @@ class LoraAdapter final : public Adapter {
   std::string ModulePath(const std::string& name) const {
     const std::string theirs = CheckpointName(name);
     return theirs.substr(0, theirs.rfind('.'));
+  }
+
+  // Part k of module m of decoder layer `layer` against the model's tensors by name
+  // (the model holds each projection of a fused module, Phi-3's qkv_proj, apart): the
+  // projection's weight and name, its rows of B (Slot), and W + scaling · BA in
+  // float64 on the weight's device.
+  struct PartUpdate {
+    std::string name;
+    at::Tensor weight, updated;
+    Slot slot;
+  };
+  absl::StatusOr<PartUpdate> UpdateOfPart(const std::map<std::string, at::Tensor>& by_name, std::int64_t layer,
+                                          const Module& m, size_t k) const {
+    const LinearModule::Part& part = m.module.parts[k];
+    PartUpdate u;
+    u.name = absl::StrCat("model.layers.", layer, ".", LinearSiteModule(part.site), ".weight");
+    auto it = by_name.find(u.name);
+    if (it == by_name.end()) return absl::InternalError(absl::StrCat("lora: the model has no '", u.name, "'"));
+    u.weight = it->second;
+    u.slot = Slot{0, part.row_offset, part.rows, InterleavedRows(m.module, k, m.b.options().dtype(at::kLong))};
+    const at::Tensor delta = at::matmul(RowsOf(m, u.slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_;
+    u.updated = u.weight.to(at::kDouble) + delta.to(u.weight.device());
+    return u;
   }
 
   const Slot* SlotOf(std::int64_t layer, LinearSite site) const {
