@@ -81,7 +81,7 @@ int Main(int argc, char** argv) {
     if (flag == "--bf16") bf16 = std::string(argv[i + 1]) == "1";
   }
   auto dtype = ParseDtype(dtype_name);
-  if (dtype.ok()) ConfigureThreads(bf16 ? at::kBFloat16 : *dtype);
+  if (dtype.ok()) ConfigureThreads(bf16 ? at::kBFloat16 : *dtype, ThreadUse::kGeneration);
   auto stories = ReadLlama2cCheckpoint(data + "/stories260K.bin");
   auto converted = ConvertSentencePieceToHf(data + "/tok512.model");
   auto text = ReadTextFile(data + "/tinystories_head512KiB.txt");

@@ -219,8 +219,12 @@ int main(int argc, char** argv) {
     std::printf("posttrain: %s\n", POSTTRAIN_VERSION);
     const CpuInfo& cpu = DetectCpu();
     std::printf("cpu: %s\n", cpu.Describe().c_str());
-    std::printf("threads: %d OpenMP for fp32 compute, %d for bf16 (OMP_NUM_THREADS overrides)\n",
-                ConfigureThreads(at::kFloat), ConfigureThreads(at::kBFloat16));
+    const int fp32_training = ConfigureThreads(at::kFloat);
+    const int fp32_generation = ConfigureThreads(at::kFloat, ThreadUse::kGeneration);
+    const int bf16 = ConfigureThreads(at::kBFloat16);
+    std::printf("threads: %d OpenMP for fp32 training, %d for fp32 generation, %d for bf16; BLAS %s "
+                "(OMP_NUM_THREADS, OPENBLAS_NUM_THREADS override)\n",
+                fp32_training, fp32_generation, bf16, DescribeBlasThreads().c_str());
     std::printf("libtorch: %s, oneDNN (bf16 matmul) %s, CUDA %s\n", TORCH_VERSION,
                 at::hasMKLDNN() ? "built in" : "absent", torch::cuda::is_available() ? "available" : "not available");
     // The BLAS that fp32 matmul goes through: the library the loader resolved.

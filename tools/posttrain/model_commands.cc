@@ -106,7 +106,7 @@ absl::Status ConvertLlama2c() {
 absl::Status RunGenerate() {
   const GenerateArgs& a = generate_args;
   POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(a.dtype));
-  ConfigureThreads(dtype);
+  ConfigureThreads(dtype, ThreadUse::kGeneration);
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, LoadCausalLM(a.model, dtype));
   if (!a.adapter.empty()) POSTTRAIN_RETURN_IF_ERROR(Annotate(MergeSavedAdapter(a.adapter, *model), "--adapter"));
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(a.model));

@@ -49,12 +49,41 @@ std::string CpuInfo::Describe() const {
                                                        : "emulated (use fp32: bf16 autocast is slower here)");
 }
 
-int ConfigureThreads(at::ScalarType compute_dtype) {
+namespace {
+
+// OpenBLAS's pool, looked up rather than linked: libtorch links whichever BLAS the
+// system provides, and only OpenBLAS has this entry point.
+void SetBlasThreads(int threads) {
+  using SetNumThreads = void (*)(int);
+  auto set = reinterpret_cast<SetNumThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set != nullptr) set(threads);
+}
+
+}  // namespace
+
+int ConfigureThreads(at::ScalarType compute_dtype, ThreadUse use) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const bool half = compute_dtype == at::kBFloat16 || compute_dtype == at::kHalf;
+#if defined(POSTTRAIN_WITH_ONEDNN)
+  constexpr bool linear_in_onednn = true;
+#else
+  constexpr bool linear_in_onednn = false;
+#endif
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    at::set_num_threads(compute_dtype == at::kBFloat16 || compute_dtype == at::kHalf ? cores : 1);
+    // Without oneDNN, fp32 linear layers run in OpenBLAS's pool: OpenMP stays at one.
+    const bool all_cores = half || (linear_in_onednn && use == ThreadUse::kTraining);
+    at::set_num_threads(all_cores ? cores : 1);
   }
+  if (linear_in_onednn && std::getenv("OPENBLAS_NUM_THREADS") == nullptr) SetBlasThreads(1);
   return at::get_num_threads();
+}
+
+std::string DescribeBlasThreads() {
+  using GetNumThreads = int (*)();
+  auto get = reinterpret_cast<GetNumThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (get == nullptr) return "not OpenBLAS (its threads are its own)";
+  const int threads = get();
+  return absl::StrCat("OpenBLAS, ", threads, threads == 1 ? " thread" : " threads");
 }
 
 std::string DescribeAllocator(bool* keeps_freed_pages) {

@@ -1,6 +1,7 @@
 #include "posttrain/model/gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -32,12 +33,14 @@ bool Operand(const at::Tensor& t, char* trans, std::int64_t* ld) {
   return false;
 }
 
-// OpenMP threads for one call: every core, then what the caller had.
+// OpenMP threads for one call: every core, then what the caller had. OMP_NUM_THREADS,
+// when set (`posttrain launch` shares the cores out between ranks with it), wins.
 class AllCores {
  public:
   AllCores() : before_(omp_get_max_threads()) {
+    static const bool fixed = std::getenv("OMP_NUM_THREADS") != nullptr;
     const int cores = DetectCpu().cores;
-    if (before_ < cores) omp_set_num_threads(cores);
+    if (!fixed && before_ < cores) omp_set_num_threads(cores);
   }
   ~AllCores() { omp_set_num_threads(before_); }
   AllCores(const AllCores&) = delete;

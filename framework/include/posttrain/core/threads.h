@@ -1,10 +1,16 @@
-// Intra-op threads for libtorch, chosen by the compute dtype.
+// Threads for libtorch's intra-op work (OpenMP) and for the system BLAS (OpenBLAS).
 //
-// fp32 matmuls run in OpenBLAS, which keeps its own thread pool; extra OpenMP
-// threads only spin beside it (measured: stories15M-shaped generation 6.4 s with one
-// OpenMP thread vs 10.1 s with two). bf16 matmuls run in oneDNN on OpenMP threads,
-// which want every core (4.2 s vs 3.4 s). libgomp here starts with one thread.
-// OMP_NUM_THREADS, when set, always wins.
+// Two pools wanting every core fight: OpenBLAS's pthreads spin in sched_yield between
+// calls and take the cores from the OpenMP workers (measured on a 2-vCPU EPYC, SFT on
+// the stories15M shape at fp32: 1,054-1,139 tokens/s with OpenBLAS at 2 threads beside
+// one OpenMP thread, 821-932 with both pools at 2, 1,326-1,524 with OpenBLAS at 1 and
+// OpenMP at 2). Where posttrain's linear layers run in oneDNN's sgemm (gemm.h: every
+// linear layer and the LM head), OpenBLAS keeps only small products and runs on one
+// thread; OpenMP then gets every core for training. Generation of small models is
+// faster on one OpenMP thread at fp32 (stories260K, 16 x 128 tokens: 17,500-21,300
+// tokens/s on one, 11,400-12,800 on two: parallel regions cost more than they share
+// out). bf16 matmuls run in oneDNN on OpenMP threads and want every core.
+// OMP_NUM_THREADS, when set, wins for OpenMP; OPENBLAS_NUM_THREADS for OpenBLAS.
 #pragma once
 
 #include <string>
@@ -31,8 +37,15 @@ struct CpuInfo {
 
 const CpuInfo& DetectCpu();
 
-// Returns the number of OpenMP threads in use.
-int ConfigureThreads(at::ScalarType compute_dtype);
+// What the threads are set for: a training loop (forward, backward, optimizer; online
+// trainers' generation included) or generation alone (`posttrain generate`).
+enum class ThreadUse { kTraining, kGeneration };
+
+// Sets both pools as the header comment says. Returns the number of OpenMP threads.
+int ConfigureThreads(at::ScalarType compute_dtype, ThreadUse use = ThreadUse::kTraining);
+
+// "OpenBLAS, 1 thread", or "not OpenBLAS (its threads are its own)": for `posttrain env`.
+std::string DescribeBlasThreads();
 
 // The malloc this process runs on, for logs and `posttrain env`: "jemalloc, freed
 // pages kept (dirty_decay_ms -1)" when posttrain_program() linked it with
