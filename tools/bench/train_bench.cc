@@ -4,6 +4,7 @@
 //
 //   build/bin/train_bench [--mode sft|sft_packed|dpo|dpo_precompute] [--steps 6] [--batch 8]
 //                         [--bf16 0|1] [--vocab 32000] [--shape stories15M|stories260K]
+//                         [--profile trace.json]
 //
 // --vocab changes only the vocabulary (151936: Qwen3's), as ref_torch.py --vocab does.
 //
@@ -19,12 +20,16 @@
 //                  trainer (beta 0, one iteration), AdamW; generation included
 // Reported: real (non-padding) tokens per second over the timed steps (the first
 // step is a warm-up), and the child's peak resident memory.
+// --profile (with --mode, not grpo) records libtorch's operators over the timed steps
+// into a Chrome trace (the profiler slows the steps); tools/bench/trace_top.py sums
+// it by operator, self time first.
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -37,6 +42,7 @@
 #include "posttrain/plugin/plugin_host.h"
 #include "posttrain/train/adamw.h"
 #include "posttrain/train/tokenize.h"
+#include "torch/csrc/autograd/profiler_legacy.h"
 
 extern char** environ;
 
@@ -194,7 +200,8 @@ int RunGrpo(std::int64_t steps, bool bf16, const ModelConfig& shape) {
   return 0;
 }
 
-int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, bool bf16, const ModelConfig& shape) {
+int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, bool bf16, const ModelConfig& shape,
+            const std::string& profile) {
   const std::int64_t vocab = shape.vocab_size;
   if (mode == "grpo") return RunGrpo(steps, bf16, shape);
   ConfigureThreads(bf16 ? at::kBFloat16 : at::kFloat);
@@ -225,7 +232,9 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
   const double prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - prepare_start).count();
   std::int64_t tokens = 0;
   double seconds = 0;
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> recording;
   for (std::int64_t step = 0; step <= steps; ++step) {
+    if (step == 1 && !profile.empty()) recording = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
     std::vector<const Example*> examples;
     std::vector<const TokenizedExample*> batch_tokens;
     Example dummy;
@@ -244,6 +253,7 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
     seconds += s;
     for (const TokenizedExample* t : batch_tokens) tokens += RealTokens(*t);
   }
+  recording.reset();  // writes the trace
   PrintResult(mode, bf16, steps, batch, static_cast<double>(tokens), seconds,
               mode == "dpo_precompute" ? " (precompute " + std::to_string(prepare_s).substr(0, 5) + " s)" : "");
   return 0;
@@ -253,7 +263,7 @@ int RunMode(const std::string& mode, std::int64_t steps, std::int64_t batch, boo
 }  // namespace posttrain
 
 int main(int argc, char** argv) {
-  std::string mode, steps = "6", batch = "8", bf16 = "0", vocab = "0", shape = "stories15M";
+  std::string mode, steps = "6", batch = "8", bf16 = "0", vocab = "0", shape = "stories15M", profile;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--mode") mode = argv[i + 1];
@@ -262,6 +272,7 @@ int main(int argc, char** argv) {
     if (flag == "--bf16") bf16 = argv[i + 1];
     if (flag == "--vocab") vocab = argv[i + 1];
     if (flag == "--shape") shape = argv[i + 1];
+    if (flag == "--profile") profile = argv[i + 1];
   }
   if (std::stoll(vocab) != 0 && std::stoll(vocab) < 4) {
     std::fprintf(stderr, "--vocab must be at least 4\n");
@@ -272,7 +283,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   const posttrain::ModelConfig model_shape = posttrain::Shape(shape, std::stoll(vocab));
-  if (!mode.empty()) return posttrain::RunMode(mode, std::stoll(steps), std::stoll(batch), bf16 == "1", model_shape);
+  if (!profile.empty() && (mode.empty() || mode == "grpo")) {
+    std::fprintf(stderr, "--profile needs --mode sft, sft_packed, dpo or dpo_precompute\n");
+    return 2;
+  }
+  if (!mode.empty()) {
+    return posttrain::RunMode(mode, std::stoll(steps), std::stoll(batch), bf16 == "1", model_shape, profile);
+  }
   std::printf("%s-shaped random model (vocab %lld), variable-length data (prompts 16-128, completions 16-256 tokens)\n",
               shape.c_str(), static_cast<long long>(model_shape.vocab_size));
   std::fflush(stdout);

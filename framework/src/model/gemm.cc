@@ -1,6 +1,7 @@
 #include "posttrain/model/gemm.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -11,6 +12,14 @@
 #if defined(POSTTRAIN_WITH_ONEDNN)
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+
+// oneDNN's bf16 GEMM with fp32 output, row-major as dnnl_sgemm: exported by libdnnl
+// since 1.x but declared only in its tests' headers (and by its users, e.g. Intel's
+// TensorFlow extension), so declared here. A and B hold bf16 bit patterns.
+extern "C" dnnl_status_t dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t M, dnnl_dim_t N, dnnl_dim_t K,
+                                               float alpha, const std::uint16_t* A, dnnl_dim_t lda,
+                                               const std::uint16_t* B, dnnl_dim_t ldb, float beta, float* C,
+                                               dnnl_dim_t ldc);
 #endif
 
 namespace posttrain::internal {
@@ -70,16 +79,33 @@ void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool 
   std::int64_t lda = 0, ldb = 0;
   const bool fp32_cpu = out.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat &&
                         b.scalar_type() == at::kFloat && out.is_cpu() && a.is_cpu() && b.is_cpu();
-  if (fp32_cpu && out.is_contiguous() && a.numel() > 0 && b.numel() > 0 && Operand(a, &ta, &lda) &&
+  const bool bf16_cpu = out.scalar_type() == at::kFloat && a.scalar_type() == at::kBFloat16 &&
+                        b.scalar_type() == at::kBFloat16 && out.is_cpu() && a.is_cpu() && b.is_cpu();
+  if ((fp32_cpu || bf16_cpu) && out.is_contiguous() && a.numel() > 0 && b.numel() > 0 && Operand(a, &ta, &lda) &&
       Operand(b, &tb, &ldb)) {
     AllCores threads;
+    const float beta = accumulate ? 1.0f : 0.0f;
     const dnnl_status_t status =
-        dnnl_sgemm(ta, tb, a.size(0), b.size(1), a.size(1), 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb,
-                   accumulate ? 1.0f : 0.0f, out.data_ptr<float>(), out.size(1));
-    TORCH_CHECK(status == dnnl_success, "oneDNN sgemm failed (status ", static_cast<int>(status), ")");
+        fp32_cpu ? dnnl_sgemm(ta, tb, a.size(0), b.size(1), a.size(1), 1.0f, a.data_ptr<float>(), lda,
+                              b.data_ptr<float>(), ldb, beta, out.data_ptr<float>(), out.size(1))
+                 : dnnl_gemm_bf16bf16f32(ta, tb, a.size(0), b.size(1), a.size(1), 1.0f,
+                                         reinterpret_cast<const std::uint16_t*>(a.data_ptr<at::BFloat16>()), lda,
+                                         reinterpret_cast<const std::uint16_t*>(b.data_ptr<at::BFloat16>()), ldb, beta,
+                                         out.data_ptr<float>(), out.size(1));
+    TORCH_CHECK(status == dnnl_success, "oneDNN gemm failed (status ", static_cast<int>(status), ")");
     return;
   }
 #endif
+  if (out.scalar_type() != a.scalar_type() || out.scalar_type() != b.scalar_type()) {
+    // Mixed precision without oneDNN: the product in the operands' dtype, then out's.
+    const at::Tensor product = at::mm(a, b.to(a.scalar_type())).to(out.scalar_type());
+    if (accumulate) {
+      out.add_(product);
+    } else {
+      out.copy_(product);
+    }
+    return;
+  }
   if (accumulate) {
     out.addmm_(a, b);
   } else {

@@ -16,6 +16,17 @@ using torch::autograd::variable_list;
 
 at::ScalarType Accumulation(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
+// Under CPU bf16 autocast with oneDNN, the head's products take bf16 operands (the
+// weight's copy from autocast's cache: cast once per step, as at::linear would) and
+// give fp32 directly (internal::MatmulInto), so no bf16 result is rounded and cast.
+bool Bf16IntoFp32(const at::Tensor& hidden, const at::Tensor& weight) {
+  return internal::MatmulUsesOneDnn() && hidden.is_cpu() && weight.is_cpu() && AutocastEnabled(at::kCPU) &&
+         AutocastDtype(at::kCPU) == at::kBFloat16 && hidden.scalar_type() != at::kDouble &&
+         weight.scalar_type() != at::kDouble;
+}
+
+at::Tensor Bf16Weight(const at::Tensor& weight) { return at::autocast::cached_cast(at::kBFloat16, weight, at::kCPU); }
+
 // The logits of rows [start, start + n) of `hidden`, soft-capped (softcap > 0:
 // c·tanh(z / c)) and then divided by the temperature, in fp32 (fp64).
 at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::int64_t start, std::int64_t n,
@@ -25,6 +36,9 @@ at::Tensor ChunkLogits(const at::Tensor& hidden, const at::Tensor& weight, std::
   if (h.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat && !AutocastEnabled(h.device().type())) {
     z = at::empty({n, weight.size(0)}, h.options());
     internal::MatmulInto(z, h, weight.t(), /*accumulate=*/false);
+  } else if (Bf16IntoFp32(h, weight)) {
+    z = at::empty({n, weight.size(0)}, h.options().dtype(at::kFloat));
+    internal::MatmulInto(z, h.to(at::kBFloat16), Bf16Weight(weight).t(), /*accumulate=*/false);
   } else {
     z = at::linear(h, weight).to(Accumulation(hidden));
   }
@@ -55,7 +69,9 @@ variable_list ScaledPrecomputedGrads(AutogradContext* ctx, const at::Tensor& g, 
 // grad_weight accumulates inside the GEMM (beta = 1), so no [V, H] temporary per
 // chunk. Under autocast both products run in its dtype, as the forward's at::linear
 // does (out= and in-place ops bypass autocast: they ran in fp32, 17% of a bf16 DPO
-// step in OpenBLAS), and each chunk's dᵀ·h is added to the fp32 sum.
+// step in OpenBLAS), and each chunk's dᵀ·h is added to the fp32 sum: inside the
+// GEMM too on the CPU with oneDNN (Bf16IntoFp32; the cast of a bf16 [V, H] product and
+// its add were 11 ms per chunk at vocabulary 32,000, 6% of a bf16 SFT step).
 void ChunkGradients(const at::Tensor& d, const at::Tensor& hidden, const at::Tensor& weight, std::int64_t start,
                     at::Tensor* grad_hidden, at::Tensor* grad_weight) {
   const std::int64_t n = d.size(0);
@@ -64,9 +80,12 @@ void ChunkGradients(const at::Tensor& d, const at::Tensor& hidden, const at::Ten
   // Under autocast d is cast once for both products (autocast would cast it per
   // product: it caches only leaf tensors' casts, such as the weight's).
   const at::Tensor dc = autocast ? d.to(AutocastDtype(d.device().type())) : d;
+  const bool bf16_into_fp32 = autocast && Bf16IntoFp32(hidden, weight);
   if (grad_hidden != nullptr) {
     at::Tensor out = grad_hidden->narrow(0, start, n);
-    if (autocast) {
+    if (bf16_into_fp32 && out.scalar_type() == at::kFloat) {
+      internal::MatmulInto(out, dc, Bf16Weight(weight), /*accumulate=*/false);
+    } else if (autocast) {
       out.copy_(at::mm(dc, weight));
     } else if (const at::Tensor dw = d.to(weight.scalar_type()); out.scalar_type() == dw.scalar_type()) {
       internal::MatmulInto(out, dw, weight, /*accumulate=*/false);
@@ -76,7 +95,9 @@ void ChunkGradients(const at::Tensor& d, const at::Tensor& hidden, const at::Ten
   }
   if (grad_weight == nullptr) return;
   const at::Tensor h = hidden.narrow(0, start, n);
-  if (autocast) {
+  if (bf16_into_fp32 && grad_weight->scalar_type() == at::kFloat) {
+    internal::MatmulInto(*grad_weight, dc.t(), h.to(at::kBFloat16), /*accumulate=*/true);
+  } else if (autocast) {
     grad_weight->add_(at::mm(dc.t(), h));
   } else {
     internal::MatmulInto(*grad_weight, d.t(), h.to(grad_weight->scalar_type()), /*accumulate=*/true);

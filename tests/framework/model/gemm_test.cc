@@ -37,6 +37,33 @@ TEST(MatmulIntoTest, EqualsFloat64ProductsForEveryLayout) {
   EXPECT_LT(RelativeError(out, at::mm(a.to(at::kDouble), b.to(at::kDouble))), 1e-5);
 }
 
+// bf16 operands into an fp32 output (autocast's LM-head products): the exact product
+// of the bf16 values, accumulated in fp32 — not rounded to bf16 (whose relative
+// error, 2^-9, is 100x the bound) — for every layout, with and without accumulation.
+TEST(MatmulIntoTest, Bf16OperandsIntoFp32EqualTheirFloat64Products) {
+  at::manual_seed(5);
+  const std::int64_t m = 41, k = 300, n = 33;
+  for (bool transpose_a : {false, true}) {
+    for (bool transpose_b : {false, true}) {
+      const at::Tensor a = (transpose_a ? at::randn({k, m}).t() : at::randn({m, k})).to(at::kBFloat16);
+      const at::Tensor b = (transpose_b ? at::randn({n, k}).t() : at::randn({k, n})).to(at::kBFloat16);
+      const at::Tensor exact = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+      at::Tensor out = at::full({m, n}, 7.0f);
+      internal::MatmulInto(out, a, b, /*accumulate=*/false);
+      ASSERT_EQ(out.scalar_type(), at::kFloat);
+      EXPECT_LT(RelativeError(out, exact), 2e-5) << transpose_a << transpose_b;
+      const at::Tensor before = out.to(at::kDouble);
+      internal::MatmulInto(out, a, b, /*accumulate=*/true);
+      EXPECT_LT(RelativeError(out, before + exact), 2e-5) << "accumulate " << transpose_a << transpose_b;
+    }
+  }
+  // The same dtypes where oneDNN cannot take them (a strided output): through libtorch.
+  const at::Tensor a = at::randn({6, 8}).to(at::kBFloat16), b = at::randn({8, 5}).to(at::kBFloat16);
+  at::Tensor strided = at::zeros({5, 6}).t();
+  internal::MatmulInto(strided, a, b, false);
+  EXPECT_LT(RelativeError(strided, at::mm(a.to(at::kDouble), b.to(at::kDouble))), 1e-2);
+}
+
 TEST(MatmulIntoTest, OtherCasesGoThroughLibtorch) {
   const at::Tensor a = at::randn({5, 4}, at::kDouble), b = at::randn({4, 3}, at::kDouble);
   at::Tensor out = at::empty({5, 3}, at::kDouble);

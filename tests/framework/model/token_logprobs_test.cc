@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "posttrain/core/autocast.h"
+#include "posttrain/model/gemm.h"
 #include "posttrain/model/safetensors.h"
 #include "test_support.h"
 
@@ -47,40 +48,51 @@ TEST(TokenLogprobsTest, ChunkedEqualsFullLogitsInValueAndGradient) {
   }
 }
 
-// Under bf16 autocast the LM-head gradient products of both chunked functions run in
-// bf16, as autocast's own linear and its backward do (they once ran in fp32: out= and
-// in-place ops bypass autocast). Hand transcription, one chunk: logits z = bf16 GEMM,
-// d = u·(onehot(y) − softmax(z)); grad_hidden = bf16(d)·bf16(W), grad_weight =
-// bf16(d)ᵀ·bf16(h), each rounded to bf16 as autocast's mm returns it. The fp32
-// products of the same d are further away than bf16's rounding of them.
-TEST(TokenLogprobsTest, UnderBf16AutocastTheGradientProductsRunInBf16) {
+// Under bf16 autocast the LM-head products of both chunked functions take bf16
+// operands, as autocast's own linear and its backward do (they once ran in fp32: out=
+// and in-place ops bypass autocast). With oneDNN (internal::MatmulUsesOneDnn) their
+// results stay fp32 (bf16 operands, fp32 accumulation, nothing rounded to bf16);
+// without it they are autocast's bf16 products, rounded. Hand transcription, one
+// chunk: logits z = bf16(h)·bf16(W)ᵀ, d = u·(onehot(y) − softmax(z)); grad_hidden =
+// bf16(d)·bf16(W), grad_weight = bf16(d)ᵀ·bf16(h), in fp64 then (without oneDNN)
+// rounded to bf16. The fp32 products of the same d, and the other rounding, are
+// further away.
+TEST(TokenLogprobsTest, UnderBf16AutocastTheProductsTakeBf16Operands) {
   at::manual_seed(11);
   const std::int64_t m = 40, h = 64, v = 500;
   const at::Tensor hidden = at::randn({m, h}).requires_grad_(true);
   const at::Tensor weight = (at::randn({v, h}) * 0.2).requires_grad_(true);
   const at::Tensor targets = at::randint(v, {m}, at::kLong);
   const at::Tensor upstream = at::randn({m});
+  auto bf16 = [](const at::Tensor& t) { return t.detach().to(at::kBFloat16).to(at::kDouble); };
+  const bool rounded = !internal::MatmulUsesOneDnn();
+  auto result = [&](const at::Tensor& exact) {
+    return rounded ? exact.to(at::kBFloat16).to(at::kDouble) : exact.to(at::kFloat).to(at::kDouble);
+  };
   at::Tensor d;
   {
     c10::NoGradGuard no_grad;
-    const at::Tensor z = at::mm(hidden.to(at::kBFloat16), weight.to(at::kBFloat16).t()).to(at::kFloat);
+    const at::Tensor z = result(at::mm(bf16(hidden), bf16(weight).t())).to(at::kFloat);
     d = -at::softmax(z, -1) * upstream.unsqueeze(1);
     d.scatter_add_(1, targets.unsqueeze(1), upstream.unsqueeze(1));
   }
-  const at::Tensor db = d.to(at::kBFloat16);
-  const at::Tensor bf16_dh = at::mm(db, weight.detach().to(at::kBFloat16)).to(at::kFloat);
-  const at::Tensor bf16_dw = at::mm(db.t(), hidden.detach().to(at::kBFloat16)).to(at::kFloat);
+  const at::Tensor expected_dh = result(at::mm(bf16(d), bf16(weight)));
+  const at::Tensor expected_dw = result(at::mm(bf16(d).t(), bf16(hidden)));
+  const at::Tensor other_dh = rounded ? at::mm(bf16(d), bf16(weight)) : expected_dh.to(at::kBFloat16).to(at::kDouble);
+  const at::Tensor other_dw = rounded ? at::mm(bf16(d).t(), bf16(hidden)) : expected_dw.to(at::kBFloat16).to(at::kDouble);
   const at::Tensor fp32_dh = at::mm(d, weight.detach()), fp32_dw = at::mm(d.t(), hidden.detach());
   auto check = [&](const char* what) {
-    const double scale_h = fp32_dh.abs().max().item<double>(), scale_w = fp32_dw.abs().max().item<double>();
-    const double to_bf16_h = (hidden.grad() - bf16_dh).abs().max().item<double>() / scale_h;
-    const double to_fp32_h = (hidden.grad() - fp32_dh).abs().max().item<double>() / scale_h;
-    const double to_bf16_w = (weight.grad() - bf16_dw).abs().max().item<double>() / scale_w;
-    const double to_fp32_w = (weight.grad() - fp32_dw).abs().max().item<double>() / scale_w;
-    EXPECT_LT(to_bf16_h, 5e-3) << what;
-    EXPECT_LT(to_bf16_w, 5e-3) << what;
-    EXPECT_LT(to_bf16_h, 0.5 * to_fp32_h) << what << ": grad_hidden is fp32's product";
-    EXPECT_LT(to_bf16_w, 0.5 * to_fp32_w) << what << ": grad_weight is fp32's product";
+    auto error = [](const at::Tensor& got, const at::Tensor& want) {
+      return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>() /
+             want.abs().max().item<double>();
+    };
+    const double h_err = error(hidden.grad(), expected_dh), w_err = error(weight.grad(), expected_dw);
+    EXPECT_LT(h_err, rounded ? 5e-3 : 1e-4) << what;
+    EXPECT_LT(w_err, rounded ? 5e-3 : 1e-4) << what;
+    EXPECT_LT(h_err, 0.5 * error(hidden.grad(), fp32_dh)) << what << ": grad_hidden is fp32's product";
+    EXPECT_LT(w_err, 0.5 * error(weight.grad(), fp32_dw)) << what << ": grad_weight is fp32's product";
+    EXPECT_LT(h_err, 0.5 * error(hidden.grad(), other_dh)) << what << ": grad_hidden rounded otherwise";
+    EXPECT_LT(w_err, 0.5 * error(weight.grad(), other_dw)) << what << ": grad_weight rounded otherwise";
     hidden.mutable_grad() = at::Tensor();
     weight.mutable_grad() = at::Tensor();
   };

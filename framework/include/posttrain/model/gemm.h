@@ -16,11 +16,15 @@
 namespace posttrain::internal {
 
 // out [M, N] = a [M, K] · b [K, N], plus out's old value when `accumulate`.
-// a and b may be transposed views (either stride 1); out must be contiguous. Any
-// other case (dtype, device, layout) goes through at::mm_out / addmm_.
+// a and b may be transposed views (either stride 1); out must be contiguous. fp32
+// operands into fp32 out, or bf16 operands into fp32 out (fp32 accumulation, no
+// bf16 rounding of the product: autocast's LM-head products, whose fp32 results
+// libtorch would produce as bf16 and then cast, 11 ms per chunk at vocabulary 32,000).
+// Any other case (dtype, device, layout) goes through at::mm_out / addmm_ (mixed
+// dtypes: the product in a's dtype, then cast).
 void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate);
 
-// Whether MatmulInto uses oneDNN for fp32 CPU tensors in this build.
+// Whether MatmulInto uses oneDNN for fp32 (and bf16 into fp32) CPU tensors in this build.
 bool MatmulUsesOneDnn();
 
 // at::linear(x, w, b) — x [.., in], w [out, in], b [out] or undefined — with its
