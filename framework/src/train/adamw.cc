@@ -81,7 +81,12 @@ double AdamW::GradSquares(const std::function<double(const std::string& name)>& 
   c10::NoGradGuard no_grad;
   double total = 0.0;
   for (const auto& [name, p] : params_) {
-    if (p.grad().defined()) total += weight(name) * p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (!p.grad().defined()) continue;
+    // Each tensor's norm in its own precision, as torch.nn.utils.clip_grad_norm_
+    // computes it (no fp64 copy of every gradient: that copy and its pow were 8% of a
+    // bf16 SFT step at stories15M's shape), the squares summed in fp64.
+    const double n = at::linalg_vector_norm(p.grad(), 2).item<double>();
+    total += weight(name) * n * n;
   }
   return total;
 }
