@@ -132,6 +132,78 @@ TEST(PackedHiddenTest, ASharedPrefixEqualsEachSequenceComputedWhole) {
   ExpectClose(Gradients(*model, (packed * weights).sum()), expected_grads, 1e-5, "gradient");
 }
 
+// A DPO-like stream: prompts shared by two continuations each, and independent
+// sequences, with and without a sliding window shorter than the sequences (so that a
+// continuation's window reaches back into its prompt); against each sequence computed
+// whole through the padded path, in value and gradients.
+TEST(PackedHiddenTest, SharedPromptsAndAWindowEqualEachSequenceComputedWhole) {
+  for (std::int64_t window : {0, 6}) {
+    ModelConfig c = testing::TinyTrainerModelConfig();
+    c.attention_bias = true;
+    c.max_position_embeddings = 4096;
+    if (window > 0) c.sliding_window = window;
+    auto created = CausalLM::Random(c, at::kFloat, 12);
+    ASSERT_TRUE(created.ok());
+    std::unique_ptr<CausalLM> model = std::move(*created);
+    for (const auto& [name, param] : model->named_parameters()) {
+      if (name.find("norm") != std::string::npos || name.find("bias") != std::string::npos) param.uniform_(0.5, 1.5);
+      param.set_requires_grad(true);
+    }
+    // Stream: three prompts (20-22 tokens), each followed by two continuations
+    // (10-14), then three independent sequences (29-31).
+    PackedSequences p;
+    std::vector<std::int64_t> ids, pos;
+    std::vector<std::vector<std::int64_t>> whole;  // what each packed sequence's rows are the end of
+    std::vector<std::pair<std::int64_t, std::int64_t>> rows;  // (whole sequence, first row in it)
+    p.offsets = {0};
+    auto append = [&](const std::vector<std::int64_t>& tokens, std::int64_t first_position, std::int64_t prefix) {
+      for (size_t t = 0; t < tokens.size(); ++t) {
+        ids.push_back(tokens[t]);
+        pos.push_back(first_position + static_cast<std::int64_t>(t));
+      }
+      p.offsets.push_back(static_cast<std::int64_t>(ids.size()));
+      p.prefix.push_back(prefix);
+    };
+    std::int64_t seed = 20;
+    for (std::int64_t prompt_length : {20, 22, 21}) {
+      const std::vector<std::int64_t> prompt = Tokens(prompt_length, ++seed);
+      const auto prompt_index = static_cast<std::int64_t>(p.offsets.size()) - 1;
+      append(prompt, 0, -1);
+      rows.push_back({static_cast<std::int64_t>(whole.size()), 0});
+      for (std::int64_t continuation_length : {10 + prompt_length % 3, 14 - prompt_length % 3}) {
+        const std::vector<std::int64_t> continuation = Tokens(continuation_length, ++seed);
+        append(continuation, prompt_length, prompt_index);
+        std::vector<std::int64_t> joined = prompt;
+        joined.insert(joined.end(), continuation.begin(), continuation.end());
+        rows.push_back({static_cast<std::int64_t>(whole.size()), prompt_length});
+        whole.push_back(joined);
+      }
+      rows[rows.size() - 3].first = static_cast<std::int64_t>(whole.size()) - 1;  // the prompt: from its last continuation
+    }
+    for (std::int64_t length : {30, 29, 31}) {
+      whole.push_back(Tokens(length, ++seed));
+      append(whole.back(), 0, -1);
+      rows.push_back({static_cast<std::int64_t>(whole.size()) - 1, 0});
+    }
+    p.input_ids = at::tensor(ids, at::kLong);
+    p.position_ids = at::tensor(pos, at::kLong);
+    const at::Tensor packed = model->PackedHidden(p);
+
+    const std::vector<at::Tensor> padded = PaddedHidden(*model, whole);
+    std::vector<at::Tensor> parts;
+    for (std::int64_t s = 0; s < p.num_sequences(); ++s) {
+      const auto& [w, first] = rows[static_cast<size_t>(s)];
+      parts.push_back(padded[static_cast<size_t>(w)].narrow(0, first, p.length(s)));
+    }
+    const at::Tensor expected = at::cat(parts, 0);
+    ASSERT_EQ(packed.sizes(), expected.sizes());
+    EXPECT_LT((packed - expected).abs().max().item<double>(), 1e-5) << "window " << window;
+    const at::Tensor weights = at::randn(expected.sizes());
+    const auto expected_grads = Gradients(*model, (expected * weights).sum());
+    ExpectClose(Gradients(*model, (packed * weights).sum()), expected_grads, 2e-5, window > 0 ? "window" : "gradient");
+  }
+}
+
 TEST(PackedHiddenTest, CompletionLogprobsWithSharedPromptsEqualFullLogitsOnPaddedRows) {
   auto model = Model(false);
   const std::vector<std::int64_t> p1 = Tokens(7, 1), p2 = Tokens(3, 2);
