@@ -221,6 +221,14 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
   // generating, the prompts' prefill included (GRPO's step at stories15M's shape, 16 x
   // 64 tokens: generation 0.85-0.88 s against 1.00-1.07 with two).
   OneOpenMpThread one_thread(model.CanDecodeStep() && mix == nullptr && std::min(micro, total) <= kFusedDecodeRows);
+  // Under bf16 autocast the fused step's products take bf16 operands where the CPU
+  // has AVX512-BF16 (copies of this call's weights: 2 bytes per parameter while it
+  // runs). GRPO's generation at stories15M's shape, 16 x 64 tokens, interleaved
+  // A/B: 0.50-0.58 s/step against 0.89-0.97 with fp32 products.
+  std::shared_ptr<const CausalLM::DecodeWeights> bf16_weights;
+  if (model.CanDecodeStep() && mix == nullptr && AutocastEnabled(at::kCPU) && AutocastDtype(at::kCPU) == at::kBFloat16) {
+    bf16_weights = model.Bf16DecodeWeights();
+  }
   for (std::int64_t start = 0; start < total; start += micro) {
     const std::int64_t n = std::min(micro, total - start);
     // Each distinct prompt of the micro-batch is prefilled once; its generations
@@ -291,11 +299,11 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
 
     std::vector<bool> finished(n, false);
     std::int64_t remaining = n, finished_in_batch = 0;
-    // Under autocast too: the fused loops are fp32 (more exact than bf16) and, at these
-    // batch sizes, faster than bf16 products through the dispatcher (generation_bench
-    // --bf16 1, tokens/s at batch 1 / 16 / 64: stories260K 8,226 / 13,208 / 15,343
-    // against 833 / 4,305 / 9,566; stories15M's shape 597 / 1,400 / 2,287 against
-    // 175 / 1,122 / 2,042).
+    // Under autocast too: the fused loops (bf16 products where the CPU has them, else
+    // fp32), at these batch sizes, are faster than bf16 products through the
+    // dispatcher (generation_bench --bf16 1, tokens/s at batch 1 / 16 / 64, fp32
+    // loops: stories260K 8,226 / 13,208 / 15,343 against 833 / 4,305 / 9,566;
+    // stories15M's shape 597 / 1,400 / 2,287 against 175 / 1,122 / 2,042).
     const bool fused_decode = model.CanDecodeStep() && mix == nullptr;
     for (std::int64_t t = 0; t < max_new && remaining > 0; ++t) {
       if (!at::isfinite(logits).all().item<bool>()) {
@@ -376,7 +384,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
           positions.push_back(len + t);
           first_slots.push_back(longest - len);
         }
-        logits = model.DecodeStep(tokens, positions, first_slots, &cache);
+        logits = model.DecodeStep(tokens, positions, first_slots, &cache, bf16_weights.get());
         continue;
       }
       std::vector<std::int64_t> step_positions_v;

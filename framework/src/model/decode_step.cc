@@ -10,7 +10,8 @@
 // chosen at run time) that read each weight row once for every sequence of the
 // batch, scratch buffers only. Numerics follow CausalLM::Hidden (RMSNorm in
 // fp32, rotate-half RoPE from the same inv_freq, softmax in fp32); the test compares
-// the two paths' logits.
+// the two paths' logits. Under bf16 autocast, with Bf16DecodeWeights, the products
+// read bf16 copies of the matrices (model/bf16_rows.h); the rest stays as above.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 
 #include "posttrain/core/device.h"
 #include "posttrain/core/threads.h"
+#include "posttrain/model/bf16_rows.h"
 #include "posttrain/model/causal_lm.h"
 #include "tbb/blocked_range.h"
 #include "tbb/parallel_for.h"
@@ -194,12 +196,49 @@ DotFn Dot() {
 
 // One product per sequence b: y[b * ldy + r] = W[r, :] · x[b * cols + :] (+ bias[r]),
 // W [rows, cols] row-major.
+// With `wb` (DecodeStep's bf16 weights, packed), the product takes W's bf16 copy and
+// the inputs rounded to bf16 (internal::Bf16PackedRowDots).
 struct MatVecJob {
   const float* w;
   const float* bias;  // may be null
   float* y;
   std::int64_t rows;
+  const c10::BFloat16* wb = nullptr;
 };
+
+// MatVecs with bf16 weights (each job's `wb` packed by internal::PackBf16Rows): the
+// inputs rounded to bf16 once for every job, then blocks of 16 rows in parallel.
+void MatVecsBf16(const std::vector<MatVecJob>& list, const float* x, std::int64_t B, std::int64_t cols,
+                 std::int64_t ldy) {
+  const std::int64_t stride = internal::Bf16InputStride(cols);
+  std::vector<c10::BFloat16> x16(static_cast<size_t>(B * stride), c10::BFloat16(0.0f));
+  std::vector<const c10::BFloat16*> inputs;
+  for (std::int64_t b = 0; b < B; ++b) {
+    internal::RoundToBf16(x + b * cols, x16.data() + b * stride, cols);
+    inputs.push_back(x16.data() + b * stride);
+  }
+  constexpr std::int64_t kRows = 16;  // rows per packed block
+  std::int64_t total = 0;  // blocks
+  for (const MatVecJob& j : list) total += (j.rows + kRows - 1) / kRows;
+  auto run = [&](std::int64_t begin, std::int64_t end) {
+    std::int64_t base = 0;
+    for (const MatVecJob& j : list) {
+      const std::int64_t blocks = (j.rows + kRows - 1) / kRows;
+      const std::int64_t lo = std::max(begin, base), hi = std::min(end, base + blocks);
+      if (lo < hi) {
+        internal::Bf16PackedRowDots(j.wb, j.rows, cols, lo - base, hi - base, inputs.data(), B, j.bias, j.y, ldy);
+      }
+      base += blocks;
+    }
+  };
+  if (total * kRows * cols * B < (std::int64_t{1} << 15) || DetectCpu().cores == 1) {
+    run(0, total);
+    return;
+  }
+  const std::int64_t grain = std::max<std::int64_t>(1, total / (4 * DetectCpu().cores));
+  tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, total, grain),
+                    [&](const tbb::blocked_range<std::int64_t>& r) { run(r.begin(), r.end()); });
+}
 
 // Products that share their inputs x [B, cols], over every job's rows in one
 // parallel region (rows split over cores when there are enough to pay for it).
@@ -210,6 +249,10 @@ void MatVecs(std::initializer_list<MatVecJob> jobs, const float* x, std::int64_t
   std::vector<MatVecJob> list(jobs);
   std::vector<const float*> inputs(static_cast<size_t>(B));
   for (std::int64_t b = 0; b < B; ++b) inputs[static_cast<size_t>(b)] = x + b * cols;
+  if (list.front().wb != nullptr) {
+    MatVecsBf16(list, x, B, cols, ldy);
+    return;
+  }
   std::int64_t total = 0;
   for (const MatVecJob& j : list) total += j.rows;
 #if defined(__x86_64__)
@@ -306,6 +349,26 @@ const float* Data(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>(
 
 }  // namespace
 
+struct CausalLM::DecodeWeights {
+  struct Layer {
+    at::Tensor q, k, v, o, gate, up, down;  // bf16, packed (internal::PackBf16Rows)
+  };
+  std::vector<Layer> layers;
+  at::Tensor lm_head;
+};
+
+std::shared_ptr<const CausalLM::DecodeWeights> CausalLM::Bf16DecodeWeights() const {
+  if (!CanDecodeStep() || !internal::Bf16RowDotsInHardware()) return nullptr;
+  c10::NoGradGuard no_grad;
+  auto bf16 = [](const at::Tensor& t) { return t.defined() ? internal::PackBf16Rows(t.detach()) : at::Tensor(); };
+  auto w = std::make_shared<DecodeWeights>();
+  for (const Layer& l : layers_) {
+    w->layers.push_back({bf16(l.q), bf16(l.k), bf16(l.v), bf16(l.o), bf16(l.gate), bf16(l.up), bf16(l.down)});
+  }
+  w->lm_head = bf16(lm_head_);
+  return w;
+}
+
 bool CausalLM::CanDecodeStep() const {
   // A layer runner (sharding) holds shards, not the weights these loops read.
   // An adapter adds terms these loops do not compute.
@@ -325,8 +388,13 @@ bool CausalLM::CanDecodeStep() const {
 }
 
 at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
-                                const std::vector<std::int64_t>& first_slots, KVCache* cache) const {
+                                const std::vector<std::int64_t>& first_slots, KVCache* cache,
+                                const DecodeWeights* bf16) const {
   TORCH_CHECK(CanDecodeStep(), "DecodeStep needs an fp32 CPU model with contiguous weights");
+  TORCH_CHECK(bf16 == nullptr || bf16->layers.size() == layers_.size(), "DecodeStep: bf16 weights of another model");
+  // The bf16 copy of a matrix (null: fp32 products).
+  auto wb = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<c10::BFloat16>() : nullptr; };
+  const DecodeWeights::Layer no_copies;
   const auto B = static_cast<std::int64_t>(tokens.size());
   TORCH_CHECK(B >= 1 && positions.size() == tokens.size() && first_slots.size() == tokens.size(),
               "DecodeStep: one token, position and first slot per sequence");
@@ -384,13 +452,14 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   }
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
+    const DecodeWeights::Layer& l16 = bf16 != nullptr ? bf16->layers[li] : no_copies;
     if (l.input_norm.defined()) {
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_);
     } else {  // OLMo 2: no norm before the attention
       xn = x;
     }
-    MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D}}, xn.data(), B, Hd, H * D);
-    MatVecs({{Data(l.k), Data(l.k_bias), k.data(), KV * D}, {Data(l.v), Data(l.v_bias), v.data(), KV * D}}, xn.data(), B,
+    MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D, wb(l16.q)}}, xn.data(), B, Hd, H * D);
+    MatVecs({{Data(l.k), Data(l.k_bias), k.data(), KV * D, wb(l16.k)}, {Data(l.v), Data(l.v_bias), v.data(), KV * D, wb(l16.v)}}, xn.data(), B,
             Hd, KV * D);
     float* keys = cache->keys[li].data_ptr<float>();  // [B, KV, cap, D]
     float* values = cache->values[li].data_ptr<float>();
@@ -457,7 +526,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
       tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, B * H, 1),
                         [&](const tbb::blocked_range<std::int64_t>& r) { attend(r.begin(), r.end()); });
     }
-    MatVecs({{Data(l.o), nullptr, out.data(), Hd}}, attn.data(), B, H * D, Hd);
+    MatVecs({{Data(l.o), nullptr, out.data(), Hd, wb(l16.o)}}, attn.data(), B, H * D, Hd);
     if (config_.sandwich_norms) {  // Gemma 2: the attention's output normalised before the residual add
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_norm), at_(out, b * Hd), Hd, config_);
     }
@@ -468,9 +537,9 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     } else {  // OLMo 2: no norm before the MLP
       xn = x;
     }
-    MatVecs({{Data(l.gate), nullptr, gate.data(), I}, {Data(l.up), nullptr, up.data(), I}}, xn.data(), B, Hd, I);
+    MatVecs({{Data(l.gate), nullptr, gate.data(), I, wb(l16.gate)}, {Data(l.up), nullptr, up.data(), I, wb(l16.up)}}, xn.data(), B, Hd, I);
     GatedActivation(gate.data(), up.data(), B * I, config_.activation());
-    MatVecs({{Data(l.down), nullptr, out.data(), Hd}}, gate.data(), B, I, Hd);
+    MatVecs({{Data(l.down), nullptr, out.data(), Hd, wb(l16.down)}}, gate.data(), B, I, Hd);
     if (config_.sandwich_norms) {
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_ff_norm), at_(out, b * Hd), Hd, config_);
     }
@@ -479,7 +548,8 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   cache->length = slot + 1;
   for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_);
   at::Tensor logits = at::empty({B, config_.vocab_size}, options().dtype(at::kFloat));  // CPU only (CanDecodeStep)
-  MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size}}, xn.data(), B, Hd,
+  MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size,
+            bf16 != nullptr ? wb(bf16->lm_head) : nullptr}}, xn.data(), B, Hd,
           config_.vocab_size);
   if (config_.logits_scaling != 1.0) logits = logits / config_.logits_scaling;  // Granite, as Logits does
   if (config_.logit_scale != 1.0) logits = logits * config_.logit_scale;        // Cohere, as Logits does

@@ -1048,6 +1048,10 @@ absl::Status Run::Sample(MicroRollouts& m, std::uint64_t seed, const std::vector
                          const std::vector<TokenizedExample>& tokens, const std::vector<std::int64_t>& indices) {
   m.Reset(indices, source, tokens);
   const auto G = static_cast<size_t>(p_.needs.num_generations);
+  // Generation under the run's autocast, as TRL's (accelerate's mixed precision wraps
+  // the model's forward for generate too): with bf16 the prompts' forward and the
+  // decode step's products take bf16 operands.
+  Autocast autocast(o_.bf16, device_);
   // Rewards score each completion as the sampler finishes it (oneTBB workers),
   // overlapping with the rest of generation and with the trainer's step, which
   // waits for them only when it needs the scores.

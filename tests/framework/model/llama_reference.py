@@ -30,7 +30,11 @@ Linear.forward, x W^T + scaling * (x A^T) B^T; with `--adapter ADIR --merged`, i
 uses PEFT's merge_and_unload weight instead, W + scaling * (B A) computed in the
 weight's dtype (peft/tuners/lora/layer.py, documented behaviour; scaling =
 lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora); DoRA adapters (use_dora)
-as tests/support/peft_lora_py.py transcribes them."""
+as tests/support/peft_lora_py.py transcribes them.
+
+With `--bf16-products`, every linear layer (the LM head too) multiplies operands
+rounded to bf16 (round-to-nearest-even, torch's .bfloat16()) with fp32 sums and an
+fp32 result: CPU bf16 autocast's operands without its rounding of the output."""
 import json, math, os, sys
 import torch
 
@@ -46,7 +50,11 @@ w = {k: v.float() for k, v in load(d + "/model.safetensors").items()}
 # PEFT LoRA: adapted weight's name -> {"A": [r, in], "B": [out, r]} (or merged into w).
 lora, scaling = load_lora(sys.argv, w, lambda v: v.float())
 
+bf16_products = "--bf16-products" in sys.argv
+
 def linear(x, name):
+    if bf16_products:
+        return x.bfloat16().float() @ w[name].bfloat16().float().T
     y = x @ w[name].T
     if name in lora:
         y = adapted(x, w[name], y, lora[name], scaling)

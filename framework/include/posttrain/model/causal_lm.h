@@ -193,9 +193,21 @@ class CausalLM {
   // RoPE position. Returns fp32 logits [B, vocab_size]. Only for fp32 CPU models
   // with contiguous weights, no adapter and no experts (CanDecodeStep); not differentiable. Equals Forward on
   // the same inputs (within rounding).
+  //
+  // Under bf16 autocast, pass `bf16` (Bf16DecodeWeights): the products then take bf16
+  // operands, as autocast's at::linear (weights and inputs rounded to bf16), with
+  // fp32 sums and fp32 results, through AVX512-BF16 dot products
+  // (model/bf16_rows.h): half the bytes read per token. Norms, RoPE, attention and
+  // the activation stay fp32.
   bool CanDecodeStep() const;
+  struct DecodeWeights;  // bf16 copies of the matrices DecodeStep multiplies
+  // A snapshot of the current weights for DecodeStep's bf16 products (make another
+  // after they change: generation makes one per call), or null where DecodeStep
+  // cannot run or the CPU lacks AVX512-BF16 (where bf16 products would be slower).
+  std::shared_ptr<const DecodeWeights> Bf16DecodeWeights() const;
   at::Tensor DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
-                        const std::vector<std::int64_t>& first_slots, KVCache* cache) const;
+                        const std::vector<std::int64_t>& first_slots, KVCache* cache,
+                        const DecodeWeights* bf16 = nullptr) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size],
   // c·tanh(logits / c) with c = final_logit_softcapping > 0.
   at::Tensor Logits(const at::Tensor& hidden) const;
