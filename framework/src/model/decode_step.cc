@@ -160,6 +160,40 @@ __attribute__((target("avx512f"))) void RowsAvx512(const float* w, std::int64_t 
 }
 #endif
 
+// Attention of one query head over key/value slots [first, last] (rows D apart):
+// scores[s] = q · k_s · scale, and o = Σ_s (w_s / sum) v_s for weights w. AVX-512
+// with a masked tail over D, inlined: the AVX2 dot through a function pointer and
+// the compiler's SSE loop for o took 16% of a bf16 decode step at head_dim 48.
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) void ScoresAvx512(const float* q, const float* keys, std::int64_t first,
+                                                     std::int64_t last, std::int64_t D, float scale, float* scores) {
+  for (std::int64_t s = first; s <= last; ++s) {
+    const float* k = keys + s * D;
+    __m512 acc = _mm512_setzero_ps();
+    std::int64_t i = 0;
+    for (; i + 16 <= D; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), acc);
+    if (i < D) {
+      const auto mask = static_cast<__mmask16>((1u << (D - i)) - 1);
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + i), _mm512_maskz_loadu_ps(mask, k + i), acc);
+    }
+    scores[s] = _mm512_reduce_add_ps(acc) * scale;
+  }
+}
+
+__attribute__((target("avx512f"))) void WeightedValuesAvx512(const float* weights, float sum, const float* values,
+                                                             std::int64_t first, std::int64_t last, std::int64_t D,
+                                                             float* o) {
+  for (std::int64_t i = 0; i < D; i += 16) {
+    const auto mask = static_cast<__mmask16>(D - i >= 16 ? 0xFFFF : (1u << (D - i)) - 1);
+    __m512 acc = _mm512_setzero_ps();
+    for (std::int64_t s = first; s <= last; ++s) {
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(weights[s] / sum), _mm512_maskz_loadu_ps(mask, values + s * D + i), acc);
+    }
+    _mm512_mask_storeu_ps(o + i, mask, acc);
+  }
+}
+#endif
+
 // Dots of one weight row with `count` inputs, 4 at a time.
 void Dots(const float* w, const float* const* x, int count, std::int64_t n, float* out) {
 #if defined(__x86_64__)
@@ -490,6 +524,9 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     const DotFn dot = Dot();
     const std::int64_t window = config_.window_of(static_cast<std::int64_t>(li));
     const auto scale = static_cast<float>(config_.attention_scale(static_cast<std::int64_t>(li)));
+#if defined(__x86_64__)
+    const bool avx512 = DetectCpu().avx512f;
+#endif
     auto attend = [&](std::int64_t begin, std::int64_t end) {
       std::vector<float> scores(static_cast<size_t>(slot + 1));
       for (std::int64_t bh = begin; bh < end; ++bh) {
@@ -499,12 +536,19 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
         const float* qh = at_(q, bh * D);
         // With a sliding window, the last `window` slots only (transformers' mask, in slots).
         const std::int64_t first = window > 0 ? std::max(first_slots[b], slot - window + 1) : first_slots[b];
+#if defined(__x86_64__)
+        if (avx512) {
+          ScoresAvx512(qh, kh, first, slot, D, scale, scores.data());
+        } else
+#endif
+        {
+          for (std::int64_t s = first; s <= slot; ++s) scores[static_cast<size_t>(s)] = dot(qh, kh + s * D, D) * scale;
+        }
         float top = -INFINITY;
         for (std::int64_t s = first; s <= slot; ++s) {
-          float score = dot(qh, kh + s * D, D) * scale;
+          float& score = scores[static_cast<size_t>(s)];
           if (score_cap > 0) score = std::tanh(score / score_cap) * score_cap;
-          scores[static_cast<size_t>(s)] = score;
-          top = std::max(top, scores[static_cast<size_t>(s)]);
+          top = std::max(top, score);
         }
         float sum = 0;
         for (std::int64_t s = first; s <= slot; ++s) {
@@ -512,6 +556,12 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
           sum += scores[static_cast<size_t>(s)];
         }
         float* o = at_(attn, bh * D);
+#if defined(__x86_64__)
+        if (avx512) {
+          WeightedValuesAvx512(scores.data(), sum, vh, first, slot, D, o);
+          continue;
+        }
+#endif
         std::fill_n(o, D, 0.0f);
         for (std::int64_t s = first; s <= slot; ++s) {
           const float a = scores[static_cast<size_t>(s)] / sum;

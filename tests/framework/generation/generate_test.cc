@@ -48,6 +48,33 @@ TEST(ProcessLogitsTest, ProcessorsMatchHandDerivations) {
   EXPECT_THAT(Row(ProcessLogits(logits, seen, p)), ElementsAre(1.0f, 1.0f, -2.0f, 0.0f));
 }
 
+// Inverse-CDF draws, derived by hand: logits log(1, 2, 3, 0, 4) give probabilities
+// .1 .2 .3 0 .4 (running sums .1 .3 .6 .6 1), so the 1,000 evenly spaced uniforms
+// (i + .5) / 1000 draw tokens 0-4 exactly 100, 200, 300, 0 and 400 times, in order;
+// a uniform next to 1 draws the last token of nonzero probability, and a masked
+// token (−inf) is never drawn even where the running sum stands on its boundary.
+TEST(SampleCategoricalTest, DrawsByInverseCdfAndNeverAMaskedToken) {
+  const at::Tensor logits = at::log(at::tensor({1.0f, 2.0f, 3.0f, 0.0f, 4.0f})).unsqueeze(0).expand({1000, 5});
+  std::vector<double> uniforms;
+  for (int i = 0; i < 1000; ++i) uniforms.push_back((i + 0.5) / 1000);
+  const at::Tensor drawn = SampleCategorical(logits, uniforms);
+  ASSERT_EQ(drawn.scalar_type(), at::kLong);
+  std::vector<int> counts(5, 0);
+  for (int i = 0; i < 1000; ++i) {
+    const std::int64_t token = drawn[i].item<std::int64_t>();
+    ASSERT_TRUE(token >= 0 && token < 5) << token;
+    ++counts[static_cast<size_t>(token)];
+    if (i > 0) EXPECT_GE(token, drawn[i - 1].item<std::int64_t>()) << "draws follow the uniforms' order";
+  }
+  EXPECT_THAT(counts, ElementsAre(100, 200, 300, 0, 400));
+  // Rows 1 0 1 0 (unnormalised): u = .5 · 2 = 1 equals the running sum after token 0;
+  // the draw must pass over the masked token 1 to token 2. Near 1: token 2, not 3.
+  const at::Tensor masked = at::tensor({0.0f, -kInf, 0.0f, -kInf}).unsqueeze(0).expand({3, 4});
+  const at::Tensor edges = SampleCategorical(masked, {0.5, 1.0 - 0x1p-53, 0.0});
+  EXPECT_THAT(std::vector<std::int64_t>(edges.data_ptr<std::int64_t>(), edges.data_ptr<std::int64_t>() + 3),
+              ElementsAre(2, 2, 0));
+}
+
 class GenerateTest : public ::testing::Test {
  protected:
   void SetUp() override {

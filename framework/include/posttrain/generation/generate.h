@@ -112,6 +112,12 @@ absl::Status CheckTokenizerFitsModel(const CausalLM& model, const Tokenizer& tok
 // tokenizer's EOS if it differs (tokenizer may be null).
 std::vector<std::int64_t> EosTokenIds(const CausalLM& model, const Tokenizer* tokenizer);
 
+// One token per row of processed logits [N, V], drawn from softmax(logits) by
+// inverse CDF: with p = softmax(logits) (fp32) and u = uniforms[n] · Σ_i p_i
+// (uniforms in [0, 1)), the first token whose running sum of p (fp64) exceeds u. Tokens of probability 0 (masked to −inf by top-k, top-p, min-p) are never
+// drawn. Returns int64 [N] on the logits' device.
+at::Tensor SampleCategorical(const at::Tensor& logits, const std::vector<double>& uniforms);
+
 // The logits processors above, on fp32 logits [N, V] (in place of a copy).
 // `seen` [N, V] bool marks tokens for the repetition penalty (may be undefined).
 at::Tensor ProcessLogits(const at::Tensor& logits, const at::Tensor& seen, const SamplingParams& params);
