@@ -59,7 +59,20 @@ PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<st
     const std::int64_t plen = batch.prompt_lengths[static_cast<size_t>(i)];
     const std::int64_t clen = batch.completion_lengths[static_cast<size_t>(i)];
     const std::int64_t parent = row_prompt[static_cast<size_t>(i)];
-    if (clen == 0) continue;
+    if (clen == 0) {
+      // A forward over whole rows routes this row's prompt too (transformers averages
+      // the router load over every unmasked token of every row): the prompt once more,
+      // a sequence of its own whose states predict nothing.
+      if (whole_rows) {
+        for (std::int64_t t = 0; t < plen; ++t) {
+          tokens.push_back(ids[i][t]);
+          positions.push_back(t);
+        }
+        packed.offsets.push_back(static_cast<std::int64_t>(tokens.size()));
+        packed.prefix.push_back(-1);
+      }
+      continue;
+    }
     // Completion token k is predicted by the token before it: the prompt's last for
     // k = 0, else completion token k - 1. The last completion token predicts nothing.
     (*predicting)[static_cast<size_t>(i * C)] = packed.offsets[static_cast<size_t>(parent) + 1] - 1;

@@ -2762,6 +2762,20 @@ TEST(CausalLMTest, RouterLoadBalancingLossMatchesTransformersOnEveryPath) {
       EXPECT_GT(param.grad().abs().max().item<double>(), 0.0);
     }
 
+    // A third row with an empty completion: transformers' loss over the three rows
+    // padded (mask 0 on the pads) counts its prompt's tokens; so must the packed pass,
+    // where the prompt is computed once for the rows that continue it.
+    {
+      const at::Tensor three = at::cat({ids, at::cat({prompt, at::zeros({5}, at::kLong)}).unsqueeze(0)});  // [3, 9]
+      const at::Tensor three_mask = at::ones({3, 9}, at::kLong);
+      three_mask[2].narrow(0, 4, 5).zero_();
+      model->Hidden(three, Positions(3, 9), three_mask, nullptr);
+      const double padded_rows = model->TakeRouterAuxLoss().item<double>();
+      CompletionLogprobs(*model, MakeCompletionBatch({p, p, p}, {c, r, {}}, at::kCPU), 1.0);
+      EXPECT_NEAR(model->TakeRouterAuxLoss().item<double>(), padded_rows, 1e-5);
+      EXPECT_GT(std::abs(padded_rows - expected), 1e-5) << "the third row's prompt changes the loss";
+    }
+
     // Left padding: [0, 0, 0, row of 6] with mask 0 on the pads gives the row alone's loss.
     const at::Tensor row = ids[0].narrow(0, 3, 6);
     const std::vector<std::int64_t> alone(row.data_ptr<std::int64_t>(), row.data_ptr<std::int64_t>() + 6);

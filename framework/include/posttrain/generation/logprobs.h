@@ -26,7 +26,8 @@ namespace posttrain {
 // the token whose hidden state predicts completion token k (0 at padding).
 // Every prompt must be non-empty. whole_rows: the completions' last tokens too (they
 // predict nothing, but a forward over whole rows routes them: the router load of
-// CausalLM::set_record_router).
+// CausalLM::set_record_router; a row with an empty completion then routes its prompt
+// once more, as a sequence of its own).
 PackedSequences PackCompletionBatch(const CompletionBatch& batch, std::vector<std::int64_t>* predicting,
                                     bool whole_rows = false);
 
