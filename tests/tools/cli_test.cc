@@ -156,6 +156,13 @@ TEST(CliModelTest, ConvertGenerateAndTokenize) {
             0)
       << out;
   EXPECT_THAT(out, ::testing::HasSubstr("Once upon a time, there was a little girl named Lily."));
+  // --bf16 (bf16 products over the fp32 weights): the same confident greedy start.
+  ASSERT_EQ(testing::RunCommand("(" + testing::CliPath() + " generate --bf16 --model " + dir +
+                                    " --prompt 'Once upon a time' --max-new-tokens 20 2>/dev/null)",
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("Once upon a time, there was a little girl named Lily."));
   ASSERT_EQ(testing::RunCommand("(" + testing::CliPath() + " generate --json --model " + dir +
                                     " --prompt 'The dog' --temperature 1 --top-p 0.9 --num-generations 2"
                                     " --max-new-tokens 8 --seed 3 2>/dev/null)",

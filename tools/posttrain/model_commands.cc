@@ -8,6 +8,7 @@
 #include "nlohmann/json.hpp"
 #include "posttrain/chat/chat_template.h"
 #include "posttrain/chat/conversation.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/status.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/core/threads.h"
@@ -34,6 +35,7 @@ struct GenerateArgs {
   std::uint64_t seed = 0;
   bool json = false;
   bool chat = false;
+  bool bf16 = false;
   std::string chat_template_path, system, adapter;
 } generate_args;
 
@@ -106,7 +108,7 @@ absl::Status ConvertLlama2c() {
 absl::Status RunGenerate() {
   const GenerateArgs& a = generate_args;
   POSTTRAIN_ASSIGN_OR_RETURN(at::ScalarType dtype, ParseDtype(a.dtype));
-  ConfigureThreads(dtype, ThreadUse::kGeneration);
+  ConfigureThreads(a.bf16 ? at::kBFloat16 : dtype, ThreadUse::kGeneration);
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, LoadCausalLM(a.model, dtype));
   if (!a.adapter.empty()) POSTTRAIN_RETURN_IF_ERROR(Annotate(MergeSavedAdapter(a.adapter, *model), "--adapter"));
   POSTTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(a.model));
@@ -142,7 +144,12 @@ absl::Status RunGenerate() {
     for (const std::string& p : a.prompts) prompts.push_back(tokenizer->Encode(p, /*add_special_tokens=*/true));
   }
   const auto start = std::chrono::steady_clock::now();
-  POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Generation> out, Generate(*model, prompts, a.num_generations, params, tokenizer.get()));
+  // --bf16: under bf16 autocast, as a run with bf16 = true samples (fp32 weights, bf16
+  // products: the decode step's AVX512-BF16 path where the CPU has it).
+  if (a.bf16) SetAutocast(model->device().type(), true, at::kBFloat16);
+  absl::StatusOr<std::vector<Generation>> generated = Generate(*model, prompts, a.num_generations, params, tokenizer.get());
+  if (a.bf16) SetAutocast(model->device().type(), false);
+  POSTTRAIN_ASSIGN_OR_RETURN(std::vector<Generation> out, std::move(generated));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::int64_t tokens = 0;
   for (const Generation& g : out) {
@@ -193,6 +200,9 @@ void AddModelCommands(CLI::App& app) {
   generate_cmd->add_option("--seed", g.seed, "Sampling seed")->capture_default_str();
   generate_cmd->add_option("--stop", g.stop, "Stop string (repeatable)");
   generate_cmd->add_option("--dtype", g.dtype, "float32 or bfloat16")->capture_default_str();
+  generate_cmd->add_flag("--bf16", g.bf16,
+                         "bf16 autocast over fp32 weights, as a run with bf16 = true samples (the fast path where "
+                         "`posttrain env` says bf16 matmul is native)");
   generate_cmd->add_flag("--json", g.json, "One JSON line per completion (ids, logprobs, finish reason)");
   generate_cmd->add_option("--adapter", g.adapter, "A saved adapter directory (PEFT's adapter_config.json + adapter_model.safetensors) on --model");
   generate_cmd->add_flag("--chat", g.chat, "Render each --prompt as a user turn with the model's chat template");
