@@ -56,9 +56,11 @@ def load_lora(argv, w, convert):
     if "--merged" in argv:
         for name, ab in lora.items():
             delta = (ab["B"] @ ab["A"]) * scaling
-            if "m" in ab:  # PEFT's DoRA merge: dora_factor = m / ||W + delta|| by rows
-                if acfg.get("fan_in_fan_out"):
-                    raise SystemExit("this reference knows DoRA on linear layers only")
+            if "m" in ab:  # PEFT's DoRA merge: dora_factor = m / ||W + delta|| by output rows
+                if acfg.get("fan_in_fan_out"):  # Conv1D [in, out]: the norm over W^T's rows, the factor on columns
+                    merged = w[name] + delta.T
+                    w[name] = (ab["m"] / torch.linalg.norm(merged, dim=0)).unsqueeze(0) * merged
+                    continue
                 merged = w[name] + delta
                 w[name] = (ab["m"] / torch.linalg.norm(merged, dim=1)).unsqueeze(1) * merged
                 continue

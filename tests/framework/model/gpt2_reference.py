@@ -14,11 +14,14 @@ DIR/reference_logits.safetensors (tests/support/safetensors_py.py).
 
 With `--adapter ADIR` (a PEFT LoRA adapter), every adapted Conv1D computes PEFT's
 Linear.forward with fan_in_fan_out, x W + b + scaling * (x A^T) B^T, A [r, in] and
-B [out, r] as the file holds them; with `--merged`, W + scaling * (B A)^T instead."""
+B [out, r] as the file holds them (DoRA: peft_lora_py.adapted on the weight as
+[out, in]); with `--merged`, W + scaling * (B A)^T instead (DoRA: its columns, the
+output rows, times m / ||W^T + scaling B A||)."""
 import math, os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
+from peft_lora_py import adapted  # noqa: E402
 from reference_io import read_inputs, write_logits  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(
@@ -42,8 +45,8 @@ def conv1d(x, name):
     y = x @ w[name + ".weight"] + w[name + ".bias"]
     if name + ".weight" in lora:
         ab = lora[name + ".weight"]
-        if "m" in ab:
-            raise SystemExit("this reference knows plain LoRA on Conv1D only")
+        if "m" in ab:  # DoRA: PEFT transposes the Conv1D weight [in, out] to [out, in] (fan_in_fan_out)
+            return adapted(x, w[name + ".weight"].T, y, ab, scaling)
         y = y + (x @ ab["A"].T @ ab["B"].T) * scaling
     return y
 

@@ -488,6 +488,71 @@ TEST(LoraAdapterTest, Gpt2AdaptsItsConv1DModulesAsPeftDoes) {
   EXPECT_TRUE(file->Get("base_model.model.transformer.wte.weight").ok());
 }
 
+// DoRA on GPT-2's Conv1D modules: PEFT takes the weight as [out, in] (fan_in_fan_out)
+// for the magnitudes' norms, one per output row of each module (c_attn's 3·n_embd:
+// q, k and v rows together). With B and m moved, the adapted model equals
+// gpt2_reference.py with PEFT's DoRA forward on the saved adapter, and our merge,
+// saved in the Conv1D layout, equals PEFT's merged weight there.
+TEST(LoraAdapterTest, Gpt2DoraOnConv1DMatchesPeftAndItsMerge) {
+  auto config = ModelConfig::FromJson({{"model_type", "gpt2"}, {"vocab_size", 97}, {"n_embd", 32}, {"n_inner", 48},
+                                       {"n_layer", 2}, {"n_head", 4}, {"n_positions", 16}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"use_dora", true},
+                    {"target_modules", std::vector<std::string>{"all-linear"}}});
+  ASSERT_TRUE(lora->Attach(*config, at::TensorOptions().dtype(at::kFloat), 2).ok());
+  auto model = CausalLM::Random(*config, at::kFloat, 3);
+  ASSERT_TRUE(model.ok());
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, p] : (*model)->named_parameters()) {
+      if (name.find("norm") == std::string::npos && name.find("ln_") == std::string::npos) p.mul_(10.0);
+    }
+  }
+  ASSERT_TRUE(lora->Initialize(**model).ok());
+  c10::NoGradGuard no_grad;
+  RandomizeB(*lora, 6);
+  at::manual_seed(7);
+  for (auto& [name, p] : lora->NamedParameters()) {
+    if (absl::EndsWith(name, ".lora_magnitude_vector")) at::Tensor(p).mul_(1 + 0.2 * at::randn(p.sizes()));
+  }
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  ASSERT_EQ(params.count("base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector"), 1u);
+  EXPECT_EQ(params["base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector"].sizes(), at::IntArrayRef({96}));
+  EXPECT_EQ(params["base_model.model.transformer.h.1.mlp.c_proj.lora_magnitude_vector"].sizes(), at::IntArrayRef({32}));
+  (*model)->set_adapter(lora.get());
+  const at::Tensor ids = at::randint(config->vocab_size, {2, 6}, at::kLong);
+  const at::Tensor pos = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
+  const at::Tensor adapted = (*model)->Forward(ids, pos, at::Tensor(), nullptr);
+  EXPECT_GT((adapted - (*model)->BaseView()->Forward(ids, pos, at::Tensor(), nullptr)).abs().max().item<double>(), 1e-2);
+
+  const std::string dir = testing::TempDir("gpt2_dora");
+  ASSERT_TRUE(SaveCausalLM(*(*model)->BaseView(), dir).ok());
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  ASSERT_TRUE(lora->Save(dir + "/adapter", **model, "tiny-gpt2").ok());
+  EXPECT_EQ(nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"))["fan_in_fan_out"], true);
+  const std::string python = testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/gpt2_reference.py ";
+  auto logits = [](const std::string& d) {
+    auto file = SafetensorsFile::Open(d + "/reference_logits.safetensors");
+    EXPECT_TRUE(file.ok()) << file.status();
+    return file.ok() ? file->Get("logits")->clone() : at::zeros({1});
+  };
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(python + dir + " --adapter " + dir + "/adapter", &out), 0) << out;
+  const at::Tensor peft = logits(dir);
+  EXPECT_LT((adapted - peft).abs().max().item<double>(), 1e-4);
+  const std::string peft_merged = testing::TempDir("gpt2_dora_peft_merged");
+  std::filesystem::copy(dir, peft_merged, std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
+  ASSERT_EQ(testing::RunCommand(python + peft_merged + " --adapter " + dir + "/adapter --merged", &out), 0) << out;
+  EXPECT_LT((logits(peft_merged) - peft).abs().max().item<double>(), 1e-4);
+  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
+  ASSERT_TRUE(lora->MergeInto(*merged).ok());
+  const std::string ours = testing::TempDir("gpt2_dora_our_merge");
+  ASSERT_TRUE(SaveCausalLM(*merged, ours).ok());
+  std::filesystem::copy_file(dir + "/ids.safetensors", ours + "/ids.safetensors", std::filesystem::copy_options::overwrite_existing);
+  ASSERT_EQ(testing::RunCommand(python + ours, &out), 0) << out;
+  EXPECT_LT((logits(ours) - peft).abs().max().item<double>(), 1e-4);
+}
+
 // OPT: LoRA under PEFT's names (base_model.model.model.decoder.layers.<i>.self_attn.
 // q_proj, out_proj, fc1, fc2, ...); PEFT's default q_proj/v_proj finds them; the
 // adapted model equals PEFT's formula on those files (opt_reference.py) and its merge.
