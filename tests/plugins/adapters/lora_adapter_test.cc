@@ -419,6 +419,32 @@ TEST(LoraAdapterTest, GptNeoxAdaptsItsOwnModulesUnderPeftsNames) {
   EXPECT_TRUE(at::equal((*fresh)->lm_head_weight(), (*base)->lm_head_weight()));
 }
 
+// gpt2_reference.py on the model directory `d` (with `flags`): its logits.
+at::Tensor Gpt2ReferenceLogits(const std::string& d, const std::string& flags = "") {
+  std::string out;
+  EXPECT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/gpt2_reference.py " +
+                                    d + flags, &out), 0) << out;
+  auto file = SafetensorsFile::Open(d + "/reference_logits.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file.ok() ? file->Get("logits")->clone() : at::zeros({1});
+}
+
+// PEFT's merge of the adapter saved in dir/adapter (gpt2_reference.py --merged) and
+// ours (MergeInto `base`'s clone, saved in GPT-2's Conv1D layout) both give `peft`,
+// the adapted model's logits in the transcription.
+void ExpectGpt2MergesGive(const at::Tensor& peft, Adapter& lora, const CausalLM& base, const std::string& dir,
+                          const std::string& tag) {
+  const std::string peft_merged = testing::TempDir(tag + "_peft_merged");
+  std::filesystem::copy(dir, peft_merged, std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
+  EXPECT_LT((Gpt2ReferenceLogits(peft_merged, " --adapter " + dir + "/adapter --merged") - peft).abs().max().item<double>(), 1e-4);
+  std::unique_ptr<CausalLM> merged = base.Clone();
+  ASSERT_TRUE(lora.MergeInto(*merged).ok());
+  const std::string ours = testing::TempDir(tag + "_our_merge");
+  ASSERT_TRUE(SaveCausalLM(*merged, ours).ok());
+  std::filesystem::copy_file(dir + "/ids.safetensors", ours + "/ids.safetensors", std::filesystem::copy_options::overwrite_existing);
+  EXPECT_LT((Gpt2ReferenceLogits(ours) - peft).abs().max().item<double>(), 1e-4);
+}
+
 // GPT-2: LoRA on its Conv1D modules under PEFT's names
 // (base_model.model.transformer.h.<i>.attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj),
 // A [r, in] and B [out, r] as PEFT holds them for Conv1D, fan_in_fan_out = true. The
@@ -446,27 +472,13 @@ TEST(LoraAdapterTest, Gpt2AdaptsItsConv1DModulesAsPeftDoes) {
   nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"));
   EXPECT_EQ(saved["target_modules"], nlohmann::json({"c_attn", "c_fc", "c_proj"}));
   EXPECT_EQ(saved["fan_in_fan_out"], true);
-  const std::string python = testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/gpt2_reference.py ";
-  auto logits = [](const std::string& d) {
-    auto file = SafetensorsFile::Open(d + "/reference_logits.safetensors");
-    EXPECT_TRUE(file.ok()) << file.status();
-    return file.ok() ? file->Get("logits")->clone() : at::zeros({1});
-  };
-  const at::Tensor peft = logits(dir);  // PEFT's forward on the adapter's files
-  std::string out;
-  const std::string peft_merged = testing::TempDir("gpt2_lora_peft_merged");
-  std::filesystem::copy(dir, peft_merged, std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
-  ASSERT_EQ(testing::RunCommand(python + peft_merged + " --adapter " + dir + "/adapter --merged", &out), 0) << out;
-  EXPECT_LT((logits(peft_merged) - peft).abs().max().item<double>(), 1e-4);
+  // PEFT's forward on the adapter's files (the helper ran the transcription in dir).
+  auto peft_file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(peft_file.ok()) << peft_file.status();
+  const at::Tensor peft = peft_file->Get("logits")->clone();
   auto base = LoadCausalLM(dir, at::kFloat);  // the base the helper saved
   ASSERT_TRUE(base.ok()) << base.status();
-  std::unique_ptr<CausalLM> merged = (*base)->Clone();
-  ASSERT_TRUE(lora->MergeInto(*merged).ok());
-  const std::string ours = testing::TempDir("gpt2_lora_our_merge");
-  ASSERT_TRUE(SaveCausalLM(*merged, ours).ok());
-  std::filesystem::copy_file(dir + "/ids.safetensors", ours + "/ids.safetensors", std::filesystem::copy_options::overwrite_existing);
-  ASSERT_EQ(testing::RunCommand(python + ours, &out), 0) << out;
-  EXPECT_LT((logits(ours) - peft).abs().max().item<double>(), 1e-4);
+  ExpectGpt2MergesGive(peft, *lora, **base, dir, "gpt2_lora");
 
   auto again = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"target_modules", std::vector<std::string>{"all-linear"}}});
   ASSERT_TRUE(again->Attach(*config, at::TensorOptions().dtype(at::kFloat), 9).ok());
@@ -530,27 +542,9 @@ TEST(LoraAdapterTest, Gpt2DoraOnConv1DMatchesPeftAndItsMerge) {
   ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
   ASSERT_TRUE(lora->Save(dir + "/adapter", **model, "tiny-gpt2").ok());
   EXPECT_EQ(nlohmann::json::parse(testing::ReadFile(dir + "/adapter/adapter_config.json"))["fan_in_fan_out"], true);
-  const std::string python = testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/gpt2_reference.py ";
-  auto logits = [](const std::string& d) {
-    auto file = SafetensorsFile::Open(d + "/reference_logits.safetensors");
-    EXPECT_TRUE(file.ok()) << file.status();
-    return file.ok() ? file->Get("logits")->clone() : at::zeros({1});
-  };
-  std::string out;
-  ASSERT_EQ(testing::RunCommand(python + dir + " --adapter " + dir + "/adapter", &out), 0) << out;
-  const at::Tensor peft = logits(dir);
+  const at::Tensor peft = Gpt2ReferenceLogits(dir, " --adapter " + dir + "/adapter");
   EXPECT_LT((adapted - peft).abs().max().item<double>(), 1e-4);
-  const std::string peft_merged = testing::TempDir("gpt2_dora_peft_merged");
-  std::filesystem::copy(dir, peft_merged, std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing);
-  ASSERT_EQ(testing::RunCommand(python + peft_merged + " --adapter " + dir + "/adapter --merged", &out), 0) << out;
-  EXPECT_LT((logits(peft_merged) - peft).abs().max().item<double>(), 1e-4);
-  std::unique_ptr<CausalLM> merged = (*model)->BaseView()->Clone();
-  ASSERT_TRUE(lora->MergeInto(*merged).ok());
-  const std::string ours = testing::TempDir("gpt2_dora_our_merge");
-  ASSERT_TRUE(SaveCausalLM(*merged, ours).ok());
-  std::filesystem::copy_file(dir + "/ids.safetensors", ours + "/ids.safetensors", std::filesystem::copy_options::overwrite_existing);
-  ASSERT_EQ(testing::RunCommand(python + ours, &out), 0) << out;
-  EXPECT_LT((logits(ours) - peft).abs().max().item<double>(), 1e-4);
+  ExpectGpt2MergesGive(peft, *lora, *(*model)->BaseView(), dir, "gpt2_dora");
 }
 
 // OPT: LoRA under PEFT's names (base_model.model.model.decoder.layers.<i>.self_attn.
