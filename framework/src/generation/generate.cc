@@ -255,13 +255,20 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
   // calls between steps (sampling), would spin beside them: one OpenMP thread while
   // generating, the prompts' prefill included (GRPO's step at stories15M's shape, 16 x
   // 64 tokens: generation 0.85-0.88 s against 1.00-1.07 with two).
-  OneOpenMpThread one_thread(model.CanDecodeStep() && mix == nullptr && std::min(micro, total) <= kFusedDecodeRows);
+  // A few sequences decode through the fused step (model/decode_step.cc), under
+  // autocast too: its loops (bf16 products where the CPU has them, else fp32), at
+  // these batch sizes, are faster than bf16 products through the dispatcher
+  // (generation_bench --bf16 1, tokens/s at batch 1 / 16 / 64, fp32 loops:
+  // stories260K 8,226 / 13,208 / 15,343 against 833 / 4,305 / 9,566; stories15M's
+  // shape 597 / 1,400 / 2,287 against 175 / 1,122 / 2,042).
+  const bool fused_decode = model.CanDecodeStep() && mix == nullptr;
+  OneOpenMpThread one_thread(fused_decode && std::min(micro, total) <= kFusedDecodeRows);
   // Under bf16 autocast the fused step's products take bf16 operands where the CPU
   // has AVX512-BF16 (copies of this call's weights: 2 bytes per parameter while it
   // runs). GRPO's generation at stories15M's shape, 16 x 64 tokens, interleaved
   // A/B: 0.50-0.58 s/step against 0.89-0.97 with fp32 products.
   std::shared_ptr<const CausalLM::DecodeWeights> bf16_weights;
-  if (model.CanDecodeStep() && mix == nullptr && AutocastEnabled(at::kCPU) && AutocastDtype(at::kCPU) == at::kBFloat16) {
+  if (fused_decode && AutocastEnabled(at::kCPU) && AutocastDtype(at::kCPU) == at::kBFloat16) {
     bf16_weights = model.Bf16DecodeWeights();
   }
   for (std::int64_t start = 0; start < total; start += micro) {
@@ -334,12 +341,6 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLM& model,
 
     std::vector<bool> finished(n, false);
     std::int64_t remaining = n, finished_in_batch = 0;
-    // Under autocast too: the fused loops (bf16 products where the CPU has them, else
-    // fp32), at these batch sizes, are faster than bf16 products through the
-    // dispatcher (generation_bench --bf16 1, tokens/s at batch 1 / 16 / 64, fp32
-    // loops: stories260K 8,226 / 13,208 / 15,343 against 833 / 4,305 / 9,566;
-    // stories15M's shape 597 / 1,400 / 2,287 against 175 / 1,122 / 2,042).
-    const bool fused_decode = model.CanDecodeStep() && mix == nullptr;
     for (std::int64_t t = 0; t < max_new && remaining > 0; ++t) {
       // Any NaN or ±Inf makes the sum non-finite (so would finite logits summing past
       // 3e38, from a model as broken). One reduction: at::isfinite(logits).all() took

@@ -281,12 +281,12 @@ void MatVecs(std::initializer_list<MatVecJob> jobs, const float* x, std::int64_t
              std::int64_t ldy) {
   const DotFn dot = Dot();
   std::vector<MatVecJob> list(jobs);
-  std::vector<const float*> inputs(static_cast<size_t>(B));
-  for (std::int64_t b = 0; b < B; ++b) inputs[static_cast<size_t>(b)] = x + b * cols;
   if (list.front().wb != nullptr) {
     MatVecsBf16(list, x, B, cols, ldy);
     return;
   }
+  std::vector<const float*> inputs(static_cast<size_t>(B));
+  for (std::int64_t b = 0; b < B; ++b) inputs[static_cast<size_t>(b)] = x + b * cols;
   std::int64_t total = 0;
   for (const MatVecJob& j : list) total += j.rows;
 #if defined(__x86_64__)
