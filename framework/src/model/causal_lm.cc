@@ -46,10 +46,13 @@ at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
 }
 
 // Cohere's q/k norm (CohereLayerNorm over a (heads, head_dim) shape): x [.., heads,
-// D] normalised over D in fp32 without a bias, times weight [heads, D], cast back.
-at::Tensor HeadLayerNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  const at::Tensor h = at::layer_norm(x.to(ComputeDtype(x.scalar_type())), {x.size(-1)}, {}, {}, eps);
-  return (weight.to(h.scalar_type()) * h).to(x.scalar_type());
+// D] normalised over D in fp32, times weight [heads, D], cast back. Phi's
+// (qk_layer_norm_shared): weight [D] for every head, plus bias [D].
+at::Tensor HeadLayerNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  at::Tensor h = at::layer_norm(x.to(ComputeDtype(x.scalar_type())), {x.size(-1)}, {}, {}, eps);
+  h = weight.to(h.scalar_type()) * h;
+  if (bias.defined()) h = h + bias.to(h.scalar_type());
+  return h.to(x.scalar_type());
 }
 
 // The norm before a sublayer: Norm, or x itself where the family has none (OLMo 2).
@@ -204,7 +207,12 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       out.push_back({p + "self_attn.k_proj.bias", {kv_dim}});
       out.push_back({p + "self_attn.v_proj.bias", {kv_dim}});
     }
-    if (c.qk_layer_norm) {  // Cohere: one weight per head and dimension
+    if (c.qk_layer_norm && c.qk_layer_norm_shared) {  // Phi: one LayerNorm, with a bias, for all heads
+      for (const char* norm : {"self_attn.q_norm.", "self_attn.k_norm."}) {
+        out.push_back({p + norm + "weight", {c.head_dim}});
+        out.push_back({p + norm + "bias", {c.head_dim}});
+      }
+    } else if (c.qk_layer_norm) {  // Cohere: one weight per head and dimension
       out.push_back({p + "self_attn.q_norm.weight", {c.num_attention_heads, c.head_dim}});
       out.push_back({p + "self_attn.k_norm.weight", {c.num_key_value_heads, c.head_dim}});
     } else if (c.qk_norm) {  // per head, or (OLMo 2) over the whole projection
@@ -389,6 +397,23 @@ std::string Gpt2CheckpointName(const std::string& name) {
   return Rename(naming, name);
 }
 
+bool IsGptj(const ModelConfig& c) { return c.model_type == "gptj"; }
+
+// GPT-J: the checkpoint's name of model tensor `name` (GPTJModel's transformer.*:
+// wte, h.<i>.ln_1, attn.q/k/v/out_proj, mlp.fc_in/fc_out, ln_f; lm_head as it is).
+std::string GptjCheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "transformer.wte.weight"},
+                                        {"model.norm.weight", "transformer.ln_f.weight"},
+                                        {"model.norm.bias", "transformer.ln_f.bias"}},
+                                       "transformer.h.",
+                                       {{".input_layernorm.", ".ln_1."},
+                                        {".self_attn.o_proj.", ".attn.out_proj."},
+                                        {".self_attn.", ".attn."},
+                                        {".mlp.up_proj.", ".mlp.fc_in."},
+                                        {".mlp.down_proj.", ".mlp.fc_out."}}};
+  return Rename(naming, name);
+}
+
 bool IsOpt(const ModelConfig& c) { return c.model_type == "opt"; }
 
 // OPT: the checkpoint's name of model tensor `name` (one module per projection, as
@@ -418,6 +443,8 @@ std::string PhiCheckpointName(const std::string& name) {
                                         {"model.norm.bias", "model.final_layernorm.bias"}},
                                        "model.layers.",
                                        {{".self_attn.o_proj.", ".self_attn.dense."},
+                                        {".self_attn.q_norm.", ".self_attn.q_layernorm."},
+                                        {".self_attn.k_norm.", ".self_attn.k_layernorm."},
                                         {".mlp.up_proj.", ".mlp.fc1."},
                                         {".mlp.down_proj.", ".mlp.fc2."}}};
   return Rename(naming, name);
@@ -702,6 +729,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
   return IsNeox(config)    ? NeoxCheckpointName(name)
          : IsBloom(config) ? BloomCheckpointName(name)
          : IsGpt2(config) ? Gpt2CheckpointName(name)
+         : IsGptj(config) ? GptjCheckpointName(name)
          : IsOpt(config)  ? OptCheckpointName(name)
          : IsPhi(config)  ? PhiCheckpointName(name)
          : IsStableLm(config) ? StableLmCheckpointName(config, name)
@@ -715,6 +743,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsNeox(config)) return ToHeadInterleavedLayout(config, std::move(tensors), NeoxCheckpointName);
   if (IsBloom(config)) return ToHeadInterleavedLayout(config, std::move(tensors), BloomCheckpointName);
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
+  if (IsGptj(config)) return ToRenamedLayout(std::move(tensors), GptjCheckpointName);
   if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
@@ -754,6 +783,13 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
     return FromHeadInterleavedLayout(config, tensors, BloomCheckpointName);
   }
   if (IsGpt2(config)) return FromGpt2Layout(config, tensors);
+  if (IsGptj(config)) {
+    for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {  // old checkpoints' mask buffers
+      tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.bias"));
+      tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.masked_bias"));
+    }
+    return FromRenamedLayout(config, tensors, GptjCheckpointName);
+  }
   if (IsOpt(config)) {  // with or without OPTForCausalLM's model. prefix (OPTModel's own files)
     POSTTRAIN_RETURN_IF_ERROR(
         AddMissingPrefix("model.", [](const std::string& name) { return absl::StartsWith(name, "decoder."); }, tensors));
@@ -956,6 +992,10 @@ void CausalLM::Index() {
     if (config_.qk_norm) {
       l.q_norm = by_name.at(p + "self_attn.q_norm.weight");
       l.k_norm = by_name.at(p + "self_attn.k_norm.weight");
+    }
+    if (config_.qk_layer_norm_shared) {
+      l.q_norm_bias = by_name.at(p + "self_attn.q_norm.bias");
+      l.k_norm_bias = by_name.at(p + "self_attn.k_norm.bias");
     }
     l.o = by_name.at(p + "self_attn.o_proj.weight");
     if (config_.output_bias) l.o_bias = by_name.at(p + "self_attn.o_proj.bias");
@@ -1161,7 +1201,7 @@ const char* LinearSiteName(LinearSite site) {
 std::string DecoderLayersPrefix(const ModelConfig& config) {
   return IsNeox(config)                      ? "gpt_neox.layers."
          : IsMamba(config)                   ? "backbone.layers."
-         : IsGpt2(config) || IsBloom(config) ? "transformer.h."
+         : IsGpt2(config) || IsGptj(config) || IsBloom(config) ? "transformer.h."
          : IsOpt(config)                     ? "model.decoder.layers."
                                              : "model.layers.";
 }
@@ -1172,10 +1212,10 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   using Part = LinearModule::Part;
   std::vector<LinearModule> out;
   // q/k/v one module each, then o and the ungated MLP's up and down, by the family's names.
-  auto separate = [&](const char* o, const char* up, const char* down) {
-    out.push_back({"self_attn.q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
-    out.push_back({"self_attn.k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
-    out.push_back({"self_attn.v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
+  auto separate = [&](const char* o, const char* up, const char* down, const std::string& attention = "self_attn.") {
+    out.push_back({attention + "q_proj", hidden, q, {Part{LinearSite::kQ, 0, q}}});
+    out.push_back({attention + "k_proj", hidden, kv, {Part{LinearSite::kK, 0, kv}}});
+    out.push_back({attention + "v_proj", hidden, kv, {Part{LinearSite::kV, 0, kv}}});
     out.push_back({o, q, hidden, {Part{LinearSite::kO, 0, hidden}}});
     out.push_back({up, hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
     out.push_back({down, inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
@@ -1214,6 +1254,9 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   }
   if (IsPhi(c)) {  // Phi's modules, as its checkpoints and PEFT name them
     return separate("self_attn.dense", "mlp.fc1", "mlp.fc2");
+  }
+  if (IsGptj(c)) {  // GPT-J's modules, as its checkpoints and PEFT name them
+    return separate("attn.out_proj", "mlp.fc_in", "mlp.fc_out", "attn.");
   }
   if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
     return separate("self_attn.out_proj", "fc1", "fc2");
@@ -1747,9 +1790,9 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
         }
         q = q.view({B, T, H, D});
         k = k.view({B, T, KV, D});
-        if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
-          q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
-          k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
+        if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head (Phi: shared)
+          q = HeadLayerNorm(q, l.q_norm, l.q_norm_bias, config_.rms_norm_eps);
+          k = HeadLayerNorm(k, l.k_norm, l.k_norm_bias, config_.rms_norm_eps);
         } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
           q = RmsNorm(q, l.q_norm, config_);
           k = RmsNorm(k, l.k_norm, config_);
@@ -1992,9 +2035,9 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
         }
         q = q.view({N, H, D});
         k = k.view({N, KV, D});
-        if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head
-          q = HeadLayerNorm(q, l.q_norm, config_.rms_norm_eps);
-          k = HeadLayerNorm(k, l.k_norm, config_.rms_norm_eps);
+        if (config_.qk_layer_norm) {  // Cohere: LayerNorm over each head's D dims, a weight per head (Phi: shared)
+          q = HeadLayerNorm(q, l.q_norm, l.q_norm_bias, config_.rms_norm_eps);
+          k = HeadLayerNorm(k, l.k_norm, l.k_norm_bias, config_.rms_norm_eps);
         } else if (config_.qk_norm && !config_.qk_norm_over_heads) {  // Qwen3: RMSNorm over each head's D dims, before RoPE
           q = RmsNorm(q, l.q_norm, config_);
           k = RmsNorm(k, l.k_norm, config_);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -184,40 +185,63 @@ absl::Status ReadProbability(const nlohmann::json& json, const char* key, double
   return absl::OkStatus();
 }
 
-// GPT-2's config.json under the names the rest of FromJson reads (GPT2Config's
-// attribute_map, and its n_inner: null means 4 · n_embd; n_positions 1024 when
-// absent). A common name already present wins, as transformers sets it last.
-absl::StatusOr<nlohmann::json> Gpt2FieldsUnderCommonNames(const nlohmann::json& in) {
+// Fields a family's config class does not have, which transformers keeps in
+// config.json as extra attributes and its model never reads (TRL's tiny models pass
+// num_key_value_heads and intermediate_size to every family's config): erased, so
+// that the family's own fields decide.
+void EraseFieldsNotOfTheFamily(std::initializer_list<const char*> keys, nlohmann::json* json) {
+  for (const char* key : keys) json->erase(key);
+}
+
+// GPT-2's (or GPT-J's) config.json under the names the rest of FromJson reads
+// (GPT2Config's and GPTJConfig's attribute_map, whose common names, when present,
+// win as transformers sets them last; their own layer_norm_epsilon,
+// activation_function, and n_inner: null means 4 · n_embd, whatever an extra
+// intermediate_size says).
+absl::StatusOr<nlohmann::json> Gpt2FieldsUnderCommonNames(const nlohmann::json& in, const char* family = "GPT-2") {
   nlohmann::json out = in;
   for (const auto& [theirs, ours] : {std::pair{"n_embd", "hidden_size"}, {"n_layer", "num_hidden_layers"},
-                                     {"n_head", "num_attention_heads"}, {"n_positions", "max_position_embeddings"},
-                                     {"layer_norm_epsilon", "rms_norm_eps"}, {"activation_function", "hidden_act"}}) {
+                                     {"n_head", "num_attention_heads"}, {"n_positions", "max_position_embeddings"}}) {
     if (in.contains(theirs) && !in.contains(ours)) out[ours] = in[theirs];
-    if (!out.contains(ours) && std::string(theirs).rfind("n_", 0) == 0 && std::string(theirs) != "n_positions") {
-      return absl::InvalidArgumentError(absl::StrCat("config.json lacks \"", theirs, "\" (GPT-2's ", ours, ")"));
+    if (!out.contains(ours) && std::string(theirs) != "n_positions") {
+      return absl::InvalidArgumentError(absl::StrCat("config.json lacks \"", theirs, "\" (", family, "'s ", ours, ")"));
     }
   }
-  if (!out.contains("intermediate_size")) {
-    if (in.contains("n_inner") && !in["n_inner"].is_null()) {
-      out["intermediate_size"] = in["n_inner"];
-    } else if (out["hidden_size"].is_number_integer() && out["hidden_size"].get<std::int64_t>() > 0 &&
-               out["hidden_size"].get<std::int64_t>() < (std::int64_t{1} << 40)) {
-      out["intermediate_size"] = 4 * out["hidden_size"].get<std::int64_t>();
-    } else {
-      out["intermediate_size"] = out["hidden_size"];  // as invalid as it is: the checks below name it
-    }
+  EraseFieldsNotOfTheFamily({"rms_norm_eps", "hidden_act", "intermediate_size", "num_key_value_heads", "head_dim"}, &out);
+  for (const auto& [theirs, ours] : {std::pair{"layer_norm_epsilon", "rms_norm_eps"}, {"activation_function", "hidden_act"}}) {
+    if (in.contains(theirs)) out[ours] = in[theirs];
+  }
+  if (in.contains("n_inner") && !in["n_inner"].is_null()) {
+    out["intermediate_size"] = in["n_inner"];
+  } else if (out["hidden_size"].is_number_integer() && out["hidden_size"].get<std::int64_t>() > 0 &&
+             out["hidden_size"].get<std::int64_t>() < (std::int64_t{1} << 40)) {
+    out["intermediate_size"] = 4 * out["hidden_size"].get<std::int64_t>();
+  } else {
+    out["intermediate_size"] = out["hidden_size"];  // as invalid as it is: the checks below name it
   }
   return out;
 }
 
 // OPT's config.json under the names the rest of FromJson reads (OPTConfig: ffn_dim,
-// activation_function, init_std, dropout).
+// 3072 when absent; activation_function; init_std; dropout). OPTConfig has no
+// attribute_map: common names of its own fields are extras and ignored.
 nlohmann::json OptFieldsUnderCommonNames(const nlohmann::json& in) {
   nlohmann::json out = in;
-  for (const auto& [theirs, ours] : {std::pair{"ffn_dim", "intermediate_size"}, {"activation_function", "hidden_act"},
-                                     {"init_std", "initializer_range"}}) {
-    if (in.contains(theirs) && !in.contains(ours)) out[ours] = in[theirs];
+  EraseFieldsNotOfTheFamily({"intermediate_size", "hidden_act", "initializer_range", "rms_norm_eps", "num_key_value_heads",
+                             "head_dim"}, &out);
+  out["intermediate_size"] = in.contains("ffn_dim") ? in["ffn_dim"] : nlohmann::json(3072);
+  for (const auto& [theirs, ours] : {std::pair{"activation_function", "hidden_act"}, {"init_std", "initializer_range"}}) {
+    if (in.contains(theirs)) out[ours] = in[theirs];
   }
+  return out;
+}
+
+// GPT-NeoX's config.json as the rest of FromJson reads it: GPTNeoXConfig has no
+// num_key_value_heads nor head_dim (every head has its key and value; hidden_size /
+// num_attention_heads wide).
+nlohmann::json NeoxFields(const nlohmann::json& in) {
+  nlohmann::json out = in;
+  EraseFieldsNotOfTheFamily({"num_key_value_heads", "head_dim"}, &out);
   return out;
 }
 
@@ -260,7 +284,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   for (const char* key : {"hidden_dropout", "resid_pdrop", "embd_pdrop", "residual_dropout", "embedding_dropout"}) {
     const std::string k = key;
     const bool read = ((model_type == "gpt_neox" || model_type == "bloom") && k == "hidden_dropout") ||
-                      ((model_type == "gpt2" || model_type == "phi") && (k == "resid_pdrop" || k == "embd_pdrop")) ||
+                      ((model_type == "gpt2" || model_type == "gptj" || model_type == "phi") && (k == "resid_pdrop" || k == "embd_pdrop")) ||
                       (model_type == "starcoder2" && (k == "residual_dropout" || k == "embedding_dropout"));
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
   }
@@ -459,6 +483,23 @@ absl::Status ReadGemma2Attention(const nlohmann::json& json, ModelConfig* c) {
 }
 
 // Granite's four multipliers (GraniteConfig: 1.0 each where config.json is silent).
+// GPT-J's rotary_dim (GPTJAttention): RoPE on the first rotary_dim dimensions of each
+// head, null for all of them; kept as the partial_rotary_factor whose
+// rope_freq_dim() it is (the smallest double f with int(head_dim · f) = rotary_dim).
+absl::Status ReadGptjRotaryDim(const nlohmann::json& json, ModelConfig* c) {
+  if (!json.contains("rotary_dim") || json["rotary_dim"].is_null() || c->head_dim <= 0) return absl::OkStatus();
+  std::int64_t rotary = 0;
+  POSTTRAIN_RETURN_IF_ERROR(Read(json, "rotary_dim", &rotary));
+  if (rotary <= 0 || rotary > c->head_dim || rotary % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: rotary_dim must be even and in [2, head_dim = ", c->head_dim,
+                                                   "] (RoPE turns pairs of each head's dimensions), got ", rotary));
+  }
+  double factor = static_cast<double>(rotary) / static_cast<double>(c->head_dim);
+  while (static_cast<std::int64_t>(static_cast<double>(c->head_dim) * factor) < rotary) factor = std::nextafter(factor, 2.0);
+  c->partial_rotary_factor = factor;
+  return absl::OkStatus();
+}
+
 absl::Status ReadGraniteMultipliers(const nlohmann::json& json, ModelConfig* c) {
   double attention = 1.0;
   for (auto [key, value] : {std::pair{"embedding_multiplier", &c->embedding_multiplier},
@@ -755,7 +796,7 @@ double ModelConfig::attention_scale() const {
 }
 
 bool ModelConfig::uses_rope(std::int64_t layer) const {
-  if (!has_rope()) return false;
+  if (!has_rope() || rope_freq_dim() == 0) return false;  // no dimension to rotate: q and k as they are
   return rope_layers.empty() || layer < 0 || layer >= static_cast<std::int64_t>(rope_layers.size()) || rope_layers[layer];
 }
 
@@ -780,20 +821,23 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   ModelConfig c;
   POSTTRAIN_RETURN_IF_ERROR(Read(file, "model_type", &c.model_type));
   const bool gpt2 = c.model_type == "gpt2", opt = c.model_type == "opt", bloom = c.model_type == "bloom";
-  // GPT-2's and OPT's configs name common fields their own way: read under the common names.
+  const bool gptj = c.model_type == "gptj";
+  // GPT-2's, GPT-J's, OPT's and BLOOM's configs name common fields their own way: read under the common names.
   nlohmann::json translated;
-  if (gpt2) {
-    POSTTRAIN_ASSIGN_OR_RETURN(translated, Gpt2FieldsUnderCommonNames(file));
+  if (gpt2 || gptj) {
+    POSTTRAIN_ASSIGN_OR_RETURN(translated, Gpt2FieldsUnderCommonNames(file, gptj ? "GPT-J" : "GPT-2"));
   }
   if (opt) translated = OptFieldsUnderCommonNames(file);
+  const bool neox_type = c.model_type == "gpt_neox";
+  if (neox_type) translated = NeoxFields(file);
   if (bloom) {
     POSTTRAIN_ASSIGN_OR_RETURN(translated, BloomFieldsUnderCommonNames(file));
   }
-  const nlohmann::json& json = gpt2 || opt || bloom ? translated : file;
+  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
-      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !opt &&
+      c.model_type != "mixtral" && c.model_type != "qwen2_moe" && c.model_type != "qwen3_moe" && c.model_type != "gpt_neox" && !gpt2 && !gptj && !opt &&
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
       c.model_type != "gpt_oss" && c.model_type != "deepseek_v3" && c.model_type != "mamba" &&
@@ -801,7 +845,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, mamba, falcon_mamba, gpt_neox, gpt2, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, mamba, falcon_mamba, gpt_neox, gpt2, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   if (c.model_type == "mamba" || c.model_type == "falcon_mamba") return ReadMamba(json, c);
@@ -845,6 +889,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : cohere                      ? "CohereForCausalLM"
                      : bloom                       ? "BloomForCausalLM"
                      : phi                         ? "PhiForCausalLM"
+                     : gptj                        ? "GPTJForCausalLM"
                      : stablelm                    ? "StableLmForCausalLM"
                      : starcoder2                  ? "Starcoder2ForCausalLM"
                                                  : "LlamaForCausalLM";
@@ -1009,9 +1054,29 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "layer_norm_eps", &c.rms_norm_eps));
     POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "resid_pdrop", &c.residual_dropout));
     POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "embd_pdrop", &c.embedding_dropout));
-    if (json.contains("qk_layernorm") && json["qk_layernorm"] == true) {
-      return absl::UnimplementedError("config.json: not supported (it changes the model's maths): qk_layernorm = true");
-    }
+    // qk_layernorm: PhiAttention's q_layernorm / k_layernorm, one nn.LayerNorm(head_dim)
+    // each, shared by the heads, on q and k before RoPE.
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "qk_layernorm", &c.qk_layer_norm));
+    c.qk_layer_norm_shared = c.qk_layer_norm;
+    c.qk_norm = c.qk_layer_norm;
+  }
+  if (gptj) {  // GPTJConfig's defaults (transformers' GPTJBlock, GPTJAttention, GPTJMLP, GPTJForCausalLM)
+    c.layer_norm = true;  // ln_1, read by both parallel branches: h + attn(ln_1(h)) + mlp(ln_1(h))
+    c.parallel_residual = true;
+    c.one_norm_per_layer = true;
+    c.gated_mlp = false;  // fc_out(gelu_new(fc_in(x))), both with biases
+    c.mlp_bias = true;
+    c.attention_bias = false;  // q/k/v_proj and out_proj: bias=False
+    c.output_bias = false;
+    c.lm_head_bias = true;
+    c.rope_interleaved = true;  // rotate_every_two: dimensions (2i, 2i + 1) turn together
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu_new";
+    c.tie_word_embeddings = false;
+    c.max_position_embeddings = 2048;
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "attn_pdrop", &c.attention_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "resid_pdrop", &c.residual_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "embd_pdrop", &c.embedding_dropout));
   }
   if (starcoder2) {  // Starcoder2Config's defaults (transformers' Starcoder2DecoderLayer, Starcoder2MLP)
     c.layer_norm = true;
@@ -1111,13 +1176,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                                                    c.qk_rope_head_dim, "): DeepSeek-V3's RoPE turns that many dimensions"));
   }
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
-  if (!neox && !cohere && !phi && !stablelm && !starcoder2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, BLOOM's: translated
-  POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));
+  if (!neox && !cohere && !phi && !stablelm && !starcoder2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, GPT-J's, BLOOM's: translated
+  if (gptj) POSTTRAIN_RETURN_IF_ERROR(ReadGptjRotaryDim(json, &c));
+  if (!gptj) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));  // GPT-J's base is 10,000, always
   if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2 && !opt && !bloom && !phi && !stablelm && !starcoder2) {
+  if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   }  // OPT's: enable_bias
   if (neox || cohere || c.gpt_oss || deepseek) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere, GPT-OSS, DeepSeek-V3: on o_proj (dense) too
@@ -1206,9 +1272,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (c.head_dim <= 0 || (c.head_dim % 2 != 0 && c.has_rope())) {  // RoPE rotates pairs
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
-  if ((c.learned_positions || c.alibi) && c.num_attention_heads * c.head_dim != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || bloom ? "n_head" : "num_attention_heads", " (",
-                                                   c.num_attention_heads, ") must divide ", gpt2 ? "n_embd" : "hidden_size",
+  if ((c.learned_positions || c.alibi || gptj) && c.num_attention_heads * c.head_dim != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || gptj || bloom ? "n_head" : "num_attention_heads", " (",
+                                                   c.num_attention_heads, ") must divide ", gpt2 || gptj ? "n_embd" : "hidden_size",
                                                    " (", c.hidden_size, ")"));
   }
   if (c.rope_scaling && phi3 && c.rope_scaling->rope_type != "longrope") {
@@ -1234,11 +1300,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: ", key, " must be a positive number, got ", value));
     }
   }
-  if (c.has_rope() &&
-      (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() <= 0 || c.rotary_dim() % 2 != 0 ||
+  // No rotated dimension at all (GPT-NeoX's rotary_pct 0.25 of TRL's tiny head_dim 2)
+  // is what transformers runs too: an empty rotary embedding, q and k unrotated.
+  if (c.has_rope() && c.rope_freq_dim() != 0 &&
+      (!(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1) || c.rotary_dim() < 0 || c.rotary_dim() % 2 != 0 ||
        c.rotary_dim() > c.head_dim)) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: partial_rotary_factor ", c.partial_rotary_factor,
-                                                   " must be in (0, 1] and leave an even, positive number of rotated ",
+                                                   " must be in [0, 1] and leave an even number of rotated ",
                                                    "dimensions (head_dim ", c.head_dim, " gives ", c.rotary_dim(), ")"));
   }
   POSTTRAIN_RETURN_IF_ERROR(FinishLongRope(json, &c));
@@ -1300,6 +1368,29 @@ nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
 }
 
 // OPT's config.json, under OPTConfig's own names.
+// GPT-J's config.json, under GPTJConfig's own names.
+nlohmann::ordered_json GptjJson(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = "gptj";
+  j["vocab_size"] = c.vocab_size;
+  j["n_embd"] = c.hidden_size;
+  j["n_layer"] = c.num_hidden_layers;
+  j["n_head"] = c.num_attention_heads;
+  j["n_inner"] = c.intermediate_size;
+  j["n_positions"] = c.max_position_embeddings;
+  j["rotary_dim"] = c.rope_freq_dim();
+  j["layer_norm_epsilon"] = c.rms_norm_eps;
+  j["activation_function"] = c.hidden_act;
+  j["attn_pdrop"] = c.attention_dropout;
+  j["resid_pdrop"] = c.residual_dropout;
+  j["embd_pdrop"] = c.embedding_dropout;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["initializer_range"] = c.initializer_range;
+  AddCommonFields(c, &j);
+  return j;
+}
+
 nlohmann::ordered_json OptJson(const ModelConfig& c) {
   nlohmann::ordered_json j;
   j["architectures"] = {c.architecture};
@@ -1375,6 +1466,7 @@ nlohmann::ordered_json MambaJson(const ModelConfig& c) {
 nlohmann::ordered_json ModelConfig::ToJson() const {
   if (mamba) return MambaJson(*this);
   if (model_type == "gpt2") return Gpt2Json(*this);
+  if (model_type == "gptj") return GptjJson(*this);
   if (model_type == "opt") return OptJson(*this);
   if (model_type == "bloom") return BloomJson(*this);
   nlohmann::ordered_json j;
@@ -1421,7 +1513,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["partial_rotary_factor"] = partial_rotary_factor;
     j["resid_pdrop"] = residual_dropout;
     j["embd_pdrop"] = embedding_dropout;
-    j["qk_layernorm"] = false;
+    j["qk_layernorm"] = qk_layer_norm;
   } else {
     j["rms_norm_eps"] = rms_norm_eps;
   }

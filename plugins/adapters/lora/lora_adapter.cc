@@ -197,6 +197,7 @@ class LoraAdapter final : public Adapter {
                                                    : " (its lm_head is tied to the input embedding: name embed_tokens)")
                 : config_.model_type == "gpt_neox" ? " (e.g. embed_in, embed_out, final_layer_norm)"
                 : config_.model_type == "gpt2"     ? " (e.g. wte, wpe, ln_f)"
+                : config_.model_type == "gptj"     ? " (e.g. wte, ln_f, lm_head)"
                 : config_.model_type == "opt"      ? " (e.g. embed_tokens, embed_positions, final_layer_norm)"
                 : config_.model_type == "bloom"    ? " (e.g. word_embeddings, word_embeddings_layernorm, ln_f)"
                                                     : " (e.g. embed_tokens, lm_head, model.norm)"));

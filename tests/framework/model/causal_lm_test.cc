@@ -655,7 +655,7 @@ TEST(CausalLMTest, Phi4MiniPartialRotaryOnEveryPath) {
   // GPT-NeoX slices rotary_ndims = 5 dimensions against 6 of cos: transformers fails; refused.
   const nlohmann::json neox = {{"model_type", "gpt_neox"}, {"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 48},
                                {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"rotary_pct", 0.7}};
-  EXPECT_THAT(std::string(ModelConfig::FromJson(neox).status().message()), HasSubstr("even, positive number of rotated"));
+  EXPECT_THAT(std::string(ModelConfig::FromJson(neox).status().message()), HasSubstr("leave an even number of rotated"));
   partial["model_type"] = "llama";  // LlamaAttention rotates whole heads
   EXPECT_THAT(std::string(ModelConfig::FromJson(partial).status().message()), HasSubstr("partial_rotary_factor = 0.7"));
 }
@@ -2089,8 +2089,40 @@ TEST(CausalLMTest, PhiMatchesThePythonTranscriptionOnEveryPath) {
               HasSubstr("lacks tensor 'lm_head.bias' of shape [97]"));
 }
 
+// Phi with qk_layernorm against phi_reference.py: PhiAttention's q_layernorm and
+// k_layernorm, one nn.LayerNorm(head_dim) each with a random weight and bias shared by
+// every head, on q and k before the partial RoPE. Every path; saved under Phi's
+// names (self_attn.q_layernorm.weight / .bias [head_dim]) and loaded back
+// bit-identical; the config written back keeps qk_layernorm.
+TEST(CausalLMTest, PhiQkLayerNormMatchesThePythonTranscription) {
+  const nlohmann::json json = {{"model_type", "phi"}, {"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 56},
+                               {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                               {"partial_rotary_factor", 0.5}, {"qk_layernorm", true}, {"max_position_embeddings", 64},
+                               {"tie_word_embeddings", false}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->qk_layer_norm && config->qk_layer_norm_shared);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 131);
+  RandomizeBiasesAndNorms(*model, 132, 0.5);
+  const std::int64_t B = 2, T = 9;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_phi_qk", nullptr, "phi_reference.py");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+  const std::string dir = testing::TempDir("phi_qk_save");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  auto saved = LoadSafetensorsDir(dir);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  for (const char* name : {"model.layers.0.self_attn.q_layernorm.weight", "model.layers.1.self_attn.k_layernorm.bias"}) {
+    ASSERT_EQ(saved->count(name), 1u) << name;
+    EXPECT_EQ(saved->at(name).sizes(), at::IntArrayRef({8})) << name;
+  }
+  EXPECT_EQ(nlohmann::json::parse(testing::ReadFile(dir + "/config.json"))["qk_layernorm"], true);
+}
+
 // microsoft/phi-2's config.json fields read as PhiConfig defines them; written back
-// under its names; qk_layernorm is refused by name.
+// under its names.
 TEST(CausalLMTest, PhiConfigReadsPhi2Fields) {
   const nlohmann::json phi2 = {{"architectures", {"PhiForCausalLM"}}, {"attention_dropout", 0.0}, {"bos_token_id", 50256},
                                {"embd_pdrop", 0.0}, {"eos_token_id", 50256}, {"hidden_act", "gelu_new"}, {"hidden_size", 2560},
@@ -2112,9 +2144,168 @@ TEST(CausalLMTest, PhiConfigReadsPhi2Fields) {
   auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
-  nlohmann::json qk = phi2;
-  qk["qk_layernorm"] = true;
-  EXPECT_THAT(std::string(ModelConfig::FromJson(qk).status().message()), HasSubstr("qk_layernorm = true"));
+  EXPECT_FALSE(c->qk_layer_norm);
+}
+
+// GPT-J against tests/framework/model/gptj_reference.py (GPTJForCausalLM's maths in
+// fp64 from the checkpoint we write under GPT-J's names): ln_1 with random weights and
+// biases read by both parallel branches, q/k/v/out_proj without biases, RoPE on
+// adjacent pairs of each head's first rotary_dim dimensions (and, second, of all of
+// them: rotary_dim null), fc_in/fc_out and the LM head with random biases. Every
+// path; saved and loaded back bit-identical; the old checkpoints' attn.bias /
+// attn.masked_bias buffers are dropped on load.
+TEST(CausalLMTest, GptjMatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool partial : {true, false}) {
+    SCOPED_TRACE(partial ? "rotary_dim 4 of 8" : "rotary_dim null");
+    nlohmann::json json = {{"model_type", "gptj"}, {"architectures", {"GPTJForCausalLM"}}, {"vocab_size", 97},
+                           {"n_embd", 32}, {"n_inner", 56}, {"n_layer", 2}, {"n_head", 4}, {"n_positions", 64},
+                           {"layer_norm_epsilon", 1e-5}, {"activation_function", "gelu_new"}, {"resid_pdrop", 0.0},
+                           {"embd_pdrop", 0.0}, {"attn_pdrop", 0.0}, {"tie_word_embeddings", false}};
+    json["rotary_dim"] = partial ? nlohmann::json(4) : nlohmann::json(nullptr);
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->rotary_dim(), partial ? 4 : 8);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 141);
+    RandomizeBiasesAndNorms(*model, 142, 0.5);
+    const std::int64_t B = 2, T = 9;
+    const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_gptj", nullptr, "gptj_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+    const std::string dir = testing::TempDir("gptj_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    for (const char* name : {"transformer.wte.weight", "transformer.h.1.ln_1.bias", "transformer.h.0.attn.q_proj.weight",
+                             "transformer.h.1.attn.out_proj.weight", "transformer.h.0.mlp.fc_in.bias",
+                             "transformer.h.1.mlp.fc_out.weight", "transformer.ln_f.weight", "lm_head.bias"}) {
+      EXPECT_EQ(saved->count(name), 1u) << name;
+    }
+    EXPECT_EQ(saved->count("transformer.h.0.attn.q_proj.bias"), 0u);
+    std::map<std::string, at::Tensor> with_buffers = *saved;
+    with_buffers["transformer.h.0.attn.bias"] = at::ones({1, 1, 64, 64}, at::kBool).tril();
+    with_buffers["transformer.h.1.attn.masked_bias"] = at::full({}, -1e9);
+    auto loaded = CausalLM::FromTensors(*config, with_buffers, at::kFloat);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["model_type"], "gptj");
+    EXPECT_EQ(written["rotary_dim"], partial ? 4 : 8);
+    EXPECT_EQ(written["n_embd"], 32);
+  }
+}
+
+// TRL's tiny models pass num_key_value_heads and intermediate_size to every family's
+// config class; GPT2Config, GPTJConfig, OPTConfig and GPTNeoXConfig keep the ones they
+// lack as extra attributes, written to config.json and read by no model: the
+// family's own fields decide (n_inner null: 4 n_embd; ffn_dim, 3072 when absent;
+// activation_function; one key/value head per query head).
+TEST(CausalLMTest, FieldsAFamilyLacksAreIgnoredAsTransformersIgnoresThem) {
+  const nlohmann::json extras = {{"num_key_value_heads", 2}, {"intermediate_size", 20}, {"head_dim", 4},
+                                 {"hidden_act", "silu"}, {"rms_norm_eps", 0.5}};
+  for (const char* type : {"gpt2", "gptj"}) {
+    SCOPED_TRACE(type);
+    nlohmann::json json = {{"model_type", type}, {"vocab_size", 97}, {"n_embd", 8}, {"n_head", 4}, {"n_layer", 2},
+                           {"n_inner", nullptr}, {"activation_function", "gelu_new"}, {"layer_norm_epsilon", 1e-5}};
+    json.update(extras);
+    auto c = ModelConfig::FromJson(json);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->num_key_value_heads, 4);
+    EXPECT_EQ(c->head_dim, 2);
+    EXPECT_EQ(c->intermediate_size, 32);
+    EXPECT_EQ(c->activation(), Activation::kGeluTanh);
+    EXPECT_EQ(c->rms_norm_eps, 1e-5);
+    json["n_inner"] = 24;
+    EXPECT_EQ(ModelConfig::FromJson(json)->intermediate_size, 24);
+  }
+  nlohmann::json opt = {{"model_type", "opt"}, {"vocab_size", 97}, {"hidden_size", 8}, {"num_attention_heads", 4},
+                        {"num_hidden_layers", 2}, {"activation_function", "relu"}};
+  opt.update(extras);
+  auto o = ModelConfig::FromJson(opt);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->num_key_value_heads, 4);
+  EXPECT_EQ(o->head_dim, 2);
+  EXPECT_EQ(o->intermediate_size, 3072);  // OPTConfig's ffn_dim default
+  EXPECT_EQ(o->activation(), Activation::kRelu);
+  EXPECT_EQ(o->rms_norm_eps, 1e-5);
+  opt["ffn_dim"] = 16;
+  EXPECT_EQ(ModelConfig::FromJson(opt)->intermediate_size, 16);
+  nlohmann::json neox = {{"model_type", "gpt_neox"}, {"vocab_size", 97}, {"hidden_size", 8}, {"num_attention_heads", 4},
+                         {"num_hidden_layers", 2}, {"intermediate_size", 32}, {"num_key_value_heads", 2}, {"head_dim", 4}};
+  auto n = ModelConfig::FromJson(neox);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(n->num_key_value_heads, 4);
+  EXPECT_EQ(n->head_dim, 2);
+  EXPECT_EQ(n->intermediate_size, 32);  // GPTNeoXConfig's own field
+  // rotary_pct 0.25 of head_dim 2: no dimension turns (transformers' rotary embedding is
+  // empty); every path against the transcription, which rotates none either.
+  EXPECT_EQ(n->rotary_dim(), 0);
+  EXPECT_FALSE(n->uses_rope(0));
+  {
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*n, 151);
+    RandomizeBiasesAndNorms(*model, 152, 0.5);
+    const at::Tensor ids = at::randint(n->vocab_size, {2, 7}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_neox_tiny", nullptr, "gpt_neox_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+  }
+  // Each loads the tensors its transformers class holds: q, k and v all 8 rows.
+  for (const nlohmann::json& json : {neox, opt}) {
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok());
+    auto model = CausalLM::Random(*config, at::kFloat, 1);
+    ASSERT_TRUE(model.ok()) << model.status();
+    for (const auto& [name, p] : (*model)->named_parameters()) {
+      if (absl::EndsWith(name, "v_proj.weight")) EXPECT_EQ(p.size(0), 8) << name;
+    }
+  }
+}
+
+// EleutherAI/gpt-j-6b's config.json read as GPTJConfig defines it (rotary_dim 64 of
+// 256, n_inner null: 4 n_embd, lm_head with a bias, untied), written back under its
+// names; bad rotary_dim values are named.
+TEST(CausalLMTest, GptjConfigReadsGptj6bFields) {
+  const nlohmann::json gptj = {{"activation_function", "gelu_new"}, {"architectures", {"GPTJForCausalLM"}},
+                               {"attn_pdrop", 0.0}, {"bos_token_id", 50256}, {"embd_pdrop", 0.0}, {"eos_token_id", 50256},
+                               {"gradient_checkpointing", false}, {"initializer_range", 0.02}, {"layer_norm_epsilon", 1e-05},
+                               {"model_type", "gptj"}, {"n_embd", 4096}, {"n_head", 16}, {"n_inner", nullptr},
+                               {"n_layer", 28}, {"n_positions", 2048}, {"resid_pdrop", 0.0}, {"rotary", true},
+                               {"rotary_dim", 64}, {"scale_attn_weights", true}, {"tie_word_embeddings", false},
+                               {"use_cache", true}, {"vocab_size", 50400}};
+  auto c = ModelConfig::FromJson(gptj);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->architecture, "GPTJForCausalLM");
+  EXPECT_EQ(c->head_dim, 256);
+  EXPECT_EQ(c->rotary_dim(), 64);
+  EXPECT_EQ(c->intermediate_size, 16384);
+  EXPECT_EQ(c->max_position_embeddings, 2048);
+  EXPECT_EQ(c->rope_theta, 10000.0);
+  EXPECT_TRUE(c->layer_norm && c->layer_norm_bias && c->parallel_residual && c->one_norm_per_layer && c->mlp_bias &&
+              c->lm_head_bias && c->rope_interleaved);
+  EXPECT_FALSE(c->gated_mlp || c->tie_word_embeddings || c->attention_bias || c->output_bias);
+  EXPECT_EQ(c->activation(), Activation::kGeluTanh);
+  auto back = ModelConfig::FromJson(nlohmann::json::parse(c->ToJson().dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson().dump(), c->ToJson().dump());
+  for (const std::int64_t head_dim : {80, 96, 112, 200}) {  // rotary_dim / head_dim need not be exact in binary
+    for (std::int64_t rotary = 2; rotary <= head_dim; rotary += 2) {
+      nlohmann::json j = gptj;
+      j["n_embd"] = head_dim * 16;
+      j["rotary_dim"] = rotary;
+      auto r = ModelConfig::FromJson(j);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->rotary_dim(), rotary) << head_dim;
+      ASSERT_EQ(r->ToJson()["rotary_dim"], rotary) << head_dim;
+    }
+  }
+  for (const std::int64_t bad : {0, 3, 258}) {
+    nlohmann::json j = gptj;
+    j["rotary_dim"] = bad;
+    EXPECT_THAT(std::string(ModelConfig::FromJson(j).status().message()), HasSubstr("rotary_dim must be even")) << bad;
+  }
+  nlohmann::json no_layers = gptj;
+  no_layers.erase("n_layer");
+  EXPECT_THAT(std::string(ModelConfig::FromJson(no_layers).status().message()), HasSubstr("GPT-J's num_hidden_layers"));
 }
 
 // StableLM against tests/framework/model/stablelm_reference.py (StableLmDecoderLayer's

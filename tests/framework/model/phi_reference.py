@@ -3,7 +3,8 @@ written out in python3-torch in fp64 from the checkpoint's own names; transforme
 itself is not installed here. PhiDecoderLayer: one input_layernorm (LayerNorm with a
 bias) read by both branches, h + attn(ln(h)) + mlp(ln(h)); PhiAttention: q/k/v_proj
 with biases, RoPE (rotate-half) on the first int(head_dim * partial_rotary_factor)
-dimensions of each head, scores times head_dim ** -0.5, key/value heads repeated for
+dimensions of each head (with qk_layernorm, first q_layernorm / k_layernorm: one
+nn.LayerNorm(head_dim) with a bias each, shared by the heads), scores times head_dim ** -0.5, key/value heads repeated for
 grouped queries, self_attn.dense with a bias; PhiMLP: fc2(gelu_new(fc1(x))); the
 final_layernorm; lm_head with a bias.
 
@@ -33,6 +34,10 @@ def ln(x, name):
     return torch.nn.functional.layer_norm(x, (E,), w[name + ".weight"], w[name + ".bias"], eps)
 
 
+def head_ln(x, name):
+    return torch.nn.functional.layer_norm(x, (D,), w[name + ".weight"], w[name + ".bias"], eps)
+
+
 linear = peft_linear(w, lora, scaling)
 
 
@@ -45,8 +50,13 @@ h = w["model.embed_tokens.weight"][ids]
 for i in range(cfg["num_hidden_layers"]):
     p = f"model.layers.{i}."
     x = ln(h, p + "input_layernorm")
-    q = rope(linear(x, p + "self_attn.q_proj").view(B, T, H, D).transpose(1, 2))
-    k = rope(linear(x, p + "self_attn.k_proj").view(B, T, KV, D).transpose(1, 2)).repeat_interleave(H // KV, dim=1)
+    q = linear(x, p + "self_attn.q_proj").view(B, T, H, D)
+    k = linear(x, p + "self_attn.k_proj").view(B, T, KV, D)
+    if cfg.get("qk_layernorm", False):
+        q = head_ln(q, p + "self_attn.q_layernorm")
+        k = head_ln(k, p + "self_attn.k_layernorm")
+    q = rope(q.transpose(1, 2))
+    k = rope(k.transpose(1, 2)).repeat_interleave(H // KV, dim=1)
     v = linear(x, p + "self_attn.v_proj").view(B, T, KV, D).transpose(1, 2).repeat_interleave(H // KV, dim=1)
     a = torch.softmax(q @ k.transpose(-1, -2) * D ** -0.5 + mask, -1) @ v
     attn = linear(a.transpose(1, 2).reshape(B, T, E), p + "self_attn.dense")

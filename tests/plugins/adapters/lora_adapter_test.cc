@@ -85,6 +85,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "cohere" || config.model_type == "cohere2" ? "cohere_reference.py"
                              : config.model_type == "bloom"  ? "bloom_reference.py"
                              : config.model_type == "phi"    ? "phi_reference.py"
+                             : config.model_type == "gptj"   ? "gptj_reference.py"
                              : config.model_type == "stablelm" ? "stablelm_reference.py"
                              : config.model_type == "starcoder2" ? "starcoder2_reference.py"
                              : config.model_type == "gpt_oss" ? "gpt_oss_reference.py"
@@ -710,6 +711,22 @@ TEST(LoraAdapterTest, PhiAdaptsItsModulesUnderPeftsNames) {
   EXPECT_EQ(params.count("base_model.model.model.layers.1.self_attn.dense.lora_A.weight"), 1u);
   EXPECT_EQ(params["base_model.model.model.layers.0.mlp.fc2.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("phi_lora"));
+}
+
+// GPT-J: LoRA under PEFT's names (attn.q_proj/k_proj/v_proj/out_proj, mlp.fc_in/fc_out
+// in transformer.h.<i>); the adapted model equals PEFT's formula on those files
+// (gptj_reference.py) and its merge.
+TEST(LoraAdapterTest, GptjAdaptsItsModulesUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "gptj"}, {"vocab_size", 97}, {"n_embd", 32}, {"n_inner", 48},
+                                       {"n_layer", 2}, {"n_head", 4}, {"rotary_dim", 4}, {"n_positions", 64}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 6 * 2);  // A and B of 6 modules in 2 layers
+  EXPECT_EQ(params.count("base_model.model.transformer.h.1.attn.out_proj.lora_A.weight"), 1u);
+  EXPECT_EQ(params["base_model.model.transformer.h.0.mlp.fc_out.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("gptj_lora"));
 }
 
 // StableLM (parallel, with qk_layernorm): LoRA on Llama's module names; the adapted

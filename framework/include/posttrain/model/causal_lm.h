@@ -231,6 +231,7 @@ class CausalLM {
     at::Tensor pre_ff_norm, post_ff_norm;  // Gemma 2's sandwich norms (post_norm then follows attention)
     // GPT-NeoX: the LayerNorms' biases, attention.dense's and the MLP's.
     at::Tensor input_norm_bias, post_norm_bias, o_bias, up_bias, down_bias;
+    at::Tensor q_norm_bias, k_norm_bias;  // Phi's shared q/k LayerNorms (qk_layer_norm_shared)
     // An MoE layer (config.is_moe_layer): the router [num_experts, hidden] and each
     // expert's projections; gate/up/down then hold Qwen2-MoE's shared expert, if any.
     at::Tensor router, shared_expert_gate;

@@ -78,7 +78,7 @@ enum class Activation { kSilu, kGelu, kGeluTanh, kRelu };
 std::optional<Activation> ActivationOf(const std::string& hidden_act);
 
 struct ModelConfig {
-  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "stablelm", "starcoder2", "glm4_moe", "gpt_oss", "deepseek_v3", "mamba", "falcon_mamba"
+  std::string model_type = "llama";           // "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3", "phi3", "gemma2", "gemma3_text", "olmo2", "granite", "mixtral", "qwen2_moe", "qwen3_moe", "gpt_neox", "gpt2", "opt", "cohere", "cohere2", "bloom", "phi", "gptj", "stablelm", "starcoder2", "glm4_moe", "gpt_oss", "deepseek_v3", "mamba", "falcon_mamba"
   std::string architecture = "LlamaForCausalLM";
   std::int64_t vocab_size = 32000;
   std::int64_t hidden_size = 4096;
@@ -284,10 +284,16 @@ struct ModelConfig {
   // Phi (PhiForCausalLM, Phi-1/1.5/2): the LM head has a bias, lm_head.bias [vocab_size]
   // (logits = h Wᵀ + b). Its layer is Cohere's parallel one with LayerNorms that have
   // biases, biases on every projection and the ungated MLP fc2(act(fc1(x))).
+  // GPT-J (GPTJForCausalLM) is the same layer without q/k/v/out_proj biases, RoPE on
+  // adjacent pairs (rope_interleaved) of each head's first rotary_dim dimensions.
   bool lm_head_bias = false;
   bool one_norm_per_layer = false;
   bool rope_interleaved = false;
   bool qk_layer_norm = false;
+  // Phi's qk_layernorm: qk_layer_norm as one nn.LayerNorm with a bias over head_dim,
+  // shared by every head (self_attn.q_layernorm / k_layernorm .weight and .bias
+  // [head_dim]; the model's q_norm / k_norm), before RoPE.
+  bool qk_layer_norm_shared = false;
   double logit_scale = 1.0;
   // OPT (OPTLearnedPositionalEmbedding): position p reads row p + position_offset
   // (2) of a table of max_position_embeddings + 2 rows. GPT-2: 0.
