@@ -3253,5 +3253,50 @@ TEST(Llama2cTest, TruncatedCheckpointIsDataLoss) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("(truncated?)"));
 }
 
+// TRL's tiny test models (trl-internal-testing/tiny-*, scripts/generate_tiny_models.py):
+// each family's config class given hidden_size 8, 4 heads, 2 key/value heads, 2 layers,
+// intermediate_size 32 (head_dim 2: one rotated pair; Gemma's own head_dim 256),
+// weights at std 0.2. Each against its fp64 transcription on every path it has, the
+// fused decode step included where the family runs it, and that step's bf16 products
+// against its fp32 ones (to bf16's resolution) where the CPU has AVX512-BF16.
+TEST(CausalLMTest, TrlTinyShapesMatchTheTranscriptionsOnEveryPath) {
+  const nlohmann::json tiny = {{"vocab_size", 97}, {"hidden_size", 8}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2}, {"num_hidden_layers", 2}, {"intermediate_size", 32}};
+  const std::vector<std::pair<std::string, std::string>> families = {
+      {"llama", "llama_reference.py"},   {"mistral", "llama_reference.py"}, {"qwen2", "llama_reference.py"},
+      {"qwen3", "llama_reference.py"},   {"gemma", "llama_reference.py"},   {"gemma2", "llama_reference.py"},
+      {"phi3", "llama_reference.py"},    {"qwen3_moe", "llama_reference.py"}, {"cohere", "cohere_reference.py"},
+      {"cohere2", "cohere_reference.py"}, {"gpt2", "gpt2_reference.py"},   {"opt", "opt_reference.py"}};
+  for (const auto& [type, script] : families) {
+    SCOPED_TRACE(type);
+    nlohmann::json json = tiny;
+    json["model_type"] = type;
+    if (type == "qwen3_moe") {
+      json["num_experts"] = 4;
+      json["num_experts_per_tok"] = 2;
+    }
+    if (type == "opt") json["ffn_dim"] = 32;  // OPTConfig's default 3072 is only slower here
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 171);
+    RandomizeBiasesAndNorms(*model, 172, 0.5);
+    const std::int64_t B = 2, T = 7;
+    const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_trl_tiny_" + type, nullptr, script);
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/model->CanDecodeStep());
+    const std::shared_ptr<const CausalLM::DecodeWeights> bf16 = model->Bf16DecodeWeights();
+    if (!model->CanDecodeStep() || bf16 == nullptr) continue;
+    c10::InferenceMode inference;
+    KVCache cache = model->NewCache(B, T);
+    for (std::int64_t t = 0; t < T; ++t) {
+      const at::Tensor step =
+          model->DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &cache, bf16.get());
+      const at::Tensor want = expected.select(1, t);
+      EXPECT_LT((step - want).abs().max().item<double>(), 0.02 * want.abs().max().item<double>() + 0.05) << "bf16, position " << t;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace posttrain
