@@ -1,9 +1,11 @@
 // Generation throughput: M new tokens at batch 1 (one prompt at a time), at batch N
 // (N prompts), and at batch 4N (N prompts x 4 samples sharing each prompt's prefill).
 //
-//   build/bin/generation_bench [--prompts 16] [--new-tokens 128] [--dtype float32] [--bf16 0|1]
+//   build/bin/generation_bench [--prompts 16] [--new-tokens 128] [--dtype float32] [--bf16 0|1] [--lora R]
 //
-// --bf16 1 generates under bf16 autocast, as a run with bf16 = true does.
+// --bf16 1 generates under bf16 autocast, as a run with bf16 = true does. --lora R
+// also runs the stories15M-shape model with a LoRA adapter of rank R on every linear
+// layer (random B, so that it adds something), as a GRPO run with [peft] samples.
 //
 // Models: stories260K (converted from recipes/data in-process) and a random model
 // of stories15M's shape (dim 288, 6 layers, 6 heads, hidden 768, vocab 32000).
@@ -15,16 +17,19 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include <ATen/Parallel.h>
 
 #include "bench_models.h"
+#include "posttrain/api/adapter.h"
 #include "posttrain/core/autocast.h"
 #include "posttrain/core/text_file.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/llama2c.h"
+#include "posttrain/plugin/plugin_host.h"
 #include "posttrain/tokenizer/hf_tokenizer.h"
 
 namespace posttrain {
@@ -72,6 +77,7 @@ int Main(int argc, char** argv) {
   std::int64_t num_prompts = 16, new_tokens = 128;
   std::string dtype_name = "float32", data = "recipes/data";
   bool bf16 = false;
+  std::int64_t lora_r = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--prompts") num_prompts = std::stoll(argv[i + 1]);
@@ -79,6 +85,7 @@ int Main(int argc, char** argv) {
     if (flag == "--dtype") dtype_name = argv[i + 1];
     if (flag == "--data") data = argv[i + 1];
     if (flag == "--bf16") bf16 = std::string(argv[i + 1]) == "1";
+    if (flag == "--lora") lora_r = std::stoll(argv[i + 1]);
   }
   auto dtype = ParseDtype(dtype_name);
   if (dtype.ok()) ConfigureThreads(bf16 ? at::kBFloat16 : *dtype, ThreadUse::kGeneration);
@@ -110,6 +117,34 @@ int Main(int argc, char** argv) {
   const ModelConfig c = bench::Stories15MShape();
   auto random15m = CausalLM::Random(c, *dtype, 7);
   Run("random stories15M-shape", **random15m, prompts, new_tokens);
+  if (lora_r > 0) {
+    PluginHost host;
+    const RegisteredComponent* lora_plugin =
+        host.LoadDefaultDirectories().ok() ? host.registry().Find(ComponentKind::kAdapter, "lora") : nullptr;
+    if (lora_plugin == nullptr) {
+      std::fprintf(stderr, "--lora: the lora adapter plugin was not found\n");
+      return 1;
+    }
+    auto lora = host.registry().Create<Adapter>(ComponentConfig(
+        "lora", &lora_plugin->registration.schema,
+        {{"r", lora_r}, {"lora_alpha", static_cast<double>(2 * lora_r)},
+         {"target_modules", std::vector<std::string>{"all-linear"}}},
+        "bench"));
+    if (!lora.ok() || !(*lora)->Attach(c, at::TensorOptions().dtype(at::kFloat), 0).ok() ||
+        !(*lora)->Initialize(**random15m).ok()) {
+      std::fprintf(stderr, "--lora: could not attach the adapter\n");
+      return 1;
+    }
+    {
+      c10::NoGradGuard no_grad;
+      for (auto& [name, p] : (*lora)->NamedParameters()) {
+        if (name.find("lora_B") != std::string::npos) p.normal_(0.0, 0.02);
+      }
+    }
+    (*random15m)->set_adapter(lora->get());
+    Run(absl::StrCat("+ LoRA r=", lora_r, " all-linear").c_str(), **random15m, prompts, new_tokens);
+    (*random15m)->set_adapter(nullptr);
+  }
   return 0;
 }
 

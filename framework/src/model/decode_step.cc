@@ -15,6 +15,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <initializer_list>
 #include <vector>
@@ -385,21 +386,67 @@ const float* Data(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>(
 
 struct CausalLM::DecodeWeights {
   struct Layer {
-    at::Tensor q, k, v, o, gate, up, down;  // bf16, packed (internal::PackBf16Rows)
+    at::Tensor q, k, v, o, gate, up, down;  // bf16, packed (internal::PackBf16Rows); undefined: fp32 products
+    // fp32 merged weights (MergedDecodeWeights) of the adapted projections; undefined: the model's own.
+    at::Tensor q32, k32, v32, o32, gate32, up32, down32;
   };
   std::vector<Layer> layers;
   at::Tensor lm_head;
+  bool merged = false;  // the installed adapter is folded in (DecodeStep requires it when there is one)
 };
+
+namespace {
+
+// The projections DecodeStep multiplies, in DecodeWeights::Layer's order.
+constexpr LinearSite kDecodeSites[] = {LinearSite::kQ,    LinearSite::kK,  LinearSite::kV,   LinearSite::kO,
+                                       LinearSite::kGate, LinearSite::kUp, LinearSite::kDown};
+
+}  // namespace
+
+std::array<std::pair<at::Tensor, at::Tensor>, 7> CausalLM::DecodeMatrices(std::size_t layer) const {
+  const Layer& l = layers_[layer];
+  const std::array<at::Tensor, 7> own = {l.q, l.k, l.v, l.o, l.gate, l.up, l.down};
+  std::array<std::pair<at::Tensor, at::Tensor>, 7> out;
+  for (size_t k = 0; k < own.size(); ++k) {
+    out[k].first = own[k].detach();
+    if (adapter_ == nullptr) continue;
+    const at::Tensor m = adapter_->MergedWeight(static_cast<std::int64_t>(layer), kDecodeSites[k], out[k].first);
+    // An unadapted site comes back as the model's own weight: no copy of it.
+    if (m.data_ptr() != own[k].data_ptr()) out[k].second = m.contiguous();
+  }
+  return out;
+}
 
 std::shared_ptr<const CausalLM::DecodeWeights> CausalLM::Bf16DecodeWeights() const {
   if (!CanDecodeStep() || !internal::Bf16RowDotsInHardware()) return nullptr;
   c10::NoGradGuard no_grad;
-  auto bf16 = [](const at::Tensor& t) { return t.defined() ? internal::PackBf16Rows(t.detach()) : at::Tensor(); };
   auto w = std::make_shared<DecodeWeights>();
-  for (const Layer& l : layers_) {
-    w->layers.push_back({bf16(l.q), bf16(l.k), bf16(l.v), bf16(l.o), bf16(l.gate), bf16(l.up), bf16(l.down)});
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    std::array<at::Tensor, 7> packed;
+    const auto matrices = DecodeMatrices(li);
+    for (size_t k = 0; k < packed.size(); ++k) {
+      const auto& [own, merged] = matrices[k];
+      packed[k] = internal::PackBf16Rows(merged.defined() ? merged : own);
+    }
+    w->layers.push_back({packed[0], packed[1], packed[2], packed[3], packed[4], packed[5], packed[6]});
   }
-  w->lm_head = bf16(lm_head_);
+  w->lm_head = internal::PackBf16Rows(lm_head_.detach());
+  w->merged = true;  // every matrix packed from the merged weights (the model's own without an adapter)
+  return w;
+}
+
+std::shared_ptr<const CausalLM::DecodeWeights> CausalLM::MergedDecodeWeights() const {
+  if (!CanDecodeStep() || adapter_ == nullptr) return nullptr;
+  c10::NoGradGuard no_grad;
+  auto w = std::make_shared<DecodeWeights>();
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const auto m = DecodeMatrices(li);  // the merged copies only (undefined: unadapted)
+    DecodeWeights::Layer layer;
+    layer.q32 = m[0].second, layer.k32 = m[1].second, layer.v32 = m[2].second, layer.o32 = m[3].second;
+    layer.gate32 = m[4].second, layer.up32 = m[5].second, layer.down32 = m[6].second;
+    w->layers.push_back(std::move(layer));
+  }
+  w->merged = true;
   return w;
 }
 
@@ -409,7 +456,7 @@ bool CausalLM::CanDecodeStep() const {
   // Mixtures of experts route each token through a few of many experts: not these loops.
   // GPT-NeoX's layer (LayerNorms, biases, ungated MLP, parallel residual) is not theirs
   // either, nor GPT-2's (the same, and learned positions), nor Cohere's (RoPE on pairs).
-  if (runner_ != nullptr || adapter_ != nullptr || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
+  if (runner_ != nullptr || (adapter_ != nullptr && !adapter_->MergesIntoWeights()) || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
       config_.num_experts > 0 || config_.layer_norm || config_.parallel_residual || !config_.gated_mlp ||
       config_.mlp_bias || config_.output_bias || config_.learned_positions || config_.rope_interleaved ||
       config_.lm_head_bias || config_.mla() || config_.mamba) {  // latent attention, state-space layers: not these loops
@@ -423,11 +470,15 @@ bool CausalLM::CanDecodeStep() const {
 
 at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
                                 const std::vector<std::int64_t>& first_slots, KVCache* cache,
-                                const DecodeWeights* bf16) const {
+                                const DecodeWeights* weights) const {
   TORCH_CHECK(CanDecodeStep(), "DecodeStep needs an fp32 CPU model with contiguous weights");
-  TORCH_CHECK(bf16 == nullptr || bf16->layers.size() == layers_.size(), "DecodeStep: bf16 weights of another model");
-  // The bf16 copy of a matrix (null: fp32 products).
+  TORCH_CHECK(weights == nullptr || weights->layers.size() == layers_.size(), "DecodeStep: weights of another model");
+  TORCH_CHECK(adapter_ == nullptr || (weights != nullptr && weights->merged),
+              "DecodeStep with an adapter needs its merged weights (Bf16DecodeWeights or MergedDecodeWeights)");
+  // The bf16 copy of a matrix (null: fp32 products), and the fp32 matrix: the merged
+  // one where the adapter adapts it, else the model's.
   auto wb = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<c10::BFloat16>() : nullptr; };
+  auto w32 = [](const at::Tensor& merged, const at::Tensor& own) { return Data(merged.defined() ? merged : own); };
   const DecodeWeights::Layer no_copies;
   const auto B = static_cast<std::int64_t>(tokens.size());
   TORCH_CHECK(B >= 1 && positions.size() == tokens.size() && first_slots.size() == tokens.size(),
@@ -486,15 +537,16 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   }
   for (size_t li = 0; li < layers_.size(); ++li) {
     const Layer& l = layers_[li];
-    const DecodeWeights::Layer& l16 = bf16 != nullptr ? bf16->layers[li] : no_copies;
+    const DecodeWeights::Layer& l16 = weights != nullptr ? weights->layers[li] : no_copies;
     if (l.input_norm.defined()) {
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), Data(l.input_norm), at_(xn, b * Hd), Hd, config_);
     } else {  // OLMo 2: no norm before the attention
       xn = x;
     }
-    MatVecs({{Data(l.q), Data(l.q_bias), q.data(), H * D, wb(l16.q)}}, xn.data(), B, Hd, H * D);
-    MatVecs({{Data(l.k), Data(l.k_bias), k.data(), KV * D, wb(l16.k)}, {Data(l.v), Data(l.v_bias), v.data(), KV * D, wb(l16.v)}}, xn.data(), B,
-            Hd, KV * D);
+    MatVecs({{w32(l16.q32, l.q), Data(l.q_bias), q.data(), H * D, wb(l16.q)}}, xn.data(), B, Hd, H * D);
+    MatVecs({{w32(l16.k32, l.k), Data(l.k_bias), k.data(), KV * D, wb(l16.k)},
+             {w32(l16.v32, l.v), Data(l.v_bias), v.data(), KV * D, wb(l16.v)}},
+            xn.data(), B, Hd, KV * D);
     float* keys = cache->keys[li].data_ptr<float>();  // [B, KV, cap, D]
     float* values = cache->values[li].data_ptr<float>();
     if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over each sequence's whole q and k
@@ -576,7 +628,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
       tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, B * H, 1),
                         [&](const tbb::blocked_range<std::int64_t>& r) { attend(r.begin(), r.end()); });
     }
-    MatVecs({{Data(l.o), nullptr, out.data(), Hd, wb(l16.o)}}, attn.data(), B, H * D, Hd);
+    MatVecs({{w32(l16.o32, l.o), nullptr, out.data(), Hd, wb(l16.o)}}, attn.data(), B, H * D, Hd);
     if (config_.sandwich_norms) {  // Gemma 2: the attention's output normalised before the residual add
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_norm), at_(out, b * Hd), Hd, config_);
     }
@@ -587,9 +639,11 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
     } else {  // OLMo 2: no norm before the MLP
       xn = x;
     }
-    MatVecs({{Data(l.gate), nullptr, gate.data(), I, wb(l16.gate)}, {Data(l.up), nullptr, up.data(), I, wb(l16.up)}}, xn.data(), B, Hd, I);
+    MatVecs({{w32(l16.gate32, l.gate), nullptr, gate.data(), I, wb(l16.gate)},
+             {w32(l16.up32, l.up), nullptr, up.data(), I, wb(l16.up)}},
+            xn.data(), B, Hd, I);
     GatedActivation(gate.data(), up.data(), B * I, config_.activation());
-    MatVecs({{Data(l.down), nullptr, out.data(), Hd, wb(l16.down)}}, gate.data(), B, I, Hd);
+    MatVecs({{w32(l16.down32, l.down), nullptr, out.data(), Hd, wb(l16.down)}}, gate.data(), B, I, Hd);
     if (config_.sandwich_norms) {
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_ff_norm), at_(out, b * Hd), Hd, config_);
     }
@@ -599,7 +653,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
   for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(x, b * Hd), final_norm_.data_ptr<float>(), at_(xn, b * Hd), Hd, config_);
   at::Tensor logits = at::empty({B, config_.vocab_size}, options().dtype(at::kFloat));  // CPU only (CanDecodeStep)
   MatVecs({{lm_head_.data_ptr<float>(), nullptr, logits.data_ptr<float>(), config_.vocab_size,
-            bf16 != nullptr ? wb(bf16->lm_head) : nullptr}}, xn.data(), B, Hd,
+            weights != nullptr ? wb(weights->lm_head) : nullptr}}, xn.data(), B, Hd,
           config_.vocab_size);
   if (config_.logits_scaling != 1.0) logits = logits / config_.logits_scaling;  // Granite, as Logits does
   if (config_.logit_scale != 1.0) logits = logits * config_.logit_scale;        // Cohere, as Logits does

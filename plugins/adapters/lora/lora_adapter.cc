@@ -245,6 +245,18 @@ class LoraAdapter final : public Adapter {
     return base + ((g - 1) * plain + g * lora).to(base.scalar_type());
   }
 
+  bool MergesIntoWeights() const override { return true; }
+
+  // For decoding (CausalLM::MergedDecodeWeights): Merged in w's dtype.
+  at::Tensor MergedWeight(std::int64_t layer, LinearSite site, const at::Tensor& w) const override {
+    const Slot* slot = SlotOf(layer, site);
+    if (slot == nullptr) return w;
+    TORCH_CHECK(!dora_ || initialized_, "lora: use_dora needs Initialize(base model) before the adapter merges");
+    c10::NoGradGuard no_grad;
+    const Module& m = modules_[static_cast<size_t>(layer)][static_cast<size_t>(slot->module)];
+    return Merged(m, *slot, w, w.scalar_type());
+  }
+
   absl::Status Initialize(const CausalLM& base) override {
     initialized_ = true;
     if (!dora_) return absl::OkStatus();
@@ -255,7 +267,8 @@ class LoraAdapter final : public Adapter {
         for (size_t k = 0; k < m.module.parts.size(); ++k) {
           POSTTRAIN_ASSIGN_OR_RETURN(const PartUpdate u, UpdateOfPart(by_name, layer, m, k));
           const Slot& slot = u.slot;
-          const at::Tensor norm = at::linalg_vector_norm(u.updated, 2, at::IntArrayRef{1}, false, c10::nullopt).to(m.b.device());
+          const at::Tensor updated = Merged(m, slot, u.weight, at::kDouble, /*magnitudes=*/false);
+          const at::Tensor norm = at::linalg_vector_norm(updated, 2, at::IntArrayRef{1}, false, c10::nullopt).to(m.b.device());
           if (slot.rows_index.defined()) {
             m.magnitude.index_copy_(0, slot.rows_index, norm.to(m.magnitude.scalar_type()));
           } else {
@@ -414,11 +427,7 @@ class LoraAdapter final : public Adapter {
           // nearest one to W + s·BA.
           POSTTRAIN_ASSIGN_OR_RETURN(const PartUpdate u, UpdateOfPart(by_name, layer, m, k));
           at::Tensor w = u.weight;
-          at::Tensor merged = u.updated;
-          if (dora_) {  // g ⊙ (W + scaling · BA), g = m / ||W + scaling · BA|| row by row
-            const at::Tensor norm = at::linalg_vector_norm(merged, 2, at::IntArrayRef{1}, true, c10::nullopt);
-            merged = merged * (MagnitudeOf(m, u.slot).to(w.device(), at::kDouble).unsqueeze(1) / norm);
-          }
+          const at::Tensor merged = Merged(m, u.slot, w, at::kDouble);
           if (!merged.isfinite().all().item<bool>()) {
             return absl::InvalidArgumentError(absl::StrCat("merge: the adapter's update of '", u.name, "' is not finite"));
           }
@@ -469,11 +478,10 @@ class LoraAdapter final : public Adapter {
 
   // Part k of module m of decoder layer `layer` against the model's tensors by name
   // (the model holds each projection of a fused module, Phi-3's qkv_proj, apart): the
-  // projection's weight and name, its rows of B (Slot), and W + scaling · BA in
-  // float64 on the weight's device.
+  // projection's weight and name, and its rows of B (Slot).
   struct PartUpdate {
     std::string name;
-    at::Tensor weight, updated;
+    at::Tensor weight;
     Slot slot;
   };
   absl::StatusOr<PartUpdate> UpdateOfPart(const std::map<std::string, at::Tensor>& by_name, std::int64_t layer,
@@ -485,9 +493,22 @@ class LoraAdapter final : public Adapter {
     if (it == by_name.end()) return absl::InternalError(absl::StrCat("lora: the model has no '", u.name, "'"));
     u.weight = it->second;
     u.slot = Slot{0, part.row_offset, part.rows, InterleavedRows(m.module, k, m.b.options().dtype(at::kLong))};
-    const at::Tensor delta = at::matmul(RowsOf(m, u.slot).to(at::kDouble), m.a.to(at::kDouble)) * scaling_;
-    u.updated = u.weight.to(at::kDouble) + delta.to(u.weight.device());
     return u;
+  }
+
+  // PEFT's merge of module m's rows `slot` into their base weight w [rows, in],
+  // computed in `compute`: W + scaling · BA; with DoRA (and `magnitudes`), each row
+  // then times its magnitude over its norm, g ⊙ (W + scaling · BA), g = m / ||W +
+  // scaling · BA||. On w's device.
+  at::Tensor Merged(const Module& m, const Slot& slot, const at::Tensor& w, at::ScalarType compute,
+                    bool magnitudes = true) const {
+    const at::Tensor delta = at::matmul(RowsOf(m, slot).to(compute), m.a.to(compute)) * scaling_;
+    at::Tensor merged = w.to(compute) + delta.to(w.device());
+    if (dora_ && magnitudes) {
+      const at::Tensor norm = at::linalg_vector_norm(merged, 2, at::IntArrayRef{1}, true, c10::nullopt);
+      merged = merged * (MagnitudeOf(m, slot).to(w.device(), compute).unsqueeze(1) / norm);
+    }
+    return merged;
   }
 
   const Slot* SlotOf(std::int64_t layer, LinearSite site) const {

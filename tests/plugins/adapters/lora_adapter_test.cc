@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "posttrain/api/adapter.h"
+#include "posttrain/generation/generate.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/model/hf_model.h"
 #include "posttrain/model/safetensors.h"
@@ -203,6 +204,109 @@ TEST(LoraAdapterTest, DoraOutputAndGradientsEqualPeftsFormula) {
     const at::Tensor base_out = at::randn({2, config.hidden_size});
     EXPECT_TRUE(at::equal(lora->Adapt(0, LinearSite::kV, probe, probe, at::Tensor(), base_out), base_out));
   }
+}
+
+// An adapter whose term is not a weight (it adds a constant): it cannot merge.
+class ConstantTermAdapter : public LinearAdapter {
+ public:
+  at::Tensor Delta(std::int64_t, LinearSite site, const at::Tensor& x) const override {
+    return site == LinearSite::kQ ? at::ones_like(x.narrow(-1, 0, 1)) : at::Tensor();
+  }
+};
+
+// The fused decode step with an adapter (LoRA, then DoRA, on q, v, gate and down:
+// other sites stay unadapted; B and the magnitudes moved). On the merged weights
+// (MergedDecodeWeights, fp32) it gives, token by token, the logits of the adapted
+// libtorch forward with a KV cache, which computes the adapter's terms apart
+// (x Wᵀ + scaling · (x Aᵀ) Bᵀ); with bf16 products (Bf16DecodeWeights, packed from
+// the merge) the same to bf16's resolution. Without merged weights the step
+// refuses; an adapter that cannot merge leaves the model to the libtorch path.
+// Greedy generation (prefill adapted, steps merged) picks, token by token, the
+// adapted full forward's argmax.
+TEST(LoraAdapterTest, DecodeStepRunsTheAdapterOnItsMergedWeights) {
+  const ModelConfig config = testing::TinyTrainerModelConfig();
+  for (const bool dora : {false, true}) {
+    SCOPED_TRACE(dora ? "DoRA" : "LoRA");
+    auto lora = Lora({{"r", std::int64_t{4}}, {"lora_alpha", 8.0}, {"use_dora", dora},
+                      {"target_modules", std::vector<std::string>{"q_proj", "v_proj", "gate_proj", "down_proj"}}});
+    ASSERT_TRUE(lora->Attach(config, at::TensorOptions().dtype(at::kFloat), 2).ok());
+    auto model = CausalLM::Random(config, at::kFloat, 3);
+    ASSERT_TRUE(model.ok());
+    CausalLM& m = **model;
+    {
+      c10::NoGradGuard no_grad;
+      for (auto& [name, p] : m.named_parameters()) {
+        if (name.find("norm") == std::string::npos) p.mul_(10.0);
+      }
+    }
+    ASSERT_TRUE(lora->Initialize(m).ok());
+    RandomizeB(*lora, 6);
+    {
+      c10::NoGradGuard no_grad;
+      at::manual_seed(7);
+      for (auto& [name, p] : lora->NamedParameters()) {
+        if (absl::EndsWith(name, ".lora_magnitude_vector")) at::Tensor(p).mul_(1 + 0.2 * at::randn(p.sizes()));
+      }
+    }
+    m.set_adapter(lora.get());
+    ASSERT_TRUE(m.CanDecodeStep());
+    c10::NoGradGuard no_grad;
+    const std::int64_t B = 2, T = 7;
+    const at::Tensor ids = at::randint(config.vocab_size, {B, T}, at::kLong);
+    KVCache cache = m.NewCache(B, T), base_cache = m.NewCache(B, T);
+    std::vector<at::Tensor> expected, base;
+    const std::unique_ptr<CausalLM> base_view = m.BaseView();
+    for (std::int64_t t = 0; t < T; ++t) {
+      const at::Tensor token = ids.narrow(1, t, 1), position = at::full({B, 1}, t, at::kLong), mask = at::ones({B, t + 1}, at::kLong);
+      expected.push_back(m.Forward(token, position, mask, &cache).select(1, 0));
+      base.push_back(base_view->Forward(token, position, mask, &base_cache).select(1, 0));
+    }
+    EXPECT_GT((at::stack(expected) - at::stack(base)).abs().max().item<double>(), 0.1) << "the adapter adds nothing";
+    const std::shared_ptr<const CausalLM::DecodeWeights> merged = m.MergedDecodeWeights();
+    ASSERT_NE(merged, nullptr);
+    KVCache fused = m.NewCache(B, T);
+    for (std::int64_t t = 0; t < T; ++t) {
+      const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused,
+                                           merged.get());
+      EXPECT_LT((step - expected[static_cast<size_t>(t)]).abs().max().item<double>(), 1e-4) << "position " << t;
+    }
+    KVCache refused = m.NewCache(B, T);
+    EXPECT_THROW(m.DecodeStep({1, 2}, {0, 0}, {0, 0}, &refused), c10::Error);
+    if (const auto bf16 = m.Bf16DecodeWeights(); bf16 != nullptr) {
+      KVCache bf16_cache = m.NewCache(B, T);
+      for (std::int64_t t = 0; t < T; ++t) {
+        const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0},
+                                             &bf16_cache, bf16.get());
+        const at::Tensor& want = expected[static_cast<size_t>(t)];
+        EXPECT_LT((step - want).abs().max().item<double>(), 0.02 * want.abs().max().item<double>() + 0.05) << "bf16, position " << t;
+      }
+    }
+    // Greedy generation against the adapted forward's argmax, one token at a time.
+    SamplingParams params;
+    params.do_sample = false;
+    params.max_new_tokens = 6;
+    params.compute_logprobs = false;
+    params.eos_token_ids = {};
+    const std::vector<std::vector<std::int64_t>> prompts = {{1, 5, 9}, {2, 7}};
+    auto generated = Generate(m, prompts, 1, params, nullptr);
+    ASSERT_TRUE(generated.ok()) << generated.status();
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      std::vector<std::int64_t> seq = prompts[p];
+      for (int t = 0; t < 6; ++t) {
+        const at::Tensor input = at::tensor(seq, at::kLong).unsqueeze(0);
+        const auto n = static_cast<std::int64_t>(seq.size());
+        seq.push_back(m.Forward(input, at::arange(n, at::kLong).unsqueeze(0), at::Tensor(), nullptr)[0][n - 1].argmax().item<std::int64_t>());
+      }
+      EXPECT_EQ((*generated)[p].token_ids, std::vector<std::int64_t>(seq.begin() + static_cast<std::ptrdiff_t>(prompts[p].size()), seq.end()))
+          << "prompt " << p;
+    }
+  }
+  auto model = CausalLM::Random(config, at::kFloat, 3);
+  ASSERT_TRUE(model.ok());
+  ConstantTermAdapter constant;
+  (*model)->set_adapter(&constant);
+  EXPECT_FALSE((*model)->CanDecodeStep());
+  EXPECT_EQ((*model)->MergedDecodeWeights(), nullptr);
 }
 
 // DoRA on every linear layer of a Llama: at PEFT's initialisation (B zero, m = ||W||)

@@ -5,6 +5,9 @@
 // peft_config), trains only its parameters, and uses the base model with the adapter
 // switched off as the reference (CausalLM::BaseView: no copy). An adapter saves and
 // loads its own format (PEFT's for LoRA) and can merge itself into the base weights.
+// One whose output is linear in x should also override LinearAdapter's
+// MergesIntoWeights / MergedWeight: generation then decodes on its merged weights in
+// the fused decode step (without them, through the adapted libtorch forward).
 //
 //   class MyAdapter final : public posttrain::Adapter {
 //    public:

@@ -191,23 +191,34 @@ class CausalLM {
   // sequence b's key/value go to slot cache->length, its attention reads slots
   // [first_slots[b], cache->length] (> 0 skips left padding); positions[b] is its
   // RoPE position. Returns fp32 logits [B, vocab_size]. Only for fp32 CPU models
-  // with contiguous weights, no adapter and no experts (CanDecodeStep); not differentiable. Equals Forward on
-  // the same inputs (within rounding).
+  // with contiguous weights, no experts, and no adapter or one that merges into
+  // weights (CanDecodeStep); not differentiable. Equals Forward on the same inputs
+  // (within rounding).
   //
-  // Under bf16 autocast, pass `bf16` (Bf16DecodeWeights): the products then take bf16
-  // operands, as autocast's at::linear (weights and inputs rounded to bf16), with
+  // Under bf16 autocast, pass `weights` = Bf16DecodeWeights(): the products then take
+  // bf16 operands, as autocast's at::linear (weights and inputs rounded to bf16), with
   // fp32 sums and fp32 results, through AVX512-BF16 dot products
   // (model/bf16_rows.h): half the bytes read per token. Norms, RoPE, attention and
   // the activation stay fp32.
+  //
+  // With an adapter installed, `weights` must hold its merge: Bf16DecodeWeights() or,
+  // for fp32 products, MergedDecodeWeights(). The step then runs the merged model
+  // (W + scaling · BA for LoRA: as sampling from PEFT's merged model, which differs
+  // from the adapted forward by fp32 rounding only).
   bool CanDecodeStep() const;
-  struct DecodeWeights;  // bf16 copies of the matrices DecodeStep multiplies
-  // A snapshot of the current weights for DecodeStep's bf16 products (make another
-  // after they change: generation makes one per call), or null where DecodeStep
-  // cannot run or the CPU lacks AVX512-BF16 (where bf16 products would be slower).
+  struct DecodeWeights;  // copies of the matrices DecodeStep multiplies: bf16, or merged with the adapter
+  // A snapshot of the current weights (the adapter's merge folded in) for DecodeStep's
+  // bf16 products (make another after they change: generation makes one per call),
+  // or null where DecodeStep cannot run or the CPU lacks AVX512-BF16 (where bf16
+  // products would be slower).
   std::shared_ptr<const DecodeWeights> Bf16DecodeWeights() const;
+  // The installed adapter's merged weights (fp32 copies of the adapted matrices only)
+  // for DecodeStep's fp32 products; null without an adapter or where DecodeStep
+  // cannot run.
+  std::shared_ptr<const DecodeWeights> MergedDecodeWeights() const;
   at::Tensor DecodeStep(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& positions,
                         const std::vector<std::int64_t>& first_slots, KVCache* cache,
-                        const DecodeWeights* bf16 = nullptr) const;
+                        const DecodeWeights* weights = nullptr) const;
   // lm_head on hidden states [.., hidden_size] → fp32 logits [.., vocab_size],
   // c·tanh(logits / c) with c = final_logit_softcapping > 0.
   at::Tensor Logits(const at::Tensor& hidden) const;
@@ -246,6 +257,10 @@ class CausalLM {
   };
   CausalLM(ModelConfig config, at::ScalarType dtype);
   void Index();  // fills layers_ / embed_ / ... from params_
+  // DecodeStep's seven matrices of decoder layer `layer` (q, k, v, o, gate, up, down):
+  // each the model's own (detached) and, where an installed adapter adapts it, its
+  // merged weight (LinearAdapter::MergedWeight; else undefined).
+  std::array<std::pair<at::Tensor, at::Tensor>, 7> DecodeMatrices(std::size_t layer) const;
   // x Wᵀ (+ b), adapted for (layer, site) (LinearAdapter::Adapt); AddDelta adapts a
   // projection `base` = x wᵀ (+ b) already computed (the fused q/k/v and gate/up products).
   at::Tensor Project(std::int64_t layer, LinearSite site, const at::Tensor& x, const at::Tensor& w,

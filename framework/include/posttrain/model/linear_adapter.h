@@ -85,6 +85,21 @@ class LinearAdapter {
     const at::Tensor delta = Delta(layer, site, x);
     return delta.defined() ? base + delta.to(base.scalar_type()) : base;
   }
+  // Whether MergedWeight folds this adapter into plain weights (its output is then
+  // linear in x, as LoRA's and DoRA's are). The fused decode step runs an adapted
+  // model on those merged weights (CausalLM::MergedDecodeWeights); it declines one
+  // whose adapter cannot merge.
+  virtual bool MergesIntoWeights() const { return false; }
+  // The weight [out, in] that gives, as a plain linear layer, the adapted output of
+  // projection `site` of decoder layer `layer`, whose base weight is w (this site's
+  // rows of a fused module): PEFT's merge of the adapter into w, in w's dtype, not
+  // differentiable; w itself where the site is not adapted. Only where
+  // MergesIntoWeights().
+  virtual at::Tensor MergedWeight(std::int64_t layer, LinearSite site, const at::Tensor& w) const {
+    (void)layer;
+    (void)site;
+    return w;
+  }
 };
 
 }  // namespace posttrain
