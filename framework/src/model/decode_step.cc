@@ -458,7 +458,7 @@ bool CausalLM::CanDecodeStep() const {
   // either, nor GPT-2's (the same, and learned positions), nor Cohere's (RoPE on pairs).
   if (runner_ != nullptr || (adapter_ != nullptr && !adapter_->MergesIntoWeights()) || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
       config_.num_experts > 0 || config_.layer_norm || config_.parallel_residual || !config_.gated_mlp ||
-      config_.mlp_bias || config_.output_bias || config_.learned_positions || config_.rope_interleaved ||
+      config_.mlp_bias || config_.learned_positions || config_.rope_interleaved ||
       config_.lm_head_bias || config_.mla() || config_.mamba) {  // latent attention, state-space layers: not these loops
     return false;
   }
@@ -628,7 +628,7 @@ at::Tensor CausalLM::DecodeStep(const std::vector<std::int64_t>& tokens, const s
       tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, B * H, 1),
                         [&](const tbb::blocked_range<std::int64_t>& r) { attend(r.begin(), r.end()); });
     }
-    MatVecs({{w32(l16.o32, l.o), nullptr, out.data(), Hd, wb(l16.o)}}, attn.data(), B, H * D, Hd);
+    MatVecs({{w32(l16.o32, l.o), Data(l.o_bias), out.data(), Hd, wb(l16.o)}}, attn.data(), B, H * D, Hd);
     if (config_.sandwich_norms) {  // Gemma 2: the attention's output normalised before the residual add
       for (std::int64_t b = 0; b < B; ++b) RmsNorm(at_(out, b * Hd), Data(l.post_norm), at_(out, b * Hd), Hd, config_);
     }

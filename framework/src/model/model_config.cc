@@ -1186,7 +1186,17 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   }  // OPT's: enable_bias
-  if (neox || cohere || c.gpt_oss || deepseek) c.output_bias = c.attention_bias;  // GPT-NeoX, Cohere, GPT-OSS, DeepSeek-V3: on o_proj (dense) too
+  // attention_bias puts a bias on o_proj too where the family's attention is
+  // LlamaAttention's (Llama, Gemma 1-3, Qwen3 and its MoE, Granite, OLMo 2, SmolLM3:
+  // o_proj = nn.Linear(..., bias=config.attention_bias)), GPT-NeoX's, Cohere's,
+  // GPT-OSS's and DeepSeek-V3's; Qwen2's, Qwen2-MoE's and GLM-4.5's o_proj has none.
+  // MistralConfig and MixtralConfig have no attention_bias: their attention has no
+  // biases, whatever an extra field says.
+  const bool llama_attention = c.model_type == "llama" || gemma || c.model_type == "qwen3" ||
+                               c.model_type == "qwen3_moe" || c.model_type == "granite" || c.model_type == "olmo2" ||
+                               c.model_type == "smollm3";
+  if (c.model_type == "mistral" || c.model_type == "mixtral") c.attention_bias = false;
+  if (llama_attention || neox || cohere || c.gpt_oss || deepseek) c.output_bias = c.attention_bias;
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "initializer_range", &c.initializer_range));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "hidden_act", &c.hidden_act));
   // Gemma configs written by transformers 4.38-4.4x carry hidden_activation, which
@@ -1276,6 +1286,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || gptj || bloom ? "n_head" : "num_attention_heads", " (",
                                                    c.num_attention_heads, ") must divide ", gpt2 || gptj ? "n_embd" : "hidden_size",
                                                    " (", c.hidden_size, ")"));
+  }
+  // Learned positions and ALiBi have no RoPE to scale: their config classes have no
+  // rope_scaling, so one there is an extra that their models never read.
+  if (!c.has_rope()) c.rope_scaling.reset();
+  if (c.rope_scaling && c.rope_scaling->rope_type == "yarn" && c.rope_freq_dim() % 2 != 0) {
+    // transformers' yarn ramp has d / 2 entries against ceil(d / 2) frequencies: it fails too.
+    return absl::InvalidArgumentError(absl::StrCat("config.json: yarn RoPE needs an even number of rotated dimensions per head, got ",
+                                                   c.rope_freq_dim()));
   }
   if (c.rope_scaling && phi3 && c.rope_scaling->rope_type != "longrope") {
     // Phi3Config accepts longrope only (early Phi-3 code had a "yarn" of its own, other maths).

@@ -3253,6 +3253,68 @@ TEST(Llama2cTest, TruncatedCheckpointIsDataLoss) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("(truncated?)"));
 }
 
+// attention_bias where the family's attention is LlamaAttention (Llama, Qwen3, Gemma):
+// q, k, v and o_proj all carry a bias (o_proj = nn.Linear(..., bias=
+// config.attention_bias)); every path (the fused decode step included) against
+// llama_reference.py with random biases, saved and loaded back. Qwen2's o_proj has none; MistralConfig has no
+// attention_bias, so an extra one is ignored.
+TEST(CausalLMTest, AttentionBiasPutsABiasOnOProjWhereLlamaAttentionDoes) {
+  for (const char* type : {"llama", "qwen3", "gemma"}) {
+    SCOPED_TRACE(type);
+    const nlohmann::json json = {{"model_type", type}, {"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 48},
+                                 {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                                 {"head_dim", 8}, {"attention_bias", true}, {"max_position_embeddings", 64}};
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_TRUE(config->attention_bias && config->output_bias);
+    const std::unique_ptr<CausalLM> model = std::string(type) == "gemma" ? RandomGemmaWithStd02(*config, 181)
+                                                                          : RandomWithStd02(*config, 181);
+    RandomizeBiasesAndNorms(*model, 182, 0.5);
+    std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    ASSERT_EQ(tensors.count("model.layers.1.self_attn.o_proj.bias"), 1u);
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 7}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, absl::StrCat("py_o_bias_", type));
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/true);  // the fused step adds it too
+    const std::string dir = testing::TempDir(absl::StrCat("o_bias_", type));
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  }
+  nlohmann::json qwen2 = {{"model_type", "qwen2"}, {"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 48},
+                          {"num_hidden_layers", 2}, {"num_attention_heads", 4}};
+  auto q2 = ModelConfig::FromJson(qwen2);
+  ASSERT_TRUE(q2.ok());
+  EXPECT_TRUE(q2->attention_bias);
+  EXPECT_FALSE(q2->output_bias);
+  nlohmann::json mistral = qwen2;
+  mistral["model_type"] = "mistral";
+  mistral["attention_bias"] = true;
+  auto m = ModelConfig::FromJson(mistral);
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->attention_bias || m->output_bias);
+}
+
+// The fuzzer's input (tests/fuzz/regressions/model_config_yarn_without_rope): a GPT-2
+// config with a yarn rope_scaling and an odd head_dim built its yarn table and threw
+// from the constructor. GPT-2 has no RoPE: the scaling is an extra, ignored. A RoPE
+// family with an odd rotated width and yarn (transformers' ramp fails there too) is
+// an error naming it.
+TEST(CausalLMTest, RopeScalingOfAModelWithoutRopeIsIgnored) {
+  const nlohmann::json fuzzed = nlohmann::json::parse(
+      testing::ReadFile(testing::SourceDir() + "/tests/fuzz/regressions/model_config_yarn_without_rope"));
+  auto config = ModelConfig::FromJson(fuzzed);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->rope_scaling.has_value());
+  EXPECT_TRUE(CausalLM::Random(*config, at::kFloat, 1).ok());
+  const nlohmann::json glm = {{"model_type", "glm4_moe"}, {"vocab_size", 97}, {"hidden_size", 32}, {"intermediate_size", 48},
+                              {"moe_intermediate_size", 16}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                              {"head_dim", 10}, {"partial_rotary_factor", 0.5}, {"n_routed_experts", 4},
+                              {"num_experts_per_tok", 2},
+                              {"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 16}}}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(glm).status().message()),
+              HasSubstr("yarn RoPE needs an even number of rotated dimensions per head, got 5"));
+}
+
 // TRL's tiny test models (trl-internal-testing/tiny-*, scripts/generate_tiny_models.py):
 // each family's config class given hidden_size 8, 4 heads, 2 key/value heads, 2 layers,
 // intermediate_size 32 (head_dim 2: one rotated pair; Gemma's own head_dim 256),

@@ -294,6 +294,8 @@ for i in range(L):
         scores = torch.tanh(scores / attn_cap) * attn_cap
     a = torch.softmax(scores + layer_mask, -1) @ v
     o = linear(a.transpose(1, 2).reshape(B, T, H * D), p + "self_attn.o_proj.weight")
+    if p + "self_attn.o_proj.bias" in w:  # LlamaAttention's o_proj: bias=config.attention_bias
+        o = o + w[p + "self_attn.o_proj.bias"]
     if gemma2:  # Gemma2DecoderLayer: norm the attention output, then pre_feedforward_layernorm
         h = h + rms(o, w[p + "post_attention_layernorm.weight"])
         x = rms(h, w[p + "pre_feedforward_layernorm.weight"])
