@@ -1359,56 +1359,47 @@ void AddCommonFields(const ModelConfig& c, nlohmann::ordered_json* out) {
   j["transformers_version"] = "4.46.0";
 }
 
-// GPT-2's config.json, under GPT2Config's own names.
-nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
+// The fields GPT2Config and GPTJConfig share, under their names.
+nlohmann::ordered_json Gpt2StyleJson(const ModelConfig& c, const char* model_type) {
   nlohmann::ordered_json j;
   j["architectures"] = {c.architecture};
-  j["model_type"] = "gpt2";
+  j["model_type"] = model_type;
   j["vocab_size"] = c.vocab_size;
   j["n_embd"] = c.hidden_size;
   j["n_layer"] = c.num_hidden_layers;
   j["n_head"] = c.num_attention_heads;
   j["n_inner"] = c.intermediate_size;
   j["n_positions"] = c.max_position_embeddings;
-  j["n_ctx"] = c.max_position_embeddings;  // read by transformers before 4.x's n_positions
   j["layer_norm_epsilon"] = c.rms_norm_eps;
   j["activation_function"] = c.hidden_act;
   j["attn_pdrop"] = c.attention_dropout;
   j["resid_pdrop"] = c.residual_dropout;
   j["embd_pdrop"] = c.embedding_dropout;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["initializer_range"] = c.initializer_range;
+  return j;
+}
+
+// GPT-2's config.json, under GPT2Config's own names.
+nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
+  nlohmann::ordered_json j = Gpt2StyleJson(c, "gpt2");
+  j["n_ctx"] = c.max_position_embeddings;  // read by transformers before 4.x's n_positions
   j["scale_attn_weights"] = !c.attention_multiplier.has_value();
   j["scale_attn_by_inverse_layer_idx"] = c.scale_attn_by_inverse_layer_idx;
   j["reorder_and_upcast_attn"] = false;
-  j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["initializer_range"] = c.initializer_range;
+  AddCommonFields(c, &j);
+  return j;
+}
+
+// GPT-J's config.json, under GPTJConfig's own names.
+nlohmann::ordered_json GptjJson(const ModelConfig& c) {
+  nlohmann::ordered_json j = Gpt2StyleJson(c, "gptj");
+  j["rotary_dim"] = c.rope_freq_dim();
   AddCommonFields(c, &j);
   return j;
 }
 
 // OPT's config.json, under OPTConfig's own names.
-// GPT-J's config.json, under GPTJConfig's own names.
-nlohmann::ordered_json GptjJson(const ModelConfig& c) {
-  nlohmann::ordered_json j;
-  j["architectures"] = {c.architecture};
-  j["model_type"] = "gptj";
-  j["vocab_size"] = c.vocab_size;
-  j["n_embd"] = c.hidden_size;
-  j["n_layer"] = c.num_hidden_layers;
-  j["n_head"] = c.num_attention_heads;
-  j["n_inner"] = c.intermediate_size;
-  j["n_positions"] = c.max_position_embeddings;
-  j["rotary_dim"] = c.rope_freq_dim();
-  j["layer_norm_epsilon"] = c.rms_norm_eps;
-  j["activation_function"] = c.hidden_act;
-  j["attn_pdrop"] = c.attention_dropout;
-  j["resid_pdrop"] = c.residual_dropout;
-  j["embd_pdrop"] = c.embedding_dropout;
-  j["tie_word_embeddings"] = c.tie_word_embeddings;
-  j["initializer_range"] = c.initializer_range;
-  AddCommonFields(c, &j);
-  return j;
-}
-
 nlohmann::ordered_json OptJson(const ModelConfig& c) {
   nlohmann::ordered_json j;
   j["architectures"] = {c.architecture};
