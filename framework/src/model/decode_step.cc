@@ -20,6 +20,7 @@
 #include <initializer_list>
 #include <vector>
 
+#include "posttrain/core/autocast.h"
 #include "posttrain/core/device.h"
 #include "posttrain/core/threads.h"
 #include "posttrain/model/bf16_rows.h"
@@ -407,6 +408,7 @@ std::array<std::pair<at::Tensor, at::Tensor>, 7> CausalLM::DecodeMatrices(std::s
   const Layer& l = layers_[layer];
   const std::array<at::Tensor, 7> own = {l.q, l.k, l.v, l.o, l.gate, l.up, l.down};
   std::array<std::pair<at::Tensor, at::Tensor>, 7> out;
+  NoAutocastScope no_autocast;  // the merge in the weights' dtype, whatever autocast generation runs under
   for (size_t k = 0; k < own.size(); ++k) {
     out[k].first = own[k].detach();
     if (adapter_ == nullptr) continue;

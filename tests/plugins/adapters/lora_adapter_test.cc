@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "posttrain/api/adapter.h"
+#include "posttrain/core/autocast.h"
 #include "posttrain/generation/generate.h"
 #include "posttrain/model/causal_lm.h"
 #include "posttrain/model/hf_model.h"
@@ -269,6 +270,17 @@ TEST(LoraAdapterTest, DecodeStepRunsTheAdapterOnItsMergedWeights) {
       const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0}, &fused,
                                            merged.get());
       EXPECT_LT((step - expected[static_cast<size_t>(t)]).abs().max().item<double>(), 1e-4) << "position " << t;
+    }
+    {  // made under bf16 autocast, as a run with bf16 = true generates: the merge stays fp32
+      SetAutocast(at::kCPU, true, at::kBFloat16);
+      const std::shared_ptr<const CausalLM::DecodeWeights> under_autocast = m.MergedDecodeWeights();
+      SetAutocast(at::kCPU, false);
+      KVCache again = m.NewCache(B, T);
+      for (std::int64_t t = 0; t < T; ++t) {
+        const at::Tensor step = m.DecodeStep({ids[0][t].item<std::int64_t>(), ids[1][t].item<std::int64_t>()}, {t, t}, {0, 0},
+                                             &again, under_autocast.get());
+        EXPECT_LT((step - expected[static_cast<size_t>(t)]).abs().max().item<double>(), 1e-4) << "merged under autocast, position " << t;
+      }
     }
     KVCache refused = m.NewCache(B, T);
     EXPECT_THROW(m.DecodeStep({1, 2}, {0, 0}, {0, 0}, &refused), c10::Error);
