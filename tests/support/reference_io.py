@@ -107,3 +107,16 @@ def sigmoid_group_topk(scores, correction_bias, n_group, topk_group, k, norm_top
     if norm_topk_prob:
         top = top / (top.sum(dim=-1, keepdim=True) + 1e-20)
     return chosen, top * routed_scaling_factor
+
+
+def load_balancing_loss(gate_logits, num_experts, top_k):
+    """transformers' load_balancing_loss_func without an attention mask (every token
+    real): the layers' router logits concatenated, softmaxed, the top k one-hot."""
+    import torch
+    logits = torch.cat(gate_logits, dim=0)
+    routing_weights = torch.softmax(logits, dim=-1)
+    _, selected = torch.topk(routing_weights, top_k, dim=-1)
+    expert_mask = torch.nn.functional.one_hot(selected, num_experts)  # [L*N, k, E]
+    tokens_per_expert = torch.mean(expert_mask.float(), dim=0)        # [k, E]
+    router_prob_per_expert = torch.mean(routing_weights, dim=0)       # [E]
+    return torch.sum(tokens_per_expert * router_prob_per_expert.unsqueeze(0)) * num_experts

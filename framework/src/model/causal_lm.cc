@@ -128,6 +128,10 @@ std::int64_t DecoderLayerOf(const std::string& name) {
     at = name.find("backbone.layers.");
     skip = 16;
   }
+  if (at == std::string::npos) {  // DBRX's
+    at = name.find("transformer.blocks.");
+    skip = 19;
+  }
   if (at == std::string::npos || (at > 0 && name[at - 1] != '.')) return -1;
   const size_t begin = at + skip, end = name.find('.', begin);
   std::int64_t layer = -1;
@@ -531,6 +535,125 @@ std::string MambaCheckpointName(const std::string& name) {
   return Rename(naming, name);
 }
 
+bool IsDbrx(const ModelConfig& c) { return c.dbrx; }
+
+// DBRX: the checkpoint's name of model tensor `name` (q/k/v: their fused
+// norm_attn_norm.attn.Wqkv; expert e's gate/up/down: the fused ffn.experts.mlp.w1/v1/w2).
+std::string DbrxCheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "transformer.wte.weight"},
+                                        {"model.norm.weight", "transformer.norm_f.weight"}},
+                                       "transformer.blocks.",
+                                       {{".input_layernorm.", ".norm_attn_norm.norm_1."},
+                                        {".post_attention_layernorm.", ".norm_attn_norm.norm_2."},
+                                        {".self_attn.q_proj.", ".norm_attn_norm.attn.Wqkv."},
+                                        {".self_attn.k_proj.", ".norm_attn_norm.attn.Wqkv."},
+                                        {".self_attn.v_proj.", ".norm_attn_norm.attn.Wqkv."},
+                                        {".self_attn.o_proj.", ".norm_attn_norm.attn.out_proj."},
+                                        {".mlp.gate.", ".ffn.router.layer."}}};
+  const std::string renamed = Rename(naming, name);
+  // transformer.blocks.<i>.mlp.experts.<e>.{gate,up,down}_proj.weight → .ffn.experts.mlp.{w1,v1,w2}
+  const size_t experts = renamed.find(".mlp.experts.");
+  if (experts == std::string::npos) return renamed;
+  for (const auto& [ours, theirs] : {std::pair{".gate_proj.weight", ".ffn.experts.mlp.w1"}, {".up_proj.weight", ".ffn.experts.mlp.v1"},
+                                     {".down_proj.weight", ".ffn.experts.mlp.w2"}}) {
+    if (absl::EndsWith(renamed, ours)) return renamed.substr(0, experts) + theirs;
+  }
+  return renamed;
+}
+
+// DBRX's checkpoint layout from the model's tensors (FuseProjections): q, k, v rows
+// concatenated into Wqkv; each layer's experts' gate and up matrices stacked by rows
+// into w1 and v1 [E · I, H], their down matrices transposed and stacked into w2
+// (DbrxExpertGLU computes (act(x w1_eᵀ) · x v1_eᵀ) w2_e). A set not all here, or
+// with an undefined tensor (a name's translation only), gives its fused name with an
+// undefined tensor.
+std::vector<std::pair<std::string, at::Tensor>> ToDbrxLayout(const ModelConfig& config,
+                                                             std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  std::map<std::string, std::vector<at::Tensor>> fused;  // the fused tensor's name → its parts, in order
+  std::vector<std::string> order;                        // first appearance
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  std::map<std::string, size_t> slot;  // fused name → its place in out
+  auto part_index = [&](const std::string& name) -> std::int64_t {
+    // q, k, v: 0, 1, 2; expert e: e.
+    if (absl::StrContains(name, ".self_attn.q_proj.")) return 0;
+    if (absl::StrContains(name, ".self_attn.k_proj.")) return 1;
+    if (absl::StrContains(name, ".self_attn.v_proj.")) return 2;
+    const size_t at = name.find(".mlp.experts.");
+    std::int64_t e = -1;
+    if (at == std::string::npos) return -1;
+    const size_t begin = at + std::strlen(".mlp.experts."), end = name.find('.', begin);
+    if (end == std::string::npos || !absl::SimpleAtoi(absl::string_view(name).substr(begin, end - begin), &e)) return -1;
+    return e;
+  };
+  for (auto& [name, t] : tensors) {
+    const std::string theirs = DbrxCheckpointName(name);
+    const std::int64_t part = part_index(name);
+    if (part < 0) {
+      out.push_back({theirs, std::move(t)});
+      continue;
+    }
+    auto [it, fresh] = fused.try_emplace(theirs);
+    const size_t parts = absl::StrContains(theirs, ".Wqkv.") ? 3 : static_cast<size_t>(config.num_experts);
+    if (fresh) {
+      it->second.resize(parts);
+      slot[theirs] = out.size();
+      out.push_back({theirs, at::Tensor()});
+    }
+    if (part < static_cast<std::int64_t>(parts)) {
+      it->second[static_cast<size_t>(part)] = absl::EndsWith(theirs, ".w2") && t.defined() ? t.t() : t;
+    }
+  }
+  for (auto& [name, parts] : fused) {
+    bool whole = true;
+    for (const at::Tensor& t : parts) whole = whole && t.defined();
+    if (whole) out[slot[name]].second = at::cat(parts, 0);
+  }
+  return out;
+}
+
+absl::Status FromRenamedLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors,
+                               std::string (*rename)(const std::string&));
+
+// The model's names and one tensor per projection and expert from a DBRX checkpoint
+// (SplitFusedProjections); a fused tensor of the wrong shape is an error naming it.
+absl::Status FromDbrxLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  const std::int64_t H = config.hidden_size, q = config.num_attention_heads * config.head_dim;
+  const std::int64_t kv = config.num_key_value_heads * config.head_dim, E = config.num_experts, I = config.moe_intermediate_size;
+  auto take = [&](const std::string& name, const std::vector<std::int64_t>& shape) -> absl::StatusOr<at::Tensor> {
+    auto it = tensors->find(name);
+    if (it == tensors->end()) return at::Tensor();  // FromTensors names what is missing
+    if (it->second.sizes().vec() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(it->second.sizes()),
+                                                     ", config.json implies ", ShapeText(shape)));
+    }
+    at::Tensor t = it->second;
+    tensors->erase(it);
+    return t;
+  };
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    const std::string ours = absl::StrCat("model.layers.", layer, ".");
+    const std::string block = absl::StrCat("transformer.blocks.", layer, ".");
+    POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor qkv, take(block + "norm_attn_norm.attn.Wqkv.weight", {q + 2 * kv, H}));
+    if (qkv.defined()) {
+      const std::vector<at::Tensor> parts = qkv.split_with_sizes({q, kv, kv}, 0);
+      for (const auto& [k, module] : {std::pair{0, "q_proj"}, {1, "k_proj"}, {2, "v_proj"}}) {
+        (*tensors)[absl::StrCat(ours, "self_attn.", module, ".weight")] = parts[static_cast<size_t>(k)].clone();
+      }
+    }
+    for (const char* which : {"w1", "v1", "w2"}) {
+      POSTTRAIN_ASSIGN_OR_RETURN(const at::Tensor fused, take(absl::StrCat(block, "ffn.experts.mlp.", which), {E * I, H}));
+      if (!fused.defined()) continue;
+      for (std::int64_t e = 0; e < E; ++e) {
+        const ExpertNames names = ExpertWeightNames(config, layer, e);
+        const at::Tensor rows = fused.narrow(0, e * I, I);
+        const std::string w = which;
+        (*tensors)[w == "w1" ? names.gate : w == "v1" ? names.up : names.down] = w == "w2" ? rows.t().contiguous() : rows.clone();
+      }
+    }
+  }
+  return FromRenamedLayout(config, tensors, DbrxCheckpointName);
+}
+
 // OPT's, Phi's, StarCoder2's or Mamba's checkpoint names from the model's (FuseProjections): renamed only.
 std::vector<std::pair<std::string, at::Tensor>> ToRenamedLayout(std::vector<std::pair<std::string, at::Tensor>> tensors,
                                                                 std::string (*rename)(const std::string&)) {
@@ -563,6 +686,10 @@ bool IsProjectionWeight(const std::string& name) {
 std::vector<std::int64_t> CheckpointShapeOf(const ModelConfig& config, const std::string& name, std::vector<std::int64_t> shape) {
   const std::string theirs = CheckpointNameOf(config, name);
   if (absl::StrContains(theirs, "query_key_value") || absl::StrContains(theirs, ".c_attn.")) shape[0] *= 3;
+  if (absl::StrContains(theirs, ".Wqkv.")) {
+    shape[0] = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim;
+  }
+  if (absl::StrContains(theirs, ".ffn.experts.mlp.")) shape = {config.num_experts * config.moe_intermediate_size, config.hidden_size};
   if (IsGpt2(config) && IsProjectionWeight(name)) std::reverse(shape.begin(), shape.end());
   return shape;
 }
@@ -735,6 +862,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsStableLm(config) ? StableLmCheckpointName(config, name)
          : IsStarcoder2(config) ? Starcoder2CheckpointName(name)
          : IsMamba(config)      ? MambaCheckpointName(name)
+         : IsDbrx(config)       ? DbrxCheckpointName(name)
                           : name;
 }
 
@@ -749,6 +877,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
   if (IsStarcoder2(config)) return ToRenamedLayout(std::move(tensors), Starcoder2CheckpointName);
   if (IsMamba(config)) return ToRenamedLayout(std::move(tensors), MambaCheckpointName);
+  if (IsDbrx(config)) return ToDbrxLayout(config, std::move(tensors));
   const std::vector<FusedTensor> fused = FusedTensors(config);
   if (fused.empty()) return tensors;
   std::map<std::string, size_t> index;
@@ -799,6 +928,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
   if (IsStableLm(config)) return FromStableLmLayout(config, tensors);
   if (IsStarcoder2(config)) return FromRenamedLayout(config, tensors, Starcoder2CheckpointName);
   if (IsMamba(config)) return FromRenamedLayout(config, tensors, MambaCheckpointName);
+  if (IsDbrx(config)) return FromDbrxLayout(config, tensors);
   for (const FusedTensor& f : FusedTensors(config)) {
     auto it = tensors->find(f.name);
     if (it == tensors->end()) continue;  // absent: the parts may be there by their own names
@@ -1203,6 +1333,7 @@ std::string DecoderLayersPrefix(const ModelConfig& config) {
          : IsMamba(config)                   ? "backbone.layers."
          : IsGpt2(config) || IsGptj(config) || IsBloom(config) ? "transformer.h."
          : IsOpt(config)                     ? "model.decoder.layers."
+         : IsDbrx(config)                    ? "transformer.blocks."
                                              : "model.layers.";
 }
 
@@ -1260,6 +1391,12 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   }
   if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
     return separate("self_attn.out_proj", "fc1", "fc2");
+  }
+  if (IsDbrx(c)) {  // DBRX's attention, as its checkpoints and PEFT name it (its experts are fused parameters, no Linear)
+    out.push_back({"norm_attn_norm.attn.Wqkv", hidden, q + 2 * kv,
+                   {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}});
+    out.push_back({"norm_attn_norm.attn.out_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    return out;
   }
   if (c.mla()) {  // DeepseekV3Attention's projections
     const std::int64_t heads = c.num_attention_heads, qk = heads * c.qk_head_dim(), latent = c.kv_lora_rank;
@@ -1562,10 +1699,20 @@ at::Tensor CausalLM::TakeRouterAuxLoss() const {
   return aux;
 }
 
+at::Tensor CausalLM::ClipQkv(const at::Tensor& projected) const {
+  if (config_.clip_qkv <= 0) return projected;
+  return projected.clamp(-config_.clip_qkv, config_.clip_qkv);  // DbrxAttention: qkv.clamp(min=-clip, max=clip)
+}
+
 at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
   const std::int64_t hidden = config_.hidden_size, k = config_.num_experts_per_tok;
-  const at::Tensor flat = x.reshape({-1, hidden});
+  at::Tensor flat = x.reshape({-1, hidden});
   if (flat.size(0) == 0) return at::zeros_like(x);
+  if (config_.router_jitter_eps > 0 && dropout_ && at::GradMode::is_enabled()) {
+    // DbrxRouter in training: its input, which the experts read too, times noise in [1 - eps, 1 + eps].
+    const double eps = config_.router_jitter_eps;
+    flat = flat * (at::rand_like(flat) * (2 * eps) + (1 - eps));
+  }
   const Activation activation = config_.activation();
   auto swiglu = [&](const at::Tensor& in, const at::Tensor& gate, const at::Tensor& up, const at::Tensor& down) {
     return internal::Linear(Activate(internal::Linear(in, gate), activation) * internal::Linear(in, up), down);
@@ -1601,8 +1748,13 @@ at::Tensor CausalLM::SparseMoe(const Layer& l, const at::Tensor& x) const {
     // The router: softmax in fp32 (fp64 for an fp64 model), the top k per token.
     const at::Tensor probs = at::softmax(internal::Linear(flat, l.router), -1, ComputeDtype(dtype_));
     std::tie(weights, experts) = at::topk(probs, k, -1);
-    if (router_weights_.defined()) RecordRouting(probs, experts);
-    if (config_.norm_topk_prob) weights = weights / weights.sum(-1, /*keepdim=*/true);
+    // DBRX's loss softmaxes what its router returns, the probabilities (ModelConfig::dbrx).
+    if (router_weights_.defined()) RecordRouting(config_.dbrx ? at::softmax(probs.to(dtype_), -1, ComputeDtype(dtype_)) : probs, experts);
+    if (config_.norm_topk_prob && config_.topk_norm_p == 1.0) {
+      weights = weights / weights.sum(-1, /*keepdim=*/true);
+    } else if (config_.norm_topk_prob) {  // DBRX: torch.norm(top_weights, p=moe_normalize_expert_weights)
+      weights = weights / at::norm(weights, config_.topk_norm_p, {-1}, /*keepdim=*/true);
+    }
   }
   // The N·k (token, expert) pairs grouped by expert (a stable sort keeps each
   // token's contributions in expert order, as transformers' loop adds them), each
@@ -1782,8 +1934,8 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
         k = qkv[1].transpose(1, 2);
         v = qkv[2].transpose(1, 2);
       } else {
-        q = Project(li, LinearSite::kQ, x, l.q, l.q_bias);
-        k = Project(li, LinearSite::kK, x, l.k, l.k_bias);
+        q = ClipQkv(Project(li, LinearSite::kQ, x, l.q, l.q_bias));
+        k = ClipQkv(Project(li, LinearSite::kK, x, l.k, l.k_bias));
         if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
           q = RmsNorm(q, l.q_norm, config_);
           k = RmsNorm(k, l.k_norm, config_);
@@ -1799,7 +1951,7 @@ at::Tensor CausalLM::Hidden(const at::Tensor& staged_ids, const at::Tensor& stag
         }
         q = q.transpose(1, 2);
         k = k.transpose(1, 2);
-        v = Project(li, LinearSite::kV, x, l.v, l.v_bias).view({B, T, KV, D}).transpose(1, 2);
+        v = ClipQkv(Project(li, LinearSite::kV, x, l.v, l.v_bias)).view({B, T, KV, D}).transpose(1, 2);
         if (config_.uses_rope(static_cast<std::int64_t>(i))) {  // SmolLM3's NoPE layers skip it
           q = ApplyRope(q, cos, sin);
           k = ApplyRope(k, cos, sin);
@@ -2026,9 +2178,9 @@ at::Tensor CausalLM::PackedHidden(const PackedSequences& staged) const {
         at::Tensor qkv_bias = config_.attention_bias ? at::cat({l.q_bias, l.k_bias, l.v_bias}) : at::Tensor();
         const std::vector<at::Tensor> qkv =
             internal::Linear(x, at::cat({l.q, l.k, l.v}), qkv_bias).split_with_sizes({H * D, KV * D, KV * D}, 1);
-        q = AddDelta(li, LinearSite::kQ, x, l.q, l.q_bias, qkv[0]);
-        k = AddDelta(li, LinearSite::kK, x, l.k, l.k_bias, qkv[1]);
-        v = AddDelta(li, LinearSite::kV, x, l.v, l.v_bias, qkv[2]).view({N, KV, D});
+        q = ClipQkv(AddDelta(li, LinearSite::kQ, x, l.q, l.q_bias, qkv[0]));
+        k = ClipQkv(AddDelta(li, LinearSite::kK, x, l.k, l.k_bias, qkv[1]));
+        v = ClipQkv(AddDelta(li, LinearSite::kV, x, l.v, l.v_bias, qkv[2])).view({N, KV, D});
         if (config_.qk_norm && config_.qk_norm_over_heads) {  // OLMo 2: over the whole projection
           q = RmsNorm(q, l.q_norm, config_);
           k = RmsNorm(k, l.k_norm, config_);

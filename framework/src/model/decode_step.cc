@@ -461,7 +461,7 @@ bool CausalLM::CanDecodeStep() const {
   if (runner_ != nullptr || (adapter_ != nullptr && !adapter_->MergesIntoWeights()) || dtype_ != at::kFloat || !embed_.device().is_cpu() ||
       config_.num_experts > 0 || config_.layer_norm || config_.parallel_residual || !config_.gated_mlp ||
       config_.mlp_bias || config_.learned_positions || config_.rope_interleaved ||
-      config_.lm_head_bias || config_.mla() || config_.mamba) {  // latent attention, state-space layers: not these loops
+      config_.lm_head_bias || config_.mla() || config_.mamba || config_.clip_qkv > 0) {  // latent attention, state-space layers: not these loops
     return false;
   }
   for (const auto& [name, p] : params_) {

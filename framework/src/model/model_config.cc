@@ -270,6 +270,109 @@ absl::StatusOr<nlohmann::json> BloomFieldsUnderCommonNames(const nlohmann::json&
   return out;
 }
 
+// DBRX's config.json under the names the rest of FromJson reads (DbrxConfig:
+// d_model, n_heads, n_layers, max_seq_len under its attribute_map's common names,
+// which win when present as transformers sets them last; attn_config's kv_n_heads,
+// rope_theta and attn_pdrop; ffn_config's ffn_hidden_size, moe_num_experts,
+// moe_top_k, moe_loss_weight and ffn_act_fn's name; every default DbrxConfig's).
+// The top-level num_key_value_heads, intermediate_size and hidden_act a config may
+// carry are extras DbrxForCausalLM never reads. clip_qkv,
+// moe_normalize_expert_weights and moe_jitter_eps are read by ReadDbrx.
+absl::StatusOr<nlohmann::json> DbrxFieldsUnderCommonNames(const nlohmann::json& in) {
+  nlohmann::json out = in;
+  EraseFieldsNotOfTheFamily({"intermediate_size", "hidden_act", "num_key_value_heads", "head_dim", "rms_norm_eps",
+                             "attention_bias", "rope_theta", "rope_scaling", "rope_parameters", "attention_dropout",
+                             "num_local_experts", "num_experts_per_tok", "router_aux_loss_coef"}, &out);
+  for (const auto& [theirs, ours, fallback] :
+       {std::tuple{"d_model", "hidden_size", 2048}, {"n_heads", "num_attention_heads", 16},
+        {"n_layers", "num_hidden_layers", 24}, {"max_seq_len", "max_position_embeddings", 2048}}) {
+    if (!out.contains(ours)) out[ours] = in.contains(theirs) ? in[theirs] : nlohmann::json(fallback);
+  }
+  if (!out.contains("vocab_size")) out["vocab_size"] = 32000;
+  for (const char* key : {"attn_config", "ffn_config"}) {
+    if (in.contains(key) && !in[key].is_null() && !in[key].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: \"", key, "\" must be an object, got ", in[key].dump()));
+    }
+  }
+  const nlohmann::json none = nlohmann::json::object();
+  const nlohmann::json& attn = in.contains("attn_config") && in["attn_config"].is_object() ? in["attn_config"] : none;
+  const nlohmann::json& ffn = in.contains("ffn_config") && in["ffn_config"].is_object() ? in["ffn_config"] : none;
+  out["num_key_value_heads"] = attn.contains("kv_n_heads") ? attn["kv_n_heads"] : nlohmann::json(1);
+  out["rope_theta"] = attn.contains("rope_theta") ? attn["rope_theta"] : nlohmann::json(10000.0);
+  if (attn.contains("attn_pdrop")) out["attention_dropout"] = attn["attn_pdrop"];
+  out["intermediate_size"] = ffn.contains("ffn_hidden_size") ? ffn["ffn_hidden_size"] : nlohmann::json(3584);
+  out["num_local_experts"] = ffn.contains("moe_num_experts") ? ffn["moe_num_experts"] : nlohmann::json(4);
+  out["num_experts_per_tok"] = ffn.contains("moe_top_k") ? ffn["moe_top_k"] : nlohmann::json(1);
+  out["router_aux_loss_coef"] = ffn.contains("moe_loss_weight") ? ffn["moe_loss_weight"] : nlohmann::json(0.01);
+  out["hidden_act"] = "silu";
+  if (ffn.contains("ffn_act_fn") && !ffn["ffn_act_fn"].is_null()) {
+    const nlohmann::json& act = ffn["ffn_act_fn"];
+    if (!act.is_object() || (act.contains("name") && !act["name"].is_string())) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ffn_config.ffn_act_fn must be an object {\"name\": ...}, got ", act.dump()));
+    }
+    for (const auto& [key, value] : act.items()) {
+      if (key != "name") {
+        return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ffn_config.ffn_act_fn.",
+                                                     key, " = ", value.dump(), " (arguments of the experts' activation)"));
+      }
+    }
+    if (act.contains("name")) out["hidden_act"] = act["name"];
+  }
+  if (in.contains("tie_word_embeddings") && in["tie_word_embeddings"] == true) {
+    return absl::InvalidArgumentError("config.json: tie_word_embeddings = true is not supported for DBRX models (DbrxConfig refuses it)");
+  }
+  out["tie_word_embeddings"] = false;
+  for (const char* key : {"resid_pdrop", "emb_pdrop"}) {  // read by ReadDbrx
+    out.erase(key);
+  }
+  return out;
+}
+
+// DBRX's own fields (ModelConfig::dbrx): its LayerNorms, the clamp of q/k/v, the
+// experts' weights' p-norm, the router's jitter, its dropouts.
+absl::Status ReadDbrx(const nlohmann::json& file, ModelConfig* c) {
+  c->dbrx = true;
+  c->layer_norm = true;
+  c->layer_norm_bias = false;  // nn.LayerNorm(d_model, bias=False), eps 1e-5
+  c->rms_norm_eps = 1e-5;
+  const nlohmann::json none = nlohmann::json::object();
+  const nlohmann::json& attn = file.contains("attn_config") && file["attn_config"].is_object() ? file["attn_config"] : none;
+  const nlohmann::json& ffn = file.contains("ffn_config") && file["ffn_config"].is_object() ? file["ffn_config"] : none;
+  if (attn.contains("clip_qkv") && !attn["clip_qkv"].is_null()) {
+    POSTTRAIN_RETURN_IF_ERROR(Read(attn, "clip_qkv", &c->clip_qkv));
+    if (!(c->clip_qkv > 0) || !std::isfinite(c->clip_qkv)) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: attn_config.clip_qkv must be a positive number or null, got ",
+                                                     attn["clip_qkv"].dump()));
+    }
+  }
+  c->norm_topk_prob = true;
+  if (ffn.contains("moe_normalize_expert_weights")) {
+    if (ffn["moe_normalize_expert_weights"].is_null()) {
+      c->norm_topk_prob = false;
+    } else {
+      POSTTRAIN_RETURN_IF_ERROR(Read(ffn, "moe_normalize_expert_weights", &c->topk_norm_p));
+      if (!(c->topk_norm_p > 0) || !std::isfinite(c->topk_norm_p)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config.json: ffn_config.moe_normalize_expert_weights must be a positive number (the p of the p-norm) or null, got ",
+            ffn["moe_normalize_expert_weights"].dump()));
+      }
+    }
+  }
+  if (ffn.contains("moe_jitter_eps") && !ffn["moe_jitter_eps"].is_null()) {
+    POSTTRAIN_RETURN_IF_ERROR(Read(ffn, "moe_jitter_eps", &c->router_jitter_eps));
+    if (!(c->router_jitter_eps >= 0 && c->router_jitter_eps < 1)) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ffn_config.moe_jitter_eps must be in [0, 1) or null, got ",
+                                                     ffn["moe_jitter_eps"].dump()));
+    }
+  }
+  if (ffn.contains("uniform_expert_assignment") && ffn["uniform_expert_assignment"] == true) {
+    return absl::UnimplementedError("config.json: not supported (it changes the model's maths): ffn_config.uniform_expert_assignment = true");
+  }
+  POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "resid_pdrop", &c->residual_dropout));
+  POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "emb_pdrop", &c->embedding_dropout));
+  return absl::OkStatus();
+}
+
 // Fields of other architectures' configs that change the forward maths when set to
 // anything but their neutral value: refused by name rather than silently ignored.
 absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::string& model_type) {
@@ -313,12 +416,12 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
     const bool read = (model_type == "mixtral" && std::string(key) == "num_local_experts") ||
                       (qwen_moe && std::string(key) == "num_experts") ||
                       ((model_type == "glm4_moe" || model_type == "deepseek_v3") && std::string(key) == "n_routed_experts") ||
-                      (model_type == "gpt_oss" && std::string(key) == "num_local_experts");
+                      ((model_type == "gpt_oss" || model_type == "dbrx") && std::string(key) == "num_local_experts");
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (mixture of experts)"));
   }
   // The load-balancing loss of the softmax routers is read (ReadRouterAuxLoss);
   // transformers computes none for the other families.
-  const bool balances = model_type == "mixtral" || qwen_moe || model_type == "gpt_oss";
+  const bool balances = model_type == "mixtral" || qwen_moe || model_type == "gpt_oss" || model_type == "dbrx";
   if (!balances && set("output_router_logits") && json["output_router_logits"].is_boolean() &&
       json["output_router_logits"].get<bool>()) {
     refused.push_back(absl::StrCat("output_router_logits = true (", model_type,
@@ -576,11 +679,11 @@ absl::Status ReadSigmoidRoutedExperts(const nlohmann::json& json, ModelConfig* c
 }
 
 // output_router_logits and router_aux_loss_coef of the softmax routers' configs
-// (MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig: 0.001; GptOssConfig: 0.9).
+// (MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig: 0.001; GptOssConfig: 0.9; DBRX: 0.01).
 absl::Status ReadRouterAuxLoss(const nlohmann::json& json, ModelConfig* c) {
   const std::string& t = c->model_type;
-  if (t != "mixtral" && t != "qwen2_moe" && t != "qwen3_moe" && t != "gpt_oss") return absl::OkStatus();
-  c->router_aux_loss_coef = t == "gpt_oss" ? 0.9 : 0.001;
+  if (t != "mixtral" && t != "qwen2_moe" && t != "qwen3_moe" && t != "gpt_oss" && t != "dbrx") return absl::OkStatus();
+  c->router_aux_loss_coef = t == "gpt_oss" ? 0.9 : t == "dbrx" ? 0.01 : 0.001;  // DBRX's: ffn_config.moe_loss_weight
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "output_router_logits", &c->output_router_logits));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "router_aux_loss_coef", &c->router_aux_loss_coef));
   if (!std::isfinite(c->router_aux_loss_coef) || c->router_aux_loss_coef < 0) {
@@ -593,15 +696,17 @@ absl::Status ReadRouterAuxLoss(const nlohmann::json& json, ModelConfig* c) {
 absl::Status ReadMixtureOfExperts(const nlohmann::json& json, ModelConfig* c) {
   const bool mixtral = c->model_type == "mixtral", qwen2 = c->model_type == "qwen2_moe";
   if (c->model_type == "glm4_moe" || c->model_type == "deepseek_v3") return ReadSigmoidRoutedExperts(json, c);
-  if (c->gpt_oss) {  // GptOssConfig: num_local_experts (128) of width intermediate_size, the top 4, every layer
-    c->num_experts = 128;
-    c->num_experts_per_tok = 4;
+  if (c->gpt_oss || c->dbrx) {  // GptOssConfig: num_local_experts (128) of width intermediate_size, the top 4, every layer
+    c->num_experts = c->dbrx ? 4 : 128;  // DBRX: ffn_config's moe_num_experts (4), moe_top_k (1), ffn_hidden_size
+    c->num_experts_per_tok = c->dbrx ? 1 : 4;
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_local_experts", &c->num_experts));
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "num_experts_per_tok", &c->num_experts_per_tok));
     c->moe_intermediate_size = c->intermediate_size;
     if (c->num_experts < 1 || c->num_experts_per_tok < 1 || c->num_experts_per_tok > c->num_experts) {
-      return absl::InvalidArgumentError(absl::StrCat("config.json: num_experts_per_tok must be between 1 and the ", c->num_experts,
-                                                     " experts (num_local_experts), got ", c->num_experts_per_tok));
+      return absl::InvalidArgumentError(absl::StrCat("config.json: ", c->dbrx ? "ffn_config.moe_top_k" : "num_experts_per_tok",
+                                                     " must be between 1 and the ", c->num_experts, " experts (",
+                                                     c->dbrx ? "ffn_config.moe_num_experts" : "num_local_experts", "), got ",
+                                                     c->num_experts_per_tok));
     }
     return absl::OkStatus();
   }
@@ -833,7 +938,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (bloom) {
     POSTTRAIN_ASSIGN_OR_RETURN(translated, BloomFieldsUnderCommonNames(file));
   }
-  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type ? translated : file;
+  const bool dbrx = c.model_type == "dbrx";
+  if (dbrx) {
+    POSTTRAIN_ASSIGN_OR_RETURN(translated, DbrxFieldsUnderCommonNames(file));
+  }
+  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type || dbrx ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
@@ -841,11 +950,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
       c.model_type != "gpt_oss" && c.model_type != "deepseek_v3" && c.model_type != "mamba" &&
-      c.model_type != "falcon_mamba") {
+      c.model_type != "falcon_mamba" && !dbrx) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, mamba, falcon_mamba, gpt_neox, gpt2, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   if (c.model_type == "mamba" || c.model_type == "falcon_mamba") return ReadMamba(json, c);
@@ -892,6 +1001,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : gptj                        ? "GPTJForCausalLM"
                      : stablelm                    ? "StableLmForCausalLM"
                      : starcoder2                  ? "Starcoder2ForCausalLM"
+                     : dbrx                        ? "DbrxForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -1134,6 +1244,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       return absl::InvalidArgumentError(absl::StrCat("config.json: swiglu_limit must be a positive number, got ", c.swiglu_limit));
     }
   }
+  if (dbrx) POSTTRAIN_RETURN_IF_ERROR(ReadDbrx(file, &c));  // DbrxConfig's defaults and nested fields
   if (glm4_moe) {  // Glm4MoeConfig's defaults (Glm4MoeAttention: q/k/v biases with attention_bias, none on o_proj)
     c.partial_rotary_factor = 0.5;
     c.rms_norm_eps = 1e-5;
@@ -1282,7 +1393,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (c.head_dim <= 0 || (c.head_dim % 2 != 0 && c.has_rope())) {  // RoPE rotates pairs
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
-  if ((c.learned_positions || c.alibi || gptj) && c.num_attention_heads * c.head_dim != c.hidden_size) {
+  if ((c.learned_positions || c.alibi || gptj || dbrx) && c.num_attention_heads * c.head_dim != c.hidden_size) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || gptj || bloom ? "n_head" : "num_attention_heads", " (",
                                                    c.num_attention_heads, ") must divide ", gpt2 || gptj ? "n_embd" : "hidden_size",
                                                    " (", c.hidden_size, ")"));
@@ -1445,6 +1556,40 @@ nlohmann::ordered_json BloomJson(const ModelConfig& c) {
   return j;
 }
 
+// DBRX's config.json, under DbrxConfig's names (attn_config and ffn_config nested).
+nlohmann::ordered_json DbrxJson(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = "dbrx";
+  j["vocab_size"] = c.vocab_size;
+  j["d_model"] = c.hidden_size;
+  j["n_heads"] = c.num_attention_heads;
+  j["n_layers"] = c.num_hidden_layers;
+  j["max_seq_len"] = c.max_position_embeddings;
+  j["resid_pdrop"] = c.residual_dropout;
+  j["emb_pdrop"] = c.embedding_dropout;
+  nlohmann::ordered_json attn;
+  attn["attn_pdrop"] = c.attention_dropout;
+  attn["clip_qkv"] = c.clip_qkv > 0 ? nlohmann::ordered_json(c.clip_qkv) : nlohmann::ordered_json(nullptr);
+  attn["kv_n_heads"] = c.num_key_value_heads;
+  attn["rope_theta"] = c.rope_theta;
+  j["attn_config"] = attn;
+  nlohmann::ordered_json ffn;
+  ffn["ffn_act_fn"] = {{"name", c.hidden_act}};
+  ffn["ffn_hidden_size"] = c.moe_intermediate_size;
+  ffn["moe_num_experts"] = c.num_experts;
+  ffn["moe_top_k"] = c.num_experts_per_tok;
+  ffn["moe_jitter_eps"] = c.router_jitter_eps > 0 ? nlohmann::ordered_json(c.router_jitter_eps) : nlohmann::ordered_json(nullptr);
+  ffn["moe_loss_weight"] = c.router_aux_loss_coef;
+  ffn["moe_normalize_expert_weights"] = c.norm_topk_prob ? nlohmann::ordered_json(c.topk_norm_p) : nlohmann::ordered_json(nullptr);
+  j["ffn_config"] = ffn;
+  j["output_router_logits"] = c.output_router_logits;
+  j["initializer_range"] = c.initializer_range;
+  j["tie_word_embeddings"] = false;
+  AddCommonFields(c, &j);
+  return j;
+}
+
 // Mamba's and FalconMamba's config.json, under MambaConfig's names.
 nlohmann::ordered_json MambaJson(const ModelConfig& c) {
   nlohmann::ordered_json j;
@@ -1478,6 +1623,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   if (model_type == "gptj") return GptjJson(*this);
   if (model_type == "opt") return OptJson(*this);
   if (model_type == "bloom") return BloomJson(*this);
+  if (dbrx) return DbrxJson(*this);
   nlohmann::ordered_json j;
   j["architectures"] = {architecture};
   j["model_type"] = model_type;

@@ -1567,6 +1567,169 @@ TEST(CausalLMTest, GptOssMatchesThePythonTranscriptionOnEveryPath) {
   }
 }
 
+// DBRX (dbrx) against dbrx_reference.py (fp64, the config.json given here): bias-free
+// LayerNorms, Wqkv clamped by clip_qkv (0.3 here, so that it bites), GQA from
+// attn_config.kv_n_heads, the router's top 2 divided by their 2-norm
+// (moe_normalize_expert_weights 2), the fused experts w1/v1/w2; the top-level
+// num_key_value_heads and intermediate_size TRL's tiny models carry are extras
+// DbrxForCausalLM never reads. Then TRL's tiny shape (DbrxConfig's defaults: one KV
+// head, experts 3584 wide, the top 1, no clamp). Every path; saved under DBRX's names
+// and config, loaded back the same; without the clamp, or with p = 1, other logits.
+TEST(CausalLMTest, DbrxMatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool tiny : {false, true}) {
+    SCOPED_TRACE(tiny ? "TRL's tiny shape" : "clamp, GQA, 2-norm");
+    nlohmann::json json = {{"model_type", "dbrx"}, {"architectures", {"DbrxForCausalLM"}}, {"vocab_size", 97},
+                           {"d_model", 32}, {"n_heads", 4}, {"n_layers", 2}, {"max_seq_len", 64},
+                           {"num_key_value_heads", 4}, {"intermediate_size", 99},
+                           {"attn_config", {{"kv_n_heads", 2}, {"rope_theta", 500.0}, {"clip_qkv", 0.3}}},
+                           {"ffn_config", {{"ffn_hidden_size", 12}, {"moe_num_experts", 4}, {"moe_top_k", 2},
+                                           {"moe_normalize_expert_weights", 2.0}, {"ffn_act_fn", {{"name", "silu"}}}}}};
+    if (tiny) {
+      json = {{"model_type", "dbrx"}, {"vocab_size", 97}, {"d_model", 8}, {"n_heads", 4}, {"n_layers", 2},
+              {"num_key_value_heads", 2}, {"intermediate_size", 32}, {"attn_config", {{"kv_n_heads", 1}}},
+              {"ffn_config", {{"moe_num_experts", 4}}}};
+    }
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "DbrxForCausalLM");
+    EXPECT_EQ(config->num_key_value_heads, tiny ? 1 : 2);
+    EXPECT_EQ(config->moe_intermediate_size, tiny ? 3584 : 12);
+    EXPECT_EQ(config->num_experts_per_tok, tiny ? 1 : 2);
+    EXPECT_EQ(config->clip_qkv, tiny ? 0.0 : 0.3);
+    EXPECT_TRUE(config->layer_norm && !config->layer_norm_bias && !config->tie_word_embeddings);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, tiny ? 161 : 162);
+    RandomizeBiasesAndNorms(*model, 163);
+    const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, tiny ? "py_dbrx_tiny" : "py_dbrx", &json, "dbrx_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(tiny ? "dbrx_tiny_save" : "dbrx_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = SafetensorsFile::Open(dir + "/model.safetensors");
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    const std::int64_t E = 4, I = config->moe_intermediate_size, H = config->hidden_size;
+    EXPECT_EQ(saved->Get("transformer.blocks.1.ffn.experts.mlp.w2")->sizes(), at::IntArrayRef({E * I, H}));
+    EXPECT_EQ(saved->Get("transformer.blocks.0.norm_attn_norm.attn.Wqkv.weight")->sizes(),
+              at::IntArrayRef({H + 2 * config->num_key_value_heads * config->head_dim, H}));
+    for (const char* name : {"transformer.wte.weight", "transformer.norm_f.weight", "lm_head.weight",
+                             "transformer.blocks.1.ffn.router.layer.weight", "transformer.blocks.0.norm_attn_norm.norm_2.weight"}) {
+      EXPECT_TRUE(saved->Get(name).ok()) << name;
+    }
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["d_model"], H);
+    EXPECT_EQ(written["attn_config"]["kv_n_heads"], config->num_key_value_heads);
+    EXPECT_EQ(written["ffn_config"]["ffn_hidden_size"], I);
+    EXPECT_EQ(written["ffn_config"]["moe_normalize_expert_weights"], tiny ? 1.0 : 2.0);
+    if (tiny) {
+      EXPECT_TRUE(written["attn_config"]["clip_qkv"].is_null());
+      continue;
+    }
+    EXPECT_EQ(written["attn_config"]["clip_qkv"], 0.3);
+    std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+    c10::NoGradGuard no_grad;
+    for (auto change : {+[](ModelConfig* c) { c->clip_qkv = 0; }, +[](ModelConfig* c) { c->topk_norm_p = 1.0; }}) {
+      ModelConfig other_config = *config;
+      change(&other_config);
+      auto other = CausalLM::FromTensors(other_config, tensors, at::kFloat);
+      ASSERT_TRUE(other.ok()) << other.status();
+      EXPECT_GT(((*other)->Forward(ids, Positions(2, 9), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+    }
+  }
+}
+
+// DBRX's load-balancing loss (output_router_logits) against dbrx_reference.py's
+// transcription of DbrxForCausalLM.forward: load_balancing_loss_func over what its
+// blocks return as router logits, the probabilities, softmaxed once more; its
+// coefficient is ffn_config.moe_loss_weight.
+TEST(CausalLMTest, DbrxLoadBalancingLossSoftmaxesTheRoutersProbabilities) {
+  const nlohmann::json json = {{"model_type", "dbrx"}, {"vocab_size", 97}, {"d_model", 32}, {"n_heads", 4}, {"n_layers", 2},
+                               {"output_router_logits", true},
+                               {"ffn_config", {{"ffn_hidden_size", 12}, {"moe_num_experts", 4}, {"moe_top_k", 2},
+                                               {"moe_loss_weight", 0.05}}}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->output_router_logits);
+  EXPECT_EQ(config->router_aux_loss_coef, 0.05);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 181);
+  const at::Tensor ids = at::randint(config->vocab_size, {2, 9}, at::kLong);
+  const std::string dir = testing::TempDir("aux_dbrx");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  testing::WriteFile(dir + "/config.json", json.dump());
+  ASSERT_TRUE(SaveSafetensors(dir + "/ids.safetensors", {{"ids", ids}}).ok());
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(posttrain::testing::Python() + " " + testing::SourceDir() +
+                                    "/tests/framework/model/dbrx_reference.py " + dir, &out), 0) << out;
+  auto file = SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  const double expected = (*file->Get("aux_loss")).item<double>();
+  model->set_record_router(true, /*without_grad=*/true);
+  c10::NoGradGuard no_grad;
+  model->Hidden(ids, Positions(2, 9), at::Tensor(), nullptr);
+  const at::Tensor aux = model->TakeRouterAuxLoss();
+  ASSERT_TRUE(aux.defined());
+  EXPECT_NEAR(aux.item<double>(), expected, 1e-5);
+}
+
+// DBRX's moe_jitter_eps: in training (set_dropout, grad on) the MoE input is scaled
+// by noise in [1 - eps, 1 + eps], so the logits move, by little; in evaluation, or
+// without it, the model is deterministic.
+TEST(CausalLMTest, DbrxJitterScalesTheExpertsInputInTrainingOnly) {
+  auto config = ModelConfig::FromJson({{"model_type", "dbrx"}, {"vocab_size", 97}, {"d_model", 32}, {"n_heads", 4},
+                                       {"n_layers", 2}, {"ffn_config", {{"ffn_hidden_size", 12}, {"moe_jitter_eps", 0.05}}}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 171);
+  const at::Tensor ids = at::randint(config->vocab_size, {2, 7}, at::kLong);
+  const at::Tensor pos = Positions(2, 7);
+  at::Tensor eval;
+  {
+    c10::NoGradGuard no_grad;
+    eval = model->Forward(ids, pos, at::Tensor(), nullptr);
+  }
+  model->set_dropout(true);
+  const at::Tensor train = model->Forward(ids, pos, at::Tensor(), nullptr).detach();
+  const double moved = (train - eval).abs().max().item<double>();
+  EXPECT_GT(moved, 1e-4);
+  EXPECT_LT(moved, 0.5 * eval.abs().max().item<double>());
+  ModelConfig still = *config;
+  still.router_jitter_eps = 0;
+  std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  auto plain = CausalLM::FromTensors(still, tensors, at::kFloat);
+  ASSERT_TRUE(plain.ok());
+  (*plain)->set_dropout(true);
+  EXPECT_TRUE(at::allclose((*plain)->Forward(ids, pos, at::Tensor(), nullptr).detach(), eval, 1e-5, 1e-6));
+}
+
+// DBRX's config errors name the nested field: a non-object attn_config, a clamp that
+// is not positive, a top k beyond the experts, tied embeddings, an activation with
+// arguments.
+TEST(CausalLMTest, DbrxConfigErrorsNameTheNestedField) {
+  const nlohmann::json base = {{"model_type", "dbrx"}, {"vocab_size", 97}, {"d_model", 32}, {"n_heads", 4}, {"n_layers", 2}};
+  for (const auto& [patch, words] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {{{"attn_config", 3}}, "\"attn_config\" must be an object"},
+           {{{"attn_config", {{"clip_qkv", -1}}}}, "attn_config.clip_qkv must be a positive number"},
+           {{{"ffn_config", {{"moe_top_k", 5}}}}, "ffn_config.moe_top_k must be between 1 and the 4 experts"},
+           {{{"ffn_config", {{"moe_normalize_expert_weights", 0}}}}, "moe_normalize_expert_weights must be a positive number"},
+           {{{"ffn_config", {{"ffn_act_fn", {{"name", "silu"}, {"approximate", "tanh"}}}}}}, "ffn_config.ffn_act_fn.approximate"},
+           {{{"tie_word_embeddings", true}}, "tie_word_embeddings = true is not supported for DBRX"}}) {
+    nlohmann::json json = base;
+    json.update(patch);
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_FALSE(config.ok()) << patch.dump();
+    EXPECT_THAT(std::string(config.status().message()), HasSubstr(words)) << patch.dump();
+  }
+  nlohmann::json unnormalised = base;
+  unnormalised["ffn_config"] = {{"moe_normalize_expert_weights", nullptr}, {"moe_jitter_eps", 0.01}};
+  auto config = ModelConfig::FromJson(unnormalised);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->norm_topk_prob);
+  EXPECT_EQ(config->router_jitter_eps, 0.01);
+  EXPECT_EQ(config->router_aux_loss_coef, 0.01);  // moe_loss_weight's default
+  const nlohmann::json written(config->ToJson());
+  EXPECT_TRUE(written["ffn_config"]["moe_normalize_expert_weights"].is_null());
+  EXPECT_EQ(written["ffn_config"]["moe_jitter_eps"], 0.01);
+}
+
 // openai/gpt-oss-20b's config.json: its MXFP4 quantization_config is refused by name
 // (dequantized, the same config reads: 32 experts, the window of 128 on the even
 // layers, YaRN of factor 32 untruncated, biases on o_proj), written back and read

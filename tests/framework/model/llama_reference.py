@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
 from safetensors_py import load, save  # noqa: E402
 from peft_lora_py import adapted, load_lora  # noqa: E402
-from reference_io import sigmoid_group_topk, yarn_inv_freq  # noqa: E402
+from reference_io import load_balancing_loss, sigmoid_group_topk, yarn_inv_freq  # noqa: E402
 
 d = sys.argv[1]
 cfg = json.load(open(d + "/config.json"))
@@ -210,18 +210,6 @@ def moe_layer(i):
         (i + 1) % cfg.get("decoder_sparse_step", 1) == 0
 
 router_logits = []  # per MoE layer [tokens, E]: MoeModelOutputWithPast.router_logits
-
-
-def load_balancing_loss(gate_logits, num_experts, top_k):
-    """transformers' load_balancing_loss_func without an attention mask (every token
-    real): the layers' router logits concatenated, softmaxed, the top k one-hot."""
-    logits = torch.cat(gate_logits, dim=0)
-    routing_weights = torch.softmax(logits, dim=-1)
-    _, selected = torch.topk(routing_weights, top_k, dim=-1)
-    expert_mask = torch.nn.functional.one_hot(selected, num_experts)  # [L*N, k, E]
-    tokens_per_expert = torch.mean(expert_mask.float(), dim=0)        # [k, E]
-    router_prob_per_expert = torch.mean(routing_weights, dim=0)       # [E]
-    return torch.sum(tokens_per_expert * router_prob_per_expert.unsqueeze(0)) * num_experts
 
 
 def sparse_moe(x, p):

@@ -92,6 +92,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "starcoder2" ? "starcoder2_reference.py"
                              : config.model_type == "gpt_oss" ? "gpt_oss_reference.py"
                              : config.model_type == "deepseek_v3" ? "deepseek_v3_reference.py"
+                             : config.model_type == "dbrx" ? "dbrx_reference.py"
                              : config.mamba ? "mamba_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
@@ -843,6 +844,26 @@ TEST(LoraAdapterTest, GptjAdaptsItsModulesUnderPeftsNames) {
   EXPECT_EQ(params.count("base_model.model.transformer.h.1.attn.out_proj.lora_A.weight"), 1u);
   EXPECT_EQ(params["base_model.model.transformer.h.0.mlp.fc_out.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("gptj_lora"));
+}
+
+// DBRX: LoRA under PEFT's names for its attention (transformer.blocks.<i>.
+// norm_attn_norm.attn.Wqkv, whose B rows are q's, k's, v's, and out_proj; its experts
+// are fused parameters, not Linear modules, as in PEFT); the adapted model, with
+// clip_qkv clamping the adapted q/k/v, equals PEFT's formula on those files
+// (dbrx_reference.py) and its merge.
+TEST(LoraAdapterTest, DbrxAdaptsItsAttentionUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "dbrx"}, {"vocab_size", 97}, {"d_model", 32}, {"n_heads", 4},
+                                       {"n_layers", 2}, {"attn_config", {{"kv_n_heads", 2}, {"clip_qkv", 2.0}}},
+                                       {"ffn_config", {{"ffn_hidden_size", 12}, {"moe_num_experts", 3}, {"moe_top_k", 2}}}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 2 * 2);  // A and B of 2 modules in 2 layers
+  EXPECT_EQ(params["base_model.model.transformer.blocks.1.norm_attn_norm.attn.Wqkv.lora_B.weight"].sizes(),
+            at::IntArrayRef({32 + 2 * 16, 4}));
+  EXPECT_EQ(params.count("base_model.model.transformer.blocks.0.norm_attn_norm.attn.out_proj.lora_A.weight"), 1u);
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("dbrx_lora"));
 }
 
 // StableLM (parallel, with qk_layernorm): LoRA on Llama's module names; the adapted

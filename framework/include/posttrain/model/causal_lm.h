@@ -321,6 +321,8 @@ class CausalLM {
   // sites: an adapter does not reach them (as PEFT's all-linear under transformers
   // 5, whose experts are fused parameters, not nn.Linear modules).
   at::Tensor SparseMoe(const Layer& l, const at::Tensor& x) const;
+  // A q, k or v projection clamped to ±config.clip_qkv (DBRX), or as it is.
+  at::Tensor ClipQkv(const at::Tensor& projected) const;
   // Decoder layer `layer` after its attention: h the layer's input [.., hidden_size],
   // normed the attention's input (input_layernorm(h): Cohere's MLP reads it too), attn
   // the attention's heads merged [.., q_dim], before o_proj. Adds the attention

@@ -191,6 +191,26 @@ struct ModelConfig {
   // in its softmax's denominator: p_j = exp(s_j) / (Σ exp(s) + exp(sink)).
   bool gpt_oss = false;
   double swiglu_limit = 7.0;
+  // DBRX (DbrxForCausalLM; model_type "dbrx", its config nesting attn_config and
+  // ffn_config): Llama's layer with bias-free LayerNorms (eps 1e-5), q/k/v clamped to
+  // [-clip_qkv, clip_qkv] after the projection, and an MoE MLP in every layer whose
+  // top-k softmax weights are divided by their p-norm, p = topk_norm_p
+  // (moe_normalize_expert_weights; 1: their sum, as norm_topk_prob; unset in the
+  // config: norm_topk_prob false). In training (dropout on) router_jitter_eps > 0
+  // multiplies the MoE input, which router and experts both read, by noise
+  // uniform in [1 - eps, 1 + eps] (moe_jitter_eps). Its load-balancing loss reads
+  // the softmax of the router's probabilities (DbrxRouter returns probabilities
+  // where load_balancing_loss_func expects logits): dbrx. Checkpoints:
+  // transformer.wte, transformer.blocks.<i>.norm_attn_norm.{norm_1, attn.Wqkv,
+  // attn.out_proj, norm_2}, .ffn.router.layer, .ffn.experts.mlp.{w1, v1, w2} (each
+  // [E · ffn_hidden_size, d_model]; expert e's gate, up and down^T rows e·I ..),
+  // transformer.norm_f, lm_head (FuseProjections / SplitFusedProjections convert).
+  bool dbrx = false;
+  double topk_norm_p = 1.0;
+  double router_jitter_eps = 0.0;
+  // q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (DBRX's
+  // attn_config.clip_qkv); 0: no clamp.
+  double clip_qkv = 0.0;
   std::int64_t n_group = 1;
   std::int64_t topk_group = 1;
   // DeepSeek-V3 (DeepseekV3Attention: multi-head latent attention, MLA), when
