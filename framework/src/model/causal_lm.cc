@@ -55,8 +55,12 @@ at::Tensor HeadLayerNorm(const at::Tensor& x, const at::Tensor& weight, const at
   return h.to(x.scalar_type());
 }
 
-// The norm before a sublayer: Norm, or x itself where the family has none (OLMo 2).
+// The norm before a sublayer: Norm, or x itself where the family has none (OLMo 2);
+// OLMo's LayerNorm without parameters, in fp32 (OlmoLayerNorm).
 at::Tensor PreNorm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const ModelConfig& config) {
+  if (config.norm_without_parameters) {
+    return at::layer_norm(x.to(ComputeDtype(x.scalar_type())), {x.size(-1)}, {}, {}, config.rms_norm_eps).to(x.scalar_type());
+  }
   return weight.defined() ? Norm(x, weight, bias, config) : x;
 }
 
@@ -184,7 +188,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
   }
   for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    if (c.pre_norms) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
+    if (c.pre_norms && !c.norm_without_parameters) out.push_back({p + "input_layernorm.weight", {c.hidden_size}});
     if (c.pre_norms && c.layer_norm && c.layer_norm_bias) out.push_back({p + "input_layernorm.bias", {c.hidden_size}});
     if (c.mla()) {  // DeepseekV3Attention's modules, in its order
       const std::int64_t heads = c.num_attention_heads, latent = c.kv_lora_rank;
@@ -226,7 +230,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
     if (!c.mla()) out.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, q_dim}});
     if (c.output_bias && !c.mla()) out.push_back({p + "self_attn.o_proj.bias", {c.hidden_size}});
     if (c.gpt_oss) out.push_back({p + "self_attn.sinks", {c.num_attention_heads}});
-    if (!c.one_norm_per_layer) out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
+    if (!c.one_norm_per_layer && !c.norm_without_parameters) out.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
     if (!c.one_norm_per_layer && c.layer_norm && c.layer_norm_bias) {
       out.push_back({p + "post_attention_layernorm.bias", {c.hidden_size}});
     }
@@ -270,7 +274,7 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> ExpectedTensors(c
       if (c.shared_expert_gate) out.push_back({moe + "shared_expert_gate.weight", {1, c.hidden_size}});
     }
   }
-  if (!c.post_layer_norm) out.push_back({"model.norm.weight", {c.hidden_size}});  // OPT-350m has none
+  if (!c.post_layer_norm && !c.norm_without_parameters) out.push_back({"model.norm.weight", {c.hidden_size}});  // OPT-350m has none
   if (c.layer_norm && c.layer_norm_bias && !c.post_layer_norm) out.push_back({"model.norm.bias", {c.hidden_size}});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, c.output_size()}});
   if (c.lm_head_bias) out.push_back({"lm_head.bias", {c.vocab_size}});
@@ -1063,7 +1067,7 @@ CausalLM::CausalLM(ModelConfig config, at::ScalarType dtype)
 void CausalLM::Index() {
   std::map<std::string, at::Tensor> by_name(params_.begin(), params_.end());
   embed_ = by_name.at("model.embed_tokens.weight");
-  final_norm_ = config_.post_layer_norm ? at::Tensor() : by_name.at("model.norm.weight");
+  final_norm_ = config_.post_layer_norm || config_.norm_without_parameters ? at::Tensor() : by_name.at("model.norm.weight");
   final_norm_bias_ = config_.layer_norm && config_.layer_norm_bias && !config_.post_layer_norm ? by_name.at("model.norm.bias")
                                                                                                : at::Tensor();
   project_in_ = config_.word_embed_proj_dim > 0 ? by_name.at("model.project_in.weight") : at::Tensor();
@@ -1094,7 +1098,7 @@ void CausalLM::Index() {
       layers_.push_back(std::move(l));
       continue;
     }
-    if (config_.pre_norms) l.input_norm = by_name.at(p + "input_layernorm.weight");
+    if (config_.pre_norms && !config_.norm_without_parameters) l.input_norm = by_name.at(p + "input_layernorm.weight");
     if (config_.pre_norms && config_.layer_norm && config_.layer_norm_bias) l.input_norm_bias = by_name.at(p + "input_layernorm.bias");
     if (config_.mla()) {
       if (config_.q_lora_rank > 0) {
@@ -1130,7 +1134,9 @@ void CausalLM::Index() {
     l.o = by_name.at(p + "self_attn.o_proj.weight");
     if (config_.output_bias) l.o_bias = by_name.at(p + "self_attn.o_proj.bias");
     if (config_.gpt_oss) l.sinks = by_name.at(p + "self_attn.sinks");
-    if (!config_.one_norm_per_layer) l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
+    if (!config_.one_norm_per_layer && !config_.norm_without_parameters) {
+      l.post_norm = by_name.at(p + "post_attention_layernorm.weight");
+    }
     if (!config_.one_norm_per_layer && config_.layer_norm && config_.layer_norm_bias) {
       l.post_norm_bias = by_name.at(p + "post_attention_layernorm.bias");
     }

@@ -408,7 +408,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   if (model_type != "cohere" && model_type != "glm4_moe" && set("use_qk_norm") && json["use_qk_norm"] != false) {
     refused.push_back(absl::StrCat("use_qk_norm = ", json["use_qk_norm"].dump(), model_type == "cohere2" ? " (Cohere2Attention has no q/k norm)" : " (Cohere's LayerNorm of q and k)"));
   }
-  if (set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
+  if (model_type != "olmo" && set("clip_qkv")) refused.push_back(absl::StrCat("clip_qkv = ", json["clip_qkv"].dump(), " (OLMo's clamp of q, k and v)"));
   // Mixtures of experts: Mixtral's num_local_experts and Qwen-MoE's num_experts are
   // read (ReadMixtureOfExperts), and GLM-4.5's and DeepSeek-V3's n_routed_experts; anywhere else refused.
   const bool qwen_moe = model_type == "qwen2_moe" || model_type == "qwen3_moe";
@@ -950,11 +950,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
       c.model_type != "gpt_oss" && c.model_type != "deepseek_v3" && c.model_type != "mamba" &&
-      c.model_type != "falcon_mamba" && !dbrx) {
+      c.model_type != "falcon_mamba" && !dbrx && c.model_type != "olmo") {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "olmo, granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   if (c.model_type == "mamba" || c.model_type == "falcon_mamba") return ReadMamba(json, c);
@@ -984,6 +984,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : c.model_type == "smollm3" ? "SmolLM3ForCausalLM"
                      : phi3                      ? "Phi3ForCausalLM"
                      : c.model_type == "olmo2"   ? "Olmo2ForCausalLM"
+                     : c.model_type == "olmo"    ? "OlmoForCausalLM"
                      : c.model_type == "granite" ? "GraniteForCausalLM"
                      : c.model_type == "mixtral" ? "MixtralForCausalLM"
                      : c.model_type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
@@ -1040,6 +1041,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     c.qk_norm_over_heads = true;
     c.norm_weight_in_fp32 = true;
     c.rms_norm_eps = 1e-5;
+  }
+  if (c.model_type == "olmo") {  // OlmoConfig: OlmoLayerNorm (no parameters, fp32, eps 1e-5), clip_qkv
+    c.layer_norm = true;
+    c.layer_norm_bias = false;
+    c.norm_without_parameters = true;
+    c.rms_norm_eps = 1e-5;
+    if (json.contains("clip_qkv") && !json["clip_qkv"].is_null()) {
+      POSTTRAIN_RETURN_IF_ERROR(Read(json, "clip_qkv", &c.clip_qkv));
+      if (!(c.clip_qkv > 0) || !std::isfinite(c.clip_qkv)) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: clip_qkv must be a positive number or null, got ", json["clip_qkv"].dump()));
+      }
+    }
   }
   if (phi3) {  // Phi3Config: fused projections, Mistral's window on every layer (if set), its eps
     c.fused_projections = true;
@@ -1287,7 +1300,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                                                    c.qk_rope_head_dim, "): DeepSeek-V3's RoPE turns that many dimensions"));
   }
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "max_position_embeddings", &c.max_position_embeddings));
-  if (!neox && !cohere && !phi && !stablelm && !starcoder2) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));  // GPT-2's, GPT-J's, BLOOM's: translated
+  if (!neox && !cohere && !phi && !stablelm && !starcoder2 && c.model_type != "olmo") {  // OLMo's eps is 1e-5, always
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "rms_norm_eps", &c.rms_norm_eps));
+  }  // GPT-2's, GPT-J's, BLOOM's: translated
   if (gptj) POSTTRAIN_RETURN_IF_ERROR(ReadGptjRotaryDim(json, &c));
   if (!gptj) POSTTRAIN_RETURN_IF_ERROR(Read(json, "rope_theta", &c.rope_theta));  // GPT-J's base is 10,000, always
   if (partial_rotary) POSTTRAIN_RETURN_IF_ERROR(Read(json, "partial_rotary_factor", &c.partial_rotary_factor));
@@ -1304,7 +1319,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   // MistralConfig and MixtralConfig have no attention_bias: their attention has no
   // biases, whatever an extra field says.
   const bool llama_attention = c.model_type == "llama" || gemma || c.model_type == "qwen3" ||
-                               c.model_type == "qwen3_moe" || c.model_type == "granite" || c.model_type == "olmo2" ||
+                               c.model_type == "qwen3_moe" || c.model_type == "granite" || c.model_type == "olmo2" || c.model_type == "olmo" ||
                                c.model_type == "smollm3";
   if (c.model_type == "mistral" || c.model_type == "mixtral") c.attention_bias = false;
   if (llama_attention || neox || cohere || c.gpt_oss || deepseek) c.output_bias = c.attention_bias;
@@ -1662,6 +1677,8 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["use_parallel_residual"] = parallel_residual;
     j["qk_layernorm"] = qk_layer_norm;
     j["hidden_dropout"] = 0.0;
+  } else if (model_type == "olmo") {  // OlmoConfig's: no eps (its LayerNorms' is 1e-5), clip_qkv
+    j["clip_qkv"] = clip_qkv > 0 ? nlohmann::ordered_json(clip_qkv) : nlohmann::ordered_json(nullptr);
   } else if (model_type == "phi") {  // PhiConfig's names
     j.erase("head_dim");
     j["layer_norm_eps"] = rms_norm_eps;

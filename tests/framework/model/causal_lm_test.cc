@@ -980,6 +980,47 @@ TEST(CausalLMTest, Olmo2MatchesTheIndependentPythonImplementationOnEveryPath) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(clipped).status().message()), HasSubstr("clip_qkv = 8.0"));
 }
 
+// OLMo (OlmoForCausalLM, OLMo-1B/7B-hf): Llama's layer whose three norms are
+// LayerNorms without parameters in fp32 with eps 1e-5 (an rms_norm_eps in the config
+// is an extra OlmoConfig never reads), q/k/v/o biases with attention_bias, and q, k,
+// v clamped to ±clip_qkv (0.4 here, so that it bites). Every path against the python
+// transcription; no norm tensor in the model or its checkpoint; saved with clip_qkv
+// and loaded back; without the clamp, other logits.
+TEST(CausalLMTest, OlmoMatchesTheIndependentPythonImplementationOnEveryPath) {
+  const nlohmann::json json = {{"model_type", "olmo"}, {"vocab_size", 97}, {"hidden_size", 32},
+                               {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2}, {"attention_bias", true}, {"clip_qkv", 0.4},
+                               {"rms_norm_eps", 0.01}, {"tie_word_embeddings", false}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "OlmoForCausalLM");
+  EXPECT_EQ(config->rms_norm_eps, 1e-5);
+  EXPECT_EQ(config->clip_qkv, 0.4);
+  EXPECT_TRUE(config->norm_without_parameters && config->output_bias);
+  std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 43);
+  RandomizeBiasesAndNorms(*model, 44);
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  for (const auto& [name, t] : tensors) EXPECT_FALSE(absl::StrContains(name, "norm")) << name;
+  EXPECT_EQ(tensors.count("model.layers.1.self_attn.o_proj.bias"), 1u);
+  const std::int64_t B = 2, T = 8;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_olmo");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/3, /*decode_step=*/false);
+  const std::string dir = testing::TempDir("olmo_save");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  const nlohmann::json saved = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(saved["model_type"], "olmo");
+  EXPECT_EQ(saved["clip_qkv"], 0.4);
+  ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  ModelConfig unclipped = *config;
+  unclipped.clip_qkv = 0;
+  auto other = CausalLM::FromTensors(unclipped, tensors, at::kFloat);
+  ASSERT_TRUE(other.ok()) << other.status();
+  c10::NoGradGuard no_grad;
+  EXPECT_GT(((*other)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+}
+
 // Granite (GraniteForCausalLM) with Granite 3.0's multipliers: embeddings × 12,
 // scores × 1/64 (attention_multiplier instead of 1/sqrt(head_dim)), sublayer
 // outputs × 0.22 before the residual adds, logits / 8. Every path against the

@@ -11,7 +11,8 @@ post_attention_layernorm on the attention's output, pre_/post_feedforward_layern
 around the MLP; soft-capped logits; windows on the even layers) and
 Gemma3ForCausalLM (gemma3_text: Gemma 2's layer with q_norm/k_norm, no caps by
 default, windows on all but every sliding_window_pattern-th layer, which rotate with
-rope_local_base_freq unscaled) and Olmo2ForCausalLM (no norms before the
+rope_local_base_freq unscaled) and OlmoForCausalLM (LayerNorms without parameters,
+q/k/v clamped to +-clip_qkv) and Olmo2ForCausalLM (no norms before the
 sublayers, post_attention_layernorm / post_feedforward_layernorm on their outputs,
 q_norm / k_norm over the whole q and k projections) and GraniteForCausalLM (embeddings
 times embedding_multiplier, scores times attention_multiplier, sublayer outputs
@@ -62,7 +63,8 @@ def linear(x, name):
 
 ids = load(d + "/ids.safetensors")["ids"].long()
 H, KV, D = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
-eps = cfg["rms_norm_eps"]
+olmo = cfg.get("model_type") == "olmo"  # OlmoLayerNorm: no parameters, fp32, eps 1e-5; clip_qkv
+eps = 1e-5 if olmo else cfg["rms_norm_eps"]
 
 # transformers 5 keeps rope_theta and the scaling in one rope_parameters object.
 rp = cfg.get("rope_parameters") or {}
@@ -131,6 +133,13 @@ residual_multiplier = cfg.get("residual_multiplier", 1.0) if granite else 1.0
 def rms(x, g):
     n = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     return n * (1.0 + g) if gemma else g * n  # GemmaRMSNorm: (1 + weight)
+
+
+def norm(x, name):  # the layer's or the final norm: RMSNorm by weight `name`, or OLMo's LayerNorm without one
+    if olmo:
+        mu = x.mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + eps)
+    return rms(x, w[name])
 
 act = {"silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu,
        "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}[
@@ -252,7 +261,7 @@ window_mask = mask + torch.full((T, T), float("-inf")).tril(-W) if W else mask  
 for i in range(L):
     p = f"model.layers.{i}."
     layer_mask = window_mask if types[i] == "sliding_attention" else mask
-    x = h if olmo2 else rms(h, w[p + "input_layernorm.weight"])  # Olmo2DecoderLayer: no norm before attention
+    x = h if olmo2 else norm(h, p + "input_layernorm.weight")  # Olmo2DecoderLayer: no norm before attention
     # Qwen2: q/k/v projections carry a bias (attention_bias); Llama: none.
     def proj(name):
         y = linear(x, p + f"self_attn.{name}.weight")
@@ -262,6 +271,8 @@ for i in range(L):
         q_raw, k_raw, v_raw = qkv[..., :H * D], qkv[..., H * D:H * D + KV * D], qkv[..., H * D + KV * D:]
     else:
         q_raw, k_raw, v_raw = proj("q_proj"), proj("k_proj"), proj("v_proj")
+    if cfg.get("clip_qkv"):  # OlmoAttention: each projection clamped to +-clip_qkv
+        q_raw, k_raw, v_raw = (t.clamp(min=-cfg["clip_qkv"], max=cfg["clip_qkv"]) for t in (q_raw, k_raw, v_raw))
     if olmo2:  # Olmo2Attention: q_norm(q_proj(x)), k_norm(k_proj(x)) over all heads, then the view
         q_raw = rms(q_raw, w[p + "self_attn.q_norm.weight"])
         k_raw = rms(k_raw, w[p + "self_attn.k_norm.weight"])
@@ -292,7 +303,7 @@ for i in range(L):
         x = h
     else:  # GraniteDecoderLayer: residual + hidden_states * residual_multiplier
         h = h + o * residual_multiplier
-        x = rms(h, w[p + "post_attention_layernorm.weight"])
+        x = norm(h, p + "post_attention_layernorm.weight")
     if moe_layer(i):
         m = sparse_moe(x, p)
     elif phi3:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); down(up * act(gate))
@@ -302,7 +313,7 @@ for i in range(L):
         g, u = linear(x, p + "mlp.gate_proj.weight"), linear(x, p + "mlp.up_proj.weight")
         m = linear(act(g) * u, p + "mlp.down_proj.weight")
     h = h + (rms(m, w[p + "post_feedforward_layernorm.weight"]) if gemma2 or olmo2 else m * residual_multiplier)
-h = rms(h, w["model.norm.weight"])
+h = norm(h, "model.norm.weight")
 logits = linear(h, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")
 if granite:  # GraniteForCausalLM: logits / logits_scaling
     logits = logits / cfg.get("logits_scaling", 1.0)

@@ -209,8 +209,13 @@ struct ModelConfig {
   double topk_norm_p = 1.0;
   double router_jitter_eps = 0.0;
   // q, k and v clamped to [-clip_qkv, clip_qkv] after their projections (DBRX's
-  // attn_config.clip_qkv); 0: no clamp.
+  // attn_config.clip_qkv, OLMo's clip_qkv); 0: no clamp.
   double clip_qkv = 0.0;
+  // OLMo (OlmoForCausalLM, model_type "olmo"): Llama's layer whose norms (before
+  // attention, before the MLP, the final one) are LayerNorms without parameters,
+  // computed in fp32 with eps 1e-5 (OlmoLayerNorm); its checkpoints hold no norm
+  // tensors.
+  bool norm_without_parameters = false;
   std::int64_t n_group = 1;
   std::int64_t topk_group = 1;
   // DeepSeek-V3 (DeepseekV3Attention: multi-head latent attention, MLA), when
