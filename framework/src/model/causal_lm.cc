@@ -422,6 +422,26 @@ std::string GptjCheckpointName(const std::string& name) {
   return Rename(naming, name);
 }
 
+bool IsGptNeo(const ModelConfig& c) { return c.model_type == "gpt_neo"; }
+
+// GPT-Neo: the checkpoint's name of model tensor `name` (GPTNeoModel's transformer.*:
+// wte, wpe, h.<i>.ln_1, attn.attention.q/k/v/out_proj, ln_2, mlp.c_fc/c_proj
+// (nn.Linear, not GPT-2's Conv1D), ln_f; lm_head as it is).
+std::string GptNeoCheckpointName(const std::string& name) {
+  static const CheckpointNaming naming{{{"model.embed_tokens.weight", "transformer.wte.weight"},
+                                        {"model.embed_positions.weight", "transformer.wpe.weight"},
+                                        {"model.norm.weight", "transformer.ln_f.weight"},
+                                        {"model.norm.bias", "transformer.ln_f.bias"}},
+                                       "transformer.h.",
+                                       {{".input_layernorm.", ".ln_1."},
+                                        {".post_attention_layernorm.", ".ln_2."},
+                                        {".self_attn.o_proj.", ".attn.attention.out_proj."},
+                                        {".self_attn.", ".attn.attention."},
+                                        {".mlp.up_proj.", ".mlp.c_fc."},
+                                        {".mlp.down_proj.", ".mlp.c_proj."}}};
+  return Rename(naming, name);
+}
+
 bool IsOpt(const ModelConfig& c) { return c.model_type == "opt"; }
 
 // OPT: the checkpoint's name of model tensor `name` (one module per projection, as
@@ -861,6 +881,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsBloom(config) ? BloomCheckpointName(name)
          : IsGpt2(config) ? Gpt2CheckpointName(name)
          : IsGptj(config) ? GptjCheckpointName(name)
+         : IsGptNeo(config) ? GptNeoCheckpointName(name)
          : IsOpt(config)  ? OptCheckpointName(name)
          : IsPhi(config)  ? PhiCheckpointName(name)
          : IsStableLm(config) ? StableLmCheckpointName(config, name)
@@ -876,6 +897,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsBloom(config)) return ToHeadInterleavedLayout(config, std::move(tensors), BloomCheckpointName);
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
   if (IsGptj(config)) return ToRenamedLayout(std::move(tensors), GptjCheckpointName);
+  if (IsGptNeo(config)) return ToRenamedLayout(std::move(tensors), GptNeoCheckpointName);
   if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
@@ -922,6 +944,13 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
       tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.masked_bias"));
     }
     return FromRenamedLayout(config, tensors, GptjCheckpointName);
+  }
+  if (IsGptNeo(config)) {
+    for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {  // old checkpoints' mask buffers
+      tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.attention.bias"));
+      tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.attention.masked_bias"));
+    }
+    return FromRenamedLayout(config, tensors, GptNeoCheckpointName);
   }
   if (IsOpt(config)) {  // with or without OPTForCausalLM's model. prefix (OPTModel's own files)
     POSTTRAIN_RETURN_IF_ERROR(
@@ -1337,7 +1366,7 @@ const char* LinearSiteName(LinearSite site) {
 std::string DecoderLayersPrefix(const ModelConfig& config) {
   return IsNeox(config)                      ? "gpt_neox.layers."
          : IsMamba(config)                   ? "backbone.layers."
-         : IsGpt2(config) || IsGptj(config) || IsBloom(config) ? "transformer.h."
+         : IsGpt2(config) || IsGptj(config) || IsBloom(config) || IsGptNeo(config) ? "transformer.h."
          : IsOpt(config)                     ? "model.decoder.layers."
          : IsDbrx(config)                    ? "transformer.blocks."
                                              : "model.layers.";
@@ -1397,6 +1426,9 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   }
   if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
     return separate("self_attn.out_proj", "fc1", "fc2");
+  }
+  if (IsGptNeo(c)) {  // GPT-Neo's modules, as its checkpoints and PEFT name them
+    return separate("attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "attn.attention.");
   }
   if (IsDbrx(c)) {  // DBRX's attention, as its checkpoints and PEFT name it (its experts are fused parameters, no Linear)
     out.push_back({"norm_attn_norm.attn.Wqkv", hidden, q + 2 * kv,

@@ -270,6 +270,74 @@ absl::StatusOr<nlohmann::json> BloomFieldsUnderCommonNames(const nlohmann::json&
   return out;
 }
 
+// GPT-Neo's config.json under the names the rest of FromJson reads (GPTNeoConfig:
+// num_layers and num_heads under its attribute_map's common names, which win when
+// present; layer_norm_epsilon, activation_function; intermediate_size null means
+// 4 · hidden_size; window_size and attention_types, whose expansion
+// (attention_layers, which wins when config.json holds it, as transformers sets it
+// last) marks each layer "global" or "local": a local layer attends to the last
+// window_size keys, as layer_types' sliding_attention).
+absl::StatusOr<nlohmann::json> GptNeoFieldsUnderCommonNames(const nlohmann::json& in) {
+  nlohmann::json out = in;
+  EraseFieldsNotOfTheFamily({"rms_norm_eps", "hidden_act", "num_key_value_heads", "head_dim", "sliding_window", "layer_types",
+                             "use_sliding_window", "rope_theta", "rope_scaling", "rope_parameters", "attention_bias"}, &out);
+  for (const auto& [theirs, ours, fallback] :
+       {std::tuple{"num_layers", "num_hidden_layers", 24}, {"num_heads", "num_attention_heads", 16}}) {
+    if (!out.contains(ours)) out[ours] = in.contains(theirs) ? in[theirs] : nlohmann::json(fallback);
+  }
+  for (const auto& [key, fallback] : {std::pair{"hidden_size", 2048}, {"max_position_embeddings", 2048}, {"vocab_size", 50257}}) {
+    if (!out.contains(key)) out[key] = fallback;
+  }
+  for (const auto& [theirs, ours] : {std::pair{"layer_norm_epsilon", "rms_norm_eps"}, {"activation_function", "hidden_act"}}) {
+    if (in.contains(theirs)) out[ours] = in[theirs];
+  }
+  if (!in.contains("intermediate_size") || in["intermediate_size"].is_null()) {
+    const nlohmann::json& hidden = out["hidden_size"];
+    out["intermediate_size"] = hidden.is_number_integer() && hidden.get<std::int64_t>() > 0 &&
+                                       hidden.get<std::int64_t>() < (std::int64_t{1} << 40)
+                                   ? nlohmann::json(4 * hidden.get<std::int64_t>())
+                                   : hidden;  // as invalid as it is: the checks below name it
+  }
+  // attention_types: [[["global", "local"], 12]] → one type per layer.
+  std::vector<std::string> layers;
+  if (in.contains("attention_layers") && !in["attention_layers"].is_null()) {
+    if (!in["attention_layers"].is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: attention_layers must be a list of \"global\" / \"local\", got ",
+                                                     in["attention_layers"].dump()));
+    }
+    for (const nlohmann::json& t : in["attention_layers"]) layers.push_back(t.is_string() ? t.get<std::string>() : t.dump());
+  } else {
+    const nlohmann::json types = in.contains("attention_types") ? in["attention_types"]
+                                                                : nlohmann::json::parse(R"([[["global", "local"], 12]])");
+    const std::string expected = "config.json: attention_types must be a list of [[types...], repeats], got ";
+    if (!types.is_array()) return absl::InvalidArgumentError(absl::StrCat(expected, types.dump()));
+    for (const nlohmann::json& item : types) {
+      if (!item.is_array() || item.size() != 2 || !item[0].is_array() || !item[1].is_number_integer() ||
+          item[1].get<std::int64_t>() < 0 || item[1].get<std::int64_t>() > (std::int64_t{1} << 16) || layers.size() > (size_t{1} << 16)) {
+        return absl::InvalidArgumentError(absl::StrCat(expected, types.dump()));
+      }
+      for (std::int64_t r = 0; r < item[1].get<std::int64_t>(); ++r) {
+        for (const nlohmann::json& t : item[0]) layers.push_back(t.is_string() ? t.get<std::string>() : t.dump());
+      }
+    }
+  }
+  nlohmann::json layer_types = nlohmann::json::array();
+  for (const std::string& t : layers) {
+    if (t != "global" && t != "local") {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: GPT-Neo's attention types are \"global\" and \"local\", got ", t));
+    }
+    layer_types.push_back(t == "local" ? "sliding_attention" : "full_attention");
+  }
+  if (!out["num_hidden_layers"].is_number_integer() || static_cast<std::int64_t>(layers.size()) != out["num_hidden_layers"].get<std::int64_t>()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: attention_types give ", layers.size(), " layers, num_layers is ",
+                                                   out["num_hidden_layers"].dump(), " (GPTNeoConfig requires them equal)"));
+  }
+  out["layer_types"] = layer_types;
+  out["sliding_window"] = in.contains("window_size") ? in["window_size"] : nlohmann::json(256);
+  for (const char* key : {"resid_dropout", "embed_dropout"}) out.erase(key);  // read from the file itself
+  return out;
+}
+
 // DBRX's config.json under the names the rest of FromJson reads (DbrxConfig:
 // d_model, n_heads, n_layers, max_seq_len under its attribute_map's common names,
 // which win when present as transformers sets them last; attn_config's kv_n_heads,
@@ -458,9 +526,10 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
   const bool gpt_oss = c->model_type == "gpt_oss";  // GptOssConfig: window 128 on even layers (0, 2, ...)
   // Qwen3-MoE: with use_sliding_window, the window on every layer (Qwen3MoeAttention).
   const bool qwen3_moe = c->model_type == "qwen3_moe";
+  const bool gpt_neo = c->model_type == "gpt_neo";  // its attention_types, as layer_types (GptNeoFieldsUnderCommonNames)
   const bool per_layer =
       c->model_type == "qwen2" || c->model_type == "qwen3" || c->model_type == "qwen2_moe" || smollm3 || gemma2 || cohere2 ||
-      gpt_oss;
+      gpt_oss || gpt_neo;
   if ((gemma2 || cohere2) && !json.contains("sliding_window")) c->sliding_window = 4096;  // Gemma2Config's, Gemma3TextConfig's, Cohere2Config's
   if (gpt_oss && !json.contains("sliding_window")) c->sliding_window = 128;
   if (gemma3 && json.contains("sliding_window") && json["sliding_window"].is_null()) {
@@ -468,7 +537,7 @@ absl::Status ReadSlidingWindow(const nlohmann::json& json, ModelConfig* c) {
                                     "would keep their own RoPE base without a window)");
   }
   bool used = c->model_type == "mistral" || c->model_type == "phi3" || c->model_type == "mixtral" ||
-              c->model_type == "starcoder2" || gemma2 || cohere2 || gpt_oss;
+              c->model_type == "starcoder2" || gemma2 || cohere2 || gpt_oss || gpt_neo;
   if (per_layer || qwen3_moe) POSTTRAIN_RETURN_IF_ERROR(Read(json, "use_sliding_window", &used));
   if (used && json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     std::int64_t w = 0;
@@ -942,7 +1011,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (dbrx) {
     POSTTRAIN_ASSIGN_OR_RETURN(translated, DbrxFieldsUnderCommonNames(file));
   }
-  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type || dbrx ? translated : file;
+  const bool gpt_neo = c.model_type == "gpt_neo";
+  if (gpt_neo) {
+    POSTTRAIN_ASSIGN_OR_RETURN(translated, GptNeoFieldsUnderCommonNames(file));
+  }
+  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type || dbrx || gpt_neo ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
@@ -950,11 +1023,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
       c.model_type != "gpt_oss" && c.model_type != "deepseek_v3" && c.model_type != "mamba" &&
-      c.model_type != "falcon_mamba" && !dbrx && c.model_type != "olmo") {
+      c.model_type != "falcon_mamba" && !dbrx && c.model_type != "olmo" && !gpt_neo) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "olmo, granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "olmo, granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gpt_neo, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   if (c.model_type == "mamba" || c.model_type == "falcon_mamba") return ReadMamba(json, c);
@@ -1003,6 +1076,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : stablelm                    ? "StableLmForCausalLM"
                      : starcoder2                  ? "Starcoder2ForCausalLM"
                      : dbrx                        ? "DbrxForCausalLM"
+                     : gpt_neo                     ? "GPTNeoForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -1258,6 +1332,21 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     }
   }
   if (dbrx) POSTTRAIN_RETURN_IF_ERROR(ReadDbrx(file, &c));  // DbrxConfig's defaults and nested fields
+  if (gpt_neo) {  // GPTNeoConfig's defaults (transformers' GPTNeoBlock, GPTNeoSelfAttention, GPTNeoMLP)
+    c.layer_norm = true;
+    c.gated_mlp = false;
+    c.mlp_bias = true;  // c_fc, c_proj: biased
+    c.attention_bias = false;  // q/k/v_proj: bias=False; out_proj: bias=True
+    c.output_bias = true;
+    c.learned_positions = true;
+    c.attention_multiplier = 1.0;  // GPTNeoSelfAttention's scores q·k, not divided by sqrt(head_dim)
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu_new";
+    c.tie_word_embeddings = true;
+    c.max_position_embeddings = 2048;
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "resid_dropout", &c.residual_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "embed_dropout", &c.embedding_dropout));
+  }
   if (glm4_moe) {  // Glm4MoeConfig's defaults (Glm4MoeAttention: q/k/v biases with attention_bias, none on o_proj)
     c.partial_rotary_factor = 0.5;
     c.rms_norm_eps = 1e-5;
@@ -1309,7 +1398,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2) {
+  if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2 && !gpt_neo) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   }  // OPT's: enable_bias
   // attention_bias puts a bias on o_proj too where the family's attention is
@@ -1408,7 +1497,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (c.head_dim <= 0 || (c.head_dim % 2 != 0 && c.has_rope())) {  // RoPE rotates pairs
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
-  if ((c.learned_positions || c.alibi || gptj || dbrx) && c.num_attention_heads * c.head_dim != c.hidden_size) {
+  if ((c.learned_positions || c.alibi || gptj || dbrx) && c.num_attention_heads * c.head_dim != c.hidden_size) {  // GPT-Neo: learned
     return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || gptj || bloom ? "n_head" : "num_attention_heads", " (",
                                                    c.num_attention_heads, ") must divide ", gpt2 || gptj ? "n_embd" : "hidden_size",
                                                    " (", c.hidden_size, ")"));
@@ -1571,6 +1660,37 @@ nlohmann::ordered_json BloomJson(const ModelConfig& c) {
   return j;
 }
 
+// GPT-Neo's config.json, under GPTNeoConfig's names (attention_types one entry per layer).
+nlohmann::ordered_json GptNeoJson(const ModelConfig& c) {
+  nlohmann::ordered_json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = "gpt_neo";
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["num_layers"] = c.num_hidden_layers;
+  j["num_heads"] = c.num_attention_heads;
+  j["intermediate_size"] = c.intermediate_size;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["window_size"] = c.sliding_window.value_or(256);
+  nlohmann::ordered_json types = nlohmann::ordered_json::array(), layers = nlohmann::ordered_json::array();
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const char* type = c.window_of(i) > 0 ? "local" : "global";
+    types.push_back({{type}, 1});
+    layers.push_back(type);
+  }
+  j["attention_types"] = types;
+  j["attention_layers"] = layers;
+  j["activation_function"] = c.hidden_act;
+  j["layer_norm_epsilon"] = c.rms_norm_eps;
+  j["attention_dropout"] = c.attention_dropout;
+  j["resid_dropout"] = c.residual_dropout;
+  j["embed_dropout"] = c.embedding_dropout;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["initializer_range"] = c.initializer_range;
+  AddCommonFields(c, &j);
+  return j;
+}
+
 // DBRX's config.json, under DbrxConfig's names (attn_config and ffn_config nested).
 nlohmann::ordered_json DbrxJson(const ModelConfig& c) {
   nlohmann::ordered_json j;
@@ -1639,6 +1759,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   if (model_type == "opt") return OptJson(*this);
   if (model_type == "bloom") return BloomJson(*this);
   if (dbrx) return DbrxJson(*this);
+  if (model_type == "gpt_neo") return GptNeoJson(*this);
   nlohmann::ordered_json j;
   j["architectures"] = {architecture};
   j["model_type"] = model_type;

@@ -2399,6 +2399,73 @@ TEST(CausalLMTest, GptjMatchesThePythonTranscriptionOnEveryPath) {
   }
 }
 
+// GPT-Neo (gpt_neo) against gpt_neo_reference.py (fp64, the config.json given here):
+// learned positions, LayerNorms with biases, q/k/v without biases and out_proj with
+// one, scores not divided by sqrt(head_dim), and attention_types' "local" layers
+// attending to the last window_size keys (3 here, so that the window bites; layer 1
+// of [global, local, global]); intermediate_size null (4 hidden), an extra
+// num_key_value_heads ignored. Every path; saved under GPT-Neo's names and config
+// (old mask buffers dropped at load); the window or the scale changed: other logits.
+TEST(CausalLMTest, GptNeoMatchesThePythonTranscriptionOnEveryPath) {
+  nlohmann::json json = {{"model_type", "gpt_neo"}, {"architectures", {"GPTNeoForCausalLM"}}, {"vocab_size", 97},
+                         {"hidden_size", 32}, {"num_layers", 3}, {"num_heads", 4}, {"intermediate_size", nullptr},
+                         {"max_position_embeddings", 64}, {"window_size", 3}, {"num_key_value_heads", 2},
+                         {"attention_types", {{{"global", "local"}, 1}, {{"global"}, 1}}},
+                         {"activation_function", "gelu_new"}, {"layer_norm_epsilon", 1e-5}};
+  auto config = ModelConfig::FromJson(json);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture, "GPTNeoForCausalLM");
+  EXPECT_EQ(config->intermediate_size, 128);
+  EXPECT_EQ(config->num_key_value_heads, 4);
+  EXPECT_EQ(config->window_of(0), 0);
+  EXPECT_EQ(config->window_of(1), 3);
+  EXPECT_EQ(config->window_of(2), 0);
+  EXPECT_TRUE(config->tie_word_embeddings && config->learned_positions && config->output_bias && !config->attention_bias);
+  const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 191);
+  RandomizeBiasesAndNorms(*model, 192, 0.5);
+  const std::int64_t B = 2, T = 9;
+  const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+  const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_gpt_neo", &json, "gpt_neo_reference.py");
+  ASSERT_TRUE(expected.defined());
+  ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+  const std::string dir = testing::TempDir("gpt_neo_save");
+  ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+  ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+  auto saved = LoadSafetensorsDir(dir);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  for (const char* name : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.1.ln_1.bias",
+                           "transformer.h.0.attn.attention.q_proj.weight", "transformer.h.2.attn.attention.out_proj.bias",
+                           "transformer.h.0.mlp.c_fc.bias", "transformer.h.1.mlp.c_proj.weight", "transformer.ln_f.weight"}) {
+    EXPECT_EQ(saved->count(name), 1u) << name;
+  }
+  EXPECT_EQ(saved->count("transformer.h.0.attn.attention.q_proj.bias"), 0u);
+  EXPECT_EQ(saved->at("transformer.h.0.mlp.c_fc.weight").sizes(), at::IntArrayRef({128, 32}));  // nn.Linear [out, in]
+  std::map<std::string, at::Tensor> with_buffers = *saved;
+  with_buffers["transformer.h.0.attn.attention.bias"] = at::ones({1, 1, 64, 64}, at::kBool).tril();
+  with_buffers["transformer.h.1.attn.attention.masked_bias"] = at::full({}, -1e9);
+  EXPECT_TRUE(CausalLM::FromTensors(*config, with_buffers, at::kFloat).ok());
+  const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+  EXPECT_EQ(written["model_type"], "gpt_neo");
+  EXPECT_EQ(written["num_layers"], 3);
+  EXPECT_EQ(written["window_size"], 3);
+  EXPECT_EQ(written["attention_layers"], nlohmann::json({"global", "local", "global"}));
+  const std::map<std::string, at::Tensor> tensors(model->named_parameters().begin(), model->named_parameters().end());
+  c10::NoGradGuard no_grad;
+  for (auto change : {+[](ModelConfig* c) { c->sliding_window.reset(); c->sliding_layers.clear(); },
+                      +[](ModelConfig* c) { c->attention_multiplier.reset(); }}) {
+    ModelConfig other_config = *config;
+    change(&other_config);
+    auto other = CausalLM::FromTensors(other_config, tensors, at::kFloat);
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_GT(((*other)->Forward(ids, Positions(B, T), at::Tensor(), nullptr) - expected).abs().max().item<double>(), 1e-3);
+  }
+  nlohmann::json bad = json;
+  bad["attention_types"] = {{{"global", "local"}, 2}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(bad).status().message()), HasSubstr("attention_types give 4 layers, num_layers is 3"));
+  bad["attention_types"] = {{{"global", "dilated"}, 1}, {{"global"}, 1}};
+  EXPECT_THAT(std::string(ModelConfig::FromJson(bad).status().message()), HasSubstr("\"global\" and \"local\", got dilated"));
+}
+
 // TRL's tiny models pass num_key_value_heads and intermediate_size to every family's
 // config class; GPT2Config, GPTJConfig, OPTConfig and GPTNeoXConfig keep the ones they
 // lack as extra attributes, written to config.json and read by no model: the

@@ -93,6 +93,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "gpt_oss" ? "gpt_oss_reference.py"
                              : config.model_type == "deepseek_v3" ? "deepseek_v3_reference.py"
                              : config.model_type == "dbrx" ? "dbrx_reference.py"
+                             : config.model_type == "gpt_neo" ? "gpt_neo_reference.py"
                              : config.mamba ? "mamba_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
@@ -844,6 +845,23 @@ TEST(LoraAdapterTest, GptjAdaptsItsModulesUnderPeftsNames) {
   EXPECT_EQ(params.count("base_model.model.transformer.h.1.attn.out_proj.lora_A.weight"), 1u);
   EXPECT_EQ(params["base_model.model.transformer.h.0.mlp.fc_out.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("gptj_lora"));
+}
+
+// GPT-Neo: LoRA under PEFT's names (attn.attention.q_proj/k_proj/v_proj/out_proj,
+// mlp.c_fc/c_proj in transformer.h.<i>, nn.Linear); the adapted model equals PEFT's
+// formula on those files (gpt_neo_reference.py) and its merge.
+TEST(LoraAdapterTest, GptNeoAdaptsItsModulesUnderPeftsNames) {
+  auto config = ModelConfig::FromJson({{"model_type", "gpt_neo"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                       {"num_layers", 2}, {"num_heads", 4}, {"intermediate_size", 48}, {"window_size", 4},
+                                       {"attention_types", {{{"global", "local"}, 1}}}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+  ASSERT_NE(lora, nullptr);
+  std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+  EXPECT_EQ(params.size(), 2u * 6 * 2);  // A and B of 6 modules in 2 layers
+  EXPECT_EQ(params.count("base_model.model.transformer.h.1.attn.attention.out_proj.lora_A.weight"), 1u);
+  EXPECT_EQ(params["base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
+  ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("gpt_neo_lora"));
 }
 
 // DBRX: LoRA under PEFT's names for its attention (transformer.blocks.<i>.
