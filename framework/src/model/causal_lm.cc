@@ -422,6 +422,80 @@ std::string GptjCheckpointName(const std::string& name) {
   return Rename(naming, name);
 }
 
+bool IsGptBigCode(const ModelConfig& c) { return c.model_type == "gpt_bigcode"; }
+
+// GPTBigCode (StarCoder, SantaCoder): GPT-2's names, its projections nn.Linear
+// ([out, in], not Conv1D); q/k/v in attn.c_attn (GptBigCodeToLayout).
+std::string GptBigCodeCheckpointName(const std::string& name) { return Gpt2CheckpointName(name); }
+
+// GPTBigCode's checkpoint layout from the model's tensors (FuseProjections): c_attn
+// holds q, k, v rows one after the other with multi_query (one key/value head),
+// else interleaved by head [q_h, k_h, v_h] (GPTBigCodeAttention views its output
+// [.., heads, 3 D]); its bias likewise.
+std::vector<std::pair<std::string, at::Tensor>> ToGptBigCodeLayout(const ModelConfig& config,
+                                                                   std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
+  std::vector<bool> drop(tensors.size(), false);
+  const bool per_head = config.num_key_value_heads != 1;
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string p = absl::StrCat("model.layers.", layer, ".self_attn.");
+      const std::string q = absl::StrCat(p, "q_proj.", kind), k = absl::StrCat(p, "k_proj.", kind), v = absl::StrCat(p, "v_proj.", kind);
+      if (!index.count(q) || !index.count(k) || !index.count(v)) continue;  // not all here: left apart
+      at::Tensor& fused = tensors[index[q]].second;
+      const at::Tensor &kt = tensors[index[k]].second, &vt = tensors[index[v]].second;
+      if (fused.defined() && kt.defined() && vt.defined()) {
+        fused = per_head ? InterleaveHeadRows(fused, kt, vt, config.num_attention_heads) : at::cat({fused, kt, vt}, 0);
+      }
+      drop[index[k]] = drop[index[v]] = true;
+    }
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!drop[i]) out.push_back({GptBigCodeCheckpointName(tensors[i].first), std::move(tensors[i].second)});
+  }
+  return out;
+}
+
+// The model's names and one tensor per projection from a GPTBigCode checkpoint
+// (SplitFusedProjections); a c_attn of the wrong shape is an error naming it.
+absl::Status FromGptBigCodeLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  const std::int64_t q = config.num_attention_heads * config.head_dim, kv = config.num_key_value_heads * config.head_dim;
+  const bool per_head = config.num_key_value_heads != 1;
+  tensors->erase("transformer.bias");  // an old causal-mask buffer
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string name = absl::StrCat("transformer.h.", layer, ".attn.c_attn.", kind);
+      auto it = tensors->find(name);
+      if (it == tensors->end()) continue;  // FromTensors names what is missing
+      std::vector<std::int64_t> shape = {q + 2 * kv};
+      if (std::string(kind) == "weight") shape.push_back(config.hidden_size);
+      if (it->second.sizes().vec() != shape) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(it->second.sizes()),
+                                                       ", config.json implies ", ShapeText(shape)));
+      }
+      const at::Tensor qkv = it->second;
+      tensors->erase(it);
+      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
+      const std::vector<at::Tensor> parts = per_head ? std::vector<at::Tensor>{} : qkv.split_with_sizes({q, kv, kv}, 0);
+      for (const auto& [part, module] : {std::pair{0, "q_proj."}, {1, "k_proj."}, {2, "v_proj."}}) {
+        (*tensors)[ours + module + kind] = per_head ? DeinterleaveHeadRows(qkv, config.num_attention_heads, part)
+                                                    : parts[static_cast<size_t>(part)].clone();
+      }
+    }
+  }
+  for (const auto& [name, shape] : ExpectedTensors(config)) {
+    const std::string theirs = GptBigCodeCheckpointName(name);
+    if (theirs == name || absl::StrContains(theirs, ".c_attn.")) continue;
+    if (auto it = tensors->find(theirs); it != tensors->end()) {
+      (*tensors)[name] = it->second;
+      tensors->erase(theirs);
+    }
+  }
+  return absl::OkStatus();
+}
+
 bool IsGptNeo(const ModelConfig& c) { return c.model_type == "gpt_neo"; }
 
 // GPT-Neo: the checkpoint's name of model tensor `name` (GPTNeoModel's transformer.*:
@@ -710,6 +784,9 @@ bool IsProjectionWeight(const std::string& name) {
 std::vector<std::int64_t> CheckpointShapeOf(const ModelConfig& config, const std::string& name, std::vector<std::int64_t> shape) {
   const std::string theirs = CheckpointNameOf(config, name);
   if (absl::StrContains(theirs, "query_key_value") || absl::StrContains(theirs, ".c_attn.")) shape[0] *= 3;
+  if (IsGptBigCode(config) && absl::StrContains(theirs, ".c_attn.")) {
+    shape[0] = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim;
+  }
   if (absl::StrContains(theirs, ".Wqkv.")) {
     shape[0] = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim;
   }
@@ -882,6 +959,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsGpt2(config) ? Gpt2CheckpointName(name)
          : IsGptj(config) ? GptjCheckpointName(name)
          : IsGptNeo(config) ? GptNeoCheckpointName(name)
+         : IsGptBigCode(config) ? GptBigCodeCheckpointName(name)
          : IsOpt(config)  ? OptCheckpointName(name)
          : IsPhi(config)  ? PhiCheckpointName(name)
          : IsStableLm(config) ? StableLmCheckpointName(config, name)
@@ -898,6 +976,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
   if (IsGptj(config)) return ToRenamedLayout(std::move(tensors), GptjCheckpointName);
   if (IsGptNeo(config)) return ToRenamedLayout(std::move(tensors), GptNeoCheckpointName);
+  if (IsGptBigCode(config)) return ToGptBigCodeLayout(config, std::move(tensors));
   if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
@@ -945,6 +1024,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
     }
     return FromRenamedLayout(config, tensors, GptjCheckpointName);
   }
+  if (IsGptBigCode(config)) return FromGptBigCodeLayout(config, tensors);
   if (IsGptNeo(config)) {
     for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {  // old checkpoints' mask buffers
       tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.attention.bias"));
@@ -1366,7 +1446,7 @@ const char* LinearSiteName(LinearSite site) {
 std::string DecoderLayersPrefix(const ModelConfig& config) {
   return IsNeox(config)                      ? "gpt_neox.layers."
          : IsMamba(config)                   ? "backbone.layers."
-         : IsGpt2(config) || IsGptj(config) || IsBloom(config) || IsGptNeo(config) ? "transformer.h."
+         : IsGpt2(config) || IsGptj(config) || IsBloom(config) || IsGptNeo(config) || IsGptBigCode(config) ? "transformer.h."
          : IsOpt(config)                     ? "model.decoder.layers."
          : IsDbrx(config)                    ? "transformer.blocks."
                                              : "model.layers.";
@@ -1426,6 +1506,16 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   }
   if (IsOpt(c)) {  // OPT's modules, as its checkpoints and PEFT name them
     return separate("self_attn.out_proj", "fc1", "fc2");
+  }
+  if (IsGptBigCode(c)) {  // GPTBigCode's nn.Linear modules, as its checkpoints and PEFT name them
+    LinearModule qkv{"attn.c_attn", hidden, q + 2 * kv,
+                     {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}};
+    qkv.interleaved_heads = c.num_key_value_heads != 1;  // without multi_query: [q_h, k_h, v_h] by head
+    out.push_back(qkv);
+    out.push_back({"attn.c_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({"mlp.c_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+    return out;
   }
   if (IsGptNeo(c)) {  // GPT-Neo's modules, as its checkpoints and PEFT name them
     return separate("attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "attn.attention.");

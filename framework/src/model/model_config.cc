@@ -313,10 +313,10 @@ absl::StatusOr<nlohmann::json> GptNeoFieldsUnderCommonNames(const nlohmann::json
     if (!types.is_array()) return absl::InvalidArgumentError(absl::StrCat(expected, types.dump()));
     for (const nlohmann::json& item : types) {
       if (!item.is_array() || item.size() != 2 || !item[0].is_array() || !item[1].is_number_integer() ||
-          item[1].get<std::int64_t>() < 0 || item[1].get<std::int64_t>() > (std::int64_t{1} << 16) || layers.size() > (size_t{1} << 16)) {
+          item[1].get<std::int64_t>() < 0 || item[1].get<std::int64_t>() > (std::int64_t{1} << 16)) {
         return absl::InvalidArgumentError(absl::StrCat(expected, types.dump()));
       }
-      for (std::int64_t r = 0; r < item[1].get<std::int64_t>(); ++r) {
+      for (std::int64_t r = 0; r < item[1].get<std::int64_t>() && layers.size() <= (size_t{1} << 16); ++r) {
         for (const nlohmann::json& t : item[0]) layers.push_back(t.is_string() ? t.get<std::string>() : t.dump());
       }
     }
@@ -998,8 +998,16 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   const bool gptj = c.model_type == "gptj";
   // GPT-2's, GPT-J's, OPT's and BLOOM's configs name common fields their own way: read under the common names.
   nlohmann::json translated;
-  if (gpt2 || gptj) {
-    POSTTRAIN_ASSIGN_OR_RETURN(translated, Gpt2FieldsUnderCommonNames(file, gptj ? "GPT-J" : "GPT-2"));
+  const bool bigcode = c.model_type == "gpt_bigcode";
+  if (gpt2 || gptj || bigcode) {
+    POSTTRAIN_ASSIGN_OR_RETURN(translated, Gpt2FieldsUnderCommonNames(file, gptj ? "GPT-J" : bigcode ? "GPTBigCode" : "GPT-2"));
+  }
+  if (bigcode) {  // GPTBigCodeConfig's multi_query (true by default): one key/value head
+    bool multi_query = true;
+    POSTTRAIN_RETURN_IF_ERROR(Read(file, "multi_query", &multi_query));
+    if (multi_query) translated["num_key_value_heads"] = 1;
+    translated.erase("resid_pdrop");  // read from the file itself below
+    translated.erase("embd_pdrop");
   }
   if (opt) translated = OptFieldsUnderCommonNames(file);
   const bool neox_type = c.model_type == "gpt_neox";
@@ -1015,7 +1023,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (gpt_neo) {
     POSTTRAIN_ASSIGN_OR_RETURN(translated, GptNeoFieldsUnderCommonNames(file));
   }
-  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type || dbrx || gpt_neo ? translated : file;
+  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type || dbrx || gpt_neo || bigcode ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
@@ -1023,11 +1031,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
       c.model_type != "gpt_oss" && c.model_type != "deepseek_v3" && c.model_type != "mamba" &&
-      c.model_type != "falcon_mamba" && !dbrx && c.model_type != "olmo" && !gpt_neo) {
+      c.model_type != "falcon_mamba" && !dbrx && c.model_type != "olmo" && !gpt_neo && !bigcode) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "olmo, granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gpt_neo, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "olmo, granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gpt_bigcode, gpt_neo, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   if (c.model_type == "mamba" || c.model_type == "falcon_mamba") return ReadMamba(json, c);
@@ -1077,6 +1085,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : starcoder2                  ? "Starcoder2ForCausalLM"
                      : dbrx                        ? "DbrxForCausalLM"
                      : gpt_neo                     ? "GPTNeoForCausalLM"
+                     : bigcode                     ? "GPTBigCodeForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -1332,6 +1341,25 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     }
   }
   if (dbrx) POSTTRAIN_RETURN_IF_ERROR(ReadDbrx(file, &c));  // DbrxConfig's defaults and nested fields
+  if (bigcode) {  // GPTBigCodeConfig's defaults (transformers' GPTBigCodeBlock, GPTBigCodeAttention, GPTBigCodeMLP)
+    c.layer_norm = true;
+    c.gated_mlp = false;
+    c.mlp_bias = true;
+    c.attention_bias = true;  // c_attn, c_proj: nn.Linear with biases
+    c.output_bias = true;
+    c.learned_positions = true;
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu_pytorch_tanh";
+    c.tie_word_embeddings = true;
+    c.max_position_embeddings = 1024;
+    c.attention_dropout = c.residual_dropout = c.embedding_dropout = 0.1;
+    bool scale = true;
+    POSTTRAIN_RETURN_IF_ERROR(Read(json, "scale_attn_weights", &scale));
+    if (!scale) c.attention_multiplier = 1.0;  // scores q·k, not divided by sqrt(head_dim)
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(json, "attn_pdrop", &c.attention_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "resid_pdrop", &c.residual_dropout));
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "embd_pdrop", &c.embedding_dropout));
+  }
   if (gpt_neo) {  // GPTNeoConfig's defaults (transformers' GPTNeoBlock, GPTNeoSelfAttention, GPTNeoMLP)
     c.layer_norm = true;
     c.gated_mlp = false;
@@ -1398,7 +1426,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2 && !gpt_neo) {
+  if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2 && !gpt_neo && !bigcode) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   }  // OPT's: enable_bias
   // attention_bias puts a bias on o_proj too where the family's attention is
@@ -1498,8 +1526,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: head_dim ", c.head_dim, " must be even and positive"));
   }
   if ((c.learned_positions || c.alibi || gptj || dbrx) && c.num_attention_heads * c.head_dim != c.hidden_size) {  // GPT-Neo: learned
-    return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || gptj || bloom ? "n_head" : "num_attention_heads", " (",
-                                                   c.num_attention_heads, ") must divide ", gpt2 || gptj ? "n_embd" : "hidden_size",
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", gpt2 || gptj || bloom || bigcode ? "n_head" : "num_attention_heads", " (",
+                                                   c.num_attention_heads, ") must divide ", gpt2 || gptj || bigcode ? "n_embd" : "hidden_size",
                                                    " (", c.hidden_size, ")"));
   }
   // Learned positions and ALiBi have no RoPE to scale: their config classes have no
@@ -1602,6 +1630,17 @@ nlohmann::ordered_json Gpt2Json(const ModelConfig& c) {
   j["scale_attn_weights"] = !c.attention_multiplier.has_value();
   j["scale_attn_by_inverse_layer_idx"] = c.scale_attn_by_inverse_layer_idx;
   j["reorder_and_upcast_attn"] = false;
+  AddCommonFields(c, &j);
+  return j;
+}
+
+// GPTBigCode's config.json, under GPTBigCodeConfig's own names.
+nlohmann::ordered_json GptBigCodeJson(const ModelConfig& c) {
+  nlohmann::ordered_json j = Gpt2StyleJson(c, "gpt_bigcode");
+  j["multi_query"] = c.num_key_value_heads == 1 && c.num_attention_heads > 1;
+  j["scale_attn_weights"] = !c.attention_multiplier.has_value();
+  j["attention_softmax_in_fp32"] = true;
+  j["scale_attention_softmax_in_fp32"] = true;
   AddCommonFields(c, &j);
   return j;
 }
@@ -1756,6 +1795,7 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
   if (mamba) return MambaJson(*this);
   if (model_type == "gpt2") return Gpt2Json(*this);
   if (model_type == "gptj") return GptjJson(*this);
+  if (model_type == "gpt_bigcode") return GptBigCodeJson(*this);
   if (model_type == "opt") return OptJson(*this);
   if (model_type == "bloom") return BloomJson(*this);
   if (dbrx) return DbrxJson(*this);

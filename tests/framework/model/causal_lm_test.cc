@@ -2466,6 +2466,56 @@ TEST(CausalLMTest, GptNeoMatchesThePythonTranscriptionOnEveryPath) {
   EXPECT_THAT(std::string(ModelConfig::FromJson(bad).status().message()), HasSubstr("\"global\" and \"local\", got dilated"));
 }
 
+// GPTBigCode (gpt_bigcode: StarCoder, SantaCoder) against gpt_bigcode_reference.py
+// (fp64, the config.json given here), with multi_query (one key/value head read by
+// every head, c_attn's rows q, then k, then v) and without (c_attn interleaved by
+// head), an extra num_key_value_heads ignored: GPT-2's block with nn.Linear
+// projections and biases, learned positions. Every path; saved under its names
+// (c_attn [q + 2 kv, n_embd], nn.Linear's [out, in]) and config, loaded back.
+TEST(CausalLMTest, GptBigCodeMatchesThePythonTranscriptionOnEveryPath) {
+  for (const bool multi_query : {true, false}) {
+    SCOPED_TRACE(multi_query ? "multi_query" : "one key/value head per head");
+    const nlohmann::json json = {{"model_type", "gpt_bigcode"}, {"architectures", {"GPTBigCodeForCausalLM"}},
+                                 {"vocab_size", 97}, {"n_embd", 32}, {"n_inner", 56}, {"n_layer", 2}, {"n_head", 4},
+                                 {"n_positions", 64}, {"multi_query", multi_query}, {"num_key_value_heads", 2},
+                                 {"activation_function", "gelu_pytorch_tanh"}, {"resid_pdrop", 0.0}, {"embd_pdrop", 0.0},
+                                 {"attn_pdrop", 0.0}};
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "GPTBigCodeForCausalLM");
+    EXPECT_EQ(config->num_key_value_heads, multi_query ? 1 : 4);
+    EXPECT_TRUE(config->tie_word_embeddings && config->learned_positions && config->attention_bias && config->output_bias);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, multi_query ? 201 : 202);
+    RandomizeBiasesAndNorms(*model, 203, 0.5);
+    const std::int64_t B = 2, T = 9;
+    const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, multi_query ? "py_bigcode_mq" : "py_bigcode",
+                                                      &json, "gpt_bigcode_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+    const std::string dir = testing::TempDir(multi_query ? "bigcode_mq_save" : "bigcode_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    EXPECT_EQ(saved->at("transformer.h.1.attn.c_attn.weight").sizes(), at::IntArrayRef({multi_query ? 48 : 96, 32}));
+    EXPECT_EQ(saved->at("transformer.h.0.attn.c_attn.bias").sizes(), at::IntArrayRef({multi_query ? 48 : 96}));
+    EXPECT_EQ(saved->at("transformer.h.0.mlp.c_fc.weight").sizes(), at::IntArrayRef({56, 32}));  // nn.Linear [out, in]
+    for (const char* name : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.1.ln_2.bias",
+                             "transformer.h.0.attn.c_proj.bias", "transformer.ln_f.weight"}) {
+      EXPECT_EQ(saved->count(name), 1u) << name;
+    }
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    EXPECT_EQ(written["model_type"], "gpt_bigcode");
+    EXPECT_EQ(written["multi_query"], multi_query);
+    EXPECT_EQ(written["n_inner"], 56);
+    std::map<std::string, at::Tensor> bad = *saved;
+    bad["transformer.h.0.attn.c_attn.weight"] = at::zeros({96 + 1, 32});
+    EXPECT_THAT(std::string(CausalLM::FromTensors(*config, bad, at::kFloat).status().message()),
+                HasSubstr("transformer.h.0.attn.c_attn.weight"));
+  }
+}
+
 // TRL's tiny models pass num_key_value_heads and intermediate_size to every family's
 // config class; GPT2Config, GPTJConfig, OPTConfig and GPTNeoXConfig keep the ones they
 // lack as extra attributes, written to config.json and read by no model: the

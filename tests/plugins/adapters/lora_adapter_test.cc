@@ -94,6 +94,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "deepseek_v3" ? "deepseek_v3_reference.py"
                              : config.model_type == "dbrx" ? "dbrx_reference.py"
                              : config.model_type == "gpt_neo" ? "gpt_neo_reference.py"
+                             : config.model_type == "gpt_bigcode" ? "gpt_bigcode_reference.py"
                              : config.mamba ? "mamba_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
@@ -862,6 +863,26 @@ TEST(LoraAdapterTest, GptNeoAdaptsItsModulesUnderPeftsNames) {
   EXPECT_EQ(params.count("base_model.model.transformer.h.1.attn.attention.out_proj.lora_A.weight"), 1u);
   EXPECT_EQ(params["base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight"].sizes(), at::IntArrayRef({4, 48}));
   ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir("gpt_neo_lora"));
+}
+
+// GPTBigCode: LoRA under PEFT's names (attn.c_attn, whose B rows are the checkpoint's:
+// q, k, v one after the other with multi_query, else interleaved by head; attn.c_proj,
+// mlp.c_fc, mlp.c_proj); the adapted model equals PEFT's formula on those files
+// (gpt_bigcode_reference.py) and its merge.
+TEST(LoraAdapterTest, GptBigCodeAdaptsItsModulesUnderPeftsNames) {
+  for (const bool multi_query : {true, false}) {
+    SCOPED_TRACE(multi_query ? "multi_query" : "one key/value head per head");
+    auto config = ModelConfig::FromJson({{"model_type", "gpt_bigcode"}, {"vocab_size", 97}, {"n_embd", 32}, {"n_inner", 48},
+                                         {"n_layer", 2}, {"n_head", 4}, {"n_positions", 64}, {"multi_query", multi_query}});
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+    ASSERT_NE(lora, nullptr);
+    std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+    EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
+    EXPECT_EQ(params["base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"].sizes(),
+              at::IntArrayRef({multi_query ? 48 : 96, 4}));
+    ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir(multi_query ? "bigcode_mq_lora" : "bigcode_lora"));
+  }
 }
 
 // DBRX: LoRA under PEFT's names for its attention (transformer.blocks.<i>.
