@@ -496,6 +496,107 @@ absl::Status FromGptBigCodeLayout(const ModelConfig& config, std::map<std::strin
   return absl::OkStatus();
 }
 
+bool IsFalcon(const ModelConfig& c) { return c.model_type == "falcon"; }
+
+// Falcon: the checkpoint's name of model tensor `name` (transformer.word_embeddings,
+// h.<i>.input_layernorm, or ln_attn / ln_mlp for the two parallel norms, or
+// post_attention_layernorm in a sequential layer; self_attention.query_key_value
+// (q/k/v fused, FalconGroupedRows), self_attention.dense, mlp.dense_h_to_4h /
+// dense_4h_to_h; ln_f; lm_head as it is).
+std::string FalconCheckpointName(const ModelConfig& config, const std::string& name) {
+  static const CheckpointNaming one_norm{{{"model.embed_tokens.weight", "transformer.word_embeddings.weight"},
+                                          {"model.norm.weight", "transformer.ln_f.weight"},
+                                          {"model.norm.bias", "transformer.ln_f.bias"}},
+                                         "transformer.h.",
+                                         {{".self_attn.q_proj.", ".self_attention.query_key_value."},
+                                          {".self_attn.k_proj.", ".self_attention.query_key_value."},
+                                          {".self_attn.v_proj.", ".self_attention.query_key_value."},
+                                          {".self_attn.o_proj.", ".self_attention.dense."},
+                                          {".mlp.up_proj.", ".mlp.dense_h_to_4h."},
+                                          {".mlp.down_proj.", ".mlp.dense_4h_to_h."}}};
+  static const CheckpointNaming two_norms = [] {
+    CheckpointNaming n = one_norm;
+    n.modules.push_back({".input_layernorm.", ".ln_attn."});
+    n.modules.push_back({".post_attention_layernorm.", ".ln_mlp."});
+    return n;
+  }();
+  return Rename(config.parallel_residual && !config.one_norm_per_layer ? two_norms : one_norm, name);
+}
+
+// Falcon's query_key_value rows from q, k, v: per key/value head g, its G = heads /
+// kv_heads query heads, then its key, then its value (FalconAttention._split_heads
+// views the output [.., kv_heads, G + 2, head_dim]; multi_query's one key/value head
+// and the old architecture's [q_h, k_h, v_h] per head are its two ends).
+at::Tensor FalconGroupedRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t kv_heads) {
+  std::vector<std::int64_t> group = {kv_heads, -1};
+  group.insert(group.end(), q.sizes().begin() + 1, q.sizes().end());
+  std::vector<std::int64_t> fused = q.sizes().vec();
+  fused[0] += k.size(0) + v.size(0);
+  return at::cat({q.reshape(group), k.reshape(group), v.reshape(group)}, 1).reshape(fused);
+}
+
+// Falcon's checkpoint layout from the model's tensors (FuseProjections).
+std::vector<std::pair<std::string, at::Tensor>> ToFalconLayout(const ModelConfig& config,
+                                                               std::vector<std::pair<std::string, at::Tensor>> tensors) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
+  std::vector<bool> drop(tensors.size(), false);
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string p = absl::StrCat("model.layers.", layer, ".self_attn.");
+      const std::string q = absl::StrCat(p, "q_proj.", kind), k = absl::StrCat(p, "k_proj.", kind), v = absl::StrCat(p, "v_proj.", kind);
+      if (!index.count(q) || !index.count(k) || !index.count(v)) continue;  // not all here: left apart
+      at::Tensor& fused = tensors[index[q]].second;
+      const at::Tensor &kt = tensors[index[k]].second, &vt = tensors[index[v]].second;
+      if (fused.defined() && kt.defined() && vt.defined()) fused = FalconGroupedRows(fused, kt, vt, config.num_key_value_heads);
+      drop[index[k]] = drop[index[v]] = true;
+    }
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!drop[i]) out.push_back({FalconCheckpointName(config, tensors[i].first), std::move(tensors[i].second)});
+  }
+  return out;
+}
+
+// The model's names and one tensor per projection from a Falcon checkpoint
+// (SplitFusedProjections); a query_key_value of the wrong shape is an error naming it.
+absl::Status FromFalconLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+  const std::int64_t D = config.head_dim, KV = config.num_key_value_heads, G = config.num_attention_heads / KV;
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (const char* kind : {"weight", "bias"}) {
+      const std::string name = absl::StrCat("transformer.h.", layer, ".self_attention.query_key_value.", kind);
+      auto it = tensors->find(name);
+      if (it == tensors->end()) continue;  // FromTensors names what is missing
+      std::vector<std::int64_t> shape = {KV * (G + 2) * D};
+      if (std::string(kind) == "weight") shape.push_back(config.hidden_size);
+      if (it->second.sizes().vec() != shape) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(it->second.sizes()),
+                                                       ", config.json implies ", ShapeText(shape)));
+      }
+      std::vector<std::int64_t> grouped = {KV, (G + 2) * D};
+      grouped.insert(grouped.end(), shape.begin() + 1, shape.end());
+      const at::Tensor groups = it->second.reshape(grouped);
+      tensors->erase(it);
+      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
+      for (const auto& [module, first, rows] : {std::tuple{"q_proj.", std::int64_t{0}, G * D}, {"k_proj.", G * D, D}, {"v_proj.", (G + 1) * D, D}}) {
+        std::vector<std::int64_t> one = shape;
+        one[0] = KV * rows;
+        (*tensors)[ours + module + kind] = groups.narrow(1, first, rows).reshape(one).clone();
+      }
+    }
+  }
+  for (const auto& [name, shape] : ExpectedTensors(config)) {
+    const std::string theirs = FalconCheckpointName(config, name);
+    if (theirs == name || absl::StrContains(theirs, "query_key_value")) continue;
+    if (auto it = tensors->find(theirs); it != tensors->end()) {
+      (*tensors)[name] = it->second;
+      tensors->erase(theirs);
+    }
+  }
+  return absl::OkStatus();
+}
+
 bool IsGptNeo(const ModelConfig& c) { return c.model_type == "gpt_neo"; }
 
 // GPT-Neo: the checkpoint's name of model tensor `name` (GPTNeoModel's transformer.*:
@@ -784,6 +885,9 @@ bool IsProjectionWeight(const std::string& name) {
 std::vector<std::int64_t> CheckpointShapeOf(const ModelConfig& config, const std::string& name, std::vector<std::int64_t> shape) {
   const std::string theirs = CheckpointNameOf(config, name);
   if (absl::StrContains(theirs, "query_key_value") || absl::StrContains(theirs, ".c_attn.")) shape[0] *= 3;
+  if (IsFalcon(config) && absl::StrContains(theirs, "query_key_value")) {
+    shape[0] = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim;
+  }
   if (IsGptBigCode(config) && absl::StrContains(theirs, ".c_attn.")) {
     shape[0] = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim;
   }
@@ -960,6 +1064,7 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
          : IsGptj(config) ? GptjCheckpointName(name)
          : IsGptNeo(config) ? GptNeoCheckpointName(name)
          : IsGptBigCode(config) ? GptBigCodeCheckpointName(name)
+         : IsFalcon(config) ? FalconCheckpointName(config, name)
          : IsOpt(config)  ? OptCheckpointName(name)
          : IsPhi(config)  ? PhiCheckpointName(name)
          : IsStableLm(config) ? StableLmCheckpointName(config, name)
@@ -977,6 +1082,7 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsGptj(config)) return ToRenamedLayout(std::move(tensors), GptjCheckpointName);
   if (IsGptNeo(config)) return ToRenamedLayout(std::move(tensors), GptNeoCheckpointName);
   if (IsGptBigCode(config)) return ToGptBigCodeLayout(config, std::move(tensors));
+  if (IsFalcon(config)) return ToFalconLayout(config, std::move(tensors));
   if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
@@ -1025,6 +1131,7 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
     return FromRenamedLayout(config, tensors, GptjCheckpointName);
   }
   if (IsGptBigCode(config)) return FromGptBigCodeLayout(config, tensors);
+  if (IsFalcon(config)) return FromFalconLayout(config, tensors);
   if (IsGptNeo(config)) {
     for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {  // old checkpoints' mask buffers
       tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.attention.bias"));
@@ -1446,7 +1553,7 @@ const char* LinearSiteName(LinearSite site) {
 std::string DecoderLayersPrefix(const ModelConfig& config) {
   return IsNeox(config)                      ? "gpt_neox.layers."
          : IsMamba(config)                   ? "backbone.layers."
-         : IsGpt2(config) || IsGptj(config) || IsBloom(config) || IsGptNeo(config) || IsGptBigCode(config) ? "transformer.h."
+         : IsGpt2(config) || IsGptj(config) || IsBloom(config) || IsGptNeo(config) || IsGptBigCode(config) || IsFalcon(config) ? "transformer.h."
          : IsOpt(config)                     ? "model.decoder.layers."
          : IsDbrx(config)                    ? "transformer.blocks."
                                              : "model.layers.";
@@ -1515,6 +1622,21 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     out.push_back({"attn.c_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
     out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
     out.push_back({"mlp.c_proj", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
+    return out;
+  }
+  if (IsFalcon(c)) {  // Falcon's modules, as its checkpoints and PEFT name them
+    // query_key_value: one key/value head (multi_query: q, k, v one after the other) or
+    // one per head (interleaved by head); grouped heads (falcon-40b's layout) are a
+    // layout the adapters do not split, so it is not offered.
+    if (c.num_key_value_heads == 1 || c.num_key_value_heads == c.num_attention_heads) {
+      LinearModule qkv{"self_attention.query_key_value", hidden, q + 2 * kv,
+                       {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}};
+      qkv.interleaved_heads = c.num_key_value_heads != 1;
+      out.push_back(qkv);
+    }
+    out.push_back({"self_attention.dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
+    out.push_back({"mlp.dense_h_to_4h", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
+    out.push_back({"mlp.dense_4h_to_h", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});
     return out;
   }
   if (IsGptNeo(c)) {  // GPT-Neo's modules, as its checkpoints and PEFT name them

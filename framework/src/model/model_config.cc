@@ -270,6 +270,45 @@ absl::StatusOr<nlohmann::json> BloomFieldsUnderCommonNames(const nlohmann::json&
   return out;
 }
 
+// Falcon's config.json under the names the rest of FromJson reads (FalconConfig:
+// n_embed / n_head / n_layer of its first configs; layer_norm_epsilon; activation
+// ("gelu"); ffn_hidden_size, 4 hidden_size when null; the key/value heads its
+// attention uses: num_kv_heads (the heads when null) with new_decoder_architecture,
+// else one with multi_query (true by default), else one per head).
+absl::StatusOr<nlohmann::json> FalconFieldsUnderCommonNames(const nlohmann::json& in) {
+  nlohmann::json out = in;
+  EraseFieldsNotOfTheFamily({"num_key_value_heads", "head_dim", "intermediate_size", "hidden_act", "rms_norm_eps",
+                             "attention_bias"}, &out);
+  for (const auto& [theirs, ours, fallback] : {std::tuple{"n_embed", "hidden_size", 4544}, {"n_head", "num_attention_heads", 71},
+                                              {"n_layer", "num_hidden_layers", 32}}) {
+    if (in.contains(theirs) && !in[theirs].is_null()) out[ours] = in[theirs];
+    if (!out.contains(ours)) out[ours] = fallback;
+  }
+  if (!out.contains("vocab_size")) out["vocab_size"] = 65024;
+  if (in.contains("layer_norm_epsilon")) out["rms_norm_eps"] = in["layer_norm_epsilon"];
+  out["hidden_act"] = in.contains("activation") ? in["activation"] : nlohmann::json("gelu");
+  const nlohmann::json& hidden = out["hidden_size"];
+  if (in.contains("ffn_hidden_size") && !in["ffn_hidden_size"].is_null()) {
+    out["intermediate_size"] = in["ffn_hidden_size"];
+  } else {
+    out["intermediate_size"] = hidden.is_number_integer() && hidden.get<std::int64_t>() > 0 &&
+                                       hidden.get<std::int64_t>() < (std::int64_t{1} << 40)
+                                   ? nlohmann::json(4 * hidden.get<std::int64_t>())
+                                   : hidden;  // as invalid as it is: the checks below name it
+  }
+  bool new_architecture = false, multi_query = true;
+  POSTTRAIN_RETURN_IF_ERROR(Read(in, "new_decoder_architecture", &new_architecture));
+  POSTTRAIN_RETURN_IF_ERROR(Read(in, "multi_query", &multi_query));
+  if (new_architecture) {
+    out["num_key_value_heads"] = in.contains("num_kv_heads") && !in["num_kv_heads"].is_null() ? in["num_kv_heads"]
+                                                                                            : out["num_attention_heads"];
+  } else {
+    out["num_key_value_heads"] = multi_query ? nlohmann::json(1) : out["num_attention_heads"];
+  }
+  out.erase("hidden_dropout");  // read from the file itself
+  return out;
+}
+
 // GPT-Neo's config.json under the names the rest of FromJson reads (GPTNeoConfig:
 // num_layers and num_heads under its attribute_map's common names, which win when
 // present; layer_norm_epsilon, activation_function; intermediate_size null means
@@ -454,7 +493,7 @@ absl::Status RefuseMathChangingFields(const nlohmann::json& json, const std::str
   // a field of another family's is refused.
   for (const char* key : {"hidden_dropout", "resid_pdrop", "embd_pdrop", "residual_dropout", "embedding_dropout"}) {
     const std::string k = key;
-    const bool read = ((model_type == "gpt_neox" || model_type == "bloom") && k == "hidden_dropout") ||
+    const bool read = ((model_type == "gpt_neox" || model_type == "bloom" || model_type == "falcon") && k == "hidden_dropout") ||
                       ((model_type == "gpt2" || model_type == "gptj" || model_type == "phi") && (k == "resid_pdrop" || k == "embd_pdrop")) ||
                       (model_type == "starcoder2" && (k == "residual_dropout" || k == "embedding_dropout"));
     if (nonzero(key) && !read) refused.push_back(absl::StrCat(key, " = ", json[key].dump(), " (dropout in training)"));
@@ -1023,7 +1062,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (gpt_neo) {
     POSTTRAIN_ASSIGN_OR_RETURN(translated, GptNeoFieldsUnderCommonNames(file));
   }
-  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type || dbrx || gpt_neo || bigcode ? translated : file;
+  const bool falcon = c.model_type == "falcon";
+  if (falcon) {
+    POSTTRAIN_ASSIGN_OR_RETURN(translated, FalconFieldsUnderCommonNames(file));
+  }
+  const nlohmann::json& json = gpt2 || gptj || opt || bloom || neox_type || dbrx || gpt_neo || bigcode || falcon ? translated : file;
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" && c.model_type != "qwen3" &&
       c.model_type != "gemma" && c.model_type != "smollm3" && c.model_type != "phi3" &&
       c.model_type != "gemma2" && c.model_type != "gemma3_text" && c.model_type != "olmo2" && c.model_type != "granite" &&
@@ -1031,11 +1074,11 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
       c.model_type != "cohere" && c.model_type != "cohere2" && !bloom &&
       c.model_type != "phi" && c.model_type != "stablelm" && c.model_type != "starcoder2" && c.model_type != "glm4_moe" &&
       c.model_type != "gpt_oss" && c.model_type != "deepseek_v3" && c.model_type != "mamba" &&
-      c.model_type != "falcon_mamba" && !dbrx && c.model_type != "olmo" && !gpt_neo && !bigcode) {
+      c.model_type != "falcon_mamba" && !dbrx && c.model_type != "olmo" && !gpt_neo && !bigcode && !falcon) {
     return absl::UnimplementedError(absl::StrCat(
         "config.json: model_type \"", c.model_type,
         "\" is not supported (supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, smollm3, phi3, olmo2, "
-        "olmo, granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, gpt_neox, gpt2, gpt_bigcode, gpt_neo, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
+        "olmo, granite, mixtral, qwen2_moe, qwen3_moe, glm4_moe, gpt_oss, deepseek_v3, dbrx, mamba, falcon_mamba, falcon, gpt_neox, gpt2, gpt_bigcode, gpt_neo, gptj, opt, cohere, cohere2, bloom, phi, stablelm, "
         "starcoder2)"));
   }
   if (c.model_type == "mamba" || c.model_type == "falcon_mamba") return ReadMamba(json, c);
@@ -1086,6 +1129,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
                      : dbrx                        ? "DbrxForCausalLM"
                      : gpt_neo                     ? "GPTNeoForCausalLM"
                      : bigcode                     ? "GPTBigCodeForCausalLM"
+                     : falcon                      ? "FalconForCausalLM"
                                                  : "LlamaForCausalLM";
   }
   if (c.model_type == "qwen2" || c.model_type == "qwen2_moe" || neox) c.attention_bias = true;
@@ -1360,6 +1404,40 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "resid_pdrop", &c.residual_dropout));
     POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "embd_pdrop", &c.embedding_dropout));
   }
+  if (falcon) {  // FalconConfig's defaults (transformers' FalconDecoderLayer, FalconAttention, FalconMLP)
+    bool new_architecture = false, parallel = true, bias = false, alibi = false;
+    POSTTRAIN_RETURN_IF_ERROR(Read(file, "new_decoder_architecture", &new_architecture));
+    POSTTRAIN_RETURN_IF_ERROR(Read(file, "parallel_attn", &parallel));
+    POSTTRAIN_RETURN_IF_ERROR(Read(file, "bias", &bias));
+    POSTTRAIN_RETURN_IF_ERROR(Read(file, "alibi", &alibi));
+    if (alibi) {
+      return absl::UnimplementedError("config.json: not supported (it changes the model's maths): alibi = true (Falcon's ALiBi, "
+                                      "added before the scores' scaling, unlike BLOOM's)");
+    }
+    if (new_architecture && !parallel) {
+      return absl::InvalidArgumentError("config.json: new_decoder_architecture needs parallel_attn = true (FalconDecoderLayer "
+                                        "has no post-attention norm there)");
+    }
+    // num_ln_in_parallel_attn: 2 (ln_attn, ln_mlp both reading h) by default with the
+    // new architecture, else one norm both branches read.
+    std::int64_t norms = new_architecture ? 2 : 1;
+    if (file.contains("num_ln_in_parallel_attn") && !file["num_ln_in_parallel_attn"].is_null()) {
+      POSTTRAIN_RETURN_IF_ERROR(Read(file, "num_ln_in_parallel_attn", &norms));
+      if (norms != 1 && norms != 2) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: num_ln_in_parallel_attn must be 1, 2 or null, got ", norms));
+      }
+    }
+    c.layer_norm = true;
+    c.gated_mlp = false;
+    c.mlp_bias = c.attention_bias = c.output_bias = bias;
+    c.parallel_residual = parallel;
+    c.one_norm_per_layer = parallel && !(new_architecture && norms == 2);
+    c.rms_norm_eps = 1e-5;
+    c.hidden_act = "gelu";
+    c.tie_word_embeddings = true;
+    c.max_position_embeddings = 2048;
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "hidden_dropout", &c.residual_dropout));
+  }
   if (gpt_neo) {  // GPTNeoConfig's defaults (transformers' GPTNeoBlock, GPTNeoSelfAttention, GPTNeoMLP)
     c.layer_norm = true;
     c.gated_mlp = false;
@@ -1426,7 +1504,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
   if (gemma2) POSTTRAIN_RETURN_IF_ERROR(ReadGemma2Attention(json, &c));
   if (c.model_type == "granite") POSTTRAIN_RETURN_IF_ERROR(ReadGraniteMultipliers(json, &c));
   POSTTRAIN_RETURN_IF_ERROR(Read(json, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2 && !gpt_neo && !bigcode) {
+  if (!gpt2 && !gptj && !opt && !bloom && !phi && !stablelm && !starcoder2 && !gpt_neo && !bigcode && !falcon) {
     POSTTRAIN_RETURN_IF_ERROR(Read(json, "attention_bias", &c.attention_bias));
   }  // OPT's: enable_bias
   // attention_bias puts a bias on o_proj too where the family's attention is
@@ -1838,6 +1916,25 @@ nlohmann::ordered_json ModelConfig::ToJson() const {
     j["use_parallel_residual"] = parallel_residual;
     j["qk_layernorm"] = qk_layer_norm;
     j["hidden_dropout"] = 0.0;
+  } else if (model_type == "falcon") {
+    // FalconConfig's names: the new decoder architecture where the layer has two
+    // parallel norms or grouped key/value heads, else the old one with multi_query
+    // for one key/value head.
+    const bool two_norms = parallel_residual && !one_norm_per_layer;
+    const bool grouped = num_key_value_heads != 1 && num_key_value_heads != num_attention_heads;
+    const bool new_architecture = two_norms || grouped;
+    for (const char* key : {"intermediate_size", "num_key_value_heads", "head_dim"}) j.erase(key);
+    j["new_decoder_architecture"] = new_architecture;
+    j["multi_query"] = num_key_value_heads == 1;
+    j["num_kv_heads"] = num_key_value_heads;
+    if (new_architecture) j["num_ln_in_parallel_attn"] = two_norms ? 2 : 1;
+    j["parallel_attn"] = parallel_residual;
+    j["bias"] = attention_bias;
+    j["alibi"] = false;
+    j["ffn_hidden_size"] = intermediate_size;
+    j["activation"] = hidden_act;
+    j["layer_norm_epsilon"] = rms_norm_eps;
+    j["hidden_dropout"] = residual_dropout;
   } else if (model_type == "olmo") {  // OlmoConfig's: no eps (its LayerNorms' is 1e-5), clip_qkv
     j["clip_qkv"] = clip_qkv > 0 ? nlohmann::ordered_json(clip_qkv) : nlohmann::ordered_json(nullptr);
   } else if (model_type == "phi") {  // PhiConfig's names

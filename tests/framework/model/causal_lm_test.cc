@@ -2516,6 +2516,70 @@ TEST(CausalLMTest, GptBigCodeMatchesThePythonTranscriptionOnEveryPath) {
   }
 }
 
+// Falcon (falcon) against falcon_reference.py (fp64, the config.json given here), in
+// its layouts: falcon-7b's (old architecture, multi_query, one norm both parallel
+// branches read, no biases); falcon-40b's (new_decoder_architecture, 2 key/value
+// heads of 4 in groups, ln_attn and ln_mlp, biases); an old sequential layer with a
+// key/value per head (interleaved); the new architecture with one norm. Every path;
+// saved under its names and config (an extra num_key_value_heads ignored), loaded
+// back; ALiBi refused by name.
+TEST(CausalLMTest, FalconMatchesThePythonTranscriptionOnEveryLayout) {
+  const nlohmann::json base = {{"model_type", "falcon"}, {"architectures", {"FalconForCausalLM"}}, {"vocab_size", 97},
+                               {"hidden_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                               {"num_key_value_heads", 3}, {"rope_theta", 500.0}, {"max_position_embeddings", 64}};
+  struct Case {
+    const char* name;
+    nlohmann::json fields;
+    std::int64_t kv;
+    bool one_norm, parallel;
+    const char* norm;  // a norm tensor the checkpoint must hold
+  };
+  const std::vector<Case> cases = {
+      {"falcon-7b", {{"multi_query", true}, {"parallel_attn", true}, {"bias", false}}, 1, true, true, "input_layernorm"},
+      {"falcon-40b", {{"new_decoder_architecture", true}, {"num_kv_heads", 2}, {"bias", true}, {"ffn_hidden_size", 40}}, 2, false, true, "ln_mlp"},
+      {"sequential", {{"multi_query", false}, {"parallel_attn", false}, {"bias", true}}, 4, false, false, "post_attention_layernorm"},
+      {"new, one norm", {{"new_decoder_architecture", true}, {"num_ln_in_parallel_attn", 1}, {"num_kv_heads", 4}}, 4, true, true, "input_layernorm"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    nlohmann::json json = base;
+    json.update(c.fields);
+    auto config = ModelConfig::FromJson(json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->architecture, "FalconForCausalLM");
+    EXPECT_EQ(config->num_key_value_heads, c.kv);
+    EXPECT_EQ(config->one_norm_per_layer, c.one_norm);
+    EXPECT_EQ(config->parallel_residual, c.parallel);
+    const std::unique_ptr<CausalLM> model = RandomWithStd02(*config, 211);
+    RandomizeBiasesAndNorms(*model, 212, 0.5);
+    const std::int64_t B = 2, T = 9;
+    const at::Tensor ids = at::randint(config->vocab_size, {B, T}, at::kLong);
+    const at::Tensor expected = PythonReferenceLogits(*model, ids, "py_falcon", &json, "falcon_reference.py");
+    ASSERT_TRUE(expected.defined());
+    ExpectEveryPathGives(*model, ids, expected, /*prefill=*/4, /*decode_step=*/false);
+    const std::string dir = testing::TempDir("falcon_save");
+    ASSERT_TRUE(SaveCausalLM(*model, dir).ok());
+    ExpectLoadedBackGivesTheSameLogits(*model, dir, ids);
+    auto saved = LoadSafetensorsDir(dir);
+    ASSERT_TRUE(saved.ok()) << saved.status();
+    EXPECT_EQ(saved->at("transformer.h.1.self_attention.query_key_value.weight").sizes(),
+              at::IntArrayRef({32 + 2 * c.kv * 8, 32}));
+    EXPECT_EQ(saved->count(absl::StrCat("transformer.h.0.", c.norm, ".bias")), 1u);
+    EXPECT_EQ(saved->count("transformer.word_embeddings.weight"), 1u);
+    EXPECT_EQ(saved->count("transformer.h.0.mlp.dense_4h_to_h.weight"), 1u);
+    // The config written back reads the same, through transformers' own fields.
+    const nlohmann::json written = nlohmann::json::parse(testing::ReadFile(dir + "/config.json"));
+    auto reread = ModelConfig::FromJson(written);
+    ASSERT_TRUE(reread.ok()) << reread.status();
+    EXPECT_EQ(reread->num_key_value_heads, c.kv);
+    EXPECT_EQ(reread->one_norm_per_layer, c.one_norm);
+    EXPECT_EQ(reread->parallel_residual, c.parallel);
+    EXPECT_EQ(reread->intermediate_size, config->intermediate_size);
+  }
+  nlohmann::json alibi = base;
+  alibi["alibi"] = true;
+  EXPECT_THAT(std::string(ModelConfig::FromJson(alibi).status().message()), HasSubstr("alibi = true"));
+}
+
 // TRL's tiny models pass num_key_value_heads and intermediate_size to every family's
 // config class; GPT2Config, GPTJConfig, OPTConfig and GPTNeoXConfig keep the ones they
 // lack as extra attributes, written to config.json and read by no model: the

@@ -95,6 +95,7 @@ void ExpectAdaptedModelMatchesPeftAndItsMerge(const ModelConfig& config, Adapter
                              : config.model_type == "dbrx" ? "dbrx_reference.py"
                              : config.model_type == "gpt_neo" ? "gpt_neo_reference.py"
                              : config.model_type == "gpt_bigcode" ? "gpt_bigcode_reference.py"
+                             : config.model_type == "falcon" ? "falcon_reference.py"
                              : config.mamba ? "mamba_reference.py"
                                                              : "llama_reference.py";
   ASSERT_EQ(testing::RunCommand(testing::Python() + " " + testing::SourceDir() + "/tests/framework/model/" + script + " " +
@@ -882,6 +883,27 @@ TEST(LoraAdapterTest, GptBigCodeAdaptsItsModulesUnderPeftsNames) {
     EXPECT_EQ(params["base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"].sizes(),
               at::IntArrayRef({multi_query ? 48 : 96, 4}));
     ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir(multi_query ? "bigcode_mq_lora" : "bigcode_lora"));
+  }
+}
+
+// Falcon: LoRA under PEFT's names (self_attention.query_key_value, whose B rows are
+// the checkpoint's: q, k, v one after the other with multi_query, else interleaved by
+// head; self_attention.dense, mlp.dense_h_to_4h, mlp.dense_4h_to_h); the adapted
+// model equals PEFT's formula on those files (falcon_reference.py) and its merge.
+TEST(LoraAdapterTest, FalconAdaptsItsModulesUnderPeftsNames) {
+  for (const bool multi_query : {true, false}) {
+    SCOPED_TRACE(multi_query ? "multi_query" : "one key/value head per head");
+    auto config = ModelConfig::FromJson({{"model_type", "falcon"}, {"vocab_size", 97}, {"hidden_size", 32},
+                                         {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"multi_query", multi_query},
+                                         {"bias", !multi_query}});
+    ASSERT_TRUE(config.ok()) << config.status();
+    const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
+    ASSERT_NE(lora, nullptr);
+    std::map<std::string, at::Tensor> params = ParametersByName(*lora);
+    EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
+    EXPECT_EQ(params["base_model.model.transformer.h.1.self_attention.query_key_value.lora_B.weight"].sizes(),
+              at::IntArrayRef({multi_query ? 48 : 96, 4}));
+    ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir(multi_query ? "falcon_mq_lora" : "falcon_lora"));
   }
 }
 
