@@ -24,11 +24,13 @@ const char* TaskSuffix(ClassifierTask task) {
   return task == ClassifierTask::kToken ? "ForTokenClassification" : "ForSequenceClassification";
 }
 
-// GPT-2's, GPT-NeoX's and BLOOM's token classifiers call their head `classifier`;
-// every other family (and every sequence classifier) `score`.
+// GPT-2's, GPT-Neo's, GPTBigCode's, GPT-NeoX's, BLOOM's and Falcon's token
+// classifiers call their head `classifier`; every other family (and every sequence
+// classifier) `score`.
 std::string HeadName(const ModelConfig& config, ClassifierTask task) {
   const std::string& type = config.model_type;
-  const bool classifier = task == ClassifierTask::kToken && (type == "gpt2" || type == "gpt_neox" || type == "bloom");
+  const bool classifier = task == ClassifierTask::kToken && (type == "gpt2" || type == "gpt_neo" || type == "gpt_bigcode" ||
+                                                             type == "gpt_neox" || type == "bloom" || type == "falcon");
   return classifier ? "classifier" : "score";
 }
 
@@ -105,6 +107,18 @@ std::string ClassifierArchitecture(const std::string& causal_architecture, Class
   size_t stem = causal_architecture.find("For");
   if (stem == std::string::npos) stem = causal_architecture.find("LMHeadModel");
   return causal_architecture.substr(0, stem) + TaskSuffix(task);
+}
+
+absl::Status TransformersHasClassifier(const ModelConfig& config, ClassifierTask task) {
+  // The families transformers gives no classifier of either kind, then OPT's missing
+  // token classifier; the class is named from the causal architecture's stem.
+  const std::string& type = config.model_type;
+  const bool none = type == "cohere" || type == "cohere2" || type == "glm4_moe" || type == "mamba" || type == "falcon_mamba" ||
+                    type == "dbrx" || type == "olmo";
+  if (none || (task == ClassifierTask::kToken && type == "opt")) {
+    return absl::UnimplementedError(absl::StrCat("transformers has no ", ClassifierArchitecture(config.architecture, task)));
+  }
+  return absl::OkStatus();
 }
 
 ClassifierHead NewClassifierHead(const ModelConfig& config, ClassifierTask task, std::int64_t num_labels,

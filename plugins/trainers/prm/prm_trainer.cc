@@ -51,14 +51,8 @@ class PrmTrainer final : public Trainer {
   TrainerNeeds Needs() const override { return {}; }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
-    const std::string& type = policy_->config().model_type;
-    if (type == "opt" || type == "cohere" || type == "cohere2" || type == "glm4_moe" || type == "mamba" ||
-        type == "falcon_mamba") {
-      return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ",
-                                                   type == "opt" ? "OPT" : type == "cohere" ? "Cohere"
-                                                   : type == "cohere2" ? "Cohere2" : type == "glm4_moe" ? "Glm4Moe"
-                                                   : type == "mamba" ? "Mamba" : "FalconMamba",
-                                                   "ForTokenClassification"));
+    if (absl::Status has = TransformersHasClassifier(policy_->config(), ClassifierTask::kToken); !has.ok()) {
+      return Annotate(has, where_);
     }
     separator_ids_ = context.tokenizer->Encode(separator_, /*add_special_tokens=*/false);
     if (separator_ids_.empty()) {

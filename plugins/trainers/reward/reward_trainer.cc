@@ -40,13 +40,9 @@ class RewardTrainer final : public Trainer {
   TrainerNeeds Needs() const override { return {}; }
   absl::Status Setup(const TrainerContext& context) override {
     policy_ = context.policy;
-    const std::string& type = policy_->config().model_type;
-    if (type == "cohere" || type == "cohere2" || type == "glm4_moe" || type == "mamba" || type == "falcon_mamba") {
-      // what it would save could not be loaded
-      return absl::UnimplementedError(absl::StrCat(where_, ": transformers has no ",
-                                                   type == "cohere" ? "Cohere" : type == "cohere2" ? "Cohere2"
-                                                   : type == "glm4_moe" ? "Glm4Moe" : type == "mamba" ? "Mamba" : "FalconMamba",
-                                                   "ForSequenceClassification"));
+    // What it would save must load in transformers.
+    if (absl::Status has = TransformersHasClassifier(policy_->config(), ClassifierTask::kSequence); !has.ok()) {
+      return Annotate(has, where_);
     }
     absl::StatusOr<ClassifierHead> head = StartingClassifierHead(context.classifier_head, policy_->config(), ClassifierTask::kSequence,
                                                                  1, head_seed_, policy_->options());

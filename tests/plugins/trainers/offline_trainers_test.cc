@@ -343,8 +343,8 @@ TEST(KtoTrainerTest, TheKlPointUsesOtherExamplesCompletions) {
 }
 
 // Where transformers has no classifier to load what the reward or PRM trainer would
-// save (Cohere, Cohere 2 and GLM-4.5 have neither), Setup refuses, naming why; BLOOM
-// and Phi reward models save as their *ForSequenceClassification.
+// save (Cohere, Cohere 2, GLM-4.5, DBRX and OLMo have neither), Setup refuses, naming
+// why; BLOOM, Phi and Falcon reward models save as their *ForSequenceClassification.
 TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
   const nlohmann::json cohere = {{"model_type", "cohere"}, {"vocab_size", 32}, {"hidden_size", 16},
                                  {"intermediate_size", 32}, {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
@@ -354,6 +354,12 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
                                    {"intermediate_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 2},
                                    {"n_routed_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 8}};
   const nlohmann::json bloom = {{"model_type", "bloom"}, {"vocab_size", 32}, {"hidden_size", 16}, {"n_layer", 1}, {"n_head", 2}};
+  const nlohmann::json dbrx = {{"model_type", "dbrx"}, {"vocab_size", 32}, {"d_model", 16}, {"n_heads", 2}, {"n_layers", 1},
+                               {"ffn_config", {{"ffn_hidden_size", 8}}}};
+  const nlohmann::json olmo = {{"model_type", "olmo"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
+                               {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
+  const nlohmann::json falcon = {{"model_type", "falcon"}, {"vocab_size", 32}, {"hidden_size", 16}, {"num_hidden_layers", 1},
+                                 {"num_attention_heads", 2}};
   const nlohmann::json phi = {{"model_type", "phi"}, {"vocab_size", 32}, {"hidden_size", 16}, {"intermediate_size", 32},
                               {"num_hidden_layers", 1}, {"num_attention_heads", 2}};
   for (const auto& [json, trainer_name, message] :
@@ -362,7 +368,9 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
         std::tuple{cohere2, "reward", "transformers has no Cohere2ForSequenceClassification"},
         std::tuple{cohere2, "prm", "transformers has no Cohere2ForTokenClassification"},
         std::tuple{glm4_moe, "reward", "transformers has no Glm4MoeForSequenceClassification"},
-        std::tuple{glm4_moe, "prm", "transformers has no Glm4MoeForTokenClassification"}}) {
+        std::tuple{glm4_moe, "prm", "transformers has no Glm4MoeForTokenClassification"},
+        std::tuple{dbrx, "reward", "transformers has no DbrxForSequenceClassification"},
+        std::tuple{olmo, "prm", "transformers has no OlmoForTokenClassification"}}) {
     SCOPED_TRACE(trainer_name);
     auto config = ModelConfig::FromJson(json);
     ASSERT_TRUE(config.ok()) << config.status();
@@ -386,6 +394,16 @@ TEST(RewardTrainerTest, FamiliesWithoutATransformersClassifierAreRefused) {
   ASSERT_TRUE(phi_reward.ok()) << phi_reward.status();
   ASSERT_TRUE((*phi_reward)->Setup(TrainerContext{phi_model->get(), nullptr, nullptr}).ok());
   EXPECT_EQ((*phi_reward)->SavedArchitecture().first, "PhiForSequenceClassification");
+  auto falcon_model = CausalLM::Random(*ModelConfig::FromJson(falcon), at::kFloat, 1);
+  ASSERT_TRUE(falcon_model.ok());
+  auto falcon_reward = testing::CreateBuiltin<Trainer>("reward", {});
+  ASSERT_TRUE(falcon_reward.ok()) << falcon_reward.status();
+  ASSERT_TRUE((*falcon_reward)->Setup(TrainerContext{falcon_model->get(), nullptr, nullptr}).ok());
+  EXPECT_EQ((*falcon_reward)->SavedArchitecture().first, "FalconForSequenceClassification");
+  // Falcon's token classifier calls its head `classifier` (FalconForTokenClassification).
+  const ModelConfig falcon_config = *ModelConfig::FromJson(falcon);
+  EXPECT_EQ(NewClassifierHead(falcon_config, ClassifierTask::kToken, 2, 1, at::TensorOptions().dtype(at::kFloat)).name, "classifier");
+  EXPECT_EQ(NewClassifierHead(falcon_config, ClassifierTask::kSequence, 1, 1, at::TensorOptions().dtype(at::kFloat)).name, "score");
 }
 
 // The PRM trainer's head is what each family's transformers *ForTokenClassification

@@ -55,6 +55,11 @@ struct ClassifierHead {
 // ("GPT2LMHeadModel", kSequence) → "GPT2ForSequenceClassification".
 std::string ClassifierArchitecture(const std::string& causal_architecture, ClassifierTask task);
 
+// OK where transformers has the family's classifier for `task` (so that what a
+// classifier trainer saves loads there), else Unimplemented naming the missing class
+// (CohereForSequenceClassification, OPTForTokenClassification, ...).
+absl::Status TransformersHasClassifier(const ModelConfig& config, ClassifierTask task);
+
 // A new head as transformers initialises one for this family: the weight drawn from
 // N(0, initializer_range²) with a CPU generator seeded `seed`, the bias zero; named
 // and biased as the table above says. In `options` (the backbone's dtype and device).
