@@ -425,83 +425,15 @@ std::string GptjCheckpointName(const std::string& name) {
 bool IsGptBigCode(const ModelConfig& c) { return c.model_type == "gpt_bigcode"; }
 
 // GPTBigCode (StarCoder, SantaCoder): GPT-2's names, its projections nn.Linear
-// ([out, in], not Conv1D); q/k/v in attn.c_attn (GptBigCodeToLayout).
+// ([out, in], not Conv1D); q/k/v in attn.c_attn (GroupedQkvRows).
 std::string GptBigCodeCheckpointName(const std::string& name) { return Gpt2CheckpointName(name); }
-
-// GPTBigCode's checkpoint layout from the model's tensors (FuseProjections): c_attn
-// holds q, k, v rows one after the other with multi_query (one key/value head),
-// else interleaved by head [q_h, k_h, v_h] (GPTBigCodeAttention views its output
-// [.., heads, 3 D]); its bias likewise.
-std::vector<std::pair<std::string, at::Tensor>> ToGptBigCodeLayout(const ModelConfig& config,
-                                                                   std::vector<std::pair<std::string, at::Tensor>> tensors) {
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
-  std::vector<bool> drop(tensors.size(), false);
-  const bool per_head = config.num_key_value_heads != 1;
-  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-    for (const char* kind : {"weight", "bias"}) {
-      const std::string p = absl::StrCat("model.layers.", layer, ".self_attn.");
-      const std::string q = absl::StrCat(p, "q_proj.", kind), k = absl::StrCat(p, "k_proj.", kind), v = absl::StrCat(p, "v_proj.", kind);
-      if (!index.count(q) || !index.count(k) || !index.count(v)) continue;  // not all here: left apart
-      at::Tensor& fused = tensors[index[q]].second;
-      const at::Tensor &kt = tensors[index[k]].second, &vt = tensors[index[v]].second;
-      if (fused.defined() && kt.defined() && vt.defined()) {
-        fused = per_head ? InterleaveHeadRows(fused, kt, vt, config.num_attention_heads) : at::cat({fused, kt, vt}, 0);
-      }
-      drop[index[k]] = drop[index[v]] = true;
-    }
-  }
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!drop[i]) out.push_back({GptBigCodeCheckpointName(tensors[i].first), std::move(tensors[i].second)});
-  }
-  return out;
-}
-
-// The model's names and one tensor per projection from a GPTBigCode checkpoint
-// (SplitFusedProjections); a c_attn of the wrong shape is an error naming it.
-absl::Status FromGptBigCodeLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
-  const std::int64_t q = config.num_attention_heads * config.head_dim, kv = config.num_key_value_heads * config.head_dim;
-  const bool per_head = config.num_key_value_heads != 1;
-  tensors->erase("transformer.bias");  // an old causal-mask buffer
-  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-    for (const char* kind : {"weight", "bias"}) {
-      const std::string name = absl::StrCat("transformer.h.", layer, ".attn.c_attn.", kind);
-      auto it = tensors->find(name);
-      if (it == tensors->end()) continue;  // FromTensors names what is missing
-      std::vector<std::int64_t> shape = {q + 2 * kv};
-      if (std::string(kind) == "weight") shape.push_back(config.hidden_size);
-      if (it->second.sizes().vec() != shape) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(it->second.sizes()),
-                                                       ", config.json implies ", ShapeText(shape)));
-      }
-      const at::Tensor qkv = it->second;
-      tensors->erase(it);
-      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
-      const std::vector<at::Tensor> parts = per_head ? std::vector<at::Tensor>{} : qkv.split_with_sizes({q, kv, kv}, 0);
-      for (const auto& [part, module] : {std::pair{0, "q_proj."}, {1, "k_proj."}, {2, "v_proj."}}) {
-        (*tensors)[ours + module + kind] = per_head ? DeinterleaveHeadRows(qkv, config.num_attention_heads, part)
-                                                    : parts[static_cast<size_t>(part)].clone();
-      }
-    }
-  }
-  for (const auto& [name, shape] : ExpectedTensors(config)) {
-    const std::string theirs = GptBigCodeCheckpointName(name);
-    if (theirs == name || absl::StrContains(theirs, ".c_attn.")) continue;
-    if (auto it = tensors->find(theirs); it != tensors->end()) {
-      (*tensors)[name] = it->second;
-      tensors->erase(theirs);
-    }
-  }
-  return absl::OkStatus();
-}
 
 bool IsFalcon(const ModelConfig& c) { return c.model_type == "falcon"; }
 
 // Falcon: the checkpoint's name of model tensor `name` (transformer.word_embeddings,
 // h.<i>.input_layernorm, or ln_attn / ln_mlp for the two parallel norms, or
 // post_attention_layernorm in a sequential layer; self_attention.query_key_value
-// (q/k/v fused, FalconGroupedRows), self_attention.dense, mlp.dense_h_to_4h /
+// (q/k/v fused, GroupedQkvRows), self_attention.dense, mlp.dense_h_to_4h /
 // dense_4h_to_h; ln_f; lm_head as it is).
 std::string FalconCheckpointName(const ModelConfig& config, const std::string& name) {
   static const CheckpointNaming one_norm{{{"model.embed_tokens.weight", "transformer.word_embeddings.weight"},
@@ -523,11 +455,12 @@ std::string FalconCheckpointName(const ModelConfig& config, const std::string& n
   return Rename(config.parallel_residual && !config.one_norm_per_layer ? two_norms : one_norm, name);
 }
 
-// Falcon's query_key_value rows from q, k, v: per key/value head g, its G = heads /
-// kv_heads query heads, then its key, then its value (FalconAttention._split_heads
-// views the output [.., kv_heads, G + 2, head_dim]; multi_query's one key/value head
-// and the old architecture's [q_h, k_h, v_h] per head are its two ends).
-at::Tensor FalconGroupedRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t kv_heads) {
+// The rows of a module fusing q, k and v by key/value head: per key/value head g,
+// its G = heads / kv_heads query heads, then its key, then its value (Falcon's
+// query_key_value, FalconAttention._split_heads viewing the output [.., kv_heads,
+// G + 2, D]; GPTBigCode's c_attn: multi_query's one key/value head, q then k then v,
+// and one per head, [q_h, k_h, v_h], are the two ends).
+at::Tensor GroupedQkvRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t kv_heads) {
   std::vector<std::int64_t> group = {kv_heads, -1};
   group.insert(group.end(), q.sizes().begin() + 1, q.sizes().end());
   std::vector<std::int64_t> fused = q.sizes().vec();
@@ -535,9 +468,12 @@ at::Tensor FalconGroupedRows(const at::Tensor& q, const at::Tensor& k, const at:
   return at::cat({q.reshape(group), k.reshape(group), v.reshape(group)}, 1).reshape(fused);
 }
 
-// Falcon's checkpoint layout from the model's tensors (FuseProjections).
-std::vector<std::pair<std::string, at::Tensor>> ToFalconLayout(const ModelConfig& config,
-                                                               std::vector<std::pair<std::string, at::Tensor>> tensors) {
+// The checkpoint layout of a family fusing q, k, v by key/value head
+// (GroupedQkvRows; FuseProjections): the fused tensor, weight and bias, under the
+// name `rename` gives q_proj's; every name by `rename`.
+std::vector<std::pair<std::string, at::Tensor>> ToGroupedQkvLayout(const ModelConfig& config,
+                                                                   std::vector<std::pair<std::string, at::Tensor>> tensors,
+                                                                   const std::function<std::string(const std::string&)>& rename) {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
   std::vector<bool> drop(tensors.size(), false);
@@ -548,24 +484,26 @@ std::vector<std::pair<std::string, at::Tensor>> ToFalconLayout(const ModelConfig
       if (!index.count(q) || !index.count(k) || !index.count(v)) continue;  // not all here: left apart
       at::Tensor& fused = tensors[index[q]].second;
       const at::Tensor &kt = tensors[index[k]].second, &vt = tensors[index[v]].second;
-      if (fused.defined() && kt.defined() && vt.defined()) fused = FalconGroupedRows(fused, kt, vt, config.num_key_value_heads);
+      if (fused.defined() && kt.defined() && vt.defined()) fused = GroupedQkvRows(fused, kt, vt, config.num_key_value_heads);
       drop[index[k]] = drop[index[v]] = true;
     }
   }
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!drop[i]) out.push_back({FalconCheckpointName(config, tensors[i].first), std::move(tensors[i].second)});
+    if (!drop[i]) out.push_back({rename(tensors[i].first), std::move(tensors[i].second)});
   }
   return out;
 }
 
-// The model's names and one tensor per projection from a Falcon checkpoint
-// (SplitFusedProjections); a query_key_value of the wrong shape is an error naming it.
-absl::Status FromFalconLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors) {
+// The model's names and one tensor per projection from such a checkpoint
+// (SplitFusedProjections); a fused tensor of the wrong shape is an error naming it.
+absl::Status FromGroupedQkvLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors,
+                                  const std::function<std::string(const std::string&)>& rename) {
   const std::int64_t D = config.head_dim, KV = config.num_key_value_heads, G = config.num_attention_heads / KV;
   for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     for (const char* kind : {"weight", "bias"}) {
-      const std::string name = absl::StrCat("transformer.h.", layer, ".self_attention.query_key_value.", kind);
+      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
+      const std::string name = rename(absl::StrCat(ours, "q_proj.", kind));
       auto it = tensors->find(name);
       if (it == tensors->end()) continue;  // FromTensors names what is missing
       std::vector<std::int64_t> shape = {KV * (G + 2) * D};
@@ -578,7 +516,6 @@ absl::Status FromFalconLayout(const ModelConfig& config, std::map<std::string, a
       grouped.insert(grouped.end(), shape.begin() + 1, shape.end());
       const at::Tensor groups = it->second.reshape(grouped);
       tensors->erase(it);
-      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
       for (const auto& [module, first, rows] : {std::tuple{"q_proj.", std::int64_t{0}, G * D}, {"k_proj.", G * D, D}, {"v_proj.", (G + 1) * D, D}}) {
         std::vector<std::int64_t> one = shape;
         one[0] = KV * rows;
@@ -587,8 +524,10 @@ absl::Status FromFalconLayout(const ModelConfig& config, std::map<std::string, a
     }
   }
   for (const auto& [name, shape] : ExpectedTensors(config)) {
-    const std::string theirs = FalconCheckpointName(config, name);
-    if (theirs == name || absl::StrContains(theirs, "query_key_value")) continue;
+    const std::string theirs = rename(name);
+    const bool fused = absl::StrContains(name, ".self_attn.q_proj.") || absl::StrContains(name, ".self_attn.k_proj.") ||
+                       absl::StrContains(name, ".self_attn.v_proj.");
+    if (theirs == name || fused) continue;
     if (auto it = tensors->find(theirs); it != tensors->end()) {
       (*tensors)[name] = it->second;
       tensors->erase(theirs);
@@ -1081,8 +1020,10 @@ std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfi
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
   if (IsGptj(config)) return ToRenamedLayout(std::move(tensors), GptjCheckpointName);
   if (IsGptNeo(config)) return ToRenamedLayout(std::move(tensors), GptNeoCheckpointName);
-  if (IsGptBigCode(config)) return ToGptBigCodeLayout(config, std::move(tensors));
-  if (IsFalcon(config)) return ToFalconLayout(config, std::move(tensors));
+  if (IsGptBigCode(config)) return ToGroupedQkvLayout(config, std::move(tensors), GptBigCodeCheckpointName);
+  if (IsFalcon(config)) {
+    return ToGroupedQkvLayout(config, std::move(tensors), [&](const std::string& n) { return FalconCheckpointName(config, n); });
+  }
   if (IsOpt(config)) return ToRenamedLayout(std::move(tensors), OptCheckpointName);
   if (IsPhi(config)) return ToRenamedLayout(std::move(tensors), PhiCheckpointName);
   if (IsStableLm(config)) return ToStableLmLayout(config, std::move(tensors));
@@ -1130,8 +1071,13 @@ absl::Status SplitFusedProjections(const ModelConfig& config, std::map<std::stri
     }
     return FromRenamedLayout(config, tensors, GptjCheckpointName);
   }
-  if (IsGptBigCode(config)) return FromGptBigCodeLayout(config, tensors);
-  if (IsFalcon(config)) return FromFalconLayout(config, tensors);
+  if (IsGptBigCode(config)) {
+    tensors->erase("transformer.bias");  // an old causal-mask buffer
+    return FromGroupedQkvLayout(config, tensors, GptBigCodeCheckpointName);
+  }
+  if (IsFalcon(config)) {
+    return FromGroupedQkvLayout(config, tensors, [&](const std::string& n) { return FalconCheckpointName(config, n); });
+  }
   if (IsGptNeo(config)) {
     for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {  // old checkpoints' mask buffers
       tensors->erase(absl::StrCat("transformer.h.", layer, ".attn.attention.bias"));

@@ -1436,7 +1436,18 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& file) {
     c.hidden_act = "gelu";
     c.tie_word_embeddings = true;
     c.max_position_embeddings = 2048;
-    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "hidden_dropout", &c.residual_dropout));
+    // FalconDecoderLayer drops the sum of both branches with one mask (and a sequential
+    // layer's attention output at attention_dropout): not the per-branch dropout of
+    // residual_dropout.
+    double hidden_dropout = 0.0;
+    POSTTRAIN_RETURN_IF_ERROR(ReadProbability(file, "hidden_dropout", &hidden_dropout));
+    if (hidden_dropout != 0.0 || (!parallel && c.attention_dropout != 0.0)) {
+      return absl::UnimplementedError(absl::StrCat("config.json: not supported (it changes the model's maths): ",
+                                                   hidden_dropout != 0.0 ? absl::StrCat("hidden_dropout = ", hidden_dropout)
+                                                                         : absl::StrCat("attention_dropout = ", c.attention_dropout,
+                                                                                        " with parallel_attn = false"),
+                                                   " (Falcon's dropout of the layer's summed output)"));
+    }
   }
   if (gpt_neo) {  // GPTNeoConfig's defaults (transformers' GPTNeoBlock, GPTNeoSelfAttention, GPTNeoMLP)
     c.layer_norm = true;
