@@ -1532,7 +1532,7 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     const std::string attention = IsNeox(c) ? "attention." : "self_attention.";
     LinearModule qkv{attention + "query_key_value", hidden, 3 * q,
                      {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, q}, Part{LinearSite::kV, 2 * q, q}}};
-    qkv.interleaved_heads = true;
+    qkv.head_groups = c.num_attention_heads;  // [q_h, k_h, v_h] by head
     out.push_back(qkv);
     out.push_back({attention + "dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
     out.push_back({"mlp.dense_h_to_4h", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
@@ -1563,7 +1563,7 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
   if (IsGptBigCode(c)) {  // GPTBigCode's nn.Linear modules, as its checkpoints and PEFT name them
     LinearModule qkv{"attn.c_attn", hidden, q + 2 * kv,
                      {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}};
-    qkv.interleaved_heads = c.num_key_value_heads != 1;  // without multi_query: [q_h, k_h, v_h] by head
+    if (c.num_key_value_heads != 1) qkv.head_groups = c.num_key_value_heads;  // without multi_query: [q_h, k_h, v_h] by head
     out.push_back(qkv);
     out.push_back({"attn.c_proj", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
     out.push_back({"mlp.c_fc", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
@@ -1571,15 +1571,12 @@ std::vector<LinearModule> LinearModules(const ModelConfig& c) {
     return out;
   }
   if (IsFalcon(c)) {  // Falcon's modules, as its checkpoints and PEFT name them
-    // query_key_value: one key/value head (multi_query: q, k, v one after the other) or
-    // one per head (interleaved by head); grouped heads (falcon-40b's layout) are a
-    // layout the adapters do not split, so it is not offered.
-    if (c.num_key_value_heads == 1 || c.num_key_value_heads == c.num_attention_heads) {
-      LinearModule qkv{"self_attention.query_key_value", hidden, q + 2 * kv,
-                       {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}};
-      qkv.interleaved_heads = c.num_key_value_heads != 1;
-      out.push_back(qkv);
-    }
+    // query_key_value: grouped by key/value head (GroupedQkvRows; multi_query's one
+    // group is q, k, v one after the other).
+    LinearModule qkv{"self_attention.query_key_value", hidden, q + 2 * kv,
+                     {Part{LinearSite::kQ, 0, q}, Part{LinearSite::kK, q, kv}, Part{LinearSite::kV, q + kv, kv}}};
+    if (c.num_key_value_heads != 1) qkv.head_groups = c.num_key_value_heads;
+    out.push_back(qkv);
     out.push_back({"self_attention.dense", q, hidden, {Part{LinearSite::kO, 0, hidden}}});
     out.push_back({"mlp.dense_h_to_4h", hidden, inter, {Part{LinearSite::kUp, 0, inter}}});
     out.push_back({"mlp.dense_4h_to_h", inter, hidden, {Part{LinearSite::kDown, 0, hidden}}});

@@ -455,12 +455,15 @@ class LoraAdapter final : public Adapter {
     at::Tensor rows_index;  // int64 [rows], or undefined: the block above
   };
 
-  // The rows of B that part k of `module` takes where the module interleaves heads:
-  // those DeinterleaveHeadRows gives of the module's row numbers; else undefined.
+  // The rows of B that part k of `module` takes where the module groups its rows by
+  // head (LinearModule::head_groups): in each group, the part's share at its share of
+  // the offset; else undefined (the part's block of rows).
   at::Tensor InterleavedRows(const LinearModule& module, size_t k, const at::TensorOptions& options) const {
-    if (!module.interleaved_heads) return at::Tensor();
-    const at::Tensor rows = at::arange(module.out_features, at::TensorOptions().dtype(at::kLong));
-    return DeinterleaveHeadRows(rows, config_.num_attention_heads, static_cast<std::int64_t>(k)).to(options.device());
+    const std::int64_t groups = module.head_groups;
+    if (groups <= 0) return at::Tensor();
+    const LinearModule::Part& part = module.parts[k];
+    const at::Tensor rows = at::arange(module.out_features, at::TensorOptions().dtype(at::kLong)).view({groups, -1});
+    return rows.narrow(1, part.row_offset / groups, part.rows / groups).reshape({-1}).to(options.device());
   }
 
   // A base tensor's name in the model's checkpoints (GPT-NeoX: embed_out.weight for

@@ -887,23 +887,32 @@ TEST(LoraAdapterTest, GptBigCodeAdaptsItsModulesUnderPeftsNames) {
 }
 
 // Falcon: LoRA under PEFT's names (self_attention.query_key_value, whose B rows are
-// the checkpoint's: q, k, v one after the other with multi_query, else interleaved by
-// head; self_attention.dense, mlp.dense_h_to_4h, mlp.dense_4h_to_h); the adapted
+// the checkpoint's: q, k, v one after the other with multi_query, interleaved by head
+// without it, grouped by key/value head in the new architecture; self_attention.dense,
+// mlp.dense_h_to_4h, mlp.dense_4h_to_h); the adapted
 // model equals PEFT's formula on those files (falcon_reference.py) and its merge.
 TEST(LoraAdapterTest, FalconAdaptsItsModulesUnderPeftsNames) {
-  for (const bool multi_query : {true, false}) {
-    SCOPED_TRACE(multi_query ? "multi_query" : "one key/value head per head");
-    auto config = ModelConfig::FromJson({{"model_type", "falcon"}, {"vocab_size", 97}, {"hidden_size", 32},
-                                         {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"multi_query", multi_query},
-                                         {"bias", !multi_query}});
+  struct Case {
+    const char* name;
+    nlohmann::json fields;
+    std::int64_t qkv_rows;
+  };
+  for (const Case& c : {Case{"multi_query", {{"multi_query", true}}, 48},
+                        Case{"one key/value head per head", {{"multi_query", false}, {"bias", true}}, 96},
+                        Case{"grouped: 2 key/value heads of 4", {{"new_decoder_architecture", true}, {"num_kv_heads", 2}}, 64}}) {
+    SCOPED_TRACE(c.name);
+    nlohmann::json json = {{"model_type", "falcon"}, {"vocab_size", 97}, {"hidden_size", 32}, {"num_hidden_layers", 2},
+                           {"num_attention_heads", 4}};
+    json.update(c.fields);
+    auto config = ModelConfig::FromJson(json);
     ASSERT_TRUE(config.ok()) << config.status();
     const std::unique_ptr<Adapter> lora = AllLinearWithRandomB(*config);
     ASSERT_NE(lora, nullptr);
     std::map<std::string, at::Tensor> params = ParametersByName(*lora);
     EXPECT_EQ(params.size(), 2u * 4 * 2);  // A and B of 4 modules in 2 layers
     EXPECT_EQ(params["base_model.model.transformer.h.1.self_attention.query_key_value.lora_B.weight"].sizes(),
-              at::IntArrayRef({multi_query ? 48 : 96, 4}));
-    ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir(multi_query ? "falcon_mq_lora" : "falcon_lora"));
+              at::IntArrayRef({c.qkv_rows, 4}));
+    ExpectAdaptedModelMatchesPeftAndItsMerge(*config, *lora, testing::TempDir(absl::StrCat("falcon_lora_", c.qkv_rows)));
   }
 }
 

@@ -44,10 +44,13 @@ struct LinearModule {
   std::string path;  // inside model.layers.<i>: "self_attn.q_proj", "self_attn.qkv_proj", ...
   std::int64_t in_features = 0, out_features = 0;
   std::vector<Part> parts;  // in row order, covering [0, out_features)
-  // GPT-NeoX's attention.query_key_value: the checkpoint's rows (and PEFT's lora_B
-  // rows) interleave q, k, v by head; `parts` are the blocked order [q; k; v] the
-  // model and the adapter hold (InterleaveHeadRows / DeinterleaveHeadRows convert).
-  bool interleaved_heads = false;
+  // A fused q/k/v whose checkpoint rows (and PEFT's lora_B rows) run in head_groups
+  // groups, each holding its share of every part in turn: GPT-NeoX's
+  // attention.query_key_value by head ([q_h, k_h, v_h], head_groups = heads),
+  // Falcon's query_key_value by key/value head ([its G query heads, k_g, v_g],
+  // head_groups = kv_heads). `parts` are the blocked order [q; k; v] the model and
+  // the adapter's slots hold. 0: the rows are that blocked order.
+  std::int64_t head_groups = 0;
   // GPT-2's modules are Conv1D: the checkpoint stores the weight [in, out] (PEFT's
   // fan_in_fan_out); the model, and PEFT's lora_A [r, in] and lora_B [out, r], as for
   // a linear layer.
