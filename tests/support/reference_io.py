@@ -120,3 +120,15 @@ def load_balancing_loss(gate_logits, num_experts, top_k):
     tokens_per_expert = torch.mean(expert_mask.float(), dim=0)        # [k, E]
     router_prob_per_expert = torch.mean(routing_weights, dim=0)       # [E]
     return torch.sum(tokens_per_expert * router_prob_per_expert.unsqueeze(0)) * num_experts
+
+
+def layer_norm_by_name(w, eps):
+    """norm(x, name): torch's LayerNorm over the last dimension with the weights w's
+    name.weight and, when w holds it, name.bias; in x's dtype."""
+    import torch
+
+    def norm(x, name):
+        mu = x.mean(-1, keepdim=True)
+        y = (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + eps) * w[name + ".weight"]
+        return y + w[name + ".bias"] if name + ".bias" in w else y
+    return norm

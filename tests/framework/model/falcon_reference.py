@@ -18,7 +18,7 @@ import os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from reference_io import peft_linear, read_inputs, rotate_half_rope, write_logits  # noqa: E402
+from reference_io import layer_norm_by_name, peft_linear, read_inputs, rotate_half_rope, write_logits  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(sys.argv, "falcon")
 E, H, L = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_hidden_layers"]
@@ -33,10 +33,7 @@ act = {"gelu": torch.nn.functional.gelu, "relu": torch.relu, "silu": torch.nn.fu
 linear = peft_linear(w, lora, scaling)
 
 
-def layer_norm(x, name):
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
+layer_norm = layer_norm_by_name(w, eps)
 
 
 B, T = ids.shape

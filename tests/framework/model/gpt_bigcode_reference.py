@@ -15,7 +15,7 @@ import math, os, sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../support"))
-from reference_io import peft_linear, read_inputs, write_logits  # noqa: E402
+from reference_io import layer_norm_by_name, peft_linear, read_inputs, write_logits  # noqa: E402
 
 cfg, w, ids, lora, scaling = read_inputs(sys.argv, "gpt_bigcode")
 E = cfg.get("n_embd", 768)
@@ -32,10 +32,7 @@ act = {"gelu_pytorch_tanh": tanh_gelu, "gelu_new": tanh_gelu, "gelu": torch.nn.f
 linear = peft_linear(w, lora, scaling)
 
 
-def layer_norm(x, name):
-    mu = x.mean(-1, keepdim=True)
-    var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
+layer_norm = layer_norm_by_name(w, eps)
 
 
 B, T = ids.shape
