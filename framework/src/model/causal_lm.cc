@@ -914,33 +914,10 @@ absl::Status FromGpt2Layout(const ModelConfig& config, std::map<std::string, at:
   return absl::OkStatus();
 }
 
-// GPT-NeoX's or BLOOM's checkpoint layout from the model's tensors (FuseProjections):
-// q/k/v as one query_key_value interleaved by head, names by `rename`.
-std::vector<std::pair<std::string, at::Tensor>> ToHeadInterleavedLayout(
-    const ModelConfig& config, std::vector<std::pair<std::string, at::Tensor>> tensors,
-    std::string (*rename)(const std::string&)) {
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
-  std::vector<bool> drop(tensors.size(), false);
-  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-    for (const char* kind : {"weight", "bias"}) {
-      const std::string p = absl::StrCat("model.layers.", layer, ".self_attn.");
-      const std::string q = absl::StrCat(p, "q_proj.", kind), k = absl::StrCat(p, "k_proj.", kind), v = absl::StrCat(p, "v_proj.", kind);
-      if (!index.count(q) || !index.count(k) || !index.count(v)) continue;  // not all here: left apart
-      tensors[index[q]].second = InterleaveHeadRows(tensors[index[q]].second, tensors[index[k]].second,
-                                                 tensors[index[v]].second, config.num_attention_heads);
-      drop[index[k]] = drop[index[v]] = true;
-    }
-  }
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!drop[i]) out.push_back({rename(tensors[i].first), std::move(tensors[i].second)});
-  }
-  return out;
-}
-
 // The model's names and one tensor per projection from a GPT-NeoX or BLOOM checkpoint
-// (SplitFusedProjections), its names by `rename`.
+// (SplitFusedProjections): query_key_value is grouped by head, [q_h, k_h, v_h]
+// (FromGroupedQkvLayout with one key/value head per head); old checkpoints'
+// attention buffers are dropped. Their layout out: ToGroupedQkvLayout.
 absl::Status FromHeadInterleavedLayout(const ModelConfig& config, std::map<std::string, at::Tensor>* tensors,
                                        std::string (*rename)(const std::string&)) {
   for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
@@ -948,53 +925,11 @@ absl::Status FromHeadInterleavedLayout(const ModelConfig& config, std::map<std::
     const std::string p = fused.substr(0, fused.size() - std::strlen("query_key_value.weight"));  // the attention module's
     tensors->erase(p + "bias");         // old checkpoints' causal-mask buffer
     tensors->erase(p + "masked_bias");  // and its fill value
-    for (const char* kind : {"weight", "bias"}) {
-      const std::string name = absl::StrCat(p, "query_key_value.", kind);
-      auto it = tensors->find(name);
-      if (it == tensors->end()) continue;  // FromTensors names what is missing
-      const std::int64_t rows = 3 * config.num_attention_heads * config.head_dim;
-      std::vector<std::int64_t> shape = {rows};
-      if (std::string(kind) == "weight") shape.push_back(config.hidden_size);
-      if (it->second.sizes().vec() != shape) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeText(it->second.sizes()),
-                                                       ", config.json implies ", ShapeText(shape)));
-      }
-      const at::Tensor qkv = it->second;
-      tensors->erase(it);
-      const std::string ours = absl::StrCat("model.layers.", layer, ".self_attn.");
-      for (const auto& [part, module] : {std::pair{0, "q_proj."}, {1, "k_proj."}, {2, "v_proj."}}) {
-        (*tensors)[ours + module + kind] = DeinterleaveHeadRows(qkv, config.num_attention_heads, part);
-      }
-    }
   }
-  for (const auto& [name, shape] : ExpectedTensors(config)) {
-    const std::string theirs = rename(name);
-    if (theirs == name || absl::StrContains(theirs, "query_key_value")) continue;
-    if (auto it = tensors->find(theirs); it != tensors->end()) {
-      (*tensors)[name] = it->second;
-      tensors->erase(theirs);
-    }
-  }
-  return absl::OkStatus();
+  return FromGroupedQkvLayout(config, tensors, rename);
 }
 
 }  // namespace
-
-at::Tensor InterleaveHeadRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t heads) {
-  std::vector<std::int64_t> per_head = {heads, 1, q.size(0) / heads};
-  per_head.insert(per_head.end(), q.sizes().begin() + 1, q.sizes().end());
-  std::vector<std::int64_t> fused = q.sizes().vec();
-  fused[0] *= 3;
-  return at::cat({q.reshape(per_head), k.reshape(per_head), v.reshape(per_head)}, 1).reshape(fused);
-}
-
-at::Tensor DeinterleaveHeadRows(const at::Tensor& qkv, std::int64_t heads, std::int64_t part) {
-  std::vector<std::int64_t> per_head = {heads, 3, qkv.size(0) / (3 * heads)};
-  per_head.insert(per_head.end(), qkv.sizes().begin() + 1, qkv.sizes().end());
-  std::vector<std::int64_t> one = qkv.sizes().vec();
-  one[0] /= 3;
-  return qkv.reshape(per_head).select(1, part).reshape(one).clone();
-}
 
 std::string CheckpointNameOf(const ModelConfig& config, const std::string& name) {
   return IsNeox(config)    ? NeoxCheckpointName(name)
@@ -1015,8 +950,8 @@ std::string CheckpointNameOf(const ModelConfig& config, const std::string& name)
 
 std::vector<std::pair<std::string, at::Tensor>> FuseProjections(const ModelConfig& config,
                                                                  std::vector<std::pair<std::string, at::Tensor>> tensors) {
-  if (IsNeox(config)) return ToHeadInterleavedLayout(config, std::move(tensors), NeoxCheckpointName);
-  if (IsBloom(config)) return ToHeadInterleavedLayout(config, std::move(tensors), BloomCheckpointName);
+  if (IsNeox(config)) return ToGroupedQkvLayout(config, std::move(tensors), NeoxCheckpointName);  // by head
+  if (IsBloom(config)) return ToGroupedQkvLayout(config, std::move(tensors), BloomCheckpointName);
   if (IsGpt2(config)) return ToGpt2Layout(config, std::move(tensors));
   if (IsGptj(config)) return ToRenamedLayout(std::move(tensors), GptjCheckpointName);
   if (IsGptNeo(config)) return ToRenamedLayout(std::move(tensors), GptNeoCheckpointName);

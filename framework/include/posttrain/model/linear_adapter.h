@@ -64,10 +64,6 @@ std::vector<LinearModule> LinearModules(const ModelConfig& config);
 // families), "gpt_neox.layers." (GPT-NeoX) or "transformer.h." (GPT-2); module paths
 // follow "<prefix><i>.".
 std::string DecoderLayersPrefix(const ModelConfig& config);
-// GPT-NeoX's head interleaving of rows: q, k, v [heads · D, ...] → [3 · heads · D, ...]
-// with head h's q, k and v rows in turn; and back, part 0 (q), 1 (k) or 2 (v), a copy.
-at::Tensor InterleaveHeadRows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t heads);
-at::Tensor DeinterleaveHeadRows(const at::Tensor& qkv, std::int64_t heads, std::int64_t part);
 
 class LinearAdapter {
  public:
